@@ -1,0 +1,117 @@
+"""Validation of ``JobQueueManager`` configuration.
+
+Every option is checked when the manager is built: an unknown name is refused with a
+"did you mean" suggestion, and a value out of range with the field, the value and what
+is allowed (all ``ConfigError``, a ``ValueError``).
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Mapping
+from typing import Any, Final
+
+from typedq._validate import require_number
+from typedq.errors import ConfigError
+from typedq.job import MAX_PRIORITY, MIN_PRIORITY
+from typedq.leases import check_lease_settings
+
+__all__ = [
+    "DEFAULT_CONFIG",
+    "QUEUE_DEFAULTS",
+    "SUBMIT_FIELDS",
+    "unknown_key_error",
+    "validate_config",
+    "validate_queue_settings",
+]
+
+#: Settings a queue may override, with their defaults.
+QUEUE_DEFAULTS: Final[dict[str, Any]] = {
+    "max_workers": 4,
+    "default_priority": 5,
+    "poll_interval": 0.1,
+    "base_delay": 1.0,
+    "max_delay": None,
+    "jitter": 0.5,
+    "max_retries": 3,
+}
+
+#: Every top-level config key, with its default.
+DEFAULT_CONFIG: Final[dict[str, Any]] = {
+    **QUEUE_DEFAULTS,
+    "queues": {},
+    "backend": "memory://",
+    "lease_s": 30.0,
+    "heartbeat_s": 10.0,
+    "reaper_s": 5.0,
+    "max_lost": 3,
+    "shutdown_grace_s": 30.0,
+}
+
+SUBMIT_FIELDS: Final = frozenset(
+    {
+        "priority", "scheduled_at", "delay_s", "max_retries", "timeout_seconds",
+        "metadata", "depends_on", "job_id", "queue",
+    }
+)
+
+
+def unknown_key_error(where: str, key: object, known: Iterable[str]) -> ConfigError:
+    names = sorted(known)
+    hint = difflib.get_close_matches(str(key), names, n=1)
+    suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
+    return ConfigError(
+        f"{where}{key}", key, f"one of {', '.join(names)}",
+        message=f"unknown option {where}{key!r}{suggestion} (allowed: {', '.join(names)})",
+    )
+
+
+def validate_queue_settings(where: str, settings: Mapping[str, Any]) -> dict[str, Any]:
+    if not isinstance(settings, Mapping):
+        raise ConfigError(where.rstrip("."), settings, "a dict of queue settings")
+    for key in settings:
+        if key not in QUEUE_DEFAULTS:
+            raise unknown_key_error(where, key, QUEUE_DEFAULTS)
+    s = dict(settings)
+    if "max_workers" in s:
+        require_number(f"{where}max_workers", s["max_workers"], minimum=0, integer=True)
+    if "default_priority" in s:
+        require_number(
+            f"{where}default_priority", s["default_priority"],
+            minimum=MIN_PRIORITY, maximum=MAX_PRIORITY, integer=True,
+        )
+    if "poll_interval" in s:
+        require_number(f"{where}poll_interval", s["poll_interval"], minimum=0, strict=True)
+    if "base_delay" in s:
+        require_number(f"{where}base_delay", s["base_delay"], minimum=0)
+    if "max_delay" in s:
+        require_number(f"{where}max_delay", s["max_delay"], minimum=0, allow_none=True)
+    if "jitter" in s:
+        require_number(f"{where}jitter", s["jitter"], minimum=0, maximum=1)
+    if "max_retries" in s:
+        require_number(f"{where}max_retries", s["max_retries"], minimum=0, integer=True)
+    return s
+
+
+def validate_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
+    if config is None:
+        config = {}
+    if not isinstance(config, Mapping):
+        raise ConfigError("config", config, "a dict")
+    for key in config:
+        if key not in DEFAULT_CONFIG:
+            raise unknown_key_error("", key, DEFAULT_CONFIG)
+    merged = {**DEFAULT_CONFIG, **config}
+    validate_queue_settings("", {k: merged[k] for k in QUEUE_DEFAULTS})
+    queues = merged["queues"]
+    if not isinstance(queues, Mapping):
+        raise ConfigError("queues", queues, "a dict of queue name -> settings")
+    for qname, qsettings in queues.items():
+        if not isinstance(qname, str) or not qname:
+            raise ConfigError("queues", qname, "non-empty string queue names")
+        validate_queue_settings(f"queues.{qname}.", qsettings)
+    require_number("reaper_s", merged["reaper_s"], minimum=0, strict=True)
+    require_number("max_lost", merged["max_lost"], minimum=1, integer=True)
+    require_number("shutdown_grace_s", merged["shutdown_grace_s"], minimum=0)
+    check_lease_settings(merged["lease_s"], merged["heartbeat_s"])
+    return merged

@@ -1,0 +1,37 @@
+"""Storage backends behind the ``Queue`` protocol, chosen by URL.
+
+``open_queue("memory://", name="default")`` returns a :class:`JobQueue`. The URL scheme
+picks the backend; switching backends changes no application code.
+"""
+
+from __future__ import annotations
+
+from typedq.backends.base import Claim, Queue
+from typedq.backends.memory import JobQueue
+from typedq.clock import Clock, system_clock
+from typedq.errors import ConfigError
+
+__all__ = ["SCHEMES", "Claim", "JobQueue", "Queue", "open_queue"]
+
+#: URL schemes this build can open.
+SCHEMES = ("memory",)
+
+
+def open_queue(url: str, *, name: str = "default", clock: Clock = system_clock) -> Queue:
+    """Open the queue named ``name`` on the backend ``url`` names.
+
+    Args:
+        url: ``memory://`` (more schemes as backends are added: see ``SCHEMES``).
+        name: the queue's name.
+        clock: the time source.
+
+    Raises:
+        ConfigError: the URL is malformed or names an unknown scheme.
+    """
+    text: object = url
+    if not isinstance(text, str) or "://" not in text:
+        raise ConfigError("backend", url, f"a URL such as 'memory://'; schemes: {', '.join(SCHEMES)}")
+    scheme = url.split("://", 1)[0].lower()
+    if scheme == "memory":
+        return JobQueue(name, clock=clock)
+    raise ConfigError("backend", url, f"a URL with one of the schemes: {', '.join(SCHEMES)}")

@@ -1,0 +1,65 @@
+"""Dependency-graph helpers for batches of jobs, shared by the backends.
+
+A dependency must already be stored or be in the same batch, so the only cycles that can
+form are within one batch: :func:`check_batch_acyclic` finds them, and
+:func:`dependency_order` orders a batch so each job follows the batch jobs it depends on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from typedq.errors import DependencyCycleError
+from typedq.job import Job
+
+__all__ = ["check_batch_acyclic", "dependency_order"]
+
+
+def check_batch_acyclic(batch: dict[str, Job]) -> None:
+    """Raise DependencyCycleError if the batch's own dependency edges form a cycle."""
+    white, grey, black = 0, 1, 2
+    color = dict.fromkeys(batch, white)
+    for root, root_job in batch.items():
+        if color[root] != white:
+            continue
+        path: list[str] = [root]
+        color[root] = grey
+        stack: list[Iterator[str]] = [iter(root_job.depends_on)]
+        while stack:
+            dep = next(stack[-1], None)
+            if dep is None:
+                stack.pop()
+                color[path.pop()] = black
+                continue
+            if dep not in batch:
+                continue
+            if color[dep] == grey:
+                raise DependencyCycleError([*path[path.index(dep) :], dep])
+            if color[dep] == white:
+                color[dep] = grey
+                path.append(dep)
+                stack.append(iter(batch[dep].depends_on))
+
+
+def dependency_order(batch: dict[str, Job]) -> list[Job]:
+    """Order an acyclic batch so each job comes after the batch jobs it depends on."""
+    ordered: list[Job] = []
+    done: set[str] = set()
+
+    def visit(job_id: str) -> None:
+        stack = [(job_id, iter(batch[job_id].depends_on))]
+        while stack:
+            current, deps = stack[-1]
+            dep = next(deps, None)
+            if dep is None:
+                stack.pop()
+                if current not in done:
+                    done.add(current)
+                    ordered.append(batch[current])
+            elif dep in batch and dep not in done:
+                stack.append((dep, iter(batch[dep].depends_on)))
+
+    for job_id in batch:
+        if job_id not in done:
+            visit(job_id)
+    return ordered

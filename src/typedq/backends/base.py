@@ -1,0 +1,293 @@
+"""The ``Queue`` protocol: the one contract every storage backend implements.
+
+A worker, the manager and the CLI only ever talk to this protocol, so backends are
+interchangeable. Each method that changes state is **one atomic transition**: the backend
+performs it under one lock, one SQL transaction or one script, so a reader never sees
+half of it and a crash never leaves half of it behind.
+
+Leases and fencing: :meth:`Queue.claim` marks the best ready job RUNNING for a worker and
+hands back a *token* (the job's ``attempt`` number). ``complete``, ``fail``, ``bury``,
+``release`` and ``extend_lease`` must present that token; once a lease expired and the job
+was given to someone else, the old token is stale and every call with it raises
+:class:`~typedq.errors.StaleLeaseError`, so a slow worker can never overwrite the result of
+a newer attempt.
+
+Readiness: a job is *ready* when it is PENDING, due (``scheduled_at`` is None or not in
+the future) and every job in its ``depends_on`` is COMPLETED. When a job in ``depends_on``
+ends FAILED, DEAD or CANCELLED, each job depending on it (and theirs, transitively) is
+marked FAILED with an error naming it, in the same transition. A dependency must already
+be in the queue (or in the same ``enqueue_many`` batch), so a cycle can only be formed
+within one batch, and it is refused.
+
+Backends keep no policy: retries, events and validation of payloads live above them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any, NamedTuple, Protocol, runtime_checkable
+
+from typedq.clock import Clock
+from typedq.job import Job, JobStatus
+
+__all__ = ["Claim", "Queue"]
+
+
+class Claim(NamedTuple):
+    """A job handed to a worker: the job, its lease token and the lease deadline."""
+
+    job: Job
+    token: int
+    lease_until: float
+
+
+@runtime_checkable
+class Queue(Protocol):
+    """The storage contract of a job queue.
+
+    Built-in backends subclass it explicitly, so a missing method is a type error.
+    """
+
+    @property
+    def name(self) -> str:
+        """The queue's name."""
+        ...
+
+    @property
+    def clock(self) -> Clock:
+        """The clock the queue reads due times and lease deadlines from."""
+        ...
+
+    # -- adding -------------------------------------------------------------------------
+
+    def enqueue(self, job: Job) -> str:
+        """Add one job; return its id.
+
+        Atomic. A job whose status is not PENDING is stored as it is (this is how a
+        dead-letter queue holds dead jobs); only PENDING jobs are indexed to run.
+
+        Raises:
+            DuplicateJobError: a job with this id exists.
+            UnknownDependencyError: a PENDING job depends on an id the queue lacks.
+            DependencyCycleError: the job depends on itself.
+        """
+        ...
+
+    def enqueue_many(self, jobs: Sequence[Job]) -> list[str]:
+        """Add many jobs all-or-nothing; return their ids in order.
+
+        Jobs in the batch may depend on each other in any order.
+
+        Raises:
+            DuplicateJobError, UnknownDependencyError, DependencyCycleError: as
+                :meth:`enqueue`, for the first offending job; nothing is stored.
+        """
+        ...
+
+    # -- the specification's reads and writes -------------------------------------------
+
+    def dequeue(self) -> Job | None:
+        """Take the best ready job without a lease, or return None at once.
+
+        The job is RUNNING when returned (so no other worker can take it) and its
+        ``attempt`` is incremented; it is never reclaimed by lease expiry. Workers use
+        :meth:`claim` instead.
+        """
+        ...
+
+    def peek(self) -> Job | None:
+        """Return the job :meth:`dequeue` would take, without taking it."""
+        ...
+
+    def get_job(self, job_id: str) -> Job:
+        """Return the job with this id.
+
+        Raises:
+            JobNotFoundError: no such job (also a ``KeyError``).
+        """
+        ...
+
+    def update_status(self, job_id: str, status: JobStatus) -> None:
+        """Set a job's status, keeping every index consistent; O(1) for the memory backend.
+
+        Setting PENDING makes the job eligible again; COMPLETED releases its dependents;
+        FAILED, DEAD and CANCELLED fail them.
+
+        Raises:
+            JobNotFoundError: no such job.
+        """
+        ...
+
+    @property
+    def size(self) -> int:
+        """How many jobs the queue holds, in every state."""
+        ...
+
+    def ready_count(self) -> int:
+        """How many jobs are ready to run now."""
+        ...
+
+    # -- leases -------------------------------------------------------------------------
+
+    def claim(self, worker_id: str, *, lease_s: float) -> Claim | None:
+        """Atomically take the best ready job for ``worker_id`` with a lease.
+
+        The job becomes RUNNING, its ``attempt`` is incremented (the new token), and its
+        lease runs ``lease_s`` seconds from now. Returns None when no job is ready.
+        """
+        ...
+
+    def claim_many(self, worker_id: str, *, lease_s: float, limit: int) -> list[Claim]:
+        """Claim up to ``limit`` ready jobs in one transition, best first."""
+        ...
+
+    def complete(self, job_id: str, *, token: int, result: Any = None) -> Job:
+        """RUNNING → COMPLETED with ``result``; release dependents. Returns the job.
+
+        Raises:
+            JobNotFoundError: no such job.
+            StaleLeaseError: the job is not RUNNING under ``token``.
+        """
+        ...
+
+    def fail(
+        self,
+        job_id: str,
+        *,
+        token: int,
+        error: str,
+        retry_at: float,
+        traceback: str | None = None,
+    ) -> Job:
+        """RUNNING → PENDING for a retry at ``retry_at``: ``retry_count`` + 1, error kept.
+
+        Raises:
+            JobNotFoundError: no such job.
+            StaleLeaseError: the job is not RUNNING under ``token``.
+        """
+        ...
+
+    def bury(
+        self, job_id: str, *, token: int, error: str, traceback: str | None = None
+    ) -> Job:
+        """RUNNING → DEAD (the dead-letter state) with ``error``; fail dependents.
+
+        Raises:
+            JobNotFoundError: no such job.
+            StaleLeaseError: the job is not RUNNING under ``token``.
+        """
+        ...
+
+    def release(self, job_id: str, *, token: int) -> Job:
+        """RUNNING → PENDING without counting a failure (the worker was interrupted).
+
+        Raises:
+            JobNotFoundError: no such job.
+            StaleLeaseError: the job is not RUNNING under ``token``.
+        """
+        ...
+
+    def extend_lease(self, job_id: str, *, token: int, lease_s: float) -> float:
+        """Push the lease deadline to ``lease_s`` seconds from now; return it.
+
+        Raises:
+            JobNotFoundError: no such job.
+            StaleLeaseError: the job is not RUNNING under ``token``.
+        """
+        ...
+
+    def reclaim_expired(self, *, max_lost: int = 3, limit: int = 1000) -> list[str]:
+        """Give back up to ``limit`` RUNNING jobs whose lease has expired; return their ids.
+
+        Each is a compare-and-set on (RUNNING, same token, lease expired), so a job whose
+        owner finished meanwhile is never touched. ``lost_count`` is incremented; a job
+        lost ``max_lost`` times goes DEAD ("worker lost N×"); a job whose cancellation
+        was requested goes CANCELLED; the others go back to PENDING.
+        """
+        ...
+
+    # -- management ---------------------------------------------------------------------
+
+    def cancel(self, job_id: str) -> bool:
+        """Cancel a job; return True when it is now CANCELLED.
+
+        A PENDING or SCHEDULED job becomes CANCELLED (its dependents FAILED). A RUNNING
+        job is only *asked* to stop (``cancel_requested``) and False is returned; a job
+        that already ended is left alone and False is returned.
+
+        Raises:
+            JobNotFoundError: no such job.
+        """
+        ...
+
+    def set_priority(self, job_id: str, priority: int) -> None:
+        """Change a job's priority; a PENDING job is re-ordered at once.
+
+        Raises:
+            JobNotFoundError: no such job.
+            InvalidJobError: ``priority`` outside 1-10.
+        """
+        ...
+
+    def replay(self, job_id: str) -> Job:
+        """DEAD → PENDING with ``retry_count`` 0 and no error: a fresh run from the DLQ.
+
+        Raises:
+            JobNotFoundError: no such job.
+            InvalidTransitionError: the job is not DEAD.
+        """
+        ...
+
+    def delete(self, job_id: str) -> None:
+        """Remove a job that is not RUNNING (acknowledge a dead letter, prune a result).
+
+        Raises:
+            JobNotFoundError: no such job.
+            InvalidTransitionError: the job is RUNNING.
+        """
+        ...
+
+    def count_by_status(self) -> dict[JobStatus, int]:
+        """Return how many jobs are in each status (every status present, maybe 0)."""
+        ...
+
+    def list_jobs(
+        self,
+        *,
+        status: JobStatus | None = None,
+        job_type: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[Job]:
+        """Return up to ``limit`` jobs, oldest first, optionally filtered."""
+        ...
+
+    def export_jobs(self) -> list[dict[str, Any]]:
+        """Return every job as ``Job.to_dict()`` data, oldest first."""
+        ...
+
+    def import_jobs(self, jobs_data: Iterable[dict[str, Any]]) -> list[str]:
+        """Add jobs from ``export_jobs()`` data, all-or-nothing; return their ids.
+
+        Raises:
+            InvalidJobError: a record is malformed; as :meth:`enqueue_many` otherwise.
+        """
+        ...
+
+    # -- waiting ------------------------------------------------------------------------
+
+    def wait_ready(self, timeout_s: float) -> bool:
+        """Block until a job may be ready, :meth:`interrupt` is called, or ``timeout_s``.
+
+        Returns whether a job is ready. Never spins: backends that cannot be notified
+        sleep for ``timeout_s``.
+        """
+        ...
+
+    def interrupt(self) -> None:
+        """Wake every thread blocked in :meth:`wait_ready`."""
+        ...
+
+    def close(self) -> None:
+        """Release connections and files; the queue is unusable afterwards."""
+        ...

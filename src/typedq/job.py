@@ -1,0 +1,325 @@
+"""The ``Job`` dataclass, ``JobStatus`` and ``Priority``: the specification's data model.
+
+A :class:`Job` is the unit of work. Its fields are the original specification's, with
+their defaults, plus a few that the queue protocol needs to run jobs safely across
+workers (``queue``, ``attempt``, ``worker_id``, ``lease_until``, ``started_at``,
+``finished_at``, ``lost_count``, ``cancel_requested``). Every job is validated when it
+is constructed, so an invalid job cannot be built, let alone enqueued.
+
+``to_dict()`` returns plain JSON-safe data and ``from_dict(to_dict(job)) == job``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import re
+import time
+import uuid
+from dataclasses import dataclass, field, fields
+from enum import IntEnum, StrEnum
+from typing import Any, Final
+
+from typedq.errors import InvalidJobError
+
+__all__ = [
+    "MAX_JOB_ID_LENGTH",
+    "MAX_PRIORITY",
+    "MIN_PRIORITY",
+    "TERMINAL_STATUSES",
+    "Job",
+    "JobStatus",
+    "Priority",
+    "validate_job_id",
+]
+
+MIN_PRIORITY: Final = 1
+MAX_PRIORITY: Final = 10
+MAX_JOB_ID_LENGTH: Final = 128
+MAX_JOB_TYPE_LENGTH: Final = 200
+
+# Letters, digits and ``_ . : @ + = -``: safe as a file name part, a URL path segment and
+# inside a Redis key, and wide enough for UUIDs, ULIDs and "order:42"-style ids.
+_JOB_ID_RE: Final = re.compile(rf"[A-Za-z0-9_.:@+=-]{{1,{MAX_JOB_ID_LENGTH}}}")
+
+
+class JobStatus(StrEnum):
+    """The states of a job.
+
+    ``PENDING`` jobs wait to run (a future ``scheduled_at`` or unfinished dependencies
+    keep them from being ready); ``SCHEDULED`` is a state a caller may set to hold a job
+    back; ``RUNNING`` jobs are leased to a worker; ``COMPLETED`` succeeded; ``FAILED``
+    could not run because a dependency failed; ``DEAD`` used up its retries and sits in
+    the dead-letter queue; ``CANCELLED`` was cancelled before it finished.
+    """
+
+    PENDING = "PENDING"
+    SCHEDULED = "SCHEDULED"
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    DEAD = "DEAD"
+    CANCELLED = "CANCELLED"
+
+
+#: States a job never leaves by itself (``DEAD`` leaves only by replay).
+TERMINAL_STATUSES: Final = frozenset(
+    {JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.DEAD, JobStatus.CANCELLED}
+)
+
+
+class Priority(IntEnum):
+    """Named priority levels; any int from 1 (lowest) to 10 (highest) is allowed."""
+
+    LOWEST = 1
+    LOW = 3
+    NORMAL = 5
+    HIGH = 7
+    CRITICAL = 10
+
+
+def validate_job_id(value: object, *, field_name: str = "job_id") -> str:
+    """Return ``value`` if it is a valid job id, else raise ``InvalidJobError``.
+
+    Raises:
+        InvalidJobError: not a string, empty, longer than 128 characters, or with a
+            character outside letters, digits and ``_ . : @ + = -``.
+    """
+    if type(value) is not str:
+        raise InvalidJobError(field_name, value, "a string")
+    if _JOB_ID_RE.fullmatch(value) is None:
+        raise InvalidJobError(
+            field_name,
+            value,
+            f"1 to {MAX_JOB_ID_LENGTH} characters from letters, digits and _ . : @ + = -",
+        )
+    return value
+
+
+def _new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def _is_int(value: object) -> bool:
+    return type(value) is int or (isinstance(value, int) and not isinstance(value, bool))
+
+
+def _is_number(value: object) -> bool:
+    return (type(value) is float or _is_int(value)) and math.isfinite(value)  # type: ignore[arg-type]  # checked to be int or float
+
+
+@dataclass(eq=True)
+class Job:
+    """A unit of work: what to run (``job_type`` + ``payload``), when, and how often.
+
+    Ordering (``__lt__``, used by heaps): higher ``priority`` first, then earlier
+    ``scheduled_at`` (``None``, meaning "now", sorts first), then earlier ``created_at``.
+
+    Raises:
+        InvalidJobError: on construction, when any field has a value that is not allowed;
+            the message names the field, the value and what is allowed.
+    """
+
+    job_id: str = field(default_factory=_new_id)
+    job_type: str = ""
+    payload: dict[str, Any] = field(default_factory=dict)
+    priority: int = 5
+    scheduled_at: float | None = None
+    created_at: float = field(default_factory=time.time)
+    max_retries: int = 3
+    retry_count: int = 0
+    timeout_seconds: float | None = None
+    status: JobStatus = JobStatus.PENDING
+    result: Any | None = None
+    error: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    depends_on: list[str] = field(default_factory=list)
+    # Fields the queue protocol maintains; callers normally leave them at their defaults.
+    queue: str = "default"
+    attempt: int = 0
+    worker_id: str | None = None
+    lease_until: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    lost_count: int = 0
+    cancel_requested: bool = False
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Check every field; raise ``InvalidJobError`` naming the first bad one.
+
+        Also normalises ``status`` given as a string and ``depends_on`` given as any
+        iterable of ids (duplicates dropped, order kept).
+        """
+        validate_job_id(self.job_id)
+        jt = self.job_type
+        if type(jt) is not str or not jt.strip() or len(jt) > MAX_JOB_TYPE_LENGTH:
+            raise InvalidJobError(
+                "job_type", jt, f"a non-blank string of at most {MAX_JOB_TYPE_LENGTH} characters"
+            )
+        if type(self.payload) is not dict:
+            raise InvalidJobError("payload", self.payload, "a dict with string keys")
+        prio = self.priority
+        if not _is_int(prio) or not MIN_PRIORITY <= prio <= MAX_PRIORITY:
+            raise InvalidJobError(
+                "priority", prio, f"an int from {MIN_PRIORITY} (lowest) to {MAX_PRIORITY} (highest)"
+            )
+        if self.scheduled_at is not None and not _is_number(self.scheduled_at):
+            raise InvalidJobError("scheduled_at", self.scheduled_at, "None or a finite epoch time")
+        if not _is_number(self.created_at):
+            raise InvalidJobError("created_at", self.created_at, "a finite epoch time")
+        for name in ("max_retries", "retry_count", "attempt", "lost_count"):
+            value = getattr(self, name)
+            if not _is_int(value) or value < 0:
+                raise InvalidJobError(name, value, "an int >= 0")
+        timeout = self.timeout_seconds
+        if timeout is not None and (not _is_number(timeout) or timeout <= 0):
+            raise InvalidJobError("timeout_seconds", timeout, "None or a number of seconds > 0")
+        if type(self.status) is not JobStatus:
+            try:
+                self.status = JobStatus(self.status)
+            except ValueError:
+                allowed = ", ".join(s.value for s in JobStatus)
+                raise InvalidJobError("status", self.status, f"one of {allowed}") from None
+        if self.error is not None and type(self.error) is not str:
+            raise InvalidJobError("error", self.error, "None or a string")
+        if type(self.metadata) is not dict:
+            raise InvalidJobError("metadata", self.metadata, "a dict with string keys")
+        given: object = self.depends_on
+        if type(given) is list:
+            deps: list[str] = given
+        elif isinstance(given, tuple | set | frozenset):
+            deps = list(given)
+        else:
+            raise InvalidJobError("depends_on", given, "a list of job ids")
+        if deps:
+            for dep in deps:
+                validate_job_id(dep, field_name="depends_on")
+            if len(set(deps)) != len(deps):
+                deps = list(dict.fromkeys(deps))
+        self.depends_on = deps
+        if type(self.queue) is not str or not self.queue:
+            raise InvalidJobError("queue", self.queue, "a non-empty queue name")
+
+    @classmethod
+    def create(
+        cls,
+        job_type: str,
+        payload: dict[str, Any] | None = None,
+        *,
+        priority: int = 5,
+        scheduled_at: float | None = None,
+        delay_s: float | None = None,
+        max_retries: int = 3,
+        timeout_seconds: float | None = None,
+        metadata: dict[str, Any] | None = None,
+        depends_on: list[str] | None = None,
+        job_id: str | None = None,
+        queue: str = "default",
+        now: float | None = None,
+    ) -> Job:
+        """Build a validated job.
+
+        Args:
+            job_type: which handler runs it; a non-blank string.
+            payload: the handler's argument; a dict (default empty).
+            priority: 1 (lowest) to 10 (highest).
+            scheduled_at: run no earlier than this epoch time.
+            delay_s: run no earlier than ``delay_s`` seconds from now (exclusive with
+                ``scheduled_at``).
+            max_retries: how many times a failure is retried (>= 0).
+            timeout_seconds: the handler's time limit, or None.
+            metadata: free-form data for the caller.
+            depends_on: ids of jobs that must complete first.
+            job_id: the id; a fresh UUID4 when omitted.
+            queue: the name of the queue the job belongs to.
+            now: the creation time; the current time when omitted.
+
+        Raises:
+            InvalidJobError: a field has a value that is not allowed.
+        """
+        created = time.time() if now is None else now
+        if delay_s is not None:
+            if scheduled_at is not None:
+                raise InvalidJobError(
+                    "delay_s", delay_s, "not both delay_s and scheduled_at; give one of them"
+                )
+            if not _is_number(delay_s) or delay_s < 0:
+                raise InvalidJobError("delay_s", delay_s, "a number of seconds >= 0")
+            scheduled_at = created + delay_s
+        return cls(
+            job_id=_new_id() if job_id is None else job_id,
+            job_type=job_type,
+            payload={} if payload is None else payload,
+            priority=priority,
+            scheduled_at=scheduled_at,
+            created_at=created,
+            max_retries=max_retries,
+            timeout_seconds=timeout_seconds,
+            metadata={} if metadata is None else metadata,
+            depends_on=[] if depends_on is None else depends_on,
+            queue=queue,
+        )
+
+    def __lt__(self, other: object) -> bool:
+        if not isinstance(other, Job):
+            return NotImplemented
+        return self.sort_key() < other.sort_key()
+
+    def sort_key(self) -> tuple[int, float, float]:
+        """The heap key: ``(-priority, scheduled_at or 0.0, created_at)``."""
+        sched = self.scheduled_at
+        return (-self.priority, 0.0 if sched is None else sched, self.created_at)
+
+    @property
+    def is_terminal(self) -> bool:
+        """Whether the job is COMPLETED, FAILED, DEAD or CANCELLED."""
+        return self.status in TERMINAL_STATUSES
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return every field as plain JSON-safe data (the status as its name).
+
+        Mutable fields are copied, so the result is a snapshot.
+        """
+        data = {f.name: getattr(self, f.name) for f in _FIELDS}
+        data["status"] = self.status.value
+        for name in ("payload", "metadata", "result"):
+            value = data[name]
+            if isinstance(value, dict | list):
+                data[name] = copy.deepcopy(value)
+        data["depends_on"] = list(self.depends_on)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Job:
+        """Rebuild a job from ``to_dict()`` output.
+
+        Unknown keys are refused (a typo would otherwise drop data silently); keys this
+        version added may be missing, and take their defaults.
+
+        Raises:
+            InvalidJobError: ``data`` is not a dict, has an unknown key, lacks
+                ``job_type``, or holds a value that is not allowed.
+        """
+        if not isinstance(data, dict):
+            raise InvalidJobError("job", data, "a dict from Job.to_dict()")
+        unknown = data.keys() - _FIELD_NAMES
+        if unknown:
+            first = sorted(unknown)[0]
+            raise InvalidJobError(first, data[first], f"one of the fields {sorted(_FIELD_NAMES)}")
+        if "job_type" not in data:
+            raise InvalidJobError("job_type", None, "a non-blank string (the field is required)")
+        kwargs = dict(data)
+        for name in ("payload", "metadata", "result"):
+            value = kwargs.get(name)
+            if isinstance(value, dict | list):
+                kwargs[name] = copy.deepcopy(value)
+        if "depends_on" in kwargs and isinstance(kwargs["depends_on"], list):
+            kwargs["depends_on"] = list(kwargs["depends_on"])
+        return cls(**kwargs)
+
+
+_FIELDS: Final = tuple(fields(Job))
+_FIELD_NAMES: Final = frozenset(f.name for f in _FIELDS)

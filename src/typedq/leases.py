@@ -1,0 +1,193 @@
+"""Lease upkeep: heartbeats for running jobs and the reaper for abandoned ones.
+
+* :class:`LeaseKeeper` extends the lease of every job its workers are running, every
+  ``heartbeat_s`` seconds, from one thread. A lease it fails to extend because the token
+  went stale is reported as *lost*, so the worker knows its result will be refused.
+* :class:`Reaper` calls :meth:`~typedq.backends.base.Queue.reclaim_expired` on its
+  queues every ``interval_s`` seconds: jobs whose worker died or hung without heartbeats
+  go back to PENDING (or DEAD after ``max_lost`` losses). Any number of reapers may run:
+  each reclaim is a compare-and-set in the backend, so no leader is needed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable
+
+from typedq._validate import require_number
+from typedq.backends.base import Queue
+from typedq.errors import ConfigError, JobNotFoundError, StaleLeaseError
+
+__all__ = ["LeaseKeeper", "Reaper", "check_lease_settings"]
+
+logger = logging.getLogger("typedq.leases")
+
+
+def check_lease_settings(lease_s: float, heartbeat_s: float) -> None:
+    """Refuse lease settings under which a healthy job could lose its lease.
+
+    Raises:
+        ConfigError: ``heartbeat_s`` is not > 0, or ``lease_s`` is not more than twice
+            ``heartbeat_s`` (one missed heartbeat must not expire the lease).
+    """
+    require_number("heartbeat_s", heartbeat_s, minimum=0, strict=True)
+    require_number("lease_s", lease_s, minimum=0, strict=True)
+    if lease_s <= 2 * heartbeat_s:
+        raise ConfigError(
+            "lease_s", lease_s, f"a number of seconds > 2 × heartbeat_s (> {2 * heartbeat_s:g})"
+        )
+
+
+class LeaseKeeper:
+    """Extends the leases of running jobs from one background thread.
+
+    Args:
+        lease_s: the lease length each heartbeat renews.
+        heartbeat_s: seconds between heartbeats.
+    """
+
+    def __init__(self, *, lease_s: float = 30.0, heartbeat_s: float = 10.0) -> None:
+        check_lease_settings(lease_s, heartbeat_s)
+        self.lease_s = lease_s
+        self.heartbeat_s = heartbeat_s
+        self._leases: dict[tuple[int, str], tuple[Queue, str, int]] = {}
+        self._lost: set[tuple[int, str]] = set()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        self.heartbeats = 0
+
+    def add(self, queue: Queue, job_id: str, token: int) -> None:
+        """Keep the lease of ``job_id`` (held with ``token``) alive until discarded."""
+        self._leases[(id(queue), job_id)] = (queue, job_id, token)
+
+    def discard(self, queue: Queue, job_id: str) -> bool:
+        """Stop renewing ``job_id``; return True if its lease was lost meanwhile."""
+        key = (id(queue), job_id)
+        self._leases.pop(key, None)
+        if self._lost and key in self._lost:
+            self._lost.discard(key)
+            return True
+        return False
+
+    def is_lost(self, queue: Queue, job_id: str) -> bool:
+        """Whether a heartbeat found that the lease of ``job_id`` is no longer ours.
+
+        A long handler may poll this (cooperatively) and stop early: its result would be
+        refused anyway.
+        """
+        return (id(queue), job_id) in self._lost
+
+    def forget_all(self, queue: Queue, job_ids: Iterable[str]) -> None:
+        """Stop renewing these jobs (their worker was abandoned); their leases will expire."""
+        for job_id in job_ids:
+            self._leases.pop((id(queue), job_id), None)
+
+    def start(self) -> None:
+        """Start the heartbeat thread (idempotent)."""
+        with self._start_lock:
+            if self._thread is not None and self._thread.is_alive():
+                return
+            self._stop.clear()
+            self._thread = threading.Thread(
+                target=self._run, name="typedq-lease-keeper", daemon=True
+            )
+            self._thread.start()
+
+    def stop(self, timeout: float | None = 5.0) -> None:
+        """Stop the heartbeat thread and wait for it."""
+        with self._start_lock:
+            thread, self._thread = self._thread, None
+        self._stop.set()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
+    def beat(self) -> None:
+        """Extend every registered lease once (the thread calls this every heartbeat)."""
+        for key, (queue, job_id, token) in list(self._leases.items()):
+            try:
+                queue.extend_lease(job_id, token=token, lease_s=self.lease_s)
+            except (StaleLeaseError, JobNotFoundError) as exc:
+                if self._leases.pop(key, None) is not None:
+                    self._lost.add(key)
+                    logger.warning("lease of job %s lost: %s", job_id, exc)
+            except Exception:
+                logger.exception("heartbeat for job %s failed; will retry", job_id)
+        self.heartbeats += 1
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.heartbeat_s):
+            self.beat()
+
+
+class Reaper:
+    """Gives back jobs whose lease expired, from one background thread.
+
+    Args:
+        queues: returns the queues to sweep (called on every pass).
+        interval_s: seconds between passes.
+        max_lost: losses after which a job goes DEAD.
+        on_reclaimed: called with the queue and the reclaimed ids after each pass
+            that reclaimed something (for events and the dead-letter queue).
+    """
+
+    def __init__(
+        self,
+        queues: Callable[[], Iterable[Queue]],
+        *,
+        interval_s: float = 5.0,
+        max_lost: int = 3,
+        on_reclaimed: Callable[[Queue, list[str]], None] | None = None,
+    ) -> None:
+        require_number("reaper_s", interval_s, minimum=0, strict=True)
+        require_number("max_lost", max_lost, minimum=1, integer=True)
+        self._queues = queues
+        self.interval_s = interval_s
+        self.max_lost = max_lost
+        self._on_reclaimed = on_reclaimed
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.reclaimed_total = 0
+
+    def sweep(self) -> int:
+        """Run one pass over every queue; return how many jobs were reclaimed."""
+        total = 0
+        for queue in list(self._queues()):
+            try:
+                ids = queue.reclaim_expired(max_lost=self.max_lost)
+            except Exception:
+                logger.exception("reclaiming expired leases of queue %r failed", queue.name)
+                continue
+            if ids:
+                total += len(ids)
+                logger.warning(
+                    "reclaimed %d job(s) with expired leases from queue %r: %s",
+                    len(ids), queue.name, ", ".join(ids[:10]),
+                )
+                if self._on_reclaimed is not None:
+                    try:
+                        self._on_reclaimed(queue, ids)
+                    except Exception:
+                        logger.exception("on_reclaimed callback failed")
+        self.reclaimed_total += total
+        return total
+
+    def start(self) -> None:
+        """Start the sweeping thread (idempotent)."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="typedq-reaper", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float | None = 5.0) -> None:
+        """Stop the sweeping thread and wait for it."""
+        thread, self._thread = self._thread, None
+        self._stop.set()
+        if thread is not None:
+            thread.join(timeout)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.sweep()

@@ -1,0 +1,507 @@
+"""``JobQueueManager``: the specification's front door.
+
+The manager turns a config dict into named queues on one backend, keeps the handler
+registry (job type → handler and target queue), submits jobs, runs worker threads with a
+shared lease keeper and a reaper, keeps the dead-letter queue, and reports statistics.
+
+Locking: the queue registry, the handler registry and the worker registry each have their
+own lock, taken only to change the registry; reads of a registry are single dict lookups.
+The one nesting is worker lock → nothing else, and no registry lock is held while a
+queue is called or a handler runs, so a handler may submit jobs freely.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from types import TracebackType
+from typing import Any
+
+from typedq._config import (
+    DEFAULT_CONFIG,
+    QUEUE_DEFAULTS,
+    SUBMIT_FIELDS,
+    validate_config,
+    validate_queue_settings,
+)
+from typedq._validate import require_number
+from typedq.backends import JobQueue, Queue, open_queue
+from typedq.clock import Clock, system_clock
+from typedq.errors import (
+    ConfigError,
+    InvalidJobError,
+    JobNotFoundError,
+    NoHandlerError,
+    QueueNotFoundError,
+)
+from typedq.events import EventHandler, safe_call
+from typedq.job import TERMINAL_STATUSES, Job, JobStatus
+from typedq.leases import LeaseKeeper, Reaper
+from typedq.retry import RetryPolicy
+from typedq.worker import Handler, Worker, WorkerStats, send_to_dead_letter
+
+__all__ = ["DEFAULT_CONFIG", "JobQueueManager"]
+
+logger = logging.getLogger("typedq.manager")
+
+class JobQueueManager:
+    """Queues, handlers and workers behind one object; the specification's manager.
+
+    Args:
+        config: settings (see ``DEFAULT_CONFIG``): ``queues`` maps queue names to
+            per-queue settings (``max_workers``, ``default_priority``, ``poll_interval``,
+            ``base_delay``, ``max_delay``, ``jitter``, ``max_retries``), which default to
+            the top-level values of the same names; ``backend`` is the storage URL.
+        event_handler: lifecycle callbacks (a no-op ``EventHandler`` by default).
+        clock: the time source (tests pass a ``FakeClock``).
+
+    Raises:
+        ConfigError: an unknown option (with a suggestion) or a value out of range.
+    """
+
+    def __init__(
+        self,
+        config: Mapping[str, Any] | None = None,
+        event_handler: EventHandler | None = None,
+        *,
+        clock: Clock = system_clock,
+    ) -> None:
+        self.config = validate_config(config)
+        self.event_handler = event_handler or EventHandler()
+        self.clock = clock
+        self._queues_lock = threading.Lock()
+        self._handlers_lock = threading.Lock()
+        self._workers_lock = threading.RLock()
+        self._stats_lock = threading.Lock()
+        self._queues: dict[str, Queue] = {}
+        self._queue_settings: dict[str, dict[str, Any]] = {}
+        self._handlers: dict[str, Handler] = {}
+        self._handler_queue: dict[str, str] = {}
+        self._workers: dict[str, list[Worker]] = {}
+        self._retired = WorkerStats()
+        self._submitted = 0
+        self._reaped_dead = 0
+        self._closed = False
+        self._dead_letter = JobQueue("dead-letter", clock=clock)
+        self._keeper = LeaseKeeper(
+            lease_s=self.config["lease_s"], heartbeat_s=self.config["heartbeat_s"]
+        )
+        self._reaper = Reaper(
+            self._all_queues,
+            interval_s=self.config["reaper_s"],
+            max_lost=self.config["max_lost"],
+            on_reclaimed=self._on_reclaimed,
+        )
+        self.create_queue("default")
+        for qname, qsettings in self.config["queues"].items():
+            self.create_queue(qname, **qsettings)
+
+    # -- queues -------------------------------------------------------------------------
+
+    def create_queue(self, name: str, **config: Any) -> Queue:
+        """Create the queue ``name`` (or update the settings of an existing one).
+
+        Args:
+            name: the queue's name.
+            **config: per-queue settings overriding the top-level ones.
+
+        Raises:
+            ConfigError: an unknown setting or a value out of range.
+        """
+        given: object = name
+        if not isinstance(given, str) or not given:
+            raise ConfigError("name", name, "a non-empty queue name")
+        settings = validate_queue_settings(f"queues.{name}.", config)
+        with self._queues_lock:
+            queue = self._queues.get(name)
+            if queue is None:
+                queue = open_queue(self.config["backend"], name=name, clock=self.clock)
+                self._queues[name] = queue
+                self._queue_settings[name] = {k: self.config[k] for k in QUEUE_DEFAULTS}
+            self._queue_settings[name].update(settings)
+            return queue
+
+    def get_queue(self, name: str) -> Queue:
+        """Return the queue ``name``.
+
+        Raises:
+            QueueNotFoundError: no such queue (also a ``KeyError``).
+        """
+        queue = self._queues.get(name)
+        if queue is None:
+            raise QueueNotFoundError(name, list(self._queues))
+        return queue
+
+    @property
+    def queues(self) -> dict[str, Queue]:
+        """A snapshot of the queues by name."""
+        return dict(self._queues)
+
+    def _all_queues(self) -> list[Queue]:
+        return list(self._queues.values())
+
+    # -- handlers -----------------------------------------------------------------------
+
+    def register_handler(self, job_type: str, handler: Handler, queue: str = "default") -> None:
+        """Route jobs of ``job_type`` to ``queue`` and run them with ``handler``.
+
+        The queue is created if it does not exist. Registering a type again replaces
+        its handler; running workers see the change at their next job.
+
+        Raises:
+            InvalidJobError: ``job_type`` is blank.
+            ConfigError: ``handler`` is not callable.
+        """
+        given: object = job_type
+        if not isinstance(given, str) or not given.strip():
+            raise InvalidJobError("job_type", job_type, "a non-blank string")
+        if not callable(handler):
+            raise ConfigError("handler", handler, "a callable taking the payload dict")
+        if queue not in self._queues:
+            self.create_queue(queue)
+        with self._handlers_lock:
+            self._handlers[job_type] = handler
+            self._handler_queue[job_type] = queue
+
+    @property
+    def handlers(self) -> dict[str, Handler]:
+        """A snapshot of the handler registry."""
+        return dict(self._handlers)
+
+    # -- submitting ---------------------------------------------------------------------
+
+    def submit(self, job_type: str, payload: dict[str, Any] | None = None, **job_fields: Any) -> str:
+        """Create a job, enqueue it on its handler's queue, and return its id.
+
+        Args:
+            job_type: a type with a registered handler.
+            payload: the handler's argument.
+            **job_fields: ``priority`` (default: the queue's ``default_priority``),
+                ``scheduled_at`` or ``delay_s``, ``max_retries``, ``timeout_seconds``,
+                ``metadata``, ``depends_on``, ``job_id``, ``queue`` (override routing).
+
+        Raises:
+            NoHandlerError: no handler is registered for ``job_type`` (a ValueError).
+            InvalidJobError: a field is invalid or unknown, a dependency is missing, or
+                a cycle would form (all ValueErrors).
+        """
+        queue_name = job_fields.pop("queue", None) or self._handler_queue.get(job_type)
+        if queue_name is None:
+            raise NoHandlerError(job_type, list(self._handlers))
+        for key, value in job_fields.items():
+            if key not in SUBMIT_FIELDS:
+                hint = difflib.get_close_matches(key, sorted(SUBMIT_FIELDS), n=1)
+                raise InvalidJobError(
+                    key, value,
+                    f"one of {', '.join(sorted(SUBMIT_FIELDS))}"
+                    + (f" (did you mean {hint[0]!r}?)" if hint else ""),
+                )
+        queue = self.get_queue(queue_name)
+        settings = self._queue_settings[queue_name]
+        job_fields.setdefault("priority", settings["default_priority"])
+        job_fields.setdefault("max_retries", settings["max_retries"])
+        job = Job.create(job_type, payload, queue=queue_name, now=self.clock.now(), **job_fields)
+        queue.enqueue(job)
+        with self._stats_lock:
+            self._submitted += 1
+        safe_call(self.event_handler.on_job_submitted, job)
+        return job.job_id
+
+    # -- jobs ---------------------------------------------------------------------------
+
+    def get_job(self, job_id: str) -> Job:
+        """Find a job in any queue (the dead-letter queue last).
+
+        Raises:
+            JobNotFoundError: no queue holds it.
+        """
+        for queue in self._all_queues():
+            try:
+                return queue.get_job(job_id)
+            except KeyError:
+                continue
+        try:
+            return self._dead_letter.get_job(job_id)
+        except KeyError:
+            raise JobNotFoundError(job_id) from None
+
+    def cancel(self, job_id: str) -> bool:
+        """Cancel a job wherever it is; True when it is now CANCELLED (see ``Queue.cancel``)."""
+        job = self.get_job(job_id)
+        cancelled = self.get_queue(job.queue).cancel(job_id)
+        if cancelled:
+            safe_call(self.event_handler.on_job_cancelled, job)
+        return cancelled
+
+    def wait_for_completion(self, job_ids: Iterable[str], timeout: float | None = None) -> bool:
+        """Wait until every job has ended (COMPLETED, FAILED, DEAD or CANCELLED).
+
+        Returns True when they all have, False when ``timeout`` seconds passed first.
+
+        Raises:
+            JobNotFoundError: an id belongs to no queue.
+        """
+        remaining = list(job_ids)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pause = 0.001
+        queues: dict[str, Queue] = {}
+        while True:
+            still: list[str] = []
+            for job_id in remaining:
+                queue = queues.get(job_id)
+                if queue is None:
+                    job = self.get_job(job_id)
+                    queue = self._queues.get(job.queue, self._dead_letter)
+                    queues[job_id] = queue
+                else:
+                    job = queue.get_job(job_id)
+                if job.status not in TERMINAL_STATUSES:
+                    still.append(job_id)
+            remaining = still
+            if not remaining:
+                return True
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            wait = pause if deadline is None else min(pause, max(0.0, deadline - time.monotonic()))
+            time.sleep(wait)
+            pause = min(pause * 2, 0.05)
+
+    # -- workers ------------------------------------------------------------------------
+
+    def start_workers(self, queue: str | None = None, count: int | None = None) -> list[Worker]:
+        """Start worker threads for ``queue`` (every queue when None), up to ``max_workers``.
+
+        Args:
+            queue: the queue name, or None for all queues.
+            count: how many to start per queue (default: up to its ``max_workers``);
+                the total alive per queue never exceeds ``max_workers``.
+
+        Returns:
+            The workers started by this call.
+
+        Raises:
+            QueueNotFoundError: no such queue.
+            ConfigError: ``count`` is negative.
+        """
+        if count is not None:
+            require_number("count", count, minimum=0, integer=True)
+        names = list(self._queues) if queue is None else [queue]
+        started: list[Worker] = []
+        with self._workers_lock:
+            if self._closed:
+                raise ConfigError("manager", "closed", "an open manager (this one was closed)")
+            for name in names:
+                q = self.get_queue(name)
+                settings = self._queue_settings[name]
+                current = [w for w in self._workers.get(name, []) if w.is_alive()]
+                active = sum(1 for w in current if not w.stopping)
+                room = max(0, settings["max_workers"] - active)
+                n = room if count is None else min(count, room)
+                policy = RetryPolicy(
+                    base_delay=settings["base_delay"], jitter=settings["jitter"],
+                    max_delay=settings["max_delay"],
+                )
+                for _ in range(n):
+                    worker = Worker(
+                        q, self._handlers, settings["poll_interval"],
+                        dead_letter_queue=self._dead_letter,
+                        worker_id=f"{name}-worker",
+                        event_handler=self.event_handler,
+                        retry_policy=policy,
+                        lease_s=self.config["lease_s"],
+                        heartbeat_s=self.config["heartbeat_s"],
+                        lease_keeper=self._keeper,
+                        clock=self.clock,
+                    )
+                    current.append(worker)
+                    started.append(worker)
+                self._workers[name] = current
+            if started:
+                self._keeper.start()
+                self._reaper.start()
+                for worker in started:
+                    worker.start()
+        return started
+
+    def stop_workers(
+        self, queue: str | None = None, graceful: bool = True, timeout: float | None = None
+    ) -> list[str]:
+        """Stop the workers of ``queue`` (all when None).
+
+        Each worker finishes its current job and exits. With ``graceful`` the call waits
+        for that, up to ``timeout`` seconds (default: the ``shutdown_grace_s`` setting);
+        a worker still busy then is *abandoned* (Python cannot kill a thread): its lease
+        is no longer renewed, so a reaper gives its job back once the lease expires.
+
+        Returns:
+            The ids of abandoned workers (always empty unless ``graceful``).
+        """
+        grace = self.config["shutdown_grace_s"] if timeout is None else timeout
+        with self._workers_lock:
+            names = list(self._workers) if queue is None else [queue]
+            targets = [(n, w) for n in names for w in self._workers.get(n, [])]
+            for _, worker in targets:
+                worker.stop()
+        abandoned: list[str] = []
+        if graceful:
+            deadline = time.monotonic() + grace
+            for name, worker in targets:
+                worker.join(max(0.0, deadline - time.monotonic()))
+                if worker.is_alive():
+                    abandoned.append(worker.worker_id)
+                    if worker.current_job_id is not None:
+                        self._keeper.forget_all(worker.queue, [worker.current_job_id])
+                    logger.warning(
+                        "worker %s of queue %r did not stop within %.1fs; abandoned (its job "
+                        "returns to the queue when its lease expires)", worker.worker_id, name, grace,
+                    )
+        with self._workers_lock:
+            for name, worker in targets:
+                if not worker.is_alive() or graceful:
+                    self._retire(name, worker)
+            if not any(self._workers.values()):
+                self._keeper.stop()
+        return abandoned
+
+    def _retire(self, name: str, worker: Worker) -> None:
+        workers = self._workers.get(name, [])
+        if worker in workers:
+            workers.remove(worker)
+            with self._stats_lock:
+                for field in ("completed", "failed", "retried", "dead", "stale"):
+                    total = getattr(self._retired, field) + getattr(worker.stats, field)
+                    setattr(self._retired, field, total)
+
+    def workers(self, queue: str | None = None) -> list[Worker]:
+        """The live workers of ``queue`` (all when None)."""
+        with self._workers_lock:
+            names = list(self._workers) if queue is None else [queue]
+            return [w for n in names for w in self._workers.get(n, [])]
+
+    def _on_reclaimed(self, queue: Queue, job_ids: list[str]) -> None:
+        for job_id in job_ids:
+            try:
+                job = queue.get_job(job_id)
+            except KeyError:
+                continue
+            if job.status is JobStatus.DEAD:
+                with self._stats_lock:
+                    self._reaped_dead += 1
+                logger.error("job %s (%s) is dead: %s", job_id, job.job_type, job.error)
+                send_to_dead_letter(self._dead_letter, job)
+                safe_call(self.event_handler.on_job_dead, job)
+
+    # -- dead letters -------------------------------------------------------------------
+
+    def get_dead_letter_queue(self) -> JobQueue:
+        """The dead-letter queue: a ``JobQueue`` holding a copy of every dead job."""
+        return self._dead_letter
+
+    def replay_dead_letter(self, job_id: str) -> str:
+        """Run a dead job again: retry_count 0, PENDING, on its original queue.
+
+        Returns:
+            The job's id.
+
+        Raises:
+            JobNotFoundError: the dead-letter queue does not hold ``job_id``.
+        """
+        dead = self._dead_letter.get_job(job_id)
+        origin = self._queues.get(dead.queue) or self.create_queue(dead.queue)
+        try:
+            current = origin.get_job(job_id)
+        except KeyError:
+            current = None
+        if current is not None and current.status is JobStatus.DEAD:
+            origin.replay(job_id)
+        else:
+            fresh = Job.from_dict(dead.to_dict())
+            fresh.status = JobStatus.PENDING
+            fresh.retry_count = fresh.lost_count = 0
+            fresh.error = None
+            fresh.finished_at = fresh.scheduled_at = None
+            if current is not None:
+                origin.delete(job_id)
+            origin.enqueue(fresh)
+        self._dead_letter.delete(job_id)
+        logger.info("replayed dead job %s (%s) on queue %r", job_id, dead.job_type, dead.queue)
+        return job_id
+
+    # -- statistics ---------------------------------------------------------------------
+
+    def get_stats(self) -> dict[str, Any]:
+        """Counters and gauges.
+
+        Returns:
+            ``total_submitted``; ``total_completed``; ``total_failed`` (failed attempts,
+            each retried or dead); ``total_retried``; ``total_dead`` (including jobs whose
+            worker was lost too often); ``jobs_per_queue`` (name → jobs held);
+            ``workers_per_queue`` (name → live workers); ``status_per_queue`` (name →
+            status → count); ``dead_letter_size``.
+        """
+        with self._workers_lock:
+            live = [w.stats for ws in self._workers.values() for w in ws]
+            workers_per_queue = {
+                n: sum(1 for w in self._workers.get(n, []) if w.is_alive()) for n in self._queues
+            }
+        with self._stats_lock:
+            submitted = self._submitted
+            totals = WorkerStats(**vars(self._retired))
+            reaped_dead = self._reaped_dead
+        for s in live:
+            totals.completed += s.completed
+            totals.failed += s.failed
+            totals.retried += s.retried
+            totals.dead += s.dead
+        queues = self._all_queues()
+        return {
+            "total_submitted": submitted,
+            "total_completed": totals.completed,
+            "total_failed": totals.failed,
+            "total_retried": totals.retried,
+            "total_dead": totals.dead + reaped_dead,
+            "jobs_per_queue": {q.name: q.size for q in queues},
+            "workers_per_queue": workers_per_queue,
+            "status_per_queue": {
+                q.name: {s.value: c for s, c in q.count_by_status().items()} for q in queues
+            },
+            "dead_letter_size": self._dead_letter.size,
+        }
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def close(self, graceful: bool = True, timeout: float | None = None) -> list[str]:
+        """Stop every worker, the lease keeper and the reaper; close the queues.
+
+        Returns:
+            The ids of abandoned workers (see :meth:`stop_workers`).
+        """
+        abandoned = self.stop_workers(graceful=graceful, timeout=timeout)
+        with self._workers_lock:
+            self._closed = True
+        self._reaper.stop()
+        self._keeper.stop()
+        for queue in self._all_queues():
+            queue.close()
+        return abandoned
+
+    def __enter__(self) -> JobQueueManager:
+        """Start the workers of every queue and return the manager."""
+        self.start_workers()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Stop the workers gracefully (finishing running jobs) and close."""
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"JobQueueManager(queues={sorted(self._queues)}, backend={self.config['backend']!r})"
+
