@@ -41,11 +41,26 @@ from typedq.events import EventHandler, safe_call
 from typedq.job import TERMINAL_STATUSES, Job, JobStatus
 from typedq.leases import LeaseKeeper, Reaper
 from typedq.retry import RetryPolicy
+from typedq.serializers import FrameCodec, get_serializer
 from typedq.worker import Handler, Worker, WorkerStats, send_to_dead_letter
 
 __all__ = ["DEFAULT_CONFIG", "JobQueueManager"]
 
 logger = logging.getLogger("typedq.manager")
+
+def _make_codec(config: Mapping[str, Any]) -> FrameCodec | None:
+    """The payload codec: the configured serializer; JSON for durable backends by default.
+
+    The memory backend holds payloads by reference unless a serializer is configured.
+    """
+    name = config["serializer"]
+    if name is None:
+        if str(config["backend"]).lower().startswith("memory://"):
+            return None
+        name = "json"
+    require_number("max_payload_size", config["max_payload_size"], minimum=1, integer=True)
+    return get_serializer(name, pickle_key=config["pickle_key"], max_size=config["max_payload_size"])
+
 
 class JobQueueManager:
     """Queues, handlers and workers behind one object; the specification's manager.
@@ -72,6 +87,7 @@ class JobQueueManager:
         self.config = validate_config(config)
         self.event_handler = event_handler or EventHandler()
         self.clock = clock
+        self.codec = _make_codec(self.config)
         self._queues_lock = threading.Lock()
         self._handlers_lock = threading.Lock()
         self._workers_lock = threading.RLock()
@@ -118,7 +134,9 @@ class JobQueueManager:
         with self._queues_lock:
             queue = self._queues.get(name)
             if queue is None:
-                queue = open_queue(self.config["backend"], name=name, clock=self.clock)
+                queue = open_queue(
+                    self.config["backend"], name=name, clock=self.clock, codec=self.codec
+                )
                 self._queues[name] = queue
                 self._queue_settings[name] = {k: self.config[k] for k in QUEUE_DEFAULTS}
             self._queue_settings[name].update(settings)

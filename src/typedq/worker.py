@@ -26,15 +26,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import secrets
-import socket
 import threading
 import traceback as tb_module
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from typedq._identity import new_worker_id
 from typedq._validate import require_number
 from typedq.backends.base import Claim, Queue
 from typedq.clock import Clock
@@ -49,20 +47,18 @@ from typedq.job import Job
 from typedq.leases import LeaseKeeper, check_lease_settings
 from typedq.retry import RetryPolicy
 
-__all__ = ["Handler", "Worker", "WorkerStats", "describe_error", "new_worker_id"]
+__all__ = [
+    "Handler",
+    "Worker",
+    "WorkerStats",
+    "describe_error",
+    "new_worker_id",
+]
 
 logger = logging.getLogger("typedq.worker")
 
 #: A handler takes a job's payload and returns its result.
 Handler = Callable[[dict[str, Any]], Any]
-
-_HOST = socket.gethostname()
-
-
-def new_worker_id(prefix: str | None = None) -> str:
-    """Return a worker id unique to this incarnation: ``prefix@host:pid:random``."""
-    return f"{prefix or 'worker'}@{_HOST}:{os.getpid()}:{secrets.token_hex(4)}"
-
 
 def describe_error(exc: BaseException) -> str:
     """Return ``"Type: message"`` for an exception, even one whose ``__str__`` raises."""

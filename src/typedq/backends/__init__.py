@@ -10,6 +10,7 @@ from typedq.backends.base import Claim, Queue
 from typedq.backends.memory import JobQueue
 from typedq.clock import Clock, system_clock
 from typedq.errors import ConfigError
+from typedq.serializers.base import FrameCodec
 
 __all__ = ["SCHEMES", "Claim", "JobQueue", "Queue", "open_queue"]
 
@@ -17,13 +18,22 @@ __all__ = ["SCHEMES", "Claim", "JobQueue", "Queue", "open_queue"]
 SCHEMES = ("memory",)
 
 
-def open_queue(url: str, *, name: str = "default", clock: Clock = system_clock) -> Queue:
+def open_queue(
+    url: str,
+    *,
+    name: str = "default",
+    clock: Clock = system_clock,
+    codec: FrameCodec | None = None,
+) -> Queue:
     """Open the queue named ``name`` on the backend ``url`` names.
 
     Args:
         url: ``memory://`` (more schemes as backends are added: see ``SCHEMES``).
         name: the queue's name.
         clock: the time source.
+        codec: how payloads and results are encoded. Durable backends store its frames;
+            the memory backend holds objects and, when given a codec, round-trips each
+            payload through it at enqueue (size limit and isolation from the caller).
 
     Raises:
         ConfigError: the URL is malformed or names an unknown scheme.
@@ -33,5 +43,5 @@ def open_queue(url: str, *, name: str = "default", clock: Clock = system_clock) 
         raise ConfigError("backend", url, f"a URL such as 'memory://'; schemes: {', '.join(SCHEMES)}")
     scheme = url.split("://", 1)[0].lower()
     if scheme == "memory":
-        return JobQueue(name, clock=clock)
+        return JobQueue(name, clock=clock, codec=codec)
     raise ConfigError("backend", url, f"a URL with one of the schemes: {', '.join(SCHEMES)}")

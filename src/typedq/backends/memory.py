@@ -39,6 +39,7 @@ from typedq.errors import (
     UnknownDependencyError,
 )
 from typedq.job import MAX_PRIORITY, MIN_PRIORITY, Job, JobStatus
+from typedq.serializers.base import FrameCodec
 
 __all__ = ["JobQueue"]
 
@@ -56,11 +57,18 @@ class JobQueue(Queue):
     Args:
         name: the queue's name.
         clock: the time source (tests pass a ``FakeClock``).
+        codec: when given, each payload is encoded at enqueue (refusing one over the
+            size limit with ``PayloadTooLargeError``) and the queue keeps the decoded
+            copy, so later changes to the caller's dict do not reach the job. Without
+            one (the default, and the fastest), payloads are held by reference.
     """
 
-    def __init__(self, name: str = "default", *, clock: Clock = system_clock) -> None:
+    def __init__(
+        self, name: str = "default", *, clock: Clock = system_clock, codec: FrameCodec | None = None
+    ) -> None:
         self._name = name
         self._clock = clock
+        self._codec = codec
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._jobs: dict[str, Job] = {}
@@ -118,6 +126,8 @@ class JobQueue(Queue):
     def enqueue(self, job: Job) -> str:
         """Add one job; see :meth:`Queue.enqueue`."""
         job_id = job.job_id
+        if self._codec is not None:
+            self._isolate(job)
         with self._cond:
             if job_id in self._jobs:
                 raise DuplicateJobError(job_id, queue=self._name)
@@ -135,6 +145,9 @@ class JobQueue(Queue):
             if job.job_id in batch:
                 raise DuplicateJobError(job.job_id, queue=self._name)
             batch[job.job_id] = job
+        if self._codec is not None:
+            for job in batch.values():
+                self._isolate(job)
         with self._cond:
             for job in batch.values():
                 if job.job_id in self._jobs:
@@ -158,6 +171,12 @@ class JobQueue(Queue):
                     f"jobs_data[{index}].{exc.field}", exc.value, exc.allowed
                 ) from exc
         return self.enqueue_many(jobs)
+
+    def _isolate(self, job: Job) -> None:
+        """Round-trip the payload through the codec (size limit, no shared references)."""
+        assert self._codec is not None
+        context = job.job_id.encode()
+        job.payload = self._codec.decode(self._codec.encode(job.payload, context=context), context=context)
 
     def _check_dependencies(self, job: Job, batch: dict[str, Job]) -> None:
         if job.status is not _PENDING:
@@ -187,7 +206,7 @@ class JobQueue(Queue):
     def _place(self, job: Job) -> None:
         """Put a PENDING job where it belongs: blocked, delayed or ready. Lock held."""
         if job.depends_on:
-            unfinished = 0
+            unfinished: list[str] = []
             jobs = self._jobs
             for dep_id in job.depends_on:
                 dep = jobs.get(dep_id)
@@ -200,10 +219,13 @@ class JobQueue(Queue):
                 if dep_status in _FAILING:
                     self._fail_dependents_of_job(job, dep_id, dep_status)
                     return
-                unfinished += 1
-                self._dependents.setdefault(dep_id, []).append(job.job_id)
+                unfinished.append(dep_id)
             if unfinished:
-                self._blocked[job.job_id] = unfinished
+                # Indexed only once the job is known to wait: each (dependency, job) edge
+                # is in the reverse index exactly once while the job is blocked.
+                for dep_id in unfinished:
+                    self._dependents.setdefault(dep_id, []).append(job.job_id)
+                self._blocked[job.job_id] = len(unfinished)
                 return
         self._schedule(job)
 
@@ -231,8 +253,15 @@ class JobQueue(Queue):
         """Take a PENDING job out of whatever index holds it (tombstoning heap entries)."""
         if self._ready_live.pop(job_id, None) is not None:
             self._maybe_compact()
-        elif self._delayed_live.pop(job_id, None) is None:
-            self._blocked.pop(job_id, None)
+        elif self._delayed_live.pop(job_id, None) is None and self._blocked.pop(job_id, 0):
+            # Drop the job's edges from the reverse index, so placing it again later
+            # cannot count a dependency twice.
+            for dep_id in self._jobs[job_id].depends_on:
+                waiting = self._dependents.get(dep_id)
+                if waiting is not None and job_id in waiting:
+                    waiting.remove(job_id)
+                    if not waiting:
+                        del self._dependents[dep_id]
 
     def _promote_due(self) -> None:
         """Move due jobs from the delayed heap to the ready heap. Lock held."""

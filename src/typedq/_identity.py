@@ -1,0 +1,72 @@
+"""Worker identity: one id per incarnation of a worker, never a reused name.
+
+An id is ``prefix@host:pid:start:random``: the host and pid say where the worker runs,
+the process start time tells a pid reused by a later process apart, and the random part
+tells two workers of one process apart. A backend whose workers all run on one host
+(SQLite) parses it to check whether a lease's owner is still alive before rescuing.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+
+__all__ = ["HOST", "new_worker_id", "owner_alive", "parse_worker_id", "process_start_time"]
+
+HOST = socket.gethostname()
+
+
+def process_start_time(pid: int) -> int:
+    """Return the start time of process ``pid`` in clock ticks since boot (0 if unknown).
+
+    Together with the pid it identifies one incarnation of a process: a pid reused by a
+    later process has a different start time.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return 0
+    # Field 22; the command name (field 2) may contain spaces, so split after its ')'.
+    fields = stat[stat.rindex(b")") + 2 :].split()
+    return int(fields[19])
+
+
+def new_worker_id(prefix: str | None = None) -> str:
+    """Return a worker id unique to this incarnation: ``prefix@host:pid:start:random``.
+
+    ``start`` is the process start time (see :func:`process_start_time`), so a backend
+    on the same host can tell whether the owner of a lease is still alive.
+    """
+    pid = os.getpid()
+    return f"{prefix or 'worker'}@{HOST}:{pid}:{process_start_time(pid)}:{secrets.token_hex(4)}"
+
+
+def parse_worker_id(worker_id: str) -> tuple[str, int, int] | None:
+    """Return ``(host, pid, start_time)`` from an id made by :func:`new_worker_id`, or None."""
+    _, _, rest = worker_id.rpartition("@")
+    parts = rest.split(":")
+    if len(parts) != 4:
+        return None
+    try:
+        return parts[0], int(parts[1]), int(parts[2])
+    except ValueError:
+        return None
+
+
+def owner_alive(worker_id: str | None) -> bool | None:
+    """Whether the process that owns ``worker_id`` is alive on this host.
+
+    Returns True or False for an id of this host whose owner can be checked, and None
+    when it cannot be told (another host, or an id not made by :func:`new_worker_id`).
+    """
+    if not worker_id:
+        return None
+    parsed = parse_worker_id(worker_id)
+    if parsed is None or parsed[0] != HOST:
+        return None
+    _, pid, start = parsed
+    if start == 0:
+        return None
+    return process_start_time(pid) == start

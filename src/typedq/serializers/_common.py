@@ -1,0 +1,238 @@
+"""Private helpers shared by the serializers: default limits, JSON-path formatting, and
+the two walks over a value before it is encoded.
+
+* :func:`keys_look_fine` is the cheap walk on every ``dumps``: it checks that every
+  mapping key has an allowed type and that nesting depth and container count stay
+  bounded (so a cyclic value cannot loop forever). It answers only yes or no.
+* :func:`find_problem` is the slow walk, run only when something failed: it finds the
+  first unsupported value, key, cycle or too-deep container in document order and
+  names its path, such as ``$.items[3].when``.
+
+Nothing here is public API.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from typing import Any, Final, TypeAlias
+
+from typedq.errors import ConfigError
+
+__all__ = [
+    "DEFAULT_MAX_DEPTH",
+    "DEFAULT_MAX_SIZE",
+    "LeafCheck",
+    "PathNode",
+    "check_int",
+    "describe",
+    "find_problem",
+    "format_path",
+    "keys_look_fine",
+]
+
+DEFAULT_MAX_SIZE: Final = 1_048_576
+"""Default cap, in bytes, on a serialized payload (1 MiB)."""
+
+DEFAULT_MAX_DEPTH: Final = 200
+"""Default cap on JSON nesting depth (containers inside containers)."""
+
+# A path is a linked list from leaf to root: (key, is_index, parent). It is only
+# built by the slow walk, so the hot path never pays for path bookkeeping.
+PathNode: TypeAlias = "tuple[Any, bool, PathNode] | None"
+
+LeafCheck: TypeAlias = Callable[[Any], "str | None"]
+"""Returns why a non-container value is unsupported, or None when it is fine."""
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_MAX_KEY_REPR = 40
+_MAX_PATH_PARTS = 20
+
+# Values of these exact types are never containers: the fast walk skips them.
+_SCALARS: Final = frozenset({str, int, float, bool, type(None), bytes})
+_LIST_TYPES: Final = (list, tuple)
+
+
+def check_int(field: str, value: object, minimum: int, maximum: int | None = None) -> int:
+    """Validate an int option (``bool`` is refused), raising ConfigError naming it.
+
+    Args:
+        field: The option's name.
+        value: The value given.
+        minimum: The smallest allowed value.
+        maximum: The largest allowed value, if any.
+
+    Returns:
+        The value.
+
+    Raises:
+        ConfigError: Not an int, or out of range.
+    """
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or value < minimum
+        or (maximum is not None and value > maximum)
+    ):
+        if maximum is None:
+            raise ConfigError(field, value, f"an int >= {minimum}")
+        raise ConfigError(field, value, f"an int from {minimum} to {maximum}")
+    return value
+
+
+def describe(value: Any) -> str:
+    """A short, bounded description of a value for error messages."""
+    text = repr(value)
+    if len(text) > _MAX_KEY_REPR:
+        text = text[: _MAX_KEY_REPR - 3] + "..."
+    return f"{text} ({type(value).__name__})"
+
+
+def format_path(node: PathNode) -> str:
+    """Render a path node as a JSONPath-like string: ``$``, ``$.a[3]``, ``$["a b"]``.
+
+    Paths deeper than 20 segments keep their first and last 10, with the number of
+    hidden levels in between.
+    """
+    parts: list[str] = []
+    while node is not None:
+        key, is_index, node = node
+        if is_index:
+            parts.append(f"[{key}]")
+        elif isinstance(key, str) and _IDENTIFIER.match(key):
+            parts.append(f".{key}")
+        elif isinstance(key, str):
+            parts.append(f"[{json.dumps(key)[:_MAX_KEY_REPR]}]")
+        else:
+            parts.append(f"[{describe(key)}]")
+    parts.reverse()
+    if len(parts) > _MAX_PATH_PARTS:
+        # Keep messages readable for values nested hundreds deep.
+        keep = _MAX_PATH_PARTS // 2
+        hidden = len(parts) - 2 * keep
+        parts = [*parts[:keep], f"...({hidden} levels)...", *parts[-keep:]]
+    return "$" + "".join(parts)
+
+
+def keys_look_fine(obj: Any, key_types: tuple[type, ...], max_depth: int, max_containers: int) -> bool:
+    """Cheaply check mapping keys, nesting depth and container count.
+
+    A False answer is not an error by itself: the caller runs :func:`find_problem`,
+    which decides (a ``str`` subclass key, for instance, fails here but is fine).
+
+    Args:
+        obj: The value about to be encoded.
+        key_types: The exact key types the format supports.
+        max_depth: The deepest nesting allowed (the root container is depth 1).
+        max_containers: Give up (answer False) after this many containers; a value
+            this big could not fit the size limit anyway, and a cycle ends here.
+
+    Returns:
+        True when every key has an allowed type and both bounds hold.
+    """
+    if type(obj) in _SCALARS:
+        return True
+    stack: list[tuple[Any, int]] = [(obj, 1)]
+    pop = stack.pop
+    push = stack.append
+    count = 0
+    # str.join and frozenset.issuperset loop in C: they answer "all keys are str" and
+    # "no value is a container" several times faster than a Python loop.
+    join = "".join
+    only_scalars = _SCALARS.issuperset
+    while stack:
+        item, depth = pop()
+        count += 1
+        if depth > max_depth or count > max_containers:
+            return False
+        if isinstance(item, dict):
+            try:
+                join(item)
+            except TypeError:
+                for key in item:
+                    if type(key) not in key_types:
+                        return False
+            values: Any = item.values()
+        elif isinstance(item, _LIST_TYPES):
+            try:
+                join(item)  # a list of str only: nothing to look into
+                continue
+            except TypeError:
+                values = item
+        else:
+            continue
+        if only_scalars(map(type, values)):
+            continue
+        depth += 1
+        for value in values:
+            if type(value) not in _SCALARS:
+                push((value, depth))
+    return True
+
+
+def find_problem(
+    obj: Any,
+    *,
+    check_leaf: LeafCheck,
+    check_key: LeafCheck,
+    max_depth: int,
+    max_containers: int,
+    format_name: str,
+) -> tuple[str, str] | None:
+    """Find the first value in ``obj`` that the format cannot encode.
+
+    The walk is iterative (a value nested 100,000 deep cannot raise RecursionError),
+    detects cycles, and stops after ``max_containers`` containers.
+
+    Args:
+        obj: The value that failed to encode (or failed :func:`keys_look_fine`).
+        check_leaf: Says why a non-container value is unsupported, or None.
+        check_key: Says why a mapping key is unsupported, or None.
+        max_depth: The deepest nesting allowed.
+        max_containers: The most containers to visit before giving up.
+        format_name: The format's name, for messages ("JSON", "msgpack").
+
+    Returns:
+        ``(path, reason)`` for the first problem, or None when the value is fine.
+    """
+    on_path: set[int] = set()
+    # Entries are (value, path, depth); depth -1 marks "leaving the container id(value)".
+    stack: list[tuple[Any, PathNode, int]] = [(obj, None, 0)]
+    containers = 0
+    while stack:
+        item, node, depth = stack.pop()
+        if depth < 0:
+            on_path.discard(item)
+            continue
+        if isinstance(item, dict):
+            children: list[tuple[Any, PathNode, int]] = []
+            for key, value in item.items():
+                reason = check_key(key)
+                if reason is not None:
+                    return format_path(node), f"mapping key {describe(key)} {reason}"
+                children.append((value, (key, False, node), depth + 1))
+        elif isinstance(item, _LIST_TYPES):
+            children = [(value, (index, True, node), depth + 1) for index, value in enumerate(item)]
+        else:
+            reason = check_leaf(item)
+            if reason is not None:
+                return format_path(node), reason
+            continue
+        if id(item) in on_path:
+            return format_path(node), "circular reference: the value contains itself"
+        if depth + 1 > max_depth:
+            return (
+                format_path(node),
+                f"nesting is deeper than {max_depth} levels, the {format_name} limit",
+            )
+        containers += 1
+        if containers > max_containers:
+            return (
+                "$",
+                f"more than {max_containers} containers: too large to encode (or shared many times over)",
+            )
+        on_path.add(id(item))
+        stack.append((id(item), None, -1))
+        stack.extend(reversed(children))
+    return None

@@ -1,0 +1,86 @@
+"""The conformance suite's fixtures: every test here runs once per backend.
+
+``queue`` is the backend under test, named ``"conf"``; ``queue_factory(name)`` builds
+more queues of the same backend (a fresh one to import into, say). All of them read the
+test's ``clock`` (a FakeClock), so tests move time instead of sleeping.
+
+To add a backend, add one factory fixture and one entry to ``BACKENDS``; nothing else::
+
+    @pytest.fixture
+    def sqlite_queue(clock: FakeClock, tmp_path: Path) -> Iterator[QueueFactory]:
+        made: list[Queue] = []
+
+        def make(name: str) -> Queue:
+            made.append(SQLiteQueue(tmp_path / f"{name}.db", name=name, clock=clock))
+            return made[-1]
+
+        yield make
+        for q in made:
+            q.close()
+
+    BACKENDS = [..., pytest.param("sqlite_queue", id="sqlite")]
+
+A backend needing a server adds ``marks=pytest.mark.redis`` to its param and calls
+``tests.helpers.skip_or_fail`` in its fixture when the server does not answer. Only the
+chosen backend's fixture is built (``request.getfixturevalue``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from typedq.backends.base import Queue
+from typedq.backends.memory import JobQueue
+from typedq.clock import FakeClock
+from typedq.job import Job
+
+#: Builds a queue of the backend under test, by name; closed at teardown.
+QueueFactory = Callable[[str], Queue]
+
+
+@pytest.fixture
+def memory_queue(clock: FakeClock) -> Iterator[QueueFactory]:
+    """Factory of in-memory queues: ``JobQueue(name, clock=clock)``."""
+    made: list[Queue] = []
+
+    def make(name: str) -> Queue:
+        made.append(JobQueue(name, clock=clock))
+        return made[-1]
+
+    yield make
+    for q in made:
+        q.close()
+
+
+#: One param per backend: the name of its factory fixture.
+BACKENDS = [
+    pytest.param("memory_queue", id="memory"),
+]
+
+
+@pytest.fixture(params=BACKENDS)
+def queue_factory(request: pytest.FixtureRequest) -> QueueFactory:
+    """The backend under test, as a factory of queues."""
+    factory: QueueFactory = request.getfixturevalue(request.param)
+    return factory
+
+
+@pytest.fixture
+def queue(queue_factory: QueueFactory) -> Queue:
+    """The queue under test: ``"conf"`` on the backend under test."""
+    return queue_factory("conf")
+
+
+@pytest.fixture
+def make_job(clock: FakeClock) -> Callable[..., Job]:
+    """``make_job(**overrides)``: a valid Job of type ``"task"`` created at ``clock.now()``."""
+
+    def make(**overrides: Any) -> Job:
+        fields: dict[str, Any] = {"job_type": "task", "created_at": clock.now()}
+        fields.update(overrides)
+        return Job(**fields)
+
+    return make

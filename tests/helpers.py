@@ -1,0 +1,75 @@
+"""Small helpers shared by every test folder: import them as ``from tests.helpers import ...``.
+
+Keep this module small and its names stable; other folders depend on it.
+
+* :func:`wait_until`: poll a condition against a deadline (tests never sleep to
+  synchronise).
+* :data:`REQUIRE_SERVICES`: set ``TYPEDQ_REQUIRE_SERVICES=1`` (CI) to turn a missing
+  service into a failure instead of a skip.
+* :func:`redis_available` and :func:`skip_or_fail`: guard tests that need a server.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Callable
+
+import pytest
+
+__all__ = ["REQUIRE_SERVICES", "redis_available", "skip_or_fail", "wait_until"]
+
+#: When true, a service a test needs (Redis, ...) must be there: no skips.
+REQUIRE_SERVICES = os.environ.get("TYPEDQ_REQUIRE_SERVICES") == "1"
+
+
+def wait_until(
+    predicate: Callable[[], object],
+    timeout: float = 5.0,
+    interval: float = 0.005,
+    *,
+    message: str | None = None,
+) -> None:
+    """Call ``predicate`` every ``interval`` seconds until it returns a truthy value.
+
+    Args:
+        predicate: the condition; called at least once, also after the deadline passed.
+        timeout: seconds before giving up.
+        interval: seconds between calls.
+        message: what was awaited, for the failure message.
+
+    Raises:
+        AssertionError: the predicate was still falsy after ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return
+        if time.monotonic() >= deadline:
+            what = message or getattr(predicate, "__name__", repr(predicate))
+            raise AssertionError(f"timed out after {timeout:g}s waiting until {what}")
+        time.sleep(interval)
+
+
+def redis_available(host: str = "127.0.0.1", port: int = 6379, timeout: float = 0.5) -> bool:
+    """Return whether a Redis server answers PING at ``host:port``.
+
+    Uses a bare socket, so it works without the ``redis`` package installed.
+    """
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.settimeout(timeout)
+            sock.sendall(b"PING\r\n")
+            reply = sock.recv(64)
+    except OSError:
+        return False
+    # "+PONG" normally; "-NOAUTH ..." still means a server is there.
+    return reply.startswith((b"+PONG", b"-NOAUTH"))
+
+
+def skip_or_fail(reason: str) -> None:
+    """Skip the test for a missing service, or fail it when services are required."""
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{reason} (TYPEDQ_REQUIRE_SERVICES=1)")
+    pytest.skip(reason)

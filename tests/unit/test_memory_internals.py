@@ -1,0 +1,139 @@
+"""What only the in-memory backend has: tombstones, heap compaction, the reverse index.
+
+Everything a backend must do belongs in tests/conformance; these tests pin the
+specification's data-structure promises for ``JobQueue`` (heap + dict + tombstones,
+compaction past 25%, completion waking dependents without scanning).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from typedq.backends.memory import JobQueue
+from typedq.clock import FakeClock
+from typedq.job import Job, JobStatus
+
+
+@pytest.fixture
+def queue(clock: FakeClock) -> JobQueue:
+    return JobQueue("internals", clock=clock)
+
+
+def _fill(queue: JobQueue, n: int, clock: FakeClock) -> list[str]:
+    ids = [f"j{i:04d}" for i in range(n)]
+    queue.enqueue_many([Job(job_id=i, job_type="t", created_at=clock.now()) for i in ids])
+    return ids
+
+
+def _drain(queue: JobQueue) -> list[str]:
+    taken = []
+    while (job := queue.dequeue()) is not None:
+        taken.append(job.job_id)
+    return taken
+
+
+def test_cancelled_jobs_become_tombstones_that_are_skipped(queue: JobQueue, clock: FakeClock) -> None:
+    ids = _fill(queue, 100, clock)
+    cancelled = ids[::10]  # 10 of 100: under the 25% threshold
+    for job_id in cancelled:
+        assert queue.cancel(job_id)
+    assert queue.tombstones == 10
+    assert queue.compactions == 0
+    assert queue.ready_count() == 90
+    assert _drain(queue) == [i for i in ids if i not in cancelled]
+    assert queue.tombstones == 0
+
+
+def test_peek_drops_a_tombstone_on_top(queue: JobQueue, clock: FakeClock) -> None:
+    ids = _fill(queue, 5, clock)
+    queue.cancel(ids[0])
+    assert queue.tombstones == 1
+    peeked = queue.peek()
+    assert peeked is not None
+    assert peeked.job_id == ids[1]
+    assert queue.tombstones == 0
+
+
+def test_the_heap_is_compacted_when_tombstones_pass_25_percent(
+    queue: JobQueue, clock: FakeClock
+) -> None:
+    ids = _fill(queue, 100, clock)
+    for job_id in ids[:25]:  # exactly 25%: not past it
+        queue.cancel(job_id)
+    assert queue.tombstones == 25
+    assert queue.compactions == 0
+    queue.cancel(ids[25])  # 26 of 100
+    assert queue.compactions == 1
+    assert queue.tombstones == 0
+    assert queue.ready_count() == 74
+    assert _drain(queue) == ids[26:]
+
+
+@pytest.mark.parametrize("how", ["cancel", "hold", "reprioritise", "delete"])
+def test_tombstones_never_pass_a_quarter_of_a_big_heap(
+    queue: JobQueue, clock: FakeClock, how: str
+) -> None:
+    ids = _fill(queue, 400, clock)
+    for n, job_id in enumerate(ids[:300]):
+        if how == "cancel":
+            queue.cancel(job_id)
+        elif how == "hold":
+            queue.update_status(job_id, JobStatus.SCHEDULED)
+        elif how == "reprioritise":
+            queue.set_priority(job_id, 1 + n % 9 + (n % 9 >= 4))  # never 5, the old value
+        else:
+            queue.delete(job_id)
+        live = queue.ready_count()
+        assert queue.tombstones * 3 <= live or live + queue.tombstones < 64, (n, queue.tombstones, live)
+    assert queue.compactions >= 1
+
+
+def test_order_survives_compaction(queue: JobQueue, clock: FakeClock) -> None:
+    jobs = [
+        Job(job_id=f"p{p}-{i}", job_type="t", priority=p, created_at=clock.now())
+        for i in range(40)
+        for p in (1, 5, 9)
+    ]
+    queue.enqueue_many(jobs)
+    for job in jobs[::2]:
+        queue.cancel(job.job_id)
+    assert queue.compactions >= 1
+    expected = [j.job_id for j in sorted(jobs[1::2], key=lambda j: -j.priority)]
+    assert _drain(queue) == expected
+
+
+def test_update_status_leaves_a_tombstone_instead_of_searching_the_heap(
+    queue: JobQueue, clock: FakeClock
+) -> None:
+    ids = _fill(queue, 10, clock)
+    queue.update_status(ids[3], JobStatus.SCHEDULED)
+    assert queue.tombstones == 1
+    assert queue.ready_count() == 9
+    queue.update_status(ids[3], JobStatus.PENDING)
+    assert queue.ready_count() == 10
+    assert sorted(_drain(queue)) == ids
+    assert queue.count_by_status()[JobStatus.RUNNING] == 10
+
+
+def test_completing_a_parent_releases_ten_thousand_dependents(
+    queue: JobQueue, clock: FakeClock
+) -> None:
+    now = clock.now()
+    queue.enqueue(Job(job_id="parent", job_type="t", created_at=now))
+    queue.enqueue_many(
+        [Job(job_id=f"c{i}", job_type="t", depends_on=["parent"], created_at=now) for i in range(10_000)]
+    )
+    assert queue.ready_count() == 1
+    claim = queue.claim("w", lease_s=30)
+    assert claim is not None
+    queue.complete("parent", token=claim.token)
+    assert queue.ready_count() == 10_000
+    assert len(queue.claim_many("w", lease_s=30, limit=20_000)) == 10_000
+
+
+def test_len_contains_and_repr(queue: JobQueue, clock: FakeClock) -> None:
+    _fill(queue, 3, clock)
+    assert len(queue) == 3
+    assert "j0001" in queue
+    assert "nope" not in queue
+    assert repr(queue) == "JobQueue(name='internals', size=3)"
