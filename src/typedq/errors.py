@@ -15,6 +15,8 @@ keeps working for code written against the original specification::
     ├── JobNotFoundError (KeyError)             no job with that id
     ├── QueueNotFoundError (KeyError)           no queue with that name
     ├── JobTimeoutError (TimeoutError)          a handler ran past its timeout
+    ├── WaitTimeoutError (TimeoutError)         waiting for a job's outcome took too long
+    ├── JobFailedError (RuntimeError)           a job ended without a result
     ├── StaleLeaseError (RuntimeError)          a lease token that is no longer current
     ├── InvalidTransitionError (ValueError)     a state change the job's state forbids
     ├── BackendError (RuntimeError)             storage failed
@@ -49,6 +51,7 @@ __all__ = [
     "DuplicateJobError",
     "InvalidJobError",
     "InvalidTransitionError",
+    "JobFailedError",
     "JobNotFoundError",
     "JobTimeoutError",
     "NoHandlerError",
@@ -64,6 +67,7 @@ __all__ = [
     "UnknownCodecError",
     "UnknownDependencyError",
     "UnsafeSerializerError",
+    "WaitTimeoutError",
 ]
 
 _MAX_REPR = 80
@@ -197,6 +201,26 @@ class JobTimeoutError(TypedqError, TimeoutError):
         self.job_id = job_id
         self.timeout_s = timeout_s
         super().__init__(f"job {job_id} timed out after {timeout_s:g}s")
+
+
+class WaitTimeoutError(TypedqError, TimeoutError):
+    """A wait for a job's outcome ran out of time (the job itself goes on)."""
+
+    def __init__(self, job_id: str, timeout_s: float, status: str) -> None:
+        self.job_id = job_id
+        self.timeout_s = timeout_s
+        self.status = status
+        super().__init__(f"job {job_id} is still {status} after waiting {timeout_s:g}s")
+
+
+class JobFailedError(TypedqError, RuntimeError):
+    """A job whose result was asked for ended FAILED, DEAD or CANCELLED."""
+
+    def __init__(self, job_id: str, status: str, error: str | None) -> None:
+        self.job_id = job_id
+        self.status = status
+        self.error = error
+        super().__init__(f"job {job_id} ended {status}: {error or 'no error recorded'}")
 
 
 class StaleLeaseError(TypedqError, RuntimeError):

@@ -27,6 +27,7 @@ from typedq._config import (
     validate_config,
     validate_queue_settings,
 )
+from typedq._typed_api import TypedAPI
 from typedq._validate import require_number
 from typedq.backends import JobQueue, Queue, open_queue
 from typedq.clock import Clock, system_clock
@@ -62,7 +63,7 @@ def _make_codec(config: Mapping[str, Any]) -> FrameCodec | None:
     return get_serializer(name, pickle_key=config["pickle_key"], max_size=config["max_payload_size"])
 
 
-class JobQueueManager:
+class JobQueueManager(TypedAPI):
     """Queues, handlers and workers behind one object; the specification's manager.
 
     Args:
@@ -217,7 +218,7 @@ class JobQueueManager:
                     f"one of {', '.join(sorted(SUBMIT_FIELDS))}"
                     + (f" (did you mean {hint[0]!r}?)" if hint else ""),
                 )
-        queue = self.get_queue(queue_name)
+        queue = self._queues.get(queue_name) or self.create_queue(queue_name)
         settings = self._queue_settings[queue_name]
         job_fields.setdefault("priority", settings["default_priority"])
         job_fields.setdefault("max_retries", settings["max_retries"])

@@ -37,8 +37,11 @@ from typedq._validate import require_number
 from typedq.backends.base import Claim, Queue
 from typedq.clock import Clock
 from typedq.errors import (
+    DeserializationError,
     JobTimeoutError,
     NoHandlerError,
+    PayloadValidationError,
+    PayloadVersionError,
     SerializationError,
     StaleLeaseError,
 )
@@ -57,8 +60,13 @@ __all__ = [
 
 logger = logging.getLogger("typedq.worker")
 
-#: A handler takes a job's payload and returns its result.
-Handler = Callable[[dict[str, Any]], Any]
+#: A handler takes a job's payload and returns its result. A handler object with a true
+#: ``takes_job`` attribute is given the whole ``Job`` instead (the typed API's wrappers).
+Handler = Callable[[Any], Any]
+
+#: Failures that no retry can fix: the job goes to the dead-letter queue at once, to be
+#: replayed after a deploy that knows its payload.
+_PERMANENT = (PayloadVersionError, PayloadValidationError, DeserializationError)
 
 def describe_error(exc: BaseException) -> str:
     """Return ``"Type: message"`` for an exception, even one whose ``__str__`` raises."""
@@ -212,7 +220,7 @@ class Worker(threading.Thread):
             try:
                 timeout = job.timeout_seconds
                 if timeout is None:
-                    result = handler(job.payload)
+                    result = handler(job) if getattr(handler, "takes_job", False) else handler(job.payload)
                 else:
                     result = self._call_with_timeout(handler, job, timeout)
             except BaseException as exc:  # a handler may raise anything, SystemExit too
@@ -244,7 +252,8 @@ class Worker(threading.Thread):
 
         def target() -> None:
             try:
-                outcome.append((True, handler(job.payload)))
+                arg = job if getattr(handler, "takes_job", False) else job.payload
+                outcome.append((True, handler(arg)))
             except BaseException as exc:  # handed back to the worker thread
                 outcome.append((False, exc))
             finally:
@@ -272,7 +281,9 @@ class Worker(threading.Thread):
         trace = _format_traceback(exc)
         self.stats.failed += 1
         safe_call(self.event_handler.on_job_failed, job, exc)
-        if not self.retry_policy.should_retry(job.retry_count, job.max_retries):
+        if isinstance(exc, _PERMANENT) or not self.retry_policy.should_retry(
+            job.retry_count, job.max_retries
+        ):
             self._bury(job, token, exc, error, trace)
             return
         retry_number = job.retry_count + 1

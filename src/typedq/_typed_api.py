@@ -1,0 +1,231 @@
+"""The typed half of ``JobQueueManager``: ``handler``, ``register``, ``enqueue``, ``of``.
+
+:class:`TypedAPI` is mixed into the manager. Its methods tie a :class:`~typedq.typed.JobType`
+``[P, R]`` to the untyped machinery underneath (``register_handler`` and ``submit``), so that
+mypy checks every handler and every submission against the job type:
+
+* ``@manager.handler(jt)`` / ``manager.register(jt, fn)`` accept a function taking ``P`` and
+  returning ``R`` (or an ``async def`` returning ``R``);
+* ``manager.enqueue(jt, payload, **options)`` accepts only a ``P`` and returns a
+  :class:`JobRef` ``[R]`` whose ``result()`` is an ``R``;
+* ``manager.of(jt).enqueue(payload)`` is the same with the job type bound first, so a wrong
+  payload reads "expected Resize" in mypy's message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from typing import TYPE_CHECKING, Any, Generic, TypedDict, TypeVar, Unpack, overload
+
+from pydantic import BaseModel
+
+from typedq.errors import JobFailedError, WaitTimeoutError
+from typedq.job import Job, JobStatus
+from typedq.typed import VERSION_KEY, JobType
+
+if TYPE_CHECKING:
+    from typedq.worker import Handler
+
+__all__ = ["BoundJobType", "EnqueueOptions", "JobRef", "TypedAPI", "TypedHandler"]
+
+P = TypeVar("P", bound=BaseModel)
+R = TypeVar("R")
+
+
+class EnqueueOptions(TypedDict, total=False):
+    """Keyword options of a typed submission; each defaults to the job type's setting."""
+
+    priority: int
+    scheduled_at: float
+    delay_s: float
+    max_retries: int
+    timeout_seconds: float
+    metadata: dict[str, Any]
+    depends_on: list[str]
+    job_id: str
+    queue: str
+
+
+class TypedHandler(Generic[P, R]):
+    """Wraps a typed handler for the worker: loads ``P`` from the job, dumps ``R`` back.
+
+    The worker hands it the whole ``Job`` (``takes_job``), so the payload version stored
+    with the job picks the migrations to run before validation.
+    """
+
+    takes_job = True
+
+    def __init__(
+        self, job_type: JobType[P, R], fn: Callable[[P], R] | Callable[[P], Awaitable[R]]
+    ) -> None:
+        self.job_type = job_type
+        self.fn = fn
+        self.__name__ = getattr(fn, "__name__", job_type.name)
+
+    def __call__(self, job: Job) -> Any:
+        payload = self.job_type.load(job.payload, JobType.version_of(job))
+        out = self.fn(payload)
+        if inspect.isawaitable(out):
+            out = asyncio.run(_await(out))
+        return self.job_type.dump_result(out)
+
+
+async def _await(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
+
+
+class _Manager(ABC):
+    """What the typed API needs from the manager it is mixed into."""
+
+    @abstractmethod
+    def register_handler(self, job_type: str, handler: Handler, queue: str = "default") -> None:
+        """Implemented by ``JobQueueManager``."""
+
+    @abstractmethod
+    def submit(self, job_type: str, payload: dict[str, Any] | None = None, **job_fields: Any) -> str:
+        """Implemented by ``JobQueueManager``."""
+
+    @abstractmethod
+    def get_job(self, job_id: str) -> Job:
+        """Implemented by ``JobQueueManager``."""
+
+    @abstractmethod
+    def wait_for_completion(self, job_ids: Iterable[str], timeout: float | None = None) -> bool:
+        """Implemented by ``JobQueueManager``."""
+
+    @abstractmethod
+    def cancel(self, job_id: str) -> bool:
+        """Implemented by ``JobQueueManager``."""
+
+
+class JobRef(Generic[R]):
+    """A handle on a submitted typed job; ``result()`` is typed ``R``."""
+
+    def __init__(self, manager: _Manager, job_type: JobType[Any, R], job_id: str) -> None:
+        self._manager = manager
+        self.job_type = job_type
+        self.job_id = job_id
+
+    def __repr__(self) -> str:
+        return f"JobRef({self.job_type.name!r}, {self.job_id!r})"
+
+    def job(self) -> Job:
+        """The stored job as it is now."""
+        return self._manager.get_job(self.job_id)
+
+    def status(self) -> JobStatus:
+        """The job's current status."""
+        return self.job().status
+
+    def cancel(self) -> bool:
+        """Cancel the job (see ``Queue.cancel``)."""
+        return self._manager.cancel(self.job_id)
+
+    def result(self, timeout: float | None = None) -> R:
+        """Wait for the job to end and return its typed result.
+
+        Raises:
+            WaitTimeoutError: it has not ended within ``timeout`` seconds.
+            JobFailedError: it ended FAILED, DEAD or CANCELLED.
+        """
+        if not self._manager.wait_for_completion([self.job_id], timeout):
+            raise WaitTimeoutError(self.job_id, timeout or 0.0, self.status().value)
+        job = self.job()
+        if job.status is not JobStatus.COMPLETED:
+            raise JobFailedError(self.job_id, job.status.value, job.error)
+        return self.job_type.load_result(job.result)
+
+
+class BoundJobType(Generic[P, R]):
+    """A job type bound to a manager: ``manager.of(jt).enqueue(payload)``."""
+
+    def __init__(self, manager: TypedAPI, job_type: JobType[P, R]) -> None:
+        self._manager = manager
+        self.job_type = job_type
+
+    def enqueue(self, payload: P, **options: Unpack[EnqueueOptions]) -> JobRef[R]:
+        """Submit one job of this type; see :meth:`TypedAPI.enqueue`."""
+        return self._manager.enqueue(self.job_type, payload, **options)
+
+    def ref(self, job_id: str) -> JobRef[R]:
+        """A typed handle on an already submitted job of this type."""
+        return JobRef(self._manager, self.job_type, job_id)
+
+
+class _Registrar(Generic[P, R]):
+    """The decorator ``manager.handler(jt)`` returns."""
+
+    def __init__(self, manager: TypedAPI, job_type: JobType[P, R]) -> None:
+        self._manager = manager
+        self._job_type = job_type
+
+    @overload
+    def __call__(self, fn: Callable[[P], R]) -> Callable[[P], R]: ...
+
+    @overload
+    def __call__(
+        self, fn: Callable[[P], Coroutine[Any, Any, R]]
+    ) -> Callable[[P], Coroutine[Any, Any, R]]: ...
+
+    def __call__(self, fn: Any) -> Any:
+        self._manager.register(self._job_type, fn)
+        return fn
+
+
+class TypedAPI(_Manager):
+    """The typed methods of ``JobQueueManager``."""
+
+    def handler(self, job_type: JobType[P, R]) -> _Registrar[P, R]:
+        """Decorator: register the decorated function as ``job_type``'s handler.
+
+        The function must take a ``P`` and return an ``R`` (``async def`` allowed).
+        """
+        return _Registrar(self, job_type)
+
+    @overload
+    def register(self, job_type: JobType[P, R], fn: Callable[[P], R]) -> None: ...
+
+    @overload
+    def register(
+        self, job_type: JobType[P, R], fn: Callable[[P], Coroutine[Any, Any, R]]
+    ) -> None: ...
+
+    def register(self, job_type: JobType[P, R], fn: Any) -> None:
+        """Register ``fn`` (taking ``P``, returning ``R``) as ``job_type``'s handler.
+
+        Its jobs go to ``job_type.queue``.
+        """
+        self.register_handler(job_type.name, TypedHandler(job_type, fn), queue=job_type.queue)
+
+    def enqueue(
+        self, job_type: JobType[P, R], payload: P, **options: Unpack[EnqueueOptions]
+    ) -> JobRef[R]:
+        """Submit a typed job: the payload is validated, dumped and versioned.
+
+        Returns:
+            A typed handle whose ``result()`` is an ``R``.
+
+        Raises:
+            PayloadValidationError: ``payload`` is not a valid ``P``.
+            NoHandlerError, InvalidJobError: as ``submit``.
+        """
+        data = job_type.dump(payload)
+        fields: dict[str, Any] = dict(options)
+        metadata = fields.get("metadata")
+        fields["metadata"] = {**metadata, VERSION_KEY: job_type.version} if metadata else {
+            VERSION_KEY: job_type.version
+        }
+        fields.setdefault("queue", job_type.queue)
+        fields.setdefault("priority", job_type.priority)
+        fields.setdefault("max_retries", job_type.max_retries)
+        if job_type.timeout_s is not None:
+            fields.setdefault("timeout_seconds", job_type.timeout_s)
+        job_id = self.submit(job_type.name, data, **fields)
+        return JobRef(self, job_type, job_id)
+
+    def of(self, job_type: JobType[P, R]) -> BoundJobType[P, R]:
+        """Bind ``job_type`` to this manager: ``manager.of(jt).enqueue(payload)``."""
+        return BoundJobType(self, job_type)

@@ -1,0 +1,42 @@
+"""Typed-API misuses that mypy must reject, each marked on its line with an E comment."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+from typedq import JobQueueManager
+from typedq.typed import JobType
+
+
+class Resize(BaseModel):
+    url: str
+
+
+class Other(BaseModel):
+    name: str
+
+
+resize = JobType("resize", Resize, result=str)
+manager = JobQueueManager()
+manager.enqueue(resize, Other(name="x"))  # E: Cannot infer value of type parameter "P"
+manager.of(resize).enqueue(Other(name="x"))  # E: incompatible type "Other"; expected "Resize"
+manager.enqueue(resize, Resize(url="u"), priorty=3)  # E: did you mean "priority"
+
+
+@manager.handler(resize)  # E: "Callable[[Other], str]"; expected "Callable[[Resize], str]"
+def wrong_param(p: Other) -> str:
+    return p.name
+
+
+@manager.handler(resize)  # E: "Callable[[Resize], int]"; expected "Callable[[Resize], str]"
+def wrong_return(p: Resize) -> int:
+    return 1
+
+
+def wrong_async(p: Resize) -> None:
+    return None
+
+
+manager.register(resize, wrong_async)  # E: "Callable[[Resize], None]"; expected "Callable[[Resize], str]"
+ref = manager.enqueue(resize, Resize(url="u"))
+n: int = ref.result()  # E: expression has type "str", variable has type "int"

@@ -1,0 +1,61 @@
+"""Typed-API uses that must type-check cleanly under mypy --strict."""
+
+from __future__ import annotations
+
+from typing import Any, assert_type
+
+from pydantic import BaseModel
+
+from typedq import JobQueueManager
+from typedq.typed import JobType, TypedJob
+
+
+class Resize(BaseModel):
+    url: str
+    width: int
+
+
+class Thumb(BaseModel):
+    path: str
+    sizes: list[int]
+
+
+resize = JobType("resize", Resize, result=str, version=2)
+thumbs = JobType("thumbs", Thumb, result=list[str])
+notify = JobType("notify", Thumb)  # no result type: R is None
+
+assert_type(resize, JobType[Resize, str])
+assert_type(notify, JobType[Thumb, None])
+
+
+@resize.migration(from_version=1)
+def _v1(old: dict[str, Any]) -> dict[str, Any]:
+    return {**old, "width": old.pop("size")}
+
+
+manager = JobQueueManager()
+
+
+@manager.handler(resize)
+def do_resize(p: Resize) -> str:
+    return f"{p.url}@{p.width}"
+
+
+@manager.handler(thumbs)
+async def do_thumbs(p: Thumb) -> list[str]:
+    return [f"{p.path}:{s}" for s in p.sizes]
+
+
+def do_notify(p: Thumb) -> None:
+    return None
+
+
+manager.register(notify, do_notify)
+
+ref = manager.enqueue(resize, Resize(url="u", width=3), priority=7)
+assert_type(ref.result(timeout=1.0), str)
+bound = manager.of(thumbs).enqueue(Thumb(path="p", sizes=[1]), delay_s=0.5)
+assert_type(bound.result(), list[str])
+assert_type(do_resize(Resize(url="u", width=1)), str)
+view = TypedJob.of(resize, ref.job())
+assert_type(view.payload, Resize)
