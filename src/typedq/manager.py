@@ -12,6 +12,7 @@ queue is called or a handler runs, so a handler may submit jobs freely.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import logging
 import threading
@@ -98,6 +99,7 @@ class JobQueueManager(TypedAPI):
         self._handlers: dict[str, Handler] = {}
         self._handler_queue: dict[str, str] = {}
         self._workers: dict[str, list[Worker]] = {}
+        self._stopping: list[Worker] = []
         self._retired = WorkerStats()
         self._submitted = 0
         self._reaped_dead = 0
@@ -223,10 +225,12 @@ class JobQueueManager(TypedAPI):
         job_fields.setdefault("priority", settings["default_priority"])
         job_fields.setdefault("max_retries", settings["max_retries"])
         job = Job.create(job_type, payload, queue=queue_name, now=self.clock.now(), **job_fields)
+        # The event comes first, so a monitor never sees a job start before it was
+        # submitted; if storing the job is then refused, the caller gets the error.
+        safe_call(self.event_handler.on_job_submitted, job)
         queue.enqueue(job)
         with self._stats_lock:
             self._submitted += 1
-        safe_call(self.event_handler.on_job_submitted, job)
         return job.job_id
 
     # -- jobs ---------------------------------------------------------------------------
@@ -365,9 +369,12 @@ class JobQueueManager(TypedAPI):
             for _, worker in targets:
                 worker.stop()
         abandoned: list[str] = []
+        me = threading.current_thread()
         if graceful:
             deadline = time.monotonic() + grace
             for name, worker in targets:
+                if worker is me:
+                    continue  # a handler stopping its own worker: it exits after this job
                 worker.join(max(0.0, deadline - time.monotonic()))
                 if worker.is_alive():
                     abandoned.append(worker.worker_id)
@@ -379,20 +386,28 @@ class JobQueueManager(TypedAPI):
                     )
         with self._workers_lock:
             for name, worker in targets:
-                if not worker.is_alive() or graceful:
-                    self._retire(name, worker)
-            if not any(self._workers.values()):
+                workers = self._workers.get(name, [])
+                if worker in workers:
+                    workers.remove(worker)
+                    # Still-running workers keep counting until their thread ends.
+                    self._stopping.append(worker)
+            self._retire_finished()
+            if not any(self._workers.values()) and not self._stopping:
                 self._keeper.stop()
         return abandoned
 
-    def _retire(self, name: str, worker: Worker) -> None:
-        workers = self._workers.get(name, [])
-        if worker in workers:
-            workers.remove(worker)
-            with self._stats_lock:
+    def _retire_finished(self) -> None:
+        """Fold the counters of stopped workers whose thread has ended. Workers lock held."""
+        still: list[Worker] = []
+        with self._stats_lock:
+            for worker in self._stopping:
+                if worker.is_alive():
+                    still.append(worker)
+                    continue
                 for field in ("completed", "failed", "retried", "dead", "stale"):
                     total = getattr(self._retired, field) + getattr(worker.stats, field)
                     setattr(self._retired, field, total)
+        self._stopping = still
 
     def workers(self, queue: str | None = None) -> list[Worker]:
         """The live workers of ``queue`` (all when None)."""
@@ -409,7 +424,10 @@ class JobQueueManager(TypedAPI):
             if job.status is JobStatus.DEAD:
                 with self._stats_lock:
                     self._reaped_dead += 1
-                logger.error("job %s (%s) is dead: %s", job_id, job.job_type, job.error)
+                logger.error(
+                    "job %s (%s) is dead after %d retries and moved to the dead-letter queue: %s",
+                    job_id, job.job_type, job.retry_count, job.error,
+                )
                 send_to_dead_letter(self._dead_letter, job)
                 safe_call(self.event_handler.on_job_dead, job)
 
@@ -428,7 +446,10 @@ class JobQueueManager(TypedAPI):
         Raises:
             JobNotFoundError: the dead-letter queue does not hold ``job_id``.
         """
-        dead = self._dead_letter.get_job(job_id)
+        try:
+            dead = self._dead_letter.get_job(job_id)
+        except KeyError:
+            dead = self._find_dead(job_id)
         origin = self._queues.get(dead.queue) or self.create_queue(dead.queue)
         try:
             current = origin.get_job(job_id)
@@ -445,9 +466,21 @@ class JobQueueManager(TypedAPI):
             if current is not None:
                 origin.delete(job_id)
             origin.enqueue(fresh)
-        self._dead_letter.delete(job_id)
+        with contextlib.suppress(KeyError):
+            self._dead_letter.delete(job_id)
         logger.info("replayed dead job %s (%s) on queue %r", job_id, dead.job_type, dead.queue)
         return job_id
+
+    def _find_dead(self, job_id: str) -> Job:
+        """A DEAD job not (yet) copied to the dead-letter queue, from its own queue."""
+        for queue in self._all_queues():
+            try:
+                job = queue.get_job(job_id)
+            except KeyError:
+                continue
+            if job.status is JobStatus.DEAD:
+                return job
+        raise JobNotFoundError(job_id, queue=self._dead_letter.name)
 
     # -- statistics ---------------------------------------------------------------------
 
@@ -462,7 +495,9 @@ class JobQueueManager(TypedAPI):
             status → count); ``dead_letter_size``.
         """
         with self._workers_lock:
+            self._retire_finished()
             live = [w.stats for ws in self._workers.values() for w in ws]
+            live += [w.stats for w in self._stopping]
             workers_per_queue = {
                 n: sum(1 for w in self._workers.get(n, []) if w.is_alive()) for n in self._queues
             }

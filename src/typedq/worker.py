@@ -46,7 +46,7 @@ from typedq.errors import (
     StaleLeaseError,
 )
 from typedq.events import EventHandler, safe_call
-from typedq.job import Job
+from typedq.job import MAX_TRACEBACK, TRACEBACK_KEY, Job, JobStatus
 from typedq.leases import LeaseKeeper, check_lease_settings
 from typedq.retry import RetryPolicy
 
@@ -210,8 +210,11 @@ class Worker(threading.Thread):
         try:
             handler = self.handlers.get(job.job_type)
             if handler is None:
+                # Not an attempt (nothing ran): straight to the dead-letter queue.
                 exc = NoHandlerError(job.job_type, list(self.handlers))
-                self._bury(job, token, exc, describe_error(exc), None)
+                dead = self._bury(job, token, describe_error(exc), None)
+                if dead is not None:
+                    safe_call(self.event_handler.on_job_dead, dead)
                 return
             events = self.event_handler
             safe_call(events.on_job_started, job, self.worker_id)
@@ -280,11 +283,14 @@ class Worker(threading.Thread):
         error = describe_error(exc)
         trace = _format_traceback(exc)
         self.stats.failed += 1
-        safe_call(self.event_handler.on_job_failed, job, exc)
+        events = self.event_handler
         if isinstance(exc, _PERMANENT) or not self.retry_policy.should_retry(
             job.retry_count, job.max_retries
         ):
-            self._bury(job, token, exc, error, trace)
+            dead = self._bury(job, token, error, trace)
+            if dead is not None:
+                safe_call(events.on_job_failed, dead, exc)
+                safe_call(events.on_job_dead, dead)
             return
         retry_number = job.retry_count + 1
         retry_at = self.clock.now() + self.retry_policy.delay(retry_number)
@@ -301,31 +307,49 @@ class Worker(threading.Thread):
             "job %s (%s) failed; retry %d of %d at %.3f: %s",
             job.job_id, job.job_type, retry_number, job.max_retries, retry_at, error,
         )
-        safe_call(self.event_handler.on_job_retried, updated, retry_at)
+        safe_call(events.on_job_failed, updated, exc)
+        safe_call(events.on_job_retried, updated, retry_at)
 
-    def _bury(
-        self, job: Job, token: int, exc: BaseException, error: str, trace: str | None
-    ) -> None:
+    def _bury(self, job: Job, token: int, error: str, trace: str | None) -> Job | None:
+        """Move the job to DEAD; return it, or None when the lease was already lost.
+
+        The dead-letter copy is stored *before* the job turns DEAD, so whoever sees the
+        job DEAD finds it in the dead-letter queue (and can replay it at once).
+        """
+        dlq = self.dead_letter_queue
+        if dlq is not None:
+            snapshot = Job.from_dict(job.to_dict())
+            snapshot.status = JobStatus.DEAD
+            snapshot.error = error
+            snapshot.lease_until = None
+            snapshot.finished_at = self.clock.now()
+            if trace is not None:
+                snapshot.metadata[TRACEBACK_KEY] = trace[-MAX_TRACEBACK:]
+            _put_dead_letter(dlq, snapshot)
         try:
             dead = self.queue.bury(job.job_id, token=token, error=error, traceback=trace)
         except StaleLeaseError as stale:
+            if dlq is not None:
+                with contextlib.suppress(KeyError):
+                    dlq.delete(job.job_id)
             self.stats.stale += 1
             logger.warning("death of job %s not recorded: %s", job.job_id, stale)
-            return
+            return None
         self.stats.dead += 1
         logger.error(
             "job %s (%s) is dead after %d retries and moved to the dead-letter queue: %s",
             job.job_id, job.job_type, dead.retry_count, error,
         )
-        send_to_dead_letter(self.dead_letter_queue, dead)
-        safe_call(self.event_handler.on_job_dead, dead)
+        return dead
 
 
 def send_to_dead_letter(dead_letter_queue: Queue | None, dead: Job) -> None:
     """Put a snapshot of a DEAD job into the dead-letter queue (replacing an older one)."""
-    if dead_letter_queue is None:
-        return
-    snapshot = Job.from_dict(dead.to_dict())
+    if dead_letter_queue is not None:
+        _put_dead_letter(dead_letter_queue, Job.from_dict(dead.to_dict()))
+
+
+def _put_dead_letter(dead_letter_queue: Queue, snapshot: Job) -> None:
     with contextlib.suppress(KeyError):
         dead_letter_queue.delete(snapshot.job_id)
     dead_letter_queue.enqueue(snapshot)

@@ -161,6 +161,8 @@ class Queue(Protocol):
     ) -> Job:
         """RUNNING → PENDING for a retry at ``retry_at``: ``retry_count`` + 1, error kept.
 
+        ``traceback`` (when given) is kept, bounded, in ``metadata["typedq.traceback"]``.
+
         Raises:
             JobNotFoundError: no such job.
             StaleLeaseError: the job is not RUNNING under ``token``.
@@ -171,6 +173,8 @@ class Queue(Protocol):
         self, job_id: str, *, token: int, error: str, traceback: str | None = None
     ) -> Job:
         """RUNNING → DEAD (the dead-letter state) with ``error``; fail dependents.
+
+        ``traceback`` (when given) is kept, bounded, in ``metadata["typedq.traceback"]``.
 
         Raises:
             JobNotFoundError: no such job.

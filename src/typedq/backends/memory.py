@@ -38,7 +38,7 @@ from typedq.errors import (
     StaleLeaseError,
     UnknownDependencyError,
 )
-from typedq.job import MAX_PRIORITY, MIN_PRIORITY, Job, JobStatus
+from typedq.job import MAX_PRIORITY, MAX_TRACEBACK, MIN_PRIORITY, TRACEBACK_KEY, Job, JobStatus
 from typedq.serializers.base import FrameCodec
 
 __all__ = ["JobQueue"]
@@ -83,6 +83,9 @@ class JobQueue(Queue):
         self._dependents: dict[str, list[str]] = {}
         self._running: dict[str, None] = {}
         self._counts: dict[JobStatus, int] = dict.fromkeys(JobStatus, 0)
+        # Threads blocked in wait_ready; notify() is skipped when there are none (it
+        # costs microseconds on the enqueue hot path).
+        self._waiting = 0
         self._compactions = 0
 
     # -- properties ---------------------------------------------------------------------
@@ -135,7 +138,8 @@ class JobQueue(Queue):
             if deps:
                 self._check_dependencies(job, {})
             self._insert(job)
-            self._cond.notify()
+            if self._waiting:
+                self._cond.notify()
         return job_id
 
     def enqueue_many(self, jobs: Sequence[Job]) -> list[str]:
@@ -495,6 +499,8 @@ class JobQueue(Queue):
             self._leave_running(job)
             job.retry_count += 1
             job.error = error
+            if traceback is not None:
+                job.metadata = {**job.metadata, TRACEBACK_KEY: traceback[-MAX_TRACEBACK:]}
             job.scheduled_at = retry_at
             job.worker_id = None
             self._set_status(job, _PENDING)
@@ -510,6 +516,8 @@ class JobQueue(Queue):
             job = self._get_leased(job_id, token)
             self._leave_running(job)
             job.error = error
+            if traceback is not None:
+                job.metadata = {**job.metadata, TRACEBACK_KEY: traceback[-MAX_TRACEBACK:]}
             job.finished_at = self._clock.now()
             self._set_status(job, JobStatus.DEAD)
             self._fail_dependents(job_id)
@@ -663,7 +671,11 @@ class JobQueue(Queue):
             wait = timeout_s
             if self._delayed:
                 wait = min(wait, max(0.0, self._delayed[0][0] - self._clock.now()))
-            self._cond.wait(wait)
+            self._waiting += 1
+            try:
+                self._cond.wait(wait)
+            finally:
+                self._waiting -= 1
             self._promote_due()
             return bool(self._ready_live)
 
