@@ -30,7 +30,7 @@ from typedq._config import (
 )
 from typedq._typed_api import TypedAPI
 from typedq._validate import require_number
-from typedq.backends import JobQueue, Queue, open_queue
+from typedq.backends import Queue, open_queue
 from typedq.clock import Clock, system_clock
 from typedq.errors import (
     ConfigError,
@@ -46,7 +46,10 @@ from typedq.retry import RetryPolicy
 from typedq.serializers import FrameCodec, get_serializer
 from typedq.worker import Handler, Worker, WorkerStats, send_to_dead_letter
 
-__all__ = ["DEFAULT_CONFIG", "JobQueueManager"]
+__all__ = ["DEAD_LETTER_QUEUE", "DEFAULT_CONFIG", "JobQueueManager"]
+
+#: The reserved name of the dead-letter queue.
+DEAD_LETTER_QUEUE = "dead-letter"
 
 logger = logging.getLogger("typedq.manager")
 
@@ -104,7 +107,11 @@ class JobQueueManager(TypedAPI):
         self._submitted = 0
         self._reaped_dead = 0
         self._closed = False
-        self._dead_letter = JobQueue("dead-letter", clock=clock)
+        # On the configured backend: a JobQueue for memory://, a durable queue shared by
+        # every process for the others.
+        self._dead_letter = open_queue(
+            self.config["backend"], name=DEAD_LETTER_QUEUE, clock=clock, codec=self.codec
+        )
         self._keeper = LeaseKeeper(
             lease_s=self.config["lease_s"], heartbeat_s=self.config["heartbeat_s"]
         )
@@ -131,8 +138,10 @@ class JobQueueManager(TypedAPI):
             ConfigError: an unknown setting or a value out of range.
         """
         given: object = name
-        if not isinstance(given, str) or not given:
-            raise ConfigError("name", name, "a non-empty queue name")
+        if not isinstance(given, str) or not given or given == DEAD_LETTER_QUEUE:
+            raise ConfigError(
+                "name", name, f"a non-empty queue name other than {DEAD_LETTER_QUEUE!r} (reserved)"
+            )
         settings = validate_queue_settings(f"queues.{name}.", config)
         with self._queues_lock:
             queue = self._queues.get(name)
@@ -433,8 +442,12 @@ class JobQueueManager(TypedAPI):
 
     # -- dead letters -------------------------------------------------------------------
 
-    def get_dead_letter_queue(self) -> JobQueue:
-        """The dead-letter queue: a ``JobQueue`` holding a copy of every dead job."""
+    def get_dead_letter_queue(self) -> Queue:
+        """The dead-letter queue, holding a copy of every dead job.
+
+        With ``memory://`` it is a ``JobQueue``; with a durable backend it is a queue of
+        that backend, named ``"dead-letter"``, shared by every process using it.
+        """
         return self._dead_letter
 
     def replay_dead_letter(self, job_id: str) -> str:
@@ -540,6 +553,7 @@ class JobQueueManager(TypedAPI):
         self._keeper.stop()
         for queue in self._all_queues():
             queue.close()
+        self._dead_letter.close()
         return abandoned
 
     def __enter__(self) -> JobQueueManager:
