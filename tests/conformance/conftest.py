@@ -28,12 +28,14 @@ chosen backend's fixture is built (``request.getfixturevalue``).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from typedq.backends.base import Queue
 from typedq.backends.memory import JobQueue
+from typedq.backends.sqlite import SQLiteQueue
 from typedq.clock import FakeClock
 from typedq.job import Job
 
@@ -55,9 +57,24 @@ def memory_queue(clock: FakeClock) -> Iterator[QueueFactory]:
         q.close()
 
 
+@pytest.fixture
+def sqlite_queue(clock: FakeClock, tmp_path: Path) -> Iterator[QueueFactory]:
+    """Factory of SQLite queues: ``SQLiteQueue(tmp_path / f"{name}.db", name=name)``."""
+    made: list[Queue] = []
+
+    def make(name: str) -> Queue:
+        made.append(SQLiteQueue(tmp_path / f"{name}.db", name=name, clock=clock))
+        return made[-1]
+
+    yield make
+    for q in made:
+        q.close()
+
+
 #: One param per backend: the name of its factory fixture.
 BACKENDS = [
     pytest.param("memory_queue", id="memory"),
+    pytest.param("sqlite_queue", id="sqlite"),
 ]
 
 

@@ -1,0 +1,248 @@
+"""Connections for the SQLite backend: one per thread and process, errors mapped once.
+
+* :class:`Connections` hands each thread its own ``sqlite3`` connection (a
+  ``threading.local``), tagged with the process id: after ``fork()`` the child never
+  touches, nor closes, a connection it inherited (closing one could disturb the parent's
+  locks); it opens its own. Inherited connections are parked forever instead of being
+  garbage-collected, since collecting one closes it. A thread's connection is closed
+  when the thread ends, and :meth:`Connections.close` closes every one left.
+* Every connection is set up the same way and checked: WAL, ``synchronous`` NORMAL or
+  FULL, ``busy_timeout`` :data:`BUSY_TIMEOUT_S`.
+* :meth:`Connections.write` runs a function inside ``BEGIN IMMEDIATE`` ... ``COMMIT``
+  (rolled back on any exception), retrying the whole transaction once on SQLITE_BUSY.
+* :func:`map_errors` turns driver errors into typedq errors, once, ``raise ... from``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import threading
+import weakref
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+from typedq.errors import BackendError, BackendWriteError, TypedqError
+
+__all__ = ["BUSY_TIMEOUT_S", "SYNCHRONOUS", "Connections", "map_errors"]
+
+#: How long a connection waits for another one's write lock before SQLITE_BUSY.
+BUSY_TIMEOUT_S: Final = 5.0
+#: ``durability`` option -> ``PRAGMA synchronous`` value.
+SYNCHRONOUS: Final = {"normal": 1, "full": 2}
+
+_T = TypeVar("_T")
+
+# Primary result codes (https://sqlite.org/rescode.html).
+_BUSY, _LOCKED, _READONLY, _IOERR, _CORRUPT, _FULL, _CANTOPEN, _NOTADB = 5, 6, 8, 10, 11, 13, 14, 26
+
+#: Connections inherited across fork(): never closed nor collected in the child.
+_PARKED: list[sqlite3.Connection] = []
+_pid = os.getpid()
+
+
+def _after_fork_in_child() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _code(exc: sqlite3.Error) -> int:
+    return int(getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF
+
+
+def _is_busy(exc: sqlite3.Error) -> bool:
+    code = _code(exc)
+    if code:
+        return code in (_BUSY, _LOCKED)
+    text = str(exc)
+    return "locked" in text or "busy" in text
+
+
+def translate(exc: sqlite3.Error, path: Path) -> TypedqError:
+    """The typedq error for a driver error on the file at ``path``."""
+    code = _code(exc)
+    detail = f"{exc} ({getattr(exc, 'sqlite_errorname', None) or type(exc).__name__})"
+    if code == _FULL:
+        return BackendWriteError(
+            f"the SQLite queue file {path} is full (disk full or max_page_count reached): "
+            f"{detail}; nothing of the refused transaction was written"
+        )
+    if code == _READONLY:
+        return BackendWriteError(f"the SQLite queue file {path} is read-only: {detail}")
+    if code in (_BUSY, _LOCKED) or _is_busy(exc):
+        return BackendError(
+            f"the SQLite queue file {path} stayed busy (write lock held by another connection) "
+            f"for over {BUSY_TIMEOUT_S:g} s, twice: {detail}"
+        )
+    if code in (_CORRUPT, _NOTADB):
+        return BackendError(f"the SQLite queue file {path} is corrupt or not a database: {detail}")
+    if code == _CANTOPEN:
+        return BackendError(f"cannot open the SQLite queue file {path}: {detail}")
+    if code == _IOERR:
+        return BackendWriteError(f"I/O error on the SQLite queue file {path}: {detail}")
+    return BackendError(f"SQLite error on the queue file {path}: {detail}")
+
+
+@contextmanager
+def map_errors(path: Path) -> Iterator[None]:
+    """Map ``sqlite3`` errors raised inside the block to typedq errors (``raise from``)."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise translate(exc, path) from exc
+
+
+class _Holder:
+    """A thread's connection and the process that opened it (weak-referenceable)."""
+
+    __slots__ = ("__weakref__", "conn", "pid")
+
+    def __init__(self, conn: sqlite3.Connection, pid: int) -> None:
+        self.conn = conn
+        self.pid = pid
+
+
+def _release(conn: sqlite3.Connection, pid: int) -> None:
+    """Close ``conn`` in the process that opened it; park it in any other (a fork child).
+
+    Runs when a thread's holder is collected (the thread ended, or fork cleared the
+    other threads' states in a child), on :meth:`Connections.close` and at exit.
+    """
+    if os.getpid() != pid:
+        _PARKED.append(conn)
+        return
+    with contextlib.suppress(sqlite3.Error):  # closing never matters more than the caller
+        conn.close()
+
+
+class Connections:
+    """Per-thread, per-process connections to one SQLite file.
+
+    Args:
+        path: the database file.
+        synchronous: ``PRAGMA synchronous`` (1 NORMAL, 2 FULL).
+        on_connect: extra setup run on each new connection (after the PRAGMAs).
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        synchronous: int,
+        on_connect: Callable[[sqlite3.Connection], None] | None = None,
+    ) -> None:
+        self.path = path
+        self.synchronous = synchronous
+        self._on_connect = on_connect
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._finalizers: list[weakref.finalize[Any, Any]] = []
+        self._closed = False
+        #: How many transactions were retried after SQLITE_BUSY (diagnostics).
+        self.busy_retries = 0
+
+    def get(self) -> sqlite3.Connection:
+        """This thread's connection, opened (or reopened after fork) on first use."""
+        holder: _Holder | None = getattr(self._local, "holder", None)
+        if holder is not None and holder.pid == _pid:
+            return holder.conn
+        return self._open()
+
+    def _open(self) -> sqlite3.Connection:
+        if self._closed:
+            raise BackendError(f"the SQLite queue on {self.path} is closed")
+        with map_errors(self.path):
+            conn = self.connect()
+        # Replacing a stale (inherited) holder parks its connection: see _release.
+        self.adopt(conn)
+        return conn
+
+    def connect(self) -> sqlite3.Connection:
+        """Open and set up a new connection; the caller owns it.
+
+        Raises:
+            sqlite3.Error: for the caller to map.
+            BackendError: the file would not switch to WAL.
+        """
+        conn = sqlite3.connect(
+            self.path,
+            timeout=BUSY_TIMEOUT_S,
+            isolation_level=None,
+            check_same_thread=False,
+            cached_statements=256,
+        )
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise BackendError(
+                    f"the SQLite queue file {self.path} cannot use WAL (journal_mode is {mode!r}); "
+                    "is it on a network file system?"
+                )
+            conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+            if self._on_connect is not None:
+                self._on_connect(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def adopt(self, conn: sqlite3.Connection) -> None:
+        """Make ``conn`` (from :meth:`connect`) this thread's connection."""
+        holder = _Holder(conn, _pid)
+        finalizer = weakref.finalize(holder, _release, conn, _pid)
+        with self._lock:
+            self._finalizers = [f for f in self._finalizers if f.alive]
+            self._finalizers.append(finalizer)
+        self._local.holder = holder
+
+    def write(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run ``fn(conn)`` in one ``BEGIN IMMEDIATE`` transaction and commit it.
+
+        Any exception rolls the transaction back and propagates (typedq errors as they
+        are, driver errors mapped). SQLITE_BUSY, after the busy timeout, retries the
+        whole transaction once.
+        """
+        conn = self.get()
+        execute = conn.execute
+        retried = False
+        while True:
+            try:
+                execute("BEGIN IMMEDIATE")
+                try:
+                    result = fn(conn)
+                    execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        with contextlib.suppress(sqlite3.Error):  # the first error matters
+                            execute("ROLLBACK")
+                    raise
+                return result
+            except sqlite3.Error as exc:
+                if retried or not isinstance(exc, sqlite3.OperationalError) or not _is_busy(exc):
+                    raise translate(exc, self.path) from exc
+                retried = True
+                self.busy_retries += 1
+
+    def read(self, sql: str, params: tuple[object, ...] = ()) -> list[Any]:
+        """Run one read statement (its own snapshot) and return every row."""
+        try:
+            return self.get().execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise translate(exc, self.path) from exc
+
+    def close(self) -> None:
+        """Close every connection this process opened; later use raises BackendError."""
+        self._closed = True
+        with self._lock:
+            finalizers, self._finalizers = self._finalizers, []
+        for finalizer in finalizers:
+            finalizer()  # closes this process's connections, parks inherited ones
+        holder: _Holder | None = getattr(self._local, "holder", None)
+        if holder is not None:
+            del self._local.holder

@@ -1,0 +1,228 @@
+"""Dependency bookkeeping of the SQLite backend, run inside its write transactions.
+
+A PENDING job with unfinished dependencies has ``blocked_by`` > 0 and one ``job_deps``
+edge (parent, child) per dependency it still waits for; the edges exist exactly while it
+is blocked. Its parents carry ``has_waiters`` = 1 so a completion looks for dependents
+only when there may be some. The rules are the memory backend's:
+
+* a job that becomes PENDING is checked against its dependencies' current states: it
+  waits for the unfinished ones, or ends FAILED ("dependency X is DEAD", or "missing"
+  for a deleted one) if one already failed;
+* COMPLETED releases the dependents (``blocked_by`` - 1);
+* FAILED, DEAD, CANCELLED and delete fail the blocked dependents, transitively.
+
+Every method takes the connection of the caller's open ``BEGIN IMMEDIATE`` transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Sequence
+from typing import Any, Final, NamedTuple
+
+from typedq.backends import _sqlite_rows as rows
+from typedq.backends._graph import check_batch_acyclic, dependency_order
+from typedq.backends._sqlite_sql import SQL
+from typedq.errors import DependencyCycleError, DuplicateJobError, JobNotFoundError, UnknownDependencyError
+from typedq.job import Job, JobStatus
+
+__all__ = ["JobState", "QueueGraph"]
+
+_PENDING: Final = "PENDING"
+_RUNNING: Final = "RUNNING"
+_COMPLETED: Final = "COMPLETED"
+_FAILING: Final = frozenset({"FAILED", "DEAD", "CANCELLED"})
+#: Most ids bound in one ``IN (...)`` list.
+_CHUNK: Final = 500
+
+_Conn = sqlite3.Connection
+Edge = tuple[str, str, str]
+
+
+class JobState(NamedTuple):
+    """What a transition needs to know of a stored job."""
+
+    seq: int
+    job_id: str
+    status: str
+    depends_on: str | None
+    scheduled_at: float | None
+
+
+def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
+    for start in range(0, len(items), _CHUNK):
+        yield items[start : start + _CHUNK]
+
+
+class QueueGraph:
+    """The dependency graph of one queue of a file.
+
+    Args:
+        queue: the queue's name.
+        row_codec: builds INSERT rows for :meth:`place_batch`.
+    """
+
+    def __init__(self, queue: str, row_codec: rows.RowCodec) -> None:
+        self.queue = queue
+        self.rows = row_codec
+
+    def place_batch(
+        self, conn: _Conn, batch: dict[str, Job], encoded: dict[str, rows.Blobs], now: float
+    ) -> tuple[list[tuple[Any, ...]], list[tuple[str, str, str]], list[tuple[str, str]]]:
+        """Check a batch with dependencies and compute its rows, edges and parents.
+
+        Mirrors the memory backend: a job waiting on a FAILED, DEAD or CANCELLED job is
+        stored FAILED naming it; otherwise one edge per unfinished dependency.
+        """
+        external = sorted(
+            {dep for job in batch.values() if job.status is JobStatus.PENDING for dep in job.depends_on}
+            - batch.keys()
+        )
+        known = self.statuses(conn, external)
+        for job in batch.values():
+            if job.status is JobStatus.PENDING and any(
+                dep == job.job_id or (dep not in batch and dep not in known) for dep in job.depends_on
+            ):
+                self.refuse_batch(conn, batch)
+        try:
+            check_batch_acyclic(batch)
+        except DependencyCycleError:
+            self.refuse_batch(conn, batch)
+            raise
+        status_of = dict(known)
+        placed: list[tuple[Job, int, str | None]] = []
+        waited_on: set[str] = set()
+        edges: list[tuple[str, str, str]] = []
+        for job in dependency_order(batch):
+            status, error, blocked = job.status.value, None, 0
+            if status == _PENDING and job.depends_on:
+                unfinished: list[str] = []
+                for dep in job.depends_on:
+                    dep_status = status_of[dep]
+                    if dep_status == _COMPLETED:
+                        continue
+                    if dep_status in _FAILING:
+                        status, error = "FAILED", f"dependency {dep} is {dep_status}"
+                        unfinished = []
+                        break
+                    unfinished.append(dep)
+                blocked = len(unfinished)
+                waited_on.update(unfinished)
+                edges.extend((self.queue, dep, job.job_id) for dep in unfinished)
+            status_of[job.job_id] = status
+            placed.append((job, blocked, error))
+        params = []
+        for job, blocked, error in placed:
+            blobs = encoded[job.job_id]
+            if error is None:
+                params.append(
+                    self.rows.row(
+                        job, self.queue, blobs, now, blocked_by=blocked, has_waiters=job.job_id in waited_on
+                    )
+                )
+            else:
+                params.append(self.rows.failed_row(job, self.queue, blobs, error, now))
+        parents = [(self.queue, dep) for dep in sorted(waited_on - batch.keys())]
+        return params, edges, parents
+
+    def refuse_batch(self, conn: _Conn, batch: dict[str, Job]) -> None:
+        """Raise the memory backend's error for the first offending job of a batch."""
+        stored = set(self.statuses(conn, list(batch)))
+        external = [d for job in batch.values() for d in job.depends_on if d not in batch]
+        present = set(self.statuses(conn, sorted(set(external))))
+        for job in batch.values():
+            if job.job_id in stored:
+                raise DuplicateJobError(job.job_id, queue=self.queue)
+            if job.status is JobStatus.PENDING:
+                for dep in job.depends_on:
+                    if dep == job.job_id:
+                        raise DependencyCycleError([dep, dep])
+                    if dep not in batch and dep not in present:
+                        raise UnknownDependencyError(job.job_id, dep, queue=self.queue)
+        check_batch_acyclic(batch)
+
+    def statuses(self, conn: _Conn, ids: Sequence[str]) -> dict[str, str]:
+        """``{job_id: status}`` of those of ``ids`` stored in this queue."""
+        found: dict[str, str] = {}
+        for chunk in _chunks(ids):
+            sql = SQL.statuses.format(marks=", ".join("?" * len(chunk)))
+            found.update(conn.execute(sql, (self.queue, *chunk)).fetchall())
+        return found
+
+    def release_dependents(self, conn: _Conn, job_id: str) -> bool:
+        """A job COMPLETED: each dependent waits for one dependency less."""
+        children = conn.execute(SQL.take_edges, (self.queue, job_id)).fetchall()
+        if children:
+            conn.executemany(SQL.unblock, [(self.queue, child) for (child,) in children])
+        return bool(children)
+
+    def fail_dependents(self, conn: _Conn, job_id: str, status: str, now: float) -> None:
+        """A job ended FAILED, DEAD or CANCELLED: fail the jobs waiting on it, transitively."""
+        stack = [(job_id, status)]
+        while stack:
+            parent, parent_status = stack.pop()
+            error = f"dependency {parent} is {parent_status}"
+            for (child,) in conn.execute(SQL.take_edges, (self.queue, parent)).fetchall():
+                if conn.execute(SQL.fail_blocked, (error, now, self.queue, child)).rowcount:
+                    conn.execute(SQL.drop_child_edges, (self.queue, child))
+                    stack.append((child, "FAILED"))
+
+    def place(self, conn: _Conn, seq: int, job_id: str, depends: str | None, now: float) -> None:
+        """A job became PENDING: block it on its unfinished dependencies, or fail it."""
+        if not depends:
+            return
+        deps: list[str] = json.loads(depends)
+        status_of = self.statuses(conn, deps)
+        unfinished = []
+        for dep in deps:
+            dep_status = status_of.get(dep, "missing")
+            if dep_status == _COMPLETED:
+                continue
+            if dep_status in _FAILING or dep_status == "missing":
+                conn.execute(SQL.fail_seq, (f"dependency {dep} is {dep_status}", now, seq))
+                self.fail_dependents(conn, job_id, "FAILED", now)
+                return
+            unfinished.append(dep)
+        if unfinished:
+            conn.executemany(SQL.insert_edge, [(self.queue, dep, job_id) for dep in unfinished])
+            conn.executemany(SQL.flag_parent, [(self.queue, dep) for dep in unfinished])
+            conn.execute(SQL.set_blocked, (len(unfinished), seq))
+
+    def state(self, conn: _Conn, job_id: str) -> JobState:
+        """The stored state of ``job_id``.
+
+        Raises:
+            JobNotFoundError: no such job in this queue.
+        """
+        found = conn.execute(SQL.state, (self.queue, job_id)).fetchone()
+        if found is None:
+            raise JobNotFoundError(job_id, queue=self.queue)
+        return JobState(found[0], job_id, *found[1:])
+
+    def move(
+        self, conn: _Conn, job: JobState, new: str, now: float, extra: dict[str, Any] | None = None
+    ) -> None:
+        """Move a job from its status to ``new``, keeping the indexes and the graph right.
+
+        ``extra`` holds more columns to set in the same UPDATE.
+        """
+        old, job_id = job.status, job.job_id
+        sets = dict(extra or {})
+        sets["status"] = new
+        if old == _PENDING:
+            conn.execute(SQL.drop_child_edges, (self.queue, job_id))
+            sets["blocked_by"] = 0
+        elif old == _RUNNING:
+            sets["lease_until"] = None
+        if new == _PENDING:
+            sched = sets.get("scheduled_at", job.scheduled_at)
+            sets["delayed"] = sched is not None and sched > now
+        assignments = ", ".join(f"{column} = ?" for column in sets)
+        conn.execute(f"UPDATE jobs SET {assignments} WHERE seq = ?", (*sets.values(), job.seq))
+        if new == _PENDING:
+            self.place(conn, job.seq, job_id, job.depends_on, now)
+        elif new == _COMPLETED:
+            self.release_dependents(conn, job_id)
+        elif new in _FAILING:
+            self.fail_dependents(conn, job_id, new, now)

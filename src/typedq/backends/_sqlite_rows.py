@@ -1,0 +1,267 @@
+"""Rows of the SQLite backend's ``jobs`` table, to and from :class:`~typedq.job.Job`.
+
+Payloads, metadata and results are stored as codec frames (the job id is the frame
+context). Reading never fails on bad stored bytes: :meth:`RowCodec.job` returns the job
+with the undecodable field at its default (``payload={}``, ``metadata={}``,
+``result=None``) and describes each problem under ``metadata["typedq.undecodable"]``::
+
+    {"payload": {"error": "UnknownCodecError: unknown serializer tag 9 ...",
+                 "raw_base64": "wQEJAAB7fQ=="}}
+
+so ``get_job``, ``list_jobs`` and ``export_jobs`` still show such a job, raw bytes
+included. ``RowCodec.job(row, strict=True)`` raises instead: the claim path uses it and
+moves a job whose payload or metadata cannot be decoded to DEAD.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Sequence
+from operator import attrgetter
+from typing import Any, Final
+
+from typedq.errors import DeserializationError, SerializationError
+from typedq.job import Job, JobStatus
+from typedq.serializers.base import FrameCodec
+
+__all__ = ["INSERT_COLUMNS", "SELECT_COLUMNS", "UNDECODABLE_KEY", "Blobs", "RowCodec", "sort_key"]
+
+#: Metadata key under which undecodable stored fields are described.
+UNDECODABLE_KEY: Final = "typedq.undecodable"
+
+#: Columns every read selects, in this order (see the index constants below).
+SELECT_COLUMNS: Final = (
+    "job_id, job_type, status, priority, scheduled_at, created_at, max_retries, retry_count, "
+    "timeout_seconds, error, origin, attempt, worker_id, lease_until, started_at, finished_at, "
+    "lost_count, cancel_requested, depends_on, payload, metadata, result, seq, has_waiters"
+)
+ID, STATUS, PRIORITY, SCHEDULED, CREATED = 0, 2, 3, 4, 5
+ATTEMPT, WORKER, LEASE = 11, 12, 13
+DEPENDS, PAYLOAD, METADATA, RESULT, SEQ, HAS_WAITERS = 18, 19, 20, 21, 22, 23
+
+#: Job attributes stored as they are, in INSERT order (``queue`` is stored as ``origin``).
+_JOB_COLUMNS: Final = (
+    "job_id",
+    "job_type",
+    "status",
+    "priority",
+    "scheduled_at",
+    "created_at",
+    "attempt",
+    "worker_id",
+    "lease_until",
+    "started_at",
+    "finished_at",
+    "retry_count",
+    "max_retries",
+    "lost_count",
+    "cancel_requested",
+    "timeout_seconds",
+    "queue",
+    "error",
+)
+# One C call reads every attribute (the enqueue hot path).
+_fields: Final = attrgetter(*_JOB_COLUMNS)
+_STATUS_AT, _FINISHED_AT, _ERROR = 3, 11, 18  # positions in an INSERT row
+
+#: Columns of an INSERT, in the order of :meth:`RowCodec.row`.
+INSERT_COLUMNS: Final = ", ".join(
+    (
+        "queue",
+        *(("origin" if c == "queue" else c) for c in _JOB_COLUMNS),
+        "blocked_by",
+        "delayed",
+        "has_waiters",
+        "payload",
+        "metadata",
+        "result",
+        "depends_on",
+    )
+)
+
+_STATUS: Final = {s.value: s for s in JobStatus}
+_PENDING: Final = JobStatus.PENDING
+
+#: (payload, metadata or None, result or None, depends_on JSON or None), INSERT order
+Blobs = tuple[bytes, bytes | None, bytes | None, str | None]
+
+
+def sort_key(row: Sequence[Any]) -> tuple[int, float, float, int]:
+    """Claim order of a selected row: priority desc, scheduled_at (None = 0), created_at, seq."""
+    sched = row[SCHEDULED]
+    return (-row[PRIORITY], 0.0 if sched is None else sched, row[CREATED], row[SEQ])
+
+
+def _raw(value: object) -> bytes:
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    return str(value).encode("utf-8", "replace")
+
+
+def _problem(exc: BaseException, value: object) -> dict[str, Any]:
+    return {
+        "error": f"{type(exc).__name__}: {exc}",
+        "raw_base64": base64.b64encode(_raw(value)).decode("ascii"),
+    }
+
+
+class RowCodec:
+    """Encodes jobs into rows and decodes rows into jobs with one ``FrameCodec``."""
+
+    def __init__(self, codec: FrameCodec) -> None:
+        self.codec = codec
+        self._encode = codec.encode
+        self._decode = codec.decode
+
+    # -- writing ------------------------------------------------------------------------
+
+    def encode_result(self, job_id: str, result: Any) -> bytes | None:
+        """The stored form of a result (None stays NULL).
+
+        Raises:
+            SerializationError: the value cannot be encoded (the message names the job).
+        """
+        if result is None:
+            return None
+        try:
+            return self._encode(result, context=job_id.encode())
+        except SerializationError as exc:
+            exc.args = (f"result of job {job_id!r}: {exc}",)
+            raise
+
+    def blobs(self, job: Job) -> Blobs:
+        """Encode a job's payload, metadata, result and dependencies.
+
+        Raises:
+            SerializationError: a field cannot be encoded; the message names the field
+                and the job (the exception keeps its type, e.g. PayloadTooLargeError).
+        """
+        context = job.job_id.encode()
+        field = "payload"
+        try:
+            payload = self._encode(job.payload, context=context)
+            field = "metadata"
+            metadata = self._encode(job.metadata, context=context) if job.metadata else None
+            field = "result"
+            result = None if job.result is None else self._encode(job.result, context=context)
+        except SerializationError as exc:
+            exc.args = (f"{field} of job {job.job_id!r}: {exc}",)
+            raise
+        depends = json.dumps(job.depends_on) if job.depends_on else None
+        return payload, metadata, result, depends
+
+    @staticmethod
+    def row(
+        job: Job,
+        queue: str,
+        blobs: Blobs,
+        now: float,
+        *,
+        blocked_by: int = 0,
+        has_waiters: bool = False,
+    ) -> tuple[Any, ...]:
+        """The INSERT parameters for ``job`` as it is (see :data:`INSERT_COLUMNS`)."""
+        sched = job.scheduled_at
+        delayed = sched is not None and sched > now and job.status is _PENDING
+        return (queue, *_fields(job), blocked_by, delayed, has_waiters, *blobs)
+
+    @staticmethod
+    def failed_row(job: Job, queue: str, blobs: Blobs, error: str, now: float) -> tuple[Any, ...]:
+        """The INSERT parameters for ``job`` stored FAILED at ``now`` with ``error``
+        (a dependency of it had already failed)."""
+        row = [queue, *_fields(job), 0, False, False, *blobs]
+        row[_FINISHED_AT] = now
+        row[_ERROR] = error
+        row[_STATUS_AT] = "FAILED"
+        return tuple(row)
+
+    # -- reading ------------------------------------------------------------------------
+
+    def job(self, row: Sequence[Any], *, result: Any = ..., strict: bool = False) -> Job:
+        """Build the job of a selected row (see :data:`SELECT_COLUMNS`).
+
+        Args:
+            row: the row.
+            result: the result to use instead of decoding the stored one.
+            strict: raise on an undecodable payload or metadata instead of describing it.
+
+        Raises:
+            DeserializationError: with ``strict``, the payload or metadata cannot be
+                decoded (or is not a dict); the message names the field and the job.
+        """
+        job_id = row[ID]
+        context = job_id.encode()
+        problems: dict[str, Any] = {}
+        payload = self._field(row[PAYLOAD], context, "payload", problems, strict=strict, job_id=job_id)
+        raw_meta = row[METADATA]
+        metadata = (
+            {}
+            if raw_meta is None
+            else self._field(raw_meta, context, "metadata", problems, strict=strict, job_id=job_id)
+        )
+        if result is ...:
+            raw_result = row[RESULT]
+            result = None
+            if raw_result is not None:
+                try:
+                    result = self._decode(raw_result, context=context)
+                except Exception as exc:  # a reader never fails on stored bytes
+                    problems["result"] = _problem(exc, raw_result)
+        raw_deps = row[DEPENDS]
+        depends_on: list[str] = []
+        if raw_deps is not None:
+            try:
+                depends_on = json.loads(raw_deps)
+            except Exception as exc:
+                problems["depends_on"] = _problem(exc, raw_deps)
+        if problems:
+            metadata = {**metadata, UNDECODABLE_KEY: problems}
+        # Rows were validated when they were enqueued: skip Job.validate on this hot path.
+        return Job.unchecked(
+            job_id=job_id,
+            job_type=row[1],
+            payload=payload,
+            priority=row[3],
+            scheduled_at=row[4],
+            created_at=row[5],
+            max_retries=row[6],
+            retry_count=row[7],
+            timeout_seconds=row[8],
+            status=_STATUS[row[2]],
+            result=result,
+            error=row[9],
+            metadata=metadata,
+            depends_on=depends_on,
+            queue=row[10],
+            attempt=row[11],
+            worker_id=row[12],
+            lease_until=row[13],
+            started_at=row[14],
+            finished_at=row[15],
+            lost_count=row[16],
+            cancel_requested=bool(row[17]),
+        )
+
+    def _field(
+        self,
+        raw: Any,
+        context: bytes,
+        field: str,
+        problems: dict[str, Any],
+        *,
+        strict: bool,
+        job_id: str,
+    ) -> dict[str, Any]:
+        try:
+            value = self._decode(raw, context=context)
+            if type(value) is not dict:
+                raise DeserializationError(f"{field} decodes to a {type(value).__name__}, not a dict")
+        except Exception as exc:
+            if strict:
+                raise DeserializationError(
+                    f"{type(exc).__name__}: the {field} of job {job_id!r} cannot be decoded: {exc}"
+                ) from exc
+            problems[field] = _problem(exc, raw)
+            return {}
+        return value

@@ -1,0 +1,307 @@
+"""The SQLite backend's file format: schema, migrations, and the checks made at open.
+
+This module owns what a typedq SQLite file looks like and how a file is judged before
+typedq writes a single byte to it:
+
+* ``PRAGMA application_id`` is :data:`APPLICATION_ID` ("tydq") in every typedq file, and
+  ``PRAGMA user_version`` is the schema version. :data:`MIGRATIONS` holds, for each
+  version, the statements that upgrade a file from the version before; opening an older
+  file applies the missing ones in one ``BEGIN IMMEDIATE`` transaction.
+* A file is refused, untouched, when it is not SQLite at all (random bytes, a truncated
+  file), when it is a SQLite database of something else (another application id, or
+  application id and user_version 0 with tables in it), when a newer typedq wrote it
+  (a schema version above :data:`SCHEMA_VERSION`), or when it is read-only.
+* The SQLite library must be at least :data:`MIN_SQLITE` (``RETURNING``); versions with
+  the WAL-reset bug (3.7.0 to 3.51.2) are logged once per process.
+
+Tables (one file holds many queues; every row carries its queue's name)::
+
+    jobs      one row per job. seq INTEGER PRIMARY KEY AUTOINCREMENT gives insertion
+              order and is never reused; (queue, job_id) is unique. blocked_by counts
+              unfinished dependencies; delayed=1 marks a PENDING job whose scheduled_at
+              was in the future when last looked at (promoted in batches by claims).
+              payload / metadata / result are codec frames (NULL metadata = {}, NULL
+              result = None); depends_on is a JSON list (NULL = []); origin is the
+              job's own ``queue`` field (a dead-letter queue keeps where a job came from).
+    job_deps  (queue, parent, child): one edge per dependency a PENDING child still
+              waits for; it exists exactly while the child is blocked on that parent.
+
+Indexes: ``jobs_ready`` (partial: PENDING, unblocked, not delayed; in claim order:
+priority desc, scheduled_at with NULL as 0, created_at, seq) serves every claim;
+``jobs_delayed`` (partial: PENDING and delayed, by scheduled_at) serves promotion and the
+next due time; ``jobs_leased`` (partial: RUNNING with a lease, by lease_until) serves
+the reaper; ``jobs_settled`` (partial: SCHEDULED, FAILED, DEAD, CANCELLED) serves listing
+the dead-letter states. No index covers every status: a transition of the hot path
+(PENDING -> RUNNING -> COMPLETED) then writes only the table and the small partial
+indexes, and counting by status scans the queue's rows instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+from pathlib import Path
+from typing import Final
+from urllib.parse import parse_qsl, unquote
+
+from typedq.errors import BackendError, BackendWriteError, ConfigError
+
+__all__ = [
+    "APPLICATION_ID",
+    "MIGRATIONS",
+    "MIN_SQLITE",
+    "SCHEMA_VERSION",
+    "WAL_RESET_BUG",
+    "check_file",
+    "check_sqlite_version",
+    "parse_sqlite_url",
+    "prepare_schema",
+]
+
+logger = logging.getLogger("typedq.backends.sqlite")
+
+#: ``PRAGMA application_id`` of every typedq file: the bytes "tydq".
+APPLICATION_ID: Final = 0x74796471
+#: The oldest SQLite library typedq runs on: 3.35.0 added ``RETURNING``.
+MIN_SQLITE: Final = (3, 35, 0)
+#: SQLite versions with the WAL-reset bug (https://sqlite.org/wal.html#walresetbug):
+#: rare corruption when connections of several processes write and checkpoint at once.
+WAL_RESET_BUG: Final = ((3, 7, 0), (3, 51, 2))
+_SQLITE_MAGIC: Final = b"SQLite format 3\x00"
+
+_V1: Final = (
+    """CREATE TABLE jobs (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        queue TEXT NOT NULL,
+        job_id TEXT NOT NULL,
+        job_type TEXT NOT NULL,
+        status TEXT NOT NULL,
+        priority INTEGER NOT NULL,
+        scheduled_at REAL,
+        created_at REAL NOT NULL,
+        blocked_by INTEGER NOT NULL DEFAULT 0,
+        delayed INTEGER NOT NULL DEFAULT 0,
+        has_waiters INTEGER NOT NULL DEFAULT 0,
+        attempt INTEGER NOT NULL DEFAULT 0,
+        worker_id TEXT,
+        lease_until REAL,
+        started_at REAL,
+        finished_at REAL,
+        retry_count INTEGER NOT NULL DEFAULT 0,
+        max_retries INTEGER NOT NULL,
+        lost_count INTEGER NOT NULL DEFAULT 0,
+        cancel_requested INTEGER NOT NULL DEFAULT 0,
+        timeout_seconds REAL,
+        origin TEXT NOT NULL,
+        error TEXT,
+        depends_on TEXT,
+        payload BLOB NOT NULL,
+        metadata BLOB,
+        result BLOB
+    )""",
+    "CREATE UNIQUE INDEX jobs_by_id ON jobs (queue, job_id)",
+    """CREATE INDEX jobs_ready ON jobs
+        (queue, priority DESC, ifnull(scheduled_at, 0.0), created_at, seq)
+        WHERE status = 'PENDING' AND blocked_by = 0 AND delayed = 0""",
+    """CREATE INDEX jobs_delayed ON jobs (queue, scheduled_at)
+        WHERE status = 'PENDING' AND delayed = 1""",
+    """CREATE INDEX jobs_leased ON jobs (queue, lease_until)
+        WHERE status = 'RUNNING' AND lease_until IS NOT NULL""",
+    """CREATE INDEX jobs_settled ON jobs (queue, status)
+        WHERE status IN ('SCHEDULED', 'FAILED', 'DEAD', 'CANCELLED')""",
+    """CREATE TABLE job_deps (
+        queue TEXT NOT NULL,
+        parent TEXT NOT NULL,
+        child TEXT NOT NULL,
+        PRIMARY KEY (queue, parent, child)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX job_deps_by_child ON job_deps (queue, child)",
+)
+
+#: For each schema version, the statements that upgrade a file from the version before.
+MIGRATIONS: dict[int, tuple[str, ...]] = {1: _V1}
+#: The schema version this typedq writes: the highest key of :data:`MIGRATIONS`.
+SCHEMA_VERSION: Final = 1
+
+
+def _version_text(info: tuple[int, ...]) -> str:
+    return ".".join(str(part) for part in info)
+
+
+_warned_wal_reset = False
+
+
+def check_sqlite_version() -> tuple[int, ...]:
+    """Refuse a SQLite library older than :data:`MIN_SQLITE`; return the version.
+
+    Logs one WARNING per process when the library has the WAL-reset bug, and a DEBUG
+    note otherwise.
+
+    Raises:
+        BackendError: the library is too old; names the found and required versions.
+    """
+    global _warned_wal_reset
+    found = tuple(sqlite3.sqlite_version_info)
+    if found < MIN_SQLITE:
+        raise BackendError(
+            f"SQLite {_version_text(found)} is too old: typedq's SQLite backend needs "
+            f"SQLite >= {_version_text(MIN_SQLITE)} (for UPDATE ... RETURNING); "
+            "upgrade the SQLite library Python's sqlite3 module is linked against"
+        )
+    low, high = WAL_RESET_BUG
+    if not _warned_wal_reset:
+        _warned_wal_reset = True
+        if low <= found <= high:
+            logger.warning(
+                "SQLite %s has the WAL-reset bug (versions %s to %s): when connections of "
+                "several processes write and checkpoint one file at the same time, the "
+                "file can, rarely, be corrupted; upgrade SQLite to 3.51.3 or newer "
+                "(see https://sqlite.org/wal.html#walresetbug)",
+                _version_text(found),
+                _version_text(low),
+                _version_text(high),
+            )
+        else:
+            logger.debug("SQLite %s is free of the WAL-reset bug", _version_text(found))
+    return found
+
+
+def check_file(path: Path) -> None:
+    """Judge the file at ``path`` without writing to it.
+
+    A missing or empty file is fine (it will be created); an existing one must start
+    with SQLite's magic header and be writable.
+
+    Raises:
+        BackendError: not a regular file, not a SQLite database, unreadable, or its
+            directory does not exist.
+        BackendWriteError: the file or its directory is read-only.
+    """
+    if not path.exists():
+        parent = path.parent
+        if not parent.is_dir():
+            raise BackendError(
+                f"cannot create the SQLite queue file {path}: directory {parent} does not exist"
+            )
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise BackendWriteError(
+                f"cannot create the SQLite queue file {path}: directory {parent} is read-only"
+            )
+        return
+    if not path.is_file():
+        raise BackendError(f"the SQLite queue path {path} is not a regular file")
+    try:
+        with path.open("rb") as f:
+            head = f.read(len(_SQLITE_MAGIC))
+    except OSError as exc:
+        raise BackendError(f"cannot read the SQLite queue file {path}: {exc.strerror}") from exc
+    if head and head != _SQLITE_MAGIC:
+        raise BackendError(
+            f"{path} is not a SQLite database (it starts with {head[:8]!r}, not "
+            f"{_SQLITE_MAGIC[:8]!r}): corrupt, or not a typedq queue file; refusing to touch it"
+        )
+    if not os.access(path, os.W_OK):
+        raise BackendWriteError(f"the SQLite queue file {path} is read-only: typedq needs to write to it")
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise BackendWriteError(
+            f"the directory of the SQLite queue file {path} is read-only: WAL mode needs to "
+            "create the -wal and -shm files beside it"
+        )
+
+
+def _identify(conn: sqlite3.Connection) -> tuple[int, int, int]:
+    """(application_id, user_version, number of schema objects); reads only."""
+    app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    objects = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+    return int(app_id), int(version), int(objects)
+
+
+def _judge(path: Path, app_id: int, version: int, objects: int) -> bool:
+    """Whether the file needs creating or migrating; raise if typedq must not touch it."""
+    if app_id == APPLICATION_ID:
+        if version > SCHEMA_VERSION:
+            raise BackendError(
+                f"{path} was written by a newer typedq (schema version {version}; this "
+                f"typedq reads schema versions up to {SCHEMA_VERSION}): upgrade typedq"
+            )
+        return version < SCHEMA_VERSION
+    if app_id == 0 and version == 0 and objects == 0:
+        return True  # an empty database: ours to create
+    raise BackendError(
+        f"{path} is a SQLite database but not a typedq queue file (application_id="
+        f"{app_id:#x}, user_version={version}, {objects} schema objects); refusing to modify it"
+    )
+
+
+def prepare_schema(conn: sqlite3.Connection, path: Path) -> int:
+    """Check what ``conn``'s file holds and create or migrate the schema; return its version.
+
+    Reads first and writes nothing to a file it refuses. Creation and migration run in
+    one ``BEGIN IMMEDIATE`` transaction that checks again under the write lock, so two
+    processes opening a new file at once create the schema once.
+
+    Raises:
+        BackendError: a foreign file, or one written by a newer typedq.
+        sqlite3.Error: driver errors, for the caller to map.
+    """
+    if not _judge(path, *_identify(conn)):
+        return SCHEMA_VERSION
+    # journal_mode cannot change inside a transaction; the file is empty or ours.
+    conn.execute("PRAGMA journal_mode=WAL").fetchone()
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        app_id, version, objects = _identify(conn)
+        if _judge(path, app_id, version, objects):
+            for step in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in MIGRATIONS[step]:
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return SCHEMA_VERSION
+
+
+_URL_FORMS: Final = (
+    "'sqlite:///relative/path.db' or 'sqlite:////absolute/path.db', optionally with "
+    "'?durability=normal' or '?durability=full'"
+)
+
+
+def parse_sqlite_url(url: str) -> tuple[str, dict[str, str]]:
+    """Split a ``sqlite:///path?durability=full`` URL into the path and its options.
+
+    Returns:
+        The file path (``sqlite:///jobs.db`` is relative, ``sqlite:////var/jobs.db``
+        absolute; percent-escapes decoded) and the query options.
+
+    Raises:
+        ConfigError: naming the field ``backend``: not a sqlite URL, a host given, no
+            path, ``:memory:``, or an unknown, repeated or invalid option.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.lower() != "sqlite" or not rest.startswith("/"):
+        raise ConfigError("backend", url, _URL_FORMS)
+    location, _, query = rest[1:].partition("?")
+    path = unquote(location)
+    if not path or path == ":memory:":
+        raise ConfigError(
+            "backend", url, f"a file path ({_URL_FORMS}); ':memory:' cannot be shared between connections"
+        )
+    options: dict[str, str] = {}
+    try:
+        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=True) if query else []
+    except ValueError as exc:
+        raise ConfigError("backend", url, f"a query string of key=value options ({_URL_FORMS})") from exc
+    for key, value in pairs:
+        if key != "durability" or key in options:
+            raise ConfigError("backend", url, f"the only option is durability, given once ({_URL_FORMS})")
+        if value not in ("normal", "full"):
+            raise ConfigError("backend", url, "durability=normal or durability=full")
+        options[key] = value
+    return path, options

@@ -1,0 +1,150 @@
+"""The SQL statements of the SQLite backend, written once so each is prepared once.
+
+``sqlite3`` caches a prepared statement per SQL text and connection, so keeping every
+hot statement a constant string makes enqueue, claim and complete reuse their plans.
+Every statement names its queue (``queue = ?``): one file holds many queues.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from typedq.backends._sqlite_rows import INSERT_COLUMNS, SELECT_COLUMNS
+
+__all__ = ["SQL"]
+
+_COLS: Final = SELECT_COLUMNS
+# The best ready jobs (params: queue, now, limit), served by the jobs_ready index.
+_READY: Final = (
+    "SELECT seq FROM jobs WHERE queue = ? AND status = 'PENDING' AND blocked_by = 0 AND delayed = 0"
+    " AND ifnull(scheduled_at, 0.0) <= ?"
+    " ORDER BY priority DESC, ifnull(scheduled_at, 0.0), created_at, seq LIMIT ?"
+)
+_LEASED: Final = "WHERE queue = ? AND job_id = ? AND status = 'RUNNING' AND attempt = ?"
+
+
+class SQL:
+    """Namespace of the backend's statements."""
+
+    insert: Final = f"INSERT INTO jobs ({INSERT_COLUMNS}) VALUES ({', '.join(['?'] * 26)})"
+    insert_edge: Final = "INSERT OR IGNORE INTO job_deps (queue, parent, child) VALUES (?, ?, ?)"
+    flag_parent: Final = "UPDATE jobs SET has_waiters = 1 WHERE queue = ? AND job_id = ?"
+    statuses: Final = "SELECT job_id, status FROM jobs WHERE queue = ? AND job_id IN ({marks})"
+
+    # -- claiming ---------------------------------------------------------------------------
+    promote: Final = (
+        "UPDATE jobs SET delayed = 0 WHERE seq IN (SELECT seq FROM jobs WHERE queue = ?"
+        " AND status = 'PENDING' AND delayed = 1 AND scheduled_at <= ? ORDER BY scheduled_at LIMIT 1000)"
+    )
+    claim_one: Final = (
+        "UPDATE jobs SET status = 'RUNNING', attempt = attempt + 1, worker_id = ?, started_at = ?,"
+        f" lease_until = ? WHERE seq = ({_READY}) RETURNING {_COLS}"
+    )
+    claim_many: Final = (
+        "UPDATE jobs SET status = 'RUNNING', attempt = attempt + 1, worker_id = ?, started_at = ?,"
+        f" lease_until = ? WHERE seq IN ({_READY}) RETURNING {_COLS}"
+    )
+    dequeue: Final = (
+        "UPDATE jobs SET status = 'RUNNING', attempt = attempt + 1, started_at = ?"
+        f" WHERE seq = ({_READY}) RETURNING {_COLS}"
+    )
+    bury_seq: Final = (
+        "UPDATE jobs SET status = 'DEAD', error = ?, finished_at = ?, lease_until = NULL WHERE seq = ?"
+    )
+    peek_ready: Final = f"SELECT {_COLS} FROM jobs WHERE seq = ({_READY.replace('LIMIT ?', 'LIMIT 1')})"
+    peek_due: Final = (
+        f"SELECT {_COLS} FROM jobs WHERE queue = ? AND status = 'PENDING' AND delayed = 1"
+        " AND blocked_by = 0 AND scheduled_at <= ?"
+        " ORDER BY priority DESC, scheduled_at, created_at, seq LIMIT 1"
+    )
+
+    # -- leased transitions (params end with queue, job_id, token) ---------------------------
+    lease_state: Final = "SELECT status, attempt FROM jobs WHERE queue = ? AND job_id = ?"
+    metadata: Final = "SELECT metadata FROM jobs WHERE queue = ? AND job_id = ?"
+    complete: Final = (
+        "UPDATE jobs SET status = 'COMPLETED', result = ?, finished_at = ?, lease_until = NULL"
+        f" {_LEASED} RETURNING {_COLS}"
+    )
+    complete_short: Final = (
+        "UPDATE jobs SET status = 'COMPLETED', result = ?, finished_at = ?, lease_until = NULL"
+        f" {_LEASED} RETURNING seq, priority, cancel_requested, has_waiters"
+    )
+    fail: Final = (
+        "UPDATE jobs SET status = 'PENDING', lease_until = NULL, worker_id = NULL,"
+        " retry_count = retry_count + 1, error = ?, scheduled_at = ?, delayed = ?,"
+        " metadata = ifnull(?, metadata)"
+        f" {_LEASED} RETURNING {_COLS}"
+    )
+    bury: Final = (
+        "UPDATE jobs SET status = 'DEAD', lease_until = NULL, error = ?, finished_at = ?,"
+        " metadata = ifnull(?, metadata)"
+        f" {_LEASED} RETURNING {_COLS}"
+    )
+    release: Final = (
+        "UPDATE jobs SET status = 'PENDING', lease_until = NULL, worker_id = NULL,"
+        " delayed = (scheduled_at IS NOT NULL AND scheduled_at > ?)"
+        f" {_LEASED} RETURNING {_COLS}"
+    )
+    extend: Final = f"UPDATE jobs SET lease_until = ? {_LEASED} RETURNING seq"
+    expired: Final = (
+        "SELECT seq, job_id, attempt, worker_id, lease_until FROM jobs WHERE queue = ?"
+        " AND status = 'RUNNING' AND lease_until IS NOT NULL AND lease_until < ?"
+        " AND (lease_until, seq) > (?, ?) ORDER BY lease_until, seq LIMIT ?"
+    )
+    rescue: Final = (
+        "UPDATE jobs SET lost_count = lost_count + 1, worker_id = NULL WHERE seq = ?"
+        " AND status = 'RUNNING' AND attempt = ? AND lease_until < ?"
+        " RETURNING lost_count, cancel_requested, depends_on, scheduled_at"
+    )
+
+    # -- the dependency graph ---------------------------------------------------------------
+    take_edges: Final = "DELETE FROM job_deps WHERE queue = ? AND parent = ? RETURNING child"
+    unblock: Final = (
+        "UPDATE jobs SET blocked_by = blocked_by - 1 WHERE queue = ? AND job_id = ? AND blocked_by > 0"
+    )
+    fail_blocked: Final = (
+        "UPDATE jobs SET status = 'FAILED', error = ?, finished_at = ?, blocked_by = 0"
+        " WHERE queue = ? AND job_id = ? AND status = 'PENDING' AND blocked_by > 0"
+    )
+    drop_child_edges: Final = "DELETE FROM job_deps WHERE queue = ? AND child = ?"
+    fail_seq: Final = (
+        "UPDATE jobs SET status = 'FAILED', error = ?, finished_at = ?, blocked_by = 0 WHERE seq = ?"
+    )
+    set_blocked: Final = "UPDATE jobs SET blocked_by = ? WHERE seq = ?"
+
+    # -- management -------------------------------------------------------------------------
+    state: Final = "SELECT seq, status, depends_on, scheduled_at FROM jobs WHERE queue = ? AND job_id = ?"
+    request_cancel: Final = "UPDATE jobs SET cancel_requested = 1 WHERE seq = ?"
+    set_priority: Final = "UPDATE jobs SET priority = ? WHERE queue = ? AND job_id = ?"
+    delete: Final = "DELETE FROM jobs WHERE seq = ?"
+
+    # -- reads ------------------------------------------------------------------------------
+    get: Final = f"SELECT {_COLS} FROM jobs WHERE queue = ? AND job_id = ?"
+    size: Final = "SELECT count(*) FROM jobs WHERE queue = ?"
+    # No index covers every status: counting and listing scan the table in seq order.
+    counts: Final = "SELECT status, count(*) FROM jobs NOT INDEXED WHERE queue = ? GROUP BY status"
+    list: Final = f"SELECT {_COLS} FROM jobs NOT INDEXED WHERE {{where}} ORDER BY seq LIMIT ? OFFSET ?"
+    #: Listing a status of the jobs_settled index ({status} is a literal, so it can be used).
+    list_settled: Final = (
+        f"SELECT {_COLS} FROM jobs INDEXED BY jobs_settled WHERE queue = ? AND status = '{{status}}' {{more}}"
+        " ORDER BY seq LIMIT ? OFFSET ?"
+    )
+    export: Final = f"SELECT {_COLS} FROM jobs NOT INDEXED WHERE queue = ? ORDER BY seq"
+    ready_count: Final = (
+        "SELECT (SELECT count(*) FROM jobs INDEXED BY jobs_ready WHERE queue = ?1 AND status = 'PENDING'"
+        " AND blocked_by = 0"
+        " AND delayed = 0 AND ifnull(scheduled_at, 0.0) <= ?2)"
+        " + (SELECT count(*) FROM jobs WHERE queue = ?1 AND status = 'PENDING' AND delayed = 1"
+        " AND blocked_by = 0 AND scheduled_at <= ?2)"
+    )
+    has_ready: Final = (
+        "SELECT EXISTS (SELECT 1 FROM jobs INDEXED BY jobs_ready WHERE queue = ?1 AND status = 'PENDING'"
+        " AND blocked_by = 0"
+        " AND delayed = 0 AND ifnull(scheduled_at, 0.0) <= ?2)"
+        " OR EXISTS (SELECT 1 FROM jobs WHERE queue = ?1 AND status = 'PENDING' AND delayed = 1"
+        " AND blocked_by = 0 AND scheduled_at <= ?2)"
+    )
+    next_due: Final = (
+        "SELECT scheduled_at FROM jobs WHERE queue = ? AND status = 'PENDING' AND delayed = 1"
+        " AND blocked_by = 0 ORDER BY scheduled_at LIMIT 1"
+    )

@@ -1,0 +1,750 @@
+"""``SQLiteQueue``: a durable queue in one SQLite file, shared by the processes of one host.
+
+This module owns the SQLite backend's transitions; the file format lives in
+``_sqlite_schema``, connections and error mapping in ``_sqlite_db``, row encoding in
+``_sqlite_rows``. One file holds any number of queues (rows carry their queue's name);
+one ``SQLiteQueue`` object is one queue of one file. ``sqlite:///:memory:`` is refused:
+every thread and process needs its own connection to the same file.
+
+How it runs:
+
+* WAL journal, ``busy_timeout`` 5 s, every connection per thread and per process (a
+  child after ``fork()`` opens its own).
+* Every transition is one ``BEGIN IMMEDIATE`` transaction (retried once on SQLITE_BUSY):
+  taking the write lock up front means a transaction never has to upgrade a read lock,
+  the case where SQLite skips the busy timeout and fails at once with "database is
+  locked". Reads are single statements, each its own consistent snapshot.
+* A claim is one ``UPDATE ... RETURNING`` over the partial index of ready jobs
+  (PENDING, unblocked, not delayed), best first: priority desc, scheduled_at (None as
+  0), created_at, insertion order. Delayed jobs sit in their own index and each claim
+  first promotes the due ones (at most 1,000), so a backlog of future jobs costs a claim
+  nothing.
+* Dependencies: ``blocked_by`` counts a PENDING job's unfinished dependencies, with one
+  ``job_deps`` edge per dependency it waits for. Completing a job releases its
+  dependents in the same transaction; FAILED, DEAD, CANCELLED (or delete) fail them,
+  transitively, in the same transaction too.
+* A claim meets a job whose stored payload or metadata cannot be decoded: it moves the
+  job to DEAD in the same transaction, with the reason as its error (``"UnknownCodecError:
+  ..."``), and hands out the next job instead. Reads never fail on such bytes: the job is
+  returned with ``payload={}`` and the problem and raw bytes under
+  ``metadata["typedq.undecodable"]``.
+* ``reclaim_expired`` does not rescue a job whose lease expired while its owner is
+  alive on this host (pid and process start time, see ``typedq._identity``); an owner
+  that is dead, or cannot be checked (another host, a hand-made worker id), is rescued.
+  Each rescue is a compare-and-set on (RUNNING, same attempt, lease expired).
+
+Durability (``durability=``):
+
+* ``"normal"`` (default, ``PRAGMA synchronous=NORMAL``): a committed transaction survives
+  any crash of the process (kill -9 included), because it is in the WAL file. A power
+  cut or OS crash may roll back the transactions committed since the last checkpoint
+  (the last moments of work), but never corrupts the file.
+* ``"full"`` (``synchronous=FULL``): every commit is fsynced to the WAL, so it also
+  survives a power cut or OS crash (if the disk honours fsync). Commits are several
+  times slower.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+from typedq._identity import owner_alive
+from typedq.backends import _sqlite_rows as rows
+from typedq.backends._sqlite_db import SYNCHRONOUS, Connections, map_errors
+from typedq.backends._sqlite_graph import JobState, QueueGraph
+from typedq.backends._sqlite_schema import (
+    WAL_RESET_BUG,
+    check_file,
+    check_sqlite_version,
+    parse_sqlite_url,
+    prepare_schema,
+)
+from typedq.backends._sqlite_sql import SQL
+from typedq.backends.base import Claim, Queue
+from typedq.clock import Clock, system_clock
+from typedq.errors import (
+    ConfigError,
+    DeserializationError,
+    DuplicateJobError,
+    InvalidJobError,
+    InvalidTransitionError,
+    JobNotFoundError,
+    SerializationError,
+    StaleLeaseError,
+)
+from typedq.job import MAX_PRIORITY, MAX_TRACEBACK, MIN_PRIORITY, TRACEBACK_KEY, Job, JobStatus
+from typedq.serializers.base import FrameCodec
+
+__all__ = ["SQLiteQueue", "parse_sqlite_url"]
+
+logger = logging.getLogger("typedq.backends.sqlite")
+
+_PENDING: Final = "PENDING"
+_RUNNING: Final = "RUNNING"
+_COMPLETED: Final = "COMPLETED"
+_FAILING: Final = frozenset({"FAILED", "DEAD", "CANCELLED"})
+#: Statuses in the jobs_settled index.
+_SETTLED: Final = frozenset({"SCHEDULED", "FAILED", "DEAD", "CANCELLED"})
+_UNIQUE_FAILED: Final = 2067  # SQLITE_CONSTRAINT_UNIQUE
+#: Most claims remembered for complete(); half are forgotten when it is passed.
+_INFLIGHT_MAX: Final = 8192
+#: Columns of SQL.complete_short's RETURNING: seq, priority, cancel_requested, has_waiters.
+_SHORT: Final = 4
+
+_Conn = sqlite3.Connection
+
+
+class SQLiteQueue(Queue):
+    """A durable job queue stored in a SQLite file; safe across threads and processes.
+
+    Args:
+        path: the database file; created with its schema when missing or empty.
+        name: the queue's name (one file holds many queues).
+        clock: the time source (tests pass a ``FakeClock``).
+        codec: how payloads, metadata and results are stored; ``FrameCodec("json")``
+            when omitted.
+        durability: ``"normal"`` (``synchronous=NORMAL``) or ``"full"``
+            (``synchronous=FULL``); see the module docstring for what each may lose.
+
+    Raises:
+        ConfigError: a bad name, path (``:memory:``) or durability.
+        BackendError: the SQLite library is older than 3.35; the file is corrupt, not a
+            typedq file, or was written by a newer typedq (the file is left untouched).
+        BackendWriteError: the file or its directory is read-only.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        name: str = "default",
+        clock: Clock = system_clock,
+        codec: FrameCodec | None = None,
+        durability: str = "normal",
+    ) -> None:
+        given: object = name
+        if not isinstance(given, str) or not given:
+            raise ConfigError("name", name, "a non-empty queue name")
+        if durability not in SYNCHRONOUS:
+            raise ConfigError(
+                "durability", durability, "'normal' (synchronous=NORMAL) or 'full' (synchronous=FULL)"
+            )
+        text = os.fspath(path)
+        if not text or text == ":memory:" or text.startswith("file:"):
+            raise ConfigError(
+                "path", text, "a file path; ':memory:' cannot be shared between threads and processes"
+            )
+        self._version = check_sqlite_version()
+        self._path = Path(text).absolute()
+        self._name = name
+        self._clock = clock
+        self._durability = durability
+        self._rows = rows.RowCodec(codec if codec is not None else FrameCodec("json"))
+        self._graph = QueueGraph(name, self._rows)
+        self._cond = threading.Condition()
+        self._generation = 0
+        self._waiting = 0
+        # Set when a take found nothing: the next one checks with a read first, so idle
+        # pollers do not queue up for the write lock.
+        self._idle = False
+        # Jobs this object handed out, by (job_id, token): complete() returns them updated
+        # instead of reading every column back. Bounded; a miss only costs a wider read.
+        self._inflight: dict[tuple[str, int], tuple[int, Job]] = {}
+        self._inflight_lock = threading.Lock()
+        check_file(self._path)
+        self._db = Connections(self._path, SYNCHRONOUS[durability])
+        with map_errors(self._path):
+            conn = self._db.connect()
+            try:
+                self._schema_version = prepare_schema(conn, self._path)
+            except BaseException:
+                conn.close()
+                raise
+        self._db.adopt(conn)
+
+    # -- properties ---------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        """The queue's name."""
+        return self._name
+
+    @property
+    def clock(self) -> Clock:
+        """The queue's clock."""
+        return self._clock
+
+    @property
+    def path(self) -> Path:
+        """The database file."""
+        return self._path
+
+    @property
+    def size(self) -> int:
+        """How many jobs the queue holds, in every state."""
+        return int(self._db.read(SQL.size, (self._name,))[0][0])
+
+    def __repr__(self) -> str:
+        return f"SQLiteQueue({str(self._path)!r}, name={self._name!r})"
+
+    def diagnostics(self) -> dict[str, Any]:
+        """What an operator needs to judge this queue's file; read from a live connection.
+
+        Returns:
+            ``sqlite_version``, ``wal_reset_bug`` (whether that version has it), ``path``,
+            ``queue``, ``journal_mode``, ``synchronous`` (1 NORMAL, 2 FULL),
+            ``durability``, ``busy_timeout_ms``, ``schema_version``, ``busy_retries``.
+        """
+        low, high = WAL_RESET_BUG
+
+        def pragma(name: str) -> Any:
+            return self._db.read(f"PRAGMA {name}")[0][0]
+
+        return {
+            "backend": "sqlite",
+            "sqlite_version": sqlite3.sqlite_version,
+            "wal_reset_bug": low <= self._version <= high,
+            "path": str(self._path),
+            "queue": self._name,
+            "journal_mode": pragma("journal_mode"),
+            "synchronous": pragma("synchronous"),
+            "durability": self._durability,
+            "busy_timeout_ms": pragma("busy_timeout"),
+            "schema_version": pragma("user_version"),
+            "busy_retries": self._db.busy_retries,
+        }
+
+    # -- adding -------------------------------------------------------------------------
+
+    def enqueue(self, job: Job) -> str:
+        """Add one job in one transaction; see :meth:`Queue.enqueue`."""
+        if job.depends_on and job.status is JobStatus.PENDING:
+            return self.enqueue_many([job])[0]
+        blobs = self._rows.blobs(job)
+        row = self._rows.row(job, self._name, blobs, self._clock.now())
+
+        def tx(conn: _Conn) -> None:
+            try:
+                conn.execute(SQL.insert, row)
+            except sqlite3.IntegrityError as exc:
+                if getattr(exc, "sqlite_errorcode", 0) == _UNIQUE_FAILED:
+                    raise DuplicateJobError(job.job_id, queue=self._name) from exc
+                raise
+
+        self._db.write(tx)
+        self._wake()
+        return job.job_id
+
+    def enqueue_many(self, jobs: Sequence[Job]) -> list[str]:
+        """Add many jobs all-or-nothing, in one transaction; see :meth:`Queue.enqueue_many`.
+
+        Raises:
+            SerializationError: a job's payload, metadata or result cannot be encoded;
+                the message names ``jobs[i]`` and the job id. Nothing is stored.
+        """
+        batch: dict[str, Job] = {}
+        for job in jobs:
+            if job.job_id in batch:
+                raise DuplicateJobError(job.job_id, queue=self._name)
+            batch[job.job_id] = job
+        if not batch:
+            return []
+        encoded: dict[str, rows.Blobs] = {}
+        for index, job in enumerate(batch.values()):
+            try:
+                encoded[job.job_id] = self._rows.blobs(job)
+            except SerializationError as exc:
+                exc.args = (f"jobs[{index}]: {exc}",)
+                raise
+        linked = any(job.depends_on and job.status is JobStatus.PENDING for job in batch.values())
+        now = self._clock.now()
+
+        def tx(conn: _Conn) -> None:
+            if not linked:
+                params = [self._rows.row(job, self._name, encoded[job.job_id], now) for job in batch.values()]
+                edges: list[tuple[str, str, str]] = []
+                parents: list[tuple[str, str]] = []
+            else:
+                params, edges, parents = self._graph.place_batch(conn, batch, encoded, now)
+            conn.execute("SAVEPOINT batch")
+            try:
+                conn.executemany(SQL.insert, params)
+            except sqlite3.IntegrityError:
+                conn.execute("ROLLBACK TO batch")
+                self._graph.refuse_batch(conn, batch)
+                raise
+            conn.execute("RELEASE batch")
+            if edges:
+                conn.executemany(SQL.insert_edge, edges)
+                conn.executemany(SQL.flag_parent, parents)
+
+        self._db.write(tx)
+        self._wake()
+        return list(batch)
+
+    def import_jobs(self, jobs_data: Iterable[dict[str, Any]]) -> list[str]:
+        """Add jobs from ``export_jobs()`` data all-or-nothing; see :meth:`Queue.import_jobs`."""
+        jobs = []
+        for index, data in enumerate(jobs_data):
+            try:
+                jobs.append(Job.from_dict(data))
+            except InvalidJobError as exc:
+                raise InvalidJobError(f"jobs_data[{index}].{exc.field}", exc.value, exc.allowed) from exc
+        return self.enqueue_many(jobs)
+
+    # -- claiming -----------------------------------------------------------------------
+
+    def _take(self, limit: int, sql: str, head: tuple[Any, ...], now: float) -> list[Job]:
+        """Take up to ``limit`` ready jobs with ``sql``, burying undecodable ones."""
+        if limit <= 0:
+            return []
+        if self._idle and not self._has_ready():
+            return []
+        name = self._name
+        build = self._rows.job
+
+        def tx(conn: _Conn) -> list[tuple[int, Job]]:
+            conn.execute(SQL.promote, (name, now))
+            taken: list[tuple[int, Job]] = []
+            while len(taken) < limit:
+                want = limit - len(taken)
+                got = conn.execute(sql, (*head, name, now, want)).fetchall()
+                if len(got) > 1:
+                    got.sort(key=rows.sort_key)
+                bad = 0
+                for row in got:
+                    try:
+                        taken.append((row[rows.SEQ], build(row, strict=True)))
+                    except DeserializationError as exc:
+                        bad += 1
+                        self._bury_undecodable(conn, row, exc, now)
+                if not bad and len(got) < want:
+                    break
+            return taken
+
+        taken = self._db.write(tx)
+        self._idle = not taken
+        inflight = self._inflight
+        for seq, job in taken:
+            inflight[job.job_id, job.attempt] = (seq, job)
+        if len(inflight) > _INFLIGHT_MAX:
+            self._trim_inflight()
+        return [job for _, job in taken]
+
+    def _trim_inflight(self) -> None:
+        """Forget the oldest claims (completed elsewhere, reclaimed, or abandoned)."""
+        with self._inflight_lock:
+            inflight = self._inflight
+            while len(inflight) > _INFLIGHT_MAX // 2:
+                inflight.pop(next(iter(inflight)), None)
+
+    def _bury_undecodable(
+        self, conn: _Conn, row: Sequence[Any], exc: DeserializationError, now: float
+    ) -> None:
+        job_id = row[rows.ID]
+        logger.warning("job %s of queue %r moved to DEAD at claim: %s", job_id, self._name, exc)
+        conn.execute(SQL.bury_seq, (str(exc), now, row[rows.SEQ]))
+        self._graph.fail_dependents(conn, job_id, "DEAD", now)
+
+    def claim(self, worker_id: str, *, lease_s: float) -> Claim | None:
+        """Take the best ready job with a lease; see :meth:`Queue.claim`."""
+        now = self._clock.now()
+        until = now + lease_s
+        taken = self._take(1, SQL.claim_one, (worker_id, now, until), now)
+        return Claim(taken[0], taken[0].attempt, until) if taken else None
+
+    def claim_many(self, worker_id: str, *, lease_s: float, limit: int) -> list[Claim]:
+        """Claim up to ``limit`` ready jobs in one transaction; see :meth:`Queue.claim_many`."""
+        now = self._clock.now()
+        until = now + lease_s
+        return [
+            Claim(job, job.attempt, until)
+            for job in self._take(limit, SQL.claim_many, (worker_id, now, until), now)
+        ]
+
+    def dequeue(self) -> Job | None:
+        """Take the best ready job without a lease; see :meth:`Queue.dequeue`."""
+        now = self._clock.now()
+        taken = self._take(1, SQL.dequeue, (now,), now)
+        return taken[0] if taken else None
+
+    def peek(self) -> Job | None:
+        """Return the job :meth:`dequeue` would take, without taking it."""
+        now = self._clock.now()
+        found = self._db.read(SQL.peek_ready, (self._name, now)) + self._db.read(
+            SQL.peek_due, (self._name, now)
+        )
+        if not found:
+            return None
+        return self._rows.job(min(found, key=rows.sort_key))
+
+    # -- leased transitions -------------------------------------------------------------
+
+    def _leased(
+        self,
+        job_id: str,
+        token: int,
+        sql: str,
+        params: tuple[Any, ...],
+        after: Callable[[_Conn, Sequence[Any]], None] | None = None,
+        *,
+        traceback: str | None = None,
+    ) -> Sequence[Any]:
+        """Run one compare-and-set on (RUNNING, attempt == token); raise if it misses.
+
+        With ``traceback``, the statement's last parameter is the new metadata frame
+        (the stored metadata plus the bounded traceback), computed in the transaction.
+        """
+
+        def tx(conn: _Conn) -> Sequence[Any]:
+            args = params if traceback is None else (*params, self._with_traceback(conn, job_id, traceback))
+            got: list[Sequence[Any]] = conn.execute(sql, (*args, self._name, job_id, token)).fetchall()
+            if not got:
+                self._refuse_lease(conn, job_id, token)
+            if after is not None:
+                after(conn, got[0])
+            return got[0]
+
+        return self._db.write(tx)
+
+    def _with_traceback(self, conn: _Conn, job_id: str, traceback: str) -> bytes | None:
+        """The job's metadata frame with ``traceback`` (bounded) under TRACEBACK_KEY.
+
+        None (keep what is stored) when there is no such job or its metadata is
+        undecodable: a traceback never replaces what it cannot merge with.
+        """
+        found = conn.execute(SQL.metadata, (self._name, job_id)).fetchone()
+        if found is None:
+            return None
+        metadata: dict[str, Any] = {}
+        if found[0] is not None:
+            try:
+                metadata = self._rows.codec.decode(found[0], context=job_id.encode())
+            except Exception:  # undecodable stored bytes: leave them for the DLQ to show
+                return None
+            if type(metadata) is not dict:
+                return None
+        metadata[TRACEBACK_KEY] = traceback[-MAX_TRACEBACK:]
+        return self._rows.codec.encode(metadata, context=job_id.encode())
+
+    def _refuse_lease(self, conn: _Conn, job_id: str, token: int) -> None:
+        found = conn.execute(SQL.lease_state, (self._name, job_id)).fetchone()
+        if found is None:
+            raise JobNotFoundError(job_id, queue=self._name)
+        status, attempt = found
+        if status != _RUNNING:
+            raise StaleLeaseError(job_id, token, reason=f"the job is {status}, not RUNNING")
+        raise StaleLeaseError(job_id, token, reason=f"attempt {attempt} holds the lease now")
+
+    def complete(self, job_id: str, *, token: int, result: Any = None) -> Job:
+        """RUNNING → COMPLETED and release dependents, in one transaction; see :meth:`Queue.complete`.
+
+        The returned job is the one this object handed out at claim (the same object,
+        as with the memory backend) with its completion applied, when it still has it:
+        the UPDATE then returns only the few columns another process may have changed.
+        """
+        blob = self._rows.encode_result(job_id, result)
+        now = self._clock.now()
+        cached = self._inflight.pop((job_id, token), None)
+        name = self._name
+
+        def tx(conn: _Conn) -> tuple[Sequence[Any], bool]:
+            sql = SQL.complete if cached is None else SQL.complete_short
+            got: list[Sequence[Any]] = conn.execute(sql, (blob, now, name, job_id, token)).fetchall()
+            if not got:
+                self._refuse_lease(conn, job_id, token)
+            row = got[0]
+            if cached is not None and row[0] != cached[0]:
+                # The id was deleted and reused since that claim: read the new row.
+                row = conn.execute(SQL.get, (name, job_id)).fetchone()
+            released = bool(row[-1]) and self._graph.release_dependents(conn, job_id)
+            return row, released
+
+        row, released = self._db.write(tx)
+        if released:
+            self._wake()
+        if cached is None or len(row) != _SHORT:
+            return self._rows.job(row, result=result)
+        job = cached[1]
+        job.status = JobStatus.COMPLETED
+        job.result = result
+        job.finished_at = now
+        job.lease_until = None
+        job.priority = row[1]
+        job.cancel_requested = bool(row[2])
+        return job
+
+    def fail(
+        self, job_id: str, *, token: int, error: str, retry_at: float, traceback: str | None = None
+    ) -> Job:
+        """RUNNING → PENDING for a retry at ``retry_at``; see :meth:`Queue.fail`."""
+        self._inflight.pop((job_id, token), None)
+        now = self._clock.now()
+        params: tuple[Any, ...] = (error, retry_at, retry_at > now)
+        if traceback is None:
+            params += (None,)
+        row = self._leased(job_id, token, SQL.fail, params, traceback=traceback)
+        self._wake()
+        return self._rows.job(row)
+
+    def bury(self, job_id: str, *, token: int, error: str, traceback: str | None = None) -> Job:
+        """RUNNING → DEAD and fail dependents, in one transaction; see :meth:`Queue.bury`."""
+        self._inflight.pop((job_id, token), None)
+        now = self._clock.now()
+        row = self._leased(
+            job_id,
+            token,
+            SQL.bury,
+            (error, now) if traceback is not None else (error, now, None),
+            lambda conn, _row: self._graph.fail_dependents(conn, job_id, "DEAD", now),
+            traceback=traceback,
+        )
+        return self._rows.job(row)
+
+    def release(self, job_id: str, *, token: int) -> Job:
+        """RUNNING → PENDING, not counted as a failure; see :meth:`Queue.release`."""
+        self._inflight.pop((job_id, token), None)
+        now = self._clock.now()
+        row = self._leased(job_id, token, SQL.release, (now,))
+        self._wake()
+        return self._rows.job(row)
+
+    def extend_lease(self, job_id: str, *, token: int, lease_s: float) -> float:
+        """Push the lease deadline; see :meth:`Queue.extend_lease`."""
+        until = self._clock.now() + lease_s
+        self._leased(job_id, token, SQL.extend, (until,))
+        return until
+
+    def reclaim_expired(self, *, max_lost: int = 3, limit: int = 1000) -> list[str]:
+        """Give back expired leases whose owner is not alive here; see :meth:`Queue.reclaim_expired`.
+
+        A lease owned by a live process of this host (``owner_alive`` is True) is left
+        alone however long ago it expired; each rescue is a compare-and-set on
+        (RUNNING, same attempt, lease still expired).
+        """
+        now = self._clock.now()
+        chosen: list[tuple[int, str, int]] = []
+        alive: dict[str | None, bool | None] = {}
+        after: tuple[float, int] = (float("-inf"), -1)
+        while len(chosen) < limit:
+            page = self._db.read(SQL.expired, (self._name, now, *after, limit))
+            for seq, job_id, attempt, worker, lease_until in page:
+                after = (lease_until, seq)
+                if worker not in alive:
+                    alive[worker] = owner_alive(worker)
+                if alive[worker] is not True and len(chosen) < limit:
+                    chosen.append((seq, job_id, attempt))
+            if len(page) < limit:
+                break
+        if not chosen:
+            return []
+
+        def tx(conn: _Conn) -> list[str]:
+            done = []
+            for seq, job_id, attempt in chosen:
+                got = conn.execute(SQL.rescue, (seq, attempt, now)).fetchone()
+                if got is None:
+                    continue  # its owner finished or extended meanwhile
+                lost, cancel, depends, sched = got
+                job = JobState(seq, job_id, _RUNNING, depends, sched)
+                if cancel:
+                    self._graph.move(conn, job, "CANCELLED", now, {"finished_at": now})
+                elif lost >= max_lost:
+                    self._graph.move(
+                        conn, job, "DEAD", now, {"error": f"worker lost {lost}×", "finished_at": now}
+                    )
+                else:
+                    self._graph.move(conn, job, _PENDING, now)
+                done.append(job_id)
+            return done
+
+        done = self._db.write(tx)
+        if done:
+            self._wake()
+        return done
+
+    # -- management ---------------------------------------------------------------------
+
+    def update_status(self, job_id: str, status: JobStatus) -> None:
+        """Set a job's status in one transaction, keeping indexes and dependents right."""
+        new = JobStatus(status).value
+        now = self._clock.now()
+
+        def tx(conn: _Conn) -> None:
+            job = self._graph.state(conn, job_id)
+            if job.status != new:
+                self._graph.move(conn, job, new, now)
+
+        self._db.write(tx)
+        if new in (_PENDING, _COMPLETED):
+            self._wake()
+
+    def cancel(self, job_id: str) -> bool:
+        """Cancel a job in one transaction; see :meth:`Queue.cancel`."""
+        now = self._clock.now()
+
+        def tx(conn: _Conn) -> bool:
+            job = self._graph.state(conn, job_id)
+            if job.status in (_PENDING, "SCHEDULED"):
+                self._graph.move(conn, job, "CANCELLED", now, {"finished_at": now})
+                return True
+            if job.status == _RUNNING:
+                conn.execute(SQL.request_cancel, (job.seq,))
+            return False
+
+        return self._db.write(tx)
+
+    def set_priority(self, job_id: str, priority: int) -> None:
+        """Change a job's priority; a PENDING job is re-ordered at once."""
+        if type(priority) is not int or not MIN_PRIORITY <= priority <= MAX_PRIORITY:
+            raise InvalidJobError("priority", priority, f"an int from {MIN_PRIORITY} to {MAX_PRIORITY}")
+
+        def tx(conn: _Conn) -> None:
+            if not conn.execute(SQL.set_priority, (priority, self._name, job_id)).rowcount:
+                raise JobNotFoundError(job_id, queue=self._name)
+
+        self._db.write(tx)
+
+    def replay(self, job_id: str) -> Job:
+        """DEAD → PENDING with retry_count 0 and no error; see :meth:`Queue.replay`."""
+        now = self._clock.now()
+        fresh = {
+            "retry_count": 0,
+            "lost_count": 0,
+            "error": None,
+            "result": None,
+            "finished_at": None,
+            "scheduled_at": None,
+            "cancel_requested": False,
+        }
+
+        def tx(conn: _Conn) -> Sequence[Any]:
+            job = self._graph.state(conn, job_id)
+            if job.status != "DEAD":
+                raise InvalidTransitionError("status", job.status, "DEAD (only dead jobs can be replayed)")
+            self._graph.move(conn, job, _PENDING, now, fresh)
+            return conn.execute(SQL.get, (self._name, job_id)).fetchone()  # type: ignore[no-any-return]  # a row
+
+        row = self._db.write(tx)
+        self._wake()
+        return self._rows.job(row)
+
+    def delete(self, job_id: str) -> None:
+        """Remove a job that is not RUNNING; its waiting dependents fail. See :meth:`Queue.delete`."""
+        now = self._clock.now()
+
+        def tx(conn: _Conn) -> None:
+            job = self._graph.state(conn, job_id)
+            if job.status == _RUNNING:
+                raise InvalidTransitionError("status", job.status, "any state but RUNNING (cancel it first)")
+            if job.status == _PENDING:
+                conn.execute(SQL.drop_child_edges, (self._name, job_id))
+            # A deleted dependency can never complete: its waiting dependents fail.
+            self._graph.fail_dependents(conn, job_id, "CANCELLED", now)
+            conn.execute(SQL.delete, (job.seq,))
+
+        self._db.write(tx)
+
+    # -- reads --------------------------------------------------------------------------
+
+    def get_job(self, job_id: str) -> Job:
+        """Return the job with this id; raise ``JobNotFoundError`` (a KeyError) if absent."""
+        found = self._db.read(SQL.get, (self._name, job_id))
+        if not found:
+            raise JobNotFoundError(job_id, queue=self._name)
+        return self._rows.job(found[0])
+
+    def ready_count(self) -> int:
+        """How many jobs are ready to run now."""
+        return int(self._db.read(SQL.ready_count, (self._name, self._clock.now()))[0][0])
+
+    def count_by_status(self) -> dict[JobStatus, int]:
+        """Return how many jobs are in each status (one consistent snapshot)."""
+        counts = dict.fromkeys(JobStatus, 0)
+        for status, count in self._db.read(SQL.counts, (self._name,)):
+            counts[JobStatus(status)] = count
+        return counts
+
+    def list_jobs(
+        self,
+        *,
+        status: JobStatus | None = None,
+        job_type: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[Job]:
+        """Return up to ``limit`` jobs in insertion order, optionally filtered."""
+        if limit < 0 or offset < 0:
+            raise InvalidJobError("limit", (limit, offset), "limit >= 0 and offset >= 0")
+        params: list[object] = [self._name]
+        more = ""
+        if job_type is not None:
+            more = "AND job_type = ?"
+            params.append(job_type)
+        if status is not None and JobStatus(status).value in _SETTLED:
+            sql = SQL.list_settled.format(status=JobStatus(status).value, more=more)
+        else:
+            where = "queue = ?"
+            if status is not None:
+                where += " AND status = ?"
+                params.insert(1, JobStatus(status).value)
+            sql = SQL.list.format(where=f"{where} {more}")
+        return [self._rows.job(row) for row in self._db.read(sql, (*params, limit, offset))]
+
+    def export_jobs(self) -> list[dict[str, Any]]:
+        """Return every job as ``Job.to_dict()`` data, in insertion order (one snapshot)."""
+        return [self._rows.job(row).to_dict() for row in self._db.read(SQL.export, (self._name,))]
+
+    # -- waiting ------------------------------------------------------------------------
+
+    def _wake(self) -> None:
+        """Wake this object's ``wait_ready`` callers (other processes poll)."""
+        if self._waiting:
+            with self._cond:
+                self._generation += 1
+                self._cond.notify_all()
+
+    def _has_ready(self) -> bool:
+        return bool(self._db.read(SQL.has_ready, (self._name, self._clock.now()))[0][0])
+
+    def wait_ready(self, timeout_s: float) -> bool:
+        """Block until a job may be ready, :meth:`interrupt`, or ``timeout_s``.
+
+        Another process cannot notify this one: the wait ends at the earliest of
+        ``timeout_s`` and the next delayed job's due time, or at once when this object
+        (any thread) adds or frees a job, or :meth:`interrupt` is called.
+        """
+        with self._cond:
+            self._waiting += 1
+            generation = self._generation
+        try:
+            if self._has_ready():
+                return True
+            wait = timeout_s
+            due = self._db.read(SQL.next_due, (self._name,))
+            if due:
+                wait = min(wait, max(0.0, float(due[0][0]) - self._clock.now()))
+            if wait > 0:
+                with self._cond:
+                    self._cond.wait_for(lambda: self._generation != generation, wait)
+            return self._has_ready()
+        finally:
+            with self._cond:
+                self._waiting -= 1
+
+    def interrupt(self) -> None:
+        """Wake every thread blocked in :meth:`wait_ready`."""
+        with self._cond:
+            self._generation += 1
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        """Close this process's connections and wake waiters; the queue is unusable afterwards."""
+        self.interrupt()
+        self._db.close()
