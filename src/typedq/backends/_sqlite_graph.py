@@ -1,4 +1,5 @@
-"""Dependency bookkeeping of the SQLite backend, run inside its write transactions.
+"""Work the SQLite backend does inside its write transactions: the dependency graph,
+status moves, lease refusals, rescues and burying undecodable jobs.
 
 A PENDING job with unfinished dependencies has ``blocked_by`` > 0 and one ``job_deps``
 edge (parent, child) per dependency it still waits for; the edges exist exactly while it
@@ -17,6 +18,7 @@ Every method takes the connection of the caller's open ``BEGIN IMMEDIATE`` trans
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import Any, Final, NamedTuple
@@ -24,8 +26,15 @@ from typing import Any, Final, NamedTuple
 from typedq.backends import _sqlite_rows as rows
 from typedq.backends._graph import check_batch_acyclic, dependency_order
 from typedq.backends._sqlite_sql import SQL
-from typedq.errors import DependencyCycleError, DuplicateJobError, JobNotFoundError, UnknownDependencyError
-from typedq.job import Job, JobStatus
+from typedq.errors import (
+    DependencyCycleError,
+    DeserializationError,
+    DuplicateJobError,
+    JobNotFoundError,
+    StaleLeaseError,
+    UnknownDependencyError,
+)
+from typedq.job import MAX_TRACEBACK, TRACEBACK_KEY, Job, JobStatus
 
 __all__ = ["JobState", "QueueGraph"]
 
@@ -35,6 +44,8 @@ _COMPLETED: Final = "COMPLETED"
 _FAILING: Final = frozenset({"FAILED", "DEAD", "CANCELLED"})
 #: Most ids bound in one ``IN (...)`` list.
 _CHUNK: Final = 500
+
+logger = logging.getLogger("typedq.backends.sqlite")
 
 _Conn = sqlite3.Connection
 Edge = tuple[str, str, str]
@@ -226,3 +237,74 @@ class QueueGraph:
             self.release_dependents(conn, job_id)
         elif new in _FAILING:
             self.fail_dependents(conn, job_id, new, now)
+
+    # -- leases -------------------------------------------------------------------------
+
+    def refuse_lease(self, conn: _Conn, job_id: str, token: int) -> None:
+        """Raise why a leased call with ``token`` missed.
+
+        Raises:
+            JobNotFoundError: no such job.
+            StaleLeaseError: the job is not RUNNING, or another attempt holds it.
+        """
+        found = conn.execute(SQL.lease_state, (self.queue, job_id)).fetchone()
+        if found is None:
+            raise JobNotFoundError(job_id, queue=self.queue)
+        status, attempt = found
+        if status != _RUNNING:
+            raise StaleLeaseError(job_id, token, reason=f"the job is {status}, not RUNNING")
+        raise StaleLeaseError(job_id, token, reason=f"attempt {attempt} holds the lease now")
+
+    def with_traceback(self, conn: _Conn, job_id: str, traceback: str) -> bytes | None:
+        """The job's metadata frame with ``traceback`` (bounded) under TRACEBACK_KEY.
+
+        None (keep what is stored) when there is no such job or its metadata is
+        undecodable: a traceback never replaces what it cannot merge with.
+        """
+        found = conn.execute(SQL.metadata, (self.queue, job_id)).fetchone()
+        if found is None:
+            return None
+        codec, context = self.rows.codec, job_id.encode()
+        metadata: dict[str, Any] = {}
+        if found[0] is not None:
+            try:
+                metadata = codec.decode(found[0], context=context)
+            except Exception:  # undecodable stored bytes: leave them for the DLQ to show
+                return None
+            if type(metadata) is not dict:
+                return None
+        metadata[TRACEBACK_KEY] = traceback[-MAX_TRACEBACK:]
+        return codec.encode(metadata, context=context)
+
+    def rescue(self, conn: _Conn, chosen: list[tuple[int, str, int]], now: float, max_lost: int) -> list[str]:
+        """Give back each chosen ``(seq, job_id, attempt)`` whose lease is still expired.
+
+        Each is a compare-and-set on (RUNNING, same attempt, lease expired): a job whose
+        owner completed, failed or extended it meanwhile is left alone. Returns the ids
+        given back: CANCELLED if cancellation was requested, DEAD once lost
+        ``max_lost`` times, PENDING otherwise.
+        """
+        done = []
+        for seq, job_id, attempt in chosen:
+            got = conn.execute(SQL.rescue, (seq, attempt, now)).fetchone()
+            if got is None:
+                continue
+            lost, cancel, depends, sched = got
+            job = JobState(seq, job_id, _RUNNING, depends, sched)
+            if cancel:
+                self.move(conn, job, "CANCELLED", now, {"finished_at": now})
+            elif lost >= max_lost:
+                self.move(conn, job, "DEAD", now, {"error": f"worker lost {lost}×", "finished_at": now})
+            else:
+                self.move(conn, job, _PENDING, now)
+            done.append(job_id)
+        return done
+
+    def bury_undecodable(
+        self, conn: _Conn, row: Sequence[Any], exc: DeserializationError, now: float
+    ) -> None:
+        """A claim met a job it cannot decode: DEAD with the reason, dependents failed."""
+        job_id = row[rows.ID]
+        logger.warning("job %s of queue %r moved to DEAD at claim: %s", job_id, self.queue, exc)
+        conn.execute(SQL.bury_seq, (str(exc), now, row[rows.SEQ]))
+        self.fail_dependents(conn, job_id, "DEAD", now)

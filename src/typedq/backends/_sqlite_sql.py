@@ -124,9 +124,10 @@ class SQL:
     # No index covers every status: counting and listing scan the table in seq order.
     counts: Final = "SELECT status, count(*) FROM jobs NOT INDEXED WHERE queue = ? GROUP BY status"
     list: Final = f"SELECT {_COLS} FROM jobs NOT INDEXED WHERE {{where}} ORDER BY seq LIMIT ? OFFSET ?"
-    #: Listing a status of the jobs_settled index ({status} is a literal, so it can be used).
+    #: Listing a status of the jobs_settled index (repeating its condition lets it be used).
     list_settled: Final = (
-        f"SELECT {_COLS} FROM jobs INDEXED BY jobs_settled WHERE queue = ? AND status = '{{status}}' {{more}}"
+        f"SELECT {_COLS} FROM jobs INDEXED BY jobs_settled WHERE queue = ? AND status = ? {{more}}"
+        " AND status IN ('SCHEDULED', 'FAILED', 'DEAD', 'CANCELLED')"
         " ORDER BY seq LIMIT ? OFFSET ?"
     )
     export: Final = f"SELECT {_COLS} FROM jobs NOT INDEXED WHERE queue = ? ORDER BY seq"

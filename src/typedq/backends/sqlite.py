@@ -1,8 +1,10 @@
 """``SQLiteQueue``: a durable queue in one SQLite file, shared by the processes of one host.
 
-This module owns the SQLite backend's transitions; the file format lives in
-``_sqlite_schema``, connections and error mapping in ``_sqlite_db``, row encoding in
-``_sqlite_rows``. One file holds any number of queues (rows carry their queue's name);
+This module owns the SQLite backend's public class and its transitions. Beside it: the
+file format, its checks and the URL form in ``_sqlite_schema``; connections and the
+mapping of driver errors in ``_sqlite_db``; rows <-> jobs in ``_sqlite_rows``; the SQL
+text in ``_sqlite_sql``; the work done inside a transaction (dependency graph, status
+moves, rescues) in ``_sqlite_graph``. One file holds any number of queues (rows carry their queue's name);
 one ``SQLiteQueue`` object is one queue of one file. ``sqlite:///:memory:`` is refused:
 every thread and process needs its own connection to the same file.
 
@@ -31,7 +33,14 @@ How it runs:
 * ``reclaim_expired`` does not rescue a job whose lease expired while its owner is
   alive on this host (pid and process start time, see ``typedq._identity``); an owner
   that is dead, or cannot be checked (another host, a hand-made worker id), is rescued.
-  Each rescue is a compare-and-set on (RUNNING, same attempt, lease expired).
+  Each rescue is a compare-and-set on (RUNNING, same attempt, lease expired). The
+  flip side: a worker *thread* that hangs inside a live process keeps its jobs until
+  that process ends (a pid can be checked; a thread of another process cannot).
+* ``complete`` returns the job object this queue handed out at claim, updated (as the
+  memory backend does), reading back only the columns another process may change.
+* ``count_by_status`` and listing PENDING, RUNNING or COMPLETED jobs scan the queue's
+  rows (no index over every status keeps the hot path at the fewest page writes);
+  listing SCHEDULED, FAILED, DEAD or CANCELLED jobs uses a partial index.
 
 Durability (``durability=``):
 
@@ -57,7 +66,7 @@ from typing import Any, Final
 from typedq._identity import owner_alive
 from typedq.backends import _sqlite_rows as rows
 from typedq.backends._sqlite_db import SYNCHRONOUS, Connections, map_errors
-from typedq.backends._sqlite_graph import JobState, QueueGraph
+from typedq.backends._sqlite_graph import QueueGraph
 from typedq.backends._sqlite_schema import (
     WAL_RESET_BUG,
     check_file,
@@ -76,9 +85,8 @@ from typedq.errors import (
     InvalidTransitionError,
     JobNotFoundError,
     SerializationError,
-    StaleLeaseError,
 )
-from typedq.job import MAX_PRIORITY, MAX_TRACEBACK, MIN_PRIORITY, TRACEBACK_KEY, Job, JobStatus
+from typedq.job import MAX_PRIORITY, MIN_PRIORITY, Job, JobStatus
 from typedq.serializers.base import FrameCodec
 
 __all__ = ["SQLiteQueue", "parse_sqlite_url"]
@@ -88,12 +96,11 @@ logger = logging.getLogger("typedq.backends.sqlite")
 _PENDING: Final = "PENDING"
 _RUNNING: Final = "RUNNING"
 _COMPLETED: Final = "COMPLETED"
-_FAILING: Final = frozenset({"FAILED", "DEAD", "CANCELLED"})
 #: Statuses in the jobs_settled index.
 _SETTLED: Final = frozenset({"SCHEDULED", "FAILED", "DEAD", "CANCELLED"})
 _UNIQUE_FAILED: Final = 2067  # SQLITE_CONSTRAINT_UNIQUE
 #: Most claims remembered for complete(); half are forgotten when it is passed.
-_INFLIGHT_MAX: Final = 8192
+_INFLIGHT_MAX: Final = 1024
 #: Columns of SQL.complete_short's RETURNING: seq, priority, cancel_requested, has_waiters.
 _SHORT: Final = 4
 
@@ -136,7 +143,7 @@ class SQLiteQueue(Queue):
                 "durability", durability, "'normal' (synchronous=NORMAL) or 'full' (synchronous=FULL)"
             )
         text = os.fspath(path)
-        if not text or text == ":memory:" or text.startswith("file:"):
+        if not text or text == ":memory:":
             raise ConfigError(
                 "path", text, "a file path; ':memory:' cannot be shared between threads and processes"
             )
@@ -160,9 +167,12 @@ class SQLiteQueue(Queue):
         check_file(self._path)
         self._db = Connections(self._path, SYNCHRONOUS[durability])
         with map_errors(self._path):
-            conn = self._db.connect()
+            # Judged before anything is written: no PRAGMA that writes runs on a file
+            # that turns out not to be ours.
+            conn = self._db.connect(configure=False)
             try:
                 self._schema_version = prepare_schema(conn, self._path)
+                self._db.configure(conn)
             except BaseException:
                 conn.close()
                 raise
@@ -199,7 +209,8 @@ class SQLiteQueue(Queue):
         Returns:
             ``sqlite_version``, ``wal_reset_bug`` (whether that version has it), ``path``,
             ``queue``, ``journal_mode``, ``synchronous`` (1 NORMAL, 2 FULL),
-            ``durability``, ``busy_timeout_ms``, ``schema_version``, ``busy_retries``.
+            ``durability``, ``busy_timeout_ms``, ``wal_autocheckpoint``, ``schema_version``,
+            ``busy_retries`` (transactions this object retried after SQLITE_BUSY).
         """
         low, high = WAL_RESET_BUG
 
@@ -216,6 +227,7 @@ class SQLiteQueue(Queue):
             "synchronous": pragma("synchronous"),
             "durability": self._durability,
             "busy_timeout_ms": pragma("busy_timeout"),
+            "wal_autocheckpoint": pragma("wal_autocheckpoint"),
             "schema_version": pragma("user_version"),
             "busy_retries": self._db.busy_retries,
         }
@@ -323,7 +335,7 @@ class SQLiteQueue(Queue):
                         taken.append((row[rows.SEQ], build(row, strict=True)))
                     except DeserializationError as exc:
                         bad += 1
-                        self._bury_undecodable(conn, row, exc, now)
+                        self._graph.bury_undecodable(conn, row, exc, now)
                 if not bad and len(got) < want:
                     break
             return taken
@@ -343,14 +355,6 @@ class SQLiteQueue(Queue):
             inflight = self._inflight
             while len(inflight) > _INFLIGHT_MAX // 2:
                 inflight.pop(next(iter(inflight)), None)
-
-    def _bury_undecodable(
-        self, conn: _Conn, row: Sequence[Any], exc: DeserializationError, now: float
-    ) -> None:
-        job_id = row[rows.ID]
-        logger.warning("job %s of queue %r moved to DEAD at claim: %s", job_id, self._name, exc)
-        conn.execute(SQL.bury_seq, (str(exc), now, row[rows.SEQ]))
-        self._graph.fail_dependents(conn, job_id, "DEAD", now)
 
     def claim(self, worker_id: str, *, lease_s: float) -> Claim | None:
         """Take the best ready job with a lease; see :meth:`Queue.claim`."""
@@ -403,44 +407,19 @@ class SQLiteQueue(Queue):
         """
 
         def tx(conn: _Conn) -> Sequence[Any]:
-            args = params if traceback is None else (*params, self._with_traceback(conn, job_id, traceback))
+            args = (
+                params
+                if traceback is None
+                else (*params, self._graph.with_traceback(conn, job_id, traceback))
+            )
             got: list[Sequence[Any]] = conn.execute(sql, (*args, self._name, job_id, token)).fetchall()
             if not got:
-                self._refuse_lease(conn, job_id, token)
+                self._graph.refuse_lease(conn, job_id, token)
             if after is not None:
                 after(conn, got[0])
             return got[0]
 
         return self._db.write(tx)
-
-    def _with_traceback(self, conn: _Conn, job_id: str, traceback: str) -> bytes | None:
-        """The job's metadata frame with ``traceback`` (bounded) under TRACEBACK_KEY.
-
-        None (keep what is stored) when there is no such job or its metadata is
-        undecodable: a traceback never replaces what it cannot merge with.
-        """
-        found = conn.execute(SQL.metadata, (self._name, job_id)).fetchone()
-        if found is None:
-            return None
-        metadata: dict[str, Any] = {}
-        if found[0] is not None:
-            try:
-                metadata = self._rows.codec.decode(found[0], context=job_id.encode())
-            except Exception:  # undecodable stored bytes: leave them for the DLQ to show
-                return None
-            if type(metadata) is not dict:
-                return None
-        metadata[TRACEBACK_KEY] = traceback[-MAX_TRACEBACK:]
-        return self._rows.codec.encode(metadata, context=job_id.encode())
-
-    def _refuse_lease(self, conn: _Conn, job_id: str, token: int) -> None:
-        found = conn.execute(SQL.lease_state, (self._name, job_id)).fetchone()
-        if found is None:
-            raise JobNotFoundError(job_id, queue=self._name)
-        status, attempt = found
-        if status != _RUNNING:
-            raise StaleLeaseError(job_id, token, reason=f"the job is {status}, not RUNNING")
-        raise StaleLeaseError(job_id, token, reason=f"attempt {attempt} holds the lease now")
 
     def complete(self, job_id: str, *, token: int, result: Any = None) -> Job:
         """RUNNING → COMPLETED and release dependents, in one transaction; see :meth:`Queue.complete`.
@@ -458,7 +437,7 @@ class SQLiteQueue(Queue):
             sql = SQL.complete if cached is None else SQL.complete_short
             got: list[Sequence[Any]] = conn.execute(sql, (blob, now, name, job_id, token)).fetchall()
             if not got:
-                self._refuse_lease(conn, job_id, token)
+                self._graph.refuse_lease(conn, job_id, token)
             row = got[0]
             if cached is not None and row[0] != cached[0]:
                 # The id was deleted and reused since that claim: read the new row.
@@ -545,26 +524,7 @@ class SQLiteQueue(Queue):
         if not chosen:
             return []
 
-        def tx(conn: _Conn) -> list[str]:
-            done = []
-            for seq, job_id, attempt in chosen:
-                got = conn.execute(SQL.rescue, (seq, attempt, now)).fetchone()
-                if got is None:
-                    continue  # its owner finished or extended meanwhile
-                lost, cancel, depends, sched = got
-                job = JobState(seq, job_id, _RUNNING, depends, sched)
-                if cancel:
-                    self._graph.move(conn, job, "CANCELLED", now, {"finished_at": now})
-                elif lost >= max_lost:
-                    self._graph.move(
-                        conn, job, "DEAD", now, {"error": f"worker lost {lost}×", "finished_at": now}
-                    )
-                else:
-                    self._graph.move(conn, job, _PENDING, now)
-                done.append(job_id)
-            return done
-
-        done = self._db.write(tx)
+        done = self._db.write(lambda conn: self._graph.rescue(conn, chosen, now, max_lost))
         if done:
             self._wake()
         return done
@@ -688,7 +648,8 @@ class SQLiteQueue(Queue):
             more = "AND job_type = ?"
             params.append(job_type)
         if status is not None and JobStatus(status).value in _SETTLED:
-            sql = SQL.list_settled.format(status=JobStatus(status).value, more=more)
+            params.insert(1, JobStatus(status).value)
+            sql = SQL.list_settled.format(more=more)
         else:
             where = "queue = ?"
             if status is not None:
