@@ -10,7 +10,9 @@ typedq writes a single byte to it:
 * A file is refused, untouched, when it is not SQLite at all (random bytes, a truncated
   file), when it is a SQLite database of something else (another application id, or
   application id and user_version 0 with tables in it), when a newer typedq wrote it
-  (a schema version above :data:`SCHEMA_VERSION`), or when it is read-only.
+  (a schema version above :data:`SCHEMA_VERSION`), or when it is read-only. Content is
+  judged through SQLite only: typedq never opens the file itself, since closing any
+  descriptor of it would drop the POSIX locks SQLite holds on it in this process.
 * The SQLite library must be at least :data:`MIN_SQLITE` (``RETURNING``); versions with
   the WAL-reset bug (3.7.0 to 3.51.2) are logged once per process.
 
@@ -68,7 +70,6 @@ MIN_SQLITE: Final = (3, 35, 0)
 #: SQLite versions with the WAL-reset bug (https://sqlite.org/wal.html#walresetbug):
 #: rare corruption when connections of several processes write and checkpoint at once.
 WAL_RESET_BUG: Final = ((3, 7, 0), (3, 51, 2))
-_SQLITE_MAGIC: Final = b"SQLite format 3\x00"
 
 _V1: Final = (
     """CREATE TABLE jobs (
@@ -168,14 +169,15 @@ def check_sqlite_version() -> tuple[int, ...]:
 
 
 def check_file(path: Path) -> None:
-    """Judge the file at ``path`` without writing to it.
+    """Judge where the file is, and whether it can be written, without opening it.
 
-    A missing or empty file is fine (it will be created); an existing one must start
-    with SQLite's magic header and be writable.
+    The file is never opened here (only ``stat`` and ``access``): closing *any*
+    descriptor of a file releases every POSIX lock the process holds on it, SQLite's
+    own included, and a connection of this process may have the file open. Its content
+    is judged by SQLite, in :func:`prepare_schema`.
 
     Raises:
-        BackendError: not a regular file, not a SQLite database, unreadable, or its
-            directory does not exist.
+        BackendError: not a regular file, or its directory does not exist.
         BackendWriteError: the file or its directory is read-only.
     """
     if not path.exists():
@@ -191,16 +193,6 @@ def check_file(path: Path) -> None:
         return
     if not path.is_file():
         raise BackendError(f"the SQLite queue path {path} is not a regular file")
-    try:
-        with path.open("rb") as f:
-            head = f.read(len(_SQLITE_MAGIC))
-    except OSError as exc:
-        raise BackendError(f"cannot read the SQLite queue file {path}: {exc.strerror}") from exc
-    if head and head != _SQLITE_MAGIC:
-        raise BackendError(
-            f"{path} is not a SQLite database (it starts with {head[:8]!r}, not "
-            f"{_SQLITE_MAGIC[:8]!r}): corrupt, or not a typedq queue file; refusing to touch it"
-        )
     if not os.access(path, os.W_OK):
         raise BackendWriteError(f"the SQLite queue file {path} is read-only: typedq needs to write to it")
     if not os.access(path.parent, os.W_OK | os.X_OK):
@@ -246,7 +238,14 @@ def prepare_schema(conn: sqlite3.Connection, path: Path) -> int:
         BackendError: a foreign file, or one written by a newer typedq.
         sqlite3.Error: driver errors, for the caller to map.
     """
-    if not _judge(path, *_identify(conn)):
+    try:
+        found = _identify(conn)
+    except sqlite3.DatabaseError as exc:
+        raise BackendError(
+            f"{path} is not a SQLite database, or is corrupt ({exc}): not a typedq queue "
+            "file; refusing to touch it"
+        ) from exc
+    if not _judge(path, *found):
         return SCHEMA_VERSION
     # journal_mode cannot change inside a transaction; the file is empty or ours.
     conn.execute("PRAGMA journal_mode=WAL").fetchone()

@@ -63,7 +63,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Final
 
-from typedq._identity import owner_alive
+from typedq._identity import owner_alive, parse_worker_id
 from typedq.backends import _sqlite_rows as rows
 from typedq.backends._sqlite_db import SYNCHRONOUS, Connections, map_errors
 from typedq.backends._sqlite_graph import QueueGraph
@@ -105,6 +105,24 @@ _INFLIGHT_MAX: Final = 1024
 _SHORT: Final = 4
 
 _Conn = sqlite3.Connection
+
+
+def _owner_running(worker_id: str | None) -> bool | None:
+    """``owner_alive``, except that a zombie owner (killed, not yet reaped) is dead.
+
+    A zombie keeps its ``/proc/<pid>/stat`` and start time until its parent waits for
+    it, but it will never finish the job.
+    """
+    alive = owner_alive(worker_id)
+    parsed = parse_worker_id(worker_id) if alive and worker_id else None
+    if parsed is None:
+        return alive
+    try:
+        with open(f"/proc/{parsed[1]}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    return stat[stat.rindex(b")") + 2 : stat.rindex(b")") + 3] not in (b"Z", b"X")
 
 
 class SQLiteQueue(Queue):
@@ -503,8 +521,8 @@ class SQLiteQueue(Queue):
     def reclaim_expired(self, *, max_lost: int = 3, limit: int = 1000) -> list[str]:
         """Give back expired leases whose owner is not alive here; see :meth:`Queue.reclaim_expired`.
 
-        A lease owned by a live process of this host (``owner_alive`` is True) is left
-        alone however long ago it expired; each rescue is a compare-and-set on
+        A lease owned by a live process of this host (``owner_alive`` is True and it is
+        not a zombie) is left alone however long ago it expired; each rescue is a compare-and-set on
         (RUNNING, same attempt, lease still expired).
         """
         now = self._clock.now()
@@ -516,7 +534,7 @@ class SQLiteQueue(Queue):
             for seq, job_id, attempt, worker, lease_until in page:
                 after = (lease_until, seq)
                 if worker not in alive:
-                    alive[worker] = owner_alive(worker)
+                    alive[worker] = _owner_running(worker)
                 if alive[worker] is not True and len(chosen) < limit:
                     chosen.append((seq, job_id, attempt))
             if len(page) < limit:

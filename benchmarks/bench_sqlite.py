@@ -1,0 +1,411 @@
+"""Throughput of the SQLite backend against raw ``sqlite3`` loops and Huey's ``SqliteHuey``.
+
+Run: ``.venv/bin/python benchmarks/bench_sqlite.py [--runs 3] [--jobs 20000]
+[--backlog 100000] [--no-huey] [--profile NAME]``. Every figure is the median of
+``--runs`` runs, each on a fresh file in a temporary directory, all in this one run.
+
+Every contender uses WAL and ``synchronous=NORMAL`` (Huey's connection is switched to
+NORMAL too: its default is FULL) and stores the same JSON payload,
+``{"n": i, "name": "job-i", "tags": ["a", "b"]}``.
+
+*Raw* loops are the floor a hand-written queue would hit: a minimal table (integer key,
+unique text id, status, priority, payload, result, lease) with one partial index of
+PENDING rows by (priority desc, id), ``BEGIN IMMEDIATE`` per transaction:
+
+1. insert: one row per transaction (``json.dumps`` included), rows/s;
+2. claim+complete: claim one job per transaction (``UPDATE ... RETURNING``, payload
+   decoded), then complete it in its own transaction, pairs/s;
+3. claim 100 per transaction, then complete each in its own transaction, pairs/s;
+4. bulk insert: ``executemany`` of 1,000 rows per transaction, rows/s;
+4b. 1 and 4 again on typedq's own schema and INSERT statement (rows built by hand,
+   ``json.dumps`` payloads): the floor of typedq's SQL, to tell its Python overhead
+   (codec, rows, transactions) from the cost of its schema (indexes, AUTOINCREMENT).
+
+*typedq* (``SQLiteQueue``, default ``FrameCodec("json")``; jobs are built before the
+clock starts):
+
+5. ``enqueue`` one at a time, jobs/s (target: >= 70 % of 1);
+6. ``enqueue_many`` in batches of 1,000, jobs/s (target: >= 70 % of 4);
+7. drain with one thread: ``claim_many(limit=50)``, then ``complete`` per job, each
+   committed before the next, jobs/s (target: >= 3x Huey's drain, 9);
+8. the same drain of ``--jobs`` jobs from the top of a ``--backlog`` backlog (target:
+   within 20 % of 7).
+
+*Huey* (``SqliteHuey``, results on, a no-op task):
+
+9. enqueue: calling the task, tasks/s; drain: a bare ``huey.execute(huey.dequeue())``
+   loop in one thread (no consumer machinery: Huey's floor), tasks/s.
+
+``--profile NAME`` runs one typedq scenario (enqueue, enqueue_many, drain) under
+cProfile and prints where the time goes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import json
+import platform
+import pstats
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from typedq.backends._sqlite_db import WAL_AUTOCHECKPOINT_PAGES
+from typedq.backends._sqlite_sql import SQL
+from typedq.backends.sqlite import SQLiteQueue
+from typedq.job import Job
+
+perf_counter = time.perf_counter
+
+RAW_SCHEMA = (
+    "CREATE TABLE jobs (id INTEGER PRIMARY KEY, job_id TEXT NOT NULL UNIQUE, status TEXT NOT NULL,"
+    " priority INTEGER NOT NULL, payload BLOB NOT NULL, result BLOB, lease_until REAL)",
+    "CREATE INDEX jobs_ready ON jobs (priority DESC, id) WHERE status = 'PENDING'",
+)
+RAW_INSERT = "INSERT INTO jobs (job_id, status, priority, payload) VALUES (?, 'PENDING', ?, ?)"
+RAW_CLAIM = (
+    "UPDATE jobs SET status = 'RUNNING', lease_until = ? WHERE id {op} (SELECT id FROM jobs"
+    " WHERE status = 'PENDING' ORDER BY priority DESC, id LIMIT ?) RETURNING id, job_id, payload"
+)
+RAW_COMPLETE = (
+    "UPDATE jobs SET status = 'COMPLETED', result = ?, lease_until = NULL WHERE id = ? AND status = 'RUNNING'"
+)
+
+
+def payload(i: int) -> dict[str, Any]:
+    return {"n": i, "name": f"job-{i}", "tags": ["a", "b"]}
+
+
+def raw_connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, timeout=5.0)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    for sql in RAW_SCHEMA:
+        conn.execute(sql)
+    return conn
+
+
+def raw_fill(conn: sqlite3.Connection, n: int) -> None:
+    rows = [(str(uuid.uuid4()), 5, json.dumps(payload(i)).encode()) for i in range(n)]
+    conn.execute("BEGIN IMMEDIATE")
+    conn.executemany(RAW_INSERT, rows)
+    conn.execute("COMMIT")
+
+
+# -- scenarios: each returns (items, seconds) ------------------------------------------------
+
+
+def raw_insert(path: Path, n: int) -> tuple[int, float]:
+    conn = raw_connect(path)
+    ids = [str(uuid.uuid4()) for _ in range(n)]
+    payloads = [payload(i) for i in range(n)]
+    start = perf_counter()
+    for i in range(n):
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute(RAW_INSERT, (ids[i], 5, json.dumps(payloads[i]).encode()))
+        conn.execute("COMMIT")
+    elapsed = perf_counter() - start
+    conn.close()
+    return n, elapsed
+
+
+def raw_bulk_insert(path: Path, n: int) -> tuple[int, float]:
+    conn = raw_connect(path)
+    ids = [str(uuid.uuid4()) for _ in range(n)]
+    payloads = [payload(i) for i in range(n)]
+    start = perf_counter()
+    for lo in range(0, n, 1000):
+        rows = [(ids[i], 5, json.dumps(payloads[i]).encode()) for i in range(lo, min(n, lo + 1000))]
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany(RAW_INSERT, rows)
+        conn.execute("COMMIT")
+    elapsed = perf_counter() - start
+    conn.close()
+    return n, elapsed
+
+
+def _typedq_schema(path: Path) -> sqlite3.Connection:
+    """A raw connection to a file with typedq's own schema (made by SQLiteQueue)."""
+    SQLiteQueue(path, name="bench").close()
+    conn = sqlite3.connect(path, isolation_level=None, timeout=5.0)
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES}")
+    return conn
+
+
+def _schema_rows(n: int) -> list[tuple[Any, ...]]:
+    """typedq's INSERT parameters built by hand, the payload by ``json.dumps``."""
+    now = time.time()
+    return [
+        (
+            "bench",
+            str(uuid.uuid4()),
+            "bench",
+            "PENDING",
+            5,
+            None,
+            now,
+            0,
+            None,
+            None,
+            None,
+            None,
+            0,
+            3,
+            0,
+            False,
+            None,
+            "default",
+            None,
+            0,
+            False,
+            False,
+            json.dumps(payload(i)).encode(),
+            None,
+            None,
+            None,
+        )
+        for i in range(n)
+    ]
+
+
+def raw_schema_insert(path: Path, n: int) -> tuple[int, float]:
+    conn = _typedq_schema(path)
+    start = perf_counter()
+    for row in _schema_rows(n):
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute(SQL.insert, row)
+        conn.execute("COMMIT")
+    elapsed = perf_counter() - start
+    conn.close()
+    return n, elapsed
+
+
+def raw_schema_bulk_insert(path: Path, n: int) -> tuple[int, float]:
+    conn = _typedq_schema(path)
+    start = perf_counter()
+    rows = _schema_rows(n)
+    for lo in range(0, n, 1000):
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany(SQL.insert, rows[lo : lo + 1000])
+        conn.execute("COMMIT")
+    elapsed = perf_counter() - start
+    conn.close()
+    return n, elapsed
+
+
+def _raw_drain(path: Path, n: int, batch: int) -> tuple[int, float]:
+    conn = raw_connect(path)
+    raw_fill(conn, n)
+    claim = RAW_CLAIM.format(op="=" if batch == 1 else "IN")
+    done = 0
+    start = perf_counter()
+    while True:
+        conn.execute("BEGIN IMMEDIATE")
+        rows = conn.execute(claim, (time.time() + 30, batch)).fetchall()
+        conn.execute("COMMIT")
+        if not rows:
+            break
+        for row_id, _job_id, data in rows:
+            json.loads(data)
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(RAW_COMPLETE, (None, row_id))
+            conn.execute("COMMIT")
+            done += 1
+    elapsed = perf_counter() - start
+    conn.close()
+    assert done == n, (done, n)
+    return n, elapsed
+
+
+def raw_claim_complete(path: Path, n: int) -> tuple[int, float]:
+    return _raw_drain(path, n, 1)
+
+
+def raw_claim_100(path: Path, n: int) -> tuple[int, float]:
+    return _raw_drain(path, n, 100)
+
+
+def make_jobs(n: int) -> list[Job]:
+    return [Job(job_type="bench", payload=payload(i)) for i in range(n)]
+
+
+def typedq_enqueue(path: Path, n: int) -> tuple[int, float]:
+    queue = SQLiteQueue(path, name="bench")
+    jobs = make_jobs(n)
+    enqueue = queue.enqueue
+    start = perf_counter()
+    for job in jobs:
+        enqueue(job)
+    elapsed = perf_counter() - start
+    queue.close()
+    return n, elapsed
+
+
+def typedq_enqueue_many(path: Path, n: int) -> tuple[int, float]:
+    queue = SQLiteQueue(path, name="bench")
+    jobs = make_jobs(n)
+    start = perf_counter()
+    for lo in range(0, n, 1000):
+        queue.enqueue_many(jobs[lo : lo + 1000])
+    elapsed = perf_counter() - start
+    queue.close()
+    return n, elapsed
+
+
+def _typedq_drain(path: Path, n: int, backlog: int) -> tuple[int, float]:
+    queue = SQLiteQueue(path, name="bench")
+    jobs = make_jobs(backlog)
+    for lo in range(0, backlog, 5000):
+        queue.enqueue_many(jobs[lo : lo + 5000])
+    claim_many, complete = queue.claim_many, queue.complete
+    done = 0
+    start = perf_counter()
+    while done < n:
+        claims = claim_many("bench-worker", lease_s=30.0, limit=min(50, n - done))
+        if not claims:
+            break
+        for claim in claims:
+            complete(claim.job.job_id, token=claim.token)
+        done += len(claims)
+    elapsed = perf_counter() - start
+    queue.close()
+    assert done == n, (done, n)
+    return n, elapsed
+
+
+def typedq_drain(path: Path, n: int) -> tuple[int, float]:
+    return _typedq_drain(path, n, n)
+
+
+def huey_pair(path: Path, n: int) -> tuple[tuple[int, float], tuple[int, float]]:
+    from huey import SqliteHuey
+
+    huey = SqliteHuey("bench", filename=str(path), results=True)
+    huey.storage.conn.execute("PRAGMA synchronous = NORMAL")
+
+    @huey.task()  # type: ignore[untyped-decorator]  # huey ships no type hints
+    def noop(data: dict[str, Any]) -> None:
+        return None
+
+    payloads = [payload(i) for i in range(n)]
+    start = perf_counter()
+    for data in payloads:
+        noop(data)
+    enqueue = (n, perf_counter() - start)
+    done = 0
+    start = perf_counter()
+    while (task := huey.dequeue()) is not None:
+        huey.execute(task)
+        done += 1
+    drain = (done, perf_counter() - start)
+    assert done == n, (done, n)
+    huey.storage.close()
+    return enqueue, drain
+
+
+# -- running ----------------------------------------------------------------------------------
+
+
+def median_rate(runs: int, scenario: Callable[[Path], tuple[int, float]]) -> float:
+    rates = []
+    for _ in range(runs):
+        with tempfile.TemporaryDirectory(prefix="typedq-bench-") as tmp:
+            items, seconds = scenario(Path(tmp) / "bench.db")
+        rates.append(items / seconds)
+    return statistics.median(rates)
+
+
+def profile(name: str, n: int) -> None:
+    scenarios: dict[str, Callable[[Path, int], tuple[int, float]]] = {
+        "enqueue": typedq_enqueue,
+        "enqueue_many": typedq_enqueue_many,
+        "drain": typedq_drain,
+    }
+    with tempfile.TemporaryDirectory(prefix="typedq-bench-") as tmp:
+        profiler = cProfile.Profile()
+        profiler.enable()
+        scenarios[name](Path(tmp) / "bench.db", n)
+        profiler.disable()
+    out = io.StringIO()
+    pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(25)
+    print(out.getvalue())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--jobs", type=int, default=20_000)
+    parser.add_argument("--backlog", type=int, default=100_000)
+    parser.add_argument("--no-huey", action="store_true")
+    parser.add_argument("--profile", choices=["enqueue", "enqueue_many", "drain"])
+    args = parser.parse_args()
+    n, runs = args.jobs, args.runs
+    if args.profile:
+        profile(args.profile, n)
+        return
+    print(
+        f"Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}, {platform.machine()}, "
+        f"{runs} runs per figure (median), {n:,} jobs, backlog {args.backlog:,}",
+        file=sys.stderr,
+    )
+    rate: dict[str, float] = {}
+    rate["raw insert"] = median_rate(runs, lambda p: raw_insert(p, n))
+    rate["raw claim+complete"] = median_rate(runs, lambda p: raw_claim_complete(p, n))
+    rate["raw claim 100/tx + complete"] = median_rate(runs, lambda p: raw_claim_100(p, n))
+    rate["raw bulk insert"] = median_rate(runs, lambda p: raw_bulk_insert(p, n))
+    rate["raw insert, typedq schema"] = median_rate(runs, lambda p: raw_schema_insert(p, n))
+    rate["raw bulk insert, typedq schema"] = median_rate(runs, lambda p: raw_schema_bulk_insert(p, n))
+    rate["typedq enqueue"] = median_rate(runs, lambda p: typedq_enqueue(p, n))
+    rate["typedq enqueue_many"] = median_rate(runs, lambda p: typedq_enqueue_many(p, n))
+    rate["typedq drain"] = median_rate(runs, lambda p: typedq_drain(p, n))
+    rate["typedq drain, backlog"] = median_rate(runs, lambda p: _typedq_drain(p, n, args.backlog))
+    if not args.no_huey:
+        enq, drain = [], []
+        for _ in range(runs):
+            with tempfile.TemporaryDirectory(prefix="typedq-bench-") as tmp:
+                e, d = huey_pair(Path(tmp) / "huey.db", n)
+            enq.append(e[0] / e[1])
+            drain.append(d[0] / d[1])
+        rate["huey enqueue"] = statistics.median(enq)
+        rate["huey drain"] = statistics.median(drain)
+
+    def ratio(a: str, b: str) -> str:
+        return f"{rate[a] / rate[b]:.2f}x {b}" if a in rate and b in rate else ""
+
+    targets = {
+        "typedq enqueue": (
+            ratio("typedq enqueue", "raw insert"),
+            rate["typedq enqueue"] >= 0.7 * rate["raw insert"],
+        ),
+        "typedq enqueue_many": (
+            ratio("typedq enqueue_many", "raw bulk insert"),
+            rate["typedq enqueue_many"] >= 0.7 * rate["raw bulk insert"],
+        ),
+        "typedq drain": (
+            ratio("typedq drain", "huey drain"),
+            "huey drain" not in rate or rate["typedq drain"] >= 3 * rate["huey drain"],
+        ),
+        "typedq drain, backlog": (
+            ratio("typedq drain, backlog", "typedq drain"),
+            rate["typedq drain, backlog"] >= 0.8 * rate["typedq drain"],
+        ),
+    }
+    width = max(map(len, rate)) + 2
+    print(f"{'scenario':<{width}}{'per second':>12}  vs                          target")
+    for name, value in rate.items():
+        versus, met = targets.get(name, ("", None))
+        mark = "" if met is None else ("met" if met else "MISSED")
+        print(f"{name:<{width}}{value:>12,.0f}  {versus:<28}{mark}")
+
+
+if __name__ == "__main__":
+    main()

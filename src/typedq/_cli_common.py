@@ -1,0 +1,250 @@
+"""What the ``typedq`` commands share: exit codes, errors, settings, opening the backend.
+
+Settings resolution: ``--backend`` (on the command or before it), else ``TYPEDQ_BACKEND``,
+else :data:`DEFAULT_BACKEND`. The persisted settings file (``typedq config``) is
+``--config`` / ``TYPEDQ_CONFIG``, else ``typedq.json`` next to a SQLite database, else
+``./typedq.json``. It holds manager config keys (``{"max_retries": 5}``), validated by the
+manager's own validation whenever it is read or written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import click
+
+from typedq._config import DEFAULT_CONFIG
+from typedq.backends.sqlite import parse_sqlite_url
+from typedq.errors import (
+    BackendError,
+    ConfigError,
+    InvalidJobError,
+    InvalidTransitionError,
+    JobNotFoundError,
+    NoHandlerError,
+    QueueNotFoundError,
+    SerializationError,
+    TypedqError,
+)
+from typedq.manager import DEAD_LETTER_QUEUE, JobQueueManager
+
+__all__ = [
+    "CONFIG_KEYS",
+    "DEFAULT_BACKEND",
+    "EXIT_FAILED",
+    "EXIT_OK",
+    "EXIT_TIMEOUT",
+    "EXIT_USAGE",
+    "CLIError",
+    "Env",
+    "config_key",
+    "exit_code_for",
+    "load_settings",
+    "parse_value",
+    "save_settings",
+]
+
+DEFAULT_BACKEND: Final = "sqlite:///./typedq.db"
+CONFIG_FILE: Final = "typedq.json"
+
+#: Success.
+EXIT_OK: Final = 0
+#: The operation failed: a job ended FAILED/DEAD/CANCELLED, the backend failed, ...
+EXIT_FAILED: Final = 1
+#: Bad usage or bad input: malformed JSON, unknown job id, invalid value, missing --yes.
+EXIT_USAGE: Final = 2
+#: ``wait`` gave up before the jobs ended (as timeout(1)).
+EXIT_TIMEOUT: Final = 124
+
+#: ``typedq config`` names → manager config keys (the manager's names work too).
+CONFIG_KEYS: Final[dict[str, str]] = {
+    "max-retries": "max_retries",
+    "backoff-base": "base_delay",
+    "backoff-max": "max_delay",
+    "jitter": "jitter",
+    "concurrency": "max_workers",
+    "default-priority": "default_priority",
+    "poll-interval": "poll_interval",
+    "lease": "lease_s",
+    "heartbeat": "heartbeat_s",
+    "reaper-interval": "reaper_s",
+    "max-lost": "max_lost",
+    "shutdown-grace": "shutdown_grace_s",
+    "serializer": "serializer",
+    "max-payload-size": "max_payload_size",
+}
+_SETTABLE: Final = frozenset(CONFIG_KEYS.values())
+
+
+class CLIError(click.ClickException):
+    """One clear line on stderr and an exit code; never a traceback."""
+
+    def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.exit_code = code  # type: ignore[misc]  # click declares a class default; ours varies
+
+
+def exit_code_for(exc: TypedqError) -> int:
+    """The exit code of a typedq error: bad input is 2, anything else 1."""
+    bad_input = (
+        ConfigError, InvalidJobError, NoHandlerError, JobNotFoundError, QueueNotFoundError,
+        SerializationError, InvalidTransitionError,
+    )
+    if isinstance(exc, BackendError):
+        return EXIT_FAILED
+    return EXIT_USAGE if isinstance(exc, bad_input) else EXIT_FAILED
+
+
+# -- settings ------------------------------------------------------------------------------
+
+
+def config_key(name: str) -> str:
+    """Map a ``typedq config`` key (``max-retries`` or ``max_retries``) to the manager's.
+
+    Raises:
+        CLIError: an unknown key, with a suggestion.
+    """
+    dashed = name.replace("_", "-")
+    if dashed in CONFIG_KEYS:
+        return CONFIG_KEYS[dashed]
+    if name in _SETTABLE:
+        return name
+    known = sorted(CONFIG_KEYS)
+    hint = difflib.get_close_matches(name, known + sorted(_SETTABLE), n=1)
+    suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
+    raise CLIError(f"unknown config key {name!r}{suggestion}; keys: {', '.join(known)}")
+
+
+def parse_value(text: str) -> Any:
+    """A ``config set`` value: JSON when it parses (``5``, ``0.5``, ``null``), else the text."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def load_settings(path: Path) -> dict[str, Any]:
+    """Read and validate the persisted settings (an empty dict when there is no file).
+
+    Raises:
+        CLIError: the file is unreadable, not a JSON object, or holds invalid settings.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise CLIError(f"cannot read config file {path}: {exc.strerror}") from None
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise CLIError(f"config file {path} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise CLIError(f"config file {path} must hold a JSON object, not {type(data).__name__}")
+    for key in data:
+        if key not in _SETTABLE and key != "queues":
+            raise CLIError(f"config file {path}: unknown key {key!r}; keys: {', '.join(sorted(_SETTABLE))}")
+    try:
+        check_settings(data)
+    except ConfigError as exc:
+        raise CLIError(f"config file {path}: {exc}") from None
+    return data
+
+
+def check_settings(settings: Mapping[str, Any]) -> None:
+    """Validate settings exactly as a manager would (ConfigError when they are invalid)."""
+    # The manager validates every key; the serializer name when it builds its codec.
+    JobQueueManager({**settings, "backend": "memory://"}).close()
+
+
+def save_settings(path: Path, settings: Mapping[str, Any]) -> None:
+    """Write the settings atomically (a temporary file renamed over the old one)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".typedq-", suffix=".json", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(dict(sorted(settings.items())), f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+# -- the environment of one command --------------------------------------------------------
+
+
+@dataclass
+class Env:
+    """The backend URL and settings file one command works with."""
+
+    backend: str
+    config_path: Path
+
+    @classmethod
+    def resolve(cls, backend: str | None, config_path: str | None) -> Env:
+        """Apply the resolution order of the module docstring."""
+        url = backend or os.environ.get("TYPEDQ_BACKEND") or DEFAULT_BACKEND
+        if config_path:
+            path = Path(config_path)
+        elif os.environ.get("TYPEDQ_CONFIG"):
+            path = Path(os.environ["TYPEDQ_CONFIG"])
+        else:
+            db = Path(parse_sqlite_url(url)[0]) if url.lower().startswith("sqlite:") else None
+            path = (db.parent if db is not None else Path(".")) / CONFIG_FILE
+        return cls(url, path)
+
+    def settings(self) -> dict[str, Any]:
+        """The persisted settings."""
+        return load_settings(self.config_path)
+
+    def manager_config(self) -> dict[str, Any]:
+        """The manager config: persisted settings plus the backend."""
+        return {**self.settings(), "backend": self.backend}
+
+    def open(self, queues: Iterable[str | None] = ()) -> JobQueueManager:
+        """A manager on the backend, with every queue the backend knows, and ``queues``."""
+        manager = JobQueueManager(self.manager_config())
+        try:
+            for name in [*self._discover(manager), *(q for q in queues if q)]:
+                if name not in manager.queues:
+                    manager.create_queue(name)
+        except BaseException:
+            manager.close(graceful=False)
+            raise
+        return manager
+
+    @contextlib.contextmanager
+    def manager(self, queues: Iterable[str | None] = ()) -> Iterator[JobQueueManager]:
+        """:meth:`open`, closed after the block."""
+        manager = self.open(queues)
+        try:
+            yield manager
+        finally:
+            manager.close(graceful=False)
+
+    @staticmethod
+    def _discover(manager: JobQueueManager) -> list[str]:
+        # A backend that can list its queue names (SQLite, Redis) has a queue_names().
+        lister = getattr(manager.queues.get("default"), "queue_names", None)
+        if not callable(lister):
+            return []
+        try:
+            names = list(lister())
+        except Exception as exc:
+            raise BackendError(f"cannot list the queues of {manager.config['backend']}: {exc}") from exc
+        return [str(n) for n in names if n not in manager.queues and n != DEAD_LETTER_QUEUE]
+
+
+def default_config_value(key: str) -> Any:
+    """The manager's default for a config key."""
+    return DEFAULT_CONFIG[key]

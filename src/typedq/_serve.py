@@ -1,0 +1,376 @@
+"""Serving jobs in one process until told to stop, and the shutdown contract.
+
+:func:`serve` is the loop a worker process (or ``typedq worker`` without ``--processes``)
+runs until a :class:`StopRequest` is raised by a signal. Its shutdown sequence:
+
+1. stop claiming (every worker thread is told to stop after its current job);
+2. let running jobs finish for up to ``grace_s`` seconds;
+3. give the jobs still running back to the queue with ``Queue.release(job_id,
+   token=...)``: PENDING again, counted as *interrupted* (neither ``retry_count`` nor
+   ``lost_count`` moves), then kill their shell commands;
+4. an immediate stop (a second signal) skips step 2. Nothing is lost either way: a job
+   that could not be released (its process was killed) is rescued by a reaper when its
+   lease expires.
+
+Python cannot kill a thread: a handler that ignores the stop keeps running until its
+process exits, and its late result is refused (its lease token is stale).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Final
+
+from typedq._validate import require_number
+from typedq.errors import ConfigError, StaleLeaseError
+from typedq.job import JobStatus
+from typedq.manager import JobQueueManager
+from typedq.shell import kill_running_commands
+from typedq.worker import Worker
+
+__all__ = [
+    "ServeReport",
+    "StopRequest",
+    "announce_stop",
+    "check_shared_backend",
+    "load_app",
+    "release_in_flight",
+    "serve",
+    "stop_signals",
+]
+
+logger = logging.getLogger("typedq.process")
+_worker_log = logging.getLogger("typedq.worker")
+
+#: How long a timed-out handler thread may linger before its process is recycled.
+_STUCK_SETTLE_S: Final = 0.25
+_TICK_S: Final = 0.02
+
+
+# -- stop requests ------------------------------------------------------------------------
+
+
+class StopRequest:
+    """How far a stop has been requested: 0 = run, 1 = stop gracefully, 2 = stop at once.
+
+    Its handlers only assign attributes, so they are safe as signal handlers (they never
+    take a lock the interrupted code might hold).
+    """
+
+    def __init__(self) -> None:
+        self.level = 0
+        self.signum: int | None = None
+
+    @property
+    def requested(self) -> bool:
+        """Whether a stop (graceful or immediate) was requested."""
+        return self.level >= 1
+
+    @property
+    def immediate(self) -> bool:
+        """Whether an immediate stop was requested."""
+        return self.level >= 2
+
+    def escalate(self, signum: int = 0, frame: FrameType | None = None) -> None:
+        """The first call asks for a graceful stop, the next for an immediate one."""
+        self.signum = signum or self.signum
+        self.level = min(2, self.level + 1)
+
+    def graceful(self, signum: int = 0, frame: FrameType | None = None) -> None:
+        """Ask for a graceful stop; repeating it changes nothing."""
+        self.signum = signum or self.signum
+        self.level = max(1, self.level)
+
+    def now(self, signum: int = 0, frame: FrameType | None = None) -> None:
+        """Ask for an immediate stop."""
+        self.signum = signum or self.signum
+        self.level = 2
+
+
+@contextlib.contextmanager
+def stop_signals(
+    handlers: Mapping[int, Callable[[int, FrameType | None], None]],
+) -> Iterator[None]:
+    """Install signal handlers for the block, restoring the previous ones after it.
+
+    Signals can only be handled in the main thread; elsewhere this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {signum: signal.signal(signum, handler) for signum, handler in handlers.items()}
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
+# -- loading the application ---------------------------------------------------------------
+
+
+def load_app(ref: str) -> JobQueueManager:
+    """Import ``"module:attribute"`` and return the ``JobQueueManager`` it names.
+
+    The attribute may be a manager or a zero-argument callable returning one. The
+    current directory is put on ``sys.path`` first, as ``python -m`` would.
+
+    Raises:
+        ConfigError: the reference is malformed, the module does not import, the
+            attribute is missing, or it is not (and does not return) a manager.
+    """
+    allowed = "'module:attribute' naming a JobQueueManager or a zero-argument callable returning one"
+    given: object = ref
+    if not isinstance(given, str):
+        raise ConfigError("app", ref, allowed)
+    module_name, sep, attr = ref.partition(":")
+    if not sep or not module_name.strip() or not attr.strip():
+        raise ConfigError("app", ref, allowed)
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:
+        logger.debug("importing %s failed", module_name, exc_info=True)
+        raise ConfigError(
+            "app", ref, allowed,
+            message=f"cannot import module {module_name!r} of app {ref!r}: {type(exc).__name__}: {exc}",
+        ) from exc
+    obj: object = module
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise ConfigError(
+                "app", ref, allowed, message=f"module {module_name!r} has no attribute {attr!r} (app {ref!r})"
+            ) from None
+    if not isinstance(obj, JobQueueManager) and callable(obj):
+        obj = obj()
+    if not isinstance(obj, JobQueueManager):
+        raise ConfigError("app", ref, allowed, message=f"app {ref!r} is a {type(obj).__name__}: {allowed}")
+    return obj
+
+
+def check_shared_backend(backend: object) -> None:
+    """Refuse a backend that worker processes cannot share.
+
+    Raises:
+        ConfigError: ``backend`` is ``memory://``, whose jobs live inside one process.
+    """
+    if str(backend).lower().startswith("memory://"):
+        raise ConfigError(
+            "backend", backend,
+            "a backend that processes share (sqlite:///path/jobs.db, redis://host:6379/0)",
+            message=(
+                f"backend={backend!r} cannot be used with worker processes: its jobs live inside "
+                "one process. Use sqlite:///path/jobs.db or redis://..., or thread workers "
+                "(no --processes)"
+            ),
+        )
+
+
+# -- serving in one process ----------------------------------------------------------------
+
+
+@dataclass
+class ServeReport:
+    """What :func:`serve` did."""
+
+    completed: int = 0
+    #: Failed attempts that were recorded (each retried or dead); an interrupted job's
+    #: refused failure is not one.
+    failed: int = 0
+    retried: int = 0
+    dead: int = 0
+    released: list[str] = field(default_factory=list)
+    abandoned_threads: int = 0
+    immediate: bool = False
+    reason: str = ""
+
+
+def release_in_flight(workers: Iterable[Worker]) -> list[str]:
+    """Give the jobs these workers are running back to their queues; return their ids.
+
+    Each release is ``Queue.release(job_id, token=...)``: a compare-and-set on the
+    worker's own lease, so a job that finished (or was given to another worker) a moment
+    ago is left alone. Its lease is no longer renewed, and the handler's late result is
+    refused as stale. A job that cannot be released is rescued when its lease expires.
+    """
+    released: list[str] = []
+    for worker in workers:
+        job_id = worker.current_job_id
+        if job_id is None or not worker.is_alive():
+            continue
+        queue = worker.queue
+        try:
+            job = queue.get_job(job_id)
+            # The token is the attempt of the claim this worker holds: check it is ours.
+            if job.status is not JobStatus.RUNNING or job.worker_id != worker.worker_id:
+                continue
+            worker.lease_keeper.discard(queue, job_id)
+            queue.release(job_id, token=job.attempt)
+        except (StaleLeaseError, KeyError):
+            continue
+        except Exception:
+            logger.exception("could not give job %s back; its lease will expire instead", job_id)
+            continue
+        released.append(job_id)
+    return released
+
+
+class _StaleFilter(logging.Filter):
+    """Drops the worker's "stale lease" warnings about jobs this process gave back."""
+
+    def __init__(self, job_ids: Iterable[str]) -> None:
+        super().__init__()
+        self._needles = tuple(f"job {job_id} " for job_id in job_ids)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.WARNING or "stale" not in record.getMessage():
+            return True
+        message = record.getMessage()
+        return not any(needle in message for needle in self._needles)
+
+
+def announce_stop(stop: StopRequest, grace_s: float) -> None:
+    """Log what a stop request means, so whoever sent the signal knows what happens next."""
+    why = signal.Signals(stop.signum).name if stop.signum else "stop"
+    if stop.immediate:
+        logger.warning("%s again: stopping at once; running jobs go back to the queue", why)
+    else:
+        logger.warning(
+            "%s: stopping gracefully: no new jobs, running ones may finish for %gs, then go back "
+            "to the queue; send it again to stop at once", why, grace_s,
+        )
+
+
+def _stuck_thread(workers: Sequence[Worker], seen: dict[int, float]) -> bool:
+    """Whether a handler thread abandoned after a timeout has lingered too long."""
+    now = time.monotonic()
+    for worker in workers:
+        for thread in worker.abandoned_threads:
+            if thread.is_alive() and now - seen.setdefault(id(thread), now) >= _STUCK_SETTLE_S:
+                return True
+    return False
+
+
+def _shut_down(
+    workers: Sequence[Worker], stop: StopRequest, report: ServeReport, grace: float, *, announce: bool
+) -> None:
+    """Steps 1-4 of the module docstring; fills ``report.released`` and ``immediate``."""
+    announced = 0
+    for worker in workers:
+        worker.stop()
+    deadline = time.monotonic() + grace
+    while True:
+        if announce and stop.level > announced:
+            announced = stop.level
+            announce_stop(stop, grace)
+        if (
+            not any(w.is_alive() for w in workers)
+            or stop.immediate
+            or report.immediate
+            or time.monotonic() >= deadline
+        ):
+            break
+        time.sleep(_TICK_S)
+    report.immediate = report.immediate or stop.immediate
+    report.released = release_in_flight(workers)
+    if not report.released:
+        return
+    # The late outcome of a released job is refused as stale: expected, not news.
+    quiet = _StaleFilter(report.released)
+    _worker_log.addFilter(quiet)
+    try:
+        kill_running_commands()
+        logger.warning(
+            "gave %d running job(s) back to the queue (interrupted, not failed): %s",
+            len(report.released), ", ".join(report.released[:10]),
+        )
+        # Shell handlers return as soon as their command is killed: let them (unless the
+        # stop is immediate).
+        settle = time.monotonic() + (0.0 if report.immediate else 0.5)
+        while any(w.is_alive() for w in workers) and time.monotonic() < settle:
+            time.sleep(_TICK_S)
+    finally:
+        _worker_log.removeFilter(quiet)
+
+
+def serve(
+    manager: JobQueueManager,
+    *,
+    queues: Sequence[str] | None = None,
+    concurrency: int | None = None,
+    grace_s: float | None = None,
+    stop: StopRequest,
+    recycle_on_timeout: bool = False,
+    watchdog: Callable[[], str | None] | None = None,
+    on_started: Callable[[list[Worker]], None] | None = None,
+    announce: bool = True,
+) -> ServeReport:
+    """Run worker threads until ``stop`` is requested, then shut down (module docstring).
+
+    Args:
+        manager: the application's manager; the caller closes it afterwards.
+        queues: the queues to work (default: every queue of the manager).
+        concurrency: worker threads per queue (default: each queue's ``max_workers``).
+        grace_s: how long running jobs may finish after a graceful stop (default: the
+            manager's ``shutdown_grace_s``).
+        stop: set by signal handlers; level 1 stops gracefully, level 2 at once.
+        recycle_on_timeout: stop at once when a timed-out handler thread is still
+            running (a worker *process* does this, so that its parent replaces it).
+        watchdog: polled; a non-empty string stops gracefully with that reason.
+        on_started: called with the started workers.
+        announce: log when a stop is requested (a worker process leaves that to its parent).
+
+    Raises:
+        ConfigError: ``concurrency`` or ``grace_s`` out of range.
+    """
+    grace = manager.config["shutdown_grace_s"] if grace_s is None else grace_s
+    require_number("grace_s", grace, minimum=0)
+    if concurrency is not None:
+        require_number("concurrency", concurrency, minimum=1, integer=True)
+    names = list(queues) if queues else list(manager.queues)
+    workers: list[Worker] = []
+    for name in names:
+        if concurrency is not None:
+            manager.create_queue(name, max_workers=concurrency)
+        elif name not in manager.queues:
+            manager.create_queue(name)
+        workers += manager.start_workers(name, count=concurrency)
+    if on_started is not None:
+        on_started(workers)
+    report = ServeReport()
+    seen: dict[int, float] = {}
+    while not stop.requested:
+        if watchdog is not None and (why := watchdog()):
+            report.reason = why
+            break
+        if recycle_on_timeout and _stuck_thread(workers, seen):
+            report.reason = "a handler thread is stuck past its timeout"
+            report.immediate = True
+            break
+        time.sleep(_TICK_S)
+    if stop.requested:
+        report.reason = f"signal {signal.Signals(stop.signum).name}" if stop.signum else "stop requested"
+    _shut_down(workers, stop, report, grace, announce=announce)
+    for worker in workers:
+        report.completed += worker.stats.completed
+        report.retried += worker.stats.retried
+        report.dead += worker.stats.dead
+    report.failed = report.retried + report.dead
+    report.abandoned_threads = sum(1 for w in workers if w.is_alive()) + sum(
+        1 for w in workers for t in w.abandoned_threads if t.is_alive()
+    )
+    return report

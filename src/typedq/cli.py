@@ -1,0 +1,538 @@
+"""The ``typedq`` command line: enqueue, run workers, inspect and manage jobs.
+
+Every command talks to the backend named by ``--backend URL`` (or ``TYPEDQ_BACKEND``;
+default ``sqlite:///./typedq.db``) through ``JobQueueManager`` and the ``Queue`` protocol
+only. People get tables, scripts ``--json``; errors are one line on stderr with a
+meaningful exit code (see :mod:`typedq._cli_common`), never a traceback (set
+``TYPEDQ_DEBUG=1`` to see one).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import click
+
+from typedq._cli_common import (
+    CONFIG_KEYS,
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_TIMEOUT,
+    CLIError,
+    Env,
+    check_settings,
+    config_key,
+    exit_code_for,
+    parse_value,
+    save_settings,
+)
+from typedq._cli_demo import run_demo, status_table
+from typedq._cli_jobs import build_job, busy_workers, collect_jobs, dead_jobs, delete_dead
+from typedq._cli_output import (
+    JOB_HEADERS,
+    echo_json,
+    job_detail,
+    job_row,
+    render_table,
+    wait_with_progress,
+)
+from typedq._config import DEFAULT_CONFIG
+from typedq.errors import ConfigError, InvalidTransitionError, TypedqError
+from typedq.job import TERMINAL_STATUSES, JobStatus
+from typedq.manager import JobQueueManager
+from typedq.process import StopRequest, load_app, run_worker_processes, serve, stop_signals
+from typedq.shell import register_shell_jobs
+
+__all__ = ["cli"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_STATES = [s.value for s in JobStatus]
+_STOP_HINT = "Ctrl-C stops (twice: at once)"
+
+
+class _Group(click.Group):
+    """Turns typedq errors into one line and an exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except TypedqError as exc:
+            if os.environ.get("TYPEDQ_DEBUG"):
+                raise
+            raise CLIError(str(exc), exit_code_for(exc)) from None
+        except Exception as exc:
+            if os.environ.get("TYPEDQ_DEBUG"):
+                raise
+            raise CLIError(
+                f"unexpected {type(exc).__name__}: {exc} (set TYPEDQ_DEBUG=1 to see the traceback)",
+                EXIT_FAILED,
+            ) from None
+
+
+def _common(func: F) -> F:
+    """``--backend``, ``--config`` and ``--json`` on a command (they may also precede it)."""
+    func = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(func)
+    func = click.option("--config", "config_path", metavar="PATH", help="Settings file (typedq.json).")(func)
+    return click.option("--backend", metavar="URL", help="Backend URL (env TYPEDQ_BACKEND).")(func)
+
+
+def _env(backend: str | None, config_path: str | None) -> Env:
+    root = click.get_current_context().find_root().params
+    return Env.resolve(backend or root.get("backend"), config_path or root.get("config_path"))
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--backend", metavar="URL", help="Backend URL; env TYPEDQ_BACKEND; default sqlite:///./typedq.db.")
+@click.option("--config", "config_path", metavar="PATH", help="Settings file; env TYPEDQ_CONFIG.")
+@click.option("-v", "--verbose", is_flag=True, help="Show the library's log warnings.")
+@click.version_option(package_name="typedq", prog_name="typedq")
+@click.pass_context
+def cli(ctx: click.Context, backend: str | None, config_path: str | None, verbose: bool) -> None:
+    """typedq: a typed job queue. Enqueue jobs, run workers, inspect and manage them.
+
+    \b
+    Exit codes: 0 ok · 1 failed (a job failed, the backend failed)
+                2 bad usage or input · 124 wait timed out
+                128+N a worker stopped at once by signal N
+    """
+    # Commands other than `worker` print their own outcome; the library's log lines
+    # (the SQLite version warning, the demo's retries) would only be noise there.
+    if not verbose and ctx.invoked_subcommand != "worker":
+        log = logging.getLogger("typedq")
+        level = log.level
+        log.setLevel(logging.CRITICAL if ctx.invoked_subcommand == "demo" else logging.ERROR)
+        ctx.call_on_close(lambda: log.setLevel(level))
+
+
+# -- enqueue ---------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("job", required=False)
+@click.option("--type", "job_type", help="Job type of a non-shell job (with --payload).")
+@click.option("--payload", metavar="JSON", help="Payload of a --type job, a JSON object.")
+@click.option("-q", "--queue", help="Queue (default: default).")
+@click.option("--id", "job_id", help="Job id (default: a new UUID).")
+@click.option("-p", "--priority", type=click.IntRange(1, 10), help="1 (lowest) to 10 (highest).")
+@click.option("--max-retries", type=click.IntRange(min=0), help="Retries before the DLQ.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Seconds (kills a command).")
+@click.option("--delay", type=click.FloatRange(min=0), help="Run no earlier than this many seconds from now.")
+@click.option("--depends-on", multiple=True, metavar="ID", help="A job that must complete first.")
+@click.option("--shell/--no-shell", default=None, help="Run the command through /bin/sh (pipes, globs).")
+@click.option("--wait", is_flag=True, help="Wait for the job to end; exit 0 only if it COMPLETED.")
+@click.option("--wait-timeout", type=click.FloatRange(min=0), help="Seconds --wait waits (no limit).")
+@_common
+def enqueue(
+    *, job: str | None, wait: bool, wait_timeout: float | None, backend: str | None,
+    config_path: str | None, as_json: bool, **options: Any,
+) -> None:
+    """Enqueue a job: a shell command, a JSON job, or --type with --payload.
+
+    \b
+      typedq enqueue 'echo hello'
+      typedq enqueue '{"id": "job1", "command": "sleep 2", "max_retries": 2}'
+      typedq enqueue --type resize --payload '{"url": "u", "width": 3}' --queue images
+    A shell job completes when its command exits 0 (stdout/stderr are kept with the result);
+    any other exit code is a failed attempt, retried with backoff, then dead-lettered.
+    """
+    job_type, payload, fields = build_job(job, options)
+    with _env(backend, config_path).manager([fields["queue"]]) as manager:
+        job_id = manager.submit(job_type, payload, **fields)
+        stored = manager.get_job(job_id)
+        if not wait:
+            if as_json:
+                echo_json(
+                    {"job_id": job_id, "queue": stored.queue, "type": job_type, "status": stored.status.value}
+                )
+            else:
+                click.echo(f"enqueued {job_id} ({job_type}) on queue {stored.queue!r}")
+            return
+        _wait_for(manager, [job_id], wait_timeout, as_json)
+
+
+# -- waiting, inspecting ---------------------------------------------------------------------
+
+
+def _wait_for(manager: JobQueueManager, job_ids: Sequence[str], timeout: float | None, as_json: bool) -> None:
+    jobs = {job_id: manager.get_job(job_id) for job_id in job_ids}
+
+    def poll() -> tuple[int, int, str]:
+        for job_id, old in jobs.items():
+            if old.status not in TERMINAL_STATUSES:
+                jobs[job_id] = manager.get_queue(old.queue).get_job(job_id)
+        states = [j.status.value for j in jobs.values()]
+        busy = {s: states.count(s) for s in ("PENDING", "RUNNING") if s in states}
+        return sum(j.status in TERMINAL_STATUSES for j in jobs.values()), len(jobs), " ".join(
+            f"{n} {s.lower()}" for s, n in busy.items()
+        )
+
+    finished = wait_with_progress(poll, label="waiting", timeout=timeout, quiet=as_json)
+    if as_json:
+        echo_json([j.to_dict() for j in jobs.values()])
+    else:
+        click.echo(render_table(JOB_HEADERS, [job_row(j) for j in jobs.values()]))
+        if len(jobs) == 1:
+            result = next(iter(jobs.values())).result
+            if isinstance(result, dict) and result.get("stdout"):
+                click.echo(str(result["stdout"]).rstrip("\n"))
+    if not finished:
+        raise CLIError(f"timed out after {timeout:g}s; the jobs are still queued or running", EXIT_TIMEOUT)
+    failed = [j.job_id for j in jobs.values() if j.status is not JobStatus.COMPLETED]
+    if failed:
+        raise CLIError(f"{len(failed)} job(s) did not complete: {', '.join(failed[:10])}", EXIT_FAILED)
+
+
+@cli.command()
+@click.argument("job_ids", nargs=-1, required=True)
+@click.option("--timeout", type=click.FloatRange(min=0), help="Seconds to wait (default: no limit).")
+@_common
+def wait(
+    *, job_ids: tuple[str, ...], timeout: float | None, backend: str | None, config_path: str | None,
+    as_json: bool,
+) -> None:
+    """Wait until jobs end, with a progress bar; exit 0 only if all COMPLETED (124: timeout)."""
+    with _env(backend, config_path).manager() as manager:
+        _wait_for(manager, job_ids, timeout, as_json)
+
+
+@cli.command()
+@_common
+def status(*, backend: str | None, config_path: str | None, as_json: bool) -> None:
+    """Job counts per queue and state, and the worker processes running jobs."""
+    env = _env(backend, config_path)
+    with env.manager() as manager:
+        table, counts = status_table(manager)
+        workers = busy_workers(manager)
+        dead_letters = manager.get_dead_letter_queue().size
+        if as_json:
+            echo_json(
+                {"backend": env.backend, "queues": counts, "dead_letters": dead_letters, "workers": workers}
+            )
+            return
+        click.echo(f"backend: {env.backend}\n")
+        click.echo(table)
+        click.echo(f"\ndead-letter queue: {dead_letters} job(s)")
+        if not workers:
+            click.echo("\nworkers: none running a job")
+            return
+        rows = [
+            [w["process"], {True: "yes", False: "NO (lease will expire)", None: "?"}[w["alive"]],
+             len(w["running"]), ", ".join(w["queues"])]
+            for w in workers
+        ]
+        click.echo("\n" + render_table(["WORKER PROCESS", "ALIVE", "RUNNING", "QUEUES"], rows, right=[2]))
+
+
+@cli.command(name="list")
+@click.option("-s", "--state", type=click.Choice(_STATES, case_sensitive=False), help="Only this state.")
+@click.option("-q", "--queue", help="Only this queue.")
+@click.option("--type", "job_type", help="Only this job type.")
+@click.option("-n", "--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
+@_common
+def list_jobs(
+    *, state: str | None, queue: str | None, job_type: str | None, limit: int,
+    backend: str | None, config_path: str | None, as_json: bool,
+) -> None:
+    """List jobs, oldest first."""
+    with _env(backend, config_path).manager([queue]) as manager:
+        jobs = collect_jobs(manager, queue, state, job_type, limit)
+        if as_json:
+            echo_json([j.to_dict() for j in jobs])
+        elif jobs:
+            click.echo(render_table(JOB_HEADERS, [job_row(j) for j in jobs]))
+        else:
+            click.echo("no jobs")
+
+
+@cli.command()
+@click.argument("job_id")
+@click.option("-q", "--queue", help="The job's queue, if the backend cannot list its queues.")
+@_common
+def show(
+    *, job_id: str, queue: str | None, backend: str | None, config_path: str | None, as_json: bool
+) -> None:
+    """Show one job: every field, its result (a shell job's stdout/stderr) or error."""
+    with _env(backend, config_path).manager([queue]) as manager:
+        job = manager.get_job(job_id)
+        if as_json:
+            echo_json(job.to_dict())
+        else:
+            click.echo(job_detail(job))
+
+
+@cli.command()
+@click.argument("job_ids", nargs=-1, required=True)
+@click.option("-q", "--queue", help="The job's queue, if the backend cannot list its queues.")
+@_common
+def cancel(
+    *, job_ids: tuple[str, ...], queue: str | None, backend: str | None, config_path: str | None,
+    as_json: bool,
+) -> None:
+    """Cancel jobs: a pending job now; a running one is asked to stop (exit 1 if one had ended)."""
+    outcome: dict[str, str] = {}
+    with _env(backend, config_path).manager([queue]) as manager:
+        for job_id in job_ids:
+            manager.get_job(job_id)  # an unknown id is bad input (exit 2) before anything changes
+        for job_id in job_ids:
+            if manager.cancel(job_id):
+                outcome[job_id] = "cancelled"
+            else:
+                job = manager.get_job(job_id)
+                running = job.status is JobStatus.RUNNING
+                outcome[job_id] = "cancel requested" if running else f"already {job.status.value}"
+    if as_json:
+        echo_json(outcome)
+    else:
+        for job_id, what in outcome.items():
+            click.echo(f"{job_id}: {what}")
+    if any(w.startswith("already") for w in outcome.values()):
+        raise click.exceptions.Exit(EXIT_FAILED)
+
+
+# -- dead letters ----------------------------------------------------------------------------
+
+
+@cli.group()
+def dlq() -> None:
+    """The dead-letter queue: jobs that used up their retries (state DEAD)."""
+
+
+@dlq.command(name="list")
+@click.option("-q", "--queue", help="Only this queue.")
+@click.option("-n", "--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
+@_common
+def dlq_list(
+    *, queue: str | None, limit: int, backend: str | None, config_path: str | None, as_json: bool
+) -> None:
+    """List dead jobs with their last error."""
+    with _env(backend, config_path).manager([queue]) as manager:
+        jobs = dead_jobs(manager, queue, limit)
+        if as_json:
+            echo_json([j.to_dict() for j in jobs])
+        elif jobs:
+            rows = [[j.job_id, j.queue, j.job_type, f"{j.retry_count}/{j.max_retries}", j.lost_count, j.error]
+                    for j in jobs]
+            click.echo(render_table(["ID", "QUEUE", "TYPE", "TRIES", "LOST", "ERROR"], rows, max_width=80))
+        else:
+            click.echo("the dead-letter queue is empty")
+
+
+@dlq.command(name="replay")
+@click.argument("job_ids", nargs=-1)
+@click.option("--all", "replay_all", is_flag=True, help="Replay every dead job (of --queue).")
+@click.option("-q", "--queue", help="Only this queue (with --all), or the jobs' queue.")
+@_common
+def dlq_replay(
+    *, job_ids: tuple[str, ...], replay_all: bool, queue: str | None, backend: str | None,
+    config_path: str | None, as_json: bool,
+) -> None:
+    """Run dead jobs again: PENDING, retries reset to 0."""
+    if bool(job_ids) == replay_all:
+        raise CLIError("give the JOB_IDs to replay, or --all")
+    with _env(backend, config_path).manager([queue]) as manager:
+        if replay_all:
+            targets = [j.job_id for j in dead_jobs(manager, queue, 10_000)]
+        else:
+            for job_id in job_ids:
+                job = manager.get_job(job_id)
+                if job.status is not JobStatus.DEAD:
+                    raise CLIError(f"job {job_id} is {job.status.value}, not DEAD: only dead jobs replay")
+            targets = list(job_ids)
+        replayed = []
+        for job_id in targets:
+            try:
+                manager.replay_dead_letter(job_id)
+            except (KeyError, InvalidTransitionError):
+                continue  # replayed by someone else meanwhile
+            replayed.append(job_id)
+    if as_json:
+        echo_json({"replayed": replayed})
+    else:
+        click.echo(f"replayed {len(replayed)} job(s)" + (f": {', '.join(replayed[:20])}" if replayed else ""))
+
+
+@dlq.command(name="purge")
+@click.option("-q", "--queue", help="Only this queue.")
+@click.option("--yes", is_flag=True, help="Really delete (without it nothing changes).")
+@_common
+def dlq_purge(
+    *, queue: str | None, yes: bool, backend: str | None, config_path: str | None, as_json: bool
+) -> None:
+    """Delete every dead job (of --queue); needs --yes."""
+    with _env(backend, config_path).manager([queue]) as manager:
+        dead = dead_jobs(manager, queue, 10_000)
+        if not yes:
+            raise CLIError(f"would delete {len(dead)} dead job(s); nothing changed: add --yes to delete them")
+        deleted = [job.job_id for job in dead if delete_dead(manager, job)]
+    if as_json:
+        echo_json({"deleted": deleted})
+    else:
+        click.echo(f"deleted {len(deleted)} dead job(s)")
+
+
+# -- config ----------------------------------------------------------------------------------
+
+
+@cli.group()
+def config() -> None:
+    """Persisted settings (typedq.json next to the database): max-retries, backoff-base, ..."""
+
+
+@config.command(name="get")
+@click.argument("key", required=False)
+@_common
+def config_get(*, key: str | None, backend: str | None, config_path: str | None, as_json: bool) -> None:
+    """Show one setting, or all of them with where each comes from."""
+    env = _env(backend, config_path)
+    settings = env.settings()
+    names = [key] if key else sorted(CONFIG_KEYS)
+    values = {}
+    for name in names:
+        real = config_key(name)
+        values[name] = (settings[real], "file") if real in settings else (DEFAULT_CONFIG[real], "default")
+    if as_json:
+        echo_json({name: value for name, (value, _) in values.items()})
+    elif key:
+        click.echo(json.dumps(values[key][0]))
+    else:
+        rows = [[n, json.dumps(v), src] for n, (v, src) in values.items()]
+        click.echo(f"settings file: {env.config_path}\n")
+        click.echo(render_table(["KEY", "VALUE", "FROM"], rows))
+
+
+@config.command(name="set", context_settings={"ignore_unknown_options": True})
+@click.argument("key")
+@click.argument("value")
+@_common
+def config_set(
+    *, key: str, value: str, backend: str | None, config_path: str | None, as_json: bool
+) -> None:
+    """Set a setting, checked as the manager checks it (e.g. max-retries 5, backoff-base 2)."""
+    env = _env(backend, config_path)
+    real = config_key(key)
+    settings = {**env.settings(), real: parse_value(value)}
+    try:
+        check_settings(settings)
+    except ConfigError as exc:
+        raise CLIError(f"invalid value for {key}: {exc}") from None
+    save_settings(env.config_path, settings)
+    if as_json:
+        echo_json({key: settings[real]})
+    else:
+        click.echo(f"{key} = {json.dumps(settings[real])} (saved to {env.config_path})")
+
+
+@config.command(name="unset")
+@click.argument("key")
+@_common
+def config_unset(*, key: str, backend: str | None, config_path: str | None, as_json: bool) -> None:
+    """Remove a setting, back to its default."""
+    env = _env(backend, config_path)
+    real = config_key(key)
+    settings = env.settings()
+    settings.pop(real, None)
+    save_settings(env.config_path, settings)
+    if not as_json:
+        click.echo(f"{key} = {json.dumps(DEFAULT_CONFIG[real])} (default)")
+
+
+# -- worker, demo ----------------------------------------------------------------------------
+
+
+def _split_queues(values: Sequence[str]) -> list[str]:
+    return [q.strip() for v in values for q in v.split(",") if q.strip()]
+
+
+@cli.command()
+@click.option("--app", metavar="MODULE:ATTR", help="Your JobQueueManager (or a function returning one).")
+@click.option("-Q", "--queues", multiple=True, metavar="NAMES", help="Queues to work, comma-separated.")
+@click.option("-c", "--concurrency", type=click.IntRange(min=1), help="Worker threads per queue.")
+@click.option("-P", "--processes", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Worker processes; 0 runs the threads in this process.")
+@click.option("--grace", type=click.FloatRange(min=0), help="Seconds jobs may finish after SIGTERM/SIGINT.")
+@click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+              default="WARNING", show_default=True)
+@click.option("--backend", metavar="URL", help="Backend URL (env TYPEDQ_BACKEND); --app brings its own.")
+@click.option("--config", "config_path", metavar="PATH", help="Settings file (typedq.json).")
+def worker(
+    *, app: str | None, queues: tuple[str, ...], concurrency: int | None, processes: int,
+    grace: float | None, log_level: str, backend: str | None, config_path: str | None,
+) -> None:
+    """Run workers until SIGTERM/SIGINT. Shell-command jobs always run; --app adds your job types.
+
+    \b
+    First signal: stop claiming, let running jobs finish for the grace period, then give
+    the rest back to the queue (interrupted, not failed). Second signal: give them back now.
+    """
+    level = log_level.upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    names = _split_queues(queues) or None
+    env = _env(backend, config_path)
+    where = f"app {app}" if app else env.backend
+    if processes:
+        cfg = None
+        if not app:
+            with env.manager() as probe:  # every queue the backend knows
+                names = names or sorted(probe.queues)
+                cfg = probe.config
+        click.echo(f"typedq worker: {processes} process(es) on {where}; {_STOP_HINT}", err=True)
+        pool = run_worker_processes(
+            app, processes=processes, concurrency=concurrency, queues=names, grace_s=grace,
+            config=cfg, log_level=level,
+        )
+        click.echo(
+            f"typedq worker: stopped{' at once' if pool.immediate else ''}; {pool.completed} completed, "
+            f"{pool.failed} failed attempts, {pool.released} given back, {pool.restarts} restarts",
+            err=True,
+        )
+        raise click.exceptions.Exit(pool.exit_code)
+    manager = load_app(app) if app else env.open()
+    if str(manager.config["backend"]).lower().startswith("memory://"):
+        click.echo("typedq worker: note: memory:// holds jobs inside this process only", err=True)
+    stop = StopRequest()
+    try:
+        register_shell_jobs(manager)
+        click.echo(f"typedq worker: threads in process {os.getpid()} on {where}; {_STOP_HINT}", err=True)
+        with stop_signals({signal.SIGTERM: stop.escalate, signal.SIGINT: stop.escalate}):
+            report = serve(manager, queues=names, concurrency=concurrency, grace_s=grace, stop=stop)
+    finally:
+        manager.close(graceful=False)
+    click.echo(
+        f"typedq worker: stopped{' at once' if report.immediate else ''} ({report.reason}); "
+        f"{report.completed} completed, {report.failed} failed attempts, {len(report.released)} given back",
+        err=True,
+    )
+    code = 128 + (stop.signum or signal.SIGTERM) if report.immediate else EXIT_OK
+    raise click.exceptions.Exit(code)
+
+
+@cli.command()
+@click.option("--backend", metavar="URL", help="Default: a fresh sqlite:///./typedq-demo.db.")
+@click.option("--workers", type=click.IntRange(1, 32), default=4, help="Threads per queue (4).")
+def demo(*, backend: str | None, workers: int) -> None:
+    """Run a few hundred jobs (with dependencies, retries and a dead letter) and show the result."""
+    raise click.exceptions.Exit(run_demo(backend, workers=workers))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; return the exit code."""
+    try:
+        args = list(argv) if argv is not None else None
+        rv = cli.main(args=args, prog_name="typedq", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.Abort:
+        click.echo("aborted", err=True)
+        return EXIT_FAILED
+    return rv if isinstance(rv, int) else EXIT_OK

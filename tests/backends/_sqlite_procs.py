@@ -1,0 +1,130 @@
+"""Code the SQLite backend tests run in other processes (not a test module).
+
+Run as ``python -m tests.backends._sqlite_procs COMMAND ARGS`` from the repository root:
+
+* ``produce DB``: enqueue jobs forever, printing each id (flushed) right after its
+  ``enqueue()`` returned; the test kills it with SIGKILL (F9).
+* ``owner``: print a worker id of this process (``new_worker_id()``), then block until
+  stdin closes; the test kills it to make the owner die (C6).
+* ``enqueue DB JOB_ID``: enqueue one job and exit (cross-process visibility).
+
+:func:`drain_worker` is a ``multiprocessing`` (spawn) target for B2.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import threading
+from pathlib import Path
+
+from typedq._identity import new_worker_id
+from typedq.backends.sqlite import SQLiteQueue
+from typedq.job import Job
+
+
+def produce(db: str) -> None:
+    queue = SQLiteQueue(db, name="f9")
+    pid = os.getpid()
+    i = 0
+    try:
+        while True:
+            job_id = f"p{pid}-{i}"
+            queue.enqueue(Job(job_type="t", job_id=job_id, payload={"i": i}))
+            sys.stdout.write(job_id + "\n")
+            sys.stdout.flush()
+            i += 1
+    finally:
+        queue.close()
+
+
+def owner() -> None:
+    sys.stdout.write(new_worker_id("owner") + "\n")
+    sys.stdout.flush()
+    sys.stdin.read()
+
+
+def enqueue_one(db: str, job_id: str) -> None:
+    queue = SQLiteQueue(db, name="shared")
+    try:
+        queue.enqueue(Job(job_type="t", job_id=job_id, payload={"from": os.getpid()}))
+    finally:
+        queue.close()
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno >= logging.WARNING:
+            self.messages.append(record.getMessage())
+
+
+def drain_worker(db: str, out: str, threads: int) -> None:
+    """B2: ``threads`` threads claim and complete until nothing is left; write a report.
+
+    The report (JSON at ``out``): ids claimed, errors raised, WARNING+ log messages
+    and the number of busy retries.
+    """
+    collect = _Collect()
+    logging.getLogger().addHandler(collect)
+    queue = SQLiteQueue(db, name="b2")
+    claimed: list[str] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+
+    def work(index: int) -> None:
+        worker = new_worker_id(f"b2-{index}")
+        idle = 0
+        try:
+            while idle < 3:
+                if index % 2:
+                    claims = queue.claim_many(worker, lease_s=60.0, limit=10)
+                else:
+                    one = queue.claim(worker, lease_s=60.0)
+                    claims = [] if one is None else [one]
+                if not claims:
+                    idle += 1
+                    queue.wait_ready(0.02)
+                    continue
+                idle = 0
+                for claim in claims:
+                    queue.complete(claim.job.job_id, token=claim.token, result=index)
+                with lock:
+                    claimed.extend(claim.job.job_id for claim in claims)
+        except BaseException as exc:  # reported to the test
+            errors.append(f"{type(exc).__name__}: {exc}")
+
+    pool = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join()
+    report = {
+        "claimed": claimed,
+        "errors": errors,
+        "warnings": collect.messages,
+        "busy_retries": queue.diagnostics()["busy_retries"],
+    }
+    queue.close()
+    Path(out).write_text(json.dumps(report))
+
+
+def main(argv: list[str]) -> None:
+    command, *args = argv
+    if command == "produce":
+        produce(*args)
+    elif command == "owner":
+        owner()
+    elif command == "enqueue":
+        enqueue_one(*args)
+    else:
+        raise SystemExit(f"unknown command {command!r}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,755 @@
+"""What is specific to the SQLite backend, in one process (RELIABILITY.md F1, F4-F7, H4).
+
+The ``Queue`` behaviour itself is in tests/conformance; here: how the file is opened,
+judged and configured, how connections are set up, what the driver's failures become,
+and how bad stored bytes are handled. Processes: test_sqlite_processes.py.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import typedq.backends._sqlite_schema as schema
+from typedq.backends import open_queue
+from typedq.backends.sqlite import SQLiteQueue
+from typedq.clock import FakeClock
+from typedq.errors import (
+    BackendError,
+    BackendWriteError,
+    ConfigError,
+    DeserializationError,
+    DuplicateJobError,
+    InvalidJobError,
+    PayloadTooLargeError,
+    SerializationError,
+    UnknownDependencyError,
+)
+from typedq.job import Job, JobStatus
+from typedq.serializers.base import FrameCodec
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "jobs.db"
+
+
+@pytest.fixture
+def open_sqlite(clock: FakeClock, db: Path) -> Iterator[Callable[..., SQLiteQueue]]:
+    """``open_sqlite(name="q", path=db, **kw)``: SQLiteQueues closed at teardown."""
+    made: list[SQLiteQueue] = []
+
+    def make(name: str = "q", path: Path | None = None, **kwargs: Any) -> SQLiteQueue:
+        made.append(SQLiteQueue(path or db, name=name, clock=clock, **kwargs))
+        return made[-1]
+
+    yield make
+    for queue in made:
+        queue.close()
+
+
+def job(job_id: str, **fields: Any) -> Job:
+    return Job(job_type="t", job_id=job_id, created_at=1_800_000_000.0, **fields)
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+class Recorder:
+    """Wraps ``sqlite3.connect``: records every connection opened, its statements (a
+    trace callback), and its PRAGMAs as they were when it was closed."""
+
+    def __init__(self) -> None:
+        self.connections: list[sqlite3.Connection] = []
+        self.statements: dict[int, list[str]] = {}
+        self.settings: dict[int, tuple[str, int, int]] = {}
+        self._lock = threading.Lock()
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        real = sqlite3.connect
+        recorder = self
+
+        class Recording(sqlite3.Connection):
+            def close(self) -> None:
+                recorder.settings[id(self)] = (
+                    self.execute("PRAGMA journal_mode").fetchone()[0],
+                    self.execute("PRAGMA synchronous").fetchone()[0],
+                    self.execute("PRAGMA busy_timeout").fetchone()[0],
+                )
+                super().close()
+
+        def connect(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+            conn = real(*args, factory=Recording, **kwargs)
+            key = id(conn)
+            with self._lock:
+                self.connections.append(conn)
+                self.statements[key] = []
+            conn.set_trace_callback(self.statements[key].append)
+            return conn
+
+        monkeypatch.setattr(sqlite3, "connect", connect)
+
+
+# -- F1: every connection's settings, every write under BEGIN IMMEDIATE ----------------------
+
+_DML = ("INSERT", "UPDATE", "DELETE", "REPLACE")
+
+
+def _writes_outside_begin_immediate(statements: list[str]) -> list[str]:
+    """Statements that write outside a BEGIN IMMEDIATE transaction (or a plain BEGIN)."""
+    bad: list[str] = []
+    in_tx = False
+    for text in statements:
+        sql = " ".join(text.split()).upper()
+        if sql.startswith("BEGIN"):
+            if sql != "BEGIN IMMEDIATE":
+                bad.append(text)
+            in_tx = True
+        elif sql in ("COMMIT", "ROLLBACK", "END"):
+            in_tx = False
+        elif sql.startswith(_DML) and not in_tx:
+            bad.append(text)
+    return bad
+
+
+@pytest.mark.parametrize(("durability", "synchronous"), [("normal", 1), ("full", 2)])
+def test_f1_every_connection_is_configured_and_every_write_is_begin_immediate(
+    monkeypatch: pytest.MonkeyPatch, db: Path, clock: FakeClock, durability: str, synchronous: int
+) -> None:
+    recorder = Recorder()
+    recorder.install(monkeypatch)
+    queue = SQLiteQueue(db, name="f1", clock=clock, durability=durability)
+    try:
+        queue.enqueue(job("a"))
+        queue.enqueue_many([job("b", depends_on=["a"]), job("c"), job("d")])
+
+        def work(index: int) -> None:  # a connection per thread
+            queue.get_job("a")
+            queue.count_by_status()
+            claim = queue.claim(f"w{index}", lease_s=1.0)
+            if claim is not None:
+                queue.complete(claim.job.job_id, token=claim.token, result=index)
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        claim = queue.claim("w", lease_s=1.0)
+        assert claim is not None
+        queue.fail(claim.job.job_id, token=claim.token, error="e", retry_at=clock.now(), traceback="tb")
+        queue.update_status("d", JobStatus.SCHEDULED)
+        queue.cancel("d")
+        queue.set_priority("b", 9)
+        queue.import_jobs([job("e", status=JobStatus.DEAD).to_dict()])
+        queue.replay("e")
+        queue.delete("e")
+        queue.enqueue(job("z"))
+        claim = queue.claim("w", lease_s=1.0)
+        assert claim is not None
+        clock.advance(2)
+        queue.reclaim_expired()
+        queue.diagnostics()
+    finally:
+        queue.close()
+    assert len(recorder.connections) >= 4  # the opening one and one per thread
+    assert len(recorder.settings) == len(recorder.connections)  # every one closed
+    for journal_mode, sync, busy_timeout in recorder.settings.values():
+        assert journal_mode == "wal"
+        assert sync == synchronous
+        assert busy_timeout >= 5000
+    writes = sum(1 for s in recorder.statements.values() for t in s if t.lstrip().upper().startswith(_DML))
+    assert writes > 20
+    for statements in recorder.statements.values():
+        assert _writes_outside_begin_immediate(statements) == []
+
+
+def test_connections_of_ended_threads_are_closed(
+    monkeypatch: pytest.MonkeyPatch, db: Path, wait_until: Callable[..., None]
+) -> None:
+    recorder = Recorder()
+    recorder.install(monkeypatch)
+    queue = SQLiteQueue(db)
+    try:
+        queue.enqueue(job("a"))
+        threads = [threading.Thread(target=queue.get_job, args=("a",)) for _ in range(10)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert len(recorder.connections) == 11
+        # Each ended thread's connection is closed (its thread state goes shortly after join).
+        wait_until(lambda: len(recorder.settings) == 10, message="the threads' connections closed")
+    finally:
+        queue.close()
+    assert len(recorder.settings) == 11
+
+
+def test_diagnostics_report_the_library_and_the_file(
+    open_sqlite: Callable[..., SQLiteQueue], db: Path
+) -> None:
+    info = open_sqlite(durability="full").diagnostics()
+    assert info["sqlite_version"] == sqlite3.sqlite_version
+    assert info["path"] == str(db)
+    assert info["journal_mode"] == "wal"
+    assert info["synchronous"] == 2
+    assert info["durability"] == "full"
+    assert info["busy_timeout_ms"] >= 5000
+    assert info["schema_version"] == schema.SCHEMA_VERSION
+    low, high = schema.WAL_RESET_BUG
+    assert info["wal_reset_bug"] is (low <= sqlite3.sqlite_version_info <= high)
+
+
+# -- configuration and URLs ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"durability": "fast"}, "durability"),
+        ({"durability": "FULL"}, "durability"),
+        ({"name": ""}, "name"),
+    ],
+)
+def test_bad_options_are_config_errors(db: Path, kwargs: dict[str, Any], field: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        SQLiteQueue(db, **kwargs)
+    assert info.value.field == field
+    assert field in str(info.value)
+    assert not db.exists()
+
+
+def test_memory_database_is_refused() -> None:
+    with pytest.raises(ConfigError, match="memory"):
+        SQLiteQueue(":memory:")
+
+
+def test_open_queue_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "rel").mkdir()
+    relative = open_queue("sqlite:///rel/jobs.db", name="r")
+    try:
+        absolute = open_queue(f"sqlite:///{tmp_path}/abs.db?durability=full", name="a")
+        try:
+            assert isinstance(relative, SQLiteQueue)
+            assert relative.path == tmp_path / "rel" / "jobs.db"
+            assert isinstance(absolute, SQLiteQueue)
+            assert absolute.path == tmp_path / "abs.db"
+            assert absolute.diagnostics()["synchronous"] == 2
+            assert relative.diagnostics()["synchronous"] == 1
+        finally:
+            absolute.close()
+    finally:
+        relative.close()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite://host/jobs.db",
+        "sqlite:///:memory:",
+        "sqlite:///",
+        "sqlite:///jobs.db?durability=fast",
+        "sqlite:///jobs.db?durabilty=full",
+        "sqlite:///jobs.db?durability=full&durability=normal",
+        "sqlite:jobs.db",
+    ],
+)
+def test_open_queue_refuses_bad_sqlite_urls(
+    url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as info:
+        open_queue(url)
+    assert info.value.field == "backend"
+    assert "backend" in str(info.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+# -- F5: files typedq must not touch ------------------------------------------------------
+
+
+def _foreign_db(path: Path) -> None:
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE accounts (id INTEGER PRIMARY KEY, owner TEXT)")
+    conn.execute("INSERT INTO accounts (owner) VALUES ('alice')")
+    conn.commit()
+    conn.close()
+
+
+def _other_app_db(path: Path) -> None:
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA application_id = 1234")
+    conn.execute("CREATE TABLE t (x)")
+    conn.commit()
+    conn.close()
+
+
+def _newer_typedq_db(path: Path) -> None:
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA application_id = {schema.APPLICATION_ID}")
+    conn.execute("PRAGMA user_version = 99")
+    conn.execute("CREATE TABLE jobs (x)")
+    conn.commit()
+    conn.close()
+
+
+def _random_bytes(path: Path) -> None:
+    path.write_bytes(os.urandom(8192))
+
+
+def _truncated_sqlite(path: Path) -> None:
+    path.write_bytes(b"SQLite format 3\x00" + os.urandom(40))
+
+
+@pytest.mark.parametrize(
+    ("make", "cause"),
+    [
+        pytest.param(_random_bytes, "not a SQLite database", id="random-bytes"),
+        pytest.param(_truncated_sqlite, "corrupt", id="truncated"),
+        pytest.param(_foreign_db, "not a typedq queue file", id="foreign-tables"),
+        pytest.param(_other_app_db, "not a typedq queue file", id="other-application-id"),
+        pytest.param(_newer_typedq_db, "newer typedq", id="newer-schema"),
+    ],
+)
+def test_f5_a_file_that_is_not_ours_is_refused_untouched(
+    db: Path, make: Callable[[Path], None], cause: str
+) -> None:
+    make(db)
+    before = sha(db)
+    siblings = sorted(p.name for p in db.parent.iterdir())
+    with pytest.raises(BackendError) as info:
+        SQLiteQueue(db)
+    assert str(db) in str(info.value)
+    assert cause in str(info.value)
+    assert sha(db) == before
+    assert sorted(p.name for p in db.parent.iterdir()) == siblings
+
+
+def test_the_file_is_never_opened_by_python_code(monkeypatch: pytest.MonkeyPatch, db: Path) -> None:
+    """Closing any descriptor of the file would drop the POSIX locks SQLite holds on it in
+    this process (another queue of the same file may be open): only SQLite opens it."""
+    first = SQLiteQueue(db, name="first")
+    try:
+        first.enqueue(job("a"))
+        opened: list[str] = []
+        real_open, real_os_open = open, os.open
+
+        def spy_open(file: Any, *args: Any, **kwargs: Any) -> Any:
+            opened.append(os.fspath(file) if isinstance(file, str | os.PathLike) else repr(file))
+            return real_open(file, *args, **kwargs)
+
+        def spy_os_open(path: Any, *args: Any, **kwargs: Any) -> int:
+            opened.append(os.fspath(path))
+            return real_os_open(path, *args, **kwargs)
+
+        monkeypatch.setattr("builtins.open", spy_open)
+        monkeypatch.setattr(os, "open", spy_os_open)
+        second = SQLiteQueue(db, name="second")
+        second.enqueue(job("b"))
+        second.close()
+        monkeypatch.undo()
+        assert [p for p in opened if p.startswith(str(db))] == []
+        assert first.get_job("a").status is JobStatus.PENDING
+    finally:
+        first.close()
+
+
+def test_newer_schema_names_both_versions(db: Path) -> None:
+    _newer_typedq_db(db)
+    with pytest.raises(BackendError, match=rf"schema version 99.*up to {schema.SCHEMA_VERSION}"):
+        SQLiteQueue(db)
+
+
+def test_an_empty_sqlite_file_is_initialised(db: Path) -> None:
+    sqlite3.connect(db).close()  # a 0-byte file
+    queue = SQLiteQueue(db)
+    try:
+        queue.enqueue(job("a"))
+        assert queue.size == 1
+    finally:
+        queue.close()
+
+
+def test_a_missing_directory_is_a_typed_error(tmp_path: Path) -> None:
+    path = tmp_path / "nope" / "jobs.db"
+    with pytest.raises(BackendError, match="does not exist") as info:
+        SQLiteQueue(path)
+    assert str(path) in str(info.value)
+
+
+_RO_SCRIPT = """
+import sys
+from typedq.backends.sqlite import SQLiteQueue
+from typedq.errors import BackendWriteError
+try:
+    SQLiteQueue(sys.argv[1]).close()
+except BackendWriteError as exc:
+    print("BackendWriteError:", exc)
+"""
+
+
+def test_f5_a_read_only_file_is_a_write_error(db: Path) -> None:
+    SQLiteQueue(db).close()
+    db.chmod(0o444)
+    before = sha(db)
+    if os.geteuid() != 0:
+        with pytest.raises(BackendWriteError, match="read-only") as info:
+            SQLiteQueue(db)
+        message = str(info.value)
+    else:
+        # root ignores file modes: open it from a child without CAP_DAC_OVERRIDE.
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.skip("running as root without setpriv: cannot make a file read-only")
+        done = subprocess.run(
+            [
+                setpriv,
+                "--bounding-set=-dac_override,-dac_read_search",
+                sys.executable,
+                "-c",
+                _RO_SCRIPT,
+                str(db),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        message = done.stdout
+        assert message.startswith("BackendWriteError:"), done.stdout + done.stderr
+    assert str(db) in message
+    assert "read-only" in message
+    assert sha(db) == before
+
+
+# -- F6: the library version -------------------------------------------------------------
+
+
+def test_f6_an_old_sqlite_is_refused_naming_both_versions(monkeypatch: pytest.MonkeyPatch, db: Path) -> None:
+    monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 34, 1))
+    with pytest.raises(BackendError) as info:
+        SQLiteQueue(db)
+    assert "3.34.1" in str(info.value)
+    assert "3.35.0" in str(info.value)
+    assert not db.exists()
+
+
+@pytest.mark.parametrize(("version", "warned"), [((3, 40, 1), True), ((3, 51, 2), True), ((3, 51, 3), False)])
+def test_f6_the_wal_reset_bug_is_logged_once(
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
+    version: tuple[int, int, int],
+    warned: bool,
+) -> None:
+    monkeypatch.setattr(sqlite3, "sqlite_version_info", version)
+    monkeypatch.setattr(schema, "_warned_wal_reset", False)
+    caplog.set_level(logging.DEBUG, logger="typedq.backends.sqlite")
+    for name in ("a", "b"):
+        SQLiteQueue(tmp_path / f"{name}.db").close()
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == (1 if warned else 0)
+    if warned:
+        assert "WAL-reset" in warnings[0].getMessage()
+    else:
+        assert any("WAL-reset" in r.getMessage() for r in caplog.records)
+
+
+# -- schema versions ----------------------------------------------------------------------
+
+
+def test_an_older_file_is_migrated_forward(monkeypatch: pytest.MonkeyPatch, db: Path) -> None:
+    first = SQLiteQueue(db, name="m")
+    first.enqueue(job("kept", payload={"v": 1}))
+    first.close()
+    migrations = {**schema.MIGRATIONS, 2: ("ALTER TABLE jobs ADD COLUMN note TEXT",)}
+    monkeypatch.setattr(schema, "MIGRATIONS", migrations)
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", 2)
+    queue = SQLiteQueue(db, name="m")
+    try:
+        assert queue.diagnostics()["schema_version"] == 2
+        assert queue.get_job("kept").payload == {"v": 1}
+    finally:
+        queue.close()
+    conn = sqlite3.connect(db)
+    try:
+        assert "note" in {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}
+    finally:
+        conn.close()
+
+
+# -- F7: ids are never reused --------------------------------------------------------------
+
+
+def _seqs(db: Path, queue: str) -> dict[str, int]:
+    conn = sqlite3.connect(db)
+    try:
+        return dict(conn.execute("SELECT job_id, seq FROM jobs WHERE queue = ?", (queue,)).fetchall())
+    finally:
+        conn.close()
+
+
+def test_f7_row_ids_are_never_reused(open_sqlite: Callable[..., SQLiteQueue], db: Path) -> None:
+    queue = open_sqlite("f7")
+    queue.enqueue_many([job(f"old-{i}") for i in range(100)])
+    old = _seqs(db, "f7")
+    for job_id in old:
+        queue.delete(job_id)
+    assert queue.size == 0
+    queue.enqueue_many([job(f"new-{i}") for i in range(50)])
+    for i in range(50):
+        queue.enqueue(job(f"one-{i}"))
+    new = _seqs(db, "f7")
+    assert len(new) == 100
+    assert min(new.values()) > max(old.values())
+
+
+# -- F4: disk full ---------------------------------------------------------------------------
+
+
+def _limit_pages(connections: list[sqlite3.Connection], extra: int | None) -> None:
+    for conn in connections:
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        limit = 1_000_000_000 if extra is None else pages + extra
+        conn.execute(f"PRAGMA max_page_count = {limit}")
+
+
+def test_f4_a_full_disk_is_a_write_error_and_leaves_nothing_half_written(
+    monkeypatch: pytest.MonkeyPatch, db: Path, clock: FakeClock
+) -> None:
+    recorder = Recorder()
+    recorder.install(monkeypatch)
+    queue = SQLiteQueue(db, name="f4", clock=clock)
+    try:
+        queue.enqueue(job("first"))
+        _limit_pages(recorder.connections, 20)
+        big = "x" * 40_000
+        with pytest.raises(BackendWriteError) as info:
+            queue.enqueue_many([job(f"bulk-{i}", payload={"blob": big}) for i in range(50)])
+        assert str(db) in str(info.value)
+        assert "full" in str(info.value)
+        assert queue.size == 1
+        stored = 1
+        refused: BackendWriteError | None = None
+        for i in range(100):
+            try:
+                queue.enqueue(job(f"single-{i}", payload={"blob": big}))
+            except BackendWriteError as exc:
+                refused = exc
+                break
+            stored += 1
+        assert refused is not None
+        assert str(db) in str(refused)
+        assert queue.size == stored
+        assert queue.count_by_status()[JobStatus.PENDING] == stored
+        # Room again (pruning or a bigger disk): the same queue works without a restart.
+        _limit_pages(recorder.connections, None)
+        queue.enqueue_many([job(f"bulk-{i}", payload={"blob": big}) for i in range(50)])
+        assert queue.size == stored + 50
+        conn = sqlite3.connect(db)
+        try:
+            assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        finally:
+            conn.close()
+    finally:
+        queue.close()
+
+
+# -- enqueue_many errors ------------------------------------------------------------------
+
+
+def test_an_unencodable_job_in_a_batch_is_named_and_nothing_is_stored(
+    open_sqlite: Callable[..., SQLiteQueue],
+) -> None:
+    queue = open_sqlite()
+    batch = [job("fine"), job("bad", payload={"when": {1, 2}}), job("later")]
+    with pytest.raises(SerializationError) as info:
+        queue.enqueue_many(batch)
+    assert "jobs[1]" in str(info.value)
+    assert "bad" in str(info.value)
+    assert queue.size == 0
+
+
+def test_a_payload_over_the_limit_keeps_its_type(open_sqlite: Callable[..., SQLiteQueue]) -> None:
+    queue = open_sqlite(codec=FrameCodec("json", max_size=100))
+    with pytest.raises(PayloadTooLargeError, match="big"):
+        queue.enqueue(job("big", payload={"x": "y" * 200}))
+    assert queue.size == 0
+
+
+def test_an_unencodable_result_is_refused_and_the_job_stays_running(
+    open_sqlite: Callable[..., SQLiteQueue],
+) -> None:
+    queue = open_sqlite()
+    queue.enqueue(job("j"))
+    claim = queue.claim("w", lease_s=10)
+    assert claim is not None
+    with pytest.raises(SerializationError, match="result"):
+        queue.complete("j", token=claim.token, result={1, 2})
+    assert queue.get_job("j").status is JobStatus.RUNNING
+
+
+# -- several queues in one file -------------------------------------------------------------
+
+
+def test_queues_sharing_a_file_are_independent(open_sqlite: Callable[..., SQLiteQueue]) -> None:
+    a, b = open_sqlite("a"), open_sqlite("b")
+    a.enqueue(job("same", payload={"q": "a"}))
+    b.enqueue(job("same", payload={"q": "b"}, priority=9))
+    with pytest.raises(DuplicateJobError):
+        a.enqueue(job("same"))
+    with pytest.raises(UnknownDependencyError):
+        b.enqueue(job("child", depends_on=["only-in-a"]))
+    a.enqueue(job("only-in-a"))
+    assert a.size == 2
+    assert b.size == 1
+    claim = b.claim("w", lease_s=10)
+    assert claim is not None
+    assert claim.job.payload == {"q": "b"}
+    assert b.claim("w", lease_s=10) is None
+    assert a.ready_count() == 2
+    assert a.get_job("same").status is JobStatus.PENDING
+    b.complete("same", token=claim.token)
+    a.delete("same")
+    assert b.get_job("same").status is JobStatus.COMPLETED
+    assert [j["job_id"] for j in a.export_jobs()] == ["only-in-a"]
+    assert a.count_by_status()[JobStatus.COMPLETED] == 0
+
+
+def test_a_job_keeps_its_own_queue_field(open_sqlite: Callable[..., SQLiteQueue]) -> None:
+    dlq = open_sqlite("dead-letters")
+    dlq.enqueue(job("from-elsewhere", queue="emails", status=JobStatus.DEAD))
+    assert dlq.get_job("from-elsewhere").queue == "emails"
+    assert dlq.list_jobs(status=JobStatus.DEAD)[0].job_id == "from-elsewhere"
+
+
+# -- H4: bad bytes in storage ---------------------------------------------------------------
+
+
+def _frame(tag: int, codec: int, body: bytes, flags: int = 0) -> bytes:
+    return bytes((0xC1, 1, tag, codec, flags)) + body
+
+
+GARBAGE: dict[str, bytes] = {
+    "random-bytes": b"\x00\xffnot a frame at all",
+    "empty": b"",
+    "truncated-msgpack": _frame(2, 0, b"\x85\xa1a"),
+    "unknown-serializer-tag": _frame(9, 0, b"{}"),
+    "unknown-codec-tag": _frame(1, 7, b"{}"),
+    "bad-zstd": _frame(1, 1, b"\x28\xb5\x2f\xfd garbage"),
+    "json-not-a-dict": _frame(1, 0, b"[1, 2, 3]"),
+    "invalid-json": _frame(1, 0, b'{"a": '),
+    "unknown-format-version": bytes((0xC1, 9, 1, 0, 0)) + b"{}",
+    "pickle-while-disabled": _frame(3, 0, b"\x80\x04K\x01.", flags=1) + b"\x00" * 32,
+}
+TYPED_REASONS = (
+    "DeserializationError",
+    "UnknownCodecError",
+    "UnsafeSerializerError",
+    "SignatureError",
+    "PayloadTooLargeError",
+)
+
+
+def _overwrite(db: Path, column: str, blobs: dict[str, bytes]) -> None:
+    conn = sqlite3.connect(db)
+    try:
+        conn.executemany(f"UPDATE jobs SET {column} = ? WHERE job_id = ?", [(v, k) for k, v in blobs.items()])
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def test_h4_claiming_buries_undecodable_jobs_and_drains_the_good_ones(
+    open_sqlite: Callable[..., SQLiteQueue], db: Path
+) -> None:
+    queue = open_sqlite("h4")
+    good = [job(f"good-{i:04d}", payload={"i": i}) for i in range(1000)]
+    bad_ids = [f"bad-{i:02d}" for i in range(50)]
+    kinds = sorted(GARBAGE)
+    queue.enqueue_many(good + [job(b, payload={"fine": "until overwritten"}) for b in bad_ids])
+    queue.enqueue(job("child-of-bad", depends_on=[bad_ids[0]]))
+    payloads = {b: GARBAGE[kinds[i % len(kinds)]] for i, b in enumerate(bad_ids[:40])}
+    _overwrite(db, "payload", payloads)
+    metadata = {b: GARBAGE[kinds[i % len(kinds)]] for i, b in enumerate(bad_ids[40:])}
+    _overwrite(db, "metadata", metadata)
+
+    done: set[str] = set()
+    while claims := queue.claim_many("w", lease_s=60, limit=37):
+        for claim in claims:
+            assert claim.job.job_id.startswith("good-")
+            queue.complete(claim.job.job_id, token=claim.token, result=claim.job.payload["i"])
+            done.add(claim.job.job_id)
+    assert done == {j.job_id for j in good}
+    assert queue.dequeue() is None
+    counts = queue.count_by_status()
+    assert counts[JobStatus.COMPLETED] == 1000
+    assert counts[JobStatus.DEAD] == 50
+    assert counts[JobStatus.FAILED] == 1  # the dependent of a bad job
+    assert "bad-00" in (queue.get_job("child-of-bad").error or "")
+
+    dead = {j.job_id: j for j in queue.list_jobs(status=JobStatus.DEAD, limit=100)}
+    assert set(dead) == set(bad_ids)
+    raw_of = {**payloads, **metadata}
+    for job_id, stored in dead.items():
+        assert (stored.error or "").startswith(TYPED_REASONS), stored.error
+        problems = stored.metadata["typedq.undecodable"]
+        field = "payload" if job_id in payloads else "metadata"
+        assert problems[field]["error"].startswith(TYPED_REASONS)
+        assert base64.b64decode(problems[field]["raw_base64"]) == raw_of[job_id]
+    exported = json.loads(json.dumps(queue.export_jobs(), allow_nan=False))
+    assert len(exported) == 1051
+    assert sum("typedq.undecodable" in d["metadata"] for d in exported) == 50
+
+
+def test_h4_readers_never_fail_on_bad_bytes(open_sqlite: Callable[..., SQLiteQueue], db: Path) -> None:
+    queue = open_sqlite()
+    queue.enqueue(job("j", payload={"p": 1}, metadata={"m": 1}))
+    claim = queue.claim("w", lease_s=10)
+    assert claim is not None
+    queue.complete("j", token=claim.token, result={"r": 1})
+    _overwrite(db, "payload", {"j": GARBAGE["random-bytes"]})
+    _overwrite(db, "result", {"j": GARBAGE["unknown-codec-tag"]})
+    stored = queue.get_job("j")
+    assert stored.payload == {}
+    assert stored.result is None
+    assert stored.metadata["m"] == 1
+    assert set(stored.metadata["typedq.undecodable"]) == {"payload", "result"}
+    assert queue.list_jobs()[0].job_id == "j"
+    assert queue.export_jobs()[0]["payload"] == {}
+
+
+def test_a_dequeued_undecodable_job_is_buried_too(open_sqlite: Callable[..., SQLiteQueue], db: Path) -> None:
+    queue = open_sqlite()
+    queue.enqueue_many([job("bad", priority=9), job("ok")])
+    _overwrite(db, "payload", {"bad": GARBAGE["unknown-serializer-tag"]})
+    taken = queue.dequeue()
+    assert taken is not None
+    assert taken.job_id == "ok"
+    assert queue.get_job("bad").status is JobStatus.DEAD
+    with pytest.raises(DeserializationError):
+        FrameCodec("json").decode(GARBAGE["unknown-serializer-tag"])
+
+
+def test_import_rejects_a_malformed_record_naming_its_index(open_sqlite: Callable[..., SQLiteQueue]) -> None:
+    queue = open_sqlite()
+    with pytest.raises(InvalidJobError, match=r"jobs_data\[1\]\.priority"):
+        queue.import_jobs([job("a").to_dict(), {**job("b").to_dict(), "priority": 99}])
+    assert queue.size == 0

@@ -1,0 +1,546 @@
+"""The ``typedq`` command line (click's CliRunner, plus a few real ``python -m typedq`` runs).
+
+Most tests use a SQLite file in ``tmp_path`` (the CLI's state lives in the backend, so each
+invocation sees what the previous one wrote). Bad input must give one ``Error:`` line and
+exit 2, never a traceback; destructive commands without ``--yes`` change nothing (J6).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+from tests.helpers import wait_until
+
+from typedq.cli import cli
+from typedq.job import JobStatus
+from typedq.manager import JobQueueManager
+
+REPO = Path(__file__).resolve().parents[2]
+
+Run = Callable[..., Result]
+
+
+@pytest.fixture
+def backend(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'jobs.db'}"
+
+
+@pytest.fixture
+def run(backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Run:
+    """Invoke the CLI in-process on the test's SQLite file; exceptions propagate."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TYPEDQ_CONFIG", raising=False)
+    monkeypatch.setenv("TYPEDQ_BACKEND", backend)
+    runner = CliRunner()
+
+    def invoke(*args: str) -> Result:
+        return runner.invoke(cli, list(args), catch_exceptions=False)
+
+    return invoke
+
+
+@pytest.fixture
+def manager(backend: str) -> Iterator[JobQueueManager]:
+    """A manager on the same file, to look at (and arrange) what the CLI did."""
+    m = JobQueueManager({"backend": backend})
+    yield m
+    m.close(graceful=False)
+
+
+def _json(result: Result) -> Any:
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def _one_error_line(result: Result, code: int = 2) -> str:
+    assert result.exit_code == code, result.output
+    assert "Traceback" not in result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines, "no error message"
+    return lines[-1]
+
+
+def _make_dead(manager: JobQueueManager, job_id: str, queue: str = "default") -> None:
+    manager.submit("anything", {"n": 1}, job_id=job_id, queue=queue, max_retries=0)
+    q = manager.get_queue(queue)
+    claim = q.claim("test-worker", lease_s=30.0)
+    assert claim is not None
+    q.bury(job_id, token=claim.token, error="RuntimeError: it broke")
+
+
+def _run_worker_until(run: Run, done: Callable[[], bool], *args: str, timeout: float = 20.0) -> Result:
+    """Run ``typedq worker`` in this process; SIGINT it once ``done()`` holds."""
+    finished = threading.Event()
+
+    def stopper() -> None:
+        deadline = time.monotonic() + timeout
+        while not finished.is_set() and time.monotonic() < deadline and not done():
+            time.sleep(0.02)
+        if not finished.is_set():
+            # The worker only returns on a signal, so its handler is installed by now.
+            os.kill(os.getpid(), signal.SIGINT)
+
+    thread = threading.Thread(target=stopper, daemon=True)
+    thread.start()
+    try:
+        result = run("worker", "--concurrency", "2", *args)
+    finally:
+        finished.set()
+        thread.join(timeout)
+    assert done(), f"the worker stopped before the jobs were done:\n{result.output}"
+    return result
+
+
+# -- enqueue, list, show --------------------------------------------------------------------
+
+
+def test_enqueue_a_shell_command_then_list_and_show(run: Run) -> None:
+    result = run("enqueue", "echo hello")
+    assert result.exit_code == 0, result.output
+    assert "enqueued" in result.stdout
+    listed = _json(run("list", "--json"))
+    assert len(listed) == 1
+    job = listed[0]
+    assert (job["job_type"], job["status"], job["payload"]["command"]) == ("shell", "PENDING", "echo hello")
+    table = run("list")
+    assert "$ echo hello" in table.stdout
+    assert "PENDING" in table.stdout
+    shown = run("show", job["job_id"])
+    assert shown.exit_code == 0
+    assert "id:" in shown.stdout
+    assert job["job_id"] in shown.stdout
+
+
+def test_enqueue_the_json_form_of_spec_003(run: Run, manager: JobQueueManager) -> None:
+    data = _json(run("enqueue", '{"id": "job1", "command": "sleep 2", "max_retries": 2}', "--json"))
+    assert data == {"job_id": "job1", "queue": "default", "type": "shell", "status": "PENDING"}
+    job = manager.get_job("job1")
+    assert job.max_retries == 2
+    assert job.payload == {"command": "sleep 2", "shell": False, "timeout": None}
+
+
+def test_enqueue_a_typed_job_on_its_queue(run: Run, manager: JobQueueManager) -> None:
+    data = _json(
+        run(
+            "enqueue",
+            "--type",
+            "resize",
+            "--payload",
+            '{"url": "u", "width": 3}',
+            "--queue",
+            "images",
+            "--priority",
+            "7",
+            "--id",
+            "r1",
+            "--json",
+        )
+    )
+    assert data["queue"] == "images"
+    manager.create_queue("images")
+    job = manager.get_job("r1")
+    assert (job.job_type, job.payload, job.priority, job.queue) == (
+        "resize",
+        {"url": "u", "width": 3},
+        7,
+        "images",
+    )
+    listed = _json(run("list", "--queue", "images", "--json"))
+    assert [j["job_id"] for j in listed] == ["r1"]
+
+
+def test_options_override_the_json_job_and_dependencies_are_kept(run: Run, manager: JobQueueManager) -> None:
+    assert run("enqueue", "--id", "a", "true").exit_code == 0
+    result = run(
+        "enqueue", '{"id": "b", "command": "true", "priority": 2}', "--priority", "9", "--depends-on", "a"
+    )
+    assert result.exit_code == 0, result.output
+    job = manager.get_job("b")
+    assert (job.priority, job.depends_on) == (9, ["a"])
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        pytest.param(["enqueue", '{"id": "x", "command": "ls"'], "malformed JSON", id="malformed-json"),
+        pytest.param(["enqueue", "[1, 2]"], "must be an object", id="json-array"),
+        pytest.param(["enqueue", '{"cmd": "ls"}'], "unknown key 'cmd'", id="unknown-key"),
+        pytest.param(["enqueue"], "missing command", id="no-command"),
+        pytest.param(["enqueue", '{"id": "x"}'], "missing command", id="json-without-command"),
+        pytest.param(["enqueue", '{"command": "  "}'], "command", id="blank-command"),
+        pytest.param(["enqueue", "echo 'unbalanced"], "command", id="unbalanced-quote"),
+        pytest.param(["enqueue", "--type", "x", "ls"], "not both", id="command-and-type"),
+        pytest.param(["enqueue", "--type", "x", "--payload", "{oops"], "malformed JSON", id="bad-payload"),
+        pytest.param(["enqueue", "--type", "x", "--payload", "[]"], "payload", id="payload-not-object"),
+        pytest.param(["enqueue", "--id", "bad id!", "ls"], "job_id", id="bad-id"),
+        pytest.param(["enqueue", "--depends-on", "ghost", "ls"], "ghost", id="unknown-dependency"),
+        pytest.param(["show", "nope"], "no job with job_id='nope'", id="show-unknown"),
+        pytest.param(["cancel", "nope"], "nope", id="cancel-unknown"),
+        pytest.param(["dlq", "replay", "nope"], "nope", id="replay-unknown"),
+        pytest.param(["dlq", "replay"], "--all", id="replay-nothing"),
+        pytest.param(["wait", "nope"], "nope", id="wait-unknown"),
+        pytest.param(["config", "set", "max-retry", "5"], "did you mean 'max-retries'", id="config-typo"),
+        pytest.param(["config", "set", "max-retries", "-1"], "max_retries", id="config-negative"),
+        pytest.param(["config", "set", "max-retries", "many"], "max_retries", id="config-not-a-number"),
+        pytest.param(["config", "set", "lease", "1"], "lease_s", id="config-lease-vs-heartbeat"),
+        pytest.param(["config", "set", "serializer", "yaml"], "yaml", id="config-unknown-serializer"),
+        pytest.param(["config", "get", "colour"], "unknown config key", id="config-get-unknown"),
+        pytest.param(["worker", "--app", "no_such_module_typedq:app"], "cannot import", id="bad-app"),
+        pytest.param(["worker", "--app", "json"], "module:attribute", id="app-without-attribute"),
+    ],
+)
+def test_bad_input_is_one_clear_line_and_exit_2(run: Run, args: list[str], needle: str) -> None:
+    line = _one_error_line(run(*args))
+    assert line.startswith("Error: ")
+    assert needle in line
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        pytest.param(["enqueue", "--priority", "11", "ls"], id="priority-range"),
+        pytest.param(["list", "--state", "sleeping"], id="bad-state"),
+        pytest.param(["list", "--limit", "0"], id="bad-limit"),
+        pytest.param(["frobnicate"], id="unknown-command"),
+        pytest.param(["worker", "--processes", "-1"], id="negative-processes"),
+    ],
+)
+def test_usage_errors_exit_2(run: Run, args: list[str]) -> None:
+    result = run(*args)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert "Error:" in result.stderr
+
+
+def test_list_filters_by_state_case_insensitively(run: Run, manager: JobQueueManager) -> None:
+    _make_dead(manager, "d1")
+    assert run("enqueue", "--id", "p1", "true").exit_code == 0
+    assert [j["job_id"] for j in _json(run("list", "--state", "dead", "--json"))] == ["d1"]
+    assert [j["job_id"] for j in _json(run("list", "-s", "PENDING", "--json"))] == ["p1"]
+    assert run("list", "--state", "running").stdout.strip() == "no jobs"
+
+
+# -- running workers ------------------------------------------------------------------------
+
+
+def test_worker_runs_shell_jobs_keeps_output_and_dead_letters_failures(
+    run: Run, manager: JobQueueManager
+) -> None:
+    assert run("config", "set", "backoff-base", "0.01").exit_code == 0
+    assert run("enqueue", "--id", "ok", "echo hi").exit_code == 0
+    assert (
+        run("enqueue", "--id", "bad", "--max-retries", "1", "--shell", "echo oops >&2; exit 3").exit_code == 0
+    )
+    queue = manager.get_queue("default")
+
+    def done() -> bool:
+        return all(queue.get_job(i).status in (JobStatus.COMPLETED, JobStatus.DEAD) for i in ("ok", "bad"))
+
+    result = _run_worker_until(run, done)
+    assert result.exit_code == 0, result.output
+    assert "stopped" in result.stderr
+    ok = queue.get_job("ok")
+    assert ok.status is JobStatus.COMPLETED
+    assert isinstance(ok.result, dict)
+    assert ok.result["stdout"] == "hi\n"
+    shown = run("show", "ok")
+    assert "--- stdout ---\nhi" in shown.stdout
+    bad = queue.get_job("bad")
+    assert (bad.status, bad.retry_count, bad.attempt) == (JobStatus.DEAD, 1, 2)
+    assert "exited with code 3" in (bad.error or "")
+    assert "oops" in (bad.error or "")
+    dead = _json(run("dlq", "list", "--json"))
+    assert [j["job_id"] for j in dead] == ["bad"]
+
+
+def test_worker_with_an_app_runs_its_job_types(run: Run, tmp_path: Path, backend: str) -> None:
+    (tmp_path / "cliapp.py").write_text(
+        "from typedq.manager import JobQueueManager\n"
+        f"manager = JobQueueManager({{'backend': {backend!r}}})\n"
+        "manager.register_handler('double', lambda p: p['n'] * 2, queue='math')\n"
+    )
+    assert (
+        run("enqueue", "--type", "double", "--payload", '{"n": 21}', "--queue", "math", "--id", "d").exit_code
+        == 0
+    )
+    check = JobQueueManager({"backend": backend, "queues": {"math": {}}})
+    try:
+        queue = check.get_queue("math")
+        result = _run_worker_until(
+            run, lambda: queue.get_job("d").status is JobStatus.COMPLETED, "--app", "cliapp:manager"
+        )
+        assert result.exit_code == 0, result.output
+        assert queue.get_job("d").result == 42
+    finally:
+        check.close(graceful=False)
+
+
+def test_memory_backend_with_worker_processes_is_refused(run: Run) -> None:
+    line = _one_error_line(run("worker", "--backend", "memory://", "--processes", "2"))
+    assert "memory://" in line
+    assert "worker processes" in line
+
+
+# -- dead letters, cancel, wait ---------------------------------------------------------------
+
+
+def test_dlq_purge_without_yes_changes_nothing(run: Run, manager: JobQueueManager) -> None:
+    _make_dead(manager, "d1")
+    _make_dead(manager, "d2")
+    line = _one_error_line(run("dlq", "purge"))
+    assert "would delete 2 dead job(s)" in line
+    assert "--yes" in line
+    assert [j["job_id"] for j in _json(run("dlq", "list", "--json"))] == ["d1", "d2"]
+    assert _json(run("dlq", "purge", "--yes", "--json")) == {"deleted": ["d1", "d2"]}
+    assert _json(run("dlq", "list", "--json")) == []
+    assert "empty" in run("dlq", "list").stdout
+
+
+def test_dlq_replay_runs_a_dead_job_again(run: Run, manager: JobQueueManager) -> None:
+    _make_dead(manager, "d1")
+    assert run("enqueue", "--id", "p", "true").exit_code == 0
+    line = _one_error_line(run("dlq", "replay", "p"))
+    assert "PENDING, not DEAD" in line
+    assert _json(run("dlq", "replay", "d1", "--json")) == {"replayed": ["d1"]}
+    job = manager.get_job("d1")
+    assert (job.status, job.retry_count, job.error) == (JobStatus.PENDING, 0, None)
+    _make_dead(manager, "d2", queue="other")
+    assert _json(run("dlq", "replay", "--all", "--queue", "other", "--json")) == {"replayed": ["d2"]}
+
+
+def test_cancel_a_pending_job_and_refuse_an_ended_one(run: Run, manager: JobQueueManager) -> None:
+    assert run("enqueue", "--id", "p", "true").exit_code == 0
+    assert _json(run("cancel", "p", "--json")) == {"p": "cancelled"}
+    assert manager.get_job("p").status is JobStatus.CANCELLED
+    again = run("cancel", "p")
+    assert again.exit_code == 1
+    assert "already CANCELLED" in again.stdout
+
+
+def test_wait_gives_up_with_124(run: Run) -> None:
+    assert run("enqueue", "--id", "p", "true").exit_code == 0
+    started = time.monotonic()
+    line = _one_error_line(run("wait", "p", "--timeout", "0.3"), code=124)
+    assert time.monotonic() - started < 5.0
+    assert "timed out" in line
+
+
+def test_wait_for_ended_jobs(run: Run, manager: JobQueueManager) -> None:
+    _make_dead(manager, "d1")
+    result = run("wait", "d1", "--timeout", "5")
+    assert result.exit_code == 1
+    assert "did not complete: d1" in result.stderr
+
+
+def test_status_counts_per_queue_and_state(run: Run, manager: JobQueueManager) -> None:
+    _make_dead(manager, "d1")
+    assert run("enqueue", "true").exit_code == 0
+    data = _json(run("status", "--json"))
+    assert data["queues"]["default"]["PENDING"] == 1
+    assert data["queues"]["default"]["DEAD"] == 1
+    assert data["workers"] == []
+    table = run("status").stdout
+    assert "QUEUE" in table
+    assert "TOTAL" in table
+
+
+def test_status_shows_the_processes_running_jobs(run: Run, manager: JobQueueManager) -> None:
+    from typedq._identity import new_worker_id
+
+    manager.submit("x", {}, job_id="r", queue="default")
+    assert manager.get_queue("default").claim(new_worker_id("w"), lease_s=30.0) is not None
+    workers = _json(run("status", "--json"))["workers"]
+    assert len(workers) == 1
+    assert workers[0]["alive"] is True
+    assert workers[0]["running"] == ["r"]
+    assert str(os.getpid()) in workers[0]["process"]
+
+
+# -- config ----------------------------------------------------------------------------------
+
+
+def test_config_set_get_unset_is_persisted_and_used(
+    run: Run, tmp_path: Path, manager: JobQueueManager
+) -> None:
+    result = run("config", "set", "max-retries", "5")
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "typedq.json").read_text()) == {"max_retries": 5}
+    assert run("config", "get", "max-retries").stdout.strip() == "5"
+    assert _json(run("config", "get", "--json"))["backoff-base"] == 1.0
+    assert run("config", "set", "base_delay", "2.5").exit_code == 0  # the manager's name works too
+    assert run("config", "set", "backoff_max", "60").exit_code == 0  # and underscores
+    table = run("config", "get").stdout
+    assert "backoff-base" in table
+    assert "file" in table
+    assert run("enqueue", "--id", "j", "true").exit_code == 0
+    assert manager.get_job("j").max_retries == 5
+    assert run("config", "unset", "max-retries").exit_code == 0
+    assert run("config", "get", "max-retries").stdout.strip() == "3"
+
+
+def test_a_broken_config_file_is_one_line(run: Run, tmp_path: Path) -> None:
+    (tmp_path / "typedq.json").write_text("{not json")
+    line = _one_error_line(run("status"))
+    assert "typedq.json is not valid JSON" in line
+    (tmp_path / "typedq.json").write_text('{"max_retries": -2}')
+    assert "max_retries" in _one_error_line(run("config", "get"))
+
+
+def test_config_path_can_be_given(run: Run, tmp_path: Path) -> None:
+    path = tmp_path / "elsewhere" / "settings.json"
+    assert run("config", "set", "jitter", "0", "--config", str(path)).exit_code == 0
+    assert json.loads(path.read_text()) == {"jitter": 0}
+    assert not (tmp_path / "typedq.json").exists()
+
+
+# -- demo, help, entry points -----------------------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+def test_demo_on_memory(run: Run) -> None:
+    result = run("demo", "--backend", "memory://")
+    assert result.exit_code == 0, result.output
+    assert "dead-letter queue (1)" in result.stdout
+    assert "payment-0042" in result.stdout
+    assert "completed 299" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        [],
+        ["enqueue"],
+        ["worker"],
+        ["status"],
+        ["list"],
+        ["show"],
+        ["cancel"],
+        ["wait"],
+        ["dlq"],
+        ["dlq", "list"],
+        ["dlq", "replay"],
+        ["dlq", "purge"],
+        ["config"],
+        ["config", "get"],
+        ["config", "set"],
+        ["config", "unset"],
+        ["demo"],
+    ],
+)
+def test_every_command_has_help(run: Run, path: list[str]) -> None:
+    result = run(*path, "--help")
+    assert result.exit_code == 0
+    assert "Usage:" in result.stdout
+
+
+def _python_m(
+    args: list[str], cwd: Path, env: dict[str, str], timeout: float = 60.0
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "typedq", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def _subprocess_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TYPEDQ_")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "src"), env.get("PYTHONPATH")]))
+    return {**env, **extra}
+
+
+@pytest.mark.timeout(60)
+def test_python_m_typedq_enqueue_worker_show(tmp_path: Path) -> None:
+    env = _subprocess_env()  # the default backend: ./typedq.db in the working directory
+    enq = _python_m(["enqueue", "--id", "hello", "echo hi from a worker", "--json"], tmp_path, env)
+    assert enq.returncode == 0, enq.stderr
+    assert json.loads(enq.stdout)["job_id"] == "hello"
+    assert (tmp_path / "typedq.db").exists()
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "typedq", "worker"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        checker = JobQueueManager({"backend": f"sqlite:///{tmp_path / 'typedq.db'}"})
+        try:
+            wait_until(
+                lambda: checker.get_job("hello").status is JobStatus.COMPLETED,
+                timeout=30.0,
+                message="the worker completes the job",
+            )
+        finally:
+            checker.close(graceful=False)
+        worker.send_signal(signal.SIGTERM)
+        _, err = worker.communicate(timeout=30.0)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.communicate()
+    assert worker.returncode == 0, err
+    assert "Traceback" not in err
+    shown = _python_m(["show", "hello"], tmp_path, env)
+    assert shown.returncode == 0
+    assert "hi from a worker" in shown.stdout
+    bad = _python_m(["enqueue", "{broken"], tmp_path, env)
+    assert bad.returncode == 2
+    assert bad.stderr.strip().startswith("Error: malformed JSON")
+    assert "Traceback" not in bad.stderr
+
+
+@pytest.mark.timeout(60)
+def test_python_m_typedq_demo_on_the_default_backend(tmp_path: Path) -> None:
+    started = time.monotonic()
+    demo = _python_m(["demo"], tmp_path, _subprocess_env())
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    assert time.monotonic() - started < 30.0
+    assert "typedq demo on sqlite:///./typedq-demo.db" in demo.stdout
+    assert "dead-letter queue (1)" in demo.stdout
+    assert "Traceback" not in demo.stderr
+    assert (tmp_path / "typedq-demo.db").exists()
+    again = _python_m(["demo"], tmp_path, _subprocess_env())  # fresh each run
+    assert again.returncode == 0
+    assert "submitted 300 ·" in again.stdout
+
+
+def test_without_click_the_entry_point_says_what_to_install() -> None:
+    code = (
+        "import sys; sys.modules['click'] = None\n"
+        "from typedq.__main__ import main\n"
+        "sys.exit(main(['status']))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        env=_subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "typedq: the command line needs click: pip install 'typedq[cli]'"
+
+
+def test_main_returns_exit_codes() -> None:
+    from typedq.__main__ import main
+
+    assert main(["--version"]) == 0
+    assert main(["config", "get", "no-such-key", "--backend", "memory://"]) == 2
