@@ -211,7 +211,7 @@ def status(*, backend: str | None, config_path: str | None, as_json: bool) -> No
     with env.manager() as manager:
         table, counts = status_table(manager)
         workers = busy_workers(manager)
-        dead_letters = manager.get_dead_letter_queue().size
+        dead_letters = len(dead_jobs(manager, None, 10_000))
         if as_json:
             echo_json(
                 {"backend": env.backend, "queues": counts, "dead_letters": dead_letters, "workers": workers}
@@ -219,7 +219,7 @@ def status(*, backend: str | None, config_path: str | None, as_json: bool) -> No
             return
         click.echo(f"backend: {env.backend}\n")
         click.echo(table)
-        click.echo(f"\ndead-letter queue: {dead_letters} job(s)")
+        click.echo(f"\ndead letters: {dead_letters} (typedq dlq list)")
         if not workers:
             click.echo("\nworkers: none running a job")
             return

@@ -107,10 +107,11 @@ class JobQueueManager(TypedAPI):
         self._submitted = 0
         self._reaped_dead = 0
         self._closed = False
-        # The specification's separate JobQueue. With a durable backend, the DEAD jobs
-        # themselves stay in their queues (durable, shared by every process) and
-        # replay_dead_letter finds them there too.
-        self._dead_letter = open_queue("memory://", name=DEAD_LETTER_QUEUE, clock=clock)
+        # On the configured backend: a JobQueue for memory://, a durable queue shared by
+        # every process for the others.
+        self._dead_letter = open_queue(
+            self.config["backend"], name=DEAD_LETTER_QUEUE, clock=clock, codec=self.codec
+        )
         self._keeper = LeaseKeeper(
             lease_s=self.config["lease_s"], heartbeat_s=self.config["heartbeat_s"]
         )
@@ -442,11 +443,10 @@ class JobQueueManager(TypedAPI):
     # -- dead letters -------------------------------------------------------------------
 
     def get_dead_letter_queue(self) -> Queue:
-        """The dead-letter queue: a ``JobQueue`` holding a copy of every job that died here.
+        """The dead-letter queue, holding a copy of every dead job.
 
-        With a durable backend, every process's dead jobs are also DEAD rows in their own
-        queues (``queue.list_jobs(status=JobStatus.DEAD)``), and ``replay_dead_letter``
-        replays those too.
+        With ``memory://`` it is a ``JobQueue``; with a durable backend it is a queue of
+        that backend, named ``"dead-letter"``, shared by every process using it.
         """
         return self._dead_letter
 

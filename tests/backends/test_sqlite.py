@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import json
 import logging
 import os
@@ -360,6 +361,7 @@ def test_the_file_is_never_opened_by_python_code(monkeypatch: pytest.MonkeyPatch
             return real_os_open(path, *args, **kwargs)
 
         monkeypatch.setattr("builtins.open", spy_open)
+        monkeypatch.setattr(io, "open", spy_open)  # what pathlib calls
         monkeypatch.setattr(os, "open", spy_os_open)
         second = SQLiteQueue(db, name="second")
         second.enqueue(job("b"))

@@ -349,6 +349,7 @@ def test_status_counts_per_queue_and_state(run: Run, manager: JobQueueManager) -
     data = _json(run("status", "--json"))
     assert data["queues"]["default"]["PENDING"] == 1
     assert data["queues"]["default"]["DEAD"] == 1
+    assert data["dead_letters"] == 1
     assert data["workers"] == []
     table = run("status").stdout
     assert "QUEUE" in table

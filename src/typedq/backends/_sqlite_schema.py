@@ -168,6 +168,10 @@ def check_sqlite_version() -> tuple[int, ...]:
     return found
 
 
+#: Primary result codes (sqlite.org/rescode.html) that mean "not a SQLite file".
+_SQLITE_CORRUPT, _SQLITE_NOTADB = 11, 26
+
+
 def check_file(path: Path) -> None:
     """Judge where the file is, and whether it can be written, without opening it.
 
@@ -241,6 +245,10 @@ def prepare_schema(conn: sqlite3.Connection, path: Path) -> int:
     try:
         found = _identify(conn)
     except sqlite3.DatabaseError as exc:
+        # Only "not a database" and "malformed": SQLITE_BUSY and the like (an
+        # OperationalError is a DatabaseError too) stay driver errors for the caller.
+        if (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF not in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
+            raise
         raise BackendError(
             f"{path} is not a SQLite database, or is corrupt ({exc}): not a typedq queue "
             "file; refusing to touch it"
