@@ -13,7 +13,7 @@ from typedq.clock import Clock, system_clock
 from typedq.errors import ConfigError
 from typedq.serializers.base import FrameCodec
 
-__all__ = ["SCHEMES", "Claim", "JobQueue", "Queue", "open_queue"]
+__all__ = ["SCHEMES", "Claim", "JobQueue", "Queue", "SQLiteQueue", "open_queue"]
 
 #: URL schemes this build can open.
 SCHEMES = ("memory", "sqlite")
