@@ -37,14 +37,6 @@ FAST_LEASES = {"lease_s": 1.0, "heartbeat_s": 0.25, "reaper_s": 0.1}
 
 
 @pytest.fixture
-def release() -> Iterator[threading.Event]:
-    """An event blocked handlers wait on; set at teardown so no thread is left stuck."""
-    event = threading.Event()
-    yield event
-    event.set()
-
-
-@pytest.fixture
 def make_manager() -> Iterator[Callable[..., JobQueueManager]]:
     """Build managers that are closed (workers stopped) at teardown."""
     managers: list[JobQueueManager] = []

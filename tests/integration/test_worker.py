@@ -44,14 +44,6 @@ REAPER_S = 0.1
 
 
 @pytest.fixture
-def release() -> Iterator[threading.Event]:
-    """An event blocked handlers wait on; set at teardown so no thread is left stuck."""
-    event = threading.Event()
-    yield event
-    event.set()
-
-
-@pytest.fixture
 def start_worker() -> Iterator[Callable[..., Worker]]:
     """Build and start workers; every one is stopped and joined at teardown."""
     workers: list[Worker] = []
