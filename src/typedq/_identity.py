@@ -17,20 +17,27 @@ __all__ = ["HOST", "new_worker_id", "owner_alive", "parse_worker_id", "process_s
 HOST = socket.gethostname()
 
 
+def _proc_stat(pid: int) -> tuple[bytes, int] | None:
+    """``(state, start time)`` of process ``pid`` from ``/proc``, or None if unknown."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    # Fields 3 (state) and 22 (start time); the command name (field 2) may contain
+    # spaces, so split after its ')'.
+    fields = stat[stat.rindex(b")") + 2 :].split()
+    return fields[0], int(fields[19])
+
+
 def process_start_time(pid: int) -> int:
     """Return the start time of process ``pid`` in clock ticks since boot (0 if unknown).
 
     Together with the pid it identifies one incarnation of a process: a pid reused by a
     later process has a different start time.
     """
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return 0
-    # Field 22; the command name (field 2) may contain spaces, so split after its ')'.
-    fields = stat[stat.rindex(b")") + 2 :].split()
-    return int(fields[19])
+    found = _proc_stat(pid)
+    return 0 if found is None else found[1]
 
 
 def new_worker_id(prefix: str | None = None) -> str:
@@ -60,6 +67,8 @@ def owner_alive(worker_id: str | None) -> bool | None:
 
     Returns True or False for an id of this host whose owner can be checked, and None
     when it cannot be told (another host, or an id not made by :func:`new_worker_id`).
+    A zombie (killed, not yet reaped by its parent) is not alive: it keeps its pid and
+    start time, but will never finish its jobs.
     """
     if not worker_id:
         return None
@@ -69,4 +78,5 @@ def owner_alive(worker_id: str | None) -> bool | None:
     _, pid, start = parsed
     if start == 0:
         return None
-    return process_start_time(pid) == start
+    found = _proc_stat(pid)
+    return found is not None and found[1] == start and found[0] not in (b"Z", b"X")

@@ -282,13 +282,13 @@ class Worker(threading.Thread):
     def _failed(self, job: Job, token: int, exc: BaseException) -> None:
         error = describe_error(exc)
         trace = _format_traceback(exc)
-        self.stats.failed += 1
         events = self.event_handler
         if isinstance(exc, _PERMANENT) or not self.retry_policy.should_retry(
             job.retry_count, job.max_retries
         ):
             dead = self._bury(job, token, error, trace)
             if dead is not None:
+                self.stats.failed += 1
                 safe_call(events.on_job_failed, dead, exc)
                 safe_call(events.on_job_dead, dead)
             return
@@ -302,6 +302,7 @@ class Worker(threading.Thread):
             self.stats.stale += 1
             logger.warning("failure of job %s not recorded: %s", job.job_id, stale)
             return
+        self.stats.failed += 1
         self.stats.retried += 1
         logger.warning(
             "job %s (%s) failed; retry %d of %d at %.3f: %s",

@@ -63,7 +63,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Final
 
-from typedq._identity import owner_alive, parse_worker_id
+from typedq._identity import owner_alive
 from typedq.backends import _sqlite_rows as rows
 from typedq.backends._sqlite_db import SYNCHRONOUS, Connections, map_errors
 from typedq.backends._sqlite_graph import QueueGraph
@@ -105,24 +105,6 @@ _INFLIGHT_MAX: Final = 1024
 _SHORT: Final = 4
 
 _Conn = sqlite3.Connection
-
-
-def _owner_running(worker_id: str | None) -> bool | None:
-    """``owner_alive``, except that a zombie owner (killed, not yet reaped) is dead.
-
-    A zombie keeps its ``/proc/<pid>/stat`` and start time until its parent waits for
-    it, but it will never finish the job.
-    """
-    alive = owner_alive(worker_id)
-    parsed = parse_worker_id(worker_id) if alive and worker_id else None
-    if parsed is None:
-        return alive
-    try:
-        with open(f"/proc/{parsed[1]}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return False
-    return stat[stat.rindex(b")") + 2 : stat.rindex(b")") + 3] not in (b"Z", b"X")
 
 
 class SQLiteQueue(Queue):
@@ -534,7 +516,7 @@ class SQLiteQueue(Queue):
             for seq, job_id, attempt, worker, lease_until in page:
                 after = (lease_until, seq)
                 if worker not in alive:
-                    alive[worker] = _owner_running(worker)
+                    alive[worker] = owner_alive(worker)
                 if alive[worker] is not True and len(chosen) < limit:
                     chosen.append((seq, job_id, attempt))
             if len(page) < limit:
