@@ -78,6 +78,7 @@ CONFIG_KEYS: Final[dict[str, str]] = {
     "reaper-interval": "reaper_s",
     "max-lost": "max_lost",
     "shutdown-grace": "shutdown_grace_s",
+    "processes": "processes",
     "serializer": "serializer",
     "max-payload-size": "max_payload_size",
 }

@@ -49,6 +49,9 @@ DEFAULT_CONFIG: Final[dict[str, Any]] = {
     "reaper_s": 5.0,
     "max_lost": 3,
     "shutdown_grace_s": 30.0,
+    # How many worker processes ``typedq worker`` and ``run_worker_processes`` start when
+    # not told; 0: worker threads in one process. ``start_workers()`` always starts threads.
+    "processes": 0,
 }
 
 SUBMIT_FIELDS: Final = frozenset(
@@ -116,5 +119,6 @@ def validate_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
     require_number("reaper_s", merged["reaper_s"], minimum=0, strict=True)
     require_number("max_lost", merged["max_lost"], minimum=1, integer=True)
     require_number("shutdown_grace_s", merged["shutdown_grace_s"], minimum=0)
+    require_number("processes", merged["processes"], minimum=0, integer=True)
     check_lease_settings(merged["lease_s"], merged["heartbeat_s"])
     return merged

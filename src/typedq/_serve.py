@@ -175,7 +175,7 @@ def check_shared_backend(backend: object) -> None:
             message=(
                 f"backend={backend!r} cannot be used with worker processes: its jobs live inside "
                 "one process. Use sqlite:///path/jobs.db or redis://..., or thread workers "
-                "(no --processes)"
+                "(--processes 0 / the processes setting 0)"
             ),
         )
 

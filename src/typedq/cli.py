@@ -45,7 +45,14 @@ from typedq._config import DEFAULT_CONFIG
 from typedq.errors import ConfigError, InvalidTransitionError, TypedqError
 from typedq.job import TERMINAL_STATUSES, JobStatus
 from typedq.manager import JobQueueManager
-from typedq.process import StopRequest, load_app, run_worker_processes, serve, stop_signals
+from typedq.process import (
+    StopRequest,
+    check_shared_backend,
+    load_app,
+    run_worker_processes,
+    serve,
+    stop_signals,
+)
 from typedq.shell import register_shell_jobs
 
 __all__ = ["cli"]
@@ -206,7 +213,7 @@ def wait(
 @cli.command()
 @_common
 def status(*, backend: str | None, config_path: str | None, as_json: bool) -> None:
-    """Job counts per queue and state, and the worker processes running jobs."""
+    """Job counts per state of every queue in the backend, and the worker processes running jobs."""
     env = _env(backend, config_path)
     with env.manager() as manager:
         table, counts = status_table(manager)
@@ -455,15 +462,15 @@ def _split_queues(values: Sequence[str]) -> list[str]:
 @click.option("--app", metavar="MODULE:ATTR", help="Your JobQueueManager (or a function returning one).")
 @click.option("-Q", "--queues", multiple=True, metavar="NAMES", help="Queues to work, comma-separated.")
 @click.option("-c", "--concurrency", type=click.IntRange(min=1), help="Worker threads per queue.")
-@click.option("-P", "--processes", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Worker processes; 0 runs the threads in this process.")
+@click.option("-P", "--processes", type=click.IntRange(min=0),
+              help="Worker processes; 0: threads in this process (default: the processes setting).")
 @click.option("--grace", type=click.FloatRange(min=0), help="Seconds jobs may finish after SIGTERM/SIGINT.")
 @click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
               default="WARNING", show_default=True)
 @click.option("--backend", metavar="URL", help="Backend URL (env TYPEDQ_BACKEND); --app brings its own.")
 @click.option("--config", "config_path", metavar="PATH", help="Settings file (typedq.json).")
 def worker(
-    *, app: str | None, queues: tuple[str, ...], concurrency: int | None, processes: int,
+    *, app: str | None, queues: tuple[str, ...], concurrency: int | None, processes: int | None,
     grace: float | None, log_level: str, backend: str | None, config_path: str | None,
 ) -> None:
     """Run workers until SIGTERM/SIGINT. Shell-command jobs always run; --app adds your job types.
@@ -477,12 +484,23 @@ def worker(
     names = _split_queues(queues) or None
     env = _env(backend, config_path)
     where = f"app {app}" if app else env.backend
+    manager: JobQueueManager | None = None
+    if processes is None:
+        # Not given: the `processes` setting decides (the app's config, or typedq.json).
+        manager = load_app(app) if app else env.open()
+        processes = int(manager.config["processes"])
     if processes:
         cfg = None
-        if not app:
-            with env.manager() as probe:  # every queue the backend knows
-                names = names or sorted(probe.queues)
-                cfg = probe.config
+        try:
+            if not app:
+                manager = manager or env.open()  # with every queue the backend knows
+                names = names or sorted(manager.queues)
+                cfg = manager.config
+            if manager is not None:
+                check_shared_backend(manager.config["backend"])
+        finally:
+            if manager is not None:
+                manager.close(graceful=False)
         click.echo(f"typedq worker: {processes} process(es) on {where}; {_STOP_HINT}", err=True)
         pool = run_worker_processes(
             app, processes=processes, concurrency=concurrency, queues=names, grace_s=grace,
@@ -494,7 +512,7 @@ def worker(
             err=True,
         )
         raise click.exceptions.Exit(pool.exit_code)
-    manager = load_app(app) if app else env.open()
+    manager = manager or (load_app(app) if app else env.open())
     if str(manager.config["backend"]).lower().startswith("memory://"):
         click.echo("typedq worker: note: memory:// holds jobs inside this process only", err=True)
     stop = StopRequest()

@@ -382,10 +382,33 @@ class ProcessPool:
         return self.report
 
 
+def _configured_processes(app_ref: str | None, config: Mapping[str, Any] | None) -> int:
+    """The ``processes`` setting of the manager the children will build."""
+    if app_ref is None:
+        settings = validate_config(config)
+    else:
+        probe = load_app(app_ref)
+        try:
+            settings = probe.config
+        finally:
+            probe.close(graceful=False)
+    check_shared_backend(settings["backend"])
+    count = int(settings["processes"])
+    if count < 1:
+        raise ConfigError(
+            "processes", count, "an int >= 1",
+            message=(
+                f"processes={count} in the manager's config means thread workers; set it to 1 "
+                "or more, or pass processes=, to run worker processes"
+            ),
+        )
+    return count
+
+
 def run_worker_processes(
     app_ref: str | None,
     *,
-    processes: int,
+    processes: int | None = None,
     concurrency: int | None = None,
     queues: Sequence[str] | None = None,
     grace_s: float | None = None,
@@ -400,7 +423,8 @@ def run_worker_processes(
         app_ref: ``"module:attribute"`` of the application's manager (or of a
             zero-argument callable returning one); None to build a manager from
             ``config`` that runs shell-command jobs only.
-        processes: how many worker processes (>= 1).
+        processes: how many worker processes (>= 1); None: the manager's ``processes``
+            setting (of ``config``, or of the app's manager, loaded here to read it).
         concurrency: worker threads per queue in each process (default: the queue's
             ``max_workers``).
         queues: the queues to work (default: all of the manager's).
@@ -413,9 +437,11 @@ def run_worker_processes(
 
     Raises:
         ConfigError: ``memory://`` (its jobs cannot cross processes), a bad app
-            reference or a bad setting.
+            reference or a bad setting; ``processes`` None and the setting 0.
         WorkerProcessError: children keep dying before they are ready.
     """
+    if processes is None:
+        processes = _configured_processes(app_ref, config)
     require_number("processes", processes, minimum=1, integer=True)
     if concurrency is not None:
         require_number("concurrency", concurrency, minimum=1, integer=True)

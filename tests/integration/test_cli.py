@@ -292,6 +292,68 @@ def test_memory_backend_with_worker_processes_is_refused(run: Run) -> None:
     assert "worker processes" in line
 
 
+def _pids_of(manager: JobQueueManager, job_ids: list[str], queue: str = "default") -> set[int]:
+    from typedq._identity import parse_worker_id
+
+    owners = [parse_worker_id(manager.get_queue(queue).get_job(i).worker_id or "") for i in job_ids]
+    return {owner[1] for owner in owners if owner is not None}
+
+
+@pytest.mark.timeout(60)
+def test_the_processes_setting_runs_worker_processes(run: Run, manager: JobQueueManager) -> None:
+    assert run("config", "set", "processes", "2").exit_code == 0
+    ids = [f"j{n}" for n in range(6)]
+    for job_id in ids:
+        assert run("enqueue", "--id", job_id, "true").exit_code == 0
+    queue = manager.get_queue("default")
+    result = _run_worker_until(run, lambda: all(queue.get_job(i).status is JobStatus.COMPLETED for i in ids))
+    assert result.exit_code == 0, result.output
+    assert "2 process(es)" in result.stderr
+    pids = _pids_of(manager, ids)
+    assert pids
+    assert os.getpid() not in pids  # run by the worker processes, not by this one
+
+
+@pytest.mark.timeout(60)
+def test_the_apps_processes_setting_runs_worker_processes(run: Run, tmp_path: Path, backend: str) -> None:
+    (tmp_path / "procsapp.py").write_text(
+        "from typedq.manager import JobQueueManager\n"
+        f"manager = JobQueueManager({{'backend': {backend!r}, 'processes': 2}})\n"
+        "manager.register_handler('double', lambda p: p['n'] * 2, queue='math')\n"
+    )
+    assert (
+        run("enqueue", "--type", "double", "--payload", '{"n": 21}', "--queue", "math", "--id", "d").exit_code
+        == 0
+    )
+    check = JobQueueManager({"backend": backend, "queues": {"math": {}}})
+    try:
+        queue = check.get_queue("math")
+        result = _run_worker_until(
+            run, lambda: queue.get_job("d").status is JobStatus.COMPLETED, "--app", "procsapp:manager"
+        )
+        assert result.exit_code == 0, result.output
+        assert "2 process(es) on app procsapp:manager" in result.stderr
+        assert queue.get_job("d").result == 42
+        assert os.getpid() not in _pids_of(check, ["d"], "math")
+    finally:
+        check.close(graceful=False)
+        sys.modules.pop("procsapp", None)  # loaded here to read its setting
+
+
+def test_the_processes_setting_is_checked(run: Run, tmp_path: Path) -> None:
+    line = _one_error_line(run("config", "set", "processes", "-1"))
+    assert "processes" in line
+    assert "an int >= 0" in line
+    assert "did you mean 'processes'" in _one_error_line(run("config", "set", "proceses", "2"))
+    assert not (tmp_path / "typedq.json").exists()
+    # The setting with memory:// is refused when the workers start (its jobs cannot cross).
+    assert run("config", "set", "processes", "2", "--backend", "memory://").exit_code == 0
+    line = _one_error_line(run("worker", "--backend", "memory://"))
+    assert "memory://" in line
+    assert "cannot be used with worker processes" in line
+    assert "the processes setting 0" in line
+
+
 # -- dead letters, cancel, wait ---------------------------------------------------------------
 
 
@@ -354,6 +416,27 @@ def test_status_counts_per_queue_and_state(run: Run, manager: JobQueueManager) -
     table = run("status").stdout
     assert "QUEUE" in table
     assert "TOTAL" in table
+
+
+def test_status_shows_every_queue_of_the_file(run: Run, manager: JobQueueManager) -> None:
+    from typedq._identity import new_worker_id
+
+    manager.submit("x", {}, job_id="e1", queue="emails")
+    manager.submit("x", {}, job_id="e2", queue="emails")
+    manager.submit("x", {}, job_id="i1", queue="images")
+    assert manager.get_queue("images").claim(new_worker_id("w"), lease_s=30.0) is not None
+    _make_dead(manager, "d1", queue="billing")
+    manager.get_dead_letter_queue().enqueue(manager.get_job("d1"))  # its dead-letter copy
+    data = _json(run("status", "--json"))  # told about no queue: it finds them in the file
+    assert data["queues"]["emails"]["PENDING"] == 2
+    assert data["queues"]["images"]["RUNNING"] == 1
+    assert data["queues"]["billing"]["DEAD"] == 1
+    assert "dead-letter" not in data["queues"]  # reported as dead letters, not as a queue
+    assert data["dead_letters"] == 1
+    assert [w["queues"] for w in data["workers"]] == [["images"]]
+    rows = [line.split()[0] for line in run("status").stdout.splitlines() if line.strip()]
+    assert {"billing", "default", "emails", "images"} <= set(rows)
+    assert "dead-letter" not in rows
 
 
 def test_status_shows_the_processes_running_jobs(run: Run, manager: JobQueueManager) -> None:

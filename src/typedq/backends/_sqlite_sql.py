@@ -2,11 +2,13 @@
 
 ``sqlite3`` caches a prepared statement per SQL text and connection, so keeping every
 hot statement a constant string makes enqueue, claim and complete reuse their plans.
-Every statement names its queue (``queue = ?``): one file holds many queues.
+Every statement names its queue (``queue = ?``): one file holds many queues; only
+``queue_names`` reads across them.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Final
 
 from typedq.backends._sqlite_rows import INSERT_COLUMNS, SELECT_COLUMNS
@@ -120,6 +122,8 @@ class SQL:
 
     # -- reads ------------------------------------------------------------------------------
     get: Final = f"SELECT {_COLS} FROM jobs WHERE queue = ? AND job_id = ?"
+    #: Every queue of the file: a scan of the jobs_by_id index (queue first), not of the table.
+    queue_names: Final = "SELECT DISTINCT queue FROM jobs INDEXED BY jobs_by_id ORDER BY queue"
     size: Final = "SELECT count(*) FROM jobs WHERE queue = ?"
     # No index covers every status: counting and listing scan the table in seq order.
     counts: Final = "SELECT status, count(*) FROM jobs NOT INDEXED WHERE queue = ? GROUP BY status"

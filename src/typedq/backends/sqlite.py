@@ -232,6 +232,16 @@ class SQLiteQueue(Queue):
             "busy_retries": self._db.busy_retries,
         }
 
+    def queue_names(self) -> list[str]:
+        """The name of every queue that has jobs in this file (not only this one), sorted.
+
+        Not part of the ``Queue`` protocol: it describes the file, not the queue. The
+        manager's dead-letter queue is a queue of the file like any other, so its
+        reserved name (``"dead-letter"``) is listed whenever it holds jobs. One read of
+        the ``(queue, job_id)`` index, never of the table.
+        """
+        return [str(row[0]) for row in self._db.read(SQL.queue_names)]
+
     # -- adding -------------------------------------------------------------------------
 
     def enqueue(self, job: Job) -> str:
