@@ -34,6 +34,9 @@ QUEUE_DEFAULTS: Final[dict[str, Any]] = {
     "max_delay": None,
     "jitter": 0.5,
     "max_retries": 3,
+    # The most jobs a worker claims at once (and completions it commits together) while
+    # its jobs are quick; 1 takes one job at a time. See typedq.worker.
+    "batch_size": 100,
 }
 
 #: Every top-level config key, with its default.
@@ -96,6 +99,8 @@ def validate_queue_settings(where: str, settings: Mapping[str, Any]) -> dict[str
         require_number(f"{where}jitter", s["jitter"], minimum=0, maximum=1)
     if "max_retries" in s:
         require_number(f"{where}max_retries", s["max_retries"], minimum=0, integer=True)
+    if "batch_size" in s:
+        require_number(f"{where}batch_size", s["batch_size"], minimum=1, maximum=1000, integer=True)
     return s
 
 

@@ -33,7 +33,6 @@ from typing import Final
 
 from typedq._validate import require_number
 from typedq.errors import ConfigError, StaleLeaseError
-from typedq.job import JobStatus
 from typedq.manager import JobQueueManager
 from typedq.shell import kill_running_commands
 from typedq.worker import Worker
@@ -200,32 +199,30 @@ class ServeReport:
 
 
 def release_in_flight(workers: Iterable[Worker]) -> list[str]:
-    """Give the jobs these workers are running back to their queues; return their ids.
+    """Give the jobs these workers hold back to their queues; return their ids.
 
-    Each release is ``Queue.release(job_id, token=...)``: a compare-and-set on the
-    worker's own lease, so a job that finished (or was given to another worker) a moment
-    ago is left alone. Its lease is no longer renewed, and the handler's late result is
-    refused as stale. A job that cannot be released is rescued when its lease expires.
+    The jobs claimed but not started, then the one each is running. Each release is
+    ``Queue.release(job_id, token=...)``: a compare-and-set on the worker's own lease,
+    so a job that finished (or was given to another worker) a moment ago is left alone.
+    Its lease is no longer renewed, and the handler's late result is refused as stale. A
+    job that cannot be released is rescued when its lease expires.
     """
     released: list[str] = []
     for worker in workers:
-        job_id = worker.current_job_id
-        if job_id is None or not worker.is_alive():
+        if not worker.is_alive():
             continue
+        released += worker.give_back_unstarted()
         queue = worker.queue
-        try:
-            job = queue.get_job(job_id)
-            # The token is the attempt of the claim this worker holds: check it is ours.
-            if job.status is not JobStatus.RUNNING or job.worker_id != worker.worker_id:
-                continue
+        for job_id, token in worker.in_flight():
             worker.lease_keeper.discard(queue, job_id)
-            queue.release(job_id, token=job.attempt)
-        except (StaleLeaseError, KeyError):
-            continue
-        except Exception:
-            logger.exception("could not give job %s back; its lease will expire instead", job_id)
-            continue
-        released.append(job_id)
+            try:
+                queue.release(job_id, token=token)
+            except (StaleLeaseError, KeyError):
+                continue
+            except Exception:
+                logger.exception("could not give job %s back; its lease will expire instead", job_id)
+                continue
+            released.append(job_id)
     return released
 
 

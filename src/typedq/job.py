@@ -302,15 +302,61 @@ class Job:
         )
 
     @classmethod
-    def unchecked(cls, **fields: Any) -> Job:
+    def unchecked(
+        cls,
+        *,
+        job_id: str,
+        job_type: str,
+        payload: dict[str, Any],
+        priority: int,
+        scheduled_at: float | None,
+        created_at: float,
+        max_retries: int,
+        retry_count: int,
+        timeout_seconds: float | None,
+        status: JobStatus,
+        result: Any | None,
+        error: str | None,
+        metadata: dict[str, Any],
+        depends_on: list[str],
+        queue: str,
+        attempt: int,
+        worker_id: str | None,
+        lease_until: float | None,
+        started_at: float | None,
+        finished_at: float | None,
+        lost_count: int,
+        cancel_requested: bool,
+    ) -> Job:
         """Build a job from fields already validated once, without validating again.
 
-        For backends rebuilding stored rows on hot paths: every field must be given,
-        with the type ``Job`` declares. Anything else must go through the constructor.
+        For backends rebuilding stored rows on hot paths (a claim builds one per job):
+        every field must be given, with the type ``Job`` declares. Anything else must go
+        through the constructor. Plain assignments, no loop: this is measurably faster.
         """
         job = object.__new__(cls)
-        for name in _FIELD_ORDER:
-            _set(job, name, fields[name])
+        job.job_id = job_id
+        job.job_type = job_type
+        job.payload = payload
+        job.priority = priority
+        job.scheduled_at = scheduled_at
+        job.created_at = created_at
+        job.max_retries = max_retries
+        job.retry_count = retry_count
+        job.timeout_seconds = timeout_seconds
+        job.status = status
+        job.result = result
+        job.error = error
+        job.metadata = metadata
+        job.depends_on = depends_on
+        job.queue = queue
+        job.attempt = attempt
+        job.worker_id = worker_id
+        job.lease_until = lease_until
+        job.started_at = started_at
+        job.finished_at = finished_at
+        job.lost_count = lost_count
+        job.cancel_requested = cancel_requested
         return job
 
     def __lt__(self, other: object) -> bool:
@@ -373,5 +419,3 @@ class Job:
 
 _FIELDS: Final = tuple(fields(Job))
 _FIELD_NAMES: Final = frozenset(f.name for f in _FIELDS)
-_FIELD_ORDER: Final = tuple(f.name for f in _FIELDS)
-_set: Final = object.__setattr__

@@ -347,6 +347,7 @@ class JobQueueManager(TypedAPI):
                         heartbeat_s=self.config["heartbeat_s"],
                         lease_keeper=self._keeper,
                         clock=self.clock,
+                        batch_size=settings["batch_size"],
                     )
                     current.append(worker)
                     started.append(worker)
@@ -387,8 +388,8 @@ class JobQueueManager(TypedAPI):
                 worker.join(max(0.0, deadline - time.monotonic()))
                 if worker.is_alive():
                     abandoned.append(worker.worker_id)
-                    if worker.current_job_id is not None:
-                        self._keeper.forget_all(worker.queue, [worker.current_job_id])
+                    worker.give_back_unstarted()
+                    self._keeper.forget_all(worker.queue, [job_id for job_id, _ in worker.in_flight()])
                     logger.warning(
                         "worker %s of queue %r did not stop within %.1fs; abandoned (its job "
                         "returns to the queue when its lease expires)", worker.worker_id, name, grace,

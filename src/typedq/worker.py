@@ -12,6 +12,19 @@ outcome through the queue protocol:
   retry count and error;
 * no handler for the type: DEAD at once with a ``NoHandlerError`` (never dropped).
 
+Batches: while its jobs are quick (under :data:`BATCH_WINDOW_S` on average), a worker
+claims up to ``batch_size`` jobs at once and records their completions together with one
+``Queue.complete_many`` (a group commit: one transaction on SQLite instead of one per
+job). A completion is still committed before it is reported (event, stats, waiters): it
+is held only while the worker's other claimed jobs run, never longer than
+:data:`FLUSH_AFTER_S` before the next job starts, and never across a job of a type that
+is slow (or not yet seen): those are committed first. The batch shrinks to one as soon
+as jobs take longer than the window, so a ready job never waits behind a slow batch.
+(The one case left: a job of a quick type that suddenly runs long holds the completions
+of the few quick jobs before it in its batch until it ends; their leases are renewed
+meanwhile.) Jobs claimed but not started when the worker stops are given back
+(``Queue.release``: not counted as a failure).
+
 No lock is held while a handler runs. When nothing is ready the worker blocks in
 ``queue.wait_ready`` until a job is added, the next delayed job falls due, or
 ``poll_interval`` passes: it never spins.
@@ -27,17 +40,20 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 import traceback as tb_module
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from typedq._identity import new_worker_id
 from typedq._validate import require_number
-from typedq.backends.base import Claim, Queue
+from typedq.backends.base import Claim, Completion, Queue
 from typedq.clock import Clock
 from typedq.errors import (
     DeserializationError,
+    JobNotFoundError,
     JobTimeoutError,
     NoHandlerError,
     PayloadValidationError,
@@ -67,6 +83,16 @@ Handler = Callable[[Any], Any]
 #: Failures that no retry can fix: the job goes to the dead-letter queue at once, to be
 #: replayed after a deploy that knows its payload.
 _PERMANENT = (PayloadVersionError, PayloadValidationError, DeserializationError)
+
+#: A worker claims more than one job at a time only while its jobs take less than this on
+#: average (seconds): a batch then holds at most about this much work.
+BATCH_WINDOW_S: Final = 0.005
+#: The longest a finished job's completion waits for its batch before being committed.
+FLUSH_AFTER_S: Final = 0.01
+#: The default ``batch_size``: the most jobs claimed, or completions committed, at once.
+DEFAULT_BATCH_SIZE: Final = 100
+#: Weight of the latest job in the running average of job durations.
+_EWMA: Final = 0.2
 
 def describe_error(exc: BaseException) -> str:
     """Return ``"Type: message"`` for an exception, even one whose ``__str__`` raises."""
@@ -114,9 +140,13 @@ class Worker(threading.Thread):
         heartbeat_s: how often the lease of a running job is renewed.
         lease_keeper: a shared keeper; the worker runs its own when None.
         clock: the clock for retry times; the queue's by default.
+        batch_size: the most jobs claimed at once and completions committed together
+            while jobs are quick (see the module docstring); 1 claims and completes one
+            job at a time.
 
     Raises:
-        ConfigError: an interval is not positive, or ``lease_s <= 2 × heartbeat_s``.
+        ConfigError: an interval is not positive, ``lease_s <= 2 × heartbeat_s``, or
+            ``batch_size`` is not an int from 1 to 1000.
     """
 
     def __init__(
@@ -134,8 +164,10 @@ class Worker(threading.Thread):
         heartbeat_s: float = 10.0,
         lease_keeper: LeaseKeeper | None = None,
         clock: Clock | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
     ) -> None:
         require_number("poll_interval", poll_interval, minimum=0, strict=True)
+        require_number("batch_size", batch_size, minimum=1, maximum=1000, integer=True)
         check_lease_settings(lease_s, heartbeat_s)
         self.worker_id = new_worker_id(worker_id)
         super().__init__(name=self.worker_id, daemon=True)
@@ -150,9 +182,19 @@ class Worker(threading.Thread):
         self._own_keeper = lease_keeper is None
         self.lease_keeper = lease_keeper or LeaseKeeper(lease_s=lease_s, heartbeat_s=heartbeat_s)
         self.stats = WorkerStats()
+        self.batch_size = batch_size
         self.current_job_id: str | None = None
         self.abandoned_threads: list[threading.Thread] = []
         self._stop_event = threading.Event()
+        # Claimed, not started yet; finished, completion not yet committed.
+        self._buffer: deque[Claim] = deque()
+        self._pending: list[tuple[Job, int, Any]] = []
+        self._pending_since = 0.0
+        # Running averages of handler durations (seconds): over every job (None before
+        # the first) and per job type.
+        self._avg_run_s: float | None = None
+        self._by_type: dict[str, float] = {}
+        self._current: tuple[str, int] | None = None
 
     # -- control ------------------------------------------------------------------------
 
@@ -180,33 +222,153 @@ class Worker(threading.Thread):
         """Claim and run jobs until stopped."""
         if self._own_keeper:
             self.lease_keeper.start()
-        queue = self.queue
-        claim = queue.claim
-        worker_id = self.worker_id
-        lease_s = self.lease_s
+        buffer = self._buffer
         stopped = self._stop_event.is_set
         execute = self._execute
+        monotonic = time.monotonic
         try:
             while not stopped():
-                try:
-                    claimed = claim(worker_id, lease_s=lease_s)
-                    if claimed is None:
-                        queue.wait_ready(self.poll_interval)
+                if not buffer:
+                    if self._pending:
+                        self._flush()
+                    if not self._claim():
                         continue
-                except Exception:
-                    logger.exception("worker %s could not claim from %r; backing off", worker_id, queue.name)
-                    self._stop_event.wait(self.poll_interval)
+                try:
+                    claimed = buffer.popleft()
+                except IndexError:  # given back meanwhile by give_back_unstarted()
                     continue
+                if self._pending and (
+                    monotonic() - self._pending_since >= FLUSH_AFTER_S
+                    or self._by_type.get(claimed.job.job_type, BATCH_WINDOW_S) >= BATCH_WINDOW_S
+                ):
+                    # Held completions never wait for a job that may be slow.
+                    self._flush()
                 execute(claimed)
         finally:
-            if self._own_keeper:
-                self.lease_keeper.stop()
+            try:
+                self._flush()
+                self.give_back_unstarted()
+            finally:
+                if self._own_keeper:
+                    self.lease_keeper.stop()
+
+    def _claim_limit(self) -> int:
+        """How many jobs to claim now: more only while jobs are quick (the batch window)."""
+        avg = self._avg_run_s
+        if self.batch_size == 1 or avg is None or avg >= BATCH_WINDOW_S:
+            return 1
+        return min(self.batch_size, int(BATCH_WINDOW_S / max(avg, 1e-6)))
+
+    def _claim(self) -> bool:
+        """Fill the buffer with newly claimed jobs; return whether any was claimed.
+
+        When none is ready it waits (``wait_ready``) before returning False; when the
+        queue fails it logs and backs off for ``poll_interval``.
+        """
+        queue = self.queue
+        try:
+            limit = self._claim_limit()
+            if limit == 1:
+                one = queue.claim(self.worker_id, lease_s=self.lease_s)
+                claims = [] if one is None else [one]
+            else:
+                claims = queue.claim_many(self.worker_id, lease_s=self.lease_s, limit=limit)
+            if not claims:
+                queue.wait_ready(self.poll_interval)
+                return False
+        except Exception:
+            logger.exception("worker %s could not claim from %r; backing off", self.worker_id, queue.name)
+            self._stop_event.wait(self.poll_interval)
+            return False
+        keeper = self.lease_keeper
+        for job, token, _ in claims:
+            keeper.add(queue, job.job_id, token)
+        self._buffer.extend(claims)
+        return bool(claims)
+
+    def in_flight(self) -> list[tuple[str, int]]:
+        """The (job id, lease token) of the jobs this worker holds and has not finished.
+
+        The job running now and those claimed but not started; not those whose handler
+        finished and whose completion waits to be committed (the worker commits them).
+        """
+        held = [(claim.job.job_id, claim.token) for claim in list(self._buffer)]
+        current = self._current
+        if current is not None:
+            held.insert(0, current)
+        return held
+
+    def _flush(self) -> None:
+        """Commit the held completions in one ``complete_many``, then report each."""
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        queue = self.queue
+        keeper = self.lease_keeper
+        try:
+            outcomes = queue.complete_many([Completion(job.job_id, tok, res) for job, tok, res in pending])
+        except Exception:
+            # Storage failed: nothing of the batch was written. The leases expire and a
+            # reaper gives the jobs back, so nothing is lost; they run again.
+            logger.exception(
+                "worker %s could not record %d completions; they run again once their leases expire",
+                self.worker_id, len(pending),
+            )
+            for job, _, _ in pending:
+                keeper.forget_all(queue, [job.job_id])
+            return
+        events = self.event_handler
+        for (job, token, result), outcome in zip(pending, outcomes, strict=True):
+            keeper.discard(queue, job.job_id)
+            if isinstance(outcome, Job):
+                self.stats.completed += 1
+                safe_call(events.on_job_completed, outcome, result)
+            elif isinstance(outcome, SerializationError):
+                try:
+                    self._failed(job, token, outcome)
+                except Exception:
+                    logger.exception(
+                        "worker %s could not record the failure of job %s", self.worker_id, job.job_id
+                    )
+            elif isinstance(outcome, StaleLeaseError | JobNotFoundError):
+                self.stats.stale += 1
+                logger.warning("result of job %s discarded: %s", job.job_id, outcome)
+            else:
+                logger.error("completion of job %s refused: %s", job.job_id, outcome)
+
+    def give_back_unstarted(self) -> list[str]:
+        """Release the jobs this worker claimed but has not started; return their ids.
+
+        Safe from any thread (each claim is taken from the buffer once): the worker
+        calls it when it stops, and a caller giving up on a stuck worker may call it
+        too, so those jobs run elsewhere at once instead of after their lease.
+        """
+        queue = self.queue
+        keeper = self.lease_keeper
+        released: list[str] = []
+        while True:
+            try:
+                job, token, _ = self._buffer.popleft()
+            except IndexError:
+                return released
+            keeper.discard(queue, job.job_id)
+            try:
+                queue.release(job.job_id, token=token)
+            except (StaleLeaseError, JobNotFoundError):
+                continue
+            except Exception:
+                logger.exception("could not give job %s back; its lease will expire instead", job.job_id)
+                continue
+            released.append(job.job_id)
 
     def _execute(self, claimed: Claim) -> None:
         job, token, _ = claimed
         job_id = job.job_id
         queue = self.queue
+        keeper = self.lease_keeper
         self.current_job_id = job_id
+        self._current = (job_id, token)
+        held = False
         try:
             handler = self.handlers.get(job.job_type)
             if handler is None:
@@ -218,8 +380,7 @@ class Worker(threading.Thread):
                 return
             events = self.event_handler
             safe_call(events.on_job_started, job, self.worker_id)
-            keeper = self.lease_keeper
-            keeper.add(queue, job_id, token)
+            started = time.perf_counter()
             try:
                 timeout = job.timeout_seconds
                 if timeout is None:
@@ -227,27 +388,52 @@ class Worker(threading.Thread):
                 else:
                     result = self._call_with_timeout(handler, job, timeout)
             except BaseException as exc:  # a handler may raise anything, SystemExit too
+                self._timed(job.job_type, started)
                 keeper.discard(queue, job_id)
                 self._failed(job, token, exc)
                 return
+            self._timed(job.job_type, started)
+            if self._buffer:
+                # More claimed jobs wait: commit this completion with theirs.
+                if not self._pending:
+                    self._pending_since = time.monotonic()
+                self._pending.append((job, token, result))
+                held = True
+                return
             keeper.discard(queue, job_id)
-            try:
-                done = queue.complete(job_id, token=token, result=result)
-            except StaleLeaseError as exc:
-                self.stats.stale += 1
-                logger.warning("result of job %s discarded: %s", job_id, exc)
-                return
-            except SerializationError as exc:
-                self._failed(job, token, exc)
-                return
-            self.stats.completed += 1
-            safe_call(events.on_job_completed, done, result)
+            self._complete(job, token, result)
         except Exception:
             # Storage failed while recording the outcome: the lease expires and a reaper
             # gives the job back, so nothing is lost; the worker carries on.
             logger.exception("worker %s could not record the outcome of job %s", self.worker_id, job_id)
         finally:
+            if not held:
+                keeper.discard(queue, job_id)
             self.current_job_id = None
+            self._current = None
+
+    def _complete(self, job: Job, token: int, result: Any) -> None:
+        """Record one success at once (``Queue.complete``), then report it."""
+        try:
+            done = self.queue.complete(job.job_id, token=token, result=result)
+        except StaleLeaseError as exc:
+            self.stats.stale += 1
+            logger.warning("result of job %s discarded: %s", job.job_id, exc)
+            return
+        except SerializationError as exc:
+            self._failed(job, token, exc)
+            return
+        self.stats.completed += 1
+        safe_call(self.event_handler.on_job_completed, done, result)
+
+    def _timed(self, job_type: str, started: float) -> None:
+        """Fold one handler's duration into the running averages."""
+        took = time.perf_counter() - started
+        avg = self._avg_run_s
+        self._avg_run_s = took if avg is None else avg + _EWMA * (took - avg)
+        by_type = self._by_type
+        typed = by_type.get(job_type)
+        by_type[job_type] = took if typed is None else typed + _EWMA * (took - typed)
 
     def _call_with_timeout(self, handler: Handler, job: Job, timeout: float) -> Any:
         outcome: list[tuple[bool, Any]] = []

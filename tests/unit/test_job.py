@@ -368,3 +368,15 @@ def test_from_dict_of_to_dict_is_equal(job: Job) -> None:
     assert Job.from_dict(job.to_dict()) == job
     # ... also through JSON text, as a snapshot on disk would be.
     assert Job.from_dict(json.loads(json.dumps(job.to_dict(), allow_nan=False))) == job
+
+
+def test_unchecked_sets_every_field_of_the_dataclass() -> None:
+    import inspect
+    from dataclasses import fields
+
+    names = [f.name for f in fields(Job)]
+    assert list(inspect.signature(Job.unchecked).parameters) == names
+    original = Job(job_type="t", payload={"a": 1}, priority=7, metadata={"m": 2}, depends_on=["x"])
+    rebuilt = Job.unchecked(**{name: getattr(original, name) for name in names})
+    assert rebuilt == original
+    assert rebuilt.to_dict() == original.to_dict()

@@ -67,10 +67,34 @@ class SQL:
         "UPDATE jobs SET status = 'COMPLETED', result = ?, finished_at = ?, lease_until = NULL"
         f" {_LEASED} RETURNING {_COLS}"
     )
+    #: By rowid: the claim that handed the job out knows its row (params: result,
+    #: finished_at, seq, token). seq is never reused, and status and attempt fence it.
     complete_short: Final = (
         "UPDATE jobs SET status = 'COMPLETED', result = ?, finished_at = ?, lease_until = NULL"
-        f" {_LEASED} RETURNING seq, priority, cancel_requested, has_waiters"
+        " WHERE seq = ? AND status = 'RUNNING' AND attempt = ?"
+        " RETURNING priority, cancel_requested, has_waiters"
     )
+    #: Most completions one ``complete_batch`` statement holds (3 parameters each).
+    COMPLETE_BATCH_MAX: Final = 1000
+
+    @staticmethod
+    @functools.cache
+    def complete_batch(count: int) -> str:
+        """Complete ``count`` claimed jobs by rowid in one statement.
+
+        Params: (seq, token, result) per job, then finished_at. Returns the seq,
+        priority, cancel_requested and has_waiters of each row it completed; a row whose
+        status or attempt no longer match is left alone and not returned.
+        """
+        values = ", ".join(["(?, ?, ?)"] * count)
+        return (
+            f"WITH done(seq, token, result) AS (VALUES {values})"
+            " UPDATE jobs SET status = 'COMPLETED', result = done.result, finished_at = ?,"
+            " lease_until = NULL FROM done"
+            " WHERE jobs.seq = done.seq AND jobs.status = 'RUNNING' AND jobs.attempt = done.token"
+            " RETURNING jobs.seq, jobs.priority, jobs.cancel_requested, jobs.has_waiters"
+        )
+
     fail: Final = (
         "UPDATE jobs SET status = 'PENDING', lease_until = NULL, worker_id = NULL,"
         " retry_count = retry_count + 1, error = ?, scheduled_at = ?, delayed = ?,"

@@ -28,9 +28,10 @@ from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from typedq.clock import Clock
+from typedq.errors import TypedqError
 from typedq.job import Job, JobStatus
 
-__all__ = ["Claim", "Queue"]
+__all__ = ["Claim", "Completion", "Queue"]
 
 
 class Claim(NamedTuple):
@@ -39,6 +40,14 @@ class Claim(NamedTuple):
     job: Job
     token: int
     lease_until: float
+
+
+class Completion(NamedTuple):
+    """One finished job for :meth:`Queue.complete_many`: its id, lease token and result."""
+
+    job_id: str
+    token: int
+    result: Any = None
 
 
 @runtime_checkable
@@ -147,6 +156,21 @@ class Queue(Protocol):
         Raises:
             JobNotFoundError: no such job.
             StaleLeaseError: the job is not RUNNING under ``token``.
+        """
+        ...
+
+    def complete_many(self, completions: Sequence[Completion]) -> list[Job | TypedqError]:
+        """Complete many RUNNING jobs in one transition (a group commit); one outcome each.
+
+        Each completion is fenced on its own, as :meth:`complete`. The outcome in its
+        place is the completed job, or the error that refused it: ``StaleLeaseError``,
+        ``JobNotFoundError``, or a ``SerializationError`` for a result that cannot be
+        stored. A refused completion changes nothing and does not stop the others;
+        every accepted one is committed together, before this returns, so no job is
+        reported done before its completion is durable.
+
+        Raises:
+            BackendError: storage failed; nothing of the batch was written.
         """
         ...
 

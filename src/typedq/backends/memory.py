@@ -27,7 +27,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Final
 
 from typedq.backends._graph import check_batch_acyclic, dependency_order
-from typedq.backends.base import Claim, Queue
+from typedq.backends.base import Claim, Completion, Queue
 from typedq.clock import Clock, system_clock
 from typedq.errors import (
     DependencyCycleError,
@@ -36,6 +36,7 @@ from typedq.errors import (
     InvalidTransitionError,
     JobNotFoundError,
     StaleLeaseError,
+    TypedqError,
     UnknownDependencyError,
 )
 from typedq.job import MAX_PRIORITY, MAX_TRACEBACK, MIN_PRIORITY, TRACEBACK_KEY, Job, JobStatus
@@ -471,18 +472,34 @@ class JobQueue(Queue):
     def complete(self, job_id: str, *, token: int, result: Any = None) -> Job:
         """RUNNING → COMPLETED; see :meth:`Queue.complete`."""
         with self._lock:
-            job = self._get_leased(job_id, token)
-            counts = self._counts
-            counts[_RUNNING] -= 1
-            counts[_COMPLETED] += 1
-            job.status = _COMPLETED
-            job.result = result
-            job.finished_at = self._clock.now()
-            job.lease_until = None
-            del self._running[job_id]
-            if job_id in self._dependents:
-                self._release_dependents(job_id)
-            return job
+            return self._complete(job_id, token, result, self._clock.now())
+
+    def complete_many(self, completions: Sequence[Completion]) -> list[Job | TypedqError]:
+        """Complete many jobs under one lock; see :meth:`Queue.complete_many`."""
+        outcomes: list[Job | TypedqError] = []
+        with self._lock:
+            now = self._clock.now()
+            for job_id, token, result in completions:
+                try:
+                    outcomes.append(self._complete(job_id, token, result, now))
+                except (StaleLeaseError, JobNotFoundError) as exc:
+                    outcomes.append(exc)
+        return outcomes
+
+    def _complete(self, job_id: str, token: int, result: Any, now: float) -> Job:
+        """RUNNING → COMPLETED under the lock; release dependents."""
+        job = self._get_leased(job_id, token)
+        counts = self._counts
+        counts[_RUNNING] -= 1
+        counts[_COMPLETED] += 1
+        job.status = _COMPLETED
+        job.result = result
+        job.finished_at = now
+        job.lease_until = None
+        del self._running[job_id]
+        if job_id in self._dependents:
+            self._release_dependents(job_id)
+        return job
 
     def fail(
         self,

@@ -75,7 +75,7 @@ from typedq.backends._sqlite_schema import (
     prepare_schema,
 )
 from typedq.backends._sqlite_sql import SQL
-from typedq.backends.base import Claim, Queue
+from typedq.backends.base import Claim, Completion, Queue
 from typedq.clock import Clock, system_clock
 from typedq.errors import (
     ConfigError,
@@ -85,6 +85,8 @@ from typedq.errors import (
     InvalidTransitionError,
     JobNotFoundError,
     SerializationError,
+    StaleLeaseError,
+    TypedqError,
 )
 from typedq.job import MAX_PRIORITY, MIN_PRIORITY, Job, JobStatus
 from typedq.serializers.base import FrameCodec
@@ -101,8 +103,6 @@ _SETTLED: Final = frozenset({"SCHEDULED", "FAILED", "DEAD", "CANCELLED"})
 _UNIQUE_FAILED: Final = 2067  # SQLITE_CONSTRAINT_UNIQUE
 #: Most claims remembered for complete(); half are forgotten when it is passed.
 _INFLIGHT_MAX: Final = 1024
-#: Columns of SQL.complete_short's RETURNING: seq, priority, cancel_requested, has_waiters.
-_SHORT: Final = 4
 
 _Conn = sqlite3.Connection
 
@@ -441,32 +441,119 @@ class SQLiteQueue(Queue):
         blob = self._rows.encode_result(job_id, result)
         now = self._clock.now()
         cached = self._inflight.pop((job_id, token), None)
-        name = self._name
-
-        def tx(conn: _Conn) -> tuple[Sequence[Any], bool]:
-            sql = SQL.complete if cached is None else SQL.complete_short
-            got: list[Sequence[Any]] = conn.execute(sql, (blob, now, name, job_id, token)).fetchall()
-            if not got:
-                self._graph.refuse_lease(conn, job_id, token)
-            row = got[0]
-            if cached is not None and row[0] != cached[0]:
-                # The id was deleted and reused since that claim: read the new row.
-                row = conn.execute(SQL.get, (name, job_id)).fetchone()
-            released = bool(row[-1]) and self._graph.release_dependents(conn, job_id)
-            return row, released
-
-        row, released = self._db.write(tx)
+        row, released = self._db.write(
+            lambda conn: self._finish(conn, job_id, token, blob, now=now, cached=cached)
+        )
         if released:
             self._wake()
-        if cached is None or len(row) != _SHORT:
+        return self._completed(row, cached, result, now)
+
+    def complete_many(self, completions: Sequence[Completion]) -> list[Job | TypedqError]:
+        """Complete many jobs in one transaction (a group commit); see :meth:`Queue.complete_many`.
+
+        Results are encoded before the transaction; a result that cannot be stored, or a
+        stale token, refuses that completion alone.
+        """
+        outcomes: list[Job | TypedqError | None] = [None] * len(completions)
+        work: list[tuple[int, str, int, Any, bytes | None, tuple[int, Job] | None]] = []
+        inflight = self._inflight
+        for index, (job_id, token, result) in enumerate(completions):
+            try:
+                blob = self._rows.encode_result(job_id, result)
+            except SerializationError as exc:
+                outcomes[index] = exc
+                continue
+            work.append((index, job_id, token, result, blob, inflight.pop((job_id, token), None)))
+        if not work:
+            return [o for o in outcomes if o is not None]
+        now = self._clock.now()
+
+        def tx(conn: _Conn) -> tuple[dict[int, tuple[Sequence[Any], bool] | TypedqError], bool]:
+            # position in work -> (row, whether it is the batch's short row) or the refusal
+            got: dict[int, tuple[Sequence[Any], bool] | TypedqError] = {}
+            released = False
+            # The jobs this object claimed: one statement per chunk, by rowid.
+            batch: dict[int, int] = {}  # seq -> position in work (first occurrence)
+            for pos, item in enumerate(work):
+                cached = item[5]
+                if cached is not None and cached[0] not in batch:
+                    batch[cached[0]] = pos
+            chunk_max = SQL.COMPLETE_BATCH_MAX
+            seqs = list(batch)
+            for lo in range(0, len(seqs), chunk_max):
+                chunk = seqs[lo : lo + chunk_max]
+                params: list[Any] = []
+                for seq in chunk:
+                    item = work[batch[seq]]
+                    params += (seq, item[2], item[4])
+                params.append(now)
+                for seq, *row in conn.execute(SQL.complete_batch(len(chunk)), params).fetchall():
+                    pos = batch[seq]
+                    got[pos] = (row, True)
+                    if row[-1] and self._graph.release_dependents(conn, work[pos][1]):
+                        released = True
+            # The rest one by one; a refusal says why.
+            for pos, (_, job_id, token, _result, blob, cached) in enumerate(work):
+                if pos in got:
+                    continue
+                try:
+                    if cached is not None and batch.get(cached[0]) == pos:
+                        self._graph.refuse_lease(conn, job_id, token)  # the batch missed it
+                    row, freed = self._finish(conn, job_id, token, blob, now=now, cached=None)
+                except (StaleLeaseError, JobNotFoundError) as exc:
+                    got[pos] = exc
+                    continue
+                released = released or freed
+                got[pos] = (row, False)
+            return got, released
+
+        done, released = self._db.write(tx)
+        if released:
+            self._wake()
+        for pos, (index, _, _, result, _, cached) in enumerate(work):
+            outcome = done[pos]
+            if isinstance(outcome, TypedqError):
+                outcomes[index] = outcome
+            else:
+                row, short = outcome
+                outcomes[index] = self._completed(row, cached if short else None, result, now)
+        return [o for o in outcomes if o is not None]
+
+    def _finish(
+        self,
+        conn: _Conn,
+        job_id: str,
+        token: int,
+        blob: bytes | None,
+        *,
+        now: float,
+        cached: tuple[int, Job] | None,
+    ) -> tuple[Sequence[Any], bool]:
+        """RUNNING → COMPLETED inside a transaction; return the row and whether dependents were freed.
+
+        Raises:
+            JobNotFoundError, StaleLeaseError: the compare-and-set missed; nothing written.
+        """
+        if cached is None:
+            got = conn.execute(SQL.complete, (blob, now, self._name, job_id, token)).fetchall()
+        else:
+            got = conn.execute(SQL.complete_short, (blob, now, cached[0], token)).fetchall()
+        if not got:
+            self._graph.refuse_lease(conn, job_id, token)
+        row: Sequence[Any] = got[0]
+        return row, bool(row[-1]) and self._graph.release_dependents(conn, job_id)
+
+    def _completed(self, row: Sequence[Any], cached: tuple[int, Job] | None, result: Any, now: float) -> Job:
+        """The completed job: the claimed object updated when this object still has it."""
+        if cached is None:
             return self._rows.job(row, result=result)
         job = cached[1]
         job.status = JobStatus.COMPLETED
         job.result = result
         job.finished_at = now
         job.lease_until = None
-        job.priority = row[1]
-        job.cancel_requested = bool(row[2])
+        job.priority = row[0]
+        job.cancel_requested = bool(row[1])
         return job
 
     def fail(
