@@ -1,0 +1,183 @@
+"""Management calls racing workers (RELIABILITY.md §4b, M6), on every backend.
+
+M6: ``cancel()`` is called right after ``enqueue()`` while 4 threads claim and complete.
+Each trial ends one of two ways, and ``cancel()``'s return value says which
+(``Queue.cancel``'s contract):
+
+* True: the job was still PENDING; it is CANCELLED and no handler ever started it
+  (0 ``start`` and 0 ``end`` ledger lines);
+* False: a worker got there first. The job is COMPLETED, run exactly once. Either the
+  cancel found it RUNNING, and then only ``cancel_requested`` is set, or the job had
+  already ended and the cancel left it alone. The two are told apart by
+  ``cancel_requested``, and each is checked against when the worker claimed and
+  completed the job (the transition must fall inside the cancel call).
+
+A CANCELLED job with an ``end`` line would be a cancel that lost a job's result.
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from tests.reliability.ledger import Ledger, read_entries
+
+from typedq.backends.base import Queue
+from typedq.job import Job, JobStatus
+
+MakeJob = Callable[..., Job]
+
+TRIALS = 1_000
+WORKERS = 4
+#: Trials that measure how long a job waits to be claimed, to spread the cancels over it.
+CALIBRATION = 30
+
+
+@pytest.fixture(autouse=True)
+def _switch_threads_often() -> Iterator[None]:
+    """Make the interpreter switch threads far more often, so races get their chance."""
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)
+    yield
+    sys.setswitchinterval(before)
+
+
+@dataclass
+class _Times:
+    """``perf_counter`` readings taken by the claiming threads, by job id.
+
+    When the ``claim()`` call that got the job began and returned, when ``complete()``
+    was called and returned; ``done`` is set once it returned.
+    """
+
+    claiming: dict[str, float] = field(default_factory=dict)
+    claimed: dict[str, float] = field(default_factory=dict)
+    completing: dict[str, float] = field(default_factory=dict)
+    completed: dict[str, float] = field(default_factory=dict)
+    done: dict[str, threading.Event] = field(default_factory=dict)
+
+
+def _spin(seconds: float) -> None:
+    """Busy-wait: a jitter shorter than a sleep's granularity (not a synchronisation)."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+@pytest.mark.timeout(60)
+def test_m6_cancel_right_after_enqueue_races_four_claiming_workers(
+    queue: Queue, make_job: MakeJob, tmp_path: Path
+) -> None:
+    ledger = Ledger(tmp_path / "m6.ledger")
+    times = _Times()
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    rng = random.Random(6)
+    handler_s = [0.0]
+
+    def work(name: str) -> None:
+        local = random.Random(name)
+        try:
+            while not stop.is_set():
+                claiming = time.perf_counter()
+                claim = queue.claim(name, lease_s=600)
+                if claim is None:
+                    queue.wait_ready(0.05)
+                    continue
+                job_id = claim.job.job_id
+                times.claimed[job_id] = time.perf_counter()
+                times.claiming[job_id] = claiming
+                ledger.start(job_id, claim.job.attempt, claim.token)
+                _spin(local.uniform(0.0, handler_s[0]))  # a handler that takes a little while
+                ledger.end(job_id, claim.job.attempt, claim.token)
+                times.completing[job_id] = time.perf_counter()
+                queue.complete(job_id, token=claim.token, result=name)
+                times.completed[job_id] = time.perf_counter()
+                times.done[job_id].set()
+        except BaseException as exc:  # reported by the test, not lost in the thread
+            errors.append(exc)
+
+    def add(job_id: str) -> float:
+        times.done[job_id] = threading.Event()
+        queue.enqueue(make_job(job_id=job_id))
+        return time.perf_counter()
+
+    threads = [threading.Thread(target=work, args=(f"m6-w{i}",)) for i in range(WORKERS)]
+    for thread in threads:
+        thread.start()
+    try:
+        # How long a new job waits for a worker here: the cancels are spread over
+        # [0, 2 × that], so that both outcomes (and cancels of RUNNING jobs) occur.
+        waits = []
+        for i in range(CALIBRATION):
+            job_id = f"cal-{i}"
+            added = add(job_id)
+            assert times.done[job_id].wait(10), f"{job_id} was never completed"
+            waits.append(times.claimed[job_id] - added)
+        spread = 2 * statistics.median(waits)
+        handler_s[0] = spread  # RUNNING long enough for some cancels to find it so
+
+        returned: dict[str, bool] = {}
+        called: dict[str, tuple[float, float]] = {}
+        for i in range(TRIALS):
+            job_id = f"m6-{i:04d}"
+            add(job_id)
+            _spin(rng.uniform(0.0, spread))
+            before = time.perf_counter()
+            returned[job_id] = queue.cancel(job_id)
+            called[job_id] = (before, time.perf_counter())
+            if not returned[job_id]:
+                assert times.done[job_id].wait(10), f"{job_id}: cancel() returned False, never completed"
+    finally:
+        stop.set()
+        queue.interrupt()
+        for thread in threads:
+            thread.join(10)
+        ledger.close()
+    assert not any(t.is_alive() for t in threads), "a claiming thread hung"
+    assert errors == []
+
+    entries = read_entries(ledger.path)
+    starts = Counter(e.job_id for e in entries if e.kind == "start")
+    ends = Counter(e.job_id for e in entries if e.kind == "end")
+    outcomes: Counter[str] = Counter()
+    for job_id, cancelled in returned.items():
+        job = queue.get_job(job_id)
+        before, after = called[job_id]
+        if cancelled:
+            outcomes["cancelled"] += 1
+            assert job.status is JobStatus.CANCELLED, (job_id, job.status)
+            assert (starts[job_id], ends[job_id]) == (0, 0), f"{job_id} CANCELLED but its handler ran"
+            assert job_id not in times.claimed
+            continue
+        assert job.status is JobStatus.COMPLETED, (job_id, job.status)
+        assert (starts[job_id], ends[job_id]) == (1, 1), job_id
+        assert job.attempt == 1
+        assert job.result is not None
+        assert job.result.startswith("m6-w")
+        if job.cancel_requested:
+            # Found RUNNING: claim() was called before the cancel returned, and
+            # complete() returned after the cancel began.
+            outcomes["requested while running"] += 1
+            assert times.claiming[job_id] < after, job_id
+            assert times.completed[job_id] > before, job_id
+        else:
+            # Found ended: the worker had called complete() before the cancel returned.
+            outcomes["already completed"] += 1
+            assert times.completing[job_id] < after, job_id
+    assert sum(outcomes.values()) == TRIALS
+    # The race was really run: both outcomes happened.
+    assert outcomes["cancelled"] > 0, outcomes
+    assert outcomes["requested while running"] + outcomes["already completed"] > 0, outcomes
+    counts = queue.count_by_status()
+    assert counts[JobStatus.CANCELLED] == outcomes["cancelled"]
+    assert counts[JobStatus.COMPLETED] == TRIALS + CALIBRATION - outcomes["cancelled"]
+    assert counts[JobStatus.RUNNING] == counts[JobStatus.PENDING] == 0
