@@ -26,6 +26,7 @@ import pytest
 
 import typedq.backends._sqlite_schema as schema
 from typedq.backends import open_queue
+from typedq.backends._sqlite_sql import SQL
 from typedq.backends.sqlite import SQLiteQueue
 from typedq.clock import FakeClock
 from typedq.errors import (
@@ -755,3 +756,57 @@ def test_import_rejects_a_malformed_record_naming_its_index(open_sqlite: Callabl
     with pytest.raises(InvalidJobError, match=r"jobs_data\[1\]\.priority"):
         queue.import_jobs([job("a").to_dict(), {**job("b").to_dict(), "priority": 99}])
     assert queue.size == 0
+
+
+# -- fresh rows: a job that never ran binds only the columns that differ from the defaults --
+
+
+def _stored(db: Path, job_id: str) -> tuple[Any, ...]:
+    conn = sqlite3.connect(db)
+    try:
+        row = conn.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        return tuple(row[1:])  # every column but seq
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("batch", [False, True])
+def test_a_fresh_job_is_stored_exactly_as_a_full_row_would_store_it(
+    open_sqlite: Callable[..., SQLiteQueue], db: Path, clock: FakeClock, batch: bool
+) -> None:
+    queue = open_sqlite("fresh")
+    fields: dict[str, Any] = {
+        "payload": {"a": [1, 2]}, "priority": 8, "scheduled_at": clock.now() + 60,
+        "max_retries": 5, "timeout_seconds": 2.5, "metadata": {"m": 1}, "queue": "origin-q",
+    }
+    fresh, full = job("fresh", **fields), job("full", **fields)
+    assert queue._rows.fresh_row(fresh, "fresh", queue._rows.blobs(fresh), clock.now()) is not None
+    # The full INSERT, as a job that ran before would be stored (here with the same values).
+    blobs = queue._rows.blobs(full)
+    row = queue._rows.row(full, "fresh", blobs, clock.now())
+    conn = sqlite3.connect(db)
+    conn.execute(SQL.insert, row)
+    conn.commit()
+    conn.close()
+    if batch:
+        queue.enqueue_many([fresh])
+    else:
+        queue.enqueue(fresh)
+    stored_fresh, stored_full = _stored(db, "fresh"), _stored(db, "full")
+    # Column 0 is the queue, 1 the job id (the only difference); every other is equal.
+    assert stored_fresh[0] == stored_full[0] == "fresh"
+    assert stored_fresh[2:] == stored_full[2:]
+    assert queue.get_job("fresh").to_dict() == {**queue.get_job("full").to_dict(), "job_id": "fresh"}
+
+
+def test_a_job_that_ran_before_is_stored_with_every_column(open_sqlite: Callable[..., SQLiteQueue]) -> None:
+    queue = open_sqlite("ran")
+    ran = job("ran", attempt=2, retry_count=1, lost_count=1, error="boom", status=JobStatus.DEAD)
+    fresh = job("new")
+    assert queue._rows.fresh_row(ran, "ran", queue._rows.blobs(ran), 0.0) is None
+    queue.enqueue_many([fresh, ran])  # a mixed batch (an import) stores full rows
+    got = queue.get_job("ran")
+    assert (got.attempt, got.retry_count, got.lost_count, got.error, got.status) == (
+        2, 1, 1, "boom", JobStatus.DEAD,
+    )
+    assert queue.get_job("new").status is JobStatus.PENDING

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 from typing import Final
 
-from typedq.backends._sqlite_rows import INSERT_COLUMNS, SELECT_COLUMNS
+from typedq.backends._sqlite_rows import FRESH_COLUMNS, INSERT_COLUMNS, SELECT_COLUMNS
 
 __all__ = ["SQL"]
 
@@ -29,6 +29,8 @@ class SQL:
     """Namespace of the backend's statements."""
 
     insert: Final = f"INSERT INTO jobs ({INSERT_COLUMNS}) VALUES ({', '.join(['?'] * 26)})"
+    #: A job that never ran and depends on nothing: the other columns take their defaults.
+    insert_fresh: Final = f"INSERT INTO jobs ({FRESH_COLUMNS}) VALUES ({', '.join(['?'] * 13)})"
     insert_edge: Final = "INSERT OR IGNORE INTO job_deps (queue, parent, child) VALUES (?, ?, ?)"
     flag_parent: Final = "UPDATE jobs SET has_waiters = 1 WHERE queue = ? AND job_id = ?"
     statuses: Final = "SELECT job_id, status FROM jobs WHERE queue = ? AND job_id IN ({marks})"

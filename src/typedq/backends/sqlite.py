@@ -249,11 +249,15 @@ class SQLiteQueue(Queue):
         if job.depends_on and job.status is JobStatus.PENDING:
             return self.enqueue_many([job])[0]
         blobs = self._rows.blobs(job)
-        row = self._rows.row(job, self._name, blobs, self._clock.now())
+        now = self._clock.now()
+        row = self._rows.fresh_row(job, self._name, blobs, now)
+        sql = SQL.insert_fresh
+        if row is None:
+            row, sql = self._rows.row(job, self._name, blobs, now), SQL.insert
 
         def tx(conn: _Conn) -> None:
             try:
-                conn.execute(SQL.insert, row)
+                conn.execute(sql, row)
             except sqlite3.IntegrityError as exc:
                 if getattr(exc, "sqlite_errorcode", 0) == _UNIQUE_FAILED:
                     raise DuplicateJobError(job.job_id, queue=self._name) from exc
@@ -286,17 +290,26 @@ class SQLiteQueue(Queue):
                 raise
         linked = any(job.depends_on and job.status is JobStatus.PENDING for job in batch.values())
         now = self._clock.now()
+        # Jobs that never ran bind half the columns (the rest take their defaults).
+        name = self._name
+        fresh_row = self._rows.fresh_row
+        fresh = [] if linked else [fresh_row(job, name, encoded[job.job_id], now) for job in batch.values()]
 
         def tx(conn: _Conn) -> None:
+            sql = SQL.insert
+            params: list[tuple[Any, ...]]
             if not linked:
-                params = [self._rows.row(job, self._name, encoded[job.job_id], now) for job in batch.values()]
+                if all(row is not None for row in fresh):
+                    params, sql = [row for row in fresh if row is not None], SQL.insert_fresh
+                else:  # some job ran before (an import): full rows
+                    params = [self._rows.row(job, name, encoded[job.job_id], now) for job in batch.values()]
                 edges: list[tuple[str, str, str]] = []
                 parents: list[tuple[str, str]] = []
             else:
                 params, edges, parents = self._graph.place_batch(conn, batch, encoded, now)
             conn.execute("SAVEPOINT batch")
             try:
-                conn.executemany(SQL.insert, params)
+                conn.executemany(sql, params)
             except sqlite3.IntegrityError:
                 conn.execute("ROLLBACK TO batch")
                 self._graph.refuse_batch(conn, batch)
