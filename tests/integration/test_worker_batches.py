@@ -168,13 +168,13 @@ def test_stop_releases_a_whole_prefetched_batch(
 
     worker = _warm_up(queue, {"quick": lambda p: None, "block": blocking}, start_worker)
     worker.stop(wait=True, timeout=10)
-    # Jobs added while no worker runs: the next worker's first claim is a batch (its
-    # averages are fresh, so it claims one job first; reuse the warm worker's state).
+    # Jobs added while no worker runs; a worker that knows its jobs are quick takes them
+    # all in its first claim.
     queue.enqueue_many(
         [Job(job_type="block", priority=10)] + [Job(job_type="quick", payload={"i": i}) for i in range(20)]
     )
     warm = Worker(queue, worker.handlers, poll_interval=0.05, batch_size=50)
-    warm._avg_run_s = worker._avg_run_s
+    warm._avg_cycle_s = 1e-6  # as after a run of quick jobs: the next claim is a full batch
     warm._by_type = dict(worker._by_type)
     warm.start()
     try:
@@ -217,7 +217,7 @@ def test_held_completions_do_not_wait_for_a_slow_job(
     blocker = Job(job_type="slow", payload={"block": True}, priority=1)
     queue.enqueue_many([*quick, blocker])
     again = Worker(queue, worker.handlers, poll_interval=0.05)
-    again._avg_run_s = worker._avg_run_s
+    again._avg_cycle_s = 1e-6  # as after a run of quick jobs: the next claim is a full batch
     again._by_type = dict(worker._by_type)
     again.start()
     try:
