@@ -26,10 +26,17 @@ clock starts):
 
 5. ``enqueue`` one at a time, jobs/s (target: >= 70 % of 1);
 6. ``enqueue_many`` in batches of 1,000, jobs/s (target: >= 70 % of 4);
-7. drain with one thread: ``claim_many(limit=50)``, then ``complete`` per job, each
-   committed before the next, jobs/s (target: >= 3x Huey's drain, 9);
+7. drain with one thread, the protocol loop a worker runs for quick jobs:
+   ``claim_many(limit=DEFAULT_BATCH_SIZE)`` (a worker's batch size), then one
+   ``complete_many`` for the batch (each completion
+   committed before the call returns), jobs/s;
 8. the same drain of ``--jobs`` jobs from the top of a ``--backlog`` backlog (target:
-   within 20 % of 7).
+   within 20 % of 7);
+10. drain by real worker processes (``run_worker_processes`` of the app in
+   ``_bench_app.py``, one worker thread per process, the default ``batch_size``): 1
+   process (target: >= 3x Huey's drain, 9) and 4 processes (target: faster than 1).
+   Timed from the first job's ``started_at`` to the last one's ``finished_at`` as
+   stored, so process start-up does not count.
 
 *Huey* (``SqliteHuey``, results on, a no-op task):
 
@@ -46,12 +53,15 @@ import argparse
 import cProfile
 import io
 import json
+import os
 import platform
 import pstats
+import signal
 import sqlite3
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -60,8 +70,11 @@ from typing import Any
 
 from typedq.backends._sqlite_db import WAL_AUTOCHECKPOINT_PAGES
 from typedq.backends._sqlite_sql import SQL
+from typedq.backends.base import Completion
 from typedq.backends.sqlite import SQLiteQueue
-from typedq.job import Job
+from typedq.job import Job, JobStatus
+from typedq.process import run_worker_processes
+from typedq.worker import DEFAULT_BATCH_SIZE
 
 perf_counter = time.perf_counter
 
@@ -266,15 +279,15 @@ def _typedq_drain(path: Path, n: int, backlog: int) -> tuple[int, float]:
     jobs = make_jobs(backlog)
     for lo in range(0, backlog, 5000):
         queue.enqueue_many(jobs[lo : lo + 5000])
-    claim_many, complete = queue.claim_many, queue.complete
+    claim_many, complete_many = queue.claim_many, queue.complete_many
     done = 0
     start = perf_counter()
     while done < n:
-        claims = claim_many("bench-worker", lease_s=30.0, limit=min(50, n - done))
+        claims = claim_many("bench-worker", lease_s=30.0, limit=min(DEFAULT_BATCH_SIZE, n - done))
         if not claims:
             break
-        for claim in claims:
-            complete(claim.job.job_id, token=claim.token)
+        outcomes = complete_many([Completion(c.job.job_id, c.token, None) for c in claims])
+        assert all(isinstance(o, Job) for o in outcomes)
         done += len(claims)
     elapsed = perf_counter() - start
     queue.close()
@@ -284,6 +297,46 @@ def _typedq_drain(path: Path, n: int, backlog: int) -> tuple[int, float]:
 
 def typedq_drain(path: Path, n: int) -> tuple[int, float]:
     return _typedq_drain(path, n, n)
+
+
+def typedq_processes(path: Path, n: int, processes: int) -> tuple[int, float]:
+    """Drain ``n`` jobs with ``processes`` real worker processes (one thread each)."""
+    url = f"sqlite:///{path}"
+    queue = SQLiteQueue(path, name="bench")
+    jobs = make_jobs(n)
+    for lo in range(0, n, 5000):
+        queue.enqueue_many(jobs[lo : lo + 5000])
+    os.environ["TYPEDQ_BENCH_BACKEND"] = url
+    here = str(Path(__file__).resolve().parent)
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")]))
+    finished = threading.Event()
+
+    def stopper() -> None:
+        deadline = time.monotonic() + 600
+        while not finished.is_set() and time.monotonic() < deadline:
+            # ready_count reads an index; the full count only once nothing is ready.
+            if not queue.ready_count() and queue.count_by_status()[JobStatus.COMPLETED] >= n:
+                break
+            time.sleep(0.1)
+        if not finished.is_set():
+            os.kill(os.getpid(), signal.SIGINT)
+
+    watcher = threading.Thread(target=stopper, daemon=True)
+    watcher.start()
+    try:
+        run_worker_processes(
+            "_bench_app:make_manager", processes=processes, concurrency=1, queues=["bench"], grace_s=5.0
+        )
+    finally:
+        finished.set()
+        watcher.join()
+    first, last, completed = queue._db.read(
+        "SELECT min(started_at), max(finished_at), count(*) FROM jobs WHERE queue = 'bench'"
+        " AND status = 'COMPLETED'"
+    )[0]
+    queue.close()
+    assert completed == n, (completed, n)
+    return n, last - first
 
 
 def huey_pair(path: Path, n: int) -> tuple[tuple[int, float], tuple[int, float]]:
@@ -368,6 +421,8 @@ def main() -> None:
     rate["typedq enqueue_many"] = median_rate(runs, lambda p: typedq_enqueue_many(p, n))
     rate["typedq drain"] = median_rate(runs, lambda p: typedq_drain(p, n))
     rate["typedq drain, backlog"] = median_rate(runs, lambda p: _typedq_drain(p, n, args.backlog))
+    rate["typedq 1 worker process"] = median_rate(runs, lambda p: typedq_processes(p, n, 1))
+    rate["typedq 4 worker processes"] = median_rate(runs, lambda p: typedq_processes(p, n, 4))
     if not args.no_huey:
         enq, drain = [], []
         for _ in range(runs):
@@ -390,9 +445,14 @@ def main() -> None:
             ratio("typedq enqueue_many", "raw bulk insert"),
             rate["typedq enqueue_many"] >= 0.7 * rate["raw bulk insert"],
         ),
-        "typedq drain": (
-            ratio("typedq drain", "huey drain"),
-            "huey drain" not in rate or rate["typedq drain"] >= 3 * rate["huey drain"],
+        "typedq drain": (ratio("typedq drain", "huey drain"), None),
+        "typedq 1 worker process": (
+            ratio("typedq 1 worker process", "huey drain"),
+            "huey drain" not in rate or rate["typedq 1 worker process"] >= 3 * rate["huey drain"],
+        ),
+        "typedq 4 worker processes": (
+            ratio("typedq 4 worker processes", "typedq 1 worker process"),
+            rate["typedq 4 worker processes"] > rate["typedq 1 worker process"],
         ),
         "typedq drain, backlog": (
             ratio("typedq drain, backlog", "typedq drain"),
