@@ -695,3 +695,55 @@ def test_codec_is_thread_safe() -> None:
     for thread in threads:
         thread.join()
     assert errors == []
+
+
+# -- the pre-encode key walk: every container is looked into ----------------------
+
+
+@pytest.mark.parametrize("name", ["json", "msgpack"])
+@pytest.mark.parametrize(
+    ("value", "path", "words"),
+    [
+        ({"a": [{"b": {"c": [1, 2, {3: "x"}]}}]}, "$.a[0].b.c[2]", "mapping key 3 (int)"),
+        (["x", "y", {1: "z"}], "$[2]", "mapping key 1 (int)"),
+        (["a", "b", {"k": {None: 1}}], "$[2].k", "mapping key None"),
+        ((("t", ({(1,): 2},)),), "$[0][1][0]", "mapping key (1,)"),
+        ({"ok": {"s": "v"}, "list": [[], [{}], [{"fine": 1}, {2.5: 0}]]}, "$.list[2][1]", "mapping key 2.5"),
+    ],
+)
+def test_non_str_key_nested_deep_is_refused_with_path(name: str, value: Any, path: str, words: str) -> None:
+    err = _encode_error(name, value)
+    assert err.path == path
+    assert str(err).startswith(f"{path}: mapping key ")
+    assert words in str(err)
+
+
+def test_msgpack_bytes_keys_nested_round_trip() -> None:
+    c = codec("msgpack")
+    value = {b"k": {"n": [b"v", {b"x": ("a", {"y": None})}]}, "s": ["a", 1, {b"z": 2}]}
+    assert c.decode(c.encode(value)) == {
+        b"k": {"n": [b"v", {b"x": ["a", {"y": None}]}]},
+        "s": ["a", 1, {b"z": 2}],
+    }
+
+
+@pytest.mark.parametrize("name", ["json", "msgpack"])
+def test_value_shared_many_times_over_is_bounded(name: str) -> None:
+    # 1 + 100 + 100 * 100 containers (each list shared), over a 1,000-container bound.
+    shared: list[Any] = [[0]] * 100
+    with pytest.raises(SerializationError, match="more than 1000 containers"):
+        codec(name, max_size=1000).encode([shared] * 100)
+
+
+def test_msgpack_packer_recovers_after_a_failed_value() -> None:
+    bare = MsgpackSerializer()
+    with pytest.raises(SerializationError, match=r"^\$\.x\[1\]: "):
+        bare.dumps({"x": [1, object()]})
+    assert bare.dumps({"a": [1, 2]}) == msgpack.packb({"a": [1, 2]})
+
+
+def test_msgpack_loads_limits_hold_for_data_over_max_size() -> None:
+    data = msgpack.packb("x" * 20)
+    assert MsgpackSerializer(max_size=len(data)).loads(data) == "x" * 20
+    with pytest.raises(DeserializationError, match="max_str_len"):
+        MsgpackSerializer(max_size=10).loads(data)

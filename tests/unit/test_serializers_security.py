@@ -33,6 +33,7 @@ from typedq.serializers import (
     MsgpackSerializer,
     get_serializer,
 )
+from typedq.serializers._signing import HmacSha256
 from typedq.serializers.base import CODEC_ZSTD, FLAG_SIGNED, FRAME_MAGIC
 
 pytestmark = pytest.mark.security
@@ -428,3 +429,46 @@ def test_json_nested_100k_deep(name: str) -> None:
             JSONSerializer().loads(b'{"a":' * 100_000 + b"1" + b"}" * 100_000)
 
     assert _peak_growth(decode) < 16 * MIB
+
+
+# -- the frame MAC is HMAC-SHA256 -------------------------------------------------
+
+
+@pytest.mark.parametrize("key_size", [32, 63, 64, 65, 200])
+@pytest.mark.parametrize("body_size", [0, 1, 55, 64, 300, 5000])
+def test_frame_mac_is_hmac_sha256(key_size: int, body_size: int) -> None:
+    key = os.urandom(key_size)
+    header, context, body = b"\xc1\x01\x03\x00\x01", b"job-42", os.urandom(body_size)
+    message = header + len(context).to_bytes(8, "big") + context + body
+    expected = hmac.new(key, message, "sha256").digest()
+    assert HmacSha256(key).frame_mac(header, context, body) == expected
+    assert HmacSha256(key).frame_mac(header, context, memoryview(body)) == expected
+
+
+@pytest.mark.parametrize("name", ["pickle", "pickle+zstd", "json"])
+def test_signed_frame_layout_is_stable(name: str) -> None:
+    # Frames written by earlier versions must keep verifying: recompute the MAC with
+    # the stdlib over header, length-prefixed context and body.
+    frame = get_serializer(name, pickle_key=KEY, sign_all=True, min_size=0).encode(
+        {"v": "x" * 400}, context=b"job-A"
+    )
+    header, mac, body = frame[:5], frame[5:37], frame[37:]
+    message = header + (5).to_bytes(8, "big") + b"job-A" + body
+    assert mac == hmac.new(KEY, message, "sha256").digest()
+
+
+def test_signer_holds_no_key_and_cannot_be_pickled() -> None:
+    signer = HmacSha256(KEY)
+    assert not _leaks(repr(signer))
+    with pytest.raises(TypeError):
+        pickle.dumps(signer)
+
+
+def test_signed_frame_over_the_limit_refused_before_verifying(monkeypatch: pytest.MonkeyPatch) -> None:
+    frame = get_serializer("pickle", pickle_key=KEY).encode("x" * 200, context=b"j")
+    body_size = len(frame) - 37
+    # The frame fits the frame limit (max_size + the longest header); its body does not.
+    reader = get_serializer("pickle", pickle_key=KEY, max_size=body_size - 1)
+    monkeypatch.setattr(hmac, "compare_digest", lambda a, b: pytest.fail("verified"))
+    with pytest.raises(PayloadTooLargeError, match=f"stored payload is {body_size} bytes"):
+        reader.decode(frame, context=b"j")

@@ -119,7 +119,7 @@ def keys_look_fine(obj: Any, key_types: tuple[type, ...], max_depth: int, max_co
     """Cheaply check mapping keys, nesting depth and container count.
 
     A False answer is not an error by itself: the caller runs :func:`find_problem`,
-    which decides (a ``str`` subclass key, for instance, fails here but is fine).
+    which decides (a key of a subclass of an allowed type may fail here, yet is fine).
 
     Args:
         obj: The value about to be encoded.
@@ -133,41 +133,49 @@ def keys_look_fine(obj: Any, key_types: tuple[type, ...], max_depth: int, max_co
     """
     if type(obj) in _SCALARS:
         return True
-    stack: list[tuple[Any, int]] = [(obj, 1)]
-    pop = stack.pop
-    push = stack.append
+    # The walk goes one nesting level at a time, so the depth is the level number and
+    # nothing per value (no (value, depth) pairs) is allocated: on a typical payload
+    # this walk costs more than the msgpack packer itself, so every step counts.
+    level: list[Any] = [obj]
+    depth = 0
     count = 0
-    # str.join and frozenset.issuperset loop in C: they answer "all keys are str" and
-    # "no value is a container" several times faster than a Python loop.
-    join = "".join
-    only_scalars = _SCALARS.issuperset
-    while stack:
-        item, depth = pop()
-        count += 1
+    join = "".join  # "all keys are str" in one C call; raises TypeError otherwise
+    scalars = _SCALARS
+    while level:
+        depth += 1
+        count += len(level)
         if depth > max_depth or count > max_containers:
             return False
-        if isinstance(item, dict):
-            try:
-                join(item)
-            except TypeError:
-                for key in item:
-                    if type(key) not in key_types:
-                        return False
-            values: Any = item.values()
-        elif isinstance(item, _LIST_TYPES):
-            try:
-                join(item)  # a list of str only: nothing to look into
-                continue
-            except TypeError:
+        below: list[Any] = []
+        push = below.append
+        for item in level:
+            if isinstance(item, dict):
+                try:
+                    join(item)
+                except TypeError:
+                    for key in item:
+                        if type(key) not in key_types:
+                            return False
+                values: Any = item.values()
+            elif isinstance(item, _LIST_TYPES):
+                if item and type(item[0]) is str:
+                    # Probably a list of str: one C call answers "nothing to look into".
+                    try:
+                        join(item)
+                        continue
+                    except TypeError:
+                        pass
                 values = item
-        else:
-            continue
-        if only_scalars(map(type, values)):
-            continue
-        depth += 1
-        for value in values:
-            if type(value) not in _SCALARS:
-                push((value, depth))
+            else:
+                continue
+            for value in values:
+                if type(value) not in scalars:
+                    push(value)
+            if len(below) > max_containers:
+                # A value shared many times over (or a cycle of wide lists) must not
+                # grow the next level without bound before the count check runs.
+                return False
+        level = below
     return True
 
 

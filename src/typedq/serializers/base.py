@@ -49,6 +49,7 @@ from typedq.errors import (
 )
 from typedq.serializers._common import DEFAULT_MAX_DEPTH, DEFAULT_MAX_SIZE, check_int
 from typedq.serializers._registry import SERIALIZER_NAMES, make_serializer
+from typedq.serializers._signing import HmacSha256
 from typedq.serializers.compress import BoundedDecompressor, Compressed
 from typedq.serializers.json import JSONSerializer
 from typedq.serializers.msgpack import MsgpackSerializer
@@ -126,6 +127,7 @@ MIN_KEY_SIZE: Final = 32
 _BASE_SIZE: Final = 5
 _DICT_ID_SIZE: Final = 4
 _MAC_SIZE: Final = 32
+_SIGNED_BODY_OFFSET: Final = _BASE_SIZE + _MAC_SIZE
 MAX_HEADER_SIZE: Final = _BASE_SIZE + _DICT_ID_SIZE + _MAC_SIZE
 """The longest frame header: base, dictionary id and signature (41 bytes)."""
 
@@ -302,17 +304,22 @@ class FrameCodec:
         else:
             self._header_zstd = bytes((FRAME_MAGIC, FRAME_VERSION, tag, CODEC_ZSTD, flags))
 
-        # Fast read path: unsigned, dictionary-less headers map straight to a reader.
+        # Fast read paths: dictionary-less headers map straight to a reader. Unsigned
+        # ones only when unsigned frames are allowed (never pickle); signed ones only
+        # when there is a key to verify with (so pickle is enabled). Any other header
+        # takes _decode_slow, which names what is wrong with it.
         self._fast: dict[bytes, _Reader] = {}
-        if not self.sign_all:
-            for t, loads in self._loads.items():
-                if t == _PICKLE_TAG:
-                    continue
-                for codec, inflater in ((CODEC_NONE, None), (CODEC_ZSTD, self._inflaters[None])):
-                    header = bytes((FRAME_MAGIC, FRAME_VERSION, t, codec, 0))
-                    self._fast[header] = (loads, inflater)
+        self._fast_signed: dict[bytes, _Reader] = {}
+        for t, loads in self._loads.items():
+            for codec, inflater in ((CODEC_NONE, None), (CODEC_ZSTD, self._inflaters[None])):
+                if not self.sign_all and t != _PICKLE_TAG:
+                    self._fast[bytes((FRAME_MAGIC, FRAME_VERSION, t, codec, 0))] = (loads, inflater)
+                if self._signers:
+                    header = bytes((FRAME_MAGIC, FRAME_VERSION, t, codec, FLAG_SIGNED))
+                    self._fast_signed[header] = (loads, inflater)
         self._max_frame = max_size + MAX_HEADER_SIZE
         self._max_fast_frame = max_size + _BASE_SIZE
+        self._max_signed_frame = max_size + _SIGNED_BODY_OFFSET
 
     @staticmethod
     def _make_signers(
@@ -320,15 +327,15 @@ class FrameCodec:
         pickle_key: bytes | str | None,
         verify_keys: Iterable[bytes | str],
         sign_all: bool,
-    ) -> tuple[Any, ...]:
-        """HMAC objects, signing key first. Keys live only inside them, so no attribute
-        of the codec holds the raw bytes."""
+    ) -> tuple[HmacSha256, ...]:
+        """HMAC-SHA256 signers, signing key first. Keys live only inside them (as hash
+        states), so no attribute of the codec holds the raw bytes."""
         if isinstance(verify_keys, (str, bytes, bytearray)):
             raise ConfigError("verify_keys", "<redacted>", "a list of keys, not one key")
         old_keys = [_key_bytes("verify_keys", key) for key in verify_keys]
         if pickle_key is not None:
             keys = [_key_bytes("pickle_key", pickle_key), *old_keys]
-            return tuple(hmac.new(key, digestmod="sha256") for key in keys)
+            return tuple(HmacSha256(key) for key in keys)
         if old_keys:
             raise ConfigError("verify_keys", "<redacted>", "empty unless pickle_key is set")
         if tag == _PICKLE_TAG:
@@ -403,16 +410,6 @@ class FrameCodec:
 
     # -- frames --------------------------------------------------------------------
 
-    @staticmethod
-    def _mac(signer: Any, header: bytes, context: bytes, body: bytes | memoryview) -> bytes:
-        mac = signer.copy()
-        mac.update(header)
-        mac.update(len(context).to_bytes(8, "big"))
-        mac.update(context)
-        mac.update(body)
-        digest: bytes = mac.digest()
-        return digest
-
     def encode(self, obj: Any, *, context: bytes = b"") -> bytes:
         """Serialize ``obj`` into a frame.
 
@@ -432,14 +429,14 @@ class FrameCodec:
         raw = self._dumps(obj)
         if len(raw) > self.max_size:
             raise PayloadTooLargeError(len(raw), self.max_size, what="serialized payload")
-        packed = self._compressor.compress(raw) if self._compressor is not None else None
-        if packed is None:
-            header, body = self._header_plain, raw
-        else:
-            header, body = self._header_zstd, packed
+        header, body = self._header_plain, raw
+        if self._compressor is not None:
+            packed = self._compressor.compress(raw)
+            if packed is not None:
+                header, body = self._header_zstd, packed
         if not self._sign:
             return header + body
-        return header + self._mac(self._signers[0], header, context, body) + body
+        return b"".join((header, self._signers[0].frame_mac(header, context, body), body))
 
     def decode(self, data: bytes, *, context: bytes = b"") -> Any:
         """Read a frame: size, header, signature, bounded decompression, deserialize.
@@ -466,16 +463,33 @@ class FrameCodec:
         if type(data) is not bytes:
             # Drivers may hand back bytearray or memoryview; bytearray is unhashable.
             data = bytes(data)
-        fast = self._fast.get(data[:_BASE_SIZE])
-        if fast is None:
-            return self._decode_slow(data, context)
-        if size > self._max_fast_frame:
-            raise PayloadTooLargeError(size - _BASE_SIZE, self.max_size, what="stored payload")
+        header = data[:_BASE_SIZE]
+        fast = self._fast.get(header)
+        if fast is not None:
+            if size > self._max_fast_frame:
+                raise PayloadTooLargeError(size - _BASE_SIZE, self.max_size, what="stored payload")
+            body = data[_BASE_SIZE:]
+        else:
+            fast = self._fast_signed.get(header)
+            if fast is None:
+                return self._decode_slow(data, context)
+            # The checks _decode_slow makes on such a header, in the same order.
+            if size < _SIGNED_BODY_OFFSET:
+                raise SignatureError("frame is truncated inside its signature")
+            if size > self._max_signed_frame:
+                raise PayloadTooLargeError(size - _SIGNED_BODY_OFFSET, self.max_size, what="stored payload")
+            body = data[_SIGNED_BODY_OFFSET:]
+            self._verify(header, context, body, data[_BASE_SIZE:_SIGNED_BODY_OFFSET])
         loads, inflater = fast
-        body = data[_BASE_SIZE:]
         if inflater is not None:
             body = inflater.decompress(body)
-        return self._run(loads, body)
+        try:
+            return loads(body)
+        except TypedqError:
+            raise
+        except Exception as exc:
+            # Built-in readers raise typed errors; this is the backstop (as in _run).
+            raise DeserializationError(f"cannot decode the payload: {exc}") from exc
 
     @staticmethod
     def _run(loads: Callable[[bytes], Any], body: bytes) -> Any:
@@ -508,7 +522,8 @@ class FrameCodec:
             raise PayloadTooLargeError(body_size, self.max_size, what="stored payload")
         body = memoryview(data)[offset:]
         if header.signed:
-            self._verify(data, header, context, body)
+            mac_start = offset - _MAC_SIZE
+            self._verify(data[:mac_start], context, body, data[mac_start:offset])
         elif tag == _PICKLE_TAG or self.sign_all:
             raise SignatureError(
                 "frame is not signed, but pickle frames (and all frames when sign_all is set) must be"
@@ -516,15 +531,13 @@ class FrameCodec:
         raw = bytes(body) if inflater is None else inflater.decompress(body)
         return self._run(self._loads[tag], raw)
 
-    def _verify(self, data: bytes, header: FrameHeader, context: bytes, body: memoryview) -> None:
+    def _verify(self, header: bytes, context: bytes, body: bytes | memoryview, stored: bytes) -> None:
+        """Raise SignatureError unless ``stored`` is the MAC of the frame under some key."""
         if not self._signers:
             raise SignatureError("frame is signed but no key is configured to verify it (pickle_key)")
-        mac_start = header.body_offset - _MAC_SIZE
-        stored = data[mac_start : header.body_offset]
-        signed_header = data[:mac_start]
         for signer in self._signers:
             # Looked up on the module at call time on purpose: constant-time compare.
-            if hmac.compare_digest(self._mac(signer, signed_header, context, body), stored):
+            if hmac.compare_digest(signer.frame_mac(header, context, body), stored):
                 return
         raise SignatureError(
             "signature does not verify: the frame was altered, signed with a key not "

@@ -25,9 +25,9 @@ Map keys are limited to ``str`` and ``bytes`` because decoding uses
 hash-collision denial of service on decode. Nesting is capped by msgpack itself:
 511 levels when packing, 1024 when unpacking.
 
-Decoding sets ``max_str_len``, ``max_bin_len``, ``max_array_len``, ``max_map_len`` and
-``max_ext_len`` from ``max_size``, so a header claiming a 4 GiB bin in a 10-byte message
-is refused without allocating.
+Decoding bounds ``max_str_len``, ``max_bin_len``, ``max_array_len``, ``max_map_len`` and
+``max_ext_len`` by ``max_size`` (and msgpack bounds them by the length of the data), so a
+header claiming a 4 GiB bin in a 10-byte message is refused without allocating.
 """
 
 from __future__ import annotations
@@ -133,6 +133,18 @@ def _check_leaf(value: Any) -> str | None:
     return f"{describe(value)} is not supported by msgpack; {hint}"
 
 
+def _new_packer() -> Any:
+    return msgpack.Packer(use_bin_type=True, datetime=False, default=_pack_default)
+
+
+class _Packers(threading.local):
+    """One packer per thread (a ``msgpack.Packer`` is not thread-safe), created on
+    first use in each thread, so ``dumps`` reads a plain attribute."""
+
+    def __init__(self) -> None:
+        self.packer: Any = _new_packer()
+
+
 def _check_key(key: Any) -> str | None:
     if not isinstance(key, _KEY_TYPES):
         return "is not a str or bytes; msgpack map keys must be str or bytes"
@@ -159,18 +171,10 @@ class MsgpackSerializer:
 
     def __init__(self, *, max_size: int = DEFAULT_MAX_SIZE) -> None:
         self.max_size = check_int("max_size", max_size, 1)
-        self._local = threading.local()
+        self._local = _Packers()
 
     def __repr__(self) -> str:
         return f"MsgpackSerializer(max_size={self.max_size})"
-
-    def _packer(self) -> Any:
-        try:
-            return self._local.packer
-        except AttributeError:
-            packer = msgpack.Packer(use_bin_type=True, datetime=False, default=_pack_default)
-            self._local.packer = packer
-            return packer
 
     def dumps(self, obj: Any) -> bytes:
         """Encode ``obj`` as msgpack.
@@ -187,11 +191,12 @@ class MsgpackSerializer:
         """
         if not keys_look_fine(obj, _KEY_TYPES, _PACK_MAX_DEPTH, self.max_size):
             self._raise_problem(obj, None)
+        local = self._local
         try:
-            packed: bytes = self._packer().pack(obj)
+            packed: bytes = local.packer.pack(obj)
         except (TypeError, ValueError, OverflowError, RecursionError) as exc:
             # A packer that failed mid-value may hold a partial buffer: start afresh.
-            del self._local.packer
+            local.packer = _new_packer()
             self._raise_problem(obj, exc)
             raise SerializationError(f"$: cannot encode as msgpack: {exc}") from exc
         return packed
@@ -210,7 +215,7 @@ class MsgpackSerializer:
             raise SerializationError(f"{path}: {reason}", path=path) from exc
 
     def loads(self, data: bytes) -> Any:
-        """Decode one msgpack value with every length limit set from ``max_size``.
+        """Decode one msgpack value with every length limit bounded by ``max_size``.
 
         Args:
             data: Packed bytes holding exactly one value.
@@ -224,6 +229,10 @@ class MsgpackSerializer:
         """
         limit = self.max_size
         try:
+            if len(data) <= limit:
+                # unpackb bounds every length by len(data) on its own (documented), and
+                # len(data) <= max_size here, so passing the limits would change nothing.
+                return msgpack.unpackb(data, raw=False, strict_map_key=True, timestamp=3, ext_hook=_ext_hook)
             return msgpack.unpackb(
                 data,
                 raw=False,
