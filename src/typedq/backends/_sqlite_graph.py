@@ -301,10 +301,15 @@ class QueueGraph:
         return done
 
     def bury_undecodable(
-        self, conn: _Conn, row: Sequence[Any], exc: DeserializationError, now: float
+        self, conn: _Conn, *, claimed: Sequence[tuple[Sequence[Any], DeserializationError]], now: float
     ) -> None:
-        """A claim met a job it cannot decode: DEAD with the reason, dependents failed."""
-        job_id = row[rows.ID]
-        logger.warning("job %s of queue %r moved to DEAD at claim: %s", job_id, self.queue, exc)
-        conn.execute(SQL.bury_seq, (str(exc), now, row[rows.SEQ]))
-        self.fail_dependents(conn, job_id, "DEAD", now)
+        """A claim took jobs it cannot decode: each goes DEAD with the reason, dependents failed.
+
+        Each is a compare-and-set on the claim just made (RUNNING, same attempt), so a
+        job that changed since is left alone.
+        """
+        for row, exc in claimed:
+            job_id = row[rows.ID]
+            if conn.execute(SQL.bury_claimed, (str(exc), now, row[rows.SEQ], row[rows.ATTEMPT])).rowcount:
+                logger.warning("job %s of queue %r moved to DEAD at claim: %s", job_id, self.queue, exc)
+                self.fail_dependents(conn, job_id, "DEAD", now)

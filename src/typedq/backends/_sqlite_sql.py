@@ -52,8 +52,9 @@ class SQL:
         "UPDATE jobs SET status = 'RUNNING', attempt = attempt + 1, started_at = ?"
         f" WHERE seq = ({_READY}) RETURNING {_COLS}"
     )
-    bury_seq: Final = (
-        "UPDATE jobs SET status = 'DEAD', error = ?, finished_at = ?, lease_until = NULL WHERE seq = ?"
+    bury_claimed: Final = (
+        "UPDATE jobs SET status = 'DEAD', error = ?, finished_at = ?, lease_until = NULL"
+        " WHERE seq = ? AND status = 'RUNNING' AND attempt = ?"
     )
     peek_ready: Final = f"SELECT {_COLS} FROM jobs WHERE seq = ({_READY.replace('LIMIT ?', 'LIMIT 1')})"
     peek_due: Final = (

@@ -60,6 +60,7 @@ import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, Final
 
@@ -102,7 +103,7 @@ _COMPLETED: Final = "COMPLETED"
 _SETTLED: Final = frozenset({"SCHEDULED", "FAILED", "DEAD", "CANCELLED"})
 _UNIQUE_FAILED: Final = 2067  # SQLITE_CONSTRAINT_UNIQUE
 #: Most claims remembered for complete(); half are forgotten when it is passed.
-_INFLIGHT_MAX: Final = 1024
+_INFLIGHT_MAX: Final = 8192
 
 _Conn = sqlite3.Connection
 
@@ -336,7 +337,13 @@ class SQLiteQueue(Queue):
     # -- claiming -----------------------------------------------------------------------
 
     def _take(self, limit: int, sql: str, head: tuple[Any, ...], now: float) -> list[Job]:
-        """Take up to ``limit`` ready jobs with ``sql``, burying undecodable ones."""
+        """Take up to ``limit`` ready jobs with ``sql``, burying undecodable ones.
+
+        The transaction runs the SQL alone: rows are decoded into jobs after it commits,
+        so the write lock is never held while Python builds jobs (other processes claim
+        meanwhile). A row that cannot be decoded is then moved to DEAD by a second,
+        fenced transaction; when every row taken was such a row, the claim is retried.
+        """
         if limit <= 0:
             return []
         if self._idle and not self._has_ready():
@@ -344,26 +351,25 @@ class SQLiteQueue(Queue):
         name = self._name
         build = self._rows.job
 
-        def tx(conn: _Conn) -> list[tuple[int, Job]]:
+        def tx(conn: _Conn) -> list[Sequence[Any]]:
             conn.execute(SQL.promote, (name, now))
-            taken: list[tuple[int, Job]] = []
-            while len(taken) < limit:
-                want = limit - len(taken)
-                got = conn.execute(sql, (*head, name, now, want)).fetchall()
-                if len(got) > 1:
-                    got.sort(key=rows.sort_key)
-                bad = 0
-                for row in got:
-                    try:
-                        taken.append((row[rows.SEQ], build(row, strict=True)))
-                    except DeserializationError as exc:
-                        bad += 1
-                        self._graph.bury_undecodable(conn, row, exc, now)
-                if not bad and len(got) < want:
-                    break
-            return taken
+            return conn.execute(sql, (*head, name, now, limit)).fetchall()
 
-        taken = self._db.write(tx)
+        while True:
+            got = self._db.write(tx)
+            if len(got) > 1:
+                got.sort(key=rows.sort_key)
+            taken: list[tuple[int, Job]] = []
+            bad: list[tuple[Sequence[Any], DeserializationError]] = []
+            for row in got:
+                try:
+                    taken.append((row[rows.SEQ], build(row, strict=True)))
+                except DeserializationError as exc:
+                    bad.append((row, exc))
+            if bad:
+                self._db.write(partial(self._graph.bury_undecodable, claimed=bad, now=now))
+            if taken or not got:
+                break
         self._idle = not taken
         inflight = self._inflight
         for seq, job in taken:
