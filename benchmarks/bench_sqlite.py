@@ -35,8 +35,10 @@ clock starts):
 10. drain by real worker processes (``run_worker_processes`` of the app in
    ``_bench_app.py``, one worker thread per process, the default ``batch_size``): 1
    process (target: >= 3x Huey's drain, 9) and 4 processes (target: faster than 1).
-   Timed from the first job's ``started_at`` to the last one's ``finished_at`` as
-   stored, so process start-up does not count.
+   Timed from the stored ``started_at`` and ``finished_at`` of the jobs: the jobs
+   finished while every process was draining (from the last process's first start to
+   the first process's last finish), over that window. Process start-up, which is
+   staggered, does not count.
 
 *Huey* (``SqliteHuey``, results on, a no-op task):
 
@@ -330,13 +332,24 @@ def typedq_processes(path: Path, n: int, processes: int) -> tuple[int, float]:
     finally:
         finished.set()
         watcher.join()
-    first, last, completed = queue._db.read(
-        "SELECT min(started_at), max(finished_at), count(*) FROM jobs WHERE queue = 'bench'"
-        " AND status = 'COMPLETED'"
-    )[0]
+    spans = queue._db.read(
+        "SELECT worker_id, min(started_at), max(finished_at), count(*) FROM jobs WHERE queue = 'bench'"
+        " AND status = 'COMPLETED' GROUP BY worker_id"
+    )
+    # The window in which every process was draining: from the last process's first start
+    # to the first process's last finish (process start-up is staggered and not counted).
+    start = max(first for _, first, _, _ in spans)
+    end = min(last for _, _, last, _ in spans)
+    within = queue._db.read(
+        "SELECT count(*) FROM jobs WHERE queue = 'bench' AND status = 'COMPLETED'"
+        " AND finished_at >= ? AND finished_at <= ?",
+        (start, end),
+    )[0][0]
+    completed = sum(count for *_, count in spans)
     queue.close()
     assert completed == n, (completed, n)
-    return n, last - first
+    assert len(spans) == processes, f"{len(spans)} of {processes} processes ran jobs"
+    return within, end - start
 
 
 def huey_pair(path: Path, n: int) -> tuple[tuple[int, float], tuple[int, float]]:

@@ -12,18 +12,18 @@ outcome through the queue protocol:
   retry count and error;
 * no handler for the type: DEAD at once with a ``NoHandlerError`` (never dropped).
 
-Batches: while its jobs are quick (a whole cycle under :data:`BATCH_WINDOW_S` on
-average), a worker claims up to ``batch_size`` jobs at once and records their
-completions together with one ``Queue.complete_many`` (a group commit: one transaction
-on SQLite instead of one per job). A completion is still committed before it is reported
-(event, stats, waiters): it is held only while the worker's other claimed jobs run,
-never longer than :data:`FLUSH_AFTER_S` before the next job starts, and never across a
-job of a type that is slow (or not yet seen): those are committed first. The batch
-shrinks to one as soon as jobs take longer than the window, so a ready job never waits
-behind a slow batch. (The one case left: a job of a quick type that suddenly runs long
-holds the completions of the few quick jobs before it in its batch until it ends; their
-leases are renewed meanwhile.) Jobs claimed but not started when the worker stops are
-given back (``Queue.release``: not counted as a failure).
+Batches: while its jobs are quick (handlers under :data:`BATCH_WINDOW_S` on average), a
+worker claims up to ``batch_size`` jobs at once and records their completions together
+with one ``Queue.complete_many`` (a group commit: one transaction on SQLite instead of
+one per job). A completion is still committed before it is reported (event, stats,
+waiters): it is held only while the worker's other claimed jobs run, never longer than
+:data:`FLUSH_AFTER_S` before the next job starts, and never across a job of a type that
+is slow (or not yet seen): those are committed first. The batch shrinks to one as soon
+as jobs take longer than the window, so a ready job never waits behind a slow batch.
+(The one case left: a job of a quick type that suddenly runs long holds the completions
+of the few quick jobs before it in its batch until it ends; their leases are renewed
+meanwhile.) Jobs claimed but not started when the worker stops are given back
+(``Queue.release``: not counted as a failure).
 
 No lock is held while a handler runs. When nothing is ready the worker blocks in
 ``queue.wait_ready`` until a job is added, the next delayed job falls due, or
@@ -84,9 +84,11 @@ Handler = Callable[[Any], Any]
 #: replayed after a deploy that knows its payload.
 _PERMANENT = (PayloadVersionError, PayloadValidationError, DeserializationError)
 
-#: A worker claims more than one job at a time only while a job's whole cycle (claim,
-#: handler, completion) takes less than this on average (seconds): a batch then holds at
-#: most about this much work. A job type whose handler takes this long is "slow".
+#: A worker claims more than one job at a time only while its handlers take less than this
+#: on average (seconds): a batch then holds about this much work (``batch_size`` caps
+#: it). A job type whose handler takes this long is "slow". Handler time, not the whole
+#: cycle: waiting for the write lock or the CPU (other worker processes) must not shrink
+#: the batches, which would only add transactions under load.
 BATCH_WINDOW_S: Final = 0.01
 #: The longest a finished job's completion waits for its batch before being committed.
 FLUSH_AFTER_S: Final = 0.01
@@ -191,12 +193,10 @@ class Worker(threading.Thread):
         self._buffer: deque[Claim] = deque()
         self._pending: list[tuple[Job, int, Any]] = []
         self._pending_since = 0.0
-        # Running averages (seconds): of a job's whole cycle, measured over each claimed
-        # batch (None before the first), and of handler durations per job type.
-        self._avg_cycle_s: float | None = None
+        # Running averages of handler durations (seconds): over every job (None before
+        # the first) and per job type.
+        self._avg_run_s: float | None = None
         self._by_type: dict[str, float] = {}
-        self._batch_started = 0.0
-        self._batch_len = 0
         self._current: tuple[str, int] | None = None
 
     # -- control ------------------------------------------------------------------------
@@ -234,8 +234,6 @@ class Worker(threading.Thread):
                 if not buffer:
                     if self._pending:
                         self._flush()
-                    if self._batch_len:
-                        self._end_batch()
                     if not self._claim():
                         continue
                 try:
@@ -259,17 +257,10 @@ class Worker(threading.Thread):
 
     def _claim_limit(self) -> int:
         """How many jobs to claim now: more only while jobs are quick (the batch window)."""
-        avg = self._avg_cycle_s
+        avg = self._avg_run_s
         if self.batch_size == 1 or avg is None or avg >= BATCH_WINDOW_S:
             return 1
         return min(self.batch_size, int(BATCH_WINDOW_S / max(avg, 1e-6)))
-
-    def _end_batch(self) -> None:
-        """Fold the last batch's time per job (claim to completions committed) into the average."""
-        per_job = (time.perf_counter() - self._batch_started) / self._batch_len
-        self._batch_len = 0
-        avg = self._avg_cycle_s
-        self._avg_cycle_s = per_job if avg is None else avg + _EWMA * (per_job - avg)
 
     def _claim(self) -> bool:
         """Fill the buffer with newly claimed jobs; return whether any was claimed.
@@ -278,7 +269,6 @@ class Worker(threading.Thread):
         queue fails it logs and backs off for ``poll_interval``.
         """
         queue = self.queue
-        started = time.perf_counter()
         try:
             limit = self._claim_limit()
             if limit == 1:
@@ -293,8 +283,6 @@ class Worker(threading.Thread):
             logger.exception("worker %s could not claim from %r; backing off", self.worker_id, queue.name)
             self._stop_event.wait(self.poll_interval)
             return False
-        self._batch_started = started
-        self._batch_len = len(claims)
         keeper = self.lease_keeper
         for job, token, _ in claims:
             keeper.add(queue, job.job_id, token)
@@ -442,8 +430,10 @@ class Worker(threading.Thread):
         safe_call(self.event_handler.on_job_completed, done, result)
 
     def _timed(self, job_type: str, started: float) -> None:
-        """Fold one handler's duration into its type's running average."""
+        """Fold one handler's duration into the running averages."""
         took = time.perf_counter() - started
+        avg = self._avg_run_s
+        self._avg_run_s = took if avg is None else avg + _EWMA * (took - avg)
         by_type = self._by_type
         typed = by_type.get(job_type)
         by_type[job_type] = took if typed is None else typed + _EWMA * (took - typed)

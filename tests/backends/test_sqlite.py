@@ -8,6 +8,7 @@ and how bad stored bytes are handled. Processes: test_sqlite_processes.py.
 from __future__ import annotations
 
 import base64
+import fcntl
 import hashlib
 import io
 import json
@@ -18,6 +19,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -368,7 +370,8 @@ def test_the_file_is_never_opened_by_python_code(monkeypatch: pytest.MonkeyPatch
         second.enqueue(job("b"))
         second.close()
         monkeypatch.undo()
-        assert [p for p in opened if p.startswith(str(db))] == []
+        # The writer lock is a file of its own (flock, not SQLite's POSIX locks): allowed.
+        assert [p for p in opened if p.startswith(str(db)) and p != f"{db}-typedq-lock"] == []
         assert first.get_job("a").status is JobStatus.PENDING
     finally:
         first.close()
@@ -810,3 +813,50 @@ def test_a_job_that_ran_before_is_stored_with_every_column(open_sqlite: Callable
         2, 1, 1, "boom", JobStatus.DEAD,
     )
     assert queue.get_job("new").status is JobStatus.PENDING
+
+
+# -- the writer lock: writers take turns on a side file, waiting a bounded time ---------------
+
+
+def test_writers_take_turns_on_the_side_lock_file(open_sqlite: Callable[..., SQLiteQueue], db: Path) -> None:
+    queue = open_sqlite("turns")
+    queue.enqueue(job("first"))
+    lock_path = Path(f"{db}-typedq-lock")
+    assert lock_path.exists()
+    # Another holder of the lock (as another process would be): a write waits for it.
+    fd = os.open(lock_path, os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    done = threading.Event()
+    thread = threading.Thread(target=lambda: (queue.enqueue(job("second")), done.set()))
+    try:
+        thread.start()
+        assert not done.wait(0.3), "the write did not wait for the writer lock"
+        assert [j.job_id for j in queue.list_jobs()] == ["first"]
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+    assert done.wait(5)
+    thread.join(5)
+    assert [j.job_id for j in queue.list_jobs()] == ["first", "second"]
+    assert queue.diagnostics()["writer_lock_timeouts"] == 0
+
+
+def test_a_writer_lock_held_too_long_is_passed_by(
+    open_sqlite: Callable[..., SQLiteQueue], db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import typedq.backends._sqlite_db as sqlite_db
+
+    monkeypatch.setattr(sqlite_db, "BUSY_TIMEOUT_S", 0.2)
+    queue = open_sqlite("stuck")
+    queue.enqueue(job("first"))
+    fd = os.open(f"{db}-typedq-lock", os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # held by a stopped process, say: never released here
+    try:
+        started = time.monotonic()
+        queue.enqueue(job("second"))  # SQLite itself is free: the write goes on
+        assert 0.15 <= time.monotonic() - started < 3
+        assert queue.diagnostics()["writer_lock_timeouts"] == 1
+        assert queue.get_job("second").status is JobStatus.PENDING
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)

@@ -174,7 +174,7 @@ def test_stop_releases_a_whole_prefetched_batch(
         [Job(job_type="block", priority=10)] + [Job(job_type="quick", payload={"i": i}) for i in range(20)]
     )
     warm = Worker(queue, worker.handlers, poll_interval=0.05, batch_size=50)
-    warm._avg_cycle_s = 1e-6  # as after a run of quick jobs: the next claim is a full batch
+    warm._avg_run_s = 1e-6  # as after a run of quick jobs: the next claim is a full batch
     warm._by_type = dict(worker._by_type)
     warm.start()
     try:
@@ -217,7 +217,7 @@ def test_held_completions_do_not_wait_for_a_slow_job(
     blocker = Job(job_type="slow", payload={"block": True}, priority=1)
     queue.enqueue_many([*quick, blocker])
     again = Worker(queue, worker.handlers, poll_interval=0.05)
-    again._avg_cycle_s = 1e-6  # as after a run of quick jobs: the next claim is a full batch
+    again._avg_run_s = 1e-6  # as after a run of quick jobs: the next claim is a full batch
     again._by_type = dict(worker._by_type)
     again.start()
     try:

@@ -11,15 +11,25 @@
   :data:`WAL_AUTOCHECKPOINT_PAGES` pages.
 * :meth:`Connections.write` runs a function inside ``BEGIN IMMEDIATE`` ... ``COMMIT``
   (rolled back on any exception), retrying the whole transaction once on SQLITE_BUSY.
+* Writers take turns through an advisory ``flock`` on a side file, ``<db>-typedq-lock``
+  (each thread its own descriptor, so threads and processes alike). SQLite's own wait
+  for a busy write lock sleeps 1, 2, 5, 10 ... 100 ms between tries: the lock is often
+  free for most of that sleep, and one process can starve the others. Waiting on the
+  side file hands the turn over within a millisecond instead, and every process gets
+  its share. The wait is bounded (:data:`BUSY_TIMEOUT_S`); past it the transaction goes
+  on without the side lock and SQLite's busy timeout decides, so nothing can hang on a
+  stopped process that holds it.
 * :func:`map_errors` turns driver errors into typedq errors, once, ``raise ... from``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import sqlite3
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -45,6 +55,9 @@ WAL_AUTOCHECKPOINT_PAGES: Final = 4000
 WAL_SIZE_LIMIT: Final = 16 * 1024 * 1024
 #: ``durability`` option -> ``PRAGMA synchronous`` value.
 SYNCHRONOUS: Final = {"normal": 1, "full": 2}
+#: Waiting for the writer lock: the first pause, doubled up to the longest (seconds).
+_FIRST_PAUSE_S: Final = 50e-6
+_MAX_PAUSE_S: Final = 1e-3
 
 _T = TypeVar("_T")
 
@@ -111,16 +124,18 @@ def map_errors(path: Path) -> Iterator[None]:
 
 
 class _Holder:
-    """A thread's connection and the process that opened it (weak-referenceable)."""
+    """A thread's connection, its writer-lock descriptor (opened on the first write) and
+    the process that opened them (weak-referenceable)."""
 
-    __slots__ = ("__weakref__", "conn", "pid")
+    __slots__ = ("__weakref__", "conn", "lock_fds", "pid")
 
     def __init__(self, conn: sqlite3.Connection, pid: int) -> None:
         self.conn = conn
         self.pid = pid
+        self.lock_fds: list[int] = []  # shared with the finalizer, which closes them
 
 
-def _release(conn: sqlite3.Connection, pid: int) -> None:
+def _release(conn: sqlite3.Connection, pid: int, lock_fds: list[int]) -> None:
     """Close ``conn`` in the process that opened it; park it in any other (a fork child).
 
     Runs when a thread's holder is collected (the thread ended, or fork cleared the
@@ -131,6 +146,10 @@ def _release(conn: sqlite3.Connection, pid: int) -> None:
         return
     with contextlib.suppress(sqlite3.Error):  # closing never matters more than the caller
         conn.close()
+    for fd in lock_fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    lock_fds.clear()
 
 
 class Connections:
@@ -157,6 +176,11 @@ class Connections:
         self._closed = False
         #: How many transactions were retried after SQLITE_BUSY (diagnostics).
         self.busy_retries = 0
+        #: How many transactions went on without the writer lock, after waiting
+        #: :data:`BUSY_TIMEOUT_S` for it (diagnostics).
+        self.writer_lock_timeouts = 0
+        #: The side file writers take turns on.
+        self.lock_path = Path(f"{path}-typedq-lock")
 
     def get(self) -> sqlite3.Connection:
         """This thread's connection, opened (or reopened after fork) on first use."""
@@ -226,7 +250,7 @@ class Connections:
     def adopt(self, conn: sqlite3.Connection) -> None:
         """Make ``conn`` (from :meth:`connect`) this thread's connection."""
         holder = _Holder(conn, _pid)
-        finalizer = weakref.finalize(holder, _release, conn, _pid)
+        finalizer = weakref.finalize(holder, _release, conn, _pid, holder.lock_fds)
         with self._lock:
             self._finalizers = [f for f in self._finalizers if f.alive]
             self._finalizers.append(finalizer)
@@ -240,6 +264,46 @@ class Connections:
         whole transaction once.
         """
         conn = self.get()
+        holder: _Holder = self._local.holder
+        lock_fd = self._turn(holder)
+        try:
+            return self._transaction(conn, fn)
+        finally:
+            if lock_fd is not None:
+                fcntl.flock(lock_fd, fcntl.LOCK_UN)
+
+    def _turn(self, holder: _Holder) -> int | None:
+        """Wait for this thread's turn to write; return the locked descriptor, or None
+        when the wait passed :data:`BUSY_TIMEOUT_S` (then SQLite's busy timeout decides).
+        """
+        if not holder.lock_fds:
+            try:
+                holder.lock_fds.append(os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644))
+            except OSError as exc:
+                raise BackendWriteError(
+                    f"cannot open the writer lock {self.lock_path} of the SQLite queue file "
+                    f"{self.path}: {exc}"
+                ) from exc
+        fd = holder.lock_fds[0]
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            pass
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        pause = _FIRST_PAUSE_S
+        while True:
+            time.sleep(pause)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return fd
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    self.writer_lock_timeouts += 1
+                    return None
+                pause = min(pause * 2, _MAX_PAUSE_S)
+
+    def _transaction(self, conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], _T]) -> _T:
         execute = conn.execute
         retried = False
         while True:

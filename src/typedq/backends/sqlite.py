@@ -211,7 +211,9 @@ class SQLiteQueue(Queue):
             ``sqlite_version``, ``wal_reset_bug`` (whether that version has it), ``path``,
             ``queue``, ``journal_mode``, ``synchronous`` (1 NORMAL, 2 FULL),
             ``durability``, ``busy_timeout_ms``, ``wal_autocheckpoint``, ``schema_version``,
-            ``busy_retries`` (transactions this object retried after SQLITE_BUSY).
+            ``busy_retries`` (transactions this object retried after SQLITE_BUSY),
+            ``writer_lock_timeouts`` (transactions that went on without the writer lock
+            after waiting the busy timeout for it).
         """
         low, high = WAL_RESET_BUG
 
@@ -231,6 +233,7 @@ class SQLiteQueue(Queue):
             "wal_autocheckpoint": pragma("wal_autocheckpoint"),
             "schema_version": pragma("user_version"),
             "busy_retries": self._db.busy_retries,
+            "writer_lock_timeouts": self._db.writer_lock_timeouts,
         }
 
     def queue_names(self) -> list[str]:
