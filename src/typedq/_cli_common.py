@@ -79,6 +79,7 @@ CONFIG_KEYS: Final[dict[str, str]] = {
     "max-lost": "max_lost",
     "shutdown-grace": "shutdown_grace_s",
     "processes": "processes",
+    "batch-size": "batch_size",
     "serializer": "serializer",
     "max-payload-size": "max_payload_size",
 }

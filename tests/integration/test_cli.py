@@ -628,3 +628,12 @@ def test_main_returns_exit_codes() -> None:
 
     assert main(["--version"]) == 0
     assert main(["config", "get", "no-such-key", "--backend", "memory://"]) == 2
+
+
+def test_batch_size_is_a_setting_checked_like_the_managers(run: Run, tmp_path: Path) -> None:
+    assert run("config", "set", "batch-size", "1").exit_code == 0
+    assert json.loads((tmp_path / "typedq.json").read_text()) == {"batch_size": 1}
+    assert run("config", "get", "batch-size").stdout.strip() == "1"
+    line = _one_error_line(run("config", "set", "batch-size", "0"))
+    assert "batch_size" in line
+    assert run("config", "get", "batch-size").stdout.strip() == "1"  # nothing written

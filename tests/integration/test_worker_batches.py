@@ -249,3 +249,19 @@ def test_an_unstorable_result_fails_only_its_job(tmp_path: Path) -> None:
     finally:
         worker.stop(wait=True, timeout=10)
         queue.close()
+
+
+def test_batch_size_is_a_queue_setting_of_the_manager() -> None:
+    from typedq import JobQueueManager
+
+    with pytest.raises(ConfigError, match="batch_size"):
+        JobQueueManager({"batch_size": 0})
+    with pytest.raises(ConfigError, match=r"queues\.slow\.batch_size"):
+        JobQueueManager({"queues": {"slow": {"batch_size": 5000}}})
+    manager = JobQueueManager({"batch_size": 40, "queues": {"one": {"batch_size": 1}}})
+    try:
+        started = manager.start_workers(count=1)
+        sizes = {worker.queue.name: worker.batch_size for worker in started}
+    finally:
+        manager.close()
+    assert sizes == {"default": 40, "one": 1}
