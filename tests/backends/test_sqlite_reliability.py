@@ -32,11 +32,11 @@ from typing import Any, cast
 import pytest
 from tests.backends._sqlite_procs import BATCH, batch_jobs, batch_producer
 from tests.helpers import wait_until
+from tests.reliability.faults import FailingRenewals
 from tests.reliability.ledger import Ledger, check
 
 from typedq.backends.base import Queue
 from typedq.backends.sqlite import SQLiteQueue
-from typedq.errors import BackendError
 from typedq.job import Job, JobStatus
 from typedq.leases import Reaper
 from typedq.worker import Worker
@@ -205,24 +205,6 @@ HEARTBEAT_S = 0.25
 REAPER_S = 0.1
 
 
-class _FailingRenewals:
-    """The queue, except that ``extend_lease`` raises while ``failing`` is set."""
-
-    def __init__(self, inner: Queue) -> None:
-        self._inner = inner
-        self.failing = threading.Event()
-        self.refused = 0
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-    def extend_lease(self, job_id: str, *, token: int, lease_s: float) -> float:
-        if self.failing.is_set():
-            self.refused += 1
-            raise BackendError(f"injected failure renewing the lease of {job_id}")
-        return self._inner.extend_lease(job_id, token=token, lease_s=lease_s)
-
-
 @pytest.fixture
 def live_queue(tmp_path: Path) -> Iterator[SQLiteQueue]:
     queue = SQLiteQueue(tmp_path / "c4.db", name="c4")
@@ -236,7 +218,7 @@ def test_c4_failing_renewals_of_a_live_owner_on_sqlite_do_not_lose_the_job(
 ) -> None:
     queue = live_queue
     release = threading.Event()
-    flaky = _FailingRenewals(queue)
+    flaky = FailingRenewals(queue)
     started = threading.Event()
     ledger = Ledger(tmp_path / "ledger")
 

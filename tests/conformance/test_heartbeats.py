@@ -30,12 +30,12 @@ from typing import Any, cast
 
 import pytest
 from tests.helpers import wait_until
+from tests.reliability.faults import FailingRenewals
 from tests.reliability.ledger import Ledger, check
 
 import typedq.backends.sqlite as sqlite_backend
 from typedq.backends.base import Queue
 from typedq.clock import Clock, system_clock
-from typedq.errors import BackendError
 from typedq.job import Job, JobStatus
 from typedq.leases import Reaper
 from typedq.worker import Worker
@@ -146,43 +146,11 @@ def test_c3_heartbeats_keep_a_job_of_five_leases_alive(
     assert max(leases) - min(leases) >= 3 * LEASE_S
 
 
-class _FailingRenewals:
-    """The queue under test, except that ``extend_lease`` raises while ``failing`` is set.
-
-    Every ``complete()`` call is recorded as ``(job_id, token, outcome)``, the outcome
-    being ``"ok"`` or the name of the exception raised.
-    """
-
-    def __init__(self, inner: Queue) -> None:
-        self._inner = inner
-        self.failing = threading.Event()
-        self.refused = 0
-        self.completes: list[tuple[str, int, str]] = []
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-    def extend_lease(self, job_id: str, *, token: int, lease_s: float) -> float:
-        if self.failing.is_set():
-            self.refused += 1
-            raise BackendError(f"injected failure renewing the lease of {job_id}")
-        return self._inner.extend_lease(job_id, token=token, lease_s=lease_s)
-
-    def complete(self, job_id: str, *, token: int, result: Any = None) -> Job:
-        try:
-            done = self._inner.complete(job_id, token=token, result=result)
-        except Exception as exc:
-            self.completes.append((job_id, token, type(exc).__name__))
-            raise
-        self.completes.append((job_id, token, "ok"))
-        return done
-
-
 @pytest.mark.timeout(30)
 def test_c4_a_worker_whose_renewals_fail_loses_the_lease_and_its_result_is_refused(
     queue: Queue, make_job: MakeJob, ledger: Ledger, start: Callable[..., Any]
 ) -> None:
-    flaky = _FailingRenewals(queue)
+    flaky = FailingRenewals(queue)
     first_started = threading.Event()
     noticed: list[bool] = []
     first: list[Worker] = []

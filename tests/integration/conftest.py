@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
+
+from typedq.backends.base import Queue
+from typedq.worker import Worker
 
 
 @pytest.fixture
@@ -14,3 +18,23 @@ def release() -> Iterator[threading.Event]:
     event = threading.Event()
     yield event
     event.set()
+
+
+@pytest.fixture
+def start_worker() -> Iterator[Callable[..., Worker]]:
+    """Build and start workers (``poll_interval`` 0.05 s unless given); every one is
+    stopped and joined at teardown."""
+    workers: list[Worker] = []
+
+    def _start(queue: Queue, handlers: dict[str, Callable[..., Any]], **kwargs: Any) -> Worker:
+        kwargs.setdefault("poll_interval", 0.05)
+        worker = Worker(queue, handlers, **kwargs)
+        workers.append(worker)
+        worker.start()
+        return worker
+
+    yield _start
+    for worker in workers:
+        worker.stop()
+    for worker in workers:
+        assert worker.stop(wait=True, timeout=10), f"{worker.worker_id} did not stop"

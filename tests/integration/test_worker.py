@@ -43,25 +43,6 @@ HEARTBEAT_S = 0.25
 REAPER_S = 0.1
 
 
-@pytest.fixture
-def start_worker() -> Iterator[Callable[..., Worker]]:
-    """Build and start workers; every one is stopped and joined at teardown."""
-    workers: list[Worker] = []
-
-    def _start(queue: JobQueue, handlers: dict[str, Callable[..., Any]], **kwargs: Any) -> Worker:
-        kwargs.setdefault("poll_interval", 0.05)
-        worker = Worker(queue, handlers, **kwargs)
-        workers.append(worker)
-        worker.start()
-        return worker
-
-    yield _start
-    for worker in workers:
-        worker.stop()
-    for worker in workers:
-        assert worker.stop(wait=True, timeout=10), f"{worker.worker_id} did not stop"
-
-
 def add(queue: JobQueue, job_type: str, payload: dict[str, Any] | None = None, **fields: Any) -> str:
     """Enqueue a fresh job on ``queue`` and return its id."""
     job = Job.create(job_type, payload, queue=queue.name, now=queue.clock.now(), **fields)

@@ -55,24 +55,6 @@ def queue(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
     q.close()
 
 
-@pytest.fixture
-def start_worker() -> Iterator[Callable[..., Worker]]:
-    workers: list[Worker] = []
-
-    def _start(queue: Queue, handlers: dict[str, Callable[..., Any]], **kwargs: Any) -> Worker:
-        kwargs.setdefault("poll_interval", 0.05)
-        worker = Worker(queue, handlers, **kwargs)
-        workers.append(worker)
-        worker.start()
-        return worker
-
-    yield _start
-    for worker in workers:
-        worker.stop()
-    for worker in workers:
-        assert worker.stop(wait=True, timeout=10), f"{worker.worker_id} did not stop"
-
-
 def _add(queue: Queue, n: int, job_type: str = "quick", **fields: Any) -> list[str]:
     return queue.enqueue_many([Job(job_type=job_type, payload={"i": i}, **fields) for i in range(n)])
 

@@ -483,13 +483,7 @@ class FrameCodec:
         loads, inflater = fast
         if inflater is not None:
             body = inflater.decompress(body)
-        try:
-            return loads(body)
-        except TypedqError:
-            raise
-        except Exception as exc:
-            # Built-in readers raise typed errors; this is the backstop (as in _run).
-            raise DeserializationError(f"cannot decode the payload: {exc}") from exc
+        return self._run(loads, body)
 
     @staticmethod
     def _run(loads: Callable[[bytes], Any], body: bytes) -> Any:

@@ -1,0 +1,43 @@
+"""Injected faults shared by the reliability tests (RELIABILITY.md §4d)."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from typedq.backends.base import Queue
+from typedq.errors import BackendError
+from typedq.job import Job
+
+
+class FailingRenewals:
+    """A queue whose ``extend_lease`` raises ``BackendError`` while ``failing`` is set.
+
+    Everything else goes to the wrapped queue. ``refused`` counts the failed renewals;
+    every ``complete()`` call is recorded in ``completes`` as ``(job_id, token,
+    outcome)``, the outcome being ``"ok"`` or the name of the exception raised.
+    """
+
+    def __init__(self, inner: Queue) -> None:
+        self._inner = inner
+        self.failing = threading.Event()
+        self.refused = 0
+        self.completes: list[tuple[str, int, str]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def extend_lease(self, job_id: str, *, token: int, lease_s: float) -> float:
+        if self.failing.is_set():
+            self.refused += 1
+            raise BackendError(f"injected failure renewing the lease of {job_id}")
+        return self._inner.extend_lease(job_id, token=token, lease_s=lease_s)
+
+    def complete(self, job_id: str, *, token: int, result: Any = None) -> Job:
+        try:
+            done = self._inner.complete(job_id, token=token, result=result)
+        except Exception as exc:
+            self.completes.append((job_id, token, type(exc).__name__))
+            raise
+        self.completes.append((job_id, token, "ok"))
+        return done
