@@ -2,7 +2,8 @@
 
 Most tests use a SQLite file in ``tmp_path`` (the CLI's state lives in the backend, so each
 invocation sees what the previous one wrote). Bad input must give one ``Error:`` line and
-exit 2, never a traceback; destructive commands without ``--yes`` change nothing (J6).
+exit 2, never a traceback; destructive commands without ``--yes`` change nothing (J6). A
+payload over the size limit is bad input too (H3).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from tests.helpers import wait_until
 from typedq.cli import cli
 from typedq.job import JobStatus
 from typedq.manager import JobQueueManager
+from typedq.serializers import make_serializer
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -168,6 +170,31 @@ def test_options_override_the_json_job_and_dependencies_are_kept(run: Run, manag
     assert result.exit_code == 0, result.output
     job = manager.get_job("b")
     assert (job.priority, job.depends_on) == (9, ["a"])
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("limit", [None, 2000], ids=["default-1MiB", "configured"])
+def test_enqueue_payload_size_limit_exact_accepted_one_byte_over_exit_2(
+    run: Run, manager: JobQueueManager, limit: int | None
+) -> None:
+    """H3 through the CLI: the serialized payload may be exactly the limit, not one byte more."""
+    if limit is None:
+        limit = 1_048_576  # the default
+    else:
+        assert run("config", "set", "max-payload-size", str(limit)).exit_code == 0
+    overhead = len(make_serializer("json").dumps({"s": ""}))
+
+    def payload(size: int) -> str:
+        return json.dumps({"s": "x" * (size - overhead)})
+
+    accepted = run("enqueue", "--type", "blob", "--payload", payload(limit), "--id", "at-limit")
+    assert accepted.exit_code == 0, accepted.output
+    assert len(manager.get_job("at-limit").payload["s"]) == limit - overhead
+    line = _one_error_line(run("enqueue", "--type", "blob", "--payload", payload(limit + 1), "--id", "over"))
+    assert line.startswith("Error: ")
+    assert f"{limit + 1} bytes" in line
+    assert f"limit of {limit} bytes" in line
+    assert [j["job_id"] for j in _json(run("list", "--json"))] == ["at-limit"]  # nothing written
 
 
 @pytest.mark.parametrize(

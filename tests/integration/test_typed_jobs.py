@@ -1,7 +1,13 @@
-"""Typed jobs end to end: validation, versions and migrations, results, async handlers."""
+"""Typed jobs end to end: validation, versions and migrations, results, async handlers.
+
+H1 (payloads failing validation) and H3 (the payload size limit, Python API) run on the
+memory and SQLite backends (RELIABILITY.md §4b).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,11 +17,14 @@ from typedq import JobQueueManager, JobStatus
 from typedq.errors import (
     ConfigError,
     JobFailedError,
+    JobNotFoundError,
+    PayloadTooLargeError,
     PayloadValidationError,
     PayloadVersionError,
     ResultSerializationError,
     WaitTimeoutError,
 )
+from typedq.serializers import make_serializer
 from typedq.typed import VERSION_KEY, JobType, TypedJob
 
 
@@ -28,6 +37,10 @@ class Resize(BaseModel):
 class Size(BaseModel):
     w: int
     h: int
+
+
+class Blob(BaseModel):
+    s: str
 
 
 FAST = {"base_delay": 0.01, "poll_interval": 0.05, "max_workers": 2}
@@ -85,21 +98,91 @@ def test_async_handlers_run(manager: JobQueueManager) -> None:
     assert manager.enqueue(double, Size(w=21, h=0)).result(timeout=5) == 42
 
 
-def test_invalid_dict_payload_is_refused_naming_the_field(manager: JobQueueManager) -> None:
+@pytest.fixture(params=["memory", "sqlite"])
+def stored_manager(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[JobQueueManager]:
+    """A manager (no workers) on each built-in backend; memory round-trips payloads
+    through the JSON codec, so both enforce the payload size limit."""
+    if request.param == "memory":
+        config = {"backend": "memory://", "serializer": "json"}
+    else:
+        config = {"backend": f"sqlite:///{tmp_path / 'jobs.db'}"}
+    m = JobQueueManager({**FAST, **config})
+    yield m
+    m.close(timeout=5)
+
+
+class Crop(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    sizes: list[Size]
+
+
+@pytest.mark.timeout(30)
+def test_invalid_dict_payload_is_refused_naming_the_field(stored_manager: JobQueueManager) -> None:
+    """H1: wrong type, missing field, extra field under ``forbid``: nothing is written."""
+    manager = stored_manager
     resize = make_resize()
+    crop = JobType("crop", Crop, result=str)
     manager.register(resize, lambda p: p.url)
+    manager.register(crop, lambda p: "cropped")
     before = manager.get_queue("default").size
     with pytest.raises(PayloadValidationError) as info:
         manager.enqueue(resize, {"url": "u", "width": "wide"})  # type: ignore[arg-type]  # the runtime check is under test
     assert isinstance(info.value, ValueError)
-    assert info.value.field == "width"
+    assert (info.value.field, info.value.value) == ("width", "wide")
     assert "width" in str(info.value)
     assert "'wide'" in str(info.value)
-    with pytest.raises(PayloadValidationError, match=r"colour.*Extra inputs"):
+    assert "valid integer" in str(info.value)
+    with pytest.raises(PayloadValidationError) as missing:
+        manager.enqueue(resize, {"url": "u"})  # type: ignore[arg-type]  # runtime check
+    assert missing.value.field == "width"
+    assert "field 'width': Field required" in str(missing.value)
+    with pytest.raises(PayloadValidationError, match=r"colour.*Extra inputs.*'red'") as extra:
         manager.enqueue(resize, {"url": "u", "width": 1, "colour": "red"})  # type: ignore[arg-type]  # runtime check
+    assert (extra.value.field, extra.value.value) == ("colour", "red")
+    with pytest.raises(PayloadValidationError, match=r"'sizes\.1\.w'.*'x'") as nested:
+        manager.enqueue(crop, {"sizes": [{"w": 1, "h": 2}, {"w": "x", "h": 2}]})  # type: ignore[arg-type]  # runtime check
+    assert (nested.value.field, nested.value.value) == ("sizes.1.w", "x")
     with pytest.raises(PayloadValidationError, match="must be a Resize"):
         manager.enqueue(resize, Size(w=1, h=1))  # type: ignore[arg-type]  # runtime check
     assert manager.get_queue("default").size == before
+
+
+def _payload_of_size(size: int) -> dict[str, str]:
+    """A payload whose compact JSON form is exactly ``size`` bytes."""
+    overhead = len(make_serializer("json").dumps({"s": ""}))
+    payload = {"s": "x" * (size - overhead)}
+    assert len(make_serializer("json").dumps(payload)) == size
+    return payload
+
+
+@pytest.mark.timeout(30)
+def test_payload_size_limit_exact_accepted_one_byte_over_refused(stored_manager: JobQueueManager) -> None:
+    """H3 through the Python API, at the default limit (1 MiB of serialized payload)."""
+    manager = stored_manager
+    limit = manager.config["max_payload_size"]
+    assert limit == 1_048_576
+    blob = JobType("blob", Blob, result=str)
+    manager.register(blob, lambda p: "ok")
+    queue = manager.get_queue("default")
+    at_limit = _payload_of_size(limit)
+    over = _payload_of_size(limit + 1)
+    ref = manager.enqueue(blob, Blob(**at_limit))
+    assert ref.job().payload == at_limit
+    before = queue.size
+    for enqueue in (
+        lambda: manager.enqueue(blob, Blob(**over), job_id="typed-over"),
+        lambda: manager.submit("blob", over, job_id="untyped-over"),
+    ):
+        with pytest.raises(PayloadTooLargeError) as info:
+            enqueue()
+        assert isinstance(info.value, ValueError)
+        assert (info.value.size, info.value.limit) == (limit + 1, limit)
+        assert f"{limit + 1} bytes" in str(info.value)
+        assert f"limit of {limit} bytes" in str(info.value)
+        assert queue.size == before
+    for job_id in ("typed-over", "untyped-over"):
+        with pytest.raises(JobNotFoundError):
+            manager.get_job(job_id)
 
 
 def test_a_valid_dict_is_accepted_for_untyped_callers(manager: JobQueueManager) -> None:

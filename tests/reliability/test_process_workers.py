@@ -1,16 +1,19 @@
-"""Process workers under kill -9, signals and poison jobs (RELIABILITY.md §4b: A1, A2, A6,
-D1-D3, G1, G4 (process part), M10).
+"""Process workers under kill -9, signals and poison jobs (RELIABILITY.md §4b: A1, A2, A4,
+A6, D1-D3, G1, G4 (process part), M10).
 
 Each test runs ``python -m typedq worker --app tests.reliability.test_process_workers:make_app``
 as a real process tree on a SQLite file in ``tmp_path``; the app (built in every worker
 process from ``TYPEDQ_TEST_*`` variables) writes the O_APPEND ledger and a pid file, so the
 test never sleeps to synchronise: it polls the ledger and the database with deadlines.
+A4's producer is a ``spawn`` process (:func:`tests.backends._sqlite_procs.job_producer`)
+that reports each id whose ``enqueue()`` returned over a pipe.
 
 Knobs (§4a): lease 1.0 s, heartbeat 0.25 s, reaper 0.1 s, ``max_lost`` 3, spawn start method.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import random
 import signal
@@ -25,6 +28,7 @@ from types import TracebackType
 from typing import Any
 
 import pytest
+from tests.backends._sqlite_procs import job_producer
 from tests.helpers import wait_until
 from tests.reliability.ledger import Ledger, LedgerEntry, check, read_entries
 
@@ -386,6 +390,103 @@ def test_a6_memory_backend_with_process_workers_is_a_typed_config_error() -> Non
         )
     assert app_info.value.field == "backend"
     assert "cannot be used with worker processes" in str(app_info.value)
+
+
+# -- A4: kill -9 everything at once, then restart --------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_a4_kill_9_producer_and_workers_at_once_then_restart(
+    folder: Path, backend: str, queue: Queue
+) -> None:
+    rng = random.Random(4)
+    context = multiprocessing.get_context("spawn")
+    conn, child_end = context.Pipe()
+    producer = context.Process(
+        target=job_producer, args=(str(folder / "jobs.db"), "default", "work", child_end), daemon=True
+    )
+    acknowledged: list[str] = []
+
+    def receive() -> None:
+        """Read what the producer sent: the ids whose ``enqueue()`` returned."""
+        try:
+            while conn.poll():
+                kind, job_id = conn.recv()
+                assert kind == "enqueued"
+                acknowledged.append(job_id)
+        except EOFError:  # the producer is dead and everything it sent was read
+            pass
+
+    try:
+        with Pool(folder, backend, "--processes", "2", "--concurrency", "2", "--grace", "5") as pool:
+            workers = pool.wait_full(2)
+            producer.start()
+            child_end.close()
+            assert conn.poll(60), "the producer sent nothing"
+            assert conn.recv()[0] == "ready"
+            conn.send("go")
+
+            def busy() -> bool:
+                receive()
+                running = sum(len(v) for pid, v in _open_starts(folder).items() if pid in workers)
+                return len(acknowledged) >= 150 and running >= 2
+
+            wait_until(busy, timeout=30.0, message="jobs enqueued and inside handlers")
+            time.sleep(rng.uniform(0.0, 0.1))  # the kill's moment, not a synchronisation
+            assert producer.pid is not None
+            os.kill(producer.pid, signal.SIGKILL)
+            os.killpg(pool.proc.pid, signal.SIGKILL)  # the supervisor and its worker processes
+            pool.proc.wait(10)
+            producer.join(10)
+            assert producer.exitcode == -signal.SIGKILL
+            wait_until(lambda: not any(_alive(pid) for pid in workers), timeout=5.0, message="all dead")
+            receive()
+            first_log = pool.log
+    finally:
+        if producer.is_alive() and producer.pid is not None:
+            os.kill(producer.pid, signal.SIGKILL)
+            producer.join(10)
+        conn.close()
+
+    # Every RUNNING row belonged to a killed worker: the in-flight set.
+    in_flight = {job.job_id: job.attempt for job in queue.list_jobs(status=JobStatus.RUNNING, limit=10_000)}
+    assert in_flight, "the kill hit no running job"
+    stored = {job.job_id for job in queue.list_jobs(limit=100_000)}
+    assert set(acknowledged) <= stored, "an enqueue that returned was lost"
+    # At most one job committed whose report the kill cut off (one enqueue at a time).
+    assert len(stored - set(acknowledged)) <= 1
+    ids = sorted(stored)
+
+    with Pool(folder, backend, "--processes", "2", "--concurrency", "2", "--grace", "5") as pool:
+        pool.wait_full(2)
+        # Leases expired at most lease_s after the kill; the reaper runs every 0.1 s.
+        wait_until(
+            lambda: all(queue.get_job(j).lost_count >= 1 for j in in_flight),
+            timeout=RESCUE_S,
+            message="every RUNNING job rescued",
+        )
+        wait_until(
+            lambda: queue.count_by_status()[JobStatus.COMPLETED] == len(ids),
+            timeout=60.0,
+            message="every job completed",
+        )
+        assert pool.stop() == 0, pool.log
+        second_log = pool.log
+
+    report = check(folder / "ledger", ids, statuses=_statuses(queue, ids), in_flight_at_kill=in_flight)
+    assert not report.lost, report.lost
+    assert not report.unexpected_dups, report.unexpected_dups
+    assert not report.dup_attempts, report.dup_attempts
+    assert not report.unknown, report.unknown
+    for job_id in ids:
+        job = queue.get_job(job_id)
+        if job_id in in_flight:  # rescued once, then run once more
+            assert (job.lost_count, job.attempt) == (1, in_flight[job_id] + 1), job_id
+        else:
+            assert (job.lost_count, job.attempt) == (0, 1), job_id
+    assert "database is locked" not in first_log + second_log
+    assert _integrity(folder) == "ok"
 
 
 # -- D: shutdown and signals ---------------------------------------------------------------
