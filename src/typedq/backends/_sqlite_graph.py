@@ -32,11 +32,12 @@ from typedq.errors import (
     DuplicateJobError,
     JobNotFoundError,
     StaleLeaseError,
+    TypedqError,
     UnknownDependencyError,
 )
 from typedq.job import MAX_TRACEBACK, TRACEBACK_KEY, Job, JobStatus
 
-__all__ = ["JobState", "QueueGraph"]
+__all__ = ["Finish", "Finished", "JobState", "QueueGraph"]
 
 _PENDING: Final = "PENDING"
 _RUNNING: Final = "RUNNING"
@@ -64,6 +65,20 @@ class JobState(NamedTuple):
 def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
     for start in range(0, len(items), _CHUNK):
         yield items[start : start + _CHUNK]
+
+
+class Finish(NamedTuple):
+    """One completion to record: the stored result, and this object's claim of the job
+    (its seq and the job handed out) when it still has it."""
+
+    job_id: str
+    token: int
+    blob: bytes | None
+    cached: tuple[int, Job] | None
+
+
+#: A completed row with whether it is the short row of a batch (by rowid), or the refusal.
+Finished = tuple[Sequence[Any], bool] | TypedqError
 
 
 class QueueGraph:
@@ -239,6 +254,67 @@ class QueueGraph:
             self.fail_dependents(conn, job_id, new, now)
 
     # -- leases -------------------------------------------------------------------------
+
+    def complete(self, conn: _Conn, *, item: Finish, now: float) -> tuple[Sequence[Any], bool]:
+        """RUNNING -> COMPLETED; return the row and whether dependents were freed.
+
+        By rowid when the claim is cached here (the short row: priority,
+        cancel_requested, has_waiters), else by job id (every column).
+
+        Raises:
+            JobNotFoundError, StaleLeaseError: the compare-and-set missed; nothing written.
+        """
+        job_id, token, blob, cached = item
+        if cached is None:
+            got = conn.execute(SQL.complete, (blob, now, self.queue, job_id, token)).fetchall()
+        else:
+            got = conn.execute(SQL.complete_short, (blob, now, cached[0], token)).fetchall()
+        if not got:
+            self.refuse_lease(conn, job_id, token)
+        row: Sequence[Any] = got[0]
+        return row, bool(row[-1]) and self.release_dependents(conn, job_id)
+
+    def complete_all(
+        self, conn: _Conn, *, items: Sequence[Finish], now: float
+    ) -> tuple[list[Finished], bool]:
+        """Complete many jobs in this transaction; one outcome per item, in order.
+
+        Those claimed through this object go in one ``UPDATE ... FROM (VALUES ...)`` by
+        rowid per chunk; the rest, and the explanation of each refusal, one by one.
+        Returns the outcomes and whether any dependents were freed.
+        """
+        got: dict[int, Finished] = {}
+        released = False
+        batch: dict[int, int] = {}  # seq -> position of its first item
+        for pos, item in enumerate(items):
+            if item.cached is not None and item.cached[0] not in batch:
+                batch[item.cached[0]] = pos
+        seqs = list(batch)
+        for lo in range(0, len(seqs), SQL.COMPLETE_BATCH_MAX):
+            chunk = seqs[lo : lo + SQL.COMPLETE_BATCH_MAX]
+            params: list[Any] = []
+            for seq in chunk:
+                item = items[batch[seq]]
+                params += (seq, item.token, item.blob)
+            params.append(now)
+            for seq, *row in conn.execute(SQL.complete_batch(len(chunk)), params).fetchall():
+                pos = batch[seq]
+                got[pos] = (row, True)
+                if row[-1] and self.release_dependents(conn, items[pos].job_id):
+                    released = True
+        for pos, item in enumerate(items):
+            if pos in got:
+                continue
+            try:
+                if item.cached is not None and batch.get(item.cached[0]) == pos:
+                    self.refuse_lease(conn, item.job_id, item.token)  # the batch missed it
+                row, freed = self.complete(conn, item=item._replace(cached=None), now=now)
+            except (StaleLeaseError, JobNotFoundError) as exc:
+                got[pos] = exc
+                continue
+            released = released or freed
+            got[pos] = (row, False)
+        return [got[pos] for pos in range(len(items))], released
 
     def refuse_lease(self, conn: _Conn, job_id: str, token: int) -> None:
         """Raise why a leased call with ``token`` missed.

@@ -12,6 +12,8 @@ How it runs:
 
 * WAL journal, ``busy_timeout`` 5 s, every connection per thread and per process (a
   child after ``fork()`` opens its own).
+* Writers take turns on a side ``flock`` (``<file>-typedq-lock``, see ``_sqlite_db``)
+  rather than on SQLite's sleeping busy handler.
 * Every transition is one ``BEGIN IMMEDIATE`` transaction (retried once on SQLITE_BUSY):
   taking the write lock up front means a transaction never has to upgrade a read lock,
   the case where SQLite skips the busy timeout and fails at once with "database is
@@ -25,9 +27,12 @@ How it runs:
   ``job_deps`` edge per dependency it waits for. Completing a job releases its
   dependents in the same transaction; FAILED, DEAD, CANCELLED (or delete) fail them,
   transitively, in the same transaction too.
-* A claim meets a job whose stored payload or metadata cannot be decoded: it moves the
-  job to DEAD in the same transaction, with the reason as its error (``"UnknownCodecError:
-  ..."``), and hands out the next job instead. Reads never fail on such bytes: the job is
+* A claim's transaction runs its SQL alone; the rows are decoded into jobs after it
+  commits, so the write lock is never held while Python decodes payloads. A job whose
+  stored payload or metadata cannot be decoded is then moved to DEAD by a second
+  transaction, fenced on the claim just made, with the reason as its error
+  (``"UnknownCodecError: ..."``); the others are handed out (when all were such jobs,
+  the claim is made again). Reads never fail on such bytes: the job is
   returned with ``payload={}`` and the problem and raw bytes under
   ``metadata["typedq.undecodable"]``.
 * ``reclaim_expired`` does not rescue a job whose lease expired while its owner is
@@ -67,7 +72,7 @@ from typing import Any, Final
 from typedq._identity import owner_alive
 from typedq.backends import _sqlite_rows as rows
 from typedq.backends._sqlite_db import SYNCHRONOUS, Connections, map_errors
-from typedq.backends._sqlite_graph import QueueGraph
+from typedq.backends._sqlite_graph import Finish, QueueGraph
 from typedq.backends._sqlite_schema import (
     WAL_RESET_BUG,
     check_file,
@@ -86,7 +91,6 @@ from typedq.errors import (
     InvalidTransitionError,
     JobNotFoundError,
     SerializationError,
-    StaleLeaseError,
     TypedqError,
 )
 from typedq.job import MAX_PRIORITY, MIN_PRIORITY, Job, JobStatus
@@ -463,9 +467,8 @@ class SQLiteQueue(Queue):
         blob = self._rows.encode_result(job_id, result)
         now = self._clock.now()
         cached = self._inflight.pop((job_id, token), None)
-        row, released = self._db.write(
-            lambda conn: self._finish(conn, job_id, token, blob, now=now, cached=cached)
-        )
+        item = Finish(job_id, token, blob, cached)
+        row, released = self._db.write(partial(self._graph.complete, item=item, now=now))
         if released:
             self._wake()
         return self._completed(row, cached, result, now)
@@ -477,7 +480,8 @@ class SQLiteQueue(Queue):
         stale token, refuses that completion alone.
         """
         outcomes: list[Job | TypedqError | None] = [None] * len(completions)
-        work: list[tuple[int, str, int, Any, bytes | None, tuple[int, Job] | None]] = []
+        places: list[tuple[int, Any]] = []  # (index in completions, result) of each item
+        items: list[Finish] = []
         inflight = self._inflight
         for index, (job_id, token, result) in enumerate(completions):
             try:
@@ -485,85 +489,20 @@ class SQLiteQueue(Queue):
             except SerializationError as exc:
                 outcomes[index] = exc
                 continue
-            work.append((index, job_id, token, result, blob, inflight.pop((job_id, token), None)))
-        if not work:
-            return [o for o in outcomes if o is not None]
-        now = self._clock.now()
-
-        def tx(conn: _Conn) -> tuple[dict[int, tuple[Sequence[Any], bool] | TypedqError], bool]:
-            # position in work -> (row, whether it is the batch's short row) or the refusal
-            got: dict[int, tuple[Sequence[Any], bool] | TypedqError] = {}
-            released = False
-            # The jobs this object claimed: one statement per chunk, by rowid.
-            batch: dict[int, int] = {}  # seq -> position in work (first occurrence)
-            for pos, item in enumerate(work):
-                cached = item[5]
-                if cached is not None and cached[0] not in batch:
-                    batch[cached[0]] = pos
-            chunk_max = SQL.COMPLETE_BATCH_MAX
-            seqs = list(batch)
-            for lo in range(0, len(seqs), chunk_max):
-                chunk = seqs[lo : lo + chunk_max]
-                params: list[Any] = []
-                for seq in chunk:
-                    item = work[batch[seq]]
-                    params += (seq, item[2], item[4])
-                params.append(now)
-                for seq, *row in conn.execute(SQL.complete_batch(len(chunk)), params).fetchall():
-                    pos = batch[seq]
-                    got[pos] = (row, True)
-                    if row[-1] and self._graph.release_dependents(conn, work[pos][1]):
-                        released = True
-            # The rest one by one; a refusal says why.
-            for pos, (_, job_id, token, _result, blob, cached) in enumerate(work):
-                if pos in got:
-                    continue
-                try:
-                    if cached is not None and batch.get(cached[0]) == pos:
-                        self._graph.refuse_lease(conn, job_id, token)  # the batch missed it
-                    row, freed = self._finish(conn, job_id, token, blob, now=now, cached=None)
-                except (StaleLeaseError, JobNotFoundError) as exc:
-                    got[pos] = exc
-                    continue
-                released = released or freed
-                got[pos] = (row, False)
-            return got, released
-
-        done, released = self._db.write(tx)
-        if released:
-            self._wake()
-        for pos, (index, _, _, result, _, cached) in enumerate(work):
-            outcome = done[pos]
-            if isinstance(outcome, TypedqError):
-                outcomes[index] = outcome
-            else:
-                row, short = outcome
-                outcomes[index] = self._completed(row, cached if short else None, result, now)
+            places.append((index, result))
+            items.append(Finish(job_id, token, blob, inflight.pop((job_id, token), None)))
+        if items:
+            now = self._clock.now()
+            done, released = self._db.write(partial(self._graph.complete_all, items=items, now=now))
+            if released:
+                self._wake()
+            for (index, result), item, outcome in zip(places, items, done, strict=True):
+                if isinstance(outcome, TypedqError):
+                    outcomes[index] = outcome
+                else:
+                    row, short = outcome
+                    outcomes[index] = self._completed(row, item.cached if short else None, result, now)
         return [o for o in outcomes if o is not None]
-
-    def _finish(
-        self,
-        conn: _Conn,
-        job_id: str,
-        token: int,
-        blob: bytes | None,
-        *,
-        now: float,
-        cached: tuple[int, Job] | None,
-    ) -> tuple[Sequence[Any], bool]:
-        """RUNNING → COMPLETED inside a transaction; return the row and whether dependents were freed.
-
-        Raises:
-            JobNotFoundError, StaleLeaseError: the compare-and-set missed; nothing written.
-        """
-        if cached is None:
-            got = conn.execute(SQL.complete, (blob, now, self._name, job_id, token)).fetchall()
-        else:
-            got = conn.execute(SQL.complete_short, (blob, now, cached[0], token)).fetchall()
-        if not got:
-            self._graph.refuse_lease(conn, job_id, token)
-        row: Sequence[Any] = got[0]
-        return row, bool(row[-1]) and self._graph.release_dependents(conn, job_id)
 
     def _completed(self, row: Sequence[Any], cached: tuple[int, Job] | None, result: Any, now: float) -> Job:
         """The completed job: the claimed object updated when this object still has it."""
