@@ -15,7 +15,6 @@ import gc
 import os
 import threading
 import tracemalloc
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +52,8 @@ class _Counter(EventHandler):
 
 
 @pytest.fixture(params=["memory", "sqlite"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    yield "memory://" if request.param == "memory" else f"sqlite:///{tmp_path / 'leaks.db'}"
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    return "memory://" if request.param == "memory" else f"sqlite:///{tmp_path / 'leaks.db'}"
 
 
 def _typedq_bytes(snapshot: tracemalloc.Snapshot) -> dict[str, int]:
