@@ -46,7 +46,9 @@ clock starts):
 *Huey* (``SqliteHuey``, results on, a no-op task):
 
 9. enqueue: calling the task, tasks/s; drain: a bare ``huey.execute(huey.dequeue())``
-   loop in one thread (no consumer machinery: Huey's floor), tasks/s.
+   loop in one thread (no consumer machinery: Huey's floor, and the yardstick of the
+   targets), tasks/s; and, for comparison only, Huey's own consumer with one worker
+   thread (polling tuned down to 1-10 ms), timed from its start to the last task.
 
 ``--profile NAME`` runs one typedq scenario (enqueue, enqueue_many, drain) under
 cProfile and prints where the time goes.
@@ -381,6 +383,40 @@ def huey_pair(path: Path, n: int) -> tuple[tuple[int, float], tuple[int, float]]
     return enqueue, drain
 
 
+def huey_consumer(path: Path, n: int) -> tuple[int, float]:
+    """Drain ``n`` tasks with Huey's own consumer: one worker thread, polling tuned down
+    (1 ms first delay, 10 ms at most) so its idle back-off does not count against it."""
+    from huey import SqliteHuey
+
+    huey = SqliteHuey("bench", filename=str(path), results=True)
+    huey.storage.conn.execute("PRAGMA synchronous = NORMAL")
+    finished = threading.Event()
+    done = [0]
+
+    @huey.task()  # type: ignore[untyped-decorator]  # huey ships no type hints
+    def noop(data: dict[str, Any]) -> None:
+        done[0] += 1  # one worker thread: no race
+        if done[0] == n:
+            finished.set()
+
+    for i in range(n):
+        noop(payload(i))
+    consumer = huey.create_consumer(
+        workers=1, worker_type="thread", initial_delay=0.001, backoff=1.15, max_delay=0.01,
+        periodic=False, check_worker_health=False,
+    )
+    start = perf_counter()
+    consumer.start()
+    try:
+        if not finished.wait(600):
+            raise RuntimeError("the huey consumer did not finish")
+        seconds = perf_counter() - start
+    finally:
+        consumer.stop(graceful=True)
+        huey.storage.close()
+    return n, seconds
+
+
 # -- running ----------------------------------------------------------------------------------
 
 
@@ -435,7 +471,7 @@ def main() -> None:
     # hits a typedq figure and its yardstick alike; ratios are taken within each round.
     rounds: dict[str, list[float]] = {name: [] for name in scenarios}
     if not args.no_huey:
-        rounds["huey enqueue"], rounds["huey drain"] = [], []
+        rounds["huey enqueue"], rounds["huey drain"], rounds["huey consumer, 1 thread"] = [], [], []
     for _ in range(runs):
         for name, scenario in scenarios.items():
             with tempfile.TemporaryDirectory(prefix="typedq-bench-") as tmp:
@@ -446,6 +482,9 @@ def main() -> None:
                 e, d = huey_pair(Path(tmp) / "huey.db", n)
             rounds["huey enqueue"].append(e[0] / e[1])
             rounds["huey drain"].append(d[0] / d[1])
+            with tempfile.TemporaryDirectory(prefix="typedq-bench-") as tmp:
+                items, seconds = huey_consumer(Path(tmp) / "huey.db", n)
+            rounds["huey consumer, 1 thread"].append(items / seconds)
     rate = {name: statistics.median(values) for name, values in rounds.items()}
 
     def ratio(a: str, b: str) -> float | None:
@@ -461,6 +500,7 @@ def main() -> None:
         "typedq drain": ("huey drain", None),
         "typedq drain, backlog": ("typedq drain", 0.8),
         "typedq 1 worker process": ("huey drain", 3.0),
+        "huey consumer, 1 thread": ("huey drain", None),
         "typedq 4 worker processes": ("typedq 1 worker process", 1.0),
     }
     width = max(map(len, rate)) + 2
