@@ -4,6 +4,8 @@ Keep this module small and its names stable; other folders depend on it.
 
 * :func:`wait_until`: poll a condition against a deadline (tests never sleep to
   synchronise).
+* :func:`interrupt_when`: SIGINT this process once a condition holds, to stop a worker
+  or a pool running in the main thread.
 * :data:`REQUIRE_SERVICES`: set ``TYPEDQ_REQUIRE_SERVICES=1`` (CI) to turn a missing
   service into a failure instead of a skip.
 * :func:`redis_available` and :func:`skip_or_fail`: guard tests that need a server.
@@ -12,13 +14,16 @@ Keep this module small and its names stable; other folders depend on it.
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import pytest
 
-__all__ = ["REQUIRE_SERVICES", "redis_available", "skip_or_fail", "wait_until"]
+__all__ = ["REQUIRE_SERVICES", "interrupt_when", "redis_available", "skip_or_fail", "wait_until"]
 
 #: When true, a service a test needs (Redis, ...) must be there: no skips.
 REQUIRE_SERVICES = os.environ.get("TYPEDQ_REQUIRE_SERVICES") == "1"
@@ -50,6 +55,32 @@ def wait_until(
             what = message or getattr(predicate, "__name__", repr(predicate))
             raise AssertionError(f"timed out after {timeout:g}s waiting until {what}")
         time.sleep(interval)
+
+
+@contextmanager
+def interrupt_when(done: Callable[[], bool], timeout: float = 20.0) -> Iterator[None]:
+    """Send SIGINT to this process once ``done()`` holds (or ``timeout`` passes) while the
+    block runs: for a worker or pool that runs in the main thread until a signal.
+
+    The signal is only sent while the block still runs, so the code in it must install
+    its handler before ``done()`` can hold (a worker does so before it starts jobs).
+    """
+    finished = threading.Event()
+
+    def stopper() -> None:
+        deadline = time.monotonic() + timeout
+        while not finished.is_set() and time.monotonic() < deadline and not done():
+            time.sleep(0.02)
+        if not finished.is_set():
+            os.kill(os.getpid(), signal.SIGINT)
+
+    thread = threading.Thread(target=stopper, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        finished.set()
+        thread.join(timeout)
 
 
 def redis_available(host: str = "127.0.0.1", port: int = 6379, timeout: float = 0.5) -> bool:

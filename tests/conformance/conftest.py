@@ -27,6 +27,7 @@ chosen backend's fixture is built (``request.getfixturevalue``).
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -101,3 +102,12 @@ def make_job(clock: FakeClock) -> Callable[..., Job]:
         return Job(**fields)
 
     return make
+
+
+@pytest.fixture
+def switch_threads_often() -> Iterator[None]:
+    """Make the interpreter switch threads far more often, so races get their chance."""
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)
+    yield
+    sys.setswitchinterval(before)

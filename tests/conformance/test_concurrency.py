@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import sys
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 from tests.helpers import wait_until
@@ -19,13 +18,7 @@ N_JOBS = 2000
 N_THREADS = 8
 
 
-@pytest.fixture(autouse=True)
-def _switch_threads_often() -> Iterator[None]:
-    """Make the interpreter switch threads far more often, so races get their chance."""
-    before = sys.getswitchinterval()
-    sys.setswitchinterval(1e-5)
-    yield
-    sys.setswitchinterval(before)
+pytestmark = pytest.mark.usefixtures("switch_threads_often")
 
 
 def _claim_in_threads(queue: Queue, take: Callable[[Queue, str], list[str]]) -> Counter[str]:

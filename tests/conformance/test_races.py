@@ -19,11 +19,10 @@ from __future__ import annotations
 
 import random
 import statistics
-import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,13 +40,7 @@ WORKERS = 4
 CALIBRATION = 30
 
 
-@pytest.fixture(autouse=True)
-def _switch_threads_often() -> Iterator[None]:
-    """Make the interpreter switch threads far more often, so races get their chance."""
-    before = sys.getswitchinterval()
-    sys.setswitchinterval(1e-5)
-    yield
-    sys.setswitchinterval(before)
+pytestmark = pytest.mark.usefixtures("switch_threads_often")
 
 
 @dataclass

@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
-from tests.helpers import wait_until
+from tests.helpers import interrupt_when, wait_until
 
 from typedq.cli import cli
 from typedq.job import JobStatus
@@ -83,23 +82,8 @@ def _make_dead(manager: JobQueueManager, job_id: str, queue: str = "default") ->
 
 def _run_worker_until(run: Run, done: Callable[[], bool], *args: str, timeout: float = 20.0) -> Result:
     """Run ``typedq worker`` in this process; SIGINT it once ``done()`` holds."""
-    finished = threading.Event()
-
-    def stopper() -> None:
-        deadline = time.monotonic() + timeout
-        while not finished.is_set() and time.monotonic() < deadline and not done():
-            time.sleep(0.02)
-        if not finished.is_set():
-            # The worker only returns on a signal, so its handler is installed by now.
-            os.kill(os.getpid(), signal.SIGINT)
-
-    thread = threading.Thread(target=stopper, daemon=True)
-    thread.start()
-    try:
+    with interrupt_when(done, timeout):
         result = run("worker", "--concurrency", "2", *args)
-    finally:
-        finished.set()
-        thread.join(timeout)
     assert done(), f"the worker stopped before the jobs were done:\n{result.output}"
     return result
 

@@ -5,14 +5,13 @@ it is not told (RELIABILITY.md A6, H8). Real spawned processes drain a SQLite fi
 from __future__ import annotations
 
 import os
-import signal
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from tests.helpers import interrupt_when
 
 from typedq._identity import parse_worker_id
 from typedq.errors import ConfigError
@@ -39,22 +38,8 @@ def _run_until(
     done: Callable[[], bool], start: Callable[[], PoolReport], timeout: float = 20.0
 ) -> PoolReport:
     """Run the pool in this (main) thread; SIGINT it once ``done()`` holds."""
-    finished = threading.Event()
-
-    def stopper() -> None:
-        deadline = time.monotonic() + timeout
-        while not finished.is_set() and time.monotonic() < deadline and not done():
-            time.sleep(0.02)
-        if not finished.is_set():
-            os.kill(os.getpid(), signal.SIGINT)
-
-    thread = threading.Thread(target=stopper, daemon=True)
-    thread.start()
-    try:
+    with interrupt_when(done, timeout):
         report = start()
-    finally:
-        finished.set()
-        thread.join(timeout)
     assert done(), "the pool stopped before the jobs were done"
     return report
 
