@@ -6,11 +6,11 @@ performs it under one lock, one SQL transaction or one script, so a reader never
 half of it and a crash never leaves half of it behind.
 
 Leases and fencing: :meth:`Queue.claim` marks the best ready job RUNNING for a worker and
-hands back a *token* (the job's ``attempt`` number). ``complete``, ``fail``, ``bury``,
-``release`` and ``extend_lease`` must present that token; once a lease expired and the job
-was given to someone else, the old token is stale and every call with it raises
-:class:`~typedq.errors.StaleLeaseError`, so a slow worker can never overwrite the result of
-a newer attempt.
+hands back a *token* (the job's ``attempt`` number). ``complete``, ``complete_many``,
+``fail``, ``bury``, ``release`` and ``extend_lease`` must present that token; once a lease
+expired and the job was given to someone else, the old token is stale and every call with
+it raises :class:`~typedq.errors.StaleLeaseError` (``complete_many`` returns it in that
+completion's place), so a slow worker can never overwrite the result of a newer attempt.
 
 Readiness: a job is *ready* when it is PENDING, due (``scheduled_at`` is None or not in
 the future) and every job in its ``depends_on`` is COMPLETED. When a job in ``depends_on``
