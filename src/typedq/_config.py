@@ -15,6 +15,7 @@ from typedq._validate import require_number
 from typedq.errors import ConfigError
 from typedq.job import MAX_PRIORITY, MIN_PRIORITY
 from typedq.leases import check_lease_settings
+from typedq.worker import DEFAULT_BATCH_SIZE
 
 __all__ = [
     "DEFAULT_CONFIG",
@@ -36,7 +37,7 @@ QUEUE_DEFAULTS: Final[dict[str, Any]] = {
     "max_retries": 3,
     # The most jobs a worker claims at once (and completions it commits together) while
     # its jobs are quick; 1 takes one job at a time. See typedq.worker.
-    "batch_size": 100,
+    "batch_size": DEFAULT_BATCH_SIZE,
 }
 
 #: Every top-level config key, with its default.

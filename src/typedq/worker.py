@@ -317,8 +317,7 @@ class Worker(threading.Thread):
                 "worker %s could not record %d completions; they run again once their leases expire",
                 self.worker_id, len(pending),
             )
-            for job, _, _ in pending:
-                keeper.forget_all(queue, [job.job_id])
+            keeper.forget_all(queue, [job.job_id for job, _, _ in pending])
             return
         events = self.event_handler
         for (job, token, result), outcome in zip(pending, outcomes, strict=True):

@@ -275,28 +275,6 @@ def test_worker_runs_shell_jobs_keeps_output_and_dead_letters_failures(
     assert [j["job_id"] for j in dead] == ["bad"]
 
 
-def test_worker_with_an_app_runs_its_job_types(run: Run, tmp_path: Path, backend: str) -> None:
-    (tmp_path / "cliapp.py").write_text(
-        "from typedq.manager import JobQueueManager\n"
-        f"manager = JobQueueManager({{'backend': {backend!r}}})\n"
-        "manager.register_handler('double', lambda p: p['n'] * 2, queue='math')\n"
-    )
-    assert (
-        run("enqueue", "--type", "double", "--payload", '{"n": 21}', "--queue", "math", "--id", "d").exit_code
-        == 0
-    )
-    check = JobQueueManager({"backend": backend, "queues": {"math": {}}})
-    try:
-        queue = check.get_queue("math")
-        result = _run_worker_until(
-            run, lambda: queue.get_job("d").status is JobStatus.COMPLETED, "--app", "cliapp:manager"
-        )
-        assert result.exit_code == 0, result.output
-        assert queue.get_job("d").result == 42
-    finally:
-        check.close(graceful=False)
-
-
 def test_memory_backend_with_worker_processes_is_refused(run: Run) -> None:
     line = _one_error_line(run("worker", "--backend", "memory://", "--processes", "2"))
     assert "memory://" in line
@@ -326,10 +304,16 @@ def test_the_processes_setting_runs_worker_processes(run: Run, manager: JobQueue
 
 
 @pytest.mark.timeout(60)
-def test_the_apps_processes_setting_runs_worker_processes(run: Run, tmp_path: Path, backend: str) -> None:
-    (tmp_path / "procsapp.py").write_text(
+@pytest.mark.parametrize("processes", [0, 2])
+def test_worker_with_an_app_runs_its_job_types(
+    run: Run, tmp_path: Path, backend: str, processes: int
+) -> None:
+    """The app's manager brings its job types and its own config, its processes setting
+    included: 0 runs the workers in the typedq process itself, 2 in two worker processes."""
+    app = f"cliapp{processes}"
+    (tmp_path / f"{app}.py").write_text(
         "from typedq.manager import JobQueueManager\n"
-        f"manager = JobQueueManager({{'backend': {backend!r}, 'processes': 2}})\n"
+        f"manager = JobQueueManager({{'backend': {backend!r}, 'processes': {processes}}})\n"
         "manager.register_handler('double', lambda p: p['n'] * 2, queue='math')\n"
     )
     assert (
@@ -340,15 +324,18 @@ def test_the_apps_processes_setting_runs_worker_processes(run: Run, tmp_path: Pa
     try:
         queue = check.get_queue("math")
         result = _run_worker_until(
-            run, lambda: queue.get_job("d").status is JobStatus.COMPLETED, "--app", "procsapp:manager"
+            run, lambda: queue.get_job("d").status is JobStatus.COMPLETED, "--app", f"{app}:manager"
         )
         assert result.exit_code == 0, result.output
-        assert "2 process(es) on app procsapp:manager" in result.stderr
         assert queue.get_job("d").result == 42
-        assert os.getpid() not in _pids_of(check, ["d"], "math")
+        pids = _pids_of(check, ["d"], "math")
+        if processes:
+            assert f"{processes} process(es) on app {app}:manager" in result.stderr
+            assert pids and os.getpid() not in pids
+        else:
+            assert pids == {os.getpid()}
     finally:
         check.close(graceful=False)
-        sys.modules.pop("procsapp", None)  # loaded here to read its setting
 
 
 def test_the_processes_setting_is_checked(run: Run, tmp_path: Path) -> None:

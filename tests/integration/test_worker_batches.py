@@ -17,6 +17,7 @@ from typedq import EventHandler, Job, JobQueue, JobStatus, Worker
 from typedq.backends.base import Claim, Completion, Queue
 from typedq.backends.sqlite import SQLiteQueue
 from typedq.errors import ConfigError, TypedqError
+from typedq.worker import DEFAULT_BATCH_SIZE
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -238,6 +239,11 @@ def test_batch_size_is_a_queue_setting_of_the_manager() -> None:
 
     with pytest.raises(ConfigError, match="batch_size"):
         JobQueueManager({"batch_size": 0})
+    plain = JobQueueManager()
+    try:
+        assert [w.batch_size for w in plain.start_workers(count=1)] == [DEFAULT_BATCH_SIZE]
+    finally:
+        plain.close()
     with pytest.raises(ConfigError, match=r"queues\.slow\.batch_size"):
         JobQueueManager({"queues": {"slow": {"batch_size": 5000}}})
     manager = JobQueueManager({"batch_size": 40, "queues": {"one": {"batch_size": 1}}})

@@ -109,6 +109,12 @@ _PENDING: Final = JobStatus.PENDING
 Blobs = tuple[bytes, bytes | None, bytes | None, str | None]
 
 
+def _delayed(job: Job, now: float) -> bool:
+    """Whether a PENDING job is due only later (it goes to the delayed index)."""
+    sched = job.scheduled_at
+    return sched is not None and sched > now and job.status is _PENDING
+
+
 def sort_key(row: Sequence[Any]) -> tuple[int, float, float, int]:
     """Claim order of a selected row: priority desc, scheduled_at (None = 0), created_at, seq."""
     sched = row[SCHEDULED]
@@ -184,9 +190,7 @@ class RowCodec:
         has_waiters: bool = False,
     ) -> tuple[Any, ...]:
         """The INSERT parameters for ``job`` as it is (see :data:`INSERT_COLUMNS`)."""
-        sched = job.scheduled_at
-        delayed = sched is not None and sched > now and job.status is _PENDING
-        return (queue, *_fields(job), blocked_by, delayed, has_waiters, *blobs)
+        return (queue, *_fields(job), blocked_by, _delayed(job, now), has_waiters, *blobs)
 
     @staticmethod
     def fresh_row(job: Job, queue: str, blobs: Blobs, now: float) -> tuple[Any, ...] | None:
@@ -194,12 +198,10 @@ class RowCodec:
         depends on nothing; None for any other job (it needs :meth:`row`)."""
         if _run_state(job) != _NEVER_RAN:
             return None
-        sched = job.scheduled_at
-        status = job.status
         return (
-            queue, job.job_id, job.job_type, status, job.priority, sched, job.created_at,
-            job.max_retries, job.timeout_seconds, job.queue,
-            sched is not None and sched > now and status is _PENDING, blobs[0], blobs[1],
+            queue, job.job_id, job.job_type, job.status, job.priority, job.scheduled_at,
+            job.created_at, job.max_retries, job.timeout_seconds, job.queue,
+            _delayed(job, now), blobs[0], blobs[1],
         )
 
     @staticmethod
