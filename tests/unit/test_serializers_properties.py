@@ -1,6 +1,8 @@
 """Hypothesis properties of the serializers and the frame codec (RELIABILITY.md H2, H4).
 
 * ``decode(encode(x)) == x`` over the JSON and msgpack domains, with and without zstd.
+* The native packer msgpack's serializer tries first writes exactly msgpack's bytes,
+  or declines (and the checked path decides), over values wider than the domain.
 * Arbitrary bytes, and arbitrary bodies behind every valid header, give a value or a
   typed :class:`~typedq.errors.DeserializationError`, never another exception.
 
@@ -11,16 +13,23 @@ Examples per test are kept to a few hundred so the file runs in a few seconds; t
 from __future__ import annotations
 
 import contextlib
+import enum
 import math
-from datetime import UTC, datetime, timedelta, timezone
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta, timezone
+from decimal import Decimal
 from typing import Any
 
+import msgpack  # type: ignore[import-untyped]  # no type information shipped
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from typedq.errors import DeserializationError, PayloadTooLargeError
 from typedq.serializers import SERIALIZER_NAMES, FrameCodec, get_serializer
+from typedq.serializers import msgpack as msgpack_module
 from typedq.serializers.base import FRAME_MAGIC
 
 KEY = b"p" * 32
@@ -99,6 +108,61 @@ def test_json_round_trip(name: str, value: Any) -> None:
 def test_msgpack_round_trip(name: str, value: Any) -> None:
     codec = _MSGPACK_CODECS[name]
     assert _same(codec.decode(codec.encode(value)), value)
+
+
+class _Color(enum.IntEnum):
+    RED = 1
+
+
+class _Key(str):
+    pass
+
+
+@dataclass
+class _Point:
+    x: int
+
+
+# Values a caller may hand the msgpack serializer: its domain, and types around it that
+# the native packer must decline (or encode exactly as msgpack does).
+_AROUND = st.sampled_from(
+    [_Color.RED, Decimal("1.5"), uuid.UUID(int=7), date(2024, 1, 2), {1, 2}, _Point(1), 2**64, -(2**63) - 1]
+)
+_WIDER = st.recursive(
+    _msgpack_scalars | _AROUND | st.text().map(_Key),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.lists(children, max_size=4).map(tuple)
+        | st.dictionaries(st.text(max_size=6) | st.text(max_size=6).map(_Key), children, max_size=4)
+        | st.dictionaries(st.text(max_size=6), children, max_size=4).map(OrderedDict)
+        | st.dictionaries(st.integers() | st.binary(max_size=4) | st.none(), children, max_size=3)
+    ),
+    max_leaves=20,
+)
+
+
+@FAST
+@given(value=_WIDER)
+def test_native_packer_writes_msgpack_bytes_or_declines(value: Any) -> None:
+    try:
+        fast = msgpack_module._fast_pack(
+            value, default=msgpack_module._decline, option=msgpack_module._FAST_OPTIONS
+        )
+    except TypeError:
+        return  # declined: the checked path decides, as it always did
+    assert fast == msgpack.packb(value, use_bin_type=True, datetime=False)
+
+
+def test_common_values_skip_the_key_walk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """str keys, 64-bit ints, floats, lists and tuples: packed natively, no Python walk."""
+
+    def walk(*args: Any) -> bool:
+        raise AssertionError("the checked path ran for a value the native packer takes")
+
+    monkeypatch.setattr(msgpack_module, "keys_look_fine", walk)
+    value = {"id": "j1", "n": -(2**63), "u64": 2**64 - 1, "q": 0.5, "tags": ["a", ("b", None)], "m": {"k": 1}}
+    codec = get_serializer("msgpack")
+    assert codec.decode(codec.encode(value)) == {**value, "tags": ["a", ["b", None]]}
 
 
 _ALL_READER = FrameCodec("json", pickle_key=KEY)

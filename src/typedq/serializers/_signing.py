@@ -61,11 +61,9 @@ class HmacSha256:
             context + body``.
         """
         inner = self._inner.copy()
-        inner.update(header)
-        # The length prefix keeps (header, context, body) splits unambiguous.
-        inner.update(len(context).to_bytes(8, "big"))
-        inner.update(context)
-        inner.update(body)
+        # The length prefix keeps (header, context, body) splits unambiguous. One join
+        # and one update cost less than four updates on a typical small frame.
+        inner.update(b"".join((header, len(context).to_bytes(8, "big"), context, body)))
         outer = self._outer.copy()
         outer.update(inner.digest())
         return outer.digest()

@@ -25,6 +25,15 @@ Map keys are limited to ``str`` and ``bytes`` because decoding uses
 hash-collision denial of service on decode. Nesting is capped by msgpack itself:
 511 levels when packing, 1024 when unpacking.
 
+Encoding tries :mod:`ormsgpack` first, a packer written in Rust that refuses every map
+key that is not exactly ``str`` and every type this module does not hand it (datetimes,
+dataclasses, enums, UUIDs and anything unknown go to a ``default`` that declines). So
+for the common value it checks the keys and packs in one native call, with the same
+bytes msgpack writes (a test checks this). Any value it declines (bytes keys, ints
+beyond 64 bits, datetimes, nesting over 255 levels, str subclasses as keys, errors)
+takes the checked path: a walk over the keys, then ``msgpack``'s packer, which encodes
+it or names what is wrong. Decoding always uses ``msgpack``.
+
 Decoding bounds ``max_str_len``, ``max_bin_len``, ``max_array_len``, ``max_map_len`` and
 ``max_ext_len`` by ``max_size`` (and msgpack bounds them by the length of the data), so a
 header claiming a 4 GiB bin in a 10-byte message is refused without allocating.
@@ -39,6 +48,7 @@ from decimal import Decimal
 from typing import Any, Final
 
 import msgpack  # type: ignore[import-untyped]  # msgpack ships no type information
+import ormsgpack
 
 from typedq.errors import DeserializationError, SerializationError
 from typedq.serializers._common import (
@@ -64,6 +74,23 @@ _DATETIME = struct.Struct(">qIq")
 _NAIVE_EPOCH: Final = datetime(1970, 1, 1)
 _ONE_DAY_US: Final = 86_400_000_000
 _KEY_TYPES: Final = (str, bytes)
+
+
+#: Types ormsgpack would encode on its own but msgpack would not, or differently: they
+#: reach :func:`_decline`, so such values take the checked path.
+_FAST_OPTIONS: Final = (
+    ormsgpack.OPT_PASSTHROUGH_DATETIME
+    | ormsgpack.OPT_PASSTHROUGH_DATACLASS
+    | ormsgpack.OPT_PASSTHROUGH_ENUM
+    | ormsgpack.OPT_PASSTHROUGH_UUID
+    | ormsgpack.OPT_PASSTHROUGH_BIG_INT
+)
+_fast_pack: Final = ormsgpack.packb
+
+
+def _decline(value: Any) -> Any:
+    """ormsgpack's ``default``: hand every value it does not know to the checked path."""
+    raise TypeError("left to the checked path")
 
 
 def _offset_us(offset: timedelta) -> int:
@@ -189,6 +216,11 @@ class MsgpackSerializer:
             SerializationError: ``obj`` holds a value msgpack cannot carry here; the
                 message and ``path`` name where, such as ``$.items[3].when``.
         """
+        try:
+            fast: bytes = _fast_pack(obj, default=_decline, option=_FAST_OPTIONS)
+            return fast
+        except TypeError:
+            pass  # declined (see the module docstring): the checked path decides
         if not keys_look_fine(obj, _KEY_TYPES, _PACK_MAX_DEPTH, self.max_size):
             self._raise_problem(obj, None)
         local = self._local
