@@ -485,12 +485,13 @@ def test_an_older_file_is_migrated_forward(monkeypatch: pytest.MonkeyPatch, db: 
     first = SQLiteQueue(db, name="m")
     first.enqueue(job("kept", payload={"v": 1}))
     first.close()
-    migrations = {**schema.MIGRATIONS, 2: ("ALTER TABLE jobs ADD COLUMN note TEXT",)}
+    later = schema.SCHEMA_VERSION + 1
+    migrations = {**schema.MIGRATIONS, later: ("ALTER TABLE jobs ADD COLUMN note TEXT",)}
     monkeypatch.setattr(schema, "MIGRATIONS", migrations)
-    monkeypatch.setattr(schema, "SCHEMA_VERSION", 2)
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", later)
     queue = SQLiteQueue(db, name="m")
     try:
-        assert queue.diagnostics()["schema_version"] == 2
+        assert queue.diagnostics()["schema_version"] == later
         assert queue.get_job("kept").payload == {"v": 1}
     finally:
         queue.close()
@@ -499,6 +500,56 @@ def test_an_older_file_is_migrated_forward(monkeypatch: pytest.MonkeyPatch, db: 
         assert "note" in {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}
     finally:
         conn.close()
+
+
+def _v1_file(monkeypatch: pytest.MonkeyPatch, db: Path) -> tuple[dict[str, int], int]:
+    """A schema-1 file as typedq 1 left it: four jobs, one RUNNING, the newest deleted
+    (by the plain DELETE schema 1 used). Returns the seqs of the rows left and the token."""
+    with monkeypatch.context() as patch:
+        patch.setattr(schema, "MIGRATIONS", {1: schema.MIGRATIONS[1]})
+        patch.setattr(schema, "SCHEMA_VERSION", 1)
+        old = SQLiteQueue(db, name="m")
+        old.enqueue_many([job(f"j{i}", payload={"i": i}) for i in range(4)])
+        claim = old.claim("w", lease_s=60.0)
+        assert claim is not None
+        assert claim.job.job_id == "j0"
+        old.close()
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:
+        conn.execute("DELETE FROM jobs WHERE job_id = 'j3'")
+        assert conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'jobs'").fetchone() == (4,)
+        seqs = dict(conn.execute("SELECT job_id, seq FROM jobs").fetchall())
+    finally:
+        conn.close()
+    return seqs, claim.token
+
+
+def test_a_schema_1_file_is_rebuilt_without_autoincrement_keeping_every_row(
+    monkeypatch: pytest.MonkeyPatch, db: Path
+) -> None:
+    seqs, token = _v1_file(monkeypatch, db)
+    queue = SQLiteQueue(db, name="m")
+    try:
+        assert queue.diagnostics()["schema_version"] == schema.SCHEMA_VERSION == 2
+        assert _seqs(db, "m") == seqs
+        assert [j.payload for j in queue.list_jobs()] == [{"i": 0}, {"i": 1}, {"i": 2}]
+        assert queue.complete("j0", token=token, result=7).result == 7
+        assert [c.job.job_id for c in queue.claim_many("w", lease_s=60.0, limit=5)] == ["j1", "j2"]
+        # The deleted j3 had seq 4: no new row may take it.
+        queue.enqueue(job("after"))
+        assert _seqs(db, "m")["after"] > 4
+        assert queue.queue_names() == ["m"]
+        assert queue.size == 4  # j0, j1, j2 and after: the high-water row is not a job
+    finally:
+        queue.close()
+    conn = sqlite3.connect(db)
+    try:
+        (table_sql,) = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'jobs'").fetchone()
+        indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    finally:
+        conn.close()
+    assert "AUTOINCREMENT" not in table_sql
+    assert {"jobs_by_id", "jobs_ready", "jobs_delayed", "jobs_leased", "jobs_settled"} <= indexes
 
 
 # -- F7: ids are never reused --------------------------------------------------------------
@@ -525,6 +576,25 @@ def test_f7_row_ids_are_never_reused(open_sqlite: Callable[..., SQLiteQueue], db
     new = _seqs(db, "f7")
     assert len(new) == 100
     assert min(new.values()) > max(old.values())
+
+
+def test_f7_the_high_water_row_is_no_queue_and_no_job(
+    open_sqlite: Callable[..., SQLiteQueue], db: Path
+) -> None:
+    queue = open_sqlite("f7")
+    queue.enqueue_many([job(f"j{i}") for i in range(3)])
+    top = max(_seqs(db, "f7").values())
+    queue.delete("j2")
+    queue.delete("j1")  # not the top any more: the high-water row stays at j2's seq
+    assert _seqs(db, "") == {"high-water": top}
+    assert queue.queue_names() == ["f7"]
+    assert queue.size == 1
+    assert queue.count_by_status()[JobStatus.PENDING] == 1
+    queue.delete("j0")
+    queue.enqueue(job("next"))
+    assert _seqs(db, "f7") == {"next": top + 1}
+    queue.delete("next")  # the new top: the high-water row moves up to it
+    assert _seqs(db, "") == {"high-water": top + 1}
 
 
 # -- F4: disk full ---------------------------------------------------------------------------

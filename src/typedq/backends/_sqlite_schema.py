@@ -18,8 +18,12 @@ typedq writes a single byte to it:
 
 Tables (one file holds many queues; every row carries its queue's name)::
 
-    jobs      one row per job. seq INTEGER PRIMARY KEY AUTOINCREMENT gives insertion
-              order and is never reused; (queue, job_id) is unique. blocked_by counts
+    jobs      one row per job. seq INTEGER PRIMARY KEY gives insertion order and is
+              never reused: when the row with the largest seq is deleted, a
+              high-water row (queue "", status DELETED) takes its seq, so SQLite's
+              next rowid stays above every seq ever given (schema 1 used
+              AUTOINCREMENT, which writes sqlite_sequence in every enqueue);
+              (queue, job_id) is unique. blocked_by counts
               unfinished dependencies; delayed=1 marks a PENDING job whose scheduled_at
               was in the future when last looked at (promoted in batches by claims).
               payload / metadata / result are codec frames (NULL metadata = {}, NULL
@@ -71,9 +75,21 @@ MIN_SQLITE: Final = (3, 35, 0)
 #: rare corruption when connections of several processes write and checkpoint at once.
 WAL_RESET_BUG: Final = ((3, 7, 0), (3, 51, 2))
 
-_V1: Final = (
-    """CREATE TABLE jobs (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+# The indexes of ``jobs``, the same in every version (each rebuild recreates them).
+_JOB_INDEXES: Final = (
+    "CREATE UNIQUE INDEX jobs_by_id ON jobs (queue, job_id)",
+    """CREATE INDEX jobs_ready ON jobs
+        (queue, priority DESC, ifnull(scheduled_at, 0.0), created_at, seq)
+        WHERE status = 'PENDING' AND blocked_by = 0 AND delayed = 0""",
+    """CREATE INDEX jobs_delayed ON jobs (queue, scheduled_at)
+        WHERE status = 'PENDING' AND delayed = 1""",
+    """CREATE INDEX jobs_leased ON jobs (queue, lease_until)
+        WHERE status = 'RUNNING' AND lease_until IS NOT NULL""",
+    """CREATE INDEX jobs_settled ON jobs (queue, status)
+        WHERE status IN ('SCHEDULED', 'FAILED', 'DEAD', 'CANCELLED')""",
+)
+
+_JOB_COLUMNS: Final = """
         queue TEXT NOT NULL,
         job_id TEXT NOT NULL,
         job_type TEXT NOT NULL,
@@ -100,17 +116,15 @@ _V1: Final = (
         payload BLOB NOT NULL,
         metadata BLOB,
         result BLOB
-    )""",
-    "CREATE UNIQUE INDEX jobs_by_id ON jobs (queue, job_id)",
-    """CREATE INDEX jobs_ready ON jobs
-        (queue, priority DESC, ifnull(scheduled_at, 0.0), created_at, seq)
-        WHERE status = 'PENDING' AND blocked_by = 0 AND delayed = 0""",
-    """CREATE INDEX jobs_delayed ON jobs (queue, scheduled_at)
-        WHERE status = 'PENDING' AND delayed = 1""",
-    """CREATE INDEX jobs_leased ON jobs (queue, lease_until)
-        WHERE status = 'RUNNING' AND lease_until IS NOT NULL""",
-    """CREATE INDEX jobs_settled ON jobs (queue, status)
-        WHERE status IN ('SCHEDULED', 'FAILED', 'DEAD', 'CANCELLED')""",
+"""
+_COLUMN_NAMES: Final = ", ".join(["seq"] + [line.split()[0] for line in _JOB_COLUMNS.strip().splitlines()])
+
+_V1: Final = (
+    """CREATE TABLE jobs (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,"""
+    + _JOB_COLUMNS
+    + """    )""",
+    *_JOB_INDEXES,
     """CREATE TABLE job_deps (
         queue TEXT NOT NULL,
         parent TEXT NOT NULL,
@@ -120,10 +134,24 @@ _V1: Final = (
     "CREATE INDEX job_deps_by_child ON job_deps (queue, child)",
 )
 
+# Version 2: ``jobs`` without AUTOINCREMENT (about 9% faster single enqueues), rebuilt
+# with every row and seq kept; AUTOINCREMENT's high-water mark becomes a high-water row.
+_V2: Final = (
+    "CREATE TABLE jobs_v2 (\n        seq INTEGER PRIMARY KEY," + _JOB_COLUMNS + "    )",
+    f"INSERT INTO jobs_v2 ({_COLUMN_NAMES}) SELECT {_COLUMN_NAMES} FROM jobs",
+    # AUTOINCREMENT's mark, when rows at the top were deleted, becomes the high-water row.
+    "INSERT INTO jobs_v2 (seq, queue, job_id, job_type, status, priority, created_at, max_retries,"
+    " origin, payload) SELECT seq, '', 'high-water', '', 'DELETED', 0, 0.0, 0, '', X''"
+    " FROM sqlite_sequence WHERE name = 'jobs' AND seq > (SELECT ifnull(max(seq), 0) FROM jobs_v2)",
+    "DROP TABLE jobs",
+    "ALTER TABLE jobs_v2 RENAME TO jobs",
+    *_JOB_INDEXES,
+)
+
 #: For each schema version, the statements that upgrade a file from the version before.
-MIGRATIONS: dict[int, tuple[str, ...]] = {1: _V1}
+MIGRATIONS: dict[int, tuple[str, ...]] = {1: _V1, 2: _V2}
 #: The schema version this typedq writes: the highest key of :data:`MIGRATIONS`.
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 
 
 def _version_text(info: tuple[int, ...]) -> str:

@@ -146,11 +146,23 @@ class SQL:
     request_cancel: Final = "UPDATE jobs SET cancel_requested = 1 WHERE seq = ?"
     set_priority: Final = "UPDATE jobs SET priority = ? WHERE queue = ? AND job_id = ?"
     delete: Final = "DELETE FROM jobs WHERE seq = ?"
+    #: seq is never reused (the table has no AUTOINCREMENT, see _sqlite_schema): when
+    #: the row deleted held the largest seq, a high-water row in queue "" (a name no
+    #: queue may have) takes its seq, replacing the previous one. Params: that seq.
+    top_seq: Final = "SELECT ifnull(max(seq), 0) FROM jobs"
+    drop_high_water: Final = "DELETE FROM jobs WHERE queue = ''"
+    keep_high_water: Final = (
+        "INSERT INTO jobs (seq, queue, job_id, job_type, status, priority, created_at, max_retries,"
+        " origin, payload) VALUES (?, '', 'high-water', '', 'DELETED', 0, 0.0, 0, '', X'')"
+    )
 
     # -- reads ------------------------------------------------------------------------------
     get: Final = f"SELECT {_COLS} FROM jobs WHERE queue = ? AND job_id = ?"
     #: Every queue of the file: a scan of the jobs_by_id index (queue first), not of the table.
-    queue_names: Final = "SELECT DISTINCT queue FROM jobs INDEXED BY jobs_by_id ORDER BY queue"
+    #: The high-water row's queue "" is not one.
+    queue_names: Final = (
+        "SELECT DISTINCT queue FROM jobs INDEXED BY jobs_by_id WHERE queue > '' ORDER BY queue"
+    )
     size: Final = "SELECT count(*) FROM jobs WHERE queue = ?"
     # No index covers every status: counting and listing scan the table in seq order.
     counts: Final = "SELECT status, count(*) FROM jobs NOT INDEXED WHERE queue = ? GROUP BY status"

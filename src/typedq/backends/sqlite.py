@@ -666,6 +666,9 @@ class SQLiteQueue(Queue):
             # A deleted dependency can never complete: its waiting dependents fail.
             self._graph.fail_dependents(conn, job_id, "CANCELLED", now)
             conn.execute(SQL.delete, (job.seq,))
+            if job.seq > conn.execute(SQL.top_seq).fetchone()[0]:
+                conn.execute(SQL.drop_high_water)
+                conn.execute(SQL.keep_high_water, (job.seq,))
 
         self._db.write(tx)
 
