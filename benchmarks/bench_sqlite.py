@@ -20,9 +20,10 @@ PENDING rows by (priority desc, id), ``BEGIN IMMEDIATE`` per transaction:
    decoded), then complete it in its own transaction, pairs/s;
 3. claim 100 per transaction, then complete each in its own transaction, pairs/s;
 4. bulk insert: ``executemany`` of 1,000 rows per transaction, rows/s;
-4b. 1 and 4 again on typedq's own schema and INSERT statement (rows built by hand,
-   ``json.dumps`` payloads): the floor of typedq's SQL, to tell its Python overhead
-   (codec, rows, transactions) from the cost of its schema (indexes, AUTOINCREMENT).
+4b. 1 and 4 again on typedq's own schema and the INSERT it runs for a fresh job (rows
+   built by hand, ``json.dumps`` payloads): the floor of typedq's SQL, to tell its
+   Python overhead (codec, rows, transactions) from the cost of its schema; and 4 once
+   more with the claim and partial indexes dropped (the table and its id index only).
 
 *typedq* (``SQLiteQueue``, default ``FrameCodec("json")``; jobs are built before the
 clock starts):
@@ -161,61 +162,40 @@ def _typedq_schema(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def _schema_rows(n: int) -> list[tuple[Any, ...]]:
-    """typedq's INSERT parameters built by hand, the payload by ``json.dumps``."""
+def _schema_rows(ids: list[str]) -> list[tuple[Any, ...]]:
+    """The INSERT parameters typedq binds for a fresh job (``SQL.insert_fresh``), built
+    by hand, the payload by ``json.dumps``; ids are made beforehand, as in the raw loops."""
     now = time.time()
     return [
-        (
-            "bench",
-            str(uuid.uuid4()),
-            "bench",
-            "PENDING",
-            5,
-            None,
-            now,
-            0,
-            None,
-            None,
-            None,
-            None,
-            0,
-            3,
-            0,
-            False,
-            None,
-            "default",
-            None,
-            0,
-            False,
-            False,
-            json.dumps(payload(i)).encode(),
-            None,
-            None,
-            None,
-        )
-        for i in range(n)
+        ("bench", job_id, "bench", "PENDING", 5, None, now, 3, None, "default", False,
+         json.dumps(payload(i)).encode(), None)
+        for i, job_id in enumerate(ids)
     ]
 
 
 def raw_schema_insert(path: Path, n: int) -> tuple[int, float]:
     conn = _typedq_schema(path)
+    ids = [str(uuid.uuid4()) for _ in range(n)]
     start = perf_counter()
-    for row in _schema_rows(n):
+    for row in _schema_rows(ids):
         conn.execute("BEGIN IMMEDIATE")
-        conn.execute(SQL.insert, row)
+        conn.execute(SQL.insert_fresh, row)
         conn.execute("COMMIT")
     elapsed = perf_counter() - start
     conn.close()
     return n, elapsed
 
 
-def raw_schema_bulk_insert(path: Path, n: int) -> tuple[int, float]:
+def raw_schema_bulk_insert(path: Path, n: int, *, id_index_only: bool = False) -> tuple[int, float]:
     conn = _typedq_schema(path)
+    if id_index_only:
+        for index in ("jobs_ready", "jobs_delayed", "jobs_leased", "jobs_settled"):
+            conn.execute(f"DROP INDEX {index}")
+    ids = [str(uuid.uuid4()) for _ in range(n)]
     start = perf_counter()
-    rows = _schema_rows(n)
     for lo in range(0, n, 1000):
         conn.execute("BEGIN IMMEDIATE")
-        conn.executemany(SQL.insert, rows[lo : lo + 1000])
+        conn.executemany(SQL.insert_fresh, _schema_rows(ids[lo : lo + 1000]))
         conn.execute("COMMIT")
     elapsed = perf_counter() - start
     conn.close()
@@ -460,6 +440,9 @@ def main() -> None:
         "raw bulk insert": lambda p: raw_bulk_insert(p, n),
         "raw insert, typedq schema": lambda p: raw_schema_insert(p, n),
         "raw bulk insert, typedq schema": lambda p: raw_schema_bulk_insert(p, n),
+        "raw bulk insert, typedq table + id index": lambda p: raw_schema_bulk_insert(
+            p, n, id_index_only=True
+        ),
         "typedq enqueue": lambda p: typedq_enqueue(p, n),
         "typedq enqueue_many": lambda p: typedq_enqueue_many(p, n),
         "typedq drain": lambda p: typedq_drain(p, n),
@@ -497,6 +480,8 @@ def main() -> None:
     targets: dict[str, tuple[str, float | None]] = {
         "typedq enqueue": ("raw insert", 0.7),
         "typedq enqueue_many": ("raw bulk insert", 0.7),
+        "raw bulk insert, typedq schema": ("raw bulk insert", None),
+        "raw bulk insert, typedq table + id index": ("raw bulk insert", None),
         "typedq drain": ("huey drain", None),
         "typedq drain, backlog": ("typedq drain", 0.8),
         "typedq 1 worker process": ("huey drain", 3.0),

@@ -331,6 +331,29 @@ class Connections:
         except sqlite3.Error as exc:
             raise translate(exc, self.path) from exc
 
+    def settings(self) -> dict[str, Any]:
+        """The file's settings as this thread's connection sees them, and the counters.
+
+        Returns:
+            ``journal_mode``, ``synchronous`` (1 NORMAL, 2 FULL), ``busy_timeout_ms``,
+            ``wal_autocheckpoint``, ``schema_version``, ``busy_retries`` (transactions
+            retried after SQLITE_BUSY) and ``writer_lock_timeouts`` (transactions that
+            went on without the writer lock after waiting the busy timeout for it).
+        """
+
+        def pragma(name: str) -> Any:
+            return self.read(f"PRAGMA {name}")[0][0]
+
+        return {
+            "journal_mode": pragma("journal_mode"),
+            "synchronous": pragma("synchronous"),
+            "busy_timeout_ms": pragma("busy_timeout"),
+            "wal_autocheckpoint": pragma("wal_autocheckpoint"),
+            "schema_version": pragma("user_version"),
+            "busy_retries": self.busy_retries,
+            "writer_lock_timeouts": self.writer_lock_timeouts,
+        }
+
     def close(self) -> None:
         """Close every connection this process opened; later use raises BackendError."""
         self._closed = True

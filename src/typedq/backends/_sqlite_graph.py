@@ -30,6 +30,7 @@ from typedq.errors import (
     DependencyCycleError,
     DeserializationError,
     DuplicateJobError,
+    InvalidTransitionError,
     JobNotFoundError,
     StaleLeaseError,
     TypedqError,
@@ -43,6 +44,16 @@ _PENDING: Final = "PENDING"
 _RUNNING: Final = "RUNNING"
 _COMPLETED: Final = "COMPLETED"
 _FAILING: Final = frozenset({"FAILED", "DEAD", "CANCELLED"})
+#: What a replay resets: the job runs again as if new.
+_REPLAYED: Final = {
+    "retry_count": 0,
+    "lost_count": 0,
+    "error": None,
+    "result": None,
+    "finished_at": None,
+    "scheduled_at": None,
+    "cancel_requested": False,
+}
 #: Most ids bound in one ``IN (...)`` list.
 _CHUNK: Final = 500
 
@@ -254,6 +265,97 @@ class QueueGraph:
             self.fail_dependents(conn, job_id, new, now)
 
     # -- leases -------------------------------------------------------------------------
+
+    # -- whole transactions of the queue's calls ----------------------------------------
+
+    def insert_batch(
+        self,
+        conn: _Conn,
+        *,
+        batch: dict[str, Job],
+        encoded: dict[str, rows.Blobs],
+        fresh: list[tuple[Any, ...] | None] | None,
+        now: float,
+    ) -> None:
+        """Insert ``batch`` all-or-nothing, with its dependency edges.
+
+        Args:
+            batch: the jobs by id, in order.
+            encoded: each job's stored fields.
+            fresh: each job's fresh row (None for one that ran before, as in an
+                import), or None when a job of the batch depends on others.
+            now: when the jobs are added.
+
+        Raises:
+            DuplicateJobError, UnknownDependencyError, DependencyCycleError: the error
+                of the first offending job; nothing of the batch is written.
+        """
+        sql = SQL.insert
+        params: list[tuple[Any, ...]]
+        edges: list[Edge] = []
+        parents: list[tuple[str, str]] = []
+        if fresh is None:
+            params, edges, parents = self.place_batch(conn, batch, encoded, now)
+        elif all(row is not None for row in fresh):
+            params, sql = [row for row in fresh if row is not None], SQL.insert_fresh
+        else:  # some job ran before (an import): full rows
+            params = [self.rows.row(job, self.queue, encoded[job.job_id], now) for job in batch.values()]
+        conn.execute("SAVEPOINT batch")
+        try:
+            conn.executemany(sql, params)
+        except sqlite3.IntegrityError:
+            conn.execute("ROLLBACK TO batch")
+            self.refuse_batch(conn, batch)
+            raise
+        conn.execute("RELEASE batch")
+        if edges:
+            conn.executemany(SQL.insert_edge, edges)
+            conn.executemany(SQL.flag_parent, parents)
+
+    def set_status(self, conn: _Conn, *, job_id: str, status: str, now: float) -> None:
+        """Move a job to ``status`` (a no-op when it is there already)."""
+        job = self.state(conn, job_id)
+        if job.status != status:
+            self.move(conn, job, status, now)
+
+    def cancel(self, conn: _Conn, *, job_id: str, now: float) -> bool:
+        """Cancel a waiting job, or flag a running one; return whether it was cancelled."""
+        job = self.state(conn, job_id)
+        if job.status in (_PENDING, "SCHEDULED"):
+            self.move(conn, job, "CANCELLED", now, {"finished_at": now})
+            return True
+        if job.status == _RUNNING:
+            conn.execute(SQL.request_cancel, (job.seq,))
+        return False
+
+    def set_priority(self, conn: _Conn, *, job_id: str, priority: int) -> None:
+        """Change a job's priority (its place in the ready index moves with it)."""
+        if not conn.execute(SQL.set_priority, (priority, self.queue, job_id)).rowcount:
+            raise JobNotFoundError(job_id, queue=self.queue)
+
+    def replay(self, conn: _Conn, *, job_id: str, now: float) -> Sequence[Any]:
+        """DEAD -> PENDING as a fresh job (no retries, error or result); return its row."""
+        job = self.state(conn, job_id)
+        if job.status != "DEAD":
+            raise InvalidTransitionError("status", job.status, "DEAD (only dead jobs can be replayed)")
+        self.move(conn, job, _PENDING, now, _REPLAYED)
+        return conn.execute(SQL.get, (self.queue, job_id)).fetchone()  # type: ignore[no-any-return]  # a row
+
+    def delete(self, conn: _Conn, *, job_id: str, now: float) -> None:
+        """Remove a job that is not RUNNING; its waiting dependents fail (CANCELLED)."""
+        job = self.state(conn, job_id)
+        if job.status == _RUNNING:
+            raise InvalidTransitionError("status", job.status, "any state but RUNNING (cancel it first)")
+        if job.status == _PENDING:
+            conn.execute(SQL.drop_child_edges, (self.queue, job_id))
+        # A deleted dependency can never complete: its waiting dependents fail.
+        self.fail_dependents(conn, job_id, "CANCELLED", now)
+        conn.execute(SQL.delete, (job.seq,))
+        if job.seq > conn.execute(SQL.top_seq).fetchone()[0]:
+            conn.execute(SQL.drop_high_water)
+            conn.execute(SQL.keep_high_water, (job.seq,))
+
+    # -- completions --------------------------------------------------------------------
 
     def complete(self, conn: _Conn, *, item: Finish, now: float) -> tuple[Sequence[Any], bool]:
         """RUNNING -> COMPLETED; return the row and whether dependents were freed.

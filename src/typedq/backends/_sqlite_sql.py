@@ -9,6 +9,7 @@ Every statement names its queue (``queue = ?``): one file holds many queues; onl
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from typing import Final
 
 from typedq.backends._sqlite_rows import FRESH_COLUMNS, INSERT_COLUMNS, SELECT_COLUMNS
@@ -22,6 +23,8 @@ _READY: Final = (
     " AND ifnull(scheduled_at, 0.0) <= ?"
     " ORDER BY priority DESC, ifnull(scheduled_at, 0.0), created_at, seq LIMIT ?"
 )
+#: Statuses in the jobs_settled index.
+_SETTLED: Final = frozenset({"SCHEDULED", "FAILED", "DEAD", "CANCELLED"})
 _LEASED: Final = "WHERE queue = ? AND job_id = ? AND status = 'RUNNING' AND attempt = ?"
 
 
@@ -173,6 +176,24 @@ class SQL:
         " AND status IN ('SCHEDULED', 'FAILED', 'DEAD', 'CANCELLED')"
         " ORDER BY seq LIMIT ? OFFSET ?"
     )
+    @staticmethod
+    def listing(queue: str, status: str | None, job_type: str | None) -> tuple[str, Sequence[object]]:
+        """The statement listing a queue's jobs with these filters, and its params
+        (``limit`` and ``offset`` go last): the jobs_settled index for its statuses."""
+        params: list[object] = [queue]
+        more = ""
+        if job_type is not None:
+            more = "AND job_type = ?"
+            params.append(job_type)
+        if status in _SETTLED:
+            params.insert(1, status)
+            return SQL.list_settled.format(more=more), params
+        where = "queue = ?"
+        if status is not None:
+            where += " AND status = ?"
+            params.insert(1, status)
+        return SQL.list.format(where=f"{where} {more}"), params
+
     export: Final = f"SELECT {_COLS} FROM jobs NOT INDEXED WHERE queue = ? ORDER BY seq"
     ready_count: Final = (
         "SELECT (SELECT count(*) FROM jobs INDEXED BY jobs_ready WHERE queue = ?1 AND status = 'PENDING'"

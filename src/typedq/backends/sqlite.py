@@ -81,6 +81,7 @@ from typedq.backends._sqlite_schema import (
     prepare_schema,
 )
 from typedq.backends._sqlite_sql import SQL
+from typedq.backends._sqlite_wait import ReadySignal
 from typedq.backends.base import Claim, Completion, Queue
 from typedq.clock import Clock, system_clock
 from typedq.errors import (
@@ -88,7 +89,6 @@ from typedq.errors import (
     DeserializationError,
     DuplicateJobError,
     InvalidJobError,
-    InvalidTransitionError,
     JobNotFoundError,
     SerializationError,
     TypedqError,
@@ -103,8 +103,6 @@ logger = logging.getLogger("typedq.backends.sqlite")
 _PENDING: Final = "PENDING"
 _RUNNING: Final = "RUNNING"
 _COMPLETED: Final = "COMPLETED"
-#: Statuses in the jobs_settled index.
-_SETTLED: Final = frozenset({"SCHEDULED", "FAILED", "DEAD", "CANCELLED"})
 _UNIQUE_FAILED: Final = 2067  # SQLITE_CONSTRAINT_UNIQUE
 #: Most claims remembered for complete(); half are forgotten when it is passed.
 _INFLIGHT_MAX: Final = 8192
@@ -159,9 +157,8 @@ class SQLiteQueue(Queue):
         self._durability = durability
         self._rows = rows.RowCodec(codec if codec is not None else FrameCodec("json"))
         self._graph = QueueGraph(name, self._rows)
-        self._cond = threading.Condition()
-        self._generation = 0
-        self._waiting = 0
+        self._signal = ReadySignal()
+        self._wake = self._signal.wake
         # Set when a take found nothing: the next one checks with a read first, so idle
         # pollers do not queue up for the write lock.
         self._idle = False
@@ -220,24 +217,14 @@ class SQLiteQueue(Queue):
             after waiting the busy timeout for it).
         """
         low, high = WAL_RESET_BUG
-
-        def pragma(name: str) -> Any:
-            return self._db.read(f"PRAGMA {name}")[0][0]
-
         return {
             "backend": "sqlite",
             "sqlite_version": sqlite3.sqlite_version,
             "wal_reset_bug": low <= self._version <= high,
             "path": str(self._path),
             "queue": self._name,
-            "journal_mode": pragma("journal_mode"),
-            "synchronous": pragma("synchronous"),
             "durability": self._durability,
-            "busy_timeout_ms": pragma("busy_timeout"),
-            "wal_autocheckpoint": pragma("wal_autocheckpoint"),
-            "schema_version": pragma("user_version"),
-            "busy_retries": self._db.busy_retries,
-            "writer_lock_timeouts": self._db.writer_lock_timeouts,
+            **self._db.settings(),
         }
 
     def queue_names(self) -> list[str]:
@@ -298,36 +285,12 @@ class SQLiteQueue(Queue):
                 raise
         linked = any(job.depends_on and job.status is JobStatus.PENDING for job in batch.values())
         now = self._clock.now()
-        # Jobs that never ran bind half the columns (the rest take their defaults).
-        name = self._name
-        fresh_row = self._rows.fresh_row
-        fresh = [] if linked else [fresh_row(job, name, encoded[job.job_id], now) for job in batch.values()]
-
-        def tx(conn: _Conn) -> None:
-            sql = SQL.insert
-            params: list[tuple[Any, ...]]
-            if not linked:
-                if all(row is not None for row in fresh):
-                    params, sql = [row for row in fresh if row is not None], SQL.insert_fresh
-                else:  # some job ran before (an import): full rows
-                    params = [self._rows.row(job, name, encoded[job.job_id], now) for job in batch.values()]
-                edges: list[tuple[str, str, str]] = []
-                parents: list[tuple[str, str]] = []
-            else:
-                params, edges, parents = self._graph.place_batch(conn, batch, encoded, now)
-            conn.execute("SAVEPOINT batch")
-            try:
-                conn.executemany(sql, params)
-            except sqlite3.IntegrityError:
-                conn.execute("ROLLBACK TO batch")
-                self._graph.refuse_batch(conn, batch)
-                raise
-            conn.execute("RELEASE batch")
-            if edges:
-                conn.executemany(SQL.insert_edge, edges)
-                conn.executemany(SQL.flag_parent, parents)
-
-        self._db.write(tx)
+        fresh = None
+        if not linked:
+            # Jobs that never ran bind half the columns (the rest take their defaults).
+            name, fresh_row = self._name, self._rows.fresh_row
+            fresh = [fresh_row(job, name, encoded[job.job_id], now) for job in batch.values()]
+        self._db.write(partial(self._graph.insert_batch, batch=batch, encoded=encoded, fresh=fresh, now=now))
         self._wake()
         return list(batch)
 
@@ -593,84 +556,29 @@ class SQLiteQueue(Queue):
         """Set a job's status in one transaction, keeping indexes and dependents right."""
         new = JobStatus(status).value
         now = self._clock.now()
-
-        def tx(conn: _Conn) -> None:
-            job = self._graph.state(conn, job_id)
-            if job.status != new:
-                self._graph.move(conn, job, new, now)
-
-        self._db.write(tx)
+        self._db.write(partial(self._graph.set_status, job_id=job_id, status=new, now=now))
         if new in (_PENDING, _COMPLETED):
             self._wake()
 
     def cancel(self, job_id: str) -> bool:
         """Cancel a job in one transaction; see :meth:`Queue.cancel`."""
-        now = self._clock.now()
-
-        def tx(conn: _Conn) -> bool:
-            job = self._graph.state(conn, job_id)
-            if job.status in (_PENDING, "SCHEDULED"):
-                self._graph.move(conn, job, "CANCELLED", now, {"finished_at": now})
-                return True
-            if job.status == _RUNNING:
-                conn.execute(SQL.request_cancel, (job.seq,))
-            return False
-
-        return self._db.write(tx)
+        return self._db.write(partial(self._graph.cancel, job_id=job_id, now=self._clock.now()))
 
     def set_priority(self, job_id: str, priority: int) -> None:
         """Change a job's priority; a PENDING job is re-ordered at once."""
         if type(priority) is not int or not MIN_PRIORITY <= priority <= MAX_PRIORITY:
             raise InvalidJobError("priority", priority, f"an int from {MIN_PRIORITY} to {MAX_PRIORITY}")
-
-        def tx(conn: _Conn) -> None:
-            if not conn.execute(SQL.set_priority, (priority, self._name, job_id)).rowcount:
-                raise JobNotFoundError(job_id, queue=self._name)
-
-        self._db.write(tx)
+        self._db.write(partial(self._graph.set_priority, job_id=job_id, priority=priority))
 
     def replay(self, job_id: str) -> Job:
         """DEAD → PENDING with retry_count 0 and no error; see :meth:`Queue.replay`."""
-        now = self._clock.now()
-        fresh = {
-            "retry_count": 0,
-            "lost_count": 0,
-            "error": None,
-            "result": None,
-            "finished_at": None,
-            "scheduled_at": None,
-            "cancel_requested": False,
-        }
-
-        def tx(conn: _Conn) -> Sequence[Any]:
-            job = self._graph.state(conn, job_id)
-            if job.status != "DEAD":
-                raise InvalidTransitionError("status", job.status, "DEAD (only dead jobs can be replayed)")
-            self._graph.move(conn, job, _PENDING, now, fresh)
-            return conn.execute(SQL.get, (self._name, job_id)).fetchone()  # type: ignore[no-any-return]  # a row
-
-        row = self._db.write(tx)
+        row = self._db.write(partial(self._graph.replay, job_id=job_id, now=self._clock.now()))
         self._wake()
         return self._rows.job(row)
 
     def delete(self, job_id: str) -> None:
         """Remove a job that is not RUNNING; its waiting dependents fail. See :meth:`Queue.delete`."""
-        now = self._clock.now()
-
-        def tx(conn: _Conn) -> None:
-            job = self._graph.state(conn, job_id)
-            if job.status == _RUNNING:
-                raise InvalidTransitionError("status", job.status, "any state but RUNNING (cancel it first)")
-            if job.status == _PENDING:
-                conn.execute(SQL.drop_child_edges, (self._name, job_id))
-            # A deleted dependency can never complete: its waiting dependents fail.
-            self._graph.fail_dependents(conn, job_id, "CANCELLED", now)
-            conn.execute(SQL.delete, (job.seq,))
-            if job.seq > conn.execute(SQL.top_seq).fetchone()[0]:
-                conn.execute(SQL.drop_high_water)
-                conn.execute(SQL.keep_high_water, (job.seq,))
-
-        self._db.write(tx)
+        self._db.write(partial(self._graph.delete, job_id=job_id, now=self._clock.now()))
 
     # -- reads --------------------------------------------------------------------------
 
@@ -703,20 +611,7 @@ class SQLiteQueue(Queue):
         """Return up to ``limit`` jobs in insertion order, optionally filtered."""
         if limit < 0 or offset < 0:
             raise InvalidJobError("limit", (limit, offset), "limit >= 0 and offset >= 0")
-        params: list[object] = [self._name]
-        more = ""
-        if job_type is not None:
-            more = "AND job_type = ?"
-            params.append(job_type)
-        if status is not None and JobStatus(status).value in _SETTLED:
-            params.insert(1, JobStatus(status).value)
-            sql = SQL.list_settled.format(more=more)
-        else:
-            where = "queue = ?"
-            if status is not None:
-                where += " AND status = ?"
-                params.insert(1, JobStatus(status).value)
-            sql = SQL.list.format(where=f"{where} {more}")
+        sql, params = SQL.listing(self._name, None if status is None else JobStatus(status).value, job_type)
         return [self._rows.job(row) for row in self._db.read(sql, (*params, limit, offset))]
 
     def export_jobs(self) -> list[dict[str, Any]]:
@@ -725,15 +620,12 @@ class SQLiteQueue(Queue):
 
     # -- waiting ------------------------------------------------------------------------
 
-    def _wake(self) -> None:
-        """Wake this object's ``wait_ready`` callers (other processes poll)."""
-        if self._waiting:
-            with self._cond:
-                self._generation += 1
-                self._cond.notify_all()
-
     def _has_ready(self) -> bool:
         return bool(self._db.read(SQL.has_ready, (self._name, self._clock.now()))[0][0])
+
+    def _next_due(self) -> float | None:
+        due = self._db.read(SQL.next_due, (self._name,))
+        return float(due[0][0]) if due else None
 
     def wait_ready(self, timeout_s: float) -> bool:
         """Block until a job may be ready, :meth:`interrupt`, or ``timeout_s``.
@@ -742,29 +634,13 @@ class SQLiteQueue(Queue):
         ``timeout_s`` and the next delayed job's due time, or at once when this object
         (any thread) adds or frees a job, or :meth:`interrupt` is called.
         """
-        with self._cond:
-            self._waiting += 1
-            generation = self._generation
-        try:
-            if self._has_ready():
-                return True
-            wait = timeout_s
-            due = self._db.read(SQL.next_due, (self._name,))
-            if due:
-                wait = min(wait, max(0.0, float(due[0][0]) - self._clock.now()))
-            if wait > 0:
-                with self._cond:
-                    self._cond.wait_for(lambda: self._generation != generation, wait)
-            return self._has_ready()
-        finally:
-            with self._cond:
-                self._waiting -= 1
+        return self._signal.wait(
+            timeout_s, has_ready=self._has_ready, next_due=self._next_due, now=self._clock.now
+        )
 
     def interrupt(self) -> None:
         """Wake every thread blocked in :meth:`wait_ready`."""
-        with self._cond:
-            self._generation += 1
-            self._cond.notify_all()
+        self._signal.interrupt()
 
     def close(self) -> None:
         """Close this process's connections and wake waiters; the queue is unusable afterwards."""
