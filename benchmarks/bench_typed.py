@@ -2,8 +2,8 @@
 
 Prints the median of several rounds of N submissions each way, on the memory backend (no
 workers: this measures what a producer pays), and the median of the per-round ratios
-(each round runs both ways back to back, so a slow spell of the machine hits both). The issue's bound: the typed
-path costs at most 2x the untyped one.
+(each round runs both ways back to back, so a slow spell of the machine hits both).
+The issue's bound: the typed path costs at most 2x the untyped one.
 
 Run: ``python benchmarks/bench_typed.py [--jobs N] [--runs R]``
 """
