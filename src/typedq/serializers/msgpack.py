@@ -32,7 +32,10 @@ for the common value it checks the keys and packs in one native call, with the s
 bytes msgpack writes (a test checks this). Any value it declines (bytes keys, ints
 beyond 64 bits, datetimes, nesting over 255 levels, str subclasses as keys, errors)
 takes the checked path: a walk over the keys, then ``msgpack``'s packer, which encodes
-it or names what is wrong. Decoding always uses ``msgpack``.
+it or names what is wrong. Decoding always uses ``msgpack``. A value the native packer
+takes is not walked, so the walk's bound on containers does not apply to it: a value
+that shares one list many times over is packed in full, then refused by the frame's
+size limit (``PayloadTooLargeError``).
 
 Decoding bounds ``max_str_len``, ``max_bin_len``, ``max_array_len``, ``max_map_len`` and
 ``max_ext_len`` by ``max_size`` (and msgpack bounds them by the length of the data), so a
