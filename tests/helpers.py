@@ -6,6 +6,7 @@ Keep this module small and its names stable; other folders depend on it.
   synchronise).
 * :func:`interrupt_when`: SIGINT this process once a condition holds, to stop a worker
   or a pool running in the main thread.
+* :func:`stop_and_join`: a fixture's teardown of the workers it started.
 * :data:`REQUIRE_SERVICES`: set ``TYPEDQ_REQUIRE_SERVICES=1`` (CI) to turn a missing
   service into a failure instead of a skip.
 * :func:`redis_available` and :func:`skip_or_fail`: guard tests that need a server.
@@ -22,6 +23,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import pytest
+
+from typedq.worker import Worker
 
 __all__ = ["REQUIRE_SERVICES", "interrupt_when", "redis_available", "skip_or_fail", "wait_until"]
 
@@ -81,6 +84,15 @@ def interrupt_when(done: Callable[[], bool], timeout: float = 20.0) -> Iterator[
     finally:
         finished.set()
         thread.join(timeout)
+
+
+def stop_and_join(workers: list[Worker], timeout: float = 10.0) -> None:
+    """Ask every worker to stop, then wait for each (a fixture's teardown): all stop at
+    once rather than one after another. Fails the test if one does not stop in time."""
+    for worker in workers:
+        worker.stop()
+    for worker in workers:
+        assert worker.stop(wait=True, timeout=timeout), f"{worker.worker_id} did not stop"
 
 
 def redis_available(host: str = "127.0.0.1", port: int = 6379, timeout: float = 0.5) -> bool:

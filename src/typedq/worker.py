@@ -308,6 +308,10 @@ class Worker(threading.Thread):
             return
         queue = self.queue
         keeper = self.lease_keeper
+        for job, _, _ in pending:
+            # Renewals stop before the commit, as for a single completion: a heartbeat
+            # right after it would find the lease gone and report it lost.
+            keeper.discard(queue, job.job_id)
         try:
             outcomes = queue.complete_many([Completion(job.job_id, tok, res) for job, tok, res in pending])
         except Exception:
@@ -317,11 +321,9 @@ class Worker(threading.Thread):
                 "worker %s could not record %d completions; they run again once their leases expire",
                 self.worker_id, len(pending),
             )
-            keeper.forget_all(queue, [job.job_id for job, _, _ in pending])
             return
         events = self.event_handler
         for (job, token, result), outcome in zip(pending, outcomes, strict=True):
-            keeper.discard(queue, job.job_id)
             if isinstance(outcome, Job):
                 self.stats.completed += 1
                 safe_call(events.on_job_completed, outcome, result)
@@ -370,7 +372,7 @@ class Worker(threading.Thread):
         keeper = self.lease_keeper
         self.current_job_id = job_id
         self._current = (job_id, token)
-        held = False
+        released = False  # renewals of this job's lease stopped (or handed to _flush)
         try:
             handler = self.handlers.get(job.job_type)
             if handler is None:
@@ -392,15 +394,17 @@ class Worker(threading.Thread):
             except BaseException as exc:  # a handler may raise anything, SystemExit too
                 self._timed(job.job_type, started)
                 keeper.discard(queue, job_id)
+                released = True
                 self._failed(job, token, exc)
                 return
             self._timed(job.job_type, started)
+            released = True
             if self._buffer:
-                # More claimed jobs wait: commit this completion with theirs.
+                # More claimed jobs wait: commit this completion with theirs (the flush
+                # stops its renewals).
                 if not self._pending:
                     self._pending_since = time.monotonic()
                 self._pending.append((job, token, result))
-                held = True
                 return
             keeper.discard(queue, job_id)
             self._complete(job, token, result)
@@ -409,7 +413,7 @@ class Worker(threading.Thread):
             # gives the job back, so nothing is lost; the worker carries on.
             logger.exception("worker %s could not record the outcome of job %s", self.worker_id, job_id)
         finally:
-            if not held:
+            if not released:
                 keeper.discard(queue, job_id)
             self.current_job_id = None
             self._current = None

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
-from tests.helpers import wait_until
+from tests.helpers import stop_and_join, wait_until
 from tests.reliability.faults import FailingRenewals
 from tests.reliability.ledger import Ledger, check
 
@@ -82,10 +82,7 @@ def start() -> Iterator[Callable[..., Any]]:
     yield _start
     for reaper in reapers:
         reaper.stop()
-    for worker in workers:
-        worker.stop()
-    for worker in workers:
-        assert worker.stop(wait=True, timeout=10), f"{worker.worker_id} did not stop"
+    stop_and_join(workers)
 
 
 def _worker(queue: Queue, handler: Callable[[Job], Any], name: str) -> Worker:

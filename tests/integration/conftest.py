@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from tests.helpers import stop_and_join
 
 from typedq.backends.base import Queue
 from typedq.worker import Worker
@@ -34,7 +35,4 @@ def start_worker() -> Iterator[Callable[..., Worker]]:
         return worker
 
     yield _start
-    for worker in workers:
-        worker.stop()
-    for worker in workers:
-        assert worker.stop(wait=True, timeout=10), f"{worker.worker_id} did not stop"
+    stop_and_join(workers)

@@ -4,6 +4,7 @@ committed; unstarted claims are given back on stop. Runs on every built-in backe
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -11,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.helpers import wait_until
+from tests.helpers import stop_and_join, wait_until
 
 from typedq import EventHandler, Job, JobQueue, JobStatus, Worker
 from typedq.backends.base import Claim, Completion, Queue
@@ -27,6 +28,7 @@ class _Spy:
 
     claims: list[int]
     completions: list[int]
+    after_commit: list[Callable[[], None]]
 
     def claim_many(self, worker_id: str, *, lease_s: float, limit: int) -> list[Claim]:
         got: list[Claim] = super().claim_many(worker_id, lease_s=lease_s, limit=limit)  # type: ignore[misc]
@@ -35,7 +37,10 @@ class _Spy:
 
     def complete_many(self, completions: Sequence[Completion]) -> list[Job | TypedqError]:
         self.completions.append(len(completions))
-        return super().complete_many(completions)  # type: ignore[misc,no-any-return]
+        done: list[Job | TypedqError] = super().complete_many(completions)  # type: ignore[misc]
+        for hook in self.after_commit:
+            hook()
+        return done
 
 
 class SpyMemory(_Spy, JobQueue):
@@ -51,7 +56,7 @@ def queue(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
     q: Any = (
         SpyMemory("batches") if request.param == "memory" else SpySQLite(tmp_path / "q.db", name="batches")
     )
-    q.claims, q.completions = [], []
+    q.claims, q.completions, q.after_commit = [], [], []
     yield q
     q.close()
 
@@ -140,6 +145,25 @@ def _warm_up(
     return worker
 
 
+def test_a_heartbeat_right_after_a_group_commit_finds_no_lease_lost(
+    queue: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    ids = _add(queue, 300)
+    worker = Worker(queue, {"quick": lambda p: None}, poll_interval=0.05)
+    # A heartbeat between the commit and the worker's bookkeeping: the leases of the
+    # jobs just completed must no longer be renewed, or each would be reported lost.
+    queue.after_commit.append(worker.lease_keeper.beat)
+    caplog.set_level(logging.WARNING, logger="typedq.leases")
+    worker.start()
+    try:
+        wait_until(_all_completed(queue, ids), timeout=20)
+    finally:
+        stop_and_join([worker])
+    assert max(queue.completions) > 1
+    assert [r.getMessage() for r in caplog.records if r.name == "typedq.leases"] == []
+    assert not any(worker.lease_keeper.is_lost(queue, job_id) for job_id in ids)
+
+
 def test_stop_releases_a_whole_prefetched_batch(
     queue: Any, start_worker: Callable[..., Worker], release: threading.Event
 ) -> None:
@@ -217,7 +241,7 @@ def test_held_completions_do_not_wait_for_a_slow_job(
 def test_an_unstorable_result_fails_only_its_job(tmp_path: Path) -> None:
     # SQLite stores results through the codec (memory keeps them as they are).
     queue = SpySQLite(tmp_path / "q.db", name="batches")
-    queue.claims, queue.completions = [], []
+    queue.claims, queue.completions, queue.after_commit = [], [], []
     worker = Worker(queue, {"quick": lambda p: {1, 2} if p["i"] == 150 else p["i"]}, poll_interval=0.05)
     try:
         ids = _add(queue, 200)

@@ -101,7 +101,6 @@ __all__ = ["SQLiteQueue", "parse_sqlite_url"]
 logger = logging.getLogger("typedq.backends.sqlite")
 
 _PENDING: Final = "PENDING"
-_RUNNING: Final = "RUNNING"
 _COMPLETED: Final = "COMPLETED"
 _UNIQUE_FAILED: Final = 2067  # SQLITE_CONSTRAINT_UNIQUE
 #: Most claims remembered for complete(); half are forgotten when it is passed.
