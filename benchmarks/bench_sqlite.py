@@ -167,7 +167,7 @@ def _schema_rows(ids: list[str]) -> list[tuple[Any, ...]]:
     by hand, the payload by ``json.dumps``; ids are made beforehand, as in the raw loops."""
     now = time.time()
     return [
-        ("bench", job_id, "bench", "PENDING", 5, None, now, 3, None, "default", False,
+        ("bench", job_id, "bench", "PENDING", 5, None, now, 3, None, "default", 0,
          json.dumps(payload(i)).encode(), None)
         for i, job_id in enumerate(ids)
     ]

@@ -29,6 +29,7 @@ import pytest
 import typedq.backends._sqlite_schema as schema
 from typedq.backends import open_queue
 from typedq.backends._sqlite_sql import SQL
+from typedq.backends.base import Completion
 from typedq.backends.sqlite import SQLiteQueue
 from typedq.clock import FakeClock
 from typedq.errors import (
@@ -530,7 +531,7 @@ def test_a_schema_1_file_is_rebuilt_without_autoincrement_keeping_every_row(
     seqs, token = _v1_file(monkeypatch, db)
     queue = SQLiteQueue(db, name="m")
     try:
-        assert queue.diagnostics()["schema_version"] == schema.SCHEMA_VERSION == 2
+        assert queue.diagnostics()["schema_version"] == schema.SCHEMA_VERSION
         assert _seqs(db, "m") == seqs
         assert [j.payload for j in queue.list_jobs()] == [{"i": 0}, {"i": 1}, {"i": 2}]
         assert queue.complete("j0", token=token, result=7).result == 7
@@ -550,6 +551,107 @@ def test_a_schema_1_file_is_rebuilt_without_autoincrement_keeping_every_row(
         conn.close()
     assert "AUTOINCREMENT" not in table_sql
     assert {"jobs_by_id", "jobs_ready", "jobs_delayed", "jobs_leased", "jobs_settled"} <= indexes
+
+
+def _index_sql(db: Path, name: str) -> str:
+    conn = sqlite3.connect(db)
+    try:
+        (sql,) = conn.execute("SELECT sql FROM sqlite_master WHERE name = ?", (name,)).fetchone()
+    finally:
+        conn.close()
+    return str(sql)
+
+
+def test_a_schema_2_file_gets_jobs_settled_without_an_in_list(
+    monkeypatch: pytest.MonkeyPatch, db: Path
+) -> None:
+    with monkeypatch.context() as patch:
+        patch.setattr(schema, "MIGRATIONS", {v: schema.MIGRATIONS[v] for v in (1, 2)})
+        patch.setattr(schema, "SCHEMA_VERSION", 2)
+        old = SQLiteQueue(db, name="m")
+        old.enqueue_many([job("dead", max_retries=0), job("waiting")])
+        claim = old.claim("w", lease_s=60.0)
+        assert claim is not None
+        old.bury("dead", token=claim.token, error="boom")
+        old.close()
+    assert " IN (" in _index_sql(db, "jobs_settled")
+    queue = SQLiteQueue(db, name="m")
+    try:
+        assert queue.diagnostics()["schema_version"] == schema.SCHEMA_VERSION
+        assert [j.job_id for j in queue.list_jobs(status=JobStatus.DEAD)] == ["dead"]
+        assert [j.job_id for j in queue.list_jobs(status=JobStatus.PENDING)] == ["waiting"]
+    finally:
+        queue.close()
+    assert " IN (" not in _index_sql(db, "jobs_settled")
+    assert schema.SETTLED_CONDITION in _index_sql(db, "jobs_settled")
+
+
+def test_writing_a_job_builds_no_temporary_table(open_sqlite: Callable[..., SQLiteQueue], db: Path) -> None:
+    """A partial index's condition is tested on every INSERT; an IN list there makes
+    SQLite build a temporary table (OpenEphemeral) for each row written."""
+    open_sqlite("m")
+    conn = sqlite3.connect(db)
+    try:
+        for sql, width in ((SQL.insert_fresh, 13), (SQL.insert, 26)):
+            program = [row[1] for row in conn.execute(f"EXPLAIN {sql}", [None] * width)]
+            assert "Insert" in program
+            assert "OpenEphemeral" not in program, sql
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def adapter_spy() -> Iterator[list[str]]:
+    """Registers sqlite3 adapters for bool and JobStatus that record each use: sqlite3
+    consults adapters only for values that are not exactly str, int, float, bytes or
+    None, and that lookup costs about 1.5 us a value on every bind."""
+    seen: list[str] = []
+
+    def spy(value: Any) -> Any:
+        seen.append(f"{type(value).__name__} {value!r}")
+        return int(value) if isinstance(value, bool) else str.__str__(value)
+
+    added = [(bool, sqlite3.PrepareProtocol), (JobStatus, sqlite3.PrepareProtocol)]
+    for kind, _ in added:
+        sqlite3.register_adapter(kind, spy)
+    yield seen
+    for key in added:
+        sqlite3.adapters.pop(key, None)
+
+
+def test_every_transition_binds_only_values_sqlite_takes_directly(
+    open_sqlite: Callable[..., SQLiteQueue], clock: FakeClock, adapter_spy: list[str]
+) -> None:
+    queue = open_sqlite("binds")
+    queue.enqueue(job("one"))
+    queue.enqueue(job("child", depends_on=["one"]))
+    queue.enqueue(job("later", scheduled_at=clock.now() + 60.0))
+    queue.enqueue_many([job(f"many-{i}", priority=i + 1) for i in range(3)])
+    queue.enqueue_many([job("m-child", depends_on=["many-0"]), job("m-done", status=JobStatus.COMPLETED)])
+    claims = queue.claim_many("w", lease_s=30.0, limit=3)
+    queue.extend_lease(claims[0].job.job_id, token=claims[0].token, lease_s=60.0)
+    queue.complete(claims[0].job.job_id, token=claims[0].token, result={"ok": True})
+    queue.fail(claims[1].job.job_id, token=claims[1].token, error="e", retry_at=clock.now() + 1.0)
+    queue.bury(claims[2].job.job_id, token=claims[2].token, error="dead")
+    queue.replay(claims[2].job.job_id)
+    more = queue.claim_many("w", lease_s=1.0, limit=2)
+    queue.complete_many([Completion(more[0].job.job_id, more[0].token, 1)])
+    queue.release(more[1].job.job_id, token=more[1].token)
+    again = queue.claim("w", lease_s=1.0)
+    assert again is not None
+    clock.advance(5.0)
+    queue.reclaim_expired()
+    queue.cancel("later")
+    queue.set_priority("child", 9)
+    queue.update_status("m-child", JobStatus.CANCELLED)
+    exported = queue.export_jobs()
+    other = open_sqlite("binds-copy")
+    other.import_jobs(exported)
+    queue.delete("m-done")
+    for status in JobStatus:
+        queue.list_jobs(status=status)
+    queue.count_by_status()
+    assert adapter_spy == []
 
 
 # -- F7: ids are never reused --------------------------------------------------------------

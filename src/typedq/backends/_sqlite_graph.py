@@ -52,7 +52,7 @@ _REPLAYED: Final = {
     "result": None,
     "finished_at": None,
     "scheduled_at": None,
-    "cancel_requested": False,
+    "cancel_requested": 0,
 }
 #: Most ids bound in one ``IN (...)`` list.
 _CHUNK: Final = 500
@@ -254,7 +254,7 @@ class QueueGraph:
             sets["lease_until"] = None
         if new == _PENDING:
             sched = sets.get("scheduled_at", job.scheduled_at)
-            sets["delayed"] = sched is not None and sched > now
+            sets["delayed"] = 1 if sched is not None and sched > now else 0
         assignments = ", ".join(f"{column} = ?" for column in sets)
         conn.execute(f"UPDATE jobs SET {assignments} WHERE seq = ?", (*sets.values(), job.seq))
         if new == _PENDING:

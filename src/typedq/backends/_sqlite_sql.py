@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Final
 
 from typedq.backends._sqlite_rows import FRESH_COLUMNS, INSERT_COLUMNS, SELECT_COLUMNS
+from typedq.backends._sqlite_schema import SETTLED_CONDITION
 
 __all__ = ["SQL"]
 
@@ -173,7 +174,7 @@ class SQL:
     #: Listing a status of the jobs_settled index (repeating its condition lets it be used).
     list_settled: Final = (
         f"SELECT {_COLS} FROM jobs INDEXED BY jobs_settled WHERE queue = ? AND status = ? {{more}}"
-        " AND status IN ('SCHEDULED', 'FAILED', 'DEAD', 'CANCELLED')"
+        f" AND {SETTLED_CONDITION}"
         " ORDER BY seq LIMIT ? OFFSET ?"
     )
     @staticmethod

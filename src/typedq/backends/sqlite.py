@@ -485,7 +485,7 @@ class SQLiteQueue(Queue):
         """RUNNING → PENDING for a retry at ``retry_at``; see :meth:`Queue.fail`."""
         self._inflight.pop((job_id, token), None)
         now = self._clock.now()
-        params: tuple[Any, ...] = (error, retry_at, retry_at > now)
+        params: tuple[Any, ...] = (error, retry_at, 1 if retry_at > now else 0)
         if traceback is None:
             params += (None,)
         row = self._leased(job_id, token, SQL.fail, params, traceback=traceback)
