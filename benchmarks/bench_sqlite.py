@@ -164,12 +164,12 @@ def _typedq_schema(path: Path) -> sqlite3.Connection:
 
 def _schema_rows(ids: list[str]) -> list[tuple[Any, ...]]:
     """The INSERT parameters typedq binds for a fresh job (``SQL.insert_fresh``), built
-    by hand, the payload by ``json.dumps``; ids are made beforehand, as in the raw loops."""
+    by hand, the payload by ``json.dumps`` and bound as typedq binds a small frame (a
+    bytearray); ids are made beforehand, as in the raw loops."""
     now = time.time()
     return [
-        ("bench", job_id, "bench", "PENDING", 5, None, now, 3, None, "default", 0,
-         json.dumps(payload(i)).encode(), None)
-        for i, job_id in enumerate(ids)
+        ("bench", job_id, "bench", "PENDING", 5, now, 3, "default", bytearray(json.dumps(data).encode()))
+        for job_id, data in zip(ids, map(payload, range(len(ids))), strict=True)
     ]
 
 

@@ -592,7 +592,7 @@ def test_writing_a_job_builds_no_temporary_table(open_sqlite: Callable[..., SQLi
     open_sqlite("m")
     conn = sqlite3.connect(db)
     try:
-        for sql, width in ((SQL.insert_fresh, 13), (SQL.insert, 26)):
+        for sql, width in ((SQL.insert_fresh, 9), (SQL.insert, 26)):
             program = [row[1] for row in conn.execute(f"EXPLAIN {sql}", [None] * width)]
             assert "Insert" in program
             assert "OpenEphemeral" not in program, sql
@@ -601,27 +601,34 @@ def test_writing_a_job_builds_no_temporary_table(open_sqlite: Callable[..., SQLi
 
 
 @pytest.fixture
-def adapter_spy() -> Iterator[list[str]]:
-    """Registers sqlite3 adapters for bool and JobStatus that record each use: sqlite3
-    consults adapters only for values that are not exactly str, int, float, bytes or
-    None, and that lookup costs about 1.5 us a value on every bind."""
+def adapter_spy() -> Iterator[Callable[..., list[str]]]:
+    """``watch(*types)`` registers sqlite3 adapters for ``types`` that record each use
+    and returns the record: sqlite3 consults adapters for every value that is not
+    exactly str, int, float or bytearray, and that lookup costs about 1 us a value."""
     seen: list[str] = []
+    added: list[tuple[type, type]] = []
 
     def spy(value: Any) -> Any:
         seen.append(f"{type(value).__name__} {value!r}")
-        return int(value) if isinstance(value, bool) else str.__str__(value)
+        if isinstance(value, bool):
+            return int(value)
+        return str.__str__(value) if isinstance(value, str) else value
 
-    added = [(bool, sqlite3.PrepareProtocol), (JobStatus, sqlite3.PrepareProtocol)]
-    for kind, _ in added:
-        sqlite3.register_adapter(kind, spy)
-    yield seen
+    def watch(*types: type) -> list[str]:
+        for kind in types:
+            sqlite3.register_adapter(kind, spy)
+            added.append((kind, sqlite3.PrepareProtocol))
+        return seen
+
+    yield watch
     for key in added:
         sqlite3.adapters.pop(key, None)
 
 
 def test_every_transition_binds_only_values_sqlite_takes_directly(
-    open_sqlite: Callable[..., SQLiteQueue], clock: FakeClock, adapter_spy: list[str]
+    open_sqlite: Callable[..., SQLiteQueue], clock: FakeClock, adapter_spy: Callable[..., list[str]]
 ) -> None:
+    seen = adapter_spy(bool, JobStatus)
     queue = open_sqlite("binds")
     queue.enqueue(job("one"))
     queue.enqueue(job("child", depends_on=["one"]))
@@ -651,7 +658,30 @@ def test_every_transition_binds_only_values_sqlite_takes_directly(
     for status in JobStatus:
         queue.list_jobs(status=status)
     queue.count_by_status()
-    assert adapter_spy == []
+    assert seen == []
+
+
+def test_the_hot_path_binds_no_none_and_no_bytes(
+    open_sqlite: Callable[..., SQLiteQueue], clock: FakeClock, adapter_spy: Callable[..., list[str]]
+) -> None:
+    """Adding fresh jobs and completing claimed ones in a batch: None is not bound (the
+    column keeps its default) and small frames go as bytearrays."""
+    queue = open_sqlite("hot")
+    seen = adapter_spy(type(None), bytes)
+    queue.enqueue(job("plain"))
+    queue.enqueue(job("full", scheduled_at=clock.now() - 1.0, timeout_seconds=2.0, metadata={"m": 1}))
+    more = [job("meta", metadata={"k": "v"}), job("t", timeout_seconds=1.0)]
+    queue.enqueue_many([job(f"p{i}") for i in range(3)] + more)
+    claims = queue.claim_many("w", lease_s=30.0, limit=7)
+    assert len(claims) == 7
+    done = queue.complete_many([Completion(c.job.job_id, c.token) for c in claims[:4]])
+    done += queue.complete_many([Completion(c.job.job_id, c.token, {"r": i})
+                                 for i, c in enumerate(claims[4:])])
+    assert seen == []
+    assert [getattr(j, "status", j) for j in done] == [JobStatus.COMPLETED] * 7
+    assert queue.get_job("full").metadata == {"m": 1}
+    assert queue.get_job("full").timeout_seconds == 2.0
+    assert [queue.get_job(c.job.job_id).result for c in claims] == [None] * 4 + [{"r": 0}, {"r": 1}, {"r": 2}]
 
 
 # -- F7: ids are never reused --------------------------------------------------------------

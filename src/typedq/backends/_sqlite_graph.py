@@ -21,6 +21,8 @@ import json
 import logging
 import sqlite3
 from collections.abc import Iterable, Sequence
+from itertools import groupby
+from operator import itemgetter
 from typing import Any, Final, NamedTuple
 
 from typedq.backends import _sqlite_rows as rows
@@ -274,7 +276,7 @@ class QueueGraph:
         *,
         batch: dict[str, Job],
         encoded: dict[str, rows.Blobs],
-        fresh: list[tuple[Any, ...] | None] | None,
+        fresh: list[tuple[str, tuple[Any, ...]] | None] | None,
         now: float,
     ) -> None:
         """Insert ``batch`` all-or-nothing, with its dependency edges.
@@ -290,19 +292,26 @@ class QueueGraph:
             DuplicateJobError, UnknownDependencyError, DependencyCycleError: the error
                 of the first offending job; nothing of the batch is written.
         """
-        sql = SQL.insert
         params: list[tuple[Any, ...]]
         edges: list[Edge] = []
         parents: list[tuple[str, str]] = []
+        # (statement, its rows), in the batch's order: seqs follow that order.
+        runs: list[tuple[str, list[tuple[Any, ...]]]]
         if fresh is None:
             params, edges, parents = self.place_batch(conn, batch, encoded, now)
+            runs = [(SQL.insert, params)]
         elif all(row is not None for row in fresh):
-            params, sql = [row for row in fresh if row is not None], SQL.insert_fresh
+            runs = [
+                (SQL.insert_into(columns), [values for _, values in group])
+                for columns, group in groupby((row for row in fresh if row is not None), key=itemgetter(0))
+            ]
         else:  # some job ran before (an import): full rows
             params = [self.rows.row(job, self.queue, encoded[job.job_id], now) for job in batch.values()]
+            runs = [(SQL.insert, params)]
         conn.execute("SAVEPOINT batch")
         try:
-            conn.executemany(sql, params)
+            for sql, run in runs:
+                conn.executemany(sql, run)
         except sqlite3.IntegrityError:
             conn.execute("ROLLBACK TO batch")
             self.refuse_batch(conn, batch)
@@ -395,11 +404,17 @@ class QueueGraph:
         for lo in range(0, len(seqs), SQL.COMPLETE_BATCH_MAX):
             chunk = seqs[lo : lo + SQL.COMPLETE_BATCH_MAX]
             params: list[Any] = []
-            for seq in chunk:
-                item = items[batch[seq]]
-                params += (seq, item.token, item.blob)
+            chosen = [items[batch[seq]] for seq in chunk]
+            # None results are not bound at all (sqlite3 binds None slowly, see bindable).
+            results = any(item.blob is not None for item in chosen)
+            for seq, item in zip(chunk, chosen, strict=True):
+                if results:
+                    blob = None if item.blob is None else rows.bindable(item.blob)
+                    params += (seq, item.token, blob)
+                else:
+                    params += (seq, item.token)
             params.append(now)
-            for seq, *row in conn.execute(SQL.complete_batch(len(chunk)), params).fetchall():
+            for seq, *row in conn.execute(SQL.complete_batch(len(chunk), results), params).fetchall():
                 pos = batch[seq]
                 got[pos] = (row, True)
                 if row[-1] and self.release_dependents(conn, items[pos].job_id):

@@ -32,6 +32,7 @@ __all__ = [
     "UNDECODABLE_KEY",
     "Blobs",
     "RowCodec",
+    "bindable",
     "sort_key",
 ]
 
@@ -88,13 +89,16 @@ INSERT_COLUMNS: Final = ", ".join(
     )
 )
 
-#: Columns of the INSERT of a *fresh* job (:meth:`RowCodec.fresh_row`): every column
-#: left out holds its default (0 or NULL), so it is not bound at all. Half the
-#: parameters of a full row: a bulk enqueue binds 13 values a job instead of 26.
-FRESH_COLUMNS: Final = (
-    "queue, job_id, job_type, status, priority, scheduled_at, created_at, max_retries,"
-    " timeout_seconds, origin, delayed, payload, metadata"
-)
+#: Columns every INSERT of a *fresh* job binds (:meth:`RowCodec.fresh_row`): the
+#: columns left out hold their defaults (0 or NULL), so they are not bound at all.
+FRESH_COLUMNS: Final = "queue, job_id, job_type, status, priority, created_at, max_retries, origin, payload"
+#: Added to :data:`FRESH_COLUMNS` only when the job has a value for them: sqlite3 binds
+#: None through its adapter lookup (about 1 us a value, see :func:`bindable`).
+_SCHEDULED_COLUMNS: Final = ", scheduled_at, delayed"
+_TIMEOUT_COLUMN: Final = ", timeout_seconds"
+_METADATA_COLUMN: Final = ", metadata"
+#: Frames up to this size are bound as a bytearray (see :func:`bindable`).
+_COPY_UP_TO: Final = 4096
 #: The run-time fields of a job that never ran, in the order of ``_run_state``.
 _run_state: Final = attrgetter(
     "attempt", "worker_id", "lease_until", "started_at", "finished_at", "retry_count",
@@ -113,6 +117,17 @@ _CANCEL_AT_FIELD: Final = _JOB_COLUMNS.index("cancel_requested")
 
 #: (payload, metadata or None, result or None, depends_on JSON or None), INSERT order
 Blobs = tuple[bytes, bytes | None, bytes | None, str | None]
+
+
+def bindable(frame: bytes) -> bytes | bytearray:
+    """``frame`` as sqlite3 binds it fastest.
+
+    sqlite3 (before Python 3.12) binds str, int, float and bytearray directly but looks
+    every other value, bytes and None included, up in its adapter registry first, which
+    raises and discards an AttributeError: about 1 us a value. Copying a frame of a few
+    kB into a bytearray costs less than that; a larger one is bound as it is.
+    """
+    return bytearray(frame) if len(frame) <= _COPY_UP_TO else frame
 
 
 def _delayed(job: Job, now: float) -> int:
@@ -207,16 +222,31 @@ class RowCodec:
         return (queue, *_field_values(job), blocked_by, _delayed(job, now), int(has_waiters), *blobs)
 
     @staticmethod
-    def fresh_row(job: Job, queue: str, blobs: Blobs, now: float) -> tuple[Any, ...] | None:
-        """The INSERT parameters of :data:`FRESH_COLUMNS` for a job that never ran and
-        depends on nothing; None for any other job (it needs :meth:`row`)."""
+    def fresh_row(job: Job, queue: str, blobs: Blobs, now: float) -> tuple[str, tuple[Any, ...]] | None:
+        """The columns and INSERT parameters of a job that never ran and depends on
+        nothing: :data:`FRESH_COLUMNS` and those of the optional ones that are not NULL.
+        None for any other job (it needs :meth:`row`)."""
         if _run_state(job) != _NEVER_RAN:
             return None
-        return (
-            queue, job.job_id, job.job_type, _STATUS_TEXT[job.status], job.priority, job.scheduled_at,
-            job.created_at, job.max_retries, job.timeout_seconds, job.queue,
-            _delayed(job, now), blobs[0], blobs[1],
+        payload, metadata = blobs[0], blobs[1]
+        values: tuple[Any, ...] = (
+            queue, job.job_id, job.job_type, _STATUS_TEXT[job.status], job.priority,
+            job.created_at, job.max_retries, job.queue, bindable(payload),
         )
+        sched, timeout = job.scheduled_at, job.timeout_seconds
+        if sched is None and timeout is None and metadata is None:
+            return FRESH_COLUMNS, values
+        columns = FRESH_COLUMNS
+        if sched is not None:
+            columns += _SCHEDULED_COLUMNS
+            values += (sched, _delayed(job, now))
+        if timeout is not None:
+            columns += _TIMEOUT_COLUMN
+            values += (timeout,)
+        if metadata is not None:
+            columns += _METADATA_COLUMN
+            values += (bindable(metadata),)
+        return columns, values
 
     @staticmethod
     def failed_row(job: Job, queue: str, blobs: Blobs, error: str, now: float) -> tuple[Any, ...]:

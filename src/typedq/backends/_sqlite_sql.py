@@ -34,7 +34,16 @@ class SQL:
 
     insert: Final = f"INSERT INTO jobs ({INSERT_COLUMNS}) VALUES ({', '.join(['?'] * 26)})"
     #: A job that never ran and depends on nothing: the other columns take their defaults.
-    insert_fresh: Final = f"INSERT INTO jobs ({FRESH_COLUMNS}) VALUES ({', '.join(['?'] * 13)})"
+    insert_fresh: Final = f"INSERT INTO jobs ({FRESH_COLUMNS}) VALUES ({', '.join(['?'] * 9)})"
+
+    @staticmethod
+    @functools.cache
+    def insert_into(columns: str) -> str:
+        """The INSERT binding ``columns`` (a fresh row's, see ``RowCodec.fresh_row``)."""
+        if columns == FRESH_COLUMNS:
+            return SQL.insert_fresh
+        marks = ", ".join(["?"] * (columns.count(",") + 1))
+        return f"INSERT INTO jobs ({columns}) VALUES ({marks})"
     insert_edge: Final = "INSERT OR IGNORE INTO job_deps (queue, parent, child) VALUES (?, ?, ?)"
     flag_parent: Final = "UPDATE jobs SET has_waiters = 1 WHERE queue = ? AND job_id = ?"
     statuses: Final = "SELECT job_id, status FROM jobs WHERE queue = ? AND job_id IN ({marks})"
@@ -86,17 +95,21 @@ class SQL:
 
     @staticmethod
     @functools.cache
-    def complete_batch(count: int) -> str:
+    def complete_batch(count: int, results: bool = True) -> str:
         """Complete ``count`` claimed jobs by rowid in one statement.
 
-        Params: (seq, token, result) per job, then finished_at. Returns the seq,
-        priority, cancel_requested and has_waiters of each row it completed; a row whose
-        status or attempt no longer match is left alone and not returned.
+        Params: (seq, token, result) per job, then finished_at; without ``results``
+        (every result is None) (seq, token) per job. Returns the seq, priority,
+        cancel_requested and has_waiters of each row it completed; a row whose status
+        or attempt no longer match is left alone and not returned.
         """
-        values = ", ".join(["(?, ?, ?)"] * count)
+        if results:
+            values, result = ", ".join(["(?, ?, ?)"] * count), "done.result"
+        else:
+            values, result = ", ".join(["(?, ?, NULL)"] * count), "NULL"
         return (
             f"WITH done(seq, token, result) AS (VALUES {values})"
-            " UPDATE jobs SET status = 'COMPLETED', result = done.result, finished_at = ?,"
+            f" UPDATE jobs SET status = 'COMPLETED', result = {result}, finished_at = ?,"
             " lease_until = NULL FROM done"
             " WHERE jobs.seq = done.seq AND jobs.status = 'RUNNING' AND jobs.attempt = done.token"
             " RETURNING jobs.seq, jobs.priority, jobs.cancel_requested, jobs.has_waiters"

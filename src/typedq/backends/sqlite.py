@@ -244,10 +244,11 @@ class SQLiteQueue(Queue):
             return self.enqueue_many([job])[0]
         blobs = self._rows.blobs(job)
         now = self._clock.now()
-        row = self._rows.fresh_row(job, self._name, blobs, now)
-        sql = SQL.insert_fresh
-        if row is None:
+        fresh = self._rows.fresh_row(job, self._name, blobs, now)
+        if fresh is None:
             row, sql = self._rows.row(job, self._name, blobs, now), SQL.insert
+        else:
+            row, sql = fresh[1], SQL.insert_into(fresh[0])
 
         def tx(conn: _Conn) -> None:
             try:
