@@ -28,7 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from typedq.errors import DeserializationError, PayloadTooLargeError
-from typedq.serializers import SERIALIZER_NAMES, FrameCodec, get_serializer
+from typedq.serializers import SERIALIZER_NAMES, FrameCodec, _common, get_serializer
 from typedq.serializers import msgpack as msgpack_module
 from typedq.serializers.base import FRAME_MAGIC
 
@@ -163,6 +163,25 @@ def test_common_values_skip_the_key_walk(monkeypatch: pytest.MonkeyPatch) -> Non
     value = {"id": "j1", "n": -(2**63), "u64": 2**64 - 1, "q": 0.5, "tags": ["a", ("b", None)], "m": {"k": 1}}
     codec = get_serializer("msgpack")
     assert codec.decode(codec.encode(value)) == {**value, "tags": ["a", ["b", None]]}
+
+
+_FLAT = st.dictionaries(st.text(max_size=4), _msgpack_scalars | st.lists(_msgpack_scalars, max_size=3))
+
+
+@FAST
+@given(
+    value=_WIDER | _FLAT,
+    max_depth=st.integers(min_value=1, max_value=4),
+    max_containers=st.integers(min_value=1, max_value=6),
+    key_types=st.sampled_from([(str,), (str, bytes)]),
+)
+def test_the_key_check_answers_as_the_full_walk_does(
+    value: Any, max_depth: int, max_containers: int, key_types: tuple[type, ...]
+) -> None:
+    """keys_look_fine answers flat payloads without walking them; the answer is the walk's."""
+    assert _common.keys_look_fine(value, key_types, max_depth, max_containers) == _common._walk_keys(
+        value, key_types, max_depth, max_containers
+    )
 
 
 _ALL_READER = FrameCodec("json", pickle_key=KEY)

@@ -122,10 +122,11 @@ Blobs = tuple[bytes, bytes | None, bytes | None, str | None]
 def bindable(frame: bytes) -> bytes | bytearray:
     """``frame`` as sqlite3 binds it fastest.
 
-    sqlite3 (before Python 3.12) binds str, int, float and bytearray directly but looks
-    every other value, bytes and None included, up in its adapter registry first, which
-    raises and discards an AttributeError: about 1 us a value. Copying a frame of a few
-    kB into a bytearray costs less than that; a larger one is bound as it is.
+    sqlite3 binds exact str, int, float and bytearray values directly but looks every
+    other value, bytes and None included, up in its adapter registry first; on CPython
+    3.11 that lookup raises and discards an AttributeError, about 1 us a value. Copying
+    a frame of a few kB into a bytearray costs less than that; a larger one is bound as
+    it is.
     """
     return bytearray(frame) if len(frame) <= _COPY_UP_TO else frame
 

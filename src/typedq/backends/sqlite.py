@@ -270,26 +270,29 @@ class SQLiteQueue(Queue):
                 the message names ``jobs[i]`` and the job id. Nothing is stored.
         """
         batch: dict[str, Job] = {}
-        for job in jobs:
-            if job.job_id in batch:
-                raise DuplicateJobError(job.job_id, queue=self._name)
-            batch[job.job_id] = job
-        if not batch:
-            return []
         encoded: dict[str, rows.Blobs] = {}
-        for index, job in enumerate(batch.values()):
+        # Jobs that never ran bind only the columns that differ from the defaults; a
+        # batch with dependencies is placed by the graph instead (fresh is None).
+        fresh: list[tuple[str, tuple[Any, ...]] | None] | None = []
+        blobs_of, fresh_row, name = self._rows.blobs, self._rows.fresh_row, self._name
+        now = self._clock.now()
+        for index, job in enumerate(jobs):
+            job_id = job.job_id
+            if job_id in batch:
+                raise DuplicateJobError(job_id, queue=name)
+            batch[job_id] = job
             try:
-                encoded[job.job_id] = self._rows.blobs(job)
+                blobs = encoded[job_id] = blobs_of(job)
             except SerializationError as exc:
                 exc.args = (f"jobs[{index}]: {exc}",)
                 raise
-        linked = any(job.depends_on and job.status is JobStatus.PENDING for job in batch.values())
-        now = self._clock.now()
-        fresh = None
-        if not linked:
-            # Jobs that never ran bind half the columns (the rest take their defaults).
-            name, fresh_row = self._name, self._rows.fresh_row
-            fresh = [fresh_row(job, name, encoded[job.job_id], now) for job in batch.values()]
+            if fresh is not None:
+                if job.depends_on and job.status is JobStatus.PENDING:
+                    fresh = None
+                else:
+                    fresh.append(fresh_row(job, name, blobs, now))
+        if not batch:
+            return []
         self._db.write(partial(self._graph.insert_batch, batch=batch, encoded=encoded, fresh=fresh, now=now))
         self._wake()
         return list(batch)

@@ -131,6 +131,29 @@ def keys_look_fine(obj: Any, key_types: tuple[type, ...], max_depth: int, max_co
     Returns:
         True when every key has an allowed type and both bounds hold.
     """
+    kind = type(obj)
+    if kind in _SCALARS:
+        return True
+    if kind is dict and max_depth >= 2 and len(obj) < max_containers:
+        # The common payload, a dict of str keys whose values are scalars or lists of
+        # scalars, is answered in C calls: the keys joined, each list's types a set.
+        try:
+            "".join(obj)
+        except TypeError:
+            pass
+        else:
+            scalars = _SCALARS
+            for value in obj.values():
+                kind = type(value)
+                if kind not in scalars and not (kind in _LIST_TYPES and scalars.issuperset(map(type, value))):
+                    break
+            else:
+                return True
+    return _walk_keys(obj, key_types, max_depth, max_containers)
+
+
+def _walk_keys(obj: Any, key_types: tuple[type, ...], max_depth: int, max_containers: int) -> bool:
+    """:func:`keys_look_fine` for any value: the walk over every container."""
     if type(obj) in _SCALARS:
         return True
     # The walk goes one nesting level at a time, so the depth is the level number and
