@@ -529,7 +529,7 @@ def test_exception_whose_str_raises_still_fails_cleanly(start_worker: Callable[.
     assert worker.is_alive()
 
 
-# -- leases: heartbeats and the reaper (C3) ----------------------------------------------
+# -- leases: the reaper (C3 is in tests/conformance/test_heartbeats.py) ----------------
 
 
 @pytest.fixture
@@ -545,38 +545,6 @@ def reaper_for() -> Iterator[Callable[[JobQueue], Reaper]]:
     yield _make
     for reaper in reapers:
         reaper.stop()
-
-
-@pytest.mark.timeout(20)
-def test_heartbeats_keep_a_long_job_leased(
-    start_worker: Callable[..., Worker], reaper_for: Callable[[JobQueue], Reaper], tmp_path: Any
-) -> None:
-    """C3: a job running 2.5 × the lease is never reclaimed: 1 start, 1 end, 0 rescues."""
-    queue = JobQueue()
-    ledger = Ledger(tmp_path / "ledger")
-    work_done = threading.Event()  # never set: waiting on it simulates 2.5 s of work
-
-    def long_job(payload: dict[str, Any]) -> str:
-        job = queue.get_job(payload["id"])
-        ledger.start(payload["id"], job.attempt, job.attempt)
-        work_done.wait(2.5 * LEASE_S)
-        ledger.end(payload["id"], job.attempt, job.attempt)
-        return "done"
-
-    job_id = add(queue, "long", {"id": "c3-job"}, job_id="c3-job")
-    reaper = reaper_for(queue)
-    worker = start_worker(queue, {"long": long_job}, lease_s=LEASE_S, heartbeat_s=HEARTBEAT_S)
-    wait_until(status_is(queue, job_id, JobStatus.COMPLETED), timeout=10)
-    ledger.close()
-
-    report = check(ledger.path, [job_id], statuses={job_id: queue.get_job(job_id).status})
-    assert report.ok
-    assert (report.starts[job_id], report.ends[job_id]) == (1, 1)
-    assert reaper.reclaimed_total == 0
-    job = queue.get_job(job_id)
-    assert (job.attempt, job.lost_count, job.result) == (1, 0, "done")
-    assert worker.stats.stale == 0
-    assert worker.lease_keeper.heartbeats >= 5
 
 
 @pytest.mark.timeout(20)

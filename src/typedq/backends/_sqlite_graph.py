@@ -266,8 +266,6 @@ class QueueGraph:
         elif new in _FAILING:
             self.fail_dependents(conn, job_id, new, now)
 
-    # -- leases -------------------------------------------------------------------------
-
     # -- whole transactions of the queue's calls ----------------------------------------
 
     def insert_batch(
@@ -432,6 +430,8 @@ class QueueGraph:
             released = released or freed
             got[pos] = (row, False)
         return [got[pos] for pos in range(len(items))], released
+
+    # -- leases -------------------------------------------------------------------------
 
     def refuse_lease(self, conn: _Conn, job_id: str, token: int) -> None:
         """Raise why a leased call with ``token`` missed.

@@ -72,7 +72,8 @@ _JOB_COLUMNS: Final = (
 )
 # One C call reads every attribute (the enqueue hot path).
 _fields: Final = attrgetter(*_JOB_COLUMNS)
-_STATUS_AT, _FINISHED_AT, _ERROR = 3, 11, 18  # positions in an INSERT row
+# Positions in an INSERT row (the queue comes first, then _JOB_COLUMNS).
+_STATUS_AT, _FINISHED_AT, _ERROR = (1 + _JOB_COLUMNS.index(c) for c in ("status", "finished_at", "error"))
 
 #: Columns of an INSERT, in the order of :meth:`RowCodec.row`.
 INSERT_COLUMNS: Final = ", ".join(
@@ -108,9 +109,8 @@ _NEVER_RAN: Final[tuple[Any, ...]] = (0, None, None, None, None, 0, 0, False, No
 
 _STATUS: Final = {s.value: s for s in JobStatus}
 _PENDING: Final = JobStatus.PENDING
-# Every bound value has an exact str, int, float, bytes or None type: sqlite3 binds
-# those directly, but looks a subclass (a StrEnum member, a bool) up in its adapter
-# registry first, which costs about 1.5 us a value, a fifth of a bulk insert's row.
+# Statuses and flags are bound as exact str and int: sqlite3 looks a subclass (a
+# StrEnum member, a bool) up in its adapter registry first (see bindable).
 _STATUS_TEXT: Final = {s: s.value for s in JobStatus}
 _STATUS_AT_FIELD: Final = _JOB_COLUMNS.index("status")
 _CANCEL_AT_FIELD: Final = _JOB_COLUMNS.index("cancel_requested")

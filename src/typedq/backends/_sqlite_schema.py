@@ -63,6 +63,7 @@ __all__ = [
     "MIN_SQLITE",
     "SCHEMA_VERSION",
     "SETTLED_CONDITION",
+    "SETTLED_STATUSES",
     "WAL_RESET_BUG",
     "check_file",
     "check_sqlite_version",
@@ -85,10 +86,10 @@ WAL_RESET_BUG: Final = ((3, 7, 0), (3, 51, 2))
 # a bulk enqueue ran at half the speed of the same rows with the index written as ORs.
 _SETTLED_V1: Final = """CREATE INDEX jobs_settled ON jobs (queue, status)
         WHERE status IN ('SCHEDULED', 'FAILED', 'DEAD', 'CANCELLED')"""
+#: The statuses of the jobs_settled index.
+SETTLED_STATUSES: Final = ("SCHEDULED", "FAILED", "DEAD", "CANCELLED")
 #: The condition of jobs_settled since schema 3; a query repeats it to use the index.
-SETTLED_CONDITION: Final = (
-    "(status = 'SCHEDULED' OR status = 'FAILED' OR status = 'DEAD' OR status = 'CANCELLED')"
-)
+SETTLED_CONDITION: Final = "(" + " OR ".join(f"status = '{status}'" for status in SETTLED_STATUSES) + ")"
 _SETTLED: Final = f"CREATE INDEX jobs_settled ON jobs (queue, status) WHERE {SETTLED_CONDITION}"
 
 # The indexes of ``jobs`` but jobs_settled, the same in every version (each rebuild

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Final
 
 from typedq.backends._sqlite_rows import FRESH_COLUMNS, INSERT_COLUMNS, SELECT_COLUMNS
-from typedq.backends._sqlite_schema import SETTLED_CONDITION
+from typedq.backends._sqlite_schema import SETTLED_CONDITION, SETTLED_STATUSES
 
 __all__ = ["SQL"]
 
@@ -24,8 +24,7 @@ _READY: Final = (
     " AND ifnull(scheduled_at, 0.0) <= ?"
     " ORDER BY priority DESC, ifnull(scheduled_at, 0.0), created_at, seq LIMIT ?"
 )
-#: Statuses in the jobs_settled index.
-_SETTLED: Final = frozenset({"SCHEDULED", "FAILED", "DEAD", "CANCELLED"})
+_SETTLED: Final = frozenset(SETTLED_STATUSES)
 _LEASED: Final = "WHERE queue = ? AND job_id = ? AND status = 'RUNNING' AND attempt = ?"
 
 
@@ -190,6 +189,7 @@ class SQL:
         f" AND {SETTLED_CONDITION}"
         " ORDER BY seq LIMIT ? OFFSET ?"
     )
+
     @staticmethod
     def listing(queue: str, status: str | None, job_type: str | None) -> tuple[str, Sequence[object]]:
         """The statement listing a queue's jobs with these filters, and its params

@@ -154,8 +154,6 @@ def keys_look_fine(obj: Any, key_types: tuple[type, ...], max_depth: int, max_co
 
 def _walk_keys(obj: Any, key_types: tuple[type, ...], max_depth: int, max_containers: int) -> bool:
     """:func:`keys_look_fine` for any value: the walk over every container."""
-    if type(obj) in _SCALARS:
-        return True
     # The walk goes one nesting level at a time, so the depth is the level number and
     # nothing per value (no (value, depth) pairs) is allocated: on a typical payload
     # this walk costs more than the msgpack packer itself, so every step counts.
