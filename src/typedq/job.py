@@ -30,6 +30,7 @@ __all__ = [
     "MIN_PRIORITY",
     "TERMINAL_STATUSES",
     "TRACEBACK_KEY",
+    "UNSCHEDULED",
     "Job",
     "JobStatus",
     "Priority",
@@ -43,6 +44,8 @@ MAX_JOB_TYPE_LENGTH: Final = 200
 #: Where the last failure's traceback text is kept in ``Job.metadata`` (bounded).
 TRACEBACK_KEY: Final = "typedq.traceback"
 MAX_TRACEBACK: Final = 8192
+#: The ``scheduled_at`` a job without one sorts by: before every time, as SQL sorts NULL.
+UNSCHEDULED: Final = -math.inf
 
 # Letters, digits and ``_ . : @ + = -``: safe as a file name part, a URL path segment and
 # inside a Redis key, and wide enough for UUIDs, ULIDs and "order:42"-style ids.
@@ -365,9 +368,9 @@ class Job:
         return self.sort_key() < other.sort_key()
 
     def sort_key(self) -> tuple[int, float, float]:
-        """The heap key: ``(-priority, scheduled_at or 0.0, created_at)``."""
+        """The heap key: ``(-priority, scheduled_at or UNSCHEDULED, created_at)``."""
         sched = self.scheduled_at
-        return (-self.priority, 0.0 if sched is None else sched, self.created_at)
+        return (-self.priority, UNSCHEDULED if sched is None else sched, self.created_at)
 
     @property
     def is_terminal(self) -> bool:

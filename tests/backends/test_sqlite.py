@@ -586,6 +586,68 @@ def test_a_schema_2_file_gets_jobs_settled_without_an_in_list(
     assert schema.SETTLED_CONDITION in _index_sql(db, "jobs_settled")
 
 
+def test_a_schema_3_file_gets_jobs_ready_on_plain_columns(
+    monkeypatch: pytest.MonkeyPatch, db: Path, clock: FakeClock
+) -> None:
+    now = clock.now()
+    with monkeypatch.context() as patch:
+        patch.setattr(schema, "MIGRATIONS", {v: schema.MIGRATIONS[v] for v in (1, 2, 3)})
+        patch.setattr(schema, "SCHEMA_VERSION", 3)
+        old = SQLiteQueue(db, name="m", clock=clock)
+        old.enqueue_many(
+            [
+                Job(job_type="t", job_id="was-due", scheduled_at=now - 5.0, created_at=now - 30.0),
+                Job(job_type="t", job_id="plain", created_at=now - 10.0),
+                Job(job_type="t", job_id="urgent", priority=9, created_at=now),
+            ]
+        )
+        old.close()
+    assert "ifnull(" in _index_sql(db, "jobs_ready")
+    queue = SQLiteQueue(db, name="m", clock=clock)
+    try:
+        assert queue.diagnostics()["schema_version"] == schema.SCHEMA_VERSION
+        assert queue.ready_count() == 3
+        assert [c.job.job_id for c in queue.claim_many("w", lease_s=60.0, limit=5)] == [
+            "urgent",
+            "plain",
+            "was-due",
+        ]
+    finally:
+        queue.close()
+    assert "ifnull(" not in _index_sql(db, "jobs_ready")
+
+
+def test_no_index_key_is_an_expression(open_sqlite: Callable[..., SQLiteQueue], db: Path) -> None:
+    """SQLite evaluates an index's expression for every row the index gains or loses
+    (an INSERT, a claim, a completion): keys are plain columns."""
+    open_sqlite("m")
+    conn = sqlite3.connect(db)
+    try:
+        names = [row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")]
+        assert {"jobs_by_id", "jobs_ready", "jobs_delayed", "jobs_leased", "jobs_settled"} <= set(names)
+        for name in names:
+            # index_xinfo gives cid -2 for a key that is an expression.
+            keys = [row[1] for row in conn.execute(f"PRAGMA index_xinfo('{name}')") if row[5]]
+            assert -2 not in keys, name
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("statement", ["claim_one", "claim_many", "dequeue", "peek_ready"])
+def test_a_claim_walks_jobs_ready_in_order_without_sorting(
+    open_sqlite: Callable[..., SQLiteQueue], db: Path, statement: str
+) -> None:
+    open_sqlite("m")
+    sql = getattr(SQL, statement)
+    conn = sqlite3.connect(db)
+    try:
+        plan = [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", [None] * sql.count("?"))]
+    finally:
+        conn.close()
+    assert "SEARCH jobs USING INDEX jobs_ready (queue=?)" in plan, plan
+    assert not any("TEMP B-TREE" in step for step in plan), plan
+
+
 def test_writing_a_job_builds_no_temporary_table(open_sqlite: Callable[..., SQLiteQueue], db: Path) -> None:
     """A partial index's condition is tested on every INSERT; an IN list there makes
     SQLite build a temporary table (OpenEphemeral) for each row written."""

@@ -56,6 +56,17 @@ def test_then_earlier_scheduled_at_with_none_first(
 
 
 @TAKE
+def test_an_unscheduled_job_comes_before_any_schedule_even_at_or_before_the_epoch(
+    queue: Queue, make_job: MakeJob, clock: FakeClock, how: str
+) -> None:
+    now = clock.now()
+    queue.enqueue(make_job(job_id="at-zero", scheduled_at=0.0, created_at=now - 20))
+    queue.enqueue(make_job(job_id="before-epoch", scheduled_at=-5.0, created_at=now - 10))
+    queue.enqueue(make_job(job_id="unscheduled", created_at=now))
+    assert _drain(queue, how) == ["unscheduled", "before-epoch", "at-zero"]
+
+
+@TAKE
 def test_then_earlier_created_at(queue: Queue, make_job: MakeJob, clock: FakeClock, how: str) -> None:
     now = clock.now()
     queue.enqueue(make_job(job_id="newest", created_at=now - 1))

@@ -233,6 +233,9 @@ def test_then_earlier_scheduled_at_with_none_first() -> None:
     assert unscheduled < early
     # priority still beats the schedule
     assert Job(job_type="t", priority=6, scheduled_at=99.0) < unscheduled
+    # None sorts before every time, the epoch and earlier ones too (as SQL sorts NULL)
+    assert unscheduled < Job(job_type="t", scheduled_at=0.0, created_at=0.0)
+    assert unscheduled < Job(job_type="t", scheduled_at=-1.0, created_at=0.0)
 
 
 def test_then_earlier_created_at() -> None:

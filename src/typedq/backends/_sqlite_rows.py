@@ -22,7 +22,7 @@ from operator import attrgetter
 from typing import Any, Final
 
 from typedq.errors import DeserializationError, SerializationError
-from typedq.job import Job, JobStatus
+from typedq.job import UNSCHEDULED, Job, JobStatus
 from typedq.serializers.base import FrameCodec
 
 __all__ = [
@@ -146,9 +146,9 @@ def _field_values(job: Job) -> list[Any]:
 
 
 def sort_key(row: Sequence[Any]) -> tuple[int, float, float, int]:
-    """Claim order of a selected row: priority desc, scheduled_at (None = 0), created_at, seq."""
+    """Claim order of a selected row: priority desc, scheduled_at (None first), created_at, seq."""
     sched = row[SCHEDULED]
-    return (-row[PRIORITY], 0.0 if sched is None else sched, row[CREATED], row[SEQ])
+    return (-row[PRIORITY], UNSCHEDULED if sched is None else sched, row[CREATED], row[SEQ])
 
 
 def _raw(value: object) -> bytes:

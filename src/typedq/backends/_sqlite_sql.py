@@ -21,8 +21,8 @@ _COLS: Final = SELECT_COLUMNS
 # The best ready jobs (params: queue, now, limit), served by the jobs_ready index.
 _READY: Final = (
     "SELECT seq FROM jobs WHERE queue = ? AND status = 'PENDING' AND blocked_by = 0 AND delayed = 0"
-    " AND ifnull(scheduled_at, 0.0) <= ?"
-    " ORDER BY priority DESC, ifnull(scheduled_at, 0.0), created_at, seq LIMIT ?"
+    " AND (scheduled_at IS NULL OR scheduled_at <= ?)"
+    " ORDER BY priority DESC, scheduled_at, created_at, seq LIMIT ?"
 )
 _SETTLED: Final = frozenset(SETTLED_STATUSES)
 _LEASED: Final = "WHERE queue = ? AND job_id = ? AND status = 'RUNNING' AND attempt = ?"
@@ -212,14 +212,14 @@ class SQL:
     ready_count: Final = (
         "SELECT (SELECT count(*) FROM jobs INDEXED BY jobs_ready WHERE queue = ?1 AND status = 'PENDING'"
         " AND blocked_by = 0"
-        " AND delayed = 0 AND ifnull(scheduled_at, 0.0) <= ?2)"
+        " AND delayed = 0 AND (scheduled_at IS NULL OR scheduled_at <= ?2))"
         " + (SELECT count(*) FROM jobs WHERE queue = ?1 AND status = 'PENDING' AND delayed = 1"
         " AND blocked_by = 0 AND scheduled_at <= ?2)"
     )
     has_ready: Final = (
         "SELECT EXISTS (SELECT 1 FROM jobs INDEXED BY jobs_ready WHERE queue = ?1 AND status = 'PENDING'"
         " AND blocked_by = 0"
-        " AND delayed = 0 AND ifnull(scheduled_at, 0.0) <= ?2)"
+        " AND delayed = 0 AND (scheduled_at IS NULL OR scheduled_at <= ?2))"
         " OR EXISTS (SELECT 1 FROM jobs WHERE queue = ?1 AND status = 'PENDING' AND delayed = 1"
         " AND blocked_by = 0 AND scheduled_at <= ?2)"
     )

@@ -39,7 +39,7 @@ from typedq.errors import (
     TypedqError,
     UnknownDependencyError,
 )
-from typedq.job import MAX_PRIORITY, MAX_TRACEBACK, MIN_PRIORITY, TRACEBACK_KEY, Job, JobStatus
+from typedq.job import MAX_PRIORITY, MAX_TRACEBACK, MIN_PRIORITY, TRACEBACK_KEY, UNSCHEDULED, Job, JobStatus
 from typedq.serializers.base import FrameCodec
 
 __all__ = ["JobQueue"]
@@ -74,7 +74,7 @@ class JobQueue(Queue):
         self._cond = threading.Condition(self._lock)
         self._jobs: dict[str, Job] = {}
         self._seq = itertools.count()
-        # ready heap entries: (-priority, scheduled_at or 0.0, created_at, seq, job_id)
+        # ready heap entries: (-priority, scheduled_at or UNSCHEDULED, created_at, seq, job_id)
         self._ready: list[tuple[int, float, float, int, str]] = []
         self._ready_live: dict[str, int] = {}
         # delayed heap entries: (due, seq, job_id)
@@ -251,7 +251,7 @@ class JobQueue(Queue):
             self._ready_live[job.job_id] = seq
             heapq.heappush(
                 self._ready,
-                (-job.priority, 0.0 if sched is None else sched, job.created_at, seq, job.job_id),
+                (-job.priority, UNSCHEDULED if sched is None else sched, job.created_at, seq, job.job_id),
             )
 
     def _unplace(self, job_id: str) -> None:
