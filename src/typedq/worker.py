@@ -399,9 +399,10 @@ class Worker(threading.Thread):
                 return
             self._timed(job.job_type, started)
             released = True
-            if self._buffer:
-                # More claimed jobs wait: commit this completion with theirs (the flush
-                # stops its renewals).
+            if self._buffer or self._pending:
+                # More claimed jobs wait, or completions are held: commit this one with
+                # theirs, in one transaction (the flush stops its renewals; the run loop
+                # flushes as soon as the buffer is empty).
                 if not self._pending:
                     self._pending_since = time.monotonic()
                 self._pending.append((job, token, result))

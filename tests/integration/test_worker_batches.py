@@ -29,6 +29,18 @@ class _Spy:
     claims: list[int]
     completions: list[int]
     after_commit: list[Callable[[], None]]
+    singles: list[str]  # "claim" and "complete" calls of one job, in order
+
+    def claim(self, worker_id: str, *, lease_s: float) -> Claim | None:
+        got: Claim | None = super().claim(worker_id, lease_s=lease_s)  # type: ignore[misc]
+        if got is not None:
+            self.singles.append("claim")
+        return got
+
+    def complete(self, job_id: str, *, token: int, result: Any = None) -> Job:
+        self.singles.append("complete")
+        done: Job = super().complete(job_id, token=token, result=result)  # type: ignore[misc]
+        return done
 
     def claim_many(self, worker_id: str, *, lease_s: float, limit: int) -> list[Claim]:
         got: list[Claim] = super().claim_many(worker_id, lease_s=lease_s, limit=limit)  # type: ignore[misc]
@@ -56,7 +68,7 @@ def queue(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
     q: Any = (
         SpyMemory("batches") if request.param == "memory" else SpySQLite(tmp_path / "q.db", name="batches")
     )
-    q.claims, q.completions, q.after_commit = [], [], []
+    q.claims, q.completions, q.after_commit, q.singles = [], [], [], []
     yield q
     q.close()
 
@@ -87,6 +99,20 @@ def test_quick_jobs_are_claimed_and_completed_in_batches(
     # Far fewer transitions than jobs: that is the point.
     assert len(queue.completions) < 300
     wait_until(lambda: worker.stats.completed == 600, timeout=5)
+
+
+def test_the_last_job_of_a_batch_is_committed_with_the_others(
+    queue: Any, start_worker: Callable[..., Worker]
+) -> None:
+    """One transaction per batch of completions: only a job claimed alone (before the
+    worker knows its jobs are quick) is completed alone."""
+    ids = _add(queue, 600)
+    worker = start_worker(queue, {"quick": lambda p: None})
+    wait_until(_all_completed(queue, ids), timeout=20)
+    wait_until(lambda: worker.stats.completed == 600, timeout=5)
+    assert max(queue.completions) > 1
+    assert queue.singles.count("complete") == queue.singles.count("claim")
+    assert sum(queue.completions) + queue.singles.count("complete") == 600
 
 
 def test_slow_jobs_are_taken_one_at_a_time(queue: Any, start_worker: Callable[..., Worker]) -> None:
@@ -241,7 +267,7 @@ def test_held_completions_do_not_wait_for_a_slow_job(
 def test_an_unstorable_result_fails_only_its_job(tmp_path: Path) -> None:
     # SQLite stores results through the codec (memory keeps them as they are).
     queue = SpySQLite(tmp_path / "q.db", name="batches")
-    queue.claims, queue.completions, queue.after_commit = [], [], []
+    queue.claims, queue.completions, queue.after_commit, queue.singles = [], [], [], []
     worker = Worker(queue, {"quick": lambda p: {1, 2} if p["i"] == 150 else p["i"]}, poll_interval=0.05)
     try:
         ids = _add(queue, 200)
