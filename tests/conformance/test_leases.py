@@ -57,6 +57,36 @@ def test_claim_leases_the_job_to_the_worker(
     assert queue.claim("worker-8", lease_s=2.5) is None
 
 
+@pytest.mark.parametrize("how", ["claim", "claim_many"])
+def test_the_claimed_job_is_the_stored_job_field_for_field(
+    queue: Queue, make_job: MakeJob, clock: FakeClock, how: str
+) -> None:
+    """Every field of the job a claim hands out, the ones the claim sets included."""
+    queue.enqueue(make_job(job_id="parent"))
+    parent = _claim_one(queue)
+    queue.complete("parent", token=parent.token, result={"done": 1})
+    queue.enqueue(
+        make_job(
+            job_id="j", priority=7, scheduled_at=clock.now() - 1.0, max_retries=5,
+            timeout_seconds=9.5, metadata={"m": [1, 2]}, depends_on=["parent"],
+        )
+    )
+    first = _claim_one(queue, "w1")
+    queue.fail("j", token=first.token, error="first try failed", retry_at=clock.now())
+    clock.advance(3.0)
+    if how == "claim":
+        claim = _claim_one(queue, "worker-9", lease_s=4.0)
+    else:
+        (claim,) = queue.claim_many("worker-9", lease_s=4.0, limit=5)
+    job = claim.job
+    assert (job.job_id, job.status, job.worker_id, job.attempt) == ("j", JobStatus.RUNNING, "worker-9", 2)
+    assert job.started_at == pytest.approx(clock.now())
+    assert job.lease_until == pytest.approx(clock.now() + 4.0) == pytest.approx(claim.lease_until)
+    assert (job.retry_count, job.error, job.metadata["m"]) == (1, "first try failed", [1, 2])
+    assert (job.priority, job.max_retries, job.timeout_seconds, job.depends_on) == (7, 5, 9.5, ["parent"])
+    assert job.to_dict() == queue.get_job("j").to_dict()
+
+
 def test_every_claim_gets_a_fresh_token(queue: Queue, make_job: MakeJob) -> None:
     queue.enqueue(make_job(job_id="j"))
     tokens = []

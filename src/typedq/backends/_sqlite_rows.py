@@ -26,6 +26,7 @@ from typedq.job import UNSCHEDULED, Job, JobStatus
 from typedq.serializers.base import FrameCodec
 
 __all__ = [
+    "CLAIM_COLUMNS",
     "FRESH_COLUMNS",
     "INSERT_COLUMNS",
     "SELECT_COLUMNS",
@@ -39,15 +40,25 @@ __all__ = [
 #: Metadata key under which undecodable stored fields are described.
 UNDECODABLE_KEY: Final = "typedq.undecodable"
 
-#: Columns every read selects, in this order (see the index constants below).
-SELECT_COLUMNS: Final = (
-    "job_id, job_type, status, priority, scheduled_at, created_at, max_retries, retry_count, "
-    "timeout_seconds, error, origin, attempt, worker_id, lease_until, started_at, finished_at, "
-    "lost_count, cancel_requested, depends_on, payload, metadata, result, seq, has_waiters"
+# Columns every read selects, in this order. The four a claim sets itself come last: a
+# claim returns only the others (CLAIM_COLUMNS), since sqlite3 fetches each column of a
+# row with several library calls.
+_SELECTED: Final = (
+    "job_id", "job_type", "priority", "scheduled_at", "created_at", "max_retries", "retry_count",
+    "timeout_seconds", "error", "origin", "attempt", "finished_at", "lost_count",
+    "cancel_requested", "depends_on", "payload", "metadata", "result", "seq", "has_waiters",
+    "status", "worker_id", "lease_until", "started_at",
 )
-ID, STATUS, PRIORITY, SCHEDULED, CREATED = 0, 2, 3, 4, 5
-ATTEMPT, WORKER, LEASE = 11, 12, 13
-DEPENDS, PAYLOAD, METADATA, RESULT, SEQ, HAS_WAITERS = 18, 19, 20, 21, 22, 23
+#: Columns every read selects, in this order (see the index constants below).
+SELECT_COLUMNS: Final = ", ".join(_SELECTED)
+#: Columns a claim returns: :data:`SELECT_COLUMNS` but the four the claim sets
+#: (status, worker_id, lease_until, started_at), which the caller knows.
+CLAIM_COLUMNS: Final = ", ".join(_SELECTED[:-4])
+(
+    ID, JOB_TYPE, PRIORITY, SCHEDULED, CREATED, MAX_RETRIES, RETRY_COUNT, TIMEOUT, ERROR, ORIGIN,
+    ATTEMPT, FINISHED, LOST, CANCEL, DEPENDS, PAYLOAD, METADATA, RESULT, SEQ, HAS_WAITERS,
+    STATUS, WORKER, LEASE, STARTED,
+) = range(len(_SELECTED))
 
 #: Job attributes stored as they are, in INSERT order (``queue`` is stored as ``origin``).
 _JOB_COLUMNS: Final = (
@@ -109,6 +120,7 @@ _NEVER_RAN: Final[tuple[Any, ...]] = (0, None, None, None, None, 0, 0, False, No
 
 _STATUS: Final = {s.value: s for s in JobStatus}
 _PENDING: Final = JobStatus.PENDING
+_RUNNING: Final = JobStatus.RUNNING
 # Statuses and flags are bound as exact str and int: sqlite3 looks a subclass (a
 # StrEnum member, a bool) up in its adapter registry first (see bindable).
 _STATUS_TEXT: Final = {s: s.value for s in JobStatus}
@@ -261,13 +273,22 @@ class RowCodec:
 
     # -- reading ------------------------------------------------------------------------
 
-    def job(self, row: Sequence[Any], *, result: Any = ..., strict: bool = False) -> Job:
+    def job(
+        self,
+        row: Sequence[Any],
+        *,
+        result: Any = ...,
+        strict: bool = False,
+        claimed: tuple[str, float, float] | None = None,
+    ) -> Job:
         """Build the job of a selected row (see :data:`SELECT_COLUMNS`).
 
         Args:
             row: the row.
             result: the result to use instead of decoding the stored one.
             strict: raise on an undecodable payload or metadata instead of describing it.
+            claimed: for a row a claim returned (:data:`CLAIM_COLUMNS`), the
+                ``(worker_id, started_at, lease_until)`` the claim set; the job is RUNNING.
 
         Raises:
             DeserializationError: with ``strict``, the payload or metadata cannot be
@@ -300,30 +321,36 @@ class RowCodec:
                 problems["depends_on"] = _problem(exc, raw_deps)
         if problems:
             metadata = {**metadata, UNDECODABLE_KEY: problems}
+        if claimed is None:
+            status, worker_id, lease_until, started_at = (
+                _STATUS[row[STATUS]], row[WORKER], row[LEASE], row[STARTED]
+            )
+        else:
+            status, (worker_id, started_at, lease_until) = _RUNNING, claimed
         # Rows were validated when they were enqueued: skip Job.validate on this hot path.
         return Job.unchecked(
             job_id=job_id,
-            job_type=row[1],
+            job_type=row[JOB_TYPE],
             payload=payload,
-            priority=row[3],
-            scheduled_at=row[4],
-            created_at=row[5],
-            max_retries=row[6],
-            retry_count=row[7],
-            timeout_seconds=row[8],
-            status=_STATUS[row[2]],
+            priority=row[PRIORITY],
+            scheduled_at=row[SCHEDULED],
+            created_at=row[CREATED],
+            max_retries=row[MAX_RETRIES],
+            retry_count=row[RETRY_COUNT],
+            timeout_seconds=row[TIMEOUT],
+            status=status,
             result=result,
-            error=row[9],
+            error=row[ERROR],
             metadata=metadata,
             depends_on=depends_on,
-            queue=row[10],
-            attempt=row[11],
-            worker_id=row[12],
-            lease_until=row[13],
-            started_at=row[14],
-            finished_at=row[15],
-            lost_count=row[16],
-            cancel_requested=bool(row[17]),
+            queue=row[ORIGIN],
+            attempt=row[ATTEMPT],
+            worker_id=worker_id,
+            lease_until=lease_until,
+            started_at=started_at,
+            finished_at=row[FINISHED],
+            lost_count=row[LOST],
+            cancel_requested=bool(row[CANCEL]),
         )
 
     def _field(

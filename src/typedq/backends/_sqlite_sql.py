@@ -12,7 +12,7 @@ import functools
 from collections.abc import Sequence
 from typing import Final
 
-from typedq.backends._sqlite_rows import FRESH_COLUMNS, INSERT_COLUMNS, SELECT_COLUMNS
+from typedq.backends._sqlite_rows import CLAIM_COLUMNS, FRESH_COLUMNS, INSERT_COLUMNS, SELECT_COLUMNS
 from typedq.backends._sqlite_schema import SETTLED_CONDITION, SETTLED_STATUSES
 
 __all__ = ["SQL"]
@@ -52,13 +52,14 @@ class SQL:
         "UPDATE jobs SET delayed = 0 WHERE seq IN (SELECT seq FROM jobs WHERE queue = ?"
         " AND status = 'PENDING' AND delayed = 1 AND scheduled_at <= ? ORDER BY scheduled_at LIMIT 1000)"
     )
+    # A claim returns the columns it does not set (the caller knows those).
     claim_one: Final = (
         "UPDATE jobs SET status = 'RUNNING', attempt = attempt + 1, worker_id = ?, started_at = ?,"
-        f" lease_until = ? WHERE seq = ({_READY}) RETURNING {_COLS}"
+        f" lease_until = ? WHERE seq = ({_READY}) RETURNING {CLAIM_COLUMNS}"
     )
     claim_many: Final = (
         "UPDATE jobs SET status = 'RUNNING', attempt = attempt + 1, worker_id = ?, started_at = ?,"
-        f" lease_until = ? WHERE seq IN ({_READY}) RETURNING {_COLS}"
+        f" lease_until = ? WHERE seq IN ({_READY}) RETURNING {CLAIM_COLUMNS}"
     )
     dequeue: Final = (
         "UPDATE jobs SET status = 'RUNNING', attempt = attempt + 1, started_at = ?"

@@ -309,8 +309,18 @@ class SQLiteQueue(Queue):
 
     # -- claiming -----------------------------------------------------------------------
 
-    def _take(self, limit: int, sql: str, head: tuple[Any, ...], now: float) -> list[Job]:
+    def _take(
+        self,
+        limit: int,
+        sql: str,
+        head: tuple[Any, ...],
+        now: float,
+        claimed: tuple[str, float, float] | None = None,
+    ) -> list[Job]:
         """Take up to ``limit`` ready jobs with ``sql``, burying undecodable ones.
+
+        ``claimed`` is the (worker_id, started_at, lease_until) a claim sets: its rows
+        are :data:`~typedq.backends._sqlite_rows.CLAIM_COLUMNS`, without those columns.
 
         The transaction runs the SQL alone: rows are decoded into jobs after it commits,
         so the write lock is never held while Python builds jobs (other processes claim
@@ -322,7 +332,7 @@ class SQLiteQueue(Queue):
         if self._idle and not self._has_ready():
             return []
         name = self._name
-        build = self._rows.job
+        build = partial(self._rows.job, strict=True, claimed=claimed)
 
         def tx(conn: _Conn) -> list[Sequence[Any]]:
             conn.execute(SQL.promote, (name, now))
@@ -336,7 +346,7 @@ class SQLiteQueue(Queue):
             bad: list[tuple[Sequence[Any], DeserializationError]] = []
             for row in got:
                 try:
-                    taken.append((row[rows.SEQ], build(row, strict=True)))
+                    taken.append((row[rows.SEQ], build(row)))
                 except DeserializationError as exc:
                     bad.append((row, exc))
             if bad:
@@ -362,17 +372,16 @@ class SQLiteQueue(Queue):
         """Take the best ready job with a lease; see :meth:`Queue.claim`."""
         now = self._clock.now()
         until = now + lease_s
-        taken = self._take(1, SQL.claim_one, (worker_id, now, until), now)
+        head = (worker_id, now, until)
+        taken = self._take(1, SQL.claim_one, head, now, head)
         return Claim(taken[0], taken[0].attempt, until) if taken else None
 
     def claim_many(self, worker_id: str, *, lease_s: float, limit: int) -> list[Claim]:
         """Claim up to ``limit`` ready jobs in one transaction; see :meth:`Queue.claim_many`."""
         now = self._clock.now()
         until = now + lease_s
-        return [
-            Claim(job, job.attempt, until)
-            for job in self._take(limit, SQL.claim_many, (worker_id, now, until), now)
-        ]
+        head = (worker_id, now, until)
+        return [Claim(job, job.attempt, until) for job in self._take(limit, SQL.claim_many, head, now, head)]
 
     def dequeue(self) -> Job | None:
         """Take the best ready job without a lease; see :meth:`Queue.dequeue`."""
