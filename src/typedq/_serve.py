@@ -19,6 +19,7 @@ process exits, and its late result is refused (its lease token is stale).
 from __future__ import annotations
 
 import contextlib
+import gc
 import importlib
 import logging
 import os
@@ -46,14 +47,36 @@ __all__ = [
     "release_in_flight",
     "serve",
     "stop_signals",
+    "tune_gc_for_serving",
 ]
 
 logger = logging.getLogger("typedq.process")
 _worker_log = logging.getLogger("typedq.worker")
 
+#: The young-generation threshold of the garbage collector in a serving process (at least).
+SERVING_GC_THRESHOLD: Final = 10_000
 #: How long a timed-out handler thread may linger before its process is recycled.
 _STUCK_SETTLE_S: Final = 0.25
 _TICK_S: Final = 0.02
+
+
+def tune_gc_for_serving() -> None:
+    """Set the garbage collector up for a process that serves jobs until it stops.
+
+    A worker keeps each batch of claimed jobs alive while it runs them: a few thousand
+    containers (every job with its payload, metadata and lease bookkeeping). At CPython's
+    young-generation threshold (700) the collector runs several times a batch, frees
+    nothing (reference counting frees a job's garbage) and promotes the batch from one
+    generation to the next: about 6 % of draining quick jobs. So the threshold is raised
+    to at least :data:`SERVING_GC_THRESHOLD` (a higher one, or a disabled collector,
+    is left as the application set it), and the objects of start-up (modules, the
+    application), which live as long as the process, are frozen out of full collections.
+    Cycles are still collected.
+    """
+    gc.freeze()
+    first, *older = gc.get_threshold()
+    if first < SERVING_GC_THRESHOLD:
+        gc.set_threshold(SERVING_GC_THRESHOLD, *older)
 
 
 # -- stop requests ------------------------------------------------------------------------
@@ -338,6 +361,7 @@ def serve(
     require_number("grace_s", grace, minimum=0)
     if concurrency is not None:
         require_number("concurrency", concurrency, minimum=1, integer=True)
+    tune_gc_for_serving()
     names = list(queues) if queues else list(manager.queues)
     workers: list[Worker] = []
     for name in names:
