@@ -4,6 +4,8 @@ Keep this module small and its names stable; other folders depend on it.
 
 * :func:`wait_until`: poll a condition against a deadline (tests never sleep to
   synchronise).
+* :func:`wait_while_progressing`: wait for a count to reach a target for as long as it
+  keeps growing (work whose duration depends on the machine), failing on a stall.
 * :func:`interrupt_when`: SIGINT this process once a condition holds, to stop a worker
   or a pool running in the main thread.
 * :func:`stop_and_join`: a fixture's teardown of the workers it started.
@@ -26,7 +28,14 @@ import pytest
 
 from typedq.worker import Worker
 
-__all__ = ["REQUIRE_SERVICES", "interrupt_when", "redis_available", "skip_or_fail", "wait_until"]
+__all__ = [
+    "REQUIRE_SERVICES",
+    "interrupt_when",
+    "redis_available",
+    "skip_or_fail",
+    "wait_until",
+    "wait_while_progressing",
+]
 
 #: When true, a service a test needs (Redis, ...) must be there: no skips.
 REQUIRE_SERVICES = os.environ.get("TYPEDQ_REQUIRE_SERVICES") == "1"
@@ -58,6 +67,35 @@ def wait_until(
             what = message or getattr(predicate, "__name__", repr(predicate))
             raise AssertionError(f"timed out after {timeout:g}s waiting until {what}")
         time.sleep(interval)
+
+
+def wait_while_progressing(
+    count: Callable[[], int],
+    target: int,
+    *,
+    stall_s: float,
+    interval: float = 0.05,
+    message: str,
+) -> None:
+    """Wait until ``count()`` reaches ``target``, for as long as it keeps growing.
+
+    For work whose length depends on the machine (a backlog drained by worker
+    processes): a fixed deadline fails on a slow machine or after a short run-up; a
+    stall, no growth for ``stall_s`` seconds, is what a hang looks like.
+
+    Raises:
+        AssertionError: ``count()`` did not grow for ``stall_s`` seconds; the message
+            gives ``message``, the count and the target.
+    """
+    best = count()
+    last_growth = time.monotonic()
+    while best < target:
+        time.sleep(interval)
+        now = count()
+        if now > best:
+            best, last_growth = now, time.monotonic()
+        elif time.monotonic() - last_growth >= stall_s:
+            raise AssertionError(f"stalled for {stall_s:g}s at {now} of {target} waiting until {message}")
 
 
 @contextmanager

@@ -29,7 +29,7 @@ from typing import Any
 
 import pytest
 from tests.backends._sqlite_procs import job_producer
-from tests.helpers import wait_until
+from tests.helpers import wait_until, wait_while_progressing
 from tests.reliability.ledger import Ledger, LedgerEntry, check, read_entries
 
 from typedq._identity import parse_worker_id
@@ -319,9 +319,10 @@ def _a1(folder: Path, backend: str, queue: Queue, *, jobs: int, kills: int, seed
                     kill_times[job.job_id] = killed_at
                     attempt_at_kill[job.job_id] = job.attempt
             pool.wait_full(2)  # the pool replaced it
-        wait_until(
-            lambda: queue.count_by_status()[JobStatus.COMPLETED] == jobs,
-            timeout=60.0,
+        # What is left after the kills takes as long as the machine needs (the kills
+        # may end early): only a stall is a failure.
+        wait_while_progressing(
+            lambda: queue.count_by_status()[JobStatus.COMPLETED], jobs, stall_s=20.0,
             message="every job completed",
         )
         assert pool.stop() == 0, pool.log
@@ -466,9 +467,8 @@ def test_a4_kill_9_producer_and_workers_at_once_then_restart(
             timeout=RESCUE_S,
             message="every RUNNING job rescued",
         )
-        wait_until(
-            lambda: queue.count_by_status()[JobStatus.COMPLETED] == len(ids),
-            timeout=60.0,
+        wait_while_progressing(
+            lambda: queue.count_by_status()[JobStatus.COMPLETED], len(ids), stall_s=20.0,
             message="every job completed",
         )
         assert pool.stop() == 0, pool.log

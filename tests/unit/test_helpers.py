@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 
 import pytest
@@ -31,6 +32,18 @@ def test_wait_until_sees_another_thread(wait_until: Callable[..., None]) -> None
 def test_wait_until_fails_with_a_message_at_the_deadline() -> None:
     with pytest.raises(AssertionError, match=r"timed out after 0.02s waiting until the sky falls"):
         helpers.wait_until(lambda: False, timeout=0.02, message="the sky falls")
+
+
+def test_wait_while_progressing_waits_past_the_stall_time_while_the_count_grows() -> None:
+    ticks = iter(range(100))
+    started = time.monotonic()
+    helpers.wait_while_progressing(lambda: next(ticks), 20, stall_s=0.05, interval=0.005, message="twenty")
+    assert time.monotonic() - started >= 0.09  # longer than stall_s: growth kept it waiting
+
+
+def test_wait_while_progressing_fails_on_a_stall_with_the_count() -> None:
+    with pytest.raises(AssertionError, match=r"stalled for 0.05s at 3 of 10 waiting until ten jobs"):
+        helpers.wait_while_progressing(lambda: 3, 10, stall_s=0.05, interval=0.005, message="ten jobs")
 
 
 def test_redis_available_is_false_for_a_closed_port() -> None:
