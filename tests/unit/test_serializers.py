@@ -728,9 +728,9 @@ def test_msgpack_bytes_keys_nested_round_trip() -> None:
 
 
 def test_value_shared_many_times_over_is_bounded() -> None:
-    # 1 + 100 + 100 * 100 containers (each list shared), over a 1,000-container bound.
+    # 100 + 100 * 100 + 100 * 100 * 1 elements (each list shared), over a 1,000-byte limit.
     shared: list[Any] = [[0]] * 100
-    with pytest.raises(SerializationError, match="more than 1000 containers"):
+    with pytest.raises(SerializationError, match="more than 1000 list items and mapping entries"):
         codec("json", max_size=1000).encode([shared] * 100)
 
 
@@ -740,6 +740,33 @@ def test_msgpack_value_shared_many_times_over_is_refused_by_its_size() -> None:
     shared: list[Any] = [[0]] * 100
     with pytest.raises(PayloadTooLargeError, match="is 20303 bytes, over the limit of 1000 bytes"):
         codec("msgpack", max_size=1000).encode([shared] * 100)
+
+
+def _laughs(levels: int) -> list[Any]:
+    """A value of a few hundred bytes in memory that expands to 10**levels items."""
+    value: list[Any] = ["lol"] * 10
+    for _ in range(levels - 1):
+        value = [value] * 10
+    return value
+
+
+@pytest.mark.parametrize("name", ["json", "json+zstd"])
+@pytest.mark.timeout(10)
+def test_an_expansion_bomb_is_refused_before_it_is_expanded(name: str) -> None:
+    """10**12 items ("billion laughs", as YAML anchors or pickles can build): refused by
+    counting, at once, before a byte is encoded."""
+    with pytest.raises(SerializationError, match=r"^\$: more than 1048576 list items") as info:
+        codec(name).encode({"doc": _laughs(12)})
+    assert not isinstance(info.value, PayloadTooLargeError)  # never encoded, so never measured
+
+
+@pytest.mark.timeout(10)
+def test_a_flat_payload_sharing_one_big_list_is_refused_before_it_is_expanded() -> None:
+    big = list(range(100_000))  # under the limit alone; 100 times over it is 10 million items
+    json_codec = codec("json")
+    with pytest.raises(SerializationError, match="more than 1048576 list items"):
+        json_codec.encode({f"k{i}": big for i in range(100)})
+    assert json_codec.decode(json_codec.encode({"k": big})) == {"k": big}
 
 
 def test_msgpack_packer_recovers_after_a_failed_value() -> None:

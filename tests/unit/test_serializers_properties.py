@@ -165,22 +165,27 @@ def test_common_values_skip_the_key_walk(monkeypatch: pytest.MonkeyPatch) -> Non
     assert codec.decode(codec.encode(value)) == {**value, "tags": ["a", ["b", None]]}
 
 
-_FLAT = st.dictionaries(st.text(max_size=4), _msgpack_scalars | st.lists(_msgpack_scalars, max_size=3))
+_FLAT = st.dictionaries(
+    st.text(max_size=4),
+    _msgpack_scalars
+    | st.lists(_msgpack_scalars, max_size=3)
+    | st.dictionaries(st.text(max_size=3) | st.binary(max_size=2), _msgpack_scalars, max_size=3),
+)
 
 
 @FAST
 @given(
     value=_WIDER | _FLAT,
     max_depth=st.integers(min_value=1, max_value=4),
-    max_containers=st.integers(min_value=1, max_value=6),
+    max_elements=st.integers(min_value=1, max_value=12),
     key_types=st.sampled_from([(str,), (str, bytes)]),
 )
 def test_the_key_check_answers_as_the_full_walk_does(
-    value: Any, max_depth: int, max_containers: int, key_types: tuple[type, ...]
+    value: Any, max_depth: int, max_elements: int, key_types: tuple[type, ...]
 ) -> None:
     """keys_look_fine answers flat payloads without walking them; the answer is the walk's."""
-    assert _common.keys_look_fine(value, key_types, max_depth, max_containers) == _common._walk_keys(
-        value, key_types, max_depth, max_containers
+    assert _common.keys_look_fine(value, key_types, max_depth, max_elements) == _common._walk_keys(
+        value, key_types, max_depth, max_elements
     )
 
 

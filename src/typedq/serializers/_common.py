@@ -2,8 +2,9 @@
 the two walks over a value before it is encoded.
 
 * :func:`keys_look_fine` is the cheap walk on every ``dumps``: it checks that every
-  mapping key has an allowed type and that nesting depth and container count stay
-  bounded (so a cyclic value cannot loop forever). It answers only yes or no.
+  mapping key has an allowed type and that nesting depth and the number of elements
+  stay bounded (so a cyclic value cannot loop forever, and a value that shares one list
+  many times over cannot expand past the size limit). It answers only yes or no.
 * :func:`find_problem` is the slow walk, run only when something failed: it finds the
   first unsupported value, key, cycle or too-deep container in document order and
   names its path, such as ``$.items[3].when``.
@@ -115,8 +116,14 @@ def format_path(node: PathNode) -> str:
     return "$" + "".join(parts)
 
 
-def keys_look_fine(obj: Any, key_types: tuple[type, ...], max_depth: int, max_containers: int) -> bool:
-    """Cheaply check mapping keys, nesting depth and container count.
+def keys_look_fine(obj: Any, key_types: tuple[type, ...], max_depth: int, max_elements: int) -> bool:
+    """Cheaply check mapping keys, nesting depth and the number of elements.
+
+    An *element* is a list item or a mapping entry, counted each time it is reached: a
+    list shared ten times over counts ten times, as its encoding is written ten times.
+    Each element takes at least one byte in JSON and in msgpack, so a value with more
+    elements than the size limit has in bytes cannot fit it: the bound refuses such a
+    value (a cycle too) before anything is encoded, however small it is in memory.
 
     A False answer is not an error by itself: the caller runs :func:`find_problem`,
     which decides (a key of a subclass of an allowed type may fail here, yet is fine).
@@ -125,8 +132,7 @@ def keys_look_fine(obj: Any, key_types: tuple[type, ...], max_depth: int, max_co
         obj: The value about to be encoded.
         key_types: The exact key types the format supports.
         max_depth: The deepest nesting allowed (the root container is depth 1).
-        max_containers: Give up (answer False) after this many containers; a value
-            this big could not fit the size limit anyway, and a cycle ends here.
+        max_elements: Give up (answer False) past this many elements.
 
     Returns:
         True when every key has an allowed type and both bounds hold.
@@ -134,38 +140,52 @@ def keys_look_fine(obj: Any, key_types: tuple[type, ...], max_depth: int, max_co
     kind = type(obj)
     if kind in _SCALARS:
         return True
-    if kind is dict and max_depth >= 2 and len(obj) < max_containers:
-        # The common payload, a dict of str keys whose values are scalars or lists of
-        # scalars, is answered in C calls: the keys joined, each list's types a set.
+    if kind is dict and max_depth >= 2:
+        # The common payload, a dict of str keys whose values are scalars, lists of
+        # scalars or dicts of str keys to scalars, is answered in C calls: the keys
+        # joined, each container's types a set.
         try:
             "".join(obj)
         except TypeError:
             pass
         else:
             scalars = _SCALARS
+            elements = len(obj)
             for value in obj.values():
                 kind = type(value)
-                if kind not in scalars and not (kind in _LIST_TYPES and scalars.issuperset(map(type, value))):
+                if kind in scalars:
+                    continue
+                if kind in _LIST_TYPES:
+                    if not scalars.issuperset(map(type, value)):
+                        break
+                elif kind is dict:
+                    try:
+                        "".join(value)
+                    except TypeError:
+                        break
+                    if not scalars.issuperset(map(type, value.values())):
+                        break
+                else:
                     break
+                elements += len(value)
             else:
-                return True
-    return _walk_keys(obj, key_types, max_depth, max_containers)
+                return elements <= max_elements
+    return _walk_keys(obj, key_types, max_depth, max_elements)
 
 
-def _walk_keys(obj: Any, key_types: tuple[type, ...], max_depth: int, max_containers: int) -> bool:
+def _walk_keys(obj: Any, key_types: tuple[type, ...], max_depth: int, max_elements: int) -> bool:
     """:func:`keys_look_fine` for any value: the walk over every container."""
     # The walk goes one nesting level at a time, so the depth is the level number and
     # nothing per value (no (value, depth) pairs) is allocated: on a typical payload
     # this walk costs more than the msgpack packer itself, so every step counts.
     level: list[Any] = [obj]
     depth = 0
-    count = 0
+    elements = 0
     join = "".join  # "all keys are str" in one C call; raises TypeError otherwise
     scalars = _SCALARS
     while level:
         depth += 1
-        count += len(level)
-        if depth > max_depth or count > max_containers:
+        if depth > max_depth:
             return False
         below: list[Any] = []
         push = below.append
@@ -179,23 +199,24 @@ def _walk_keys(obj: Any, key_types: tuple[type, ...], max_depth: int, max_contai
                             return False
                 values: Any = item.values()
             elif isinstance(item, _LIST_TYPES):
-                if item and type(item[0]) is str:
-                    # Probably a list of str: one C call answers "nothing to look into".
-                    try:
-                        join(item)
-                        continue
-                    except TypeError:
-                        pass
                 values = item
             else:
                 continue
+            # Counted before the values are looked at: the next level never holds more
+            # than max_elements values, however often one is shared (or a cycle turns).
+            elements += len(item)
+            if elements > max_elements:
+                return False
+            if values is item and item and type(item[0]) is str:
+                # Probably a list of str: one C call answers "nothing to look into".
+                try:
+                    join(item)
+                    continue
+                except TypeError:
+                    pass
             for value in values:
                 if type(value) not in scalars:
                     push(value)
-            if len(below) > max_containers:
-                # A value shared many times over (or a cycle of wide lists) must not
-                # grow the next level without bound before the count check runs.
-                return False
         level = below
     return True
 
@@ -206,20 +227,21 @@ def find_problem(
     check_leaf: LeafCheck,
     check_key: LeafCheck,
     max_depth: int,
-    max_containers: int,
+    max_elements: int,
     format_name: str,
 ) -> tuple[str, str] | None:
     """Find the first value in ``obj`` that the format cannot encode.
 
     The walk is iterative (a value nested 100,000 deep cannot raise RecursionError),
-    detects cycles, and stops after ``max_containers`` containers.
+    detects cycles, and stops past ``max_elements`` elements (list items and mapping
+    entries, a shared value counted each time: see :func:`keys_look_fine`).
 
     Args:
         obj: The value that failed to encode (or failed :func:`keys_look_fine`).
         check_leaf: Says why a non-container value is unsupported, or None.
         check_key: Says why a mapping key is unsupported, or None.
         max_depth: The deepest nesting allowed.
-        max_containers: The most containers to visit before giving up.
+        max_elements: The most elements to visit before giving up.
         format_name: The format's name, for messages ("JSON", "msgpack").
 
     Returns:
@@ -228,12 +250,23 @@ def find_problem(
     on_path: set[int] = set()
     # Entries are (value, path, depth); depth -1 marks "leaving the container id(value)".
     stack: list[tuple[Any, PathNode, int]] = [(obj, None, 0)]
-    containers = 0
+    elements = 0
     while stack:
         item, node, depth = stack.pop()
         if depth < 0:
             on_path.discard(item)
             continue
+        if isinstance(item, dict | list | tuple):
+            # Counted before the children are listed, so a value shared many times over
+            # never makes this walk allocate more than max_elements of them.
+            elements += len(item)
+            if elements > max_elements:
+                return (
+                    "$",
+                    f"more than {max_elements} list items and mapping entries (a value shared "
+                    "many times over counts each time): its encoding could not fit the size "
+                    f"limit of {max_elements} bytes",
+                )
         if isinstance(item, dict):
             children: list[tuple[Any, PathNode, int]] = []
             for key, value in item.items():
@@ -254,12 +287,6 @@ def find_problem(
             return (
                 format_path(node),
                 f"nesting is deeper than {max_depth} levels, the {format_name} limit",
-            )
-        containers += 1
-        if containers > max_containers:
-            return (
-                "$",
-                f"more than {max_containers} containers: too large to encode (or shared many times over)",
             )
         on_path.add(id(item))
         stack.append((id(item), None, -1))

@@ -151,7 +151,8 @@ class JSONSerializer:
         allow_nan: Accept ``NaN`` and infinities (non-standard JSON tokens).
         max_depth: The deepest nesting accepted by ``dumps`` and ``loads``.
         max_size: Bounds the walk over a value before encoding (at most this many
-            containers); the size limit itself is enforced by the frame codec.
+            list items and mapping entries, a shared value counted each time it
+            appears); the size limit itself is enforced by the frame codec.
 
     Raises:
         ConfigError: ``max_depth`` or ``max_size`` is not an int >= 1.
@@ -232,7 +233,7 @@ class JSONSerializer:
             check_leaf=self._check_leaf,
             check_key=self._check_key,
             max_depth=self.max_depth,
-            max_containers=self.max_size,
+            max_elements=self.max_size,
             format_name="JSON",
         )
         if found is not None:

@@ -33,9 +33,11 @@ bytes msgpack writes (a test checks this). Any value it declines (bytes keys, in
 beyond 64 bits, datetimes, nesting over 255 levels, str subclasses as keys, errors)
 takes the checked path: a walk over the keys, then ``msgpack``'s packer, which encodes
 it or names what is wrong. Decoding always uses ``msgpack``. A value the native packer
-takes is not walked, so the walk's bound on containers does not apply to it: a value
-that shares one list many times over is packed in full, then refused by the frame's
-size limit (``PayloadTooLargeError``).
+takes is not walked, so the walk's bound on elements does not apply to it: a value that
+shares one list many times over is packed in full, then refused by the frame's size
+limit (``PayloadTooLargeError``). Walking every value first would make the common value
+cost about 1.5x a bare ``msgpack`` round trip instead of 1.0x; the JSON serializer, the
+default, walks every value and refuses such a value before expanding it.
 
 Decoding bounds ``max_str_len``, ``max_bin_len``, ``max_array_len``, ``max_map_len`` and
 ``max_ext_len`` by ``max_size`` (and msgpack bounds them by the length of the data), so a
@@ -242,7 +244,7 @@ class MsgpackSerializer:
             check_leaf=_check_leaf,
             check_key=_check_key,
             max_depth=_PACK_MAX_DEPTH,
-            max_containers=self.max_size,
+            max_elements=self.max_size,
             format_name="msgpack",
         )
         if found is not None:
