@@ -372,7 +372,7 @@ class SQLiteQueue(Queue):
         """Take the best ready job with a lease; see :meth:`Queue.claim`."""
         now = self._clock.now()
         until = now + lease_s
-        head = (worker_id, now, until)
+        head = (worker_id, now, until)  # what the claim sets: the claimed job's too
         taken = self._take(1, SQL.claim_one, head, now, head)
         return Claim(taken[0], taken[0].attempt, until) if taken else None
 
@@ -380,7 +380,7 @@ class SQLiteQueue(Queue):
         """Claim up to ``limit`` ready jobs in one transaction; see :meth:`Queue.claim_many`."""
         now = self._clock.now()
         until = now + lease_s
-        head = (worker_id, now, until)
+        head = (worker_id, now, until)  # what the claim sets: the claimed jobs' too
         return [Claim(job, job.attempt, until) for job in self._take(limit, SQL.claim_many, head, now, head)]
 
     def dequeue(self) -> Job | None:
