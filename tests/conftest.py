@@ -3,16 +3,32 @@
 * ``clock``: a fresh :class:`~typedq.clock.FakeClock` per test; tests move time with
   ``clock.advance(s)`` instead of sleeping.
 * ``wait_until``: :func:`tests.helpers.wait_until`, as a fixture.
+* every test gets the garbage collector's settings back afterwards: ``typedq worker``
+  run in this process (click's CliRunner) sets it up for serving (``gc.freeze()``, a
+  higher threshold), which must not carry over to the tests after it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import gc
+from collections.abc import Callable, Iterator
 
 import pytest
 
 from tests import helpers
 from typedq.clock import FakeClock
+
+
+@pytest.fixture(autouse=True)
+def _collector_settings_restored() -> Iterator[None]:
+    threshold, enabled = gc.get_threshold(), gc.isenabled()
+    yield
+    gc.unfreeze()
+    gc.set_threshold(*threshold)
+    if enabled:
+        gc.enable()
+    else:
+        gc.disable()
 
 
 @pytest.fixture

@@ -1,27 +1,14 @@
-"""A process that serves jobs sets the garbage collector up for it (``tune_gc_for_serving``)."""
+"""A process that serves jobs sets the garbage collector up for it (``tune_gc_for_serving``).
+
+The collector's settings are given back after each test by an autouse fixture of
+``tests/conftest.py``."""
 
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterator
-
-import pytest
 
 from typedq import JobQueueManager
 from typedq._serve import SERVING_GC_THRESHOLD, StopRequest, serve, tune_gc_for_serving
-
-
-@pytest.fixture(autouse=True)
-def gc_state() -> Iterator[None]:
-    """Give the interpreter its collector settings back after each test."""
-    threshold, enabled = gc.get_threshold(), gc.isenabled()
-    yield
-    gc.unfreeze()
-    gc.set_threshold(*threshold)
-    if enabled:
-        gc.enable()
-    else:
-        gc.disable()
 
 
 def test_the_young_threshold_is_raised_and_start_up_objects_frozen() -> None:
