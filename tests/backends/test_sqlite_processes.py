@@ -15,6 +15,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -299,6 +300,33 @@ def test_b2_four_processes_of_two_threads_drain_10k_jobs(tmp_path: Path) -> None
     finally:
         queue.close()
     assert integrity(db) == "ok"
+
+
+@pytest.mark.timeout(60)
+def test_wait_ready_wakes_soon_after_another_process_enqueues(queue: SQLiteQueue) -> None:
+    """SQLite cannot notify another process: the waiting process sees the commit by
+    watching ``PRAGMA data_version`` (every ``WATCH_S``), long before its timeout."""
+    woke: list[tuple[bool, float]] = []
+    started = threading.Event()
+
+    def waiter() -> None:
+        started.set()
+        ready = queue.wait_ready(60)
+        woke.append((ready, time.monotonic()))
+
+    thread = threading.Thread(target=waiter)
+    thread.start()
+    try:
+        assert started.wait(10)
+        with spawn_helper("enqueue", str(queue.path), "from-child") as child:
+            assert child.wait(timeout=30) == 0
+        exited = time.monotonic()
+        thread.join(20)
+        assert [ready for ready, _ in woke] == [True]
+        assert woke[0][1] - exited < 5.0  # the commit came before the exit; a poll is 10 ms
+    finally:
+        queue.interrupt()
+        thread.join(10)
 
 
 def test_wait_ready_wakes_when_this_object_enqueues(queue: SQLiteQueue) -> None:

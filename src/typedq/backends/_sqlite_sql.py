@@ -224,6 +224,8 @@ class SQL:
         " OR EXISTS (SELECT 1 FROM jobs WHERE queue = ?1 AND status = 'PENDING' AND delayed = 1"
         " AND blocked_by = 0 AND scheduled_at <= ?2)"
     )
+    #: Changes whenever another connection commits (read on this thread's connection).
+    data_version: Final = "PRAGMA data_version"
     next_due: Final = (
         "SELECT scheduled_at FROM jobs WHERE queue = ? AND status = 'PENDING' AND delayed = 1"
         " AND blocked_by = 0 ORDER BY scheduled_at LIMIT 1"

@@ -81,7 +81,7 @@ from typedq.backends._sqlite_schema import (
     prepare_schema,
 )
 from typedq.backends._sqlite_sql import SQL
-from typedq.backends._sqlite_wait import ReadySignal
+from typedq.backends._sqlite_wait import signal_for
 from typedq.backends.base import Claim, Completion, Queue
 from typedq.clock import Clock, system_clock
 from typedq.errors import (
@@ -156,7 +156,8 @@ class SQLiteQueue(Queue):
         self._durability = durability
         self._rows = rows.RowCodec(codec if codec is not None else FrameCodec("json"))
         self._graph = QueueGraph(name, self._rows)
-        self._signal = ReadySignal()
+        # Shared by this process's queue objects on the file (one poller per file).
+        self._signal = signal_for(str(self._path))
         self._wake = self._signal.wake
         # Set when a take found nothing: the next one checks with a read first, so idle
         # pollers do not queue up for the write lock.
@@ -639,15 +640,23 @@ class SQLiteQueue(Queue):
         due = self._db.read(SQL.next_due, (self._name,))
         return float(due[0][0]) if due else None
 
+    def _data_version(self) -> int:
+        return int(self._db.read(SQL.data_version)[0][0])
+
     def wait_ready(self, timeout_s: float) -> bool:
         """Block until a job may be ready, :meth:`interrupt`, or ``timeout_s``.
 
-        Another process cannot notify this one: the wait ends at the earliest of
-        ``timeout_s`` and the next delayed job's due time, or at once when this object
-        (any thread) adds or frees a job, or :meth:`interrupt` is called.
+        The wait ends at the earliest of ``timeout_s`` and the next delayed job's due
+        time; at once when this object (any thread) adds or frees a job, or
+        :meth:`interrupt` is called; and within a few milliseconds when another process
+        (or another queue object) commits a job that is ready (see ``_sqlite_wait``).
         """
         return self._signal.wait(
-            timeout_s, has_ready=self._has_ready, next_due=self._next_due, now=self._clock.now
+            timeout_s,
+            has_ready=self._has_ready,
+            next_due=self._next_due,
+            now=self._clock.now,
+            version=self._data_version,
         )
 
     def interrupt(self) -> None:
