@@ -44,6 +44,11 @@ clock starts):
    the first process's last finish), over that window. Process start-up, which is
    staggered, does not count.
 
+11. pick-up latency: this process enqueues ``--latency-jobs`` jobs one at a time, 0-20
+   ms apart, while one worker process (one thread) waits for them; a job's latency is
+   its stored ``started_at`` minus its ``created_at``, p50/p95/p99 (the median over the
+   rounds). Then the peak RSS of the largest worker process of the whole run.
+
 *Huey* (``SqliteHuey``, results on, a no-op task):
 
 9. enqueue: calling the task, tasks/s; drain: a bare ``huey.execute(huey.dequeue())``
@@ -64,6 +69,8 @@ import json
 import os
 import platform
 import pstats
+import random
+import resource
 import signal
 import sqlite3
 import statistics
@@ -286,24 +293,17 @@ def typedq_drain(path: Path, n: int) -> tuple[int, float]:
     return _typedq_drain(path, n, n)
 
 
-def typedq_processes(path: Path, n: int, processes: int) -> tuple[int, float]:
-    """Drain ``n`` jobs with ``processes`` real worker processes (one thread each)."""
-    url = f"sqlite:///{path}"
-    queue = SQLiteQueue(path, name="bench")
-    jobs = make_jobs(n)
-    for lo in range(0, n, 5000):
-        queue.enqueue_many(jobs[lo : lo + 5000])
-    os.environ["TYPEDQ_BENCH_BACKEND"] = url
+def _run_pool(path: Path, processes: int, done: Callable[[], bool]) -> None:
+    """Run ``processes`` worker processes of ``_bench_app`` (one thread each) on ``path``
+    in this thread until ``done()`` holds (checked every 0.2 s), then stop them."""
+    os.environ["TYPEDQ_BENCH_BACKEND"] = f"sqlite:///{path}"
     here = str(Path(__file__).resolve().parent)
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")]))
     finished = threading.Event()
 
     def stopper() -> None:
         deadline = time.monotonic() + 600
-        while not finished.is_set() and time.monotonic() < deadline:
-            # wait_ready's EXISTS probe is O(1); the full count only once nothing is ready.
-            if not queue.wait_ready(0.0) and queue.count_by_status()[JobStatus.COMPLETED] >= n:
-                break
+        while not finished.is_set() and time.monotonic() < deadline and not done():
             time.sleep(0.2)
         if not finished.is_set():
             os.kill(os.getpid(), signal.SIGINT)
@@ -317,6 +317,19 @@ def typedq_processes(path: Path, n: int, processes: int) -> tuple[int, float]:
     finally:
         finished.set()
         watcher.join()
+
+
+def typedq_processes(path: Path, n: int, processes: int) -> tuple[int, float]:
+    """Drain ``n`` jobs with ``processes`` real worker processes (one thread each)."""
+    queue = SQLiteQueue(path, name="bench")
+    jobs = make_jobs(n)
+    for lo in range(0, n, 5000):
+        queue.enqueue_many(jobs[lo : lo + 5000])
+    def drained() -> bool:
+        # wait_ready's EXISTS probe is O(1); the full count only once nothing is ready.
+        return not queue.wait_ready(0.0) and queue.count_by_status()[JobStatus.COMPLETED] >= n
+
+    _run_pool(path, processes, drained)
     spans = queue._db.read(
         "SELECT worker_id, min(started_at), max(finished_at), count(*) FROM jobs WHERE queue = 'bench'"
         " AND status = 'COMPLETED' GROUP BY worker_id"
@@ -335,6 +348,39 @@ def typedq_processes(path: Path, n: int, processes: int) -> tuple[int, float]:
     assert completed == n, (completed, n)
     assert len(spans) == processes, f"{len(spans)} of {processes} processes ran jobs"
     return within, end - start
+
+
+def typedq_latency(path: Path, n: int) -> list[float]:
+    """Pick-up latency: this process enqueues ``n`` jobs one at a time, 0-20 ms apart
+    (seeded), while one worker process (one thread) waits for them; each job's latency is
+    its stored ``started_at`` minus its ``created_at`` (set just before its enqueue).
+    Returns the latencies, in seconds."""
+    queue = SQLiteQueue(path, name="bench")
+    warm_up = queue.enqueue(Job(job_type="bench", payload=payload(-1)))
+    ids: list[str] = []
+    producing = threading.Event()
+
+    def produce() -> None:
+        deadline = time.monotonic() + 60
+        while queue.get_job(warm_up).status is not JobStatus.COMPLETED and time.monotonic() < deadline:
+            time.sleep(0.05)
+        rng = random.Random(7)
+        for i in range(n):
+            time.sleep(rng.uniform(0.0, 0.02))
+            ids.append(queue.enqueue(Job(job_type="bench", payload=payload(i))))
+        producing.set()
+
+    producer = threading.Thread(target=produce, daemon=True)
+    producer.start()
+    _run_pool(path, 1, lambda: producing.is_set() and queue.count_by_status()[JobStatus.COMPLETED] >= n + 1)
+    producer.join()
+    latencies = []
+    for job_id in ids:
+        job = queue.get_job(job_id)
+        assert job.started_at is not None, job
+        latencies.append(job.started_at - job.created_at)
+    queue.close()
+    return latencies
 
 
 def huey_pair(path: Path, n: int) -> tuple[tuple[int, float], tuple[int, float]]:
@@ -421,6 +467,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--backlog", type=int, default=100_000)
+    parser.add_argument("--latency-jobs", type=int, default=500)
     parser.add_argument("--no-huey", action="store_true")
     parser.add_argument("--profile", choices=["enqueue", "enqueue_many", "drain"])
     args = parser.parse_args()
@@ -455,7 +502,12 @@ def main() -> None:
     rounds: dict[str, list[float]] = {name: [] for name in scenarios}
     if not args.no_huey:
         rounds["huey enqueue"], rounds["huey drain"], rounds["huey consumer, 1 thread"] = [], [], []
+    pickups: list[list[float]] = []  # per round: p50, p95, p99 of pick-up latency
     for _ in range(runs):
+        with tempfile.TemporaryDirectory(prefix="typedq-bench-") as tmp:
+            latencies = sorted(typedq_latency(Path(tmp) / "bench.db", args.latency_jobs))
+        last = len(latencies) - 1
+        pickups.append([latencies[min(last, int(q * len(latencies)))] for q in (0.5, 0.95, 0.99)])
         for name, scenario in scenarios.items():
             with tempfile.TemporaryDirectory(prefix="typedq-bench-") as tmp:
                 items, seconds = scenario(Path(tmp) / "bench.db")
@@ -503,6 +555,13 @@ def main() -> None:
                     ok = got > least if least == 1.0 else got >= least
                     mark = ("met" if ok else "MISSED") + f" (>{'' if least == 1.0 else '='} {least:g}x)"
         print(f"{name:<{width}}{value:>12,.0f}  {low:>8,.0f}..{high:<9,.0f}  {versus:<33}{mark}")
+    p50, p95, p99 = (statistics.median(round_[i] for round_ in pickups) * 1e3 for i in range(3))
+    print(
+        f"\npick-up latency, another process enqueueing, 1 idle worker process: p50 {p50:.1f} ms,"
+        f" p95 {p95:.1f} ms, p99 {p99:.1f} ms"
+    )
+    peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # KiB on Linux
+    print(f"peak RSS of the largest worker process: {peak_mib:.0f} MiB")
 
 if __name__ == "__main__":
     main()
