@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from tests.helpers import wait_until
 
 from typedq.backends._sqlite_wait import ReadySignal
 from typedq.backends.sqlite import SQLiteQueue
@@ -67,7 +68,7 @@ def test_one_waiting_thread_at_a_time_polls_for_other_connections_commits() -> N
 @pytest.mark.timeout(30)
 def test_a_waiter_takes_the_watch_over_when_the_watcher_leaves() -> None:
     signal = ReadySignal(watch_s=0.002)
-    committed_at = time.monotonic() + 0.3  # after the first watcher's timeout
+    committed_at = time.monotonic() + 0.8  # after the first watcher's timeout
 
     def version() -> int:
         return 2 if time.monotonic() >= committed_at else 1
@@ -76,10 +77,10 @@ def test_a_waiter_takes_the_watch_over_when_the_watcher_leaves() -> None:
         return time.monotonic() >= committed_at
 
     woke: list[tuple[bool, float]] = []
-    short = _waiter(signal, 0.05, has_ready, version, woke)
+    short = _waiter(signal, 0.3, has_ready, version, woke)
     long = _waiter(signal, 20.0, has_ready, version, woke)
     short.start()
-    time.sleep(0.01)  # the short waiter watches first
+    wait_until(lambda: signal._watched, timeout=5, message="the short waiter watches")
     long.start()
     short.join(10)
     long.join(10)
