@@ -32,7 +32,8 @@ WATCH_S: Final = 0.01
 
 
 class ReadySignal:
-    """The waiters of one ``SQLiteQueue`` object, and the calls that wake them."""
+    """The waiters of this process for the jobs of one file (every queue object on it),
+    and the calls that wake them."""
 
     def __init__(self, watch_s: float = WATCH_S) -> None:
         self._cond = threading.Condition()
@@ -42,7 +43,7 @@ class ReadySignal:
         self._watch_s = watch_s
 
     def wake(self) -> None:
-        """Wake the waiters, if any (a job was added or freed here)."""
+        """Wake the waiters, if any (a job was added or freed in this process)."""
         if self._waiting:
             self.interrupt()
 
