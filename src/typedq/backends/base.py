@@ -307,8 +307,9 @@ class Queue(Protocol):
     def wait_ready(self, timeout_s: float) -> bool:
         """Block until a job may be ready, :meth:`interrupt` is called, or ``timeout_s``.
 
-        Returns whether a job is ready. Never spins: backends that cannot be notified
-        sleep for ``timeout_s``.
+        Returns whether a job is ready. Never spins: a backend that cannot be notified of
+        another process's jobs sleeps, or polls a cheap change counter at a bounded rate
+        (SQLite: ``PRAGMA data_version`` every 10 ms, one thread per file and process).
         """
         ...
 
