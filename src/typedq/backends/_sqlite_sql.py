@@ -28,21 +28,20 @@ _SETTLED: Final = frozenset(SETTLED_STATUSES)
 _LEASED: Final = "WHERE queue = ? AND job_id = ? AND status = 'RUNNING' AND attempt = ?"
 
 
+def _insert(columns: str) -> str:
+    """The INSERT of a row of ``columns`` (a comma-separated list), one ``?`` each."""
+    marks = ", ".join(["?"] * (columns.count(",") + 1))
+    return f"INSERT INTO jobs ({columns}) VALUES ({marks})"
+
+
 class SQL:
     """Namespace of the backend's statements."""
 
-    insert: Final = f"INSERT INTO jobs ({INSERT_COLUMNS}) VALUES ({', '.join(['?'] * 26)})"
+    insert: Final = _insert(INSERT_COLUMNS)
     #: A job that never ran and depends on nothing: the other columns take their defaults.
-    insert_fresh: Final = f"INSERT INTO jobs ({FRESH_COLUMNS}) VALUES ({', '.join(['?'] * 9)})"
-
-    @staticmethod
-    @functools.cache
-    def insert_into(columns: str) -> str:
-        """The INSERT binding ``columns`` (a fresh row's, see ``RowCodec.fresh_row``)."""
-        if columns == FRESH_COLUMNS:
-            return SQL.insert_fresh
-        marks = ", ".join(["?"] * (columns.count(",") + 1))
-        return f"INSERT INTO jobs ({columns}) VALUES ({marks})"
+    insert_fresh: Final = _insert(FRESH_COLUMNS)
+    #: The INSERT binding ``columns`` (a fresh row's, see ``RowCodec.fresh_row``).
+    insert_into: Final = staticmethod(functools.cache(_insert))
     insert_edge: Final = "INSERT OR IGNORE INTO job_deps (queue, parent, child) VALUES (?, ?, ?)"
     flag_parent: Final = "UPDATE jobs SET has_waiters = 1 WHERE queue = ? AND job_id = ?"
     statuses: Final = "SELECT job_id, status FROM jobs WHERE queue = ? AND job_id IN ({marks})"

@@ -647,9 +647,10 @@ class SQLiteQueue(Queue):
         """Block until a job may be ready, :meth:`interrupt`, or ``timeout_s``.
 
         The wait ends at the earliest of ``timeout_s`` and the next delayed job's due
-        time; at once when this object (any thread) adds or frees a job, or
-        :meth:`interrupt` is called; and within a few milliseconds when another process
-        (or another queue object) commits a job that is ready (see ``_sqlite_wait``).
+        time; at once when a queue object of this process on the same file adds or frees
+        a job, or :meth:`interrupt` is called (which wakes those objects' waiters too:
+        they share one signal); and within about 10 ms when another process commits a
+        job that is ready (see ``_sqlite_wait``).
         """
         return self._signal.wait(
             timeout_s,
@@ -660,7 +661,8 @@ class SQLiteQueue(Queue):
         )
 
     def interrupt(self) -> None:
-        """Wake every thread blocked in :meth:`wait_ready`."""
+        """Wake every thread blocked in :meth:`wait_ready` (of every queue object of this
+        process on the file: they share one signal; the others find nothing and wait again)."""
         self._signal.interrupt()
 
     def close(self) -> None:
