@@ -12,9 +12,34 @@ import os
 import secrets
 import socket
 
-__all__ = ["HOST", "new_worker_id", "owner_alive", "parse_worker_id", "process_start_time"]
+__all__ = [
+    "HOST",
+    "new_worker_id",
+    "owner_alive",
+    "parse_worker_id",
+    "process_start_time",
+    "set_supervisor",
+    "stop_pid",
+]
 
 HOST = socket.gethostname()
+
+_supervisor: int | None = None
+
+
+def set_supervisor(pid: int | None) -> None:
+    """Record the process that supervises this one (a process pool's parent), or None."""
+    global _supervisor
+    _supervisor = pid
+
+
+def stop_pid() -> int:
+    """The process to signal to stop this process's workers gracefully.
+
+    This process, or its supervisor when it has one: a pool replaces a child that stops,
+    so stopping a pool's worker means stopping the pool.
+    """
+    return os.getpid() if _supervisor is None else _supervisor
 
 
 def _proc_stat(pid: int) -> tuple[bytes, int] | None:

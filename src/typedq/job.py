@@ -3,8 +3,8 @@
 A :class:`Job` is the unit of work. Its fields are the original specification's, with
 their defaults, plus a few that the queue protocol needs to run jobs safely across
 workers (``queue``, ``attempt``, ``worker_id``, ``lease_until``, ``started_at``,
-``finished_at``, ``lost_count``, ``cancel_requested``). Every job is validated when it
-is constructed, so an invalid job cannot be built, let alone enqueued.
+``finished_at``, ``lost_count``, ``cancel_requested``, ``run_alone``). Every job is
+validated when it is constructed, so an invalid job cannot be built, let alone enqueued.
 
 ``to_dict()`` returns plain JSON-safe data and ``from_dict(to_dict(job)) == job``.
 """
@@ -175,6 +175,9 @@ class Job:
     finished_at: float | None = None
     lost_count: int = 0
     cancel_requested: bool = False
+    #: Set when the job was given back from a batch whose worker died: it is then
+    #: claimed alone, so a job that kills its worker is told apart from its batch-mates.
+    run_alone: bool = False
 
     def __post_init__(self) -> None:
         self.validate()
@@ -330,6 +333,7 @@ class Job:
         finished_at: float | None,
         lost_count: int,
         cancel_requested: bool,
+        run_alone: bool = False,
     ) -> Job:
         """Build a job from fields already validated once, without validating again.
 
@@ -360,6 +364,7 @@ class Job:
         job.finished_at = finished_at
         job.lost_count = lost_count
         job.cancel_requested = cancel_requested
+        job.run_alone = run_alone
         return job
 
     def __lt__(self, other: object) -> bool:

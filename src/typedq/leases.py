@@ -53,6 +53,8 @@ class LeaseKeeper:
         self.heartbeat_s = heartbeat_s
         self._leases: dict[tuple[int, str], tuple[Queue, str, int]] = {}
         self._lost: set[tuple[int, str]] = set()
+        # Worker-registry renewals (worker id -> the call that renews its entry).
+        self._entries: dict[str, Callable[[], None]] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
@@ -78,6 +80,14 @@ class LeaseKeeper:
         refused anyway.
         """
         return (id(queue), job_id) in self._lost
+
+    def keep_entry(self, worker_id: str, renew: Callable[[], None]) -> None:
+        """Call ``renew`` every heartbeat (a worker's registry entry) until dropped."""
+        self._entries[worker_id] = renew
+
+    def drop_entry(self, worker_id: str) -> None:
+        """Stop renewing ``worker_id``'s registry entry."""
+        self._entries.pop(worker_id, None)
 
     def forget_all(self, queue: Queue, job_ids: Iterable[str]) -> None:
         """Stop renewing these jobs (their worker was abandoned); their leases will expire."""
@@ -114,6 +124,11 @@ class LeaseKeeper:
                     logger.warning("lease of job %s lost: %s", job_id, exc)
             except Exception:
                 logger.exception("heartbeat for job %s failed; will retry", job_id)
+        for worker_id, renew in list(self._entries.items()):
+            try:
+                renew()
+            except Exception:
+                logger.exception("registry heartbeat of worker %s failed; will retry", worker_id)
         self.heartbeats += 1
 
     def _run(self) -> None:

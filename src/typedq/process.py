@@ -45,6 +45,7 @@ from types import FrameType
 from typing import Any, Final, NoReturn
 
 from typedq._config import validate_config
+from typedq._identity import set_supervisor
 from typedq._serve import (
     ServeReport,
     StopRequest,
@@ -152,6 +153,7 @@ def _child_main(spec: _ChildSpec, conn: multiprocessing.connection.Connection) -
         format=f"%(asctime)s typedq[{os.getpid()}] %(levelname)s %(name)s: %(message)s",
     )
     os.chdir(spec.cwd)
+    set_supervisor(os.getppid())  # `typedq worker stop` signals the pool, not this child
     try:
         manager = _child_manager(spec)
     except BaseException as exc:

@@ -12,6 +12,18 @@ outcome through the queue protocol:
   retry count and error;
 * no handler for the type: DEAD at once with a ``NoHandlerError`` (never dropped).
 
+A worker claims only jobs of the types it has handlers for (``Queue.claim`` with
+``job_types``): jobs of other types wait for workers that handle them, so a worker of an
+older or newer deploy never buries them. It registers itself in its queue's worker
+registry (``Queue.register_worker``) when it starts, renews the entry every heartbeat
+(with its counters and current job) and removes it when it stops.
+
+A completion the queue could not record (the storage failed: a held write lock, a full
+disk) is not dropped: the worker keeps renewing the job's lease and retries the write with
+a jittered exponential backoff (capped at :data:`WRITE_BACKOFF_MAX_S`), claiming nothing
+new meanwhile. When it stops, it tries once more and then gives the jobs back
+(``Queue.release``); what it could not give back is rescued once the leases expire.
+
 Batches: while its jobs are quick (handlers under :data:`BATCH_WINDOW_S` on average), a
 worker claims up to ``batch_size`` jobs at once and records their completions together
 with one ``Queue.complete_many`` (a group commit: one transaction on SQLite instead of
@@ -39,17 +51,20 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import random
 import threading
 import time
 import traceback as tb_module
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Final
 
-from typedq._identity import new_worker_id
+from typedq._identity import HOST, new_worker_id, stop_pid
 from typedq._validate import require_number
-from typedq.backends.base import Claim, Completion, Queue
+from typedq.backends.base import Claim, Completion, Queue, WorkerInfo
 from typedq.clock import Clock
 from typedq.errors import (
     DeserializationError,
@@ -96,6 +111,19 @@ FLUSH_AFTER_S: Final = 0.01
 DEFAULT_BATCH_SIZE: Final = 250
 #: Weight of the latest job in the running average of job durations.
 _EWMA: Final = 0.2
+#: The first and the longest wait before writing completions again after a failed write.
+WRITE_BACKOFF_MIN_S: Final = 0.05
+WRITE_BACKOFF_MAX_S: Final = 2.0
+
+
+def _typedq_version() -> str:
+    try:
+        return version("typedq")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+_VERSION: Final = _typedq_version()
 
 def describe_error(exc: BaseException) -> str:
     """Return ``"Type: message"`` for an exception, even one whose ``__str__`` raises."""
@@ -198,6 +226,8 @@ class Worker(threading.Thread):
         self._avg_run_s: float | None = None
         self._by_type: dict[str, float] = {}
         self._current: tuple[str, int] | None = None
+        self._write_backoff = 0.0
+        self.started_at: float | None = None
 
     # -- control ------------------------------------------------------------------------
 
@@ -221,8 +251,36 @@ class Worker(threading.Thread):
 
     # -- the loop -----------------------------------------------------------------------
 
+    def info(self) -> WorkerInfo:
+        """This worker's registry entry as of now."""
+        current = self._current
+        return WorkerInfo(
+            worker_id=self.worker_id,
+            queue=self.queue.name,
+            host=HOST,
+            pid=os.getpid(),
+            job_types=tuple(sorted(self.handlers)),
+            version=_VERSION,
+            started_at=self.clock.now() if self.started_at is None else self.started_at,
+            last_seen=self.clock.now(),
+            ttl_s=self.lease_s,
+            stop_pid=stop_pid(),
+            jobs_done=self.stats.completed,
+            jobs_failed=self.stats.failed,
+            current=() if current is None else (current[0],),
+        )
+
+    def _register(self) -> None:
+        self.queue.register_worker(self.info())
+
     def run(self) -> None:
         """Claim and run jobs until stopped."""
+        self.started_at = self.clock.now()
+        try:
+            self._register()
+        except Exception:
+            logger.exception("worker %s could not register; the heartbeat will retry", self.worker_id)
+        self.lease_keeper.keep_entry(self.worker_id, self._register)
         if self._own_keeper:
             self.lease_keeper.start()
         buffer = self._buffer
@@ -234,6 +292,8 @@ class Worker(threading.Thread):
                 if not buffer:
                     if self._pending:
                         self._flush()
+                        if self._pending:  # the write failed: retry it before claiming more
+                            continue
                     if not self._claim():
                         continue
                 try:
@@ -249,11 +309,19 @@ class Worker(threading.Thread):
                 execute(claimed)
         finally:
             try:
-                self._flush()
+                self._flush(wait=False)
+                self._give_back_unrecorded()
                 self.give_back_unstarted()
             finally:
+                self.lease_keeper.drop_entry(self.worker_id)
                 if self._own_keeper:
                     self.lease_keeper.stop()
+                try:
+                    self.queue.unregister_worker(self.worker_id)
+                except Exception:
+                    logger.exception(
+                        "worker %s could not unregister; its entry will go stale", self.worker_id
+                    )
 
     def _claim_limit(self) -> int:
         """How many jobs to claim now: more only while jobs are quick (the batch window)."""
@@ -271,11 +339,12 @@ class Worker(threading.Thread):
         queue = self.queue
         try:
             limit = self._claim_limit()
+            types = self.handlers.keys()
             if limit == 1:
-                one = queue.claim(self.worker_id, lease_s=self.lease_s)
+                one = queue.claim(self.worker_id, lease_s=self.lease_s, job_types=types)
                 claims = [] if one is None else [one]
             else:
-                claims = queue.claim_many(self.worker_id, lease_s=self.lease_s, limit=limit)
+                claims = queue.claim_many(self.worker_id, lease_s=self.lease_s, limit=limit, job_types=types)
             if not claims:
                 queue.wait_ready(self.poll_interval)
                 return False
@@ -301,8 +370,13 @@ class Worker(threading.Thread):
             held.insert(0, current)
         return held
 
-    def _flush(self) -> None:
-        """Commit the held completions in one ``complete_many``, then report each."""
+    def _flush(self, *, wait: bool = True) -> None:
+        """Commit the held completions in one ``complete_many``, then report each.
+
+        When the storage fails, nothing of the batch was written: the completions are
+        held again, their leases renewed again, and (with ``wait``) the worker waits a
+        jittered, growing backoff before the run loop retries.
+        """
         pending, self._pending = self._pending, []
         if not pending:
             return
@@ -315,13 +389,9 @@ class Worker(threading.Thread):
         try:
             outcomes = queue.complete_many([Completion(job.job_id, tok, res) for job, tok, res in pending])
         except Exception:
-            # Storage failed: nothing of the batch was written. The leases expire and a
-            # reaper gives the jobs back, so nothing is lost; they run again.
-            logger.exception(
-                "worker %s could not record %d completions; they run again once their leases expire",
-                self.worker_id, len(pending),
-            )
+            self._hold_unrecorded(pending, wait=wait)
             return
+        self._write_backoff = 0.0
         events = self.event_handler
         for (job, token, result), outcome in zip(pending, outcomes, strict=True):
             if isinstance(outcome, Job):
@@ -339,6 +409,41 @@ class Worker(threading.Thread):
                 logger.warning("result of job %s discarded: %s", job.job_id, outcome)
             else:
                 logger.error("completion of job %s refused: %s", job.job_id, outcome)
+
+    def _hold_unrecorded(self, pending: list[tuple[Job, int, Any]], *, wait: bool) -> None:
+        """Keep completions the storage refused: leases renewed, the write retried later."""
+        backoff = self._write_backoff = min(
+            WRITE_BACKOFF_MAX_S, max(WRITE_BACKOFF_MIN_S, self._write_backoff * 2)
+        )
+        logger.exception(
+            "worker %s could not record %d completion(s); keeping their leases and retrying in %.2f s",
+            self.worker_id, len(pending), backoff,
+        )
+        keeper = self.lease_keeper
+        for job, token, _ in pending:
+            keeper.add(self.queue, job.job_id, token)
+        if not self._pending:
+            self._pending_since = time.monotonic()
+        self._pending[:0] = pending
+        if wait:
+            self._stop_event.wait(backoff * random.uniform(0.5, 1.0))
+
+    def _give_back_unrecorded(self) -> None:
+        """At stop: give back the jobs whose completions could not be recorded."""
+        pending, self._pending = self._pending, []
+        queue = self.queue
+        for job, token, _ in pending:
+            self.lease_keeper.discard(queue, job.job_id)
+            try:
+                queue.release(job.job_id, token=token)
+            except (StaleLeaseError, JobNotFoundError):
+                continue
+            except Exception:
+                logger.exception(
+                    "could not give job %s back; it is rescued once its lease expires", job.job_id
+                )
+                continue
+            logger.warning("job %s given back: its completion could not be recorded", job.job_id)
 
     def give_back_unstarted(self) -> list[str]:
         """Release the jobs this worker claimed but has not started; return their ids.
@@ -420,7 +525,10 @@ class Worker(threading.Thread):
             self._current = None
 
     def _complete(self, job: Job, token: int, result: Any) -> None:
-        """Record one success at once (``Queue.complete``), then report it."""
+        """Record one success at once (``Queue.complete``), then report it.
+
+        When the storage fails, the completion is held and retried like a batch's.
+        """
         try:
             done = self.queue.complete(job.job_id, token=token, result=result)
         except StaleLeaseError as exc:
@@ -430,6 +538,10 @@ class Worker(threading.Thread):
         except SerializationError as exc:
             self._failed(job, token, exc)
             return
+        except Exception:
+            self._hold_unrecorded([(job, token, result)], wait=True)
+            return
+        self._write_backoff = 0.0
         self.stats.completed += 1
         safe_call(self.event_handler.on_job_completed, done, result)
 

@@ -511,18 +511,20 @@ def _v1_file(monkeypatch: pytest.MonkeyPatch, db: Path) -> tuple[dict[str, int],
         patch.setattr(schema, "SCHEMA_VERSION", 1)
         old = SQLiteQueue(db, name="m")
         old.enqueue_many([job(f"j{i}", payload={"i": i}) for i in range(4)])
-        claim = old.claim("w", lease_s=60.0)
-        assert claim is not None
-        assert claim.job.job_id == "j0"
         old.close()
     conn = sqlite3.connect(db, isolation_level=None)
     try:
+        # Claimed as schema 1 claimed (its columns only).
+        conn.execute(
+            "UPDATE jobs SET status = 'RUNNING', attempt = 1, worker_id = 'w', started_at = 0.0,"
+            " lease_until = 9e9 WHERE job_id = 'j0'"
+        )
         conn.execute("DELETE FROM jobs WHERE job_id = 'j3'")
         assert conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'jobs'").fetchone() == (4,)
         seqs = dict(conn.execute("SELECT job_id, seq FROM jobs").fetchall())
     finally:
         conn.close()
-    return seqs, claim.token
+    return seqs, 1
 
 
 def test_a_schema_1_file_is_rebuilt_without_autoincrement_keeping_every_row(
@@ -570,10 +572,12 @@ def test_a_schema_2_file_gets_jobs_settled_without_an_in_list(
         patch.setattr(schema, "SCHEMA_VERSION", 2)
         old = SQLiteQueue(db, name="m")
         old.enqueue_many([job("dead", max_retries=0), job("waiting")])
-        claim = old.claim("w", lease_s=60.0)
-        assert claim is not None
-        old.bury("dead", token=claim.token, error="boom")
         old.close()
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:  # buried as schema 2 buried
+        conn.execute("UPDATE jobs SET status = 'DEAD', attempt = 1, error = 'boom' WHERE job_id = 'dead'")
+    finally:
+        conn.close()
     assert " IN (" in _index_sql(db, "jobs_settled")
     queue = SQLiteQueue(db, name="m")
     try:
@@ -633,12 +637,22 @@ def test_no_index_key_is_an_expression(open_sqlite: Callable[..., SQLiteQueue], 
         conn.close()
 
 
-@pytest.mark.parametrize("statement", ["claim_one", "claim_many", "dequeue", "peek_ready"])
+@pytest.mark.parametrize(
+    "statement",
+    [
+        SQL.claim(False, None),
+        SQL.claim(True, None),
+        SQL.claim(True, 3),  # of some job types only
+        SQL.dequeue,
+        SQL.peek_ready,
+    ],
+    ids=["claim_one", "claim_many", "claim_many_of_types", "dequeue", "peek_ready"],
+)
 def test_a_claim_walks_jobs_ready_in_order_without_sorting(
     open_sqlite: Callable[..., SQLiteQueue], db: Path, statement: str
 ) -> None:
     open_sqlite("m")
-    sql = getattr(SQL, statement)
+    sql = statement
     conn = sqlite3.connect(db)
     try:
         plan = [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", [None] * sql.count("?"))]
@@ -654,7 +668,7 @@ def test_writing_a_job_builds_no_temporary_table(open_sqlite: Callable[..., SQLi
     open_sqlite("m")
     conn = sqlite3.connect(db)
     try:
-        for sql, width in ((SQL.insert_fresh, 9), (SQL.insert, 26)):
+        for sql, width in ((SQL.insert_fresh, 9), (SQL.insert, 27)):
             program = [row[1] for row in conn.execute(f"EXPLAIN {sql}", [None] * width)]
             assert "Insert" in program
             assert "OpenEphemeral" not in program, sql

@@ -96,7 +96,7 @@ def test_c6_a_live_owner_keeps_its_expired_lease_until_it_dies(
         queue.enqueue(job("j"))
         claim = queue.claim(worker_id, lease_s=1.0)
         assert claim is not None
-        clock.advance(3600)  # the lease expired long ago, by the (fake) wall clock
+        clock.jump_wall(3600)  # the lease expired long ago by the wall clock, which jumped
         assert queue.reclaim_expired() == []
         assert queue.get_job("j").status is JobStatus.RUNNING
     finally:
@@ -130,7 +130,7 @@ def test_c6_a_killed_owner_not_yet_reaped_is_dead(
         worker_id = owner.stdout.readline().strip()
         queue.enqueue(job("j"))
         assert queue.claim(worker_id, lease_s=1.0) is not None
-        clock.advance(2)
+        clock.jump_wall(2)
         assert queue.reclaim_expired() == []
         os.kill(owner.pid, signal.SIGKILL)  # not waited for: a zombie until the finally
 
@@ -153,9 +153,28 @@ def test_c6_owners_that_cannot_be_checked_are_rescued(queue: SQLiteQueue, clock:
     queue.enqueue_many([job("mine"), job("elsewhere"), job("hand-made")])
     for worker in (mine, f"w@not-{HOST}:1:1:ab", "plain-name"):
         assert queue.claim(worker, lease_s=1.0) is not None
-    clock.advance(2)
+    clock.jump_wall(2)
     assert sorted(queue.reclaim_expired()) == ["elsewhere", "hand-made"]
     assert queue.get_job("mine").status is JobStatus.RUNNING
+
+
+def test_a_live_owner_that_stopped_renewing_loses_its_lease(queue: SQLiteQueue, clock: FakeClock) -> None:
+    """Liveness is "the owner still renews this lease", not "its pid exists": a live
+    owner whose lease passed its deadline by the monotonic clock too is rescued."""
+    mine = new_worker_id("here")  # alive: this process
+    queue.enqueue_many([job("renewed"), job("abandoned")])
+    renewed = queue.claim(mine, lease_s=1.0)
+    clock.advance(0.01)  # two claims, not one batch
+    abandoned = queue.claim(mine, lease_s=1.0)
+    assert renewed is not None
+    assert abandoned is not None
+    clock.advance(0.8)
+    queue.extend_lease("renewed", token=renewed.token, lease_s=1.0)
+    clock.advance(0.8)  # both clocks: 1.6 s after the claims, 0.8 s after the renewal
+    assert queue.reclaim_expired() == ["abandoned"]
+    assert queue.get_job("renewed").status is JobStatus.RUNNING
+    got = queue.get_job("abandoned")
+    assert (got.status, got.lost_count) == (JobStatus.PENDING, 1)
 
 
 def test_c2_the_rescue_is_a_compare_and_set(

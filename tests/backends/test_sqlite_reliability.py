@@ -1,4 +1,4 @@
-"""SQLite-only reliability rows (RELIABILITY.md §4b): A3, F2, and C4 with owner liveness on.
+"""SQLite-only reliability rows (RELIABILITY.md §4b): A3 and F2.
 
 * A3: kill -9 a producer process during ``enqueue_many(1000)``, 20 times, each kill at a
   uniformly random moment of the call (its duration is measured first). After each kill
@@ -16,10 +16,6 @@
   has its retry count, error, retry time and traceback all written or none of them; the
   RUNNING jobs are exactly those claimed and not finished; ``PRAGMA integrity_check``
   is ok.
-* C4 with liveness: the conformance C4 (``tests/conformance/test_heartbeats.py``) turns
-  owner liveness off. Here it is on: a worker of this (live) process whose renewals fail
-  for 2 × the lease keeps its job, since the reaper does not rescue a live owner's job;
-  renewals resume and the job completes once, with 1 ``start`` and 0 rescues.
 """
 
 from __future__ import annotations
@@ -30,10 +26,9 @@ import random
 import signal
 import sqlite3
 import statistics
-import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from pathlib import Path
@@ -48,15 +43,9 @@ from tests.backends._sqlite_procs import (
     f2_result,
     finishing_victim,
 )
-from tests.helpers import wait_until
-from tests.reliability.faults import FailingRenewals
-from tests.reliability.ledger import Ledger, check
 
-from typedq.backends.base import Queue
 from typedq.backends.sqlite import SQLiteQueue
 from typedq.job import TRACEBACK_KEY, Job, JobStatus
-from typedq.leases import Reaper
-from typedq.worker import Worker
 
 KILLS = 20
 #: Victims that run their batch to the end first, to measure one call's duration.
@@ -434,75 +423,3 @@ def test_f2_kill_9_during_complete_or_fail_never_half_writes(tmp_path: Path, mod
         assert integrity == "ok"
     finally:
         queue.close()
-
-
-# -- C4 with owner liveness on ----------------------------------------------------------------
-
-LEASE_S = 1.0
-HEARTBEAT_S = 0.25
-REAPER_S = 0.1
-
-
-@pytest.fixture
-def live_queue(tmp_path: Path) -> Iterator[SQLiteQueue]:
-    queue = SQLiteQueue(tmp_path / "c4.db", name="c4")
-    yield queue
-    queue.close()
-
-
-@pytest.mark.timeout(30)
-def test_c4_failing_renewals_of_a_live_owner_on_sqlite_do_not_lose_the_job(
-    live_queue: SQLiteQueue, tmp_path: Path
-) -> None:
-    queue = live_queue
-    release = threading.Event()
-    flaky = FailingRenewals(queue)
-    started = threading.Event()
-    ledger = Ledger(tmp_path / "ledger")
-
-    class _Handler:
-        takes_job = True
-
-        def __call__(self, job: Job) -> str:
-            ledger.start(job.job_id, job.attempt, job.attempt)
-            started.set()
-            release.wait(20)
-            ledger.end(job.job_id, job.attempt, job.attempt)
-            return "done"
-
-    job_id = queue.enqueue(Job(job_type="t", job_id="c4-live"))
-    reaper = Reaper(lambda: [queue], interval_s=REAPER_S)
-    worker = Worker(
-        cast(Queue, flaky), {"t": _Handler()}, poll_interval=0.02, worker_id="c4-live",
-        lease_s=LEASE_S, heartbeat_s=HEARTBEAT_S,
-    )
-    reaper.start()
-    worker.start()
-    try:
-        assert started.wait(10)
-        flaky.failing.set()
-        wait_until(
-            lambda: flaky.refused >= 2 * LEASE_S / HEARTBEAT_S, timeout=10, message="2 × lease of refusals"
-        )
-        job = queue.get_job(job_id)
-        assert job.lease_until is not None
-        assert job.lease_until < time.time()  # the lease has lapsed...
-        assert (job.status, job.attempt) == (JobStatus.RUNNING, 1)  # ...but its owner lives
-        flaky.failing.clear()
-        wait_until(lambda: (queue.get_job(job_id).lease_until or 0) > time.time(), timeout=5,
-                   message="renewals resumed")
-        assert not worker.lease_keeper.is_lost(cast(Queue, flaky), job_id)
-        release.set()
-        wait_until(lambda: queue.get_job(job_id).status is JobStatus.COMPLETED, timeout=10)
-    finally:
-        release.set()
-        reaper.stop()
-        assert worker.stop(wait=True, timeout=10)
-        ledger.close()
-    job = queue.get_job(job_id)
-    assert (job.attempt, job.lost_count, job.result) == (1, 0, "done")
-    assert reaper.reclaimed_total == 0
-    assert (worker.stats.completed, worker.stats.stale) == (1, 0)
-    report = check(ledger.path, [job_id], statuses={job_id: job.status})
-    assert report.ok
-    assert (report.starts[job_id], report.ends[job_id]) == (1, 1)

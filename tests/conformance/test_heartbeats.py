@@ -13,11 +13,9 @@ build the queue from it). Knobs of §4a: lease 1 s, heartbeat 0.25 s, reaper 0.1
   ``complete()`` is refused with ``StaleLeaseError``: the job ran twice and was completed
   once.
 
-On SQLite the reaper leaves a live owner's job alone however long ago its lease expired
-(owner liveness, C6), and every worker here lives in this process. So, on every backend,
-owners are made ones the reaper cannot check: only the lease protects a job, as on a
-backend shared by several hosts. ``tests/backends/test_sqlite_reliability.py`` holds the
-SQLite case with liveness on.
+Every worker here lives in this process: on SQLite, owner liveness (C6) is on, and still
+a live owner that stops renewing a lease loses it (the lease also expires by the host's
+monotonic clock), so the rule is the same on every backend.
 """
 
 from __future__ import annotations
@@ -33,7 +31,6 @@ from tests.helpers import stop_and_join, wait_until
 from tests.reliability.faults import FailingRenewals
 from tests.reliability.ledger import Ledger, check
 
-import typedq.backends.sqlite as sqlite_backend
 from typedq.backends.base import Queue
 from typedq.clock import Clock, system_clock
 from typedq.job import Job, JobStatus
@@ -51,12 +48,6 @@ REAPER_S = 0.1
 def clock() -> Clock:
     """Real time for this module: leases must really expire."""
     return system_clock
-
-
-@pytest.fixture(autouse=True)
-def _owners_cannot_be_checked(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The reaper cannot tell whether an owner lives (as for an owner on another host)."""
-    monkeypatch.setattr(sqlite_backend, "owner_alive", lambda worker_id: None)
 
 
 @pytest.fixture

@@ -470,20 +470,49 @@ def test_base_exceptions_fail_the_job_and_spare_the_worker(
 # -- H7: no handler ----------------------------------------------------------------------
 
 
-def test_job_without_handler_goes_dead_with_a_typed_error(
+def test_a_worker_leaves_jobs_it_has_no_handler_for_to_workers_that_have_one(
+    start_worker: Callable[..., Worker],
+) -> None:
+    """A rolling deploy: a worker that does not know a type never buries its jobs."""
+    queue = JobQueue()
+    dlq = JobQueue("dead-letter")
+    rec = Recorder()
+    orphan = add(queue, "mystery.type", {"a": 1}, max_retries=3, priority=9)
+    known = add(queue, "known", priority=1)
+    start_worker(queue, {"known": lambda p: 1}, dead_letter_queue=dlq, event_handler=rec)
+    wait_until(status_is(queue, known, JobStatus.COMPLETED))
+    job = queue.get_job(orphan)
+    assert (job.status, job.attempt, job.error) == (JobStatus.PENDING, 0, None)
+    assert dlq.size == 0
+    assert rec.for_job(orphan) == []
+    # A worker of the new deploy runs it.
+    start_worker(queue, {"mystery.type": lambda p: p["a"] + 1}, dead_letter_queue=dlq)
+    wait_until(status_is(queue, orphan, JobStatus.COMPLETED))
+    assert queue.get_job(orphan).result == 2
+
+
+def test_a_handler_removed_after_the_claim_sends_the_job_dead_with_a_typed_error(
     start_worker: Callable[..., Worker], caplog: pytest.LogCaptureFixture
 ) -> None:
+    """Handlers are read live: one unregistered between claim and run is a typed error."""
     caplog.set_level(logging.ERROR, logger="typedq.worker")
     queue = JobQueue()
     dlq = JobQueue("dead-letter")
     rec = Recorder()
+
+    class Vanishing(dict[str, Callable[[object], object]]):
+        """Offers "mystery.type" to the claim, then no longer has it."""
+
+        def keys(self) -> Any:
+            return {"mystery.type", "known"}
+
+    vanishing = Vanishing(known=lambda p: 1)
     orphan = add(queue, "mystery.type", {"a": 1}, max_retries=3)
     known = add(queue, "known", priority=1)
-    start_worker(queue, {"known": lambda p: 1}, dead_letter_queue=dlq, event_handler=rec)
+    start_worker(queue, vanishing, dead_letter_queue=dlq, event_handler=rec)
     wait_until(status_is(queue, known, JobStatus.COMPLETED))
-
+    wait_until(status_is(queue, orphan, JobStatus.DEAD))
     job = queue.get_job(orphan)
-    assert job.status is JobStatus.DEAD
     assert job.error is not None
     assert job.error.startswith("NoHandlerError: ")
     assert "'mystery.type'" in job.error

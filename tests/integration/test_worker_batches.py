@@ -31,8 +31,8 @@ class _Spy:
     after_commit: list[Callable[[], None]]
     singles: list[str]  # "claim" and "complete" calls of one job, in order
 
-    def claim(self, worker_id: str, *, lease_s: float) -> Claim | None:
-        got: Claim | None = super().claim(worker_id, lease_s=lease_s)  # type: ignore[misc]
+    def claim(self, worker_id: str, *, lease_s: float, job_types: Any = None) -> Claim | None:
+        got: Claim | None = super().claim(worker_id, lease_s=lease_s, job_types=job_types)  # type: ignore[misc]
         if got is not None:
             self.singles.append("claim")
         return got
@@ -42,8 +42,10 @@ class _Spy:
         done: Job = super().complete(job_id, token=token, result=result)  # type: ignore[misc]
         return done
 
-    def claim_many(self, worker_id: str, *, lease_s: float, limit: int) -> list[Claim]:
-        got: list[Claim] = super().claim_many(worker_id, lease_s=lease_s, limit=limit)  # type: ignore[misc]
+    def claim_many(self, worker_id: str, *, lease_s: float, limit: int, job_types: Any = None) -> list[Claim]:
+        got: list[Claim] = super().claim_many(  # type: ignore[misc]
+            worker_id, lease_s=lease_s, limit=limit, job_types=job_types
+        )
         self.claims.append(limit)
         return got
 

@@ -137,3 +137,39 @@ def test_len_contains_and_repr(queue: JobQueue, clock: FakeClock) -> None:
     assert "j0001" in queue
     assert "nope" not in queue
     assert repr(queue) == "JobQueue(name='internals', size=3)"
+
+
+# -- the queue's own bookkeeping of statuses -------------------------------------------------
+
+
+@pytest.mark.parametrize("status", [JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED])
+def test_update_status_works_when_the_caller_already_set_the_status(
+    queue: JobQueue, clock: FakeClock, status: JobStatus
+) -> None:
+    """The queue holds the caller's object: ``job.status = X`` before ``update_status``
+    must not make the call a no-op."""
+    parent = Job(job_type="t", job_id="p", created_at=clock.now())
+    child = Job(job_type="t", job_id="c", depends_on=["p"], created_at=clock.now())
+    queue.enqueue_many([parent, child])
+    parent.status = status
+    queue.update_status("p", status)
+    assert queue.dequeue() is (child if status is JobStatus.COMPLETED else None)
+    counts = queue.count_by_status()
+    assert counts[status] == (2 if status is JobStatus.FAILED else 1)  # a failed parent fails its child
+    assert all(count >= 0 for count in counts.values())
+    assert counts[JobStatus.PENDING] == 0
+    if status is not JobStatus.COMPLETED:
+        assert queue.get_job("c").status is JobStatus.FAILED
+
+
+def test_a_job_whose_caller_changed_its_status_is_never_handed_out(queue: JobQueue, clock: FakeClock) -> None:
+    done = Job(job_type="t", job_id="done", created_at=clock.now())
+    dependent = Job(job_type="t", job_id="dependent", depends_on=["done"], created_at=clock.now())
+    queue.enqueue_many([done, dependent])
+    done.status = JobStatus.COMPLETED  # without telling the queue
+    assert queue.peek() is dependent  # adopted: done is COMPLETED, its dependent is ready
+    got = queue.dequeue()
+    assert got is dependent
+    assert got.status is JobStatus.RUNNING
+    assert queue.count_by_status()[JobStatus.COMPLETED] == 1
+    assert queue.count_by_status()[JobStatus.PENDING] == 0

@@ -55,6 +55,8 @@ _REPLAYED: Final = {
     "finished_at": None,
     "scheduled_at": None,
     "cancel_requested": 0,
+    "run_alone": 0,
+    "worker_id": None,
 }
 #: Most ids bound in one ``IN (...)`` list.
 _CHUNK: Final = 500
@@ -348,6 +350,29 @@ class QueueGraph:
         self.move(conn, job, _PENDING, now, _REPLAYED)
         return conn.execute(SQL.get, (self.queue, job_id)).fetchone()  # type: ignore[no-any-return]  # a row
 
+    def retry(self, conn: _Conn, *, job_id: str, with_dependents: bool, now: float) -> list[str]:
+        """FAILED, DEAD or CANCELLED -> PENDING as a fresh job, with the jobs that failed
+        because it did when ``with_dependents`` (parents first); return the ids re-opened."""
+        job = self.state(conn, job_id)
+        if job.status not in _FAILING:
+            raise InvalidTransitionError(
+                "status", job.status, "FAILED, DEAD or CANCELLED (a job that ended without completing)"
+            )
+        reopened = [job]
+        if with_dependents:
+            children: dict[str, list[JobState]] = {}
+            for seq, child, depends, error in conn.execute(SQL.failed_by_dependency, (self.queue,)):
+                parent = error.split(" ", 2)[1]
+                if depends and parent in json.loads(depends):
+                    children.setdefault(parent, []).append(JobState(seq, child, "FAILED", depends, None))
+            index = 0
+            while index < len(reopened):
+                reopened.extend(children.pop(reopened[index].job_id, []))
+                index += 1
+        for state in reopened:
+            self.move(conn, state, _PENDING, now, _REPLAYED)
+        return [state.job_id for state in reopened]
+
     def delete(self, conn: _Conn, *, job_id: str, now: float) -> None:
         """Remove a job that is not RUNNING; its waiting dependents fail (CANCELLED)."""
         job = self.state(conn, job_id)
@@ -469,23 +494,29 @@ class QueueGraph:
         metadata[TRACEBACK_KEY] = traceback[-MAX_TRACEBACK:]
         return codec.encode(metadata, context=context)
 
-    def rescue(self, conn: _Conn, chosen: list[tuple[int, str, int]], now: float, max_lost: int) -> list[str]:
-        """Give back each chosen ``(seq, job_id, attempt)`` whose lease is still expired.
+    def rescue(
+        self, conn: _Conn, chosen: list[tuple[int, str, int, bool]], now: float, max_lost: int
+    ) -> list[str]:
+        """Give back each chosen ``(seq, job_id, attempt, in_batch)`` whose lease is still expired.
 
         Each is a compare-and-set on (RUNNING, same attempt, lease expired): a job whose
         owner completed, failed or extended it meanwhile is left alone. Returns the ids
-        given back: CANCELLED if cancellation was requested, DEAD once lost
+        given back: CANCELLED if cancellation was requested; a job of a batch PENDING
+        with ``run_alone`` and its loss not counted; a job claimed alone DEAD once lost
         ``max_lost`` times, PENDING otherwise.
         """
         done = []
-        for seq, job_id, attempt in chosen:
-            got = conn.execute(SQL.rescue, (seq, attempt, now)).fetchone()
+        for seq, job_id, attempt, in_batch in chosen:
+            sql = SQL.rescue_from_batch if in_batch else SQL.rescue
+            got = conn.execute(sql, (seq, attempt, now)).fetchone()
             if got is None:
                 continue
             lost, cancel, depends, sched = got
             job = JobState(seq, job_id, _RUNNING, depends, sched)
             if cancel:
                 self.move(conn, job, "CANCELLED", now, {"finished_at": now})
+            elif in_batch:
+                self.move(conn, job, _PENDING, now)
             elif lost >= max_lost:
                 self.move(conn, job, "DEAD", now, {"error": f"worker lost {lost}×", "finished_at": now})
             else:

@@ -40,24 +40,24 @@ __all__ = [
 #: Metadata key under which undecodable stored fields are described.
 UNDECODABLE_KEY: Final = "typedq.undecodable"
 
-# Columns every read selects, in this order. The four a claim sets itself come last: a
+# Columns every read selects, in this order. The five a claim sets itself come last: a
 # claim returns only the others (CLAIM_COLUMNS), since sqlite3 fetches each column of a
 # row with several library calls.
 _SELECTED: Final = (
     "job_id", "job_type", "priority", "scheduled_at", "created_at", "max_retries", "retry_count",
     "timeout_seconds", "error", "origin", "attempt", "finished_at", "lost_count",
     "cancel_requested", "depends_on", "payload", "metadata", "result", "seq", "has_waiters",
-    "status", "worker_id", "lease_until", "started_at",
+    "run_alone", "status", "worker_id", "lease_until", "started_at",
 )
 #: Columns every read selects, in this order (see the index constants below).
 SELECT_COLUMNS: Final = ", ".join(_SELECTED)
-#: Columns a claim returns: :data:`SELECT_COLUMNS` but the four the claim sets
-#: (status, worker_id, lease_until, started_at), which the caller knows.
-CLAIM_COLUMNS: Final = ", ".join(_SELECTED[:-4])
+#: Columns a claim returns: :data:`SELECT_COLUMNS` but the five the claim sets
+#: (run_alone, status, worker_id, lease_until, started_at), which the caller knows.
+CLAIM_COLUMNS: Final = ", ".join(_SELECTED[:-5])
 (
     ID, JOB_TYPE, PRIORITY, SCHEDULED, CREATED, MAX_RETRIES, RETRY_COUNT, TIMEOUT, ERROR, ORIGIN,
     ATTEMPT, FINISHED, LOST, CANCEL, DEPENDS, PAYLOAD, METADATA, RESULT, SEQ, HAS_WAITERS,
-    STATUS, WORKER, LEASE, STARTED,
+    ALONE, STATUS, WORKER, LEASE, STARTED,
 ) = range(len(_SELECTED))
 
 #: Job attributes stored as they are, in INSERT order (``queue`` is stored as ``origin``).
@@ -80,6 +80,7 @@ _JOB_COLUMNS: Final = (
     "timeout_seconds",
     "queue",
     "error",
+    "run_alone",
 )
 # One C call reads every attribute (the enqueue hot path).
 _fields: Final = attrgetter(*_JOB_COLUMNS)
@@ -114,9 +115,9 @@ _COPY_UP_TO: Final = 4096
 #: The run-time fields of a job that never ran, in the order of ``_run_state``.
 _run_state: Final = attrgetter(
     "attempt", "worker_id", "lease_until", "started_at", "finished_at", "retry_count",
-    "lost_count", "cancel_requested", "error", "result", "depends_on",
+    "lost_count", "cancel_requested", "error", "result", "depends_on", "run_alone",
 )
-_NEVER_RAN: Final[tuple[Any, ...]] = (0, None, None, None, None, 0, 0, False, None, None, [])
+_NEVER_RAN: Final[tuple[Any, ...]] = (0, None, None, None, None, 0, 0, False, None, None, [], False)
 
 _STATUS: Final = {s.value: s for s in JobStatus}
 _PENDING: Final = JobStatus.PENDING
@@ -126,6 +127,7 @@ _RUNNING: Final = JobStatus.RUNNING
 _STATUS_TEXT: Final = {s: s.value for s in JobStatus}
 _STATUS_AT_FIELD: Final = _JOB_COLUMNS.index("status")
 _CANCEL_AT_FIELD: Final = _JOB_COLUMNS.index("cancel_requested")
+_ALONE_AT_FIELD: Final = _JOB_COLUMNS.index("run_alone")
 
 #: (payload, metadata or None, result or None, depends_on JSON or None), INSERT order
 Blobs = tuple[bytes, bytes | None, bytes | None, str | None]
@@ -154,6 +156,7 @@ def _field_values(job: Job) -> list[Any]:
     values = list(_fields(job))
     values[_STATUS_AT_FIELD] = _STATUS_TEXT[job.status]
     values[_CANCEL_AT_FIELD] = int(job.cancel_requested)
+    values[_ALONE_AT_FIELD] = int(job.run_alone)
     return values
 
 
@@ -322,11 +325,11 @@ class RowCodec:
         if problems:
             metadata = {**metadata, UNDECODABLE_KEY: problems}
         if claimed is None:
-            status, worker_id, lease_until, started_at = (
-                _STATUS[row[STATUS]], row[WORKER], row[LEASE], row[STARTED]
+            status, worker_id, lease_until, started_at, run_alone = (
+                _STATUS[row[STATUS]], row[WORKER], row[LEASE], row[STARTED], bool(row[ALONE])
             )
         else:
-            status, (worker_id, started_at, lease_until) = _RUNNING, claimed
+            status, (worker_id, started_at, lease_until), run_alone = _RUNNING, claimed, False
         # Rows were validated when they were enqueued: skip Job.validate on this hot path.
         return Job.unchecked(
             job_id=job_id,
@@ -351,6 +354,7 @@ class RowCodec:
             finished_at=row[FINISHED],
             lost_count=row[LOST],
             cancel_requested=bool(row[CANCEL]),
+            run_alone=run_alone,
         )
 
     def _field(

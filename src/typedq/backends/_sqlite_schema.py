@@ -29,15 +29,22 @@ Tables (one file holds many queues; every row carries its queue's name)::
               payload / metadata / result are codec frames (NULL metadata = {}, NULL
               result = None); depends_on is a JSON list (NULL = []); origin is the
               job's own ``queue`` field (a dead-letter queue keeps where a job came from).
+              run_alone=1 marks a PENDING job given back from a batch whose worker
+              died (claims then take one job at a time); lease_mono is the lease
+              deadline by the claiming host's monotonic clock.
     job_deps  (queue, parent, child): one edge per dependency a PENDING child still
               waits for; it exists exactly while the child is blocked on that parent.
+    workers   (queue, worker_id): the worker registry, one row per worker, renewed
+              every heartbeat (``last_seen``); ``info`` is the entry as JSON.
 
 Indexes: ``jobs_ready`` (partial: PENDING, unblocked, not delayed; in claim order:
 priority desc, scheduled_at with NULL first, created_at, seq) serves every claim;
 ``jobs_delayed`` (partial: PENDING and delayed, by scheduled_at) serves promotion and the
 next due time; ``jobs_leased`` (partial: RUNNING with a lease, by lease_until) serves
 the reaper; ``jobs_settled`` (partial: SCHEDULED, FAILED, DEAD, CANCELLED) serves listing
-the dead-letter states. Partial conditions use ``=``, ``AND`` and ``OR`` only: SQLite
+the dead-letter states; ``jobs_alone`` (partial: PENDING with run_alone, nearly always
+empty) tells a claim whether it must take one job only. Partial conditions use ``=``,
+``AND`` and ``OR`` only: SQLite
 tests a condition on every INSERT and every status UPDATE, and an ``IN`` list there
 builds a temporary table each time (schema 3 rewrote jobs_settled's for that reason).
 Keys are plain columns, never expressions: SQLite evaluates an expression for every row
@@ -184,10 +191,26 @@ _V3: Final = ("DROP INDEX jobs_settled", _SETTLED)
 # Version 4: jobs_ready on plain columns, without an expression to evaluate per row.
 _V4: Final = ("DROP INDEX jobs_ready", _READY)
 
+# Version 5: rescues of batches (run_alone, and jobs_alone to find such jobs at once),
+# the monotonic lease deadline (lease_mono: a live owner's lease is judged by the host's
+# monotonic clock, so a wall-clock jump rescues nothing), and the worker registry.
+_V5: Final = (
+    "ALTER TABLE jobs ADD COLUMN run_alone INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE jobs ADD COLUMN lease_mono REAL",
+    "CREATE INDEX jobs_alone ON jobs (queue) WHERE status = 'PENDING' AND run_alone = 1",
+    """CREATE TABLE workers (
+        queue TEXT NOT NULL,
+        worker_id TEXT NOT NULL,
+        last_seen REAL NOT NULL,
+        info TEXT NOT NULL,
+        PRIMARY KEY (queue, worker_id)
+    ) WITHOUT ROWID""",
+)
+
 #: For each schema version, the statements that upgrade a file from the version before.
-MIGRATIONS: dict[int, tuple[str, ...]] = {1: _V1, 2: _V2, 3: _V3, 4: _V4}
+MIGRATIONS: dict[int, tuple[str, ...]] = {1: _V1, 2: _V2, 3: _V3, 4: _V4, 5: _V5}
 #: The schema version this typedq writes: the highest key of :data:`MIGRATIONS`.
-SCHEMA_VERSION: Final = 4
+SCHEMA_VERSION: Final = 5
 
 
 def _version_text(info: tuple[int, ...]) -> str:

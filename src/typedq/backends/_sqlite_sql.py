@@ -18,11 +18,27 @@ from typedq.backends._sqlite_schema import SETTLED_CONDITION, SETTLED_STATUSES
 __all__ = ["SQL"]
 
 _COLS: Final = SELECT_COLUMNS
-# The best ready jobs (params: queue, now, limit), served by the jobs_ready index.
-_READY: Final = (
-    "SELECT seq FROM jobs WHERE queue = ? AND status = 'PENDING' AND blocked_by = 0 AND delayed = 0"
-    " AND (scheduled_at IS NULL OR scheduled_at <= ?)"
-    " ORDER BY priority DESC, scheduled_at, created_at, seq LIMIT ?"
+
+
+def _ready(types: int | None = None) -> str:
+    """The best ready jobs, served by the jobs_ready index.
+
+    Params: queue, now, then ``types`` job types when given (only jobs of those types),
+    then the limit.
+    """
+    of_types = "" if types is None else f" AND job_type IN ({', '.join(['?'] * types)})"
+    return (
+        "SELECT seq FROM jobs WHERE queue = ? AND status = 'PENDING' AND blocked_by = 0 AND delayed = 0"
+        f" AND (scheduled_at IS NULL OR scheduled_at <= ?){of_types}"
+        " ORDER BY priority DESC, scheduled_at, created_at, seq LIMIT ?"
+    )
+
+
+_READY: Final = _ready()
+# What a claim sets (params: worker_id, started_at, lease_until, lease_mono).
+_CLAIM_SET: Final = (
+    "UPDATE jobs SET status = 'RUNNING', attempt = attempt + 1, worker_id = ?, started_at = ?,"
+    " lease_until = ?, lease_mono = ?, run_alone = 0"
 )
 _SETTLED: Final = frozenset(SETTLED_STATUSES)
 _LEASED: Final = "WHERE queue = ? AND job_id = ? AND status = 'RUNNING' AND attempt = ?"
@@ -51,14 +67,20 @@ class SQL:
         "UPDATE jobs SET delayed = 0 WHERE seq IN (SELECT seq FROM jobs WHERE queue = ?"
         " AND status = 'PENDING' AND delayed = 1 AND scheduled_at <= ? ORDER BY scheduled_at LIMIT 1000)"
     )
-    # A claim returns the columns it does not set (the caller knows those).
-    claim_one: Final = (
-        "UPDATE jobs SET status = 'RUNNING', attempt = attempt + 1, worker_id = ?, started_at = ?,"
-        f" lease_until = ? WHERE seq = ({_READY}) RETURNING {CLAIM_COLUMNS}"
-    )
-    claim_many: Final = (
-        "UPDATE jobs SET status = 'RUNNING', attempt = attempt + 1, worker_id = ?, started_at = ?,"
-        f" lease_until = ? WHERE seq IN ({_READY}) RETURNING {CLAIM_COLUMNS}"
+    @staticmethod
+    @functools.cache
+    def claim(many: bool, types: int | None) -> str:
+        """The claim of one job (or up to a limit, with ``many``), of ``types`` job types
+        when given. Params: what the claim sets (worker_id, started_at, lease_until,
+        lease_mono), then those of :func:`_ready`. It returns the columns it does not set
+        (the caller knows those)."""
+        where = f"seq IN ({_ready(types)})" if many else f"seq = ({_ready(types)})"
+        return f"{_CLAIM_SET} WHERE {where} RETURNING {CLAIM_COLUMNS}"
+
+    #: Whether a PENDING job waits to be claimed alone (params: queue).
+    any_alone: Final = (
+        "SELECT 1 FROM jobs INDEXED BY jobs_alone WHERE queue = ? AND status = 'PENDING' AND run_alone = 1"
+        " LIMIT 1"
     )
     dequeue: Final = (
         "UPDATE jobs SET status = 'RUNNING', attempt = attempt + 1, started_at = ?"
@@ -130,14 +152,26 @@ class SQL:
         " delayed = (scheduled_at IS NOT NULL AND scheduled_at > ?)"
         f" {_LEASED} RETURNING {_COLS}"
     )
-    extend: Final = f"UPDATE jobs SET lease_until = ? {_LEASED} RETURNING seq"
+    extend: Final = f"UPDATE jobs SET lease_until = ?, lease_mono = ? {_LEASED} RETURNING seq"
     expired: Final = (
-        "SELECT seq, job_id, attempt, worker_id, lease_until FROM jobs WHERE queue = ?"
-        " AND status = 'RUNNING' AND lease_until IS NOT NULL AND lease_until < ?"
+        "SELECT seq, job_id, attempt, worker_id, lease_until, lease_mono, started_at FROM jobs"
+        " WHERE queue = ? AND status = 'RUNNING' AND lease_until IS NOT NULL AND lease_until < ?"
         " AND (lease_until, seq) > (?, ?) ORDER BY lease_until, seq LIMIT ?"
     )
+    #: How many RUNNING jobs each claim (worker, started_at) of the queue still holds.
+    claims_held: Final = (
+        "SELECT worker_id, started_at, count(*) FROM jobs INDEXED BY jobs_leased WHERE queue = ?"
+        " AND status = 'RUNNING' AND lease_until IS NOT NULL GROUP BY worker_id, started_at"
+    )
+    #: A job claimed alone: its loss is counted (params: seq, attempt, now).
     rescue: Final = (
         "UPDATE jobs SET lost_count = lost_count + 1, worker_id = NULL WHERE seq = ?"
+        " AND status = 'RUNNING' AND attempt = ? AND lease_until < ?"
+        " RETURNING lost_count, cancel_requested, depends_on, scheduled_at"
+    )
+    #: A job of a batch: not counted, claimed alone next time (params: seq, attempt, now).
+    rescue_from_batch: Final = (
+        "UPDATE jobs SET run_alone = 1, worker_id = NULL WHERE seq = ?"
         " AND status = 'RUNNING' AND attempt = ? AND lease_until < ?"
         " RETURNING lost_count, cancel_requested, depends_on, scheduled_at"
     )
@@ -172,6 +206,20 @@ class SQL:
         " origin, payload) VALUES (?, '', 'high-water', '', 'DELETED', 0, 0.0, 0, '', X'')"
     )
 
+    #: The jobs that failed because a dependency did (params: queue).
+    failed_by_dependency: Final = (
+        "SELECT seq, job_id, depends_on, error FROM jobs INDEXED BY jobs_settled WHERE queue = ?"
+        f" AND status = 'FAILED' AND {SETTLED_CONDITION} AND error LIKE 'dependency %'"
+    )
+
+    # -- the worker registry ----------------------------------------------------------------
+    register_worker: Final = (
+        "INSERT OR REPLACE INTO workers (queue, worker_id, last_seen, info) VALUES (?, ?, ?, ?)"
+    )
+    forget_workers: Final = "DELETE FROM workers WHERE queue = ? AND last_seen < ?"
+    unregister_worker: Final = "DELETE FROM workers WHERE queue = ? AND worker_id = ?"
+    workers: Final = "SELECT info FROM workers WHERE queue = ?"
+
     # -- reads ------------------------------------------------------------------------------
     get: Final = f"SELECT {_COLS} FROM jobs WHERE queue = ? AND job_id = ?"
     #: Every queue of the file: a scan of the jobs_by_id index (queue first), not of the table.
@@ -180,6 +228,9 @@ class SQL:
         "SELECT DISTINCT queue FROM jobs INDEXED BY jobs_by_id WHERE queue > '' ORDER BY queue"
     )
     size: Final = "SELECT count(*) FROM jobs WHERE queue = ?"
+    counts_by_type: Final = (
+        "SELECT job_type, count(*) FROM jobs NOT INDEXED WHERE queue = ? AND status = ? GROUP BY job_type"
+    )
     # No index covers every status: counting and listing scan the table in seq order.
     counts: Final = "SELECT status, count(*) FROM jobs NOT INDEXED WHERE queue = ? GROUP BY status"
     list: Final = f"SELECT {_COLS} FROM jobs NOT INDEXED WHERE {{where}} ORDER BY seq LIMIT ? OFFSET ?"

@@ -24,14 +24,18 @@ Backends keep no policy: retries, events and validation of payloads live above t
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import Any, NamedTuple, Protocol, runtime_checkable
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Final, NamedTuple, Protocol, runtime_checkable
 
 from typedq.clock import Clock
 from typedq.errors import TypedqError
 from typedq.job import Job, JobStatus
 
-__all__ = ["Claim", "Completion", "Queue"]
+__all__ = ["WORKER_RETENTION_S", "Claim", "Completion", "Queue", "WorkerInfo"]
+
+#: How long a worker that stopped heartbeating stays listed (as dead) in the registry.
+WORKER_RETENTION_S: Final = 3600.0
 
 
 class Claim(NamedTuple):
@@ -48,6 +52,47 @@ class Completion(NamedTuple):
     job_id: str
     token: int
     result: Any = None
+
+
+@dataclass
+class WorkerInfo:
+    """A worker's entry in its queue's registry; the worker renews it every heartbeat.
+
+    ``last_seen`` and ``started_at`` are epoch times of the worker's clock; the entry is
+    *live* while ``last_seen`` is at most ``ttl_s`` old. ``stop_pid`` is the process to
+    signal (SIGTERM) to stop the worker gracefully: the worker's own process, or the
+    supervisor of a process pool (which would otherwise replace a stopped child).
+    """
+
+    worker_id: str
+    queue: str
+    host: str
+    pid: int
+    job_types: tuple[str, ...]
+    version: str
+    started_at: float
+    last_seen: float
+    ttl_s: float
+    stop_pid: int
+    jobs_done: int = 0
+    jobs_failed: int = 0
+    current: tuple[str, ...] = field(default_factory=tuple)
+
+    def alive(self, now: float) -> bool:
+        """Whether the worker heartbeated within ``ttl_s`` of ``now``."""
+        return now - self.last_seen <= self.ttl_s
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-safe data (tuples as lists)."""
+        data = asdict(self)
+        data["job_types"] = list(self.job_types)
+        data["current"] = list(self.current)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> WorkerInfo:
+        """Rebuild an entry from :meth:`to_dict` data."""
+        return cls(**{**data, "job_types": tuple(data["job_types"]), "current": tuple(data["current"])})
 
 
 @runtime_checkable
@@ -138,16 +183,27 @@ class Queue(Protocol):
 
     # -- leases -------------------------------------------------------------------------
 
-    def claim(self, worker_id: str, *, lease_s: float) -> Claim | None:
+    def claim(
+        self, worker_id: str, *, lease_s: float, job_types: Collection[str] | None = None
+    ) -> Claim | None:
         """Atomically take the best ready job for ``worker_id`` with a lease.
 
         The job becomes RUNNING, its ``attempt`` is incremented (the new token), and its
-        lease runs ``lease_s`` seconds from now. Returns None when no job is ready.
+        lease runs ``lease_s`` seconds from now. With ``job_types``, only a job of one of
+        those types is taken (the others wait for workers that handle them; an empty
+        collection takes nothing). Returns None when no such job is ready. A claim
+        clears the job's ``run_alone``.
         """
         ...
 
-    def claim_many(self, worker_id: str, *, lease_s: float, limit: int) -> list[Claim]:
-        """Claim up to ``limit`` ready jobs in one transition, best first."""
+    def claim_many(
+        self, worker_id: str, *, lease_s: float, limit: int, job_types: Collection[str] | None = None
+    ) -> list[Claim]:
+        """Claim up to ``limit`` ready jobs (of ``job_types``) in one transition, best first.
+
+        While a PENDING job of the queue has ``run_alone`` set, at most one job is
+        claimed: see :meth:`reclaim_expired`.
+        """
         ...
 
     def complete(self, job_id: str, *, token: int, result: Any = None) -> Job:
@@ -227,10 +283,20 @@ class Queue(Protocol):
     def reclaim_expired(self, *, max_lost: int = 3, limit: int = 1000) -> list[str]:
         """Give back up to ``limit`` RUNNING jobs whose lease has expired; return their ids.
 
-        Each is a compare-and-set on (RUNNING, same token, lease expired), so a job whose
-        owner finished meanwhile is never touched. ``lost_count`` is incremented; a job
-        lost ``max_lost`` times goes DEAD ("worker lost N×"); a job whose cancellation
-        was requested goes CANCELLED; the others go back to PENDING.
+        An expired lease is one its owner no longer renews. (SQLite also spares a lease
+        whose owner is a live process of this host that renewed it within ``lease_s``
+        by the host's monotonic clock, so a jump of the wall clock rescues nothing.)
+        Each rescue is a compare-and-set on (RUNNING, same token, lease expired), so a
+        job whose owner finished meanwhile is never touched.
+
+        A job claimed alone has its ``lost_count`` incremented: lost ``max_lost`` times
+        it goes DEAD ("worker lost N×"); a job whose cancellation was requested goes
+        CANCELLED; the others go back to PENDING. Jobs claimed together in one batch
+        (same ``worker_id`` and ``started_at``, still RUNNING) cannot tell which of them
+        was running when their worker died: each goes back to PENDING with
+        ``run_alone`` set and its ``lost_count`` unchanged (CANCELLED if cancellation
+        was requested), and while such a job waits, claims take one job at a time. A
+        job that kills its worker is so found alone and counted, never its batch-mates.
         """
         ...
 
@@ -266,6 +332,20 @@ class Queue(Protocol):
         """
         ...
 
+    def retry(self, job_id: str, *, with_dependents: bool = False) -> list[str]:
+        """FAILED, DEAD or CANCELLED → PENDING as a fresh run; return the ids re-opened.
+
+        The job's ``retry_count``, ``lost_count``, error, result and schedule are reset.
+        With ``with_dependents``, every job that ended FAILED because this one did
+        (its error names it as a dependency), transitively, is re-opened too and waits
+        for it again. All in one transition; the job's id comes first.
+
+        Raises:
+            JobNotFoundError: no such job.
+            InvalidTransitionError: the job is PENDING, RUNNING, SCHEDULED or COMPLETED.
+        """
+        ...
+
     def delete(self, job_id: str) -> None:
         """Remove a job that is not RUNNING (acknowledge a dead letter, prune a result).
 
@@ -290,6 +370,10 @@ class Queue(Protocol):
         """Return up to ``limit`` jobs, oldest first, optionally filtered."""
         ...
 
+    def count_by_type(self, status: JobStatus = JobStatus.PENDING) -> dict[str, int]:
+        """Return how many jobs of each job type are in ``status`` (types with none left out)."""
+        ...
+
     def export_jobs(self) -> list[dict[str, Any]]:
         """Return every job as ``Job.to_dict()`` data, oldest first."""
         ...
@@ -300,6 +384,23 @@ class Queue(Protocol):
         Raises:
             InvalidJobError: a record is malformed; as :meth:`enqueue_many` otherwise.
         """
+        ...
+
+    # -- the worker registry ------------------------------------------------------------
+
+    def register_worker(self, info: WorkerInfo) -> None:
+        """Add or renew ``info`` in the queue's worker registry (a heartbeat).
+
+        Entries not renewed for :data:`WORKER_RETENTION_S` are forgotten.
+        """
+        ...
+
+    def unregister_worker(self, worker_id: str) -> None:
+        """Remove a worker that stopped on its own; an unknown id is ignored."""
+        ...
+
+    def workers(self) -> list[WorkerInfo]:
+        """The registered workers of this queue, live and recently dead, oldest first."""
         ...
 
     # -- waiting ------------------------------------------------------------------------

@@ -1,33 +1,20 @@
 """``JobQueue``: the specification's in-memory queue (heap + dict + tombstones).
 
-Every job lives in a dict keyed by id (O(1) lookup and status updates). A PENDING job is
-in exactly one of three places:
-
-* the *ready heap* (``heapq``), ordered like ``Job.__lt__``: higher priority, then
-  earlier ``scheduled_at``, then earlier ``created_at``, then arrival order;
-* the *delayed heap*, ordered by due time, for jobs whose ``scheduled_at`` is in the
-  future; due jobs move to the ready heap before every read of it;
-* the *blocked* table, for jobs with unfinished dependencies, each with a counter of
-  dependencies not yet COMPLETED. A reverse index (dependency → dependents) lets a
-  completion release exactly its dependents, never scanning all jobs.
-
-A job that leaves a heap other than by being popped (cancelled, re-prioritised, status
-changed) is not searched for: its heap entry becomes a *tombstone*, recognised by a stale
-sequence number and skipped when popped. The heap is compacted when tombstones pass 25%
-of it. One lock guards everything and is held only for the bookkeeping, never while a
-handler runs.
+This module owns the public class and its transitions; where each job sits (ready heaps
+per job type, the delayed heap, the blocked table, tombstones) and the moves between those
+places are in ``_memory_state``. One lock guards everything and is held only for the
+bookkeeping, never while a handler runs.
 """
 
 from __future__ import annotations
 
-import heapq
 import itertools
-import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from typing import Any, Final
 
 from typedq.backends._graph import check_batch_acyclic, dependency_order
-from typedq.backends.base import Claim, Completion, Queue
+from typedq.backends._memory_state import FAILING, MemoryState
+from typedq.backends.base import WORKER_RETENTION_S, Claim, Completion, Queue, WorkerInfo
 from typedq.clock import Clock, system_clock
 from typedq.errors import (
     DependencyCycleError,
@@ -39,7 +26,7 @@ from typedq.errors import (
     TypedqError,
     UnknownDependencyError,
 )
-from typedq.job import MAX_PRIORITY, MAX_TRACEBACK, MIN_PRIORITY, TRACEBACK_KEY, UNSCHEDULED, Job, JobStatus
+from typedq.job import MAX_PRIORITY, MAX_TRACEBACK, MIN_PRIORITY, TRACEBACK_KEY, Job, JobStatus
 from typedq.serializers.base import FrameCodec
 
 __all__ = ["JobQueue"]
@@ -47,12 +34,11 @@ __all__ = ["JobQueue"]
 _PENDING: Final = JobStatus.PENDING
 _RUNNING: Final = JobStatus.RUNNING
 _COMPLETED: Final = JobStatus.COMPLETED
-_FAILING: Final = frozenset({JobStatus.FAILED, JobStatus.DEAD, JobStatus.CANCELLED})
-#: Compaction is not worth it for tiny heaps.
-_COMPACT_MIN: Final = 64
+#: What ``retry`` re-opens.
+_RETRYABLE: Final = FAILING
 
 
-class JobQueue(Queue):
+class JobQueue(MemoryState, Queue):
     """A thread-safe in-memory job queue; the specification's ``JobQueue``.
 
     Args:
@@ -67,27 +53,9 @@ class JobQueue(Queue):
     def __init__(
         self, name: str = "default", *, clock: Clock = system_clock, codec: FrameCodec | None = None
     ) -> None:
-        self._name = name
-        self._clock = clock
+        super().__init__(name, clock)
         self._codec = codec
-        self._lock = threading.Lock()
-        self._cond = threading.Condition(self._lock)
-        self._jobs: dict[str, Job] = {}
-        self._seq = itertools.count()
-        # ready heap entries: (-priority, scheduled_at or UNSCHEDULED, created_at, seq, job_id)
-        self._ready: list[tuple[int, float, float, int, str]] = []
-        self._ready_live: dict[str, int] = {}
-        # delayed heap entries: (due, seq, job_id)
-        self._delayed: list[tuple[float, int, str]] = []
-        self._delayed_live: dict[str, int] = {}
-        self._blocked: dict[str, int] = {}
-        self._dependents: dict[str, list[str]] = {}
-        self._running: dict[str, None] = {}
-        self._counts: dict[JobStatus, int] = dict.fromkeys(JobStatus, 0)
-        # Threads blocked in wait_ready; notify() is skipped when there are none (it
-        # costs microseconds on the enqueue hot path).
-        self._waiting = 0
-        self._compactions = 0
+        self._workers: dict[str, WorkerInfo] = {}
 
     # -- properties ---------------------------------------------------------------------
 
@@ -117,8 +85,8 @@ class JobQueue(Queue):
 
     @property
     def tombstones(self) -> int:
-        """How many dead entries the ready heap holds right now."""
-        return len(self._ready) - len(self._ready_live)
+        """How many dead entries the ready heaps hold right now."""
+        return sum(len(heap) for heap in self._ready.values()) - len(self._ready_live)
 
     @property
     def compactions(self) -> int:
@@ -192,203 +160,6 @@ class JobQueue(Queue):
             if dep not in self._jobs and dep not in batch:
                 raise UnknownDependencyError(job.job_id, dep, queue=self._name)
 
-    def _insert(self, job: Job) -> None:
-        """Store a validated job and index it by its status. Lock held.
-
-        ``job.queue`` is left as the submitter set it: a dead-letter queue keeps the name
-        of the queue each dead job came from.
-        """
-        self._jobs[job.job_id] = job
-        status = job.status
-        self._counts[status] += 1
-        if status is _PENDING:
-            self._place(job)
-        elif status is _RUNNING:
-            self._running[job.job_id] = None
-
-    # -- placing PENDING jobs -----------------------------------------------------------
-
-    def _place(self, job: Job) -> None:
-        """Put a PENDING job where it belongs: blocked, delayed or ready. Lock held."""
-        if job.depends_on:
-            unfinished: list[str] = []
-            jobs = self._jobs
-            for dep_id in job.depends_on:
-                dep = jobs.get(dep_id)
-                if dep is None:
-                    self._fail_dependents_of_job(job, dep_id, "missing")
-                    return
-                dep_status = dep.status
-                if dep_status is _COMPLETED:
-                    continue
-                if dep_status in _FAILING:
-                    self._fail_dependents_of_job(job, dep_id, dep_status)
-                    return
-                unfinished.append(dep_id)
-            if unfinished:
-                # Indexed only once the job is known to wait: each (dependency, job) edge
-                # is in the reverse index exactly once while the job is blocked.
-                for dep_id in unfinished:
-                    self._dependents.setdefault(dep_id, []).append(job.job_id)
-                self._blocked[job.job_id] = len(unfinished)
-                return
-        self._schedule(job)
-
-    def _fail_dependents_of_job(self, job: Job, dep_id: str, dep_status: object) -> None:
-        self._set_status(job, JobStatus.FAILED)
-        job.error = f"dependency {dep_id} is {dep_status}"
-        job.finished_at = self._clock.now()
-        self._fail_dependents(job.job_id)
-
-    def _schedule(self, job: Job) -> None:
-        """Put an unblocked PENDING job on the delayed or ready heap. Lock held."""
-        sched = job.scheduled_at
-        seq = next(self._seq)
-        if sched is not None and sched > self._clock.now():
-            self._delayed_live[job.job_id] = seq
-            heapq.heappush(self._delayed, (sched, seq, job.job_id))
-        else:
-            self._ready_live[job.job_id] = seq
-            heapq.heappush(
-                self._ready,
-                (-job.priority, UNSCHEDULED if sched is None else sched, job.created_at, seq, job.job_id),
-            )
-
-    def _unplace(self, job_id: str) -> None:
-        """Take a PENDING job out of whatever index holds it (tombstoning heap entries)."""
-        if self._ready_live.pop(job_id, None) is not None:
-            self._maybe_compact()
-        elif self._delayed_live.pop(job_id, None) is None and self._blocked.pop(job_id, 0):
-            # Drop the job's edges from the reverse index, so placing it again later
-            # cannot count a dependency twice.
-            for dep_id in self._jobs[job_id].depends_on:
-                waiting = self._dependents.get(dep_id)
-                if waiting is not None and job_id in waiting:
-                    waiting.remove(job_id)
-                    if not waiting:
-                        del self._dependents[dep_id]
-
-    def _promote_due(self) -> None:
-        """Move due jobs from the delayed heap to the ready heap. Lock held."""
-        delayed = self._delayed
-        if not delayed:
-            return
-        now = self._clock.now()
-        live = self._delayed_live
-        jobs = self._jobs
-        while delayed and delayed[0][0] <= now:
-            _, seq, job_id = heapq.heappop(delayed)
-            if live.get(job_id) == seq:
-                del live[job_id]
-                self._schedule(jobs[job_id])
-
-    def _maybe_compact(self) -> None:
-        heap = self._ready
-        if len(heap) >= _COMPACT_MIN and (len(heap) - len(self._ready_live)) * 4 > len(heap):
-            live = self._ready_live
-            self._ready = [e for e in heap if live.get(e[4]) == e[3]]
-            heapq.heapify(self._ready)
-            self._compactions += 1
-
-    def _pop_ready(self) -> Job | None:
-        """Pop the best live ready job, skipping tombstones. Lock held."""
-        self._promote_due()
-        heap = self._ready
-        live = self._ready_live
-        while heap:
-            entry = heapq.heappop(heap)
-            job_id = entry[4]
-            if live.get(job_id) == entry[3]:
-                del live[job_id]
-                return self._jobs[job_id]
-        return None
-
-    # -- status bookkeeping -------------------------------------------------------------
-
-    def _set_status(self, job: Job, status: JobStatus) -> None:
-        counts = self._counts
-        counts[job.status] -= 1
-        counts[status] += 1
-        job.status = status
-
-    def _release_dependents(self, job_id: str) -> None:
-        """A job COMPLETED: unblock dependents whose last dependency it was. Lock held."""
-        waiting = self._dependents.pop(job_id, None)
-        if not waiting:
-            return
-        blocked = self._blocked
-        for dep_id in waiting:
-            left = blocked.get(dep_id)
-            if left is None:
-                continue  # no longer blocked (cancelled or failed meanwhile)
-            if left > 1:
-                blocked[dep_id] = left - 1
-            else:
-                del blocked[dep_id]
-                self._schedule(self._jobs[dep_id])
-        self._cond.notify_all()
-
-    def _fail_dependents(self, job_id: str) -> None:
-        """A job ended FAILED, DEAD or CANCELLED: fail its dependents, transitively."""
-        stack = [job_id]
-        now = self._clock.now()
-        while stack:
-            parent_id = stack.pop()
-            waiting = self._dependents.pop(parent_id, None)
-            if not waiting:
-                continue
-            parent_status = self._jobs[parent_id].status
-            for dep_id in waiting:
-                if self._blocked.pop(dep_id, None) is None:
-                    continue
-                child = self._jobs[dep_id]
-                self._set_status(child, JobStatus.FAILED)
-                child.error = f"dependency {parent_id} is {parent_status}"
-                child.finished_at = now
-                stack.append(dep_id)
-
-    def _leave_running(self, job: Job) -> None:
-        self._running.pop(job.job_id, None)
-        job.lease_until = None
-
-    def _get(self, job_id: str) -> Job:
-        job = self._jobs.get(job_id)
-        if job is None:
-            raise JobNotFoundError(job_id, queue=self._name)
-        return job
-
-    def _get_leased(self, job_id: str, token: int) -> Job:
-        job = self._jobs.get(job_id)
-        if job is None:
-            raise JobNotFoundError(job_id, queue=self._name)
-        if job.status is not _RUNNING:
-            raise StaleLeaseError(job_id, token, reason=f"the job is {job.status}, not RUNNING")
-        if job.attempt != token:
-            raise StaleLeaseError(
-                job_id, token, reason=f"attempt {job.attempt} holds the lease now"
-            )
-        return job
-
-    def _to_status(self, job: Job, status: JobStatus) -> None:
-        """Move a job to ``status`` from whatever it is, fixing every index. Lock held."""
-        old = job.status
-        if old is status:
-            return
-        if old is _PENDING:
-            self._unplace(job.job_id)
-        elif old is _RUNNING:
-            self._leave_running(job)
-        self._set_status(job, status)
-        if status is _PENDING:
-            self._place(job)
-            self._cond.notify()
-        elif status is _RUNNING:
-            self._running[job.job_id] = None
-        elif status is _COMPLETED:
-            self._release_dependents(job.job_id)
-        elif status in _FAILING:
-            self._fail_dependents(job.job_id)
-
     # -- the specification's operations -------------------------------------------------
 
     def dequeue(self) -> Job | None:
@@ -405,16 +176,8 @@ class JobQueue(Queue):
 
     def peek(self) -> Job | None:
         """Return the job ``dequeue`` would take, without taking it."""
-        with self._lock:
-            self._promote_due()
-            heap = self._ready
-            live = self._ready_live
-            while heap:
-                entry = heap[0]
-                if live.get(entry[4]) == entry[3]:
-                    return self._jobs[entry[4]]
-                heapq.heappop(heap)  # drop the tombstone while we are here
-            return None
+        with self._cond:
+            return self._peek_ready()
 
     def get_job(self, job_id: str) -> Job:
         """Return the job with this id; raise ``JobNotFoundError`` (a KeyError) if absent."""
@@ -437,31 +200,41 @@ class JobQueue(Queue):
 
     # -- leases -------------------------------------------------------------------------
 
-    def claim(self, worker_id: str, *, lease_s: float) -> Claim | None:
+    def claim(
+        self, worker_id: str, *, lease_s: float, job_types: Collection[str] | None = None
+    ) -> Claim | None:
         """Take the best ready job with a lease; see :meth:`Queue.claim`."""
-        with self._lock:
-            job = self._pop_ready()
+        with self._cond:
+            job = self._pop_ready(job_types)
             if job is None:
                 return None
-            return self._lease(job, worker_id, lease_s)
+            return self._lease(job, worker_id, lease_s, self._clock.now())
 
-    def claim_many(self, worker_id: str, *, lease_s: float, limit: int) -> list[Claim]:
+    def claim_many(
+        self, worker_id: str, *, lease_s: float, limit: int, job_types: Collection[str] | None = None
+    ) -> list[Claim]:
         """Claim up to ``limit`` ready jobs; see :meth:`Queue.claim_many`."""
         claims: list[Claim] = []
-        with self._lock:
+        with self._cond:
+            if self._alone:
+                limit = min(limit, 1)
+            now = self._clock.now()
             while len(claims) < limit:
-                job = self._pop_ready()
+                job = self._pop_ready(job_types)
                 if job is None:
                     break
-                claims.append(self._lease(job, worker_id, lease_s))
+                claims.append(self._lease(job, worker_id, lease_s, now))
         return claims
 
-    def _lease(self, job: Job, worker_id: str, lease_s: float) -> Claim:
-        now = self._clock.now()
+    def _lease(self, job: Job, worker_id: str, lease_s: float, now: float) -> Claim:
         counts = self._counts
         counts[_PENDING] -= 1
         counts[_RUNNING] += 1
-        job.status = _RUNNING
+        job_id = job.job_id
+        job.status = self._status[job_id] = _RUNNING
+        if job.run_alone:
+            job.run_alone = False
+            self._alone.discard(job_id)
         token = job.attempt = job.attempt + 1
         job.worker_id = worker_id
         job.started_at = now
@@ -492,7 +265,7 @@ class JobQueue(Queue):
         counts = self._counts
         counts[_RUNNING] -= 1
         counts[_COMPLETED] += 1
-        job.status = _COMPLETED
+        job.status = self._status[job_id] = _COMPLETED
         job.result = result
         job.finished_at = now
         job.lease_until = None
@@ -563,19 +336,31 @@ class JobQueue(Queue):
         reclaimed: list[str] = []
         with self._cond:
             now = self._clock.now()
-            for job_id in list(self._running):
+            jobs = self._jobs
+            running = [jobs[job_id] for job_id in self._running]
+            # Jobs of one claim share their worker and start time.
+            claimed_with: dict[tuple[str | None, float | None], int] = {}
+            for job in running:
+                key = (job.worker_id, job.started_at)
+                claimed_with[key] = claimed_with.get(key, 0) + 1
+            for job in running:
                 if len(reclaimed) >= limit:
                     break
-                job = self._jobs[job_id]
                 if job.lease_until is None or job.lease_until >= now:
                     continue
-                job.lost_count += 1
+                in_batch = claimed_with[(job.worker_id, job.started_at)] > 1
                 job.worker_id = None
-                reclaimed.append(job_id)
+                reclaimed.append(job.job_id)
                 if job.cancel_requested:
                     job.finished_at = now
                     self._to_status(job, JobStatus.CANCELLED)
-                elif job.lost_count >= max_lost:
+                    continue
+                if in_batch:
+                    job.run_alone = True
+                    self._to_status(job, _PENDING)
+                    continue
+                job.lost_count += 1
+                if job.lost_count >= max_lost:
                     job.error = f"worker lost {job.lost_count}×"
                     job.finished_at = now
                     self._to_status(job, JobStatus.DEAD)
@@ -587,13 +372,14 @@ class JobQueue(Queue):
 
     def cancel(self, job_id: str) -> bool:
         """Cancel a job; see :meth:`Queue.cancel`."""
-        with self._lock:
+        with self._cond:
             job = self._get(job_id)
-            if job.status is _PENDING or job.status is JobStatus.SCHEDULED:
+            status = self._status[job_id]
+            if status is _PENDING or status is JobStatus.SCHEDULED:
                 job.finished_at = self._clock.now()
                 self._to_status(job, JobStatus.CANCELLED)
                 return True
-            if job.status is _RUNNING:
+            if status is _RUNNING:
                 job.cancel_requested = True
             return False
 
@@ -603,49 +389,71 @@ class JobQueue(Queue):
             raise InvalidJobError(
                 "priority", priority, f"an int from {MIN_PRIORITY} to {MAX_PRIORITY}"
             )
-        with self._lock:
+        with self._cond:
             job = self._get(job_id)
             if job.priority == priority:
                 return
             job.priority = priority
             if job_id in self._ready_live:
                 del self._ready_live[job_id]  # the old entry becomes a tombstone
+                self._ready_count[job.job_type] -= 1
                 self._schedule(job)
-                self._maybe_compact()
+                self._maybe_compact(job.job_type)
 
     def replay(self, job_id: str) -> Job:
         """DEAD → PENDING with retry_count 0; see :meth:`Queue.replay`."""
         with self._cond:
             job = self._get(job_id)
-            if job.status is not JobStatus.DEAD:
-                raise InvalidTransitionError(
-                    "status", job.status.value, "DEAD (only dead jobs can be replayed)"
-                )
-            job.retry_count = 0
-            job.lost_count = 0
-            job.error = None
-            job.result = None
-            job.finished_at = None
-            job.scheduled_at = None
-            job.cancel_requested = False
-            self._to_status(job, _PENDING)
+            status = self._status[job_id]
+            if status is not JobStatus.DEAD:
+                raise InvalidTransitionError("status", status.value, "DEAD (only dead jobs can be replayed)")
+            self._reopen(job)
             return job
+
+    def retry(self, job_id: str, *, with_dependents: bool = False) -> list[str]:
+        """FAILED, DEAD or CANCELLED → PENDING, with dependents; see :meth:`Queue.retry`."""
+        with self._cond:
+            job = self._get(job_id)
+            status = self._status[job_id]
+            if status not in _RETRYABLE:
+                raise InvalidTransitionError(
+                    "status", status.value, "FAILED, DEAD or CANCELLED (a job that ended without completing)"
+                )
+            dependents = self._failed_because_of(job_id) if with_dependents else []
+            self._reopen(job)
+            for child in dependents:
+                self._reopen(child)
+            return [job_id, *(child.job_id for child in dependents)]
+
+    def _reopen(self, job: Job) -> None:
+        """A job that ended goes back to PENDING as a fresh run. Lock held."""
+        job.retry_count = 0
+        job.lost_count = 0
+        job.error = None
+        job.result = None
+        job.finished_at = None
+        job.scheduled_at = None
+        job.cancel_requested = False
+        job.run_alone = False
+        job.worker_id = None
+        self._to_status(job, _PENDING)
 
     def delete(self, job_id: str) -> None:
         """Remove a job that is not RUNNING; see :meth:`Queue.delete`."""
-        with self._lock:
+        with self._cond:
             job = self._get(job_id)
-            if job.status is _RUNNING:
+            status = self._status[job_id]
+            if status is _RUNNING:
                 raise InvalidTransitionError(
-                    "status", job.status.value, "any state but RUNNING (cancel it first)"
+                    "status", status.value, "any state but RUNNING (cancel it first)"
                 )
-            if job.status is _PENDING:
-                self._unplace(job_id)
+            if status is _PENDING:
+                self._unplace(job)
             # A deleted dependency can never complete: its waiting dependents fail.
             self._set_status(job, JobStatus.CANCELLED)
             self._fail_dependents(job_id)
             self._counts[JobStatus.CANCELLED] -= 1
-            del self._jobs[job_id]
+            del self._jobs[job_id], self._status[job_id]
 
     def count_by_status(self) -> dict[JobStatus, int]:
         """Return how many jobs are in each status."""
@@ -671,11 +479,43 @@ class JobQueue(Queue):
                 matching = (j for j in matching if j.job_type == job_type)
             return list(itertools.islice(matching, offset, offset + limit))
 
+    def count_by_type(self, status: JobStatus = JobStatus.PENDING) -> dict[str, int]:
+        """Return how many jobs of each type are in ``status`` (a scan of every job)."""
+        wanted = JobStatus(status)
+        counts: dict[str, int] = {}
+        with self._lock:
+            for job_id, job_status in self._status.items():
+                if job_status is wanted:
+                    job_type = self._jobs[job_id].job_type
+                    counts[job_type] = counts.get(job_type, 0) + 1
+        return counts
+
     def export_jobs(self) -> list[dict[str, Any]]:
         """Return every job as ``Job.to_dict()`` data, in insertion order."""
         with self._lock:
             jobs = list(self._jobs.values())
         return [job.to_dict() for job in jobs]
+
+    # -- the worker registry ------------------------------------------------------------
+
+    def register_worker(self, info: WorkerInfo) -> None:
+        """Add or renew a worker's entry; see :meth:`Queue.register_worker`."""
+        with self._lock:
+            self._workers[info.worker_id] = WorkerInfo.from_dict(info.to_dict())
+            oldest = info.last_seen - WORKER_RETENTION_S
+            for worker_id in [w.worker_id for w in self._workers.values() if w.last_seen < oldest]:
+                del self._workers[worker_id]
+
+    def unregister_worker(self, worker_id: str) -> None:
+        """Remove a worker's entry; see :meth:`Queue.unregister_worker`."""
+        with self._lock:
+            self._workers.pop(worker_id, None)
+
+    def workers(self) -> list[WorkerInfo]:
+        """The registered workers, oldest first; see :meth:`Queue.workers`."""
+        with self._lock:
+            found = [WorkerInfo.from_dict(w.to_dict()) for w in self._workers.values()]
+        return sorted(found, key=lambda w: (w.started_at, w.worker_id))
 
     # -- waiting ------------------------------------------------------------------------
 

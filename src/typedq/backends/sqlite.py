@@ -60,11 +60,12 @@ Durability (``durability=``):
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any, Final
@@ -82,7 +83,7 @@ from typedq.backends._sqlite_schema import (
 )
 from typedq.backends._sqlite_sql import SQL
 from typedq.backends._sqlite_wait import signal_for
-from typedq.backends.base import Claim, Completion, Queue
+from typedq.backends.base import WORKER_RETENTION_S, Claim, Completion, Queue, WorkerInfo
 from typedq.clock import Clock, system_clock
 from typedq.errors import (
     ConfigError,
@@ -316,12 +317,15 @@ class SQLiteQueue(Queue):
         sql: str,
         head: tuple[Any, ...],
         now: float,
-        claimed: tuple[str, float, float] | None = None,
+        *,
+        claimed: tuple[Any, ...] | None = None,
+        types: tuple[str, ...] = (),
     ) -> list[Job]:
-        """Take up to ``limit`` ready jobs with ``sql``, burying undecodable ones.
+        """Take up to ``limit`` ready jobs (of ``types``, when the SQL names them) with
+        ``sql``, burying undecodable ones.
 
-        ``claimed`` is the (worker_id, started_at, lease_until) a claim sets: its rows
-        are :data:`~typedq.backends._sqlite_rows.CLAIM_COLUMNS`, without those columns.
+        ``claimed`` starts with the (worker_id, started_at, lease_until) a claim sets:
+        its rows are :data:`~typedq.backends._sqlite_rows.CLAIM_COLUMNS`, without those.
 
         The transaction runs the SQL alone: rows are decoded into jobs after it commits,
         so the write lock is never held while Python builds jobs (other processes claim
@@ -333,11 +337,14 @@ class SQLiteQueue(Queue):
         if self._idle and not self._has_ready():
             return []
         name = self._name
-        build = partial(self._rows.job, strict=True, claimed=claimed)
+        build = partial(self._rows.job, strict=True, claimed=claimed[:3] if claimed else None)
 
         def tx(conn: _Conn) -> list[Sequence[Any]]:
             conn.execute(SQL.promote, (name, now))
-            return conn.execute(sql, (*head, name, now, limit)).fetchall()
+            take = limit
+            if take > 1 and conn.execute(SQL.any_alone, (name,)).fetchone() is not None:
+                take = 1  # a job rescued from a batch waits: claim one at a time
+            return conn.execute(sql, (*head, name, now, *types, take)).fetchall()
 
         while True:
             got = self._db.write(tx)
@@ -369,20 +376,35 @@ class SQLiteQueue(Queue):
             while len(inflight) > _INFLIGHT_MAX // 2:
                 inflight.pop(next(iter(inflight)), None)
 
-    def claim(self, worker_id: str, *, lease_s: float) -> Claim | None:
+    def claim(
+        self, worker_id: str, *, lease_s: float, job_types: Collection[str] | None = None
+    ) -> Claim | None:
         """Take the best ready job with a lease; see :meth:`Queue.claim`."""
+        types = None if job_types is None else tuple(job_types)
+        if types == ():
+            return None
         now = self._clock.now()
         until = now + lease_s
-        head = (worker_id, now, until)  # what the claim sets: the claimed job's too
-        taken = self._take(1, SQL.claim_one, head, now, head)
+        # What the claim sets (the claimed job's fields too), and the lease's deadline by
+        # this host's monotonic clock (see reclaim_expired).
+        head = (worker_id, now, until, self._clock.monotonic() + lease_s)
+        sql = SQL.claim(False, None if types is None else len(types))
+        taken = self._take(1, sql, head, now, claimed=head, types=types or ())
         return Claim(taken[0], taken[0].attempt, until) if taken else None
 
-    def claim_many(self, worker_id: str, *, lease_s: float, limit: int) -> list[Claim]:
+    def claim_many(
+        self, worker_id: str, *, lease_s: float, limit: int, job_types: Collection[str] | None = None
+    ) -> list[Claim]:
         """Claim up to ``limit`` ready jobs in one transaction; see :meth:`Queue.claim_many`."""
+        types = None if job_types is None else tuple(job_types)
+        if types == ():
+            return []
         now = self._clock.now()
         until = now + lease_s
-        head = (worker_id, now, until)  # what the claim sets: the claimed jobs' too
-        return [Claim(job, job.attempt, until) for job in self._take(limit, SQL.claim_many, head, now, head)]
+        head = (worker_id, now, until, self._clock.monotonic() + lease_s)
+        sql = SQL.claim(True, None if types is None else len(types))
+        taken = self._take(limit, sql, head, now, claimed=head, types=types or ())
+        return [Claim(job, job.attempt, until) for job in taken]
 
     def dequeue(self) -> Job | None:
         """Take the best ready job without a lease; see :meth:`Queue.dequeue`."""
@@ -531,28 +553,37 @@ class SQLiteQueue(Queue):
     def extend_lease(self, job_id: str, *, token: int, lease_s: float) -> float:
         """Push the lease deadline; see :meth:`Queue.extend_lease`."""
         until = self._clock.now() + lease_s
-        self._leased(job_id, token, SQL.extend, (until,))
+        self._leased(job_id, token, SQL.extend, (until, self._clock.monotonic() + lease_s))
         return until
 
     def reclaim_expired(self, *, max_lost: int = 3, limit: int = 1000) -> list[str]:
         """Give back expired leases whose owner is not alive here; see :meth:`Queue.reclaim_expired`.
 
-        A lease owned by a live process of this host (``owner_alive`` is True and it is
-        not a zombie) is left alone however long ago it expired; each rescue is a compare-and-set on
-        (RUNNING, same attempt, lease still expired).
+        A lease whose wall-clock deadline passed is rescued unless its owner is a live
+        process of this host (``owner_alive``: pid and start time, not a zombie) whose
+        lease has not expired by the host's monotonic clock either (``lease_mono``,
+        set by each claim and renewal): a jump of the wall clock rescues nothing from a
+        live owner, and a live owner that stopped renewing a lease loses it. Each rescue
+        is a compare-and-set on (RUNNING, same attempt, lease still expired).
         """
         now = self._clock.now()
-        chosen: list[tuple[int, str, int]] = []
+        mono_now = self._clock.monotonic()
+        chosen: list[tuple[int, str, int, bool]] = []
         alive: dict[str | None, bool | None] = {}
         after: tuple[float, int] = (float("-inf"), -1)
+        held: dict[tuple[str | None, float | None], int] | None = None
         while len(chosen) < limit:
             page = self._db.read(SQL.expired, (self._name, now, *after, limit))
-            for seq, job_id, attempt, worker, lease_until in page:
+            for seq, job_id, attempt, worker, lease_until, lease_mono, started in page:
                 after = (lease_until, seq)
                 if worker not in alive:
                     alive[worker] = owner_alive(worker)
-                if alive[worker] is not True and len(chosen) < limit:
-                    chosen.append((seq, job_id, attempt))
+                renewing = lease_mono is None or lease_mono >= mono_now
+                if (alive[worker] is True and renewing) or len(chosen) >= limit:
+                    continue
+                if held is None:  # how many jobs each claim holds: was this one of a batch?
+                    held = {(w, s): n for w, s, n in self._db.read(SQL.claims_held, (self._name,))}
+                chosen.append((seq, job_id, attempt, held.get((worker, started), 1) > 1))
             if len(page) < limit:
                 break
         if not chosen:
@@ -588,6 +619,17 @@ class SQLiteQueue(Queue):
         row = self._db.write(partial(self._graph.replay, job_id=job_id, now=self._clock.now()))
         self._wake()
         return self._rows.job(row)
+
+    def retry(self, job_id: str, *, with_dependents: bool = False) -> list[str]:
+        """FAILED, DEAD or CANCELLED → PENDING (with dependents) in one transaction.
+
+        See :meth:`Queue.retry`.
+        """
+        done = self._db.write(
+            partial(self._graph.retry, job_id=job_id, with_dependents=with_dependents, now=self._clock.now())
+        )
+        self._wake()
+        return done
 
     def delete(self, job_id: str) -> None:
         """Remove a job that is not RUNNING; its waiting dependents fail. See :meth:`Queue.delete`."""
@@ -627,9 +669,35 @@ class SQLiteQueue(Queue):
         sql, params = SQL.listing(self._name, None if status is None else JobStatus(status).value, job_type)
         return [self._rows.job(row) for row in self._db.read(sql, (*params, limit, offset))]
 
+    def count_by_type(self, status: JobStatus = JobStatus.PENDING) -> dict[str, int]:
+        """Return how many jobs of each type are in ``status`` (a scan of the queue's rows)."""
+        return dict(self._db.read(SQL.counts_by_type, (self._name, JobStatus(status).value)))
+
     def export_jobs(self) -> list[dict[str, Any]]:
         """Return every job as ``Job.to_dict()`` data, in insertion order (one snapshot)."""
         return [self._rows.job(row).to_dict() for row in self._db.read(SQL.export, (self._name,))]
+
+    # -- the worker registry ------------------------------------------------------------
+
+    def register_worker(self, info: WorkerInfo) -> None:
+        """Add or renew a worker's row; see :meth:`Queue.register_worker`."""
+        entry = json.dumps(info.to_dict())
+
+        def tx(conn: _Conn) -> None:
+            conn.execute(SQL.register_worker, (self._name, info.worker_id, info.last_seen, entry))
+            conn.execute(SQL.forget_workers, (self._name, info.last_seen - WORKER_RETENTION_S))
+
+        self._db.write(tx)
+
+    def unregister_worker(self, worker_id: str) -> None:
+        """Remove a worker's row; see :meth:`Queue.unregister_worker`."""
+        self._db.write(lambda conn: conn.execute(SQL.unregister_worker, (self._name, worker_id)))
+
+    def workers(self) -> list[WorkerInfo]:
+        """The registered workers, oldest first; see :meth:`Queue.workers`."""
+        rows_found = self._db.read(SQL.workers, (self._name,))
+        found = [WorkerInfo.from_dict(json.loads(info)) for (info,) in rows_found]
+        return sorted(found, key=lambda w: (w.started_at, w.worker_id))
 
     # -- waiting ------------------------------------------------------------------------
 

@@ -1,0 +1,379 @@
+"""The in-memory backend's bookkeeping: where each job is, and what moves it.
+
+Every job lives in a dict keyed by id (O(1) lookup and status updates). The queue keeps
+each job's status in its own table (``_status``), never trusting ``job.status``: the
+queue holds the caller's ``Job`` objects, and a caller may assign ``job.status`` itself.
+Such a change is adopted (counts, indexes and dependents fixed) the next time the queue
+meets the job, and a job whose own status is no longer PENDING is never handed out.
+
+A PENDING job is in exactly one of three places:
+
+* a *ready heap*, one per job type (so a claim limited to some types never walks the
+  jobs of other types), ordered like ``Job.__lt__``: higher priority, then earlier
+  ``scheduled_at``, then earlier ``created_at``, then arrival order; a claim compares
+  the heads of the heaps it may take from;
+* the *delayed heap*, ordered by due time, for jobs whose ``scheduled_at`` is in the
+  future; due jobs move to a ready heap before every read of them;
+* the *blocked* table, for jobs with unfinished dependencies, each with a counter of
+  dependencies not yet COMPLETED. A reverse index (dependency → dependents) lets a
+  completion release exactly its dependents, never scanning all jobs.
+
+A job that leaves a heap other than by being popped (cancelled, re-prioritised, status
+changed) is not searched for: its heap entry becomes a *tombstone*, recognised by a stale
+sequence number and skipped when popped. A heap is compacted when tombstones pass 25% of
+it. One lock guards everything and is held only for the bookkeeping, never while a
+handler runs.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import threading
+from collections.abc import Collection
+from typing import Final
+
+from typedq.clock import Clock
+from typedq.errors import JobNotFoundError, StaleLeaseError
+from typedq.job import UNSCHEDULED, Job, JobStatus
+
+__all__ = ["FAILING", "MemoryState", "ReadyEntry"]
+
+_PENDING: Final = JobStatus.PENDING
+_RUNNING: Final = JobStatus.RUNNING
+_COMPLETED: Final = JobStatus.COMPLETED
+#: Statuses that fail the jobs waiting on a job.
+FAILING: Final = frozenset({JobStatus.FAILED, JobStatus.DEAD, JobStatus.CANCELLED})
+#: Compaction is not worth it for tiny heaps.
+_COMPACT_MIN: Final = 64
+
+#: A ready-heap entry: (-priority, scheduled_at or UNSCHEDULED, created_at, seq, job_id).
+ReadyEntry = tuple[int, float, float, int, str]
+
+
+class MemoryState:
+    """The indexes of one in-memory queue and the moves between them; lock held by callers.
+
+    Args:
+        name: the queue's name (for errors).
+        clock: the time source.
+    """
+
+    def __init__(self, name: str, clock: Clock) -> None:
+        self._name = name
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._jobs: dict[str, Job] = {}
+        # The queue's own view of each job's status (see the module docstring).
+        self._status: dict[str, JobStatus] = {}
+        self._seq = itertools.count()
+        self._ready: dict[str, list[ReadyEntry]] = {}
+        # job id -> seq of its live entry in its type's ready heap; live entries per type.
+        self._ready_live: dict[str, int] = {}
+        self._ready_count: dict[str, int] = {}
+        # delayed heap entries: (due, seq, job_id)
+        self._delayed: list[tuple[float, int, str]] = []
+        self._delayed_live: dict[str, int] = {}
+        self._blocked: dict[str, int] = {}
+        self._dependents: dict[str, list[str]] = {}
+        self._running: dict[str, None] = {}
+        # PENDING jobs rescued from a batch whose worker died: while any waits, claims
+        # take one job at a time (see Queue.reclaim_expired).
+        self._alone: set[str] = set()
+        self._counts: dict[JobStatus, int] = dict.fromkeys(JobStatus, 0)
+        # Threads blocked in wait_ready; notify() is skipped when there are none (it
+        # costs microseconds on the enqueue hot path).
+        self._waiting = 0
+        self._compactions = 0
+
+    # -- storing ------------------------------------------------------------------------
+
+    def _insert(self, job: Job) -> None:
+        """Store a validated job and index it by its status. Lock held.
+
+        ``job.queue`` is left as the submitter set it: a dead-letter queue keeps the name
+        of the queue each dead job came from.
+        """
+        job_id = job.job_id
+        self._jobs[job_id] = job
+        status = self._status[job_id] = job.status
+        self._counts[status] += 1
+        if status is _PENDING:
+            if job.run_alone:
+                self._alone.add(job_id)
+            self._place(job)
+        elif status is _RUNNING:
+            self._running[job_id] = None
+
+    # -- placing PENDING jobs -----------------------------------------------------------
+
+    def _place(self, job: Job) -> None:
+        """Put a PENDING job where it belongs: blocked, delayed or ready. Lock held."""
+        if job.depends_on:
+            unfinished: list[str] = []
+            status = self._status
+            for dep_id in job.depends_on:
+                dep_status = status.get(dep_id)
+                if dep_status is None:
+                    self._fail_dependents_of_job(job, dep_id, "missing")
+                    return
+                if dep_status is _COMPLETED:
+                    continue
+                if dep_status in FAILING:
+                    self._fail_dependents_of_job(job, dep_id, dep_status)
+                    return
+                unfinished.append(dep_id)
+            if unfinished:
+                # Indexed only once the job is known to wait: each (dependency, job) edge
+                # is in the reverse index exactly once while the job is blocked.
+                for dep_id in unfinished:
+                    self._dependents.setdefault(dep_id, []).append(job.job_id)
+                self._blocked[job.job_id] = len(unfinished)
+                return
+        self._schedule(job)
+
+    def _fail_dependents_of_job(self, job: Job, dep_id: str, dep_status: object) -> None:
+        self._set_status(job, JobStatus.FAILED)
+        job.error = f"dependency {dep_id} is {dep_status}"
+        job.finished_at = self._clock.now()
+        self._fail_dependents(job.job_id)
+
+    def _schedule(self, job: Job) -> None:
+        """Put an unblocked PENDING job on the delayed heap or its ready heap. Lock held."""
+        sched = job.scheduled_at
+        seq = next(self._seq)
+        if sched is not None and sched > self._clock.now():
+            self._delayed_live[job.job_id] = seq
+            heapq.heappush(self._delayed, (sched, seq, job.job_id))
+            return
+        self._ready_live[job.job_id] = seq
+        job_type = job.job_type
+        heap = self._ready.get(job_type)
+        if heap is None:
+            heap = self._ready[job_type] = []
+            self._ready_count[job_type] = 0
+        self._ready_count[job_type] += 1
+        heapq.heappush(
+            heap, (-job.priority, UNSCHEDULED if sched is None else sched, job.created_at, seq, job.job_id)
+        )
+
+    def _unplace(self, job: Job) -> None:
+        """Take a PENDING job out of whatever index holds it (tombstoning heap entries)."""
+        job_id = job.job_id
+        if self._ready_live.pop(job_id, None) is not None:
+            self._ready_count[job.job_type] -= 1
+            self._maybe_compact(job.job_type)
+        elif self._delayed_live.pop(job_id, None) is None and self._blocked.pop(job_id, 0):
+            # Drop the job's edges from the reverse index, so placing it again later
+            # cannot count a dependency twice.
+            for dep_id in job.depends_on:
+                waiting = self._dependents.get(dep_id)
+                if waiting is not None and job_id in waiting:
+                    waiting.remove(job_id)
+                    if not waiting:
+                        del self._dependents[dep_id]
+
+    def _promote_due(self) -> None:
+        """Move due jobs from the delayed heap to their ready heaps. Lock held."""
+        delayed = self._delayed
+        if not delayed:
+            return
+        now = self._clock.now()
+        live = self._delayed_live
+        jobs = self._jobs
+        while delayed and delayed[0][0] <= now:
+            _, seq, job_id = heapq.heappop(delayed)
+            if live.get(job_id) == seq:
+                del live[job_id]
+                self._schedule(jobs[job_id])
+
+    def _maybe_compact(self, job_type: str) -> None:
+        heap = self._ready[job_type]
+        if len(heap) >= _COMPACT_MIN and (len(heap) - self._ready_count[job_type]) * 4 > len(heap):
+            live = self._ready_live
+            alive = [e for e in heap if live.get(e[4]) == e[3]]
+            heapq.heapify(alive)
+            self._ready[job_type] = alive
+            self._compactions += 1
+
+    def _heads(self, job_types: Collection[str] | None) -> list[list[ReadyEntry]]:
+        """The ready heaps a claim may take from, each with a live entry on top. Lock held."""
+        ready = self._ready
+        if job_types is None:
+            heaps = list(ready.values())
+        else:
+            heaps = [heap for job_type in job_types if (heap := ready.get(job_type))]
+        live = self._ready_live
+        found = []
+        for heap in heaps:
+            while heap and live.get(heap[0][4]) != heap[0][3]:
+                heapq.heappop(heap)  # a tombstone on top
+            if heap:
+                found.append(heap)
+        if len(found) < len(heaps) and job_types is None:
+            # Forget the heaps of types that have no ready job left.
+            for job_type in [t for t, heap in ready.items() if not heap]:
+                del ready[job_type], self._ready_count[job_type]
+        return found
+
+    def _pop_ready(self, job_types: Collection[str] | None = None) -> Job | None:
+        """Pop the best live ready job (of ``job_types``, when given). Lock held.
+
+        A job whose own ``status`` the caller changed meanwhile is adopted in that
+        status instead, and the next one is taken: a job that is not PENDING is never
+        handed out.
+        """
+        self._promote_due()
+        while True:
+            heaps = self._heads(job_types)
+            if not heaps:
+                return None
+            best = heaps[0] if len(heaps) == 1 else min(heaps, key=lambda heap: heap[0])
+            job_id = heapq.heappop(best)[4]
+            del self._ready_live[job_id]
+            job = self._jobs[job_id]
+            self._ready_count[job.job_type] -= 1
+            if job.status is _PENDING:
+                return job
+            self._adopt(job)
+
+    def _peek_ready(self) -> Job | None:
+        """The job :meth:`_pop_ready` would take, left where it is. Lock held."""
+        self._promote_due()
+        while True:
+            heaps = self._heads(None)
+            if not heaps:
+                return None
+            best = min(heaps, key=lambda heap: heap[0])
+            job = self._jobs[best[0][4]]
+            if job.status is _PENDING:
+                return job
+            heapq.heappop(best)
+            del self._ready_live[job.job_id]
+            self._ready_count[job.job_type] -= 1
+            self._adopt(job)
+
+    # -- status bookkeeping -------------------------------------------------------------
+
+    def _set_status(self, job: Job, status: JobStatus) -> None:
+        """Record ``status`` for a job (counts, status table, the job). Lock held."""
+        job_id = job.job_id
+        old = self._status[job_id]
+        counts = self._counts
+        counts[old] -= 1
+        counts[status] += 1
+        self._status[job_id] = status
+        job.status = status
+        if old is _PENDING and self._alone:
+            self._alone.discard(job_id)
+
+    def _adopt(self, job: Job) -> None:
+        """Take on a status the caller assigned to ``job`` itself; the job is unplaced."""
+        wanted = job.status
+        job.status = self._status[job.job_id]
+        self._enter(job, wanted)
+
+    def _release_dependents(self, job_id: str) -> None:
+        """A job COMPLETED: unblock dependents whose last dependency it was. Lock held."""
+        waiting = self._dependents.pop(job_id, None)
+        if not waiting:
+            return
+        blocked = self._blocked
+        for dep_id in waiting:
+            left = blocked.get(dep_id)
+            if left is None:
+                continue  # no longer blocked (cancelled or failed meanwhile)
+            if left > 1:
+                blocked[dep_id] = left - 1
+            else:
+                del blocked[dep_id]
+                self._schedule(self._jobs[dep_id])
+        self._cond.notify_all()
+
+    def _fail_dependents(self, job_id: str) -> None:
+        """A job ended FAILED, DEAD or CANCELLED: fail its dependents, transitively."""
+        stack = [job_id]
+        now = self._clock.now()
+        while stack:
+            parent_id = stack.pop()
+            waiting = self._dependents.pop(parent_id, None)
+            if not waiting:
+                continue
+            parent_status = self._status[parent_id]
+            for dep_id in waiting:
+                if self._blocked.pop(dep_id, None) is None:
+                    continue
+                child = self._jobs[dep_id]
+                self._set_status(child, JobStatus.FAILED)
+                child.error = f"dependency {parent_id} is {parent_status}"
+                child.finished_at = now
+                stack.append(dep_id)
+
+    def _leave_running(self, job: Job) -> None:
+        self._running.pop(job.job_id, None)
+        job.lease_until = None
+
+    def _get(self, job_id: str) -> Job:
+        job = self._jobs.get(job_id)
+        if job is None:
+            raise JobNotFoundError(job_id, queue=self._name)
+        return job
+
+    def _get_leased(self, job_id: str, token: int) -> Job:
+        job = self._jobs.get(job_id)
+        if job is None:
+            raise JobNotFoundError(job_id, queue=self._name)
+        status = self._status[job_id]
+        if status is not _RUNNING:
+            raise StaleLeaseError(job_id, token, reason=f"the job is {status}, not RUNNING")
+        if job.attempt != token:
+            raise StaleLeaseError(job_id, token, reason=f"attempt {job.attempt} holds the lease now")
+        return job
+
+    def _to_status(self, job: Job, status: JobStatus) -> None:
+        """Move a job to ``status`` from whatever it is, fixing every index. Lock held."""
+        old = self._status[job.job_id]
+        if old is status:
+            job.status = status
+            return
+        if old is _PENDING:
+            self._unplace(job)
+        elif old is _RUNNING:
+            self._leave_running(job)
+        self._enter(job, status)
+
+    def _enter(self, job: Job, status: JobStatus) -> None:
+        """Record ``status`` for a job out of every index, and do what it implies."""
+        self._set_status(job, status)
+        if status is _PENDING:
+            if job.run_alone:
+                self._alone.add(job.job_id)
+            self._place(job)
+            self._cond.notify()
+        elif status is _RUNNING:
+            self._running[job.job_id] = None
+        elif status is _COMPLETED:
+            self._release_dependents(job.job_id)
+        elif status in FAILING:
+            self._fail_dependents(job.job_id)
+
+    def _failed_because_of(self, job_id: str) -> list[Job]:
+        """The FAILED jobs that failed because ``job_id`` did, transitively, parents first.
+
+        A scan of every job: a management call (retry with dependents), not a hot path.
+        """
+        children: dict[str, list[Job]] = {}
+        status = self._status
+        for job in self._jobs.values():
+            if status[job.job_id] is JobStatus.FAILED and job.error and job.error.startswith("dependency "):
+                parent = job.error.split(" ", 2)[1]
+                if parent in job.depends_on:
+                    children.setdefault(parent, []).append(job)
+        found: list[Job] = []
+        queue = [job_id]
+        while queue:
+            for child in children.pop(queue.pop(0), []):
+                found.append(child)
+                queue.append(child.job_id)
+        return found
