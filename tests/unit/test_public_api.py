@@ -18,6 +18,85 @@ import typedq
 
 SPEC_NAMES = ["Job", "JobStatus", "JobQueue", "Worker", "EventHandler", "JobQueueManager"]
 
+#: The whole public surface of ``typedq``: adding or removing a name is a decision, made
+#: here on purpose.
+EXPORTED = [
+    "BackendError",
+    "BackendUnavailableError",
+    "BackendWriteError",
+    "Claim",
+    "Clock",
+    "ConfigError",
+    "DependencyCycleError",
+    "DeserializationError",
+    "DuplicateJobError",
+    "EventHandler",
+    "FakeClock",
+    "InvalidJobError",
+    "InvalidTransitionError",
+    "Job",
+    "JobFailedError",
+    "JobNotFoundError",
+    "JobQueue",
+    "JobQueueManager",
+    "JobRef",
+    "JobStatus",
+    "JobTimeoutError",
+    "JobType",
+    "LeaseKeeper",
+    "NoHandlerError",
+    "PayloadTooLargeError",
+    "PayloadValidationError",
+    "PayloadVersionError",
+    "Priority",
+    "Queue",
+    "QueueNotFoundError",
+    "Reaper",
+    "ResultSerializationError",
+    "RetryPolicy",
+    "SerializationError",
+    "SignatureError",
+    "StaleLeaseError",
+    "SystemClock",
+    "TypedJob",
+    "TypedqError",
+    "UnknownCodecError",
+    "UnknownDependencyError",
+    "UnsafeSerializerError",
+    "WaitTimeoutError",
+    "Worker",
+    "__version__",
+    "get_serializer",
+    "open_queue",
+]
+
+
+def test_the_exported_names_are_exactly_these() -> None:
+    assert typedq.__all__ == EXPORTED
+
+
+def test_every_public_error_is_exported_from_the_package() -> None:
+    import typedq.errors
+
+    public_errors = {
+        name
+        for name, value in vars(typedq.errors).items()
+        if isinstance(value, type) and issubclass(value, Exception) and not name.startswith("_")
+    }
+    assert public_errors == set(typedq.errors.__all__)
+    for name in public_errors:
+        assert getattr(typedq, name) is getattr(typedq.errors, name)
+
+
+def test_the_headline_types_are_importable_from_the_package() -> None:
+    from typedq import JobRef, JobType, TypedJob, get_serializer
+    from typedq._typed_api import JobRef as api_ref
+    from typedq.serializers import get_serializer as by_name
+    from typedq.typed import JobType as job_type
+    from typedq.typed import TypedJob as typed_job
+
+    assert (JobRef, JobType, TypedJob, get_serializer) == (api_ref, job_type, typed_job, by_name)
+
 
 def test_all_is_sorted() -> None:
     assert typedq.__all__ == sorted(typedq.__all__)
