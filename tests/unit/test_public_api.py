@@ -32,6 +32,7 @@ EXPORTED = [
     "DuplicateJobError",
     "EventHandler",
     "FakeClock",
+    "FieldProblem",
     "InvalidJobError",
     "InvalidTransitionError",
     "Job",
@@ -75,16 +76,19 @@ def test_the_exported_names_are_exactly_these() -> None:
     assert typedq.__all__ == EXPORTED
 
 
-def test_every_public_error_is_exported_from_the_package() -> None:
+def test_every_public_class_of_errors_is_exported_from_the_package() -> None:
     import typedq.errors
 
-    public_errors = {
+    public_classes = {
         name
         for name, value in vars(typedq.errors).items()
-        if isinstance(value, type) and issubclass(value, Exception) and not name.startswith("_")
+        if isinstance(value, type)
+        and value.__module__ == "typedq.errors"
+        and not name.startswith("_")
     }
-    assert public_errors == set(typedq.errors.__all__)
-    for name in public_errors:
+    assert public_classes <= set(typedq.errors.__all__)
+    assert "StaleLeaseError" in public_classes
+    for name in public_classes:
         assert getattr(typedq, name) is getattr(typedq.errors, name)
 
 
