@@ -28,6 +28,7 @@ import pytest
 
 import typedq.backends._sqlite_schema as schema
 from typedq.backends import open_queue
+from typedq.backends._sqlite_rows import FRESH_COLUMNS
 from typedq.backends._sqlite_sql import SQL
 from typedq.backends.base import Completion
 from typedq.backends.sqlite import SQLiteQueue
@@ -654,7 +655,7 @@ def test_writing_a_job_builds_no_temporary_table(open_sqlite: Callable[..., SQLi
     open_sqlite("m")
     conn = sqlite3.connect(db)
     try:
-        for sql, width in ((SQL.insert_fresh, 9), (SQL.insert, 26)):
+        for sql, width in ((SQL.insert_into(FRESH_COLUMNS), 9), (SQL.insert, 26)):
             program = [row[1] for row in conn.execute(f"EXPLAIN {sql}", [None] * width)]
             assert "Insert" in program
             assert "OpenEphemeral" not in program, sql

@@ -173,7 +173,7 @@ class SQLiteQueue(Queue):
             # that turns out not to be ours.
             conn = self._db.connect(configure=False)
             try:
-                self._schema_version = prepare_schema(conn, self._path)
+                prepare_schema(conn, self._path)
                 self._db.configure(conn)
             except BaseException:
                 conn.close()
