@@ -2,7 +2,8 @@
 
 ``typedq.__all__`` is sorted and complete; the specification's names are there. Each
 module under src/typedq imports only from its own layer or the layers below it (STYLE.md
-§1): to place a new module, add it to ``LAYERS``.
+§1): to place a new module, add it to ``LAYERS``. No modules import one another in a
+circle, and each serializers module imports alone in a fresh interpreter.
 """
 
 from __future__ import annotations
@@ -305,3 +306,85 @@ def test_the_import_graph_sees_the_imports() -> None:
 )
 def test_the_layering_check_itself(graph: dict[str, set[str]], expected: list[str]) -> None:
     assert layering_violations(graph) == expected
+
+
+# -- import cycles -------------------------------------------------------------------------
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every group of modules that import one another in a circle (Tarjan's strongly
+    connected components of more than one module), each sorted, sorted by first name.
+
+    Imports under ``if TYPE_CHECKING:`` count: a circle there is a circle for readers,
+    type checkers and the next refactoring that moves the import out.
+    """
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    cycles: list[list[str]] = []
+
+    def visit(module: str) -> None:
+        index[module] = low[module] = len(index)
+        stack.append(module)
+        on_stack.add(module)
+        for dep in sorted(graph.get(module, ())):
+            if dep not in graph:
+                continue
+            if dep not in index:
+                visit(dep)
+                low[module] = min(low[module], low[dep])
+            elif dep in on_stack:
+                low[module] = min(low[module], index[dep])
+        if low[module] == index[module]:
+            group = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                group.append(member)
+                if member == module:
+                    break
+            if len(group) > 1:
+                cycles.append(sorted(group))
+
+    for module in sorted(graph):
+        if module not in index:
+            visit(module)
+    return sorted(cycles)
+
+
+def test_no_modules_import_one_another_in_a_circle() -> None:
+    assert import_cycles(import_graph()) == []
+
+
+@pytest.mark.parametrize(
+    ("graph", "expected"),
+    [
+        pytest.param({"a": {"b"}, "b": {"c"}, "c": set()}, [], id="chain"),
+        pytest.param({"a": {"b"}, "b": {"a"}}, [["a", "b"]], id="pair"),
+        pytest.param(
+            {"base": {"_registry"}, "_registry": {"compress"}, "compress": {"base"}, "json": set()},
+            [["_registry", "base", "compress"]],
+            id="three",
+        ),
+        pytest.param(
+            {"a": {"b", "x"}, "b": {"a"}, "c": {"d"}, "d": {"c"}}, [["a", "b"], ["c", "d"]], id="two"
+        ),
+    ],
+)
+def test_the_cycle_check_itself(graph: dict[str, set[str]], expected: list[list[str]]) -> None:
+    assert import_cycles(graph) == expected
+
+
+SERIALIZER_MODULES = sorted(m for m in import_graph() if m.startswith("typedq.serializers"))
+
+
+@pytest.mark.parametrize("module", SERIALIZER_MODULES)
+def test_each_serializers_module_imports_alone_in_a_fresh_interpreter(module: str) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", f"import {module}"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
