@@ -28,7 +28,6 @@ import multiprocessing
 import os
 import random
 import signal
-import sqlite3
 import statistics
 import threading
 import time
@@ -52,6 +51,7 @@ from tests.helpers import wait_until
 from tests.reliability.faults import FailingRenewals
 from tests.reliability.ledger import Ledger, check
 
+from typedq.backends._sqlite_driver import sqlite3
 from typedq.backends.base import Queue
 from typedq.backends.sqlite import SQLiteQueue
 from typedq.job import TRACEBACK_KEY, Job, JobStatus
