@@ -85,6 +85,7 @@ from pathlib import Path
 from typing import Any
 
 from typedq.backends._sqlite_db import WAL_AUTOCHECKPOINT_PAGES
+from typedq.backends._sqlite_rows import FRESH_COLUMNS
 from typedq.backends._sqlite_sql import SQL
 from typedq.backends.base import Completion
 from typedq.backends.sqlite import SQLiteQueue
@@ -171,7 +172,7 @@ def _typedq_schema(path: Path) -> sqlite3.Connection:
 
 
 def _schema_rows(ids: list[str]) -> list[tuple[Any, ...]]:
-    """The INSERT parameters typedq binds for a fresh job (``SQL.insert_fresh``), built
+    """The INSERT parameters typedq binds for a fresh job (``SQL.insert_into(FRESH_COLUMNS)``), built
     by hand, the payload by ``json.dumps`` and bound as typedq binds a small frame (a
     bytearray); ids are made beforehand, as in the raw loops."""
     now = time.time()
@@ -187,7 +188,7 @@ def raw_schema_insert(path: Path, n: int) -> tuple[int, float]:
     start = perf_counter()
     for row in _schema_rows(ids):
         conn.execute("BEGIN IMMEDIATE")
-        conn.execute(SQL.insert_fresh, row)
+        conn.execute(SQL.insert_into(FRESH_COLUMNS), row)
         conn.execute("COMMIT")
     elapsed = perf_counter() - start
     conn.close()
@@ -203,7 +204,7 @@ def raw_schema_bulk_insert(path: Path, n: int, *, id_index_only: bool = False) -
     start = perf_counter()
     for lo in range(0, n, 1000):
         conn.execute("BEGIN IMMEDIATE")
-        conn.executemany(SQL.insert_fresh, _schema_rows(ids[lo : lo + 1000]))
+        conn.executemany(SQL.insert_into(FRESH_COLUMNS), _schema_rows(ids[lo : lo + 1000]))
         conn.execute("COMMIT")
     elapsed = perf_counter() - start
     conn.close()

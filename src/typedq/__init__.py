@@ -3,36 +3,52 @@
 The original specification's names, with their semantics: :class:`Job`,
 :class:`JobStatus`, :class:`JobQueue`, :class:`Worker`, :class:`EventHandler`,
 :class:`JobQueueManager`. Around them: the :class:`Queue` protocol every backend
-implements, retry policies, leases, clocks and the error hierarchy.
+implements, typed jobs (:class:`JobType`, :class:`TypedJob`, :class:`JobRef`),
+serializers by name (:func:`get_serializer`), retry policies, leases, clocks and every
+error of :mod:`typedq.errors`.
 """
 
 from __future__ import annotations
 
+from typedq._typed_api import JobRef
 from typedq.backends import Claim, JobQueue, Queue, open_queue
 from typedq.clock import Clock, FakeClock, SystemClock
 from typedq.errors import (
     BackendError,
     BackendUnavailableError,
+    BackendWriteError,
     ConfigError,
     DependencyCycleError,
     DeserializationError,
     DuplicateJobError,
+    FieldProblem,
     InvalidJobError,
+    InvalidTransitionError,
+    JobFailedError,
     JobNotFoundError,
     JobTimeoutError,
     NoHandlerError,
     PayloadTooLargeError,
+    PayloadValidationError,
+    PayloadVersionError,
     QueueNotFoundError,
+    ResultSerializationError,
     SerializationError,
+    SignatureError,
     StaleLeaseError,
     TypedqError,
+    UnknownCodecError,
     UnknownDependencyError,
+    UnsafeSerializerError,
+    WaitTimeoutError,
 )
 from typedq.events import EventHandler
 from typedq.job import Job, JobStatus, Priority
 from typedq.leases import LeaseKeeper, Reaper
 from typedq.manager import JobQueueManager
 from typedq.retry import RetryPolicy
+from typedq.serializers import get_serializer
+from typedq.typed import JobType, TypedJob
 from typedq.worker import Worker
 
 __version__ = "0.1.0"
@@ -40,6 +56,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BackendError",
     "BackendUnavailableError",
+    "BackendWriteError",
     "Claim",
     "Clock",
     "ConfigError",
@@ -48,27 +65,41 @@ __all__ = [
     "DuplicateJobError",
     "EventHandler",
     "FakeClock",
+    "FieldProblem",
     "InvalidJobError",
+    "InvalidTransitionError",
     "Job",
+    "JobFailedError",
     "JobNotFoundError",
     "JobQueue",
     "JobQueueManager",
+    "JobRef",
     "JobStatus",
     "JobTimeoutError",
+    "JobType",
     "LeaseKeeper",
     "NoHandlerError",
     "PayloadTooLargeError",
+    "PayloadValidationError",
+    "PayloadVersionError",
     "Priority",
     "Queue",
     "QueueNotFoundError",
     "Reaper",
+    "ResultSerializationError",
     "RetryPolicy",
     "SerializationError",
+    "SignatureError",
     "StaleLeaseError",
     "SystemClock",
+    "TypedJob",
     "TypedqError",
+    "UnknownCodecError",
     "UnknownDependencyError",
+    "UnsafeSerializerError",
+    "WaitTimeoutError",
     "Worker",
     "__version__",
+    "get_serializer",
     "open_queue",
 ]

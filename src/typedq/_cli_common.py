@@ -21,7 +21,6 @@ from typing import Any, Final
 
 import click
 
-from typedq._config import DEFAULT_CONFIG
 from typedq.backends.sqlite import parse_sqlite_url
 from typedq.errors import (
     BackendError,
@@ -245,8 +244,3 @@ class Env:
         except Exception as exc:
             raise BackendError(f"cannot list the queues of {manager.config['backend']}: {exc}") from exc
         return [str(n) for n in names if n not in manager.queues and n != DEAD_LETTER_QUEUE]
-
-
-def default_config_value(key: str) -> Any:
-    """The manager's default for a config key."""
-    return DEFAULT_CONFIG[key]

@@ -15,7 +15,15 @@ from typedq.job import Job, JobStatus
 from typedq.manager import JobQueueManager
 from typedq.shell import SHELL_JOB_TYPE, shell_payload
 
-__all__ = ["build_job", "busy_workers", "collect_jobs", "dead_jobs", "delete_dead"]
+__all__ = [
+    "build_job",
+    "busy_workers",
+    "collect_jobs",
+    "dead_jobs",
+    "delete_dead",
+    "storage_diagnostics",
+    "storage_lines",
+]
 
 _JSON_JOB_KEYS: Final = frozenset({
     "id", "job_id", "command", "type", "job_type", "payload", "queue", "priority", "max_retries",
@@ -144,3 +152,28 @@ def delete_dead(manager: JobQueueManager, job: Job) -> bool:
                 origin.delete(job.job_id)
                 deleted = True
     return deleted
+
+
+def storage_diagnostics(manager: JobQueueManager) -> dict[str, Any]:
+    """The storage facts of the manager's backend (``SQLiteQueue.diagnostics()``), or {}
+    for a backend that has none (memory)."""
+    queue = manager.queues.get("default") or next(iter(manager.queues.values()), None)
+    diagnostics = getattr(queue, "diagnostics", None)
+    if not callable(diagnostics):
+        return {}
+    return dict(diagnostics())
+
+
+def storage_lines(storage: dict[str, Any]) -> list[str]:
+    """The lines ``typedq status`` prints about the storage: the SQLite library and
+    whether it has the WAL-reset bug."""
+    if "sqlite_version" not in storage:
+        return []
+    line = f"sqlite: {storage['sqlite_version']} (module {storage.get('sqlite_driver', 'sqlite3')})"
+    if not storage.get("wal_reset_bug"):
+        return [line + ", free of the WAL-reset bug"]
+    return [
+        line + ", HAS the WAL-reset bug (3.7.0 to 3.51.2): several writer processes can,"
+        " rarely, corrupt the file; pip install 'typedq[sqlite]' for SQLite 3.53"
+        " (https://sqlite.org/wal.html#walresetbug)"
+    ]

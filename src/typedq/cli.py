@@ -32,7 +32,15 @@ from typedq._cli_common import (
     save_settings,
 )
 from typedq._cli_demo import run_demo, status_table
-from typedq._cli_jobs import build_job, busy_workers, collect_jobs, dead_jobs, delete_dead
+from typedq._cli_jobs import (
+    build_job,
+    busy_workers,
+    collect_jobs,
+    dead_jobs,
+    delete_dead,
+    storage_diagnostics,
+    storage_lines,
+)
 from typedq._cli_output import (
     JOB_HEADERS,
     echo_json,
@@ -219,12 +227,17 @@ def status(*, backend: str | None, config_path: str | None, as_json: bool) -> No
         table, counts = status_table(manager)
         workers = busy_workers(manager)
         dead_letters = len(dead_jobs(manager, None, 10_000))
+        storage = storage_diagnostics(manager)
         if as_json:
             echo_json(
                 {"backend": env.backend, "queues": counts, "dead_letters": dead_letters, "workers": workers}
+                | ({"storage": storage} if storage else {})
             )
             return
-        click.echo(f"backend: {env.backend}\n")
+        click.echo(f"backend: {env.backend}")
+        for line in storage_lines(storage):
+            click.echo(line)
+        click.echo()
         click.echo(table)
         click.echo(f"\ndead letters: {dead_letters} (typedq dlq list)")
         if not workers:

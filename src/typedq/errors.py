@@ -39,9 +39,10 @@ This module imports nothing from typedq: it is the bottom layer.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 __all__ = [
+    "MAX_LISTED_ERRORS",
     "BackendError",
     "BackendUnavailableError",
     "BackendWriteError",
@@ -49,6 +50,7 @@ __all__ = [
     "DependencyCycleError",
     "DeserializationError",
     "DuplicateJobError",
+    "FieldProblem",
     "InvalidJobError",
     "InvalidTransitionError",
     "JobFailedError",
@@ -145,8 +147,62 @@ class DependencyCycleError(InvalidJobError):
         )
 
 
+#: How many bad fields a :class:`PayloadValidationError` message lists before
+#: "and N more" (all of them stay in its ``errors`` attribute).
+MAX_LISTED_ERRORS = 10
+
+
+class FieldProblem(NamedTuple):
+    """One bad field of a payload: its dotted ``path``, what is wrong, the input given."""
+
+    path: str
+    message: str
+    value: Any
+
+
 class PayloadValidationError(InvalidJobError):
-    """A payload does not validate against its job type's model."""
+    """A payload does not validate against its job type's model.
+
+    ``field``, ``value`` and ``allowed`` describe the first bad field; ``errors`` holds
+    every bad field as a :class:`FieldProblem` (path, what is wrong, the input), and the
+    message lists up to :data:`MAX_LISTED_ERRORS` of them, then "and N more".
+    """
+
+    def __init__(
+        self,
+        field: str,
+        value: Any,
+        allowed: str,
+        *,
+        message: str | None = None,
+        errors: tuple[FieldProblem, ...] | None = None,
+    ) -> None:
+        self.errors = errors if errors else (FieldProblem(field, allowed, value),)
+        super().__init__(field, value, allowed, message=message)
+
+    @classmethod
+    def from_problems(cls, where: str, problems: list[FieldProblem]) -> PayloadValidationError:
+        """One error naming every problem (up to :data:`MAX_LISTED_ERRORS`) of ``where``.
+
+        Args:
+            where: what was validated ("payload of 'resize'"), for the message.
+            problems: the bad fields, at least one, in the validator's order.
+        """
+        listed = "; ".join(
+            f"field {p.path!r}: {p.message}; got {_short(p.value)}"
+            for p in problems[:MAX_LISTED_ERRORS]
+        )
+        more = len(problems) - MAX_LISTED_ERRORS
+        tail = f"; and {more} more" if more > 0 else ""
+        count = f"{len(problems)} invalid fields: " if len(problems) > 1 else ""
+        first = problems[0]
+        return cls(
+            first.path,
+            first.value,
+            first.message,
+            message=f"{where}: {count}{listed}{tail}",
+            errors=tuple(problems),
+        )
 
 
 class NoHandlerError(_FieldError, ValueError):

@@ -24,9 +24,13 @@ from typing import Any, Final
 from typedq.errors import InvalidJobError
 
 __all__ = [
+    "MAX_COUNT",
+    "MAX_EPOCH",
     "MAX_JOB_ID_LENGTH",
     "MAX_PRIORITY",
+    "MAX_TIMEOUT_S",
     "MAX_TRACEBACK",
+    "MIN_EPOCH",
     "MIN_PRIORITY",
     "TERMINAL_STATUSES",
     "TRACEBACK_KEY",
@@ -39,6 +43,16 @@ __all__ = [
 
 MIN_PRIORITY: Final = 1
 MAX_PRIORITY: Final = 10
+#: The largest ``max_retries``, ``retry_count``, ``attempt`` and ``lost_count`` (2**31 - 1):
+#: every backend stores it exactly (SQLite's 64-bit INTEGER, JSON, a Redis hash).
+MAX_COUNT: Final = 2**31 - 1
+#: The longest ``timeout_seconds``, a billion seconds (about 31 years): below
+#: ``threading.TIMEOUT_MAX``, so a worker can always wait that long.
+MAX_TIMEOUT_S: Final = 1_000_000_000
+#: Epoch times (``created_at``, ``scheduled_at``, ``lease_until``, ``started_at``,
+#: ``finished_at``) lie in ``datetime``'s range, years 1 to 9999 UTC.
+MIN_EPOCH: Final = -62_135_596_800
+MAX_EPOCH: Final = 253_402_300_799
 MAX_JOB_ID_LENGTH: Final = 128
 MAX_JOB_TYPE_LENGTH: Final = 200
 #: Where the last failure's traceback text is kept in ``Job.metadata`` (bounded).
@@ -140,6 +154,16 @@ def _is_number(value: object) -> bool:
     return (type(value) is float or _is_int(value)) and math.isfinite(value)  # type: ignore[arg-type]  # checked to be int or float
 
 
+def _is_epoch(value: object) -> bool:
+    """A finite int or float epoch time from year 1 to year 9999 (``MIN_EPOCH..MAX_EPOCH``)."""
+    return _is_number(value) and MIN_EPOCH <= value <= MAX_EPOCH  # type: ignore[operator]  # checked to be a number
+
+
+_EPOCH_RANGE: Final = f"a finite epoch time from {MIN_EPOCH} to {MAX_EPOCH} (years 1 to 9999)"
+_COUNTERS: Final = ("max_retries", "retry_count", "attempt", "lost_count")
+_TIMES: Final = ("lease_until", "started_at", "finished_at")
+
+
 @dataclass(eq=True, slots=True)
 class Job:
     """A unit of work: what to run (``job_type`` + ``payload``), when, and how often.
@@ -200,25 +224,7 @@ class Job:
             )
         if type(self.payload) is not dict:
             raise InvalidJobError("payload", self.payload, "a dict with string keys")
-        prio = self.priority
-        if not (type(prio) is int or _is_int(prio)) or not MIN_PRIORITY <= prio <= MAX_PRIORITY:
-            raise InvalidJobError(
-                "priority", prio, f"an int from {MIN_PRIORITY} (lowest) to {MAX_PRIORITY} (highest)"
-            )
-        if self.scheduled_at is not None and not _is_number(self.scheduled_at):
-            raise InvalidJobError("scheduled_at", self.scheduled_at, "None or a finite epoch time")
-        created = self.created_at
-        if not (type(created) is float and created - created == 0.0) and not _is_number(created):
-            raise InvalidJobError("created_at", created, "a finite epoch time")
-        counters = (self.max_retries, self.retry_count, self.attempt, self.lost_count)
-        if not all(type(v) is int and v >= 0 for v in counters):
-            for name in ("max_retries", "retry_count", "attempt", "lost_count"):
-                value = getattr(self, name)
-                if not _is_int(value) or value < 0:
-                    raise InvalidJobError(name, value, "an int >= 0")
-        timeout = self.timeout_seconds
-        if timeout is not None and (not _is_number(timeout) or timeout <= 0):
-            raise InvalidJobError("timeout_seconds", timeout, "None or a number of seconds > 0")
+        self._validate_numbers()
         if type(self.status) is not JobStatus:
             try:
                 self.status = JobStatus(self.status)
@@ -246,6 +252,41 @@ class Job:
         self.depends_on = deps
         if type(self.queue) is not str or not self.queue:
             raise InvalidJobError("queue", self.queue, "a non-empty queue name")
+        if self.worker_id is not None and type(self.worker_id) is not str:
+            raise InvalidJobError("worker_id", self.worker_id, "None or a string")
+        if type(self.cancel_requested) is not bool:
+            raise InvalidJobError("cancel_requested", self.cancel_requested, "True or False")
+        if type(self.run_alone) is not bool:
+            raise InvalidJobError("run_alone", self.run_alone, "True or False")
+
+    def _validate_numbers(self) -> None:
+        """Check that every number field is of its type and inside its documented range."""
+        prio = self.priority
+        if not (type(prio) is int or _is_int(prio)) or not MIN_PRIORITY <= prio <= MAX_PRIORITY:
+            raise InvalidJobError(
+                "priority", prio, f"an int from {MIN_PRIORITY} (lowest) to {MAX_PRIORITY} (highest)"
+            )
+        if self.scheduled_at is not None and not _is_epoch(self.scheduled_at):
+            raise InvalidJobError("scheduled_at", self.scheduled_at, f"None or {_EPOCH_RANGE}")
+        created = self.created_at
+        if not (type(created) is float and MIN_EPOCH <= created <= MAX_EPOCH) and not _is_epoch(created):
+            raise InvalidJobError("created_at", created, _EPOCH_RANGE)
+        counters = (self.max_retries, self.retry_count, self.attempt, self.lost_count)
+        if not all(type(v) is int and 0 <= v <= MAX_COUNT for v in counters):
+            for name in _COUNTERS:
+                value = getattr(self, name)
+                if not _is_int(value) or not 0 <= value <= MAX_COUNT:
+                    raise InvalidJobError(name, value, f"an int from 0 to {MAX_COUNT}")
+        timeout = self.timeout_seconds
+        if timeout is not None and (not _is_number(timeout) or not 0 < timeout <= MAX_TIMEOUT_S):
+            raise InvalidJobError(
+                "timeout_seconds", timeout, f"None or a number of seconds > 0 and <= {MAX_TIMEOUT_S}"
+            )
+        if self.lease_until is not None or self.started_at is not None or self.finished_at is not None:
+            for name in _TIMES:
+                value = getattr(self, name)
+                if value is not None and not _is_epoch(value):
+                    raise InvalidJobError(name, value, f"None or {_EPOCH_RANGE}")
 
     @classmethod
     def create(
@@ -270,11 +311,12 @@ class Job:
             job_type: which handler runs it; a non-blank string.
             payload: the handler's argument; a dict (default empty).
             priority: 1 (lowest) to 10 (highest).
-            scheduled_at: run no earlier than this epoch time.
+            scheduled_at: run no earlier than this epoch time (years 1 to 9999).
             delay_s: run no earlier than ``delay_s`` seconds from now (exclusive with
                 ``scheduled_at``).
-            max_retries: how many times a failure is retried (>= 0).
-            timeout_seconds: the handler's time limit, or None.
+            max_retries: how many times a failure is retried (0 to ``MAX_COUNT``).
+            timeout_seconds: the handler's time limit (> 0, at most ``MAX_TIMEOUT_S``),
+                or None.
             metadata: free-form data for the caller.
             depends_on: ids of jobs that must complete first.
             job_id: the id; a fresh UUID4 when omitted.

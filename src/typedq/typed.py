@@ -31,7 +31,13 @@ from typing import Any, Final, Generic, TypeVar, overload
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from typedq._validate import require_number
-from typedq.errors import ConfigError, PayloadValidationError, PayloadVersionError, ResultSerializationError
+from typedq.errors import (
+    ConfigError,
+    FieldProblem,
+    PayloadValidationError,
+    PayloadVersionError,
+    ResultSerializationError,
+)
 from typedq.job import MAX_PRIORITY, MIN_PRIORITY, Job, JobStatus
 
 __all__ = [
@@ -53,29 +59,28 @@ Migration = Callable[[dict[str, Any]], dict[str, Any]]
 
 
 def validation_error(exc: ValidationError, *, where: str, value: object = None) -> PayloadValidationError:
-    """Turn a Pydantic ``ValidationError`` into a typed error naming the field path.
+    """Turn a Pydantic ``ValidationError`` into a typed error naming every bad field.
+
+    The error's ``field``/``value``/``allowed`` are the first bad field's; its ``errors``
+    hold every bad field (dotted path, what is wrong, the input), and its message lists
+    up to ten of them, then "and N more".
 
     Args:
         exc: what Pydantic raised.
         where: what was validated ("payload of 'resize'"), for the message.
         value: the offending input when the error has none.
     """
-    errors = exc.errors(include_url=False)
-    if errors:
-        first = errors[0]
-        path = ".".join(str(part) for part in first["loc"]) or "(root)"
-        msg, given = first["msg"], first.get("input", value)
-    else:
-        path, msg, given = "(root)", str(exc), value
-    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-    return PayloadValidationError(
-        path, given, msg, message=f"{where}: field {path!r}: {msg}; got {_short(given)}{more}"
-    )
-
-
-def _short(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
+    problems = [
+        FieldProblem(
+            ".".join(str(part) for part in err["loc"]) or "(root)",
+            err["msg"],
+            err.get("input", value),
+        )
+        for err in exc.errors(include_url=False)
+    ]
+    if not problems:
+        problems = [FieldProblem("(root)", str(exc), value)]
+    return PayloadValidationError.from_problems(where, problems)
 
 
 class JobType(Generic[P, R]):

@@ -15,7 +15,6 @@ import json
 import logging
 import os
 import shutil
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -28,6 +27,8 @@ import pytest
 
 import typedq.backends._sqlite_schema as schema
 from typedq.backends import open_queue
+from typedq.backends._sqlite_driver import sqlite3
+from typedq.backends._sqlite_rows import FRESH_COLUMNS
 from typedq.backends._sqlite_sql import SQL
 from typedq.backends.base import Completion
 from typedq.backends.sqlite import SQLiteQueue
@@ -459,7 +460,7 @@ def test_f6_an_old_sqlite_is_refused_naming_both_versions(monkeypatch: pytest.Mo
 
 
 @pytest.mark.parametrize(("version", "warned"), [((3, 40, 1), True), ((3, 51, 2), True), ((3, 51, 3), False)])
-def test_f6_the_wal_reset_bug_is_logged_once(
+def test_f6_the_wal_reset_bug_is_said_once_when_a_file_is_created_never_on_open(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
     tmp_path: Path,
@@ -467,16 +468,47 @@ def test_f6_the_wal_reset_bug_is_logged_once(
     warned: bool,
 ) -> None:
     monkeypatch.setattr(sqlite3, "sqlite_version_info", version)
-    monkeypatch.setattr(schema, "_warned_wal_reset", False)
     caplog.set_level(logging.DEBUG, logger="typedq.backends.sqlite")
     for name in ("a", "b"):
         SQLiteQueue(tmp_path / f"{name}.db").close()
-    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
-    assert len(warnings) == (1 if warned else 0)
-    if warned:
-        assert "WAL-reset" in warnings[0].getMessage()
-    else:
-        assert any("WAL-reset" in r.getMessage() for r in caplog.records)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == (2 if warned else 0)
+    for name, message in zip(("a", "b"), warnings, strict=False):
+        assert "WAL-reset" in message
+        assert str(tmp_path / f"{name}.db") in message
+        assert "typedq[sqlite]" in message
+    caplog.clear()
+    # Opening an existing file, in this process or any other, says nothing more.
+    for _ in range(3):
+        SQLiteQueue(tmp_path / "a.db", name="other").close()
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+def test_the_wal_reset_bug_is_not_said_by_a_process_that_opens_an_existing_file(db: Path) -> None:
+    """A worker or script opening a file another process created prints nothing."""
+    SQLiteQueue(db).close()
+    code = (
+        "import logging, sys; logging.basicConfig(level=logging.WARNING);"
+        "from typedq.backends.sqlite import SQLiteQueue;"
+        "SQLiteQueue(sys.argv[1]).close(); SQLiteQueue(sys.argv[1], name='x').close()"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(db)], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert "WAL-reset" not in done.stderr
+    assert done.stderr == ""
+
+
+def test_diagnostics_say_whether_the_library_has_the_wal_reset_bug(
+    open_sqlite: Callable[..., SQLiteQueue],
+) -> None:
+    queue = open_sqlite()
+    assert schema.has_wal_reset_bug((3, 40, 1))
+    assert not schema.has_wal_reset_bug((3, 53, 4))
+    assert schema.wal_reset_warning((3, 53, 4)) is None
+    info = queue.diagnostics()
+    assert info["sqlite_driver"] in ("sqlite3", "pysqlite3")
+    assert info["wal_reset_bug"] is schema.has_wal_reset_bug(tuple(sqlite3.sqlite_version_info))
 
 
 # -- schema versions ----------------------------------------------------------------------
@@ -668,7 +700,7 @@ def test_writing_a_job_builds_no_temporary_table(open_sqlite: Callable[..., SQLi
     open_sqlite("m")
     conn = sqlite3.connect(db)
     try:
-        for sql, width in ((SQL.insert_fresh, 9), (SQL.insert, 27)):
+        for sql, width in ((SQL.insert_into(FRESH_COLUMNS), 9), (SQL.insert, 27)):
             program = [row[1] for row in conn.execute(f"EXPLAIN {sql}", [None] * width)]
             assert "Insert" in program
             assert "OpenEphemeral" not in program, sql

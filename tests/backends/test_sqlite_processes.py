@@ -11,7 +11,6 @@ import multiprocessing
 import os
 import random
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -26,6 +25,7 @@ from tests.backends._sqlite_procs import drain_worker
 
 import typedq.backends.sqlite as sqlite_backend
 from typedq._identity import HOST, new_worker_id
+from typedq.backends._sqlite_driver import sqlite3
 from typedq.backends.sqlite import SQLiteQueue
 from typedq.clock import FakeClock
 from typedq.job import Job, JobStatus

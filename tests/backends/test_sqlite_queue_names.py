@@ -6,13 +6,13 @@ SQLite-specific (one file holds many queues), so it is not in the conformance su
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from typedq.backends._sqlite_driver import sqlite3
 from typedq.backends._sqlite_sql import SQL
 from typedq.backends.sqlite import SQLiteQueue
 from typedq.clock import FakeClock

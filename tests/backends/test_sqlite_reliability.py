@@ -24,7 +24,6 @@ import multiprocessing
 import os
 import random
 import signal
-import sqlite3
 import statistics
 import time
 from collections import Counter
@@ -44,6 +43,7 @@ from tests.backends._sqlite_procs import (
     finishing_victim,
 )
 
+from typedq.backends._sqlite_driver import sqlite3
 from typedq.backends.sqlite import SQLiteQueue
 from typedq.job import TRACEBACK_KEY, Job, JobStatus
 

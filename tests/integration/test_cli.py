@@ -417,6 +417,21 @@ def test_status_counts_per_queue_and_state(run: Run, manager: JobQueueManager) -
     assert "TOTAL" in table
 
 
+def test_status_names_the_sqlite_library_and_its_wal_reset_bug(run: Run, manager: JobQueueManager) -> None:
+    from typedq.backends._sqlite_driver import DRIVER, sqlite3
+    from typedq.backends._sqlite_schema import has_wal_reset_bug
+
+    buggy = has_wal_reset_bug(tuple(sqlite3.sqlite_version_info))
+    data = _json(run("status", "--json"))
+    assert data["storage"]["sqlite_version"] == sqlite3.sqlite_version
+    assert data["storage"]["sqlite_driver"] == DRIVER
+    assert data["storage"]["wal_reset_bug"] is buggy
+    line = next(line for line in run("status").stdout.splitlines() if line.startswith("sqlite: "))
+    assert f"sqlite: {sqlite3.sqlite_version} (module {DRIVER})" in line
+    assert ("HAS the WAL-reset bug" in line) is buggy
+    assert ("typedq[sqlite]" in line) is buggy
+
+
 def test_status_shows_every_queue_of_the_file(run: Run, manager: JobQueueManager) -> None:
     from typedq._identity import new_worker_id
 

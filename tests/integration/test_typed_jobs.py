@@ -319,3 +319,56 @@ def test_dump_result_error_is_typed() -> None:
     jt = JobType("r", Size, result=int)
     with pytest.raises(ResultSerializationError):
         jt.dump_result("x")  # type: ignore[arg-type]  # runtime check
+
+
+class Wide(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    a: int
+    b: int
+    c: str
+    sizes: list[Size] = []
+
+
+def test_a_payload_error_names_every_bad_field_with_its_path_and_input() -> None:
+    wide = JobType("wide", Wide)
+    with pytest.raises(PayloadValidationError) as info:
+        wide.dump({"a": "x", "b": "y", "c": 3, "sizes": [{"w": 1, "h": "tall"}]})  # type: ignore[arg-type]  # runtime check
+    error = info.value
+    text = str(error)
+    assert text.startswith("payload of 'wide': 4 invalid fields: ")
+    for path, given in (("a", "'x'"), ("b", "'y'"), ("c", "3"), ("sizes.0.h", "'tall'")):
+        assert f"field {path!r}: " in text
+        assert f"got {given}" in text
+    assert "more" not in text
+    assert [(p.path, p.value) for p in error.errors] == [
+        ("a", "x"),
+        ("b", "y"),
+        ("c", 3),
+        ("sizes.0.h", "tall"),
+    ]
+    assert "valid integer" in error.errors[0].message
+    assert (error.field, error.value) == ("a", "x")
+
+
+def test_a_payload_error_lists_ten_fields_then_says_how_many_more() -> None:
+    crop = JobType("crop", Crop)
+    bad = {"sizes": [{"w": f"w{i}", "h": 1} for i in range(13)]}
+    with pytest.raises(PayloadValidationError) as info:
+        crop.dump(bad)  # type: ignore[arg-type]  # runtime check
+    text = str(info.value)
+    assert "13 invalid fields" in text
+    assert "'sizes.9.w'" in text
+    assert "'w9'" in text
+    assert "'sizes.10.w'" not in text
+    assert text.endswith("; and 3 more")
+    assert len(info.value.errors) == 13
+    assert info.value.errors[12].path == "sizes.12.w"
+
+
+def test_a_loaded_payload_error_keeps_every_problem() -> None:
+    resize = JobType("resize-all", Size)
+    with pytest.raises(PayloadValidationError) as info:
+        resize.load({"w": None})
+    assert [p.path for p in info.value.errors] == ["w", "h"]
+    assert "field 'w': " in str(info.value)
+    assert "field 'h': Field required" in str(info.value)

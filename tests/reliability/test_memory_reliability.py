@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sqlite3
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +25,7 @@ from tests.helpers import wait_until
 from tests.reliability.ledger import Ledger, check
 
 from typedq import Job, JobQueue, JobQueueManager, JobStatus, Worker
+from typedq.backends._sqlite_driver import sqlite3
 
 #: Lease knobs of the reliability tests (RELIABILITY.md §4a).
 FAST_LEASES = {"lease_s": 1.0, "heartbeat_s": 0.25, "reaper_s": 0.1}

@@ -17,7 +17,6 @@ import multiprocessing
 import os
 import random
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -33,6 +32,7 @@ from tests.helpers import wait_until, wait_while_progressing
 from tests.reliability.ledger import Ledger, LedgerEntry, check, read_entries
 
 from typedq._identity import parse_worker_id
+from typedq.backends._sqlite_driver import sqlite3
 from typedq.backends.base import Queue
 from typedq.errors import ConfigError
 from typedq.events import EventHandler

@@ -2,7 +2,8 @@
 
 ``typedq.__all__`` is sorted and complete; the specification's names are there. Each
 module under src/typedq imports only from its own layer or the layers below it (STYLE.md
-§1): to place a new module, add it to ``LAYERS``.
+§1): to place a new module, add it to ``LAYERS``. No modules import one another in a
+circle, and each serializers module imports alone in a fresh interpreter.
 """
 
 from __future__ import annotations
@@ -17,6 +18,89 @@ import pytest
 import typedq
 
 SPEC_NAMES = ["Job", "JobStatus", "JobQueue", "Worker", "EventHandler", "JobQueueManager"]
+
+#: The whole public surface of ``typedq``: adding or removing a name is a decision, made
+#: here on purpose.
+EXPORTED = [
+    "BackendError",
+    "BackendUnavailableError",
+    "BackendWriteError",
+    "Claim",
+    "Clock",
+    "ConfigError",
+    "DependencyCycleError",
+    "DeserializationError",
+    "DuplicateJobError",
+    "EventHandler",
+    "FakeClock",
+    "FieldProblem",
+    "InvalidJobError",
+    "InvalidTransitionError",
+    "Job",
+    "JobFailedError",
+    "JobNotFoundError",
+    "JobQueue",
+    "JobQueueManager",
+    "JobRef",
+    "JobStatus",
+    "JobTimeoutError",
+    "JobType",
+    "LeaseKeeper",
+    "NoHandlerError",
+    "PayloadTooLargeError",
+    "PayloadValidationError",
+    "PayloadVersionError",
+    "Priority",
+    "Queue",
+    "QueueNotFoundError",
+    "Reaper",
+    "ResultSerializationError",
+    "RetryPolicy",
+    "SerializationError",
+    "SignatureError",
+    "StaleLeaseError",
+    "SystemClock",
+    "TypedJob",
+    "TypedqError",
+    "UnknownCodecError",
+    "UnknownDependencyError",
+    "UnsafeSerializerError",
+    "WaitTimeoutError",
+    "Worker",
+    "__version__",
+    "get_serializer",
+    "open_queue",
+]
+
+
+def test_the_exported_names_are_exactly_these() -> None:
+    assert typedq.__all__ == EXPORTED
+
+
+def test_every_public_class_of_errors_is_exported_from_the_package() -> None:
+    import typedq.errors
+
+    public_classes = {
+        name
+        for name, value in vars(typedq.errors).items()
+        if isinstance(value, type)
+        and value.__module__ == "typedq.errors"
+        and not name.startswith("_")
+    }
+    assert public_classes <= set(typedq.errors.__all__)
+    assert "StaleLeaseError" in public_classes
+    for name in public_classes:
+        assert getattr(typedq, name) is getattr(typedq.errors, name)
+
+
+def test_the_headline_types_are_importable_from_the_package() -> None:
+    from typedq import JobRef, JobType, TypedJob, get_serializer
+    from typedq._typed_api import JobRef as api_ref
+    from typedq.serializers import get_serializer as by_name
+    from typedq.typed import JobType as job_type
+    from typedq.typed import TypedJob as typed_job
+
+    assert (JobRef, JobType, TypedJob, get_serializer) == (api_ref, job_type, typed_job, by_name)
 
 
 def test_all_is_sorted() -> None:
@@ -222,3 +306,85 @@ def test_the_import_graph_sees_the_imports() -> None:
 )
 def test_the_layering_check_itself(graph: dict[str, set[str]], expected: list[str]) -> None:
     assert layering_violations(graph) == expected
+
+
+# -- import cycles -------------------------------------------------------------------------
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every group of modules that import one another in a circle (Tarjan's strongly
+    connected components of more than one module), each sorted, sorted by first name.
+
+    Imports under ``if TYPE_CHECKING:`` count: a circle there is a circle for readers,
+    type checkers and the next refactoring that moves the import out.
+    """
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    cycles: list[list[str]] = []
+
+    def visit(module: str) -> None:
+        index[module] = low[module] = len(index)
+        stack.append(module)
+        on_stack.add(module)
+        for dep in sorted(graph.get(module, ())):
+            if dep not in graph:
+                continue
+            if dep not in index:
+                visit(dep)
+                low[module] = min(low[module], low[dep])
+            elif dep in on_stack:
+                low[module] = min(low[module], index[dep])
+        if low[module] == index[module]:
+            group = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                group.append(member)
+                if member == module:
+                    break
+            if len(group) > 1:
+                cycles.append(sorted(group))
+
+    for module in sorted(graph):
+        if module not in index:
+            visit(module)
+    return sorted(cycles)
+
+
+def test_no_modules_import_one_another_in_a_circle() -> None:
+    assert import_cycles(import_graph()) == []
+
+
+@pytest.mark.parametrize(
+    ("graph", "expected"),
+    [
+        pytest.param({"a": {"b"}, "b": {"c"}, "c": set()}, [], id="chain"),
+        pytest.param({"a": {"b"}, "b": {"a"}}, [["a", "b"]], id="pair"),
+        pytest.param(
+            {"base": {"_registry"}, "_registry": {"compress"}, "compress": {"base"}, "json": set()},
+            [["_registry", "base", "compress"]],
+            id="three",
+        ),
+        pytest.param(
+            {"a": {"b", "x"}, "b": {"a"}, "c": {"d"}, "d": {"c"}}, [["a", "b"], ["c", "d"]], id="two"
+        ),
+    ],
+)
+def test_the_cycle_check_itself(graph: dict[str, set[str]], expected: list[list[str]]) -> None:
+    assert import_cycles(graph) == expected
+
+
+SERIALIZER_MODULES = sorted(m for m in import_graph() if m.startswith("typedq.serializers"))
+
+
+@pytest.mark.parametrize("module", SERIALIZER_MODULES)
+def test_each_serializers_module_imports_alone_in_a_fresh_interpreter(module: str) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", f"import {module}"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr

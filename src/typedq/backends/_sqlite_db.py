@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import sqlite3
 import threading
 import time
 import weakref
@@ -36,6 +35,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
+from typedq.backends._sqlite_driver import sqlite3
 from typedq.errors import BackendError, BackendWriteError, TypedqError
 
 __all__ = [

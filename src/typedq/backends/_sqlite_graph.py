@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 from collections.abc import Iterable, Sequence
 from itertools import groupby
 from operator import itemgetter
@@ -27,6 +26,7 @@ from typing import Any, Final, NamedTuple
 
 from typedq.backends import _sqlite_rows as rows
 from typedq.backends._graph import check_batch_acyclic, dependency_order
+from typedq.backends._sqlite_driver import sqlite3
 from typedq.backends._sqlite_sql import SQL
 from typedq.errors import (
     DependencyCycleError,

@@ -13,8 +13,9 @@ typedq writes a single byte to it:
   (a schema version above :data:`SCHEMA_VERSION`), or when it is read-only. Content is
   judged through SQLite only: typedq never opens the file itself, since closing any
   descriptor of it would drop the POSIX locks SQLite holds on it in this process.
-* The SQLite library must be at least :data:`MIN_SQLITE` (``RETURNING``); versions with
-  the WAL-reset bug (3.7.0 to 3.51.2) are logged once per process.
+* The SQLite library must be at least :data:`MIN_SQLITE` (``RETURNING``). A version with
+  the WAL-reset bug (3.7.0 to 3.51.2) is warned about once, when a file is created, and
+  shown in the queue's diagnostics (``typedq status``), not on every open.
 
 Tables (one file holds many queues; every row carries its queue's name)::
 
@@ -59,11 +60,11 @@ from __future__ import annotations
 
 import logging
 import os
-import sqlite3
 from pathlib import Path
 from typing import Final
 from urllib.parse import parse_qsl, unquote
 
+from typedq.backends._sqlite_driver import sqlite3
 from typedq.errors import BackendError, BackendWriteError, ConfigError
 
 __all__ = [
@@ -76,8 +77,10 @@ __all__ = [
     "WAL_RESET_BUG",
     "check_file",
     "check_sqlite_version",
+    "has_wal_reset_bug",
     "parse_sqlite_url",
     "prepare_schema",
+    "wal_reset_warning",
 ]
 
 logger = logging.getLogger("typedq.backends.sqlite")
@@ -217,41 +220,43 @@ def _version_text(info: tuple[int, ...]) -> str:
     return ".".join(str(part) for part in info)
 
 
-_warned_wal_reset = False
+def has_wal_reset_bug(version: tuple[int, ...]) -> bool:
+    """Whether SQLite ``version`` has the WAL-reset bug (3.7.0 to 3.51.2)."""
+    low, high = WAL_RESET_BUG
+    return low <= version <= high
+
+
+def wal_reset_warning(version: tuple[int, ...]) -> str | None:
+    """The warning for a SQLite library with the WAL-reset bug; None for one without."""
+    if not has_wal_reset_bug(version):
+        return None
+    low, high = WAL_RESET_BUG
+    return (
+        f"SQLite {_version_text(version)} has the WAL-reset bug (versions {_version_text(low)} "
+        f"to {_version_text(high)}): when connections of several processes write and "
+        "checkpoint one file at the same time, the file can, rarely, be corrupted; install "
+        "'typedq[sqlite]' (pysqlite3, with SQLite 3.53) or upgrade SQLite to 3.51.3 or newer "
+        "(see https://sqlite.org/wal.html#walresetbug)"
+    )
 
 
 def check_sqlite_version() -> tuple[int, ...]:
     """Refuse a SQLite library older than :data:`MIN_SQLITE`; return the version.
 
-    Logs one WARNING per process when the library has the WAL-reset bug, and a DEBUG
-    note otherwise.
+    Says nothing about the WAL-reset bug: that is said once, when a file is created
+    (:func:`prepare_schema`), and in the queue's diagnostics.
 
     Raises:
         BackendError: the library is too old; names the found and required versions.
     """
-    global _warned_wal_reset
     found = tuple(sqlite3.sqlite_version_info)
     if found < MIN_SQLITE:
         raise BackendError(
             f"SQLite {_version_text(found)} is too old: typedq's SQLite backend needs "
             f"SQLite >= {_version_text(MIN_SQLITE)} (for UPDATE ... RETURNING); "
-            "upgrade the SQLite library Python's sqlite3 module is linked against"
+            "upgrade the SQLite library Python's sqlite3 module is linked against, or "
+            "install 'typedq[sqlite]'"
         )
-    low, high = WAL_RESET_BUG
-    if not _warned_wal_reset:
-        _warned_wal_reset = True
-        if low <= found <= high:
-            logger.warning(
-                "SQLite %s has the WAL-reset bug (versions %s to %s): when connections of "
-                "several processes write and checkpoint one file at the same time, the "
-                "file can, rarely, be corrupted; upgrade SQLite to 3.51.3 or newer "
-                "(see https://sqlite.org/wal.html#walresetbug)",
-                _version_text(found),
-                _version_text(low),
-                _version_text(high),
-            )
-        else:
-            logger.debug("SQLite %s is free of the WAL-reset bug", _version_text(found))
     return found
 
 
@@ -358,6 +363,11 @@ def prepare_schema(conn: sqlite3.Connection, path: Path) -> int:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
+    if version == 0:
+        # Said once, when the file is created, not on every open in every process.
+        warning = wal_reset_warning(tuple(sqlite3.sqlite_version_info))
+        if warning is not None:
+            logger.warning("created the queue file %s; %s", path, warning)
     return SCHEMA_VERSION
 
 

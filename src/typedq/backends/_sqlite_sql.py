@@ -12,7 +12,7 @@ import functools
 from collections.abc import Sequence
 from typing import Final
 
-from typedq.backends._sqlite_rows import CLAIM_COLUMNS, FRESH_COLUMNS, INSERT_COLUMNS, SELECT_COLUMNS
+from typedq.backends._sqlite_rows import CLAIM_COLUMNS, INSERT_COLUMNS, SELECT_COLUMNS
 from typedq.backends._sqlite_schema import SETTLED_CONDITION, SETTLED_STATUSES
 
 __all__ = ["SQL"]
@@ -54,9 +54,9 @@ class SQL:
     """Namespace of the backend's statements."""
 
     insert: Final = _insert(INSERT_COLUMNS)
-    #: A job that never ran and depends on nothing: the other columns take their defaults.
-    insert_fresh: Final = _insert(FRESH_COLUMNS)
-    #: The INSERT binding ``columns`` (a fresh row's, see ``RowCodec.fresh_row``).
+    #: The INSERT binding ``columns``: a job that never ran and depends on nothing binds
+    #: only ``FRESH_COLUMNS`` plus its non-NULL optional ones (``RowCodec.fresh_row``);
+    #: the other columns take their defaults.
     insert_into: Final = staticmethod(functools.cache(_insert))
     insert_edge: Final = "INSERT OR IGNORE INTO job_deps (queue, parent, child) VALUES (?, ?, ?)"
     flag_parent: Final = "UPDATE jobs SET has_waiters = 1 WHERE queue = ? AND job_id = ?"

@@ -63,7 +63,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sqlite3
 import threading
 from collections.abc import Callable, Collection, Iterable, Sequence
 from functools import partial
@@ -73,6 +72,7 @@ from typing import Any, Final
 from typedq._identity import owner_alive
 from typedq.backends import _sqlite_rows as rows
 from typedq.backends._sqlite_db import SYNCHRONOUS, Connections, map_errors
+from typedq.backends._sqlite_driver import DRIVER, is_unique_violation, sqlite3
 from typedq.backends._sqlite_graph import Finish, QueueGraph
 from typedq.backends._sqlite_schema import (
     WAL_RESET_BUG,
@@ -103,7 +103,6 @@ logger = logging.getLogger("typedq.backends.sqlite")
 
 _PENDING: Final = "PENDING"
 _COMPLETED: Final = "COMPLETED"
-_UNIQUE_FAILED: Final = 2067  # SQLITE_CONSTRAINT_UNIQUE
 #: Most claims remembered for complete(); half are forgotten when it is passed.
 _INFLIGHT_MAX: Final = 8192
 
@@ -174,7 +173,7 @@ class SQLiteQueue(Queue):
             # that turns out not to be ours.
             conn = self._db.connect(configure=False)
             try:
-                self._schema_version = prepare_schema(conn, self._path)
+                prepare_schema(conn, self._path)
                 self._db.configure(conn)
             except BaseException:
                 conn.close()
@@ -210,7 +209,8 @@ class SQLiteQueue(Queue):
         """What an operator needs to judge this queue's file; read from a live connection.
 
         Returns:
-            ``sqlite_version``, ``wal_reset_bug`` (whether that version has it), ``path``,
+            ``sqlite_version``, ``sqlite_driver`` (``"sqlite3"`` or ``"pysqlite3"``),
+            ``wal_reset_bug`` (whether that version has it), ``path``,
             ``queue``, ``journal_mode``, ``synchronous`` (1 NORMAL, 2 FULL),
             ``durability``, ``busy_timeout_ms``, ``wal_autocheckpoint``, ``schema_version``,
             ``busy_retries`` (transactions this object retried after SQLITE_BUSY),
@@ -221,6 +221,7 @@ class SQLiteQueue(Queue):
         return {
             "backend": "sqlite",
             "sqlite_version": sqlite3.sqlite_version,
+            "sqlite_driver": DRIVER,
             "wal_reset_bug": low <= self._version <= high,
             "path": str(self._path),
             "queue": self._name,
@@ -256,7 +257,7 @@ class SQLiteQueue(Queue):
             try:
                 conn.execute(sql, row)
             except sqlite3.IntegrityError as exc:
-                if getattr(exc, "sqlite_errorcode", 0) == _UNIQUE_FAILED:
+                if is_unique_violation(exc):
                     raise DuplicateJobError(job.job_id, queue=self._name) from exc
                 raise
 

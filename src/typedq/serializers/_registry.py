@@ -7,19 +7,17 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 import zstandard
 
 from typedq.errors import ConfigError
 from typedq.serializers._common import DEFAULT_MAX_DEPTH, DEFAULT_MAX_SIZE
+from typedq.serializers._protocol import Serializer
 from typedq.serializers.compress import Compressed
 from typedq.serializers.json import JSONSerializer
 from typedq.serializers.msgpack import MsgpackSerializer
 from typedq.serializers.pickle import PickleSerializer
-
-if TYPE_CHECKING:
-    from typedq.serializers.base import Serializer
 
 __all__ = ["SERIALIZER_NAMES", "make_serializer"]
 

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Callable, Iterable
-from typing import Any, Final, NamedTuple, Protocol, runtime_checkable
+from typing import Any, Final, NamedTuple
 
 import zstandard
 
@@ -48,6 +48,7 @@ from typedq.errors import (
     UnsafeSerializerError,
 )
 from typedq.serializers._common import DEFAULT_MAX_DEPTH, DEFAULT_MAX_SIZE, check_int
+from typedq.serializers._protocol import Serializer
 from typedq.serializers._registry import SERIALIZER_NAMES, make_serializer
 from typedq.serializers._signing import HmacSha256
 from typedq.serializers.compress import BoundedDecompressor, Compressed
@@ -74,45 +75,6 @@ __all__ = [
     "make_serializer",
     "read_frame_header",
 ]
-
-
-@runtime_checkable
-class Serializer(Protocol):
-    """Turns values into bytes and back.
-
-    Attributes:
-        name: The serializer's config name, such as ``"json"`` or ``"msgpack+zstd"``.
-    """
-
-    name: str
-
-    def dumps(self, obj: Any) -> bytes:
-        """Encode ``obj``.
-
-        Args:
-            obj: A value of the serializer's domain.
-
-        Returns:
-            The encoded bytes.
-
-        Raises:
-            SerializationError: ``obj`` is outside the domain; names the path.
-        """
-        ...
-
-    def loads(self, data: bytes) -> Any:
-        """Decode bytes written by :meth:`dumps`.
-
-        Args:
-            data: Encoded bytes.
-
-        Returns:
-            The decoded value.
-
-        Raises:
-            DeserializationError: The bytes cannot be decoded.
-        """
-        ...
 
 
 FRAME_MAGIC: Final = 0xC1

@@ -20,15 +20,13 @@ zstd objects are not thread-safe, so compressors and decompressors are kept per 
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 import zstandard
 
 from typedq.errors import ConfigError, DeserializationError, PayloadTooLargeError
 from typedq.serializers._common import DEFAULT_MAX_SIZE, check_int
-
-if TYPE_CHECKING:
-    from typedq.serializers.base import Serializer
+from typedq.serializers._protocol import Serializer
 
 __all__ = ["ZSTD_MAGIC", "BoundedDecompressor", "Compressed"]
 
