@@ -17,6 +17,7 @@ keeps working for code written against the original specification::
     ├── JobTimeoutError (TimeoutError)          a handler ran past its timeout
     ├── WaitTimeoutError (TimeoutError)         waiting for a job's outcome took too long
     ├── JobFailedError (RuntimeError)           a job ended without a result
+    ├── JobCancelledError (RuntimeError)        a handler stopped: its job's cancel was requested
     ├── StaleLeaseError (RuntimeError)          a lease token that is no longer current
     ├── InvalidTransitionError (ValueError)     a state change the job's state forbids
     ├── BackendError (RuntimeError)             storage failed
@@ -53,6 +54,7 @@ __all__ = [
     "FieldProblem",
     "InvalidJobError",
     "InvalidTransitionError",
+    "JobCancelledError",
     "JobFailedError",
     "JobNotFoundError",
     "JobTimeoutError",
@@ -277,6 +279,23 @@ class JobFailedError(TypedqError, RuntimeError):
         self.status = status
         self.error = error
         super().__init__(f"job {job_id} ended {status}: {error or 'no error recorded'}")
+
+
+class JobCancelledError(TypedqError, RuntimeError):
+    """A handler stopped because its job's cancellation was requested.
+
+    Raised by a handler (a shell job whose command was stopped, or any handler that
+    checks ``cancel_requested``): the worker records the job CANCELLED, not failed, and
+    does not retry it.
+    """
+
+    def __init__(self, job_id: str, detail: str = "") -> None:
+        self.job_id = job_id
+        self.detail = detail
+        super().__init__(f"job {job_id} was cancelled while running" + (f": {detail}" if detail else ""))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.job_id, self.detail))
 
 
 class StaleLeaseError(TypedqError, RuntimeError):

@@ -30,6 +30,7 @@ from typedq._config import (
 )
 from typedq._typed_api import TypedAPI
 from typedq._validate import require_number
+from typedq._waiting import CompletionWaiters, NotifyingEvents, wait_for_jobs
 from typedq.backends import Queue, open_queue
 from typedq.clock import Clock, system_clock
 from typedq.errors import (
@@ -107,6 +108,8 @@ class JobQueueManager(TypedAPI):
         self._submitted = 0
         self._reaped_dead = 0
         self._closed = False
+        self._waiters = CompletionWaiters()
+        self._worker_events: NotifyingEvents | None = None
         # On the configured backend: a JobQueue for memory://, a durable queue shared by
         # every process for the others.
         self._dead_letter = open_queue(
@@ -265,41 +268,41 @@ class JobQueueManager(TypedAPI):
         job = self.get_job(job_id)
         cancelled = self.get_queue(job.queue).cancel(job_id)
         if cancelled:
+            self._waiters.ended(job_id)
             safe_call(self.event_handler.on_job_cancelled, job)
         return cancelled
 
     def wait_for_completion(self, job_ids: Iterable[str], timeout: float | None = None) -> bool:
         """Wait until every job has ended (COMPLETED, FAILED, DEAD or CANCELLED).
 
+        Driven by the workers' events: a job that ends in this process is dropped from the
+        wait at once, without a read. The others (ended in another process, or before
+        the call) are read in the order given, each once after it ended; a poll reads
+        the first one not known to have ended, 1 ms apart at first, then up to 50 ms.
+
         Returns True when they all have, False when ``timeout`` seconds passed first.
 
         Raises:
-            JobNotFoundError: an id belongs to no queue.
+            JobNotFoundError: an id belongs to no queue (raised when the wait reaches it).
         """
-        remaining = list(job_ids)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        pause = 0.001
         queues: dict[str, Queue] = {}
-        while True:
-            still: list[str] = []
-            for job_id in remaining:
-                queue = queues.get(job_id)
-                if queue is None:
-                    job = self.get_job(job_id)
-                    queue = self._queues.get(job.queue, self._dead_letter)
-                    queues[job_id] = queue
-                else:
-                    job = queue.get_job(job_id)
-                if job.status not in TERMINAL_STATUSES:
-                    still.append(job_id)
-            remaining = still
-            if not remaining:
-                return True
-            if deadline is not None and time.monotonic() >= deadline:
-                return False
-            wait = pause if deadline is None else min(pause, max(0.0, deadline - time.monotonic()))
-            time.sleep(wait)
-            pause = min(pause * 2, 0.05)
+
+        def status_of(job_id: str) -> JobStatus:
+            queue = queues.get(job_id)
+            if queue is None:
+                job = self.get_job(job_id)
+                queues[job_id] = self._queues.get(job.queue, self._dead_letter)
+                return job.status
+            return queue.get_job(job_id).status
+
+        return wait_for_jobs(self._waiters, job_ids, status_of, timeout)
+
+    def _events_for_workers(self) -> EventHandler:
+        """The application's event handler, with the waiters told when a job ends."""
+        current = self._worker_events
+        if current is None or current.inner is not self.event_handler:
+            current = self._worker_events = NotifyingEvents(self.event_handler, self._waiters)
+        return current
 
     # -- workers ------------------------------------------------------------------------
 
@@ -341,7 +344,7 @@ class JobQueueManager(TypedAPI):
                         q, self._handlers, settings["poll_interval"],
                         dead_letter_queue=self._dead_letter,
                         worker_id=f"{name}-worker",
-                        event_handler=self.event_handler,
+                        event_handler=self._events_for_workers(),
                         retry_policy=policy,
                         lease_s=self.config["lease_s"],
                         heartbeat_s=self.config["heartbeat_s"],
@@ -440,6 +443,8 @@ class JobQueueManager(TypedAPI):
                 )
                 send_to_dead_letter(self._dead_letter, job)
                 safe_call(self.event_handler.on_job_dead, job)
+            if job.status in TERMINAL_STATUSES:  # DEAD, or CANCELLED (cancel was requested)
+                self._waiters.ended(job_id)
 
     # -- dead letters -------------------------------------------------------------------
 

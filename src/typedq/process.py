@@ -7,11 +7,17 @@ returning one, so its handlers are registered in the child), starts ``concurrenc
 worker threads per queue, and runs the manager's lease keeper and reaper, so a job whose
 process died is given back once its lease expires. The parent supervises:
 
-* it replaces a child that died unexpectedly, keeping the pool at full size;
+* it replaces a child that died unexpectedly, keeping the pool at full size. A child that
+  dies before it is ready is replaced after a backoff (jittered exponential from
+  :data:`RESPAWN_BASE_S`, capped at :data:`RESPAWN_MAX_S`), so a pool whose children
+  cannot start does not spin;
 * on the first SIGTERM or SIGINT it asks every child to stop gracefully, on the second
   to stop at once; it exits 0 after a graceful stop;
-* a child that cannot start (the app does not import, ``memory://``) stops the pool with
-  a typed error instead of being restarted forever.
+* a child that cannot start (the app does not import, ``memory://``, or it exits on its
+  own before it is ready :data:`_MAX_STARTUP_FAILURES` times in a row) stops the pool with
+  a typed error instead of being restarted forever. A child *killed by a signal* before
+  it is ready (kill -9, the OOM killer) did not fail to start: it is replaced, with the
+  backoff, however often that happens.
 
 Each child runs :func:`typedq._serve.serve` (the shutdown contract is described there):
 stop claiming, let running jobs finish for the grace period, give the rest back to the
@@ -35,6 +41,7 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import os
+import random
 import signal
 import sys
 import threading
@@ -86,8 +93,21 @@ EXIT_STARTUP: Final = 3
 _KILL_MARGIN_S: Final = 5.0
 #: After an immediate stop, how long the parent waits for children before SIGKILL.
 _IMMEDIATE_KILL_S: Final = 2.0
-#: Children that die before they are ready this many times in a row stop the pool.
+#: Children that exit on their own before they are ready this many times in a row stop
+#: the pool (a child killed by a signal is not counted).
 _MAX_STARTUP_FAILURES: Final = 3
+#: The first wait before replacing a child that died before it was ready, seconds.
+RESPAWN_BASE_S: Final = 0.1
+#: The longest wait before replacing a child that died before it was ready, seconds.
+RESPAWN_MAX_S: Final = 5.0
+
+
+def respawn_delay(deaths: int) -> float:
+    """The wait before replacing a slot's child after ``deaths`` deaths in a row before
+    ready: exponential from :data:`RESPAWN_BASE_S`, capped at :data:`RESPAWN_MAX_S`, then
+    jittered down to half (children killed together are not restarted in lockstep)."""
+    ceiling = min(RESPAWN_MAX_S, RESPAWN_BASE_S * 2.0 ** min(max(deaths, 1) - 1, 30))
+    return ceiling * random.uniform(0.5, 1.0)
 
 
 class WorkerProcessError(TypedqError, RuntimeError):
@@ -230,6 +250,9 @@ class ProcessPool:
         self._children: dict[int, _Child] = {}
         self._error: dict[str, Any] | None = None
         self._startup_failures = 0
+        # Per slot: deaths before ready in a row, and when its replacement is due.
+        self._early_deaths: dict[int, int] = {}
+        self._respawn_at: dict[int, float] = {}
         self._grace = spec.grace_s or 0.0
         self.stop = StopRequest()
         self.report = PoolReport()
@@ -259,6 +282,17 @@ class ProcessPool:
         self._children[slot] = _Child(slot, process, receiver)
         logger.info("started worker process %s (slot %d)", process.pid, slot)
 
+    def _respawn_due(self) -> None:
+        """Start the replacements whose backoff is over (none once a stop was requested)."""
+        if self.stop.requested:
+            self._respawn_at.clear()
+            return
+        now = time.monotonic()
+        for slot, due in list(self._respawn_at.items()):
+            if due <= now:
+                del self._respawn_at[slot]
+                self._spawn(slot)
+
     def _signal_all(self, signum: int) -> None:
         for child in self._children.values():
             if child.process.pid is not None and child.process.is_alive():
@@ -280,6 +314,7 @@ class ProcessPool:
                 child.ready = True
                 self._grace = max(self._grace, float(message[3]))
                 self._startup_failures = 0
+                self._early_deaths.pop(child.slot, None)
             elif kind == "error":
                 self._error = message[1]
                 logger.error(
@@ -306,14 +341,28 @@ class ProcessPool:
         if self.stop.requested:
             return
         if not child.ready:
-            self._startup_failures += 1
-            if self._startup_failures >= _MAX_STARTUP_FAILURES:
-                self._error = self._error or {
-                    "config": False, "type": "WorkerProcessError",
-                    "message": f"worker processes exit before they are ready (exit code {code})",
-                }
-                self.stop.graceful()
-                return
+            killed = code is not None and code < 0
+            if not killed:
+                self._startup_failures += 1
+                if self._startup_failures >= _MAX_STARTUP_FAILURES:
+                    self._error = self._error or {
+                        "config": False, "type": "WorkerProcessError",
+                        "message": f"worker processes exit before they are ready (exit code {code})",
+                    }
+                    self.stop.graceful()
+                    return
+            deaths = self._early_deaths[child.slot] = self._early_deaths.get(child.slot, 0) + 1
+            delay = respawn_delay(deaths)
+            how = f"exited with code {code}"
+            if killed and code is not None:
+                how = f"was killed by {_signal_name(-code)}"
+            logger.warning(
+                "worker process %s %s before it was ready; starting a replacement in %.2fs",
+                pid, how, delay,
+            )
+            self.report.restarts += 1
+            self._respawn_at[child.slot] = time.monotonic() + delay
+            return
         if code == EXIT_RECYCLE:
             logger.info("worker process %s recycled after a handler timeout; replacing it", pid)
         else:
@@ -342,10 +391,17 @@ class ProcessPool:
                 if self.stop.requested:
                     break
                 self._spawn(slot)
-            while self._children:
+            while self._children or self._respawn_at:
+                self._respawn_due()
                 waitables: list[Any] = [c.process.sentinel for c in self._children.values()]
                 waitables += [c.conn for c in self._children.values() if c.conn_open]
-                multiprocessing.connection.wait(waitables, timeout=0.05)
+                timeout = 0.05
+                if self._respawn_at:
+                    timeout = min(timeout, max(0.0, min(self._respawn_at.values()) - time.monotonic()))
+                if waitables:
+                    multiprocessing.connection.wait(waitables, timeout=timeout)
+                else:
+                    time.sleep(timeout)  # only replacements are due: nothing to wait on
                 for child in list(self._children.values()):
                     self._read(child)
                 if self.stop.level > forwarded:
@@ -382,6 +438,13 @@ class ProcessPool:
         self.report.immediate = self.stop.immediate
         self.report.exit_code = 128 + (self.stop.signum or signal.SIGTERM) if self.stop.immediate else 0
         return self.report
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
 
 
 def _configured_processes(app_ref: str | None, config: Mapping[str, Any] | None) -> int:

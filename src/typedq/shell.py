@@ -18,7 +18,16 @@ first and the last half of it, with a note of how much was left out), so a chatt
 cannot exhaust the worker's memory or the job's result size.
 
 A command runs in its own process group. On ``timeout`` the whole group is killed with
-SIGKILL and the attempt fails with :class:`ShellTimeoutError` (a ``TimeoutError``). A
+SIGKILL and the attempt fails with :class:`ShellTimeoutError` (a ``TimeoutError``).
+
+Cancelling a running shell job (``manager.cancel(job_id)``, ``typedq cancel``) stops its
+command: the handler reads the job's ``cancel_requested`` every
+:data:`CANCEL_CHECK_S` seconds while the command runs (one read of the job), and once it
+is set sends SIGTERM to the command's process group, then SIGKILL after
+``cancel_grace_s`` (:data:`DEFAULT_CANCEL_GRACE_S` by default) if the group is still
+there, and raises :class:`~typedq.errors.JobCancelledError`: the worker records the job
+CANCELLED (not failed, not retried; its dependents FAILED) and calls
+``on_job_cancelled``. A
 worker that shuts down gives its running jobs back to the queue first and then kills their
 commands (:func:`kill_running_commands`), so an interrupted command is run again later,
 never half-recorded.
@@ -33,16 +42,19 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import IO, TYPE_CHECKING, Any, Final
 
-from typedq.errors import ConfigError, PayloadValidationError, TypedqError
+from typedq._validate import require_number
+from typedq.errors import ConfigError, JobCancelledError, PayloadValidationError, TypedqError
 from typedq.job import Job
 
 if TYPE_CHECKING:
     from typedq.manager import JobQueueManager
 
 __all__ = [
+    "CANCEL_CHECK_S",
+    "DEFAULT_CANCEL_GRACE_S",
     "MAX_OUTPUT_BYTES",
     "SHELL_JOB_TYPE",
     "ShellCommandError",
@@ -58,6 +70,10 @@ __all__ = [
 SHELL_JOB_TYPE: Final = "shell"
 #: The most bytes kept of each of stdout and stderr.
 MAX_OUTPUT_BYTES: Final = 64 * 1024
+#: How often a running command's job is read for ``cancel_requested``, seconds.
+CANCEL_CHECK_S: Final = 0.25
+#: How long a cancelled command's process group has between SIGTERM and SIGKILL, seconds.
+DEFAULT_CANCEL_GRACE_S: Final = 5.0
 #: How much of each stream an error message quotes.
 _MESSAGE_TAIL: Final = 2000
 _PAYLOAD_KEYS: Final = frozenset({"command", "shell", "timeout", "cwd", "env"})
@@ -261,23 +277,105 @@ def _start(checked: dict[str, Any]) -> subprocess.Popen[bytes]:
         raise ShellCommandError(command, 127, "", f"cannot run command: {exc}") from None
 
 
-def _wait(proc: subprocess.Popen[bytes], timeout: float | None) -> bool:
-    """Wait for the command; kill its group on timeout (True) or on any exception."""
+def _group_alive(pgid: int) -> bool:
+    """Whether a process of group ``pgid`` still runs (a zombie, dead but not yet
+    reaped by its new parent, does not)."""
     try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        _kill_group(proc)
-        proc.wait()
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
         return True
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return True  # no /proc: the signal test above is all there is
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != b"Z":
+            return True
+    return False
+
+
+def _terminate_group(proc: subprocess.Popen[bytes], grace_s: float) -> None:
+    """SIGTERM the command's process group; SIGKILL it if still there after ``grace_s``."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(grace_s)
+    # The leader may be gone while others of its group still run: wait for the group.
+    while _group_alive(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    _kill_group(proc)
+    proc.wait()
+
+
+def _wait(
+    proc: subprocess.Popen[bytes],
+    timeout: float | None,
+    cancelled: Callable[[], bool] | None = None,
+    *,
+    check_s: float = CANCEL_CHECK_S,
+    grace_s: float = DEFAULT_CANCEL_GRACE_S,
+) -> str | None:
+    """Wait for the command; return ``"timeout"`` or ``"cancelled"`` when it was stopped.
+
+    On timeout the group is killed at once; when ``cancelled()`` turns true (read every
+    ``check_s`` seconds) it is terminated (:func:`_terminate_group`); on any exception
+    it is killed and the exception goes on.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    try:
+        while True:
+            step = None if cancelled is None else check_s
+            if deadline is not None:
+                left = max(0.0, deadline - time.monotonic())
+                step = left if step is None else min(step, left)
+            try:
+                proc.wait(step)
+                return None
+            except subprocess.TimeoutExpired:
+                pass
+            if deadline is not None and time.monotonic() >= deadline:
+                _kill_group(proc)
+                proc.wait()
+                return "timeout"
+            if cancelled is not None and cancelled():
+                _terminate_group(proc, grace_s)
+                return "cancelled"
     except BaseException:
         _kill_group(proc)
         proc.wait()
         raise
-    return False
 
 
-def run_command(payload: Mapping[str, Any], *, limit: int = MAX_OUTPUT_BYTES) -> dict[str, Any]:
+def run_command(
+    payload: Mapping[str, Any],
+    *,
+    limit: int = MAX_OUTPUT_BYTES,
+    cancelled: Callable[[], bool] | None = None,
+    cancel_grace_s: float = DEFAULT_CANCEL_GRACE_S,
+    cancel_check_s: float = CANCEL_CHECK_S,
+    job_id: str = "",
+) -> dict[str, Any]:
     """Run the command of a shell-job payload; return its result or raise.
+
+    Args:
+        payload: the job's payload (see :func:`shell_payload`).
+        limit: the most bytes kept of each of stdout and stderr.
+        cancelled: called every ``cancel_check_s`` seconds while the command runs; when
+            it returns True the command's process group is stopped (SIGTERM, then
+            SIGKILL after ``cancel_grace_s``).
+        cancel_grace_s: seconds between SIGTERM and SIGKILL.
+        cancel_check_s: seconds between two calls of ``cancelled``.
+        job_id: the job's id, for :class:`~typedq.errors.JobCancelledError`.
 
     Returns:
         ``{"exit_code": 0, "stdout": str, "stderr": str, "duration_s": float}``.
@@ -286,6 +384,7 @@ def run_command(payload: Mapping[str, Any], *, limit: int = MAX_OUTPUT_BYTES) ->
         PayloadValidationError: the payload is malformed (no retry can fix it).
         ShellTimeoutError: the command ran past its ``timeout`` and was killed.
         ShellCommandError: the command exited non-zero or could not be started.
+        JobCancelledError: ``cancelled()`` turned true and the command was stopped.
     """
     checked = _check_payload(dict(payload))
     command: str | list[str] = checked["command"]
@@ -300,7 +399,7 @@ def run_command(payload: Mapping[str, Any], *, limit: int = MAX_OUTPUT_BYTES) ->
     out.start()
     err.start()
     try:
-        timed_out = _wait(proc, timeout)
+        stopped = _wait(proc, timeout, cancelled, check_s=cancel_check_s, grace_s=cancel_grace_s)
     finally:
         with _running_lock:
             _running.discard(proc)
@@ -311,7 +410,12 @@ def run_command(payload: Mapping[str, Any], *, limit: int = MAX_OUTPUT_BYTES) ->
         proc.stderr.close()
     duration = time.monotonic() - started
     stdout, stderr = out.text(), err.text()
-    if timed_out:
+    if stopped == "cancelled":
+        signal_name = "SIGKILL" if proc.returncode == -signal.SIGKILL else "SIGTERM"
+        raise JobCancelledError(
+            job_id, f"command {_short_command(command)} stopped ({signal_name}) after {duration:.2f}s"
+        )
+    if stopped == "timeout":
         raise ShellTimeoutError(command, float(timeout or 0), stdout, stderr)
     if proc.returncode != 0:
         raise ShellCommandError(command, proc.returncode, stdout, stderr)
@@ -338,23 +442,71 @@ class ShellHandler:
 
     Args:
         limit: the most bytes kept of each of stdout and stderr.
+        manager: the manager whose queues hold the jobs; with it, a running command is
+            stopped when its job's cancellation is requested (the job is read every
+            ``cancel_check_s`` seconds while the command runs).
+        cancel_grace_s: seconds between SIGTERM and SIGKILL when a command is stopped.
+        cancel_check_s: seconds between two reads of a running job.
+
+    Raises:
+        ConfigError: ``cancel_grace_s`` is negative or ``cancel_check_s`` not positive.
     """
 
     takes_job = True
 
-    def __init__(self, *, limit: int = MAX_OUTPUT_BYTES) -> None:
+    def __init__(
+        self,
+        *,
+        limit: int = MAX_OUTPUT_BYTES,
+        manager: JobQueueManager | None = None,
+        cancel_grace_s: float = DEFAULT_CANCEL_GRACE_S,
+        cancel_check_s: float = CANCEL_CHECK_S,
+    ) -> None:
+        require_number("cancel_grace_s", cancel_grace_s, minimum=0)
+        require_number("cancel_check_s", cancel_check_s, minimum=0, strict=True)
         self.limit = limit
+        self.manager = manager
+        self.cancel_grace_s = float(cancel_grace_s)
+        self.cancel_check_s = float(cancel_check_s)
+
+    def _cancel_probe(self, job: Job) -> Callable[[], bool] | None:
+        """Whether this attempt of ``job`` was asked to stop (read from its queue)."""
+        manager = self.manager
+        if manager is None:
+            return None
+        queue = manager.queues.get(job.queue)
+        if queue is None:
+            return None
+        job_id, attempt = job.job_id, job.attempt
+
+        def cancelled() -> bool:
+            try:
+                current = queue.get_job(job_id)
+            except Exception:  # a read that fails says nothing: look again next time
+                return False
+            return current.cancel_requested and current.attempt == attempt
+
+        return cancelled
 
     def __call__(self, job_or_payload: Job | dict[str, Any]) -> dict[str, Any]:
-        payload = job_or_payload.payload if isinstance(job_or_payload, Job) else job_or_payload
-        return run_command(payload, limit=self.limit)
+        if not isinstance(job_or_payload, Job):
+            return run_command(job_or_payload, limit=self.limit)
+        return run_command(
+            job_or_payload.payload, limit=self.limit, cancelled=self._cancel_probe(job_or_payload),
+            cancel_grace_s=self.cancel_grace_s, cancel_check_s=self.cancel_check_s,
+            job_id=job_or_payload.job_id,
+        )
 
     def __repr__(self) -> str:
-        return f"ShellHandler(limit={self.limit})"
+        return f"ShellHandler(limit={self.limit}, cancel_grace_s={self.cancel_grace_s:g})"
 
 
 def register_shell_jobs(
-    manager: JobQueueManager, *, queue: str = "default", replace: bool = False
+    manager: JobQueueManager,
+    *,
+    queue: str = "default",
+    replace: bool = False,
+    cancel_grace_s: float = DEFAULT_CANCEL_GRACE_S,
 ) -> bool:
     """Register the :data:`SHELL_JOB_TYPE` handler on ``manager``, routed to ``queue``.
 
@@ -363,6 +515,8 @@ def register_shell_jobs(
         queue: where ``manager.submit("shell", ...)`` puts jobs (a worker of any queue
             runs them).
         replace: replace a ``"shell"`` handler the application registered itself.
+        cancel_grace_s: seconds between SIGTERM and SIGKILL when a running job's
+            cancellation stops its command.
 
     Returns:
         Whether the handler was registered (False: the application has its own).
@@ -375,5 +529,6 @@ def register_shell_jobs(
         raise ConfigError("queue", queue, "a non-empty queue name")
     if SHELL_JOB_TYPE in manager.handlers and not replace:
         return False
-    manager.register_handler(SHELL_JOB_TYPE, ShellHandler(), queue=queue)
+    handler = ShellHandler(manager=manager, cancel_grace_s=cancel_grace_s)
+    manager.register_handler(SHELL_JOB_TYPE, handler, queue=queue)
     return True

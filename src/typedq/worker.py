@@ -68,6 +68,7 @@ from typedq.backends.base import Claim, Completion, Queue, WorkerInfo
 from typedq.clock import Clock
 from typedq.errors import (
     DeserializationError,
+    JobCancelledError,
     JobNotFoundError,
     JobTimeoutError,
     NoHandlerError,
@@ -585,6 +586,9 @@ class Worker(threading.Thread):
     # -- failures -----------------------------------------------------------------------
 
     def _failed(self, job: Job, token: int, exc: BaseException) -> None:
+        if isinstance(exc, JobCancelledError):
+            self._cancelled(job, token, exc)
+            return
         error = describe_error(exc)
         trace = _format_traceback(exc)
         events = self.event_handler
@@ -615,6 +619,25 @@ class Worker(threading.Thread):
         )
         safe_call(events.on_job_failed, updated, exc)
         safe_call(events.on_job_retried, updated, retry_at)
+
+    def _cancelled(self, job: Job, token: int, exc: JobCancelledError) -> None:
+        """The handler stopped because cancellation was requested: record CANCELLED.
+
+        No protocol call moves a RUNNING job to CANCELLED under its lease token, so the
+        token is checked by a read first (this worker still holds the lease: its
+        renewals stopped a moment ago), then ``update_status`` records CANCELLED and
+        fails the dependents in one transition.
+        """
+        queue = self.queue
+        current = queue.get_job(job.job_id)
+        if current.status is not JobStatus.RUNNING or current.attempt != token:
+            self.stats.stale += 1
+            logger.warning("cancellation of job %s not recorded: it is %s, attempt %d", job.job_id,
+                           current.status, current.attempt)
+            return
+        queue.update_status(job.job_id, JobStatus.CANCELLED)
+        logger.warning("job %s (%s) cancelled while running: %s", job.job_id, job.job_type, exc)
+        safe_call(self.event_handler.on_job_cancelled, queue.get_job(job.job_id))
 
     def _bury(self, job: Job, token: int, error: str, trace: str | None) -> Job | None:
         """Move the job to DEAD; return it, or None when the lease was already lost.

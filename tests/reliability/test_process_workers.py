@@ -111,6 +111,14 @@ def make_app() -> JobQueueManager:
     )
     (folder / "pids").mkdir(exist_ok=True)
     (folder / "pids" / str(os.getpid())).touch()
+    if "TYPEDQ_TEST_EXIT_AT_START" in os.environ:  # a child that cannot start
+        os._exit(int(os.environ["TYPEDQ_TEST_EXIT_AT_START"]))
+    if os.environ.get("TYPEDQ_TEST_HOLD"):
+        # Start-up holds (the process is not ready) until the test creates the file "go".
+        go = folder / "go"
+        deadline = time.monotonic() + 60.0
+        while not go.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
     manager.register_handler("work", _Work(Ledger(folder / "ledger")))
     return manager
 
