@@ -48,6 +48,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from typedq._identity import new_worker_id
+from typedq._timefmt import when
 from typedq._validate import require_number
 from typedq.backends.base import Claim, Completion, Queue
 from typedq.clock import Clock
@@ -498,8 +499,8 @@ class Worker(threading.Thread):
         self.stats.failed += 1
         self.stats.retried += 1
         logger.warning(
-            "job %s (%s) failed; retry %d of %d at %.3f: %s",
-            job.job_id, job.job_type, retry_number, job.max_retries, retry_at, error,
+            "job %s (%s) failed; retry %d of %d at %s: %s",
+            job.job_id, job.job_type, retry_number, job.max_retries, when(retry_at, self.clock.now()), error,
         )
         safe_call(events.on_job_failed, updated, exc)
         safe_call(events.on_job_retried, updated, retry_at)

@@ -39,14 +39,16 @@ def backend(tmp_path: Path) -> str:
 
 @pytest.fixture
 def run(backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Run:
-    """Invoke the CLI in-process on the test's SQLite file; exceptions propagate."""
+    """Invoke the CLI in-process on the test's SQLite file (created first: reading
+    commands refuse a missing one); exceptions propagate."""
+    JobQueueManager({"backend": backend}).close()
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("TYPEDQ_CONFIG", raising=False)
     monkeypatch.setenv("TYPEDQ_BACKEND", backend)
     runner = CliRunner()
 
-    def invoke(*args: str) -> Result:
-        return runner.invoke(cli, list(args), catch_exceptions=False)
+    def invoke(*args: str, input: str | None = None) -> Result:
+        return runner.invoke(cli, list(args), input=input, catch_exceptions=False)
 
     return invoke
 
