@@ -14,10 +14,10 @@ import difflib
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import click
 
@@ -44,12 +44,16 @@ __all__ = [
     "EXIT_USAGE",
     "CLIError",
     "Env",
+    "common_options",
     "config_key",
+    "env_of",
     "exit_code_for",
     "load_settings",
     "parse_value",
     "save_settings",
 ]
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 DEFAULT_BACKEND: Final = "sqlite:///./typedq.db"
 CONFIG_FILE: Final = "typedq.json"
@@ -212,8 +216,30 @@ class Env:
         """The manager config: persisted settings plus the backend."""
         return {**self.settings(), "backend": self.backend}
 
-    def open(self, queues: Iterable[str | None] = ()) -> JobQueueManager:
-        """A manager on the backend, with every queue the backend knows, and ``queues``."""
+    def database(self) -> Path | None:
+        """The SQLite file of the backend (None for other backends)."""
+        if not self.backend.lower().startswith("sqlite:"):
+            return None
+        return Path(parse_sqlite_url(self.backend)[0])
+
+    def open(self, queues: Iterable[str | None] = (), *, create: bool = False) -> JobQueueManager:
+        """A manager on the backend, with every queue the backend knows, and ``queues``.
+
+        Args:
+            queues: queues to add to those the backend knows.
+            create: the command may create the database (``enqueue``, ``worker``); without
+                it, a SQLite file that does not exist is refused, so a typo in the backend
+                URL is an error, not a new empty database.
+
+        Raises:
+            CLIError: ``no database at PATH`` (exit 2).
+        """
+        db = self.database()
+        if not create and db is not None and not db.exists():
+            raise CLIError(
+                f"no database at {db} (backend {self.backend}); check --backend / TYPEDQ_BACKEND, "
+                "or create it with `typedq enqueue` or `typedq worker`"
+            )
         manager = JobQueueManager(self.manager_config())
         try:
             for name in [*self._discover(manager), *(q for q in queues if q)]:
@@ -225,9 +251,11 @@ class Env:
         return manager
 
     @contextlib.contextmanager
-    def manager(self, queues: Iterable[str | None] = ()) -> Iterator[JobQueueManager]:
+    def manager(
+        self, queues: Iterable[str | None] = (), *, create: bool = False
+    ) -> Iterator[JobQueueManager]:
         """:meth:`open`, closed after the block."""
-        manager = self.open(queues)
+        manager = self.open(queues, create=create)
         try:
             yield manager
         finally:
@@ -244,3 +272,16 @@ class Env:
         except Exception as exc:
             raise BackendError(f"cannot list the queues of {manager.config['backend']}: {exc}") from exc
         return [str(n) for n in names if n not in manager.queues and n != DEAD_LETTER_QUEUE]
+
+
+def common_options(func: F) -> F:
+    """``--backend``, ``--config`` and ``--json`` on a command (they may also precede it)."""
+    func = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(func)
+    func = click.option("--config", "config_path", metavar="PATH", help="Settings file (typedq.json).")(func)
+    return click.option("--backend", metavar="URL", help="Backend URL (env TYPEDQ_BACKEND).")(func)
+
+
+def env_of(backend: str | None, config_path: str | None) -> Env:
+    """The command's :class:`Env`: its own options, else those given before the command."""
+    root = click.get_current_context().find_root().params
+    return Env.resolve(backend or root.get("backend"), config_path or root.get("config_path"))

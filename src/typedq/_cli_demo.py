@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
@@ -34,15 +35,25 @@ _FLAKY: Final = 15
 _DOOMED_ID: Final = "payment-0042"
 
 
-def status_table(manager: JobQueueManager) -> tuple[str, dict[str, dict[str, int]]]:
-    """The per-queue status counts as a table (with a TOTAL row) and as data."""
+def status_table(
+    manager: JobQueueManager, delayed: Mapping[str, int] | None = None
+) -> tuple[str, dict[str, dict[str, int]]]:
+    """The per-queue status counts as a table (with a TOTAL row) and as data.
+
+    ``delayed`` (queue -> how many PENDING jobs wait for their time) moves those jobs
+    from the table's PENDING column to SCHEDULED; the data keeps the stored statuses.
+    """
     counts = {
         name: {s.value: n for s, n in queue.count_by_status().items()}
         for name, queue in sorted(manager.queues.items())
     }
     rows: list[list[object]] = []
     totals = dict.fromkeys(STATUS_ORDER, 0)
-    for name, by_status in counts.items():
+    for name, stored in counts.items():
+        by_status = dict(stored)
+        moved = (delayed or {}).get(name, 0)
+        by_status["PENDING"] = by_status.get("PENDING", 0) - moved
+        by_status["SCHEDULED"] = by_status.get("SCHEDULED", 0) + moved
         rows.append([name, *(by_status.get(s, 0) for s in STATUS_ORDER), sum(by_status.values())])
         for s in STATUS_ORDER:
             totals[s] += by_status.get(s, 0)

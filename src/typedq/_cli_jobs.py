@@ -1,5 +1,5 @@
-"""Job-level helpers of the ``typedq`` commands: building a job from the command line,
-collecting jobs across queues, and the worker processes seen running jobs.
+"""Job-level helpers of the ``typedq`` commands: building a job from the command line or
+stdin, collecting jobs across queues, and the worker processes seen running jobs.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any, Final
 
 from typedq._cli_common import CLIError
 from typedq._identity import owner_alive, parse_worker_id
-from typedq.errors import InvalidTransitionError
+from typedq.errors import InvalidJobError, InvalidTransitionError
 from typedq.job import Job, JobStatus
 from typedq.manager import JobQueueManager
 from typedq.shell import SHELL_JOB_TYPE, shell_payload
@@ -21,6 +21,8 @@ __all__ = [
     "collect_jobs",
     "dead_jobs",
     "delete_dead",
+    "enqueue_stdin",
+    "read_stdin_jobs",
     "storage_diagnostics",
     "storage_lines",
 ]
@@ -100,6 +102,65 @@ def build_job(job: str | None, options: dict[str, Any]) -> tuple[str, dict[str, 
             raise CLIError(f"the payload must be a JSON object, not {type(payload).__name__}")
         fields["timeout_seconds"] = timeout
     return str(job_type), payload, {k: v for k, v in fields.items() if v is not None}
+
+
+def read_stdin_jobs(text: str) -> list[str]:
+    """The JSON jobs of ``typedq enqueue -``: one JSON object, or JSON lines (one job a line).
+
+    Raises:
+        CLIError: nothing on stdin, or a line that is not a JSON object.
+    """
+    if not text.strip():
+        raise CLIError("no job on stdin: give a JSON job, or JSON lines (one job a line)")
+    try:
+        json.loads(text)
+    except ValueError:
+        lines = [line for line in text.splitlines() if line.strip()]
+    else:
+        lines = [text]
+    for n, line in enumerate(lines, 1):
+        if not line.lstrip().startswith("{"):
+            where = f"line {n} of stdin" if len(lines) > 1 else "stdin"
+            raise CLIError(f"{where} is not a JSON job: {line.strip()[:60]!r} (a JSON object is expected)")
+    return lines
+
+
+def enqueue_stdin(
+    manager: JobQueueManager, texts: list[str], options: dict[str, Any]
+) -> tuple[list[str], str]:
+    """Add the JSON jobs ``texts`` in one ``enqueue_many``: all of them or none.
+
+    The command's options (``--queue``, ``--priority``, ...) apply to every job, as to one.
+    Returns the ids and the queue.
+
+    Raises:
+        CLIError: a job is invalid (naming its line), or the jobs name several queues.
+    """
+    built = []
+    for n, text in enumerate(texts, 1):
+        try:
+            built.append(build_job(text, options))
+        except CLIError as exc:
+            raise CLIError(f"line {n} of stdin: {exc.message}") from None
+    names = sorted({fields["queue"] for _, _, fields in built})
+    if len(names) > 1:
+        raise CLIError(
+            f"the jobs on stdin are for {len(names)} queues ({', '.join(names)}); one enqueue adds "
+            "jobs to one queue, all or none: split them by queue"
+        )
+    name = names[0]
+    queue = manager.queues.get(name) or manager.create_queue(name)
+    settings = {**manager.config, **manager.config["queues"].get(name, {})}
+    jobs = []
+    for n, (job_type, payload, given) in enumerate(built, 1):
+        fields = {k: v for k, v in given.items() if k != "queue"}
+        fields.setdefault("priority", settings["default_priority"])
+        fields.setdefault("max_retries", settings["max_retries"])
+        try:
+            jobs.append(Job.create(job_type, payload, queue=name, now=manager.clock.now(), **fields))
+        except InvalidJobError as exc:
+            raise CLIError(f"line {n} of stdin: {exc}") from None
+    return queue.enqueue_many(jobs), name
 
 
 def busy_workers(manager: JobQueueManager) -> list[dict[str, Any]]:

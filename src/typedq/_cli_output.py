@@ -10,19 +10,22 @@ import json
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 import click
 
+from typedq._timefmt import iso_local, relative
 from typedq.job import Job, JobStatus
 from typedq.shell import SHELL_JOB_TYPE
 
 __all__ = [
     "STATUS_ORDER",
+    "display_state",
     "echo_json",
     "fmt_time",
+    "is_delayed",
     "job_detail",
+    "job_json",
     "job_row",
     "job_summary",
     "render_table",
@@ -79,11 +82,38 @@ def render_table(
     return "\n".join([line(headers), *(line(row) for row in cells)])
 
 
-def fmt_time(ts: float | None) -> str:
-    """A local time as ``YYYY-MM-DD HH:MM:SS`` (``-`` for None)."""
-    if ts is None:
+def fmt_time(ts: float | None, now: float | None = None) -> str:
+    """A local ISO time to the second (``-`` for None); with ``now``, how far it is too:
+    ``2026-12-05T14:32:19+01:00 (in 2.0 s)``."""
+    text = iso_local(ts, "seconds")
+    if ts is None or text is None:
         return "-"
-    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+    return text if now is None else f"{text} ({relative(ts, now)})"
+
+
+#: The epoch-time fields of a job, each shown beside an ``_iso`` string in ``--json``.
+TIME_FIELDS: Final = ("created_at", "scheduled_at", "started_at", "finished_at", "lease_until")
+
+
+def is_delayed(job: Job, now: float) -> bool:
+    """Whether a PENDING job waits for its ``scheduled_at`` (a delay, a retry's backoff)."""
+    return job.status is JobStatus.PENDING and job.scheduled_at is not None and job.scheduled_at > now
+
+
+def display_state(job: Job, now: float) -> str:
+    """The state people see: ``SCHEDULED`` for a delayed PENDING job, else the status."""
+    return JobStatus.SCHEDULED.value if is_delayed(job, now) else job.status.value
+
+
+def job_json(job: Job, now: float) -> dict[str, Any]:
+    """``job.to_dict()`` plus, beside each epoch time, its local ISO string (``created_at``
+    and ``created_at_iso``), and ``state``: the state a table shows (see :func:`display_state`)."""
+    data = job.to_dict()
+    for name in TIME_FIELDS:
+        if name in data:
+            data[f"{name}_iso"] = iso_local(data[name])
+    data["state"] = display_state(job, now)
+    return data
 
 
 def _command_of(job: Job) -> str | None:
@@ -105,31 +135,37 @@ def job_summary(job: Job) -> str:
     return json.dumps(job.payload, ensure_ascii=False, default=str)
 
 
-def job_row(job: Job) -> list[object]:
+def job_row(job: Job, now: float) -> list[object]:
     """A row of :data:`JOB_HEADERS`."""
+    info = job_summary(job)
+    if is_delayed(job, now):
+        info = f"waiting until {fmt_time(job.scheduled_at, now)}; {info}"
     return [
-        job.job_id, job.queue, job.job_type, job.status.value,
+        job.job_id, job.queue, job.job_type, display_state(job, now),
         f"{job.retry_count}/{job.max_retries}", job.priority, fmt_time(job.created_at),
-        job_summary(job),
+        info,
     ]
 
 
-def job_detail(job: Job) -> str:
+def job_detail(job: Job, now: float) -> str:
     """Every field of a job, one per line, with a shell job's output in full."""
+    state = job.status.value
+    if is_delayed(job, now):
+        state = f"SCHEDULED (PENDING, waiting until {fmt_time(job.scheduled_at, now)})"
     lines = [
         ("id", job.job_id), ("type", job.job_type), ("queue", job.queue),
-        ("state", job.status.value), ("priority", job.priority),
+        ("state", state), ("priority", job.priority),
         ("retries", f"{job.retry_count} of {job.max_retries}"), ("attempts", job.attempt),
-        ("workers lost", job.lost_count), ("created", fmt_time(job.created_at)),
-        ("scheduled", fmt_time(job.scheduled_at)), ("started", fmt_time(job.started_at)),
-        ("finished", fmt_time(job.finished_at)), ("worker", job.worker_id),
-        ("lease until", fmt_time(job.lease_until)), ("timeout", job.timeout_seconds),
+        ("workers lost", job.lost_count), ("created", fmt_time(job.created_at, now)),
+        ("scheduled", fmt_time(job.scheduled_at, now)), ("started", fmt_time(job.started_at, now)),
+        ("finished", fmt_time(job.finished_at, now)), ("worker", job.worker_id),
+        ("lease until", fmt_time(job.lease_until, now)), ("timeout", job.timeout_seconds),
         ("depends on", ", ".join(job.depends_on) or None),
         ("cancel requested", "yes" if job.cancel_requested else None),
         ("error", job.error),
     ]
     width = max(len(k) for k, _ in lines)
-    out = [f"{k + ':':<{width + 1}} {v}" for k, v in lines if v is not None]
+    out = [f"{k + ':':<{width + 1}} {v}" for k, v in lines if v is not None and v != "-"]
     out.append(f"{'payload:':<{width + 1}} {json.dumps(job.payload, ensure_ascii=False, default=str)}")
     result = job.result
     if isinstance(result, Mapping) and "exit_code" in result and job.job_type == SHELL_JOB_TYPE:

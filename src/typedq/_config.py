@@ -15,16 +15,21 @@ from typedq._validate import require_number
 from typedq.errors import ConfigError
 from typedq.job import MAX_PRIORITY, MIN_PRIORITY
 from typedq.leases import check_lease_settings
+from typedq.serializers.base import MAX_HEADER_SIZE
 from typedq.worker import DEFAULT_BATCH_SIZE
 
 __all__ = [
     "DEFAULT_CONFIG",
+    "MIN_PAYLOAD_SIZE",
     "QUEUE_DEFAULTS",
     "SUBMIT_FIELDS",
     "unknown_key_error",
     "validate_config",
     "validate_queue_settings",
 ]
+
+#: The smallest ``max_payload_size``: the longest frame header (see typedq.serializers.base).
+MIN_PAYLOAD_SIZE: Final = MAX_HEADER_SIZE
 
 #: Settings a queue may override, with their defaults.
 QUEUE_DEFAULTS: Final[dict[str, Any]] = {
@@ -84,7 +89,8 @@ def validate_queue_settings(where: str, settings: Mapping[str, Any]) -> dict[str
             raise unknown_key_error(where, key, QUEUE_DEFAULTS)
     s = dict(settings)
     if "max_workers" in s:
-        require_number(f"{where}max_workers", s["max_workers"], minimum=0, integer=True)
+        # 0 worker threads would claim nothing: a queue with such a setting never runs.
+        require_number(f"{where}max_workers", s["max_workers"], minimum=1, integer=True)
     if "default_priority" in s:
         require_number(
             f"{where}default_priority", s["default_priority"],
@@ -126,5 +132,12 @@ def validate_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
     require_number("max_lost", merged["max_lost"], minimum=1, integer=True)
     require_number("shutdown_grace_s", merged["shutdown_grace_s"], minimum=0)
     require_number("processes", merged["processes"], minimum=0, integer=True)
+    require_number("max_payload_size", merged["max_payload_size"], minimum=1, integer=True)
+    if merged["max_payload_size"] < MIN_PAYLOAD_SIZE:
+        raise ConfigError(
+            "max_payload_size", merged["max_payload_size"],
+            f"an int >= {MIN_PAYLOAD_SIZE} (bytes; a stored frame's header alone takes up to"
+            f" {MIN_PAYLOAD_SIZE})",
+        )
     check_lease_settings(merged["lease_s"], merged["heartbeat_s"])
     return merged

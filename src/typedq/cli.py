@@ -13,8 +13,10 @@ import json
 import logging
 import os
 import signal
-from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
 
 import click
 
@@ -24,31 +26,18 @@ from typedq._cli_common import (
     EXIT_OK,
     EXIT_TIMEOUT,
     CLIError,
-    Env,
     check_settings,
+    common_options,
     config_key,
+    env_of,
     exit_code_for,
     parse_value,
     save_settings,
 )
-from typedq._cli_demo import run_demo, status_table
-from typedq._cli_jobs import (
-    build_job,
-    busy_workers,
-    collect_jobs,
-    dead_jobs,
-    delete_dead,
-    storage_diagnostics,
-    storage_lines,
-)
-from typedq._cli_output import (
-    JOB_HEADERS,
-    echo_json,
-    job_detail,
-    job_row,
-    render_table,
-    wait_with_progress,
-)
+from typedq._cli_demo import run_demo
+from typedq._cli_inspect import list_cmd, show, status
+from typedq._cli_jobs import build_job, dead_jobs, delete_dead, enqueue_stdin, read_stdin_jobs
+from typedq._cli_output import JOB_HEADERS, echo_json, job_json, job_row, render_table, wait_with_progress
 from typedq._config import DEFAULT_CONFIG
 from typedq.errors import ConfigError, InvalidTransitionError, TypedqError
 from typedq.job import TERMINAL_STATUSES, JobStatus
@@ -61,13 +50,10 @@ from typedq.process import (
     serve,
     stop_signals,
 )
-from typedq.shell import register_shell_jobs
+from typedq.shell import SHELL_JOB_TYPE, register_shell_jobs
 
 __all__ = ["cli"]
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-_STATES = [s.value for s in JobStatus]
 _STOP_HINT = "Ctrl-C stops (twice: at once)"
 
 
@@ -92,16 +78,8 @@ class _Group(click.Group):
             ) from None
 
 
-def _common(func: F) -> F:
-    """``--backend``, ``--config`` and ``--json`` on a command (they may also precede it)."""
-    func = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(func)
-    func = click.option("--config", "config_path", metavar="PATH", help="Settings file (typedq.json).")(func)
-    return click.option("--backend", metavar="URL", help="Backend URL (env TYPEDQ_BACKEND).")(func)
-
-
-def _env(backend: str | None, config_path: str | None) -> Env:
-    root = click.get_current_context().find_root().params
-    return Env.resolve(backend or root.get("backend"), config_path or root.get("config_path"))
+_common = common_options
+_env = env_of
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -149,17 +127,32 @@ def enqueue(
     *, job: str | None, wait: bool, wait_timeout: float | None, backend: str | None,
     config_path: str | None, as_json: bool, **options: Any,
 ) -> None:
-    """Enqueue a job: a shell command, a JSON job, or --type with --payload.
+    """Enqueue a job: a shell command, a JSON job, or --type with --payload; - reads stdin.
 
     \b
       typedq enqueue 'echo hello'
       typedq enqueue '{"id": "job1", "command": "sleep 2", "max_retries": 2}'
       typedq enqueue --type resize --payload '{"url": "u", "width": 3}' --queue images
+      typedq enqueue - < jobs.jsonl     (a JSON job, or JSON lines: all or none are added)
     A shell job completes when its command exits 0 (stdout/stderr are kept with the result);
     any other exit code is a failed attempt, retried with backoff, then dead-lettered.
     """
-    job_type, payload, fields = build_job(job, options)
-    with _env(backend, config_path).manager([fields["queue"]]) as manager:
+    texts: list[str | None] = [job]
+    if job == "-":
+        texts = [*read_stdin_jobs(sys.stdin.read())]
+    if len(texts) > 1:
+        with _env(backend, config_path).manager(create=True) as manager:
+            job_ids, queue = enqueue_stdin(manager, [str(t) for t in texts], options)
+            if wait:
+                _wait_for(manager, job_ids, wait_timeout, as_json)
+            elif as_json:
+                echo_json({"job_ids": job_ids, "queue": queue, "count": len(job_ids)})
+            else:
+                shown = ", ".join(job_ids[:10]) + (", ..." if len(job_ids) > 10 else "")
+                click.echo(f"enqueued {len(job_ids)} jobs on queue {queue!r}: {shown}")
+        return
+    job_type, payload, fields = build_job(texts[0], options)
+    with _env(backend, config_path).manager([fields["queue"]], create=True) as manager:
         job_id = manager.submit(job_type, payload, **fields)
         stored = manager.get_job(job_id)
         if not wait:
@@ -190,10 +183,11 @@ def _wait_for(manager: JobQueueManager, job_ids: Sequence[str], timeout: float |
         )
 
     finished = wait_with_progress(poll, label="waiting", timeout=timeout, quiet=as_json)
+    now = time.time()
     if as_json:
-        echo_json([j.to_dict() for j in jobs.values()])
+        echo_json([job_json(j, now) for j in jobs.values()])
     else:
-        click.echo(render_table(JOB_HEADERS, [job_row(j) for j in jobs.values()]))
+        click.echo(render_table(JOB_HEADERS, [job_row(j, now) for j in jobs.values()]))
         if len(jobs) == 1:
             result = next(iter(jobs.values())).result
             if isinstance(result, dict) and result.get("stdout"):
@@ -218,74 +212,9 @@ def wait(
         _wait_for(manager, job_ids, timeout, as_json)
 
 
-@cli.command()
-@_common
-def status(*, backend: str | None, config_path: str | None, as_json: bool) -> None:
-    """Job counts per state of every queue in the backend, and the worker processes running jobs."""
-    env = _env(backend, config_path)
-    with env.manager() as manager:
-        table, counts = status_table(manager)
-        workers = busy_workers(manager)
-        dead_letters = len(dead_jobs(manager, None, 10_000))
-        storage = storage_diagnostics(manager)
-        if as_json:
-            echo_json(
-                {"backend": env.backend, "queues": counts, "dead_letters": dead_letters, "workers": workers}
-                | ({"storage": storage} if storage else {})
-            )
-            return
-        click.echo(f"backend: {env.backend}")
-        for line in storage_lines(storage):
-            click.echo(line)
-        click.echo()
-        click.echo(table)
-        click.echo(f"\ndead letters: {dead_letters} (typedq dlq list)")
-        if not workers:
-            click.echo("\nworkers: none running a job")
-            return
-        rows = [
-            [w["process"], {True: "yes", False: "NO (lease will expire)", None: "?"}[w["alive"]],
-             len(w["running"]), ", ".join(w["queues"])]
-            for w in workers
-        ]
-        click.echo("\n" + render_table(["WORKER PROCESS", "ALIVE", "RUNNING", "QUEUES"], rows, right=[2]))
-
-
-@cli.command(name="list")
-@click.option("-s", "--state", type=click.Choice(_STATES, case_sensitive=False), help="Only this state.")
-@click.option("-q", "--queue", help="Only this queue.")
-@click.option("--type", "job_type", help="Only this job type.")
-@click.option("-n", "--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
-@_common
-def list_jobs(
-    *, state: str | None, queue: str | None, job_type: str | None, limit: int,
-    backend: str | None, config_path: str | None, as_json: bool,
-) -> None:
-    """List jobs, oldest first."""
-    with _env(backend, config_path).manager([queue]) as manager:
-        jobs = collect_jobs(manager, queue, state, job_type, limit)
-        if as_json:
-            echo_json([j.to_dict() for j in jobs])
-        elif jobs:
-            click.echo(render_table(JOB_HEADERS, [job_row(j) for j in jobs]))
-        else:
-            click.echo("no jobs")
-
-
-@cli.command()
-@click.argument("job_id")
-@click.option("-q", "--queue", help="The job's queue, if the backend cannot list its queues.")
-@_common
-def show(
-    *, job_id: str, queue: str | None, backend: str | None, config_path: str | None, as_json: bool
-) -> None:
-    """Show one job: every field, its result (a shell job's stdout/stderr) or error."""
-    with _env(backend, config_path).manager([queue]) as manager:
-        job = manager.get_job(job_id)
-        if as_json:
-            echo_json(job.to_dict())
-        else:
-            click.echo(job_detail(job))
+cli.add_command(status)
+cli.add_command(list_cmd)
+cli.add_command(show)
 
 
 @cli.command()
@@ -304,10 +233,18 @@ def cancel(
         for job_id in job_ids:
             if manager.cancel(job_id):
                 outcome[job_id] = "cancelled"
+                continue
+            job = manager.get_job(job_id)
+            if job.status is not JobStatus.RUNNING:
+                outcome[job_id] = f"already {job.status.value}"
+            elif job.job_type == SHELL_JOB_TYPE:
+                outcome[job_id] = "cancel requested"
             else:
-                job = manager.get_job(job_id)
-                running = job.status is JobStatus.RUNNING
-                outcome[job_id] = "cancel requested" if running else f"already {job.status.value}"
+                # A running handler is not interrupted: cancellation is cooperative.
+                outcome[job_id] = (
+                    "still RUNNING: cancel requested, but the job will finish unless its handler "
+                    "checks for cancellation (Job.cancel_requested)"
+                )
     if as_json:
         echo_json(outcome)
     else:
@@ -336,7 +273,8 @@ def dlq_list(
     with _env(backend, config_path).manager([queue]) as manager:
         jobs = dead_jobs(manager, queue, limit)
         if as_json:
-            echo_json([j.to_dict() for j in jobs])
+            now = time.time()
+            echo_json([job_json(j, now) for j in jobs])
         elif jobs:
             rows = [[j.job_id, j.queue, j.job_type, f"{j.retry_count}/{j.max_retries}", j.lost_count, j.error]
                     for j in jobs]
@@ -377,6 +315,13 @@ def dlq_replay(
         echo_json({"replayed": replayed})
     else:
         click.echo(f"replayed {len(replayed)} job(s)" + (f": {', '.join(replayed[:20])}" if replayed else ""))
+
+
+#: queuectl's name for replay: the same command.
+dlq.add_command(click.Command(
+    "retry", callback=dlq_replay.callback, params=dlq_replay.params,
+    help="Same as replay (queuectl's name): run dead jobs again, PENDING, retries reset to 0.",
+))
 
 
 @dlq.command(name="purge")
@@ -471,28 +416,63 @@ def _split_queues(values: Sequence[str]) -> list[str]:
     return [q.strip() for v in values for q in v.split(",") if q.strip()]
 
 
-@cli.command()
-@click.option("--app", metavar="MODULE:ATTR", help="Your JobQueueManager (or a function returning one).")
-@click.option("-Q", "--queues", multiple=True, metavar="NAMES", help="Queues to work, comma-separated.")
-@click.option("-c", "--concurrency", type=click.IntRange(min=1), help="Worker threads per queue.")
-@click.option("-P", "--processes", type=click.IntRange(min=0),
-              help="Worker processes; 0: threads in this process (default: the processes setting).")
-@click.option("--grace", type=click.FloatRange(min=0), help="Seconds jobs may finish after SIGTERM/SIGINT.")
-@click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
-              default="WARNING", show_default=True)
-@click.option("--backend", metavar="URL", help="Backend URL (env TYPEDQ_BACKEND); --app brings its own.")
-@click.option("--config", "config_path", metavar="PATH", help="Settings file (typedq.json).")
-def worker(
-    *, app: str | None, queues: tuple[str, ...], concurrency: int | None, processes: int | None,
-    grace: float | None, log_level: str, backend: str | None, config_path: str | None,
-) -> None:
+_LEVELS = click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False)
+#: The options of ``typedq worker`` and ``typedq worker start``.
+_WORKER_OPTIONS = [
+    click.option("--app", metavar="MODULE:ATTR", help="Your JobQueueManager (or a function returning one)."),
+    click.option("-Q", "--queues", multiple=True, metavar="NAMES", help="Queues to work, comma-separated."),
+    click.option("-c", "--concurrency", type=click.IntRange(min=1), help="Worker threads per queue."),
+    click.option("-P", "--processes", type=click.IntRange(min=0),
+                 help="Worker processes; 0: threads in this process (default: the processes setting)."),
+    click.option("--grace", type=click.FloatRange(min=0), help="Seconds jobs may finish after a signal."),
+    click.option("--log-level", type=_LEVELS, help="Log level (default WARNING)."),
+    click.option("--backend", metavar="URL", help="Backend URL (env TYPEDQ_BACKEND); --app brings its own."),
+    click.option("--config", "config_path", metavar="PATH", help="Settings file (typedq.json)."),
+]
+
+
+def _worker_options(func: Any) -> Any:
+    for option in reversed(_WORKER_OPTIONS):
+        func = option(func)
+    return func
+
+
+@cli.group(invoke_without_command=True)
+@_worker_options
+@click.pass_context
+def worker(ctx: click.Context, /, **options: Any) -> None:
     """Run workers until SIGTERM/SIGINT. Shell-command jobs always run; --app adds your job types.
 
     \b
+    `typedq worker [OPTIONS]` and `typedq worker start [--count N] [OPTIONS]` are the same.
     First signal: stop claiming, let running jobs finish for the grace period, then give
     the rest back to the queue (interrupted, not failed). Second signal: give them back now.
     """
-    level = log_level.upper()
+    if ctx.invoked_subcommand is None:
+        _run_worker(**options)
+
+
+@worker.command(name="start")
+@_worker_options
+@click.option("--count", type=click.IntRange(min=0), metavar="N",
+              help="Worker processes, as --processes (queuectl's name).")
+@click.pass_context
+def worker_start(ctx: click.Context, /, count: int | None, **options: Any) -> None:
+    """Start workers (queuectl's form): --count N worker processes; otherwise as `typedq worker`."""
+    before = ctx.parent.params if ctx.parent is not None else {}
+    merged = {k: v if v not in (None, ()) else before.get(k, v) for k, v in options.items()}
+    if count is not None:
+        if merged["processes"] not in (None, count):
+            raise CLIError(f"--count {count} and --processes {merged['processes']} disagree: give one")
+        merged["processes"] = count
+    _run_worker(**merged)
+
+
+def _run_worker(
+    *, app: str | None, queues: tuple[str, ...], concurrency: int | None, processes: int | None,
+    grace: float | None, log_level: str | None, backend: str | None, config_path: str | None,
+) -> None:
+    level = (log_level or "WARNING").upper()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     names = _split_queues(queues) or None
     env = _env(backend, config_path)
@@ -500,13 +480,13 @@ def worker(
     manager: JobQueueManager | None = None
     if processes is None:
         # Not given: the `processes` setting decides (the app's config, or typedq.json).
-        manager = load_app(app) if app else env.open()
+        manager = load_app(app) if app else env.open(create=True)
         processes = int(manager.config["processes"])
     if processes:
         cfg = None
         try:
             if not app:
-                manager = manager or env.open()  # with every queue the backend knows
+                manager = manager or env.open(create=True)  # with every queue the backend knows
                 names = names or sorted(manager.queues)
                 cfg = manager.config
             if manager is not None:
@@ -525,7 +505,7 @@ def worker(
             err=True,
         )
         raise click.exceptions.Exit(pool.exit_code)
-    manager = manager or (load_app(app) if app else env.open())
+    manager = manager or (load_app(app) if app else env.open(create=True))
     if str(manager.config["backend"]).lower().startswith("memory://"):
         click.echo("typedq worker: note: memory:// holds jobs inside this process only", err=True)
     stop = StopRequest()

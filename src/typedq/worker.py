@@ -63,6 +63,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Final
 
 from typedq._identity import HOST, new_worker_id, stop_pid
+from typedq._timefmt import when
 from typedq._validate import require_number
 from typedq.backends.base import Claim, Completion, Queue, WorkerInfo
 from typedq.clock import Clock
@@ -614,8 +615,8 @@ class Worker(threading.Thread):
         self.stats.failed += 1
         self.stats.retried += 1
         logger.warning(
-            "job %s (%s) failed; retry %d of %d at %.3f: %s",
-            job.job_id, job.job_type, retry_number, job.max_retries, retry_at, error,
+            "job %s (%s) failed; retry %d of %d at %s: %s",
+            job.job_id, job.job_type, retry_number, job.max_retries, when(retry_at, self.clock.now()), error,
         )
         safe_call(events.on_job_failed, updated, exc)
         safe_call(events.on_job_retried, updated, retry_at)

@@ -694,6 +694,32 @@ def test_a_claim_walks_jobs_ready_in_order_without_sorting(
     assert not any("TEMP B-TREE" in step for step in plan), plan
 
 
+@pytest.mark.parametrize("newest", [False, True])
+@pytest.mark.parametrize(
+    ("status", "step"),
+    [
+        (None, "SEARCH jobs USING INTEGER PRIMARY KEY (rowid{op}?)"),
+        ("PENDING", "SEARCH jobs USING INTEGER PRIMARY KEY (rowid{op}?)"),
+        ("DEAD", "SEARCH jobs USING INDEX jobs_settled (queue=? AND status=? AND rowid{op}?)"),
+    ],
+)
+def test_a_listing_cursor_is_a_keyset_range_not_an_offset_scan(
+    open_sqlite: Callable[..., SQLiteQueue], db: Path, status: str | None, step: str, newest: bool
+) -> None:
+    """``list_jobs(after=...)`` starts at the cursor's seq through the rowid or the
+    jobs_settled index, in index order (no sort), so page 1,000 costs what page 1 does."""
+    open_sqlite("m")
+    sql, params = SQL.listing("m", status, "t", after=5, newest=newest)
+    conn = sqlite3.connect(db)
+    try:
+        plan = [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", [*params, 10, 0])]
+        seq_plan = [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {SQL.seq_of}", ["m", "x"])]
+    finally:
+        conn.close()
+    assert plan == [step.format(op="<" if newest else ">")], plan
+    assert seq_plan == ["SEARCH jobs USING COVERING INDEX jobs_by_id (queue=? AND job_id=?)"], seq_plan
+
+
 def test_writing_a_job_builds_no_temporary_table(open_sqlite: Callable[..., SQLiteQueue], db: Path) -> None:
     """A partial index's condition is tested on every INSERT; an IN list there makes
     SQLite build a temporary table (OpenEphemeral) for each row written."""

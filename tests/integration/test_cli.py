@@ -39,14 +39,16 @@ def backend(tmp_path: Path) -> str:
 
 @pytest.fixture
 def run(backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Run:
-    """Invoke the CLI in-process on the test's SQLite file; exceptions propagate."""
+    """Invoke the CLI in-process on the test's SQLite file (created first: reading
+    commands refuse a missing one); exceptions propagate."""
+    JobQueueManager({"backend": backend}).close()
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("TYPEDQ_CONFIG", raising=False)
     monkeypatch.setenv("TYPEDQ_BACKEND", backend)
     runner = CliRunner()
 
-    def invoke(*args: str) -> Result:
-        return runner.invoke(cli, list(args), catch_exceptions=False)
+    def invoke(*args: str, input: str | None = None) -> Result:
+        return runner.invoke(cli, list(args), input=input, catch_exceptions=False)
 
     return invoke
 
@@ -207,6 +209,11 @@ def test_enqueue_payload_size_limit_exact_accepted_one_byte_over_exit_2(
         pytest.param(["config", "set", "lease", "1"], "lease_s", id="config-lease-vs-heartbeat"),
         pytest.param(["config", "set", "serializer", "yaml"], "yaml", id="config-unknown-serializer"),
         pytest.param(["config", "get", "colour"], "unknown config key", id="config-get-unknown"),
+        pytest.param(["config", "set", "concurrency", "0"], "max_workers=0 is invalid: an int >= 1",
+                     id="config-concurrency-0"),
+        pytest.param(["config", "set", "max-payload-size", "40"],
+                     "max_payload_size=40 is invalid: an int >= 41",
+                     id="config-payload-below-frame-header"),
         pytest.param(["worker", "--app", "no_such_module_typedq:app"], "cannot import", id="bad-app"),
         pytest.param(["worker", "--app", "json"], "module:attribute", id="app-without-attribute"),
     ],

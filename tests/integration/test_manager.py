@@ -29,6 +29,7 @@ from typedq import (
     QueueNotFoundError,
     TypedqError,
 )
+from typedq.serializers.base import MAX_HEADER_SIZE
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -88,6 +89,9 @@ def test_unknown_option_is_refused_with_did_you_mean(
         ({"base_delay": -1.0}, "base_delay"),
         ({"max_workers": -1}, "max_workers"),
         ({"max_workers": 1.5}, "max_workers"),
+        ({"max_workers": 0}, "max_workers"),  # a worker with no threads runs nothing
+        ({"queues": {"q": {"max_workers": 0}}}, "queues.q.max_workers"),
+        ({"max_payload_size": 40}, "max_payload_size"),  # below the longest frame header
         ({"default_priority": 11}, "default_priority"),
         ({"jitter": 2.0}, "jitter"),
         ({"max_lost": 0}, "max_lost"),
@@ -100,6 +104,13 @@ def test_out_of_range_values_are_refused(config: dict[str, Any], field: str) -> 
         JobQueueManager(config)
     assert info.value.field == field
     assert field in str(info.value)
+
+
+def test_payload_limit_minimum_is_the_frame_header() -> None:
+    with pytest.raises(ConfigError, match=r"an int >= 41 ") as info:
+        JobQueueManager({"max_payload_size": MAX_HEADER_SIZE - 1})
+    assert info.value.value == MAX_HEADER_SIZE - 1
+    JobQueueManager({"max_payload_size": MAX_HEADER_SIZE, "serializer": "json"}).close()
 
 
 def test_lease_error_names_the_allowed_range() -> None:

@@ -34,6 +34,7 @@ from typedq import (
     RetryPolicy,
     Worker,
 )
+from typedq._timefmt import iso_local
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -199,6 +200,28 @@ def test_retries_follow_the_spec_backoff_then_dead_letter(
     assert len(deaths) == 1
     for needle in (job_id, "flaky", "3 retries", "RuntimeError: attempt 4 failed"):
         assert needle in deaths[0]
+
+
+def test_the_retry_log_line_shows_a_local_iso_time_and_the_wait(
+    start_worker: Callable[..., Worker], clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """People read logs: the retry time is a local ISO time and "in N s", not an epoch float."""
+    caplog.set_level(logging.WARNING, logger="typedq")
+    queue = JobQueue("work", clock=clock)
+
+    def fails(payload: dict[str, Any]) -> None:
+        raise RuntimeError("nope")
+
+    job_id = add(queue, "flaky", {}, max_retries=3)
+    start_worker(queue, {"flaky": fails}, retry_policy=RetryPolicy(base_delay=2.0, jitter=0.0))
+    wait_until(lambda: queue.get_job(job_id).retry_count == 1, message="retry scheduled")
+    retry_at = queue.get_job(job_id).scheduled_at
+    assert retry_at is not None
+    wait_until(lambda: any("retry 1 of 3" in r.getMessage() for r in caplog.records), message="logged")
+    line = next(r.getMessage() for r in caplog.records if "retry 1 of 3" in r.getMessage())
+    delay = retry_at - clock.now()
+    assert f"retry 1 of 3 at {iso_local(retry_at)} (in {delay:.1f} s): RuntimeError: nope" in line, line
+    assert f"{retry_at:.3f}" not in line
 
 
 def test_retry_jitter_stays_within_half_the_delay(

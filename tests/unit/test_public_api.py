@@ -37,6 +37,7 @@ EXPORTED = [
     "InvalidJobError",
     "InvalidTransitionError",
     "Job",
+    "JobCancelledError",
     "JobFailedError",
     "JobNotFoundError",
     "JobQueue",

@@ -231,33 +231,50 @@ class SQL:
     counts_by_type: Final = (
         "SELECT job_type, count(*) FROM jobs NOT INDEXED WHERE queue = ? AND status = ? GROUP BY job_type"
     )
-    # No index covers every status: counting and listing scan the table in seq order.
+    # No index covers every status: counting and listing scan the table in seq order (a
+    # listing cursor starts the scan at its seq: NOT INDEXED still allows rowid ranges).
     counts: Final = "SELECT status, count(*) FROM jobs NOT INDEXED WHERE queue = ? GROUP BY status"
-    list: Final = f"SELECT {_COLS} FROM jobs NOT INDEXED WHERE {{where}} ORDER BY seq LIMIT ? OFFSET ?"
+    list: Final = (
+        f"SELECT {_COLS} FROM jobs NOT INDEXED WHERE {{where}} ORDER BY seq {{order}} LIMIT ? OFFSET ?"
+    )
     #: Listing a status of the jobs_settled index (repeating its condition lets it be used).
     list_settled: Final = (
         f"SELECT {_COLS} FROM jobs INDEXED BY jobs_settled WHERE queue = ? AND status = ? {{more}}"
         f" AND {SETTLED_CONDITION}"
-        " ORDER BY seq LIMIT ? OFFSET ?"
+        " ORDER BY seq {order} LIMIT ? OFFSET ?"
     )
+    #: The seq of a job: the position a listing cursor (``after``) stands for.
+    seq_of: Final = "SELECT seq FROM jobs WHERE queue = ? AND job_id = ?"
 
     @staticmethod
-    def listing(queue: str, status: str | None, job_type: str | None) -> tuple[str, Sequence[object]]:
+    def listing(
+        queue: str, status: str | None, job_type: str | None, *, after: int | None = None,
+        newest: bool = False,
+    ) -> tuple[str, Sequence[object]]:
         """The statement listing a queue's jobs with these filters, and its params
-        (``limit`` and ``offset`` go last): the jobs_settled index for its statuses."""
+        (``limit`` and ``offset`` go last): the jobs_settled index for its statuses.
+
+        ``after`` (a seq) is a keyset cursor: ``seq > after`` (``<`` when ``newest``),
+        a range on the rowid or on the index's trailing rowid, so a page costs the same
+        wherever it starts (NOT INDEXED still allows rowid ranges).
+        """
         params: list[object] = [queue]
         more = ""
         if job_type is not None:
             more = "AND job_type = ?"
             params.append(job_type)
+        if after is not None:
+            more += " AND seq < ?" if newest else " AND seq > ?"
+            params.append(after)
+        order = "DESC" if newest else "ASC"
         if status in _SETTLED:
             params.insert(1, status)
-            return SQL.list_settled.format(more=more), params
+            return SQL.list_settled.format(more=more, order=order), params
         where = "queue = ?"
         if status is not None:
             where += " AND status = ?"
             params.insert(1, status)
-        return SQL.list.format(where=f"{where} {more}"), params
+        return SQL.list.format(where=f"{where} {more}", order=order), params
 
     export: Final = f"SELECT {_COLS} FROM jobs NOT INDEXED WHERE queue = ? ORDER BY seq"
     ready_count: Final = (

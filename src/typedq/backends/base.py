@@ -366,8 +366,28 @@ class Queue(Protocol):
         job_type: str | None = None,
         limit: int = 100,
         offset: int = 0,
+        after: str | None = None,
+        newest: bool = False,
     ) -> list[Job]:
-        """Return up to ``limit`` jobs, oldest first, optionally filtered."""
+        """Return up to ``limit`` jobs, oldest first, optionally filtered.
+
+        A read; no transition. Order is insertion order (the order jobs were added),
+        which a job keeps for life.
+
+        Args:
+            status: only jobs in this status.
+            job_type: only jobs of this type.
+            limit: the most jobs to return.
+            offset: skip this many matching jobs first (after ``after``, if given).
+            after: a job id, the cursor of keyset pagination: the listing continues
+                after that job in the same order, whatever that job's status or type.
+                A backend finds the position without scanning the jobs before it.
+            newest: newest first instead of oldest first.
+
+        Raises:
+            JobNotFoundError: ``after`` names no job of this queue.
+            InvalidJobError: ``limit`` or ``offset`` is negative.
+        """
         ...
 
     def count_by_type(self, status: JobStatus = JobStatus.PENDING) -> dict[str, int]:

@@ -467,12 +467,21 @@ class JobQueue(MemoryState, Queue):
         job_type: str | None = None,
         limit: int = 100,
         offset: int = 0,
+        after: str | None = None,
+        newest: bool = False,
     ) -> list[Job]:
-        """Return up to ``limit`` jobs in insertion order, optionally filtered."""
+        """Return up to ``limit`` jobs in insertion order (``newest``: reversed), optionally
+        filtered, continuing after job ``after``; see :meth:`Queue.list_jobs`."""
         if limit < 0 or offset < 0:
             raise InvalidJobError("limit", (limit, offset), "limit >= 0 and offset >= 0")
         with self._lock:
-            matching: Iterator[Job] = iter(self._jobs.values())
+            ordered: Iterable[Job] = reversed(self._jobs.values()) if newest else self._jobs.values()
+            matching: Iterator[Job] = iter(ordered)
+            if after is not None:
+                self._get(after)  # an unknown cursor is an error, not an empty page
+                for job in matching:
+                    if job.job_id == after:
+                        break
             if status is not None:
                 matching = (j for j in matching if j.status is status)
             if job_type is not None:

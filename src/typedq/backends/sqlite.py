@@ -663,11 +663,25 @@ class SQLiteQueue(Queue):
         job_type: str | None = None,
         limit: int = 100,
         offset: int = 0,
+        after: str | None = None,
+        newest: bool = False,
     ) -> list[Job]:
-        """Return up to ``limit`` jobs in insertion order, optionally filtered."""
+        """Return up to ``limit`` jobs in insertion order (``newest``: reversed), optionally
+        filtered; see :meth:`Queue.list_jobs`. ``after`` is a keyset cursor: the rows
+        after that job's seq, found by the seq (rowid) or the jobs_settled index, never
+        by skipping rows."""
         if limit < 0 or offset < 0:
             raise InvalidJobError("limit", (limit, offset), "limit >= 0 and offset >= 0")
-        sql, params = SQL.listing(self._name, None if status is None else JobStatus(status).value, job_type)
+        cursor: int | None = None
+        if after is not None:
+            found = self._db.read(SQL.seq_of, (self._name, after))
+            if not found:
+                raise JobNotFoundError(after, queue=self._name)
+            cursor = int(found[0][0])
+        sql, params = SQL.listing(
+            self._name, None if status is None else JobStatus(status).value, job_type,
+            after=cursor, newest=newest,
+        )
         return [self._rows.job(row) for row in self._db.read(sql, (*params, limit, offset))]
 
     def count_by_type(self, status: JobStatus = JobStatus.PENDING) -> dict[str, int]:

@@ -1,0 +1,217 @@
+"""L1, the soak test (RELIABILITY.md §4b), shortened: a simulated day of mixed jobs per
+backend (memory and SQLite) through real worker threads in this process. Soak tier:
+``pytest -m soak`` runs it (the default run leaves it out).
+
+``TYPEDQ_SOAK_JOBS`` jobs (default 500,000, as L1; about 3 minutes for both backends on 2
+cores): 80 % succeed, 10 % fail once then succeed, 5 % use up their retries and go to the
+dead-letter queue, 5 % are delayed by up to an hour. A FakeClock advances 86,400 s over
+the run, in steps taken while no job is running (so no lease expires under a live worker),
+which makes the delayed jobs and the retries' backoffs fall due. Finished jobs are pruned
+as a result TTL would (a queue keeps every job it holds, and that is not a leak).
+Shortened from L1: two worker threads in one process instead of 2 processes × 2 threads
+plus an asyncio worker, and no cron.
+
+Every 5 % of the jobs the test samples the resident set (``/proc/self/statm``, after a
+``gc.collect()``), the thread count and the open file descriptors. The pass rule is L1's:
+the RSS at the end is at most the RSS at the 20 % mark + 16 MiB; the slope of the RSS over
+the last 50 % is at most 2 MiB per 100,000 jobs; the threads and fds at the end are those
+at 20 %; the SQLite file is at most 1.25 × its size at the 30 % mark. And every job ends
+as it should: exactly the ok, retried and delayed jobs complete, exactly the doomed ones
+die, and none is left.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import sqlite3
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.helpers import wait_until
+
+from typedq import EventHandler, FakeClock, Job, JobQueueManager, JobStatus
+
+pytestmark = [pytest.mark.soak, pytest.mark.timeout(3600)]
+
+JOBS = int(os.environ.get("TYPEDQ_SOAK_JOBS", "500000"))
+DAY_S = 86_400.0
+CHUNK = 1_000
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+MIB = 1 << 20
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * _PAGE
+
+
+def _kind(n: int) -> str:
+    """The job mix: 80 % ok, 10 % retry-then-ok, 5 % dead, 5 % delayed."""
+    slot = n % 20
+    if slot < 16:
+        return "ok"
+    if slot < 18:
+        return "retry"
+    return "dead" if slot == 18 else "delayed"
+
+
+class _Outcomes(EventHandler):
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.completed = 0
+        self.dead = 0
+
+    def on_job_completed(self, job: Job, result: Any) -> None:
+        with self.lock:
+            self.completed += 1
+
+    def on_job_dead(self, job: Job) -> None:
+        with self.lock:
+            self.dead += 1
+
+
+@dataclass
+class _Sample:
+    jobs: int
+    rss: int
+    threads: int
+    fds: int
+    db_bytes: int
+
+
+@dataclass
+class _Soak:
+    manager: JobQueueManager
+    clock: FakeClock
+    db: Path | None
+    samples: list[_Sample] = field(default_factory=list)
+
+    def prune(self) -> None:
+        queue = self.manager.get_queue("default")
+        for status in (JobStatus.COMPLETED, JobStatus.DEAD):
+            for job in queue.list_jobs(status=status, limit=100_000):
+                queue.delete(job.job_id)
+        dlq = self.manager.get_dead_letter_queue()
+        for job in dlq.list_jobs(limit=100_000):
+            dlq.delete(job.job_id)
+
+    def drained(self) -> bool:
+        queue = self.manager.get_queue("default")
+        return queue.ready_count() == 0 and queue.count_by_status()[JobStatus.RUNNING] == 0
+
+    def step(self, seconds: float) -> None:
+        """Let the workers run every ready job, prune, then move the day on."""
+        queue = self.manager.get_queue("default")
+        queue.interrupt()
+        wait_until(self.drained, timeout=120, interval=0.01, message="the ready jobs run")
+        self.prune()
+        self.clock.advance(seconds)
+        queue.interrupt()  # workers wait on real time: wake them after moving the clock
+
+    def db_bytes(self) -> int:
+        if self.db is None:
+            return 0
+        conn = sqlite3.connect(self.db)
+        try:
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        finally:
+            conn.close()
+        return self.db.stat().st_size
+
+    def sample(self, jobs: int) -> None:
+        gc.collect()
+        self.samples.append(_Sample(
+            jobs, _rss_bytes(), threading.active_count(), len(os.listdir("/proc/self/fd")), self.db_bytes(),
+        ))
+
+
+def _at(samples: list[_Sample], fraction: float) -> _Sample:
+    return next(s for s in samples if s.jobs >= fraction * JOBS)
+
+
+def _slope_mib_per_100k(samples: list[_Sample]) -> float:
+    """Least-squares slope of RSS over jobs, in MiB per 100,000 jobs."""
+    xs = [s.jobs for s in samples]
+    ys = [s.rss / MIB for s in samples]
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    var = sum((x - mx) ** 2 for x in xs)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / var * 100_000
+
+
+@pytest.mark.parametrize("backend", ["memory", "sqlite"])
+def test_l1_a_simulated_day_of_mixed_jobs_holds_memory_threads_fds_and_file_size(
+    backend: str, tmp_path: Path
+) -> None:
+    assert JOBS >= 20 * CHUNK, "TYPEDQ_SOAK_JOBS: at least 20,000 (20 samples of 1,000 jobs)"
+    clock = FakeClock()
+    db = tmp_path / "soak.db" if backend == "sqlite" else None
+    outcomes = _Outcomes()
+    manager = JobQueueManager(
+        # Heartbeats and reaper passes as often as the reliability tests run them (real
+        # seconds), so every thread has done its work many times before the 20 % mark.
+        {"backend": f"sqlite:///{db}" if db else "memory://", "max_workers": 2, "poll_interval": 0.05,
+         "base_delay": 1.0, "max_retries": 2, "lease_s": 30.0, "heartbeat_s": 0.25, "reaper_s": 0.1},
+        outcomes, clock=clock,
+    )
+    failed_once: set[int] = set()
+    seen_lock = threading.Lock()
+
+    def handle(payload: dict[str, Any]) -> int:
+        n, kind = payload["n"], payload["kind"]
+        if kind == "dead":
+            raise RuntimeError(f"job {n} always fails")
+        if kind == "retry":
+            with seen_lock:
+                first = n not in failed_once
+                if first:
+                    failed_once.add(n)
+                else:
+                    failed_once.discard(n)  # bounded: only jobs between their two attempts
+            if first:
+                raise ConnectionError(f"job {n} fails once")
+        return n
+
+    soak = _Soak(manager, clock, db)
+    steps = JOBS // CHUNK
+    try:
+        manager.register_handler("soak", handle)
+        queue = manager.get_queue("default")
+        manager.start_workers()
+        for step in range(steps):
+            jobs = []
+            for n in range(step * CHUNK, (step + 1) * CHUNK):
+                kind = _kind(n)
+                delay = (n * 7919) % 3600 if kind == "delayed" else None
+                jobs.append(Job.create(
+                    "soak", {"n": n, "kind": kind}, queue="default", now=clock.now(), delay_s=delay,
+                    max_retries=1 if kind == "dead" else 2,
+                ))
+            queue.enqueue_many(jobs)
+            soak.step(DAY_S / steps)
+            if (step + 1) % max(1, steps // 20) == 0:
+                soak.sample((step + 1) * CHUNK)
+        for _ in range(10):  # the last delayed jobs and retries fall due
+            soak.step(3_600)
+        assert queue.size == 0, queue.count_by_status()
+    finally:
+        manager.close(graceful=True, timeout=10)
+
+    dead = JOBS // 20
+    assert (outcomes.completed, outcomes.dead) == (JOBS - dead, dead)
+    assert not failed_once
+
+    samples = soak.samples
+    at20, end = _at(samples, 0.2), samples[-1]
+    report = ", ".join(f"{s.jobs // 1000}k:{s.rss / MIB:.1f}" for s in samples)
+    assert end.rss <= at20.rss + 16 * MIB, f"RSS (MiB) by jobs: {report}"
+    last_half = [s for s in samples if s.jobs >= 0.5 * JOBS]
+    slope = _slope_mib_per_100k(last_half)
+    assert slope <= 2.0, f"RSS slope {slope:.2f} MiB per 100k jobs over the last half; {report}"
+    assert (end.threads, end.fds) == (at20.threads, at20.fds)
+    if db is not None:
+        at30 = _at(samples, 0.3)
+        assert end.db_bytes <= 1.25 * at30.db_bytes, (at30.db_bytes, end.db_bytes)
