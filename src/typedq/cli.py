@@ -42,6 +42,7 @@ from typedq._cli_output import (
     wait_with_progress,
 )
 from typedq._config import DEFAULT_CONFIG
+from typedq.backends import backend_for
 from typedq.errors import ConfigError, InvalidTransitionError, TypedqError
 from typedq.job import TERMINAL_STATUSES, JobStatus
 from typedq.manager import JobQueueManager
@@ -513,8 +514,10 @@ def worker(
         )
         raise click.exceptions.Exit(pool.exit_code)
     manager = manager or (load_app(app) if app else env.open())
-    if str(manager.config["backend"]).lower().startswith("memory://"):
-        click.echo("typedq worker: note: memory:// holds jobs inside this process only", err=True)
+    if not backend_for(manager.config["backend"]).shared:
+        click.echo(
+            f"typedq worker: note: {manager.config['backend']} holds jobs inside this process only", err=True
+        )
     stop = StopRequest()
     try:
         register_shell_jobs(manager)
