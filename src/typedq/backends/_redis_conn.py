@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, Final
 
@@ -35,7 +35,7 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra ins
         "backend", "redis://", "the redis driver: pip install 'typedq[redis]'"
     ) from exc
 
-__all__ = ["check_server", "client_for", "map_errors", "release_client"]
+__all__ = ["check_server", "client_for", "load_scripts", "map_errors", "release_client"]
 
 logger = logging.getLogger("typedq.backends.redis")
 
@@ -43,6 +43,8 @@ _lock = threading.Lock()
 # (pid, pool key) -> [pool, users]
 _pools: dict[tuple[int, tuple[Any, ...]], list[Any]] = {}
 _warned: set[tuple[Any, ...]] = set()
+# (pid, pool key) of the servers this process loaded its scripts on
+_loaded: set[tuple[int, tuple[Any, ...]]] = set()
 _WRONGTYPE: Final = "WRONGTYPE"
 
 
@@ -73,6 +75,20 @@ def client_for(settings: RedisSettings) -> redis.Redis:
         entry[1] += 1
         pool = entry[0]
     return redis.Redis(connection_pool=pool)
+
+
+def load_scripts(client: redis.Redis, settings: RedisSettings, scripts: Iterable[Any]) -> None:
+    """Load the scripts on the server once per process (``SCRIPT LOAD``, one pipeline), so
+    the first call of each is an ``EVALSHA`` that hits; one that was flushed since is
+    loaded again on ``NOSCRIPT`` by redis-py's ``Script``."""
+    key = (os.getpid(), settings.pool_key())
+    if key in _loaded:
+        return
+    with client.pipeline(transaction=False) as pipe:
+        for script in scripts:
+            pipe.script_load(script.script)
+        pipe.execute()
+    _loaded.add(key)
 
 
 def release_client(settings: RedisSettings) -> None:

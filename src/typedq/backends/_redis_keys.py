@@ -80,7 +80,7 @@ _OPTIONS: Final = {
 class RedisSettings:
     """What a ``redis://`` or ``rediss://`` URL says."""
 
-    url: str
+    url: str = field(repr=False)
     host: str = "localhost"
     port: int = 6379
     db: int = 0

@@ -143,8 +143,11 @@ class RedisQueue(Queue):
     def _r(self) -> Any:
         """This process's client (a child after fork opens its own pool)."""
         if self._pid != os.getpid():
-            self._client = conn.client_for(self._settings)
-            self._scripts = {name: self._client.register_script(src) for name, src in SCRIPTS.items()}
+            client = conn.client_for(self._settings)
+            self._scripts = {name: client.register_script(src) for name, src in SCRIPTS.items()}
+            with conn.map_errors(self._settings):
+                conn.load_scripts(client, self._settings, self._scripts.values())
+            self._client = client
             self._pid = os.getpid()
         return self._client
 
