@@ -45,8 +45,7 @@ local function wake(n)
   if n > 0 then
     local tokens = {}
     for i = 1, math.min(n, 16) do tokens[i] = '1' end
-    redis.call('LPUSH', WAKE, unpack(tokens))
-    redis.call('LTRIM', WAKE, 0, 63)
+    if redis.call('LPUSH', WAKE, unpack(tokens)) > 64 then redis.call('LTRIM', WAKE, 0, 63) end
   end
 end
 
@@ -247,21 +246,28 @@ for _, job in ipairs(jobs) do
   local k = jk(id)
   local n = redis.call('INCR', B .. ':seq')
   local fields = {}
-  local sk, p, lu
+  local sk, p, lu, sa, d, ra
   for f = job[4], job[4] + job[5] - 1, 2 do
     local name = ARGV[f]
     fields[#fields + 1] = name
     fields[#fields + 1] = ARGV[f + 1]
     if name == 'sk' then sk = ARGV[f + 1] elseif name == 'p' then p = ARGV[f + 1]
-    elseif name == 'lu' then lu = ARGV[f + 1] end
+    elseif name == 'lu' then lu = ARGV[f + 1] elseif name == 'sa' then sa = ARGV[f + 1]
+    elseif name == 'd' then d = true elseif name == 'ra' then ra = true end
   end
-  redis.call('HSET', k, 't', t, 's', s, 'n', n, 'rk', mkrk(p, sk, n, id), unpack(fields))
+  local rk = mkrk(p, sk, n, id)
+  redis.call('HSET', k, 't', t, 's', s, 'n', n, 'rk', rk, unpack(fields))
   redis.call('HINCRBY', COUNTS, s, 1)
   redis.call('ZADD', stk(s), n, id)
   redis.call('ZADD', ALL, n, id)
   redis.call('ZADD', tyk(t), n, id)
   if s == 'PENDING' then
-    place(id, now)
+    if d or ra or (sa and tonumber(sa) > now) then
+      place(id, now)
+    else  -- the common case, placed from what is known: ready
+      redis.call('ZADD', READY, 0, rk)
+      redis.call('ZADD', rtk(t), 0, rk)
+    end
     woken = woken + 1
   elseif s == 'RUNNING' and lu then
     redis.call('ZADD', LEASES, lu, id)
