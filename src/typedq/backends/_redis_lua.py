@@ -241,10 +241,23 @@ for _, job in ipairs(jobs) do
   end
 end
 local woken = 0
-for _, job in ipairs(jobs) do
+-- Index writes of the common jobs are gathered and made one command per key.
+local adds = {}
+local function add(key, score, member)
+  local list = adds[key]
+  if not list then
+    list = {}
+    adds[key] = list
+  end
+  list[#list + 1] = score
+  list[#list + 1] = member
+end
+local counted = {}
+local first = redis.call('INCRBY', B .. ':seq', count) - count
+for j, job in ipairs(jobs) do
   local id, t, s = job[1], job[2], job[3]
   local k = jk(id)
-  local n = redis.call('INCR', B .. ':seq')
+  local n = first + j
   local fields = {}
   local sk, p, lu, sa, d, ra
   for f = job[4], job[4] + job[5] - 1, 2 do
@@ -257,20 +270,29 @@ for _, job in ipairs(jobs) do
   end
   local rk = mkrk(p, sk, n, id)
   redis.call('HSET', k, 't', t, 's', s, 'n', n, 'rk', rk, unpack(fields))
-  redis.call('HINCRBY', COUNTS, s, 1)
-  redis.call('ZADD', stk(s), n, id)
-  redis.call('ZADD', ALL, n, id)
-  redis.call('ZADD', tyk(t), n, id)
-  if s == 'PENDING' then
-    if d or ra or (sa and tonumber(sa) > now) then
-      place(id, now)
-    else  -- the common case, placed from what is known: ready
-      redis.call('ZADD', READY, 0, rk)
-      redis.call('ZADD', rtk(t), 0, rk)
+  add(ALL, n, id)
+  add(tyk(t), n, id)
+  if s == 'PENDING' and (d or ra or (sa and tonumber(sa) > now)) then
+    -- placing may fail the job at once: its status index is written now
+    redis.call('HINCRBY', COUNTS, s, 1)
+    redis.call('ZADD', stk(s), n, id)
+    place(id, now)
+  else
+    counted[s] = (counted[s] or 0) + 1
+    add(stk(s), n, id)
+    if s == 'PENDING' then
+      add(READY, 0, rk)
+      add(rtk(t), 0, rk)
+    elseif s == 'RUNNING' and lu then
+      add(LEASES, lu, id)
     end
-    woken = woken + 1
-  elseif s == 'RUNNING' and lu then
-    redis.call('ZADD', LEASES, lu, id)
+  end
+  if s == 'PENDING' then woken = woken + 1 end
+end
+for status, c in pairs(counted) do redis.call('HINCRBY', COUNTS, status, c) end
+for key, list in pairs(adds) do
+  for lo = 1, #list, 4000 do
+    redis.call('ZADD', key, unpack(list, lo, math.min(#list, lo + 3999)))
   end
 end
 wake(woken)
