@@ -479,6 +479,13 @@ def test_complete_many_is_one_script_call(private_server: int, clock: FakeClock)
         admin.close()
 
 
+def test_queue_names_lists_the_queues_of_the_prefix_that_hold_jobs(make_queue: MakeQueue) -> None:
+    first, second, empty = make_queue("alpha"), make_queue("beta:x"), make_queue("gamma")
+    first.enqueue(job("a"))
+    second.enqueue(job("b"))
+    assert empty.queue_names() == ["alpha", "beta:x"]
+
+
 # -- the command line -----------------------------------------------------------------------
 
 
@@ -498,7 +505,9 @@ def test_cli_commands_work_on_redis(prefix: str, tmp_path: Path, monkeypatch: py
     run("enqueue", "--id", "hello", "echo hi")
     assert "hello" in run("list")
     assert "PENDING" in run("show", "hello")
+    run("enqueue", "--id", "other", "--queue", "images", "echo hi")
     status = run("status")
     assert "default" in status
+    assert "images" in status  # found on the server, not only the queues opened
     run("cancel", "hello")
     assert "CANCELLED" in run("show", "hello")

@@ -188,6 +188,29 @@ class RedisQueue(Queue):
     def __repr__(self) -> str:
         return f"RedisQueue({self.url!r}, name={self._name!r})"
 
+    def queue_names(self) -> list[str]:
+        """The name of every queue under this prefix that holds jobs (not only this one), sorted.
+
+        Not part of the ``Queue`` protocol: it describes the server, not the queue. An
+        operator's read: it ``SCAN``s the database for the queues' ``meta`` keys (one per
+        queue), then reads each one's counters.
+        """
+        head = f"{{{self._settings.prefix}:"
+        with conn.map_errors(self._settings):
+            client = self._r
+            bases = sorted(
+                {k.decode()[: -len(":meta")] for k in client.scan_iter(match=f"{head}*}}:meta", count=1000)}
+            )
+            with client.pipeline(transaction=False) as pipe:
+                for base in bases:
+                    pipe.hvals(f"{base}:counts")
+                counts = pipe.execute()
+        return [
+            base[len(head) : -1]
+            for base, values in zip(bases, counts, strict=True)
+            if sum(int(v) for v in values) > 0
+        ]
+
     # -- adding -------------------------------------------------------------------------
 
     def enqueue(self, job: Job) -> str:
