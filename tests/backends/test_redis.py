@@ -323,7 +323,7 @@ def test_an_idle_waiter_wakes_when_another_process_enqueues(prefix: str, make_qu
 
     thread = threading.Thread(target=waiter)
     thread.start()
-    wait_until(lambda: queue._waiters == 1, message="the waiter blocks")
+    wait_until(lambda: queue._waiters.waiting == 1, message="the waiter blocks")
     code = (
         "from typedq.backends import open_queue\nfrom typedq.job import Job\n"
         f"q = open_queue('redis://127.0.0.1:6379/0?prefix={prefix}', name='q')\n"

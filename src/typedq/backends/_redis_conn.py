@@ -35,7 +35,7 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra ins
         "backend", "redis://", "the redis driver: pip install 'typedq[redis]'"
     ) from exc
 
-__all__ = ["check_server", "client_for", "load_scripts", "map_errors", "release_client"]
+__all__ = ["check_server", "client_for", "load_scripts", "map_errors", "queue_names", "release_client"]
 
 logger = logging.getLogger("typedq.backends.redis")
 
@@ -173,3 +173,17 @@ def check_server(client: redis.Redis, settings: RedisSettings, base: str) -> Non
             settings.masked_url,
             policy,
         )
+
+
+def queue_names(client: redis.Redis, prefix: str) -> list[str]:
+    """The names of the queues under ``prefix`` that hold jobs, sorted: a ``SCAN`` for their
+    ``meta`` keys (one a queue), then one read of each one's counters."""
+    head = f"{{{prefix}:"
+    metas = client.scan_iter(match=f"{head}*}}:meta", count=1000)
+    bases = sorted({k.decode()[: -len(":meta")] for k in metas})
+    with client.pipeline(transaction=False) as pipe:
+        for base in bases:
+            pipe.hvals(f"{base}:counts")
+        counts = pipe.execute()
+    held = [sum(int(v) for v in values) for values in counts]
+    return [base[len(head) : -1] for base, n in zip(bases, held, strict=True) if n > 0]

@@ -2,7 +2,8 @@
 
 This module owns the Redis backend's public class. Beside it: the key layout, URL form
 and job <-> hash encoding in ``_redis_keys``; connections, error mapping and the checks
-made at open in ``_redis_conn``; the Lua scripts in ``_redis_lua``.
+made at open in ``_redis_conn``; the Lua scripts in ``_redis_lua``; waiting for work in
+``_redis_wait``.
 
 How it runs:
 
@@ -43,8 +44,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import threading
-import uuid
 from collections.abc import Collection, Iterable, Sequence
 from typing import Any, Final
 
@@ -52,6 +51,7 @@ from typedq.backends import _redis_conn as conn
 from typedq.backends._graph import check_batch_acyclic, dependency_order
 from typedq.backends._redis_keys import HashCodec, base_key, parse_redis_url, sort_hex
 from typedq.backends._redis_lua import SCRIPTS
+from typedq.backends._redis_wait import MIN_BLOCK_S, Waiters
 from typedq.backends.base import Claim, Completion, Queue
 from typedq.clock import Clock, system_clock
 from typedq.errors import (
@@ -77,10 +77,6 @@ _PENDING: Final = JobStatus.PENDING
 _COMPLETED: Final = JobStatus.COMPLETED
 #: Most claims remembered for complete(); half are forgotten when it is passed.
 _INFLIGHT_MAX: Final = 8192
-#: Tokens an interrupt leaves behind expire after this many milliseconds.
-_INTERRUPT_TTL_MS: Final = 60_000
-#: Shortest BLPOP timeout (Redis reads 0 as "forever").
-_MIN_BLOCK_S: Final = 0.01
 
 
 def _num(value: float) -> str:
@@ -123,12 +119,8 @@ class RedisQueue(Queue):
         self._name = name
         self._clock = clock
         self._hashes = HashCodec(codec if codec is not None else FrameCodec("json"))
-        self._wake_key = f"{base}:wake"
-        self._intr_key = f"{base}:intr:{uuid.uuid4().hex}"
         self._keys = [base]
-        self._waiters = 0
-        self._interrupts = 0
-        self._waiters_lock = threading.Lock()
+        self._waiters = Waiters(base)
         self._closed = False
         self._inflight: dict[tuple[str, int], Job] = {}
         self._pid = -1
@@ -195,21 +187,8 @@ class RedisQueue(Queue):
         operator's read: it ``SCAN``s the database for the queues' ``meta`` keys (one per
         queue), then reads each one's counters.
         """
-        head = f"{{{self._settings.prefix}:"
         with conn.map_errors(self._settings):
-            client = self._r
-            bases = sorted(
-                {k.decode()[: -len(":meta")] for k in client.scan_iter(match=f"{head}*}}:meta", count=1000)}
-            )
-            with client.pipeline(transaction=False) as pipe:
-                for base in bases:
-                    pipe.hvals(f"{base}:counts")
-                counts = pipe.execute()
-        return [
-            base[len(head) : -1]
-            for base, values in zip(bases, counts, strict=True)
-            if sum(int(v) for v in values) > 0
-        ]
+            return conn.queue_names(self._r, self._settings.prefix)
 
     # -- adding -------------------------------------------------------------------------
 
@@ -590,47 +569,27 @@ class RedisQueue(Queue):
     def wait_ready(self, timeout_s: float) -> bool:
         """Block until a job may be ready, :meth:`interrupt`, or ``timeout_s``.
 
-        Blocks in ``BLPOP`` on the queue's wake list (pushed by every transition that
-        makes a job ready, from any process or host) and on this object's interrupt list,
-        for at most ``timeout_s``, the next delayed job's due time, and half the socket
-        timeout (a spurious wake-up is possible; callers wait again).
+        Blocks in ``BLPOP`` on the queue's wake list and this object's interrupt list
+        (see ``_redis_wait``) for at most ``timeout_s``, the next delayed job's due time
+        and half the socket timeout; a wake-up may find nothing ready (False).
         """
-        with self._waiters_lock:
-            seen = self._interrupts
+        seen = self._waiters.mark()
         ready, due = self._ready_and_next_due()
         if ready or self._closed:
             return bool(ready)
         wait = min(timeout_s, self._settings.socket_timeout / 2)
         if due is not None:
             wait = min(wait, due - self._clock.now())
-        if wait < _MIN_BLOCK_S:
+        if wait < MIN_BLOCK_S:
             return False
-        with self._waiters_lock:
-            if self._interrupts != seen:  # interrupted since this call began
-                return False
-            self._waiters += 1
-        try:
-            with conn.map_errors(self._settings):
-                self._r.blpop([self._intr_key, self._wake_key], timeout=wait)
-        finally:
-            with self._waiters_lock:
-                self._waiters -= 1
+        with conn.map_errors(self._settings):
+            self._waiters.block(self._r, seen, wait)
         return self._ready_and_next_due()[0] > 0
 
     def interrupt(self) -> None:
-        """Wake every thread blocked in :meth:`wait_ready` on this queue object.
-
-        Pushes one token per waiting thread to this object's own list (which only its
-        waiters block on); tokens nobody took expire within a minute.
-        """
-        with self._waiters_lock:
-            self._interrupts += 1
-            waiting = self._waiters
-        if waiting:
-            with conn.map_errors(self._settings), self._r.pipeline(transaction=True) as pipe:
-                pipe.lpush(self._intr_key, *(["1"] * waiting))
-                pipe.pexpire(self._intr_key, _INTERRUPT_TTL_MS)
-                pipe.execute()
+        """Wake every thread blocked in :meth:`wait_ready` on this queue object."""
+        with conn.map_errors(self._settings):
+            self._waiters.interrupt(self._r)
 
     def close(self) -> None:
         """Wake waiters and give back this object's share of the connection pool."""
