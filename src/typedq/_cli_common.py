@@ -21,6 +21,7 @@ from typing import Any, Final, TypeVar
 
 import click
 
+from typedq.backends import backend_for
 from typedq.backends.sqlite import parse_sqlite_url
 from typedq.errors import (
     BackendError,
@@ -204,7 +205,11 @@ class Env:
         elif os.environ.get("TYPEDQ_CONFIG"):
             path = Path(os.environ["TYPEDQ_CONFIG"])
         else:
-            db = Path(parse_sqlite_url(url)[0]) if url.lower().startswith("sqlite:") else None
+            try:
+                local = backend_for(url).local_path
+            except ConfigError:
+                local = None  # the manager names a bad URL when it opens it
+            db = local(url) if local is not None else None
             path = (db.parent if db is not None else Path(".")) / CONFIG_FILE
         return cls(url, path)
 

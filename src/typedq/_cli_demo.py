@@ -19,8 +19,7 @@ import click
 
 from typedq._cli_common import EXIT_FAILED, EXIT_OK, CLIError
 from typedq._cli_output import STATUS_ORDER, fmt_time, render_table, wait_with_progress
-from typedq.backends import SCHEMES
-from typedq.backends.sqlite import parse_sqlite_url
+from typedq.backends import SCHEMES, backend_for
 from typedq.job import JobStatus
 from typedq.manager import JobQueueManager
 
@@ -63,9 +62,10 @@ def status_table(
 
 
 def _reset_database(backend: str, *, explicit: bool) -> None:
-    if not backend.lower().startswith("sqlite://"):
+    local = backend_for(backend).local_path
+    if local is None:
         return
-    path = Path(parse_sqlite_url(backend)[0])
+    path = local(backend)
     if explicit and path.exists():
         raise CLIError(f"the demo needs a fresh database and {path} exists; remove it or pick another path")
     for suffix in ("", "-wal", "-shm", "-journal"):
@@ -142,6 +142,12 @@ def run_demo(backend: str | None, *, workers: int = 4, timeout: float = 60.0) ->
         "queues": {"images": {}, "emails": {}, "payments": {}},
     })
     try:
+        held = sum(queue.size for queue in manager.queues.values())
+        if held:
+            raise CLIError(
+                f"the demo needs empty queues and {backend} holds {held} jobs in its queues "
+                "images, emails, payments and default; pick another database or key prefix"
+            )
         _register(manager)
         started = time.monotonic()
         ids = _submit(manager)
@@ -183,7 +189,7 @@ def run_demo(backend: str | None, *, workers: int = 4, timeout: float = 60.0) ->
                 for j in dead
             ]
             click.echo(render_table(["ID", "TYPE", "QUEUE", "TRIES", "DIED", "ERROR"], rows, max_width=90))
-        if backend.lower().startswith("sqlite"):
+        if backend_for(backend).shared:
             click.echo(f"\nexplore it:  export TYPEDQ_BACKEND={backend}")
             click.echo(f"  typedq list --queue payments     typedq show {_DOOMED_ID} --queue payments")
             click.echo(f"  typedq dlq replay {_DOOMED_ID} --queue payments")

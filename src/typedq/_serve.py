@@ -33,6 +33,7 @@ from types import FrameType
 from typing import Final
 
 from typedq._validate import require_number
+from typedq.backends import backend_for
 from typedq.errors import ConfigError, StaleLeaseError
 from typedq.manager import JobQueueManager
 from typedq.shell import kill_running_commands
@@ -190,7 +191,7 @@ def check_shared_backend(backend: object) -> None:
     Raises:
         ConfigError: ``backend`` is ``memory://``, whose jobs live inside one process.
     """
-    if str(backend).lower().startswith("memory://"):
+    if not backend_for(backend).shared:
         raise ConfigError(
             "backend", backend,
             "a backend that processes share (sqlite:///path/jobs.db, redis://host:6379/0)",

@@ -39,6 +39,7 @@ from typedq._cli_inspect import list_cmd, show, status
 from typedq._cli_jobs import build_job, dead_jobs, delete_dead, enqueue_stdin, read_stdin_jobs
 from typedq._cli_output import JOB_HEADERS, echo_json, job_json, job_row, render_table, wait_with_progress
 from typedq._config import DEFAULT_CONFIG
+from typedq.backends import backend_for
 from typedq.errors import ConfigError, InvalidTransitionError, TypedqError
 from typedq.job import TERMINAL_STATUSES, JobStatus
 from typedq.manager import JobQueueManager
@@ -506,8 +507,10 @@ def _run_worker(
         )
         raise click.exceptions.Exit(pool.exit_code)
     manager = manager or (load_app(app) if app else env.open(create=True))
-    if str(manager.config["backend"]).lower().startswith("memory://"):
-        click.echo("typedq worker: note: memory:// holds jobs inside this process only", err=True)
+    if not backend_for(manager.config["backend"]).shared:
+        click.echo(
+            f"typedq worker: note: {manager.config['backend']} holds jobs inside this process only", err=True
+        )
     stop = StopRequest()
     try:
         register_shell_jobs(manager)

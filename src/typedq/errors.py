@@ -22,7 +22,8 @@ keeps working for code written against the original specification::
     ├── InvalidTransitionError (ValueError)     a state change the job's state forbids
     ├── BackendError (RuntimeError)             storage failed
     │   ├── BackendUnavailableError (ConnectionError)
-    │   └── BackendWriteError                   storage refused a write (full, read-only)
+    │   ├── BackendWriteError                   storage refused a write (full, read-only)
+    │   └── BackendDataError                    storage holds data typedq did not write
     ├── SerializationError (ValueError)         a value cannot be encoded
     │   ├── PayloadTooLargeError                encoded or decoded size over the limit
     │   └── ResultSerializationError            a handler's result cannot be stored
@@ -44,6 +45,7 @@ from typing import Any, NamedTuple
 
 __all__ = [
     "MAX_LISTED_ERRORS",
+    "BackendDataError",
     "BackendError",
     "BackendUnavailableError",
     "BackendWriteError",
@@ -326,6 +328,11 @@ class BackendUnavailableError(BackendError, ConnectionError):
 
 class BackendWriteError(BackendError):
     """The storage backend refused a write (disk full, read-only file, ...)."""
+
+
+class BackendDataError(BackendError):
+    """The storage holds data typedq did not write where it keeps a queue (a Redis key
+    of another type under the queue's prefix); typedq refuses to touch it."""
 
 
 class SerializationError(TypedqError, ValueError):

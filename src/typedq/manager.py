@@ -31,7 +31,7 @@ from typedq._config import (
 from typedq._typed_api import TypedAPI
 from typedq._validate import require_number
 from typedq._waiting import CompletionWaiters, NotifyingEvents, wait_for_jobs
-from typedq.backends import Queue, open_queue
+from typedq.backends import Queue, backend_for, open_queue
 from typedq.clock import Clock, system_clock
 from typedq.errors import (
     ConfigError,
@@ -61,7 +61,7 @@ def _make_codec(config: Mapping[str, Any]) -> FrameCodec | None:
     """
     name = config["serializer"]
     if name is None:
-        if str(config["backend"]).lower().startswith("memory://"):
+        if not backend_for(config["backend"]).durable:
             return None
         name = "json"
     require_number("max_payload_size", config["max_payload_size"], minimum=1, integer=True)

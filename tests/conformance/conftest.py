@@ -28,11 +28,13 @@ chosen backend's fixture is built (``request.getfixturevalue``).
 from __future__ import annotations
 
 import sys
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.helpers import redis_available, skip_or_fail
 
 from typedq.backends.base import Queue
 from typedq.backends.memory import JobQueue
@@ -72,10 +74,45 @@ def sqlite_queue(clock: FakeClock, tmp_path: Path) -> Iterator[QueueFactory]:
         q.close()
 
 
+@pytest.fixture
+def redis_queue(clock: FakeClock) -> Iterator[QueueFactory]:
+    """Factory of Redis queues on 127.0.0.1:6379 under a prefix of their own; only the
+    prefix's keys are deleted at teardown."""
+    if not redis_available():
+        skip_or_fail("no Redis server answers on 127.0.0.1:6379")
+    from typedq.backends.redis import RedisQueue
+
+    prefix = f"typedq-test-{uuid.uuid4().hex[:12]}"
+    made: list[Queue] = []
+
+    def make(name: str) -> Queue:
+        made.append(RedisQueue(f"redis://127.0.0.1:6379/0?prefix={prefix}", name=name, clock=clock))
+        return made[-1]
+
+    yield make
+    for q in made:
+        q.close()
+    delete_redis_prefix(prefix)
+
+
+def delete_redis_prefix(prefix: str) -> None:
+    """Delete every key under ``prefix`` (and no other) on the test server."""
+    import redis
+
+    client = redis.Redis(host="127.0.0.1", port=6379, db=0)
+    try:
+        keys = list(client.scan_iter(match=f"{{{prefix}:*", count=1000))
+        for start in range(0, len(keys), 500):
+            client.unlink(*keys[start : start + 500])
+    finally:
+        client.close()
+
+
 #: One param per backend: the name of its factory fixture.
 BACKENDS = [
     pytest.param("memory_queue", id="memory"),
     pytest.param("sqlite_queue", id="sqlite"),
+    pytest.param("redis_queue", id="redis", marks=pytest.mark.redis),
 ]
 
 

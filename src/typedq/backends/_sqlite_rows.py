@@ -15,15 +15,12 @@ moves a job whose payload or metadata cannot be decoded to DEAD.
 
 from __future__ import annotations
 
-import base64
-import json
 from collections.abc import Sequence
 from operator import attrgetter
 from typing import Any, Final
 
-from typedq.errors import DeserializationError, SerializationError
+from typedq.backends._frames import UNDECODABLE_KEY, Blobs, FrameFields
 from typedq.job import UNSCHEDULED, Job, JobStatus
-from typedq.serializers.base import FrameCodec
 
 __all__ = [
     "CLAIM_COLUMNS",
@@ -36,9 +33,6 @@ __all__ = [
     "bindable",
     "sort_key",
 ]
-
-#: Metadata key under which undecodable stored fields are described.
-UNDECODABLE_KEY: Final = "typedq.undecodable"
 
 # Columns every read selects, in this order. The five a claim sets itself come last: a
 # claim returns only the others (CLAIM_COLUMNS), since sqlite3 fetches each column of a
@@ -129,9 +123,6 @@ _STATUS_AT_FIELD: Final = _JOB_COLUMNS.index("status")
 _CANCEL_AT_FIELD: Final = _JOB_COLUMNS.index("cancel_requested")
 _ALONE_AT_FIELD: Final = _JOB_COLUMNS.index("run_alone")
 
-#: (payload, metadata or None, result or None, depends_on JSON or None), INSERT order
-Blobs = tuple[bytes, bytes | None, bytes | None, str | None]
-
 
 def bindable(frame: bytes) -> bytes | bytearray:
     """``frame`` as sqlite3 binds it fastest.
@@ -166,63 +157,11 @@ def sort_key(row: Sequence[Any]) -> tuple[int, float, float, int]:
     return (-row[PRIORITY], UNSCHEDULED if sched is None else sched, row[CREATED], row[SEQ])
 
 
-def _raw(value: object) -> bytes:
-    if isinstance(value, bytes | bytearray | memoryview):
-        return bytes(value)
-    return str(value).encode("utf-8", "replace")
-
-
-def _problem(exc: BaseException, value: object) -> dict[str, Any]:
-    return {
-        "error": f"{type(exc).__name__}: {exc}",
-        "raw_base64": base64.b64encode(_raw(value)).decode("ascii"),
-    }
-
-
-class RowCodec:
-    """Encodes jobs into rows and decodes rows into jobs with one ``FrameCodec``."""
-
-    def __init__(self, codec: FrameCodec) -> None:
-        self.codec = codec
-        self._encode = codec.encode
-        self._decode = codec.decode
+class RowCodec(FrameFields):
+    """Encodes jobs into rows and decodes rows into jobs with one ``FrameCodec``
+    (the frames themselves: :class:`~typedq.backends._frames.FrameFields`)."""
 
     # -- writing ------------------------------------------------------------------------
-
-    def encode_result(self, job_id: str, result: Any) -> bytes | None:
-        """The stored form of a result (None stays NULL).
-
-        Raises:
-            SerializationError: the value cannot be encoded (the message names the job).
-        """
-        if result is None:
-            return None
-        try:
-            return self._encode(result, context=job_id.encode())
-        except SerializationError as exc:
-            exc.args = (f"result of job {job_id!r}: {exc}",)
-            raise
-
-    def blobs(self, job: Job) -> Blobs:
-        """Encode a job's payload, metadata, result and dependencies.
-
-        Raises:
-            SerializationError: a field cannot be encoded; the message names the field
-                and the job (the exception keeps its type, e.g. PayloadTooLargeError).
-        """
-        context = job.job_id.encode()
-        field = "payload"
-        try:
-            payload = self._encode(job.payload, context=context)
-            field = "metadata"
-            metadata = self._encode(job.metadata, context=context) if job.metadata else None
-            field = "result"
-            result = None if job.result is None else self._encode(job.result, context=context)
-        except SerializationError as exc:
-            exc.args = (f"{field} of job {job.job_id!r}: {exc}",)
-            raise
-        depends = json.dumps(job.depends_on) if job.depends_on else None
-        return payload, metadata, result, depends
 
     @staticmethod
     def row(
@@ -308,20 +247,8 @@ class RowCodec:
             else self._field(raw_meta, context, "metadata", problems, strict=strict, job_id=job_id)
         )
         if result is ...:
-            raw_result = row[RESULT]
-            result = None
-            if raw_result is not None:
-                try:
-                    result = self._decode(raw_result, context=context)
-                except Exception as exc:  # a reader never fails on stored bytes
-                    problems["result"] = _problem(exc, raw_result)
-        raw_deps = row[DEPENDS]
-        depends_on: list[str] = []
-        if raw_deps is not None:
-            try:
-                depends_on = json.loads(raw_deps)
-            except Exception as exc:
-                problems["depends_on"] = _problem(exc, raw_deps)
+            result = self.decode_result(row[RESULT], context, problems)
+        depends_on = self.decode_depends(row[DEPENDS], problems)
         if problems:
             metadata = {**metadata, UNDECODABLE_KEY: problems}
         if claimed is None:
@@ -356,26 +283,3 @@ class RowCodec:
             cancel_requested=bool(row[CANCEL]),
             run_alone=run_alone,
         )
-
-    def _field(
-        self,
-        raw: Any,
-        context: bytes,
-        field: str,
-        problems: dict[str, Any],
-        *,
-        strict: bool,
-        job_id: str,
-    ) -> dict[str, Any]:
-        try:
-            value = self._decode(raw, context=context)
-            if type(value) is not dict:
-                raise DeserializationError(f"{field} decodes to a {type(value).__name__}, not a dict")
-        except Exception as exc:
-            if strict:
-                raise DeserializationError(
-                    f"{type(exc).__name__}: the {field} of job {job_id!r} cannot be decoded: {exc}"
-                ) from exc
-            problems[field] = _problem(exc, raw)
-            return {}
-        return value

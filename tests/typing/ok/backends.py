@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from typedq.backends import JobQueue, Queue, SQLiteQueue
+from typedq.backends.redis import RedisQueue
 
 _memory: type[Queue] = JobQueue
 _sqlite: type[Queue] = SQLiteQueue
+_redis: type[Queue] = RedisQueue

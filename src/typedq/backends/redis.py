@@ -1,0 +1,631 @@
+"""``RedisQueue``: a durable queue in Redis, shared by the processes of many hosts.
+
+This module owns the Redis backend's public class. Beside it: the key layout, URL form
+and job <-> hash encoding in ``_redis_keys``; connections, error mapping and the checks
+made at open in ``_redis_conn``; the Lua scripts in ``_redis_lua``; waiting for work in
+``_redis_wait``.
+
+How it runs:
+
+* Every state transition is one Lua script (enqueue and enqueue_many, claim and
+  claim_many, complete and complete_many, fail, bury, release, extend_lease,
+  reclaim_expired, cancel, set_priority, replay, update_status, delete; each releasing or
+  failing dependents in the same script). Scripts are registered once per process and
+  called by SHA (``EVALSHA``); a server that lost them (restart, ``SCRIPT FLUSH``) gets
+  them again on ``NOSCRIPT``.
+* Claim order is the order of every backend (priority desc, scheduled_at with None
+  first, created_at, arrival), encoded in one sorted-set member (see ``_redis_keys``).
+  Delayed jobs sit in their own sorted set by due time; each claim first promotes the
+  due ones (at most 1,000).
+* Times come from the queue's clock, not from the server's ``TIME``: due times and lease
+  deadlines are the client's clock readings, so the clocks of the hosts sharing a queue
+  must agree (NTP) to within a small part of the lease time.
+* A claim decodes its jobs after the script ran; a job whose stored payload or metadata
+  cannot be decoded is moved to DEAD by a second script, fenced on the claim just made,
+  with the reason as its error; the others are handed out (when all were such jobs, the
+  claim is made again). Reads never fail on such bytes: the job is returned with
+  ``payload={}`` and the problem and raw bytes under ``metadata["typedq.undecodable"]``.
+* ``size``, ``count_by_status`` and ``ready_count`` read counters and set sizes the
+  scripts maintain; ``list_jobs`` pages an index by arrival (all jobs, a status or a job
+  type), never every job.
+* Idle workers block in ``BLPOP`` on the queue's wake list, which every transition that
+  makes work ready pushes to, and on a list of their own queue object that
+  :meth:`RedisQueue.interrupt` pushes to: no polling.
+* ``reclaim_expired`` cannot tell whether a worker of another host is alive: every
+  expired lease is rescued.
+
+Durability is Redis's: with ``appendonly yes`` and ``appendfsync everysec`` (the usual
+setting) a server crash may lose the last second of transitions; ``appendfsync always``
+loses none; RDB snapshots alone lose everything since the last snapshot. Set
+``maxmemory-policy noeviction`` (a warning is logged otherwise).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Collection, Iterable, Sequence
+from typing import Any, Final
+
+from typedq.backends import _redis_conn as conn
+from typedq.backends import _redis_registry as registry
+from typedq.backends._graph import check_batch_acyclic, dependency_order
+from typedq.backends._redis_keys import HashCodec, base_key, parse_redis_url, sort_hex
+from typedq.backends._redis_lua import SCRIPTS
+from typedq.backends._redis_wait import MIN_BLOCK_S, Waiters
+from typedq.backends.base import Claim, Completion, Queue, WorkerInfo
+from typedq.clock import Clock, system_clock
+from typedq.errors import (
+    BackendDataError,
+    ConfigError,
+    DependencyCycleError,
+    DeserializationError,
+    DuplicateJobError,
+    InvalidJobError,
+    InvalidTransitionError,
+    JobNotFoundError,
+    SerializationError,
+    StaleLeaseError,
+    TypedqError,
+    UnknownDependencyError,
+)
+from typedq.job import MAX_PRIORITY, MAX_TRACEBACK, MIN_PRIORITY, TRACEBACK_KEY, Job, JobStatus
+from typedq.serializers.base import FrameCodec
+
+__all__ = ["RedisQueue", "parse_redis_url"]
+
+_PENDING: Final = JobStatus.PENDING
+_COMPLETED: Final = JobStatus.COMPLETED
+#: Most claims remembered for complete(); half are forgotten when it is passed.
+_INFLIGHT_MAX: Final = 8192
+
+
+def _num(value: float) -> str:
+    """A time or number as exact text (Lua would round it to 14 digits)."""
+    return repr(float(value))
+
+
+class RedisQueue(Queue):
+    """A durable job queue stored in Redis; safe across threads, processes and hosts.
+
+    Args:
+        url: ``redis://[user:pass@]host:port/db?prefix=typedq`` or ``rediss://`` (TLS);
+            see :func:`~typedq.backends._redis_keys.parse_redis_url` for the options.
+        name: the queue's name (its keys are under ``{prefix:name}``).
+        clock: the time source for due times and lease deadlines (tests pass a
+            ``FakeClock``).
+        codec: how payloads, metadata and results are stored; ``FrameCodec("json")``
+            when omitted.
+
+    Raises:
+        ConfigError: a bad URL, option or queue name.
+        BackendUnavailableError: the server does not answer (the URL is named, its
+            password masked).
+        BackendDataError: a key of the queue has a type typedq does not use there.
+    """
+
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        *,
+        name: str = "default",
+        clock: Clock = system_clock,
+        codec: FrameCodec | None = None,
+    ) -> None:
+        given: object = name
+        if not isinstance(given, str) or not given:
+            raise ConfigError("name", name, "a non-empty queue name")
+        self._settings = settings = parse_redis_url(url)
+        self._base = base = base_key(settings.prefix, name)
+        self._name = name
+        self._clock = clock
+        self._hashes = HashCodec(codec if codec is not None else FrameCodec("json"))
+        self._keys = [base]
+        self._waiters = Waiters(base)
+        self._closed = False
+        self._inflight: dict[tuple[str, int], Job] = {}
+        self._pid = -1
+        self._client: Any = None
+        self._scripts: dict[str, Any] = {}
+        with conn.map_errors(settings):
+            conn.check_server(self._r, settings, base)
+
+    # -- connection ---------------------------------------------------------------------
+
+    @property
+    def _r(self) -> Any:
+        """This process's client (a child after fork opens its own pool)."""
+        if self._pid != os.getpid():
+            client = conn.client_for(self._settings)
+            self._scripts = {name: client.register_script(src) for name, src in SCRIPTS.items()}
+            with conn.map_errors(self._settings):
+                conn.load_scripts(client, self._settings, self._scripts.values())
+            self._client = client
+            self._pid = os.getpid()
+        return self._client
+
+    def _run(self, script: str, args: Sequence[Any]) -> Any:
+        """Run one registered script (EVALSHA; loaded again on NOSCRIPT)."""
+        client = self._r
+        with conn.map_errors(self._settings):
+            return self._scripts[script](self._keys, args, client)
+
+    # -- properties ---------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        """The queue's name."""
+        return self._name
+
+    @property
+    def clock(self) -> Clock:
+        """The queue's clock."""
+        return self._clock
+
+    @property
+    def url(self) -> str:
+        """The server's URL, password masked."""
+        return self._settings.masked_url
+
+    @property
+    def key_prefix(self) -> str:
+        """The base key every key of this queue starts with: ``{prefix:name}``."""
+        return self._base
+
+    @property
+    def size(self) -> int:
+        """How many jobs the queue holds, in every state (one counter read)."""
+        with conn.map_errors(self._settings):
+            return sum(int(v) for v in self._r.hvals(f"{self._base}:counts"))
+
+    def __repr__(self) -> str:
+        return f"RedisQueue({self.url!r}, name={self._name!r})"
+
+    def queue_names(self) -> list[str]:
+        """The name of every queue under this prefix that holds jobs (not only this one), sorted.
+
+        Not part of the ``Queue`` protocol: it describes the server, not the queue. An
+        operator's read: it ``SCAN``s the database for the queues' ``meta`` keys (one per
+        queue), then reads each one's counters.
+        """
+        with conn.map_errors(self._settings):
+            return conn.queue_names(self._r, self._settings.prefix)
+
+    # -- adding -------------------------------------------------------------------------
+
+    def enqueue(self, job: Job) -> str:
+        """Add one job in one script; see :meth:`Queue.enqueue`."""
+        if job.depends_on and job.job_id in job.depends_on and job.status is _PENDING:
+            raise DependencyCycleError([job.job_id, job.job_id])
+        fields = self._hashes.fields(job)
+        args = [_num(self._clock.now()), 1, job.job_id, job.job_type, job.status.value, len(fields), *fields]
+        self._added(self._run("enqueue", args))
+        return job.job_id
+
+    def enqueue_many(self, jobs: Sequence[Job]) -> list[str]:
+        """Add many jobs all-or-nothing, in one script; see :meth:`Queue.enqueue_many`.
+
+        Raises:
+            SerializationError: a job's payload, metadata or result cannot be encoded;
+                the message names ``jobs[i]`` and the job id. Nothing is stored.
+        """
+        batch: dict[str, Job] = {}
+        encoded: dict[str, list[Any]] = {}
+        for index, job in enumerate(jobs):
+            if job.job_id in batch:
+                raise DuplicateJobError(job.job_id, queue=self._name)
+            batch[job.job_id] = job
+            try:
+                encoded[job.job_id] = self._hashes.fields(job)
+            except SerializationError as exc:
+                exc.args = (f"jobs[{index}]: {exc}",)
+                raise
+            if job.status is _PENDING and job.job_id in job.depends_on:
+                raise DependencyCycleError([job.job_id, job.job_id])
+        if not batch:
+            return []
+        check_batch_acyclic(batch)
+        args: list[Any] = [_num(self._clock.now()), len(batch)]
+        for job in dependency_order(batch):
+            fields = encoded[job.job_id]
+            args += (job.job_id, job.job_type, job.status.value, len(fields), *fields)
+        self._added(self._run("enqueue", args))
+        return list(batch)
+
+    def _added(self, reply: Any) -> None:
+        if isinstance(reply, list):
+            kind = reply[0].decode()
+            if kind == "duplicate":
+                raise DuplicateJobError(reply[1].decode(), queue=self._name)
+            if kind == "unknown":
+                raise UnknownDependencyError(reply[1].decode(), reply[2].decode(), queue=self._name)
+            raise BackendDataError(
+                f"Redis at {self.url}: key {reply[1].decode()} is a {reply[2].decode()}, where typedq "
+                "keeps a job hash; typedq will not overwrite it"
+            )
+
+    def import_jobs(self, jobs_data: Iterable[dict[str, Any]]) -> list[str]:
+        """Add jobs from ``export_jobs()`` data all-or-nothing; see :meth:`Queue.import_jobs`."""
+        jobs = []
+        for index, data in enumerate(jobs_data):
+            try:
+                jobs.append(Job.from_dict(data))
+            except InvalidJobError as exc:
+                raise InvalidJobError(f"jobs_data[{index}].{exc.field}", exc.value, exc.allowed) from exc
+        return self.enqueue_many(jobs)
+
+    # -- claiming -----------------------------------------------------------------------
+
+    def _take(
+        self,
+        mode: str,
+        limit: int,
+        worker_id: str = "",
+        until: str = "",
+        job_types: Collection[str] | None = None,
+    ) -> list[Job]:
+        """Take up to ``limit`` ready jobs in one script, burying undecodable ones."""
+        if limit <= 0:
+            return []
+        types: list[str] = [] if job_types is None else sorted(set(job_types))
+        if job_types is not None and not types:
+            return []
+        decode = self._hashes.job
+        while True:
+            now = _num(self._clock.now())
+            got = self._run("claim", [now, mode, limit, worker_id, until, len(types), *types])
+            taken: list[Job] = []
+            bad: list[tuple[str, int, DeserializationError]] = []
+            for raw_id, flat in got:
+                job_id = raw_id.decode()
+                try:
+                    taken.append(decode(job_id, flat, strict=True))
+                except DeserializationError as exc:
+                    attempt = int(dict(zip(flat[::2], flat[1::2], strict=True)).get(b"a", 0))
+                    bad.append((job_id, attempt, exc))
+            for job_id, attempt, problem in bad:
+                self._run("leased", [now, job_id, attempt, "undecodable", str(problem)])
+                conn.logger.warning(
+                    "job %s of queue %r moved to DEAD at claim: %s", job_id, self._name, problem
+                )
+            if taken or not got:
+                break
+        if mode == "claim":
+            inflight = self._inflight
+            for job in taken:
+                inflight[job.job_id, job.attempt] = job
+            if len(inflight) > _INFLIGHT_MAX:
+                for key in list(itertools.islice(inflight, _INFLIGHT_MAX // 2)):
+                    inflight.pop(key, None)
+        return taken
+
+    def claim(
+        self, worker_id: str, *, lease_s: float, job_types: Collection[str] | None = None
+    ) -> Claim | None:
+        """Take the best ready job with a lease; see :meth:`Queue.claim`.
+
+        ``job_types``: only jobs of these types are claimed (None: any; empty: none).
+        """
+        until = self._clock.now() + lease_s
+        taken = self._take("claim", 1, worker_id, _num(until), job_types)
+        return Claim(taken[0], taken[0].attempt, until) if taken else None
+
+    def claim_many(
+        self, worker_id: str, *, lease_s: float, limit: int, job_types: Collection[str] | None = None
+    ) -> list[Claim]:
+        """Claim up to ``limit`` ready jobs in one script; see :meth:`Queue.claim_many`.
+
+        While a job to be run alone (a batch rescue) is ready, at most one is claimed.
+        """
+        until = self._clock.now() + lease_s
+        taken = self._take("claim", limit, worker_id, _num(until), job_types)
+        return [Claim(job, job.attempt, until) for job in taken]
+
+    def dequeue(self) -> Job | None:
+        """Take the best ready job without a lease; see :meth:`Queue.dequeue`."""
+        taken = self._take("dequeue", 1)
+        return taken[0] if taken else None
+
+    def peek(self) -> Job | None:
+        """Return the job :meth:`dequeue` would take, without taking it."""
+        got = self._run("claim", [_num(self._clock.now()), "peek", 1, "", "", 0])
+        if not got:
+            return None
+        return self._hashes.job(got[0][0].decode(), got[0][1])
+
+    # -- leased transitions -------------------------------------------------------------
+
+    def _refused(self, job_id: str, token: int, reply: list[Any]) -> TypedqError:
+        if reply[0] == b"missing":
+            return JobNotFoundError(job_id, queue=self._name)
+        status, attempt = reply[1].decode(), int(reply[2])
+        if status != "RUNNING":
+            return StaleLeaseError(job_id, token, reason=f"the job is {status}, not RUNNING")
+        return StaleLeaseError(job_id, token, reason=f"attempt {attempt} holds the lease now")
+
+    def complete(self, job_id: str, *, token: int, result: Any = None) -> Job:
+        """RUNNING → COMPLETED and release dependents, in one script; see :meth:`Queue.complete`.
+
+        The returned job is the one this object handed out at claim (as with the memory
+        backend) with its completion applied, when it still has it.
+        """
+        outcome = self.complete_many([Completion(job_id, token, result)])[0]
+        if isinstance(outcome, TypedqError):
+            raise outcome
+        return outcome
+
+    def complete_many(self, completions: Sequence[Completion]) -> list[Job | TypedqError]:
+        """Complete many jobs in one script (a group commit); see :meth:`Queue.complete_many`."""
+        outcomes: list[Job | TypedqError | None] = [None] * len(completions)
+        places: list[tuple[int, str, int, Any, Job | None]] = []
+        args: list[Any] = [_num(self._clock.now())]
+        inflight = self._inflight
+        encode = self._hashes.encode_result
+        for index, (job_id, token, result) in enumerate(completions):
+            try:
+                blob = encode(job_id, result)
+            except SerializationError as exc:
+                outcomes[index] = exc
+                continue
+            cached = inflight.pop((job_id, token), None)
+            places.append((index, job_id, token, result, cached))
+            has = blob is not None
+            args += (job_id, token, blob if has else b"", 1 if has else 0, 0 if cached else 1)
+        if places:
+            now = float(args[0])
+            replies = self._run("complete", args)
+            for (index, job_id, token, result, cached), reply in zip(places, replies, strict=True):
+                if reply[0] != b"ok":
+                    outcomes[index] = self._refused(job_id, token, reply)
+                    continue
+                if cached is None:
+                    job = self._hashes.job(job_id, reply[3])
+                    job.result = result
+                else:
+                    job = cached
+                    job.status = _COMPLETED
+                    job.result = result
+                    job.finished_at = now
+                    job.lease_until = None
+                    job.priority = int(reply[1])
+                    job.cancel_requested = reply[2] == b"1"
+                outcomes[index] = job
+        return [o for o in outcomes if o is not None]
+
+    def _leased(self, job_id: str, token: int, action: str, *extra: Any) -> list[Any]:
+        reply = self._run("leased", [_num(self._clock.now()), job_id, token, action, *extra])
+        if reply[0] != b"ok":
+            raise self._refused(job_id, token, reply)
+        return reply  # type: ignore[no-any-return]  # the script's reply array
+
+    def _metadata_with(self, job_id: str, token: int, traceback: str | None) -> tuple[bytes, int]:
+        """The metadata frame with the bounded traceback, and whether to store it."""
+        if traceback is None:
+            return b"", 0
+        cached = self._inflight.get((job_id, token))
+        if cached is not None:
+            metadata = cached.metadata
+        else:
+            with conn.map_errors(self._settings):
+                raw = self._r.hget(f"{self._base}:j:{job_id}", "md")
+            metadata = {} if raw is None else self._hashes.job(job_id, {b"pl": b"", b"md": raw}).metadata
+        merged = {**metadata, TRACEBACK_KEY: traceback[-MAX_TRACEBACK:]}
+        return self._hashes.codec.encode(merged, context=job_id.encode()), 1
+
+    def fail(
+        self, job_id: str, *, token: int, error: str, retry_at: float, traceback: str | None = None
+    ) -> Job:
+        """RUNNING → PENDING for a retry at ``retry_at``; see :meth:`Queue.fail`."""
+        metadata, has = self._metadata_with(job_id, token, traceback)
+        self._inflight.pop((job_id, token), None)
+        reply = self._leased(job_id, token, "fail", error, _num(retry_at), sort_hex(retry_at), metadata, has)
+        return self._hashes.job(job_id, reply[1])
+
+    def bury(self, job_id: str, *, token: int, error: str, traceback: str | None = None) -> Job:
+        """RUNNING → DEAD and fail dependents, in one script; see :meth:`Queue.bury`."""
+        metadata, has = self._metadata_with(job_id, token, traceback)
+        self._inflight.pop((job_id, token), None)
+        reply = self._leased(job_id, token, "bury", error, metadata, has)
+        return self._hashes.job(job_id, reply[1])
+
+    def release(self, job_id: str, *, token: int) -> Job:
+        """RUNNING → PENDING, not counted as a failure; see :meth:`Queue.release`."""
+        self._inflight.pop((job_id, token), None)
+        return self._hashes.job(job_id, self._leased(job_id, token, "release")[1])
+
+    def extend_lease(self, job_id: str, *, token: int, lease_s: float) -> float:
+        """Push the lease deadline; see :meth:`Queue.extend_lease`."""
+        until = self._clock.now() + lease_s
+        self._leased(job_id, token, "extend", _num(until))
+        return until
+
+    def reclaim_expired(self, *, max_lost: int = 3, limit: int = 1000) -> list[str]:
+        """Give back expired leases in one script; see :meth:`Queue.reclaim_expired`.
+
+        A job claimed in a batch (``claim_many``) whose batch-mates are still RUNNING goes
+        back PENDING to be claimed alone, its ``lost_count`` unchanged: nobody knows which
+        job of the batch was running. Every other rescue counts a loss.
+        """
+        if limit <= 0:
+            return []
+        got = self._run("reclaim", [_num(self._clock.now()), max_lost, limit])
+        return [raw.decode() for raw in got]
+
+    # -- management ---------------------------------------------------------------------
+
+    def _manage(self, job_id: str, action: str, *extra: Any) -> list[Any]:
+        reply = self._run("manage", [_num(self._clock.now()), action, job_id, *extra])
+        if reply[0] == b"missing":
+            raise JobNotFoundError(job_id, queue=self._name)
+        return reply  # type: ignore[no-any-return]  # the script's reply array
+
+    def update_status(self, job_id: str, status: JobStatus) -> None:
+        """Set a job's status in one script, keeping indexes and dependents right."""
+        self._manage(job_id, "status", JobStatus(status).value)
+
+    def cancel(self, job_id: str) -> bool:
+        """Cancel a job in one script; see :meth:`Queue.cancel`."""
+        return bool(self._manage(job_id, "cancel")[1])
+
+    def set_priority(self, job_id: str, priority: int) -> None:
+        """Change a job's priority; a PENDING job is re-ordered at once."""
+        if type(priority) is not int or not MIN_PRIORITY <= priority <= MAX_PRIORITY:
+            raise InvalidJobError("priority", priority, f"an int from {MIN_PRIORITY} to {MAX_PRIORITY}")
+        self._manage(job_id, "priority", priority)
+
+    def replay(self, job_id: str) -> Job:
+        """DEAD → PENDING with retry_count 0 and no error; see :meth:`Queue.replay`."""
+        reply = self._manage(job_id, "replay")
+        if reply[0] == b"state":
+            raise InvalidTransitionError("status", reply[1].decode(), "DEAD (only dead jobs can be replayed)")
+        return self._hashes.job(job_id, reply[1])
+
+    def retry(self, job_id: str, *, with_dependents: bool = False) -> list[str]:
+        """FAILED, DEAD or CANCELLED → PENDING (with dependents) in one script; see :meth:`Queue.retry`."""
+        reply = self._manage(job_id, "retry", "1" if with_dependents else "0")
+        if reply[0] == b"state":
+            raise InvalidTransitionError(
+                "status", reply[1].decode(), "FAILED, DEAD or CANCELLED (a job that ended without completing)"
+            )
+        return [raw.decode() for raw in reply[1]]
+
+    def delete(self, job_id: str) -> None:
+        """Remove a job that is not RUNNING; its waiting dependents fail. See :meth:`Queue.delete`."""
+        reply = self._manage(job_id, "delete")
+        if reply[0] == b"state":
+            raise InvalidTransitionError(
+                "status", reply[1].decode(), "any state but RUNNING (cancel it first)"
+            )
+
+    # -- the worker registry ------------------------------------------------------------
+
+    def register_worker(self, info: WorkerInfo) -> None:
+        """Add or renew a worker's entry; see :meth:`Queue.register_worker`."""
+        registry.register_worker(self._r, self._settings, self._base, info)
+
+    def unregister_worker(self, worker_id: str) -> None:
+        """Remove a worker's entry; see :meth:`Queue.unregister_worker`."""
+        registry.unregister_worker(self._r, self._settings, self._base, worker_id)
+
+    def workers(self) -> list[WorkerInfo]:
+        """The registered workers, oldest first; see :meth:`Queue.workers`."""
+        return registry.workers(self._r, self._settings, self._base)
+
+    # -- reads --------------------------------------------------------------------------
+
+    def get_job(self, job_id: str) -> Job:
+        """Return the job with this id; raise ``JobNotFoundError`` (a KeyError) if absent."""
+        with conn.map_errors(self._settings):
+            found = self._r.hgetall(f"{self._base}:j:{job_id}")
+        if not found:
+            raise JobNotFoundError(job_id, queue=self._name)
+        return self._hashes.job(job_id, found)
+
+    def _ready_and_next_due(self) -> tuple[int, float | None]:
+        """Ready jobs now (the ready set and the due delayed jobs) and the next due time."""
+        base = self._base
+        with conn.map_errors(self._settings), self._r.pipeline(transaction=True) as pipe:
+            pipe.zcard(f"{base}:ready")
+            pipe.zcount(f"{base}:delayed", "-inf", _num(self._clock.now()))
+            pipe.zrange(f"{base}:delayed", 0, 0, withscores=True)
+            ready, due, head = pipe.execute()
+        return int(ready) + int(due), (float(head[0][1]) if head else None)
+
+    def ready_count(self) -> int:
+        """How many jobs are ready to run now (set sizes, no scan)."""
+        return self._ready_and_next_due()[0]
+
+    def count_by_status(self) -> dict[JobStatus, int]:
+        """Return how many jobs are in each status (counters the scripts keep)."""
+        counts = dict.fromkeys(JobStatus, 0)
+        with conn.map_errors(self._settings):
+            stored = self._r.hgetall(f"{self._base}:counts")
+        for status, count in stored.items():
+            counts[JobStatus(status.decode())] = int(count)
+        return counts
+
+    def count_by_type(self, status: JobStatus = JobStatus.PENDING) -> dict[str, int]:
+        """Return how many jobs of each type are in ``status`` (the status index, paged)."""
+        return registry.count_by_type(self._r, self._settings, self._base, JobStatus(status).value)
+
+    def list_jobs(
+        self,
+        *,
+        status: JobStatus | None = None,
+        job_type: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        after: str | None = None,
+        newest: bool = False,
+    ) -> list[Job]:
+        """Return up to ``limit`` jobs by arrival, oldest first (``newest``: newest first).
+
+        ``after`` is a job id: the listing goes on after it, in the same order (keyset
+        pagination). A status or a type pages its index; both page the status's index
+        keeping the jobs of the type.
+
+        Raises:
+            InvalidJobError: a negative ``limit`` or ``offset``.
+            JobNotFoundError: ``after`` names no job of the queue.
+        """
+        if limit < 0 or offset < 0:
+            raise InvalidJobError("limit", (limit, offset), "limit >= 0 and offset >= 0")
+        if status is not None:
+            index, jtype = f"st:{JobStatus(status).value}", job_type or ""
+        elif job_type is not None:
+            index, jtype = f"ty:{job_type}", ""
+        else:
+            index, jtype = "all", ""
+        reply = self._run("list", [index, jtype, after or "", 1 if newest else 0, offset, limit])
+        if reply[0] == b"missing":
+            raise JobNotFoundError(str(after), queue=self._name)
+        return [self._hashes.job(raw_id.decode(), flat) for raw_id, flat, _ in reply[1:]]
+
+    def export_jobs(self) -> list[dict[str, Any]]:
+        """Return every job as ``Job.to_dict()`` data, oldest first (read in pages of 1,000)."""
+        out: list[dict[str, Any]] = []
+        after = ""
+        while True:
+            reply = self._run("list", ["all", "", after, 0, 0, 1000])
+            out += (self._hashes.job(raw_id.decode(), flat).to_dict() for raw_id, flat, _ in reply[1:])
+            if len(reply) - 1 < 1000:
+                return out
+            after = f"#{int(reply[-1][2])}"
+
+    # -- waiting ------------------------------------------------------------------------
+
+    def wait_ready(self, timeout_s: float) -> bool:
+        """Block until a job may be ready, :meth:`interrupt`, or ``timeout_s``.
+
+        Blocks in ``BLPOP`` on the queue's wake list and this object's interrupt list
+        (see ``_redis_wait``) for at most ``timeout_s``, the next delayed job's due time
+        and half the socket timeout; a wake-up may find nothing ready (False).
+        """
+        seen = self._waiters.mark()
+        ready, due = self._ready_and_next_due()
+        if ready or self._closed:
+            return bool(ready)
+        wait = min(timeout_s, self._settings.socket_timeout / 2)
+        if due is not None:
+            wait = min(wait, due - self._clock.now())
+        if wait < MIN_BLOCK_S:
+            return False
+        with conn.map_errors(self._settings):
+            self._waiters.block(self._r, seen, wait)
+        return self._ready_and_next_due()[0] > 0
+
+    def interrupt(self) -> None:
+        """Wake every thread blocked in :meth:`wait_ready` on this queue object."""
+        with conn.map_errors(self._settings):
+            self._waiters.interrupt(self._r)
+
+    def close(self) -> None:
+        """Wake waiters and give back this object's share of the connection pool."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.interrupt()
+        finally:
+            if self._client is not None:
+                conn.release_client(self._settings)

@@ -1,0 +1,422 @@
+"""What only the Redis backend has: Lua by SHA, NOSCRIPT, key types, URLs, errors, fork.
+
+The shared server (127.0.0.1:6379) is used under a key prefix of each test's own; tests
+that flush scripts, change settings or stop the server start a private ``redis-server``
+on a free port. The protocol semantics at the end (claims by type, batch rescues, cursor
+listings) belong in the conformance suite once every backend has them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from tests.conformance.conftest import delete_redis_prefix
+from tests.helpers import redis_available, skip_or_fail, wait_until
+
+from typedq.backends import backend_for, open_queue
+from typedq.backends._redis_keys import parse_redis_url, sort_hex
+from typedq.backends._redis_lua import SCRIPTS
+from typedq.backends.base import Completion
+from typedq.clock import FakeClock
+from typedq.errors import (
+    BackendDataError,
+    BackendUnavailableError,
+    ConfigError,
+    JobNotFoundError,
+)
+from typedq.job import Job, JobStatus
+
+redis = pytest.importorskip("redis")
+
+pytestmark = pytest.mark.redis
+
+ROOT = Path(__file__).resolve().parents[2]
+MakeQueue = Callable[..., Any]
+
+
+def job(job_id: str, **fields: Any) -> Job:
+    fields.setdefault("job_type", "t")
+    fields.setdefault("created_at", 1000.0)
+    return Job(job_id=job_id, **fields)
+
+
+@pytest.fixture
+def prefix() -> Iterator[str]:
+    if not redis_available():
+        skip_or_fail("no Redis server answers on 127.0.0.1:6379")
+    name = f"typedq-test-{uuid.uuid4().hex[:12]}"
+    yield name
+    delete_redis_prefix(name)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(1_000_000.0)
+
+
+@pytest.fixture
+def make_queue(prefix: str, clock: FakeClock) -> Iterator[MakeQueue]:
+    from typedq.backends.redis import RedisQueue
+
+    made: list[RedisQueue] = []
+
+    def make(name: str = "q", url: str | None = None) -> RedisQueue:
+        made.append(RedisQueue(url or f"redis://127.0.0.1:6379/0?prefix={prefix}", name=name, clock=clock))
+        return made[-1]
+
+    yield make
+    for q in made:
+        q.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def private_server(tmp_path: Path) -> Iterator[int]:
+    """A redis-server of this test's own (scripts may be flushed, settings changed, the
+    server stopped); its port."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        skip_or_fail("redis-server is not installed")
+        return
+    port = _free_port()
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_until(lambda: redis_available(port=port), timeout=10, message="the private redis-server answers")
+        yield port
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+# -- scripts --------------------------------------------------------------------------------
+
+
+def test_scripts_are_loaded_once_and_called_by_sha(private_server: int, clock: FakeClock) -> None:
+    from typedq.backends.redis import RedisQueue
+
+    queue = RedisQueue(f"redis://127.0.0.1:{private_server}/0", name="q", clock=clock)
+    admin = redis.Redis(port=private_server)
+    try:
+        for i in range(20):
+            queue.enqueue(job(f"j{i}"))
+        while claim := queue.claim("w", lease_s=30):
+            queue.complete(claim.job.job_id, token=claim.token)
+        stats = admin.info("commandstats")
+        assert stats["cmdstat_evalsha"]["calls"] >= 41
+        assert "cmdstat_eval" not in stats  # never the source with every call
+        loads = stats.get("cmdstat_script|load", {}).get("calls", 0)
+        assert loads <= len(SCRIPTS)
+        # The scripts the calls used are cached on the server under their SHA.
+        shas = [s.sha for s in queue._scripts.values()]  # what the client calls
+        assert admin.script_exists(*shas).count(True) >= 3
+    finally:
+        queue.close()
+        admin.close()
+
+
+def test_scripts_come_back_after_script_flush(private_server: int, clock: FakeClock) -> None:
+    from typedq.backends.redis import RedisQueue
+
+    queue = RedisQueue(f"redis://127.0.0.1:{private_server}/0", name="q", clock=clock)
+    admin = redis.Redis(port=private_server)
+    try:
+        queue.enqueue(job("a"))
+        admin.script_flush()
+        queue.enqueue(job("b"))  # NOSCRIPT -> loaded again -> run once
+        claims = queue.claim_many("w", lease_s=30, limit=10)
+        assert [c.job.job_id for c in claims] == ["a", "b"]
+        assert queue.size == 2
+    finally:
+        queue.close()
+        admin.close()
+
+
+# -- key types ------------------------------------------------------------------------------
+
+
+def test_a_fixed_key_of_another_type_is_refused_and_left_alone(prefix: str, make_queue: MakeQueue) -> None:
+    client = redis.Redis()
+    client.set(f"{{{prefix}:q}}:ready", "not ours")
+    with pytest.raises(BackendDataError, match=r"ready is a string"):
+        make_queue("q")
+    assert client.get(f"{{{prefix}:q}}:ready") == b"not ours"
+    client.close()
+
+
+def test_a_job_key_of_another_type_is_refused_and_nothing_is_written(
+    prefix: str, make_queue: MakeQueue
+) -> None:
+    queue = make_queue("q")
+    client = redis.Redis()
+    client.set(f"{{{prefix}:q}}:j:taken", "someone else's")
+    with pytest.raises(BackendDataError, match="j:taken is a string"):
+        queue.enqueue_many([job("fine"), job("taken")])
+    assert client.get(f"{{{prefix}:q}}:j:taken") == b"someone else's"
+    assert queue.size == 0
+    with pytest.raises(JobNotFoundError):
+        queue.get_job("fine")
+    client.close()
+
+
+# -- URLs and errors ------------------------------------------------------------------------
+
+
+def test_urls_are_parsed_with_their_options() -> None:
+    s = parse_redis_url("rediss://bob:s3cr%40t@cache.example:6380/3?prefix=app.jobs&socket_timeout=2.5")
+    assert (s.host, s.port, s.db, s.username, s.password, s.tls) == (
+        "cache.example", 6380, 3, "bob", "s3cr@t", True
+    )
+    assert (s.prefix, s.socket_timeout) == ("app.jobs", 2.5)
+    assert "s3cr" not in s.masked_url
+    assert "s3cr" not in repr(s)
+    plain = parse_redis_url("redis://localhost")
+    assert (plain.port, plain.db, plain.prefix, plain.tls, plain.password) == (6379, 0, "typedq", False, None)
+    assert backend_for("rediss://h").name == backend_for("redis://h").name == "redis"
+    assert backend_for("redis://h").multi_host
+
+
+@pytest.mark.parametrize(
+    ("url", "field"),
+    [
+        ("redis://h/x", "backend.db"),
+        ("redis://h?nope=1", "backend.nope"),
+        ("redis://h?prefix=a{b}", "backend.prefix"),
+        ("redis://h?socket_timeout=-1", "backend.socket_timeout"),
+        ("redis://h:99999", "backend"),
+    ],
+)
+def test_bad_urls_name_the_field(url: str, field: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_redis_url(url)
+    assert info.value.field == field
+
+
+def test_a_queue_name_with_a_brace_is_refused(make_queue: MakeQueue) -> None:
+    with pytest.raises(ConfigError, match="name"):
+        make_queue("a{b}")
+
+
+def test_an_unavailable_server_is_a_typed_error_naming_the_url_without_password() -> None:
+    port = _free_port()  # nothing listens there
+    with pytest.raises(BackendUnavailableError) as info:
+        open_queue(f"redis://u:hunter2@127.0.0.1:{port}/0?socket_connect_timeout=1", name="q")
+    assert f"127.0.0.1:{port}" in str(info.value)
+    assert "hunter2" not in str(info.value)
+    assert "***" in str(info.value)
+
+
+def test_a_server_that_goes_away_gives_a_typed_error(private_server: int, clock: FakeClock) -> None:
+    from typedq.backends.redis import RedisQueue
+
+    queue = RedisQueue(f"redis://127.0.0.1:{private_server}/0?socket_timeout=2", name="q", clock=clock)
+    queue.enqueue(job("a"))
+    admin = redis.Redis(port=private_server)
+    with contextlib.suppress(redis.ConnectionError):
+        admin.shutdown(nosave=True)
+    wait_until(lambda: not redis_available(port=private_server), message="the server stopped")
+    with pytest.raises(BackendUnavailableError, match=str(private_server)):
+        queue.enqueue(job("b"))
+    with pytest.raises(BackendUnavailableError):
+        queue.claim("w", lease_s=10)
+    queue.close()
+
+
+def test_an_evicting_server_is_warned_about_once(
+    private_server: int, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    from typedq.backends.redis import RedisQueue
+
+    admin = redis.Redis(port=private_server)
+    admin.config_set("maxmemory-policy", "allkeys-lru")
+    admin.close()
+    url = f"redis://127.0.0.1:{private_server}/0"
+    with caplog.at_level(logging.WARNING, logger="typedq.backends.redis"):
+        RedisQueue(url, name="a", clock=clock).close()
+        RedisQueue(url, name="b", clock=clock).close()
+    warnings = [r for r in caplog.records if "maxmemory-policy" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "allkeys-lru" in warnings[0].getMessage()
+    assert "noeviction" in warnings[0].getMessage()
+
+
+def test_the_driver_missing_is_a_config_error_naming_the_extra(tmp_path: Path) -> None:
+    blocker = tmp_path / "redis.py"
+    blocker.write_text("raise ImportError('no redis here')\n")
+    code = (
+        "from typedq.backends import open_queue\n"
+        "from typedq.errors import ConfigError\n"
+        "try:\n    open_queue('redis://127.0.0.1:6379/0')\n"
+        "except ConfigError as exc:\n    print('ConfigError', exc)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT / "src")])}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60, check=False
+    )
+    assert "ConfigError" in done.stdout, done.stdout + done.stderr
+    assert "typedq[redis]" in done.stdout
+
+
+# -- processes ------------------------------------------------------------------------------
+
+
+def test_a_forked_child_opens_its_own_connections(make_queue: MakeQueue) -> None:
+    queue = make_queue("q")
+    queue.enqueue(job("before"))
+    parent_client = queue._r  # the client of this process
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: use the queue object it inherited
+        code = 1
+        try:
+            child_client = queue._r
+            queue.enqueue(job("from-child"))
+            ok = child_client is not parent_client and queue.get_job("before").job_id == "before"
+            code = 0 if ok else 3
+        finally:
+            os.write(write, bytes([code]))
+            os._exit(code)
+    os.close(write)
+    # The parent keeps using its own connections meanwhile.
+    for i in range(50):
+        queue.enqueue(job(f"parent-{i}"))
+    assert os.read(read, 1) == b"\x00"
+    os.close(read)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert queue.get_job("from-child").job_id == "from-child"
+    assert queue.size == 52
+
+
+def test_an_idle_waiter_wakes_when_another_process_enqueues(prefix: str, make_queue: MakeQueue) -> None:
+    queue = make_queue("q")
+    woke: list[float] = []
+
+    def waiter() -> None:
+        started = time.monotonic()
+        queue.wait_ready(20.0)
+        woke.append(time.monotonic() - started)
+
+    thread = threading.Thread(target=waiter)
+    thread.start()
+    wait_until(lambda: queue._waiters.waiting == 1, message="the waiter blocks")
+    code = (
+        "from typedq.backends import open_queue\nfrom typedq.job import Job\n"
+        f"q = open_queue('redis://127.0.0.1:6379/0?prefix={prefix}', name='q')\n"
+        "q.enqueue(Job(job_type='t', job_id='x'))\nq.close()\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    thread.join(10)
+    assert woke, "the waiter did not wake"
+    assert woke[0] < 10
+
+
+# -- stored bytes ---------------------------------------------------------------------------
+
+
+def test_claims_bury_undecodable_jobs_and_reads_describe_them(prefix: str, make_queue: MakeQueue) -> None:
+    queue = make_queue("q")
+    queue.enqueue_many([job("bad", priority=9), job("ok"), job("child", depends_on=["bad"])])
+    client = redis.Redis()
+    client.hset(f"{{{prefix}:q}}:j:bad", "pl", b"\xc1\x09garbage")
+    claims = queue.claim_many("w", lease_s=30, limit=5)
+    assert [c.job.job_id for c in claims] == ["ok"]
+    dead = queue.get_job("bad")
+    assert dead.status is JobStatus.DEAD
+    assert dead.error is not None
+    assert "payload" in dead.error
+    assert dead.payload == {}
+    assert "payload" in dead.metadata["typedq.undecodable"]
+    assert queue.get_job("child").status is JobStatus.FAILED
+    exported = queue.export_jobs()
+    assert {d["job_id"] for d in exported} == {"bad", "ok", "child"}
+    client.close()
+
+
+# -- the claim order's encoding -------------------------------------------------------------
+
+
+def test_sort_hex_sorts_as_the_floats_sort() -> None:
+    values = [float("-inf"), -1e300, -5.0, -1.5, -1e-300, -0.0, 0.0, 1e-300, 0.5, 1.0, 1.7e9, 1e300]
+    values.append(float("inf"))
+    hexes = [sort_hex(v) for v in values]
+    assert hexes == sorted(hexes)
+    assert sort_hex(-0.0) == sort_hex(0.0)
+    assert all(h > "0" * 16 for h in hexes)  # a job without scheduled_at sorts first
+
+
+# -- script calls ---------------------------------------------------------------------------
+
+
+def test_complete_many_is_one_script_call(private_server: int, clock: FakeClock) -> None:
+    from typedq.backends.redis import RedisQueue
+
+    queue = RedisQueue(f"redis://127.0.0.1:{private_server}/0", name="q", clock=clock)
+    admin = redis.Redis(port=private_server)
+    try:
+        queue.enqueue_many([job(f"j{i}") for i in range(50)])
+        claims = queue.claim_many("w", lease_s=30, limit=50)
+        admin.config_resetstat()
+        done = queue.complete_many([Completion(c.job.job_id, c.token, i) for i, c in enumerate(claims)])
+        assert all(isinstance(d, Job) and d.status is JobStatus.COMPLETED for d in done)
+        assert admin.info("commandstats")["cmdstat_evalsha"]["calls"] == 1
+    finally:
+        queue.close()
+        admin.close()
+
+
+def test_queue_names_lists_the_queues_of_the_prefix_that_hold_jobs(make_queue: MakeQueue) -> None:
+    first, second, empty = make_queue("alpha"), make_queue("beta:x"), make_queue("gamma")
+    first.enqueue(job("a"))
+    second.enqueue(job("b"))
+    assert empty.queue_names() == ["alpha", "beta:x"]
+
+
+# -- the command line -----------------------------------------------------------------------
+
+
+def test_cli_commands_work_on_redis(prefix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typedq.cli import cli
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TYPEDQ_CONFIG", raising=False)
+    monkeypatch.setenv("TYPEDQ_BACKEND", f"redis://127.0.0.1:6379/0?prefix={prefix}")
+    runner = CliRunner()
+
+    def run(*args: str) -> str:
+        result = runner.invoke(cli, list(args), catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    run("enqueue", "--id", "hello", "echo hi")
+    assert "hello" in run("list")
+    assert "PENDING" in run("show", "hello")
+    run("enqueue", "--id", "other", "--queue", "images", "echo hi")
+    status = run("status")
+    assert "default" in status
+    assert "images" in status  # found on the server, not only the queues opened
+    run("cancel", "hello")
+    assert "CANCELLED" in run("show", "hello")
