@@ -14,6 +14,7 @@ from typedq._typed_api import JobRef
 from typedq.backends import Claim, JobQueue, Queue, open_queue
 from typedq.clock import Clock, FakeClock, SystemClock
 from typedq.errors import (
+    BackendDataError,
     BackendError,
     BackendUnavailableError,
     BackendWriteError,
@@ -55,6 +56,7 @@ from typedq.worker import Worker
 __version__ = "0.1.0"
 
 __all__ = [
+    "BackendDataError",
     "BackendError",
     "BackendUnavailableError",
     "BackendWriteError",
