@@ -35,6 +35,7 @@ from typedq._cli_output import (
     job_row,
     render_table,
 )
+from typedq._cli_workers import registry_lines, registry_report
 from typedq.backends.base import Queue
 from typedq.job import Job, JobStatus
 from typedq.manager import JobQueueManager
@@ -162,10 +163,11 @@ def status(*, backend: str | None, config_path: str | None, as_json: bool) -> No
         workers = busy_workers(manager)
         dead_letters = len(dead_jobs(manager, None, 10_000))
         storage = storage_diagnostics(manager)
+        registry = registry_report(manager, now)
         if as_json:
             echo_json({
                 "backend": env.backend, "queues": counts, "delayed": delayed, "dead_letters": dead_letters,
-                "workers": workers,
+                "workers": workers, "registry": registry,
             } | ({"storage": storage} if storage else {}))
             return
         click.echo(f"backend: {env.backend}")
@@ -177,7 +179,9 @@ def status(*, backend: str | None, config_path: str | None, as_json: bool) -> No
         if waiting:
             click.echo(f"\nscheduled: {waiting} delayed job(s) waiting for their time (PENDING until then; "
                        "typedq list --state scheduled)")
-        click.echo(f"\ndead letters: {dead_letters} (typedq dlq list)")
+        click.echo(f"\ndead letters: {dead_letters} (typedq dlq list)\n")
+        for line in registry_lines(registry, now):
+            click.echo(line)
         if not workers:
             click.echo("\nworkers: none running a job")
             return

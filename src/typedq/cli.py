@@ -38,6 +38,7 @@ from typedq._cli_demo import run_demo
 from typedq._cli_inspect import list_cmd, show, status
 from typedq._cli_jobs import build_job, dead_jobs, delete_dead, enqueue_stdin, read_stdin_jobs
 from typedq._cli_output import JOB_HEADERS, echo_json, job_json, job_row, render_table, wait_with_progress
+from typedq._cli_workers import retry, stop_workers_cmd, workers_cmd
 from typedq._config import DEFAULT_CONFIG
 from typedq.backends import backend_for
 from typedq.errors import ConfigError, InvalidTransitionError, TypedqError
@@ -216,6 +217,8 @@ def wait(
 cli.add_command(status)
 cli.add_command(list_cmd)
 cli.add_command(show)
+cli.add_command(workers_cmd)
+cli.add_command(retry)
 
 
 @cli.command()
@@ -288,12 +291,14 @@ def dlq_list(
 @click.argument("job_ids", nargs=-1)
 @click.option("--all", "replay_all", is_flag=True, help="Replay every dead job (of --queue).")
 @click.option("-q", "--queue", help="Only this queue (with --all), or the jobs' queue.")
+@click.option("--with-dependents/--without-dependents", default=True, show_default=True,
+              help="Also run again the jobs that failed because these died.")
 @_common
 def dlq_replay(
-    *, job_ids: tuple[str, ...], replay_all: bool, queue: str | None, backend: str | None,
-    config_path: str | None, as_json: bool,
+    *, job_ids: tuple[str, ...], replay_all: bool, queue: str | None, with_dependents: bool,
+    backend: str | None, config_path: str | None, as_json: bool,
 ) -> None:
-    """Run dead jobs again: PENDING, retries reset to 0."""
+    """Run dead jobs again: PENDING, retries reset to 0 (and the jobs that failed with them)."""
     if bool(job_ids) == replay_all:
         raise CLIError("give the JOB_IDs to replay, or --all")
     with _env(backend, config_path).manager([queue]) as manager:
@@ -305,17 +310,21 @@ def dlq_replay(
                 if job.status is not JobStatus.DEAD:
                     raise CLIError(f"job {job_id} is {job.status.value}, not DEAD: only dead jobs replay")
             targets = list(job_ids)
-        replayed = []
+        replayed: list[str] = []
+        dependents: list[str] = []
         for job_id in targets:
             try:
-                manager.replay_dead_letter(job_id)
+                reopened = manager.retry(job_id, with_dependents=with_dependents)
             except (KeyError, InvalidTransitionError):
                 continue  # replayed by someone else meanwhile
             replayed.append(job_id)
+            dependents += reopened[1:]
     if as_json:
-        echo_json({"replayed": replayed})
+        echo_json({"replayed": replayed, "dependents": dependents})
     else:
         click.echo(f"replayed {len(replayed)} job(s)" + (f": {', '.join(replayed[:20])}" if replayed else ""))
+        if dependents:
+            click.echo(f"and {len(dependents)} dependent job(s) that had failed with them, PENDING again")
 
 
 #: queuectl's name for replay: the same command.
@@ -467,6 +476,9 @@ def worker_start(ctx: click.Context, /, count: int | None, **options: Any) -> No
             raise CLIError(f"--count {count} and --processes {merged['processes']} disagree: give one")
         merged["processes"] = count
     _run_worker(**merged)
+
+
+worker.add_command(stop_workers_cmd)
 
 
 def _run_worker(

@@ -32,6 +32,7 @@ from typedq._typed_api import TypedAPI
 from typedq._validate import require_number
 from typedq._waiting import CompletionWaiters, NotifyingEvents, wait_for_jobs
 from typedq.backends import Queue, backend_for, open_queue
+from typedq.backends.base import WorkerInfo
 from typedq.clock import Clock, system_clock
 from typedq.errors import (
     ConfigError,
@@ -428,6 +429,12 @@ class JobQueueManager(TypedAPI):
             names = list(self._workers) if queue is None else [queue]
             return [w for n in names for w in self._workers.get(n, [])]
 
+    def registered_workers(self) -> list[WorkerInfo]:
+        """Every worker in the registries of this manager's queues (any process or
+        host), live and recently dead, oldest first."""
+        found = [info for queue in self._all_queues() for info in queue.workers()]
+        return sorted(found, key=lambda w: (w.started_at, w.worker_id))
+
     def _on_reclaimed(self, queue: Queue, job_ids: list[str]) -> None:
         for job_id in job_ids:
             try:
@@ -456,8 +463,13 @@ class JobQueueManager(TypedAPI):
         """
         return self._dead_letter
 
-    def replay_dead_letter(self, job_id: str) -> str:
+    def replay_dead_letter(self, job_id: str, *, with_dependents: bool = False) -> str:
         """Run a dead job again: retry_count 0, PENDING, on its original queue.
+
+        Args:
+            job_id: the dead job.
+            with_dependents: also run again the jobs that FAILED because it died
+                (``Queue.retry``); :meth:`retry` returns their ids.
 
         Returns:
             The job's id.
@@ -465,6 +477,27 @@ class JobQueueManager(TypedAPI):
         Raises:
             JobNotFoundError: the dead-letter queue does not hold ``job_id``.
         """
+        return self._replay(job_id, with_dependents)[0]
+
+    def retry(self, job_id: str, *, with_dependents: bool = False) -> list[str]:
+        """Run a job that ended without completing (FAILED, DEAD or CANCELLED) again.
+
+        A dead job leaves the dead-letter queue. With ``with_dependents``, the jobs that
+        FAILED because this one did run again too (after it), in the same transition.
+
+        Returns:
+            The ids run again: this job's first, then its dependents'.
+
+        Raises:
+            JobNotFoundError: no queue holds ``job_id``.
+            InvalidTransitionError: the job is PENDING, RUNNING, SCHEDULED or COMPLETED.
+        """
+        job = self.get_job(job_id)
+        if job.status is JobStatus.DEAD:
+            return self._replay(job_id, with_dependents)
+        return self.get_queue(job.queue).retry(job_id, with_dependents=with_dependents)
+
+    def _replay(self, job_id: str, with_dependents: bool) -> list[str]:
         try:
             dead = self._dead_letter.get_job(job_id)
         except KeyError:
@@ -474,8 +507,9 @@ class JobQueueManager(TypedAPI):
             current = origin.get_job(job_id)
         except KeyError:
             current = None
+        reopened = [job_id]
         if current is not None and current.status is JobStatus.DEAD:
-            origin.replay(job_id)
+            reopened = origin.retry(job_id, with_dependents=with_dependents)
         else:
             fresh = Job.from_dict(dead.to_dict())
             fresh.status = JobStatus.PENDING
@@ -487,8 +521,11 @@ class JobQueueManager(TypedAPI):
             origin.enqueue(fresh)
         with contextlib.suppress(KeyError):
             self._dead_letter.delete(job_id)
-        logger.info("replayed dead job %s (%s) on queue %r", job_id, dead.job_type, dead.queue)
-        return job_id
+        logger.info(
+            "replayed dead job %s (%s) on queue %r, with %d dependent(s)",
+            job_id, dead.job_type, dead.queue, len(reopened) - 1,
+        )
+        return reopened
 
     def _find_dead(self, job_id: str) -> Job:
         """A DEAD job not (yet) copied to the dead-letter queue, from its own queue."""

@@ -28,7 +28,7 @@ from typing import Any, cast
 
 import pytest
 from tests.helpers import stop_and_join, wait_until
-from tests.reliability.faults import FailingRenewals
+from tests.reliability.faults import FailingCompletions, FailingRenewals
 from tests.reliability.ledger import Ledger, check
 
 from typedq.backends.base import Queue
@@ -187,3 +187,47 @@ def test_c4_a_worker_whose_renewals_fail_loses_the_lease_and_its_result_is_refus
     assert report.ok
     assert report.dups == {job_id}  # ran twice (at least once delivery), completed once
     assert (report.starts[job_id], report.ends[job_id]) == (2, 2)
+
+
+# -- completions the storage refused (a held write lock, a full disk) ------------------------
+
+
+@pytest.mark.timeout(30)
+def test_a_refused_completion_is_retried_under_a_renewed_lease_not_left_running(
+    queue: Queue, make_job: MakeJob, start: Callable[..., Any]
+) -> None:
+    broken = FailingCompletions(queue)
+    ids = queue.enqueue_many([make_job(job_id=f"q{i}") for i in range(20)])
+    reaper = start(Reaper(lambda: [queue], interval_s=REAPER_S))
+    broken.failing.set()
+    start(_worker(cast(Queue, broken), lambda job: job.job_id, "refused"))
+    # The writes fail for 2 × the lease: the completions wait, their leases renewed.
+    wait_until(lambda: broken.refused >= 3, timeout=10, message="completions refused")
+    failing_since = time.monotonic()
+    wait_until(lambda: time.monotonic() - failing_since >= 2 * LEASE_S, timeout=10)
+    running = [queue.get_job(i) for i in ids if queue.get_job(i).status is JobStatus.RUNNING]
+    assert running, "the refused jobs are held by the worker"
+    assert all((j.lease_until or 0) > time.time() for j in running)  # renewed all along
+    broken.failing.clear()
+    wait_until(lambda: all(queue.get_job(i).status is JobStatus.COMPLETED for i in ids), timeout=10)
+    assert reaper.reclaimed_total == 0
+    for job_id in ids:
+        job = queue.get_job(job_id)
+        assert (job.attempt, job.lost_count, job.result) == (1, 0, job_id)
+
+
+@pytest.mark.timeout(30)
+def test_a_worker_stopped_while_its_completions_are_refused_gives_the_jobs_back(
+    queue: Queue, make_job: MakeJob
+) -> None:
+    broken = FailingCompletions(queue)
+    queue.enqueue(make_job(job_id="held"))
+    broken.failing.set()
+    worker = _worker(cast(Queue, broken), lambda job: "done", "stopping")
+    worker.start()
+    try:
+        wait_until(lambda: broken.refused >= 1, timeout=10, message="the completion refused")
+    finally:
+        assert worker.stop(wait=True, timeout=10)
+    job = queue.get_job("held")
+    assert (job.status, job.lost_count, job.retry_count) == (JobStatus.PENDING, 0, 0)

@@ -380,7 +380,7 @@ def test_dlq_replay_runs_a_dead_job_again(run: Run, manager: JobQueueManager) ->
     assert run("enqueue", "--id", "p", "true").exit_code == 0
     line = _one_error_line(run("dlq", "replay", "p"))
     assert "PENDING, not DEAD" in line
-    assert _json(run("dlq", "replay", "d1", "--json")) == {"replayed": ["d1"]}
+    assert _json(run("dlq", "replay", "d1", "--json")) == {"replayed": ["d1"], "dependents": []}
     job = manager.get_job("d1")
     assert (job.status, job.retry_count, job.error) == (JobStatus.PENDING, 0, None)
     _make_dead(manager, "d2", queue="other")

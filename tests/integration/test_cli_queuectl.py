@@ -61,7 +61,7 @@ def test_worker_start_without_count_is_typedq_worker(run: Run, manager: JobQueue
 
 def test_dlq_retry_is_replay(run: Run, manager: JobQueueManager) -> None:
     _make_dead(manager, "d1")
-    assert _json(run("dlq", "retry", "d1", "--json")) == {"replayed": ["d1"]}
+    assert _json(run("dlq", "retry", "d1", "--json")) == {"replayed": ["d1"], "dependents": []}
     assert manager.get_job("d1").status is JobStatus.PENDING
     assert "PENDING, not DEAD" in _one_error_line(run("dlq", "retry", "d1"))
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from typing import Any
 
-from typedq.backends.base import Queue
-from typedq.errors import BackendError
+from typedq.backends.base import Completion, Queue
+from typedq.errors import BackendError, TypedqError
 from typedq.job import Job
 
 
@@ -41,3 +42,32 @@ class FailingRenewals:
             raise
         self.completes.append((job_id, token, "ok"))
         return done
+
+
+class FailingCompletions:
+    """A queue whose ``complete`` and ``complete_many`` raise ``BackendError`` while
+    ``failing`` is set (as a held write lock or a full disk would), writing nothing.
+
+    Everything else goes to the wrapped queue; ``refused`` counts the failed calls.
+    """
+
+    def __init__(self, inner: Queue) -> None:
+        self._inner = inner
+        self.failing = threading.Event()
+        self.refused = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def _check(self) -> None:
+        if self.failing.is_set():
+            self.refused += 1
+            raise BackendError("injected failure: the storage refused the write")
+
+    def complete(self, job_id: str, *, token: int, result: Any = None) -> Job:
+        self._check()
+        return self._inner.complete(job_id, token=token, result=result)
+
+    def complete_many(self, completions: Sequence[Completion]) -> list[Job | TypedqError]:
+        self._check()
+        return self._inner.complete_many(completions)
