@@ -93,7 +93,7 @@ def test_a_single_claim_is_counted(queue: Queue, make_job: MakeJob, clock: FakeC
     assert sorted(queue.reclaim_expired()) == ["a", "b"]
     for job_id in ("a", "b"):
         job = queue.get_job(job_id)
-        assert (job.status, job.lost_count, job.run_alone) == (JobStatus.PENDING, 1, False)
+        assert (job.status, job.lost_count, job.run_alone) == (JobStatus.PENDING, 1, True)
 
 
 def test_a_batch_mate_that_finished_does_not_make_the_rest_a_single_claim(
@@ -106,7 +106,7 @@ def test_a_batch_mate_that_finished_does_not_make_the_rest_a_single_claim(
     assert queue.reclaim_expired() == ["left"]
     # Only one job of the claim was left RUNNING: it was the one running, and it counts.
     left = queue.get_job("left")
-    assert (left.status, left.lost_count) == (JobStatus.PENDING, 1)
+    assert (left.status, left.lost_count, left.run_alone) == (JobStatus.PENDING, 1, True)
 
 
 def test_cancellation_requested_in_a_rescued_batch_cancels(

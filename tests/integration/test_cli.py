@@ -384,7 +384,8 @@ def test_dlq_replay_runs_a_dead_job_again(run: Run, manager: JobQueueManager) ->
     job = manager.get_job("d1")
     assert (job.status, job.retry_count, job.error) == (JobStatus.PENDING, 0, None)
     _make_dead(manager, "d2", queue="other")
-    assert _json(run("dlq", "replay", "--all", "--queue", "other", "--json")) == {"replayed": ["d2"]}
+    replayed = _json(run("dlq", "replay", "--all", "--queue", "other", "--json"))
+    assert replayed == {"replayed": ["d2"], "dependents": []}
 
 
 def test_cancel_a_pending_job_and_refuse_an_ended_one(run: Run, manager: JobQueueManager) -> None:

@@ -585,6 +585,36 @@ def test_g1_handlers_that_kill_their_process(folder: Path, backend: str, queue: 
     assert _integrity(folder) == "ok"
 
 
+@pytest.mark.timeout(90)
+def test_g1_a_crash_inside_a_batch_blames_only_the_job_that_crashed(
+    folder: Path, backend: str, queue: Queue
+) -> None:
+    """Quick jobs are claimed in batches; one of them kills its process. Its batch-mates
+    go back uncounted and run (alone, then in batches again): they end COMPLETED with no
+    loss, and only the crashing job is counted and dead after 3 losses."""
+    payloads: list[dict[str, Any]] = [{"s": 0.0}] * 1500
+    payloads[700] = {"mode": "exit"}
+    ids = _enqueue(queue, payloads, prefix="q")
+    poison = ids[700]
+    good = [i for i in ids if i != poison]
+    with Pool(folder, backend, "--processes", "1", "--concurrency", "1", "--grace", "5") as pool:
+        wait_until(
+            lambda: queue.get_job(poison).status is JobStatus.DEAD, timeout=60.0, message="poison dead"
+        )
+        wait_until(lambda: _all_in(queue, good, JobStatus.COMPLETED), timeout=60.0, message="good jobs done")
+        assert pool.stop() == 0, pool.log
+    dead = queue.get_job(poison)
+    assert (dead.lost_count, dead.error) == (3, "worker lost 3×")
+    assert all(queue.get_job(i).lost_count == 0 for i in good)
+    starts = Counter(e.job_id for e in _entries(folder) if e.kind == "start")
+    # Once in its batch (not counted: nobody knew it was the one), then 3 times alone.
+    assert starts[poison] in (3, 4)
+    # A batch-mate runs at most once more per crash of its batch (at-least-once), never
+    # into the same fate: 3 crashes, so at most 3 extra runs.
+    assert max(starts[i] for i in good) <= 3
+    assert _integrity(folder) == "ok"
+
+
 @pytest.mark.timeout(60)
 def test_g4_a_hung_handler_is_killed_with_its_process(folder: Path, backend: str, queue: Queue) -> None:
     [job_id] = _enqueue(queue, [{"mode": "hang"}], timeout_seconds=1.0, max_retries=0)

@@ -463,6 +463,7 @@ for _, id in ipairs(ids) do
       to_status(id, k, 'RUNNING', 'PENDING', now)
     else
       local lost = redis.call('HINCRBY', k, 'lc', 1)
+      redis.call('HSET', k, 'ra', '1')  -- claimed alone from now on
       if lost >= max_lost then
         redis.call('HSET', k, 'e', 'worker lost ' .. lost .. '×', 'f', ARGV[1])
         to_status(id, k, 'RUNNING', 'DEAD', now)

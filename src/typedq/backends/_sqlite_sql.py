@@ -163,9 +163,10 @@ class SQL:
         "SELECT worker_id, started_at, count(*) FROM jobs INDEXED BY jobs_leased WHERE queue = ?"
         " AND status = 'RUNNING' AND lease_until IS NOT NULL GROUP BY worker_id, started_at"
     )
-    #: A job claimed alone: its loss is counted (params: seq, attempt, now).
+    #: A job claimed alone: its loss is counted, and it is claimed alone from now on
+    #: (params: seq, attempt, now).
     rescue: Final = (
-        "UPDATE jobs SET lost_count = lost_count + 1, worker_id = NULL WHERE seq = ?"
+        "UPDATE jobs SET lost_count = lost_count + 1, run_alone = 1, worker_id = NULL WHERE seq = ?"
         " AND status = 'RUNNING' AND attempt = ? AND lease_until < ?"
         " RETURNING lost_count, cancel_requested, depends_on, scheduled_at"
     )

@@ -291,8 +291,9 @@ class Queue(Protocol):
 
         A job claimed alone has its ``lost_count`` incremented: lost ``max_lost`` times
         it goes DEAD ("worker lost N×"); a job whose cancellation was requested goes
-        CANCELLED; the others go back to PENDING. Jobs claimed together in one batch
-        (same ``worker_id`` and ``started_at``, still RUNNING) cannot tell which of them
+        CANCELLED; the others go back to PENDING with ``run_alone`` set (a job that has
+        taken its worker down is never claimed in a batch again). Jobs claimed together
+        in one batch (same ``worker_id`` and ``started_at``, still RUNNING) cannot tell which of them
         was running when their worker died: each goes back to PENDING with
         ``run_alone`` set and its ``lost_count`` unchanged (CANCELLED if cancellation
         was requested), and while such a job waits, claims take one job at a time. A

@@ -351,16 +351,15 @@ class JobQueue(MemoryState, Queue):
                 in_batch = claimed_with[(job.worker_id, job.started_at)] > 1
                 job.worker_id = None
                 reclaimed.append(job.job_id)
+                if not in_batch:
+                    job.lost_count += 1
                 if job.cancel_requested:
                     job.finished_at = now
                     self._to_status(job, JobStatus.CANCELLED)
                     continue
-                if in_batch:
-                    job.run_alone = True
-                    self._to_status(job, _PENDING)
-                    continue
-                job.lost_count += 1
-                if job.lost_count >= max_lost:
+                # Claimed alone from now on: never again in a batch it could take down.
+                job.run_alone = True
+                if not in_batch and job.lost_count >= max_lost:
                     job.error = f"worker lost {job.lost_count}×"
                     job.finished_at = now
                     self._to_status(job, JobStatus.DEAD)
