@@ -4,7 +4,8 @@ This module owns the SQLite backend's public class and its transitions. Beside i
 file format, its checks and the URL form in ``_sqlite_schema``; connections and the
 mapping of driver errors in ``_sqlite_db``; rows <-> jobs in ``_sqlite_rows``; the SQL
 text in ``_sqlite_sql``; the work done inside a transaction (dependency graph, status
-moves, rescues) in ``_sqlite_graph``. One file holds any number of queues (rows carry their queue's name);
+moves, rescues) in ``_sqlite_graph``; reads, the worker registry and waiting in
+``_sqlite_reads``. One file holds any number of queues (rows carry their queue's name);
 one ``SQLiteQueue`` object is one queue of one file. ``sqlite:///:memory:`` is refused:
 every thread and process needs its own connection to the same file.
 
@@ -60,7 +61,6 @@ Durability (``durability=``):
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -72,10 +72,10 @@ from typing import Any, Final
 from typedq._identity import owner_alive
 from typedq.backends import _sqlite_rows as rows
 from typedq.backends._sqlite_db import SYNCHRONOUS, Connections, map_errors
-from typedq.backends._sqlite_driver import DRIVER, is_unique_violation, sqlite3
+from typedq.backends._sqlite_driver import is_unique_violation, sqlite3
 from typedq.backends._sqlite_graph import Finish, QueueGraph
+from typedq.backends._sqlite_reads import SQLiteReads
 from typedq.backends._sqlite_schema import (
-    WAL_RESET_BUG,
     check_file,
     check_sqlite_version,
     parse_sqlite_url,
@@ -83,14 +83,13 @@ from typedq.backends._sqlite_schema import (
 )
 from typedq.backends._sqlite_sql import SQL
 from typedq.backends._sqlite_wait import signal_for
-from typedq.backends.base import WORKER_RETENTION_S, Claim, Completion, Queue, WorkerInfo
+from typedq.backends.base import Claim, Completion, Queue
 from typedq.clock import Clock, system_clock
 from typedq.errors import (
     ConfigError,
     DeserializationError,
     DuplicateJobError,
     InvalidJobError,
-    JobNotFoundError,
     SerializationError,
     TypedqError,
 )
@@ -109,7 +108,7 @@ _INFLIGHT_MAX: Final = 8192
 _Conn = sqlite3.Connection
 
 
-class SQLiteQueue(Queue):
+class SQLiteQueue(SQLiteReads, Queue):
     """A durable job queue stored in a SQLite file; safe across threads and processes.
 
     Args:
@@ -197,47 +196,8 @@ class SQLiteQueue(Queue):
         """The database file."""
         return self._path
 
-    @property
-    def size(self) -> int:
-        """How many jobs the queue holds, in every state."""
-        return int(self._db.read(SQL.size, (self._name,))[0][0])
-
     def __repr__(self) -> str:
         return f"SQLiteQueue({str(self._path)!r}, name={self._name!r})"
-
-    def diagnostics(self) -> dict[str, Any]:
-        """What an operator needs to judge this queue's file; read from a live connection.
-
-        Returns:
-            ``sqlite_version``, ``sqlite_driver`` (``"sqlite3"`` or ``"pysqlite3"``),
-            ``wal_reset_bug`` (whether that version has it), ``path``,
-            ``queue``, ``journal_mode``, ``synchronous`` (1 NORMAL, 2 FULL),
-            ``durability``, ``busy_timeout_ms``, ``wal_autocheckpoint``, ``schema_version``,
-            ``busy_retries`` (transactions this object retried after SQLITE_BUSY),
-            ``writer_lock_timeouts`` (transactions that went on without the writer lock
-            after waiting the busy timeout for it).
-        """
-        low, high = WAL_RESET_BUG
-        return {
-            "backend": "sqlite",
-            "sqlite_version": sqlite3.sqlite_version,
-            "sqlite_driver": DRIVER,
-            "wal_reset_bug": low <= self._version <= high,
-            "path": str(self._path),
-            "queue": self._name,
-            "durability": self._durability,
-            **self._db.settings(),
-        }
-
-    def queue_names(self) -> list[str]:
-        """The name of every queue that has jobs in this file (not only this one), sorted.
-
-        Not part of the ``Queue`` protocol: it describes the file, not the queue. The
-        manager's dead-letter queue is a queue of the file like any other, so its
-        reserved name (``"dead-letter"``) is listed whenever it holds jobs. One read of
-        the ``(queue, job_id)`` index, never of the table.
-        """
-        return [str(row[0]) for row in self._db.read(SQL.queue_names)]
 
     # -- adding -------------------------------------------------------------------------
 
@@ -635,118 +595,6 @@ class SQLiteQueue(Queue):
     def delete(self, job_id: str) -> None:
         """Remove a job that is not RUNNING; its waiting dependents fail. See :meth:`Queue.delete`."""
         self._db.write(partial(self._graph.delete, job_id=job_id, now=self._clock.now()))
-
-    # -- reads --------------------------------------------------------------------------
-
-    def get_job(self, job_id: str) -> Job:
-        """Return the job with this id; raise ``JobNotFoundError`` (a KeyError) if absent."""
-        found = self._db.read(SQL.get, (self._name, job_id))
-        if not found:
-            raise JobNotFoundError(job_id, queue=self._name)
-        return self._rows.job(found[0])
-
-    def ready_count(self) -> int:
-        """How many jobs are ready to run now."""
-        return int(self._db.read(SQL.ready_count, (self._name, self._clock.now()))[0][0])
-
-    def count_by_status(self) -> dict[JobStatus, int]:
-        """Return how many jobs are in each status (one consistent snapshot)."""
-        counts = dict.fromkeys(JobStatus, 0)
-        for status, count in self._db.read(SQL.counts, (self._name,)):
-            counts[JobStatus(status)] = count
-        return counts
-
-    def list_jobs(
-        self,
-        *,
-        status: JobStatus | None = None,
-        job_type: str | None = None,
-        limit: int = 100,
-        offset: int = 0,
-        after: str | None = None,
-        newest: bool = False,
-    ) -> list[Job]:
-        """Return up to ``limit`` jobs in insertion order (``newest``: reversed), optionally
-        filtered; see :meth:`Queue.list_jobs`. ``after`` is a keyset cursor: the rows
-        after that job's seq, found by the seq (rowid) or the jobs_settled index, never
-        by skipping rows."""
-        if limit < 0 or offset < 0:
-            raise InvalidJobError("limit", (limit, offset), "limit >= 0 and offset >= 0")
-        cursor: int | None = None
-        if after is not None:
-            found = self._db.read(SQL.seq_of, (self._name, after))
-            if not found:
-                raise JobNotFoundError(after, queue=self._name)
-            cursor = int(found[0][0])
-        sql, params = SQL.listing(
-            self._name, None if status is None else JobStatus(status).value, job_type,
-            after=cursor, newest=newest,
-        )
-        return [self._rows.job(row) for row in self._db.read(sql, (*params, limit, offset))]
-
-    def count_by_type(self, status: JobStatus = JobStatus.PENDING) -> dict[str, int]:
-        """Return how many jobs of each type are in ``status`` (a scan of the queue's rows)."""
-        return dict(self._db.read(SQL.counts_by_type, (self._name, JobStatus(status).value)))
-
-    def export_jobs(self) -> list[dict[str, Any]]:
-        """Return every job as ``Job.to_dict()`` data, in insertion order (one snapshot)."""
-        return [self._rows.job(row).to_dict() for row in self._db.read(SQL.export, (self._name,))]
-
-    # -- the worker registry ------------------------------------------------------------
-
-    def register_worker(self, info: WorkerInfo) -> None:
-        """Add or renew a worker's row; see :meth:`Queue.register_worker`."""
-        entry = json.dumps(info.to_dict())
-
-        def tx(conn: _Conn) -> None:
-            conn.execute(SQL.register_worker, (self._name, info.worker_id, info.last_seen, entry))
-            conn.execute(SQL.forget_workers, (self._name, info.last_seen - WORKER_RETENTION_S))
-
-        self._db.write(tx)
-
-    def unregister_worker(self, worker_id: str) -> None:
-        """Remove a worker's row; see :meth:`Queue.unregister_worker`."""
-        self._db.write(lambda conn: conn.execute(SQL.unregister_worker, (self._name, worker_id)))
-
-    def workers(self) -> list[WorkerInfo]:
-        """The registered workers, oldest first; see :meth:`Queue.workers`."""
-        rows_found = self._db.read(SQL.workers, (self._name,))
-        found = [WorkerInfo.from_dict(json.loads(info)) for (info,) in rows_found]
-        return sorted(found, key=lambda w: (w.started_at, w.worker_id))
-
-    # -- waiting ------------------------------------------------------------------------
-
-    def _has_ready(self) -> bool:
-        return bool(self._db.read(SQL.has_ready, (self._name, self._clock.now()))[0][0])
-
-    def _next_due(self) -> float | None:
-        due = self._db.read(SQL.next_due, (self._name,))
-        return float(due[0][0]) if due else None
-
-    def _data_version(self) -> int:
-        return int(self._db.read(SQL.data_version)[0][0])
-
-    def wait_ready(self, timeout_s: float) -> bool:
-        """Block until a job may be ready, :meth:`interrupt`, or ``timeout_s``.
-
-        The wait ends at the earliest of ``timeout_s`` and the next delayed job's due
-        time; at once when a queue object of this process on the same file adds or frees
-        a job, or :meth:`interrupt` is called (which wakes those objects' waiters too:
-        they share one signal); and within about 10 ms when another process commits a
-        job that is ready (see ``_sqlite_wait``).
-        """
-        return self._signal.wait(
-            timeout_s,
-            has_ready=self._has_ready,
-            next_due=self._next_due,
-            now=self._clock.now,
-            version=self._data_version,
-        )
-
-    def interrupt(self) -> None:
-        """Wake every thread blocked in :meth:`wait_ready` (of every queue object of this
-        process on the file: they share one signal; the others find nothing and wait again)."""
-        self._signal.interrupt()
 
     def close(self) -> None:
         """Close this process's connections and wake waiters; the queue is unusable afterwards."""

@@ -1,0 +1,192 @@
+"""The SQLite backend's reads, its worker registry and its waiting, beside ``sqlite``.
+
+``SQLiteReads`` holds what a ``SQLiteQueue`` does without a write transition of a job:
+single-statement reads (each its own consistent snapshot), the worker registry's rows,
+and waiting for work (see ``_sqlite_wait``). ``SQLiteQueue`` builds the state these
+methods use.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from typedq.backends import _sqlite_rows as rows
+from typedq.backends._sqlite_db import Connections
+from typedq.backends._sqlite_driver import DRIVER, sqlite3
+from typedq.backends._sqlite_schema import WAL_RESET_BUG
+from typedq.backends._sqlite_sql import SQL
+from typedq.backends._sqlite_wait import ReadySignal
+from typedq.backends.base import WORKER_RETENTION_S, WorkerInfo
+from typedq.clock import Clock
+from typedq.errors import InvalidJobError, JobNotFoundError
+from typedq.job import Job, JobStatus
+
+__all__ = ["SQLiteReads"]
+
+_Conn = sqlite3.Connection
+
+
+class SQLiteReads:
+    """Reads, the worker registry and waiting of one queue of a SQLite file."""
+
+    _db: Connections
+    _rows: rows.RowCodec
+    _name: str
+    _clock: Clock
+    _path: Path
+    _version: tuple[int, ...]
+    _durability: str
+    _signal: ReadySignal
+
+    @property
+    def size(self) -> int:
+        """How many jobs the queue holds, in every state."""
+        return int(self._db.read(SQL.size, (self._name,))[0][0])
+
+    def diagnostics(self) -> dict[str, Any]:
+        """What an operator needs to judge this queue's file; read from a live connection.
+
+        Returns:
+            ``sqlite_version``, ``sqlite_driver`` (``"sqlite3"`` or ``"pysqlite3"``),
+            ``wal_reset_bug`` (whether that version has it), ``path``,
+            ``queue``, ``journal_mode``, ``synchronous`` (1 NORMAL, 2 FULL),
+            ``durability``, ``busy_timeout_ms``, ``wal_autocheckpoint``, ``schema_version``,
+            ``busy_retries`` (transactions this object retried after SQLITE_BUSY),
+            ``writer_lock_timeouts`` (transactions that went on without the writer lock
+            after waiting the busy timeout for it).
+        """
+        low, high = WAL_RESET_BUG
+        return {
+            "backend": "sqlite",
+            "sqlite_version": sqlite3.sqlite_version,
+            "sqlite_driver": DRIVER,
+            "wal_reset_bug": low <= self._version <= high,
+            "path": str(self._path),
+            "queue": self._name,
+            "durability": self._durability,
+            **self._db.settings(),
+        }
+
+    def queue_names(self) -> list[str]:
+        """The name of every queue that has jobs in this file (not only this one), sorted.
+
+        Not part of the ``Queue`` protocol: it describes the file, not the queue. The
+        manager's dead-letter queue is a queue of the file like any other, so its
+        reserved name (``"dead-letter"``) is listed whenever it holds jobs. One read of
+        the ``(queue, job_id)`` index, never of the table.
+        """
+        return [str(row[0]) for row in self._db.read(SQL.queue_names)]
+
+    # -- reads --------------------------------------------------------------------------
+
+    def get_job(self, job_id: str) -> Job:
+        """Return the job with this id; raise ``JobNotFoundError`` (a KeyError) if absent."""
+        found = self._db.read(SQL.get, (self._name, job_id))
+        if not found:
+            raise JobNotFoundError(job_id, queue=self._name)
+        return self._rows.job(found[0])
+
+    def ready_count(self) -> int:
+        """How many jobs are ready to run now."""
+        return int(self._db.read(SQL.ready_count, (self._name, self._clock.now()))[0][0])
+
+    def count_by_status(self) -> dict[JobStatus, int]:
+        """Return how many jobs are in each status (one consistent snapshot)."""
+        counts = dict.fromkeys(JobStatus, 0)
+        for status, count in self._db.read(SQL.counts, (self._name,)):
+            counts[JobStatus(status)] = count
+        return counts
+
+    def list_jobs(
+        self,
+        *,
+        status: JobStatus | None = None,
+        job_type: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        after: str | None = None,
+        newest: bool = False,
+    ) -> list[Job]:
+        """Return up to ``limit`` jobs in insertion order (``newest``: reversed), optionally
+        filtered; see :meth:`Queue.list_jobs`. ``after`` is a keyset cursor: the rows
+        after that job's seq, found by the seq (rowid) or the jobs_settled index, never
+        by skipping rows."""
+        if limit < 0 or offset < 0:
+            raise InvalidJobError("limit", (limit, offset), "limit >= 0 and offset >= 0")
+        cursor: int | None = None
+        if after is not None:
+            found = self._db.read(SQL.seq_of, (self._name, after))
+            if not found:
+                raise JobNotFoundError(after, queue=self._name)
+            cursor = int(found[0][0])
+        sql, params = SQL.listing(
+            self._name, None if status is None else JobStatus(status).value, job_type,
+            after=cursor, newest=newest,
+        )
+        return [self._rows.job(row) for row in self._db.read(sql, (*params, limit, offset))]
+
+    def count_by_type(self, status: JobStatus = JobStatus.PENDING) -> dict[str, int]:
+        """Return how many jobs of each type are in ``status`` (a scan of the queue's rows)."""
+        return dict(self._db.read(SQL.counts_by_type, (self._name, JobStatus(status).value)))
+
+    def export_jobs(self) -> list[dict[str, Any]]:
+        """Return every job as ``Job.to_dict()`` data, in insertion order (one snapshot)."""
+        return [self._rows.job(row).to_dict() for row in self._db.read(SQL.export, (self._name,))]
+
+    # -- the worker registry ------------------------------------------------------------
+
+    def register_worker(self, info: WorkerInfo) -> None:
+        """Add or renew a worker's row; see :meth:`Queue.register_worker`."""
+        entry = json.dumps(info.to_dict())
+
+        def tx(conn: _Conn) -> None:
+            conn.execute(SQL.register_worker, (self._name, info.worker_id, info.last_seen, entry))
+            conn.execute(SQL.forget_workers, (self._name, info.last_seen - WORKER_RETENTION_S))
+
+        self._db.write(tx)
+
+    def unregister_worker(self, worker_id: str) -> None:
+        """Remove a worker's row; see :meth:`Queue.unregister_worker`."""
+        self._db.write(lambda conn: conn.execute(SQL.unregister_worker, (self._name, worker_id)))
+
+    def workers(self) -> list[WorkerInfo]:
+        """The registered workers, oldest first; see :meth:`Queue.workers`."""
+        rows_found = self._db.read(SQL.workers, (self._name,))
+        found = [WorkerInfo.from_dict(json.loads(info)) for (info,) in rows_found]
+        return sorted(found, key=lambda w: (w.started_at, w.worker_id))
+
+    # -- waiting ------------------------------------------------------------------------
+
+    def _has_ready(self) -> bool:
+        return bool(self._db.read(SQL.has_ready, (self._name, self._clock.now()))[0][0])
+
+    def _next_due(self) -> float | None:
+        due = self._db.read(SQL.next_due, (self._name,))
+        return float(due[0][0]) if due else None
+
+    def _data_version(self) -> int:
+        return int(self._db.read(SQL.data_version)[0][0])
+
+    def wait_ready(self, timeout_s: float) -> bool:
+        """Block until a job may be ready, :meth:`interrupt`, or ``timeout_s``.
+
+        The wait ends at the earliest of ``timeout_s`` and the next delayed job's due
+        time; at once when a queue object of this process on the same file adds or frees
+        a job, or :meth:`interrupt` is called (which wakes those objects' waiters too:
+        they share one signal); and within about 10 ms when another process commits a
+        job that is ready (see ``_sqlite_wait``).
+        """
+        return self._signal.wait(
+            timeout_s,
+            has_ready=self._has_ready,
+            next_due=self._next_due,
+            now=self._clock.now,
+            version=self._data_version,
+        )
+
+    def interrupt(self) -> None:
+        """Wake every thread blocked in :meth:`wait_ready` (of every queue object of this
+        process on the file: they share one signal; the others find nothing and wait again)."""
+        self._signal.interrupt()
