@@ -31,6 +31,7 @@ from typedq._config import (
 from typedq._typed_api import TypedAPI
 from typedq._validate import require_number
 from typedq._waiting import CompletionWaiters, NotifyingEvents, wait_for_jobs
+from typedq._worker_support import send_to_dead_letter
 from typedq.backends import Queue, backend_for, open_queue
 from typedq.backends.base import WorkerInfo
 from typedq.clock import Clock, system_clock
@@ -46,7 +47,7 @@ from typedq.job import TERMINAL_STATUSES, Job, JobStatus
 from typedq.leases import LeaseKeeper, Reaper
 from typedq.retry import RetryPolicy
 from typedq.serializers import FrameCodec, get_serializer
-from typedq.worker import Handler, Worker, WorkerStats, send_to_dead_letter
+from typedq.worker import Handler, Worker, WorkerStats
 
 __all__ = ["DEAD_LETTER_QUEUE", "DEFAULT_CONFIG", "JobQueueManager"]
 

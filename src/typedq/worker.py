@@ -10,7 +10,8 @@ outcome through the queue protocol:
   :class:`~typedq.retry.RetryPolicy`; otherwise ``bury`` (DEAD) and a copy goes to the
   dead-letter queue. Every retry and dead letter is logged with the job's id, type,
   retry count and error;
-* no handler for the type: DEAD at once with a ``NoHandlerError`` (never dropped).
+* a handler unregistered between the claim and the run: DEAD at once with a
+  ``NoHandlerError`` (never dropped).
 
 A worker claims only jobs of the types it has handlers for (``Queue.claim`` with
 ``job_types``): jobs of other types wait for workers that handle them, so a worker of an
@@ -55,23 +56,27 @@ import os
 import random
 import threading
 import time
-import traceback as tb_module
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Final
 
 from typedq._identity import HOST, new_worker_id, stop_pid
 from typedq._timefmt import when
 from typedq._validate import require_number
+from typedq._worker_support import (
+    VERSION,
+    call_with_timeout,
+    describe_error,
+    format_traceback,
+    put_dead_letter,
+)
 from typedq.backends.base import Claim, Completion, Queue, WorkerInfo
 from typedq.clock import Clock
 from typedq.errors import (
     DeserializationError,
     JobCancelledError,
     JobNotFoundError,
-    JobTimeoutError,
     NoHandlerError,
     PayloadValidationError,
     PayloadVersionError,
@@ -116,32 +121,6 @@ _EWMA: Final = 0.2
 #: The first and the longest wait before writing completions again after a failed write.
 WRITE_BACKOFF_MIN_S: Final = 0.05
 WRITE_BACKOFF_MAX_S: Final = 2.0
-
-
-def _typedq_version() -> str:
-    try:
-        return version("typedq")
-    except PackageNotFoundError:
-        return "unknown"
-
-
-_VERSION: Final = _typedq_version()
-
-def describe_error(exc: BaseException) -> str:
-    """Return ``"Type: message"`` for an exception, even one whose ``__str__`` raises."""
-    try:
-        text = str(exc)
-    except Exception:
-        text = f"<unprintable {type(exc).__name__}>"
-    name = type(exc).__name__
-    return f"{name}: {text}" if text else name
-
-
-def _format_traceback(exc: BaseException) -> str | None:
-    try:
-        return "".join(tb_module.format_exception(exc))
-    except Exception:
-        return None
 
 
 @dataclass
@@ -262,7 +241,7 @@ class Worker(threading.Thread):
             host=HOST,
             pid=os.getpid(),
             job_types=tuple(sorted(self.handlers)),
-            version=_VERSION,
+            version=VERSION,
             started_at=self.clock.now() if self.started_at is None else self.started_at,
             last_seen=self.clock.now(),
             ttl_s=self.lease_s,
@@ -497,7 +476,8 @@ class Worker(threading.Thread):
                 if timeout is None:
                     result = handler(job) if getattr(handler, "takes_job", False) else handler(job.payload)
                 else:
-                    result = self._call_with_timeout(handler, job, timeout)
+                    name = f"{self.worker_id}:job:{job_id}"
+                    result = call_with_timeout(handler, job, timeout, name, self.abandoned_threads)
             except BaseException as exc:  # a handler may raise anything, SystemExit too
                 self._timed(job.job_type, started)
                 keeper.discard(queue, job_id)
@@ -556,34 +536,6 @@ class Worker(threading.Thread):
         typed = by_type.get(job_type)
         by_type[job_type] = took if typed is None else typed + _EWMA * (took - typed)
 
-    def _call_with_timeout(self, handler: Handler, job: Job, timeout: float) -> Any:
-        outcome: list[tuple[bool, Any]] = []
-        done = threading.Event()
-
-        def target() -> None:
-            try:
-                arg = job if getattr(handler, "takes_job", False) else job.payload
-                outcome.append((True, handler(arg)))
-            except BaseException as exc:  # handed back to the worker thread
-                outcome.append((False, exc))
-            finally:
-                done.set()
-
-        helper = threading.Thread(target=target, name=f"{self.worker_id}:job:{job.job_id}", daemon=True)
-        helper.start()
-        if not done.wait(timeout):
-            self.abandoned_threads.append(helper)
-            logger.error(
-                "job %s (%s) exceeded its %ss timeout; its thread %s keeps running "
-                "(Python threads cannot be killed) and its result will be discarded",
-                job.job_id, job.job_type, timeout, helper.name,
-            )
-            raise JobTimeoutError(job.job_id, timeout)
-        ok, value = outcome[0]
-        if ok:
-            return value
-        raise value
-
     # -- failures -----------------------------------------------------------------------
 
     def _failed(self, job: Job, token: int, exc: BaseException) -> None:
@@ -591,7 +543,7 @@ class Worker(threading.Thread):
             self._cancelled(job, token, exc)
             return
         error = describe_error(exc)
-        trace = _format_traceback(exc)
+        trace = format_traceback(exc)
         events = self.event_handler
         if isinstance(exc, _PERMANENT) or not self.retry_policy.should_retry(
             job.retry_count, job.max_retries
@@ -655,7 +607,7 @@ class Worker(threading.Thread):
             snapshot.finished_at = self.clock.now()
             if trace is not None:
                 snapshot.metadata[TRACEBACK_KEY] = trace[-MAX_TRACEBACK:]
-            _put_dead_letter(dlq, snapshot)
+            put_dead_letter(dlq, snapshot)
         try:
             dead = self.queue.bury(job.job_id, token=token, error=error, traceback=trace)
         except StaleLeaseError as stale:
@@ -671,15 +623,3 @@ class Worker(threading.Thread):
             job.job_id, job.job_type, dead.retry_count, error,
         )
         return dead
-
-
-def send_to_dead_letter(dead_letter_queue: Queue | None, dead: Job) -> None:
-    """Put a snapshot of a DEAD job into the dead-letter queue (replacing an older one)."""
-    if dead_letter_queue is not None:
-        _put_dead_letter(dead_letter_queue, Job.from_dict(dead.to_dict()))
-
-
-def _put_dead_letter(dead_letter_queue: Queue, snapshot: Job) -> None:
-    with contextlib.suppress(KeyError):
-        dead_letter_queue.delete(snapshot.job_id)
-    dead_letter_queue.enqueue(snapshot)

@@ -1,0 +1,102 @@
+"""Helpers of ``worker``: error text, handler calls with a timeout, dead-letter copies
+and the version a worker reports in its registry entry."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import traceback as tb_module
+from collections.abc import Callable
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any, Final
+
+from typedq.backends.base import Queue
+from typedq.errors import JobTimeoutError
+from typedq.job import Job
+
+__all__ = [
+    "VERSION",
+    "call_with_timeout",
+    "describe_error",
+    "format_traceback",
+    "put_dead_letter",
+    "send_to_dead_letter",
+]
+
+logger = logging.getLogger("typedq.worker")
+
+
+def _typedq_version() -> str:
+    try:
+        return version("typedq")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+#: The typedq version a worker reports.
+VERSION: Final = _typedq_version()
+
+def describe_error(exc: BaseException) -> str:
+    """Return ``"Type: message"`` for an exception, even one whose ``__str__`` raises."""
+    try:
+        text = str(exc)
+    except Exception:
+        text = f"<unprintable {type(exc).__name__}>"
+    name = type(exc).__name__
+    return f"{name}: {text}" if text else name
+
+
+def format_traceback(exc: BaseException) -> str | None:
+    try:
+        return "".join(tb_module.format_exception(exc))
+    except Exception:
+        return None
+
+
+def call_with_timeout(
+    handler: Callable[[Any], Any], job: Job, timeout: float, name: str, abandoned: list[threading.Thread]
+) -> Any:
+    """Run the handler in a helper thread and wait ``timeout`` seconds for it.
+
+    Past the timeout the helper (which Python cannot kill) is added to ``abandoned``,
+    its late result will be discarded, and ``JobTimeoutError`` is raised.
+    """
+    outcome: list[tuple[bool, Any]] = []
+    done = threading.Event()
+
+    def target() -> None:
+        try:
+            arg = job if getattr(handler, "takes_job", False) else job.payload
+            outcome.append((True, handler(arg)))
+        except BaseException as exc:  # handed back to the worker thread
+            outcome.append((False, exc))
+        finally:
+            done.set()
+
+    helper = threading.Thread(target=target, name=name, daemon=True)
+    helper.start()
+    if not done.wait(timeout):
+        abandoned.append(helper)
+        logger.error(
+            "job %s (%s) exceeded its %ss timeout; its thread %s keeps running "
+            "(Python threads cannot be killed) and its result will be discarded",
+            job.job_id, job.job_type, timeout, helper.name,
+        )
+        raise JobTimeoutError(job.job_id, timeout)
+    ok, value = outcome[0]
+    if ok:
+        return value
+    raise value
+
+
+def send_to_dead_letter(dead_letter_queue: Queue | None, dead: Job) -> None:
+    """Put a snapshot of a DEAD job into the dead-letter queue (replacing an older one)."""
+    if dead_letter_queue is not None:
+        put_dead_letter(dead_letter_queue, Job.from_dict(dead.to_dict()))
+
+
+def put_dead_letter(dead_letter_queue: Queue, snapshot: Job) -> None:
+    with contextlib.suppress(KeyError):
+        dead_letter_queue.delete(snapshot.job_id)
+    dead_letter_queue.enqueue(snapshot)
