@@ -576,19 +576,16 @@ class Worker(threading.Thread):
     def _cancelled(self, job: Job, token: int, exc: JobCancelledError) -> None:
         """The handler stopped because cancellation was requested: record CANCELLED.
 
-        No protocol call moves a RUNNING job to CANCELLED under its lease token, so the
-        token is checked by a read first (this worker still holds the lease: its
-        renewals stopped a moment ago), then ``update_status`` records CANCELLED and
-        fails the dependents in one transition.
+        ``Queue.cancel`` with the lease token: fenced, and the dependents fail in the
+        same transition.
         """
         queue = self.queue
-        current = queue.get_job(job.job_id)
-        if current.status is not JobStatus.RUNNING or current.attempt != token:
+        try:
+            queue.cancel(job.job_id, token=token)
+        except StaleLeaseError as stale:
             self.stats.stale += 1
-            logger.warning("cancellation of job %s not recorded: it is %s, attempt %d", job.job_id,
-                           current.status, current.attempt)
+            logger.warning("cancellation of job %s not recorded: %s", job.job_id, stale)
             return
-        queue.update_status(job.job_id, JobStatus.CANCELLED)
         logger.warning("job %s (%s) cancelled while running: %s", job.job_id, job.job_type, exc)
         safe_call(self.event_handler.on_job_cancelled, queue.get_job(job.job_id))
 

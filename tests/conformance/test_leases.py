@@ -428,3 +428,37 @@ def test_replay_refuses_a_running_job(queue: Queue, make_job: MakeJob) -> None:
 def test_replay_of_an_unknown_job_raises(queue: Queue) -> None:
     with pytest.raises(JobNotFoundError, match="ghost"):
         queue.replay("ghost")
+
+
+# -- cancel by the lease holder --------------------------------------------------------------
+
+
+def test_the_lease_holder_records_the_cancellation_of_its_running_job(
+    queue: Queue, make_job: MakeJob, clock: FakeClock
+) -> None:
+    queue.enqueue_many([make_job(job_id="p"), make_job(job_id="child", depends_on=["p"])])
+    claim = _claim_one(queue)
+    assert queue.cancel("p") is False  # a running job is only asked to stop
+    clock.advance(0.5)
+    assert queue.cancel("p", token=claim.token) is True
+    job = queue.get_job("p")
+    assert (job.status, job.finished_at, job.lease_until) == (JobStatus.CANCELLED, clock.now(), None)
+    assert queue.get_job("child").status is JobStatus.FAILED
+    assert queue.reclaim_expired() == []
+
+
+def test_a_stale_token_cannot_cancel(queue: Queue, make_job: MakeJob, clock: FakeClock) -> None:
+    queue.enqueue(make_job(job_id="j"))
+    first = _claim_one(queue)
+    clock.advance(2)
+    queue.reclaim_expired()
+    second = _claim_one(queue)
+    with pytest.raises(StaleLeaseError):
+        queue.cancel("j", token=first.token)
+    assert queue.get_job("j").status is JobStatus.RUNNING
+    queue.complete("j", token=second.token)
+    with pytest.raises(StaleLeaseError):
+        queue.cancel("j", token=second.token)
+    assert queue.get_job("j").status is JobStatus.COMPLETED
+    with pytest.raises(JobNotFoundError):
+        queue.cancel("nope", token=1)

@@ -491,6 +491,13 @@ if action == 'status' then
   to_status(id, k, s, ARGV[4], now)
   return {'ok'}
 elseif action == 'cancel' then
+  if ARGV[4] then  -- the lease holder's cancellation of its RUNNING job, fenced
+    local a = redis.call('HGET', k, 'a')
+    if s ~= 'RUNNING' or a ~= ARGV[4] then return {'stale', s, a or '0'} end
+    redis.call('HSET', k, 'f', ARGV[1])
+    to_status(id, k, s, 'CANCELLED', now)
+    return {'ok', 1}
+  end
   if s == 'PENDING' or s == 'SCHEDULED' then
     redis.call('HSET', k, 'f', ARGV[1])
     to_status(id, k, s, 'CANCELLED', now)

@@ -327,9 +327,17 @@ class QueueGraph:
         if job.status != status:
             self.move(conn, job, status, now)
 
-    def cancel(self, conn: _Conn, *, job_id: str, now: float) -> bool:
-        """Cancel a waiting job, or flag a running one; return whether it was cancelled."""
+    def cancel(self, conn: _Conn, *, job_id: str, now: float, token: int | None = None) -> bool:
+        """Cancel a waiting job, or flag a running one; return whether it was cancelled.
+
+        With ``token``: the lease holder's cancellation of its RUNNING job (fenced)."""
         job = self.state(conn, job_id)
+        if token is not None:
+            found = conn.execute(SQL.lease_state, (self.queue, job_id)).fetchone()
+            if found != (_RUNNING, token):
+                self.refuse_lease(conn, job_id, token)
+            self.move(conn, job, "CANCELLED", now, {"finished_at": now})
+            return True
         if job.status in (_PENDING, "SCHEDULED"):
             self.move(conn, job, "CANCELLED", now, {"finished_at": now})
             return True

@@ -303,15 +303,20 @@ class Queue(Protocol):
 
     # -- management ---------------------------------------------------------------------
 
-    def cancel(self, job_id: str) -> bool:
+    def cancel(self, job_id: str, *, token: int | None = None) -> bool:
         """Cancel a job; return True when it is now CANCELLED.
 
         A PENDING or SCHEDULED job becomes CANCELLED (its dependents FAILED). A RUNNING
         job is only *asked* to stop (``cancel_requested``) and False is returned; a job
         that already ended is left alone and False is returned.
 
+        With ``token``, the worker holding the job's lease records that it stopped the
+        job: RUNNING under ``token`` → CANCELLED (its dependents FAILED), fenced like
+        :meth:`complete`.
+
         Raises:
             JobNotFoundError: no such job.
+            StaleLeaseError: with ``token``, the job is not RUNNING under it.
         """
         ...
 

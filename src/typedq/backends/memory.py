@@ -369,9 +369,14 @@ class JobQueue(MemoryState, Queue):
 
     # -- management ---------------------------------------------------------------------
 
-    def cancel(self, job_id: str) -> bool:
+    def cancel(self, job_id: str, *, token: int | None = None) -> bool:
         """Cancel a job; see :meth:`Queue.cancel`."""
         with self._cond:
+            if token is not None:
+                job = self._get_leased(job_id, token)
+                job.finished_at = self._clock.now()
+                self._to_status(job, JobStatus.CANCELLED)
+                return True
             job = self._get(job_id)
             status = self._status[job_id]
             if status is _PENDING or status is JobStatus.SCHEDULED:

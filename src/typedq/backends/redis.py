@@ -463,9 +463,15 @@ class RedisQueue(Queue):
         """Set a job's status in one script, keeping indexes and dependents right."""
         self._manage(job_id, "status", JobStatus(status).value)
 
-    def cancel(self, job_id: str) -> bool:
+    def cancel(self, job_id: str, *, token: int | None = None) -> bool:
         """Cancel a job in one script; see :meth:`Queue.cancel`."""
-        return bool(self._manage(job_id, "cancel")[1])
+        if token is None:
+            return bool(self._manage(job_id, "cancel")[1])
+        self._inflight.pop((job_id, token), None)
+        reply = self._manage(job_id, "cancel", token)
+        if reply[0] == b"stale":
+            raise self._refused(job_id, token, reply)
+        return True
 
     def set_priority(self, job_id: str, priority: int) -> None:
         """Change a job's priority; a PENDING job is re-ordered at once."""

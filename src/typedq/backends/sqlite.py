@@ -565,9 +565,11 @@ class SQLiteQueue(SQLiteReads, Queue):
         if new in (_PENDING, _COMPLETED):
             self._wake()
 
-    def cancel(self, job_id: str) -> bool:
+    def cancel(self, job_id: str, *, token: int | None = None) -> bool:
         """Cancel a job in one transaction; see :meth:`Queue.cancel`."""
-        return self._db.write(partial(self._graph.cancel, job_id=job_id, now=self._clock.now()))
+        if token is not None:
+            self._inflight.pop((job_id, token), None)
+        return self._db.write(partial(self._graph.cancel, job_id=job_id, now=self._clock.now(), token=token))
 
     def set_priority(self, job_id: str, priority: int) -> None:
         """Change a job's priority; a PENDING job is re-ordered at once."""
