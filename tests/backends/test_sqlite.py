@@ -1196,3 +1196,21 @@ def test_a_writer_lock_held_too_long_is_passed_by(
     finally:
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
+
+
+@pytest.mark.parametrize("how", ["enqueue", "enqueue_many"])
+def test_a_job_changed_by_hand_beyond_64_bits_is_refused_with_the_field_named(
+    open_sqlite: Callable[..., SQLiteQueue], how: str
+) -> None:
+    """Jobs are validated when built; one changed afterwards reaches SQLite as it is, and
+    an int SQLite cannot store is the typed error naming the field, nothing written."""
+    queue = open_sqlite("m")
+    job = Job(job_type="t", job_id="hand-made")
+    job.max_retries = 10**30
+    add = (lambda: queue.enqueue(job)) if how == "enqueue" else (
+        lambda: queue.enqueue_many([Job(job_type="t", job_id="fine"), job])
+    )
+    with pytest.raises(InvalidJobError) as info:
+        add()
+    assert info.value.field == "max_retries"
+    assert queue.size == 0

@@ -148,3 +148,4 @@ def test_the_ends_of_every_range_are_stored_and_read_back_exactly(
     copy = queue_factory("copy")
     copy.import_jobs(queue.export_jobs())
     assert sorted(j.to_dict()["max_retries"] for j in copy.list_jobs()) == [0, MAX_COUNT]
+

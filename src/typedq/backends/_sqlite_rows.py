@@ -15,7 +15,7 @@ moves a job whose payload or metadata cannot be decoded to DEAD.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from operator import attrgetter
 from typing import Any, Final
 
@@ -31,6 +31,7 @@ __all__ = [
     "Blobs",
     "RowCodec",
     "bindable",
+    "revalidate",
     "sort_key",
 ]
 
@@ -283,3 +284,14 @@ class RowCodec(FrameFields):
             cancel_requested=bool(row[CANCEL]),
             run_alone=run_alone,
         )
+
+
+def revalidate(jobs: Iterable[Job]) -> None:
+    """After SQLite refused an int beyond 64 bits (an ``OverflowError``, nothing written):
+    raise the typed error naming the field.
+
+    Jobs are validated when built; one changed by hand afterwards reaches SQLite as it
+    is, and validating it again raises the ``InvalidJobError`` that names the field.
+    """
+    for job in jobs:
+        job.validate(check_id=False)

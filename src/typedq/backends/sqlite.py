@@ -221,7 +221,11 @@ class SQLiteQueue(SQLiteReads, Queue):
                     raise DuplicateJobError(job.job_id, queue=self._name) from exc
                 raise
 
-        self._db.write(tx)
+        try:
+            self._db.write(tx)
+        except OverflowError:
+            rows.revalidate([job])
+            raise
         self._wake()
         return job.job_id
 
@@ -256,7 +260,12 @@ class SQLiteQueue(SQLiteReads, Queue):
                     fresh.append(fresh_row(job, name, blobs, now))
         if not batch:
             return []
-        self._db.write(partial(self._graph.insert_batch, batch=batch, encoded=encoded, fresh=fresh, now=now))
+        insert = partial(self._graph.insert_batch, batch=batch, encoded=encoded, fresh=fresh, now=now)
+        try:
+            self._db.write(insert)
+        except OverflowError:
+            rows.revalidate(batch.values())
+            raise
         self._wake()
         return list(batch)
 
