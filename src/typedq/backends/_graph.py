@@ -7,12 +7,13 @@ form are within one batch: :func:`check_batch_acyclic` finds them, and
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
-from typedq.errors import DependencyCycleError
+from typedq.errors import DependencyCycleError, InvalidJobError
 from typedq.job import Job
 
-__all__ = ["check_batch_acyclic", "dependency_order"]
+__all__ = ["check_batch_acyclic", "dependency_order", "jobs_from_export"]
 
 
 def check_batch_acyclic(batch: dict[str, Job]) -> None:
@@ -63,3 +64,18 @@ def dependency_order(batch: dict[str, Job]) -> list[Job]:
         if job_id not in done:
             visit(job_id)
     return ordered
+
+
+def jobs_from_export(jobs_data: Iterable[dict[str, Any]]) -> list[Job]:
+    """The jobs of ``export_jobs()`` data, for ``import_jobs``.
+
+    Raises:
+        InvalidJobError: a record is malformed; the field is named ``jobs_data[i].field``.
+    """
+    jobs = []
+    for index, data in enumerate(jobs_data):
+        try:
+            jobs.append(Job.from_dict(data))
+        except InvalidJobError as exc:
+            raise InvalidJobError(f"jobs_data[{index}].{exc.field}", exc.value, exc.allowed) from exc
+    return jobs

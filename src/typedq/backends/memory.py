@@ -12,7 +12,7 @@ import itertools
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from typing import Any, Final
 
-from typedq.backends._graph import check_batch_acyclic, dependency_order
+from typedq.backends._graph import check_batch_acyclic, dependency_order, jobs_from_export
 from typedq.backends._memory_state import FAILING, MemoryState
 from typedq.backends.base import WORKER_RETENTION_S, Claim, Completion, Queue, WorkerInfo
 from typedq.clock import Clock, system_clock
@@ -135,15 +135,7 @@ class JobQueue(MemoryState, Queue):
 
     def import_jobs(self, jobs_data: Iterable[dict[str, Any]]) -> list[str]:
         """Add jobs from ``export_jobs()`` data all-or-nothing; see :meth:`Queue.import_jobs`."""
-        jobs = []
-        for index, data in enumerate(jobs_data):
-            try:
-                jobs.append(Job.from_dict(data))
-            except InvalidJobError as exc:
-                raise InvalidJobError(
-                    f"jobs_data[{index}].{exc.field}", exc.value, exc.allowed
-                ) from exc
-        return self.enqueue_many(jobs)
+        return self.enqueue_many(jobs_from_export(jobs_data))
 
     def _isolate(self, job: Job) -> None:
         """Round-trip the payload through the codec (size limit, no shared references)."""

@@ -49,7 +49,7 @@ from typing import Any, Final
 
 from typedq.backends import _redis_conn as conn
 from typedq.backends import _redis_registry as registry
-from typedq.backends._graph import check_batch_acyclic, dependency_order
+from typedq.backends._graph import check_batch_acyclic, dependency_order, jobs_from_export
 from typedq.backends._redis_keys import HashCodec, base_key, parse_redis_url, sort_hex
 from typedq.backends._redis_lua import SCRIPTS
 from typedq.backends._redis_wait import MIN_BLOCK_S, Waiters
@@ -246,13 +246,7 @@ class RedisQueue(Queue):
 
     def import_jobs(self, jobs_data: Iterable[dict[str, Any]]) -> list[str]:
         """Add jobs from ``export_jobs()`` data all-or-nothing; see :meth:`Queue.import_jobs`."""
-        jobs = []
-        for index, data in enumerate(jobs_data):
-            try:
-                jobs.append(Job.from_dict(data))
-            except InvalidJobError as exc:
-                raise InvalidJobError(f"jobs_data[{index}].{exc.field}", exc.value, exc.allowed) from exc
-        return self.enqueue_many(jobs)
+        return self.enqueue_many(jobs_from_export(jobs_data))
 
     # -- claiming -----------------------------------------------------------------------
 

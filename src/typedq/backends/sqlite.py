@@ -71,6 +71,7 @@ from typing import Any, Final
 
 from typedq._identity import owner_alive
 from typedq.backends import _sqlite_rows as rows
+from typedq.backends._graph import jobs_from_export
 from typedq.backends._sqlite_db import SYNCHRONOUS, Connections, map_errors
 from typedq.backends._sqlite_driver import is_unique_violation, sqlite3
 from typedq.backends._sqlite_graph import Finish, QueueGraph
@@ -271,13 +272,7 @@ class SQLiteQueue(SQLiteReads, Queue):
 
     def import_jobs(self, jobs_data: Iterable[dict[str, Any]]) -> list[str]:
         """Add jobs from ``export_jobs()`` data all-or-nothing; see :meth:`Queue.import_jobs`."""
-        jobs = []
-        for index, data in enumerate(jobs_data):
-            try:
-                jobs.append(Job.from_dict(data))
-            except InvalidJobError as exc:
-                raise InvalidJobError(f"jobs_data[{index}].{exc.field}", exc.value, exc.allowed) from exc
-        return self.enqueue_many(jobs)
+        return self.enqueue_many(jobs_from_export(jobs_data))
 
     # -- claiming -----------------------------------------------------------------------
 
