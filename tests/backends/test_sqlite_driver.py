@@ -96,7 +96,8 @@ def _run_suite_under_the_other_driver(paths: list[Path]) -> None:
     other = "sqlite3" if driver.DRIVER == "pysqlite3" else "pysqlite3"
     env = {**os.environ, driver.DRIVER_ENV: other}
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "sqlite", *map(str, paths)],
+        [sys.executable, "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider", "-k", "sqlite",
+         *map(str, paths)],
         capture_output=True, text=True, timeout=280, check=False, env=env, cwd=REPO,
     )
     tail = done.stdout[-2000:]
