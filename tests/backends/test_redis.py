@@ -15,8 +15,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -309,29 +307,6 @@ def test_a_forked_child_opens_its_own_connections(make_queue: MakeQueue) -> None
     assert os.waitstatus_to_exitcode(status) == 0
     assert queue.get_job("from-child").job_id == "from-child"
     assert queue.size == 52
-
-
-def test_an_idle_waiter_wakes_when_another_process_enqueues(prefix: str, make_queue: MakeQueue) -> None:
-    queue = make_queue("q")
-    woke: list[float] = []
-
-    def waiter() -> None:
-        started = time.monotonic()
-        queue.wait_ready(20.0)
-        woke.append(time.monotonic() - started)
-
-    thread = threading.Thread(target=waiter)
-    thread.start()
-    wait_until(lambda: queue._waiters.waiting == 1, message="the waiter blocks")
-    code = (
-        "from typedq.backends import open_queue\nfrom typedq.job import Job\n"
-        f"q = open_queue('redis://127.0.0.1:6379/0?prefix={prefix}', name='q')\n"
-        "q.enqueue(Job(job_type='t', job_id='x'))\nq.close()\n"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
-    thread.join(10)
-    assert woke, "the waiter did not wake"
-    assert woke[0] < 10
 
 
 # -- stored bytes ---------------------------------------------------------------------------
