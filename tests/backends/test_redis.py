@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
 from tests.conformance.conftest import delete_redis_prefix
 from tests.helpers import redis_available, skip_or_fail, wait_until
 
@@ -368,30 +367,3 @@ def test_queue_names_lists_the_queues_of_the_prefix_that_hold_jobs(make_queue: M
     first.enqueue(job("a"))
     second.enqueue(job("b"))
     assert empty.queue_names() == ["alpha", "beta:x"]
-
-
-# -- the command line -----------------------------------------------------------------------
-
-
-def test_cli_commands_work_on_redis(prefix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from typedq.cli import cli
-
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("TYPEDQ_CONFIG", raising=False)
-    monkeypatch.setenv("TYPEDQ_BACKEND", f"redis://127.0.0.1:6379/0?prefix={prefix}")
-    runner = CliRunner()
-
-    def run(*args: str) -> str:
-        result = runner.invoke(cli, list(args), catch_exceptions=False)
-        assert result.exit_code == 0, result.output
-        return result.output
-
-    run("enqueue", "--id", "hello", "echo hi")
-    assert "hello" in run("list")
-    assert "PENDING" in run("show", "hello")
-    run("enqueue", "--id", "other", "--queue", "images", "echo hi")
-    status = run("status")
-    assert "default" in status
-    assert "images" in status  # found on the server, not only the queues opened
-    run("cancel", "hello")
-    assert "CANCELLED" in run("show", "hello")
