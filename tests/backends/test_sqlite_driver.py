@@ -93,9 +93,11 @@ def test_a_unique_violation_is_told_from_other_constraints(module: ModuleType) -
 def test_the_sqlite_conformance_suite_passes_under_the_other_driver() -> None:
     other = "sqlite3" if driver.DRIVER == "pysqlite3" else "pysqlite3"
     env = {**os.environ, driver.DRIVER_ENV: other}
+    # The driver is what differs: the base SQLite variant and every SQLite test; the codec
+    # variants (encoding happens before any SQL) run under the default driver only.
     done = subprocess.run(
         [
-            sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "sqlite",
+            sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "sqlite and not codec",
             str(REPO / "tests" / "conformance"), str(REPO / "tests" / "backends" / "test_sqlite.py"),
         ],
         capture_output=True, text=True, timeout=280, check=False, env=env, cwd=REPO,
