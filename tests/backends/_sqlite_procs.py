@@ -6,7 +6,6 @@ Run as ``python -m tests.backends._sqlite_procs COMMAND ARGS`` from the reposito
   ``enqueue()`` returned; the test kills it with SIGKILL (F9).
 * ``owner``: print a worker id of this process (``new_worker_id()``), then block until
   stdin closes; the test kills it to make the owner die (C6).
-* ``enqueue DB JOB_ID``: enqueue one job and exit (cross-process visibility).
 
 :func:`drain_worker` is a ``multiprocessing`` (spawn) target for B2,
 :func:`batch_producer` one for A3, :func:`finishing_victim` one for F2 and
@@ -47,14 +46,6 @@ def owner() -> None:
     sys.stdout.write(new_worker_id("owner") + "\n")
     sys.stdout.flush()
     sys.stdin.read()
-
-
-def enqueue_one(db: str, job_id: str) -> None:
-    queue = SQLiteQueue(db, name="shared")
-    try:
-        queue.enqueue(Job(job_type="t", job_id=job_id, payload={"from": os.getpid()}))
-    finally:
-        queue.close()
 
 
 class _Collect(logging.Handler):
@@ -237,8 +228,6 @@ def main(argv: list[str]) -> None:
         produce(*args)
     elif command == "owner":
         owner()
-    elif command == "enqueue":
-        enqueue_one(*args)
     else:
         raise SystemExit(f"unknown command {command!r}")
 

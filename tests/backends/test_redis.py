@@ -15,15 +15,12 @@ import shutil
 import socket
 import subprocess
 import sys
-import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
 from tests.conformance.conftest import delete_redis_prefix
 from tests.helpers import redis_available, skip_or_fail, wait_until
 
@@ -311,29 +308,6 @@ def test_a_forked_child_opens_its_own_connections(make_queue: MakeQueue) -> None
     assert queue.size == 52
 
 
-def test_an_idle_waiter_wakes_when_another_process_enqueues(prefix: str, make_queue: MakeQueue) -> None:
-    queue = make_queue("q")
-    woke: list[float] = []
-
-    def waiter() -> None:
-        started = time.monotonic()
-        queue.wait_ready(20.0)
-        woke.append(time.monotonic() - started)
-
-    thread = threading.Thread(target=waiter)
-    thread.start()
-    wait_until(lambda: queue._waiters.waiting == 1, message="the waiter blocks")
-    code = (
-        "from typedq.backends import open_queue\nfrom typedq.job import Job\n"
-        f"q = open_queue('redis://127.0.0.1:6379/0?prefix={prefix}', name='q')\n"
-        "q.enqueue(Job(job_type='t', job_id='x'))\nq.close()\n"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
-    thread.join(10)
-    assert woke, "the waiter did not wake"
-    assert woke[0] < 10
-
-
 # -- stored bytes ---------------------------------------------------------------------------
 
 
@@ -393,30 +367,3 @@ def test_queue_names_lists_the_queues_of_the_prefix_that_hold_jobs(make_queue: M
     first.enqueue(job("a"))
     second.enqueue(job("b"))
     assert empty.queue_names() == ["alpha", "beta:x"]
-
-
-# -- the command line -----------------------------------------------------------------------
-
-
-def test_cli_commands_work_on_redis(prefix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from typedq.cli import cli
-
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("TYPEDQ_CONFIG", raising=False)
-    monkeypatch.setenv("TYPEDQ_BACKEND", f"redis://127.0.0.1:6379/0?prefix={prefix}")
-    runner = CliRunner()
-
-    def run(*args: str) -> str:
-        result = runner.invoke(cli, list(args), catch_exceptions=False)
-        assert result.exit_code == 0, result.output
-        return result.output
-
-    run("enqueue", "--id", "hello", "echo hi")
-    assert "hello" in run("list")
-    assert "PENDING" in run("show", "hello")
-    run("enqueue", "--id", "other", "--queue", "images", "echo hi")
-    status = run("status")
-    assert "default" in status
-    assert "images" in status  # found on the server, not only the queues opened
-    run("cancel", "hello")
-    assert "CANCELLED" in run("show", "hello")

@@ -1,6 +1,7 @@
 """What is specific to the SQLite backend, in one process (RELIABILITY.md F1, F4-F7, H4).
 
-The ``Queue`` behaviour itself is in tests/conformance; here: how the file is opened,
+The ``Queue`` behaviour itself is in tests/conformance (what a codec refuses and names:
+test_codecs.py; queues sharing a file: test_shared_store.py); here: how the file is opened,
 judged and configured, how connections are set up, what the driver's failures become,
 and how bad stored bytes are handled. Processes: test_sqlite_processes.py.
 """
@@ -38,11 +39,7 @@ from typedq.errors import (
     BackendWriteError,
     ConfigError,
     DeserializationError,
-    DuplicateJobError,
     InvalidJobError,
-    PayloadTooLargeError,
-    SerializationError,
-    UnknownDependencyError,
 )
 from typedq.job import Job, JobStatus
 from typedq.serializers.base import FrameCodec
@@ -914,74 +911,6 @@ def test_f4_a_full_disk_is_a_write_error_and_leaves_nothing_half_written(
         queue.close()
 
 
-# -- enqueue_many errors ------------------------------------------------------------------
-
-
-def test_an_unencodable_job_in_a_batch_is_named_and_nothing_is_stored(
-    open_sqlite: Callable[..., SQLiteQueue],
-) -> None:
-    queue = open_sqlite()
-    batch = [job("fine"), job("bad", payload={"when": {1, 2}}), job("later")]
-    with pytest.raises(SerializationError) as info:
-        queue.enqueue_many(batch)
-    assert "jobs[1]" in str(info.value)
-    assert "bad" in str(info.value)
-    assert queue.size == 0
-
-
-def test_a_payload_over_the_limit_keeps_its_type(open_sqlite: Callable[..., SQLiteQueue]) -> None:
-    queue = open_sqlite(codec=FrameCodec("json", max_size=100))
-    with pytest.raises(PayloadTooLargeError, match="big"):
-        queue.enqueue(job("big", payload={"x": "y" * 200}))
-    assert queue.size == 0
-
-
-def test_an_unencodable_result_is_refused_and_the_job_stays_running(
-    open_sqlite: Callable[..., SQLiteQueue],
-) -> None:
-    queue = open_sqlite()
-    queue.enqueue(job("j"))
-    claim = queue.claim("w", lease_s=10)
-    assert claim is not None
-    with pytest.raises(SerializationError, match="result"):
-        queue.complete("j", token=claim.token, result={1, 2})
-    assert queue.get_job("j").status is JobStatus.RUNNING
-
-
-# -- several queues in one file -------------------------------------------------------------
-
-
-def test_queues_sharing_a_file_are_independent(open_sqlite: Callable[..., SQLiteQueue]) -> None:
-    a, b = open_sqlite("a"), open_sqlite("b")
-    a.enqueue(job("same", payload={"q": "a"}))
-    b.enqueue(job("same", payload={"q": "b"}, priority=9))
-    with pytest.raises(DuplicateJobError):
-        a.enqueue(job("same"))
-    with pytest.raises(UnknownDependencyError):
-        b.enqueue(job("child", depends_on=["only-in-a"]))
-    a.enqueue(job("only-in-a"))
-    assert a.size == 2
-    assert b.size == 1
-    claim = b.claim("w", lease_s=10)
-    assert claim is not None
-    assert claim.job.payload == {"q": "b"}
-    assert b.claim("w", lease_s=10) is None
-    assert a.ready_count() == 2
-    assert a.get_job("same").status is JobStatus.PENDING
-    b.complete("same", token=claim.token)
-    a.delete("same")
-    assert b.get_job("same").status is JobStatus.COMPLETED
-    assert [j["job_id"] for j in a.export_jobs()] == ["only-in-a"]
-    assert a.count_by_status()[JobStatus.COMPLETED] == 0
-
-
-def test_a_job_keeps_its_own_queue_field(open_sqlite: Callable[..., SQLiteQueue]) -> None:
-    dlq = open_sqlite("dead-letters")
-    dlq.enqueue(job("from-elsewhere", queue="emails", status=JobStatus.DEAD))
-    assert dlq.get_job("from-elsewhere").queue == "emails"
-    assert dlq.list_jobs(status=JobStatus.DEAD)[0].job_id == "from-elsewhere"
-
-
 # -- H4: bad bytes in storage ---------------------------------------------------------------
 
 
@@ -1088,13 +1017,6 @@ def test_a_dequeued_undecodable_job_is_buried_too(open_sqlite: Callable[..., SQL
     assert queue.get_job("bad").status is JobStatus.DEAD
     with pytest.raises(DeserializationError):
         FrameCodec("json").decode(GARBAGE["unknown-serializer-tag"])
-
-
-def test_import_rejects_a_malformed_record_naming_its_index(open_sqlite: Callable[..., SQLiteQueue]) -> None:
-    queue = open_sqlite()
-    with pytest.raises(InvalidJobError, match=r"jobs_data\[1\]\.priority"):
-        queue.import_jobs([job("a").to_dict(), {**job("b").to_dict(), "priority": 99}])
-    assert queue.size == 0
 
 
 # -- fresh rows: a job that never ran binds only the columns that differ from the defaults --

@@ -2,6 +2,8 @@
 
 Child processes run code from ``tests/backends/_sqlite_procs.py``; they report over
 pipes and files, never by the parent sleeping. Killed processes are killed by pid.
+What every shared store does across processes (each job taken once, waking on another
+process's enqueue) is in tests/conformance/test_shared_store.py.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -64,20 +65,6 @@ def queue(tmp_path: Path, clock: FakeClock) -> Iterator[SQLiteQueue]:
     q = SQLiteQueue(tmp_path / "jobs.db", name="shared", clock=clock)
     yield q
     q.close()
-
-
-# -- cross-process visibility ------------------------------------------------------------
-
-
-@pytest.mark.timeout(60)
-def test_a_job_enqueued_by_another_process_is_claimable_here(queue: SQLiteQueue) -> None:
-    assert queue.claim("w", lease_s=10) is None
-    with spawn_helper("enqueue", str(queue.path), "from-child") as child:
-        assert child.wait(timeout=60) == 0
-    claim = queue.claim("w", lease_s=10)
-    assert claim is not None
-    assert claim.job.job_id == "from-child"
-    assert claim.job.payload == {"from": child.pid}
 
 
 # -- C6: owner liveness ---------------------------------------------------------------------
@@ -319,33 +306,6 @@ def test_b2_four_processes_of_two_threads_drain_10k_jobs(tmp_path: Path) -> None
     finally:
         queue.close()
     assert integrity(db) == "ok"
-
-
-@pytest.mark.timeout(60)
-def test_wait_ready_wakes_soon_after_another_process_enqueues(queue: SQLiteQueue) -> None:
-    """SQLite cannot notify another process: the waiting process sees the commit by
-    watching ``PRAGMA data_version`` (every ``WATCH_S``), long before its timeout."""
-    woke: list[tuple[bool, float]] = []
-    started = threading.Event()
-
-    def waiter() -> None:
-        started.set()
-        ready = queue.wait_ready(60)
-        woke.append((ready, time.monotonic()))
-
-    thread = threading.Thread(target=waiter)
-    thread.start()
-    try:
-        assert started.wait(10)
-        with spawn_helper("enqueue", str(queue.path), "from-child") as child:
-            assert child.wait(timeout=30) == 0
-        exited = time.monotonic()
-        thread.join(20)
-        assert [ready for ready, _ in woke] == [True]
-        assert woke[0][1] - exited < 5.0  # the commit came before the exit; a poll is 10 ms
-    finally:
-        queue.interrupt()
-        thread.join(10)
 
 
 def test_wait_ready_wakes_when_this_object_enqueues(queue: SQLiteQueue) -> None:

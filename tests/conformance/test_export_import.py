@@ -155,6 +155,7 @@ def test_import_of_a_malformed_record_stores_nothing(
     assert isinstance(info.value, ValueError)
     assert field in info.value.field
     assert field in str(info.value)
+    assert f"jobs_data[{position}]" in str(info.value)  # the record is named by its index
     assert queue.size == 1
     for job_id in ("g0", "g1", "bad"):
         with pytest.raises(JobNotFoundError):

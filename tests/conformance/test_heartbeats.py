@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
+from tests.conformance.conftest import make_queue_factory_fixture
 from tests.helpers import stop_and_join, wait_until
 from tests.reliability.faults import FailingCompletions, FailingRenewals
 from tests.reliability.ledger import Ledger, check
@@ -42,6 +43,9 @@ MakeJob = Callable[..., Job]
 LEASE_S = 1.0
 HEARTBEAT_S = 0.25
 REAPER_S = 0.1
+
+#: These tests wait seconds of real time each: their codec and 2handles variants are slow.
+queue_factory = make_queue_factory_fixture(real_time=True)
 
 
 @pytest.fixture

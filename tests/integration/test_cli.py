@@ -1,7 +1,8 @@
 """The ``typedq`` command line (click's CliRunner, plus a few real ``python -m typedq`` runs).
 
 Most tests use a SQLite file in ``tmp_path`` (the CLI's state lives in the backend, so each
-invocation sees what the previous one wrote). Bad input must give one ``Error:`` line and
+invocation sees what the previous one wrote); those marked ``ON_EVERY_STORE`` also run on
+Redis, under a key prefix of their own. Bad input must give one ``Error:`` line and
 exit 2, never a traceback; destructive commands without ``--yes`` change nothing (J6). A
 payload over the size limit is bad input too (H3).
 """
@@ -14,13 +15,15 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
-from tests.helpers import interrupt_when, wait_until
+from tests.conformance.conftest import delete_redis_prefix
+from tests.helpers import interrupt_when, redis_available, skip_or_fail, wait_until
 
 from typedq.cli import cli
 from typedq.job import JobStatus
@@ -32,9 +35,29 @@ REPO = Path(__file__).resolve().parents[2]
 Run = Callable[..., Result]
 
 
+#: A test of a command on the stores the CLI is used with: it runs on a SQLite file and on
+#: Redis (``backend`` parametrized); the other tests run on SQLite only.
+ON_EVERY_STORE = pytest.mark.parametrize(
+    "backend",
+    [pytest.param("sqlite", id="sqlite"), pytest.param("redis", id="redis", marks=pytest.mark.redis)],
+    indirect=True,
+)
+
+
 @pytest.fixture
-def backend(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'jobs.db'}"
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The backend URL: a SQLite file in ``tmp_path`` (the default), or, for a test marked
+    ``ON_EVERY_STORE``, also the Redis server under a key prefix of the test's own (its
+    keys deleted at teardown); ``memory://`` when a test asks for it."""
+    kind = getattr(request, "param", "sqlite")
+    if kind in ("sqlite", "memory"):
+        yield f"sqlite:///{tmp_path / 'jobs.db'}" if kind == "sqlite" else "memory://"
+        return
+    if not redis_available():
+        skip_or_fail("no Redis server answers on 127.0.0.1:6379")
+    prefix = f"typedq-test-{uuid.uuid4().hex[:12]}"
+    yield f"redis://127.0.0.1:6379/0?prefix={prefix}"
+    delete_redis_prefix(prefix)
 
 
 @pytest.fixture
@@ -93,6 +116,7 @@ def _run_worker_until(run: Run, done: Callable[[], bool], *args: str, timeout: f
 # -- enqueue, list, show --------------------------------------------------------------------
 
 
+@ON_EVERY_STORE
 def test_enqueue_a_shell_command_then_list_and_show(run: Run) -> None:
     result = run("enqueue", "echo hello")
     assert result.exit_code == 0, result.output
@@ -110,6 +134,7 @@ def test_enqueue_a_shell_command_then_list_and_show(run: Run) -> None:
     assert job["job_id"] in shown.stdout
 
 
+@ON_EVERY_STORE
 def test_enqueue_the_json_form_of_spec_003(run: Run, manager: JobQueueManager) -> None:
     data = _json(run("enqueue", '{"id": "job1", "command": "sleep 2", "max_retries": 2}', "--json"))
     assert data == {"job_id": "job1", "queue": "default", "type": "shell", "status": "PENDING"}
@@ -118,6 +143,7 @@ def test_enqueue_the_json_form_of_spec_003(run: Run, manager: JobQueueManager) -
     assert job.payload == {"command": "sleep 2", "shell": False, "timeout": None}
 
 
+@ON_EVERY_STORE
 def test_enqueue_a_typed_job_on_its_queue(run: Run, manager: JobQueueManager) -> None:
     data = _json(
         run(
@@ -148,6 +174,7 @@ def test_enqueue_a_typed_job_on_its_queue(run: Run, manager: JobQueueManager) ->
     assert [j["job_id"] for j in listed] == ["r1"]
 
 
+@ON_EVERY_STORE
 def test_options_override_the_json_job_and_dependencies_are_kept(run: Run, manager: JobQueueManager) -> None:
     assert run("enqueue", "--id", "a", "true").exit_code == 0
     result = run(
@@ -158,6 +185,7 @@ def test_options_override_the_json_job_and_dependencies_are_kept(run: Run, manag
     assert (job.priority, job.depends_on) == (9, ["a"])
 
 
+@ON_EVERY_STORE
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("limit", [None, 2000], ids=["default-1MiB", "configured"])
 def test_enqueue_payload_size_limit_exact_accepted_one_byte_over_exit_2(
@@ -241,6 +269,7 @@ def test_usage_errors_exit_2(run: Run, args: list[str]) -> None:
     assert "Error:" in result.stderr
 
 
+@ON_EVERY_STORE
 def test_list_filters_by_state_case_insensitively(run: Run, manager: JobQueueManager) -> None:
     _make_dead(manager, "d1")
     assert run("enqueue", "--id", "p1", "true").exit_code == 0
@@ -252,6 +281,7 @@ def test_list_filters_by_state_case_insensitively(run: Run, manager: JobQueueMan
 # -- running workers ------------------------------------------------------------------------
 
 
+@ON_EVERY_STORE
 def test_worker_runs_shell_jobs_keeps_output_and_dead_letters_failures(
     run: Run, manager: JobQueueManager
 ) -> None:
@@ -295,6 +325,7 @@ def _pids_of(manager: JobQueueManager, job_ids: list[str], queue: str = "default
     return {owner[1] for owner in owners if owner is not None}
 
 
+@ON_EVERY_STORE
 @pytest.mark.timeout(60)
 def test_the_processes_setting_runs_worker_processes(run: Run, manager: JobQueueManager) -> None:
     assert run("config", "set", "processes", "2").exit_code == 0
@@ -310,6 +341,7 @@ def test_the_processes_setting_runs_worker_processes(run: Run, manager: JobQueue
     assert os.getpid() not in pids  # run by the worker processes, not by this one
 
 
+@ON_EVERY_STORE
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("processes", [0, 2])
 def test_worker_with_an_app_runs_its_job_types(
@@ -317,7 +349,7 @@ def test_worker_with_an_app_runs_its_job_types(
 ) -> None:
     """The app's manager brings its job types and its own config, its processes setting
     included: 0 runs the workers in the typedq process itself, 2 in two worker processes."""
-    app = f"cliapp{processes}"
+    app = f"cliapp{processes}{backend.partition(':')[0]}"  # a module name of its own: imports are cached
     (tmp_path / f"{app}.py").write_text(
         "from typedq.manager import JobQueueManager\n"
         f"manager = JobQueueManager({{'backend': {backend!r}, 'processes': {processes}}})\n"
@@ -363,6 +395,7 @@ def test_the_processes_setting_is_checked(run: Run, tmp_path: Path) -> None:
 # -- dead letters, cancel, wait ---------------------------------------------------------------
 
 
+@ON_EVERY_STORE
 def test_dlq_purge_without_yes_changes_nothing(run: Run, manager: JobQueueManager) -> None:
     _make_dead(manager, "d1")
     _make_dead(manager, "d2")
@@ -375,6 +408,7 @@ def test_dlq_purge_without_yes_changes_nothing(run: Run, manager: JobQueueManage
     assert "empty" in run("dlq", "list").stdout
 
 
+@ON_EVERY_STORE
 def test_dlq_replay_runs_a_dead_job_again(run: Run, manager: JobQueueManager) -> None:
     _make_dead(manager, "d1")
     assert run("enqueue", "--id", "p", "true").exit_code == 0
@@ -388,6 +422,7 @@ def test_dlq_replay_runs_a_dead_job_again(run: Run, manager: JobQueueManager) ->
     assert replayed == {"replayed": ["d2"], "dependents": []}
 
 
+@ON_EVERY_STORE
 def test_cancel_a_pending_job_and_refuse_an_ended_one(run: Run, manager: JobQueueManager) -> None:
     assert run("enqueue", "--id", "p", "true").exit_code == 0
     assert _json(run("cancel", "p", "--json")) == {"p": "cancelled"}
@@ -405,6 +440,7 @@ def test_wait_gives_up_with_124(run: Run) -> None:
     assert "timed out" in line
 
 
+@ON_EVERY_STORE
 def test_wait_for_ended_jobs(run: Run, manager: JobQueueManager) -> None:
     _make_dead(manager, "d1")
     result = run("wait", "d1", "--timeout", "5")
@@ -412,6 +448,7 @@ def test_wait_for_ended_jobs(run: Run, manager: JobQueueManager) -> None:
     assert "did not complete: d1" in result.stderr
 
 
+@ON_EVERY_STORE
 def test_status_counts_per_queue_and_state(run: Run, manager: JobQueueManager) -> None:
     _make_dead(manager, "d1")
     assert run("enqueue", "true").exit_code == 0
@@ -440,6 +477,7 @@ def test_status_names_the_sqlite_library_and_its_wal_reset_bug(run: Run, manager
     assert ("typedq[sqlite]" in line) is buggy
 
 
+@ON_EVERY_STORE
 def test_status_shows_every_queue_of_the_file(run: Run, manager: JobQueueManager) -> None:
     from typedq._identity import new_worker_id
 
@@ -461,6 +499,7 @@ def test_status_shows_every_queue_of_the_file(run: Run, manager: JobQueueManager
     assert "dead-letter" not in rows
 
 
+@ON_EVERY_STORE
 def test_status_shows_the_processes_running_jobs(run: Run, manager: JobQueueManager) -> None:
     from typedq._identity import new_worker_id
 
@@ -514,12 +553,19 @@ def test_config_path_can_be_given(run: Run, tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(60)
-def test_demo_on_memory(run: Run) -> None:
-    result = run("demo", "--backend", "memory://")
+@pytest.mark.parametrize(
+    "backend",
+    [pytest.param("memory", id="memory"), pytest.param("redis", id="redis", marks=pytest.mark.redis)],
+    indirect=True,
+)
+def test_demo(run: Run, backend: str) -> None:
+    result = run("demo", "--backend", backend)
     assert result.exit_code == 0, result.output
     assert "dead-letter queue (1)" in result.stdout
     assert "payment-0042" in result.stdout
     assert "completed 299" in result.stdout
+    if backend.startswith("redis"):  # a store that keeps the jobs: a second demo is refused
+        assert "needs empty queues" in _one_error_line(run("demo", "--backend", backend))
 
 
 @pytest.mark.parametrize(

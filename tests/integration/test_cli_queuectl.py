@@ -15,13 +15,22 @@ from pathlib import Path
 
 import pytest
 from tests.integration import test_cli
-from tests.integration.test_cli import Run, _json, _make_dead, _one_error_line, _pids_of, _run_worker_until
+from tests.integration.test_cli import (
+    ON_EVERY_STORE,
+    Run,
+    _json,
+    _make_dead,
+    _one_error_line,
+    _pids_of,
+    _run_worker_until,
+)
 
 from typedq._timefmt import iso_local
 from typedq.job import Job, JobStatus
 from typedq.manager import JobQueueManager
 
-# The CLI fixtures: a SQLite file in tmp_path, the CLI invoked in-process on it, a manager.
+# The CLI fixtures: a SQLite file in tmp_path (and Redis for ON_EVERY_STORE), the CLI invoked
+# in-process on it, a manager.
 backend = test_cli.backend
 run = test_cli.run
 manager = test_cli.manager
@@ -37,6 +46,7 @@ def _ids(result_json: list[dict[str, object]]) -> list[object]:
 # -- queuectl's names ----------------------------------------------------------------------------
 
 
+@ON_EVERY_STORE
 @pytest.mark.timeout(60)
 def test_worker_start_count_runs_that_many_worker_processes(run: Run, manager: JobQueueManager) -> None:
     ids = [f"j{n}" for n in range(4)]
@@ -50,6 +60,7 @@ def test_worker_start_count_runs_that_many_worker_processes(run: Run, manager: J
     assert os.getpid() not in _pids_of(manager, ids)
 
 
+@ON_EVERY_STORE
 def test_worker_start_without_count_is_typedq_worker(run: Run, manager: JobQueueManager) -> None:
     assert run("enqueue", "--id", "a", "true").exit_code == 0
     queue = manager.get_queue("default")
@@ -59,6 +70,7 @@ def test_worker_start_without_count_is_typedq_worker(run: Run, manager: JobQueue
     assert "disagree" in _one_error_line(run("worker", "start", "--count", "2", "--processes", "3"))
 
 
+@ON_EVERY_STORE
 def test_dlq_retry_is_replay(run: Run, manager: JobQueueManager) -> None:
     _make_dead(manager, "d1")
     assert _json(run("dlq", "retry", "d1", "--json")) == {"replayed": ["d1"], "dependents": []}
@@ -66,6 +78,7 @@ def test_dlq_retry_is_replay(run: Run, manager: JobQueueManager) -> None:
     assert "PENDING, not DEAD" in _one_error_line(run("dlq", "retry", "d1"))
 
 
+@ON_EVERY_STORE
 def test_state_processing_means_running(run: Run, manager: JobQueueManager) -> None:
     for job_id in ("a", "b"):
         assert run("enqueue", "--id", job_id, "true").exit_code == 0
@@ -76,6 +89,7 @@ def test_state_processing_means_running(run: Run, manager: JobQueueManager) -> N
     assert _ids(_json(run("list", "-s", "running", "--json"))) == [claim.job.job_id]
 
 
+@ON_EVERY_STORE
 def test_a_delayed_job_is_listed_as_scheduled(run: Run, manager: JobQueueManager) -> None:
     assert run("enqueue", "--id", "now", "true").exit_code == 0
     assert run("enqueue", "--id", "later", "--delay", "3600", "true").exit_code == 0
@@ -159,6 +173,7 @@ def test_enqueue_creates_the_database(run: Run, tmp_path: Path) -> None:
 # -- paging ----------------------------------------------------------------------------------
 
 
+@ON_EVERY_STORE
 def test_list_pages_with_a_cursor_newest_and_offset(run: Run, manager: JobQueueManager) -> None:
     for n in range(7):
         assert run("enqueue", "--id", f"j{n}", "true").exit_code == 0
@@ -176,6 +191,7 @@ def test_list_pages_with_a_cursor_newest_and_offset(run: Run, manager: JobQueueM
     assert "no job with job_id='ghost'" in _one_error_line(run("list", "--after", "ghost"))
 
 
+@ON_EVERY_STORE
 def test_list_pages_across_queues_in_creation_order(run: Run, manager: JobQueueManager) -> None:
     order = [("a0", "qa"), ("b0", "qb"), ("a1", "qa"), ("a2", "qa"), ("b1", "qb"), ("b2", "qb")]
     for n, (job_id, queue) in enumerate(order):
@@ -197,12 +213,14 @@ def test_list_pages_across_queues_in_creation_order(run: Run, manager: JobQueueM
 # -- jobs from stdin -------------------------------------------------------------------------
 
 
+@ON_EVERY_STORE
 def test_enqueue_dash_reads_one_json_job_from_stdin(run: Run, manager: JobQueueManager) -> None:
     result = run("enqueue", "-", "--json", input='{\n  "id": "one",\n  "command": "echo hi"\n}\n')
     assert _json(result)["job_id"] == "one"
     assert manager.get_job("one").payload["command"] == "echo hi"
 
 
+@ON_EVERY_STORE
 def test_enqueue_dash_reads_json_lines_all_or_none(run: Run, manager: JobQueueManager) -> None:
     lines = "\n".join([
         '{"id": "l1", "command": "true"}',
@@ -229,6 +247,7 @@ def test_enqueue_dash_reads_json_lines_all_or_none(run: Run, manager: JobQueueMa
 # -- cancel of a running job -----------------------------------------------------------------
 
 
+@ON_EVERY_STORE
 def test_cancel_of_a_running_handler_job_says_it_will_finish(run: Run, manager: JobQueueManager) -> None:
     manager.submit("resize", {"w": 1}, job_id="r", queue="default")
     assert run("enqueue", "--id", "s", "sleep 5").exit_code == 0

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from tests.helpers import wait_until
 from tests.integration import test_cli
-from tests.integration.test_cli import Run, _json, _make_dead
+from tests.integration.test_cli import ON_EVERY_STORE, Run, _json, _make_dead
 
 from typedq.job import JobStatus
 from typedq.manager import JobQueueManager
@@ -21,6 +21,9 @@ run = test_cli.run
 manager = test_cli.manager
 
 ROOT = Path(__file__).resolve().parents[2]
+
+#: The worker registry and these commands work alike on every store the CLI is used with.
+pytestmark = ON_EVERY_STORE
 
 
 def test_workers_lists_idle_workers_of_this_process_and_their_types(

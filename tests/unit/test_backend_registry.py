@@ -13,7 +13,7 @@ from typedq.errors import ConfigError
 
 
 def test_each_scheme_names_its_backend_and_what_it_is() -> None:
-    assert set(SCHEMES) == {"memory", "sqlite", "redis", "rediss"}
+    assert set(SCHEMES) == {"memory", "sqlite", "redis", "rediss", "redis+sentinel", "rediss+sentinel"}
     memory, sqlite, redis = backend_for("memory://"), backend_for("SQLite:///x.db"), backend_for("rediss://h")
     assert (memory.shared, memory.durable, memory.multi_host) == (False, False, False)
     assert (sqlite.shared, sqlite.durable, sqlite.multi_host) == (True, True, False)

@@ -38,12 +38,14 @@ def open_queue(
     Args:
         url: ``memory://``; ``sqlite:///relative/jobs.db`` or ``sqlite:////abs/jobs.db``,
             optionally ``?durability=full``; ``redis://[user:pass@]host:port/db?prefix=typedq``
-            or ``rediss://`` (TLS; needs ``pip install 'typedq[redis]'``). See ``SCHEMES``.
+            or ``rediss://`` (TLS), ``redis+sentinel://host:port[,host:port...]/service/db``
+            (needs ``pip install 'typedq[redis]'``). See ``SCHEMES``.
         name: the queue's name.
         clock: the time source.
         codec: how payloads and results are encoded. Durable backends store its frames;
             the memory backend holds objects and, when given a codec, round-trips each
-            payload through it at enqueue (size limit and isolation from the caller).
+            payload, metadata and result through it when handed over (the same refusals
+            as a durable backend, and isolation from the caller).
 
     Raises:
         ConfigError: the URL is malformed, names an unknown scheme (field ``backend``), or

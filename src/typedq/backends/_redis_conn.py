@@ -4,6 +4,11 @@
   pool per host, port, db, user and options, shared by every queue object of the
   process). A child after ``fork()`` never uses its parent's pool: the registry is keyed
   by ``os.getpid()`` and a child builds its own (the parent's sockets are left to it).
+  With Sentinel the pool is redis-py's ``SentinelConnectionPool``: every new connection
+  asks the sentinels (in turn) for the service's master, and a connection that finds
+  its server demoted to a replica (``READONLY``, or a blocked ``BLPOP`` unblocked by the
+  failover) is dropped with a ``ConnectionError``, so the next call reaches the new
+  master.
 * Clients never retry a command by themselves: a script whose reply was lost may have
   run, and running a transition twice is not the same as once. A lost connection is a
   :class:`~typedq.errors.BackendUnavailableError`; the caller decides.
@@ -30,6 +35,7 @@ try:
     import redis
     from redis.backoff import NoBackoff
     from redis.retry import Retry
+    from redis.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedSSLConnection
 except ImportError as exc:  # pragma: no cover - exercised without the extra installed
     raise ConfigError(
         "backend", "redis://", "the redis driver: pip install 'typedq[redis]'"
@@ -40,7 +46,7 @@ __all__ = ["check_server", "client_for", "load_scripts", "map_errors", "queue_na
 logger = logging.getLogger("typedq.backends.redis")
 
 _lock = threading.Lock()
-# (pid, pool key) -> [pool, users]
+# (pid, pool key) -> [pool, users, sentinel manager or None]
 _pools: dict[tuple[int, tuple[Any, ...]], list[Any]] = {}
 _warned: set[tuple[Any, ...]] = set()
 # (pid, pool key) of the servers this process loaded its scripts on
@@ -57,8 +63,6 @@ def client_for(settings: RedisSettings) -> redis.Redis:
             for stale in [k for k in _pools if k[0] != key[0]]:
                 del _pools[stale]  # a parent's pools: its sockets are not ours to use
             kwargs: dict[str, Any] = {
-                "host": settings.host,
-                "port": settings.port,
                 "db": settings.db,
                 "username": settings.username,
                 "password": settings.password,
@@ -69,12 +73,32 @@ def client_for(settings: RedisSettings) -> redis.Redis:
                 "max_connections": settings.max_connections,
                 "client_name": "typedq",
             }
-            if settings.tls:
-                kwargs["connection_class"] = redis.SSLConnection
-            entry = _pools[key] = [redis.ConnectionPool(**kwargs), 0]
+            entry = _pools[key] = _new_pool(settings, kwargs)
         entry[1] += 1
         pool = entry[0]
     return redis.Redis(connection_pool=pool)
+
+
+def _new_pool(settings: RedisSettings, kwargs: dict[str, Any]) -> list[Any]:
+    """``[pool, 0, sentinel manager or None]`` for ``settings``' server."""
+    if not settings.sentinels:
+        if settings.tls:
+            kwargs["connection_class"] = redis.SSLConnection
+        return [redis.ConnectionPool(host=settings.host, port=settings.port, **kwargs), 0, None]
+    manager = Sentinel(
+        list(settings.sentinels),
+        sentinel_kwargs={
+            "password": settings.sentinel_password,
+            "socket_timeout": settings.socket_timeout,
+            "socket_connect_timeout": settings.socket_connect_timeout,
+            "retry": Retry(NoBackoff(), 0),
+            "client_name": "typedq-sentinel",
+        },
+    )
+    if settings.tls:
+        kwargs["connection_class"] = SentinelManagedSSLConnection
+    pool = SentinelConnectionPool(settings.service, manager, **kwargs)  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+    return [pool, 0, manager]
 
 
 def load_scripts(client: redis.Redis, settings: RedisSettings, scripts: Iterable[Any]) -> None:
@@ -102,6 +126,9 @@ def release_client(settings: RedisSettings) -> None:
         if entry[1] <= 0:
             del _pools[key]
             entry[0].disconnect()
+            if entry[2] is not None:
+                for sentinel in entry[2].sentinels:
+                    sentinel.close()
 
 
 @contextmanager

@@ -71,6 +71,7 @@ FIXED_KEYS: Final = {
 }
 
 _PREFIX_RE: Final = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+_SERVICE_RE: Final = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 _OPTIONS: Final = {
     "prefix": "a key prefix of 1-64 letters, digits or _ . : -",
     "socket_timeout": "seconds a command may take (default 10)",
@@ -78,11 +79,24 @@ _OPTIONS: Final = {
     "health_check_interval": "seconds between connection checks (default 0: none)",
     "max_connections": "the most connections this process opens (default unbounded)",
 }
+#: Options only a ``redis+sentinel://`` URL takes.
+_SENTINEL_OPTIONS: Final = {
+    "sentinel_password": "the password the sentinels require (default: none)",
+}
+#: The port of a sentinel listed without one.
+SENTINEL_PORT: Final = 26379
+_SCHEMES: Final = {"redis": False, "rediss": True}
+_SENTINEL_SCHEMES: Final = {"redis+sentinel": False, "rediss+sentinel": True}
 
 
 @dataclass(frozen=True)
 class RedisSettings:
-    """What a ``redis://`` or ``rediss://`` URL says."""
+    """What a ``redis://``, ``rediss://`` or ``redis+sentinel://`` URL says.
+
+    With Sentinel, ``sentinels`` lists the sentinels' addresses and ``service`` the
+    master's name; ``host`` and ``port`` are the first sentinel's (the master's address
+    is asked of the sentinels on every connect).
+    """
 
     url: str = field(repr=False)
     host: str = "localhost"
@@ -96,6 +110,9 @@ class RedisSettings:
     socket_connect_timeout: float = 5.0
     health_check_interval: int = 0
     max_connections: int | None = None
+    sentinels: tuple[tuple[str, int], ...] = ()
+    service: str | None = None
+    sentinel_password: str | None = field(default=None, repr=False)
 
     @property
     def masked_url(self) -> str:
@@ -108,8 +125,9 @@ class RedisSettings:
 
 
 def mask_url(url: str) -> str:
-    """``url`` with the password of its user part replaced by ``***``."""
-    return re.sub(r"(//[^/@:]*:)[^/@]*@", r"\1***@", url)
+    """``url`` with the password of its user part and ``sentinel_password`` replaced by ``***``."""
+    url = re.sub(r"(//[^/@:]*:)[^/@]*@", r"\1***@", url)
+    return re.sub(r"([?&]sentinel_password=)[^&#]*", r"\1***", url)
 
 
 def _number(option: str, text: str, kind: type[float] | type[int], url: str) -> Any:
@@ -123,39 +141,36 @@ def _number(option: str, text: str, kind: type[float] | type[int], url: str) -> 
 
 
 def parse_redis_url(url: str) -> RedisSettings:
-    """Read ``redis://[user:pass@]host[:port][/db][?prefix=typedq&...]`` (``rediss://``: TLS).
+    """Read a Redis URL: a server or a master found through Sentinel.
+
+    * ``redis://[user:pass@]host[:port][/db][?prefix=typedq&...]`` (``rediss://``: TLS)
+    * ``redis+sentinel://[user:pass@]host[:port][,host[:port]...]/service[/db][?...]``
+      (``rediss+sentinel://``: TLS to the master): the sentinels (port 26379 when
+      omitted), tried in turn, name the current master of ``service``; ``user:pass``
+      log in to the master, ``sentinel_password`` to the sentinels.
 
     Options: ``prefix``, ``socket_timeout``, ``socket_connect_timeout``,
-    ``health_check_interval``, ``max_connections``.
+    ``health_check_interval``, ``max_connections``; with Sentinel also
+    ``sentinel_password``.
 
     Raises:
         ConfigError: the URL is malformed, or an option is unknown or has a bad value
-            (the message names it; the password is never shown).
+            (the message names it; passwords are never shown).
     """
     masked = mask_url(url)
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if scheme in _SENTINEL_SCHEMES:
+        return _parse_sentinel_url(url, masked, tls=_SENTINEL_SCHEMES[scheme])
     try:
         parts = urlsplit(url)
         port = parts.port or 6379
     except ValueError:
         raise ConfigError("backend", masked, "a URL such as redis://host:6379/0") from None
-    scheme = parts.scheme.lower()
-    if scheme not in ("redis", "rediss"):
-        raise ConfigError("backend", masked, "a redis:// or rediss:// URL")
+    if scheme not in _SCHEMES:
+        raise ConfigError("backend", masked, "a redis://, rediss:// or redis+sentinel:// URL")
     path = parts.path.strip("/")
     if path and not path.isdigit():
         raise ConfigError("backend.db", path, "a database number such as /0")
-    options: dict[str, Any] = {}
-    for name, value in parse_qsl(parts.query, keep_blank_values=True):
-        if name not in _OPTIONS:
-            raise ConfigError(f"backend.{name}", value, f"one of the options {', '.join(sorted(_OPTIONS))}")
-        if name == "prefix":
-            if _PREFIX_RE.fullmatch(value) is None:
-                raise ConfigError("backend.prefix", value, _OPTIONS[name])
-            options[name] = value
-        elif name in ("health_check_interval", "max_connections"):
-            options[name] = _number(name, value, int, url)
-        else:
-            options[name] = _number(name, value, float, url)
     return RedisSettings(
         url=url,
         host=parts.hostname or "localhost",
@@ -163,8 +178,72 @@ def parse_redis_url(url: str) -> RedisSettings:
         db=int(path) if path else 0,
         username=unquote(parts.username) if parts.username else None,
         password=unquote(parts.password) if parts.password else None,
-        tls=scheme == "rediss",
-        **options,
+        tls=_SCHEMES[scheme],
+        **_options(parts.query, url, sentinel=False),
+    )
+
+
+def _options(query: str, url: str, *, sentinel: bool) -> dict[str, Any]:
+    known = {**_OPTIONS, **_SENTINEL_OPTIONS} if sentinel else _OPTIONS
+    options: dict[str, Any] = {}
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        if name not in known:
+            shown = "***" if "password" in name else value
+            raise ConfigError(f"backend.{name}", shown, f"one of the options {', '.join(sorted(known))}")
+        if name == "prefix":
+            if _PREFIX_RE.fullmatch(value) is None:
+                raise ConfigError("backend.prefix", value, _OPTIONS[name])
+            options[name] = value
+        elif name == "sentinel_password":
+            options[name] = value or None
+        elif name in ("health_check_interval", "max_connections"):
+            options[name] = _number(name, value, int, url)
+        else:
+            options[name] = _number(name, value, float, url)
+    return options
+
+
+def _parse_sentinel_url(url: str, masked: str, *, tls: bool) -> RedisSettings:
+    """``redis+sentinel://[user:pass@]h1[:p1][,h2[:p2]...]/service[/db][?options]``."""
+    example = "a URL such as redis+sentinel://host1:26379,host2:26379/mymaster/0"
+    rest = url.split("://", 1)[1]
+    netloc, _, tail = rest.partition("/")
+    path, _, query = tail.partition("?")
+    if "?" in netloc:  # no path at all: redis+sentinel://host?prefix=...
+        netloc, _, query = netloc.partition("?")
+    userinfo, _, hosts = netloc.rpartition("@")
+    sentinels: list[tuple[str, int]] = []
+    for entry in hosts.split(","):
+        try:
+            parts = urlsplit(f"//{entry}")
+            port = parts.port or SENTINEL_PORT
+        except ValueError:
+            raise ConfigError("backend", masked, example) from None
+        if not parts.hostname:
+            raise ConfigError("backend", masked, example)
+        sentinels.append((parts.hostname, port))
+    segments = [s for s in path.split("/") if s]
+    if not segments:
+        raise ConfigError("backend.service", "", "the master's service name after the sentinels: " + example)
+    service = unquote(segments[0])
+    if _SERVICE_RE.fullmatch(service) is None:
+        raise ConfigError("backend.service", service, "a service name of 1-128 letters, digits or _ . : -")
+    if len(segments) > 2 or (len(segments) == 2 and not segments[1].isdigit()):
+        raise ConfigError(
+            "backend.db", "/".join(segments[1:]), "a database number after the service, such as /0"
+        )
+    user, has_password, password = userinfo.partition(":")
+    return RedisSettings(
+        url=url,
+        host=sentinels[0][0],
+        port=sentinels[0][1],
+        db=int(segments[1]) if len(segments) == 2 else 0,
+        username=unquote(user) if user else None,
+        password=unquote(password) if has_password and password else None,
+        tls=tls,
+        sentinels=tuple(sentinels),
+        service=service,
+        **_options(query, url, sentinel=True),
     )
 
 

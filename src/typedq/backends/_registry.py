@@ -92,8 +92,8 @@ BACKENDS: Final = {
             local_path=_sqlite_path,
         ),
         Backend(
-            "redis", ("redis", "rediss"), _open_redis, shared=True, multi_host=True, durable=True,
-            extra="redis",
+            "redis", ("redis", "rediss", "redis+sentinel", "rediss+sentinel"), _open_redis,
+            shared=True, multi_host=True, durable=True, extra="redis",
         ),
     )
 }

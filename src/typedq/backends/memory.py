@@ -12,6 +12,7 @@ import itertools
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from typing import Any, Final
 
+from typedq.backends._frames import FrameFields
 from typedq.backends._graph import check_batch_acyclic, dependency_order, jobs_from_export
 from typedq.backends._memory_state import FAILING, MemoryState
 from typedq.backends.base import WORKER_RETENTION_S, Claim, Completion, Queue, WorkerInfo
@@ -22,6 +23,7 @@ from typedq.errors import (
     InvalidJobError,
     InvalidTransitionError,
     JobNotFoundError,
+    SerializationError,
     StaleLeaseError,
     TypedqError,
     UnknownDependencyError,
@@ -44,10 +46,14 @@ class JobQueue(MemoryState, Queue):
     Args:
         name: the queue's name.
         clock: the time source (tests pass a ``FakeClock``).
-        codec: when given, each payload is encoded at enqueue (refusing one over the
-            size limit with ``PayloadTooLargeError``) and the queue keeps the decoded
-            copy, so later changes to the caller's dict do not reach the job. Without
-            one (the default, and the fastest), payloads are held by reference.
+        codec: when given, each job's payload, metadata and result are encoded when
+            they are handed over (enqueue, complete) and the queue keeps the decoded
+            copy, as a durable backend would: a value the codec cannot carry is refused
+            with the same typed error (``SerializationError`` naming the field and the
+            job, ``PayloadTooLargeError`` over the size limit), later changes to the
+            caller's dicts do not reach the job, and values come back as the codec
+            carries them (a tuple as a list). Without one (the default, and the
+            fastest), they are held by reference.
     """
 
     def __init__(
@@ -55,6 +61,7 @@ class JobQueue(MemoryState, Queue):
     ) -> None:
         super().__init__(name, clock)
         self._codec = codec
+        self._frames = None if codec is None else FrameFields(codec)
         self._workers: dict[str, WorkerInfo] = {}
 
     # -- properties ---------------------------------------------------------------------
@@ -119,8 +126,12 @@ class JobQueue(MemoryState, Queue):
                 raise DuplicateJobError(job.job_id, queue=self._name)
             batch[job.job_id] = job
         if self._codec is not None:
-            for job in batch.values():
-                self._isolate(job)
+            for index, job in enumerate(batch.values()):
+                try:
+                    self._isolate(job)
+                except SerializationError as exc:
+                    exc.args = (f"jobs[{index}]: {exc}",)
+                    raise
         with self._cond:
             for job in batch.values():
                 if job.job_id in self._jobs:
@@ -138,10 +149,35 @@ class JobQueue(MemoryState, Queue):
         return self.enqueue_many(jobs_from_export(jobs_data))
 
     def _isolate(self, job: Job) -> None:
-        """Round-trip the payload through the codec (size limit, no shared references)."""
+        """Round-trip the payload, metadata and result through the codec, as a durable
+        backend stores them (size limit, typed errors, no shared references).
+
+        Raises:
+            SerializationError: a field cannot be encoded; the message names the field
+                and the job (the type is kept, e.g. ``PayloadTooLargeError``).
+        """
         assert self._codec is not None
-        context = job.job_id.encode()
-        job.payload = self._codec.decode(self._codec.encode(job.payload, context=context), context=context)
+        assert self._frames is not None
+        payload, metadata, result, _ = self._frames.blobs(job)
+        decode, context = self._codec.decode, job.job_id.encode()
+        job.payload = decode(payload, context=context)
+        if metadata is not None:
+            job.metadata = decode(metadata, context=context)
+        if result is not None:
+            job.result = decode(result, context=context)
+
+    def _carried(self, job_id: str, result: Any) -> Any:
+        """``result`` as the codec carries it (the queue has one).
+
+        Raises:
+            SerializationError: the codec cannot carry it (the message names the job).
+        """
+        assert self._frames is not None
+        if result is None:
+            return result
+        blob = self._frames.encode_result(job_id, result)
+        assert blob is not None
+        return self._frames.codec.decode(blob, context=job_id.encode())
 
     def _check_dependencies(self, job: Job, batch: dict[str, Job]) -> None:
         if job.status is not _PENDING:
@@ -236,15 +272,29 @@ class JobQueue(MemoryState, Queue):
 
     def complete(self, job_id: str, *, token: int, result: Any = None) -> Job:
         """RUNNING → COMPLETED; see :meth:`Queue.complete`."""
+        if self._frames is not None:
+            result = self._carried(job_id, result)
         with self._lock:
             return self._complete(job_id, token, result, self._clock.now())
 
     def complete_many(self, completions: Sequence[Completion]) -> list[Job | TypedqError]:
         """Complete many jobs under one lock; see :meth:`Queue.complete_many`."""
+        carried: list[tuple[Any, SerializationError | None]] = []
+        if self._frames is None:
+            carried = [(result, None) for _, _, result in completions]
+        else:
+            for job_id, _, result in completions:
+                try:
+                    carried.append((self._carried(job_id, result), None))
+                except SerializationError as exc:
+                    carried.append((None, exc))
         outcomes: list[Job | TypedqError] = []
         with self._lock:
             now = self._clock.now()
-            for job_id, token, result in completions:
+            for (job_id, token, _), (result, refused) in zip(completions, carried, strict=True):
+                if refused is not None:
+                    outcomes.append(refused)
+                    continue
                 try:
                     outcomes.append(self._complete(job_id, token, result, now))
                 except (StaleLeaseError, JobNotFoundError) as exc:

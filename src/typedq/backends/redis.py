@@ -89,8 +89,9 @@ class RedisQueue(Queue):
     """A durable job queue stored in Redis; safe across threads, processes and hosts.
 
     Args:
-        url: ``redis://[user:pass@]host:port/db?prefix=typedq`` or ``rediss://`` (TLS);
-            see :func:`~typedq.backends._redis_keys.parse_redis_url` for the options.
+        url: ``redis://[user:pass@]host:port/db?prefix=typedq``, ``rediss://`` (TLS) or
+            ``redis+sentinel://`` (the master Sentinel names); see
+            :func:`~typedq.backends._redis_keys.parse_redis_url` for the forms and options.
         name: the queue's name (its keys are under ``{prefix:name}``).
         clock: the time source for due times and lease deadlines (tests pass a
             ``FakeClock``).

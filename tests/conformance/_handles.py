@@ -1,0 +1,57 @@
+"""Two handles on one store, seen as one queue (the conformance suite's "2handles" variants).
+
+A durable backend is shared: another object, thread, process or host opens the same file
+or key prefix and sees the same jobs. A test that only ever calls one object can pass on
+state that object keeps for itself (a claim it remembers, a counter it caches, a waiter it
+wakes directly) and so hide a bug another handle would show. :class:`TwoHandles` turns
+every test into a two-handle test: each call goes to the other handle than the call
+before it, so a job enqueued through one is claimed through the other, a token handed out
+by one is presented to the other, and a write is read back through the other.
+
+Waiting stays on one handle: :meth:`Queue.interrupt` wakes the waiters of the object it
+is called on, by contract, so ``wait_ready`` and ``interrupt`` both go to the second
+handle (the first one's writes must still wake it: that is tested by every waiting test).
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from typedq.backends.base import Queue
+
+__all__ = ["TwoHandles"]
+
+#: Calls that must reach the same object every time (the waiters of one object).
+_PINNED = frozenset({"wait_ready", "interrupt"})
+
+
+class TwoHandles:
+    """A :class:`Queue` whose calls alternate between two handles on one store.
+
+    Attributes are looked up on the next handle, one turn per lookup (a property such as
+    ``size`` is read through it too); ``wait_ready`` and ``interrupt`` always go to the
+    second handle, ``name`` and ``clock`` to the first; ``close`` closes both.
+    """
+
+    def __init__(self, first: Queue, second: Queue) -> None:
+        self._handles = (first, second)
+        self._turns = itertools.count()  # next() is atomic: threads share the proxy
+
+    def __getattr__(self, attr: str) -> Any:
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        first, second = self._handles
+        if attr in _PINNED:
+            return getattr(second, attr)
+        if attr in ("name", "clock"):
+            return getattr(first, attr)
+        return getattr(self._handles[next(self._turns) % 2], attr)
+
+    def close(self) -> None:
+        for handle in self._handles:
+            handle.close()
+
+    def __repr__(self) -> str:
+        first, second = self._handles
+        return f"TwoHandles({first!r}, {second!r})"
