@@ -62,6 +62,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from typedq._identity import HOST, new_worker_id, stop_pid
+from typedq._outage import Backoff, Outage, is_outage
 from typedq._timefmt import when
 from typedq._validate import require_number
 from typedq._worker_support import (
@@ -121,6 +122,11 @@ _EWMA: Final = 0.2
 #: The first and the longest wait before writing completions again after a failed write.
 WRITE_BACKOFF_MIN_S: Final = 0.05
 WRITE_BACKOFF_MAX_S: Final = 2.0
+#: The first and the longest wait before claiming again after the queue failed (the
+#: storage is down or refuses): doubled after each failure, each wait drawn from the upper
+#: half of its bound, so workers that lost the storage together do not return in lockstep.
+RECONNECT_MIN_S: Final = 0.25
+RECONNECT_MAX_S: Final = 4.0
 
 
 @dataclass
@@ -208,6 +214,9 @@ class Worker(threading.Thread):
         self._by_type: dict[str, float] = {}
         self._current: tuple[str, int] | None = None
         self._write_backoff = 0.0
+        self._claim_backoff = Backoff(RECONNECT_MIN_S, RECONNECT_MAX_S)
+        # One warning per storage outage, not one per attempt.
+        self.outage = Outage(logger, f"worker {self.worker_id}")
         self.started_at: float | None = None
 
     # -- control ------------------------------------------------------------------------
@@ -220,7 +229,10 @@ class Worker(threading.Thread):
             timeout: how long to wait when ``wait`` is true (None: no limit).
         """
         self._stop_event.set()
-        self.queue.interrupt()
+        try:
+            self.queue.interrupt()
+        except Exception as exc:  # the storage is down: a blocked wait ends at its timeout
+            logger.debug("worker %s could not interrupt its queue's waiters: %s", self.worker_id, exc)
         if wait and self.is_alive() and threading.current_thread() is not self:
             self.join(timeout)
         return not self.is_alive()
@@ -314,8 +326,10 @@ class Worker(threading.Thread):
     def _claim(self) -> bool:
         """Fill the buffer with newly claimed jobs; return whether any was claimed.
 
-        When none is ready it waits (``wait_ready``) before returning False; when the
-        queue fails it logs and backs off for ``poll_interval``.
+        When none is ready it waits (``wait_ready``) before returning False. When the
+        queue fails it waits a jittered exponential backoff (:data:`RECONNECT_MIN_S` to
+        :data:`RECONNECT_MAX_S`) before the run loop claims again; a storage outage is
+        logged once, when it starts, and once more when the storage answers again.
         """
         queue = self.queue
         try:
@@ -328,10 +342,17 @@ class Worker(threading.Thread):
                 claims = queue.claim_many(self.worker_id, lease_s=self.lease_s, limit=limit, job_types=types)
             if not claims:
                 queue.wait_ready(self.poll_interval)
-                return False
-        except Exception:
-            logger.exception("worker %s could not claim from %r; backing off", self.worker_id, queue.name)
-            self._stop_event.wait(self.poll_interval)
+        except Exception as exc:
+            if is_outage(exc):
+                self.outage.failed(exc, f"claim from {queue.name!r}")
+            else:
+                logger.exception("worker %s could not claim from %r; backing off", self.worker_id, queue.name)
+            self._stop_event.wait(self._claim_backoff.next())
+            return False
+        if self.outage.active:
+            self.outage.ok()
+        self._claim_backoff.reset()
+        if not claims:
             return False
         keeper = self.lease_keeper
         for job, token, _ in claims:
@@ -369,10 +390,12 @@ class Worker(threading.Thread):
             keeper.discard(queue, job.job_id)
         try:
             outcomes = queue.complete_many([Completion(job.job_id, tok, res) for job, tok, res in pending])
-        except Exception:
-            self._hold_unrecorded(pending, wait=wait)
+        except Exception as exc:
+            self._hold_unrecorded(pending, exc, wait=wait)
             return
         self._write_backoff = 0.0
+        if self.outage.active:
+            self.outage.ok()
         events = self.event_handler
         for (job, token, result), outcome in zip(pending, outcomes, strict=True):
             if isinstance(outcome, Job):
@@ -391,15 +414,18 @@ class Worker(threading.Thread):
             else:
                 logger.error("completion of job %s refused: %s", job.job_id, outcome)
 
-    def _hold_unrecorded(self, pending: list[tuple[Job, int, Any]], *, wait: bool) -> None:
+    def _hold_unrecorded(self, pending: list[tuple[Job, int, Any]], exc: Exception, *, wait: bool) -> None:
         """Keep completions the storage refused: leases renewed, the write retried later."""
         backoff = self._write_backoff = min(
             WRITE_BACKOFF_MAX_S, max(WRITE_BACKOFF_MIN_S, self._write_backoff * 2)
         )
-        logger.exception(
-            "worker %s could not record %d completion(s); keeping their leases and retrying in %.2f s",
-            self.worker_id, len(pending), backoff,
-        )
+        if is_outage(exc):
+            self.outage.failed(exc, f"record {len(pending)} completion(s) (their leases are kept)")
+        else:
+            logger.error(
+                "worker %s could not record %d completion(s); keeping their leases and retrying in %.2f s",
+                self.worker_id, len(pending), backoff, exc_info=exc,
+            )
         keeper = self.lease_keeper
         for job, token, _ in pending:
             keeper.add(self.queue, job.job_id, token)
@@ -413,18 +439,31 @@ class Worker(threading.Thread):
         """At stop: give back the jobs whose completions could not be recorded."""
         pending, self._pending = self._pending, []
         queue = self.queue
-        for job, token, _ in pending:
+        for index, (job, token, _) in enumerate(pending):
             self.lease_keeper.discard(queue, job.job_id)
             try:
                 queue.release(job.job_id, token=token)
             except (StaleLeaseError, JobNotFoundError):
                 continue
-            except Exception:
+            except Exception as exc:
+                if is_outage(exc):
+                    self._abandon([j.job_id for j, _, _ in pending[index:]], exc)
+                    return
                 logger.exception(
                     "could not give job %s back; it is rescued once its lease expires", job.job_id
                 )
                 continue
             logger.warning("job %s given back: its completion could not be recorded", job.job_id)
+
+    def _abandon(self, job_ids: list[str], exc: Exception) -> None:
+        """The storage failed while giving jobs back: stop renewing them and try no more
+        (each attempt would wait for the storage's timeout); their leases expire and a
+        reaper rescues them."""
+        self.lease_keeper.forget_all(self.queue, job_ids)
+        logger.warning(
+            "worker %s could not give back %d job(s) (%s); they are rescued once their leases expire: %s",
+            self.worker_id, len(job_ids), ", ".join(job_ids[:10]), exc,
+        )
 
     def give_back_unstarted(self) -> list[str]:
         """Release the jobs this worker claimed but has not started; return their ids.
@@ -446,7 +485,16 @@ class Worker(threading.Thread):
                 queue.release(job.job_id, token=token)
             except (StaleLeaseError, JobNotFoundError):
                 continue
-            except Exception:
+            except Exception as exc:
+                if is_outage(exc):
+                    rest = [job.job_id]
+                    while True:
+                        try:
+                            rest.append(self._buffer.popleft().job.job_id)
+                        except IndexError:
+                            break
+                    self._abandon(rest, exc)
+                    return released
                 logger.exception("could not give job %s back; its lease will expire instead", job.job_id)
                 continue
             released.append(job.job_id)
@@ -520,10 +568,12 @@ class Worker(threading.Thread):
         except SerializationError as exc:
             self._failed(job, token, exc)
             return
-        except Exception:
-            self._hold_unrecorded([(job, token, result)], wait=True)
+        except Exception as exc:
+            self._hold_unrecorded([(job, token, result)], exc, wait=True)
             return
         self._write_backoff = 0.0
+        if self.outage.active:
+            self.outage.ok()
         self.stats.completed += 1
         safe_call(self.event_handler.on_job_completed, done, result)
 
