@@ -4,10 +4,10 @@
   saying how long it lasted when a call succeeds again; the failures in between are only
   counted. A Redis server that is down for a minute must not turn every heartbeat of
   every job into a traceback.
-* :class:`Backoff` spaces the attempts of one caller: the wait doubles after each failure
-  from ``min_s`` up to ``max_s``, and each wait is drawn at random from the upper half of
-  that bound ("equal jitter"), so the workers of many processes and hosts that lost the
-  server at the same moment do not come back to it in lockstep.
+* :class:`Backoff` spaces the attempts of one caller: the bound doubles after each failure
+  from ``min_s`` up to ``max_s``, and each wait is drawn at random between ``low`` × the
+  bound and the bound, so the workers of many processes and hosts that lost the server at
+  the same moment do not come back to it in lockstep.
 """
 
 from __future__ import annotations
@@ -78,17 +78,24 @@ class Backoff:
     Args:
         min_s: the bound of the first wait.
         max_s: the largest bound.
+        low: the shortest wait, as a share of the bound.
     """
 
-    def __init__(self, min_s: float, max_s: float) -> None:
+    def __init__(self, min_s: float, max_s: float, *, low: float = 0.5) -> None:
         self.min_s = min_s
         self.max_s = max_s
+        self.low = low
         self._bound = 0.0
+
+    @property
+    def bound(self) -> float:
+        """The bound of the last wait (0 before the first failure)."""
+        return self._bound
 
     def next(self) -> float:
         """The wait before the next attempt (a failure just happened)."""
         self._bound = min(self.max_s, max(self.min_s, self._bound * 2))
-        return self._bound * random.uniform(0.5, 1.0)
+        return self._bound * random.uniform(self.low, 1.0)
 
     def reset(self) -> None:
         """An attempt succeeded: the next failure waits ``min_s`` again."""

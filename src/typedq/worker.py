@@ -53,7 +53,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import random
 import threading
 import time
 from collections import deque
@@ -75,6 +74,7 @@ from typedq._worker_support import (
 from typedq.backends.base import Claim, Completion, Queue, WorkerInfo
 from typedq.clock import Clock
 from typedq.errors import (
+    BackendUnavailableError,
     DeserializationError,
     JobCancelledError,
     JobNotFoundError,
@@ -122,10 +122,11 @@ _EWMA: Final = 0.2
 #: The first and the longest wait before writing completions again after a failed write.
 WRITE_BACKOFF_MIN_S: Final = 0.05
 WRITE_BACKOFF_MAX_S: Final = 2.0
-#: The first and the longest wait before claiming again after the queue failed (the
-#: storage is down or refuses): doubled after each failure, each wait drawn from the upper
-#: half of its bound, so workers that lost the storage together do not return in lockstep.
-RECONNECT_MIN_S: Final = 0.25
+#: The bounds of the first and the longest wait before calling the storage again after it
+#: could not be reached (claims, and completions to write): doubled after each failure,
+#: each wait drawn from 10-100 % of its bound, so workers that lost the storage together
+#: (a restart, an outage) spread their attempts over a second or more, not in lockstep.
+RECONNECT_MIN_S: Final = 1.0
 RECONNECT_MAX_S: Final = 4.0
 
 
@@ -213,8 +214,8 @@ class Worker(threading.Thread):
         self._avg_run_s: float | None = None
         self._by_type: dict[str, float] = {}
         self._current: tuple[str, int] | None = None
-        self._write_backoff = 0.0
-        self._claim_backoff = Backoff(RECONNECT_MIN_S, RECONNECT_MAX_S)
+        self._write_backoff = Backoff(WRITE_BACKOFF_MIN_S, WRITE_BACKOFF_MAX_S)
+        self._reconnect = Backoff(RECONNECT_MIN_S, RECONNECT_MAX_S, low=0.1)
         # One warning per storage outage, not one per attempt.
         self.outage = Outage(logger, f"worker {self.worker_id}")
         self.started_at: float | None = None
@@ -271,8 +272,11 @@ class Worker(threading.Thread):
         self.started_at = self.clock.now()
         try:
             self._register()
-        except Exception:
-            logger.exception("worker %s could not register; the heartbeat will retry", self.worker_id)
+        except Exception as exc:
+            if is_outage(exc):
+                self.outage.failed(exc, "register (the heartbeat will retry)")
+            else:
+                logger.exception("worker %s could not register; the heartbeat will retry", self.worker_id)
         self.lease_keeper.keep_entry(self.worker_id, self._register)
         if self._own_keeper:
             self.lease_keeper.start()
@@ -311,9 +315,10 @@ class Worker(threading.Thread):
                     self.lease_keeper.stop()
                 try:
                     self.queue.unregister_worker(self.worker_id)
-                except Exception:
-                    logger.exception(
-                        "worker %s could not unregister; its entry will go stale", self.worker_id
+                except Exception as exc:
+                    logger.warning(
+                        "worker %s could not unregister; its entry will go stale: %s", self.worker_id, exc,
+                        exc_info=None if is_outage(exc) else exc,
                     )
 
     def _claim_limit(self) -> int:
@@ -347,11 +352,11 @@ class Worker(threading.Thread):
                 self.outage.failed(exc, f"claim from {queue.name!r}")
             else:
                 logger.exception("worker %s could not claim from %r; backing off", self.worker_id, queue.name)
-            self._stop_event.wait(self._claim_backoff.next())
+            self._stop_event.wait(self._reconnect.next())
             return False
         if self.outage.active:
             self.outage.ok()
-        self._claim_backoff.reset()
+        self._reconnect.reset()
         if not claims:
             return False
         keeper = self.lease_keeper
@@ -393,9 +398,7 @@ class Worker(threading.Thread):
         except Exception as exc:
             self._hold_unrecorded(pending, exc, wait=wait)
             return
-        self._write_backoff = 0.0
-        if self.outage.active:
-            self.outage.ok()
+        self._written()
         events = self.event_handler
         for (job, token, result), outcome in zip(pending, outcomes, strict=True):
             if isinstance(outcome, Job):
@@ -414,11 +417,17 @@ class Worker(threading.Thread):
             else:
                 logger.error("completion of job %s refused: %s", job.job_id, outcome)
 
+    def _written(self) -> None:
+        """A write succeeded: the next failure backs off from the start again."""
+        self._write_backoff.reset()
+        self._reconnect.reset()
+        if self.outage.active:
+            self.outage.ok()
+
     def _hold_unrecorded(self, pending: list[tuple[Job, int, Any]], exc: Exception, *, wait: bool) -> None:
         """Keep completions the storage refused: leases renewed, the write retried later."""
-        backoff = self._write_backoff = min(
-            WRITE_BACKOFF_MAX_S, max(WRITE_BACKOFF_MIN_S, self._write_backoff * 2)
-        )
+        unreachable = isinstance(exc, BackendUnavailableError)
+        backoff = (self._reconnect if unreachable else self._write_backoff).next()
         if is_outage(exc):
             self.outage.failed(exc, f"record {len(pending)} completion(s) (their leases are kept)")
         else:
@@ -433,7 +442,7 @@ class Worker(threading.Thread):
             self._pending_since = time.monotonic()
         self._pending[:0] = pending
         if wait:
-            self._stop_event.wait(backoff * random.uniform(0.5, 1.0))
+            self._stop_event.wait(backoff)
 
     def _give_back_unrecorded(self) -> None:
         """At stop: give back the jobs whose completions could not be recorded."""
@@ -571,9 +580,7 @@ class Worker(threading.Thread):
         except Exception as exc:
             self._hold_unrecorded([(job, token, result)], exc, wait=True)
             return
-        self._write_backoff = 0.0
-        if self.outage.active:
-            self.outage.ok()
+        self._written()
         self.stats.completed += 1
         safe_call(self.event_handler.on_job_completed, done, result)
 

@@ -13,10 +13,11 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from tests.reliability.ledger import Ledger
 
+from typedq.backends.redis import RedisQueue
 from typedq.events import EventHandler
 from typedq.job import Job, JobStatus
 from typedq.manager import JobQueueManager
@@ -78,7 +79,7 @@ class Stack:
             event_handler=self.events,
         )
         self.manager.register_handler("work", _Work(self.ledger))
-        self.queue = self.manager.get_queue("default")
+        self.queue = cast(RedisQueue, self.manager.get_queue("default"))
 
     def start(self) -> None:
         self.manager.start_workers()

@@ -79,7 +79,7 @@ def test_e1_a_restart_mid_run_loses_nothing_and_every_worker_resumes(
         threads = threading.active_count()
 
         server.shutdown(save=True)
-        in_flight = running_in_files(server, stack.queue.key_prefix, tmp_path)  # type: ignore[attr-defined]
+        in_flight = running_in_files(server, stack.queue.key_prefix, tmp_path)
         time.sleep(1.0)  # the outage: every worker meets a refused connection meanwhile
         server.start()
         back = time.monotonic()

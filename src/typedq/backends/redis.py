@@ -57,6 +57,7 @@ from typedq.backends.base import Claim, Completion, Queue, WorkerInfo
 from typedq.clock import Clock, system_clock
 from typedq.errors import (
     BackendDataError,
+    BackendError,
     ConfigError,
     DependencyCycleError,
     DeserializationError,
@@ -615,9 +616,16 @@ class RedisQueue(Queue):
         return self._ready_and_next_due()[0] > 0
 
     def interrupt(self) -> None:
-        """Wake every thread blocked in :meth:`wait_ready` on this queue object."""
-        with conn.map_errors(self._settings):
-            self._waiters.interrupt(self._r)
+        """Wake every thread blocked in :meth:`wait_ready` on this queue object.
+
+        Never raises: when the server cannot be reached the waiters' own ``BLPOP`` fails
+        at its timeout, and no thread blocks again after this call.
+        """
+        try:
+            with conn.map_errors(self._settings):
+                self._waiters.interrupt(self._r)
+        except BackendError as exc:
+            conn.logger.debug("could not wake the waiters of queue %r: %s", self._name, exc)
 
     def close(self) -> None:
         """Wake waiters and give back this object's share of the connection pool."""
