@@ -420,3 +420,38 @@ def test_cli_commands_work_on_redis(prefix: str, tmp_path: Path, monkeypatch: py
     assert "images" in status  # found on the server, not only the queues opened
     run("cancel", "hello")
     assert "CANCELLED" in run("show", "hello")
+
+
+# -- a server that lost its data -------------------------------------------------------------
+
+
+def test_a_flushed_server_is_reported_once_at_the_next_heartbeat(
+    private_server: int, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    from typedq.backends.base import WorkerInfo
+    from typedq.backends.redis import RedisQueue
+
+    url = f"redis://127.0.0.1:{private_server}/0?prefix=lost"
+    queue = RedisQueue(url, name="q", clock=clock)
+    other = RedisQueue(url, name="other", clock=clock)
+    queue.enqueue(job("a"))
+    info = WorkerInfo("w", "q", "h", 1, ("t",), "0", clock.now(), clock.now(), 30.0, 1)
+    admin = redis.Redis(port=private_server)
+    with caplog.at_level(logging.ERROR, logger="typedq.backends.redis"):
+        queue.register_worker(info)  # the marker is there: nothing to report
+        assert admin.get("{lost:}:epoch") is not None
+        admin.flushdb()  # no reconnect: only the heartbeat can tell
+        queue.register_worker(info)
+        queue.register_worker(info)
+        other.register_worker(info)
+    admin.close()
+    reports = [r.getMessage() for r in caplog.records]
+    assert len(reports) == 1, reports
+    assert "backend state lost" in reports[0]
+    assert f"127.0.0.1:{private_server}" in reports[0]
+    assert "{lost:}:epoch" in reports[0]
+    assert queue.queue_names() == []  # the job is gone; the queues are marked again
+    queue.enqueue(job("b"))
+    assert queue.queue_names() == ["q"]
+    queue.close()
+    other.close()

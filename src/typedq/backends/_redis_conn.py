@@ -12,13 +12,23 @@
   type or absent (a key of another type is refused, never overwritten), the key layout
   version must be known, and a ``maxmemory-policy`` other than ``noeviction`` is logged
   once as a warning (Redis would evict jobs under memory pressure).
+* :func:`check_epoch` notices that the server lost its data. Each prefix of a server
+  holds an *epoch marker*, ``{prefix:}:epoch`` (the key of the empty queue name, which no
+  queue has), a random value written once when it is missing. A process remembers the
+  value it saw; after a command failed on the connection (the server went away) and on
+  every worker heartbeat, it reads the marker again. A marker gone or changed means the
+  server came back without the data (restarted without persistence, flushed, failed over
+  to a replica that had not received it): logged once as an ERROR, "backend state lost",
+  and the new marker is adopted, so each loss is told once per process.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import secrets
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, Final
@@ -35,7 +45,18 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra ins
         "backend", "redis://", "the redis driver: pip install 'typedq[redis]'"
     ) from exc
 
-__all__ = ["check_server", "client_for", "load_scripts", "map_errors", "queue_names", "release_client"]
+__all__ = [
+    "ServerState",
+    "check_epoch",
+    "check_server",
+    "client_for",
+    "epoch_key",
+    "load_scripts",
+    "map_errors",
+    "queue_names",
+    "release_client",
+    "server_state",
+]
 
 logger = logging.getLogger("typedq.backends.redis")
 
@@ -46,6 +67,66 @@ _warned: set[tuple[Any, ...]] = set()
 # (pid, pool key) of the servers this process loaded its scripts on
 _loaded: set[tuple[int, tuple[Any, ...]]] = set()
 _WRONGTYPE: Final = "WRONGTYPE"
+
+
+class ServerState:
+    """What this process knows of one server's prefix: the epoch marker it last saw,
+    whether a command failed since (the next one checks the marker first), and the base
+    keys of its queues there (marked with the layout again after a loss)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.epoch: str | None = None
+        self.suspect = False
+        self.bases: set[str] = set()
+        self.losses = 0
+
+
+# (pid, pool key, prefix) -> its state
+_states: dict[tuple[int, tuple[Any, ...], str], ServerState] = {}
+
+
+def server_state(settings: RedisSettings) -> ServerState:
+    """This process's state of ``settings``' server and prefix (made on first use)."""
+    key = (os.getpid(), settings.pool_key(), settings.prefix)
+    with _lock:
+        state = _states.get(key)
+        if state is None:
+            state = _states[key] = ServerState()
+        return state
+
+
+def epoch_key(prefix: str) -> str:
+    """The epoch marker of a prefix: ``{prefix:}:epoch`` (no queue has an empty name)."""
+    return f"{{{prefix}:}}:epoch"
+
+
+def check_epoch(client: redis.Redis, settings: RedisSettings, state: ServerState) -> bool:
+    """Read the prefix's epoch marker (writing one when it is missing) and compare it with
+    the one this process saw; return False, after logging "backend state lost" once,
+    when it is gone or changed.
+    """
+    with state.lock:
+        key = epoch_key(settings.prefix)
+        fresh = f"{time.time():.6f}-{secrets.token_hex(8)}"
+        with client.pipeline(transaction=True) as pipe:
+            pipe.set(key, fresh, nx=True)
+            pipe.get(key)
+            current = pipe.execute()[1].decode()
+        seen, state.epoch = state.epoch, current
+        state.suspect = False
+        if seen is None or seen == current:
+            return True
+        state.losses += 1
+        for base in state.bases:
+            client.hsetnx(f"{base}:meta", "layout", LAYOUT_VERSION)
+    logger.error(
+        "Redis at %s: backend state lost: the epoch marker %s was %s and is now %s, so the "
+        "server came back without its data (restarted without persistence, flushed, or failed "
+        "over to a replica that had not received it); every job stored before is gone",
+        settings.masked_url, key, seen, "missing (written again)" if current == fresh else current,
+    )
+    return False
 
 
 def client_for(settings: RedisSettings) -> redis.Redis:
@@ -118,6 +199,9 @@ def map_errors(settings: RedisSettings) -> Iterator[None]:
     except redis.AuthenticationError as exc:
         raise BackendUnavailableError(f"Redis at {settings.masked_url} refused the login: {exc}") from exc
     except (redis.ConnectionError, redis.TimeoutError) as exc:
+        state = _states.get((os.getpid(), settings.pool_key(), settings.prefix))
+        if state is not None:
+            state.suspect = True  # the server may come back without its data
         raise BackendUnavailableError(
             f"Redis at {settings.masked_url} is unavailable: {type(exc).__name__}: {exc}"
         ) from exc

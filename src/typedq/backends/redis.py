@@ -128,14 +128,21 @@ class RedisQueue(Queue):
         self._pid = -1
         self._client: Any = None
         self._scripts: dict[str, Any] = {}
+        self._state = conn.server_state(settings)
         with conn.map_errors(settings):
             conn.check_server(self._r, settings, base)
+            self._state.bases.add(base)
+            conn.check_epoch(self._client, settings, self._state)
 
     # -- connection ---------------------------------------------------------------------
 
     @property
     def _r(self) -> Any:
-        """This process's client (a child after fork opens its own pool)."""
+        """This process's client (a child after fork opens its own pool).
+
+        After a command failed on the connection, the first call checks that the server
+        still holds its data (the epoch marker, see ``_redis_conn``).
+        """
         if self._pid != os.getpid():
             client = conn.client_for(self._settings)
             self._scripts = {name: client.register_script(src) for name, src in SCRIPTS.items()}
@@ -143,6 +150,14 @@ class RedisQueue(Queue):
                 conn.load_scripts(client, self._settings, self._scripts.values())
             self._client = client
             self._pid = os.getpid()
+            state = conn.server_state(self._settings)  # this process's, not a parent's
+            if state is not self._state:
+                state.epoch = state.epoch or self._state.epoch
+                state.bases.add(self._base)
+                self._state = state
+        if self._state.suspect:
+            with conn.map_errors(self._settings):
+                conn.check_epoch(self._client, self._settings, self._state)
         return self._client
 
     def _run(self, script: str, args: Sequence[Any]) -> Any:
@@ -501,8 +516,15 @@ class RedisQueue(Queue):
     # -- the worker registry ------------------------------------------------------------
 
     def register_worker(self, info: WorkerInfo) -> None:
-        """Add or renew a worker's entry; see :meth:`Queue.register_worker`."""
-        registry.register_worker(self._r, self._settings, self._base, info)
+        """Add or renew a worker's entry; see :meth:`Queue.register_worker`.
+
+        Each heartbeat also checks that the server still holds its data (the epoch
+        marker): a server flushed without a reconnect is noticed within a heartbeat.
+        """
+        client = self._r
+        with conn.map_errors(self._settings):
+            conn.check_epoch(client, self._settings, self._state)
+        registry.register_worker(client, self._settings, self._base, info)
 
     def unregister_worker(self, worker_id: str) -> None:
         """Remove a worker's entry; see :meth:`Queue.unregister_worker`."""
