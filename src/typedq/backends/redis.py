@@ -132,7 +132,7 @@ class RedisQueue(Queue):
         with conn.map_errors(settings):
             conn.check_server(self._r, settings, base)
             self._state.bases.add(base)
-            conn.check_epoch(self._client, settings, self._state)
+            conn.check_epoch(self._r, settings, self._state)
 
     # -- connection ---------------------------------------------------------------------
 
