@@ -10,8 +10,14 @@
 * :func:`map_errors` turns driver errors into typedq errors, once, for every call.
 * :func:`check_server` runs when a queue opens: the queue's fixed keys must be of their
   type or absent (a key of another type is refused, never overwritten), the key layout
-  version must be known, and a ``maxmemory-policy`` other than ``noeviction`` is logged
-  once as a warning (Redis would evict jobs under memory pressure).
+  version must be known, and a ``maxmemory-policy`` other than ``noeviction`` (Redis
+  would evict jobs under memory pressure) is logged once as a warning, or refused with a
+  ``BackendConfigError`` when the URL says ``eviction=refuse``. It writes only what is
+  missing, so a queue opens (for reading) on a full server or a read-only replica.
+* A write refused because the server is full (``maxmemory`` reached under
+  ``noeviction``: ``OOM``) or read-only (a replica: ``READONLY``) is a
+  ``BackendWriteError`` naming the server; a script is refused at its first write, so
+  nothing of it is stored.
 * :func:`check_epoch` notices that the server lost its data. Each prefix of a server
   holds an *epoch marker*, ``{prefix:}:epoch`` (the key of the empty queue name, which no
   queue has), a random value written once when it is missing. A process remembers the
@@ -34,7 +40,14 @@ from contextlib import contextmanager
 from typing import Any, Final
 
 from typedq.backends._redis_keys import FIXED_KEYS, LAYOUT_VERSION, RedisSettings
-from typedq.errors import BackendDataError, BackendError, BackendUnavailableError, ConfigError
+from typedq.errors import (
+    BackendConfigError,
+    BackendDataError,
+    BackendError,
+    BackendUnavailableError,
+    BackendWriteError,
+    ConfigError,
+)
 
 try:
     import redis
@@ -109,10 +122,13 @@ def check_epoch(client: redis.Redis, settings: RedisSettings, state: ServerState
     with state.lock:
         key = epoch_key(settings.prefix)
         fresh = f"{time.time():.6f}-{secrets.token_hex(8)}"
-        with client.pipeline(transaction=True) as pipe:
-            pipe.set(key, fresh, nx=True)
-            pipe.get(key)
-            current = pipe.execute()[1].decode()
+        raw = client.get(key)  # a read: a full server or a replica still answers it
+        if raw is None:
+            with client.pipeline(transaction=True) as pipe:
+                pipe.set(key, fresh, nx=True)
+                pipe.get(key)
+                raw = pipe.execute()[1]
+        current = raw.decode() if isinstance(raw, bytes) else str(raw)
         seen, state.epoch = state.epoch, current
         state.suspect = False
         if seen is None or seen == current:
@@ -205,6 +221,16 @@ def map_errors(settings: RedisSettings) -> Iterator[None]:
         raise BackendUnavailableError(
             f"Redis at {settings.masked_url} is unavailable: {type(exc).__name__}: {exc}"
         ) from exc
+    except redis.OutOfMemoryError as exc:
+        raise BackendWriteError(
+            f"Redis at {settings.masked_url} is full (maxmemory reached under maxmemory-policy "
+            f"noeviction) and refused a write; nothing of it was stored: OOM {exc}"
+        ) from exc
+    except redis.ReadOnlyError as exc:
+        raise BackendWriteError(
+            f"Redis at {settings.masked_url} is a read-only replica and refused a write; nothing "
+            f"of it was stored (point typedq at the primary): READONLY {exc}"
+        ) from exc
     except redis.ResponseError as exc:
         if str(exc).startswith(_WRONGTYPE) or _WRONGTYPE in str(exc):
             raise BackendDataError(
@@ -222,6 +248,8 @@ def check_server(client: redis.Redis, settings: RedisSettings, base: str) -> Non
     Raises:
         BackendDataError: a fixed key of the queue has another type, or the layout was
             written by a newer typedq (nothing is written).
+        BackendConfigError: the server may evict keys and the URL says
+            ``eviction=refuse`` (nothing is written).
     """
     with client.pipeline(transaction=False) as pipe:
         for suffix in FIXED_KEYS:
@@ -241,22 +269,39 @@ def check_server(client: redis.Redis, settings: RedisSettings, base: str) -> Non
             f"Redis at {settings.masked_url}: queue {base} was written by a newer typedq "
             f"(key layout {int(layout)}, this one knows {LAYOUT_VERSION})"
         )
-    client.hsetnx(f"{base}:meta", "layout", LAYOUT_VERSION)
+    _check_eviction(client, settings)
+    if layout is None:
+        client.hsetnx(f"{base}:meta", "layout", LAYOUT_VERSION)
+
+
+def _check_eviction(client: redis.Redis, settings: RedisSettings) -> None:
+    """Warn once per process and server (or refuse, with ``eviction=refuse``) a server
+    whose ``maxmemory-policy`` is not ``noeviction``."""
+    refuse = settings.eviction == "refuse"
     server = settings.pool_key()
-    if server in _warned:
+    if server in _warned and not refuse:
         return
-    _warned.add(server)
     try:
         policy = client.config_get("maxmemory-policy").get("maxmemory-policy")
     except redis.ResponseError:  # CONFIG is renamed or refused on managed servers
         return
-    if policy is not None and policy != "noeviction":
-        logger.warning(
-            "Redis at %s has maxmemory-policy %s: under memory pressure it may evict jobs; "
-            "set maxmemory-policy noeviction for a job queue",
-            settings.masked_url,
-            policy,
+    if policy is None or policy == "noeviction":
+        return
+    if refuse:
+        raise BackendConfigError(
+            "maxmemory-policy", policy,
+            "noeviction (under memory pressure any other policy may evict jobs; the URL says "
+            "eviction=refuse, eviction=warn would only warn)",
+            url=f"Redis at {settings.masked_url}",
         )
+    _warned.add(server)
+    logger.warning(
+        "Redis at %s has maxmemory-policy %s: under memory pressure it may evict jobs; "
+        "set maxmemory-policy noeviction for a job queue (or eviction=refuse in the URL to "
+        "refuse such a server)",
+        settings.masked_url,
+        policy,
+    )
 
 
 def queue_names(client: redis.Redis, prefix: str) -> list[str]:

@@ -77,7 +77,11 @@ _OPTIONS: Final = {
     "socket_connect_timeout": "seconds a connection may take (default 5)",
     "health_check_interval": "seconds between connection checks (default 0: none)",
     "max_connections": "the most connections this process opens (default unbounded)",
+    "eviction": "warn or refuse: what to do with a server whose maxmemory-policy is not noeviction "
+    "(default warn: one WARNING; refuse: BackendConfigError at open)",
 }
+#: Values of the ``eviction`` option.
+EVICTION_MODES: Final = ("warn", "refuse")
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,7 @@ class RedisSettings:
     socket_connect_timeout: float = 5.0
     health_check_interval: int = 0
     max_connections: int | None = None
+    eviction: str = "warn"
 
     @property
     def masked_url(self) -> str:
@@ -103,8 +108,10 @@ class RedisSettings:
         return mask_url(self.url)
 
     def pool_key(self) -> tuple[Any, ...]:
-        """What makes two URLs share a connection pool (the prefix does not)."""
-        return tuple(getattr(self, f.name) for f in fields(self) if f.name not in ("url", "prefix"))
+        """What makes two URLs share a connection pool (the prefix and checks do not)."""
+        return tuple(
+            getattr(self, f.name) for f in fields(self) if f.name not in ("url", "prefix", "eviction")
+        )
 
 
 def mask_url(url: str) -> str:
@@ -126,7 +133,7 @@ def parse_redis_url(url: str) -> RedisSettings:
     """Read ``redis://[user:pass@]host[:port][/db][?prefix=typedq&...]`` (``rediss://``: TLS).
 
     Options: ``prefix``, ``socket_timeout``, ``socket_connect_timeout``,
-    ``health_check_interval``, ``max_connections``.
+    ``health_check_interval``, ``max_connections``, ``eviction`` (``warn`` or ``refuse``).
 
     Raises:
         ConfigError: the URL is malformed, or an option is unknown or has a bad value
@@ -151,6 +158,10 @@ def parse_redis_url(url: str) -> RedisSettings:
         if name == "prefix":
             if _PREFIX_RE.fullmatch(value) is None:
                 raise ConfigError("backend.prefix", value, _OPTIONS[name])
+            options[name] = value
+        elif name == "eviction":
+            if value not in EVICTION_MODES:
+                raise ConfigError("backend.eviction", value, _OPTIONS[name])
             options[name] = value
         elif name in ("health_check_interval", "max_connections"):
             options[name] = _number(name, value, int, url)
