@@ -31,7 +31,7 @@ from typedq.backends import backend_for, open_queue
 from typedq.backends._redis_keys import parse_redis_url, sort_hex
 from typedq.backends._redis_lua import SCRIPTS
 from typedq.backends.base import Completion
-from typedq.clock import FakeClock
+from typedq.clock import FakeClock, system_clock
 from typedq.errors import (
     BackendDataError,
     BackendUnavailableError,
@@ -455,3 +455,69 @@ def test_a_flushed_server_is_reported_once_at_the_next_heartbeat(
     assert queue.queue_names() == ["q"]
     queue.close()
     other.close()
+
+
+# -- liveness across hosts: the registry, by the server's clock ------------------------------
+
+
+class _Skewed:
+    """The system clock shifted by ``skew_s`` seconds (another host's clock)."""
+
+    def __init__(self, skew_s: float) -> None:
+        self.skew_s = skew_s
+
+    def now(self) -> float:
+        return time.time() + self.skew_s
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+
+@pytest.mark.timeout(20)
+def test_an_expired_lease_of_a_live_owner_is_kept_until_its_heartbeat_is_stale(
+    prefix: str, make_queue: MakeQueue
+) -> None:
+    from typedq.backends.base import WorkerInfo
+    from typedq.backends.redis import RedisQueue
+
+    url = f"redis://127.0.0.1:6379/0?prefix={prefix}"
+    host_a = RedisQueue(url, name="q", clock=system_clock)
+    host_b = RedisQueue(url, name="q", clock=_Skewed(60.0))  # its clock says every lease expired
+    owner = "w@host-a:4242:1:ab"  # another host: no pid of it can be checked here
+
+    last: list[float] = []
+
+    def heartbeat() -> None:
+        last[:] = [time.monotonic()]
+        now = time.time()
+        host_a.register_worker(WorkerInfo(owner, "q", "host-a", 4242, ("t",), "0", now, now, 0.5, 4242))
+
+    try:
+        for job_id, lease_s in (("live", 30.0), ("unrenewed", 0.3)):
+            host_a.enqueue(job(job_id))
+            assert host_a.claim(owner, lease_s=lease_s) is not None
+        host_a.enqueue(job("orphan"))
+        assert host_a.claim("w@host-c:1:1:cd", lease_s=30.0) is not None  # never registered
+        heartbeat()
+        assert host_b.reclaim_expired() == ["orphan"]  # no registry entry: the clock decides
+        began = time.monotonic()
+        renewed_for = 0.0
+        while time.monotonic() < began + 1.0:  # host A is live: 0.2 s heartbeats, ttl 0.5 s
+            heartbeat()
+            got = host_b.reclaim_expired()
+            assert "live" not in got, got
+            if got:
+                assert got == ["unrenewed"]  # a live owner loses a lease it stopped renewing
+                renewed_for = time.monotonic() - began
+            time.sleep(0.2)
+        assert host_a.get_job("unrenewed").status is JobStatus.PENDING
+        assert renewed_for >= 0.25  # kept while its lease lasted by the server's clock
+        assert host_a.get_job("live").status is JobStatus.RUNNING
+        # Host A stops heartbeating: its entry goes stale 0.5 s after the last heartbeat.
+        found: list[str] = []
+        wait_until(lambda: found.extend(host_b.reclaim_expired()) or found, timeout=5, interval=0.02)
+        assert found == ["live"]
+        assert 0.45 <= time.monotonic() - last[0] <= 2.0  # its lease had 29 s left by the server
+    finally:
+        host_a.close()
+        host_b.close()

@@ -5,7 +5,10 @@ followed by its body. ``KEYS[1]`` is the queue's base key ``{prefix:queue}``; ev
 script touches starts with it, so all of a queue's keys share one hash tag (one Redis
 Cluster slot). Times and lease deadlines come in ``ARGV`` from the client's clock as
 exact decimal text and are stored as given: Lua turns a number into text with 14
-significant digits, so a script never formats a float itself.
+significant digits, so a script never formats a float itself. The one reading of the
+server's clock (``TIME``, in whole milliseconds) is the lease deadline by the server's
+clock that claims and renewals also record (field ``ls``), for the reaper's liveness
+rule (see ``_RECLAIM``).
 
 The key layout (``B`` is the base key) is described in ``_redis_keys``. Scripts return
 plain arrays: a job as ``{id, field, value, ...}`` (its hash), a refusal as a status
@@ -28,6 +31,16 @@ local ALL = B .. ':all'
 local ALONE = B .. ':alone'
 local WAKE = B .. ':wake'
 local function jk(id) return B .. ':j:' .. id end
+local function alk(w) return B .. ':alive:' .. w end
+
+-- The server's clock in milliseconds, and a lease deadline by it as integer text.
+local function server_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function server_deadline(now, until_)
+  return string.format('%.0f', server_ms() + (tonumber(until_) - now) * 1000)
+end
 local function stk(s) return B .. ':st:' .. s end
 local function tyk(t) return B .. ':ty:' .. t end
 local function rtk(t) return B .. ':rt:' .. t end
@@ -168,9 +181,9 @@ local function leave_running(id, k)
   local cg = redis.call('HGET', k, 'cg')
   if cg then
     redis.call('SREM', cgk(cg), id)
-    redis.call('HDEL', k, 'cg', 'lu')
+    redis.call('HDEL', k, 'cg', 'lu', 'ls')
   else
-    redis.call('HDEL', k, 'lu')
+    redis.call('HDEL', k, 'lu', 'ls')
   end
 end
 
@@ -334,6 +347,7 @@ if mode == 'peek' then
 end
 local cg = false
 if mode == 'claim' and #members > 1 then cg = redis.call('INCR', B .. ':cgseq') end
+local ls = mode == 'claim' and #members > 0 and server_deadline(now, ARGV[5])
 for j, m in ipairs(members) do
   local id = string.sub(m, PREFIX_LEN + 1)
   local k = jk(id)
@@ -347,7 +361,7 @@ for j, m in ipairs(members) do
   move(id, k, v[2], 'PENDING', 'RUNNING')
   redis.call('HINCRBY', k, 'a', 1)
   if mode == 'claim' then
-    redis.call('HSET', k, 'w', ARGV[4], 'sd', ARGV[1], 'lu', ARGV[5])
+    redis.call('HSET', k, 'w', ARGV[4], 'sd', ARGV[1], 'lu', ARGV[5], 'ls', ls)
     redis.call('ZADD', LEASES, ARGV[5], id)
     if cg then
       redis.call('HSET', k, 'cg', cg)
@@ -405,7 +419,7 @@ local k = jk(id)
 local refused = refuse(k, token)
 if refused then return refused end
 if action == 'extend' then
-  redis.call('HSET', k, 'lu', ARGV[5])
+  redis.call('HSET', k, 'lu', ARGV[5], 'ls', server_deadline(now, ARGV[5]))
   redis.call('ZADD', LEASES, ARGV[5], id)
   return {'ok'}
 end
@@ -436,10 +450,34 @@ return {'ok', redis.call('HGETALL', k)}
 """
 
 # ARGV: now, max_lost, limit. Returns the ids given back.
+#
+# A lease expired by the caller's clock is kept while its owner is live (its registry
+# heartbeat, ``B:alive:<worker>``, has not expired by the server's clock) and the lease
+# has not expired by the server's clock either (``ls``): a reaper whose clock runs ahead
+# rescues nothing from a live worker, and a live worker that stopped renewing a lease
+# loses it. A job claimed before ``ls`` existed, or by an unregistered worker, goes by
+# the caller's clock alone.
 _RECLAIM: Final = r"""
 local now = tonumber(ARGV[1])
 local max_lost = tonumber(ARGV[2])
-local ids = redis.call('ZRANGEBYSCORE', LEASES, '-inf', '(' .. ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+local limit = tonumber(ARGV[3])
+local ids = {}
+local offset = 0
+local snow = nil
+while #ids < limit do
+  local page = redis.call('ZRANGEBYSCORE', LEASES, '-inf', '(' .. ARGV[1], 'LIMIT', offset, limit)
+  for _, id in ipairs(page) do
+    local v = redis.call('HMGET', jk(id), 'w', 'ls')
+    local kept = false
+    if v[1] and v[2] then
+      snow = snow or server_ms()
+      kept = tonumber(v[2]) > snow and redis.call('EXISTS', alk(v[1])) == 1
+    end
+    if not kept and #ids < limit then ids[#ids + 1] = id end
+  end
+  if #page < limit then break end
+  offset = offset + #page
+end
 -- First judge which jobs were claimed in a batch that is still running (others of the
 -- same claim RUNNING, rescued with them or not): nobody knows which one was running.
 local batched = {}

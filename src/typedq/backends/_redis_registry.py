@@ -2,9 +2,12 @@
 and counts of jobs by type.
 
 The registry is two keys of the queue: ``B:workers`` (worker id -> its entry as JSON)
-and ``B:wseen`` (the same ids by last heartbeat). A heartbeat writes both in one
-``MULTI``; entries not renewed for ``WORKER_RETENTION_S`` are forgotten on the next
-heartbeat of any worker.
+and ``B:wseen`` (the same ids by last heartbeat), plus one key per live worker,
+``B:alive:<worker id>``, that expires ``ttl_s`` after its last heartbeat *by the
+server's clock*: the reaper's liveness rule reads it (a worker of another host cannot
+be checked by its pid, and the hosts' clocks may disagree). A heartbeat writes all
+three in one ``MULTI``; entries not renewed for ``WORKER_RETENTION_S`` are forgotten on
+the next heartbeat of any worker.
 """
 
 from __future__ import annotations
@@ -29,12 +32,14 @@ def register_worker(client: Any, settings: RedisSettings, base: str, info: Worke
         with client.pipeline(transaction=True) as pipe:
             pipe.hset(f"{base}:workers", info.worker_id, json.dumps(info.to_dict()))
             pipe.zadd(f"{base}:wseen", {info.worker_id: info.last_seen})
+            pipe.set(f"{base}:alive:{info.worker_id}", 1, px=max(1, round(info.ttl_s * 1000)))
             pipe.zrangebyscore(f"{base}:wseen", "-inf", f"({cutoff!r}")
-            old = pipe.execute()[2]
+            old = pipe.execute()[3]
         if old:
             with client.pipeline(transaction=True) as pipe:
                 pipe.hdel(f"{base}:workers", *old)
                 pipe.zrem(f"{base}:wseen", *old)
+                pipe.delete(*(f"{base}:alive:{raw.decode()}" for raw in old))
                 pipe.execute()
 
 
@@ -43,6 +48,7 @@ def unregister_worker(client: Any, settings: RedisSettings, base: str, worker_id
     with conn.map_errors(settings), client.pipeline(transaction=True) as pipe:
         pipe.hdel(f"{base}:workers", worker_id)
         pipe.zrem(f"{base}:wseen", worker_id)
+        pipe.delete(f"{base}:alive:{worker_id}")
         pipe.execute()
 
 
