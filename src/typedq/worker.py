@@ -64,6 +64,7 @@ from typedq._identity import HOST, new_worker_id, stop_pid
 from typedq._outage import Backoff, Outage, is_outage
 from typedq._timefmt import when
 from typedq._validate import require_number
+from typedq._worker_storage import StorageFailures
 from typedq._worker_support import (
     VERSION,
     call_with_timeout,
@@ -74,7 +75,6 @@ from typedq._worker_support import (
 from typedq.backends.base import Claim, Completion, Queue, WorkerInfo
 from typedq.clock import Clock
 from typedq.errors import (
-    BackendUnavailableError,
     DeserializationError,
     JobCancelledError,
     JobNotFoundError,
@@ -141,7 +141,7 @@ class WorkerStats:
     stale: int = 0
 
 
-class Worker(threading.Thread):
+class Worker(StorageFailures, threading.Thread):
     """A thread that runs jobs from one queue.
 
     Args:
@@ -348,11 +348,7 @@ class Worker(threading.Thread):
             if not claims:
                 queue.wait_ready(self.poll_interval)
         except Exception as exc:
-            if is_outage(exc):
-                self.outage.failed(exc, f"claim from {queue.name!r}")
-            else:
-                logger.exception("worker %s could not claim from %r; backing off", self.worker_id, queue.name)
-            self._stop_event.wait(self._reconnect.next())
+            self._claim_failed(exc)
             return False
         if self.outage.active:
             self.outage.ok()
@@ -416,97 +412,6 @@ class Worker(threading.Thread):
                 logger.warning("result of job %s discarded: %s", job.job_id, outcome)
             else:
                 logger.error("completion of job %s refused: %s", job.job_id, outcome)
-
-    def _written(self) -> None:
-        """A write succeeded: the next failure backs off from the start again."""
-        self._write_backoff.reset()
-        self._reconnect.reset()
-        if self.outage.active:
-            self.outage.ok()
-
-    def _hold_unrecorded(self, pending: list[tuple[Job, int, Any]], exc: Exception, *, wait: bool) -> None:
-        """Keep completions the storage refused: leases renewed, the write retried later."""
-        unreachable = isinstance(exc, BackendUnavailableError)
-        backoff = (self._reconnect if unreachable else self._write_backoff).next()
-        if is_outage(exc):
-            self.outage.failed(exc, f"record {len(pending)} completion(s) (their leases are kept)")
-        else:
-            logger.error(
-                "worker %s could not record %d completion(s); keeping their leases and retrying in %.2f s",
-                self.worker_id, len(pending), backoff, exc_info=exc,
-            )
-        keeper = self.lease_keeper
-        for job, token, _ in pending:
-            keeper.add(self.queue, job.job_id, token)
-        if not self._pending:
-            self._pending_since = time.monotonic()
-        self._pending[:0] = pending
-        if wait:
-            self._stop_event.wait(backoff)
-
-    def _give_back_unrecorded(self) -> None:
-        """At stop: give back the jobs whose completions could not be recorded."""
-        pending, self._pending = self._pending, []
-        queue = self.queue
-        for index, (job, token, _) in enumerate(pending):
-            self.lease_keeper.discard(queue, job.job_id)
-            try:
-                queue.release(job.job_id, token=token)
-            except (StaleLeaseError, JobNotFoundError):
-                continue
-            except Exception as exc:
-                if is_outage(exc):
-                    self._abandon([j.job_id for j, _, _ in pending[index:]], exc)
-                    return
-                logger.exception(
-                    "could not give job %s back; it is rescued once its lease expires", job.job_id
-                )
-                continue
-            logger.warning("job %s given back: its completion could not be recorded", job.job_id)
-
-    def _abandon(self, job_ids: list[str], exc: Exception) -> None:
-        """The storage failed while giving jobs back: stop renewing them and try no more
-        (each attempt would wait for the storage's timeout); their leases expire and a
-        reaper rescues them."""
-        self.lease_keeper.forget_all(self.queue, job_ids)
-        logger.warning(
-            "worker %s could not give back %d job(s) (%s); they are rescued once their leases expire: %s",
-            self.worker_id, len(job_ids), ", ".join(job_ids[:10]), exc,
-        )
-
-    def give_back_unstarted(self) -> list[str]:
-        """Release the jobs this worker claimed but has not started; return their ids.
-
-        Safe from any thread (each claim is taken from the buffer once): the worker
-        calls it when it stops, and a caller giving up on a stuck worker may call it
-        too, so those jobs run elsewhere at once instead of after their lease.
-        """
-        queue = self.queue
-        keeper = self.lease_keeper
-        released: list[str] = []
-        while True:
-            try:
-                job, token, _ = self._buffer.popleft()
-            except IndexError:
-                return released
-            keeper.discard(queue, job.job_id)
-            try:
-                queue.release(job.job_id, token=token)
-            except (StaleLeaseError, JobNotFoundError):
-                continue
-            except Exception as exc:
-                if is_outage(exc):
-                    rest = [job.job_id]
-                    while True:
-                        try:
-                            rest.append(self._buffer.popleft().job.job_id)
-                        except IndexError:
-                            break
-                    self._abandon(rest, exc)
-                    return released
-                logger.exception("could not give job %s back; its lease will expire instead", job.job_id)
-                continue
-            released.append(job.job_id)
 
     def _execute(self, claimed: Claim) -> None:
         job, token, _ = claimed

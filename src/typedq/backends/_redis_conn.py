@@ -35,7 +35,7 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Final
 
@@ -59,6 +59,7 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra ins
     ) from exc
 
 __all__ = [
+    "Link",
     "ServerState",
     "check_epoch",
     "check_server",
@@ -316,3 +317,71 @@ def queue_names(client: redis.Redis, prefix: str) -> list[str]:
         counts = pipe.execute()
     held = [sum(int(v) for v in values) for values in counts]
     return [base[len(head) : -1] for base, n in zip(bases, held, strict=True) if n > 0]
+
+
+class Link:
+    """One queue object's way to its server: this process's client and registered scripts
+    (a child after ``fork()`` opens its own), and the server's state it keeps an eye on.
+
+    After a command failed on the connection, the first use of :attr:`client` checks
+    that the server still holds its data (:func:`check_epoch`).
+    """
+
+    def __init__(self, settings: RedisSettings, base: str, scripts: Mapping[str, str]) -> None:
+        self.settings = settings
+        self.base = base
+        self._sources = scripts
+        self._keys = [base]
+        self._pid = -1
+        self._client: Any = None
+        self._scripts: dict[str, Any] = {}
+        self.state = server_state(settings)
+
+    def open(self) -> None:
+        """The checks made when a queue opens (:func:`check_server`, the epoch marker)."""
+        with map_errors(self.settings):
+            check_server(self.client, self.settings, self.base)
+            self.state.bases.add(self.base)
+            check_epoch(self.client, self.settings, self.state)
+
+    @property
+    def client(self) -> Any:
+        """This process's client of the server."""
+        if self._pid != os.getpid():
+            client = client_for(self.settings)
+            self._scripts = {name: client.register_script(src) for name, src in self._sources.items()}
+            with map_errors(self.settings):
+                load_scripts(client, self.settings, self._scripts.values())
+            self._client = client
+            self._pid = os.getpid()
+            state = server_state(self.settings)  # this process's, not a parent's
+            if state is not self.state:
+                state.epoch = state.epoch or self.state.epoch
+                state.bases.add(self.base)
+                self.state = state
+        if self.state.suspect:
+            with map_errors(self.settings):
+                check_epoch(self._client, self.settings, self.state)
+        return self._client
+
+    @property
+    def scripts(self) -> dict[str, Any]:
+        """The registered scripts by name (each knows its SHA)."""
+        return self._scripts
+
+    def run(self, script: str, args: Sequence[Any]) -> Any:
+        """Run one registered script (EVALSHA; loaded again on NOSCRIPT)."""
+        client = self.client
+        with map_errors(self.settings):
+            return self._scripts[script](self._keys, args, client)
+
+    def check_epoch(self) -> None:
+        """Check the epoch marker now (a worker heartbeat does, see :func:`check_epoch`)."""
+        client = self.client
+        with map_errors(self.settings):
+            check_epoch(client, self.settings, self.state)
+
+    def release(self) -> None:
+        """Give back this object's share of the process's pool (when it took one)."""
+        if self._client is not None:
+            release_client(self.settings)

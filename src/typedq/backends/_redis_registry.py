@@ -1,5 +1,6 @@
-"""The Redis backend's reads and writes outside the job transitions: the worker registry
-and counts of jobs by type.
+"""The Redis backend's reads and writes outside the job transitions: the worker registry,
+counts of jobs by type, and listing jobs (pages of the arrival indexes, read by the
+``list`` script).
 
 The registry is two keys of the queue: ``B:workers`` (worker id -> its entry as JSON)
 and ``B:wseen`` (the same ids by last heartbeat), plus one key per live worker,
@@ -13,13 +14,19 @@ the next heartbeat of any worker.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 from typedq.backends import _redis_conn as conn
-from typedq.backends._redis_keys import RedisSettings
+from typedq.backends._redis_keys import HashCodec, RedisSettings
 from typedq.backends.base import WORKER_RETENTION_S, WorkerInfo
+from typedq.errors import InvalidJobError, JobNotFoundError
+from typedq.job import Job, JobStatus
 
-__all__ = ["count_by_type", "register_worker", "unregister_worker", "workers"]
+__all__ = ["count_by_type", "export_jobs", "list_jobs", "register_worker", "unregister_worker", "workers"]
+
+#: Runs one of the queue's scripts: ``run(name, args)``.
+Run = Callable[[str, Sequence[Any]], Any]
 
 #: Jobs read per round trip when counting by type.
 _PAGE: Final = 1000
@@ -77,3 +84,47 @@ def count_by_type(client: Any, settings: RedisSettings, base: str, status: str) 
                         name = job_type.decode()
                         counts[name] = counts.get(name, 0) + 1
             start += _PAGE
+
+
+def list_jobs(
+    run: Run,
+    hashes: HashCodec,
+    queue: str,
+    *,
+    status: JobStatus | None,
+    job_type: str | None,
+    limit: int,
+    offset: int,
+    after: str | None,
+    newest: bool,
+) -> list[Job]:
+    """``RedisQueue.list_jobs``: one page of an index (all jobs, a status or a type).
+
+    Raises:
+        InvalidJobError: a negative ``limit`` or ``offset``.
+        JobNotFoundError: ``after`` names no job of the queue.
+    """
+    if limit < 0 or offset < 0:
+        raise InvalidJobError("limit", (limit, offset), "limit >= 0 and offset >= 0")
+    if status is not None:
+        index, jtype = f"st:{JobStatus(status).value}", job_type or ""
+    elif job_type is not None:
+        index, jtype = f"ty:{job_type}", ""
+    else:
+        index, jtype = "all", ""
+    reply = run("list", [index, jtype, after or "", 1 if newest else 0, offset, limit])
+    if reply[0] == b"missing":
+        raise JobNotFoundError(str(after), queue=queue)
+    return [hashes.job(raw_id.decode(), flat) for raw_id, flat, _ in reply[1:]]
+
+
+def export_jobs(run: Run, hashes: HashCodec) -> list[dict[str, Any]]:
+    """``RedisQueue.export_jobs``: every job as ``Job.to_dict()`` data, in pages of 1,000."""
+    out: list[dict[str, Any]] = []
+    after = ""
+    while True:
+        reply = run("list", ["all", "", after, 0, 0, _PAGE])
+        out += (hashes.job(raw_id.decode(), flat).to_dict() for raw_id, flat, _ in reply[1:])
+        if len(reply) - 1 < _PAGE:
+            return out
+        after = f"#{int(reply[-1][2])}"
