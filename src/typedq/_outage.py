@@ -44,6 +44,8 @@ class Outage:
         self.since: float | None = None
         self.failures = 0
         self.outages = 0
+        #: ``time.monotonic()`` when the last outage ended (a call succeeded again).
+        self.ended_at: float | None = None
 
     @property
     def active(self) -> bool:
@@ -67,6 +69,7 @@ class Outage:
         since = self.since
         if since is not None:
             self.since = None
+            self.ended_at = time.monotonic()
             self._logger.info(
                 "%s: the storage answers again after %.1f s", self._what, time.monotonic() - since
             )

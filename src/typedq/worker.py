@@ -124,9 +124,9 @@ WRITE_BACKOFF_MIN_S: Final = 0.05
 WRITE_BACKOFF_MAX_S: Final = 2.0
 #: The bounds of the first and the longest wait before calling the storage again after it
 #: could not be reached (claims, and completions to write): doubled after each failure,
-#: each wait drawn from 10-100 % of its bound, so workers that lost the storage together
-#: (a restart, an outage) spread their attempts over a second or more, not in lockstep.
-RECONNECT_MIN_S: Final = 1.0
+#: each wait drawn from 5-100 % of its bound, so workers that lost the storage together
+#: (a restart, an outage) spread their attempts over seconds, not in lockstep.
+RECONNECT_MIN_S: Final = 2.0
 RECONNECT_MAX_S: Final = 4.0
 
 
@@ -215,7 +215,7 @@ class Worker(StorageFailures, threading.Thread):
         self._by_type: dict[str, float] = {}
         self._current: tuple[str, int] | None = None
         self._write_backoff = Backoff(WRITE_BACKOFF_MIN_S, WRITE_BACKOFF_MAX_S)
-        self._reconnect = Backoff(RECONNECT_MIN_S, RECONNECT_MAX_S, low=0.1)
+        self._reconnect = Backoff(RECONNECT_MIN_S, RECONNECT_MAX_S, low=0.05)
         # One warning per storage outage, not one per attempt.
         self.outage = Outage(logger, f"worker {self.worker_id}")
         self.started_at: float | None = None

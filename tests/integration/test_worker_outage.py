@@ -116,7 +116,7 @@ def test_a_worker_backs_off_through_an_outage_logs_it_once_and_resumes(
         queue.down.clear()
         job_id = _add(inner, "after")
         wait_until(lambda: inner.get_job(job_id).status is JobStatus.COMPLETED, timeout=10)
-    # Waits of 0.1-1 s, 0.2-2 s, ...: a handful of attempts in 2 s, where a loop at
+    # Waits of 0.1-2 s, 0.2-4 s, ...: a handful of attempts in 2 s, where a loop at
     # poll_interval would make 200.
     assert 1 <= len(tries) <= 8, len(tries)
     gaps = [b - a for a, b in itertools.pairwise(tries)]

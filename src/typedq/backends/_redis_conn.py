@@ -86,7 +86,8 @@ _WRONGTYPE: Final = "WRONGTYPE"
 class ServerState:
     """What this process knows of one server's prefix: the epoch marker it last saw,
     whether a command failed since (the next one checks the marker first), and the base
-    keys of its queues there (marked with the layout again after a loss)."""
+    keys of its queues there (marked with the layout again after a loss). ``lock`` is
+    held by the thread checking the marker."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -119,8 +120,14 @@ def check_epoch(client: redis.Redis, settings: RedisSettings, state: ServerState
     """Read the prefix's epoch marker (writing one when it is missing) and compare it with
     the one this process saw; return False, after logging "backend state lost" once,
     when it is gone or changed.
+
+    One thread of the process checks at a time, and the others do not wait for it (a
+    wait behind a server that stopped answering would add its timeout to each of them):
+    they return True at once.
     """
-    with state.lock:
+    if not state.lock.acquire(blocking=False):
+        return True
+    try:
         key = epoch_key(settings.prefix)
         fresh = f"{time.time():.6f}-{secrets.token_hex(8)}"
         raw = client.get(key)  # a read: a full server or a replica still answers it
@@ -135,8 +142,10 @@ def check_epoch(client: redis.Redis, settings: RedisSettings, state: ServerState
         if seen is None or seen == current:
             return True
         state.losses += 1
-        for base in state.bases:
+        for base in list(state.bases):
             client.hsetnx(f"{base}:meta", "layout", LAYOUT_VERSION)
+    finally:
+        state.lock.release()
     logger.error(
         "Redis at %s: backend state lost: the epoch marker %s was %s and is now %s, so the "
         "server came back without its data (restarted without persistence, flushed, or failed "

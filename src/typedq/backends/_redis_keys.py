@@ -22,6 +22,12 @@ may touch any of its keys::
     B:meta                  hash   the layout's version
     B:workers               hash   the worker registry: worker id -> its entry as JSON
     B:wseen                 zset   the same workers by last heartbeat (to forget old ones)
+    B:alive:<worker_id>     string a live worker's heartbeat, expiring after its ttl_s
+                                   by the server's clock (the reaper's liveness rule)
+    {prefix:}:epoch         string the prefix's epoch marker (a server that lost its data)
+
+A job hash holds, besides the job's fields, ``lu`` (the lease deadline by the caller's
+clock, as in ``B:leases``) and ``ls`` (the same lease by the server's clock, in ms).
 
 A ready member is ``<10 - priority as one hex digit><scheduled_at: 16 hex><created_at:
 16 hex><arrival: 12 hex><job_id>``: the floats as order-preserving hex of their IEEE 754
