@@ -59,7 +59,7 @@ class Outage:
             self.since = time.monotonic()
             self.outages += 1
             self._logger.warning(
-                "%s could not %s; retrying with backoff until the storage answers "
+                "%s could not %s; retrying until the storage answers "
                 "(logged once until then): %s",
                 self._what, doing, exc,
             )
