@@ -14,6 +14,7 @@ from typedq._typed_api import JobRef
 from typedq.backends import Claim, JobQueue, Queue, open_queue
 from typedq.clock import Clock, FakeClock, SystemClock
 from typedq.errors import (
+    BackendConfigError,
     BackendDataError,
     BackendError,
     BackendUnavailableError,
@@ -56,6 +57,7 @@ from typedq.worker import Worker
 __version__ = "0.1.0"
 
 __all__ = [
+    "BackendConfigError",
     "BackendDataError",
     "BackendError",
     "BackendUnavailableError",

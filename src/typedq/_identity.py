@@ -4,16 +4,25 @@ An id is ``prefix@host:pid:start:random``: the host and pid say where the worker
 the process start time tells a pid reused by a later process apart, and the random part
 tells two workers of one process apart. A backend whose workers all run on one host
 (SQLite) parses it to check whether a lease's owner is still alive before rescuing.
+
+The host is the machine's host name, or ``TYPEDQ_HOSTNAME`` when set (read once, at
+import): for containers whose host names are random or shared, so that the worker
+registry names a host an operator recognises. It must be non-empty and hold no ``:``,
+``@`` or whitespace (it is a field of the id).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import socket
 
+from typedq.errors import ConfigError
+
 __all__ = [
     "HOST",
+    "HOST_ENV",
     "new_worker_id",
     "owner_alive",
     "parse_worker_id",
@@ -22,7 +31,20 @@ __all__ = [
     "stop_pid",
 ]
 
-HOST = socket.gethostname()
+#: The environment variable that overrides the host name in worker ids and the registry.
+HOST_ENV = "TYPEDQ_HOSTNAME"
+
+
+def _host() -> str:
+    given = os.environ.get(HOST_ENV)
+    if given is None or given == "":
+        return socket.gethostname()
+    if re.fullmatch(r"[^\s:@]{1,253}", given) is None:
+        raise ConfigError(HOST_ENV, given, "a host name of 1-253 characters without ':', '@' or spaces")
+    return given
+
+
+HOST = _host()
 
 _supervisor: int | None = None
 

@@ -1,5 +1,5 @@
-"""Helpers of ``worker``: error text, handler calls with a timeout, dead-letter copies
-and the version a worker reports in its registry entry."""
+"""Helpers of ``worker``: error text, handler calls with a timeout, dead-letter copies,
+giving claimed jobs back, and the version a worker reports in its registry entry."""
 
 from __future__ import annotations
 
@@ -7,19 +7,22 @@ import contextlib
 import logging
 import threading
 import traceback as tb_module
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Final
 
+from typedq._outage import is_outage
 from typedq.backends.base import Queue
-from typedq.errors import JobTimeoutError
+from typedq.errors import JobNotFoundError, JobTimeoutError, StaleLeaseError
 from typedq.job import Job
+from typedq.leases import LeaseKeeper
 
 __all__ = [
     "VERSION",
     "call_with_timeout",
     "describe_error",
     "format_traceback",
+    "give_back",
     "put_dead_letter",
     "send_to_dead_letter",
 ]
@@ -100,3 +103,36 @@ def put_dead_letter(dead_letter_queue: Queue, snapshot: Job) -> None:
     with contextlib.suppress(KeyError):
         dead_letter_queue.delete(snapshot.job_id)
     dead_letter_queue.enqueue(snapshot)
+
+
+def give_back(
+    queue: Queue, keeper: LeaseKeeper, held: Sequence[tuple[str, int]], worker_id: str
+) -> list[str]:
+    """Release each held ``(job id, lease token)`` (``Queue.release``); return the ids
+    given back.
+
+    A job whose lease is already gone is skipped. The first storage failure ends the
+    give-backs (each further one would wait for the storage's timeout): the jobs not
+    given back are no longer renewed, so their leases expire and a reaper rescues them;
+    one WARNING names them.
+    """
+    released: list[str] = []
+    for index, (job_id, token) in enumerate(held):
+        keeper.discard(queue, job_id)
+        try:
+            queue.release(job_id, token=token)
+        except (StaleLeaseError, JobNotFoundError):
+            continue
+        except Exception as exc:
+            if not is_outage(exc):
+                logger.exception("could not give job %s back; it is rescued once its lease expires", job_id)
+                continue
+            rest = [j for j, _ in held[index:]]
+            keeper.forget_all(queue, rest)
+            logger.warning(
+                "worker %s could not give back %d job(s) (%s); they are rescued once their leases expire: %s",
+                worker_id, len(rest), ", ".join(rest[:10]), exc,
+            )
+            break
+        released.append(job_id)
+    return released

@@ -23,6 +23,7 @@ keeps working for code written against the original specification::
     ├── BackendError (RuntimeError)             storage failed
     │   ├── BackendUnavailableError (ConnectionError)
     │   ├── BackendWriteError                   storage refused a write (full, read-only)
+    │   ├── BackendConfigError                  storage configured in a way typedq refuses
     │   └── BackendDataError                    storage holds data typedq did not write
     ├── SerializationError (ValueError)         a value cannot be encoded
     │   ├── PayloadTooLargeError                encoded or decoded size over the limit
@@ -45,6 +46,7 @@ from typing import Any, NamedTuple
 
 __all__ = [
     "MAX_LISTED_ERRORS",
+    "BackendConfigError",
     "BackendDataError",
     "BackendError",
     "BackendUnavailableError",
@@ -328,6 +330,19 @@ class BackendUnavailableError(BackendError, ConnectionError):
 
 class BackendWriteError(BackendError):
     """The storage backend refused a write (disk full, read-only file, ...)."""
+
+
+class BackendConfigError(BackendError):
+    """The storage server is configured in a way typedq refuses (a Redis server that may
+    evict keys, when told to refuse one). Names the server's setting (``field``), its
+    value and what is allowed, and the server's ``url`` (password masked)."""
+
+    def __init__(self, setting: str, value: Any, allowed: str, *, url: str) -> None:
+        self.field = setting
+        self.value = value
+        self.allowed = allowed
+        self.url = url
+        super().__init__(f"{url}: {setting}={_short(value)} is refused: {allowed}")
 
 
 class BackendDataError(BackendError):

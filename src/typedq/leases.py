@@ -7,14 +7,24 @@
   queues every ``interval_s`` seconds: jobs whose worker died or hung without heartbeats
   go back to PENDING (or DEAD after ``max_lost`` losses). Any number of reapers may run:
   each reclaim is a compare-and-set in the backend, so no leader is needed.
+
+Through a storage outage (see ``typedq._outage``): the first call that fails ends the
+keeper's heartbeat or the reaper's pass (every other call would wait for the same
+timeout), and the outage is logged once. Nobody could renew a lease while the storage was
+unreachable, so an expired lease is no sign of a dead worker then: after a failed pass,
+the reaper only probes the storage (a read) on its next passes, and once it answers,
+rescues nothing for ``outage_grace_s`` more (a lease), time for the heartbeats of the
+live workers to renew their leases.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable
 
+from typedq._outage import Outage, is_outage
 from typedq._validate import require_number
 from typedq.backends.base import Queue
 from typedq.errors import ConfigError, JobNotFoundError, StaleLeaseError
@@ -59,6 +69,7 @@ class LeaseKeeper:
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self.heartbeats = 0
+        self.outage = Outage(logger, "the lease keeper")
 
     def add(self, queue: Queue, job_id: str, token: int) -> None:
         """Keep the lease of ``job_id`` (held with ``token``) alive until discarded."""
@@ -114,7 +125,17 @@ class LeaseKeeper:
             thread.join(timeout)
 
     def beat(self) -> None:
-        """Extend every registered lease once (the thread calls this every heartbeat)."""
+        """Extend every registered lease once (the thread calls this every heartbeat).
+
+        A storage outage ends the beat at its first failed call; the next beat tries again.
+        """
+        try:
+            self._beat()
+        finally:
+            self.heartbeats += 1
+
+    def _beat(self) -> None:
+        outage = self.outage
         for key, (queue, job_id, token) in list(self._leases.items()):
             try:
                 queue.extend_lease(job_id, token=token, lease_s=self.lease_s)
@@ -122,14 +143,25 @@ class LeaseKeeper:
                 if self._leases.pop(key, None) is not None:
                     self._lost.add(key)
                     logger.warning("lease of job %s lost: %s", job_id, exc)
-            except Exception:
+            except Exception as exc:
+                if is_outage(exc):
+                    outage.failed(exc, f"renew the lease of job {job_id}")
+                    return
                 logger.exception("heartbeat for job %s failed; will retry", job_id)
+            else:
+                if outage.active:
+                    outage.ok()
         for worker_id, renew in list(self._entries.items()):
             try:
                 renew()
-            except Exception:
+            except Exception as exc:
+                if is_outage(exc):
+                    outage.failed(exc, f"renew the registry entry of worker {worker_id}")
+                    return
                 logger.exception("registry heartbeat of worker %s failed; will retry", worker_id)
-        self.heartbeats += 1
+            else:
+                if outage.active:
+                    outage.ok()
 
     def _run(self) -> None:
         while not self._stop.wait(self.heartbeat_s):
@@ -145,6 +177,9 @@ class Reaper:
         max_lost: losses after which a job goes DEAD.
         on_reclaimed: called with the queue and the reclaimed ids after each pass
             that reclaimed something (for events and the dead-letter queue).
+        outage_grace_s: after a pass failed because the storage failed, no pass rescues
+            anything until this many seconds after the storage answers again (the lease
+            length: the live workers renew their leases meanwhile).
     """
 
     def __init__(
@@ -154,24 +189,44 @@ class Reaper:
         interval_s: float = 5.0,
         max_lost: int = 3,
         on_reclaimed: Callable[[Queue, list[str]], None] | None = None,
+        outage_grace_s: float = 0.0,
     ) -> None:
         require_number("reaper_s", interval_s, minimum=0, strict=True)
         require_number("max_lost", max_lost, minimum=1, integer=True)
+        require_number("outage_grace_s", outage_grace_s, minimum=0)
         self._queues = queues
         self.interval_s = interval_s
         self.max_lost = max_lost
+        self.outage_grace_s = outage_grace_s
         self._on_reclaimed = on_reclaimed
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._held_until = 0.0
         self.reclaimed_total = 0
+        self.outage = Outage(logger, "the reaper")
 
     def sweep(self) -> int:
-        """Run one pass over every queue; return how many jobs were reclaimed."""
+        """Run one pass over every queue; return how many jobs were reclaimed.
+
+        After a storage failure, a pass only probes the storage until it answers, and
+        rescues nothing until ``outage_grace_s`` after that.
+        """
+        queues = list(self._queues())
+        if self.outage.active:
+            if queues and self._failing(queues[0], queues[0].ready_count):
+                return 0
+            self.outage.ok()
+            self._held_until = time.monotonic() + self.outage_grace_s
+        if time.monotonic() < self._held_until:
+            return 0
         total = 0
-        for queue in list(self._queues()):
+        for queue in queues:
             try:
                 ids = queue.reclaim_expired(max_lost=self.max_lost)
-            except Exception:
+            except Exception as exc:
+                if is_outage(exc):
+                    self.outage.failed(exc, f"reclaim expired leases of queue {queue.name!r}")
+                    break
                 logger.exception("reclaiming expired leases of queue %r failed", queue.name)
                 continue
             if ids:
@@ -187,6 +242,18 @@ class Reaper:
                         logger.exception("on_reclaimed callback failed")
         self.reclaimed_total += total
         return total
+
+    def _failing(self, queue: Queue, probe: Callable[[], object]) -> bool:
+        """Call ``probe``; return True (and count the failure) when the storage fails."""
+        try:
+            probe()
+        except Exception as exc:
+            if is_outage(exc):
+                self.outage.failed(exc, f"reach queue {queue.name!r}")
+            else:
+                logger.exception("probing queue %r failed", queue.name)
+            return True
+        return False
 
     def start(self) -> None:
         """Start the sweeping thread (idempotent)."""

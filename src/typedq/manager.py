@@ -125,6 +125,7 @@ class JobQueueManager(TypedAPI):
             interval_s=self.config["reaper_s"],
             max_lost=self.config["max_lost"],
             on_reclaimed=self._on_reclaimed,
+            outage_grace_s=self.config["lease_s"],
         )
         self.create_queue("default")
         for qname, qsettings in self.config["queues"].items():

@@ -53,7 +53,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import random
 import threading
 import time
 from collections import deque
@@ -62,8 +61,10 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from typedq._identity import HOST, new_worker_id, stop_pid
+from typedq._outage import Backoff, Outage, is_outage
 from typedq._timefmt import when
 from typedq._validate import require_number
+from typedq._worker_storage import StorageFailures
 from typedq._worker_support import (
     VERSION,
     call_with_timeout,
@@ -121,6 +122,12 @@ _EWMA: Final = 0.2
 #: The first and the longest wait before writing completions again after a failed write.
 WRITE_BACKOFF_MIN_S: Final = 0.05
 WRITE_BACKOFF_MAX_S: Final = 2.0
+#: The bounds of the first and the longest wait before calling the storage again after it
+#: could not be reached (claims, and completions to write): doubled after each failure,
+#: each wait drawn from 5-100 % of its bound, so workers that lost the storage together
+#: (a restart, an outage) spread their attempts over seconds, not in lockstep.
+RECONNECT_MIN_S: Final = 2.0
+RECONNECT_MAX_S: Final = 4.0
 
 
 @dataclass
@@ -134,7 +141,7 @@ class WorkerStats:
     stale: int = 0
 
 
-class Worker(threading.Thread):
+class Worker(StorageFailures, threading.Thread):
     """A thread that runs jobs from one queue.
 
     Args:
@@ -207,7 +214,10 @@ class Worker(threading.Thread):
         self._avg_run_s: float | None = None
         self._by_type: dict[str, float] = {}
         self._current: tuple[str, int] | None = None
-        self._write_backoff = 0.0
+        self._write_backoff = Backoff(WRITE_BACKOFF_MIN_S, WRITE_BACKOFF_MAX_S)
+        self._reconnect = Backoff(RECONNECT_MIN_S, RECONNECT_MAX_S, low=0.05)
+        # One warning per storage outage, not one per attempt.
+        self.outage = Outage(logger, f"worker {self.worker_id}")
         self.started_at: float | None = None
 
     # -- control ------------------------------------------------------------------------
@@ -220,7 +230,10 @@ class Worker(threading.Thread):
             timeout: how long to wait when ``wait`` is true (None: no limit).
         """
         self._stop_event.set()
-        self.queue.interrupt()
+        try:
+            self.queue.interrupt()
+        except Exception as exc:  # the storage is down: a blocked wait ends at its timeout
+            logger.debug("worker %s could not interrupt its queue's waiters: %s", self.worker_id, exc)
         if wait and self.is_alive() and threading.current_thread() is not self:
             self.join(timeout)
         return not self.is_alive()
@@ -259,8 +272,11 @@ class Worker(threading.Thread):
         self.started_at = self.clock.now()
         try:
             self._register()
-        except Exception:
-            logger.exception("worker %s could not register; the heartbeat will retry", self.worker_id)
+        except Exception as exc:
+            if is_outage(exc):
+                self.outage.failed(exc, "register (the heartbeat will retry)")
+            else:
+                logger.exception("worker %s could not register; the heartbeat will retry", self.worker_id)
         self.lease_keeper.keep_entry(self.worker_id, self._register)
         if self._own_keeper:
             self.lease_keeper.start()
@@ -299,9 +315,10 @@ class Worker(threading.Thread):
                     self.lease_keeper.stop()
                 try:
                     self.queue.unregister_worker(self.worker_id)
-                except Exception:
-                    logger.exception(
-                        "worker %s could not unregister; its entry will go stale", self.worker_id
+                except Exception as exc:
+                    logger.warning(
+                        "worker %s could not unregister; its entry will go stale: %s", self.worker_id, exc,
+                        exc_info=None if is_outage(exc) else exc,
                     )
 
     def _claim_limit(self) -> int:
@@ -314,8 +331,10 @@ class Worker(threading.Thread):
     def _claim(self) -> bool:
         """Fill the buffer with newly claimed jobs; return whether any was claimed.
 
-        When none is ready it waits (``wait_ready``) before returning False; when the
-        queue fails it logs and backs off for ``poll_interval``.
+        When none is ready it waits (``wait_ready``) before returning False. When the
+        queue fails it waits a jittered exponential backoff (:data:`RECONNECT_MIN_S` to
+        :data:`RECONNECT_MAX_S`) before the run loop claims again; a storage outage is
+        logged once, when it starts, and once more when the storage answers again.
         """
         queue = self.queue
         try:
@@ -328,10 +347,13 @@ class Worker(threading.Thread):
                 claims = queue.claim_many(self.worker_id, lease_s=self.lease_s, limit=limit, job_types=types)
             if not claims:
                 queue.wait_ready(self.poll_interval)
-                return False
-        except Exception:
-            logger.exception("worker %s could not claim from %r; backing off", self.worker_id, queue.name)
-            self._stop_event.wait(self.poll_interval)
+        except Exception as exc:
+            self._claim_failed(exc)
+            return False
+        if self.outage.active:
+            self.outage.ok()
+        self._reconnect.reset()
+        if not claims:
             return False
         keeper = self.lease_keeper
         for job, token, _ in claims:
@@ -369,10 +391,10 @@ class Worker(threading.Thread):
             keeper.discard(queue, job.job_id)
         try:
             outcomes = queue.complete_many([Completion(job.job_id, tok, res) for job, tok, res in pending])
-        except Exception:
-            self._hold_unrecorded(pending, wait=wait)
+        except Exception as exc:
+            self._hold_unrecorded(pending, exc, wait=wait)
             return
-        self._write_backoff = 0.0
+        self._written()
         events = self.event_handler
         for (job, token, result), outcome in zip(pending, outcomes, strict=True):
             if isinstance(outcome, Job):
@@ -390,66 +412,6 @@ class Worker(threading.Thread):
                 logger.warning("result of job %s discarded: %s", job.job_id, outcome)
             else:
                 logger.error("completion of job %s refused: %s", job.job_id, outcome)
-
-    def _hold_unrecorded(self, pending: list[tuple[Job, int, Any]], *, wait: bool) -> None:
-        """Keep completions the storage refused: leases renewed, the write retried later."""
-        backoff = self._write_backoff = min(
-            WRITE_BACKOFF_MAX_S, max(WRITE_BACKOFF_MIN_S, self._write_backoff * 2)
-        )
-        logger.exception(
-            "worker %s could not record %d completion(s); keeping their leases and retrying in %.2f s",
-            self.worker_id, len(pending), backoff,
-        )
-        keeper = self.lease_keeper
-        for job, token, _ in pending:
-            keeper.add(self.queue, job.job_id, token)
-        if not self._pending:
-            self._pending_since = time.monotonic()
-        self._pending[:0] = pending
-        if wait:
-            self._stop_event.wait(backoff * random.uniform(0.5, 1.0))
-
-    def _give_back_unrecorded(self) -> None:
-        """At stop: give back the jobs whose completions could not be recorded."""
-        pending, self._pending = self._pending, []
-        queue = self.queue
-        for job, token, _ in pending:
-            self.lease_keeper.discard(queue, job.job_id)
-            try:
-                queue.release(job.job_id, token=token)
-            except (StaleLeaseError, JobNotFoundError):
-                continue
-            except Exception:
-                logger.exception(
-                    "could not give job %s back; it is rescued once its lease expires", job.job_id
-                )
-                continue
-            logger.warning("job %s given back: its completion could not be recorded", job.job_id)
-
-    def give_back_unstarted(self) -> list[str]:
-        """Release the jobs this worker claimed but has not started; return their ids.
-
-        Safe from any thread (each claim is taken from the buffer once): the worker
-        calls it when it stops, and a caller giving up on a stuck worker may call it
-        too, so those jobs run elsewhere at once instead of after their lease.
-        """
-        queue = self.queue
-        keeper = self.lease_keeper
-        released: list[str] = []
-        while True:
-            try:
-                job, token, _ = self._buffer.popleft()
-            except IndexError:
-                return released
-            keeper.discard(queue, job.job_id)
-            try:
-                queue.release(job.job_id, token=token)
-            except (StaleLeaseError, JobNotFoundError):
-                continue
-            except Exception:
-                logger.exception("could not give job %s back; its lease will expire instead", job.job_id)
-                continue
-            released.append(job.job_id)
 
     def _execute(self, claimed: Claim) -> None:
         job, token, _ = claimed
@@ -520,10 +482,10 @@ class Worker(threading.Thread):
         except SerializationError as exc:
             self._failed(job, token, exc)
             return
-        except Exception:
-            self._hold_unrecorded([(job, token, result)], wait=True)
+        except Exception as exc:
+            self._hold_unrecorded([(job, token, result)], exc, wait=True)
             return
-        self._write_backoff = 0.0
+        self._written()
         self.stats.completed += 1
         safe_call(self.event_handler.on_job_completed, done, result)
 

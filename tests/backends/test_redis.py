@@ -15,6 +15,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,7 +29,7 @@ from typedq.backends import backend_for, open_queue
 from typedq.backends._redis_keys import parse_redis_url, sort_hex
 from typedq.backends._redis_lua import SCRIPTS
 from typedq.backends.base import Completion
-from typedq.clock import FakeClock
+from typedq.clock import FakeClock, system_clock
 from typedq.errors import (
     BackendDataError,
     BackendUnavailableError,
@@ -128,7 +129,7 @@ def test_scripts_are_loaded_once_and_called_by_sha(private_server: int, clock: F
         loads = stats.get("cmdstat_script|load", {}).get("calls", 0)
         assert loads <= len(SCRIPTS)
         # The scripts the calls used are cached on the server under their SHA.
-        shas = [s.sha for s in queue._scripts.values()]  # what the client calls
+        shas = [s.sha for s in queue._link.scripts.values()]  # what the client calls
         assert admin.script_exists(*shas).count(True) >= 3
     finally:
         queue.close()
@@ -367,3 +368,104 @@ def test_queue_names_lists_the_queues_of_the_prefix_that_hold_jobs(make_queue: M
     first.enqueue(job("a"))
     second.enqueue(job("b"))
     assert empty.queue_names() == ["alpha", "beta:x"]
+
+
+# -- a server that lost its data -------------------------------------------------------------
+
+
+def test_a_flushed_server_is_reported_once_at_the_next_heartbeat(
+    private_server: int, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    from typedq.backends.base import WorkerInfo
+    from typedq.backends.redis import RedisQueue
+
+    url = f"redis://127.0.0.1:{private_server}/0?prefix=lost"
+    queue = RedisQueue(url, name="q", clock=clock)
+    other = RedisQueue(url, name="other", clock=clock)
+    queue.enqueue(job("a"))
+    info = WorkerInfo("w", "q", "h", 1, ("t",), "0", clock.now(), clock.now(), 30.0, 1)
+    admin = redis.Redis(port=private_server)
+    with caplog.at_level(logging.ERROR, logger="typedq.backends.redis"):
+        queue.register_worker(info)  # the marker is there: nothing to report
+        assert admin.get("{lost:}:epoch") is not None
+        admin.flushdb()  # no reconnect: only the heartbeat can tell
+        queue.register_worker(info)
+        queue.register_worker(info)
+        other.register_worker(info)
+    admin.close()
+    reports = [r.getMessage() for r in caplog.records]
+    assert len(reports) == 1, reports
+    assert "backend state lost" in reports[0]
+    assert f"127.0.0.1:{private_server}" in reports[0]
+    assert "{lost:}:epoch" in reports[0]
+    assert queue.queue_names() == []  # the job is gone; the queues are marked again
+    queue.enqueue(job("b"))
+    assert queue.queue_names() == ["q"]
+    queue.close()
+    other.close()
+
+
+# -- liveness across hosts: the registry, by the server's clock ------------------------------
+
+
+class _Skewed:
+    """The system clock shifted by ``skew_s`` seconds (another host's clock)."""
+
+    def __init__(self, skew_s: float) -> None:
+        self.skew_s = skew_s
+
+    def now(self) -> float:
+        return time.time() + self.skew_s
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+
+@pytest.mark.timeout(20)
+def test_an_expired_lease_of_a_live_owner_is_kept_until_its_heartbeat_is_stale(
+    prefix: str, make_queue: MakeQueue
+) -> None:
+    from typedq.backends.base import WorkerInfo
+    from typedq.backends.redis import RedisQueue
+
+    url = f"redis://127.0.0.1:6379/0?prefix={prefix}"
+    host_a = RedisQueue(url, name="q", clock=system_clock)
+    host_b = RedisQueue(url, name="q", clock=_Skewed(60.0))  # its clock says every lease expired
+    owner = "w@host-a:4242:1:ab"  # another host: no pid of it can be checked here
+
+    last: list[float] = []
+
+    def heartbeat() -> None:
+        last[:] = [time.monotonic()]
+        now = time.time()
+        host_a.register_worker(WorkerInfo(owner, "q", "host-a", 4242, ("t",), "0", now, now, 1.0, 4242))
+
+    try:
+        for job_id, lease_s in (("live", 30.0), ("unrenewed", 0.3)):
+            host_a.enqueue(job(job_id))
+            assert host_a.claim(owner, lease_s=lease_s) is not None
+        host_a.enqueue(job("orphan"))
+        assert host_a.claim("w@host-c:1:1:cd", lease_s=30.0) is not None  # never registered
+        heartbeat()
+        assert host_b.reclaim_expired() == ["orphan"]  # no registry entry: the clock decides
+        began = time.monotonic()
+        renewed_for = 0.0
+        while time.monotonic() < began + 1.5:  # host A is live: 0.2 s heartbeats, ttl 1 s
+            heartbeat()
+            got = host_b.reclaim_expired()
+            assert "live" not in got, got
+            if got:
+                assert got == ["unrenewed"]  # a live owner loses a lease it stopped renewing
+                renewed_for = time.monotonic() - began
+            time.sleep(0.2)
+        assert host_a.get_job("unrenewed").status is JobStatus.PENDING
+        assert renewed_for >= 0.25  # kept while its lease lasted by the server's clock
+        assert host_a.get_job("live").status is JobStatus.RUNNING
+        # Host A stops heartbeating: its entry goes stale 1 s after the last heartbeat.
+        found: list[str] = []
+        wait_until(lambda: found.extend(host_b.reclaim_expired()) or found, timeout=5, interval=0.02)
+        assert found == ["live"]
+        assert 0.95 <= time.monotonic() - last[0] <= 3.0  # its lease had 28 s left by the server
+    finally:
+        host_a.close()
+        host_b.close()

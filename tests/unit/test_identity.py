@@ -44,3 +44,19 @@ def test_a_zombie_owner_is_dead() -> None:
         child.kill()
         child.wait()
     assert owner_alive(worker_id) is False
+
+
+@pytest.mark.timeout(20)
+def test_typedq_hostname_overrides_the_host_and_a_bad_one_is_refused() -> None:
+    code = (
+        "from typedq._identity import HOST, new_worker_id, parse_worker_id; "
+        "print(HOST, parse_worker_id(new_worker_id())[0])"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TYPEDQ_HOSTNAME"}
+    done = subprocess.run([sys.executable, "-c", code], env={**env, "TYPEDQ_HOSTNAME": "host-a"},
+                          capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["host-a", "host-a"]
+    bad = subprocess.run([sys.executable, "-c", code], env={**env, "TYPEDQ_HOSTNAME": "a:b"},
+                         capture_output=True, text=True, check=False)
+    assert bad.returncode != 0
+    assert "ConfigError: TYPEDQ_HOSTNAME='a:b' is invalid" in bad.stderr

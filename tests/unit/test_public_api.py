@@ -22,6 +22,7 @@ SPEC_NAMES = ["Job", "JobStatus", "JobQueue", "Worker", "EventHandler", "JobQueu
 #: The whole public surface of ``typedq``: adding or removing a name is a decision, made
 #: here on purpose.
 EXPORTED = [
+    "BackendConfigError",
     "BackendDataError",
     "BackendError",
     "BackendUnavailableError",

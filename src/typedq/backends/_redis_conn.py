@@ -15,21 +15,44 @@
 * :func:`map_errors` turns driver errors into typedq errors, once, for every call.
 * :func:`check_server` runs when a queue opens: the queue's fixed keys must be of their
   type or absent (a key of another type is refused, never overwritten), the key layout
-  version must be known, and a ``maxmemory-policy`` other than ``noeviction`` is logged
-  once as a warning (Redis would evict jobs under memory pressure).
+  version must be known, and a ``maxmemory-policy`` other than ``noeviction`` (Redis
+  would evict jobs under memory pressure) is logged once as a warning, or refused with a
+  ``BackendConfigError`` when the URL says ``eviction=refuse``. It writes only what is
+  missing, so a queue opens (for reading) on a full server or a read-only replica.
+* A write refused because the server is full (``maxmemory`` reached under
+  ``noeviction``: ``OOM``) or read-only (a replica: ``READONLY``) is a
+  ``BackendWriteError`` naming the server; a script is refused at its first write, so
+  nothing of it is stored.
+* :func:`check_epoch` notices that the server lost its data. Each prefix of a server
+  holds an *epoch marker*, ``{prefix:}:epoch`` (the key of the empty queue name, which no
+  queue has), a random value written once when it is missing. A process remembers the
+  value it saw; after a command failed on the connection (the server went away) and on
+  every worker heartbeat, it reads the marker again. A marker gone or changed means the
+  server came back without the data (restarted without persistence, flushed, failed over
+  to a replica that had not received it): logged once as an ERROR, "backend state lost",
+  and the new marker is adopted, so each loss is told once per process.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import secrets
 import threading
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Final
 
 from typedq.backends._redis_keys import FIXED_KEYS, LAYOUT_VERSION, RedisSettings
-from typedq.errors import BackendDataError, BackendError, BackendUnavailableError, ConfigError
+from typedq.errors import (
+    BackendConfigError,
+    BackendDataError,
+    BackendError,
+    BackendUnavailableError,
+    BackendWriteError,
+    ConfigError,
+)
 
 try:
     import redis
@@ -41,7 +64,19 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra ins
         "backend", "redis://", "the redis driver: pip install 'typedq[redis]'"
     ) from exc
 
-__all__ = ["check_server", "client_for", "load_scripts", "map_errors", "queue_names", "release_client"]
+__all__ = [
+    "Link",
+    "ServerState",
+    "check_epoch",
+    "check_server",
+    "client_for",
+    "epoch_key",
+    "load_scripts",
+    "map_errors",
+    "queue_names",
+    "release_client",
+    "server_state",
+]
 
 logger = logging.getLogger("typedq.backends.redis")
 
@@ -52,6 +87,78 @@ _warned: set[tuple[Any, ...]] = set()
 # (pid, pool key) of the servers this process loaded its scripts on
 _loaded: set[tuple[int, tuple[Any, ...]]] = set()
 _WRONGTYPE: Final = "WRONGTYPE"
+
+
+class ServerState:
+    """What this process knows of one server's prefix: the epoch marker it last saw,
+    whether a command failed since (the next one checks the marker first), and the base
+    keys of its queues there (marked with the layout again after a loss). ``lock`` is
+    held by the thread checking the marker."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.epoch: str | None = None
+        self.suspect = False
+        self.bases: set[str] = set()
+        self.losses = 0
+
+
+# (pid, pool key, prefix) -> its state
+_states: dict[tuple[int, tuple[Any, ...], str], ServerState] = {}
+
+
+def server_state(settings: RedisSettings) -> ServerState:
+    """This process's state of ``settings``' server and prefix (made on first use)."""
+    key = (os.getpid(), settings.pool_key(), settings.prefix)
+    with _lock:
+        state = _states.get(key)
+        if state is None:
+            state = _states[key] = ServerState()
+        return state
+
+
+def epoch_key(prefix: str) -> str:
+    """The epoch marker of a prefix: ``{prefix:}:epoch`` (no queue has an empty name)."""
+    return f"{{{prefix}:}}:epoch"
+
+
+def check_epoch(client: redis.Redis, settings: RedisSettings, state: ServerState) -> bool:
+    """Read the prefix's epoch marker (writing one when it is missing) and compare it with
+    the one this process saw; return False, after logging "backend state lost" once,
+    when it is gone or changed.
+
+    One thread of the process checks at a time, and the others do not wait for it (a
+    wait behind a server that stopped answering would add its timeout to each of them):
+    they return True at once.
+    """
+    if not state.lock.acquire(blocking=False):
+        return True
+    try:
+        key = epoch_key(settings.prefix)
+        fresh = f"{time.time():.6f}-{secrets.token_hex(8)}"
+        raw = client.get(key)  # a read: a full server or a replica still answers it
+        if raw is None:
+            with client.pipeline(transaction=True) as pipe:
+                pipe.set(key, fresh, nx=True)
+                pipe.get(key)
+                raw = pipe.execute()[1]
+        current = raw.decode() if isinstance(raw, bytes) else str(raw)
+        seen, state.epoch = state.epoch, current
+        state.suspect = False
+        if seen is None or seen == current:
+            return True
+        state.losses += 1
+        for base in list(state.bases):
+            client.hsetnx(f"{base}:meta", "layout", LAYOUT_VERSION)
+    finally:
+        state.lock.release()
+    logger.error(
+        "Redis at %s: backend state lost: the epoch marker %s was %s and is now %s, so the "
+        "server came back without its data (restarted without persistence, flushed, or failed "
+        "over to a replica that had not received it); every job stored before is gone",
+        settings.masked_url, key, seen, "missing (written again)" if current == fresh else current,
+    )
+    return False
 
 
 def client_for(settings: RedisSettings) -> redis.Redis:
@@ -145,8 +252,21 @@ def map_errors(settings: RedisSettings) -> Iterator[None]:
     except redis.AuthenticationError as exc:
         raise BackendUnavailableError(f"Redis at {settings.masked_url} refused the login: {exc}") from exc
     except (redis.ConnectionError, redis.TimeoutError) as exc:
+        state = _states.get((os.getpid(), settings.pool_key(), settings.prefix))
+        if state is not None:
+            state.suspect = True  # the server may come back without its data
         raise BackendUnavailableError(
             f"Redis at {settings.masked_url} is unavailable: {type(exc).__name__}: {exc}"
+        ) from exc
+    except redis.OutOfMemoryError as exc:
+        raise BackendWriteError(
+            f"Redis at {settings.masked_url} is full (maxmemory reached under maxmemory-policy "
+            f"noeviction) and refused a write; nothing of it was stored: OOM {exc}"
+        ) from exc
+    except redis.ReadOnlyError as exc:
+        raise BackendWriteError(
+            f"Redis at {settings.masked_url} is a read-only replica and refused a write; nothing "
+            f"of it was stored (point typedq at the primary): READONLY {exc}"
         ) from exc
     except redis.ResponseError as exc:
         if str(exc).startswith(_WRONGTYPE) or _WRONGTYPE in str(exc):
@@ -165,6 +285,8 @@ def check_server(client: redis.Redis, settings: RedisSettings, base: str) -> Non
     Raises:
         BackendDataError: a fixed key of the queue has another type, or the layout was
             written by a newer typedq (nothing is written).
+        BackendConfigError: the server may evict keys and the URL says
+            ``eviction=refuse`` (nothing is written).
     """
     with client.pipeline(transaction=False) as pipe:
         for suffix in FIXED_KEYS:
@@ -184,22 +306,39 @@ def check_server(client: redis.Redis, settings: RedisSettings, base: str) -> Non
             f"Redis at {settings.masked_url}: queue {base} was written by a newer typedq "
             f"(key layout {int(layout)}, this one knows {LAYOUT_VERSION})"
         )
-    client.hsetnx(f"{base}:meta", "layout", LAYOUT_VERSION)
+    _check_eviction(client, settings)
+    if layout is None:
+        client.hsetnx(f"{base}:meta", "layout", LAYOUT_VERSION)
+
+
+def _check_eviction(client: redis.Redis, settings: RedisSettings) -> None:
+    """Warn once per process and server (or refuse, with ``eviction=refuse``) a server
+    whose ``maxmemory-policy`` is not ``noeviction``."""
+    refuse = settings.eviction == "refuse"
     server = settings.pool_key()
-    if server in _warned:
+    if server in _warned and not refuse:
         return
-    _warned.add(server)
     try:
         policy = client.config_get("maxmemory-policy").get("maxmemory-policy")
     except redis.ResponseError:  # CONFIG is renamed or refused on managed servers
         return
-    if policy is not None and policy != "noeviction":
-        logger.warning(
-            "Redis at %s has maxmemory-policy %s: under memory pressure it may evict jobs; "
-            "set maxmemory-policy noeviction for a job queue",
-            settings.masked_url,
-            policy,
+    if policy is None or policy == "noeviction":
+        return
+    if refuse:
+        raise BackendConfigError(
+            "maxmemory-policy", policy,
+            "noeviction (under memory pressure any other policy may evict jobs; the URL says "
+            "eviction=refuse, eviction=warn would only warn)",
+            url=f"Redis at {settings.masked_url}",
         )
+    _warned.add(server)
+    logger.warning(
+        "Redis at %s has maxmemory-policy %s: under memory pressure it may evict jobs; "
+        "set maxmemory-policy noeviction for a job queue (or eviction=refuse in the URL to "
+        "refuse such a server)",
+        settings.masked_url,
+        policy,
+    )
 
 
 def queue_names(client: redis.Redis, prefix: str) -> list[str]:
@@ -214,3 +353,71 @@ def queue_names(client: redis.Redis, prefix: str) -> list[str]:
         counts = pipe.execute()
     held = [sum(int(v) for v in values) for values in counts]
     return [base[len(head) : -1] for base, n in zip(bases, held, strict=True) if n > 0]
+
+
+class Link:
+    """One queue object's way to its server: this process's client and registered scripts
+    (a child after ``fork()`` opens its own), and the server's state it keeps an eye on.
+
+    After a command failed on the connection, the first use of :attr:`client` checks
+    that the server still holds its data (:func:`check_epoch`).
+    """
+
+    def __init__(self, settings: RedisSettings, base: str, scripts: Mapping[str, str]) -> None:
+        self.settings = settings
+        self.base = base
+        self._sources = scripts
+        self._keys = [base]
+        self._pid = -1
+        self._client: Any = None
+        self._scripts: dict[str, Any] = {}
+        self.state = server_state(settings)
+
+    def open(self) -> None:
+        """The checks made when a queue opens (:func:`check_server`, the epoch marker)."""
+        with map_errors(self.settings):
+            check_server(self.client, self.settings, self.base)
+            self.state.bases.add(self.base)
+            check_epoch(self.client, self.settings, self.state)
+
+    @property
+    def client(self) -> Any:
+        """This process's client of the server."""
+        if self._pid != os.getpid():
+            client = client_for(self.settings)
+            self._scripts = {name: client.register_script(src) for name, src in self._sources.items()}
+            with map_errors(self.settings):
+                load_scripts(client, self.settings, self._scripts.values())
+            self._client = client
+            self._pid = os.getpid()
+            state = server_state(self.settings)  # this process's, not a parent's
+            if state is not self.state:
+                state.epoch = state.epoch or self.state.epoch
+                state.bases.add(self.base)
+                self.state = state
+        if self.state.suspect:
+            with map_errors(self.settings):
+                check_epoch(self._client, self.settings, self.state)
+        return self._client
+
+    @property
+    def scripts(self) -> dict[str, Any]:
+        """The registered scripts by name (each knows its SHA)."""
+        return self._scripts
+
+    def run(self, script: str, args: Sequence[Any]) -> Any:
+        """Run one registered script (EVALSHA; loaded again on NOSCRIPT)."""
+        client = self.client
+        with map_errors(self.settings):
+            return self._scripts[script](self._keys, args, client)
+
+    def check_epoch(self) -> None:
+        """Check the epoch marker now (a worker heartbeat does, see :func:`check_epoch`)."""
+        client = self.client
+        with map_errors(self.settings):
+            check_epoch(client, self.settings, self.state)
+
+    def release(self) -> None:
+        """Give back this object's share of the process's pool (when it took one)."""
+        if self._client is not None:
+            release_client(self.settings)

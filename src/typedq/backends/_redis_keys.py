@@ -22,6 +22,12 @@ may touch any of its keys::
     B:meta                  hash   the layout's version
     B:workers               hash   the worker registry: worker id -> its entry as JSON
     B:wseen                 zset   the same workers by last heartbeat (to forget old ones)
+    B:alive:<worker_id>     string a live worker's heartbeat, expiring after its ttl_s
+                                   by the server's clock (the reaper's liveness rule)
+    {prefix:}:epoch         string the prefix's epoch marker (a server that lost its data)
+
+A job hash holds, besides the job's fields, ``lu`` (the lease deadline by the caller's
+clock, as in ``B:leases``) and ``ls`` (the same lease by the server's clock, in ms).
 
 A ready member is ``<10 - priority as one hex digit><scheduled_at: 16 hex><created_at:
 16 hex><arrival: 12 hex><job_id>``: the floats as order-preserving hex of their IEEE 754
@@ -78,6 +84,8 @@ _OPTIONS: Final = {
     "socket_connect_timeout": "seconds a connection may take (default 5)",
     "health_check_interval": "seconds between connection checks (default 0: none)",
     "max_connections": "the most connections this process opens (default unbounded)",
+    "eviction": "warn or refuse: what to do with a server whose maxmemory-policy is not noeviction "
+    "(default warn: one WARNING; refuse: BackendConfigError at open)",
 }
 #: Options only a ``redis+sentinel://`` URL takes.
 _SENTINEL_OPTIONS: Final = {
@@ -87,6 +95,8 @@ _SENTINEL_OPTIONS: Final = {
 SENTINEL_PORT: Final = 26379
 _SCHEMES: Final = {"redis": False, "rediss": True}
 _SENTINEL_SCHEMES: Final = {"redis+sentinel": False, "rediss+sentinel": True}
+#: Values of the ``eviction`` option.
+EVICTION_MODES: Final = ("warn", "refuse")
 
 
 @dataclass(frozen=True)
@@ -113,6 +123,7 @@ class RedisSettings:
     sentinels: tuple[tuple[str, int], ...] = ()
     service: str | None = None
     sentinel_password: str | None = field(default=None, repr=False)
+    eviction: str = "warn"
 
     @property
     def masked_url(self) -> str:
@@ -120,8 +131,10 @@ class RedisSettings:
         return mask_url(self.url)
 
     def pool_key(self) -> tuple[Any, ...]:
-        """What makes two URLs share a connection pool (the prefix does not)."""
-        return tuple(getattr(self, f.name) for f in fields(self) if f.name not in ("url", "prefix"))
+        """What makes two URLs share a connection pool (the prefix and checks do not)."""
+        return tuple(
+            getattr(self, f.name) for f in fields(self) if f.name not in ("url", "prefix", "eviction")
+        )
 
 
 def mask_url(url: str) -> str:
@@ -150,8 +163,8 @@ def parse_redis_url(url: str) -> RedisSettings:
       log in to the master, ``sentinel_password`` to the sentinels.
 
     Options: ``prefix``, ``socket_timeout``, ``socket_connect_timeout``,
-    ``health_check_interval``, ``max_connections``; with Sentinel also
-    ``sentinel_password``.
+    ``health_check_interval``, ``max_connections``, ``eviction`` (``warn`` or ``refuse``);
+    with Sentinel also ``sentinel_password``.
 
     Raises:
         ConfigError: the URL is malformed, or an option is unknown or has a bad value
@@ -196,6 +209,10 @@ def _options(query: str, url: str, *, sentinel: bool) -> dict[str, Any]:
             options[name] = value
         elif name == "sentinel_password":
             options[name] = value or None
+        elif name == "eviction":
+            if value not in EVICTION_MODES:
+                raise ConfigError("backend.eviction", value, _OPTIONS[name])
+            options[name] = value
         elif name in ("health_check_interval", "max_connections"):
             options[name] = _number(name, value, int, url)
         else:

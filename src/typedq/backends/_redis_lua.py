@@ -1,11 +1,15 @@
 """The Redis backend's Lua scripts: every state transition of a queue is one of them.
 
 Each script is ``_COMMON`` (key names and the helpers that keep the indexes right)
-followed by its body. ``KEYS[1]`` is the queue's base key ``{prefix:queue}``; every key a
-script touches starts with it, so all of a queue's keys share one hash tag (one Redis
-Cluster slot). Times and lease deadlines come in ``ARGV`` from the client's clock as
-exact decimal text and are stored as given: Lua turns a number into text with 14
-significant digits, so a script never formats a float itself.
+followed by its body: the hot path's here (enqueue, claim, complete, leased calls), the
+others' (reclaim, management, listing) in ``_redis_lua_admin``. ``KEYS[1]`` is the
+queue's base key ``{prefix:queue}``; every key a script touches starts with it, so all
+of a queue's keys share one hash tag (one Redis Cluster slot). Times and lease deadlines
+come in ``ARGV`` from the client's clock as exact decimal text and are stored as given:
+Lua turns a number into text with 14 significant digits, so a script never formats a
+float itself. The one reading of the server's clock (``TIME``, in whole milliseconds) is
+the lease deadline by the server's clock that claims and renewals also record (field
+``ls``), for the reaper's liveness rule (see ``RECLAIM`` in ``_redis_lua_admin``).
 
 The key layout (``B`` is the base key) is described in ``_redis_keys``. Scripts return
 plain arrays: a job as ``{id, field, value, ...}`` (its hash), a refusal as a status
@@ -15,6 +19,8 @@ word the client turns into a typed error.
 from __future__ import annotations
 
 from typing import Final
+
+from typedq.backends._redis_lua_admin import LIST, MANAGE, RECLAIM
 
 __all__ = ["SCRIPTS"]
 
@@ -28,6 +34,16 @@ local ALL = B .. ':all'
 local ALONE = B .. ':alone'
 local WAKE = B .. ':wake'
 local function jk(id) return B .. ':j:' .. id end
+local function alk(w) return B .. ':alive:' .. w end
+
+-- The server's clock in milliseconds, and a lease deadline by it as integer text.
+local function server_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function server_deadline(now, until_)
+  return string.format('%.0f', server_ms() + (tonumber(until_) - now) * 1000)
+end
 local function stk(s) return B .. ':st:' .. s end
 local function tyk(t) return B .. ':ty:' .. t end
 local function rtk(t) return B .. ':rt:' .. t end
@@ -168,9 +184,9 @@ local function leave_running(id, k)
   local cg = redis.call('HGET', k, 'cg')
   if cg then
     redis.call('SREM', cgk(cg), id)
-    redis.call('HDEL', k, 'cg', 'lu')
+    redis.call('HDEL', k, 'cg', 'lu', 'ls')
   else
-    redis.call('HDEL', k, 'lu')
+    redis.call('HDEL', k, 'lu', 'ls')
   end
 end
 
@@ -334,6 +350,7 @@ if mode == 'peek' then
 end
 local cg = false
 if mode == 'claim' and #members > 1 then cg = redis.call('INCR', B .. ':cgseq') end
+local ls = mode == 'claim' and #members > 0 and server_deadline(now, ARGV[5])
 for j, m in ipairs(members) do
   local id = string.sub(m, PREFIX_LEN + 1)
   local k = jk(id)
@@ -347,7 +364,7 @@ for j, m in ipairs(members) do
   move(id, k, v[2], 'PENDING', 'RUNNING')
   redis.call('HINCRBY', k, 'a', 1)
   if mode == 'claim' then
-    redis.call('HSET', k, 'w', ARGV[4], 'sd', ARGV[1], 'lu', ARGV[5])
+    redis.call('HSET', k, 'w', ARGV[4], 'sd', ARGV[1], 'lu', ARGV[5], 'ls', ls)
     redis.call('ZADD', LEASES, ARGV[5], id)
     if cg then
       redis.call('HSET', k, 'cg', cg)
@@ -405,7 +422,7 @@ local k = jk(id)
 local refused = refuse(k, token)
 if refused then return refused end
 if action == 'extend' then
-  redis.call('HSET', k, 'lu', ARGV[5])
+  redis.call('HSET', k, 'lu', ARGV[5], 'ls', server_deadline(now, ARGV[5]))
   redis.call('ZADD', LEASES, ARGV[5], id)
   return {'ok'}
 end
@@ -435,200 +452,13 @@ end
 return {'ok', redis.call('HGETALL', k)}
 """
 
-# ARGV: now, max_lost, limit. Returns the ids given back.
-_RECLAIM: Final = r"""
-local now = tonumber(ARGV[1])
-local max_lost = tonumber(ARGV[2])
-local ids = redis.call('ZRANGEBYSCORE', LEASES, '-inf', '(' .. ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
--- First judge which jobs were claimed in a batch that is still running (others of the
--- same claim RUNNING, rescued with them or not): nobody knows which one was running.
-local batched = {}
-for _, id in ipairs(ids) do
-  local cg = redis.call('HGET', jk(id), 'cg')
-  batched[id] = cg and redis.call('SCARD', cgk(cg)) > 1
-end
-local done = {}
-for _, id in ipairs(ids) do
-  local k = jk(id)
-  local v = redis.call('HMGET', k, 's', 'cr', 'n')
-  if v[1] == 'RUNNING' then
-    leave_running(id, k)
-    redis.call('HDEL', k, 'w')
-    if v[2] then
-      if not batched[id] then redis.call('HINCRBY', k, 'lc', 1) end
-      redis.call('HSET', k, 'f', ARGV[1])
-      to_status(id, k, 'RUNNING', 'CANCELLED', now)
-    elseif batched[id] then
-      redis.call('HSET', k, 'ra', '1')
-      to_status(id, k, 'RUNNING', 'PENDING', now)
-    else
-      local lost = redis.call('HINCRBY', k, 'lc', 1)
-      redis.call('HSET', k, 'ra', '1')  -- claimed alone from now on
-      if lost >= max_lost then
-        redis.call('HSET', k, 'e', 'worker lost ' .. lost .. '×', 'f', ARGV[1])
-        to_status(id, k, 'RUNNING', 'DEAD', now)
-      else
-        to_status(id, k, 'RUNNING', 'PENDING', now)
-      end
-    end
-    done[#done + 1] = id
-  else
-    redis.call('ZREM', LEASES, id)
-  end
-end
-return done
-"""
-
-# ARGV: now, action, id, (value). Management transitions; a refusal is a status word.
-_MANAGE: Final = r"""
-local now = tonumber(ARGV[1])
-local action, id = ARGV[2], ARGV[3]
-local k = jk(id)
-local v = redis.call('HMGET', k, 's', 'n')
-local s = v[1]
-if not s then return {'missing'} end
-if action == 'status' then
-  to_status(id, k, s, ARGV[4], now)
-  return {'ok'}
-elseif action == 'cancel' then
-  if ARGV[4] then  -- the lease holder's cancellation of its RUNNING job, fenced
-    local a = redis.call('HGET', k, 'a')
-    if s ~= 'RUNNING' or a ~= ARGV[4] then return {'stale', s, a or '0'} end
-    redis.call('HSET', k, 'f', ARGV[1])
-    to_status(id, k, s, 'CANCELLED', now)
-    return {'ok', 1}
-  end
-  if s == 'PENDING' or s == 'SCHEDULED' then
-    redis.call('HSET', k, 'f', ARGV[1])
-    to_status(id, k, s, 'CANCELLED', now)
-    return {'ok', 1}
-  end
-  if s == 'RUNNING' then redis.call('HSET', k, 'cr', '1') end
-  return {'ok', 0}
-elseif action == 'priority' then
-  local w = redis.call('HMGET', k, 'p', 'sk', 'rk', 't')
-  if w[1] == ARGV[4] then return {'ok'} end
-  local rk = mkrk(ARGV[4], w[2], v[2], id)
-  redis.call('HSET', k, 'p', ARGV[4], 'rk', rk)
-  if redis.call('ZREM', READY, w[3]) == 1 then
-    redis.call('ZREM', rtk(w[4]), w[3])
-    redis.call('ZADD', READY, 0, rk)
-    redis.call('ZADD', rtk(w[4]), 0, rk)
-  end
-  return {'ok'}
-elseif action == 'replay' then
-  if s ~= 'DEAD' then return {'state', s} end
-  local sk = string.rep('0', 16) .. string.sub(redis.call('HGET', k, 'sk'), 17)
-  redis.call('HSET', k, 'rc', 0, 'lc', 0, 'sk', sk, 'rk', mkrk(redis.call('HGET', k, 'p'), sk, v[2], id))
-  redis.call('HDEL', k, 'e', 'r', 'f', 'sa', 'cr')
-  to_status(id, k, s, 'PENDING', now)
-  return {'ok', redis.call('HGETALL', k)}
-elseif action == 'retry' then
-  if not FAILING[s] then return {'state', s} end
-  -- The job, then (with dependents) every job FAILED because it failed, transitively.
-  local reopened = {id}
-  if ARGV[4] == '1' then
-    local children = {}
-    for _, cid in ipairs(redis.call('ZRANGE', stk('FAILED'), 0, -1)) do
-      local w = redis.call('HMGET', jk(cid), 'e', 'd')
-      if w[1] and w[2] and string.sub(w[1], 1, 11) == 'dependency ' then
-        local parent = string.match(w[1], '^dependency (.-) is ')
-        for _, dep in ipairs(cjson.decode(w[2])) do
-          if dep == parent then
-            children[parent] = children[parent] or {}
-            table.insert(children[parent], cid)
-          end
-        end
-      end
-    end
-    local i = 1
-    while i <= #reopened do
-      for _, cid in ipairs(children[reopened[i]] or {}) do table.insert(reopened, cid) end
-      children[reopened[i]] = nil
-      i = i + 1
-    end
-  end
-  for _, rid in ipairs(reopened) do
-    local rk_ = jk(rid)
-    local w = redis.call('HMGET', rk_, 's', 'n', 'sk', 'p')
-    local sk = string.rep('0', 16) .. string.sub(w[3], 17)
-    redis.call('HSET', rk_, 'rc', 0, 'lc', 0, 'sk', sk, 'rk', mkrk(w[4], sk, w[2], rid))
-    redis.call('HDEL', rk_, 'e', 'r', 'f', 'sa', 'cr', 'ra', 'w')
-    to_status(rid, rk_, w[1], 'PENDING', now)
-  end
-  return {'ok', reopened}
-elseif action == 'delete' then
-  if s == 'RUNNING' then return {'state', s} end
-  if s == 'PENDING' then unplace(id, k) end
-  -- A deleted dependency can never complete: its waiting dependents fail.
-  redis.call('HINCRBY', COUNTS, s, -1)
-  redis.call('ZREM', stk(s), id)
-  redis.call('HSET', k, 's', 'CANCELLED')
-  fail_dependents(id, now)
-  redis.call('ZREM', ALL, id)
-  redis.call('ZREM', tyk(redis.call('HGET', k, 't')), id)
-  redis.call('DEL', k, dpk(id))
-  return {'ok'}
-end
-return redis.error_reply('unknown action ' .. action)
-"""
-
-# ARGV: index key suffix ('all', 'st:S' or 'ty:T'), job type filter ('' = none), after
-# (a job id, '#<arrival number>', or '' for none), newest ('1'/'0'), offset, limit.
-# Returns {'missing'} for an unknown after id, else {'ok', {id, hash, arrival}...}.
-# Reads only.
-_LIST: Final = r"""
-local index = B .. ':' .. ARGV[1]
-local jtype, after = ARGV[2], ARGV[3]
-local newest = ARGV[4] == '1'
-local offset, limit = tonumber(ARGV[5]), tonumber(ARGV[6])
-local lo, hi = '-inf', '+inf'
-if after ~= '' then
-  local n = string.sub(after, 2)
-  if string.sub(after, 1, 1) ~= '#' then n = redis.call('HGET', jk(after), 'n') end
-  if not n then return {'missing'} end
-  if newest then hi = '(' .. n else lo = '(' .. n end
-end
-local out = {'ok'}
-if limit == 0 then return out end
-local function page(skip, count)
-  if newest then
-    return redis.call('ZREVRANGEBYSCORE', index, hi, lo, 'WITHSCORES', 'LIMIT', skip, count)
-  end
-  return redis.call('ZRANGEBYSCORE', index, lo, hi, 'WITHSCORES', 'LIMIT', skip, count)
-end
-if jtype == '' then
-  local got = page(offset, limit)
-  for i = 1, #got, 2 do out[#out + 1] = {got[i], redis.call('HGETALL', jk(got[i])), got[i + 1]} end
-  return out
-end
--- A status and a type: walk the status index, keeping the jobs of the type.
-local skipped = 0
-while true do
-  local got = page(0, 500)
-  if #got == 0 then return out end
-  for i = 1, #got, 2 do
-    local id = got[i]
-    if redis.call('HGET', jk(id), 't') == jtype then
-      if skipped < offset then
-        skipped = skipped + 1
-      else
-        out[#out + 1] = {id, redis.call('HGETALL', jk(id)), got[i + 1]}
-        if #out > limit then return out end
-      end
-    end
-    if newest then hi = '(' .. got[i + 1] else lo = '(' .. got[i + 1] end
-  end
-end
-"""
-
 #: Script name -> Lua source.
 SCRIPTS: Final = {
     "enqueue": _COMMON + _ENQUEUE,
     "claim": _COMMON + _CLAIM,
     "complete": _COMMON + _COMPLETE,
     "leased": _COMMON + _LEASED,
-    "reclaim": _COMMON + _RECLAIM,
-    "manage": _COMMON + _MANAGE,
-    "list": _COMMON + _LIST,
+    "reclaim": _COMMON + RECLAIM,
+    "manage": _COMMON + MANAGE,
+    "list": _COMMON + LIST,
 }

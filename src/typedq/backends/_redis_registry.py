@@ -1,22 +1,32 @@
-"""The Redis backend's reads and writes outside the job transitions: the worker registry
-and counts of jobs by type.
+"""The Redis backend's reads and writes outside the job transitions: the worker registry,
+counts of jobs by type, and listing jobs (pages of the arrival indexes, read by the
+``list`` script).
 
 The registry is two keys of the queue: ``B:workers`` (worker id -> its entry as JSON)
-and ``B:wseen`` (the same ids by last heartbeat). A heartbeat writes both in one
-``MULTI``; entries not renewed for ``WORKER_RETENTION_S`` are forgotten on the next
-heartbeat of any worker.
+and ``B:wseen`` (the same ids by last heartbeat), plus one key per live worker,
+``B:alive:<worker id>``, that expires ``ttl_s`` after its last heartbeat *by the
+server's clock*: the reaper's liveness rule reads it (a worker of another host cannot
+be checked by its pid, and the hosts' clocks may disagree). A heartbeat writes all
+three in one ``MULTI``; entries not renewed for ``WORKER_RETENTION_S`` are forgotten on
+the next heartbeat of any worker.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 from typedq.backends import _redis_conn as conn
-from typedq.backends._redis_keys import RedisSettings
+from typedq.backends._redis_keys import HashCodec, RedisSettings
 from typedq.backends.base import WORKER_RETENTION_S, WorkerInfo
+from typedq.errors import InvalidJobError, JobNotFoundError
+from typedq.job import Job, JobStatus
 
-__all__ = ["count_by_type", "register_worker", "unregister_worker", "workers"]
+__all__ = ["count_by_type", "export_jobs", "list_jobs", "register_worker", "unregister_worker", "workers"]
+
+#: Runs one of the queue's scripts: ``run(name, args)``.
+Run = Callable[[str, Sequence[Any]], Any]
 
 #: Jobs read per round trip when counting by type.
 _PAGE: Final = 1000
@@ -29,12 +39,14 @@ def register_worker(client: Any, settings: RedisSettings, base: str, info: Worke
         with client.pipeline(transaction=True) as pipe:
             pipe.hset(f"{base}:workers", info.worker_id, json.dumps(info.to_dict()))
             pipe.zadd(f"{base}:wseen", {info.worker_id: info.last_seen})
+            pipe.set(f"{base}:alive:{info.worker_id}", 1, px=max(1, round(info.ttl_s * 1000)))
             pipe.zrangebyscore(f"{base}:wseen", "-inf", f"({cutoff!r}")
-            old = pipe.execute()[2]
+            old = pipe.execute()[3]
         if old:
             with client.pipeline(transaction=True) as pipe:
                 pipe.hdel(f"{base}:workers", *old)
                 pipe.zrem(f"{base}:wseen", *old)
+                pipe.delete(*(f"{base}:alive:{raw.decode()}" for raw in old))
                 pipe.execute()
 
 
@@ -43,6 +55,7 @@ def unregister_worker(client: Any, settings: RedisSettings, base: str, worker_id
     with conn.map_errors(settings), client.pipeline(transaction=True) as pipe:
         pipe.hdel(f"{base}:workers", worker_id)
         pipe.zrem(f"{base}:wseen", worker_id)
+        pipe.delete(f"{base}:alive:{worker_id}")
         pipe.execute()
 
 
@@ -71,3 +84,47 @@ def count_by_type(client: Any, settings: RedisSettings, base: str, status: str) 
                         name = job_type.decode()
                         counts[name] = counts.get(name, 0) + 1
             start += _PAGE
+
+
+def list_jobs(
+    run: Run,
+    hashes: HashCodec,
+    queue: str,
+    *,
+    status: JobStatus | None,
+    job_type: str | None,
+    limit: int,
+    offset: int,
+    after: str | None,
+    newest: bool,
+) -> list[Job]:
+    """``RedisQueue.list_jobs``: one page of an index (all jobs, a status or a type).
+
+    Raises:
+        InvalidJobError: a negative ``limit`` or ``offset``.
+        JobNotFoundError: ``after`` names no job of the queue.
+    """
+    if limit < 0 or offset < 0:
+        raise InvalidJobError("limit", (limit, offset), "limit >= 0 and offset >= 0")
+    if status is not None:
+        index, jtype = f"st:{JobStatus(status).value}", job_type or ""
+    elif job_type is not None:
+        index, jtype = f"ty:{job_type}", ""
+    else:
+        index, jtype = "all", ""
+    reply = run("list", [index, jtype, after or "", 1 if newest else 0, offset, limit])
+    if reply[0] == b"missing":
+        raise JobNotFoundError(str(after), queue=queue)
+    return [hashes.job(raw_id.decode(), flat) for raw_id, flat, _ in reply[1:]]
+
+
+def export_jobs(run: Run, hashes: HashCodec) -> list[dict[str, Any]]:
+    """``RedisQueue.export_jobs``: every job as ``Job.to_dict()`` data, in pages of 1,000."""
+    out: list[dict[str, Any]] = []
+    after = ""
+    while True:
+        reply = run("list", ["all", "", after, 0, 0, _PAGE])
+        out += (hashes.job(raw_id.decode(), flat).to_dict() for raw_id, flat, _ in reply[1:])
+        if len(reply) - 1 < _PAGE:
+            return out
+        after = f"#{int(reply[-1][2])}"

@@ -17,9 +17,13 @@ How it runs:
   first, created_at, arrival), encoded in one sorted-set member (see ``_redis_keys``).
   Delayed jobs sit in their own sorted set by due time; each claim first promotes the
   due ones (at most 1,000).
-* Times come from the queue's clock, not from the server's ``TIME``: due times and lease
-  deadlines are the client's clock readings, so the clocks of the hosts sharing a queue
-  must agree (NTP) to within a small part of the lease time.
+* Times come from the queue's clock: due times and lease deadlines are the client's
+  clock readings, so the clocks of the hosts sharing a queue should agree (NTP). Claims
+  and renewals also record the lease deadline by the server's ``TIME``, and the worker
+  registry keeps each live worker's heartbeat as a key expiring by the server's clock:
+  ``reclaim_expired`` keeps an expired lease while its owner is live and the lease holds
+  by the server's clock (a reaper whose clock runs ahead rescues nothing from a live
+  worker of any host; no pid is ever checked).
 * A claim decodes its jobs after the script ran; a job whose stored payload or metadata
   cannot be decoded is moved to DEAD by a second script, fenced on the claim just made,
   with the reason as its error; the others are handed out (when all were such jobs, the
@@ -31,19 +35,18 @@ How it runs:
 * Idle workers block in ``BLPOP`` on the queue's wake list, which every transition that
   makes work ready pushes to, and on a list of their own queue object that
   :meth:`RedisQueue.interrupt` pushes to: no polling.
-* ``reclaim_expired`` cannot tell whether a worker of another host is alive: every
-  expired lease is rescued.
 
 Durability is Redis's: with ``appendonly yes`` and ``appendfsync everysec`` (the usual
-setting) a server crash may lose the last second of transitions; ``appendfsync always``
-loses none; RDB snapshots alone lose everything since the last snapshot. Set
-``maxmemory-policy noeviction`` (a warning is logged otherwise).
+setting) a crash of the machine may lose the last second or two of transitions;
+``appendfsync always`` loses none; RDB snapshots alone lose everything since the last
+snapshot. A server that came back without its data is reported (``_redis_conn``,
+the epoch marker). Set ``maxmemory-policy noeviction`` (warned about, or refused with
+``eviction=refuse``).
 """
 
 from __future__ import annotations
 
 import itertools
-import os
 from collections.abc import Collection, Iterable, Sequence
 from typing import Any, Final
 
@@ -57,6 +60,7 @@ from typedq.backends.base import Claim, Completion, Queue, WorkerInfo
 from typedq.clock import Clock, system_clock
 from typedq.errors import (
     BackendDataError,
+    BackendError,
     ConfigError,
     DependencyCycleError,
     DeserializationError,
@@ -121,35 +125,22 @@ class RedisQueue(Queue):
         self._name = name
         self._clock = clock
         self._hashes = HashCodec(codec if codec is not None else FrameCodec("json"))
-        self._keys = [base]
         self._waiters = Waiters(base)
         self._closed = False
         self._inflight: dict[tuple[str, int], Job] = {}
-        self._pid = -1
-        self._client: Any = None
-        self._scripts: dict[str, Any] = {}
-        with conn.map_errors(settings):
-            conn.check_server(self._r, settings, base)
+        self._link = conn.Link(settings, base, SCRIPTS)
+        self._link.open()
 
     # -- connection ---------------------------------------------------------------------
 
     @property
     def _r(self) -> Any:
-        """This process's client (a child after fork opens its own pool)."""
-        if self._pid != os.getpid():
-            client = conn.client_for(self._settings)
-            self._scripts = {name: client.register_script(src) for name, src in SCRIPTS.items()}
-            with conn.map_errors(self._settings):
-                conn.load_scripts(client, self._settings, self._scripts.values())
-            self._client = client
-            self._pid = os.getpid()
-        return self._client
+        """This process's client (see ``_redis_conn.Link``)."""
+        return self._link.client
 
     def _run(self, script: str, args: Sequence[Any]) -> Any:
         """Run one registered script (EVALSHA; loaded again on NOSCRIPT)."""
-        client = self._r
-        with conn.map_errors(self._settings):
-            return self._scripts[script](self._keys, args, client)
+        return self._link.run(script, args)
 
     # -- properties ---------------------------------------------------------------------
 
@@ -501,7 +492,12 @@ class RedisQueue(Queue):
     # -- the worker registry ------------------------------------------------------------
 
     def register_worker(self, info: WorkerInfo) -> None:
-        """Add or renew a worker's entry; see :meth:`Queue.register_worker`."""
+        """Add or renew a worker's entry; see :meth:`Queue.register_worker`.
+
+        Each heartbeat also checks that the server still holds its data (the epoch
+        marker): a server flushed without a reconnect is noticed within a heartbeat.
+        """
+        self._link.check_epoch()
         registry.register_worker(self._r, self._settings, self._base, info)
 
     def unregister_worker(self, worker_id: str) -> None:
@@ -569,29 +565,14 @@ class RedisQueue(Queue):
             InvalidJobError: a negative ``limit`` or ``offset``.
             JobNotFoundError: ``after`` names no job of the queue.
         """
-        if limit < 0 or offset < 0:
-            raise InvalidJobError("limit", (limit, offset), "limit >= 0 and offset >= 0")
-        if status is not None:
-            index, jtype = f"st:{JobStatus(status).value}", job_type or ""
-        elif job_type is not None:
-            index, jtype = f"ty:{job_type}", ""
-        else:
-            index, jtype = "all", ""
-        reply = self._run("list", [index, jtype, after or "", 1 if newest else 0, offset, limit])
-        if reply[0] == b"missing":
-            raise JobNotFoundError(str(after), queue=self._name)
-        return [self._hashes.job(raw_id.decode(), flat) for raw_id, flat, _ in reply[1:]]
+        return registry.list_jobs(
+            self._run, self._hashes, self._name,
+            status=status, job_type=job_type, limit=limit, offset=offset, after=after, newest=newest,
+        )
 
     def export_jobs(self) -> list[dict[str, Any]]:
         """Return every job as ``Job.to_dict()`` data, oldest first (read in pages of 1,000)."""
-        out: list[dict[str, Any]] = []
-        after = ""
-        while True:
-            reply = self._run("list", ["all", "", after, 0, 0, 1000])
-            out += (self._hashes.job(raw_id.decode(), flat).to_dict() for raw_id, flat, _ in reply[1:])
-            if len(reply) - 1 < 1000:
-                return out
-            after = f"#{int(reply[-1][2])}"
+        return registry.export_jobs(self._run, self._hashes)
 
     # -- waiting ------------------------------------------------------------------------
 
@@ -616,9 +597,16 @@ class RedisQueue(Queue):
         return self._ready_and_next_due()[0] > 0
 
     def interrupt(self) -> None:
-        """Wake every thread blocked in :meth:`wait_ready` on this queue object."""
-        with conn.map_errors(self._settings):
-            self._waiters.interrupt(self._r)
+        """Wake every thread blocked in :meth:`wait_ready` on this queue object.
+
+        Never raises: when the server cannot be reached the waiters' own ``BLPOP`` fails
+        at its timeout, and no thread blocks again after this call.
+        """
+        try:
+            with conn.map_errors(self._settings):
+                self._waiters.interrupt(self._r)
+        except BackendError as exc:
+            conn.logger.debug("could not wake the waiters of queue %r: %s", self._name, exc)
 
     def close(self) -> None:
         """Wake waiters and give back this object's share of the connection pool."""
@@ -628,5 +616,4 @@ class RedisQueue(Queue):
         try:
             self.interrupt()
         finally:
-            if self._client is not None:
-                conn.release_client(self._settings)
+            self._link.release()
