@@ -22,6 +22,9 @@ may touch any of its keys::
     B:meta                  hash   the layout's version
     B:workers               hash   the worker registry: worker id -> its entry as JSON
     B:wseen                 zset   the same workers by last heartbeat (to forget old ones)
+    B:locks                 hash   named locks: name -> holder as JSON {o owner, t token,
+                                   e deadline} (see _redis_coord)
+    B:fences                hash   named locks: name -> fence counter (never lowered)
 
 A ready member is ``<10 - priority as one hex digit><scheduled_at: 16 hex><created_at:
 16 hex><arrival: 12 hex><job_id>``: the floats as order-preserving hex of their IEEE 754
@@ -62,6 +65,8 @@ FIXED_KEYS: Final = {
     "alone": "set",
     "workers": "hash",
     "wseen": "zset",
+    "locks": "hash",
+    "fences": "hash",
     "counts": "hash",
     "seq": "string",
     "cgseq": "string",

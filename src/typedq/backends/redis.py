@@ -3,7 +3,7 @@
 This module owns the Redis backend's public class. Beside it: the key layout, URL form
 and job <-> hash encoding in ``_redis_keys``; connections, error mapping and the checks
 made at open in ``_redis_conn``; the Lua scripts in ``_redis_lua``; waiting for work in
-``_redis_wait``.
+``_redis_wait``; named locks in ``_redis_coord``.
 
 How it runs:
 
@@ -48,6 +48,7 @@ from collections.abc import Collection, Iterable, Sequence
 from typing import Any, Final
 
 from typedq.backends import _redis_conn as conn
+from typedq.backends import _redis_coord as coord
 from typedq.backends import _redis_registry as registry
 from typedq.backends._graph import check_batch_acyclic, dependency_order, jobs_from_export
 from typedq.backends._redis_keys import HashCodec, base_key, parse_redis_url, sort_hex
@@ -78,6 +79,8 @@ _PENDING: Final = JobStatus.PENDING
 _COMPLETED: Final = JobStatus.COMPLETED
 #: Most claims remembered for complete(); half are forgotten when it is passed.
 _INFLIGHT_MAX: Final = 8192
+#: Every script a queue registers: its transitions and its locks'.
+_SCRIPTS: Final = {**SCRIPTS, **coord.COORD_SCRIPTS}
 
 
 def _num(value: float) -> str:
@@ -85,7 +88,7 @@ def _num(value: float) -> str:
     return repr(float(value))
 
 
-class RedisQueue(Queue):
+class RedisQueue(coord.RedisCoordination, Queue):
     """A durable job queue stored in Redis; safe across threads, processes and hosts.
 
     Args:
@@ -137,7 +140,7 @@ class RedisQueue(Queue):
         """This process's client (a child after fork opens its own pool)."""
         if self._pid != os.getpid():
             client = conn.client_for(self._settings)
-            self._scripts = {name: client.register_script(src) for name, src in SCRIPTS.items()}
+            self._scripts = {name: client.register_script(src) for name, src in _SCRIPTS.items()}
             with conn.map_errors(self._settings):
                 conn.load_scripts(client, self._settings, self._scripts.values())
             self._client = client

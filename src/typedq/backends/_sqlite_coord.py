@@ -1,0 +1,95 @@
+"""Coordination state of the SQLite backend: named locks (table ``locks``).
+
+``SQLiteCoordination`` is mixed into ``SQLiteQueue``. Each transition is one
+``BEGIN IMMEDIATE`` transaction (``Connections.write``) that reads the queue's clock
+*inside* the transaction, once it holds the write lock: a wait for the lock never
+shortens a deadline it sets, nor makes an expired lock look alive.
+
+A lock's row stays once made: ``token`` is its fence counter, and a release or an
+expiry only clears ``owner`` and ``expires_at``, so the next acquisition's token is
+greater than every earlier one, whatever process (or restart) took it.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from typedq.backends._locks import Lock, LockState, check_lock_args, check_owner
+from typedq.backends._sqlite_db import Connections
+from typedq.backends._sqlite_driver import sqlite3
+from typedq.clock import Clock
+
+__all__ = ["SQLiteCoordination"]
+
+_Conn = sqlite3.Connection
+
+_TAKE: Final = """UPDATE locks SET owner = ?, token = token + 1, expires_at = ?
+    WHERE queue = ? AND name = ? AND (expires_at IS NULL OR expires_at <= ?) RETURNING token"""
+_FIRST: Final = """INSERT INTO locks (queue, name, owner, token, expires_at) VALUES (?, ?, ?, 1, ?)
+    ON CONFLICT (queue, name) DO NOTHING RETURNING token"""
+_RENEW: Final = """UPDATE locks SET expires_at = ?
+    WHERE queue = ? AND name = ? AND token = ? AND owner IS NOT NULL AND expires_at > ?"""
+_HELD_BY: Final = """SELECT expires_at FROM locks
+    WHERE queue = ? AND name = ? AND token = ? AND owner IS NOT NULL"""
+_FREE: Final = "UPDATE locks SET owner = NULL, expires_at = NULL WHERE queue = ? AND name = ?"
+_STATE: Final = """SELECT owner, token, expires_at FROM locks
+    WHERE queue = ? AND name = ? AND owner IS NOT NULL AND expires_at > ?"""
+
+
+class SQLiteCoordination:
+    """Named locks of one queue of a SQLite file."""
+
+    _db: Connections
+    _name: str
+    _clock: Clock
+
+    def lock(self, name: str, ttl_s: float) -> Lock:
+        """A handle on lock ``name`` of this queue; see :meth:`Queue.lock`."""
+        return Lock(self, name, ttl_s)
+
+    def acquire_lock(self, name: str, *, owner: str, ttl_s: float) -> int | None:
+        """Take the lock if free or expired, in one transaction; see :meth:`Queue.acquire_lock`."""
+        check_lock_args(name, ttl_s)
+        check_owner(owner)
+        queue, clock = self._name, self._clock
+
+        def tx(conn: _Conn) -> int | None:
+            now = clock.now()
+            row = conn.execute(_TAKE, (owner, now + ttl_s, queue, name, now)).fetchone()
+            if row is None:
+                row = conn.execute(_FIRST, (queue, name, owner, now + ttl_s)).fetchone()
+            return None if row is None else int(row[0])
+
+        return self._db.write(tx)
+
+    def renew_lock(self, name: str, *, token: int, ttl_s: float) -> bool:
+        """Extend the lock if ``token`` holds it, in one transaction; see :meth:`Queue.renew_lock`."""
+        check_lock_args(name, ttl_s)
+        queue, clock = self._name, self._clock
+
+        def tx(conn: _Conn) -> bool:
+            now = clock.now()
+            return conn.execute(_RENEW, (now + ttl_s, queue, name, int(token), now)).rowcount == 1
+
+        return self._db.write(tx)
+
+    def release_lock(self, name: str, *, token: int) -> bool:
+        """Free the lock if ``token`` holds it, in one transaction; see :meth:`Queue.release_lock`."""
+        queue, clock = self._name, self._clock
+
+        def tx(conn: _Conn) -> bool:
+            row = conn.execute(_HELD_BY, (queue, name, int(token))).fetchone()
+            if row is None:
+                return False
+            conn.execute(_FREE, (queue, name))
+            return float(row[0]) > clock.now()
+
+        return self._db.write(tx)
+
+    def lock_state(self, name: str) -> LockState | None:
+        """Who holds the lock now (one read); see :meth:`Queue.lock_state`."""
+        rows = self._db.read(_STATE, (self._name, name, self._clock.now()))
+        if not rows:
+            return None
+        owner, token, expires_at = rows[0]
+        return LockState(name, str(owner), int(token), float(expires_at))
