@@ -58,6 +58,7 @@ EXPORTED = [
     "Reaper",
     "ResultSerializationError",
     "RetryPolicy",
+    "ScheduleNotFoundError",
     "SerializationError",
     "SignatureError",
     "StaleLeaseError",

@@ -25,6 +25,8 @@ may touch any of its keys::
     B:locks                 hash   named locks: name -> holder as JSON {o owner, t token,
                                    e deadline} (see _redis_coord)
     B:fences                hash   named locks: name -> fence counter (never lowered)
+    B:schedules             hash   schedules: name -> definition as canonical JSON
+    B:schedstate            hash   schedules: name -> state as JSON {n next, l last, p paused}
 
 A ready member is ``<10 - priority as one hex digit><scheduled_at: 16 hex><created_at:
 16 hex><arrival: 12 hex><job_id>``: the floats as order-preserving hex of their IEEE 754
@@ -67,6 +69,8 @@ FIXED_KEYS: Final = {
     "wseen": "zset",
     "locks": "hash",
     "fences": "hash",
+    "schedules": "hash",
+    "schedstate": "hash",
     "counts": "hash",
     "seq": "string",
     "cgseq": "string",

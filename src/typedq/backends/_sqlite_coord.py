@@ -1,4 +1,5 @@
-"""Coordination state of the SQLite backend: named locks (table ``locks``).
+"""Coordination state of the SQLite backend: named locks (table ``locks``) and schedules
+(table ``schedules``).
 
 ``SQLiteCoordination`` is mixed into ``SQLiteQueue``. Each transition is one
 ``BEGIN IMMEDIATE`` transaction (``Connections.write``) that reads the queue's clock
@@ -12,12 +13,15 @@ greater than every earlier one, whatever process (or restart) took it.
 
 from __future__ import annotations
 
-from typing import Final
+from collections.abc import Sequence
+from typing import Any, Final
 
 from typedq.backends._locks import Lock, LockState, check_lock_args, check_owner
+from typedq.backends._schedules import ScheduleEntry, stored_definition
 from typedq.backends._sqlite_db import Connections
 from typedq.backends._sqlite_driver import sqlite3
 from typedq.clock import Clock
+from typedq.errors import ScheduleNotFoundError
 
 __all__ = ["SQLiteCoordination"]
 
@@ -34,6 +38,26 @@ _HELD_BY: Final = """SELECT expires_at FROM locks
 _FREE: Final = "UPDATE locks SET owner = NULL, expires_at = NULL WHERE queue = ? AND name = ?"
 _STATE: Final = """SELECT owner, token, expires_at FROM locks
     WHERE queue = ? AND name = ? AND owner IS NOT NULL AND expires_at > ?"""
+
+_SCHEDULE: Final = """SELECT definition, next_run_at, last_run_at, paused FROM schedules
+    WHERE queue = ? AND name = ?"""
+_SCHEDULES: Final = """SELECT definition, next_run_at, last_run_at, paused FROM schedules
+    WHERE queue = ? ORDER BY name"""
+_ADD_SCHEDULE: Final = """INSERT INTO schedules (queue, name, definition, next_run_at, last_run_at, paused)
+    VALUES (?, ?, ?, ?, ?, ?)"""
+_REDEFINE: Final = "UPDATE schedules SET definition = ?, next_run_at = ? WHERE queue = ? AND name = ?"
+_REMOVE_SCHEDULE: Final = "DELETE FROM schedules WHERE queue = ? AND name = ?"
+_PAUSE: Final = "UPDATE schedules SET paused = ? WHERE queue = ? AND name = ?"
+_PAUSE_AT: Final = "UPDATE schedules SET paused = ?, next_run_at = ? WHERE queue = ? AND name = ?"
+_ADVANCE: Final = """UPDATE schedules SET next_run_at = ?, last_run_at = ?
+    WHERE queue = ? AND name = ? AND next_run_at = ?"""
+_FENCE_HELD: Final = """SELECT 1 FROM locks
+    WHERE queue = ? AND name = ? AND token = ? AND owner IS NOT NULL AND expires_at > ?"""
+
+
+def _entry(row: Sequence[Any]) -> ScheduleEntry:
+    definition, next_run_at, last_run_at, paused = row
+    return ScheduleEntry.from_stored(str(definition), next_run_at, last_run_at, bool(paused))
 
 
 class SQLiteCoordination:
@@ -93,3 +117,79 @@ class SQLiteCoordination:
             return None
         owner, token, expires_at = rows[0]
         return LockState(name, str(owner), int(token), float(expires_at))
+
+    # -- schedules ----------------------------------------------------------------------
+
+    def put_schedule(self, entry: ScheduleEntry) -> ScheduleEntry:
+        """Store a schedule in one transaction; see :meth:`Queue.put_schedule`."""
+        definition = stored_definition(entry)
+        queue = self._name
+
+        def tx(conn: _Conn) -> ScheduleEntry:
+            row = conn.execute(_SCHEDULE, (queue, entry.name)).fetchone()
+            if row is None:
+                conn.execute(
+                    _ADD_SCHEDULE,
+                    (queue, entry.name, definition, entry.next_run_at, entry.last_run_at, int(entry.paused)),
+                )
+            elif row[0] != definition:
+                conn.execute(_REDEFINE, (definition, entry.next_run_at, queue, entry.name))
+            else:
+                return _entry(row)
+            return _entry(conn.execute(_SCHEDULE, (queue, entry.name)).fetchone())
+
+        return self._db.write(tx)
+
+    def get_schedule(self, name: str) -> ScheduleEntry:
+        """The schedule ``name`` (one read); see :meth:`Queue.get_schedule`."""
+        rows = self._db.read(_SCHEDULE, (self._name, name))
+        if not rows:
+            raise ScheduleNotFoundError(name, queue=self._name)
+        return _entry(rows[0])
+
+    def list_schedules(self) -> list[ScheduleEntry]:
+        """Every schedule, by name (one read); see :meth:`Queue.list_schedules`."""
+        return [_entry(row) for row in self._db.read(_SCHEDULES, (self._name,))]
+
+    def remove_schedule(self, name: str) -> bool:
+        """Delete a schedule; see :meth:`Queue.remove_schedule`."""
+        queue = self._name
+        return self._db.write(lambda conn: conn.execute(_REMOVE_SCHEDULE, (queue, name)).rowcount == 1)
+
+    def pause_schedule(self, name: str, *, paused: bool, next_run_at: float | None = None) -> ScheduleEntry:
+        """Pause or resume a schedule in one transaction; see :meth:`Queue.pause_schedule`."""
+        queue = self._name
+
+        def tx(conn: _Conn) -> ScheduleEntry:
+            if next_run_at is None:
+                changed = conn.execute(_PAUSE, (int(bool(paused)), queue, name)).rowcount
+            else:
+                changed = conn.execute(_PAUSE_AT, (int(bool(paused)), next_run_at, queue, name)).rowcount
+            if not changed:
+                raise ScheduleNotFoundError(name, queue=queue)
+            return _entry(conn.execute(_SCHEDULE, (queue, name)).fetchone())
+
+        return self._db.write(tx)
+
+    def advance_schedule(
+        self,
+        name: str,
+        *,
+        expected: float,
+        next_run_at: float | None,
+        last_run_at: float | None,
+        fence: tuple[str, int] | None = None,
+    ) -> bool:
+        """Compare-and-set a schedule's state in one transaction, fenced by a lock;
+        see :meth:`Queue.advance_schedule`."""
+        queue, clock = self._name, self._clock
+
+        def tx(conn: _Conn) -> bool:
+            if fence is not None:
+                held = conn.execute(_FENCE_HELD, (queue, fence[0], int(fence[1]), clock.now())).fetchone()
+                if held is None:
+                    return False
+            args = (next_run_at, last_run_at, queue, name, expected)
+            return conn.execute(_ADVANCE, args).rowcount == 1
+
+        return self._db.write(tx)

@@ -40,6 +40,8 @@ Tables (one file holds many queues; every row carries its queue's name)::
     locks     (queue, name): named locks (``Queue.lock``). ``token`` is the lock's fence
               counter: the token of its last acquisition, kept when the lock is
               released (owner and expires_at NULL) or expires, so tokens never repeat.
+    schedules (queue, name): periodic jobs; ``definition`` is the schedule as canonical
+              JSON, ``next_run_at``, ``last_run_at`` and ``paused`` its state.
 
 Indexes: ``jobs_ready`` (partial: PENDING, unblocked, not delayed; in claim order:
 priority desc, scheduled_at with NULL first, created_at, seq) serves every claim;
@@ -213,7 +215,7 @@ _V5: Final = (
     ) WITHOUT ROWID""",
 )
 
-# Version 6: named locks with fence counters (``Queue.lock``).
+# Version 6: named locks with fence counters (``Queue.lock``) and schedules.
 _V6: Final = (
     """CREATE TABLE locks (
         queue TEXT NOT NULL,
@@ -221,6 +223,15 @@ _V6: Final = (
         owner TEXT,
         token INTEGER NOT NULL,
         expires_at REAL,
+        PRIMARY KEY (queue, name)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE schedules (
+        queue TEXT NOT NULL,
+        name TEXT NOT NULL,
+        definition TEXT NOT NULL,
+        next_run_at REAL,
+        last_run_at REAL,
+        paused INTEGER NOT NULL DEFAULT 0,
         PRIMARY KEY (queue, name)
     ) WITHOUT ROWID""",
 )
