@@ -23,7 +23,7 @@ from typedq.backends._sqlite_driver import sqlite3
 from typedq.clock import Clock
 from typedq.errors import ScheduleNotFoundError
 
-__all__ = ["SQLiteCoordination"]
+__all__ = ["SCHEDULE_QUEUES", "SQLiteCoordination"]
 
 _Conn = sqlite3.Connection
 
@@ -51,6 +51,8 @@ _PAUSE: Final = "UPDATE schedules SET paused = ? WHERE queue = ? AND name = ?"
 _PAUSE_AT: Final = "UPDATE schedules SET paused = ?, next_run_at = ? WHERE queue = ? AND name = ?"
 _ADVANCE: Final = """UPDATE schedules SET next_run_at = ?, last_run_at = ?
     WHERE queue = ? AND name = ? AND next_run_at = ?"""
+#: The queues of the file that hold schedules (``queue_names`` adds them to the queues of jobs).
+SCHEDULE_QUEUES: Final = "SELECT DISTINCT queue FROM schedules"
 _FENCE_HELD: Final = """SELECT 1 FROM locks
     WHERE queue = ? AND name = ? AND token = ? AND owner IS NOT NULL AND expires_at > ?"""
 

@@ -185,7 +185,8 @@ class RedisQueue(coord.RedisCoordination, Queue):
         return f"RedisQueue({self.url!r}, name={self._name!r})"
 
     def queue_names(self) -> list[str]:
-        """The name of every queue under this prefix that holds jobs (not only this one), sorted.
+        """The name of every queue under this prefix that holds jobs or schedules (not only
+        this one), sorted.
 
         Not part of the ``Queue`` protocol: it describes the server, not the queue. An
         operator's read: it ``SCAN``s the database for the queues' ``meta`` keys (one per
