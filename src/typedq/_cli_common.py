@@ -31,6 +31,7 @@ from typedq.errors import (
     JobNotFoundError,
     NoHandlerError,
     QueueNotFoundError,
+    ScheduleNotFoundError,
     SerializationError,
     TypedqError,
 )
@@ -86,6 +87,8 @@ CONFIG_KEYS: Final[dict[str, str]] = {
     "batch-size": "batch_size",
     "serializer": "serializer",
     "max-payload-size": "max_payload_size",
+    "scheduler": "scheduler",
+    "scheduler-lock": "scheduler_lock_s",
 }
 _SETTABLE: Final = frozenset(CONFIG_KEYS.values())
 
@@ -102,7 +105,7 @@ def exit_code_for(exc: TypedqError) -> int:
     """The exit code of a typedq error: bad input is 2, anything else 1."""
     bad_input = (
         ConfigError, InvalidJobError, NoHandlerError, JobNotFoundError, QueueNotFoundError,
-        SerializationError, InvalidTransitionError,
+        ScheduleNotFoundError, SerializationError, InvalidTransitionError,
     )
     if isinstance(exc, BackendError):
         return EXIT_FAILED

@@ -61,6 +61,10 @@ DEFAULT_CONFIG: Final[dict[str, Any]] = {
     # How many worker processes ``typedq worker`` and ``run_worker_processes`` start when
     # not told; 0: worker threads in one process. ``start_workers()`` always starts threads.
     "processes": 0,
+    # Whether start_workers() also runs the scheduler (see typedq.scheduler), and the time
+    # to live of its leader lock: a dead leader is replaced within it.
+    "scheduler": True,
+    "scheduler_lock_s": 15.0,
 }
 
 SUBMIT_FIELDS: Final = frozenset(
@@ -133,6 +137,9 @@ def validate_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
     require_number("shutdown_grace_s", merged["shutdown_grace_s"], minimum=0)
     require_number("processes", merged["processes"], minimum=0, integer=True)
     require_number("max_payload_size", merged["max_payload_size"], minimum=1, integer=True)
+    if not isinstance(merged["scheduler"], bool):
+        raise ConfigError("scheduler", merged["scheduler"], "True or False")
+    require_number("scheduler_lock_s", merged["scheduler_lock_s"], minimum=0, strict=True)
     if merged["max_payload_size"] < MIN_PAYLOAD_SIZE:
         raise ConfigError(
             "max_payload_size", merged["max_payload_size"],

@@ -14,6 +14,7 @@ keeps working for code written against the original specification::
     ├── ConfigError (ValueError)                bad configuration value or option name
     ├── JobNotFoundError (KeyError)             no job with that id
     ├── QueueNotFoundError (KeyError)           no queue with that name
+    ├── ScheduleNotFoundError (KeyError)        no schedule with that name
     ├── JobTimeoutError (TimeoutError)          a handler ran past its timeout
     ├── WaitTimeoutError (TimeoutError)         waiting for a job's outcome took too long
     ├── JobFailedError (RuntimeError)           a job ended without a result
@@ -68,6 +69,7 @@ __all__ = [
     "PayloadVersionError",
     "QueueNotFoundError",
     "ResultSerializationError",
+    "ScheduleNotFoundError",
     "SerializationError",
     "SignatureError",
     "StaleLeaseError",
@@ -250,6 +252,20 @@ class QueueNotFoundError(TypedqError, KeyError):
         self.name = name
         self.known = known
         self.message = f"no queue named {_short(name)}; queues: {', '.join(sorted(known)) or 'none'}"
+        super().__init__(self.message)
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ScheduleNotFoundError(TypedqError, KeyError):
+    """No schedule with this name exists (in the queue, or any queue, searched)."""
+
+    def __init__(self, name: str, *, queue: str | None = None) -> None:
+        self.name = name
+        self.queue = queue
+        where = f" in queue {queue!r}" if queue else ""
+        self.message = f"no schedule named {_short(name)}{where}"
         super().__init__(self.message)
 
     def __str__(self) -> str:

@@ -2,7 +2,8 @@
 
 The manager turns a config dict into named queues on one backend, keeps the handler
 registry (job type → handler and target queue), submits jobs, runs worker threads with a
-shared lease keeper and a reaper, keeps the dead-letter queue, and reports statistics.
+shared lease keeper, a reaper and the scheduler of periodic jobs (declared through
+``ScheduleAPI``, in ``_schedule_api``), keeps the dead-letter queue, and reports statistics.
 
 Locking: the queue registry, the handler registry and the worker registry each have their
 own lock, taken only to change the registry; reads of a registry are single dict lookups.
@@ -28,7 +29,7 @@ from typedq._config import (
     validate_config,
     validate_queue_settings,
 )
-from typedq._typed_api import TypedAPI
+from typedq._schedule_api import ScheduleAPI
 from typedq._validate import require_number
 from typedq._waiting import CompletionWaiters, NotifyingEvents, wait_for_jobs
 from typedq._worker_support import send_to_dead_letter
@@ -46,6 +47,7 @@ from typedq.events import EventHandler, safe_call
 from typedq.job import TERMINAL_STATUSES, Job, JobStatus
 from typedq.leases import LeaseKeeper, Reaper
 from typedq.retry import RetryPolicy
+from typedq.scheduler import Scheduler
 from typedq.serializers import FrameCodec, get_serializer
 from typedq.worker import Handler, Worker, WorkerStats
 
@@ -70,7 +72,7 @@ def _make_codec(config: Mapping[str, Any]) -> FrameCodec | None:
     return get_serializer(name, pickle_key=config["pickle_key"], max_size=config["max_payload_size"])
 
 
-class JobQueueManager(TypedAPI):
+class JobQueueManager(ScheduleAPI):
     """Queues, handlers and workers behind one object; the specification's manager.
 
     Args:
@@ -126,6 +128,9 @@ class JobQueueManager(TypedAPI):
             max_lost=self.config["max_lost"],
             on_reclaimed=self._on_reclaimed,
             outage_grace_s=self.config["lease_s"],
+        )
+        self._scheduler = Scheduler(
+            self._all_queues, clock=clock, lock_s=self.config["scheduler_lock_s"], on_fired=self._on_fired
         )
         self.create_queue("default")
         for qname, qsettings in self.config["queues"].items():
@@ -361,6 +366,8 @@ class JobQueueManager(TypedAPI):
             if started:
                 self._keeper.start()
                 self._reaper.start()
+                if self.config["scheduler"]:
+                    self._scheduler.start()
                 for worker in started:
                     worker.start()
         return started
@@ -410,6 +417,7 @@ class JobQueueManager(TypedAPI):
             self._retire_finished()
             if not any(self._workers.values()) and not self._stopping:
                 self._keeper.stop()
+                self._scheduler.stop()
         return abandoned
 
     def _retire_finished(self) -> None:
@@ -436,6 +444,12 @@ class JobQueueManager(TypedAPI):
         host), live and recently dead, oldest first."""
         found = [info for queue in self._all_queues() for info in queue.workers()]
         return sorted(found, key=lambda w: (w.started_at, w.worker_id))
+
+    def _on_fired(self, queue: Queue, job: Job) -> None:
+        """A scheduler enqueued a slot's job: count it and tell the event handler."""
+        with self._stats_lock:
+            self._submitted += 1
+        safe_call(self.event_handler.on_job_submitted, job)
 
     def _on_reclaimed(self, queue: Queue, job_ids: list[str]) -> None:
         for job_id in job_ids:
@@ -594,6 +608,7 @@ class JobQueueManager(TypedAPI):
         abandoned = self.stop_workers(graceful=graceful, timeout=timeout)
         with self._workers_lock:
             self._closed = True
+        self._scheduler.stop()
         self._reaper.stop()
         self._keeper.stop()
         for queue in self._all_queues():

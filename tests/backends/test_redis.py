@@ -27,7 +27,6 @@ from tests.helpers import redis_available, skip_or_fail, wait_until
 
 from typedq.backends import backend_for, open_queue
 from typedq.backends._redis_keys import parse_redis_url, sort_hex
-from typedq.backends._redis_lua import SCRIPTS
 from typedq.backends.base import Completion
 from typedq.clock import FakeClock, system_clock
 from typedq.errors import (
@@ -114,7 +113,7 @@ def private_server(tmp_path: Path) -> Iterator[int]:
 
 
 def test_scripts_are_loaded_once_and_called_by_sha(private_server: int, clock: FakeClock) -> None:
-    from typedq.backends.redis import RedisQueue
+    from typedq.backends.redis import _SCRIPTS, RedisQueue
 
     queue = RedisQueue(f"redis://127.0.0.1:{private_server}/0", name="q", clock=clock)
     admin = redis.Redis(port=private_server)
@@ -127,7 +126,7 @@ def test_scripts_are_loaded_once_and_called_by_sha(private_server: int, clock: F
         assert stats["cmdstat_evalsha"]["calls"] >= 41
         assert "cmdstat_eval" not in stats  # never the source with every call
         loads = stats.get("cmdstat_script|load", {}).get("calls", 0)
-        assert loads <= len(SCRIPTS)
+        assert loads <= len(_SCRIPTS)  # the transitions' scripts and the locks'
         # The scripts the calls used are cached on the server under their SHA.
         shas = [s.sha for s in queue._link.scripts.values()]  # what the client calls
         assert admin.script_exists(*shas).count(True) >= 3

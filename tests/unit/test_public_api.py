@@ -59,6 +59,7 @@ EXPORTED = [
     "Reaper",
     "ResultSerializationError",
     "RetryPolicy",
+    "ScheduleNotFoundError",
     "SerializationError",
     "SignatureError",
     "StaleLeaseError",

@@ -342,16 +342,19 @@ def _check_eviction(client: redis.Redis, settings: RedisSettings) -> None:
 
 
 def queue_names(client: redis.Redis, prefix: str) -> list[str]:
-    """The names of the queues under ``prefix`` that hold jobs, sorted: a ``SCAN`` for their
-    ``meta`` keys (one a queue), then one read of each one's counters."""
+    """The names of the queues under ``prefix`` that hold jobs or schedules, sorted: a
+    ``SCAN`` for their ``meta`` keys (one a queue), then one read of each one's counters
+    and number of schedules."""
     head = f"{{{prefix}:"
     metas = client.scan_iter(match=f"{head}*}}:meta", count=1000)
     bases = sorted({k.decode()[: -len(":meta")] for k in metas})
     with client.pipeline(transaction=False) as pipe:
         for base in bases:
             pipe.hvals(f"{base}:counts")
-        counts = pipe.execute()
-    held = [sum(int(v) for v in values) for values in counts]
+            pipe.hlen(f"{base}:schedules")
+        replies = pipe.execute()
+    pairs = zip(replies[::2], replies[1::2], strict=True)
+    held = [sum(int(v) for v in counts) + schedules for counts, schedules in pairs]
     return [base[len(head) : -1] for base, n in zip(bases, held, strict=True) if n > 0]
 
 

@@ -24,6 +24,11 @@ may touch any of its keys::
     B:wseen                 zset   the same workers by last heartbeat (to forget old ones)
     B:alive:<worker_id>     string a live worker's heartbeat, expiring after its ttl_s
                                    by the server's clock (the reaper's liveness rule)
+    B:locks                 hash   named locks: name -> holder as JSON {o owner, t token,
+                                   e deadline} (see _redis_coord)
+    B:fences                hash   named locks: name -> fence counter (never lowered)
+    B:schedules             hash   schedules: name -> definition as canonical JSON
+    B:schedstate            hash   schedules: name -> state as JSON {n next, l last, p paused}
     {prefix:}:epoch         string the prefix's epoch marker (a server that lost its data)
 
 A job hash holds, besides the job's fields, ``lu`` (the lease deadline by the caller's
@@ -68,6 +73,10 @@ FIXED_KEYS: Final = {
     "alone": "set",
     "workers": "hash",
     "wseen": "zset",
+    "locks": "hash",
+    "fences": "hash",
+    "schedules": "hash",
+    "schedstate": "hash",
     "counts": "hash",
     "seq": "string",
     "cgseq": "string",

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from typedq.backends import _sqlite_rows as rows
+from typedq.backends._sqlite_coord import SCHEDULE_QUEUES
 from typedq.backends._sqlite_db import Connections
 from typedq.backends._sqlite_driver import DRIVER, sqlite3
 from typedq.backends._sqlite_schema import WAL_RESET_BUG
@@ -70,14 +71,17 @@ class SQLiteReads:
         }
 
     def queue_names(self) -> list[str]:
-        """The name of every queue that has jobs in this file (not only this one), sorted.
+        """The name of every queue that has jobs or schedules in this file (not only this
+        one), sorted.
 
         Not part of the ``Queue`` protocol: it describes the file, not the queue. The
         manager's dead-letter queue is a queue of the file like any other, so its
         reserved name (``"dead-letter"``) is listed whenever it holds jobs. One read of
         the ``(queue, job_id)`` index, never of the table.
         """
-        return [str(row[0]) for row in self._db.read(SQL.queue_names)]
+        names = {str(row[0]) for row in self._db.read(SQL.queue_names)}
+        names.update(str(row[0]) for row in self._db.read(SCHEDULE_QUEUES))
+        return sorted(names)
 
     # -- reads --------------------------------------------------------------------------
 

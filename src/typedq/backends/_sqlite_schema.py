@@ -37,6 +37,11 @@ Tables (one file holds many queues; every row carries its queue's name)::
               waits for; it exists exactly while the child is blocked on that parent.
     workers   (queue, worker_id): the worker registry, one row per worker, renewed
               every heartbeat (``last_seen``); ``info`` is the entry as JSON.
+    locks     (queue, name): named locks (``Queue.lock``). ``token`` is the lock's fence
+              counter: the token of its last acquisition, kept when the lock is
+              released (owner and expires_at NULL) or expires, so tokens never repeat.
+    schedules (queue, name): periodic jobs; ``definition`` is the schedule as canonical
+              JSON, ``next_run_at``, ``last_run_at`` and ``paused`` its state.
 
 Indexes: ``jobs_ready`` (partial: PENDING, unblocked, not delayed; in claim order:
 priority desc, scheduled_at with NULL first, created_at, seq) serves every claim;
@@ -210,10 +215,31 @@ _V5: Final = (
     ) WITHOUT ROWID""",
 )
 
+# Version 6: named locks with fence counters (``Queue.lock``) and schedules.
+_V6: Final = (
+    """CREATE TABLE locks (
+        queue TEXT NOT NULL,
+        name TEXT NOT NULL,
+        owner TEXT,
+        token INTEGER NOT NULL,
+        expires_at REAL,
+        PRIMARY KEY (queue, name)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE schedules (
+        queue TEXT NOT NULL,
+        name TEXT NOT NULL,
+        definition TEXT NOT NULL,
+        next_run_at REAL,
+        last_run_at REAL,
+        paused INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (queue, name)
+    ) WITHOUT ROWID""",
+)
+
 #: For each schema version, the statements that upgrade a file from the version before.
-MIGRATIONS: dict[int, tuple[str, ...]] = {1: _V1, 2: _V2, 3: _V3, 4: _V4, 5: _V5}
+MIGRATIONS: dict[int, tuple[str, ...]] = {1: _V1, 2: _V2, 3: _V3, 4: _V4, 5: _V5, 6: _V6}
 #: The schema version this typedq writes: the highest key of :data:`MIGRATIONS`.
-SCHEMA_VERSION: Final = 5
+SCHEMA_VERSION: Final = 6
 
 
 def _version_text(info: tuple[int, ...]) -> str:

@@ -19,6 +19,11 @@ marked FAILED with an error naming it, in the same transition. A dependency must
 be in the queue (or in the same ``enqueue_many`` batch), so a cycle can only be formed
 within one batch, and it is refused.
 
+Named locks (:meth:`Queue.lock`) live beside the jobs, scoped like them by the queue's
+name and store, each acquisition with a fencing token (see ``_locks``); so do the
+queue's schedules (periodic jobs, :class:`ScheduleEntry`), whose state the scheduler
+advances with a compare-and-set fenced by its leader lock.
+
 Backends keep no policy: retries, events and validation of payloads live above them.
 """
 
@@ -28,11 +33,22 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Final, NamedTuple, Protocol, runtime_checkable
 
+from typedq.backends._locks import Lock, LockState
+from typedq.backends._schedules import ScheduleEntry
 from typedq.clock import Clock
 from typedq.errors import TypedqError
 from typedq.job import Job, JobStatus
 
-__all__ = ["WORKER_RETENTION_S", "Claim", "Completion", "Queue", "WorkerInfo"]
+__all__ = [
+    "WORKER_RETENTION_S",
+    "Claim",
+    "Completion",
+    "Lock",
+    "LockState",
+    "Queue",
+    "ScheduleEntry",
+    "WorkerInfo",
+]
 
 #: How long a worker that stopped heartbeating stays listed (as dead) in the registry.
 WORKER_RETENTION_S: Final = 3600.0
@@ -427,6 +443,107 @@ class Queue(Protocol):
 
     def workers(self) -> list[WorkerInfo]:
         """The registered workers of this queue, live and recently dead, oldest first."""
+        ...
+
+    # -- named locks --------------------------------------------------------------------
+
+    def lock(self, name: str, ttl_s: float) -> Lock:
+        """A handle on the named lock ``name`` of this queue's store (see ``_locks``).
+
+        Raises:
+            ConfigError: ``name`` is empty or longer than 200 characters, or ``ttl_s`` is
+                not a finite number > 0.
+        """
+        ...
+
+    def acquire_lock(self, name: str, *, owner: str, ttl_s: float) -> int | None:
+        """Take lock ``name`` for ``owner`` if it is free or expired; return the new token.
+
+        Atomic: the lock's fence counter is incremented and the holder set in one
+        transition; the counter is never reset (a release or an expiry keeps it), so
+        every token is greater than every earlier one of that lock. Returns None while
+        another (or the same) owner holds it.
+
+        Raises:
+            ConfigError: a bad name, owner or ``ttl_s``.
+        """
+        ...
+
+    def renew_lock(self, name: str, *, token: int, ttl_s: float) -> bool:
+        """Push the deadline of lock ``name`` to ``ttl_s`` from now if ``token`` holds it.
+
+        Atomic compare-and-extend. False (and nothing changed) when the token is stale:
+        the lock expired, was released, or was taken under a newer token.
+        """
+        ...
+
+    def release_lock(self, name: str, *, token: int) -> bool:
+        """Free lock ``name`` if ``token`` holds it; False (nothing changed) otherwise.
+
+        Atomic compare-and-delete; the fence counter is kept.
+        """
+        ...
+
+    def lock_state(self, name: str) -> LockState | None:
+        """Who holds lock ``name`` now; None when it is free or its deadline passed."""
+        ...
+
+    # -- schedules ----------------------------------------------------------------------
+
+    def put_schedule(self, entry: ScheduleEntry) -> ScheduleEntry:
+        """Store a schedule of this queue; return it as stored.
+
+        Atomic. A new name is stored as given. For an existing name whose definition
+        (every field but the state) is unchanged, nothing changes; a changed definition
+        replaces the stored one together with ``next_run_at``, keeping ``paused`` and
+        ``last_run_at``. Many processes may so declare the same schedule at start-up.
+
+        Raises:
+            ConfigError: the name is invalid, or the payload or options are not JSON-safe.
+        """
+        ...
+
+    def get_schedule(self, name: str) -> ScheduleEntry:
+        """Return the schedule ``name`` of this queue.
+
+        Raises:
+            ScheduleNotFoundError: no such schedule (also a ``KeyError``).
+        """
+        ...
+
+    def list_schedules(self) -> list[ScheduleEntry]:
+        """Every schedule of this queue, by name."""
+        ...
+
+    def remove_schedule(self, name: str) -> bool:
+        """Delete the schedule ``name``; False when there was none."""
+        ...
+
+    def pause_schedule(self, name: str, *, paused: bool, next_run_at: float | None = None) -> ScheduleEntry:
+        """Set the schedule's ``paused`` flag (and ``next_run_at`` when given); return it.
+
+        Raises:
+            ScheduleNotFoundError: no such schedule.
+        """
+        ...
+
+    def advance_schedule(
+        self,
+        name: str,
+        *,
+        expected: float,
+        next_run_at: float | None,
+        last_run_at: float | None,
+        fence: tuple[str, int] | None = None,
+    ) -> bool:
+        """Record that the slots up to ``last_run_at`` fired: a compare-and-set.
+
+        Atomic: only when the schedule's ``next_run_at`` is still ``expected`` and, with
+        ``fence`` (a lock name and token), that lock of this queue is still held under
+        that token, are ``next_run_at`` and ``last_run_at`` set; otherwise nothing
+        changes and False is returned (another scheduler advanced it, or this one's
+        leadership was lost).
+        """
         ...
 
     # -- waiting ------------------------------------------------------------------------

@@ -2,8 +2,8 @@
 
 This module owns the public class and its transitions; where each job sits (ready heaps
 per job type, the delayed heap, the blocked table, tombstones) and the moves between those
-places are in ``_memory_state``. One lock guards everything and is held only for the
-bookkeeping, never while a handler runs.
+places are in ``_memory_state``; named locks in ``_memory_coord``. One lock guards
+everything and is held only for the bookkeeping, never while a handler runs.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any, Final
 
 from typedq.backends._frames import FrameFields
 from typedq.backends._graph import check_batch_acyclic, dependency_order, jobs_from_export
+from typedq.backends._memory_coord import MemoryCoordination
 from typedq.backends._memory_state import FAILING, MemoryState
 from typedq.backends.base import WORKER_RETENTION_S, Claim, Completion, Queue, WorkerInfo
 from typedq.clock import Clock, system_clock
@@ -40,7 +41,7 @@ _COMPLETED: Final = JobStatus.COMPLETED
 _RETRYABLE: Final = FAILING
 
 
-class JobQueue(MemoryState, Queue):
+class JobQueue(MemoryState, MemoryCoordination, Queue):
     """A thread-safe in-memory job queue; the specification's ``JobQueue``.
 
     Args:
@@ -63,6 +64,7 @@ class JobQueue(MemoryState, Queue):
         self._codec = codec
         self._frames = None if codec is None else FrameFields(codec)
         self._workers: dict[str, WorkerInfo] = {}
+        self._init_coordination()
 
     # -- properties ---------------------------------------------------------------------
 

@@ -3,7 +3,7 @@
 This module owns the Redis backend's public class. Beside it: the key layout, URL form
 and job <-> hash encoding in ``_redis_keys``; connections, error mapping and the checks
 made at open in ``_redis_conn``; the Lua scripts in ``_redis_lua``; waiting for work in
-``_redis_wait``.
+``_redis_wait``; named locks in ``_redis_coord``.
 
 How it runs:
 
@@ -51,6 +51,7 @@ from collections.abc import Collection, Iterable, Sequence
 from typing import Any, Final
 
 from typedq.backends import _redis_conn as conn
+from typedq.backends import _redis_coord as coord
 from typedq.backends import _redis_registry as registry
 from typedq.backends._graph import check_batch_acyclic, dependency_order, jobs_from_export
 from typedq.backends._redis_keys import HashCodec, base_key, parse_redis_url, sort_hex
@@ -82,6 +83,8 @@ _PENDING: Final = JobStatus.PENDING
 _COMPLETED: Final = JobStatus.COMPLETED
 #: Most claims remembered for complete(); half are forgotten when it is passed.
 _INFLIGHT_MAX: Final = 8192
+#: Every script a queue registers: its transitions and its locks'.
+_SCRIPTS: Final = {**SCRIPTS, **coord.COORD_SCRIPTS}
 
 
 def _num(value: float) -> str:
@@ -89,7 +92,7 @@ def _num(value: float) -> str:
     return repr(float(value))
 
 
-class RedisQueue(Queue):
+class RedisQueue(coord.RedisCoordination, Queue):
     """A durable job queue stored in Redis; safe across threads, processes and hosts.
 
     Args:
@@ -128,7 +131,7 @@ class RedisQueue(Queue):
         self._waiters = Waiters(base)
         self._closed = False
         self._inflight: dict[tuple[str, int], Job] = {}
-        self._link = conn.Link(settings, base, SCRIPTS)
+        self._link = conn.Link(settings, base, _SCRIPTS)
         self._link.open()
 
     # -- connection ---------------------------------------------------------------------
@@ -174,7 +177,8 @@ class RedisQueue(Queue):
         return f"RedisQueue({self.url!r}, name={self._name!r})"
 
     def queue_names(self) -> list[str]:
-        """The name of every queue under this prefix that holds jobs (not only this one), sorted.
+        """The name of every queue under this prefix that holds jobs or schedules (not only
+        this one), sorted.
 
         Not part of the ``Queue`` protocol: it describes the server, not the queue. An
         operator's read: it ``SCAN``s the database for the queues' ``meta`` keys (one per

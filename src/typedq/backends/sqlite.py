@@ -5,9 +5,10 @@ file format, its checks and the URL form in ``_sqlite_schema``; connections and 
 mapping of driver errors in ``_sqlite_db``; rows <-> jobs in ``_sqlite_rows``; the SQL
 text in ``_sqlite_sql``; the work done inside a transaction (dependency graph, status
 moves, rescues) in ``_sqlite_graph``; reads, the worker registry and waiting in
-``_sqlite_reads``. One file holds any number of queues (rows carry their queue's name);
-one ``SQLiteQueue`` object is one queue of one file. ``sqlite:///:memory:`` is refused:
-every thread and process needs its own connection to the same file.
+``_sqlite_reads``; named locks in ``_sqlite_coord``. One file holds any number of queues
+(rows carry their queue's name); one ``SQLiteQueue`` object is one queue of one file.
+``sqlite:///:memory:`` is refused: every thread and process needs its own connection to
+the same file.
 
 How it runs:
 
@@ -72,6 +73,7 @@ from typing import Any, Final
 from typedq._identity import owner_alive
 from typedq.backends import _sqlite_rows as rows
 from typedq.backends._graph import jobs_from_export
+from typedq.backends._sqlite_coord import SQLiteCoordination
 from typedq.backends._sqlite_db import SYNCHRONOUS, Connections, map_errors
 from typedq.backends._sqlite_driver import is_unique_violation, sqlite3
 from typedq.backends._sqlite_graph import Finish, QueueGraph
@@ -109,7 +111,7 @@ _INFLIGHT_MAX: Final = 8192
 _Conn = sqlite3.Connection
 
 
-class SQLiteQueue(SQLiteReads, Queue):
+class SQLiteQueue(SQLiteReads, SQLiteCoordination, Queue):
     """A durable job queue stored in a SQLite file; safe across threads and processes.
 
     Args:
