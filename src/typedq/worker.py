@@ -84,7 +84,7 @@ from typedq.errors import (
     StaleLeaseError,
 )
 from typedq.events import EventHandler, safe_call
-from typedq.job import MAX_TRACEBACK, TRACEBACK_KEY, Job, JobStatus
+from typedq.job import MAX_TRACEBACK, Job, JobStatus
 from typedq.leases import LeaseKeeper, check_lease_settings
 from typedq.retry import RetryPolicy
 
@@ -602,8 +602,7 @@ class Worker(threading.Thread):
             snapshot.error = error
             snapshot.lease_until = None
             snapshot.finished_at = self.clock.now()
-            if trace is not None:
-                snapshot.metadata[TRACEBACK_KEY] = trace[-MAX_TRACEBACK:]
+            snapshot.traceback = None if trace is None else trace[-MAX_TRACEBACK:]
             put_dead_letter(dlq, snapshot)
         try:
             dead = self.queue.bury(job.job_id, token=token, error=error, traceback=trace)

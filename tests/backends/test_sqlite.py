@@ -44,7 +44,7 @@ from typedq.errors import (
     SerializationError,
     UnknownDependencyError,
 )
-from typedq.job import Job, JobStatus
+from typedq.job import TRACEBACK_KEY, Job, JobStatus
 from typedq.serializers.base import FrameCodec
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -726,7 +726,7 @@ def test_writing_a_job_builds_no_temporary_table(open_sqlite: Callable[..., SQLi
     open_sqlite("m")
     conn = sqlite3.connect(db)
     try:
-        for sql, width in ((SQL.insert_into(FRESH_COLUMNS), 9), (SQL.insert, 27)):
+        for sql, width in ((SQL.insert_into(FRESH_COLUMNS), 9), (SQL.insert, SQL.insert.count("?"))):
             program = [row[1] for row in conn.execute(f"EXPLAIN {sql}", [None] * width)]
             assert "Insert" in program
             assert "OpenEphemeral" not in program, sql
@@ -1214,3 +1214,40 @@ def test_a_job_changed_by_hand_beyond_64_bits_is_refused_with_the_field_named(
         add()
     assert info.value.field == "max_retries"
     assert queue.size == 0
+
+
+def test_a_schema_5_file_gets_a_traceback_column_and_old_rows_read_theirs_from_metadata(
+    monkeypatch: pytest.MonkeyPatch, db: Path, clock: FakeClock
+) -> None:
+    """Schema 5 kept a failure's traceback inside the metadata frame; schema 6 adds the
+    column, and a row written before reads with the text moved to ``Job.traceback``."""
+    with monkeypatch.context() as patch:
+        patch.setattr(schema, "MIGRATIONS", {v: schema.MIGRATIONS[v] for v in (1, 2, 3, 4, 5)})
+        patch.setattr(schema, "SCHEMA_VERSION", 5)
+        SQLiteQueue(db, name="m", clock=clock).close()
+    metadata = FrameCodec("json").encode({"tenant": "t1", TRACEBACK_KEY: "Trace of old"}, context=b"old")
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:  # buried as schema 5 buried: the traceback merged into the metadata frame
+        conn.execute(
+            "INSERT INTO jobs (queue, job_id, job_type, status, priority, created_at, max_retries, origin,"
+            " payload, metadata, error, finished_at) VALUES ('m', 'old', 't', 'DEAD', 5, 1.0, 0, 'm', ?, ?,"
+            " 'boom', 2.0)",
+            (FrameCodec("json").encode({}, context=b"old"), metadata),
+        )
+    finally:
+        conn.close()
+    queue = SQLiteQueue(db, name="m", clock=clock)
+    try:
+        assert queue.diagnostics()["schema_version"] == schema.SCHEMA_VERSION
+        old = queue.get_job("old")
+        assert (old.traceback, old.metadata) == ("Trace of old", {"tenant": "t1"})
+        assert queue.export_jobs()[0]["traceback"] == "Trace of old"
+        queue.retry("old")  # a fresh run: no traceback, the stale one in metadata stays hidden
+        assert queue.get_job("old").traceback is None
+    finally:
+        queue.close()
+    conn = sqlite3.connect(db)
+    try:
+        assert "traceback" in {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}
+    finally:
+        conn.close()

@@ -41,7 +41,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from typedq.backends._frames import UNDECODABLE_KEY, FrameFields
 from typedq.errors import ConfigError
-from typedq.job import Job, JobStatus
+from typedq.job import TRACEBACK_KEY, Job, JobStatus, take_legacy_traceback
 
 __all__ = [
     "FIXED_KEYS",
@@ -253,6 +253,8 @@ class HashCodec(FrameFields):
             out += ("r", result)
         if job.run_alone:
             out += ("ra", "1")
+        if job.traceback is not None:
+            out += ("tb", job.traceback)
         return out
 
     def job(self, job_id: str, flat: list[bytes] | Mapping[bytes, bytes], *, strict: bool = False) -> Job:
@@ -279,6 +281,15 @@ class HashCodec(FrameFields):
         )
         result = self.decode_result(get(b"r"), context, problems)
         depends_on = self.decode_depends(get(b"d"), problems)
+        # Absent: not written since layout 2 (layout 1 kept it in the metadata frame);
+        # empty: cleared (no traceback).
+        traceback = _text(get(b"tb"))
+        if TRACEBACK_KEY in metadata:
+            legacy = take_legacy_traceback(metadata, None)
+            if traceback is None:
+                traceback = legacy
+        if not traceback:
+            traceback = None
         if problems:
             metadata = {**metadata, UNDECODABLE_KEY: problems}
         return Job.unchecked(
@@ -305,4 +316,5 @@ class HashCodec(FrameFields):
             lost_count=int(get(b"lc", 0)),
             cancel_requested=b"cr" in h,
             run_alone=b"ra" in h,
+            traceback=traceback,
         )

@@ -393,8 +393,8 @@ return out
 """
 
 # ARGV: now, id, token, action, then per action:
-#   fail:    error, retry_at, retry_at's sort hex, metadata frame ('' = unchanged), has_md
-#   bury:    error, metadata frame, has_md
+#   fail:    error, retry_at, retry_at's sort hex, traceback ('' = none)
+#   bury:    error, traceback ('' = none)
 #   release: (nothing)
 #   extend:  lease_until
 #   undecodable: error (a claim's fenced bury of a job it cannot decode)
@@ -416,7 +416,7 @@ if action == 'fail' then
   local sk = ARGV[7] .. string.sub(v[1], 17)
   redis.call('HINCRBY', k, 'rc', 1)
   redis.call('HSET', k, 'e', ARGV[5], 'sa', ARGV[6], 'sk', sk, 'rk', mkrk(v[2], sk, n, id))
-  if ARGV[9] == '1' then redis.call('HSET', k, 'md', ARGV[8]) end
+  redis.call('HSET', k, 'tb', ARGV[8])  -- '' when none: cleared, never a layout-1 leftover
   redis.call('HDEL', k, 'w')
   move(id, k, n, 'RUNNING', 'PENDING')
   schedule(id, now)
@@ -428,7 +428,7 @@ elseif action == 'release' then
   wake(1)
 else  -- bury, undecodable
   redis.call('HSET', k, 'e', ARGV[5], 'f', ARGV[1])
-  if action == 'bury' and ARGV[7] == '1' then redis.call('HSET', k, 'md', ARGV[6]) end
+  redis.call('HSET', k, 'tb', action == 'bury' and ARGV[6] or '')
   move(id, k, n, 'RUNNING', 'DEAD')
   fail_dependents(id, now)
 end
@@ -521,6 +521,7 @@ elseif action == 'replay' then
   local sk = string.rep('0', 16) .. string.sub(redis.call('HGET', k, 'sk'), 17)
   redis.call('HSET', k, 'rc', 0, 'lc', 0, 'sk', sk, 'rk', mkrk(redis.call('HGET', k, 'p'), sk, v[2], id))
   redis.call('HDEL', k, 'e', 'r', 'f', 'sa', 'cr')
+  redis.call('HSET', k, 'tb', '')
   to_status(id, k, s, 'PENDING', now)
   return {'ok', redis.call('HGETALL', k)}
 elseif action == 'retry' then
@@ -554,6 +555,7 @@ elseif action == 'retry' then
     local sk = string.rep('0', 16) .. string.sub(w[3], 17)
     redis.call('HSET', rk_, 'rc', 0, 'lc', 0, 'sk', sk, 'rk', mkrk(w[4], sk, w[2], rid))
     redis.call('HDEL', rk_, 'e', 'r', 'f', 'sa', 'cr', 'ra', 'w')
+    redis.call('HSET', rk_, 'tb', '')
     to_status(rid, rk_, w[1], 'PENDING', now)
   end
   return {'ok', reopened}

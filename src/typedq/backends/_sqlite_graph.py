@@ -38,7 +38,7 @@ from typedq.errors import (
     TypedqError,
     UnknownDependencyError,
 )
-from typedq.job import MAX_TRACEBACK, TRACEBACK_KEY, Job, JobStatus
+from typedq.job import Job, JobStatus
 
 __all__ = ["Finish", "Finished", "JobState", "QueueGraph"]
 
@@ -51,6 +51,7 @@ _REPLAYED: Final = {
     "retry_count": 0,
     "lost_count": 0,
     "error": None,
+    "traceback": "",  # cleared ('', not NULL: see _sqlite_schema)
     "result": None,
     "finished_at": None,
     "scheduled_at": None,
@@ -480,27 +481,6 @@ class QueueGraph:
         if status != _RUNNING:
             raise StaleLeaseError(job_id, token, reason=f"the job is {status}, not RUNNING")
         raise StaleLeaseError(job_id, token, reason=f"attempt {attempt} holds the lease now")
-
-    def with_traceback(self, conn: _Conn, job_id: str, traceback: str) -> bytes | None:
-        """The job's metadata frame with ``traceback`` (bounded) under TRACEBACK_KEY.
-
-        None (keep what is stored) when there is no such job or its metadata is
-        undecodable: a traceback never replaces what it cannot merge with.
-        """
-        found = conn.execute(SQL.metadata, (self.queue, job_id)).fetchone()
-        if found is None:
-            return None
-        codec, context = self.rows.codec, job_id.encode()
-        metadata: dict[str, Any] = {}
-        if found[0] is not None:
-            try:
-                metadata = codec.decode(found[0], context=context)
-            except Exception:  # undecodable stored bytes: leave them for the DLQ to show
-                return None
-            if type(metadata) is not dict:
-                return None
-        metadata[TRACEBACK_KEY] = traceback[-MAX_TRACEBACK:]
-        return codec.encode(metadata, context=context)
 
     def rescue(
         self, conn: _Conn, chosen: list[tuple[int, str, int, bool]], now: float, max_lost: int

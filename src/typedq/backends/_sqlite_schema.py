@@ -32,7 +32,9 @@ Tables (one file holds many queues; every row carries its queue's name)::
               job's own ``queue`` field (a dead-letter queue keeps where a job came from).
               run_alone=1 marks a PENDING job given back from a batch whose worker
               died (claims then take one job at a time); lease_mono is the lease
-              deadline by the claiming host's monotonic clock.
+              deadline by the claiming host's monotonic clock. traceback is the last
+              failure's traceback text (schema 6): '' when cleared, NULL when not
+              written since (a row of schema 5 keeps it in its metadata frame).
     job_deps  (queue, parent, child): one edge per dependency a PENDING child still
               waits for; it exists exactly while the child is blocked on that parent.
     workers   (queue, worker_id): the worker registry, one row per worker, renewed
@@ -210,10 +212,15 @@ _V5: Final = (
     ) WITHOUT ROWID""",
 )
 
+# Version 6: the last failure's traceback in a column of its own (schema 5 and older kept
+# it inside the metadata frame, which SQL cannot read; such rows are read as before and
+# their traceback is moved out of the metadata when the row is read).
+_V6: Final = ("ALTER TABLE jobs ADD COLUMN traceback TEXT",)
+
 #: For each schema version, the statements that upgrade a file from the version before.
-MIGRATIONS: dict[int, tuple[str, ...]] = {1: _V1, 2: _V2, 3: _V3, 4: _V4, 5: _V5}
+MIGRATIONS: dict[int, tuple[str, ...]] = {1: _V1, 2: _V2, 3: _V3, 4: _V4, 5: _V5, 6: _V6}
 #: The schema version this typedq writes: the highest key of :data:`MIGRATIONS`.
-SCHEMA_VERSION: Final = 5
+SCHEMA_VERSION: Final = 6
 
 
 def _version_text(info: tuple[int, ...]) -> str:

@@ -241,7 +241,8 @@ class Queue(Protocol):
     ) -> Job:
         """RUNNING → PENDING for a retry at ``retry_at``: ``retry_count`` + 1, error kept.
 
-        ``traceback`` (when given) is kept, bounded, in ``metadata["typedq.traceback"]``.
+        ``traceback`` becomes the job's ``traceback`` (its last ``MAX_TRACEBACK``
+        characters; None clears the previous failure's).
 
         Raises:
             JobNotFoundError: no such job.
@@ -254,7 +255,7 @@ class Queue(Protocol):
     ) -> Job:
         """RUNNING → DEAD (the dead-letter state) with ``error``; fail dependents.
 
-        ``traceback`` (when given) is kept, bounded, in ``metadata["typedq.traceback"]``.
+        ``traceback`` becomes the job's ``traceback``, as in :meth:`fail`.
 
         Raises:
             JobNotFoundError: no such job.
@@ -330,7 +331,7 @@ class Queue(Protocol):
         ...
 
     def replay(self, job_id: str) -> Job:
-        """DEAD → PENDING with ``retry_count`` 0 and no error: a fresh run from the DLQ.
+        """DEAD → PENDING with ``retry_count`` 0 and no error or traceback: a fresh run.
 
         Raises:
             JobNotFoundError: no such job.
@@ -341,7 +342,8 @@ class Queue(Protocol):
     def retry(self, job_id: str, *, with_dependents: bool = False) -> list[str]:
         """FAILED, DEAD or CANCELLED → PENDING as a fresh run; return the ids re-opened.
 
-        The job's ``retry_count``, ``lost_count``, error, result and schedule are reset.
+        The job's ``retry_count``, ``lost_count``, error, traceback, result and schedule
+        are reset.
         With ``with_dependents``, every job that ended FAILED because this one did
         (its error names it as a dependency), transitively, is re-opened too and waits
         for it again. All in one transition; the job's id comes first.

@@ -26,7 +26,7 @@ from typedq.errors import (
     TypedqError,
     UnknownDependencyError,
 )
-from typedq.job import MAX_PRIORITY, MAX_TRACEBACK, MIN_PRIORITY, TRACEBACK_KEY, Job, JobStatus
+from typedq.job import MAX_PRIORITY, MAX_TRACEBACK, MIN_PRIORITY, Job, JobStatus
 from typedq.serializers.base import FrameCodec
 
 __all__ = ["JobQueue"]
@@ -281,8 +281,7 @@ class JobQueue(MemoryState, Queue):
             self._leave_running(job)
             job.retry_count += 1
             job.error = error
-            if traceback is not None:
-                job.metadata = {**job.metadata, TRACEBACK_KEY: traceback[-MAX_TRACEBACK:]}
+            job.traceback = None if traceback is None else traceback[-MAX_TRACEBACK:]
             job.scheduled_at = retry_at
             job.worker_id = None
             self._set_status(job, _PENDING)
@@ -298,8 +297,7 @@ class JobQueue(MemoryState, Queue):
             job = self._get_leased(job_id, token)
             self._leave_running(job)
             job.error = error
-            if traceback is not None:
-                job.metadata = {**job.metadata, TRACEBACK_KEY: traceback[-MAX_TRACEBACK:]}
+            job.traceback = None if traceback is None else traceback[-MAX_TRACEBACK:]
             job.finished_at = self._clock.now()
             self._set_status(job, JobStatus.DEAD)
             self._fail_dependents(job_id)
@@ -426,6 +424,7 @@ class JobQueue(MemoryState, Queue):
         job.retry_count = 0
         job.lost_count = 0
         job.error = None
+        job.traceback = None
         job.result = None
         job.finished_at = None
         job.scheduled_at = None

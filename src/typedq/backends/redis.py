@@ -69,7 +69,7 @@ from typedq.errors import (
     TypedqError,
     UnknownDependencyError,
 )
-from typedq.job import MAX_PRIORITY, MAX_TRACEBACK, MIN_PRIORITY, TRACEBACK_KEY, Job, JobStatus
+from typedq.job import MAX_PRIORITY, MAX_TRACEBACK, MIN_PRIORITY, Job, JobStatus
 from typedq.serializers.base import FrameCodec
 
 __all__ = ["RedisQueue", "parse_redis_url"]
@@ -83,6 +83,11 @@ _INFLIGHT_MAX: Final = 8192
 def _num(value: float) -> str:
     """A time or number as exact text (Lua would round it to 14 digits)."""
     return repr(float(value))
+
+
+def _traceback_arg(traceback: str | None) -> str:
+    """A script's traceback argument: its last ``MAX_TRACEBACK`` characters, '' for none."""
+    return "" if traceback is None else traceback[-MAX_TRACEBACK:]
 
 
 class RedisQueue(Queue):
@@ -392,34 +397,20 @@ class RedisQueue(Queue):
             raise self._refused(job_id, token, reply)
         return reply  # type: ignore[no-any-return]  # the script's reply array
 
-    def _metadata_with(self, job_id: str, token: int, traceback: str | None) -> tuple[bytes, int]:
-        """The metadata frame with the bounded traceback, and whether to store it."""
-        if traceback is None:
-            return b"", 0
-        cached = self._inflight.get((job_id, token))
-        if cached is not None:
-            metadata = cached.metadata
-        else:
-            with conn.map_errors(self._settings):
-                raw = self._r.hget(f"{self._base}:j:{job_id}", "md")
-            metadata = {} if raw is None else self._hashes.job(job_id, {b"pl": b"", b"md": raw}).metadata
-        merged = {**metadata, TRACEBACK_KEY: traceback[-MAX_TRACEBACK:]}
-        return self._hashes.codec.encode(merged, context=job_id.encode()), 1
-
     def fail(
         self, job_id: str, *, token: int, error: str, retry_at: float, traceback: str | None = None
     ) -> Job:
         """RUNNING → PENDING for a retry at ``retry_at``; see :meth:`Queue.fail`."""
-        metadata, has = self._metadata_with(job_id, token, traceback)
         self._inflight.pop((job_id, token), None)
-        reply = self._leased(job_id, token, "fail", error, _num(retry_at), sort_hex(retry_at), metadata, has)
+        reply = self._leased(
+            job_id, token, "fail", error, _num(retry_at), sort_hex(retry_at), _traceback_arg(traceback)
+        )
         return self._hashes.job(job_id, reply[1])
 
     def bury(self, job_id: str, *, token: int, error: str, traceback: str | None = None) -> Job:
         """RUNNING → DEAD and fail dependents, in one script; see :meth:`Queue.bury`."""
-        metadata, has = self._metadata_with(job_id, token, traceback)
         self._inflight.pop((job_id, token), None)
-        reply = self._leased(job_id, token, "bury", error, metadata, has)
+        reply = self._leased(job_id, token, "bury", error, _traceback_arg(traceback))
         return self._hashes.job(job_id, reply[1])
 
     def release(self, job_id: str, *, token: int) -> Job:

@@ -94,7 +94,7 @@ from typedq.errors import (
     SerializationError,
     TypedqError,
 )
-from typedq.job import MAX_PRIORITY, MIN_PRIORITY, Job, JobStatus
+from typedq.job import MAX_PRIORITY, MAX_TRACEBACK, MIN_PRIORITY, Job, JobStatus
 from typedq.serializers.base import FrameCodec
 
 __all__ = ["SQLiteQueue", "parse_sqlite_url"]
@@ -107,6 +107,12 @@ _COMPLETED: Final = "COMPLETED"
 _INFLIGHT_MAX: Final = 8192
 
 _Conn = sqlite3.Connection
+
+
+def _bounded(traceback: str | None) -> str:
+    """The traceback column a failure writes: its last ``MAX_TRACEBACK`` characters, or
+    '' for none (NULL means "not written since schema 6", see ``_sqlite_schema``)."""
+    return "" if traceback is None else traceback[-MAX_TRACEBACK:]
 
 
 class SQLiteQueue(SQLiteReads, Queue):
@@ -396,22 +402,11 @@ class SQLiteQueue(SQLiteReads, Queue):
         sql: str,
         params: tuple[Any, ...],
         after: Callable[[_Conn, Sequence[Any]], None] | None = None,
-        *,
-        traceback: str | None = None,
     ) -> Sequence[Any]:
-        """Run one compare-and-set on (RUNNING, attempt == token); raise if it misses.
-
-        With ``traceback``, the statement's last parameter is the new metadata frame
-        (the stored metadata plus the bounded traceback), computed in the transaction.
-        """
+        """Run one compare-and-set on (RUNNING, attempt == token); raise if it misses."""
 
         def tx(conn: _Conn) -> Sequence[Any]:
-            args = (
-                params
-                if traceback is None
-                else (*params, self._graph.with_traceback(conn, job_id, traceback))
-            )
-            got: list[Sequence[Any]] = conn.execute(sql, (*args, self._name, job_id, token)).fetchall()
+            got: list[Sequence[Any]] = conn.execute(sql, (*params, self._name, job_id, token)).fetchall()
             if not got:
                 self._graph.refuse_lease(conn, job_id, token)
             if after is not None:
@@ -486,10 +481,8 @@ class SQLiteQueue(SQLiteReads, Queue):
         """RUNNING → PENDING for a retry at ``retry_at``; see :meth:`Queue.fail`."""
         self._inflight.pop((job_id, token), None)
         now = self._clock.now()
-        params: tuple[Any, ...] = (error, retry_at, 1 if retry_at > now else 0)
-        if traceback is None:
-            params += (None,)
-        row = self._leased(job_id, token, SQL.fail, params, traceback=traceback)
+        params = (error, retry_at, 1 if retry_at > now else 0, _bounded(traceback))
+        row = self._leased(job_id, token, SQL.fail, params)
         self._wake()
         return self._rows.job(row)
 
@@ -501,9 +494,8 @@ class SQLiteQueue(SQLiteReads, Queue):
             job_id,
             token,
             SQL.bury,
-            (error, now) if traceback is not None else (error, now, None),
+            (error, now, _bounded(traceback)),
             lambda conn, _row: self._graph.fail_dependents(conn, job_id, "DEAD", now),
-            traceback=traceback,
         )
         return self._rows.job(row)
 
