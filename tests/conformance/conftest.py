@@ -96,12 +96,14 @@ def redis_queue(clock: FakeClock) -> Iterator[QueueFactory]:
 
 
 def delete_redis_prefix(prefix: str) -> None:
-    """Delete every key under ``prefix`` (and no other) on the test server."""
+    """Delete every key under ``prefix`` (and no other) on the test server: the keys of
+    key layout 2 (``{prefix}:...``) and of layout 1 (``{prefix:queue}:...``)."""
     import redis
 
     client = redis.Redis(host="127.0.0.1", port=6379, db=0)
     try:
-        keys = list(client.scan_iter(match=f"{{{prefix}:*", count=1000))
+        keys = list(client.scan_iter(match=f"{{{prefix}}}:*", count=1000))
+        keys += client.scan_iter(match=f"{{{prefix}:*", count=1000)
         for start in range(0, len(keys), 500):
             client.unlink(*keys[start : start + 500])
     finally:

@@ -8,7 +8,8 @@
   run, and running a transition twice is not the same as once. A lost connection is a
   :class:`~typedq.errors.BackendUnavailableError`; the caller decides.
 * :func:`map_errors` turns driver errors into typedq errors, once, for every call.
-* :func:`check_server` runs when a queue opens: the queue's fixed keys must be of their
+* :func:`check_server` runs when a queue opens: a queue still in key layout 1 is moved to
+  the current layout (:func:`migrate_layout`), the queue's fixed keys must be of their
   type or absent (a key of another type is refused, never overwritten), the key layout
   version must be known, and a ``maxmemory-policy`` other than ``noeviction`` is logged
   once as a warning (Redis would evict jobs under memory pressure).
@@ -23,7 +24,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, Final
 
-from typedq.backends._redis_keys import FIXED_KEYS, LAYOUT_VERSION, RedisSettings
+from typedq.backends._redis_keys import FIXED_KEYS, LAYOUT_VERSION, RedisSettings, legacy_base_key
 from typedq.errors import BackendDataError, BackendError, BackendUnavailableError, ConfigError
 
 try:
@@ -35,7 +36,15 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra ins
         "backend", "redis://", "the redis driver: pip install 'typedq[redis]'"
     ) from exc
 
-__all__ = ["check_server", "client_for", "load_scripts", "map_errors", "queue_names", "release_client"]
+__all__ = [
+    "check_server",
+    "client_for",
+    "load_scripts",
+    "map_errors",
+    "migrate_layout",
+    "queue_names",
+    "release_client",
+]
 
 logger = logging.getLogger("typedq.backends.redis")
 
@@ -132,13 +141,56 @@ def map_errors(settings: RedisSettings) -> Iterator[None]:
         raise BackendError(f"Redis at {settings.masked_url}: {type(exc).__name__}: {exc}") from exc
 
 
-def check_server(client: redis.Redis, settings: RedisSettings, base: str) -> None:
+def _glob_escape(text: str) -> str:
+    """``text`` matched literally by a ``SCAN ... MATCH`` pattern."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+#: Keys watched while a queue of layout 1 is renamed: every transition of an older typedq
+#: still running writes one of them, so its write makes the rename start over.
+_WATCHED: Final = ("meta", "seq", "counts", "leases", "workers", "wake")
+
+
+def migrate_layout(client: redis.Redis, settings: RedisSettings, name: str, base: str) -> int:
+    """Rename the keys of queue ``name`` from key layout 1 (``{prefix:name}``) to ``base``.
+
+    Does nothing (returns 0) when the queue has keys of the current layout or none of
+    layout 1. Every key is renamed in one ``MULTI`` (all or none), watched against the
+    writes of an older typedq still running (the rename then starts over). Returns how
+    many keys were renamed.
+    """
+    old = legacy_base_key(settings.prefix, name)
+    while True:
+        if client.exists(f"{base}:meta") or not client.exists(f"{old}:meta"):
+            return 0
+        with client.pipeline(transaction=True) as pipe:
+            try:
+                pipe.watch(*(f"{old}:{suffix}" for suffix in _WATCHED))  # type: ignore[no-untyped-call]  # redis-py leaves watch untyped
+                keys = [k.decode() for k in pipe.scan_iter(match=f"{_glob_escape(old)}:*", count=1000)]
+                pipe.multi()
+                for key in keys:
+                    pipe.rename(key, base + key[len(old) :])
+                pipe.hset(f"{base}:meta", "layout", LAYOUT_VERSION)
+                pipe.execute()
+            except redis.WatchError:
+                continue
+        logger.warning(
+            "Redis at %s: moved queue %r from key layout 1 (%s) to layout %d (%s): %d keys",
+            settings.masked_url, name, old, LAYOUT_VERSION, base, len(keys),
+        )
+        return len(keys)
+
+
+def check_server(client: redis.Redis, settings: RedisSettings, name: str, base: str) -> None:
     """Judge a queue's keys and the server's eviction policy before the queue is used.
+
+    A queue of key layout 1 is first moved to the current layout (:func:`migrate_layout`).
 
     Raises:
         BackendDataError: a fixed key of the queue has another type, or the layout was
             written by a newer typedq (nothing is written).
     """
+    migrate_layout(client, settings, name, base)
     with client.pipeline(transaction=False) as pipe:
         for suffix in FIXED_KEYS:
             pipe.type(f"{base}:{suffix}")
@@ -178,12 +230,12 @@ def check_server(client: redis.Redis, settings: RedisSettings, base: str) -> Non
 def queue_names(client: redis.Redis, prefix: str) -> list[str]:
     """The names of the queues under ``prefix`` that hold jobs, sorted: a ``SCAN`` for their
     ``meta`` keys (one a queue), then one read of each one's counters."""
-    head = f"{{{prefix}:"
-    metas = client.scan_iter(match=f"{head}*}}:meta", count=1000)
+    head = f"{{{prefix}}}:{{"
+    metas = client.scan_iter(match=f"{_glob_escape(head)}*}}:meta", count=1000)
     bases = sorted({k.decode()[: -len(":meta")] for k in metas})
     with client.pipeline(transaction=False) as pipe:
         for base in bases:
             pipe.hvals(f"{base}:counts")
         counts = pipe.execute()
     held = [sum(int(v) for v in values) for values in counts]
-    return [base[len(head) : -1] for base, n in zip(bases, held, strict=True) if n > 0]
+    return sorted(base[len(head) : -1] for base, n in zip(bases, held, strict=True) if n > 0)

@@ -1,8 +1,13 @@
 """The Redis backend's key layout, URL form and job <-> hash encoding.
 
-Every key of a queue starts with its base key ``{prefix:queue}`` (``B`` below); the
-braces are a Redis Cluster hash tag, so a queue lives in one slot and its Lua scripts
-may touch any of its keys::
+Every key of a queue starts with its base key ``{prefix}:{queue}`` (``B`` below). The
+first braces are the Redis Cluster hash tag: every queue of one prefix lives in one slot,
+so a Lua script may touch the keys of several queues of the prefix (a bury that puts the
+dead-letter copy into the dead-letter queue, a replay back from it) in one atomic step.
+One typedq prefix is therefore one Cluster slot (BullMQ gives the same advice for its
+queue prefix): to spread load over a Cluster, give groups of queues prefixes of their
+own. The queue name is braced too, so no queue's keys can collide with another's (queue
+names hold no braces; job ids hold no braces either)::
 
     B:j:<job_id>            hash   one job (fields below)
     B:all                   zset   every job by arrival number (listing, export)
@@ -45,14 +50,19 @@ from typedq.job import TRACEBACK_KEY, Job, JobStatus, take_legacy_traceback
 
 __all__ = [
     "FIXED_KEYS",
+    "LAYOUT_VERSION",
     "HashCodec",
     "RedisSettings",
+    "base_key",
+    "legacy_base_key",
     "parse_redis_url",
     "sort_hex",
 ]
 
-#: Version of the key layout, kept in ``B:meta``.
-LAYOUT_VERSION: Final = 1
+#: Version of the key layout, kept in ``B:meta``. Layout 1 used the base key
+#: ``{prefix:queue}`` (one slot per queue); a queue of layout 1 is renamed to layout 2 when
+#: it is opened (``_redis_conn.migrate_layout``).
+LAYOUT_VERSION: Final = 2
 #: Fixed keys of a queue (suffix after the base key) and the type each must have.
 FIXED_KEYS: Final = {
     "ready": "zset",
@@ -169,13 +179,19 @@ def parse_redis_url(url: str) -> RedisSettings:
 
 
 def base_key(prefix: str, queue: str) -> str:
-    """The base key of a queue: ``{prefix:queue}``, the hash tag of all its keys.
+    """The base key of a queue: ``{prefix}:{queue}``; ``{prefix}`` is the hash tag of
+    every key of every queue of the prefix.
 
     Raises:
-        ConfigError: the queue name holds a brace (it would break the hash tag).
+        ConfigError: the queue name holds a brace (it would break the key layout).
     """
     if "{" in queue or "}" in queue:
         raise ConfigError("name", queue, "a queue name without { or }")
+    return f"{{{prefix}}}:{{{queue}}}"
+
+
+def legacy_base_key(prefix: str, queue: str) -> str:
+    """The base key of a queue in key layout 1: ``{prefix:queue}`` (one slot per queue)."""
     return f"{{{prefix}:{queue}}}"
 
 

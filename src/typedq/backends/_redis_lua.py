@@ -1,9 +1,10 @@
 """The Redis backend's Lua scripts: every state transition of a queue is one of them.
 
 Each script is ``_COMMON`` (key names and the helpers that keep the indexes right)
-followed by its body. ``KEYS[1]`` is the queue's base key ``{prefix:queue}``; every key a
-script touches starts with it, so all of a queue's keys share one hash tag (one Redis
-Cluster slot). Times and lease deadlines come in ``ARGV`` from the client's clock as
+followed by its body. ``KEYS[1]`` is the queue's base key ``{prefix}:{queue}``; every key a
+script touches starts with ``{prefix}``, the hash tag of every queue of the prefix (one
+Redis Cluster slot), so a script may also touch another queue of the prefix (the
+dead-letter queue: ``KEYS[2]``). Times and lease deadlines come in ``ARGV`` from the client's clock as
 exact decimal text and are stored as given: Lua turns a number into text with 14
 significant digits, so a script never formats a float itself.
 

@@ -96,7 +96,8 @@ class RedisQueue(Queue):
     Args:
         url: ``redis://[user:pass@]host:port/db?prefix=typedq`` or ``rediss://`` (TLS);
             see :func:`~typedq.backends._redis_keys.parse_redis_url` for the options.
-        name: the queue's name (its keys are under ``{prefix:name}``).
+        name: the queue's name (its keys are under ``{prefix}:{name}``; see
+            ``_redis_keys`` for why the hash tag is the prefix).
         clock: the time source for due times and lease deadlines (tests pass a
             ``FakeClock``).
         codec: how payloads, metadata and results are stored; ``FrameCodec("json")``
@@ -133,7 +134,7 @@ class RedisQueue(Queue):
         self._client: Any = None
         self._scripts: dict[str, Any] = {}
         with conn.map_errors(settings):
-            conn.check_server(self._r, settings, base)
+            conn.check_server(self._r, settings, name, base)
 
     # -- connection ---------------------------------------------------------------------
 
@@ -174,7 +175,7 @@ class RedisQueue(Queue):
 
     @property
     def key_prefix(self) -> str:
-        """The base key every key of this queue starts with: ``{prefix:name}``."""
+        """The base key every key of this queue starts with: ``{prefix}:{name}``."""
         return self._base
 
     @property
