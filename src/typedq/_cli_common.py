@@ -81,6 +81,7 @@ CONFIG_KEYS: Final[dict[str, str]] = {
     "heartbeat": "heartbeat_s",
     "reaper-interval": "reaper_s",
     "max-lost": "max_lost",
+    "dlq-max": "dlq_max",
     "shutdown-grace": "shutdown_grace_s",
     "processes": "processes",
     "batch-size": "batch_size",

@@ -144,7 +144,10 @@ class Reaper:
         interval_s: seconds between passes.
         max_lost: losses after which a job goes DEAD.
         on_reclaimed: called with the queue and the reclaimed ids after each pass
-            that reclaimed something (for events and the dead-letter queue).
+            that reclaimed something (for events and counters).
+        dead_letter: where a job that goes DEAD has its dead letter put, in the
+            transition that reclaims it (``Queue.reclaim_expired``), or None.
+        dlq_max: the most dead letters ``dead_letter`` keeps (None: no limit).
     """
 
     def __init__(
@@ -154,9 +157,14 @@ class Reaper:
         interval_s: float = 5.0,
         max_lost: int = 3,
         on_reclaimed: Callable[[Queue, list[str]], None] | None = None,
+        dead_letter: Queue | None = None,
+        dlq_max: int | None = None,
     ) -> None:
         require_number("reaper_s", interval_s, minimum=0, strict=True)
         require_number("max_lost", max_lost, minimum=1, integer=True)
+        require_number("dlq_max", dlq_max, minimum=1, integer=True, allow_none=True)
+        self.dead_letter = dead_letter
+        self.dlq_max = dlq_max
         self._queues = queues
         self.interval_s = interval_s
         self.max_lost = max_lost
@@ -170,7 +178,9 @@ class Reaper:
         total = 0
         for queue in list(self._queues()):
             try:
-                ids = queue.reclaim_expired(max_lost=self.max_lost)
+                ids = queue.reclaim_expired(
+                    max_lost=self.max_lost, dead_letter=self.dead_letter, dlq_max=self.dlq_max
+                )
             except Exception:
                 logger.exception("reclaiming expired leases of queue %r failed", queue.name)
                 continue

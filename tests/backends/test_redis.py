@@ -478,6 +478,60 @@ def test_a_queue_of_key_layout_1_is_moved_to_layout_2_when_opened(
     assert sum(1 for r in caplog.records if "key layout 1" in r.getMessage()) == 1
 
 
+# -- dead letters ---------------------------------------------------------------------------
+
+
+def test_a_dead_letter_key_of_another_type_refuses_the_bury_before_anything_is_written(
+    prefix: str, make_queue: MakeQueue, clock: FakeClock
+) -> None:
+    """A Lua script that fails half-way keeps what it wrote: the dead-letter side is
+    checked before the script writes anything."""
+    queue, dlq = make_queue("q"), make_queue("dead-letter")
+    queue.enqueue_many([job("j"), job("child", depends_on=["j"])])
+    claim = queue.claim("w", lease_s=30.0)
+    assert claim is not None
+    client = redis.Redis()
+    client.set(f"{dlq.key_prefix}:j:j", "someone else's")
+    with pytest.raises(BackendDataError, match="j:j is a string"):
+        queue.bury("j", token=claim.token, error="boom", dead_letter=dlq)
+    assert queue.get_job("j").status is JobStatus.RUNNING
+    assert queue.get_job("child").status is JobStatus.PENDING
+    clock.advance(60)
+    with pytest.raises(BackendDataError):
+        queue.reclaim_expired(max_lost=1, dead_letter=dlq)
+    assert queue.get_job("j").status is JobStatus.RUNNING
+    assert client.get(f"{dlq.key_prefix}:j:j") == b"someone else's"
+    client.close()
+
+
+def test_a_dead_letter_queue_of_another_database_is_refused(make_queue: MakeQueue, prefix: str) -> None:
+    queue = make_queue("q")
+    same = make_queue("dead-letter", url=f"redis://127.0.0.1:6379/0?prefix={prefix}&socket_timeout=3")
+    queue.check_dead_letter(same)  # other timeouts, the same keys: one store
+    other = make_queue("dead-letter", url=f"redis://127.0.0.1:6379/1?prefix={prefix}")
+    try:
+        with pytest.raises(ConfigError, match="same server, database and prefix"):
+            queue.check_dead_letter(other)
+    finally:
+        client = redis.Redis(db=1)
+        keys = list(client.scan_iter(match=f"{{{prefix}}}:*"))
+        if keys:
+            client.unlink(*keys)
+        client.close()
+
+
+def test_the_dropped_count_is_kept_in_the_store(make_queue: MakeQueue) -> None:
+    queue, dlq = make_queue("q"), make_queue("dead-letter")
+    queue.enqueue_many([job(f"j{i}") for i in range(3)])
+    for _ in range(3):
+        claim = queue.claim("w", lease_s=30.0)
+        assert claim is not None
+        queue.bury(claim.job.job_id, token=claim.token, error="boom", dead_letter=dlq, dlq_max=1)
+    assert dlq.count_dropped() == 2
+    assert make_queue("dead-letter").count_dropped() == 2  # any process sees the same count
+    assert queue.count_dropped() == 0
+
+
 # -- the command line -----------------------------------------------------------------------
 
 

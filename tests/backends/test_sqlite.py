@@ -1251,3 +1251,49 @@ def test_a_schema_5_file_gets_a_traceback_column_and_old_rows_read_theirs_from_m
         assert "traceback" in {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}
     finally:
         conn.close()
+
+
+# -- dead letters ---------------------------------------------------------------------------
+
+
+def test_a_bury_that_fails_while_writing_its_dead_letter_writes_nothing(
+    open_sqlite: Callable[..., SQLiteQueue], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A crash between the dead row and its dead letter: there is no such moment, they are
+    one transaction. A failure injected into the copy rolls the bury back too."""
+    import typedq.backends._sqlite_dead as sqlite_dead
+
+    queue, dlq = open_sqlite("m"), open_sqlite("dead-letter")
+    queue.enqueue_many([job("j"), job("child", depends_on=["j"])])
+    claim = queue.claim("w", lease_s=30.0)
+    assert claim is not None
+
+    def crash(*args: Any, **kwargs: Any) -> list[str]:
+        raise RuntimeError("the process died here")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(sqlite_dead, "copy_dead", crash)
+        with pytest.raises(RuntimeError, match="died here"):
+            queue.bury("j", token=claim.token, error="boom", dead_letter=dlq)
+    assert queue.get_job("j").status is JobStatus.RUNNING
+    assert queue.get_job("child").status is JobStatus.PENDING
+    assert dlq.size == 0
+    queue.bury("j", token=claim.token, error="boom", dead_letter=dlq)
+    assert (queue.get_job("j").status, dlq.get_job("j").status) == (JobStatus.DEAD, JobStatus.DEAD)
+
+
+def test_the_dropped_count_is_kept_in_the_file(open_sqlite: Callable[..., SQLiteQueue], db: Path) -> None:
+    queue, dlq = open_sqlite("m"), open_sqlite("dead-letter")
+    queue.enqueue_many([job(f"j{i}") for i in range(3)])
+    for _ in range(3):
+        claim = queue.claim("w", lease_s=30.0)
+        assert claim is not None
+        queue.bury(claim.job.job_id, token=claim.token, error="boom", dead_letter=dlq, dlq_max=1)
+    assert dlq.count_dropped() == 2
+    assert open_sqlite("dead-letter").count_dropped() == 2  # another object, another connection
+    assert queue.count_dropped() == 0
+    other = SQLiteQueue(db, name="dead-letter")
+    try:
+        assert other.count_dropped() == 2
+    finally:
+        other.close()

@@ -132,6 +132,46 @@ def queue(queue_factory: QueueFactory) -> Queue:
 
 
 @pytest.fixture
+def store_factory(queue: Queue, queue_factory: QueueFactory, clock: FakeClock) -> Iterator[QueueFactory]:
+    """Builds more queues in the store of ``queue``, by name: for SQLite, queues of its
+    file (``queue_factory`` gives each queue a file of its own); for memory and Redis,
+    ``queue_factory``'s queues already share the store (the process; the key prefix)."""
+    if not isinstance(queue, SQLiteQueue):
+        yield queue_factory
+        return
+    made: list[Queue] = []
+
+    def make(name: str) -> Queue:
+        made.append(SQLiteQueue(queue.path, name=name, clock=clock))
+        return made[-1]
+
+    yield make
+    for q in made:
+        q.close()
+
+
+@pytest.fixture
+def foreign_queue(
+    queue: Queue, queue_factory: QueueFactory, clock: FakeClock, tmp_path: Path
+) -> Iterator[Queue]:
+    """A queue of another store than ``queue``'s: a SQLite file for memory, another file
+    for SQLite, another key prefix for Redis."""
+    if isinstance(queue, JobQueue):
+        other: Queue = SQLiteQueue(tmp_path / "foreign.db", name="foreign", clock=clock)
+    elif isinstance(queue, SQLiteQueue):
+        other = queue_factory("foreign")
+    else:
+        from typedq.backends.redis import RedisQueue
+
+        prefix = f"typedq-test-{uuid.uuid4().hex[:12]}"
+        other = RedisQueue(f"redis://127.0.0.1:6379/0?prefix={prefix}", name="foreign", clock=clock)
+    yield other
+    other.close()
+    if not isinstance(queue, JobQueue | SQLiteQueue):
+        delete_redis_prefix(prefix)
+
+
+@pytest.fixture
 def make_job(clock: FakeClock) -> Callable[..., Job]:
     """``make_job(**overrides)``: a valid Job of type ``"task"`` created at ``clock.now()``."""
 

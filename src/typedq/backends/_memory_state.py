@@ -30,6 +30,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import threading
+import weakref
 from collections.abc import Collection
 from typing import Final
 
@@ -49,6 +50,8 @@ _COMPACT_MIN: Final = 64
 
 #: A ready-heap entry: (-priority, scheduled_at or UNSCHEDULED, created_at, seq, job_id).
 ReadyEntry = tuple[int, float, float, int, str]
+#: Creation ranks of queues: the order two queues' locks are taken in (``_memory_dead``).
+_RANKS: Final = itertools.count()
 
 
 class MemoryState:
@@ -86,6 +89,11 @@ class MemoryState:
         # costs microseconds on the enqueue hot path).
         self._waiting = 0
         self._compactions = 0
+        # Dead letters (see _memory_dead): the lock order, the dead letters dropped by
+        # the cap, and the queues that sent dead letters here, by name.
+        self._rank = next(_RANKS)
+        self._dropped = 0
+        self._senders: weakref.WeakValueDictionary[str, MemoryState] = weakref.WeakValueDictionary()
 
     # -- storing ------------------------------------------------------------------------
 
@@ -309,6 +317,17 @@ class MemoryState:
                 child.error = f"dependency {parent_id} is {parent_status}"
                 child.finished_at = now
                 stack.append(dep_id)
+
+    def _remove(self, job: Job) -> None:
+        """Forget a job that is not RUNNING; its waiting dependents fail. Lock held."""
+        job_id = job.job_id
+        if self._status[job_id] is _PENDING:
+            self._unplace(job)
+        # A deleted dependency can never complete: its waiting dependents fail.
+        self._set_status(job, JobStatus.CANCELLED)
+        self._fail_dependents(job_id)
+        self._counts[JobStatus.CANCELLED] -= 1
+        del self._jobs[job_id], self._status[job_id]
 
     def _leave_running(self, job: Job) -> None:
         self._running.pop(job.job_id, None)

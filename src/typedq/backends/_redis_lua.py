@@ -20,14 +20,22 @@ from typing import Final
 __all__ = ["SCRIPTS"]
 
 _COMMON: Final = r"""
-local B = KEYS[1]
-local READY = B .. ':ready'
-local DELAYED = B .. ':delayed'
-local LEASES = B .. ':leases'
-local COUNTS = B .. ':counts'
-local ALL = B .. ':all'
-local ALONE = B .. ':alone'
-local WAKE = B .. ':wake'
+-- The keys of the queue the helpers work on: the script's queue (KEYS[1]) unless use()
+-- switches them to another queue of the prefix (the dead-letter queue, KEYS[2]).
+local B, READY, DELAYED, LEASES, COUNTS, ALL, ALONE, WAKE
+local function use(base)
+  B = base
+  READY = B .. ':ready'
+  DELAYED = B .. ':delayed'
+  LEASES = B .. ':leases'
+  COUNTS = B .. ':counts'
+  ALL = B .. ':all'
+  ALONE = B .. ':alone'
+  WAKE = B .. ':wake'
+end
+use(KEYS[1])
+-- '{prefix}': the hash tag every queue of the prefix shares.
+local TAG = string.match(KEYS[1], '^{[^}]*}')
 local function jk(id) return B .. ':j:' .. id end
 local function stk(s) return B .. ':st:' .. s end
 local function tyk(t) return B .. ':ty:' .. t end
@@ -192,6 +200,113 @@ local function refuse(k, token)
   if not v[1] then return {'missing'} end
   if v[1] ~= 'RUNNING' or v[2] ~= token then return {'stale', v[1], v[2] or '0'} end
   return nil
+end
+
+-- Delete a job that is not RUNNING from the current queue; its waiting dependents fail.
+local function forget(id, k, s)
+  if s == 'PENDING' then unplace(id, k) end
+  redis.call('HINCRBY', COUNTS, s, -1)
+  redis.call('ZREM', stk(s), id)
+  redis.call('HSET', k, 's', 'CANCELLED')
+  fail_dependents(id, tonumber(ARGV[1]))
+  redis.call('ZREM', ALL, id)
+  redis.call('ZREM', tyk(redis.call('HGET', k, 't')), id)
+  redis.call('DEL', k, dpk(id))
+end
+
+-- Add a job, as another queue holds it (a flat HGETALL), to the current queue in status s
+-- (not PENDING nor RUNNING): a dead letter (origin: the name of the queue it died in), or
+-- one put back for a retry (origin nil: its queue field is kept).
+local function insert_copy(id, flat, s, origin)
+  local k = jk(id)
+  local fields, vals = {}, {}
+  for i = 1, #flat, 2 do
+    local f = flat[i]
+    -- the arrival number, ready member, claim group and blocked count are the queue's own
+    if f ~= 'n' and f ~= 'rk' and f ~= 'cg' and f ~= 'bb' and f ~= 's' then
+      fields[#fields + 1] = f
+      fields[#fields + 1] = flat[i + 1]
+      vals[f] = flat[i + 1]
+    end
+  end
+  local n = redis.call('INCR', B .. ':seq')
+  redis.call('HSET', k, 's', s, 'n', n, 'rk', mkrk(vals['p'], vals['sk'], n, id), unpack(fields))
+  if origin then redis.call('HSET', k, 'q', origin) end
+  redis.call('ZADD', ALL, n, id)
+  redis.call('ZADD', tyk(vals['t']), n, id)
+  redis.call('ZADD', stk(s), n, id)
+  redis.call('HINCRBY', COUNTS, s, 1)
+end
+
+-- The job id of the current queue just went DEAD: its copy goes into the dead-letter queue
+-- dlb (replacing an older copy), which then keeps at most dlq_max (a number, or nil)
+-- dead letters: the oldest are dropped, each with its own row when that is still DEAD.
+-- The ids dropped are appended to dropped. The current queue stays the same.
+local function put_dead_letter(id, dlb, dlq_max, dropped)
+  local src = B
+  local flat = redis.call('HGETALL', jk(id))
+  use(dlb)
+  local k = jk(id)
+  local s = redis.call('HGET', k, 's')
+  if s then
+    if s == 'RUNNING' then leave_running(id, k) end
+    forget(id, k, s)
+  end
+  insert_copy(id, flat, 'DEAD', string.match(src, '^{[^}]*}:{(.*)}$'))
+  local over = dlq_max and redis.call('ZCARD', stk('DEAD')) - dlq_max or 0
+  if over > 0 then
+    for _, lid in ipairs(redis.call('ZRANGE', stk('DEAD'), 0, over - 1)) do
+      local lk = jk(lid)
+      local origin = redis.call('HGET', lk, 'q')
+      forget(lid, lk, 'DEAD')
+      dropped[#dropped + 1] = lid
+      local ob = origin and (TAG .. ':{' .. origin .. '}')
+      if ob and ob ~= dlb then
+        use(ob)
+        local ok = jk(lid)
+        if redis.call('TYPE', ok)['ok'] == 'hash' and redis.call('HGET', ok, 's') == 'DEAD' then
+          forget(lid, ok, 'DEAD')
+        end
+        use(dlb)
+      end
+    end
+    redis.call('HINCRBY', B .. ':meta', 'dropped', over)
+  end
+  use(src)
+end
+
+-- Checked before anything is written: the dead letter of id in dlb has a hash's place
+-- (a key of another type there would stop the script half-way). A refusal, or nil.
+local function check_letter(dlb, id)
+  local key = dlb .. ':j:' .. id
+  local kind = redis.call('TYPE', key)['ok']
+  if kind ~= 'none' and kind ~= 'hash' then return {'wrongtype', key, kind} end
+  return nil
+end
+
+-- Before a retry from the dead-letter queue dlb: when the current queue no longer holds
+-- the job, its dead letter is put back as a DEAD row. A refusal, or nil.
+local function restore(id, dlb)
+  if redis.call('EXISTS', jk(id)) == 1 then return nil end
+  local src = B
+  use(dlb)
+  local flat = redis.call('HGETALL', jk(id))
+  local s = redis.call('HGET', jk(id), 's')
+  use(src)
+  if not s then return {'missing'} end
+  if s ~= 'DEAD' then return {'state', s} end
+  insert_copy(id, flat, 'DEAD')
+  return nil
+end
+
+-- A retried job's dead letter leaves the dead-letter queue dlb.
+local function take_back(id, dlb)
+  local src = B
+  use(dlb)
+  local k = jk(id)
+  local s = redis.call('HGET', k, 's')
+  if s and s ~= 'RUNNING' then forget(id, k, s) end
+  use(src)
 end
 
 -- Any status to any status, every index kept right (update_status, rescues).
@@ -395,7 +510,8 @@ return out
 
 # ARGV: now, id, token, action, then per action:
 #   fail:    error, retry_at, retry_at's sort hex, traceback ('' = none)
-#   bury:    error, traceback ('' = none)
+#   bury:    error, traceback ('' = none), dlq_max ('' = none); with KEYS[2], the
+#            dead-letter queue: the dead letter goes there (see put_dead_letter)
 #   release: (nothing)
 #   extend:  lease_until
 #   undecodable: error (a claim's fenced bury of a job it cannot decode)
@@ -405,6 +521,10 @@ local id, token, action = ARGV[2], ARGV[3], ARGV[4]
 local k = jk(id)
 local refused = refuse(k, token)
 if refused then return refused end
+if action == 'bury' and KEYS[2] then
+  refused = check_letter(KEYS[2], id)
+  if refused then return refused end
+end
 if action == 'extend' then
   redis.call('HSET', k, 'lu', ARGV[5])
   redis.call('ZADD', LEASES, ARGV[5], id)
@@ -432,15 +552,28 @@ else  -- bury, undecodable
   redis.call('HSET', k, 'tb', action == 'bury' and ARGV[6] or '')
   move(id, k, n, 'RUNNING', 'DEAD')
   fail_dependents(id, now)
+  if action == 'bury' and KEYS[2] then
+    local dropped = {}
+    put_dead_letter(id, KEYS[2], tonumber(ARGV[7]), dropped)
+    return {'ok', redis.call('HGETALL', k), dropped}
+  end
 end
 return {'ok', redis.call('HGETALL', k)}
 """
 
-# ARGV: now, max_lost, limit. Returns the ids given back.
+# ARGV: now, max_lost, limit, dlq_max ('' = none); KEYS[2]: the dead-letter queue, if any.
+# Returns {the ids given back, the dead letters dropped}.
 _RECLAIM: Final = r"""
 local now = tonumber(ARGV[1])
 local max_lost = tonumber(ARGV[2])
+local dropped = {}
 local ids = redis.call('ZRANGEBYSCORE', LEASES, '-inf', '(' .. ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+if KEYS[2] then
+  for _, id in ipairs(ids) do
+    local refused = check_letter(KEYS[2], id)
+    if refused then return refused end
+  end
+end
 -- First judge which jobs were claimed in a batch that is still running (others of the
 -- same claim RUNNING, rescued with them or not): nobody knows which one was running.
 local batched = {}
@@ -468,6 +601,7 @@ for _, id in ipairs(ids) do
       if lost >= max_lost then
         redis.call('HSET', k, 'e', 'worker lost ' .. lost .. '×', 'f', ARGV[1])
         to_status(id, k, 'RUNNING', 'DEAD', now)
+        if KEYS[2] then put_dead_letter(id, KEYS[2], tonumber(ARGV[4]), dropped) end
       else
         to_status(id, k, 'RUNNING', 'PENDING', now)
       end
@@ -477,14 +611,20 @@ for _, id in ipairs(ids) do
     redis.call('ZREM', LEASES, id)
   end
 end
-return done
+return {done, dropped}
 """
 
 # ARGV: now, action, id, (value). Management transitions; a refusal is a status word.
+# retry: with KEYS[2] (the dead-letter queue), the job's dead letter is taken back out,
+# and put back here first when this queue no longer holds the job.
 _MANAGE: Final = r"""
 local now = tonumber(ARGV[1])
 local action, id = ARGV[2], ARGV[3]
 local k = jk(id)
+if action == 'retry' and KEYS[2] then
+  local refused = check_letter(KEYS[2], id) or restore(id, KEYS[2])
+  if refused then return refused end
+end
 local v = redis.call('HMGET', k, 's', 'n')
 local s = v[1]
 if not s then return {'missing'} end
@@ -559,18 +699,12 @@ elseif action == 'retry' then
     redis.call('HSET', rk_, 'tb', '')
     to_status(rid, rk_, w[1], 'PENDING', now)
   end
+  if KEYS[2] then take_back(id, KEYS[2]) end
   return {'ok', reopened}
 elseif action == 'delete' then
   if s == 'RUNNING' then return {'state', s} end
-  if s == 'PENDING' then unplace(id, k) end
   -- A deleted dependency can never complete: its waiting dependents fail.
-  redis.call('HINCRBY', COUNTS, s, -1)
-  redis.call('ZREM', stk(s), id)
-  redis.call('HSET', k, 's', 'CANCELLED')
-  fail_dependents(id, now)
-  redis.call('ZREM', ALL, id)
-  redis.call('ZREM', tyk(redis.call('HGET', k, 't')), id)
-  redis.call('DEL', k, dpk(id))
+  forget(id, k, s)
   return {'ok'}
 end
 return redis.error_reply('unknown action ' .. action)

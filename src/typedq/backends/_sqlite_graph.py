@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from itertools import groupby
 from operator import itemgetter
 from typing import Any, Final, NamedTuple
@@ -483,7 +483,12 @@ class QueueGraph:
         raise StaleLeaseError(job_id, token, reason=f"attempt {attempt} holds the lease now")
 
     def rescue(
-        self, conn: _Conn, chosen: list[tuple[int, str, int, bool]], now: float, max_lost: int
+        self,
+        conn: _Conn,
+        chosen: list[tuple[int, str, int, bool]],
+        now: float,
+        max_lost: int,
+        on_dead: Callable[[_Conn, int, str], None] | None = None,
     ) -> list[str]:
         """Give back each chosen ``(seq, job_id, attempt, in_batch)`` whose lease is still expired.
 
@@ -491,7 +496,8 @@ class QueueGraph:
         owner completed, failed or extended it meanwhile is left alone. Returns the ids
         given back: CANCELLED if cancellation was requested; a job of a batch PENDING
         with ``run_alone`` and its loss not counted; a job claimed alone DEAD once lost
-        ``max_lost`` times, PENDING otherwise.
+        ``max_lost`` times, PENDING otherwise. ``on_dead(conn, seq, job_id)`` is called
+        for each job that went DEAD (its dead letter), in this transaction.
         """
         done = []
         for seq, job_id, attempt, in_batch in chosen:
@@ -507,6 +513,8 @@ class QueueGraph:
                 self.move(conn, job, _PENDING, now)
             elif lost >= max_lost:
                 self.move(conn, job, "DEAD", now, {"error": f"worker lost {lost}×", "finished_at": now})
+                if on_dead is not None:
+                    on_dead(conn, seq, job_id)
             else:
                 self.move(conn, job, _PENDING, now)
             done.append(job_id)

@@ -39,6 +39,8 @@ Tables (one file holds many queues; every row carries its queue's name)::
               waits for; it exists exactly while the child is blocked on that parent.
     workers   (queue, worker_id): the worker registry, one row per worker, renewed
               every heartbeat (``last_seen``); ``info`` is the entry as JSON.
+    counters  (queue, name): counts a queue keeps (schema 6): the dead letters a
+              dead-letter queue dropped (``dead_letters_dropped``).
 
 Indexes: ``jobs_ready`` (partial: PENDING, unblocked, not delayed; in claim order:
 priority desc, scheduled_at with NULL first, created_at, seq) serves every claim;
@@ -215,7 +217,17 @@ _V5: Final = (
 # Version 6: the last failure's traceback in a column of its own (schema 5 and older kept
 # it inside the metadata frame, which SQL cannot read; such rows are read as before and
 # their traceback is moved out of the metadata when the row is read).
-_V6: Final = ("ALTER TABLE jobs ADD COLUMN traceback TEXT",)
+# The counters table holds counts a queue keeps in the file (the dead letters a
+# dead-letter queue dropped to stay within dlq_max).
+_V6: Final = (
+    "ALTER TABLE jobs ADD COLUMN traceback TEXT",
+    """CREATE TABLE counters (
+        queue TEXT NOT NULL,
+        name TEXT NOT NULL,
+        value INTEGER NOT NULL,
+        PRIMARY KEY (queue, name)
+    ) WITHOUT ROWID""",
+)
 
 #: For each schema version, the statements that upgrade a file from the version before.
 MIGRATIONS: dict[int, tuple[str, ...]] = {1: _V1, 2: _V2, 3: _V3, 4: _V4, 5: _V5, 6: _V6}

@@ -2,16 +2,19 @@
 
 This module owns the public class and its transitions; where each job sits (ready heaps
 per job type, the delayed heap, the blocked table, tombstones) and the moves between those
-places are in ``_memory_state``. One lock guards everything and is held only for the
-bookkeeping, never while a handler runs.
+places are in ``_memory_state``; moves that change a dead-letter queue too are in
+``_memory_dead``. One lock guards everything and is held only for the bookkeeping, never
+while a handler runs (a move into or out of a dead-letter queue holds both queues' locks).
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from typing import Any, Final
 
+from typedq.backends import _memory_dead as dead_letters
 from typedq.backends._graph import check_batch_acyclic, dependency_order, jobs_from_export
 from typedq.backends._memory_state import FAILING, MemoryState
 from typedq.backends.base import WORKER_RETENTION_S, Claim, Completion, Queue, WorkerInfo
@@ -290,18 +293,40 @@ class JobQueue(MemoryState, Queue):
             return job
 
     def bury(
-        self, job_id: str, *, token: int, error: str, traceback: str | None = None
+        self,
+        job_id: str,
+        *,
+        token: int,
+        error: str,
+        traceback: str | None = None,
+        dead_letter: Queue | None = None,
+        dlq_max: int | None = None,
     ) -> Job:
-        """RUNNING → DEAD; see :meth:`Queue.bury`."""
-        with self._lock:
+        """RUNNING → DEAD, with the dead letter put into ``dead_letter`` under both locks;
+        see :meth:`Queue.bury`."""
+        dlq = dead_letters.check_pair(self, dead_letter, dlq_max)
+        later: list[dead_letters.Dropped] = []
+        with self._locked_with(dlq):
             job = self._get_leased(job_id, token)
+            kept = None if traceback is None else traceback[-MAX_TRACEBACK:]
+            now = self._clock.now()
+            copy = None
+            if dlq is not None:
+                copy = dead_letters.dead_copy(self, job, error=error, traceback=kept, finished_at=now)
             self._leave_running(job)
             job.error = error
-            job.traceback = None if traceback is None else traceback[-MAX_TRACEBACK:]
-            job.finished_at = self._clock.now()
+            job.traceback = kept
+            job.finished_at = now
             self._set_status(job, JobStatus.DEAD)
             self._fail_dependents(job_id)
-            return job
+            if dlq is not None and copy is not None:
+                later = dead_letters.put_dead_letter(self, dlq, copy, dlq_max)
+        dead_letters.drop_rows(later)
+        return job
+
+    def _locked_with(self, other: MemoryState | None) -> contextlib.AbstractContextManager[Any]:
+        """This queue's lock, and ``other``'s too (in rank order) when given."""
+        return self._cond if other is None else dead_letters.both_locked(self, other)
 
     def release(self, job_id: str, *, token: int) -> Job:
         """RUNNING → PENDING, not counted as a failure; see :meth:`Queue.release`."""
@@ -321,10 +346,19 @@ class JobQueue(MemoryState, Queue):
             until = job.lease_until = self._clock.now() + lease_s
             return until
 
-    def reclaim_expired(self, *, max_lost: int = 3, limit: int = 1000) -> list[str]:
+    def reclaim_expired(
+        self,
+        *,
+        max_lost: int = 3,
+        limit: int = 1000,
+        dead_letter: Queue | None = None,
+        dlq_max: int | None = None,
+    ) -> list[str]:
         """Give back jobs whose lease expired; see :meth:`Queue.reclaim_expired`."""
+        dlq = dead_letters.check_pair(self, dead_letter, dlq_max)
         reclaimed: list[str] = []
-        with self._cond:
+        later: list[dead_letters.Dropped] = []
+        with self._locked_with(dlq):
             now = self._clock.now()
             jobs = self._jobs
             running = [jobs[job_id] for job_id in self._running]
@@ -352,9 +386,13 @@ class JobQueue(MemoryState, Queue):
                 if not in_batch and job.lost_count >= max_lost:
                     job.error = f"worker lost {job.lost_count}×"
                     job.finished_at = now
+                    copy = None if dlq is None else dead_letters.dead_copy(self, job)
                     self._to_status(job, JobStatus.DEAD)
+                    if dlq is not None and copy is not None:
+                        later += dead_letters.put_dead_letter(self, dlq, copy, dlq_max)
                 else:
                     self._to_status(job, _PENDING)
+        dead_letters.drop_rows(later)
         return reclaimed
 
     # -- management ---------------------------------------------------------------------
@@ -404,9 +442,15 @@ class JobQueue(MemoryState, Queue):
             self._reopen(job)
             return job
 
-    def retry(self, job_id: str, *, with_dependents: bool = False) -> list[str]:
-        """FAILED, DEAD or CANCELLED → PENDING, with dependents; see :meth:`Queue.retry`."""
-        with self._cond:
+    def retry(
+        self, job_id: str, *, with_dependents: bool = False, dead_letter: Queue | None = None
+    ) -> list[str]:
+        """FAILED, DEAD or CANCELLED → PENDING, with dependents, taking the job's dead letter
+        back under both locks; see :meth:`Queue.retry`."""
+        dlq = dead_letters.check_pair(self, dead_letter)
+        with self._locked_with(dlq):
+            if dlq is not None:
+                dead_letters.restore(self, dlq, job_id)
             job = self._get(job_id)
             status = self._status[job_id]
             if status not in _RETRYABLE:
@@ -417,6 +461,8 @@ class JobQueue(MemoryState, Queue):
             self._reopen(job)
             for child in dependents:
                 self._reopen(child)
+            if dlq is not None:
+                dead_letters.take_back(dlq, job_id)
             return [job_id, *(child.job_id for child in dependents)]
 
     def _reopen(self, job: Job) -> None:
@@ -442,18 +488,21 @@ class JobQueue(MemoryState, Queue):
                 raise InvalidTransitionError(
                     "status", status.value, "any state but RUNNING (cancel it first)"
                 )
-            if status is _PENDING:
-                self._unplace(job)
-            # A deleted dependency can never complete: its waiting dependents fail.
-            self._set_status(job, JobStatus.CANCELLED)
-            self._fail_dependents(job_id)
-            self._counts[JobStatus.CANCELLED] -= 1
-            del self._jobs[job_id], self._status[job_id]
+            self._remove(job)
 
     def count_by_status(self) -> dict[JobStatus, int]:
         """Return how many jobs are in each status."""
         with self._lock:
             return dict(self._counts)
+
+    def check_dead_letter(self, dead_letter: Queue) -> None:
+        """Refuse a dead-letter queue that is not another ``JobQueue``; see
+        :meth:`Queue.check_dead_letter`."""
+        dead_letters.check_pair(self, dead_letter)
+
+    def count_dropped(self) -> int:
+        """Dead letters this queue dropped to stay within ``dlq_max``; see :meth:`Queue.count_dropped`."""
+        return self._dropped
 
     def list_jobs(
         self,
