@@ -82,6 +82,8 @@ CONFIG_KEYS: Final[dict[str, str]] = {
     "reaper-interval": "reaper_s",
     "max-lost": "max_lost",
     "dlq-max": "dlq_max",
+    "result-ttl": "result_ttl",
+    "history-limit": "history_limit",
     "shutdown-grace": "shutdown_grace_s",
     "processes": "processes",
     "batch-size": "batch_size",

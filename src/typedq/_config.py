@@ -60,6 +60,11 @@ DEFAULT_CONFIG: Final[dict[str, Any]] = {
     # The most dead letters the dead-letter queue keeps: burying one more drops the
     # oldest, in the same transition (None: no limit).
     "dlq_max": DEFAULT_DLQ_MAX,
+    # Seconds a COMPLETED or CANCELLED job is kept after it finished; the reaper purges
+    # older ones (None: kept forever). DEAD and FAILED jobs wait for a replay or a purge.
+    "result_ttl": 7 * 86_400.0,
+    # memory:// only: the most COMPLETED and CANCELLED jobs a queue keeps (None: all).
+    "history_limit": 100_000,
     "shutdown_grace_s": 30.0,
     # How many worker processes ``typedq worker`` and ``run_worker_processes`` start when
     # not told; 0: worker threads in one process. ``start_workers()`` always starts threads.
@@ -134,6 +139,8 @@ def validate_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
     require_number("reaper_s", merged["reaper_s"], minimum=0, strict=True)
     require_number("max_lost", merged["max_lost"], minimum=1, integer=True)
     require_number("dlq_max", merged["dlq_max"], minimum=1, integer=True, allow_none=True)
+    require_number("result_ttl", merged["result_ttl"], minimum=0, strict=True, allow_none=True)
+    require_number("history_limit", merged["history_limit"], minimum=1, integer=True, allow_none=True)
     require_number("shutdown_grace_s", merged["shutdown_grace_s"], minimum=0)
     require_number("processes", merged["processes"], minimum=0, integer=True)
     require_number("max_payload_size", merged["max_payload_size"], minimum=1, integer=True)

@@ -30,7 +30,7 @@ from typedq._config import (
 from typedq._typed_api import TypedAPI
 from typedq._validate import require_number
 from typedq._waiting import CompletionWaiters, NotifyingEvents, wait_for_jobs
-from typedq.backends import Queue, backend_for, open_queue
+from typedq.backends import JobQueue, Queue, backend_for, open_queue
 from typedq.backends.base import WorkerInfo
 from typedq.clock import Clock, system_clock
 from typedq.errors import (
@@ -125,6 +125,7 @@ class JobQueueManager(TypedAPI):
             on_reclaimed=self._on_reclaimed,
             dead_letter=self._dead_letter,
             dlq_max=self.config["dlq_max"],
+            result_ttl=self.config["result_ttl"],
         )
         self.create_queue("default")
         for qname, qsettings in self.config["queues"].items():
@@ -154,6 +155,8 @@ class JobQueueManager(TypedAPI):
                 queue = open_queue(
                     self.config["backend"], name=name, clock=self.clock, codec=self.codec
                 )
+                if isinstance(queue, JobQueue):
+                    queue.history_limit = self.config["history_limit"]
                 self._queues[name] = queue
                 self._queue_settings[name] = {k: self.config[k] for k in QUEUE_DEFAULTS}
             self._queue_settings[name].update(settings)
@@ -543,7 +546,8 @@ class JobQueueManager(TypedAPI):
             ``workers_per_queue`` (name → live workers); ``status_per_queue`` (name →
             status → count); ``dead_letter_size``; ``dead_letters_dropped`` (dead
             letters the dead-letter queue dropped to stay within ``dlq_max``, by every
-            process using the store).
+            process using the store); ``total_purged`` (finished jobs this manager's
+            reaper purged past ``result_ttl``).
         """
         with self._workers_lock:
             self._retire_finished()
@@ -575,6 +579,7 @@ class JobQueueManager(TypedAPI):
             },
             "dead_letter_size": self._dead_letter.size,
             "dead_letters_dropped": self._dead_letter.count_dropped(),
+            "total_purged": self._reaper.purged_total,
         }
 
     # -- lifecycle ----------------------------------------------------------------------

@@ -427,7 +427,11 @@ def test_every_key_of_every_queue_of_a_prefix_is_in_one_cluster_slot(
 
 
 def test_a_queue_of_key_layout_1_is_moved_to_layout_2_when_opened(
-    prefix: str, make_queue: MakeQueue, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    prefix: str,
+    make_queue: MakeQueue,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    clock: FakeClock,
 ) -> None:
     """Layout 1 (``{prefix:queue}``, one slot a queue, the traceback inside the metadata
     frame) is renamed key by key in one MULTI by the first process that opens the queue."""
@@ -455,6 +459,7 @@ def test_a_queue_of_key_layout_1_is_moved_to_layout_2_when_opened(
     meta = FrameCodec("json").encode({"tenant": "t", "typedq.traceback": "Trace of dead"}, context=b"dead")
     client.hset(f"{legacy}:j:dead", "md", meta)  # where layout 1 kept the traceback
     client.hdel(f"{legacy}:j:dead", "tb")
+    client.delete(*(f"{legacy}:fin:{s}" for s in ("COMPLETED", "DEAD")))  # layout 1 had none
     before = sorted(k.decode()[len(legacy) :] for k in client.scan_iter(match=f"{legacy}:*"))
     assert client.hget(f"{legacy}:meta", "layout") == b"1"
 
@@ -462,12 +467,14 @@ def test_a_queue_of_key_layout_1_is_moved_to_layout_2_when_opened(
     queue = make_queue("q")
     after = sorted(k.decode()[len(queue.key_prefix) :] for k in client.scan_iter(match=f"{{{prefix}}}:*"))
     assert list(client.scan_iter(match=f"{legacy}:*")) == []
-    assert after == before
+    assert after == sorted([*before, ":fin:COMPLETED", ":fin:DEAD"])  # built from the jobs
     assert client.hget(f"{queue.key_prefix}:meta", "layout") == b"2"
     client.close()
     assert any("key layout 1" in r.getMessage() for r in caplog.records)
 
     assert queue.get_job("done").result == 42
+    # The finish-time indexes of layout 2 are built from the jobs: purges find them.
+    assert queue.purge(statuses=[JobStatus.COMPLETED], older_than=clock.now() + 1) == 1
     dead = queue.get_job("dead")
     assert (dead.status, dead.traceback, dead.metadata) == (JobStatus.DEAD, "Trace of dead", {"tenant": "t"})
     assert queue.count_by_status()[JobStatus.DEAD] == 1

@@ -1297,3 +1297,18 @@ def test_the_dropped_count_is_kept_in_the_file(open_sqlite: Callable[..., SQLite
         assert other.count_dropped() == 2
     finally:
         other.close()
+
+
+def test_a_purge_reads_jobs_finished_in_order_without_a_scan_or_a_sort(
+    open_sqlite: Callable[..., SQLiteQueue], db: Path
+) -> None:
+    """A purge batch costs the rows it deletes, whatever the size of the queue."""
+    from typedq.backends._sqlite_dead import _EXPIRED
+
+    open_sqlite("m")
+    conn = sqlite3.connect(db)
+    try:
+        plan = [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {_EXPIRED}", ["m", "COMPLETED", 1.0, 10])]
+    finally:
+        conn.close()
+    assert plan == ["SEARCH jobs USING INDEX jobs_finished (queue=? AND status=? AND finished_at<?)"], plan

@@ -97,6 +97,9 @@ def test_unknown_option_is_refused_with_did_you_mean(
         ({"max_lost": 0}, "max_lost"),
         ({"dlq_max": 0}, "dlq_max"),
         ({"dlq_max": "many"}, "dlq_max"),
+        ({"result_ttl": 0}, "result_ttl"),
+        ({"result_ttl": "7d"}, "result_ttl"),
+        ({"history_limit": 0}, "history_limit"),
         ({"queues": {"q": {"poll_interval": 0}}}, "queues.q.poll_interval"),
         ({"queues": ["q"]}, "queues"),
     ],
@@ -359,7 +362,9 @@ def test_get_stats_keys_and_values(make_manager: Callable[..., JobQueueManager])
         "total_submitted", "total_completed", "total_failed", "total_dead",
         "jobs_per_queue", "workers_per_queue",
     }
-    extras = {"total_retried", "status_per_queue", "dead_letter_size", "dead_letters_dropped"}
+    extras = {
+        "total_retried", "status_per_queue", "dead_letter_size", "dead_letters_dropped", "total_purged",
+    }
     assert set(stats) == required | extras
     assert stats["total_submitted"] == 8
     assert stats["total_completed"] == 7
@@ -502,6 +507,29 @@ def test_a_worker_with_a_dead_letter_queue_of_another_store_is_refused(tmp_path:
             Worker(queue, {}, dead_letter_queue=JobQueue("dead-letter"))
     finally:
         queue.close()
+
+
+def test_the_reaper_purges_results_past_result_ttl_and_memory_keeps_a_bounded_history(
+    make_manager: Callable[..., JobQueueManager],
+) -> None:
+    from typedq import FakeClock
+
+    clock = FakeClock()
+    manager = make_manager({**FAST_LEASES, "result_ttl": 60.0, "history_limit": 3}, clock=clock)
+    manager.register_handler("ok", lambda p: p["n"])
+    queue = manager.get_queue("default")
+    assert isinstance(queue, JobQueue)
+    assert queue.history_limit == 3
+    for n in range(5):
+        manager.submit("ok", {"n": n})
+    manager.start_workers()
+    wait_until(lambda: manager.get_stats()["total_completed"] == 5)
+    assert queue.size == 3  # the history limit: the two that finished first are gone
+    waiting = manager.submit("ok", {"n": 9}, delay_s=3600)
+    clock.advance(61)
+    wait_until(lambda: queue.size == 1)  # the reaper's next pass (every 0.1 s)
+    assert [j.job_id for j in queue.list_jobs()] == [waiting]
+    assert manager.get_stats()["total_purged"] == 3
 
 
 class _PauseOnLog(logging.Handler):

@@ -26,6 +26,7 @@ from typing import Any, Final
 
 from typedq.backends._redis_keys import FIXED_KEYS, LAYOUT_VERSION, RedisSettings, legacy_base_key
 from typedq.errors import BackendDataError, BackendError, BackendUnavailableError, ConfigError
+from typedq.job import TERMINAL_STATUSES
 
 try:
     import redis
@@ -174,11 +175,30 @@ def migrate_layout(client: redis.Redis, settings: RedisSettings, name: str, base
                 pipe.execute()
             except redis.WatchError:
                 continue
+        _index_finished(client, base)
         logger.warning(
             "Redis at %s: moved queue %r from key layout 1 (%s) to layout %d (%s): %d keys",
             settings.masked_url, name, old, LAYOUT_VERSION, base, len(keys),
         )
         return len(keys)
+
+
+def _index_finished(client: redis.Redis, base: str) -> None:
+    """Layout 2 keeps the jobs that ended by finish time (``B:fin:<STATUS>``, read by
+    purges); a queue moved from layout 1 gets them built from its status indexes and the
+    jobs' ``f`` fields (jobs without one are never purged, as on every backend)."""
+    for status in TERMINAL_STATUSES:
+        members: list[bytes] = client.zrange(f"{base}:st:{status.value}", 0, -1)  # type: ignore[assignment]  # bytes without withscores
+        ids = [raw.decode() for raw in members]
+        for lo in range(0, len(ids), 1000):
+            chunk = ids[lo : lo + 1000]
+            with client.pipeline(transaction=False) as pipe:
+                for job_id in chunk:
+                    pipe.hget(f"{base}:j:{job_id}", "f")
+                finished = pipe.execute()
+            scores = {job_id: float(f) for job_id, f in zip(chunk, finished, strict=True) if f is not None}
+            if scores:
+                client.zadd(f"{base}:fin:{status.value}", scores)
 
 
 def check_server(client: redis.Redis, settings: RedisSettings, name: str, base: str) -> None:

@@ -1,22 +1,27 @@
-"""What a ``RedisQueue`` knows of its dead-letter queue, beside ``redis``.
+"""What a ``RedisQueue`` knows of its dead-letter queue, and its purge, beside ``redis``.
 
 A dead-letter queue a script can change together with the queue must be another queue of
 the same server, database and key prefix: every queue of a prefix shares the hash tag
 ``{prefix}`` (see ``_redis_keys``), so one script may touch both, on a Cluster too. The
 scripts themselves (``put_dead_letter``, ``restore``, ``take_back``) are in ``_redis_lua``.
 The number of dead letters a dead-letter queue dropped is the field ``dropped`` of its
-``meta`` hash.
+``meta`` hash. A purge is the ``purge`` script: the jobs that ended in a status are kept by
+finish time in ``B:fin:<STATUS>``, so a purge reads only what it deletes.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING, Any
 
 from typedq._validate import require_number
 from typedq.backends import _redis_conn as conn
 from typedq.backends._redis_keys import RedisSettings
+from typedq.backends._retention import check_purge
+from typedq.clock import Clock
 from typedq.errors import ConfigError
+from typedq.job import JobStatus
 
 if TYPE_CHECKING:
     from typedq.backends.base import Queue
@@ -38,10 +43,23 @@ class RedisDeadLetters:
     _settings: RedisSettings
     _base: str
     _name: str
+    _clock: Clock
 
     @property
     def _r(self) -> Any:
         raise NotImplementedError  # ``RedisQueue._r``
+
+    def _run(self, script: str, args: Sequence[Any], dlq: str | None = None) -> Any:
+        raise NotImplementedError  # ``RedisQueue._run``
+
+    def purge(self, *, statuses: Collection[JobStatus], older_than: float, limit: int = 1000) -> int:
+        """Delete up to ``limit`` jobs that ended before ``older_than``, in one script (the
+        finish-time indexes, oldest first); see :meth:`Queue.purge`."""
+        wanted = [status.value for status in check_purge(statuses, limit)]
+        if not wanted or limit == 0:
+            return 0
+        now, before = repr(float(self._clock.now())), repr(float(older_than))
+        return int(self._run("purge", [now, before, limit, *wanted]))
 
     def _dead_letter_base(self, dead_letter: Queue | None, dlq_max: int | None = None) -> str | None:
         """The base key of a dead-letter queue of this prefix, or None when none is given.

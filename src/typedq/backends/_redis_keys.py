@@ -20,6 +20,7 @@ names hold no braces; job ids hold no braces either)::
     B:dependents:<job_id>   set    blocked jobs waiting for this job
     B:cg:<n>                set    the RUNNING jobs of one batch claim (claim_many)
     B:alone                 set    PENDING jobs to be claimed alone (batch rescues)
+    B:fin:<STATUS>          zset   the jobs that ended in a status, by finish time (purge)
     B:counts                hash   jobs per status (size and counts are O(1) reads)
     B:seq, B:cgseq          string arrival and claim-group counters
     B:wake                  list   tokens pushed when work becomes ready (BLPOP)
@@ -46,7 +47,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from typedq.backends._frames import UNDECODABLE_KEY, FrameFields
 from typedq.errors import ConfigError
-from typedq.job import TRACEBACK_KEY, Job, JobStatus, take_legacy_traceback
+from typedq.job import TERMINAL_STATUSES, TRACEBACK_KEY, Job, JobStatus, take_legacy_traceback
 
 __all__ = [
     "FIXED_KEYS",
@@ -78,6 +79,7 @@ FIXED_KEYS: Final = {
     "wake": "list",
     "meta": "hash",
     **{f"st:{s.value}": "zset" for s in JobStatus},
+    **{f"fin:{s.value}": "zset" for s in TERMINAL_STATUSES},
 }
 
 _PREFIX_RE: Final = re.compile(r"[A-Za-z0-9_.:-]{1,64}")

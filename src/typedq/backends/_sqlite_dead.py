@@ -1,4 +1,6 @@
-"""Dead letters of the SQLite backend: moves between a queue and its dead-letter queue.
+"""Dead letters and purges of the SQLite backend.
+
+Dead letters are moves between a queue and its dead-letter queue:
 
 A dead-letter queue of the same file is just more rows of the ``jobs`` table (its queue
 name in ``queue``), so putting a dead job's copy there, dropping the oldest copies beyond
@@ -10,6 +12,9 @@ copied as they are, never decoded.
 The number of dead letters a dead-letter queue dropped is kept in the ``counters`` table
 (schema 6), one row per queue and counter.
 
+A purge (:func:`purge`) deletes a batch of jobs that ended before a time, found through
+the ``jobs_finished`` index (schema 6) oldest first, in one transaction.
+
 Every function takes the connection of the caller's open ``BEGIN IMMEDIATE`` transaction.
 """
 
@@ -17,21 +22,27 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Collection
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from typedq._validate import require_number
 from typedq.backends import _sqlite_rows as rows
+from typedq.backends._retention import check_purge
 from typedq.backends._sqlite_db import Connections
 from typedq.backends._sqlite_driver import sqlite3
 from typedq.backends._sqlite_graph import QueueGraph
-from typedq.backends._sqlite_schema import SETTLED_CONDITION
+from typedq.backends._sqlite_schema import FINISHED_CONDITION, SETTLED_CONDITION
+from typedq.backends._sqlite_sql import SQL
+from typedq.clock import Clock
 from typedq.errors import ConfigError, InvalidTransitionError, JobNotFoundError
+from typedq.job import JobStatus
 
 if TYPE_CHECKING:
     from typedq.backends.base import Queue
 
-__all__ = ["COUNTER", "DROPPED", "SQLiteDeadLetters", "copy_dead", "restore_dead", "take_back"]
+__all__ = ["COUNTER", "DROPPED", "SQLiteDeadLetters", "copy_dead", "purge", "restore_dead", "take_back"]
 
 logger = logging.getLogger("typedq.backends.sqlite")
 
@@ -132,6 +143,42 @@ def take_back(conn: _Conn, codec: rows.RowCodec, *, job_id: str, dlq: str, now: 
     _forget(conn, codec, dlq, job_id, now)
 
 
+#: The oldest jobs of a status that ended before a time (params: queue, status, time,
+#: limit): a walk of jobs_finished in finished_at order.
+_EXPIRED: Final = (
+    "SELECT seq, job_id, has_waiters FROM jobs INDEXED BY jobs_finished WHERE queue = ? AND status = ?"
+    f" AND {FINISHED_CONDITION} AND finished_at < ? ORDER BY finished_at LIMIT ?"
+)
+
+
+def purge(
+    conn: _Conn, codec: rows.RowCodec, *, queue: str, statuses: tuple[str, ...], older_than: float,
+    limit: int, now: float,
+) -> int:
+    """Delete up to ``limit`` jobs of ``queue`` in ``statuses`` that finished before
+    ``older_than``, oldest first; return how many. A job that ended has no dependent
+    waiting on it; one flagged as having had some has its edges dropped as ``delete``
+    does."""
+    graph = QueueGraph(queue, codec)
+    seqs: list[int] = []
+    for status in statuses:
+        found = conn.execute(_EXPIRED, (queue, status, older_than, limit - len(seqs))).fetchall()
+        for seq, job_id, waiters in found:
+            if waiters:
+                graph.fail_dependents(conn, job_id, "CANCELLED", now)
+            seqs.append(seq)
+        if len(seqs) >= limit:
+            break
+    if not seqs:
+        return 0
+    conn.executemany(SQL.delete, [(seq,) for seq in seqs])
+    top = max(seqs)
+    if top > conn.execute(SQL.top_seq).fetchone()[0]:
+        conn.execute(SQL.drop_high_water)
+        conn.execute(SQL.keep_high_water, (top,))
+    return len(seqs)
+
+
 def _same_file(a: Path, b: Path) -> bool:
     """Whether two paths name one file (the same path, or links to one file)."""
     if a == b:
@@ -143,13 +190,28 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 class SQLiteDeadLetters:
-    """What a ``SQLiteQueue`` needs to know of its dead-letter queue: that it is a queue of
-    the same file, and how many dead letters it dropped."""
+    """What a ``SQLiteQueue`` needs to know of its dead-letter queue (that it is a queue of
+    the same file, how many dead letters it dropped), and its purge."""
 
     _db: Connections
     _name: str
     _path: Path
     _rows: rows.RowCodec
+    _clock: Clock
+
+    def purge(self, *, statuses: Collection[JobStatus], older_than: float, limit: int = 1000) -> int:
+        """Delete up to ``limit`` jobs that ended before ``older_than``, in one transaction
+        (``jobs_finished``, oldest first); see :meth:`Queue.purge`."""
+        wanted = tuple(status.value for status in check_purge(statuses, limit))
+        if not wanted or limit == 0:
+            return 0
+        now = self._clock.now()
+        return self._db.write(
+            partial(
+                purge, codec=self._rows, queue=self._name, statuses=wanted,
+                older_than=older_than, limit=limit, now=now,
+            )
+        )
 
     def _copy_dead(
         self, conn: _Conn, seq: int, job_id: str, target: tuple[str, int | None], now: float

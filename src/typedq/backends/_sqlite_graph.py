@@ -46,6 +46,7 @@ _PENDING: Final = "PENDING"
 _RUNNING: Final = "RUNNING"
 _COMPLETED: Final = "COMPLETED"
 _FAILING: Final = frozenset({"FAILED", "DEAD", "CANCELLED"})
+_ENDED: Final = _FAILING | {"COMPLETED"}
 #: What a replay resets: the job runs again as if new.
 _REPLAYED: Final = {
     "retry_count": 0,
@@ -323,10 +324,13 @@ class QueueGraph:
             conn.executemany(SQL.flag_parent, parents)
 
     def set_status(self, conn: _Conn, *, job_id: str, status: str, now: float) -> None:
-        """Move a job to ``status`` (a no-op when it is there already)."""
+        """Move a job to ``status`` (a no-op when it is there already); one that ends so
+        without a ``finished_at`` gets ``now``."""
         job = self.state(conn, job_id)
         if job.status != status:
             self.move(conn, job, status, now)
+            if status in _ENDED:
+                conn.execute(SQL.finish_now, (now, job.seq))
 
     def cancel(self, conn: _Conn, *, job_id: str, now: float, token: int | None = None) -> bool:
         """Cancel a waiting job, or flag a running one; return whether it was cancelled.

@@ -9,10 +9,10 @@ methods use.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from typedq._identity import owner_alive
 from typedq.backends import _sqlite_rows as rows
 from typedq.backends._sqlite_db import Connections
 from typedq.backends._sqlite_driver import DRIVER, sqlite3
@@ -160,10 +160,13 @@ class SQLiteReads:
 
     # -- waiting ------------------------------------------------------------------------
 
-    def _expired(self, now: float, mono_now: float, limit: int) -> list[tuple[int, str, int, bool]]:
+    def _expired(
+        self, now: float, mono_now: float, limit: int, owner_alive: Callable[[str | None], bool | None]
+    ) -> list[tuple[int, str, int, bool]]:
         """Up to ``limit`` expired leases to rescue, as ``(seq, job_id, attempt, in_batch)``.
 
-        A lease whose owner is a live process of this host (``owner_alive``) that has not
+        A lease whose owner is a live process of this host (``owner_alive``, given by
+        ``sqlite``, where tests replace it) that has not
         expired by the host's monotonic clock either (``lease_mono``) is spared;
         ``in_batch`` tells a job whose claim still holds other RUNNING jobs.
         """

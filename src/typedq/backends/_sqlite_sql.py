@@ -192,6 +192,8 @@ class SQL:
     # -- management -------------------------------------------------------------------------
     state: Final = "SELECT seq, status, depends_on, scheduled_at FROM jobs WHERE queue = ? AND job_id = ?"
     request_cancel: Final = "UPDATE jobs SET cancel_requested = 1 WHERE seq = ?"
+    #: A job that ended without a finish time gets one (params: now, seq).
+    finish_now: Final = "UPDATE jobs SET finished_at = ? WHERE seq = ? AND finished_at IS NULL"
     set_priority: Final = "UPDATE jobs SET priority = ? WHERE queue = ? AND job_id = ?"
     delete: Final = "DELETE FROM jobs WHERE seq = ?"
     #: seq is never reused (the table has no AUTOINCREMENT, see _sqlite_schema): when

@@ -178,7 +178,8 @@ class Queue(Protocol):
         """Set a job's status, keeping every index consistent; O(1) for the memory backend.
 
         Setting PENDING makes the job eligible again; COMPLETED releases its dependents;
-        FAILED, DEAD and CANCELLED fail them.
+        FAILED, DEAD and CANCELLED fail them. A job that ends this way without a
+        ``finished_at`` gets the current time (see :meth:`purge`).
 
         Raises:
             JobNotFoundError: no such job.
@@ -397,6 +398,22 @@ class Queue(Protocol):
             ConfigError: ``dead_letter`` is not a queue of this store (nothing written).
             JobNotFoundError: neither this queue nor ``dead_letter`` holds the job.
             InvalidTransitionError: the job is PENDING, RUNNING, SCHEDULED or COMPLETED.
+        """
+        ...
+
+    def purge(self, *, statuses: Collection[JobStatus], older_than: float, limit: int = 1000) -> int:
+        """Delete up to ``limit`` jobs in ``statuses`` that finished before ``older_than``
+        (their ``finished_at``, an epoch time), oldest first; return how many went.
+
+        One transition per call (a bounded batch: call again while it returns
+        ``limit``). Each job goes as :meth:`delete` removes it, so the dependency graph
+        stays consistent (a finished job has no dependent waiting on it). A job that
+        ended without a ``finished_at`` (stored so by hand) is never purged.
+
+        Raises:
+            InvalidTransitionError: a status in ``statuses`` is not COMPLETED, FAILED,
+                DEAD or CANCELLED (only jobs that ended are purged).
+            InvalidJobError: ``limit`` is negative.
         """
         ...
 

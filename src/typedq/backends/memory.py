@@ -10,14 +10,16 @@ while a handler runs (a move into or out of a dead-letter queue holds both queue
 from __future__ import annotations
 
 import contextlib
-import itertools
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any, Final
 
+from typedq._validate import require_number
 from typedq.backends import _memory_dead as dead_letters
 from typedq.backends._graph import check_batch_acyclic, dependency_order, jobs_from_export
+from typedq.backends._memory_reads import MemoryReads
 from typedq.backends._memory_state import FAILING, MemoryState
-from typedq.backends.base import WORKER_RETENTION_S, Claim, Completion, Queue, WorkerInfo
+from typedq.backends._retention import check_purge
+from typedq.backends.base import Claim, Completion, Queue, WorkerInfo
 from typedq.clock import Clock, system_clock
 from typedq.errors import (
     DependencyCycleError,
@@ -41,7 +43,7 @@ _COMPLETED: Final = JobStatus.COMPLETED
 _RETRYABLE: Final = FAILING
 
 
-class JobQueue(MemoryState, Queue):
+class JobQueue(MemoryReads, Queue):
     """A thread-safe in-memory job queue; the specification's ``JobQueue``.
 
     Args:
@@ -51,14 +53,37 @@ class JobQueue(MemoryState, Queue):
             size limit with ``PayloadTooLargeError``) and the queue keeps the decoded
             copy, so later changes to the caller's dict do not reach the job. Without
             one (the default, and the fastest), payloads are held by reference.
+        history_limit: the most COMPLETED and CANCELLED jobs the queue keeps; the one
+            that finished first goes as one more ends (None, the default: all).
+
+    Raises:
+        ConfigError: ``history_limit`` is not None or an int >= 1.
     """
 
     def __init__(
-        self, name: str = "default", *, clock: Clock = system_clock, codec: FrameCodec | None = None
+        self,
+        name: str = "default",
+        *,
+        clock: Clock = system_clock,
+        codec: FrameCodec | None = None,
+        history_limit: int | None = None,
     ) -> None:
         super().__init__(name, clock)
         self._codec = codec
         self._workers: dict[str, WorkerInfo] = {}
+        self.history_limit = history_limit
+
+    @property
+    def history_limit(self) -> int | None:
+        """The most COMPLETED and CANCELLED jobs kept (None: no limit); settable."""
+        return self._history_limit
+
+    @history_limit.setter
+    def history_limit(self, value: int | None) -> None:
+        require_number("history_limit", value, minimum=1, integer=True, allow_none=True)
+        with self._cond:
+            self._history_limit = value
+            self._trim_history()
 
     # -- properties ---------------------------------------------------------------------
 
@@ -265,6 +290,11 @@ class JobQueue(MemoryState, Queue):
         job.finished_at = now
         job.lease_until = None
         del self._running[job_id]
+        # self._finish(job, _COMPLETED) for the hot path: completions come in the order
+        # of the clock's readings, so the table stays in finish order without a check.
+        self._done[job_id] = None
+        if self._history_limit is not None:
+            self._trim_history()
         if job_id in self._dependents:
             self._release_dependents(job_id)
         return job
@@ -479,6 +509,21 @@ class JobQueue(MemoryState, Queue):
         job.worker_id = None
         self._to_status(job, _PENDING)
 
+    def purge(self, *, statuses: Collection[JobStatus], older_than: float, limit: int = 1000) -> int:
+        """Delete up to ``limit`` jobs of ``statuses`` that finished before ``older_than``,
+        from the front of each status's finished table; see :meth:`Queue.purge`."""
+        wanted = check_purge(statuses, limit)
+        purged = 0
+        with self._cond:
+            for status in wanted:
+                while purged < limit:
+                    job = self._oldest_finished(status)
+                    if job is None or job.finished_at is None or job.finished_at >= older_than:
+                        break
+                    self._remove(job)
+                    purged += 1
+        return purged
+
     def delete(self, job_id: str) -> None:
         """Remove a job that is not RUNNING; see :meth:`Queue.delete`."""
         with self._cond:
@@ -503,72 +548,6 @@ class JobQueue(MemoryState, Queue):
     def count_dropped(self) -> int:
         """Dead letters this queue dropped to stay within ``dlq_max``; see :meth:`Queue.count_dropped`."""
         return self._dropped
-
-    def list_jobs(
-        self,
-        *,
-        status: JobStatus | None = None,
-        job_type: str | None = None,
-        limit: int = 100,
-        offset: int = 0,
-        after: str | None = None,
-        newest: bool = False,
-    ) -> list[Job]:
-        """Return up to ``limit`` jobs in insertion order (``newest``: reversed), optionally
-        filtered, continuing after job ``after``; see :meth:`Queue.list_jobs`."""
-        if limit < 0 or offset < 0:
-            raise InvalidJobError("limit", (limit, offset), "limit >= 0 and offset >= 0")
-        with self._lock:
-            ordered: Iterable[Job] = reversed(self._jobs.values()) if newest else self._jobs.values()
-            matching: Iterator[Job] = iter(ordered)
-            if after is not None:
-                self._get(after)  # an unknown cursor is an error, not an empty page
-                for job in matching:
-                    if job.job_id == after:
-                        break
-            if status is not None:
-                matching = (j for j in matching if j.status is status)
-            if job_type is not None:
-                matching = (j for j in matching if j.job_type == job_type)
-            return list(itertools.islice(matching, offset, offset + limit))
-
-    def count_by_type(self, status: JobStatus = JobStatus.PENDING) -> dict[str, int]:
-        """Return how many jobs of each type are in ``status`` (a scan of every job)."""
-        wanted = JobStatus(status)
-        counts: dict[str, int] = {}
-        with self._lock:
-            for job_id, job_status in self._status.items():
-                if job_status is wanted:
-                    job_type = self._jobs[job_id].job_type
-                    counts[job_type] = counts.get(job_type, 0) + 1
-        return counts
-
-    def export_jobs(self) -> list[dict[str, Any]]:
-        """Return every job as ``Job.to_dict()`` data, in insertion order."""
-        with self._lock:
-            jobs = list(self._jobs.values())
-        return [job.to_dict() for job in jobs]
-
-    # -- the worker registry ------------------------------------------------------------
-
-    def register_worker(self, info: WorkerInfo) -> None:
-        """Add or renew a worker's entry; see :meth:`Queue.register_worker`."""
-        with self._lock:
-            self._workers[info.worker_id] = WorkerInfo.from_dict(info.to_dict())
-            oldest = info.last_seen - WORKER_RETENTION_S
-            for worker_id in [w.worker_id for w in self._workers.values() if w.last_seen < oldest]:
-                del self._workers[worker_id]
-
-    def unregister_worker(self, worker_id: str) -> None:
-        """Remove a worker's entry; see :meth:`Queue.unregister_worker`."""
-        with self._lock:
-            self._workers.pop(worker_id, None)
-
-    def workers(self) -> list[WorkerInfo]:
-        """The registered workers, oldest first; see :meth:`Queue.workers`."""
-        with self._lock:
-            found = [WorkerInfo.from_dict(w.to_dict()) for w in self._workers.values()]
-        return sorted(found, key=lambda w: (w.started_at, w.worker_id))
 
     # -- waiting ------------------------------------------------------------------------
 

@@ -69,6 +69,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Final
 
+from typedq._identity import owner_alive
 from typedq.backends import _sqlite_dead as dead_letters
 from typedq.backends import _sqlite_rows as rows
 from typedq.backends._graph import jobs_from_export
@@ -548,7 +549,7 @@ class SQLiteQueue(SQLiteReads, SQLiteDeadLetters, Queue):
         """
         dlq = self._dead_letter_name(dead_letter, dlq_max)
         now = self._clock.now()
-        chosen = self._expired(now, self._clock.monotonic(), limit)
+        chosen = self._expired(now, self._clock.monotonic(), limit, owner_alive)
         if not chosen:
             return []
         dropped: list[str] = []
