@@ -75,7 +75,7 @@ def with_prefix(url: str, prefix: str) -> str:
 
 
 def clean(client: redis.Redis, prefix: str) -> None:
-    keys = list(client.scan_iter(match=f"{{{prefix}:*", count=1000)) + list(
+    keys = list(client.scan_iter(match=f"{{{prefix}}}:*", count=1000)) + list(
         client.scan_iter(match=f"raw-{prefix}*", count=1000)
     )
     for lo in range(0, len(keys), 1000):

@@ -162,12 +162,13 @@ def status(*, backend: str | None, config_path: str | None, as_json: bool) -> No
         table, counts = status_table(manager, delayed)
         workers = busy_workers(manager)
         dead_letters = len(dead_jobs(manager, None, 10_000))
+        dropped = manager.get_dead_letter_queue().count_dropped()
         storage = storage_diagnostics(manager)
         registry = registry_report(manager, now)
         if as_json:
             echo_json({
                 "backend": env.backend, "queues": counts, "delayed": delayed, "dead_letters": dead_letters,
-                "workers": workers, "registry": registry,
+                "dead_letters_dropped": dropped, "workers": workers, "registry": registry,
             } | ({"storage": storage} if storage else {}))
             return
         click.echo(f"backend: {env.backend}")
@@ -179,7 +180,8 @@ def status(*, backend: str | None, config_path: str | None, as_json: bool) -> No
         if waiting:
             click.echo(f"\nscheduled: {waiting} delayed job(s) waiting for their time (PENDING until then; "
                        "typedq list --state scheduled)")
-        click.echo(f"\ndead letters: {dead_letters} (typedq dlq list)\n")
+        kept = f", {dropped} oldest dropped (dlq_max)" if dropped else ""
+        click.echo(f"\ndead letters: {dead_letters}{kept} (typedq dlq list)\n")
         for line in registry_lines(registry, now):
             click.echo(line)
         if not workers:

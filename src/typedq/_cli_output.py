@@ -177,6 +177,9 @@ def job_detail(job: Job, now: float) -> str:
                 out.append(text.rstrip("\n"))
     elif result is not None:
         out.append(f"{'result:':<{width + 1}} {json.dumps(result, ensure_ascii=False, default=str)}")
+    if job.traceback:
+        out.append("--- traceback ---")
+        out.append(job.traceback.rstrip("\n"))
     return "\n".join(out)
 
 

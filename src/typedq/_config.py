@@ -16,7 +16,7 @@ from typedq.errors import ConfigError
 from typedq.job import MAX_PRIORITY, MIN_PRIORITY
 from typedq.leases import check_lease_settings
 from typedq.serializers.base import MAX_HEADER_SIZE
-from typedq.worker import DEFAULT_BATCH_SIZE
+from typedq.worker import DEFAULT_BATCH_SIZE, DEFAULT_DLQ_MAX
 
 __all__ = [
     "DEFAULT_CONFIG",
@@ -57,6 +57,14 @@ DEFAULT_CONFIG: Final[dict[str, Any]] = {
     "heartbeat_s": 10.0,
     "reaper_s": 5.0,
     "max_lost": 3,
+    # The most dead letters the dead-letter queue keeps: burying one more drops the
+    # oldest, in the same transition (None: no limit).
+    "dlq_max": DEFAULT_DLQ_MAX,
+    # Seconds a COMPLETED or CANCELLED job is kept after it finished; the reaper purges
+    # older ones (None: kept forever). DEAD and FAILED jobs wait for a replay or a purge.
+    "result_ttl": 7 * 86_400.0,
+    # memory:// only: the most COMPLETED and CANCELLED jobs a queue keeps (None: all).
+    "history_limit": 100_000,
     "shutdown_grace_s": 30.0,
     # How many worker processes ``typedq worker`` and ``run_worker_processes`` start when
     # not told; 0: worker threads in one process. ``start_workers()`` always starts threads.
@@ -134,6 +142,9 @@ def validate_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
         validate_queue_settings(f"queues.{qname}.", qsettings)
     require_number("reaper_s", merged["reaper_s"], minimum=0, strict=True)
     require_number("max_lost", merged["max_lost"], minimum=1, integer=True)
+    require_number("dlq_max", merged["dlq_max"], minimum=1, integer=True, allow_none=True)
+    require_number("result_ttl", merged["result_ttl"], minimum=0, strict=True, allow_none=True)
+    require_number("history_limit", merged["history_limit"], minimum=1, integer=True, allow_none=True)
     require_number("shutdown_grace_s", merged["shutdown_grace_s"], minimum=0)
     require_number("processes", merged["processes"], minimum=0, integer=True)
     require_number("max_payload_size", merged["max_payload_size"], minimum=1, integer=True)

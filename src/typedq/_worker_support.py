@@ -1,9 +1,8 @@
-"""Helpers of ``worker``: error text, handler calls with a timeout, dead-letter copies,
-giving claimed jobs back, and the version a worker reports in its registry entry."""
+"""Helpers of ``worker``: error text, handler calls with a timeout, giving claimed jobs
+back, and the version a worker reports in its registry entry."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import traceback as tb_module
@@ -23,8 +22,6 @@ __all__ = [
     "describe_error",
     "format_traceback",
     "give_back",
-    "put_dead_letter",
-    "send_to_dead_letter",
 ]
 
 logger = logging.getLogger("typedq.worker")
@@ -91,18 +88,6 @@ def call_with_timeout(
     if ok:
         return value
     raise value
-
-
-def send_to_dead_letter(dead_letter_queue: Queue | None, dead: Job) -> None:
-    """Put a snapshot of a DEAD job into the dead-letter queue (replacing an older one)."""
-    if dead_letter_queue is not None:
-        put_dead_letter(dead_letter_queue, Job.from_dict(dead.to_dict()))
-
-
-def put_dead_letter(dead_letter_queue: Queue, snapshot: Job) -> None:
-    with contextlib.suppress(KeyError):
-        dead_letter_queue.delete(snapshot.job_id)
-    dead_letter_queue.enqueue(snapshot)
 
 
 def give_back(

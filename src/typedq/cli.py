@@ -38,6 +38,7 @@ from typedq._cli_demo import run_demo
 from typedq._cli_inspect import list_cmd, show, status
 from typedq._cli_jobs import build_job, dead_jobs, delete_dead, enqueue_stdin, read_stdin_jobs
 from typedq._cli_output import JOB_HEADERS, echo_json, job_json, job_row, render_table, wait_with_progress
+from typedq._cli_purge import purge
 from typedq._cli_schedules import schedules
 from typedq._cli_workers import retry, stop_workers_cmd, workers_cmd
 from typedq._config import DEFAULT_CONFIG
@@ -221,6 +222,7 @@ cli.add_command(show)
 cli.add_command(workers_cmd)
 cli.add_command(retry)
 cli.add_command(schedules)
+cli.add_command(purge)
 
 
 @cli.command()

@@ -3,10 +3,16 @@
 A :class:`Job` is the unit of work. Its fields are the original specification's, with
 their defaults, plus a few that the queue protocol needs to run jobs safely across
 workers (``queue``, ``attempt``, ``worker_id``, ``lease_until``, ``started_at``,
-``finished_at``, ``lost_count``, ``cancel_requested``, ``run_alone``). Every job is
-validated when it is constructed, so an invalid job cannot be built, let alone enqueued.
+``finished_at``, ``lost_count``, ``cancel_requested``, ``run_alone``, ``traceback``).
+Every job is validated when it is constructed, so an invalid job cannot be built, let
+alone enqueued.
 
 ``to_dict()`` returns plain JSON-safe data and ``from_dict(to_dict(job)) == job``.
+
+``traceback`` holds the traceback text of the last failure a worker recorded (bounded to
+the last :data:`MAX_TRACEBACK` characters). Older typedq kept it in
+``metadata["typedq.traceback"]`` (:data:`TRACEBACK_KEY`); such data is still read: the
+text moves to ``traceback`` (see :func:`take_legacy_traceback`).
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ __all__ = [
     "Job",
     "JobStatus",
     "Priority",
+    "take_legacy_traceback",
     "validate_job_id",
 ]
 
@@ -55,8 +62,11 @@ MIN_EPOCH: Final = -62_135_596_800
 MAX_EPOCH: Final = 253_402_300_799
 MAX_JOB_ID_LENGTH: Final = 128
 MAX_JOB_TYPE_LENGTH: Final = 200
-#: Where the last failure's traceback text is kept in ``Job.metadata`` (bounded).
+#: Where typedq before ``Job.traceback`` kept the last failure's traceback, in ``metadata``.
+#: Read only: a job stored or exported that way gets the text as its ``traceback``.
 TRACEBACK_KEY: Final = "typedq.traceback"
+#: The most characters of ``Job.traceback``: backends keep the last ones (the innermost
+#: frames and the exception line).
 MAX_TRACEBACK: Final = 8192
 #: The ``scheduled_at`` a job without one sorts by: before every time, as SQL sorts NULL.
 UNSCHEDULED: Final = -math.inf
@@ -121,6 +131,19 @@ def validate_job_id(value: object, *, field_name: str = "job_id") -> str:
 
 _ID_BATCH: Final = 256
 _id_state = threading.local()
+
+
+def take_legacy_traceback(metadata: dict[str, Any], traceback: str | None) -> str | None:
+    """Move a traceback kept the old way, in ``metadata[TRACEBACK_KEY]``, out of ``metadata``.
+
+    For data written before ``Job.traceback`` existed: the key is removed from ``metadata``
+    (a dict the caller owns) and its text, bounded, is returned when ``traceback`` is
+    None; otherwise ``traceback`` is returned (a newer failure's, which wins).
+    """
+    legacy = metadata.pop(TRACEBACK_KEY, None)
+    if traceback is None and isinstance(legacy, str):
+        return legacy[-MAX_TRACEBACK:]
+    return traceback
 
 
 def _new_id() -> str:
@@ -202,6 +225,9 @@ class Job:
     #: Set when the job was given back from a batch whose worker died: it is then
     #: claimed alone, so a job that kills its worker is told apart from its batch-mates.
     run_alone: bool = False
+    #: The traceback text of the last failure recorded (``fail``, ``bury``), at most
+    #: :data:`MAX_TRACEBACK` characters; None when it has not failed or was run again.
+    traceback: str | None = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -258,6 +284,14 @@ class Job:
             raise InvalidJobError("cancel_requested", self.cancel_requested, "True or False")
         if type(self.run_alone) is not bool:
             raise InvalidJobError("run_alone", self.run_alone, "True or False")
+        tb = self.traceback
+        if tb == "":
+            self.traceback = None  # no traceback: stored and read back as None
+        elif tb is not None and (type(tb) is not str or len(tb) > MAX_TRACEBACK):
+            raise InvalidJobError(
+                "traceback", tb if type(tb) is not str else f"<{len(tb)} characters>",
+                f"None or a string of at most {MAX_TRACEBACK} characters",
+            )
 
     def _validate_numbers(self) -> None:
         """Check that every number field is of its type and inside its documented range."""
@@ -376,6 +410,7 @@ class Job:
         lost_count: int,
         cancel_requested: bool,
         run_alone: bool = False,
+        traceback: str | None = None,
     ) -> Job:
         """Build a job from fields already validated once, without validating again.
 
@@ -407,6 +442,7 @@ class Job:
         job.lost_count = lost_count
         job.cancel_requested = cancel_requested
         job.run_alone = run_alone
+        job.traceback = traceback
         return job
 
     def __lt__(self, other: object) -> bool:
@@ -443,7 +479,9 @@ class Job:
         """Rebuild a job from ``to_dict()`` output.
 
         Unknown keys are refused (a typo would otherwise drop data silently); keys this
-        version added may be missing, and take their defaults.
+        version added may be missing, and take their defaults. Data without a
+        ``traceback`` key that carries one in ``metadata["typedq.traceback"]`` (an export
+        of an older typedq) gets it as its ``traceback``.
 
         Raises:
             InvalidJobError: ``data`` is not a dict, has an unknown key, lacks
@@ -464,6 +502,9 @@ class Job:
                 kwargs[name] = copy.deepcopy(value)
         if "depends_on" in kwargs and isinstance(kwargs["depends_on"], list):
             kwargs["depends_on"] = list(kwargs["depends_on"])
+        metadata = kwargs.get("metadata")
+        if "traceback" not in kwargs and isinstance(metadata, dict) and TRACEBACK_KEY in metadata:
+            kwargs["traceback"] = take_legacy_traceback(metadata, None)
         return cls(**kwargs)
 
 

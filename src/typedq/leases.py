@@ -6,7 +6,10 @@
 * :class:`Reaper` calls :meth:`~typedq.backends.base.Queue.reclaim_expired` on its
   queues every ``interval_s`` seconds: jobs whose worker died or hung without heartbeats
   go back to PENDING (or DEAD after ``max_lost`` losses). Any number of reapers may run:
-  each reclaim is a compare-and-set in the backend, so no leader is needed.
+  each reclaim is a compare-and-set in the backend, so no leader is needed. With a
+  ``result_ttl``, each pass also purges the COMPLETED and CANCELLED jobs that finished
+  longer ago than that (``Queue.purge``, in batches of :data:`PURGE_BATCH`, at most
+  :data:`PURGE_BATCHES` a queue and pass), so results do not pile up.
 
 Through a storage outage (see ``typedq._outage``): the first call that fails ends the
 keeper's heartbeat or the reaper's pass (every other call would wait for the same
@@ -23,13 +26,23 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
+from typing import Final
 
 from typedq._outage import Outage, is_outage
 from typedq._validate import require_number
 from typedq.backends.base import Queue
 from typedq.errors import ConfigError, JobNotFoundError, StaleLeaseError
+from typedq.job import JobStatus
 
-__all__ = ["LeaseKeeper", "Reaper", "check_lease_settings"]
+__all__ = ["PURGE_BATCH", "PURGE_BATCHES", "RESULT_STATUSES", "LeaseKeeper", "Reaper", "check_lease_settings"]
+
+#: The jobs ``result_ttl`` purges: those that ended without needing anyone (DEAD and
+#: FAILED jobs wait for a replay or a purge by hand).
+RESULT_STATUSES: Final = (JobStatus.COMPLETED, JobStatus.CANCELLED)
+#: Jobs one purge deletes (one transition).
+PURGE_BATCH: Final = 1000
+#: Purges of one queue in one pass of the reaper, at most.
+PURGE_BATCHES: Final = 10
 
 logger = logging.getLogger("typedq.leases")
 
@@ -176,7 +189,12 @@ class Reaper:
         interval_s: seconds between passes.
         max_lost: losses after which a job goes DEAD.
         on_reclaimed: called with the queue and the reclaimed ids after each pass
-            that reclaimed something (for events and the dead-letter queue).
+            that reclaimed something (for events and counters).
+        dead_letter: where a job that goes DEAD has its dead letter put, in the
+            transition that reclaims it (``Queue.reclaim_expired``), or None.
+        dlq_max: the most dead letters ``dead_letter`` keeps (None: no limit).
+        result_ttl: seconds a COMPLETED or CANCELLED job is kept after it finished; each
+            pass purges older ones (None: kept forever).
         outage_grace_s: after a pass failed because the storage failed, no pass rescues
             anything until this many seconds after the storage answers again (the lease
             length: the live workers renew their leases meanwhile).
@@ -190,10 +208,19 @@ class Reaper:
         max_lost: int = 3,
         on_reclaimed: Callable[[Queue, list[str]], None] | None = None,
         outage_grace_s: float = 0.0,
+        dead_letter: Queue | None = None,
+        dlq_max: int | None = None,
+        result_ttl: float | None = None,
     ) -> None:
         require_number("reaper_s", interval_s, minimum=0, strict=True)
         require_number("max_lost", max_lost, minimum=1, integer=True)
         require_number("outage_grace_s", outage_grace_s, minimum=0)
+        require_number("dlq_max", dlq_max, minimum=1, integer=True, allow_none=True)
+        require_number("result_ttl", result_ttl, minimum=0, strict=True, allow_none=True)
+        self.dead_letter = dead_letter
+        self.dlq_max = dlq_max
+        self.result_ttl = result_ttl
+        self.purged_total = 0
         self._queues = queues
         self.interval_s = interval_s
         self.max_lost = max_lost
@@ -222,7 +249,9 @@ class Reaper:
         total = 0
         for queue in queues:
             try:
-                ids = queue.reclaim_expired(max_lost=self.max_lost)
+                ids = queue.reclaim_expired(
+                    max_lost=self.max_lost, dead_letter=self.dead_letter, dlq_max=self.dlq_max
+                )
             except Exception as exc:
                 if is_outage(exc):
                     self.outage.failed(exc, f"reclaim expired leases of queue {queue.name!r}")
@@ -240,6 +269,8 @@ class Reaper:
                         self._on_reclaimed(queue, ids)
                     except Exception:
                         logger.exception("on_reclaimed callback failed")
+            if self.result_ttl is not None:
+                self.purge(queue, self.result_ttl)
         self.reclaimed_total += total
         return total
 
@@ -254,6 +285,26 @@ class Reaper:
                 logger.exception("probing queue %r failed", queue.name)
             return True
         return False
+
+    def purge(self, queue: Queue, result_ttl: float) -> int:
+        """Purge ``queue``'s COMPLETED and CANCELLED jobs older than ``result_ttl``
+        seconds, in bounded batches; return how many went."""
+        purged = 0
+        try:
+            for _ in range(PURGE_BATCHES):
+                older_than = queue.clock.now() - result_ttl
+                done = queue.purge(statuses=RESULT_STATUSES, older_than=older_than, limit=PURGE_BATCH)
+                purged += done
+                if done < PURGE_BATCH:
+                    break
+        except Exception:
+            logger.exception("purging old results of queue %r failed", queue.name)
+        if purged:
+            logger.info(
+                "purged %d finished job(s) older than %gs from queue %r", purged, result_ttl, queue.name
+            )
+            self.purged_total += purged
+        return purged
 
     def start(self) -> None:
         """Start the sweeping thread (idempotent)."""

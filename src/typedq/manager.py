@@ -13,7 +13,6 @@ queue is called or a handler runs, so a handler may submit jobs freely.
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import logging
 import threading
@@ -32,8 +31,7 @@ from typedq._config import (
 from typedq._schedule_api import ScheduleAPI
 from typedq._validate import require_number
 from typedq._waiting import CompletionWaiters, NotifyingEvents, wait_for_jobs
-from typedq._worker_support import send_to_dead_letter
-from typedq.backends import Queue, backend_for, open_queue
+from typedq.backends import JobQueue, Queue, backend_for, open_queue
 from typedq.backends.base import WorkerInfo
 from typedq.clock import Clock, system_clock
 from typedq.errors import (
@@ -128,6 +126,9 @@ class JobQueueManager(ScheduleAPI):
             max_lost=self.config["max_lost"],
             on_reclaimed=self._on_reclaimed,
             outage_grace_s=self.config["lease_s"],
+            dead_letter=self._dead_letter,
+            dlq_max=self.config["dlq_max"],
+            result_ttl=self.config["result_ttl"],
         )
         self._scheduler = Scheduler(
             self._all_queues, clock=clock, lock_s=self.config["scheduler_lock_s"], on_fired=self._on_fired
@@ -160,6 +161,8 @@ class JobQueueManager(ScheduleAPI):
                 queue = open_queue(
                     self.config["backend"], name=name, clock=self.clock, codec=self.codec
                 )
+                if isinstance(queue, JobQueue):
+                    queue.history_limit = self.config["history_limit"]
                 self._queues[name] = queue
                 self._queue_settings[name] = {k: self.config[k] for k in QUEUE_DEFAULTS}
             self._queue_settings[name].update(settings)
@@ -359,6 +362,7 @@ class JobQueueManager(ScheduleAPI):
                         lease_keeper=self._keeper,
                         clock=self.clock,
                         batch_size=settings["batch_size"],
+                        dlq_max=self.config["dlq_max"],
                     )
                     current.append(worker)
                     started.append(worker)
@@ -460,11 +464,11 @@ class JobQueueManager(ScheduleAPI):
             if job.status is JobStatus.DEAD:
                 with self._stats_lock:
                     self._reaped_dead += 1
+                # Its dead letter was put into the dead-letter queue by the reclaim itself.
                 logger.error(
                     "job %s (%s) is dead after %d retries and moved to the dead-letter queue: %s",
                     job_id, job.job_type, job.retry_count, job.error,
                 )
-                send_to_dead_letter(self._dead_letter, job)
                 safe_call(self.event_handler.on_job_dead, job)
             if job.status in TERMINAL_STATUSES:  # DEAD, or CANCELLED (cancel was requested)
                 self._waiters.ended(job_id)
@@ -472,10 +476,12 @@ class JobQueueManager(ScheduleAPI):
     # -- dead letters -------------------------------------------------------------------
 
     def get_dead_letter_queue(self) -> Queue:
-        """The dead-letter queue, holding a copy of every dead job.
+        """The dead-letter queue, holding a copy of every dead job (at most ``dlq_max``).
 
         With ``memory://`` it is a ``JobQueue``; with a durable backend it is a queue of
-        that backend, named ``"dead-letter"``, shared by every process using it.
+        that backend (the same SQLite file, the same Redis prefix), named
+        ``"dead-letter"``, shared by every process using it. A job's death and its copy
+        here are one transition, as are a replay and the copy's removal.
         """
         return self._dead_letter
 
@@ -511,32 +517,20 @@ class JobQueueManager(ScheduleAPI):
         job = self.get_job(job_id)
         if job.status is JobStatus.DEAD:
             return self._replay(job_id, with_dependents)
-        return self.get_queue(job.queue).retry(job_id, with_dependents=with_dependents)
+        return self.get_queue(job.queue).retry(
+            job_id, with_dependents=with_dependents, dead_letter=self._dead_letter
+        )
 
     def _replay(self, job_id: str, with_dependents: bool) -> list[str]:
+        """Re-open a dead job on its queue and take its dead letter back, in one
+        transition (``Queue.retry`` with ``dead_letter``); the dead letter is put back
+        first when its queue no longer holds the job."""
         try:
             dead = self._dead_letter.get_job(job_id)
         except KeyError:
             dead = self._find_dead(job_id)
         origin = self._queues.get(dead.queue) or self.create_queue(dead.queue)
-        try:
-            current = origin.get_job(job_id)
-        except KeyError:
-            current = None
-        reopened = [job_id]
-        if current is not None and current.status is JobStatus.DEAD:
-            reopened = origin.retry(job_id, with_dependents=with_dependents)
-        else:
-            fresh = Job.from_dict(dead.to_dict())
-            fresh.status = JobStatus.PENDING
-            fresh.retry_count = fresh.lost_count = 0
-            fresh.error = None
-            fresh.finished_at = fresh.scheduled_at = None
-            if current is not None:
-                origin.delete(job_id)
-            origin.enqueue(fresh)
-        with contextlib.suppress(KeyError):
-            self._dead_letter.delete(job_id)
+        reopened = origin.retry(job_id, with_dependents=with_dependents, dead_letter=self._dead_letter)
         logger.info(
             "replayed dead job %s (%s) on queue %r, with %d dependent(s)",
             job_id, dead.job_type, dead.queue, len(reopened) - 1,
@@ -544,7 +538,8 @@ class JobQueueManager(ScheduleAPI):
         return reopened
 
     def _find_dead(self, job_id: str) -> Job:
-        """A DEAD job not (yet) copied to the dead-letter queue, from its own queue."""
+        """A DEAD job without a dead letter (buried without one, e.g. undecodable at
+        claim), from its own queue."""
         for queue in self._all_queues():
             try:
                 job = queue.get_job(job_id)
@@ -564,7 +559,10 @@ class JobQueueManager(ScheduleAPI):
             each retried or dead); ``total_retried``; ``total_dead`` (including jobs whose
             worker was lost too often); ``jobs_per_queue`` (name → jobs held);
             ``workers_per_queue`` (name → live workers); ``status_per_queue`` (name →
-            status → count); ``dead_letter_size``.
+            status → count); ``dead_letter_size``; ``dead_letters_dropped`` (dead
+            letters the dead-letter queue dropped to stay within ``dlq_max``, by every
+            process using the store); ``total_purged`` (finished jobs this manager's
+            reaper purged past ``result_ttl``).
         """
         with self._workers_lock:
             self._retire_finished()
@@ -595,6 +593,8 @@ class JobQueueManager(ScheduleAPI):
                 q.name: {s.value: c for s, c in q.count_by_status().items()} for q in queues
             },
             "dead_letter_size": self._dead_letter.size,
+            "dead_letters_dropped": self._dead_letter.count_dropped(),
+            "total_purged": self._reaper.purged_total,
         }
 
     # -- lifecycle ----------------------------------------------------------------------

@@ -322,6 +322,8 @@ class TypedJob(BaseModel, Generic[P]):
     finished_at: float | None
     lost_count: int
     cancel_requested: bool
+    run_alone: bool = False
+    traceback: str | None = None
 
     @classmethod
     def of(cls, job_type: JobType[P, Any], job: Job) -> TypedJob[P]:

@@ -7,9 +7,10 @@ outcome through the queue protocol:
 * success: ``complete`` with the handler's return value;
 * failure (any exception, ``SystemExit`` and ``KeyboardInterrupt`` included, or a
   timeout): when ``retry_count < max_retries``, ``fail`` with a retry time from the
-  :class:`~typedq.retry.RetryPolicy`; otherwise ``bury`` (DEAD) and a copy goes to the
-  dead-letter queue. Every retry and dead letter is logged with the job's id, type,
-  retry count and error;
+  :class:`~typedq.retry.RetryPolicy`; otherwise ``bury``: DEAD, with a copy put into the
+  dead-letter queue in the same transition (``Queue.bury(dead_letter=...)``), so a crash
+  can never leave a dead job without its dead letter. Every retry and dead letter is
+  logged with the job's id, type, retry count and error;
 * a handler unregistered between the claim and the run: DEAD at once with a
   ``NoHandlerError`` (never dropped).
 
@@ -50,7 +51,6 @@ late result is discarded.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import threading
@@ -70,7 +70,6 @@ from typedq._worker_support import (
     call_with_timeout,
     describe_error,
     format_traceback,
-    put_dead_letter,
 )
 from typedq.backends.base import Claim, Completion, Queue, WorkerInfo
 from typedq.clock import Clock
@@ -85,11 +84,12 @@ from typedq.errors import (
     StaleLeaseError,
 )
 from typedq.events import EventHandler, safe_call
-from typedq.job import MAX_TRACEBACK, TRACEBACK_KEY, Job, JobStatus
+from typedq.job import Job
 from typedq.leases import LeaseKeeper, check_lease_settings
 from typedq.retry import RetryPolicy
 
 __all__ = [
+    "DEFAULT_DLQ_MAX",
     "Handler",
     "Worker",
     "WorkerStats",
@@ -117,6 +117,8 @@ BATCH_WINDOW_S: Final = 0.01
 FLUSH_AFTER_S: Final = 0.01
 #: The default ``batch_size``: the most jobs claimed, or completions committed, at once.
 DEFAULT_BATCH_SIZE: Final = 250
+#: The default ``dlq_max``: the most dead letters a dead-letter queue keeps.
+DEFAULT_DLQ_MAX: Final = 10_000
 #: Weight of the latest job in the running average of job durations.
 _EWMA: Final = 0.2
 #: The first and the longest wait before writing completions again after a failed write.
@@ -148,8 +150,11 @@ class Worker(StorageFailures, threading.Thread):
         queue: the queue to take jobs from.
         handlers: job type → handler; read live, so handlers added later are seen.
         poll_interval: the longest wait, in seconds, before looking for work again.
-        dead_letter_queue: where a copy of each dead job is put (the manager's
-            dead-letter ``JobQueue``), or None.
+        dead_letter_queue: where a copy of each dead job is put, in the transition that
+            buries it (the manager's dead-letter queue: a queue of the same store as
+            ``queue``), or None.
+        dlq_max: the most dead letters ``dead_letter_queue`` keeps; the oldest beyond
+            are dropped as a job is buried (None: no limit).
         base_delay: the retry backoff unit, when ``retry_policy`` is not given.
         worker_id: a readable prefix for the id; the id always adds host, pid and a
             random part, so two workers never share one.
@@ -164,8 +169,10 @@ class Worker(StorageFailures, threading.Thread):
             job at a time.
 
     Raises:
-        ConfigError: an interval is not positive, ``lease_s <= 2 × heartbeat_s``, or
-            ``batch_size`` is not an int from 1 to 1000.
+        ConfigError: an interval is not positive, ``lease_s <= 2 × heartbeat_s``,
+            ``batch_size`` is not an int from 1 to 1000, ``dlq_max`` not None or an int
+            >= 1, or ``dead_letter_queue`` is not another queue of ``queue``'s store
+            (``Queue.check_dead_letter``).
     """
 
     def __init__(
@@ -184,16 +191,21 @@ class Worker(StorageFailures, threading.Thread):
         lease_keeper: LeaseKeeper | None = None,
         clock: Clock | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
+        dlq_max: int | None = DEFAULT_DLQ_MAX,
     ) -> None:
         require_number("poll_interval", poll_interval, minimum=0, strict=True)
         require_number("batch_size", batch_size, minimum=1, maximum=1000, integer=True)
+        require_number("dlq_max", dlq_max, minimum=1, integer=True, allow_none=True)
         check_lease_settings(lease_s, heartbeat_s)
+        if dead_letter_queue is not None:
+            queue.check_dead_letter(dead_letter_queue)
         self.worker_id = new_worker_id(worker_id)
         super().__init__(name=self.worker_id, daemon=True)
         self.queue = queue
         self.handlers = handlers
         self.poll_interval = float(poll_interval)
         self.dead_letter_queue = dead_letter_queue
+        self.dlq_max = dlq_max
         self.retry_policy = retry_policy or RetryPolicy(base_delay=base_delay)
         self.event_handler = event_handler or EventHandler()
         self.lease_s = float(lease_s)
@@ -552,27 +564,18 @@ class Worker(StorageFailures, threading.Thread):
         safe_call(self.event_handler.on_job_cancelled, queue.get_job(job.job_id))
 
     def _bury(self, job: Job, token: int, error: str, trace: str | None) -> Job | None:
-        """Move the job to DEAD; return it, or None when the lease was already lost.
+        """Move the job to DEAD with its dead letter, in one transition; return it, or
+        None when the lease was already lost (then nothing was written).
 
-        The dead-letter copy is stored *before* the job turns DEAD, so whoever sees the
-        job DEAD finds it in the dead-letter queue (and can replay it at once).
+        Whoever sees the job DEAD finds it in the dead-letter queue (and can replay it
+        at once): both happen in one transition.
         """
-        dlq = self.dead_letter_queue
-        if dlq is not None:
-            snapshot = Job.from_dict(job.to_dict())
-            snapshot.status = JobStatus.DEAD
-            snapshot.error = error
-            snapshot.lease_until = None
-            snapshot.finished_at = self.clock.now()
-            if trace is not None:
-                snapshot.metadata[TRACEBACK_KEY] = trace[-MAX_TRACEBACK:]
-            put_dead_letter(dlq, snapshot)
         try:
-            dead = self.queue.bury(job.job_id, token=token, error=error, traceback=trace)
+            dead = self.queue.bury(
+                job.job_id, token=token, error=error, traceback=trace,
+                dead_letter=self.dead_letter_queue, dlq_max=self.dlq_max,
+            )
         except StaleLeaseError as stale:
-            if dlq is not None:
-                with contextlib.suppress(KeyError):
-                    dlq.delete(job.job_id)
             self.stats.stale += 1
             logger.warning("death of job %s not recorded: %s", job.job_id, stale)
             return None

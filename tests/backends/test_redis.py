@@ -157,10 +157,10 @@ def test_scripts_come_back_after_script_flush(private_server: int, clock: FakeCl
 
 def test_a_fixed_key_of_another_type_is_refused_and_left_alone(prefix: str, make_queue: MakeQueue) -> None:
     client = redis.Redis()
-    client.set(f"{{{prefix}:q}}:ready", "not ours")
+    client.set(f"{{{prefix}}}:{{q}}:ready", "not ours")
     with pytest.raises(BackendDataError, match=r"ready is a string"):
         make_queue("q")
-    assert client.get(f"{{{prefix}:q}}:ready") == b"not ours"
+    assert client.get(f"{{{prefix}}}:{{q}}:ready") == b"not ours"
     client.close()
 
 
@@ -169,10 +169,10 @@ def test_a_job_key_of_another_type_is_refused_and_nothing_is_written(
 ) -> None:
     queue = make_queue("q")
     client = redis.Redis()
-    client.set(f"{{{prefix}:q}}:j:taken", "someone else's")
+    client.set(f"{{{prefix}}}:{{q}}:j:taken", "someone else's")
     with pytest.raises(BackendDataError, match="j:taken is a string"):
         queue.enqueue_many([job("fine"), job("taken")])
-    assert client.get(f"{{{prefix}:q}}:j:taken") == b"someone else's"
+    assert client.get(f"{{{prefix}}}:{{q}}:j:taken") == b"someone else's"
     assert queue.size == 0
     with pytest.raises(JobNotFoundError):
         queue.get_job("fine")
@@ -315,7 +315,7 @@ def test_claims_bury_undecodable_jobs_and_reads_describe_them(prefix: str, make_
     queue = make_queue("q")
     queue.enqueue_many([job("bad", priority=9), job("ok"), job("child", depends_on=["bad"])])
     client = redis.Redis()
-    client.hset(f"{{{prefix}:q}}:j:bad", "pl", b"\xc1\x09garbage")
+    client.hset(f"{{{prefix}}}:{{q}}:j:bad", "pl", b"\xc1\x09garbage")
     claims = queue.claim_many("w", lease_s=30, limit=5)
     assert [c.job.job_id for c in claims] == ["ok"]
     dead = queue.get_job("bad")
@@ -367,6 +367,150 @@ def test_queue_names_lists_the_queues_of_the_prefix_that_hold_jobs(make_queue: M
     first.enqueue(job("a"))
     second.enqueue(job("b"))
     assert empty.queue_names() == ["alpha", "beta:x"]
+
+
+# -- the key layout -------------------------------------------------------------------------
+
+
+def test_every_key_of_every_queue_of_a_prefix_is_in_one_cluster_slot(
+    prefix: str, make_queue: MakeQueue
+) -> None:
+    """Layout 2: the hash tag is the prefix, so a script may touch several queues of it
+    (a bury into the dead-letter queue) on a Redis Cluster too."""
+    from redis.crc import key_slot
+
+    from typedq.backends.base import WorkerInfo
+
+    queues = [make_queue(name) for name in ("default", "dead-letter", "a:j", "a")]
+    for index, queue in enumerate(queues):
+        queue.enqueue_many([job(f"x{index}"), job("meta"), job("child", depends_on=["meta"])])
+        queue.claim_many("w", lease_s=30.0, limit=2)
+        queue.register_worker(
+            WorkerInfo("w", queue.name, "h", 1, ("t",), "v", 1.0, 1.0, 30.0, 1)
+        )
+        assert queue.key_prefix == f"{{{prefix}}}:{{{queue.name}}}"
+    client = redis.Redis()
+    keys = list(client.scan_iter(match=f"{{{prefix}}}:*", count=1000))
+    client.close()
+    assert len(keys) > 40
+    assert {key_slot(key) for key in keys} == {key_slot(prefix.encode())}
+    # Queue names with colons never share a key with another queue (job "meta" of queue
+    # "a" beside the meta key of queue "a:j").
+    assert [q.size for q in queues] == [3, 3, 3, 3]
+    assert queues[0].queue_names() == ["a", "a:j", "dead-letter", "default"]
+
+
+def test_a_queue_of_key_layout_1_is_moved_to_layout_2_when_opened(
+    prefix: str,
+    make_queue: MakeQueue,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    clock: FakeClock,
+) -> None:
+    """Layout 1 (``{prefix:queue}``, one slot a queue, the traceback inside the metadata
+    frame) is renamed key by key in one MULTI by the first process that opens the queue."""
+    import typedq.backends._redis_conn as redis_conn
+    import typedq.backends.redis as redis_backend
+    from typedq.backends._redis_keys import legacy_base_key
+    from typedq.serializers.base import FrameCodec
+
+    with monkeypatch.context() as patch:  # a typedq of layout 1 writes the queue
+        patch.setattr(redis_backend, "base_key", legacy_base_key)
+        patch.setattr(redis_conn, "LAYOUT_VERSION", 1)
+        old = make_queue("q")
+        old.enqueue_many([job("done"), job("dead"), job("waiting", depends_on=["dead2"]), job("dead2")])
+        for _ in range(2):
+            claim = old.claim("w", lease_s=30.0)
+            assert claim is not None
+            if claim.job.job_id == "done":
+                old.complete("done", token=claim.token, result=42)
+            else:
+                old.bury(claim.job.job_id, token=claim.token, error="boom")
+        running = old.claim("w", lease_s=30.0)
+        assert running is not None
+    client = redis.Redis()
+    legacy = f"{{{prefix}:q}}"
+    meta = FrameCodec("json").encode({"tenant": "t", "typedq.traceback": "Trace of dead"}, context=b"dead")
+    client.hset(f"{legacy}:j:dead", "md", meta)  # where layout 1 kept the traceback
+    client.hdel(f"{legacy}:j:dead", "tb")
+    client.delete(*(f"{legacy}:fin:{s}" for s in ("COMPLETED", "DEAD")))  # layout 1 had none
+    before = sorted(k.decode()[len(legacy) :] for k in client.scan_iter(match=f"{legacy}:*"))
+    assert client.hget(f"{legacy}:meta", "layout") == b"1"
+
+    caplog.set_level(logging.WARNING, logger="typedq.backends.redis")
+    queue = make_queue("q")
+    after = sorted(k.decode()[len(queue.key_prefix) :] for k in client.scan_iter(match=f"{{{prefix}}}:*"))
+    assert list(client.scan_iter(match=f"{legacy}:*")) == []
+    assert after == sorted([*before, ":fin:COMPLETED", ":fin:DEAD"])  # built from the jobs
+    assert client.hget(f"{queue.key_prefix}:meta", "layout") == b"2"
+    client.close()
+    assert any("key layout 1" in r.getMessage() for r in caplog.records)
+
+    assert queue.get_job("done").result == 42
+    # The finish-time indexes of layout 2 are built from the jobs: purges find them.
+    assert queue.purge(statuses=[JobStatus.COMPLETED], older_than=clock.now() + 1) == 1
+    dead = queue.get_job("dead")
+    assert (dead.status, dead.traceback, dead.metadata) == (JobStatus.DEAD, "Trace of dead", {"tenant": "t"})
+    assert queue.count_by_status()[JobStatus.DEAD] == 1
+    assert queue.get_job("waiting").status is JobStatus.PENDING  # still blocked on dead2
+    queue.complete(running.job.job_id, token=running.token)
+    assert queue.queue_names() == ["q"]
+    make_queue("q").close()  # opening again renames nothing
+    assert sum(1 for r in caplog.records if "key layout 1" in r.getMessage()) == 1
+
+
+# -- dead letters ---------------------------------------------------------------------------
+
+
+def test_a_dead_letter_key_of_another_type_refuses_the_bury_before_anything_is_written(
+    prefix: str, make_queue: MakeQueue, clock: FakeClock
+) -> None:
+    """A Lua script that fails half-way keeps what it wrote: the dead-letter side is
+    checked before the script writes anything."""
+    queue, dlq = make_queue("q"), make_queue("dead-letter")
+    queue.enqueue_many([job("j"), job("child", depends_on=["j"])])
+    claim = queue.claim("w", lease_s=30.0)
+    assert claim is not None
+    client = redis.Redis()
+    client.set(f"{dlq.key_prefix}:j:j", "someone else's")
+    with pytest.raises(BackendDataError, match="j:j is a string"):
+        queue.bury("j", token=claim.token, error="boom", dead_letter=dlq)
+    assert queue.get_job("j").status is JobStatus.RUNNING
+    assert queue.get_job("child").status is JobStatus.PENDING
+    clock.advance(60)
+    with pytest.raises(BackendDataError):
+        queue.reclaim_expired(max_lost=1, dead_letter=dlq)
+    assert queue.get_job("j").status is JobStatus.RUNNING
+    assert client.get(f"{dlq.key_prefix}:j:j") == b"someone else's"
+    client.close()
+
+
+def test_a_dead_letter_queue_of_another_database_is_refused(make_queue: MakeQueue, prefix: str) -> None:
+    queue = make_queue("q")
+    same = make_queue("dead-letter", url=f"redis://127.0.0.1:6379/0?prefix={prefix}&socket_timeout=3")
+    queue.check_dead_letter(same)  # other timeouts, the same keys: one store
+    other = make_queue("dead-letter", url=f"redis://127.0.0.1:6379/1?prefix={prefix}")
+    try:
+        with pytest.raises(ConfigError, match="same server, database and prefix"):
+            queue.check_dead_letter(other)
+    finally:
+        client = redis.Redis(db=1)
+        keys = list(client.scan_iter(match=f"{{{prefix}}}:*"))
+        if keys:
+            client.unlink(*keys)
+        client.close()
+
+
+def test_the_dropped_count_is_kept_in_the_store(make_queue: MakeQueue) -> None:
+    queue, dlq = make_queue("q"), make_queue("dead-letter")
+    queue.enqueue_many([job(f"j{i}") for i in range(3)])
+    for _ in range(3):
+        claim = queue.claim("w", lease_s=30.0)
+        assert claim is not None
+        queue.bury(claim.job.job_id, token=claim.token, error="boom", dead_letter=dlq, dlq_max=1)
+    assert dlq.count_dropped() == 2
+    assert make_queue("dead-letter").count_dropped() == 2  # any process sees the same count
+    assert queue.count_dropped() == 0
 
 
 # -- a server that lost its data -------------------------------------------------------------

@@ -200,7 +200,7 @@ def test_jobs_go_through_the_master_the_sentinel_names(
     assert queue.get_job("j").status is JobStatus.COMPLETED
     direct = redis.Redis(port=master)
     try:
-        assert direct.hget(f"{{{prefix}:q}}:j:j", "s") == b"COMPLETED"
+        assert direct.hget(f"{{{prefix}}}:{{q}}:j:j", "s") == b"COMPLETED"
     finally:
         direct.close()
 

@@ -41,7 +41,7 @@ from typedq.errors import (
     DeserializationError,
     InvalidJobError,
 )
-from typedq.job import Job, JobStatus
+from typedq.job import TRACEBACK_KEY, Job, JobStatus
 from typedq.serializers.base import FrameCodec
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -723,7 +723,7 @@ def test_writing_a_job_builds_no_temporary_table(open_sqlite: Callable[..., SQLi
     open_sqlite("m")
     conn = sqlite3.connect(db)
     try:
-        for sql, width in ((SQL.insert_into(FRESH_COLUMNS), 9), (SQL.insert, 27)):
+        for sql, width in ((SQL.insert_into(FRESH_COLUMNS), 9), (SQL.insert, SQL.insert.count("?"))):
             program = [row[1] for row in conn.execute(f"EXPLAIN {sql}", [None] * width)]
             assert "Insert" in program
             assert "OpenEphemeral" not in program, sql
@@ -1136,3 +1136,101 @@ def test_a_job_changed_by_hand_beyond_64_bits_is_refused_with_the_field_named(
         add()
     assert info.value.field == "max_retries"
     assert queue.size == 0
+
+
+def test_a_schema_5_file_gets_a_traceback_column_and_old_rows_read_theirs_from_metadata(
+    monkeypatch: pytest.MonkeyPatch, db: Path, clock: FakeClock
+) -> None:
+    """Schema 5 kept a failure's traceback inside the metadata frame; schema 6 adds the
+    column, and a row written before reads with the text moved to ``Job.traceback``."""
+    with monkeypatch.context() as patch:
+        patch.setattr(schema, "MIGRATIONS", {v: schema.MIGRATIONS[v] for v in (1, 2, 3, 4, 5)})
+        patch.setattr(schema, "SCHEMA_VERSION", 5)
+        SQLiteQueue(db, name="m", clock=clock).close()
+    metadata = FrameCodec("json").encode({"tenant": "t1", TRACEBACK_KEY: "Trace of old"}, context=b"old")
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:  # buried as schema 5 buried: the traceback merged into the metadata frame
+        conn.execute(
+            "INSERT INTO jobs (queue, job_id, job_type, status, priority, created_at, max_retries, origin,"
+            " payload, metadata, error, finished_at) VALUES ('m', 'old', 't', 'DEAD', 5, 1.0, 0, 'm', ?, ?,"
+            " 'boom', 2.0)",
+            (FrameCodec("json").encode({}, context=b"old"), metadata),
+        )
+    finally:
+        conn.close()
+    queue = SQLiteQueue(db, name="m", clock=clock)
+    try:
+        assert queue.diagnostics()["schema_version"] == schema.SCHEMA_VERSION
+        old = queue.get_job("old")
+        assert (old.traceback, old.metadata) == ("Trace of old", {"tenant": "t1"})
+        assert queue.export_jobs()[0]["traceback"] == "Trace of old"
+        queue.retry("old")  # a fresh run: no traceback, the stale one in metadata stays hidden
+        assert queue.get_job("old").traceback is None
+    finally:
+        queue.close()
+    conn = sqlite3.connect(db)
+    try:
+        assert "traceback" in {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}
+    finally:
+        conn.close()
+
+
+# -- dead letters ---------------------------------------------------------------------------
+
+
+def test_a_bury_that_fails_while_writing_its_dead_letter_writes_nothing(
+    open_sqlite: Callable[..., SQLiteQueue], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A crash between the dead row and its dead letter: there is no such moment, they are
+    one transaction. A failure injected into the copy rolls the bury back too."""
+    import typedq.backends._sqlite_dead as sqlite_dead
+
+    queue, dlq = open_sqlite("m"), open_sqlite("dead-letter")
+    queue.enqueue_many([job("j"), job("child", depends_on=["j"])])
+    claim = queue.claim("w", lease_s=30.0)
+    assert claim is not None
+
+    def crash(*args: Any, **kwargs: Any) -> list[str]:
+        raise RuntimeError("the process died here")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(sqlite_dead, "copy_dead", crash)
+        with pytest.raises(RuntimeError, match="died here"):
+            queue.bury("j", token=claim.token, error="boom", dead_letter=dlq)
+    assert queue.get_job("j").status is JobStatus.RUNNING
+    assert queue.get_job("child").status is JobStatus.PENDING
+    assert dlq.size == 0
+    queue.bury("j", token=claim.token, error="boom", dead_letter=dlq)
+    assert (queue.get_job("j").status, dlq.get_job("j").status) == (JobStatus.DEAD, JobStatus.DEAD)
+
+
+def test_the_dropped_count_is_kept_in_the_file(open_sqlite: Callable[..., SQLiteQueue], db: Path) -> None:
+    queue, dlq = open_sqlite("m"), open_sqlite("dead-letter")
+    queue.enqueue_many([job(f"j{i}") for i in range(3)])
+    for _ in range(3):
+        claim = queue.claim("w", lease_s=30.0)
+        assert claim is not None
+        queue.bury(claim.job.job_id, token=claim.token, error="boom", dead_letter=dlq, dlq_max=1)
+    assert dlq.count_dropped() == 2
+    assert open_sqlite("dead-letter").count_dropped() == 2  # another object, another connection
+    assert queue.count_dropped() == 0
+    other = SQLiteQueue(db, name="dead-letter")
+    try:
+        assert other.count_dropped() == 2
+    finally:
+        other.close()
+
+
+def test_a_purge_reads_jobs_finished_in_order_without_a_scan_or_a_sort(
+    open_sqlite: Callable[..., SQLiteQueue], db: Path
+) -> None:
+    """A purge batch costs the rows it deletes, whatever the size of the queue."""
+    from typedq.backends._sqlite_dead import _EXPIRED
+
+    open_sqlite("m")
+    conn = sqlite3.connect(db)
+    try:
+        plan = [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {_EXPIRED}", ["m", "COMPLETED", 1.0, 10])]
+    finally:
+        conn.close()
+    assert plan == ["SEARCH jobs USING INDEX jobs_finished (queue=? AND status=? AND finished_at<?)"], plan

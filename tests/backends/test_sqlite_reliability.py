@@ -45,7 +45,7 @@ from tests.backends._sqlite_procs import (
 
 from typedq.backends._sqlite_driver import sqlite3
 from typedq.backends.sqlite import SQLiteQueue
-from typedq.job import TRACEBACK_KEY, Job, JobStatus
+from typedq.job import Job, JobStatus
 
 KILLS = 20
 #: Victims that run their batch to the end first, to measure one call's duration.
@@ -279,7 +279,7 @@ def _f2_check_finished(queue: SQLiteQueue, mode: str, job_id: str, token: int) -
     error, retry_at, traceback = f2_failure(job_id)
     assert job.status is JobStatus.PENDING, job_id
     assert (job.retry_count, job.error, job.scheduled_at) == (1, error, retry_at), job_id
-    assert job.metadata[TRACEBACK_KEY] == traceback, job_id
+    assert job.traceback == traceback, job_id
     assert (job.worker_id, job.result) == (None, None), job_id
 
 

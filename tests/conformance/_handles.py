@@ -30,7 +30,8 @@ class TwoHandles:
     """A :class:`Queue` whose calls alternate between two handles on one store.
 
     Attributes are looked up on the next handle, one turn per lookup (a property such as
-    ``size`` is read through it too); ``wait_ready`` and ``interrupt`` always go to the
+    ``size`` is read through it too); a proxy passed to a call (a dead-letter queue) is
+    given as its handle of the other side; ``wait_ready`` and ``interrupt`` always go to the
     second handle, ``name`` and ``clock`` to the first; ``close`` closes both.
     """
 
@@ -46,7 +47,19 @@ class TwoHandles:
             return getattr(second, attr)
         if attr in ("name", "clock"):
             return getattr(first, attr)
-        return getattr(self._handles[next(self._turns) % 2], attr)
+        turn = next(self._turns) % 2
+        found = getattr(self._handles[turn], attr)
+        if not callable(found):
+            return found
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            # Another proxy passed in (a dead-letter queue) is handed over as its handle of
+            # the other side: the call crosses handles there too.
+            args = tuple(a._handles[1 - turn] if isinstance(a, TwoHandles) else a for a in args)
+            kwargs = {k: v._handles[1 - turn] if isinstance(v, TwoHandles) else v for k, v in kwargs.items()}
+            return found(*args, **kwargs)
+
+        return call
 
     def close(self) -> None:
         for handle in self._handles:

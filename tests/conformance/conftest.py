@@ -130,12 +130,14 @@ def redis_store(clock: FakeClock) -> Iterator[OpenHandle]:
 
 
 def delete_redis_prefix(prefix: str) -> None:
-    """Delete every key under ``prefix`` (and no other) on the test server."""
+    """Delete every key under ``prefix`` (and no other) on the test server: the keys of
+    key layout 2 (``{prefix}:...``) and of layout 1 (``{prefix:queue}:...``)."""
     import redis
 
     client = redis.Redis(host="127.0.0.1", port=6379, db=0)
     try:
-        keys = list(client.scan_iter(match=f"{{{prefix}:*", count=1000))
+        keys = list(client.scan_iter(match=f"{{{prefix}}}:*", count=1000))
+        keys += client.scan_iter(match=f"{{{prefix}:*", count=1000)
         for start in range(0, len(keys), 500):
             client.unlink(*keys[start : start + 500])
     finally:
@@ -248,6 +250,46 @@ def shared_store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator
 def queue(queue_factory: QueueFactory) -> Queue:
     """The queue under test: ``"conf"`` on the variant under test."""
     return queue_factory("conf")
+
+
+@pytest.fixture
+def store_factory(queue: Queue, queue_factory: QueueFactory, clock: FakeClock) -> Iterator[QueueFactory]:
+    """Builds more queues in the store of ``queue``, by name: for SQLite, queues of its
+    file (``queue_factory`` gives each queue a file of its own); for memory and Redis,
+    ``queue_factory``'s queues already share the store (the process; the key prefix)."""
+    if not isinstance(queue, SQLiteQueue):
+        yield queue_factory
+        return
+    made: list[Queue] = []
+
+    def make(name: str) -> Queue:
+        made.append(SQLiteQueue(queue.path, name=name, clock=clock))
+        return made[-1]
+
+    yield make
+    for q in made:
+        q.close()
+
+
+@pytest.fixture
+def foreign_queue(
+    queue: Queue, queue_factory: QueueFactory, clock: FakeClock, tmp_path: Path
+) -> Iterator[Queue]:
+    """A queue of another store than ``queue``'s: a SQLite file for memory, another file
+    for SQLite, another key prefix for Redis."""
+    store = queue._handles[0] if isinstance(queue, TwoHandles) else queue
+    if isinstance(store, JobQueue | SQLiteQueue):
+        # Memory: a SQLite file; SQLite: another file than the one every queue of the test shares.
+        other: Queue = SQLiteQueue(tmp_path / "foreign.db", name="foreign", clock=clock)
+    else:
+        from typedq.backends.redis import RedisQueue
+
+        prefix = f"typedq-test-{uuid.uuid4().hex[:12]}"
+        other = RedisQueue(f"redis://127.0.0.1:6379/0?prefix={prefix}", name="foreign", clock=clock)
+    yield other
+    other.close()
+    if not isinstance(store, JobQueue | SQLiteQueue):
+        delete_redis_prefix(prefix)
 
 
 @pytest.fixture

@@ -408,6 +408,53 @@ def test_dlq_purge_without_yes_changes_nothing(run: Run, manager: JobQueueManage
     assert "empty" in run("dlq", "list").stdout
 
 
+def test_purge_deletes_jobs_that_ended_before_the_cutoff_and_needs_yes(
+    run: Run, manager: JobQueueManager
+) -> None:
+    from typedq.job import Job
+
+    now = time.time()
+    queue = manager.get_queue("default")
+    queue.import_jobs(
+        [
+            Job(job_id=job_id, job_type="t", status=JobStatus.COMPLETED, finished_at=now - age).to_dict()
+            for job_id, age in (("old", 2 * 86_400.0), ("recent", 60.0))
+        ]
+        + [Job(job_id="gone", job_type="t", status=JobStatus.CANCELLED, finished_at=now - 3e5).to_dict()]
+    )
+    line = _one_error_line(run("purge", "--completed", "--cancelled", "--older-than", "1d"))
+    assert "would delete 2 job(s)" in line
+    assert "--yes" in line
+    assert sorted(j.job_id for j in queue.list_jobs()) == ["gone", "old", "recent"]
+    done = _json(run("purge", "--completed", "--older-than", "1d", "--yes", "--json"))
+    assert (done["purged"], done["total"]) == ({"default": {"COMPLETED": 1}}, 1)
+    assert sorted(j.job_id for j in queue.list_jobs()) == ["gone", "recent"]
+    assert "purged 1 job(s)" in run("purge", "--cancelled", "--older-than", "2d", "--yes").stdout
+
+
+def test_purge_dead_takes_the_dead_letters_too(run: Run, manager: JobQueueManager) -> None:
+    manager.submit("anything", {}, job_id="d1", queue="default", max_retries=0)
+    queue = manager.get_queue("default")
+    claim = queue.claim("w", lease_s=30.0)
+    assert claim is not None
+    queue.bury("d1", token=claim.token, error="boom", dead_letter=manager.get_dead_letter_queue())
+    done = _json(run("purge", "--dead", "--older-than", "0", "--yes", "--json"))
+    assert done["purged"] == {"default": {"DEAD": 1}, "dead-letter": {"DEAD": 1}}
+    assert _json(run("dlq", "list", "--json")) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--older-than", "1d"), "--completed, --cancelled"),
+        (("--completed", "--older-than", "soon"), "not a duration"),
+        (("--completed", "--older-than", "-1d"), "not a duration"),
+    ],
+)
+def test_purge_refuses_bad_arguments(run: Run, args: tuple[str, ...], message: str) -> None:
+    assert message in _one_error_line(run("purge", *args, "--yes"))
+
+
 @ON_EVERY_STORE
 def test_dlq_replay_runs_a_dead_job_again(run: Run, manager: JobQueueManager) -> None:
     _make_dead(manager, "d1")

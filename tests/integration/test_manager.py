@@ -95,6 +95,11 @@ def test_unknown_option_is_refused_with_did_you_mean(
         ({"default_priority": 11}, "default_priority"),
         ({"jitter": 2.0}, "jitter"),
         ({"max_lost": 0}, "max_lost"),
+        ({"dlq_max": 0}, "dlq_max"),
+        ({"dlq_max": "many"}, "dlq_max"),
+        ({"result_ttl": 0}, "result_ttl"),
+        ({"result_ttl": "7d"}, "result_ttl"),
+        ({"history_limit": 0}, "history_limit"),
         ({"queues": {"q": {"poll_interval": 0}}}, "queues.q.poll_interval"),
         ({"queues": ["q"]}, "queues"),
     ],
@@ -357,7 +362,9 @@ def test_get_stats_keys_and_values(make_manager: Callable[..., JobQueueManager])
         "total_submitted", "total_completed", "total_failed", "total_dead",
         "jobs_per_queue", "workers_per_queue",
     }
-    extras = {"total_retried", "status_per_queue", "dead_letter_size"}
+    extras = {
+        "total_retried", "status_per_queue", "dead_letter_size", "dead_letters_dropped", "total_purged",
+    }
     assert set(stats) == required | extras
     assert stats["total_submitted"] == 8
     assert stats["total_completed"] == 7
@@ -369,6 +376,7 @@ def test_get_stats_keys_and_values(make_manager: Callable[..., JobQueueManager])
     assert stats["status_per_queue"]["default"]["COMPLETED"] == 7
     assert stats["status_per_queue"]["other"]["DEAD"] == 1
     assert stats["dead_letter_size"] == 1
+    assert stats["dead_letters_dropped"] == 0
 
 
 # -- dead letters ------------------------------------------------------------------------
@@ -441,6 +449,89 @@ def test_always_failing_job_dies_after_max_retries_and_replays_fresh(
     assert manager.get_stats()["total_dead"] == 2
 
 
+def test_dlq_max_keeps_the_newest_dead_letters_and_get_stats_counts_the_dropped(
+    make_manager: Callable[..., JobQueueManager], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="typedq.backends")
+    manager = make_manager({"dlq_max": 2, "max_workers": 1})
+
+    def broken(payload: dict[str, Any]) -> None:
+        raise RuntimeError(f"broken {payload['n']}")
+
+    manager.register_handler("broken", broken)
+    ids = [manager.submit("broken", {"n": n}, max_retries=0, priority=10 - n) for n in range(5)]
+    manager.start_workers()
+    # Not wait_for_completion: a dropped dead letter takes its job with it (an unknown id).
+    wait_until(lambda: manager.get_stats()["total_dead"] == 5, timeout=10)
+    manager.stop_workers()
+    dlq = manager.get_dead_letter_queue()
+    assert [j.job_id for j in dlq.list_jobs()] == ids[3:]
+    assert [j.error for j in dlq.list_jobs()] == ["RuntimeError: broken 3", "RuntimeError: broken 4"]
+    stats = manager.get_stats()
+    assert (stats["dead_letter_size"], stats["dead_letters_dropped"], stats["total_dead"]) == (2, 3, 5)
+    assert stats["status_per_queue"]["default"]["DEAD"] == 2  # dropped letters took their rows
+    assert any("dropped the oldest" in r.getMessage() for r in caplog.records)
+    for job_id in ids[:3]:
+        with pytest.raises(JobNotFoundError):
+            manager.replay_dead_letter(job_id)
+
+
+def test_replay_puts_a_dead_letter_back_on_a_queue_that_lost_the_job(
+    make_manager: Callable[..., JobQueueManager],
+) -> None:
+    """The dead letter is all that is left (its row was deleted): the replay puts it back
+    on its queue and takes it out of the dead-letter queue, in one transition."""
+    manager = make_manager({"queues": {"jobs": {}}})
+    manager.register_handler("once", lambda p: "ok", queue="jobs")
+    queue = manager.get_queue("jobs")
+    job_id = manager.submit("once", {"n": 1})
+    claim = queue.claim("w", lease_s=30.0)
+    assert claim is not None
+    queue.bury(job_id, token=claim.token, error="boom", dead_letter=manager.get_dead_letter_queue())
+    queue.delete(job_id)
+    assert manager.replay_dead_letter(job_id) == job_id
+    assert queue.get_job(job_id).status is JobStatus.PENDING
+    assert manager.get_dead_letter_queue().size == 0
+    manager.start_workers()
+    assert manager.wait_for_completion([job_id], timeout=10)
+    assert manager.get_job(job_id).result == "ok"
+
+
+def test_a_worker_with_a_dead_letter_queue_of_another_store_is_refused(tmp_path: Any) -> None:
+    from typedq import Worker
+    from typedq.backends import SQLiteQueue
+
+    queue = SQLiteQueue(tmp_path / "jobs.db", name="jobs")
+    try:
+        with pytest.raises(ConfigError, match="dead_letter"):
+            Worker(queue, {}, dead_letter_queue=JobQueue("dead-letter"))
+    finally:
+        queue.close()
+
+
+def test_the_reaper_purges_results_past_result_ttl_and_memory_keeps_a_bounded_history(
+    make_manager: Callable[..., JobQueueManager],
+) -> None:
+    from typedq import FakeClock
+
+    clock = FakeClock()
+    manager = make_manager({**FAST_LEASES, "result_ttl": 60.0, "history_limit": 3}, clock=clock)
+    manager.register_handler("ok", lambda p: p["n"])
+    queue = manager.get_queue("default")
+    assert isinstance(queue, JobQueue)
+    assert queue.history_limit == 3
+    for n in range(5):
+        manager.submit("ok", {"n": n})
+    manager.start_workers()
+    wait_until(lambda: manager.get_stats()["total_completed"] == 5)
+    assert queue.size == 3  # the history limit: the two that finished first are gone
+    waiting = manager.submit("ok", {"n": 9}, delay_s=3600)
+    clock.advance(61)
+    wait_until(lambda: queue.size == 1)  # the reaper's next pass (every 0.1 s)
+    assert [j.job_id for j in queue.list_jobs()] == [waiting]
+    assert manager.get_stats()["total_purged"] == 3
+
+
 class _PauseOnLog(logging.Handler):
     """Blocks the logging thread on the first record containing ``needle``: a test hook
     that holds a worker at a known point without touching typedq."""
@@ -461,10 +552,9 @@ def test_dead_job_is_replayable_once_dead(make_manager: Callable[..., JobQueueMa
     """Once ``wait_for_completion`` reports a job finished because it is DEAD, the job
     must be in the dead-letter queue and ``replay_dead_letter`` must accept it.
 
-    The worker marks the job DEAD (``queue.bury``) and only afterwards logs and copies it
-    to the dead-letter queue, so in between an observer sees DEAD while
-    ``replay_dead_letter`` raises ``JobNotFoundError``. The pause below (on the worker's
-    own dead-letter log line) widens that window so the race is deterministic.
+    The job's death and its dead letter are one transition (``queue.bury`` with
+    ``dead_letter``); the worker logs after it. The pause below (on that log line) holds
+    the worker where a copy made in a second step would still be missing.
     """
     gate = _PauseOnLog("dead-letter")
     worker_logger = logging.getLogger("typedq.worker")

@@ -16,7 +16,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from typedq.errors import InvalidJobError
-from typedq.job import MAX_JOB_ID_LENGTH, TERMINAL_STATUSES, Job, JobStatus, Priority
+from typedq.job import (
+    MAX_JOB_ID_LENGTH,
+    MAX_TRACEBACK,
+    TERMINAL_STATUSES,
+    TRACEBACK_KEY,
+    Job,
+    JobStatus,
+    Priority,
+    take_legacy_traceback,
+)
 
 # -- fields and defaults -------------------------------------------------------------------
 
@@ -365,6 +374,8 @@ JOBS = st.builds(
     lease_until=st.none() | TIMES,
     lost_count=st.integers(min_value=0, max_value=3),
     cancel_requested=st.booleans(),
+    run_alone=st.booleans(),
+    traceback=st.none() | st.text(max_size=200),
 )
 
 
@@ -386,3 +397,34 @@ def test_unchecked_sets_every_field_of_the_dataclass() -> None:
     rebuilt = Job.unchecked(**{name: getattr(original, name) for name in names})
     assert rebuilt == original
     assert rebuilt.to_dict() == original.to_dict()
+
+
+# -- traceback -----------------------------------------------------------------------------
+
+
+def test_traceback_is_a_field_bounded_to_max_traceback() -> None:
+    assert Job(job_type="t", traceback="x" * MAX_TRACEBACK).traceback == "x" * MAX_TRACEBACK
+    with pytest.raises(InvalidJobError, match="traceback") as too_long:
+        Job(job_type="t", traceback="x" * (MAX_TRACEBACK + 1))
+    assert too_long.value.field == "traceback"
+    with pytest.raises(InvalidJobError, match="traceback"):
+        Job(job_type="t", traceback=b"bytes")  # type: ignore[arg-type]  # on purpose
+
+
+def test_from_dict_moves_an_old_metadata_traceback_to_the_field() -> None:
+    """An export of typedq before ``Job.traceback`` kept the text in metadata."""
+    data = Job.create("t", metadata={"tenant": "a", TRACEBACK_KEY: "Trace"}).to_dict()
+    del data["traceback"]
+    job = Job.from_dict(data)
+    assert (job.traceback, job.metadata) == ("Trace", {"tenant": "a"})
+    assert data["metadata"] == {"tenant": "a", TRACEBACK_KEY: "Trace"}  # the input is not changed
+    # With the field present (this version's export), metadata is left as it is.
+    current = Job.create("t", metadata={TRACEBACK_KEY: "kept"}).to_dict()
+    assert Job.from_dict(current).metadata == {TRACEBACK_KEY: "kept"}
+
+
+def test_take_legacy_traceback_prefers_the_newer_failure() -> None:
+    metadata = {TRACEBACK_KEY: "old", "a": 1}
+    assert take_legacy_traceback(metadata, "new") == "new"
+    assert metadata == {"a": 1}
+    assert take_legacy_traceback({TRACEBACK_KEY: "y" * (MAX_TRACEBACK + 5)}, None) == "y" * MAX_TRACEBACK

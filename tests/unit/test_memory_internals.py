@@ -173,3 +173,56 @@ def test_a_job_whose_caller_changed_its_status_is_never_handed_out(queue: JobQue
     assert got.status is JobStatus.RUNNING
     assert queue.count_by_status()[JobStatus.COMPLETED] == 1
     assert queue.count_by_status()[JobStatus.PENDING] == 0
+
+
+# -- the bounded history --------------------------------------------------------------------
+
+
+def _complete_next(queue: JobQueue, clock: FakeClock) -> str:
+    clock.advance(1)
+    claim = queue.claim("w", lease_s=60.0)
+    assert claim is not None
+    queue.complete(claim.job.job_id, token=claim.token)
+    return claim.job.job_id
+
+
+def test_history_limit_keeps_the_newest_completed_and_cancelled_jobs(clock: FakeClock) -> None:
+    queue = JobQueue("h", clock=clock, history_limit=3)
+    ids = _fill(queue, 6, clock)
+    done = [_complete_next(queue, clock) for _ in range(3)]
+    clock.advance(1)
+    assert queue.cancel(ids[5])
+    assert [j.job_id for j in queue.list_jobs()] == [*done[1:], ids[3], ids[4], ids[5]]
+    queue.claim("w", lease_s=60.0)  # RUNNING, PENDING, DEAD and FAILED jobs are not history
+    assert queue.size == 5
+    assert _complete_next(queue, clock) == ids[4]
+    assert [j.job_id for j in queue.list_jobs(status=JobStatus.COMPLETED)] == [done[2], ids[4]]
+    assert [j.job_id for j in queue.list_jobs(status=JobStatus.CANCELLED)] == [ids[5]]
+    assert queue.get_job(ids[3]).status is JobStatus.RUNNING
+
+
+def test_history_limit_drops_by_finish_time_even_after_an_import(clock: FakeClock) -> None:
+    queue = JobQueue("h", clock=clock, history_limit=2)
+    now = clock.now()
+    queue.import_jobs(
+        [
+            Job(job_id=job_id, job_type="t", status=JobStatus.COMPLETED, finished_at=now - age).to_dict()
+            for job_id, age in (("recent", 1.0), ("ancient", 100.0))
+        ]
+    )
+    _fill(queue, 1, clock)
+    _complete_next(queue, clock)
+    assert sorted(j.job_id for j in queue.list_jobs()) == ["j0000", "recent"]
+
+
+def test_history_limit_is_checked_and_applies_when_lowered(clock: FakeClock) -> None:
+    from typedq.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="history_limit"):
+        JobQueue("h", history_limit=0)
+    queue = JobQueue("h", clock=clock)
+    _fill(queue, 4, clock)
+    for _ in range(4):
+        _complete_next(queue, clock)
+    queue.history_limit = 1
+    assert [j.job_id for j in queue.list_jobs()] == ["j0003"]

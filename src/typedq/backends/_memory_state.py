@@ -18,6 +18,14 @@ A PENDING job is in exactly one of three places:
   dependencies not yet COMPLETED. A reverse index (dependency → dependents) lets a
   completion release exactly its dependents, never scanning all jobs.
 
+A job that ended (COMPLETED, FAILED, DEAD, CANCELLED) with a ``finished_at`` is also in
+its status's *finished* table, in the order jobs finished: ``purge`` and the history limit
+take the oldest from its front without scanning. A table whose order an import broke (a
+job added with an older ``finished_at`` than the newest there) is sorted again before it
+is next read. Completions are not checked (the hot path): they finish in the order of the
+clock's readings, so only a wall clock set back can put one out of order, which at worst
+delays the purge of the jobs behind it by that jump.
+
 A job that leaves a heap other than by being popped (cancelled, re-prioritised, status
 changed) is not searched for: its heap entry becomes a *tombstone*, recognised by a stale
 sequence number and skipped when popped. A heap is compacted when tombstones pass 25% of
@@ -29,26 +37,32 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 import threading
+import weakref
 from collections.abc import Collection
 from typing import Final
 
 from typedq.clock import Clock
 from typedq.errors import JobNotFoundError, StaleLeaseError
-from typedq.job import UNSCHEDULED, Job, JobStatus
+from typedq.job import TERMINAL_STATUSES, UNSCHEDULED, Job, JobStatus
 
-__all__ = ["FAILING", "MemoryState", "ReadyEntry"]
+__all__ = ["FAILING", "HISTORY", "MemoryState", "ReadyEntry"]
 
 _PENDING: Final = JobStatus.PENDING
 _RUNNING: Final = JobStatus.RUNNING
 _COMPLETED: Final = JobStatus.COMPLETED
 #: Statuses that fail the jobs waiting on a job.
 FAILING: Final = frozenset({JobStatus.FAILED, JobStatus.DEAD, JobStatus.CANCELLED})
+#: The statuses ``history_limit`` bounds (as the manager's ``result_ttl`` purges them).
+HISTORY: Final = (JobStatus.COMPLETED, JobStatus.CANCELLED)
 #: Compaction is not worth it for tiny heaps.
 _COMPACT_MIN: Final = 64
 
 #: A ready-heap entry: (-priority, scheduled_at or UNSCHEDULED, created_at, seq, job_id).
 ReadyEntry = tuple[int, float, float, int, str]
+#: Creation ranks of queues: the order two queues' locks are taken in (``_memory_dead``).
+_RANKS: Final = itertools.count()
 
 
 class MemoryState:
@@ -86,6 +100,19 @@ class MemoryState:
         # costs microseconds on the enqueue hot path).
         self._waiting = 0
         self._compactions = 0
+        # Dead letters (see _memory_dead): the lock order, the dead letters dropped by
+        # the cap, and the queues that sent dead letters here, by name.
+        self._rank = next(_RANKS)
+        self._dropped = 0
+        self._senders: weakref.WeakValueDictionary[str, MemoryState] = weakref.WeakValueDictionary()
+        # Jobs that ended, per status, in the order they finished (see the module
+        # docstring): the latest finished_at added, and the tables whose order broke.
+        self._finished: dict[JobStatus, dict[str, None]] = {s: {} for s in TERMINAL_STATUSES}
+        self._fin_unsorted: set[JobStatus] = set()
+        # COMPLETED's table, for the completion hot path (no enum lookup).
+        self._done = self._finished[_COMPLETED]
+        # The most COMPLETED and CANCELLED jobs kept (None: no limit).
+        self._history_limit: int | None = None
 
     # -- storing ------------------------------------------------------------------------
 
@@ -105,6 +132,53 @@ class MemoryState:
             self._place(job)
         elif status is _RUNNING:
             self._running[job_id] = None
+        elif job.finished_at is not None:
+            self._finish(job, status)
+
+    # -- jobs that ended ----------------------------------------------------------------
+
+    def _finish(self, job: Job, status: JobStatus) -> None:
+        """Record that ``job`` (with its ``finished_at``) ended in ``status``. Lock held.
+
+        Past ``history_limit`` COMPLETED and CANCELLED jobs, the oldest go.
+        """
+        finished = job.finished_at
+        assert finished is not None
+        table = self._finished[status]
+        if table and status not in self._fin_unsorted:
+            newest = self._jobs.get(next(reversed(table)))
+            if newest is not None and finished < _finished_at(newest):
+                self._fin_unsorted.add(status)  # an older job added late: sort before reading
+        table[job.job_id] = None
+        if self._history_limit is not None and status in HISTORY:
+            self._trim_history()
+
+    def _trim_history(self) -> None:
+        """Forget the COMPLETED and CANCELLED jobs that finished first, past
+        ``history_limit``. Lock held."""
+        limit = self._history_limit
+        if limit is None:
+            return
+        done, cancelled = self._done, self._finished[JobStatus.CANCELLED]
+        while len(done) + len(cancelled) > limit:
+            first = self._oldest_finished(_COMPLETED)
+            if cancelled:
+                other = self._oldest_finished(JobStatus.CANCELLED)
+                if first is None or (other is not None and _finished_at(other) < _finished_at(first)):
+                    first = other
+            assert first is not None
+            self._remove(first)
+
+    def _oldest_finished(self, status: JobStatus) -> Job | None:
+        """The job of ``status`` that finished first, or None. Lock held."""
+        table = self._finished[status]
+        if status in self._fin_unsorted:
+            jobs = self._jobs
+            order = sorted(table, key=lambda job_id: _finished_at(jobs[job_id]))
+            table.clear()
+            table.update(dict.fromkeys(order))
+            self._fin_unsorted.discard(status)
+        return self._jobs[next(iter(table))] if table else None
 
     # -- placing PENDING jobs -----------------------------------------------------------
 
@@ -134,9 +208,9 @@ class MemoryState:
         self._schedule(job)
 
     def _fail_dependents_of_job(self, job: Job, dep_id: str, dep_status: object) -> None:
-        self._set_status(job, JobStatus.FAILED)
         job.error = f"dependency {dep_id} is {dep_status}"
         job.finished_at = self._clock.now()
+        self._set_status(job, JobStatus.FAILED)
         self._fail_dependents(job.job_id)
 
     def _schedule(self, job: Job) -> None:
@@ -267,6 +341,12 @@ class MemoryState:
         job.status = status
         if old is _PENDING and self._alone:
             self._alone.discard(job_id)
+        if old in TERMINAL_STATUSES:
+            self._finished[old].pop(job_id, None)
+        if status in TERMINAL_STATUSES:
+            if job.finished_at is None:
+                job.finished_at = self._clock.now()
+            self._finish(job, status)
 
     def _adopt(self, job: Job) -> None:
         """Take on a status the caller assigned to ``job`` itself; the job is unplaced."""
@@ -305,10 +385,27 @@ class MemoryState:
                 if self._blocked.pop(dep_id, None) is None:
                     continue
                 child = self._jobs[dep_id]
-                self._set_status(child, JobStatus.FAILED)
                 child.error = f"dependency {parent_id} is {parent_status}"
                 child.finished_at = now
+                self._set_status(child, JobStatus.FAILED)
                 stack.append(dep_id)
+
+    def _remove(self, job: Job) -> None:
+        """Forget a job that is not RUNNING; its waiting dependents fail. Lock held."""
+        job_id = job.job_id
+        old = self._status[job_id]
+        if old is _PENDING:
+            self._unplace(job)
+            self._alone.discard(job_id)
+        elif old in TERMINAL_STATUSES:
+            self._finished[old].pop(job_id, None)
+        self._counts[old] -= 1
+        # A deleted dependency can never complete: its waiting dependents fail (naming
+        # it CANCELLED).
+        self._status[job_id] = job.status = JobStatus.CANCELLED
+        if job_id in self._dependents:
+            self._fail_dependents(job_id)
+        del self._jobs[job_id], self._status[job_id]
 
     def _leave_running(self, job: Job) -> None:
         self._running.pop(job.job_id, None)
@@ -377,3 +474,9 @@ class MemoryState:
                 found.append(child)
                 queue.append(child.job_id)
         return found
+
+
+def _finished_at(job: Job) -> float:
+    """A job's ``finished_at`` for ordering (a caller may have cleared it: first)."""
+    finished = job.finished_at
+    return -math.inf if finished is None else finished

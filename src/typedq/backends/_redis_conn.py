@@ -13,7 +13,8 @@
   run, and running a transition twice is not the same as once. A lost connection is a
   :class:`~typedq.errors.BackendUnavailableError`; the caller decides.
 * :func:`map_errors` turns driver errors into typedq errors, once, for every call.
-* :func:`check_server` runs when a queue opens: the queue's fixed keys must be of their
+* :func:`check_server` runs when a queue opens: a queue still in key layout 1 is moved to
+  the current layout (:func:`migrate_layout`), the queue's fixed keys must be of their
   type or absent (a key of another type is refused, never overwritten), the key layout
   version must be known, and a ``maxmemory-policy`` other than ``noeviction`` (Redis
   would evict jobs under memory pressure) is logged once as a warning, or refused with a
@@ -44,7 +45,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Final
 
-from typedq.backends._redis_keys import FIXED_KEYS, LAYOUT_VERSION, RedisSettings
+from typedq.backends._redis_keys import FIXED_KEYS, LAYOUT_VERSION, RedisSettings, legacy_base_key
 from typedq.errors import (
     BackendConfigError,
     BackendDataError,
@@ -53,6 +54,7 @@ from typedq.errors import (
     BackendWriteError,
     ConfigError,
 )
+from typedq.job import TERMINAL_STATUSES
 
 try:
     import redis
@@ -73,6 +75,7 @@ __all__ = [
     "epoch_key",
     "load_scripts",
     "map_errors",
+    "migrate_layout",
     "queue_names",
     "release_client",
     "server_state",
@@ -279,8 +282,69 @@ def map_errors(settings: RedisSettings) -> Iterator[None]:
         raise BackendError(f"Redis at {settings.masked_url}: {type(exc).__name__}: {exc}") from exc
 
 
-def check_server(client: redis.Redis, settings: RedisSettings, base: str) -> None:
+def _glob_escape(text: str) -> str:
+    """``text`` matched literally by a ``SCAN ... MATCH`` pattern."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+#: Keys watched while a queue of layout 1 is renamed: every transition of an older typedq
+#: still running writes one of them, so its write makes the rename start over.
+_WATCHED: Final = ("meta", "seq", "counts", "leases", "workers", "wake")
+
+
+def migrate_layout(client: redis.Redis, settings: RedisSettings, name: str, base: str) -> int:
+    """Rename the keys of queue ``name`` from key layout 1 (``{prefix:name}``) to ``base``.
+
+    Does nothing (returns 0) when the queue has keys of the current layout or none of
+    layout 1. Every key is renamed in one ``MULTI`` (all or none), watched against the
+    writes of an older typedq still running (the rename then starts over). Returns how
+    many keys were renamed.
+    """
+    old = legacy_base_key(settings.prefix, name)
+    while True:
+        if client.exists(f"{base}:meta") or not client.exists(f"{old}:meta"):
+            return 0
+        with client.pipeline(transaction=True) as pipe:
+            try:
+                pipe.watch(*(f"{old}:{suffix}" for suffix in _WATCHED))  # type: ignore[no-untyped-call]  # redis-py leaves watch untyped
+                keys = [k.decode() for k in pipe.scan_iter(match=f"{_glob_escape(old)}:*", count=1000)]
+                pipe.multi()
+                for key in keys:
+                    pipe.rename(key, base + key[len(old) :])
+                pipe.hset(f"{base}:meta", "layout", LAYOUT_VERSION)
+                pipe.execute()
+            except redis.WatchError:
+                continue
+        _index_finished(client, base)
+        logger.warning(
+            "Redis at %s: moved queue %r from key layout 1 (%s) to layout %d (%s): %d keys",
+            settings.masked_url, name, old, LAYOUT_VERSION, base, len(keys),
+        )
+        return len(keys)
+
+
+def _index_finished(client: redis.Redis, base: str) -> None:
+    """Layout 2 keeps the jobs that ended by finish time (``B:fin:<STATUS>``, read by
+    purges); a queue moved from layout 1 gets them built from its status indexes and the
+    jobs' ``f`` fields (jobs without one are never purged, as on every backend)."""
+    for status in TERMINAL_STATUSES:
+        members: list[bytes] = client.zrange(f"{base}:st:{status.value}", 0, -1)  # type: ignore[assignment]  # bytes without withscores
+        ids = [raw.decode() for raw in members]
+        for lo in range(0, len(ids), 1000):
+            chunk = ids[lo : lo + 1000]
+            with client.pipeline(transaction=False) as pipe:
+                for job_id in chunk:
+                    pipe.hget(f"{base}:j:{job_id}", "f")
+                finished = pipe.execute()
+            scores = {job_id: float(f) for job_id, f in zip(chunk, finished, strict=True) if f is not None}
+            if scores:
+                client.zadd(f"{base}:fin:{status.value}", scores)
+
+
+def check_server(client: redis.Redis, settings: RedisSettings, name: str, base: str) -> None:
     """Judge a queue's keys and the server's eviction policy before the queue is used.
+
+    A queue of key layout 1 is first moved to the current layout (:func:`migrate_layout`).
 
     Raises:
         BackendDataError: a fixed key of the queue has another type, or the layout was
@@ -288,6 +352,7 @@ def check_server(client: redis.Redis, settings: RedisSettings, base: str) -> Non
         BackendConfigError: the server may evict keys and the URL says
             ``eviction=refuse`` (nothing is written).
     """
+    migrate_layout(client, settings, name, base)
     with client.pipeline(transaction=False) as pipe:
         for suffix in FIXED_KEYS:
             pipe.type(f"{base}:{suffix}")
@@ -345,8 +410,8 @@ def queue_names(client: redis.Redis, prefix: str) -> list[str]:
     """The names of the queues under ``prefix`` that hold jobs or schedules, sorted: a
     ``SCAN`` for their ``meta`` keys (one a queue), then one read of each one's counters
     and number of schedules."""
-    head = f"{{{prefix}:"
-    metas = client.scan_iter(match=f"{head}*}}:meta", count=1000)
+    head = f"{{{prefix}}}:{{"
+    metas = client.scan_iter(match=f"{_glob_escape(head)}*}}:meta", count=1000)
     bases = sorted({k.decode()[: -len(":meta")] for k in metas})
     with client.pipeline(transaction=False) as pipe:
         for base in bases:
@@ -355,7 +420,7 @@ def queue_names(client: redis.Redis, prefix: str) -> list[str]:
         replies = pipe.execute()
     pairs = zip(replies[::2], replies[1::2], strict=True)
     held = [sum(int(v) for v in counts) + schedules for counts, schedules in pairs]
-    return [base[len(head) : -1] for base, n in zip(bases, held, strict=True) if n > 0]
+    return sorted(base[len(head) : -1] for base, n in zip(bases, held, strict=True) if n > 0)
 
 
 class Link:
@@ -366,9 +431,10 @@ class Link:
     that the server still holds its data (:func:`check_epoch`).
     """
 
-    def __init__(self, settings: RedisSettings, base: str, scripts: Mapping[str, str]) -> None:
+    def __init__(self, settings: RedisSettings, base: str, scripts: Mapping[str, str], *, name: str) -> None:
         self.settings = settings
         self.base = base
+        self.name = name
         self._sources = scripts
         self._keys = [base]
         self._pid = -1
@@ -379,7 +445,7 @@ class Link:
     def open(self) -> None:
         """The checks made when a queue opens (:func:`check_server`, the epoch marker)."""
         with map_errors(self.settings):
-            check_server(self.client, self.settings, self.base)
+            check_server(self.client, self.settings, self.name, self.base)
             self.state.bases.add(self.base)
             check_epoch(self.client, self.settings, self.state)
 
@@ -408,11 +474,13 @@ class Link:
         """The registered scripts by name (each knows its SHA)."""
         return self._scripts
 
-    def run(self, script: str, args: Sequence[Any]) -> Any:
-        """Run one registered script (EVALSHA; loaded again on NOSCRIPT)."""
+    def run(self, script: str, args: Sequence[Any], dlq: str | None = None) -> Any:
+        """Run one registered script (EVALSHA; loaded again on NOSCRIPT); ``dlq``, the base
+        key of a dead-letter queue of the same prefix, is its ``KEYS[2]``."""
         client = self.client
+        keys = self._keys if dlq is None else [self.base, dlq]
         with map_errors(self.settings):
-            return self._scripts[script](self._keys, args, client)
+            return self._scripts[script](keys, args, client)
 
     def check_epoch(self) -> None:
         """Check the epoch marker now (a worker heartbeat does, see :func:`check_epoch`)."""

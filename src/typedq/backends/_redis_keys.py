@@ -1,8 +1,13 @@
 """The Redis backend's key layout, URL form and job <-> hash encoding.
 
-Every key of a queue starts with its base key ``{prefix:queue}`` (``B`` below); the
-braces are a Redis Cluster hash tag, so a queue lives in one slot and its Lua scripts
-may touch any of its keys::
+Every key of a queue starts with its base key ``{prefix}:{queue}`` (``B`` below). The
+first braces are the Redis Cluster hash tag: every queue of one prefix lives in one slot,
+so a Lua script may touch the keys of several queues of the prefix (a bury that puts the
+dead-letter copy into the dead-letter queue, a replay back from it) in one atomic step.
+One typedq prefix is therefore one Cluster slot (BullMQ gives the same advice for its
+queue prefix): to spread load over a Cluster, give groups of queues prefixes of their
+own. The queue name is braced too, so no queue's keys can collide with another's (queue
+names hold no braces; job ids hold no braces either)::
 
     B:j:<job_id>            hash   one job (fields below)
     B:all                   zset   every job by arrival number (listing, export)
@@ -15,6 +20,7 @@ may touch any of its keys::
     B:dependents:<job_id>   set    blocked jobs waiting for this job
     B:cg:<n>                set    the RUNNING jobs of one batch claim (claim_many)
     B:alone                 set    PENDING jobs to be claimed alone (batch rescues)
+    B:fin:<STATUS>          zset   the jobs that ended in a status, by finish time (purge)
     B:counts                hash   jobs per status (size and counts are O(1) reads)
     B:seq, B:cgseq          string arrival and claim-group counters
     B:wake                  list   tokens pushed when work becomes ready (BLPOP)
@@ -52,18 +58,23 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from typedq.backends._frames import UNDECODABLE_KEY, FrameFields
 from typedq.errors import ConfigError
-from typedq.job import Job, JobStatus
+from typedq.job import TERMINAL_STATUSES, TRACEBACK_KEY, Job, JobStatus, take_legacy_traceback
 
 __all__ = [
     "FIXED_KEYS",
+    "LAYOUT_VERSION",
     "HashCodec",
     "RedisSettings",
+    "base_key",
+    "legacy_base_key",
     "parse_redis_url",
     "sort_hex",
 ]
 
-#: Version of the key layout, kept in ``B:meta``.
-LAYOUT_VERSION: Final = 1
+#: Version of the key layout, kept in ``B:meta``. Layout 1 used the base key
+#: ``{prefix:queue}`` (one slot per queue); a queue of layout 1 is renamed to layout 2 when
+#: it is opened (``_redis_conn.migrate_layout``).
+LAYOUT_VERSION: Final = 2
 #: Fixed keys of a queue (suffix after the base key) and the type each must have.
 FIXED_KEYS: Final = {
     "ready": "zset",
@@ -83,6 +94,7 @@ FIXED_KEYS: Final = {
     "wake": "list",
     "meta": "hash",
     **{f"st:{s.value}": "zset" for s in JobStatus},
+    **{f"fin:{s.value}": "zset" for s in TERMINAL_STATUSES},
 }
 
 _PREFIX_RE: Final = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
@@ -274,13 +286,19 @@ def _parse_sentinel_url(url: str, masked: str, *, tls: bool) -> RedisSettings:
 
 
 def base_key(prefix: str, queue: str) -> str:
-    """The base key of a queue: ``{prefix:queue}``, the hash tag of all its keys.
+    """The base key of a queue: ``{prefix}:{queue}``; ``{prefix}`` is the hash tag of
+    every key of every queue of the prefix.
 
     Raises:
-        ConfigError: the queue name holds a brace (it would break the hash tag).
+        ConfigError: the queue name holds a brace (it would break the key layout).
     """
     if "{" in queue or "}" in queue:
         raise ConfigError("name", queue, "a queue name without { or }")
+    return f"{{{prefix}}}:{{{queue}}}"
+
+
+def legacy_base_key(prefix: str, queue: str) -> str:
+    """The base key of a queue in key layout 1: ``{prefix:queue}`` (one slot per queue)."""
     return f"{{{prefix}:{queue}}}"
 
 
@@ -358,6 +376,8 @@ class HashCodec(FrameFields):
             out += ("r", result)
         if job.run_alone:
             out += ("ra", "1")
+        if job.traceback is not None:
+            out += ("tb", job.traceback)
         return out
 
     def job(self, job_id: str, flat: list[bytes] | Mapping[bytes, bytes], *, strict: bool = False) -> Job:
@@ -384,6 +404,15 @@ class HashCodec(FrameFields):
         )
         result = self.decode_result(get(b"r"), context, problems)
         depends_on = self.decode_depends(get(b"d"), problems)
+        # Absent: not written since layout 2 (layout 1 kept it in the metadata frame);
+        # empty: cleared (no traceback).
+        traceback = _text(get(b"tb"))
+        if TRACEBACK_KEY in metadata:
+            legacy = take_legacy_traceback(metadata, None)
+            if traceback is None:
+                traceback = legacy
+        if not traceback:
+            traceback = None
         if problems:
             metadata = {**metadata, UNDECODABLE_KEY: problems}
         return Job.unchecked(
@@ -410,4 +439,5 @@ class HashCodec(FrameFields):
             lost_count=int(get(b"lc", 0)),
             cancel_requested=b"cr" in h,
             run_alone=b"ra" in h,
+            traceback=traceback,
         )

@@ -1,15 +1,15 @@
 """The Redis backend's Lua scripts: every state transition of a queue is one of them.
 
-Each script is ``_COMMON`` (key names and the helpers that keep the indexes right)
-followed by its body: the hot path's here (enqueue, claim, complete, leased calls), the
-others' (reclaim, management, listing) in ``_redis_lua_admin``. ``KEYS[1]`` is the
-queue's base key ``{prefix:queue}``; every key a script touches starts with it, so all
-of a queue's keys share one hash tag (one Redis Cluster slot). Times and lease deadlines
-come in ``ARGV`` from the client's clock as exact decimal text and are stored as given:
-Lua turns a number into text with 14 significant digits, so a script never formats a
-float itself. The one reading of the server's clock (``TIME``, in whole milliseconds) is
-the lease deadline by the server's clock that claims and renewals also record (field
-``ls``), for the reaper's liveness rule (see ``RECLAIM`` in ``_redis_lua_admin``).
+Each script is ``_redis_lua_common.COMMON`` (key names and the helpers that keep the
+indexes right) followed by its body. ``KEYS[1]`` is the queue's base key
+``{prefix}:{queue}``; every key a script touches starts with ``{prefix}``, the hash tag of
+every queue of the prefix (one Redis Cluster slot), so a script may also touch another
+queue of the prefix (the dead-letter queue: ``KEYS[2]``). Times and lease deadlines come
+in ``ARGV`` from the client's clock as exact decimal text and are stored as given: Lua
+turns a number into text with 14 significant digits, so a script never formats a float
+itself. The one reading of the server's clock (``TIME``, in whole milliseconds) is the
+lease deadline by the server's clock that claims and renewals also record (field ``ls``),
+for the reaper's liveness rule (see ``_RECLAIM``).
 
 The key layout (``B`` is the base key) is described in ``_redis_keys``. Scripts return
 plain arrays: a job as ``{id, field, value, ...}`` (its hash), a refusal as a status
@@ -20,210 +20,9 @@ from __future__ import annotations
 
 from typing import Final
 
-from typedq.backends._redis_lua_admin import LIST, MANAGE, RECLAIM
+from typedq.backends._redis_lua_common import COMMON as _COMMON
 
 __all__ = ["SCRIPTS"]
-
-_COMMON: Final = r"""
-local B = KEYS[1]
-local READY = B .. ':ready'
-local DELAYED = B .. ':delayed'
-local LEASES = B .. ':leases'
-local COUNTS = B .. ':counts'
-local ALL = B .. ':all'
-local ALONE = B .. ':alone'
-local WAKE = B .. ':wake'
-local function jk(id) return B .. ':j:' .. id end
-local function alk(w) return B .. ':alive:' .. w end
-
--- The server's clock in milliseconds, and a lease deadline by it as integer text.
-local function server_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-local function server_deadline(now, until_)
-  return string.format('%.0f', server_ms() + (tonumber(until_) - now) * 1000)
-end
-local function stk(s) return B .. ':st:' .. s end
-local function tyk(t) return B .. ':ty:' .. t end
-local function rtk(t) return B .. ':rt:' .. t end
-local function dpk(id) return B .. ':dependents:' .. id end
-local function cgk(n) return B .. ':cg:' .. n end
-local FAILING = {FAILED = true, DEAD = true, CANCELLED = true}
-local PREFIX_LEN = 45  -- priority digit, 32 hex of schedule and creation, 12 hex of arrival
-
--- The ready member: it sorts as jobs are claimed (see _redis_keys.sort_hex).
-local function mkrk(p, sk, n, id)
-  return string.format('%x', 10 - tonumber(p)) .. sk .. string.format('%012x', tonumber(n)) .. id
-end
-
-local function wake(n)
-  if n > 0 then
-    local tokens = {}
-    for i = 1, math.min(n, 16) do tokens[i] = '1' end
-    if redis.call('LPUSH', WAKE, unpack(tokens)) > 64 then redis.call('LTRIM', WAKE, 0, 63) end
-  end
-end
-
--- Status bookkeeping: the hash, the counters and the status index.
-local function move(id, k, n, old, new)
-  redis.call('HSET', k, 's', new)
-  redis.call('HINCRBY', COUNTS, old, -1)
-  redis.call('HINCRBY', COUNTS, new, 1)
-  redis.call('ZREM', stk(old), id)
-  redis.call('ZADD', stk(new), n, id)
-end
-
--- An unblocked PENDING job goes to the delayed set or the ready sets.
-local function schedule(id, now)
-  local k = jk(id)
-  local v = redis.call('HMGET', k, 'sa', 'rk', 't', 'ra')
-  if v[1] and tonumber(v[1]) > now then
-    redis.call('ZADD', DELAYED, v[1], id)
-  else
-    redis.call('ZADD', READY, 0, v[2])
-    redis.call('ZADD', rtk(v[3]), 0, v[2])
-  end
-  if v[4] then redis.call('SADD', ALONE, id) end
-end
-
--- Drop a blocked job's edges from its dependencies' reverse index.
-local function drop_edges(id, k)
-  local d = redis.call('HGET', k, 'd')
-  if d then
-    for _, dep in ipairs(cjson.decode(d)) do redis.call('SREM', dpk(dep), id) end
-  end
-  redis.call('HDEL', k, 'bb')
-end
-
--- A job ended FAILED, DEAD or CANCELLED: its waiting dependents fail, transitively.
-local function fail_dependents(root, now)
-  local stack = {root}
-  while #stack > 0 do
-    local pid = table.remove(stack)
-    local dk = dpk(pid)
-    local waiting = redis.call('SMEMBERS', dk)
-    if #waiting > 0 then
-      redis.call('DEL', dk)
-      local ps = redis.call('HGET', jk(pid), 's')
-      for _, cid in ipairs(waiting) do
-        local ck = jk(cid)
-        local cv = redis.call('HMGET', ck, 'bb', 'n', 's')
-        if cv[1] and cv[3] == 'PENDING' then
-          drop_edges(cid, ck)
-          redis.call('SREM', ALONE, cid)
-          move(cid, ck, cv[2], 'PENDING', 'FAILED')
-          redis.call('HSET', ck, 'e', 'dependency ' .. pid .. ' is ' .. ps, 'f', ARGV[1])
-          stack[#stack + 1] = cid
-        end
-      end
-    end
-  end
-end
-
--- A job COMPLETED: dependents whose last dependency it was become ready.
-local function release_dependents(id, now)
-  local dk = dpk(id)
-  local waiting = redis.call('SMEMBERS', dk)
-  if #waiting == 0 then return 0 end
-  redis.call('DEL', dk)
-  local released = 0
-  for _, cid in ipairs(waiting) do
-    local ck = jk(cid)
-    if redis.call('HEXISTS', ck, 'bb') == 1 then
-      if redis.call('HINCRBY', ck, 'bb', -1) <= 0 then
-        redis.call('HDEL', ck, 'bb')
-        schedule(cid, now)
-        released = released + 1
-      end
-    end
-  end
-  wake(released)
-  return released
-end
-
--- A job just made PENDING: blocked, failed on a failed dependency, delayed or ready.
-local function place(id, now)
-  local k = jk(id)
-  local d = redis.call('HGET', k, 'd')
-  if d then
-    local unfinished = {}
-    for _, dep in ipairs(cjson.decode(d)) do
-      local ds = redis.call('HGET', jk(dep), 's')
-      if not ds or FAILING[ds] then
-        move(id, k, redis.call('HGET', k, 'n'), 'PENDING', 'FAILED')
-        redis.call('HSET', k, 'e', 'dependency ' .. dep .. ' is ' .. (ds or 'missing'), 'f', ARGV[1])
-        fail_dependents(id, now)
-        return
-      end
-      if ds ~= 'COMPLETED' then unfinished[#unfinished + 1] = dep end
-    end
-    if #unfinished > 0 then
-      for _, dep in ipairs(unfinished) do redis.call('SADD', dpk(dep), id) end
-      redis.call('HSET', k, 'bb', #unfinished)
-      return
-    end
-  end
-  schedule(id, now)
-end
-
--- Take a PENDING job out of whichever index holds it.
-local function unplace(id, k)
-  local v = redis.call('HMGET', k, 'rk', 't', 'bb')
-  if redis.call('ZREM', READY, v[1]) == 1 then
-    redis.call('ZREM', rtk(v[2]), v[1])
-  elseif redis.call('ZREM', DELAYED, id) == 0 and v[3] then
-    drop_edges(id, k)
-  end
-  redis.call('SREM', ALONE, id)
-end
-
--- A RUNNING job leaves its lease and its claim group.
-local function leave_running(id, k)
-  redis.call('ZREM', LEASES, id)
-  local cg = redis.call('HGET', k, 'cg')
-  if cg then
-    redis.call('SREM', cgk(cg), id)
-    redis.call('HDEL', k, 'cg', 'lu', 'ls')
-  else
-    redis.call('HDEL', k, 'lu', 'ls')
-  end
-end
-
--- Due delayed jobs (at most 1000 a call) move to the ready sets.
-local function promote(now)
-  local due = redis.call('ZRANGEBYSCORE', DELAYED, '-inf', ARGV[1], 'LIMIT', 0, 1000)
-  for _, id in ipairs(due) do
-    redis.call('ZREM', DELAYED, id)
-    local v = redis.call('HMGET', jk(id), 'rk', 't')
-    redis.call('ZADD', READY, 0, v[1])
-    redis.call('ZADD', rtk(v[2]), 0, v[1])
-  end
-end
-
--- Leased calls: nil when the job is RUNNING under the token, else the refusal.
-local function refuse(k, token)
-  local v = redis.call('HMGET', k, 's', 'a')
-  if not v[1] then return {'missing'} end
-  if v[1] ~= 'RUNNING' or v[2] ~= token then return {'stale', v[1], v[2] or '0'} end
-  return nil
-end
-
--- Any status to any status, every index kept right (update_status, rescues).
-local function to_status(id, k, old, new, now)
-  if old == new then return end
-  if old == 'PENDING' then unplace(id, k) elseif old == 'RUNNING' then leave_running(id, k) end
-  move(id, k, redis.call('HGET', k, 'n'), old, new)
-  if new == 'PENDING' then
-    place(id, now)
-    wake(1)
-  elseif new == 'COMPLETED' then
-    release_dependents(id, now)
-  elseif FAILING[new] then
-    fail_dependents(id, now)
-  end
-end
-"""
 
 # ARGV: now, count, then per job: id, type, status, field count, fields...
 _ENQUEUE: Final = r"""
@@ -275,14 +74,15 @@ for j, job in ipairs(jobs) do
   local k = jk(id)
   local n = first + j
   local fields = {}
-  local sk, p, lu, sa, d, ra
+  local sk, p, lu, sa, d, ra, fin
   for f = job[4], job[4] + job[5] - 1, 2 do
     local name = ARGV[f]
     fields[#fields + 1] = name
     fields[#fields + 1] = ARGV[f + 1]
     if name == 'sk' then sk = ARGV[f + 1] elseif name == 'p' then p = ARGV[f + 1]
     elseif name == 'lu' then lu = ARGV[f + 1] elseif name == 'sa' then sa = ARGV[f + 1]
-    elseif name == 'd' then d = true elseif name == 'ra' then ra = true end
+    elseif name == 'd' then d = true elseif name == 'ra' then ra = true
+    elseif name == 'f' then fin = ARGV[f + 1] end
   end
   local rk = mkrk(p, sk, n, id)
   redis.call('HSET', k, 't', t, 's', s, 'n', n, 'rk', rk, unpack(fields))
@@ -301,6 +101,8 @@ for j, job in ipairs(jobs) do
       add(rtk(t), 0, rk)
     elseif s == 'RUNNING' and lu then
       add(LEASES, lu, id)
+    elseif ENDED[s] and fin then
+      add(fnk(s), fin, id)
     end
   end
   if s == 'PENDING' then woken = woken + 1 end
@@ -410,8 +212,9 @@ return out
 """
 
 # ARGV: now, id, token, action, then per action:
-#   fail:    error, retry_at, retry_at's sort hex, metadata frame ('' = unchanged), has_md
-#   bury:    error, metadata frame, has_md
+#   fail:    error, retry_at, retry_at's sort hex, traceback ('' = none)
+#   bury:    error, traceback ('' = none), dlq_max ('' = none); with KEYS[2], the
+#            dead-letter queue: the dead letter goes there (see put_dead_letter)
 #   release: (nothing)
 #   extend:  lease_until
 #   undecodable: error (a claim's fenced bury of a job it cannot decode)
@@ -421,6 +224,10 @@ local id, token, action = ARGV[2], ARGV[3], ARGV[4]
 local k = jk(id)
 local refused = refuse(k, token)
 if refused then return refused end
+if action == 'bury' and KEYS[2] then
+  refused = check_letter(KEYS[2], id)
+  if refused then return refused end
+end
 if action == 'extend' then
   redis.call('HSET', k, 'lu', ARGV[5], 'ls', server_deadline(now, ARGV[5]))
   redis.call('ZADD', LEASES, ARGV[5], id)
@@ -433,7 +240,7 @@ if action == 'fail' then
   local sk = ARGV[7] .. string.sub(v[1], 17)
   redis.call('HINCRBY', k, 'rc', 1)
   redis.call('HSET', k, 'e', ARGV[5], 'sa', ARGV[6], 'sk', sk, 'rk', mkrk(v[2], sk, n, id))
-  if ARGV[9] == '1' then redis.call('HSET', k, 'md', ARGV[8]) end
+  redis.call('HSET', k, 'tb', ARGV[8])  -- '' when none: cleared, never a layout-1 leftover
   redis.call('HDEL', k, 'w')
   move(id, k, n, 'RUNNING', 'PENDING')
   schedule(id, now)
@@ -445,11 +252,266 @@ elseif action == 'release' then
   wake(1)
 else  -- bury, undecodable
   redis.call('HSET', k, 'e', ARGV[5], 'f', ARGV[1])
-  if action == 'bury' and ARGV[7] == '1' then redis.call('HSET', k, 'md', ARGV[6]) end
+  redis.call('HSET', k, 'tb', action == 'bury' and ARGV[6] or '')
   move(id, k, n, 'RUNNING', 'DEAD')
   fail_dependents(id, now)
+  if action == 'bury' and KEYS[2] then
+    local dropped = {}
+    put_dead_letter(id, KEYS[2], tonumber(ARGV[7]), dropped)
+    return {'ok', redis.call('HGETALL', k), dropped}
+  end
 end
 return {'ok', redis.call('HGETALL', k)}
+"""
+
+# ARGV: now, max_lost, limit, dlq_max ('' = none); KEYS[2]: the dead-letter queue, if any.
+# Returns {the ids given back, the dead letters dropped}.
+#
+# A lease expired by the caller's clock is kept while its owner is live (its registry
+# heartbeat, ``B:alive:<worker>``, has not expired by the server's clock) and the lease
+# has not expired by the server's clock either (``ls``): a reaper whose clock runs ahead
+# rescues nothing from a live worker, and a live worker that stopped renewing a lease
+# loses it. A job claimed before ``ls`` existed, or by an unregistered worker, goes by
+# the caller's clock alone.
+_RECLAIM: Final = r"""
+local now = tonumber(ARGV[1])
+local max_lost = tonumber(ARGV[2])
+local dropped = {}
+local limit = tonumber(ARGV[3])
+local ids = {}
+local offset = 0
+local snow = nil
+while #ids < limit do
+  local page = redis.call('ZRANGEBYSCORE', LEASES, '-inf', '(' .. ARGV[1], 'LIMIT', offset, limit)
+  for _, id in ipairs(page) do
+    local v = redis.call('HMGET', jk(id), 'w', 'ls')
+    local kept = false
+    if v[1] and v[2] then
+      snow = snow or server_ms()
+      kept = tonumber(v[2]) > snow and redis.call('EXISTS', alk(v[1])) == 1
+    end
+    if not kept and #ids < limit then ids[#ids + 1] = id end
+  end
+  if #page < limit then break end
+  offset = offset + #page
+end
+if KEYS[2] then
+  for _, id in ipairs(ids) do
+    local refused = check_letter(KEYS[2], id)
+    if refused then return refused end
+  end
+end
+-- First judge which jobs were claimed in a batch that is still running (others of the
+-- same claim RUNNING, rescued with them or not): nobody knows which one was running.
+local batched = {}
+for _, id in ipairs(ids) do
+  local cg = redis.call('HGET', jk(id), 'cg')
+  batched[id] = cg and redis.call('SCARD', cgk(cg)) > 1
+end
+local done = {}
+for _, id in ipairs(ids) do
+  local k = jk(id)
+  local v = redis.call('HMGET', k, 's', 'cr', 'n')
+  if v[1] == 'RUNNING' then
+    leave_running(id, k)
+    redis.call('HDEL', k, 'w')
+    if v[2] then
+      if not batched[id] then redis.call('HINCRBY', k, 'lc', 1) end
+      redis.call('HSET', k, 'f', ARGV[1])
+      to_status(id, k, 'RUNNING', 'CANCELLED', now)
+    elseif batched[id] then
+      redis.call('HSET', k, 'ra', '1')
+      to_status(id, k, 'RUNNING', 'PENDING', now)
+    else
+      local lost = redis.call('HINCRBY', k, 'lc', 1)
+      redis.call('HSET', k, 'ra', '1')  -- claimed alone from now on
+      if lost >= max_lost then
+        redis.call('HSET', k, 'e', 'worker lost ' .. lost .. '×', 'f', ARGV[1])
+        to_status(id, k, 'RUNNING', 'DEAD', now)
+        if KEYS[2] then put_dead_letter(id, KEYS[2], tonumber(ARGV[4]), dropped) end
+      else
+        to_status(id, k, 'RUNNING', 'PENDING', now)
+      end
+    end
+    done[#done + 1] = id
+  else
+    redis.call('ZREM', LEASES, id)
+  end
+end
+return {done, dropped}
+"""
+
+# ARGV: now, action, id, (value). Management transitions; a refusal is a status word.
+# retry: with KEYS[2] (the dead-letter queue), the job's dead letter is taken back out,
+# and put back here first when this queue no longer holds the job.
+_MANAGE: Final = r"""
+local now = tonumber(ARGV[1])
+local action, id = ARGV[2], ARGV[3]
+local k = jk(id)
+if action == 'retry' and KEYS[2] then
+  local refused = check_letter(KEYS[2], id) or restore(id, KEYS[2])
+  if refused then return refused end
+end
+local v = redis.call('HMGET', k, 's', 'n')
+local s = v[1]
+if not s then return {'missing'} end
+if action == 'status' then
+  to_status(id, k, s, ARGV[4], now)
+  if ENDED[ARGV[4]] and s ~= ARGV[4] then
+    -- A job that ends so keeps the finish time it had, or gets now.
+    local f = redis.call('HGET', k, 'f')
+    if f then redis.call('ZADD', fnk(ARGV[4]), f, id) else redis.call('HSET', k, 'f', ARGV[1]) end
+  end
+  return {'ok'}
+elseif action == 'cancel' then
+  if ARGV[4] then  -- the lease holder's cancellation of its RUNNING job, fenced
+    local a = redis.call('HGET', k, 'a')
+    if s ~= 'RUNNING' or a ~= ARGV[4] then return {'stale', s, a or '0'} end
+    redis.call('HSET', k, 'f', ARGV[1])
+    to_status(id, k, s, 'CANCELLED', now)
+    return {'ok', 1}
+  end
+  if s == 'PENDING' or s == 'SCHEDULED' then
+    redis.call('HSET', k, 'f', ARGV[1])
+    to_status(id, k, s, 'CANCELLED', now)
+    return {'ok', 1}
+  end
+  if s == 'RUNNING' then redis.call('HSET', k, 'cr', '1') end
+  return {'ok', 0}
+elseif action == 'priority' then
+  local w = redis.call('HMGET', k, 'p', 'sk', 'rk', 't')
+  if w[1] == ARGV[4] then return {'ok'} end
+  local rk = mkrk(ARGV[4], w[2], v[2], id)
+  redis.call('HSET', k, 'p', ARGV[4], 'rk', rk)
+  if redis.call('ZREM', READY, w[3]) == 1 then
+    redis.call('ZREM', rtk(w[4]), w[3])
+    redis.call('ZADD', READY, 0, rk)
+    redis.call('ZADD', rtk(w[4]), 0, rk)
+  end
+  return {'ok'}
+elseif action == 'replay' then
+  if s ~= 'DEAD' then return {'state', s} end
+  local sk = string.rep('0', 16) .. string.sub(redis.call('HGET', k, 'sk'), 17)
+  redis.call('HSET', k, 'rc', 0, 'lc', 0, 'sk', sk, 'rk', mkrk(redis.call('HGET', k, 'p'), sk, v[2], id))
+  redis.call('HDEL', k, 'e', 'r', 'f', 'sa', 'cr')
+  redis.call('HSET', k, 'tb', '')
+  to_status(id, k, s, 'PENDING', now)
+  return {'ok', redis.call('HGETALL', k)}
+elseif action == 'retry' then
+  if not FAILING[s] then return {'state', s} end
+  -- The job, then (with dependents) every job FAILED because it failed, transitively.
+  local reopened = {id}
+  if ARGV[4] == '1' then
+    local children = {}
+    for _, cid in ipairs(redis.call('ZRANGE', stk('FAILED'), 0, -1)) do
+      local w = redis.call('HMGET', jk(cid), 'e', 'd')
+      if w[1] and w[2] and string.sub(w[1], 1, 11) == 'dependency ' then
+        local parent = string.match(w[1], '^dependency (.-) is ')
+        for _, dep in ipairs(cjson.decode(w[2])) do
+          if dep == parent then
+            children[parent] = children[parent] or {}
+            table.insert(children[parent], cid)
+          end
+        end
+      end
+    end
+    local i = 1
+    while i <= #reopened do
+      for _, cid in ipairs(children[reopened[i]] or {}) do table.insert(reopened, cid) end
+      children[reopened[i]] = nil
+      i = i + 1
+    end
+  end
+  for _, rid in ipairs(reopened) do
+    local rk_ = jk(rid)
+    local w = redis.call('HMGET', rk_, 's', 'n', 'sk', 'p')
+    local sk = string.rep('0', 16) .. string.sub(w[3], 17)
+    redis.call('HSET', rk_, 'rc', 0, 'lc', 0, 'sk', sk, 'rk', mkrk(w[4], sk, w[2], rid))
+    redis.call('HDEL', rk_, 'e', 'r', 'f', 'sa', 'cr', 'ra', 'w')
+    redis.call('HSET', rk_, 'tb', '')
+    to_status(rid, rk_, w[1], 'PENDING', now)
+  end
+  if KEYS[2] then take_back(id, KEYS[2]) end
+  return {'ok', reopened}
+elseif action == 'delete' then
+  if s == 'RUNNING' then return {'state', s} end
+  -- A deleted dependency can never complete: its waiting dependents fail.
+  forget(id, k, s)
+  return {'ok'}
+end
+return redis.error_reply('unknown action ' .. action)
+"""
+
+# ARGV: index key suffix ('all', 'st:S' or 'ty:T'), job type filter ('' = none), after
+# (a job id, '#<arrival number>', or '' for none), newest ('1'/'0'), offset, limit.
+# Returns {'missing'} for an unknown after id, else {'ok', {id, hash, arrival}...}.
+# Reads only.
+_LIST: Final = r"""
+local index = B .. ':' .. ARGV[1]
+local jtype, after = ARGV[2], ARGV[3]
+local newest = ARGV[4] == '1'
+local offset, limit = tonumber(ARGV[5]), tonumber(ARGV[6])
+local lo, hi = '-inf', '+inf'
+if after ~= '' then
+  local n = string.sub(after, 2)
+  if string.sub(after, 1, 1) ~= '#' then n = redis.call('HGET', jk(after), 'n') end
+  if not n then return {'missing'} end
+  if newest then hi = '(' .. n else lo = '(' .. n end
+end
+local out = {'ok'}
+if limit == 0 then return out end
+local function page(skip, count)
+  if newest then
+    return redis.call('ZREVRANGEBYSCORE', index, hi, lo, 'WITHSCORES', 'LIMIT', skip, count)
+  end
+  return redis.call('ZRANGEBYSCORE', index, lo, hi, 'WITHSCORES', 'LIMIT', skip, count)
+end
+if jtype == '' then
+  local got = page(offset, limit)
+  for i = 1, #got, 2 do out[#out + 1] = {got[i], redis.call('HGETALL', jk(got[i])), got[i + 1]} end
+  return out
+end
+-- A status and a type: walk the status index, keeping the jobs of the type.
+local skipped = 0
+while true do
+  local got = page(0, 500)
+  if #got == 0 then return out end
+  for i = 1, #got, 2 do
+    local id = got[i]
+    if redis.call('HGET', jk(id), 't') == jtype then
+      if skipped < offset then
+        skipped = skipped + 1
+      else
+        out[#out + 1] = {id, redis.call('HGETALL', jk(id)), got[i + 1]}
+        if #out > limit then return out end
+      end
+    end
+    if newest then hi = '(' .. got[i + 1] else lo = '(' .. got[i + 1] end
+  end
+end
+"""
+
+# ARGV: now, older_than, limit, then the statuses. Deletes up to limit jobs of those
+# statuses that finished before older_than, oldest first (as delete does); returns how
+# many.
+_PURGE: Final = r"""
+local left = tonumber(ARGV[3])
+local purged = 0
+for i = 4, #ARGV do
+  if left <= 0 then break end
+  local s = ARGV[i]
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', fnk(s), '-inf', '(' .. ARGV[2], 'LIMIT', 0, left)) do
+    local k = jk(id)
+    if redis.call('HGET', k, 's') == s then
+      forget(id, k, s)
+      purged = purged + 1
+      left = left - 1
+    else
+      redis.call('ZREM', fnk(s), id)  -- not in that status any more: a stale entry
+    end
+  end
+end
+return purged
 """
 
 #: Script name -> Lua source.
@@ -458,7 +520,8 @@ SCRIPTS: Final = {
     "claim": _COMMON + _CLAIM,
     "complete": _COMMON + _COMPLETE,
     "leased": _COMMON + _LEASED,
-    "reclaim": _COMMON + RECLAIM,
-    "manage": _COMMON + MANAGE,
-    "list": _COMMON + LIST,
+    "reclaim": _COMMON + _RECLAIM,
+    "manage": _COMMON + _MANAGE,
+    "purge": _COMMON + _PURGE,
+    "list": _COMMON + _LIST,
 }

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from itertools import groupby
 from operator import itemgetter
 from typing import Any, Final, NamedTuple
@@ -38,7 +38,7 @@ from typedq.errors import (
     TypedqError,
     UnknownDependencyError,
 )
-from typedq.job import MAX_TRACEBACK, TRACEBACK_KEY, Job, JobStatus
+from typedq.job import Job, JobStatus
 
 __all__ = ["Finish", "Finished", "JobState", "QueueGraph"]
 
@@ -46,11 +46,13 @@ _PENDING: Final = "PENDING"
 _RUNNING: Final = "RUNNING"
 _COMPLETED: Final = "COMPLETED"
 _FAILING: Final = frozenset({"FAILED", "DEAD", "CANCELLED"})
+_ENDED: Final = _FAILING | {"COMPLETED"}
 #: What a replay resets: the job runs again as if new.
 _REPLAYED: Final = {
     "retry_count": 0,
     "lost_count": 0,
     "error": None,
+    "traceback": "",  # cleared ('', not NULL: see _sqlite_schema)
     "result": None,
     "finished_at": None,
     "scheduled_at": None,
@@ -322,10 +324,13 @@ class QueueGraph:
             conn.executemany(SQL.flag_parent, parents)
 
     def set_status(self, conn: _Conn, *, job_id: str, status: str, now: float) -> None:
-        """Move a job to ``status`` (a no-op when it is there already)."""
+        """Move a job to ``status`` (a no-op when it is there already); one that ends so
+        without a ``finished_at`` gets ``now``."""
         job = self.state(conn, job_id)
         if job.status != status:
             self.move(conn, job, status, now)
+            if status in _ENDED:
+                conn.execute(SQL.finish_now, (now, job.seq))
 
     def cancel(self, conn: _Conn, *, job_id: str, now: float, token: int | None = None) -> bool:
         """Cancel a waiting job, or flag a running one; return whether it was cancelled.
@@ -481,29 +486,13 @@ class QueueGraph:
             raise StaleLeaseError(job_id, token, reason=f"the job is {status}, not RUNNING")
         raise StaleLeaseError(job_id, token, reason=f"attempt {attempt} holds the lease now")
 
-    def with_traceback(self, conn: _Conn, job_id: str, traceback: str) -> bytes | None:
-        """The job's metadata frame with ``traceback`` (bounded) under TRACEBACK_KEY.
-
-        None (keep what is stored) when there is no such job or its metadata is
-        undecodable: a traceback never replaces what it cannot merge with.
-        """
-        found = conn.execute(SQL.metadata, (self.queue, job_id)).fetchone()
-        if found is None:
-            return None
-        codec, context = self.rows.codec, job_id.encode()
-        metadata: dict[str, Any] = {}
-        if found[0] is not None:
-            try:
-                metadata = codec.decode(found[0], context=context)
-            except Exception:  # undecodable stored bytes: leave them for the DLQ to show
-                return None
-            if type(metadata) is not dict:
-                return None
-        metadata[TRACEBACK_KEY] = traceback[-MAX_TRACEBACK:]
-        return codec.encode(metadata, context=context)
-
     def rescue(
-        self, conn: _Conn, chosen: list[tuple[int, str, int, bool]], now: float, max_lost: int
+        self,
+        conn: _Conn,
+        chosen: list[tuple[int, str, int, bool]],
+        now: float,
+        max_lost: int,
+        on_dead: Callable[[_Conn, int, str], None] | None = None,
     ) -> list[str]:
         """Give back each chosen ``(seq, job_id, attempt, in_batch)`` whose lease is still expired.
 
@@ -511,7 +500,8 @@ class QueueGraph:
         owner completed, failed or extended it meanwhile is left alone. Returns the ids
         given back: CANCELLED if cancellation was requested; a job of a batch PENDING
         with ``run_alone`` and its loss not counted; a job claimed alone DEAD once lost
-        ``max_lost`` times, PENDING otherwise.
+        ``max_lost`` times, PENDING otherwise. ``on_dead(conn, seq, job_id)`` is called
+        for each job that went DEAD (its dead letter), in this transaction.
         """
         done = []
         for seq, job_id, attempt, in_batch in chosen:
@@ -527,6 +517,8 @@ class QueueGraph:
                 self.move(conn, job, _PENDING, now)
             elif lost >= max_lost:
                 self.move(conn, job, "DEAD", now, {"error": f"worker lost {lost}×", "finished_at": now})
+                if on_dead is not None:
+                    on_dead(conn, seq, job_id)
             else:
                 self.move(conn, job, _PENDING, now)
             done.append(job_id)

@@ -9,6 +9,7 @@ methods use.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -162,6 +163,36 @@ class SQLiteReads:
         return sorted(found, key=lambda w: (w.started_at, w.worker_id))
 
     # -- waiting ------------------------------------------------------------------------
+
+    def _expired(
+        self, now: float, mono_now: float, limit: int, owner_alive: Callable[[str | None], bool | None]
+    ) -> list[tuple[int, str, int, bool]]:
+        """Up to ``limit`` expired leases to rescue, as ``(seq, job_id, attempt, in_batch)``.
+
+        A lease whose owner is a live process of this host (``owner_alive``, given by
+        ``sqlite``, where tests replace it) that has not
+        expired by the host's monotonic clock either (``lease_mono``) is spared;
+        ``in_batch`` tells a job whose claim still holds other RUNNING jobs.
+        """
+        chosen: list[tuple[int, str, int, bool]] = []
+        alive: dict[str | None, bool | None] = {}
+        after: tuple[float, int] = (float("-inf"), -1)
+        held: dict[tuple[str | None, float | None], int] | None = None
+        while len(chosen) < limit:
+            page = self._db.read(SQL.expired, (self._name, now, *after, limit))
+            for seq, job_id, attempt, worker, lease_until, lease_mono, started in page:
+                after = (lease_until, seq)
+                if worker not in alive:
+                    alive[worker] = owner_alive(worker)
+                renewing = lease_mono is None or lease_mono >= mono_now
+                if (alive[worker] is True and renewing) or len(chosen) >= limit:
+                    continue
+                if held is None:  # how many jobs each claim holds: was this one of a batch?
+                    held = {(w, s): n for w, s, n in self._db.read(SQL.claims_held, (self._name,))}
+                chosen.append((seq, job_id, attempt, held.get((worker, started), 1) > 1))
+            if len(page) < limit:
+                break
+        return chosen
 
     def _has_ready(self) -> bool:
         return bool(self._db.read(SQL.has_ready, (self._name, self._clock.now()))[0][0])

@@ -20,7 +20,7 @@ from operator import attrgetter
 from typing import Any, Final
 
 from typedq.backends._frames import UNDECODABLE_KEY, Blobs, FrameFields
-from typedq.job import UNSCHEDULED, Job, JobStatus
+from typedq.job import TRACEBACK_KEY, UNSCHEDULED, Job, JobStatus, take_legacy_traceback
 
 __all__ = [
     "CLAIM_COLUMNS",
@@ -41,8 +41,8 @@ __all__ = [
 _SELECTED: Final = (
     "job_id", "job_type", "priority", "scheduled_at", "created_at", "max_retries", "retry_count",
     "timeout_seconds", "error", "origin", "attempt", "finished_at", "lost_count",
-    "cancel_requested", "depends_on", "payload", "metadata", "result", "seq", "has_waiters",
-    "run_alone", "status", "worker_id", "lease_until", "started_at",
+    "cancel_requested", "depends_on", "payload", "metadata", "result", "traceback", "seq",
+    "has_waiters", "run_alone", "status", "worker_id", "lease_until", "started_at",
 )
 #: Columns every read selects, in this order (see the index constants below).
 SELECT_COLUMNS: Final = ", ".join(_SELECTED)
@@ -51,8 +51,8 @@ SELECT_COLUMNS: Final = ", ".join(_SELECTED)
 CLAIM_COLUMNS: Final = ", ".join(_SELECTED[:-5])
 (
     ID, JOB_TYPE, PRIORITY, SCHEDULED, CREATED, MAX_RETRIES, RETRY_COUNT, TIMEOUT, ERROR, ORIGIN,
-    ATTEMPT, FINISHED, LOST, CANCEL, DEPENDS, PAYLOAD, METADATA, RESULT, SEQ, HAS_WAITERS,
-    ALONE, STATUS, WORKER, LEASE, STARTED,
+    ATTEMPT, FINISHED, LOST, CANCEL, DEPENDS, PAYLOAD, METADATA, RESULT, TRACEBACK, SEQ,
+    HAS_WAITERS, ALONE, STATUS, WORKER, LEASE, STARTED,
 ) = range(len(_SELECTED))
 
 #: Job attributes stored as they are, in INSERT order (``queue`` is stored as ``origin``).
@@ -76,6 +76,7 @@ _JOB_COLUMNS: Final = (
     "queue",
     "error",
     "run_alone",
+    "traceback",
 )
 # One C call reads every attribute (the enqueue hot path).
 _fields: Final = attrgetter(*_JOB_COLUMNS)
@@ -110,9 +111,9 @@ _COPY_UP_TO: Final = 4096
 #: The run-time fields of a job that never ran, in the order of ``_run_state``.
 _run_state: Final = attrgetter(
     "attempt", "worker_id", "lease_until", "started_at", "finished_at", "retry_count",
-    "lost_count", "cancel_requested", "error", "result", "depends_on", "run_alone",
+    "lost_count", "cancel_requested", "error", "result", "depends_on", "run_alone", "traceback",
 )
-_NEVER_RAN: Final[tuple[Any, ...]] = (0, None, None, None, None, 0, 0, False, None, None, [], False)
+_NEVER_RAN: Final[tuple[Any, ...]] = (0, None, None, None, None, 0, 0, False, None, None, [], False, None)
 
 _STATUS: Final = {s.value: s for s in JobStatus}
 _PENDING: Final = JobStatus.PENDING
@@ -250,6 +251,15 @@ class RowCodec(FrameFields):
         if result is ...:
             result = self.decode_result(row[RESULT], context, problems)
         depends_on = self.decode_depends(row[DEPENDS], problems)
+        # NULL: not written since schema 7 (a row of schema 6 or older kept it in its metadata);
+        # '': cleared (no traceback).
+        traceback = row[TRACEBACK]
+        if TRACEBACK_KEY in metadata:
+            legacy = take_legacy_traceback(metadata, None)
+            if traceback is None:
+                traceback = legacy
+        if not traceback:
+            traceback = None
         if problems:
             metadata = {**metadata, UNDECODABLE_KEY: problems}
         if claimed is None:
@@ -283,6 +293,7 @@ class RowCodec(FrameFields):
             lost_count=row[LOST],
             cancel_requested=bool(row[CANCEL]),
             run_alone=run_alone,
+            traceback=traceback,
         )
 
 

@@ -87,8 +87,8 @@ class SQL:
         f" WHERE seq = ({_READY}) RETURNING {_COLS}"
     )
     bury_claimed: Final = (
-        "UPDATE jobs SET status = 'DEAD', error = ?, finished_at = ?, lease_until = NULL"
-        " WHERE seq = ? AND status = 'RUNNING' AND attempt = ?"
+        "UPDATE jobs SET status = 'DEAD', error = ?, finished_at = ?, lease_until = NULL,"
+        " traceback = '' WHERE seq = ? AND status = 'RUNNING' AND attempt = ?"
     )
     peek_ready: Final = f"SELECT {_COLS} FROM jobs WHERE seq = ({_READY.replace('LIMIT ?', 'LIMIT 1')})"
     peek_due: Final = (
@@ -99,7 +99,6 @@ class SQL:
 
     # -- leased transitions (params end with queue, job_id, token) ---------------------------
     lease_state: Final = "SELECT status, attempt FROM jobs WHERE queue = ? AND job_id = ?"
-    metadata: Final = "SELECT metadata FROM jobs WHERE queue = ? AND job_id = ?"
     complete: Final = (
         "UPDATE jobs SET status = 'COMPLETED', result = ?, finished_at = ?, lease_until = NULL"
         f" {_LEASED} RETURNING {_COLS}"
@@ -138,13 +137,11 @@ class SQL:
 
     fail: Final = (
         "UPDATE jobs SET status = 'PENDING', lease_until = NULL, worker_id = NULL,"
-        " retry_count = retry_count + 1, error = ?, scheduled_at = ?, delayed = ?,"
-        " metadata = ifnull(?, metadata)"
+        " retry_count = retry_count + 1, error = ?, scheduled_at = ?, delayed = ?, traceback = ?"
         f" {_LEASED} RETURNING {_COLS}"
     )
     bury: Final = (
-        "UPDATE jobs SET status = 'DEAD', lease_until = NULL, error = ?, finished_at = ?,"
-        " metadata = ifnull(?, metadata)"
+        "UPDATE jobs SET status = 'DEAD', lease_until = NULL, error = ?, finished_at = ?, traceback = ?"
         f" {_LEASED} RETURNING {_COLS}"
     )
     release: Final = (
@@ -195,6 +192,8 @@ class SQL:
     # -- management -------------------------------------------------------------------------
     state: Final = "SELECT seq, status, depends_on, scheduled_at FROM jobs WHERE queue = ? AND job_id = ?"
     request_cancel: Final = "UPDATE jobs SET cancel_requested = 1 WHERE seq = ?"
+    #: A job that ended without a finish time gets one (params: now, seq).
+    finish_now: Final = "UPDATE jobs SET finished_at = ? WHERE seq = ? AND finished_at IS NULL"
     set_priority: Final = "UPDATE jobs SET priority = ? WHERE queue = ? AND job_id = ?"
     delete: Final = "DELETE FROM jobs WHERE seq = ?"
     #: seq is never reused (the table has no AUTOINCREMENT, see _sqlite_schema): when

@@ -24,6 +24,19 @@ name and store, each acquisition with a fencing token (see ``_locks``); so do th
 queue's schedules (periodic jobs, :class:`ScheduleEntry`), whose state the scheduler
 advances with a compare-and-set fenced by its leader lock.
 
+Dead letters: ``bury``, ``reclaim_expired`` and ``retry`` take a ``dead_letter`` queue.
+A job that goes DEAD is then copied into it *in the same transition* (a crash can never
+leave a dead job without its dead letter, nor a dead letter of a job that is not dead),
+and a retry takes the dead letter back out in the same transition as the job's re-opening.
+This needs both queues in one store: the memory backend takes both queues' locks (in a
+fixed order), SQLite needs the same file (one transaction), Redis the same server,
+database and key prefix (one script). Any other pair is refused with
+:class:`~typedq.errors.ConfigError` before anything is written
+(:meth:`Queue.check_dead_letter`). With ``dlq_max``, the dead-letter queue keeps at most
+that many dead letters: the oldest are dropped in the same transition (each with its
+DEAD row in its own queue, when it is still there), logged, and counted
+(:meth:`Queue.count_dropped` of the dead-letter queue).
+
 Backends keep no policy: retries, events and validation of payloads live above them.
 """
 
@@ -181,7 +194,8 @@ class Queue(Protocol):
         """Set a job's status, keeping every index consistent; O(1) for the memory backend.
 
         Setting PENDING makes the job eligible again; COMPLETED releases its dependents;
-        FAILED, DEAD and CANCELLED fail them.
+        FAILED, DEAD and CANCELLED fail them. A job that ends this way without a
+        ``finished_at`` gets the current time (see :meth:`purge`).
 
         Raises:
             JobNotFoundError: no such job.
@@ -257,7 +271,8 @@ class Queue(Protocol):
     ) -> Job:
         """RUNNING → PENDING for a retry at ``retry_at``: ``retry_count`` + 1, error kept.
 
-        ``traceback`` (when given) is kept, bounded, in ``metadata["typedq.traceback"]``.
+        ``traceback`` becomes the job's ``traceback`` (its last ``MAX_TRACEBACK``
+        characters; None clears the previous failure's).
 
         Raises:
             JobNotFoundError: no such job.
@@ -266,13 +281,27 @@ class Queue(Protocol):
         ...
 
     def bury(
-        self, job_id: str, *, token: int, error: str, traceback: str | None = None
+        self,
+        job_id: str,
+        *,
+        token: int,
+        error: str,
+        traceback: str | None = None,
+        dead_letter: Queue | None = None,
+        dlq_max: int | None = None,
     ) -> Job:
         """RUNNING → DEAD (the dead-letter state) with ``error``; fail dependents.
 
-        ``traceback`` (when given) is kept, bounded, in ``metadata["typedq.traceback"]``.
+        ``traceback`` becomes the job's ``traceback``, as in :meth:`fail`. With
+        ``dead_letter``, a copy of the dead job (its ``queue`` field naming the queue it
+        died in) goes into that queue in the same transition, replacing an older copy
+        with its id; with ``dlq_max`` too, the oldest dead letters beyond ``dlq_max``
+        are dropped in it, also in the same transition (see the module docstring).
+        Returns the job as this queue now holds it.
 
         Raises:
+            ConfigError: ``dead_letter`` is not a queue of this store (nor this queue
+                itself), or ``dlq_max`` is not an int >= 1; nothing is written.
             JobNotFoundError: no such job.
             StaleLeaseError: the job is not RUNNING under ``token``.
         """
@@ -296,7 +325,14 @@ class Queue(Protocol):
         """
         ...
 
-    def reclaim_expired(self, *, max_lost: int = 3, limit: int = 1000) -> list[str]:
+    def reclaim_expired(
+        self,
+        *,
+        max_lost: int = 3,
+        limit: int = 1000,
+        dead_letter: Queue | None = None,
+        dlq_max: int | None = None,
+    ) -> list[str]:
         """Give back up to ``limit`` RUNNING jobs whose lease has expired; return their ids.
 
         An expired lease is one its owner no longer renews. (SQLite also spares a lease
@@ -314,6 +350,12 @@ class Queue(Protocol):
         ``run_alone`` set and its ``lost_count`` unchanged (CANCELLED if cancellation
         was requested), and while such a job waits, claims take one job at a time. A
         job that kills its worker is so found alone and counted, never its batch-mates.
+
+        With ``dead_letter`` (and ``dlq_max``), a job that goes DEAD is copied into
+        ``dead_letter`` in the same transition, as in :meth:`bury`.
+
+        Raises:
+            ConfigError: as :meth:`bury`, for ``dead_letter`` and ``dlq_max``.
         """
         ...
 
@@ -346,7 +388,7 @@ class Queue(Protocol):
         ...
 
     def replay(self, job_id: str) -> Job:
-        """DEAD → PENDING with ``retry_count`` 0 and no error: a fresh run from the DLQ.
+        """DEAD → PENDING with ``retry_count`` 0 and no error or traceback: a fresh run.
 
         Raises:
             JobNotFoundError: no such job.
@@ -354,17 +396,40 @@ class Queue(Protocol):
         """
         ...
 
-    def retry(self, job_id: str, *, with_dependents: bool = False) -> list[str]:
+    def retry(
+        self, job_id: str, *, with_dependents: bool = False, dead_letter: Queue | None = None
+    ) -> list[str]:
         """FAILED, DEAD or CANCELLED → PENDING as a fresh run; return the ids re-opened.
 
-        The job's ``retry_count``, ``lost_count``, error, result and schedule are reset.
+        The job's ``retry_count``, ``lost_count``, error, traceback, result and schedule
+        are reset.
         With ``with_dependents``, every job that ended FAILED because this one did
         (its error names it as a dependency), transitively, is re-opened too and waits
-        for it again. All in one transition; the job's id comes first.
+        for it again. With ``dead_letter``, the job's copy there is removed (a replay
+        from the dead-letter queue), and when this queue no longer holds the job, the
+        copy is put back here first and re-opened. All in one transition; the job's id
+        comes first.
 
         Raises:
-            JobNotFoundError: no such job.
+            ConfigError: ``dead_letter`` is not a queue of this store (nothing written).
+            JobNotFoundError: neither this queue nor ``dead_letter`` holds the job.
             InvalidTransitionError: the job is PENDING, RUNNING, SCHEDULED or COMPLETED.
+        """
+        ...
+
+    def purge(self, *, statuses: Collection[JobStatus], older_than: float, limit: int = 1000) -> int:
+        """Delete up to ``limit`` jobs in ``statuses`` that finished before ``older_than``
+        (their ``finished_at``, an epoch time), oldest first; return how many went.
+
+        One transition per call (a bounded batch: call again while it returns
+        ``limit``). Each job goes as :meth:`delete` removes it, so the dependency graph
+        stays consistent (a finished job has no dependent waiting on it). A job that
+        ended without a ``finished_at`` (stored so by hand) is never purged.
+
+        Raises:
+            InvalidTransitionError: a status in ``statuses`` is not COMPLETED, FAILED,
+                DEAD or CANCELLED (only jobs that ended are purged).
+            InvalidJobError: ``limit`` is negative.
         """
         ...
 
@@ -379,6 +444,21 @@ class Queue(Protocol):
 
     def count_by_status(self) -> dict[JobStatus, int]:
         """Return how many jobs are in each status (every status present, maybe 0)."""
+        ...
+
+    def check_dead_letter(self, dead_letter: Queue) -> None:
+        """Check that ``dead_letter`` can take this queue's dead jobs in one transition.
+
+        Raises:
+            ConfigError: ``dead_letter`` is this queue itself, or not a queue of the same
+                store (memory: a ``JobQueue``; SQLite: the same file; Redis: the same
+                server, database and key prefix); the message names both.
+        """
+        ...
+
+    def count_dropped(self) -> int:
+        """How many dead letters this queue, as a dead-letter queue, dropped to stay
+        within ``dlq_max``, ever (kept in the store: every process sees the same count)."""
         ...
 
     def list_jobs(

@@ -2,21 +2,27 @@
 
 This module owns the public class and its transitions; where each job sits (ready heaps
 per job type, the delayed heap, the blocked table, tombstones) and the moves between those
-places are in ``_memory_state``; named locks in ``_memory_coord``. One lock guards
-everything and is held only for the bookkeeping, never while a handler runs.
+places are in ``_memory_state``; named locks in ``_memory_coord``; moves that change a
+dead-letter queue too are in ``_memory_dead``. One lock guards everything and is held only
+for the bookkeeping, never while a handler runs (a move into or out of a dead-letter queue
+holds both queues' locks).
 """
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Collection, Iterable, Iterator, Sequence
+import contextlib
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any, Final
 
+from typedq._validate import require_number
+from typedq.backends import _memory_dead as dead_letters
 from typedq.backends._frames import FrameFields
 from typedq.backends._graph import check_batch_acyclic, dependency_order, jobs_from_export
 from typedq.backends._memory_coord import MemoryCoordination
+from typedq.backends._memory_reads import MemoryReads
 from typedq.backends._memory_state import FAILING, MemoryState
-from typedq.backends.base import WORKER_RETENTION_S, Claim, Completion, Queue, WorkerInfo
+from typedq.backends._retention import check_purge
+from typedq.backends.base import Claim, Completion, Queue, WorkerInfo
 from typedq.clock import Clock, system_clock
 from typedq.errors import (
     DependencyCycleError,
@@ -29,7 +35,7 @@ from typedq.errors import (
     TypedqError,
     UnknownDependencyError,
 )
-from typedq.job import MAX_PRIORITY, MAX_TRACEBACK, MIN_PRIORITY, TRACEBACK_KEY, Job, JobStatus
+from typedq.job import MAX_PRIORITY, MAX_TRACEBACK, MIN_PRIORITY, Job, JobStatus
 from typedq.serializers.base import FrameCodec
 
 __all__ = ["JobQueue"]
@@ -41,7 +47,7 @@ _COMPLETED: Final = JobStatus.COMPLETED
 _RETRYABLE: Final = FAILING
 
 
-class JobQueue(MemoryState, MemoryCoordination, Queue):
+class JobQueue(MemoryReads, MemoryCoordination, Queue):
     """A thread-safe in-memory job queue; the specification's ``JobQueue``.
 
     Args:
@@ -55,16 +61,39 @@ class JobQueue(MemoryState, MemoryCoordination, Queue):
             caller's dicts do not reach the job, and values come back as the codec
             carries them (a tuple as a list). Without one (the default, and the
             fastest), they are held by reference.
+        history_limit: the most COMPLETED and CANCELLED jobs the queue keeps; the one
+            that finished first goes as one more ends (None, the default: all).
+
+    Raises:
+        ConfigError: ``history_limit`` is not None or an int >= 1.
     """
 
     def __init__(
-        self, name: str = "default", *, clock: Clock = system_clock, codec: FrameCodec | None = None
+        self,
+        name: str = "default",
+        *,
+        clock: Clock = system_clock,
+        codec: FrameCodec | None = None,
+        history_limit: int | None = None,
     ) -> None:
         super().__init__(name, clock)
         self._codec = codec
         self._frames = None if codec is None else FrameFields(codec)
         self._workers: dict[str, WorkerInfo] = {}
         self._init_coordination()
+        self.history_limit = history_limit
+
+    @property
+    def history_limit(self) -> int | None:
+        """The most COMPLETED and CANCELLED jobs kept (None: no limit); settable."""
+        return self._history_limit
+
+    @history_limit.setter
+    def history_limit(self, value: int | None) -> None:
+        require_number("history_limit", value, minimum=1, integer=True, allow_none=True)
+        with self._cond:
+            self._history_limit = value
+            self._trim_history()
 
     # -- properties ---------------------------------------------------------------------
 
@@ -314,6 +343,11 @@ class JobQueue(MemoryState, MemoryCoordination, Queue):
         job.finished_at = now
         job.lease_until = None
         del self._running[job_id]
+        # self._finish(job, _COMPLETED) for the hot path: completions come in the order
+        # of the clock's readings, so the table stays in finish order without a check.
+        self._done[job_id] = None
+        if self._history_limit is not None:
+            self._trim_history()
         if job_id in self._dependents:
             self._release_dependents(job_id)
         return job
@@ -333,8 +367,7 @@ class JobQueue(MemoryState, MemoryCoordination, Queue):
             self._leave_running(job)
             job.retry_count += 1
             job.error = error
-            if traceback is not None:
-                job.metadata = {**job.metadata, TRACEBACK_KEY: traceback[-MAX_TRACEBACK:]}
+            job.traceback = None if traceback is None else traceback[-MAX_TRACEBACK:]
             job.scheduled_at = retry_at
             job.worker_id = None
             self._set_status(job, _PENDING)
@@ -343,19 +376,40 @@ class JobQueue(MemoryState, MemoryCoordination, Queue):
             return job
 
     def bury(
-        self, job_id: str, *, token: int, error: str, traceback: str | None = None
+        self,
+        job_id: str,
+        *,
+        token: int,
+        error: str,
+        traceback: str | None = None,
+        dead_letter: Queue | None = None,
+        dlq_max: int | None = None,
     ) -> Job:
-        """RUNNING → DEAD; see :meth:`Queue.bury`."""
-        with self._lock:
+        """RUNNING → DEAD, with the dead letter put into ``dead_letter`` under both locks;
+        see :meth:`Queue.bury`."""
+        dlq = dead_letters.check_pair(self, dead_letter, dlq_max)
+        later: list[dead_letters.Dropped] = []
+        with self._locked_with(dlq):
             job = self._get_leased(job_id, token)
+            kept = None if traceback is None else traceback[-MAX_TRACEBACK:]
+            now = self._clock.now()
+            copy = None
+            if dlq is not None:
+                copy = dead_letters.dead_copy(self, job, error=error, traceback=kept, finished_at=now)
             self._leave_running(job)
             job.error = error
-            if traceback is not None:
-                job.metadata = {**job.metadata, TRACEBACK_KEY: traceback[-MAX_TRACEBACK:]}
-            job.finished_at = self._clock.now()
+            job.traceback = kept
+            job.finished_at = now
             self._set_status(job, JobStatus.DEAD)
             self._fail_dependents(job_id)
-            return job
+            if dlq is not None and copy is not None:
+                later = dead_letters.put_dead_letter(self, dlq, copy, dlq_max)
+        dead_letters.drop_rows(later)
+        return job
+
+    def _locked_with(self, other: MemoryState | None) -> contextlib.AbstractContextManager[Any]:
+        """This queue's lock, and ``other``'s too (in rank order) when given."""
+        return self._cond if other is None else dead_letters.both_locked(self, other)
 
     def release(self, job_id: str, *, token: int) -> Job:
         """RUNNING → PENDING, not counted as a failure; see :meth:`Queue.release`."""
@@ -375,10 +429,19 @@ class JobQueue(MemoryState, MemoryCoordination, Queue):
             until = job.lease_until = self._clock.now() + lease_s
             return until
 
-    def reclaim_expired(self, *, max_lost: int = 3, limit: int = 1000) -> list[str]:
+    def reclaim_expired(
+        self,
+        *,
+        max_lost: int = 3,
+        limit: int = 1000,
+        dead_letter: Queue | None = None,
+        dlq_max: int | None = None,
+    ) -> list[str]:
         """Give back jobs whose lease expired; see :meth:`Queue.reclaim_expired`."""
+        dlq = dead_letters.check_pair(self, dead_letter, dlq_max)
         reclaimed: list[str] = []
-        with self._cond:
+        later: list[dead_letters.Dropped] = []
+        with self._locked_with(dlq):
             now = self._clock.now()
             jobs = self._jobs
             running = [jobs[job_id] for job_id in self._running]
@@ -406,9 +469,13 @@ class JobQueue(MemoryState, MemoryCoordination, Queue):
                 if not in_batch and job.lost_count >= max_lost:
                     job.error = f"worker lost {job.lost_count}×"
                     job.finished_at = now
+                    copy = None if dlq is None else dead_letters.dead_copy(self, job)
                     self._to_status(job, JobStatus.DEAD)
+                    if dlq is not None and copy is not None:
+                        later += dead_letters.put_dead_letter(self, dlq, copy, dlq_max)
                 else:
                     self._to_status(job, _PENDING)
+        dead_letters.drop_rows(later)
         return reclaimed
 
     # -- management ---------------------------------------------------------------------
@@ -458,9 +525,15 @@ class JobQueue(MemoryState, MemoryCoordination, Queue):
             self._reopen(job)
             return job
 
-    def retry(self, job_id: str, *, with_dependents: bool = False) -> list[str]:
-        """FAILED, DEAD or CANCELLED → PENDING, with dependents; see :meth:`Queue.retry`."""
-        with self._cond:
+    def retry(
+        self, job_id: str, *, with_dependents: bool = False, dead_letter: Queue | None = None
+    ) -> list[str]:
+        """FAILED, DEAD or CANCELLED → PENDING, with dependents, taking the job's dead letter
+        back under both locks; see :meth:`Queue.retry`."""
+        dlq = dead_letters.check_pair(self, dead_letter)
+        with self._locked_with(dlq):
+            if dlq is not None:
+                dead_letters.restore(self, dlq, job_id)
             job = self._get(job_id)
             status = self._status[job_id]
             if status not in _RETRYABLE:
@@ -471,6 +544,8 @@ class JobQueue(MemoryState, MemoryCoordination, Queue):
             self._reopen(job)
             for child in dependents:
                 self._reopen(child)
+            if dlq is not None:
+                dead_letters.take_back(dlq, job_id)
             return [job_id, *(child.job_id for child in dependents)]
 
     def _reopen(self, job: Job) -> None:
@@ -478,6 +553,7 @@ class JobQueue(MemoryState, MemoryCoordination, Queue):
         job.retry_count = 0
         job.lost_count = 0
         job.error = None
+        job.traceback = None
         job.result = None
         job.finished_at = None
         job.scheduled_at = None
@@ -485,6 +561,21 @@ class JobQueue(MemoryState, MemoryCoordination, Queue):
         job.run_alone = False
         job.worker_id = None
         self._to_status(job, _PENDING)
+
+    def purge(self, *, statuses: Collection[JobStatus], older_than: float, limit: int = 1000) -> int:
+        """Delete up to ``limit`` jobs of ``statuses`` that finished before ``older_than``,
+        from the front of each status's finished table; see :meth:`Queue.purge`."""
+        wanted = check_purge(statuses, limit)
+        purged = 0
+        with self._cond:
+            for status in wanted:
+                while purged < limit:
+                    job = self._oldest_finished(status)
+                    if job is None or job.finished_at is None or job.finished_at >= older_than:
+                        break
+                    self._remove(job)
+                    purged += 1
+        return purged
 
     def delete(self, job_id: str) -> None:
         """Remove a job that is not RUNNING; see :meth:`Queue.delete`."""
@@ -495,84 +586,21 @@ class JobQueue(MemoryState, MemoryCoordination, Queue):
                 raise InvalidTransitionError(
                     "status", status.value, "any state but RUNNING (cancel it first)"
                 )
-            if status is _PENDING:
-                self._unplace(job)
-            # A deleted dependency can never complete: its waiting dependents fail.
-            self._set_status(job, JobStatus.CANCELLED)
-            self._fail_dependents(job_id)
-            self._counts[JobStatus.CANCELLED] -= 1
-            del self._jobs[job_id], self._status[job_id]
+            self._remove(job)
 
     def count_by_status(self) -> dict[JobStatus, int]:
         """Return how many jobs are in each status."""
         with self._lock:
             return dict(self._counts)
 
-    def list_jobs(
-        self,
-        *,
-        status: JobStatus | None = None,
-        job_type: str | None = None,
-        limit: int = 100,
-        offset: int = 0,
-        after: str | None = None,
-        newest: bool = False,
-    ) -> list[Job]:
-        """Return up to ``limit`` jobs in insertion order (``newest``: reversed), optionally
-        filtered, continuing after job ``after``; see :meth:`Queue.list_jobs`."""
-        if limit < 0 or offset < 0:
-            raise InvalidJobError("limit", (limit, offset), "limit >= 0 and offset >= 0")
-        with self._lock:
-            ordered: Iterable[Job] = reversed(self._jobs.values()) if newest else self._jobs.values()
-            matching: Iterator[Job] = iter(ordered)
-            if after is not None:
-                self._get(after)  # an unknown cursor is an error, not an empty page
-                for job in matching:
-                    if job.job_id == after:
-                        break
-            if status is not None:
-                matching = (j for j in matching if j.status is status)
-            if job_type is not None:
-                matching = (j for j in matching if j.job_type == job_type)
-            return list(itertools.islice(matching, offset, offset + limit))
+    def check_dead_letter(self, dead_letter: Queue) -> None:
+        """Refuse a dead-letter queue that is not another ``JobQueue``; see
+        :meth:`Queue.check_dead_letter`."""
+        dead_letters.check_pair(self, dead_letter)
 
-    def count_by_type(self, status: JobStatus = JobStatus.PENDING) -> dict[str, int]:
-        """Return how many jobs of each type are in ``status`` (a scan of every job)."""
-        wanted = JobStatus(status)
-        counts: dict[str, int] = {}
-        with self._lock:
-            for job_id, job_status in self._status.items():
-                if job_status is wanted:
-                    job_type = self._jobs[job_id].job_type
-                    counts[job_type] = counts.get(job_type, 0) + 1
-        return counts
-
-    def export_jobs(self) -> list[dict[str, Any]]:
-        """Return every job as ``Job.to_dict()`` data, in insertion order."""
-        with self._lock:
-            jobs = list(self._jobs.values())
-        return [job.to_dict() for job in jobs]
-
-    # -- the worker registry ------------------------------------------------------------
-
-    def register_worker(self, info: WorkerInfo) -> None:
-        """Add or renew a worker's entry; see :meth:`Queue.register_worker`."""
-        with self._lock:
-            self._workers[info.worker_id] = WorkerInfo.from_dict(info.to_dict())
-            oldest = info.last_seen - WORKER_RETENTION_S
-            for worker_id in [w.worker_id for w in self._workers.values() if w.last_seen < oldest]:
-                del self._workers[worker_id]
-
-    def unregister_worker(self, worker_id: str) -> None:
-        """Remove a worker's entry; see :meth:`Queue.unregister_worker`."""
-        with self._lock:
-            self._workers.pop(worker_id, None)
-
-    def workers(self) -> list[WorkerInfo]:
-        """The registered workers, oldest first; see :meth:`Queue.workers`."""
-        with self._lock:
-            found = [WorkerInfo.from_dict(w.to_dict()) for w in self._workers.values()]
-        return sorted(found, key=lambda w: (w.started_at, w.worker_id))
+    def count_dropped(self) -> int:
+        """Dead letters this queue dropped to stay within ``dlq_max``; see :meth:`Queue.count_dropped`."""
+        return self._dropped
 
     # -- waiting ------------------------------------------------------------------------
 

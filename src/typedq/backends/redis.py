@@ -52,12 +52,13 @@ from typing import Any, Final
 
 from typedq.backends import _redis_conn as conn
 from typedq.backends import _redis_coord as coord
-from typedq.backends import _redis_registry as registry
 from typedq.backends._graph import check_batch_acyclic, dependency_order, jobs_from_export
+from typedq.backends._redis_dead import RedisDeadLetters
 from typedq.backends._redis_keys import HashCodec, base_key, parse_redis_url, sort_hex
 from typedq.backends._redis_lua import SCRIPTS
+from typedq.backends._redis_reads import RedisReads
 from typedq.backends._redis_wait import MIN_BLOCK_S, Waiters
-from typedq.backends.base import Claim, Completion, Queue, WorkerInfo
+from typedq.backends.base import Claim, Completion, Queue
 from typedq.clock import Clock, system_clock
 from typedq.errors import (
     BackendDataError,
@@ -74,7 +75,7 @@ from typedq.errors import (
     TypedqError,
     UnknownDependencyError,
 )
-from typedq.job import MAX_PRIORITY, MAX_TRACEBACK, MIN_PRIORITY, TRACEBACK_KEY, Job, JobStatus
+from typedq.job import MAX_PRIORITY, MAX_TRACEBACK, MIN_PRIORITY, Job, JobStatus
 from typedq.serializers.base import FrameCodec
 
 __all__ = ["RedisQueue", "parse_redis_url"]
@@ -92,14 +93,25 @@ def _num(value: float) -> str:
     return repr(float(value))
 
 
-class RedisQueue(coord.RedisCoordination, Queue):
+def _max_arg(dlq_max: int | None) -> str | int:
+    """A script's dlq_max argument: '' for none."""
+    return "" if dlq_max is None else dlq_max
+
+
+def _traceback_arg(traceback: str | None) -> str:
+    """A script's traceback argument: its last ``MAX_TRACEBACK`` characters, '' for none."""
+    return "" if traceback is None else traceback[-MAX_TRACEBACK:]
+
+
+class RedisQueue(coord.RedisCoordination, RedisReads, RedisDeadLetters, Queue):
     """A durable job queue stored in Redis; safe across threads, processes and hosts.
 
     Args:
         url: ``redis://[user:pass@]host:port/db?prefix=typedq``, ``rediss://`` (TLS) or
             ``redis+sentinel://`` (the master Sentinel names); see
             :func:`~typedq.backends._redis_keys.parse_redis_url` for the forms and options.
-        name: the queue's name (its keys are under ``{prefix:name}``).
+        name: the queue's name (its keys are under ``{prefix}:{name}``; see
+            ``_redis_keys`` for why the hash tag is the prefix).
         clock: the time source for due times and lease deadlines (tests pass a
             ``FakeClock``).
         codec: how payloads, metadata and results are stored; ``FrameCodec("json")``
@@ -131,7 +143,7 @@ class RedisQueue(coord.RedisCoordination, Queue):
         self._waiters = Waiters(base)
         self._closed = False
         self._inflight: dict[tuple[str, int], Job] = {}
-        self._link = conn.Link(settings, base, _SCRIPTS)
+        self._link = conn.Link(settings, base, _SCRIPTS, name=name)
         self._link.open()
 
     # -- connection ---------------------------------------------------------------------
@@ -141,9 +153,10 @@ class RedisQueue(coord.RedisCoordination, Queue):
         """This process's client (see ``_redis_conn.Link``)."""
         return self._link.client
 
-    def _run(self, script: str, args: Sequence[Any]) -> Any:
-        """Run one registered script (EVALSHA; loaded again on NOSCRIPT)."""
-        return self._link.run(script, args)
+    def _run(self, script: str, args: Sequence[Any], dlq: str | None = None) -> Any:
+        """Run one registered script (EVALSHA; loaded again on NOSCRIPT); ``dlq``, the base
+        key of a dead-letter queue of the prefix, is its ``KEYS[2]``."""
+        return self._link.run(script, args, dlq)
 
     # -- properties ---------------------------------------------------------------------
 
@@ -164,7 +177,7 @@ class RedisQueue(coord.RedisCoordination, Queue):
 
     @property
     def key_prefix(self) -> str:
-        """The base key every key of this queue starts with: ``{prefix:name}``."""
+        """The base key every key of this queue starts with: ``{prefix}:{name}``."""
         return self._base
 
     @property
@@ -235,10 +248,14 @@ class RedisQueue(coord.RedisCoordination, Queue):
                 raise DuplicateJobError(reply[1].decode(), queue=self._name)
             if kind == "unknown":
                 raise UnknownDependencyError(reply[1].decode(), reply[2].decode(), queue=self._name)
-            raise BackendDataError(
-                f"Redis at {self.url}: key {reply[1].decode()} is a {reply[2].decode()}, where typedq "
-                "keeps a job hash; typedq will not overwrite it"
-            )
+            raise self._wrong_type(reply)
+
+    def _wrong_type(self, reply: list[Any]) -> BackendDataError:
+        """A script's refusal ``{'wrongtype', key, type}``: nothing was written."""
+        return BackendDataError(
+            f"Redis at {self.url}: key {reply[1].decode()} is a {reply[2].decode()}, where typedq "
+            "keeps a job hash; typedq will not overwrite it"
+        )
 
     def import_jobs(self, jobs_data: Iterable[dict[str, Any]]) -> list[str]:
         """Add jobs from ``export_jobs()`` data all-or-nothing; see :meth:`Queue.import_jobs`."""
@@ -328,6 +345,8 @@ class RedisQueue(coord.RedisCoordination, Queue):
     def _refused(self, job_id: str, token: int, reply: list[Any]) -> TypedqError:
         if reply[0] == b"missing":
             return JobNotFoundError(job_id, queue=self._name)
+        if reply[0] == b"wrongtype":
+            return self._wrong_type(reply)
         status, attempt = reply[1].decode(), int(reply[2])
         if status != "RUNNING":
             return StaleLeaseError(job_id, token, reason=f"the job is {status}, not RUNNING")
@@ -382,40 +401,41 @@ class RedisQueue(coord.RedisCoordination, Queue):
                 outcomes[index] = job
         return [o for o in outcomes if o is not None]
 
-    def _leased(self, job_id: str, token: int, action: str, *extra: Any) -> list[Any]:
-        reply = self._run("leased", [_num(self._clock.now()), job_id, token, action, *extra])
+    def _leased(self, job_id: str, token: int, action: str, *extra: Any, dlq: str | None = None) -> list[Any]:
+        reply = self._run("leased", [_num(self._clock.now()), job_id, token, action, *extra], dlq)
         if reply[0] != b"ok":
             raise self._refused(job_id, token, reply)
         return reply  # type: ignore[no-any-return]  # the script's reply array
-
-    def _metadata_with(self, job_id: str, token: int, traceback: str | None) -> tuple[bytes, int]:
-        """The metadata frame with the bounded traceback, and whether to store it."""
-        if traceback is None:
-            return b"", 0
-        cached = self._inflight.get((job_id, token))
-        if cached is not None:
-            metadata = cached.metadata
-        else:
-            with conn.map_errors(self._settings):
-                raw = self._r.hget(f"{self._base}:j:{job_id}", "md")
-            metadata = {} if raw is None else self._hashes.job(job_id, {b"pl": b"", b"md": raw}).metadata
-        merged = {**metadata, TRACEBACK_KEY: traceback[-MAX_TRACEBACK:]}
-        return self._hashes.codec.encode(merged, context=job_id.encode()), 1
 
     def fail(
         self, job_id: str, *, token: int, error: str, retry_at: float, traceback: str | None = None
     ) -> Job:
         """RUNNING → PENDING for a retry at ``retry_at``; see :meth:`Queue.fail`."""
-        metadata, has = self._metadata_with(job_id, token, traceback)
         self._inflight.pop((job_id, token), None)
-        reply = self._leased(job_id, token, "fail", error, _num(retry_at), sort_hex(retry_at), metadata, has)
+        reply = self._leased(
+            job_id, token, "fail", error, _num(retry_at), sort_hex(retry_at), _traceback_arg(traceback)
+        )
         return self._hashes.job(job_id, reply[1])
 
-    def bury(self, job_id: str, *, token: int, error: str, traceback: str | None = None) -> Job:
-        """RUNNING → DEAD and fail dependents, in one script; see :meth:`Queue.bury`."""
-        metadata, has = self._metadata_with(job_id, token, traceback)
+    def bury(
+        self,
+        job_id: str,
+        *,
+        token: int,
+        error: str,
+        traceback: str | None = None,
+        dead_letter: Queue | None = None,
+        dlq_max: int | None = None,
+    ) -> Job:
+        """RUNNING → DEAD, fail dependents and put the dead letter into ``dead_letter``, in
+        one script; see :meth:`Queue.bury`."""
+        dlq = self._dead_letter_base(dead_letter, dlq_max)
         self._inflight.pop((job_id, token), None)
-        reply = self._leased(job_id, token, "bury", error, metadata, has)
+        reply = self._leased(
+            job_id, token, "bury", error, _traceback_arg(traceback), _max_arg(dlq_max), dlq=dlq
+        )
+        if len(reply) > 2:
+            self._log_dropped(dead_letter, dlq_max, reply[2])
         return self._hashes.job(job_id, reply[1])
 
     def release(self, job_id: str, *, token: int) -> Job:
@@ -429,22 +449,36 @@ class RedisQueue(coord.RedisCoordination, Queue):
         self._leased(job_id, token, "extend", _num(until))
         return until
 
-    def reclaim_expired(self, *, max_lost: int = 3, limit: int = 1000) -> list[str]:
+    def reclaim_expired(
+        self,
+        *,
+        max_lost: int = 3,
+        limit: int = 1000,
+        dead_letter: Queue | None = None,
+        dlq_max: int | None = None,
+    ) -> list[str]:
         """Give back expired leases in one script; see :meth:`Queue.reclaim_expired`.
 
         A job claimed in a batch (``claim_many``) whose batch-mates are still RUNNING goes
         back PENDING to be claimed alone, its ``lost_count`` unchanged: nobody knows which
-        job of the batch was running. Every other rescue counts a loss.
+        job of the batch was running. Every other rescue counts a loss. A job that goes
+        DEAD has its dead letter put into ``dead_letter`` in the same script.
         """
+        dlq = self._dead_letter_base(dead_letter, dlq_max)
         if limit <= 0:
             return []
-        got = self._run("reclaim", [_num(self._clock.now()), max_lost, limit])
-        return [raw.decode() for raw in got]
+        args = [_num(self._clock.now()), max_lost, limit, _max_arg(dlq_max)]
+        reply = self._run("reclaim", args, dlq)
+        if reply[0] == b"wrongtype":
+            raise self._wrong_type(reply)
+        done, dropped = reply
+        self._log_dropped(dead_letter, dlq_max, dropped)
+        return [raw.decode() for raw in done]
 
     # -- management ---------------------------------------------------------------------
 
-    def _manage(self, job_id: str, action: str, *extra: Any) -> list[Any]:
-        reply = self._run("manage", [_num(self._clock.now()), action, job_id, *extra])
+    def _manage(self, job_id: str, action: str, *extra: Any, dlq: str | None = None) -> list[Any]:
+        reply = self._run("manage", [_num(self._clock.now()), action, job_id, *extra], dlq)
         if reply[0] == b"missing":
             raise JobNotFoundError(job_id, queue=self._name)
         return reply  # type: ignore[no-any-return]  # the script's reply array
@@ -476,9 +510,15 @@ class RedisQueue(coord.RedisCoordination, Queue):
             raise InvalidTransitionError("status", reply[1].decode(), "DEAD (only dead jobs can be replayed)")
         return self._hashes.job(job_id, reply[1])
 
-    def retry(self, job_id: str, *, with_dependents: bool = False) -> list[str]:
-        """FAILED, DEAD or CANCELLED → PENDING (with dependents) in one script; see :meth:`Queue.retry`."""
-        reply = self._manage(job_id, "retry", "1" if with_dependents else "0")
+    def retry(
+        self, job_id: str, *, with_dependents: bool = False, dead_letter: Queue | None = None
+    ) -> list[str]:
+        """FAILED, DEAD or CANCELLED → PENDING (with dependents), taking the job's dead letter
+        back out of ``dead_letter``, in one script; see :meth:`Queue.retry`."""
+        dlq = self._dead_letter_base(dead_letter)
+        reply = self._manage(job_id, "retry", "1" if with_dependents else "0", dlq=dlq)
+        if reply[0] == b"wrongtype":
+            raise self._wrong_type(reply)
         if reply[0] == b"state":
             raise InvalidTransitionError(
                 "status", reply[1].decode(), "FAILED, DEAD or CANCELLED (a job that ended without completing)"
@@ -492,91 +532,6 @@ class RedisQueue(coord.RedisCoordination, Queue):
             raise InvalidTransitionError(
                 "status", reply[1].decode(), "any state but RUNNING (cancel it first)"
             )
-
-    # -- the worker registry ------------------------------------------------------------
-
-    def register_worker(self, info: WorkerInfo) -> None:
-        """Add or renew a worker's entry; see :meth:`Queue.register_worker`.
-
-        Each heartbeat also checks that the server still holds its data (the epoch
-        marker): a server flushed without a reconnect is noticed within a heartbeat.
-        """
-        self._link.check_epoch()
-        registry.register_worker(self._r, self._settings, self._base, info)
-
-    def unregister_worker(self, worker_id: str) -> None:
-        """Remove a worker's entry; see :meth:`Queue.unregister_worker`."""
-        registry.unregister_worker(self._r, self._settings, self._base, worker_id)
-
-    def workers(self) -> list[WorkerInfo]:
-        """The registered workers, oldest first; see :meth:`Queue.workers`."""
-        return registry.workers(self._r, self._settings, self._base)
-
-    # -- reads --------------------------------------------------------------------------
-
-    def get_job(self, job_id: str) -> Job:
-        """Return the job with this id; raise ``JobNotFoundError`` (a KeyError) if absent."""
-        with conn.map_errors(self._settings):
-            found = self._r.hgetall(f"{self._base}:j:{job_id}")
-        if not found:
-            raise JobNotFoundError(job_id, queue=self._name)
-        return self._hashes.job(job_id, found)
-
-    def _ready_and_next_due(self) -> tuple[int, float | None]:
-        """Ready jobs now (the ready set and the due delayed jobs) and the next due time."""
-        base = self._base
-        with conn.map_errors(self._settings), self._r.pipeline(transaction=True) as pipe:
-            pipe.zcard(f"{base}:ready")
-            pipe.zcount(f"{base}:delayed", "-inf", _num(self._clock.now()))
-            pipe.zrange(f"{base}:delayed", 0, 0, withscores=True)
-            ready, due, head = pipe.execute()
-        return int(ready) + int(due), (float(head[0][1]) if head else None)
-
-    def ready_count(self) -> int:
-        """How many jobs are ready to run now (set sizes, no scan)."""
-        return self._ready_and_next_due()[0]
-
-    def count_by_status(self) -> dict[JobStatus, int]:
-        """Return how many jobs are in each status (counters the scripts keep)."""
-        counts = dict.fromkeys(JobStatus, 0)
-        with conn.map_errors(self._settings):
-            stored = self._r.hgetall(f"{self._base}:counts")
-        for status, count in stored.items():
-            counts[JobStatus(status.decode())] = int(count)
-        return counts
-
-    def count_by_type(self, status: JobStatus = JobStatus.PENDING) -> dict[str, int]:
-        """Return how many jobs of each type are in ``status`` (the status index, paged)."""
-        return registry.count_by_type(self._r, self._settings, self._base, JobStatus(status).value)
-
-    def list_jobs(
-        self,
-        *,
-        status: JobStatus | None = None,
-        job_type: str | None = None,
-        limit: int = 100,
-        offset: int = 0,
-        after: str | None = None,
-        newest: bool = False,
-    ) -> list[Job]:
-        """Return up to ``limit`` jobs by arrival, oldest first (``newest``: newest first).
-
-        ``after`` is a job id: the listing goes on after it, in the same order (keyset
-        pagination). A status or a type pages its index; both page the status's index
-        keeping the jobs of the type.
-
-        Raises:
-            InvalidJobError: a negative ``limit`` or ``offset``.
-            JobNotFoundError: ``after`` names no job of the queue.
-        """
-        return registry.list_jobs(
-            self._run, self._hashes, self._name,
-            status=status, job_type=job_type, limit=limit, offset=offset, after=after, newest=newest,
-        )
-
-    def export_jobs(self) -> list[dict[str, Any]]:
-        """Return every job as ``Job.to_dict()`` data, oldest first (read in pages of 1,000)."""
-        return registry.export_jobs(self._run, self._hashes)
 
     # -- waiting ------------------------------------------------------------------------
 

@@ -71,10 +71,12 @@ from pathlib import Path
 from typing import Any, Final
 
 from typedq._identity import owner_alive
+from typedq.backends import _sqlite_dead as dead_letters
 from typedq.backends import _sqlite_rows as rows
 from typedq.backends._graph import jobs_from_export
 from typedq.backends._sqlite_coord import SQLiteCoordination
 from typedq.backends._sqlite_db import SYNCHRONOUS, Connections, map_errors
+from typedq.backends._sqlite_dead import SQLiteDeadLetters
 from typedq.backends._sqlite_driver import is_unique_violation, sqlite3
 from typedq.backends._sqlite_graph import Finish, QueueGraph
 from typedq.backends._sqlite_reads import SQLiteReads
@@ -96,7 +98,7 @@ from typedq.errors import (
     SerializationError,
     TypedqError,
 )
-from typedq.job import MAX_PRIORITY, MIN_PRIORITY, Job, JobStatus
+from typedq.job import MAX_PRIORITY, MAX_TRACEBACK, MIN_PRIORITY, Job, JobStatus
 from typedq.serializers.base import FrameCodec
 
 __all__ = ["SQLiteQueue", "parse_sqlite_url"]
@@ -111,7 +113,13 @@ _INFLIGHT_MAX: Final = 8192
 _Conn = sqlite3.Connection
 
 
-class SQLiteQueue(SQLiteReads, SQLiteCoordination, Queue):
+def _bounded(traceback: str | None) -> str:
+    """The traceback column a failure writes: its last ``MAX_TRACEBACK`` characters, or
+    '' for none (NULL means "not written since schema 7", see ``_sqlite_schema``)."""
+    return "" if traceback is None else traceback[-MAX_TRACEBACK:]
+
+
+class SQLiteQueue(SQLiteReads, SQLiteCoordination, SQLiteDeadLetters, Queue):
     """A durable job queue stored in a SQLite file; safe across threads and processes.
 
     Args:
@@ -398,22 +406,11 @@ class SQLiteQueue(SQLiteReads, SQLiteCoordination, Queue):
         sql: str,
         params: tuple[Any, ...],
         after: Callable[[_Conn, Sequence[Any]], None] | None = None,
-        *,
-        traceback: str | None = None,
     ) -> Sequence[Any]:
-        """Run one compare-and-set on (RUNNING, attempt == token); raise if it misses.
-
-        With ``traceback``, the statement's last parameter is the new metadata frame
-        (the stored metadata plus the bounded traceback), computed in the transaction.
-        """
+        """Run one compare-and-set on (RUNNING, attempt == token); raise if it misses."""
 
         def tx(conn: _Conn) -> Sequence[Any]:
-            args = (
-                params
-                if traceback is None
-                else (*params, self._graph.with_traceback(conn, job_id, traceback))
-            )
-            got: list[Sequence[Any]] = conn.execute(sql, (*args, self._name, job_id, token)).fetchall()
+            got: list[Sequence[Any]] = conn.execute(sql, (*params, self._name, job_id, token)).fetchall()
             if not got:
                 self._graph.refuse_lease(conn, job_id, token)
             if after is not None:
@@ -488,25 +485,35 @@ class SQLiteQueue(SQLiteReads, SQLiteCoordination, Queue):
         """RUNNING → PENDING for a retry at ``retry_at``; see :meth:`Queue.fail`."""
         self._inflight.pop((job_id, token), None)
         now = self._clock.now()
-        params: tuple[Any, ...] = (error, retry_at, 1 if retry_at > now else 0)
-        if traceback is None:
-            params += (None,)
-        row = self._leased(job_id, token, SQL.fail, params, traceback=traceback)
+        params = (error, retry_at, 1 if retry_at > now else 0, _bounded(traceback))
+        row = self._leased(job_id, token, SQL.fail, params)
         self._wake()
         return self._rows.job(row)
 
-    def bury(self, job_id: str, *, token: int, error: str, traceback: str | None = None) -> Job:
-        """RUNNING → DEAD and fail dependents, in one transaction; see :meth:`Queue.bury`."""
+    def bury(
+        self,
+        job_id: str,
+        *,
+        token: int,
+        error: str,
+        traceback: str | None = None,
+        dead_letter: Queue | None = None,
+        dlq_max: int | None = None,
+    ) -> Job:
+        """RUNNING → DEAD, fail dependents and put the dead letter into ``dead_letter``, in
+        one transaction; see :meth:`Queue.bury`."""
+        dlq = self._dead_letter_name(dead_letter, dlq_max)
         self._inflight.pop((job_id, token), None)
         now = self._clock.now()
-        row = self._leased(
-            job_id,
-            token,
-            SQL.bury,
-            (error, now) if traceback is not None else (error, now, None),
-            lambda conn, _row: self._graph.fail_dependents(conn, job_id, "DEAD", now),
-            traceback=traceback,
-        )
+        dropped: list[str] = []
+
+        def after(conn: _Conn, row: Sequence[Any]) -> None:
+            self._graph.fail_dependents(conn, job_id, "DEAD", now)
+            if dlq is not None:
+                dropped.extend(self._copy_dead(conn, row[rows.SEQ], job_id, (dlq, dlq_max), now))
+
+        row = self._leased(job_id, token, SQL.bury, (error, now, _bounded(traceback)), after)
+        self._log_dropped(dlq, dlq_max, dropped)
         return self._rows.job(row)
 
     def release(self, job_id: str, *, token: int) -> Job:
@@ -523,7 +530,14 @@ class SQLiteQueue(SQLiteReads, SQLiteCoordination, Queue):
         self._leased(job_id, token, SQL.extend, (until, self._clock.monotonic() + lease_s))
         return until
 
-    def reclaim_expired(self, *, max_lost: int = 3, limit: int = 1000) -> list[str]:
+    def reclaim_expired(
+        self,
+        *,
+        max_lost: int = 3,
+        limit: int = 1000,
+        dead_letter: Queue | None = None,
+        dlq_max: int | None = None,
+    ) -> list[str]:
         """Give back expired leases whose owner is not alive here; see :meth:`Queue.reclaim_expired`.
 
         A lease whose wall-clock deadline passed is rescued unless its owner is a live
@@ -531,32 +545,23 @@ class SQLiteQueue(SQLiteReads, SQLiteCoordination, Queue):
         lease has not expired by the host's monotonic clock either (``lease_mono``,
         set by each claim and renewal): a jump of the wall clock rescues nothing from a
         live owner, and a live owner that stopped renewing a lease loses it. Each rescue
-        is a compare-and-set on (RUNNING, same attempt, lease still expired).
+        is a compare-and-set on (RUNNING, same attempt, lease still expired). A job lost
+        ``max_lost`` times goes DEAD with its dead letter put into ``dead_letter`` in the
+        same transaction.
         """
+        dlq = self._dead_letter_name(dead_letter, dlq_max)
         now = self._clock.now()
-        mono_now = self._clock.monotonic()
-        chosen: list[tuple[int, str, int, bool]] = []
-        alive: dict[str | None, bool | None] = {}
-        after: tuple[float, int] = (float("-inf"), -1)
-        held: dict[tuple[str | None, float | None], int] | None = None
-        while len(chosen) < limit:
-            page = self._db.read(SQL.expired, (self._name, now, *after, limit))
-            for seq, job_id, attempt, worker, lease_until, lease_mono, started in page:
-                after = (lease_until, seq)
-                if worker not in alive:
-                    alive[worker] = owner_alive(worker)
-                renewing = lease_mono is None or lease_mono >= mono_now
-                if (alive[worker] is True and renewing) or len(chosen) >= limit:
-                    continue
-                if held is None:  # how many jobs each claim holds: was this one of a batch?
-                    held = {(w, s): n for w, s, n in self._db.read(SQL.claims_held, (self._name,))}
-                chosen.append((seq, job_id, attempt, held.get((worker, started), 1) > 1))
-            if len(page) < limit:
-                break
+        chosen = self._expired(now, self._clock.monotonic(), limit, owner_alive)
         if not chosen:
             return []
+        dropped: list[str] = []
 
-        done = self._db.write(lambda conn: self._graph.rescue(conn, chosen, now, max_lost))
+        def on_dead(conn: _Conn, seq: int, job_id: str) -> None:
+            if dlq is not None:
+                dropped.extend(self._copy_dead(conn, seq, job_id, (dlq, dlq_max), now))
+
+        done = self._db.write(lambda conn: self._graph.rescue(conn, chosen, now, max_lost, on_dead))
+        self._log_dropped(dlq, dlq_max, dropped)
         if done:
             self._wake()
         return done
@@ -589,14 +594,24 @@ class SQLiteQueue(SQLiteReads, SQLiteCoordination, Queue):
         self._wake()
         return self._rows.job(row)
 
-    def retry(self, job_id: str, *, with_dependents: bool = False) -> list[str]:
-        """FAILED, DEAD or CANCELLED → PENDING (with dependents) in one transaction.
-
-        See :meth:`Queue.retry`.
+    def retry(
+        self, job_id: str, *, with_dependents: bool = False, dead_letter: Queue | None = None
+    ) -> list[str]:
+        """FAILED, DEAD or CANCELLED → PENDING (with dependents), taking the job's dead
+        letter back out of ``dead_letter``, in one transaction. See :meth:`Queue.retry`.
         """
-        done = self._db.write(
-            partial(self._graph.retry, job_id=job_id, with_dependents=with_dependents, now=self._clock.now())
-        )
+        dlq = self._dead_letter_name(dead_letter)
+        now = self._clock.now()
+
+        def tx(conn: _Conn) -> list[str]:
+            if dlq is not None:
+                dead_letters.restore_dead(conn, queue=self._name, job_id=job_id, dlq=dlq)
+            done = self._graph.retry(conn, job_id=job_id, with_dependents=with_dependents, now=now)
+            if dlq is not None:
+                dead_letters.take_back(conn, self._rows, job_id=job_id, dlq=dlq, now=now)
+            return done
+
+        done = self._db.write(tx)
         self._wake()
         return done
 

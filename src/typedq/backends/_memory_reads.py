@@ -1,0 +1,91 @@
+"""The in-memory backend's listings and its worker registry, beside ``memory``.
+
+``MemoryReads`` holds what a ``JobQueue`` does without a transition of a job: listings
+in insertion order (with a keyset cursor), counts by type, export, and the worker
+registry. Each holds the queue's lock only while it copies what it returns.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from typedq.backends._memory_state import MemoryState
+from typedq.backends.base import WORKER_RETENTION_S, WorkerInfo
+from typedq.errors import InvalidJobError
+from typedq.job import Job, JobStatus
+
+__all__ = ["MemoryReads"]
+
+
+class MemoryReads(MemoryState):
+    """Listings, export and the worker registry of one in-memory queue."""
+
+    _workers: dict[str, WorkerInfo]
+
+    def list_jobs(
+        self,
+        *,
+        status: JobStatus | None = None,
+        job_type: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        after: str | None = None,
+        newest: bool = False,
+    ) -> list[Job]:
+        """Return up to ``limit`` jobs in insertion order (``newest``: reversed), optionally
+        filtered, continuing after job ``after``; see :meth:`Queue.list_jobs`."""
+        if limit < 0 or offset < 0:
+            raise InvalidJobError("limit", (limit, offset), "limit >= 0 and offset >= 0")
+        with self._lock:
+            ordered: Iterable[Job] = reversed(self._jobs.values()) if newest else self._jobs.values()
+            matching: Iterator[Job] = iter(ordered)
+            if after is not None:
+                self._get(after)  # an unknown cursor is an error, not an empty page
+                for job in matching:
+                    if job.job_id == after:
+                        break
+            if status is not None:
+                matching = (j for j in matching if j.status is status)
+            if job_type is not None:
+                matching = (j for j in matching if j.job_type == job_type)
+            return list(itertools.islice(matching, offset, offset + limit))
+
+    def count_by_type(self, status: JobStatus = JobStatus.PENDING) -> dict[str, int]:
+        """Return how many jobs of each type are in ``status`` (a scan of every job)."""
+        wanted = JobStatus(status)
+        counts: dict[str, int] = {}
+        with self._lock:
+            for job_id, job_status in self._status.items():
+                if job_status is wanted:
+                    job_type = self._jobs[job_id].job_type
+                    counts[job_type] = counts.get(job_type, 0) + 1
+        return counts
+
+    def export_jobs(self) -> list[dict[str, Any]]:
+        """Return every job as ``Job.to_dict()`` data, in insertion order."""
+        with self._lock:
+            jobs = list(self._jobs.values())
+        return [job.to_dict() for job in jobs]
+
+    # -- the worker registry ------------------------------------------------------------
+
+    def register_worker(self, info: WorkerInfo) -> None:
+        """Add or renew a worker's entry; see :meth:`Queue.register_worker`."""
+        with self._lock:
+            self._workers[info.worker_id] = WorkerInfo.from_dict(info.to_dict())
+            oldest = info.last_seen - WORKER_RETENTION_S
+            for worker_id in [w.worker_id for w in self._workers.values() if w.last_seen < oldest]:
+                del self._workers[worker_id]
+
+    def unregister_worker(self, worker_id: str) -> None:
+        """Remove a worker's entry; see :meth:`Queue.unregister_worker`."""
+        with self._lock:
+            self._workers.pop(worker_id, None)
+
+    def workers(self) -> list[WorkerInfo]:
+        """The registered workers, oldest first; see :meth:`Queue.workers`."""
+        with self._lock:
+            found = [WorkerInfo.from_dict(w.to_dict()) for w in self._workers.values()]
+        return sorted(found, key=lambda w: (w.started_at, w.worker_id))
