@@ -37,6 +37,7 @@ from typedq._cli_common import (
 from typedq._cli_demo import run_demo
 from typedq._cli_inspect import list_cmd, show, status
 from typedq._cli_jobs import build_job, dead_jobs, delete_dead, enqueue_stdin, read_stdin_jobs
+from typedq._cli_ops import api_cmd, metrics_cmd
 from typedq._cli_output import JOB_HEADERS, echo_json, job_json, job_row, render_table, wait_with_progress
 from typedq._cli_purge import purge
 from typedq._cli_schedules import schedules
@@ -223,6 +224,8 @@ cli.add_command(workers_cmd)
 cli.add_command(retry)
 cli.add_command(schedules)
 cli.add_command(purge)
+cli.add_command(metrics_cmd)
+cli.add_command(api_cmd)
 
 
 @cli.command()

@@ -64,6 +64,7 @@ from typedq._identity import HOST, new_worker_id, stop_pid
 from typedq._outage import Backoff, Outage, is_outage
 from typedq._timefmt import when
 from typedq._validate import require_number
+from typedq._worker_metrics import WorkerMetrics
 from typedq._worker_storage import StorageFailures
 from typedq._worker_support import (
     VERSION,
@@ -213,6 +214,7 @@ class Worker(StorageFailures, threading.Thread):
         self._own_keeper = lease_keeper is None
         self.lease_keeper = lease_keeper or LeaseKeeper(lease_s=lease_s, heartbeat_s=heartbeat_s)
         self.stats = WorkerStats()
+        self.metrics = WorkerMetrics()
         self.batch_size = batch_size
         self.current_job_id: str | None = None
         self.abandoned_threads: list[threading.Thread] = []
@@ -274,6 +276,7 @@ class Worker(StorageFailures, threading.Thread):
             jobs_done=self.stats.completed,
             jobs_failed=self.stats.failed,
             current=() if current is None else (current[0],),
+            metrics=self.metrics.snapshot(),
         )
 
     def _register(self) -> None:
@@ -411,6 +414,7 @@ class Worker(StorageFailures, threading.Thread):
         for (job, token, result), outcome in zip(pending, outcomes, strict=True):
             if isinstance(outcome, Job):
                 self.stats.completed += 1
+                self.metrics.count(job.job_type, "completed")
                 safe_call(events.on_job_completed, outcome, result)
             elif isinstance(outcome, SerializationError):
                 try:
@@ -444,6 +448,8 @@ class Worker(StorageFailures, threading.Thread):
                 return
             events = self.event_handler
             safe_call(events.on_job_started, job, self.worker_id)
+            due = job.scheduled_at if job.scheduled_at is not None else job.created_at
+            self.metrics.observe(job.job_type, wait_s=self.clock.now() - due)
             started = time.perf_counter()
             try:
                 timeout = job.timeout_seconds
@@ -499,11 +505,13 @@ class Worker(StorageFailures, threading.Thread):
             return
         self._written()
         self.stats.completed += 1
+        self.metrics.count(job.job_type, "completed")
         safe_call(self.event_handler.on_job_completed, done, result)
 
     def _timed(self, job_type: str, started: float) -> None:
         """Fold one handler's duration into the running averages."""
         took = time.perf_counter() - started
+        self.metrics.observe(job_type, run_s=took)
         avg = self._avg_run_s
         self._avg_run_s = took if avg is None else avg + _EWMA * (took - avg)
         by_type = self._by_type
@@ -525,6 +533,7 @@ class Worker(StorageFailures, threading.Thread):
             dead = self._bury(job, token, error, trace)
             if dead is not None:
                 self.stats.failed += 1
+                self.metrics.count(job.job_type, "failed")
                 safe_call(events.on_job_failed, dead, exc)
                 safe_call(events.on_job_dead, dead)
             return
@@ -540,6 +549,8 @@ class Worker(StorageFailures, threading.Thread):
             return
         self.stats.failed += 1
         self.stats.retried += 1
+        self.metrics.count(job.job_type, "failed")
+        self.metrics.count(job.job_type, "retried")
         logger.warning(
             "job %s (%s) failed; retry %d of %d at %s: %s",
             job.job_id, job.job_type, retry_number, job.max_retries, when(retry_at, self.clock.now()), error,
@@ -560,6 +571,7 @@ class Worker(StorageFailures, threading.Thread):
             self.stats.stale += 1
             logger.warning("cancellation of job %s not recorded: %s", job.job_id, stale)
             return
+        self.metrics.count(job.job_type, "cancelled")
         logger.warning("job %s (%s) cancelled while running: %s", job.job_id, job.job_type, exc)
         safe_call(self.event_handler.on_job_cancelled, queue.get_job(job.job_id))
 
@@ -580,6 +592,7 @@ class Worker(StorageFailures, threading.Thread):
             logger.warning("death of job %s not recorded: %s", job.job_id, stale)
             return None
         self.stats.dead += 1
+        self.metrics.count(job.job_type, "dead")
         logger.error(
             "job %s (%s) is dead after %d retries and moved to the dead-letter queue: %s",
             job.job_id, job.job_type, dead.retry_count, error,

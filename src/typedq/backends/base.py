@@ -106,6 +106,9 @@ class WorkerInfo:
     jobs_done: int = 0
     jobs_failed: int = 0
     current: tuple[str, ...] = field(default_factory=tuple)
+    #: Per-job-type outcome counters and wait / run-time histograms (JSON; the shape of
+    #: ``typedq._worker_metrics``), read by the metrics exporter.
+    metrics: dict[str, Any] = field(default_factory=dict)
 
     def alive(self, now: float) -> bool:
         """Whether the worker heartbeated within ``ttl_s`` of ``now``."""
