@@ -75,6 +75,7 @@ def metrics_cmd(
         click.echo(f"typedq metrics of {manager.config['backend']} at http://{host}:{server.server_port}/metrics")
         stop.wait()
         server.shutdown()
+        server.server_close()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
