@@ -85,13 +85,18 @@ class LiveServer:
             time.sleep(0.01)
         port = self.server.servers[0].sockets[0].getsockname()[1]
         self.url = f"http://127.0.0.1:{port}"
+        self._clients: list[httpx.Client] = []
 
     def client(self, token: str | None = None) -> httpx.Client:
-        """An HTTP client of this server, sending ``token`` as the bearer token."""
+        """An HTTP client of this server, sending ``token`` as the bearer token (closed
+        when the server stops)."""
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=10)
+        self._clients.append(httpx.Client(base_url=self.url, headers=headers, timeout=10))
+        return self._clients[-1]
 
     def stop(self) -> None:
+        for client in self._clients:
+            client.close()
         self.server.should_exit = True
         self.thread.join(10)
 

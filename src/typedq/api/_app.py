@@ -66,28 +66,38 @@ class _BodyLimit:
             if name == b"content-length" and (not value.isdigit() or int(value) > self.limit):
                 await self._refuse(scope, receive, send)
                 return
-        seen = 0
-
-        async def bounded() -> Message:
-            nonlocal seen
+        # Read the whole body first (at most ``limit`` bytes are held), then hand it on:
+        # a body without Content-Length is refused as soon as it grows past the limit.
+        body, more = b"", True
+        while more:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise _TooLarge
-            return message
-
-        try:
-            await self.app(scope, bounded, send)
-        except _TooLarge:
-            await self._refuse(scope, receive, send)
+            if message["type"] != "http.request":
+                await self.app(scope, _replay([message]), send)
+                return
+            body += message.get("body", b"")
+            more = bool(message.get("more_body", False))
+            if len(body) > self.limit:
+                await self._refuse(scope, receive, send)
+                return
+        await self.app(scope, _replay([{"type": "http.request", "body": body, "more_body": False}], receive),
+                       send)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
         await problem(413, f"request bodies are limited to {self.limit} bytes")(scope, receive, send)
 
 
-class _TooLarge(Exception):
-    pass
+def _replay(messages: list[Message], then: Receive | None = None) -> Receive:
+    """A ``receive`` giving ``messages`` first, then waiting on ``then`` (a disconnect)."""
+    queue = list(messages)
+
+    async def receive() -> Message:
+        if queue:
+            return queue.pop(0)
+        if then is None:
+            return {"type": "http.disconnect"}
+        return await then()
+
+    return receive
 
 
 #: Paths served without a token: the health check and the dashboard's page (no data).
