@@ -78,6 +78,9 @@ class LeaseKeeper:
         self._lost: set[tuple[int, str]] = set()
         # Worker-registry renewals (worker id -> the call that renews its entry).
         self._entries: dict[str, Callable[[], None]] = {}
+        # Held while an entry is renewed: drop_entry waits for a renewal in flight, so a
+        # worker that unregisters after dropping its entry is never re-registered by it.
+        self._entry_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
@@ -110,8 +113,9 @@ class LeaseKeeper:
         self._entries[worker_id] = renew
 
     def drop_entry(self, worker_id: str) -> None:
-        """Stop renewing ``worker_id``'s registry entry."""
-        self._entries.pop(worker_id, None)
+        """Stop renewing ``worker_id``'s registry entry (waits for a renewal in flight)."""
+        with self._entry_lock:
+            self._entries.pop(worker_id, None)
 
     def forget_all(self, queue: Queue, job_ids: Iterable[str]) -> None:
         """Stop renewing these jobs (their worker was abandoned); their leases will expire."""
@@ -164,9 +168,13 @@ class LeaseKeeper:
             else:
                 if outage.active:
                     outage.ok()
-        for worker_id, renew in list(self._entries.items()):
+        for worker_id in list(self._entries):
             try:
-                renew()
+                with self._entry_lock:
+                    renew = self._entries.get(worker_id)
+                    if renew is None:
+                        continue
+                    renew()
             except Exception as exc:
                 if is_outage(exc):
                     outage.failed(exc, f"renew the registry entry of worker {worker_id}")

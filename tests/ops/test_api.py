@@ -83,20 +83,23 @@ def test_typed_submit_validates_with_the_payload_model(manager: JobQueueManager,
     made = admin.post("/api/jobs/add", json={"payload": {"a": 2, "b": 3}, "priority": 8, "delay_s": 60})
     assert made.status_code == 201, made.text
     job = made.json()
-    assert (job["job_type"], job["payload"], job["priority"], job["status"]) == ("add", {"a": 2, "b": 3}, 8, "PENDING")
+    assert (job["job_type"], job["payload"]) == ("add", {"a": 2, "b": 3})
+    assert (job["priority"], job["status"]) == (8, "PENDING")
     assert job["scheduled_at"] is not None
     assert manager.get_job(job["job_id"]).payload == {"a": 2, "b": 3}
     bad = admin.post("/api/jobs/add", json={"payload": {"a": "two", "b": 3}})
     assert bad.status_code == 422
     problem = bad.json()
     assert bad.headers["content-type"] == "application/problem+json"
-    assert problem["status"] == 422 and problem["type"].startswith("urn:typedq:problem:")
+    assert problem["status"] == 422
+    assert problem["type"].startswith("urn:typedq:problem:")
     assert ["body", "payload", "a"] in [e["loc"] for e in problem["errors"]]
     assert admin.post("/api/jobs/add", json={"payload": {"a": 1, "b": 1}, "pickle": "x"}).status_code == 422
     # The payload model is the request schema in OpenAPI.
     schema = admin.get("/openapi.json").json()
     body = schema["paths"]["/api/jobs/add"]["post"]["requestBody"]["content"]["application/json"]["schema"]
-    assert "Add" in str(schema["components"]["schemas"]) and body
+    assert "Add" in str(schema["components"]["schemas"])
+    assert body
     assert [t["name"] for t in admin.get("/api/job-types").json()] == ["add", "boom"]
 
 
@@ -108,7 +111,8 @@ def test_jobs_listing_pages_get_cancel_priority_retry(manager: JobQueueManager, 
     second = admin.get("/api/jobs", params={"limit": 2, "after": first["next"]}).json()
     assert [j["job_id"] for j in second["jobs"]] == ids[2:4]
     last = admin.get("/api/jobs", params={"limit": 2, "after": second["next"]}).json()
-    assert [j["job_id"] for j in last["jobs"]] == ids[4:] and last["next"] is None
+    assert [j["job_id"] for j in last["jobs"]] == ids[4:]
+    assert last["next"] is None
     assert admin.get("/api/jobs", params={"status": "COMPLETED"}).json()["jobs"] == []
     assert admin.get("/api/jobs", params={"job_type": "boom"}).json()["jobs"] == []
     assert admin.get(f"/api/jobs/{ids[0]}").json()["payload"] == {"a": 0, "b": 0}
@@ -118,9 +122,11 @@ def test_jobs_listing_pages_get_cancel_priority_retry(manager: JobQueueManager, 
     assert manager.get_job(ids[2]).status.value == "CANCELLED"
     assert admin.post(f"/api/jobs/{ids[2]}/retry").json() == {"job_ids": [ids[2]]}
     conflict = admin.post(f"/api/jobs/{ids[3]}/retry")
-    assert conflict.status_code == 409 and conflict.json()["field"] == "status"
+    assert conflict.status_code == 409
+    assert conflict.json()["field"] == "status"
     missing = admin.get("/api/jobs/nope")
-    assert missing.status_code == 404 and missing.json()["job_id"] == "nope"
+    assert missing.status_code == 404
+    assert missing.json()["job_id"] == "nope"
     assert admin.get("/api/jobs", params={"queue": "nope"}).status_code == 404
     assert admin.get("/api/jobs", params={"after": "nope"}).status_code == 404
 
@@ -136,9 +142,11 @@ def test_dead_letters_list_replay_purge_and_stats(
     listed = admin.get("/api/dead-letters").json()
     assert {j["job_id"] for j in listed["jobs"]} == {first, second}
     stats = admin.get("/api/stats").json()
-    assert stats["dead_letters"] == 2 and stats["queues"]["default"]["DEAD"] == 2
+    assert stats["dead_letters"] == 2
+    assert stats["queues"]["default"]["DEAD"] == 2
     queues = admin.get("/api/queues").json()
-    assert queues[0]["name"] == "default" and queues[0]["counts"]["DEAD"] == 2
+    assert queues[0]["name"] == "default"
+    assert queues[0]["counts"]["DEAD"] == 2
     assert admin.get("/api/workers").json()[0]["alive"] is True
     assert admin.delete("/api/dead-letters", params={"older_than_s": 3600}).json() == {"deleted": []}
     purged = admin.delete("/api/dead-letters").json()["deleted"]
@@ -154,7 +162,8 @@ def test_bodies_are_bounded(manager: JobQueueManager, serve: Callable[[Any], Liv
     server = serve(create_app(manager, tokens=Tokens.of([ADMIN]), max_body_bytes=200))
     admin = server.client(ADMIN)
     big = admin.post("/api/jobs/boom", json={"payload": {"reason": "x" * 500}})
-    assert big.status_code == 413 and big.json()["status"] == 413
+    assert big.status_code == 413
+    assert big.json()["status"] == 413
 
     def chunks() -> Any:  # no Content-Length: counted as it arrives
         yield b'{"payload": {"reason": "'
@@ -181,7 +190,9 @@ def test_refuses_to_start_without_a_token(manager: JobQueueManager, monkeypatch:
 
 
 @pytest.mark.security
-def test_api_command_refuses_without_token_or_off_loopback(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+def test_api_command_refuses_without_token_or_off_loopback(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
     from click.testing import CliRunner
 
     from typedq.cli import cli
@@ -190,11 +201,15 @@ def test_api_command_refuses_without_token_or_off_loopback(monkeypatch: pytest.M
     monkeypatch.delenv("TYPEDQ_API_READ_TOKEN", raising=False)
     url = f"sqlite:///{tmp_path / 'x.db'}"
     result = CliRunner().invoke(cli, ["api", "--backend", url])
-    assert result.exit_code == 2 and "TYPEDQ_API_TOKEN" in result.output
+    assert result.exit_code == 2
+    assert "TYPEDQ_API_TOKEN" in result.output
     result = CliRunner().invoke(cli, ["api", "--backend", url, "--insecure-no-auth", "--host", "0.0.0.0"])
-    assert result.exit_code == 2 and "loopback" in result.output
+    assert result.exit_code == 2
+    assert "loopback" in result.output
 
 
-def test_insecure_no_auth_serves_without_token(manager: JobQueueManager, serve: Callable[[Any], LiveServer]) -> None:
+def test_insecure_no_auth_serves_without_token(
+    manager: JobQueueManager, serve: Callable[[Any], LiveServer]
+) -> None:
     server = serve(create_app(manager, tokens=Tokens(), insecure_no_auth=True))
     assert server.client().post("/api/jobs/add", json={"payload": {"a": 1, "b": 1}}).status_code == 201
