@@ -33,6 +33,19 @@ def test_a_registered_worker_is_listed_as_it_registered(queue: Queue, clock: Fak
     assert queue.workers()[0].alive(clock.now())
 
 
+def test_an_entry_keeps_its_metrics_and_an_old_entry_reads_without(
+    queue: Queue, clock: FakeClock
+) -> None:
+    metrics = {"email": {"completed": 4, "failed": 1, "wait": [1, 0, 3], "wait_sum": 0.25,
+                         "run": [0, 4, 0], "run_sum": 1.5}}
+    queue.register_worker(_info(clock, "w1", metrics=metrics))
+    assert queue.workers()[0].metrics == metrics
+    data = _info(clock, "w2").to_dict()
+    del data["metrics"]  # an entry written before entries had metrics
+    assert WorkerInfo.from_dict(data).metrics == {}
+    assert WorkerInfo.from_dict({**data, "from_a_newer_version": 1}).worker_id == "w2"
+
+
 def test_heartbeats_renew_an_entry_and_stale_ones_are_dead(queue: Queue, clock: FakeClock) -> None:
     queue.register_worker(_info(clock, "quiet"))
     clock.advance(1)

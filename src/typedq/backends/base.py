@@ -43,7 +43,7 @@ Backends keep no policy: retries, events and validation of payloads live above t
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Final, NamedTuple, Protocol, runtime_checkable
 
 from typedq.backends._locks import Lock, LockState
@@ -123,8 +123,11 @@ class WorkerInfo:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> WorkerInfo:
-        """Rebuild an entry from :meth:`to_dict` data."""
-        return cls(**{**data, "job_types": tuple(data["job_types"]), "current": tuple(data["current"])})
+        """Rebuild an entry from :meth:`to_dict` data; keys this version does not know
+        (written by a newer typedq) are ignored, missing ones take their defaults."""
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        return cls(**{**values, "job_types": tuple(data["job_types"]), "current": tuple(data["current"])})
 
 
 @runtime_checkable
