@@ -31,7 +31,9 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _manager(app: str | None, backend: str | None, config_path: str | None) -> JobQueueManager:
+def _manager(
+    app: str | None, backend: str | None, config_path: str | None, *, create: bool = False
+) -> JobQueueManager:
     if app:
         manager = load_app(app)
         env = env_of(backend or manager.config["backend"], config_path)
@@ -39,7 +41,7 @@ def _manager(app: str | None, backend: str | None, config_path: str | None) -> J
             if name not in manager.queues:
                 manager.create_queue(name)
         return manager
-    return env_of(backend, config_path).open()
+    return env_of(backend, config_path).open(create=create)
 
 
 _app_option = click.option(
@@ -111,7 +113,8 @@ def api_cmd(
             raise CLIError("no API token: set TYPEDQ_API_TOKEN (or --insecure-no-auth on 127.0.0.1)")
         if not _is_loopback(host):
             raise CLIError(f"--insecure-no-auth is only allowed on a loopback address, not --host {host}")
-    manager = _manager(app, backend, config_path)
+    # The API can submit jobs, so, like `typedq enqueue`, it may create the database.
+    manager = _manager(app, backend, config_path, create=True)
     try:
         server = create_app(
             manager, tokens=tokens, insecure_no_auth=insecure_no_auth, max_body_bytes=max_body,

@@ -213,3 +213,39 @@ def test_insecure_no_auth_serves_without_token(
 ) -> None:
     server = serve(create_app(manager, tokens=Tokens(), insecure_no_auth=True))
     assert server.client().post("/api/jobs/add", json={"payload": {"a": 1, "b": 1}}).status_code == 201
+
+
+@pytest.mark.timeout(60)
+def test_typedq_api_command_serves_with_a_token(tmp_path: Any) -> None:
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "TYPEDQ_API_TOKEN": ADMIN, "TYPEDQ_API_READ_TOKEN": READER,
+           "TYPEDQ_CONFIG": str(tmp_path / "typedq.json")}
+    url = f"sqlite:///{tmp_path / 'api.db'}"
+    with subprocess.Popen(
+        [sys.executable, "-m", "typedq", "api", "--backend", url, "--port", str(port)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    ) as proc:
+        try:
+            base = f"http://127.0.0.1:{port}"
+
+            def up() -> bool:
+                try:
+                    return httpx.get(f"{base}/healthz").status_code == 200
+                except httpx.TransportError:
+                    assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+                    return False
+
+            wait_until(up, timeout=30, interval=0.05, message="typedq api answering")
+            assert httpx.get(f"{base}/api/stats").status_code == 401
+            stats = httpx.get(f"{base}/api/stats", headers={"Authorization": f"Bearer {READER}"})
+            assert stats.json()["queues"]["default"]["PENDING"] == 0
+        finally:
+            proc.terminate()
+            proc.communicate(timeout=10)
