@@ -75,7 +75,8 @@ def test_dashboard_counts_detail_and_replay(
     assert shown in detail
 
     # A dead letter, replayed by clicking.
-    dead = manager.enqueue(boom, Boom(reason="kaput")).job_id
+    # Its error holds markup: shown as text, never run.
+    dead = manager.enqueue(boom, Boom(reason="<img src=x onerror=window.pwned=1>")).job_id
     started = workers(1)
     wait_until(lambda: manager.get_job(dead).status is JobStatus.DEAD, timeout=20)
     for worker in started:
@@ -87,6 +88,8 @@ def test_dashboard_counts_detail_and_replay(
     )
     replay = page.locator(f'button.replay[data-job="{dead}"]')
     replay.wait_for()
+    assert "<img src=x onerror=window.pwned=1>" in page.inner_text(f'#dead tr[data-job="{dead}"]')
+    assert page.evaluate("window.pwned") is None
     page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
     replay.click()
     wait_until(lambda: manager.get_job(dead).status is JobStatus.PENDING, timeout=10)
