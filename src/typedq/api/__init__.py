@@ -1,7 +1,7 @@
 """The REST API and web dashboard of a typedq store (the ``typedq[api]`` extra).
 
 ``create_app(manager)`` builds a FastAPI app; ``typedq api --backend URL`` serves it with
-uvicorn. Routes (OpenAPI at ``/openapi.json``, browsable at ``/docs``):
+uvicorn. Routes (OpenAPI at ``/openapi.json``, with a token like the rest):
 
 * ``GET /healthz``: whether the store answers (no token needed).
 * ``GET /api/jobs`` (``queue``, ``status``, ``job_type``, ``limit``, ``after``,

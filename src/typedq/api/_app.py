@@ -165,7 +165,8 @@ def create_app(
     with ``typedq api``).
 
     A typed job type registered on ``manager`` (``manager.register`` /
-    ``@manager.handler``) gets ``POST /api/jobs/{name}`` taking its payload model.
+    ``@manager.handler``) before this call gets ``POST /api/jobs/{name}`` taking its
+    payload model.
 
     Args:
         manager: the manager whose queues the API serves.
@@ -187,7 +188,8 @@ def create_app(
         )
     app = FastAPI(
         title="typedq", version="1", description="Jobs, dead letters, queues and workers of a typedq store.",
-        docs_url="/docs", redoc_url=None,
+        # No Swagger UI: its page loads scripts from a CDN and could not send the token.
+        docs_url=None, redoc_url=None,
     )
     app.add_middleware(_Auth, tokens=tokens, open_access=insecure_no_auth and tokens.empty)
     app.add_middleware(_BodyLimit, limit=max_body_bytes)
@@ -222,7 +224,10 @@ def create_app(
 
     @app.get("/", include_in_schema=False)
     def dashboard() -> HTMLResponse:
-        return HTMLResponse(page, headers={"Content-Security-Policy": "default-src 'self' 'unsafe-inline'"})
+        return HTMLResponse(page, headers={
+            "Content-Security-Policy": "default-src 'self' 'unsafe-inline'",
+            "X-Content-Type-Options": "nosniff",
+        })
 
     return app
 
