@@ -7,7 +7,7 @@ slow one many more.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -16,13 +16,20 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 from tests.ops.conftest import ADMIN, LiveServer, make_manager
 
+from typedq import JobQueueManager
 from typedq.api import Tokens, create_app
 
 
 @pytest.fixture
-def api_schema(tmp_path: Any, serve: Callable[[Any], LiveServer]) -> Any:
+def fuzz_manager(tmp_path: Any) -> Iterator[JobQueueManager]:
     manager = make_manager(f"sqlite:///{tmp_path / 'fuzz.db'}")
-    server = serve(create_app(manager, tokens=Tokens.of([ADMIN]), max_body_bytes=4096))
+    yield manager
+    manager.close(graceful=False)
+
+
+@pytest.fixture
+def api_schema(fuzz_manager: JobQueueManager, serve: Callable[[Any], LiveServer]) -> Any:
+    server = serve(create_app(fuzz_manager, tokens=Tokens.of([ADMIN]), max_body_bytes=4096))
     return schemathesis.openapi.from_url(
         f"{server.url}/openapi.json", headers={"Authorization": f"Bearer {ADMIN}"}
     )
