@@ -153,6 +153,11 @@ def test_dead_letters_list_replay_purge_and_stats(
     assert set(purged) == {first, second}
     assert admin.get("/api/dead-letters").json()["jobs"] == []
     assert admin.post(f"/api/dead-letters/{first}/replay").status_code == 404
+    manager.schedule(add, Add(a=1, b=1), cron="*/5 * * * *", tz="Europe/Berlin", name="tick")
+    (entry,) = admin.get("/api/schedules").json()
+    assert (entry["name"], entry["queue"], entry["cron"], entry["tz"]) == ("tick", "default", "*/5 * * * *",
+                                                                         "Europe/Berlin")
+    assert entry["next_run_at"] > 0
     text = admin.get("/metrics").text
     assert {f.name for f in text_string_to_metric_families(text)} >= {"typedq_queue_jobs", "typedq_jobs_dead"}
 

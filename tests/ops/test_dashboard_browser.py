@@ -49,6 +49,7 @@ def test_dashboard_counts_detail_and_replay(
     page: Any, manager: JobQueueManager, api: LiveServer, workers: Callable[[int], list[Worker]],
     tmp_path: Path,
 ) -> None:
+    manager.schedule(add, Add(a=1, b=1), every=3600.0, name="hourly")
     page.goto(api.url + "/")
     page.fill("#token", ADMIN)  # the API answered 401: the page asks for a token
     page.click("#login button")
@@ -56,6 +57,7 @@ def test_dashboard_counts_detail_and_replay(
     pending = page.locator('tr[data-queue="default"] td[data-state="PENDING"]')
     pending.wait_for()
     assert pending.inner_text() == "0"
+    assert "hourly" in page.inner_text("#schedules")
 
     ids = [manager.enqueue(add, Add(a=i, b=i)).job_id for i in range(3)]
     page.wait_for_function(
