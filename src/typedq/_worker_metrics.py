@@ -15,7 +15,6 @@ cumulative) over :data:`BUCKETS` plus a last one for larger values.
 from __future__ import annotations
 
 import bisect
-import threading
 from typing import Any, Final
 
 __all__ = ["BUCKETS", "OUTCOMES", "WorkerMetrics"]
@@ -41,12 +40,13 @@ def _new_entry() -> dict[str, Any]:
 class WorkerMetrics:
     """Per-job-type counters and histograms of one worker.
 
-    The worker's thread records; the heartbeat thread takes snapshots; one lock keeps
-    a snapshot whole.
+    Only the worker's own thread records; the heartbeat thread takes snapshots. No lock:
+    an entry's keys are fixed when it is made, so a snapshot copying the entries (the
+    entry table listed first, in one step) never sees one change size; a count it copies
+    may be one job behind, which the next heartbeat's snapshot catches up.
     """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
         self._types: dict[str, dict[str, Any]] = {}
 
     def _entry(self, job_type: str) -> dict[str, Any]:
@@ -57,26 +57,23 @@ class WorkerMetrics:
 
     def count(self, job_type: str, outcome: str, n: int = 1) -> None:
         """Add ``n`` to ``outcome`` (one of :data:`OUTCOMES`) of ``job_type``."""
-        with self._lock:
-            self._entry(job_type)[outcome] += n
+        self._entry(job_type)[outcome] += n
 
     def observe(self, job_type: str, *, wait_s: float | None = None, run_s: float | None = None) -> None:
         """Record one attempt's queue wait and/or run time (seconds; negatives count as 0)."""
-        with self._lock:
-            entry = self._entry(job_type)
-            if wait_s is not None:
-                wait_s = max(wait_s, 0.0)
-                entry["wait"][bisect.bisect_left(BUCKETS, wait_s)] += 1
-                entry["wait_sum"] += wait_s
-            if run_s is not None:
-                run_s = max(run_s, 0.0)
-                entry["run"][bisect.bisect_left(BUCKETS, run_s)] += 1
-                entry["run_sum"] += run_s
+        entry = self._entry(job_type)
+        if wait_s is not None:
+            wait_s = max(wait_s, 0.0)
+            entry["wait"][bisect.bisect_left(BUCKETS, wait_s)] += 1
+            entry["wait_sum"] += wait_s
+        if run_s is not None:
+            run_s = max(run_s, 0.0)
+            entry["run"][bisect.bisect_left(BUCKETS, run_s)] += 1
+            entry["run_sum"] += run_s
 
     def snapshot(self) -> dict[str, Any]:
         """A JSON-safe copy of everything recorded (the module docstring's shape)."""
-        with self._lock:
-            return {
-                name: {**entry, "wait": list(entry["wait"]), "run": list(entry["run"])}
-                for name, entry in self._types.items()
-            }
+        return {
+            name: {**entry, "wait": list(entry["wait"]), "run": list(entry["run"])}
+            for name, entry in list(self._types.items())
+        }

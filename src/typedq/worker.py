@@ -215,6 +215,7 @@ class Worker(StorageFailures, threading.Thread):
         self.lease_keeper = lease_keeper or LeaseKeeper(lease_s=lease_s, heartbeat_s=heartbeat_s)
         self.stats = WorkerStats()
         self.metrics = WorkerMetrics()
+        self._wait_s = 0.0  # the queue wait of the attempt running now
         self.batch_size = batch_size
         self.current_job_id: str | None = None
         self.abandoned_threads: list[threading.Thread] = []
@@ -449,7 +450,7 @@ class Worker(StorageFailures, threading.Thread):
             events = self.event_handler
             safe_call(events.on_job_started, job, self.worker_id)
             due = job.scheduled_at if job.scheduled_at is not None else job.created_at
-            self.metrics.observe(job.job_type, wait_s=self.clock.now() - due)
+            self._wait_s = self.clock.now() - due
             started = time.perf_counter()
             try:
                 timeout = job.timeout_seconds
@@ -511,7 +512,7 @@ class Worker(StorageFailures, threading.Thread):
     def _timed(self, job_type: str, started: float) -> None:
         """Fold one handler's duration into the running averages."""
         took = time.perf_counter() - started
-        self.metrics.observe(job_type, run_s=took)
+        self.metrics.observe(job_type, wait_s=self._wait_s, run_s=took)
         avg = self._avg_run_s
         self._avg_run_s = took if avg is None else avg + _EWMA * (took - avg)
         by_type = self._by_type
