@@ -186,11 +186,18 @@ def client_for(settings: RedisSettings) -> redis.Redis:
             entry = _pools[key] = _new_pool(settings, kwargs)
         entry[1] += 1
         pool = entry[0]
+    if settings.cluster:
+        return pool  # type: ignore[no-any-return]  # the ClusterClient, shared by the process
     return redis.Redis(connection_pool=pool)
 
 
 def _new_pool(settings: RedisSettings, kwargs: dict[str, Any]) -> list[Any]:
-    """``[pool, 0, sentinel manager or None]`` for ``settings``' server."""
+    """``[pool, 0, sentinel manager or None]`` for ``settings``' server (with a Cluster,
+    the cluster client stands for the pool)."""
+    if settings.cluster:
+        from typedq.backends._redis_cluster import new_cluster_client  # noqa: PLC0415  # Cluster only
+
+        return [new_cluster_client(settings.nodes, kwargs, tls=settings.tls), 0, None]
     if not settings.sentinels:
         if settings.tls:
             kwargs["connection_class"] = redis.SSLConnection
@@ -218,6 +225,11 @@ def load_scripts(client: redis.Redis, settings: RedisSettings, scripts: Iterable
     key = (os.getpid(), settings.pool_key())
     if key in _loaded:
         return
+    if settings.cluster:  # SCRIPT LOAD goes to every primary; a Cluster pipeline sends to one
+        for script in scripts:
+            client.script_load(script.script)
+        _loaded.add(key)
+        return
     with client.pipeline(transaction=False) as pipe:
         for script in scripts:
             pipe.script_load(script.script)
@@ -235,7 +247,10 @@ def release_client(settings: RedisSettings) -> None:
         entry[1] -= 1
         if entry[1] <= 0:
             del _pools[key]
-            entry[0].disconnect()
+            if settings.cluster:
+                entry[0].close()
+            else:
+                entry[0].disconnect()
             if entry[2] is not None:
                 for sentinel in entry[2].sentinels:
                     sentinel.close()
