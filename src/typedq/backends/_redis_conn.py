@@ -73,6 +73,7 @@ __all__ = [
     "check_server",
     "client_for",
     "epoch_key",
+    "evalsha",
     "load_scripts",
     "map_errors",
     "migrate_layout",
@@ -438,6 +439,31 @@ def queue_names(client: redis.Redis, prefix: str) -> list[str]:
     return sorted(base[len(head) : -1] for base, n in zip(bases, held, strict=True) if n > 0)
 
 
+def evalsha(client: Any, script: Any, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    """``EVALSHA`` of a registered ``script`` on one connection of ``client``'s pool, read
+    back on the same connection; on ``NOSCRIPT`` (the server lost its scripts) the script
+    is loaded and called again. A connection that failed mid-call (anything but an error
+    reply) is closed before it goes back to the pool, so no later call reads a stale reply.
+    """
+    pool = client.connection_pool
+    conn: Any = pool.get_connection()
+    try:
+        try:
+            conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+            return conn.read_response()
+        except redis.exceptions.NoScriptError:
+            script.sha = client.script_load(script.script)
+            conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+            return conn.read_response()
+    except redis.ResponseError:
+        raise
+    except BaseException:
+        conn.disconnect()
+        raise
+    finally:
+        pool.release(conn)
+
+
 class Link:
     """One queue object's way to its server: this process's client and registered scripts
     (a child after ``fork()`` opens its own), and the server's state it keeps an eye on.
@@ -491,11 +517,24 @@ class Link:
 
     def run(self, script: str, args: Sequence[Any], dlq: str | None = None) -> Any:
         """Run one registered script (EVALSHA; loaded again on NOSCRIPT); ``dlq``, the base
-        key of a dead-letter queue of the same prefix, is its ``KEYS[2]``."""
+        key of a dead-letter queue of the same prefix, is its ``KEYS[2]``.
+
+        On one server (or through Sentinel) the call takes a connection of the pool, sends
+        ``EVALSHA`` and reads the reply itself (:func:`evalsha`), without redis-py's
+        generic command path (its retry wrapper, of no retries here, and its timing
+        hooks): a transition is most of typedq's traffic. A Cluster goes through
+        redis-py's ``Script``, which finds the node of the keys' slot.
+        """
         client = self.client
         keys = self._keys if dlq is None else [self.base, dlq]
-        with map_errors(self.settings):
-            return self._scripts[script](keys, args, client)
+        try:
+            if self.settings.cluster:
+                return self._scripts[script](keys, args, client)
+            return evalsha(client, self._scripts[script], keys, args)
+        except redis.RedisError:
+            with map_errors(self.settings):
+                raise
+        raise AssertionError("unreachable")  # map_errors raised
 
     def check_epoch(self) -> None:
         """Check the epoch marker now (a worker heartbeat does, see :func:`check_epoch`)."""
