@@ -73,6 +73,23 @@ import _bench_peers  # noqa: E402  # benchmarks/ is not a package
 
 perf_counter = time.perf_counter
 
+#: The private server's pid (its CPU time is read from /proc), and the CPU seconds it
+#: used in the timed part of the last scenario (None: not known).
+SERVER: dict[str, Any] = {"pid": None, "cpu": None, "at": 0.0}
+
+
+def begin() -> float:
+    """Start a scenario's clock (and note the server's CPU time)."""
+    SERVER["at"] = _cpu_of(SERVER["pid"])
+    return perf_counter()
+
+
+def end(start: float) -> float:
+    """Stop a scenario's clock: the seconds since ``start`` (and the server's CPU seconds)."""
+    elapsed = perf_counter() - start
+    SERVER["cpu"] = _cpu_of(SERVER["pid"]) - SERVER["at"] if SERVER["pid"] else None
+    return elapsed
+
 RAW_CLAIM = """
 local id = redis.call('RPOP', KEYS[1])
 if not id then return false end
@@ -109,21 +126,21 @@ def clean(client: redis.Redis, prefix: str) -> None:
 def raw_lpush(client: redis.Redis, prefix: str, n: int) -> tuple[int, float]:
     key = f"raw-{prefix}:list"
     lpush, dumps = client.lpush, json.dumps
-    start = perf_counter()
+    start = begin()
     for i in range(n):
         lpush(key, dumps(payload(i)))
-    return n, perf_counter() - start
+    return n, end(start)
 
 
 def raw_pipelined(client: redis.Redis, prefix: str, n: int) -> tuple[int, float]:
     key = f"raw-{prefix}:list"
-    start = perf_counter()
+    start = begin()
     for lo in range(0, n, 1000):
         with client.pipeline(transaction=False) as pipe:
             for i in range(lo, min(n, lo + 1000)):
                 pipe.lpush(key, json.dumps(payload(i)))
             pipe.execute()
-    return n, perf_counter() - start
+    return n, end(start)
 
 
 def raw_claim_complete(client: redis.Redis, prefix: str, n: int) -> tuple[int, float]:
@@ -135,11 +152,11 @@ def raw_claim_complete(client: redis.Redis, prefix: str, n: int) -> tuple[int, f
         pipe.execute()
     claim, complete = client.register_script(RAW_CLAIM), client.register_script(RAW_COMPLETE)
     done = 0
-    start = perf_counter()
+    start = begin()
     while (job_id := claim([key, jobs], [time.time() + 30])) is not None:
         complete([jobs], [job_id, "null"])
         done += 1
-    elapsed = perf_counter() - start
+    elapsed = end(start)
     assert done == n, (done, n)
     return n, elapsed
 
@@ -152,10 +169,10 @@ def typedq_enqueue(url: str, n: int) -> tuple[int, float]:
     queue = RedisQueue(url, name="bench")
     jobs = make_jobs(n)
     enqueue = queue.enqueue
-    start = perf_counter()
+    start = begin()
     for job in jobs:
         enqueue(job)
-    elapsed = perf_counter() - start
+    elapsed = end(start)
     queue.close()
     return n, elapsed
 
@@ -163,10 +180,10 @@ def typedq_enqueue(url: str, n: int) -> tuple[int, float]:
 def typedq_enqueue_many(url: str, n: int) -> tuple[int, float]:
     queue = RedisQueue(url, name="bench")
     jobs = make_jobs(n)
-    start = perf_counter()
+    start = begin()
     for lo in range(0, n, 1000):
         queue.enqueue_many(jobs[lo : lo + 1000])
-    elapsed = perf_counter() - start
+    elapsed = end(start)
     queue.close()
     return n, elapsed
 
@@ -178,12 +195,12 @@ def typedq_drain(url: str, n: int) -> tuple[int, float]:
         queue.enqueue_many(jobs[lo : lo + 1000])
     claim_many, complete_many = queue.claim_many, queue.complete_many
     done = 0
-    start = perf_counter()
+    start = begin()
     while claims := claim_many("bench-worker", lease_s=30.0, limit=DEFAULT_BATCH_SIZE):
         outcomes = complete_many([Completion(c.job.job_id, c.token, None) for c in claims])
         assert all(isinstance(o, Job) for o in outcomes)
         done += len(claims)
-    elapsed = perf_counter() - start
+    elapsed = end(start)
     queue.close()
     assert done == n, (done, n)
     return n, elapsed
@@ -446,11 +463,14 @@ def run(args: argparse.Namespace, url: str, n: int, server_pid: int | None) -> N
         scenarios[f"{peer} enqueue"] = enqueue
         scenarios[f"{peer} drain, 1 worker process"] = drain
     rates: dict[str, list[float]] = {name: [] for name in scenarios}
+    server_us: dict[str, list[float]] = {}
+    SERVER["pid"] = server_pid
     for round_ in range(args.runs):
         for name, scenario in scenarios.items():
             if name.split(" ", 1)[0] in unavailable:
                 continue
             prefix = f"bench-{uuid.uuid4().hex[:10]}"
+            SERVER["cpu"] = None
             try:
                 count, elapsed = scenario(with_prefix(url, prefix), prefix)
             except PeerUnavailable as exc:
@@ -459,11 +479,15 @@ def run(args: argparse.Namespace, url: str, n: int, server_pid: int | None) -> N
             finally:
                 clean(client, prefix)
             rates[name].append(count / elapsed)
+            if SERVER["cpu"] is not None:
+                server_us.setdefault(name, []).append(SERVER["cpu"] / count * 1e6)
         print(f"run {round_ + 1}/{args.runs} done", file=sys.stderr)
     rates = {name: values for name, values in rates.items() if len(values) == args.runs}
-    print(f"\n{'scenario':44} {'jobs/s (median)':>16}  min..max")
+    print(f"\n{'scenario':44} {'jobs/s (median)':>16}  {'min..max':>16}  server CPU µs/job")
     for name, values in rates.items():
-        print(f"{name:44} {statistics.median(values):16,.0f}  {min(values):,.0f}..{max(values):,.0f}")
+        cpu = f"{statistics.median(server_us[name]):8.1f}" if name in server_us else ""
+        spread = f"{min(values):,.0f}..{max(values):,.0f}"
+        print(f"{name:44} {statistics.median(values):16,.0f}  {spread:>16}  {cpu}")
     for peer, reason in unavailable.items():
         print(f"{peer + ': not run':44} {reason}")
     print()
