@@ -21,7 +21,7 @@ from tests.helpers import wait_until
 from typedq import JobQueueManager
 from typedq.backends import backend_for, open_queue
 from typedq.backends._redis_keys import parse_redis_url
-from typedq.errors import ConfigError, StaleLeaseError
+from typedq.errors import BackendUnavailableError, ConfigError, StaleLeaseError
 from typedq.job import Job, JobStatus
 
 # -- URLs -------------------------------------------------------------------------------------
@@ -58,6 +58,17 @@ def test_bad_cluster_urls_name_the_field(url: str, field: str) -> None:
     with pytest.raises(ConfigError) as info:
         parse_redis_url(url)
     assert info.value.field == field
+
+
+def test_a_cluster_no_node_of_which_answers_is_unavailable_naming_the_url() -> None:
+    pytest.importorskip("redis")
+    from tests.reliability.redis_server import free_port
+
+    url = f"redis+cluster://bob:hunter2@127.0.0.1:{free_port()}?prefix=x"
+    with pytest.raises(BackendUnavailableError) as info:
+        open_queue(url, name="q")
+    assert "redis+cluster://bob:***@127.0.0.1:" in str(info.value)
+    assert "hunter2" not in str(info.value)
 
 
 # -- on a private Cluster ---------------------------------------------------------------------

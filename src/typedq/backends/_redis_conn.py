@@ -59,6 +59,7 @@ from typedq.job import TERMINAL_STATUSES
 try:
     import redis
     from redis.backoff import NoBackoff
+    from redis.exceptions import RedisClusterException
     from redis.retry import Retry
     from redis.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedSSLConnection
 except ImportError as exc:  # pragma: no cover - exercised without the extra installed
@@ -198,7 +199,8 @@ def _new_pool(settings: RedisSettings, kwargs: dict[str, Any]) -> list[Any]:
     if settings.cluster:
         from typedq.backends._redis_cluster import new_cluster_client  # noqa: PLC0415  # Cluster only
 
-        return [new_cluster_client(settings.nodes, kwargs, tls=settings.tls), 0, None]
+        with map_errors(settings):  # the client reads the slot map from a startup node now
+            return [new_cluster_client(settings.nodes, kwargs, tls=settings.tls), 0, None]
     if not settings.sentinels:
         if settings.tls:
             kwargs["connection_class"] = redis.SSLConnection
@@ -270,6 +272,10 @@ def map_errors(settings: RedisSettings) -> Iterator[None]:
         yield
     except redis.AuthenticationError as exc:
         raise BackendUnavailableError(f"Redis at {settings.masked_url} refused the login: {exc}") from exc
+    except RedisClusterException as exc:  # no node of a Cluster answers, or its slots are not served
+        raise BackendUnavailableError(
+            f"Redis Cluster at {settings.masked_url} is unavailable: {type(exc).__name__}: {exc}"
+        ) from exc
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         state = _states.get((os.getpid(), settings.pool_key(), settings.prefix))
         if state is not None:
@@ -531,7 +537,7 @@ class Link:
             if self.settings.cluster:
                 return self._scripts[script](keys, args, client)
             return evalsha(client, self._scripts[script], keys, args)
-        except redis.RedisError:
+        except (redis.RedisError, RedisClusterException):
             with map_errors(self.settings):
                 raise
         raise AssertionError("unreachable")  # map_errors raised
