@@ -129,6 +129,40 @@ def redis_store(clock: FakeClock) -> Iterator[OpenHandle]:
     delete_redis_prefix(prefix)
 
 
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A private 3-node Redis Cluster for the session (of each xdist worker), started on
+    first use (see ``tests/redis_cluster.py``); skipped without redis-server/redis-cli."""
+    pytest.importorskip("redis")
+    from tests.redis_cluster import RedisCluster3
+
+    cluster = RedisCluster3(tmp_path_factory.mktemp("redis-cluster")).start()
+    yield cluster
+    cluster.close()
+
+
+@pytest.fixture
+def redis_cluster_store(clock: FakeClock, redis_cluster: Any) -> Iterator[OpenHandle]:
+    """Redis queues on a private 3-node Cluster (``redis+cluster://``) under a prefix of
+    their own (one slot: every key shares the hash tag ``{prefix}``); a second handle
+    gets a client of its own (its URL differs in ``max_connections``)."""
+    from typedq.backends.redis import RedisQueue
+
+    prefix = f"typedq-test-{uuid.uuid4().hex[:12]}"
+    url = redis_cluster.url(prefix)
+    made: list[Queue] = []
+
+    def open_handle(name: str, codec: FrameCodec | None, second: bool) -> Queue:
+        made.append(
+            RedisQueue(url + ("&max_connections=1000" if second else ""), name=name, clock=clock, codec=codec)
+        )
+        return made[-1]
+
+    yield open_handle
+    _closing(made)
+    redis_cluster.delete_prefix(prefix)
+
+
 def delete_redis_prefix(prefix: str) -> None:
     """Delete every key under ``prefix`` (and no other) on the test server: the keys of
     key layout 2 (``{prefix}:...``) and of layout 1 (``{prefix:queue}:...``)."""
@@ -168,6 +202,7 @@ class Variant:
 
 
 _REDIS = (pytest.mark.redis,)
+_CLUSTER = (pytest.mark.redis_server_bin,)
 
 #: Every variant, in the order the ids are listed.
 VARIANTS = [
@@ -181,6 +216,9 @@ VARIANTS = [
     Variant("redis_store", codec=True, two_handles=True, marks=_REDIS),
     Variant("redis_store", codec=True, fast=False, marks=_REDIS),
     Variant("redis_store", two_handles=True, fast=False, marks=_REDIS),
+    # A private 3-node Redis Cluster: the whole suite in the slow tier (a fast smoke of
+    # the Cluster is tests/backends/test_redis_cluster.py).
+    Variant("redis_cluster_store", codec=True, two_handles=True, fast=False, marks=_CLUSTER),
 ]
 
 

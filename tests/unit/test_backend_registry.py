@@ -13,7 +13,10 @@ from typedq.errors import ConfigError
 
 
 def test_each_scheme_names_its_backend_and_what_it_is() -> None:
-    assert set(SCHEMES) == {"memory", "sqlite", "redis", "rediss", "redis+sentinel", "rediss+sentinel"}
+    assert set(SCHEMES) == {
+        "memory", "sqlite", "redis", "rediss", "redis+sentinel", "rediss+sentinel", "redis+cluster",
+        "rediss+cluster",
+    }
     memory, sqlite, redis = backend_for("memory://"), backend_for("SQLite:///x.db"), backend_for("rediss://h")
     assert (memory.shared, memory.durable, memory.multi_host) == (False, False, False)
     assert (sqlite.shared, sqlite.durable, sqlite.multi_host) == (True, True, False)

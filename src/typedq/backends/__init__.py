@@ -38,7 +38,8 @@ def open_queue(
     Args:
         url: ``memory://``; ``sqlite:///relative/jobs.db`` or ``sqlite:////abs/jobs.db``,
             optionally ``?durability=full``; ``redis://[user:pass@]host:port/db?prefix=typedq``
-            or ``rediss://`` (TLS), ``redis+sentinel://host:port[,host:port...]/service/db``
+            or ``rediss://`` (TLS), ``redis+sentinel://host:port[,host:port...]/service/db``,
+            ``redis+cluster://host:port[,host:port...]`` (a Redis Cluster)
             (needs ``pip install 'typedq[redis]'``). See ``SCHEMES``.
         name: the queue's name.
         clock: the time source.

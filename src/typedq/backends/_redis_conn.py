@@ -59,6 +59,7 @@ from typedq.job import TERMINAL_STATUSES
 try:
     import redis
     from redis.backoff import NoBackoff
+    from redis.exceptions import RedisClusterException
     from redis.retry import Retry
     from redis.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedSSLConnection
 except ImportError as exc:  # pragma: no cover - exercised without the extra installed
@@ -73,6 +74,7 @@ __all__ = [
     "check_server",
     "client_for",
     "epoch_key",
+    "evalsha",
     "load_scripts",
     "map_errors",
     "migrate_layout",
@@ -186,11 +188,19 @@ def client_for(settings: RedisSettings) -> redis.Redis:
             entry = _pools[key] = _new_pool(settings, kwargs)
         entry[1] += 1
         pool = entry[0]
+    if settings.cluster:
+        return pool  # type: ignore[no-any-return]  # the ClusterClient, shared by the process
     return redis.Redis(connection_pool=pool)
 
 
 def _new_pool(settings: RedisSettings, kwargs: dict[str, Any]) -> list[Any]:
-    """``[pool, 0, sentinel manager or None]`` for ``settings``' server."""
+    """``[pool, 0, sentinel manager or None]`` for ``settings``' server (with a Cluster,
+    the cluster client stands for the pool)."""
+    if settings.cluster:
+        from typedq.backends._redis_cluster import new_cluster_client  # noqa: PLC0415  # Cluster only
+
+        with map_errors(settings):  # the client reads the slot map from a startup node now
+            return [new_cluster_client(settings.nodes, kwargs, tls=settings.tls), 0, None]
     if not settings.sentinels:
         if settings.tls:
             kwargs["connection_class"] = redis.SSLConnection
@@ -218,6 +228,11 @@ def load_scripts(client: redis.Redis, settings: RedisSettings, scripts: Iterable
     key = (os.getpid(), settings.pool_key())
     if key in _loaded:
         return
+    if settings.cluster:  # SCRIPT LOAD goes to every primary; a Cluster pipeline sends to one
+        for script in scripts:
+            client.script_load(script.script)
+        _loaded.add(key)
+        return
     with client.pipeline(transaction=False) as pipe:
         for script in scripts:
             pipe.script_load(script.script)
@@ -235,7 +250,10 @@ def release_client(settings: RedisSettings) -> None:
         entry[1] -= 1
         if entry[1] <= 0:
             del _pools[key]
-            entry[0].disconnect()
+            if settings.cluster:
+                entry[0].close()
+            else:
+                entry[0].disconnect()
             if entry[2] is not None:
                 for sentinel in entry[2].sentinels:
                     sentinel.close()
@@ -254,6 +272,10 @@ def map_errors(settings: RedisSettings) -> Iterator[None]:
         yield
     except redis.AuthenticationError as exc:
         raise BackendUnavailableError(f"Redis at {settings.masked_url} refused the login: {exc}") from exc
+    except RedisClusterException as exc:  # no node of a Cluster answers, or its slots are not served
+        raise BackendUnavailableError(
+            f"Redis Cluster at {settings.masked_url} is unavailable: {type(exc).__name__}: {exc}"
+        ) from exc
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         state = _states.get((os.getpid(), settings.pool_key(), settings.prefix))
         if state is not None:
@@ -423,6 +445,31 @@ def queue_names(client: redis.Redis, prefix: str) -> list[str]:
     return sorted(base[len(head) : -1] for base, n in zip(bases, held, strict=True) if n > 0)
 
 
+def evalsha(client: Any, script: Any, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    """``EVALSHA`` of a registered ``script`` on one connection of ``client``'s pool, read
+    back on the same connection; on ``NOSCRIPT`` (the server lost its scripts) the script
+    is loaded and called again. A connection that failed mid-call (anything but an error
+    reply) is closed before it goes back to the pool, so no later call reads a stale reply.
+    """
+    pool = client.connection_pool
+    conn: Any = pool.get_connection()
+    try:
+        try:
+            conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+            return conn.read_response()
+        except redis.exceptions.NoScriptError:
+            script.sha = client.script_load(script.script)
+            conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+            return conn.read_response()
+    except redis.ResponseError:
+        raise
+    except BaseException:
+        conn.disconnect()
+        raise
+    finally:
+        pool.release(conn)
+
+
 class Link:
     """One queue object's way to its server: this process's client and registered scripts
     (a child after ``fork()`` opens its own), and the server's state it keeps an eye on.
@@ -476,11 +523,24 @@ class Link:
 
     def run(self, script: str, args: Sequence[Any], dlq: str | None = None) -> Any:
         """Run one registered script (EVALSHA; loaded again on NOSCRIPT); ``dlq``, the base
-        key of a dead-letter queue of the same prefix, is its ``KEYS[2]``."""
+        key of a dead-letter queue of the same prefix, is its ``KEYS[2]``.
+
+        On one server (or through Sentinel) the call takes a connection of the pool, sends
+        ``EVALSHA`` and reads the reply itself (:func:`evalsha`), without redis-py's
+        generic command path (its retry wrapper, of no retries here, and its timing
+        hooks): a transition is most of typedq's traffic. A Cluster goes through
+        redis-py's ``Script``, which finds the node of the keys' slot.
+        """
         client = self.client
         keys = self._keys if dlq is None else [self.base, dlq]
-        with map_errors(self.settings):
-            return self._scripts[script](keys, args, client)
+        try:
+            if self.settings.cluster:
+                return self._scripts[script](keys, args, client)
+            return evalsha(client, self._scripts[script], keys, args)
+        except (redis.RedisError, RedisClusterException):
+            with map_errors(self.settings):
+                raise
+        raise AssertionError("unreachable")  # map_errors raised
 
     def check_epoch(self) -> None:
         """Check the epoch marker now (a worker heartbeat does, see :func:`check_epoch`)."""

@@ -116,17 +116,20 @@ _SENTINEL_OPTIONS: Final = {
 SENTINEL_PORT: Final = 26379
 _SCHEMES: Final = {"redis": False, "rediss": True}
 _SENTINEL_SCHEMES: Final = {"redis+sentinel": False, "rediss+sentinel": True}
+_CLUSTER_SCHEMES: Final = {"redis+cluster": False, "rediss+cluster": True}
 #: Values of the ``eviction`` option.
 EVICTION_MODES: Final = ("warn", "refuse")
 
 
 @dataclass(frozen=True)
 class RedisSettings:
-    """What a ``redis://``, ``rediss://`` or ``redis+sentinel://`` URL says.
+    """What a ``redis://``, ``rediss://``, ``redis+sentinel://`` or ``redis+cluster://`` URL says.
 
     With Sentinel, ``sentinels`` lists the sentinels' addresses and ``service`` the
     master's name; ``host`` and ``port`` are the first sentinel's (the master's address
-    is asked of the sentinels on every connect).
+    is asked of the sentinels on every connect). With a Cluster, ``cluster`` is True and
+    ``nodes`` lists the startup nodes (``host`` and ``port`` are the first one's): the
+    client learns the slot map from any of them.
     """
 
     url: str = field(repr=False)
@@ -145,6 +148,8 @@ class RedisSettings:
     service: str | None = None
     sentinel_password: str | None = field(default=None, repr=False)
     eviction: str = "warn"
+    cluster: bool = False
+    nodes: tuple[tuple[str, int], ...] = ()
 
     @property
     def masked_url(self) -> str:
@@ -175,13 +180,16 @@ def _number(option: str, text: str, kind: type[float] | type[int], url: str) -> 
 
 
 def parse_redis_url(url: str) -> RedisSettings:
-    """Read a Redis URL: a server or a master found through Sentinel.
+    """Read a Redis URL: a server, a master found through Sentinel, or a Redis Cluster.
 
     * ``redis://[user:pass@]host[:port][/db][?prefix=typedq&...]`` (``rediss://``: TLS)
     * ``redis+sentinel://[user:pass@]host[:port][,host[:port]...]/service[/db][?...]``
       (``rediss+sentinel://``: TLS to the master): the sentinels (port 26379 when
       omitted), tried in turn, name the current master of ``service``; ``user:pass``
       log in to the master, ``sentinel_password`` to the sentinels.
+    * ``redis+cluster://[user:pass@]host[:port][,host[:port]...][/0][?...]``
+      (``rediss+cluster://``: TLS): startup nodes of a Redis Cluster (port 6379 when
+      omitted); a Cluster has database 0 only.
 
     Options: ``prefix``, ``socket_timeout``, ``socket_connect_timeout``,
     ``health_check_interval``, ``max_connections``, ``eviction`` (``warn`` or ``refuse``);
@@ -195,13 +203,17 @@ def parse_redis_url(url: str) -> RedisSettings:
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     if scheme in _SENTINEL_SCHEMES:
         return _parse_sentinel_url(url, masked, tls=_SENTINEL_SCHEMES[scheme])
+    if scheme in _CLUSTER_SCHEMES:
+        return _parse_cluster_url(url, masked, tls=_CLUSTER_SCHEMES[scheme])
     try:
         parts = urlsplit(url)
         port = parts.port or 6379
     except ValueError:
         raise ConfigError("backend", masked, "a URL such as redis://host:6379/0") from None
     if scheme not in _SCHEMES:
-        raise ConfigError("backend", masked, "a redis://, rediss:// or redis+sentinel:// URL")
+        raise ConfigError(
+            "backend", masked, "a redis://, rediss://, redis+sentinel:// or redis+cluster:// URL"
+        )
     path = parts.path.strip("/")
     if path and not path.isdigit():
         raise ConfigError("backend.db", path, "a database number such as /0")
@@ -250,16 +262,7 @@ def _parse_sentinel_url(url: str, masked: str, *, tls: bool) -> RedisSettings:
     if "?" in netloc:  # no path at all: redis+sentinel://host?prefix=...
         netloc, _, query = netloc.partition("?")
     userinfo, _, hosts = netloc.rpartition("@")
-    sentinels: list[tuple[str, int]] = []
-    for entry in hosts.split(","):
-        try:
-            parts = urlsplit(f"//{entry}")
-            port = parts.port or SENTINEL_PORT
-        except ValueError:
-            raise ConfigError("backend", masked, example) from None
-        if not parts.hostname:
-            raise ConfigError("backend", masked, example)
-        sentinels.append((parts.hostname, port))
+    sentinels = _hosts(hosts, masked, example, SENTINEL_PORT)
     segments = [s for s in path.split("/") if s]
     if not segments:
         raise ConfigError("backend.service", "", "the master's service name after the sentinels: " + example)
@@ -282,6 +285,49 @@ def _parse_sentinel_url(url: str, masked: str, *, tls: bool) -> RedisSettings:
         sentinels=tuple(sentinels),
         service=service,
         **_options(query, url, sentinel=True),
+    )
+
+
+def _hosts(hosts: str, masked: str, example: str, default_port: int) -> list[tuple[str, int]]:
+    """``host[:port][,host[:port]...]`` as ``[(host, port), ...]``."""
+    found: list[tuple[str, int]] = []
+    for entry in hosts.split(","):
+        try:
+            parts = urlsplit(f"//{entry}")
+            port = parts.port or default_port
+        except ValueError:
+            raise ConfigError("backend", masked, example) from None
+        if not parts.hostname:
+            raise ConfigError("backend", masked, example)
+        found.append((parts.hostname, port))
+    return found
+
+
+def _parse_cluster_url(url: str, masked: str, *, tls: bool) -> RedisSettings:
+    """``redis+cluster://[user:pass@]h1[:p1][,h2[:p2]...][/0][?options]``."""
+    example = "a URL such as redis+cluster://host1:7000,host2:7001"
+    rest = url.split("://", 1)[1]
+    netloc, _, tail = rest.partition("/")
+    path, _, query = tail.partition("?")
+    if "?" in netloc:  # no path at all: redis+cluster://host?prefix=...
+        netloc, _, query = netloc.partition("?")
+    userinfo, _, hosts = netloc.rpartition("@")
+    nodes = _hosts(hosts, masked, example, 6379)
+    if path.strip("/") not in ("", "0"):
+        raise ConfigError(
+            "backend.db", path.strip("/"), "database 0, the only one of a Redis Cluster (or none)"
+        )
+    user, has_password, password = userinfo.partition(":")
+    return RedisSettings(
+        url=url,
+        host=nodes[0][0],
+        port=nodes[0][1],
+        username=unquote(user) if user else None,
+        password=unquote(password) if has_password and password else None,
+        tls=tls,
+        cluster=True,
+        nodes=tuple(nodes),
+        **_options(query, url, sentinel=False),
     )
 
 

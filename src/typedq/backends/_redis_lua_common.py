@@ -62,7 +62,8 @@ local function wake(n)
   if n > 0 then
     local tokens = {}
     for i = 1, math.min(n, 16) do tokens[i] = '1' end
-    if redis.call('LPUSH', WAKE, unpack(tokens)) > 64 then redis.call('LTRIM', WAKE, 0, 63) end
+    -- trimmed back to 64 once past 128: one LTRIM every 64 pushes, not one a push
+    if redis.call('LPUSH', WAKE, unpack(tokens)) > 128 then redis.call('LTRIM', WAKE, 0, 63) end
   end
 end
 

@@ -3,9 +3,9 @@
 Every transition that makes a job ready (enqueue, release, fail, a dependency's
 completion, update_status or replay to PENDING) pushes a token to the queue's wake list
 ``{prefix}:{queue}:wake`` in its script (at most 16 a transition; the list is trimmed to 64
-tokens). A waiter blocks in ``BLPOP`` on that list, so it wakes as soon as any process
-of any host adds work; one token wakes one waiter, and a wake-up that finds the job
-taken by another worker simply waits again.
+tokens once it holds more than 128). A waiter blocks in ``BLPOP`` on that list, so it
+wakes as soon as any process of any host adds work; one token wakes one waiter, and a
+wake-up that finds the job taken by another worker simply waits again.
 
 ``interrupt()`` must wake the threads of one queue object, and only them: each
 :class:`Waiters` has its own list ``{prefix}:{queue}:intr:<random>`` that its waiters

@@ -92,7 +92,9 @@ BACKENDS: Final = {
             local_path=_sqlite_path,
         ),
         Backend(
-            "redis", ("redis", "rediss", "redis+sentinel", "rediss+sentinel"), _open_redis,
+            "redis",
+            ("redis", "rediss", "redis+sentinel", "rediss+sentinel", "redis+cluster", "rediss+cluster"),
+            _open_redis,
             shared=True, multi_host=True, durable=True, extra="redis",
         ),
     )
