@@ -378,12 +378,15 @@ class Queue(Protocol):
         """
         ...
 
-    def set_priority(self, job_id: str, priority: int) -> None:
+    def set_priority(self, job_id: str, priority: int | str) -> None:
         """Change a job's priority; a PENDING job is re-ordered at once.
+
+        ``priority`` is an int from 1 to 10 or a level name in any case (``"high"``,
+        see :class:`~typedq.job.Priority`).
 
         Raises:
             JobNotFoundError: no such job.
-            InvalidJobError: ``priority`` outside 1-10.
+            InvalidJobError: ``priority`` neither 1-10 nor a level name.
         """
         ...
 

@@ -27,7 +27,6 @@ from typedq.clock import Clock, system_clock
 from typedq.errors import (
     DependencyCycleError,
     DuplicateJobError,
-    InvalidJobError,
     InvalidTransitionError,
     JobNotFoundError,
     SerializationError,
@@ -35,7 +34,7 @@ from typedq.errors import (
     TypedqError,
     UnknownDependencyError,
 )
-from typedq.job import MAX_PRIORITY, MAX_TRACEBACK, MIN_PRIORITY, Job, JobStatus
+from typedq.job import MAX_TRACEBACK, Job, JobStatus, level_index, parse_priority
 from typedq.serializers.base import FrameCodec
 
 __all__ = ["JobQueue"]
@@ -498,22 +497,20 @@ class JobQueue(MemoryReads, MemoryCoordination, Queue):
                 job.cancel_requested = True
             return False
 
-    def set_priority(self, job_id: str, priority: int) -> None:
-        """Change a job's priority, re-ordering it if PENDING."""
-        if type(priority) is not int or not MIN_PRIORITY <= priority <= MAX_PRIORITY:
-            raise InvalidJobError(
-                "priority", priority, f"an int from {MIN_PRIORITY} to {MAX_PRIORITY}"
-            )
+    def set_priority(self, job_id: str, priority: int | str) -> None:
+        """Change a job's priority (an int or a level name), re-ordering it if PENDING."""
+        priority = parse_priority(priority)
         with self._cond:
             job = self._get(job_id)
             if job.priority == priority:
                 return
+            old = (job.job_type, level_index(job.priority))
             job.priority = priority
             if job_id in self._ready_live:
                 del self._ready_live[job_id]  # the old entry becomes a tombstone
-                self._ready_count[job.job_type] -= 1
+                self._ready_count[old] -= 1
                 self._schedule(job)
-                self._maybe_compact(job.job_type)
+                self._maybe_compact(old)
 
     def replay(self, job_id: str) -> Job:
         """DEAD → PENDING with retry_count 0; see :meth:`Queue.replay`."""

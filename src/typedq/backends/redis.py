@@ -67,7 +67,6 @@ from typedq.errors import (
     DependencyCycleError,
     DeserializationError,
     DuplicateJobError,
-    InvalidJobError,
     InvalidTransitionError,
     JobNotFoundError,
     SerializationError,
@@ -75,7 +74,7 @@ from typedq.errors import (
     TypedqError,
     UnknownDependencyError,
 )
-from typedq.job import MAX_PRIORITY, MAX_TRACEBACK, MIN_PRIORITY, Job, JobStatus
+from typedq.job import MAX_TRACEBACK, Job, JobStatus, parse_priority
 from typedq.serializers.base import FrameCodec
 
 __all__ = ["RedisQueue", "parse_redis_url"]
@@ -497,10 +496,9 @@ class RedisQueue(coord.RedisCoordination, RedisReads, RedisDeadLetters, Queue):
             raise self._refused(job_id, token, reply)
         return True
 
-    def set_priority(self, job_id: str, priority: int) -> None:
-        """Change a job's priority; a PENDING job is re-ordered at once."""
-        if type(priority) is not int or not MIN_PRIORITY <= priority <= MAX_PRIORITY:
-            raise InvalidJobError("priority", priority, f"an int from {MIN_PRIORITY} to {MAX_PRIORITY}")
+    def set_priority(self, job_id: str, priority: int | str) -> None:
+        """Change a job's priority (an int or a level name); a PENDING job is re-ordered at once."""
+        priority = parse_priority(priority)
         self._manage(job_id, "priority", priority)
 
     def replay(self, job_id: str) -> Job:

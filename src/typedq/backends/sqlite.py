@@ -94,11 +94,10 @@ from typedq.errors import (
     ConfigError,
     DeserializationError,
     DuplicateJobError,
-    InvalidJobError,
     SerializationError,
     TypedqError,
 )
-from typedq.job import MAX_PRIORITY, MAX_TRACEBACK, MIN_PRIORITY, Job, JobStatus
+from typedq.job import MAX_TRACEBACK, Job, JobStatus, parse_priority
 from typedq.serializers.base import FrameCodec
 
 __all__ = ["SQLiteQueue", "parse_sqlite_url"]
@@ -582,10 +581,9 @@ class SQLiteQueue(SQLiteReads, SQLiteCoordination, SQLiteDeadLetters, Queue):
             self._inflight.pop((job_id, token), None)
         return self._db.write(partial(self._graph.cancel, job_id=job_id, now=self._clock.now(), token=token))
 
-    def set_priority(self, job_id: str, priority: int) -> None:
-        """Change a job's priority; a PENDING job is re-ordered at once."""
-        if type(priority) is not int or not MIN_PRIORITY <= priority <= MAX_PRIORITY:
-            raise InvalidJobError("priority", priority, f"an int from {MIN_PRIORITY} to {MAX_PRIORITY}")
+    def set_priority(self, job_id: str, priority: int | str) -> None:
+        """Change a job's priority (an int or a level name); a PENDING job is re-ordered at once."""
+        priority = parse_priority(priority)
         self._db.write(partial(self._graph.set_priority, job_id=job_id, priority=priority))
 
     def replay(self, job_id: str) -> Job:
