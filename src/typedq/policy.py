@@ -67,10 +67,12 @@ class Rate:
     period_s: float
 
     def __post_init__(self) -> None:
-        if type(self.limit) is not int or not 1 <= self.limit <= MAX_RATE:
-            raise ConfigError("rate", self.limit, f"a limit from 1 to {MAX_RATE} claims")
-        if not isinstance(self.period_s, int | float) or not 0 < self.period_s < math.inf:
-            raise ConfigError("rate", self.period_s, "a period of seconds > 0")
+        limit: object = self.limit
+        period: object = self.period_s
+        if type(limit) is not int or not 1 <= limit <= MAX_RATE:
+            raise ConfigError("rate", limit, f"a limit from 1 to {MAX_RATE} claims")
+        if not isinstance(period, int | float) or not 0 < period < math.inf:
+            raise ConfigError("rate", period, "a period of seconds > 0")
 
     @classmethod
     def parse(cls, value: object, *, field_name: str = "rate") -> Rate:
@@ -185,18 +187,18 @@ class ClaimPolicy:
     def __post_init__(self) -> None:
         if self.fairness not in ("strict", "weighted"):
             raise ConfigError("fairness", self.fairness, "'strict' or 'weighted'")
-        weights = _per_level(self.weights, "weights", default=DEFAULT_WEIGHTS, kind="weight") if isinstance(
-            self.weights, Mapping
-        ) else self.weights
+        weights: object = self.weights
+        if isinstance(weights, Mapping):
+            weights = _per_level(weights, "weights", default=DEFAULT_WEIGHTS, kind="weight")
         if (
             not isinstance(weights, tuple)
             or len(weights) != 5
             or not all(type(w) is int and 1 <= w <= 1_000_000 for w in weights)
         ):
             raise ConfigError("weights", self.weights, "an int from 1 to 1000000 per level")
-        waits = _per_level(self.max_wait_s, "max_wait_s", default=(None,) * 5, kind="seconds") if isinstance(
-            self.max_wait_s, Mapping
-        ) else self.max_wait_s
+        waits: object = self.max_wait_s
+        if isinstance(waits, Mapping):
+            waits = _per_level(waits, "max_wait_s", default=(None,) * 5, kind="seconds")
         if not isinstance(waits, tuple) or len(waits) != 5 or not all(
             w is None or (isinstance(w, int | float) and not isinstance(w, bool) and 0 < w < math.inf)
             for w in waits
@@ -207,10 +209,11 @@ class ClaimPolicy:
         object.__setattr__(self, "max_concurrency", _concurrency(self.max_concurrency, "max_concurrency"))
         if self.rate is not None:
             object.__setattr__(self, "rate", Rate.parse(self.rate))
-        if not isinstance(self.limits, Mapping):
-            raise ConfigError("limits", self.limits, "a dict of job type -> Limit or dict")
+        given: object = self.limits
+        if not isinstance(given, Mapping):
+            raise ConfigError("limits", given, "a dict of job type -> Limit or dict")
         limits = {}
-        for job_type, limit in self.limits.items():
+        for job_type, limit in given.items():
             if type(job_type) is not str or not job_type:
                 raise ConfigError("limits", job_type, "job type names (non-empty strings)")
             built = Limit.build(limit, where=f"limits.{job_type}")
@@ -259,12 +262,16 @@ class ClaimPolicy:
             "w": list(self.weights),
             "mw": [-1 if w is None else w for w in self.max_wait_s],
             "mc": self.max_concurrency or 0,
-            "r": [self.rate.limit, self.rate.period_s] if self.rate else 0,
+            "r": _rate_wire(self.rate),
             "l": {
-                t: {"mc": lim.max_concurrency or 0, "r": [lim.rate.limit, lim.rate.period_s] if lim.rate else 0}
+                t: {"mc": lim.max_concurrency or 0, "r": _rate_wire(lim.rate)}
                 for t, lim in sorted(self.limits.items())
             },
         }
+
+
+def _rate_wire(rate: Rate | None) -> list[float] | int:
+    return [rate.limit, rate.period_s] if rate else 0
 
 
 class RateWindow:

@@ -281,7 +281,9 @@ class MemoryState:
         if job_types is None:
             heaps = list(ready.values())
         else:
-            heaps = [heap for job_type in job_types for level in range(5) if (heap := ready.get((job_type, level)))]
+            heaps = [
+                heap for job_type in job_types for level in range(5) if (heap := ready.get((job_type, level)))
+            ]
         live = self._ready_live
         found = []
         for heap in heaps:
