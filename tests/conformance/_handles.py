@@ -49,7 +49,12 @@ class TwoHandles:
         if attr in _PINNED:
             return getattr(second, attr)
         if attr in _BOTH:
-            return lambda *args, **kwargs: [getattr(h, attr)(*args, **kwargs) for h in self._handles][0]
+            def both(*args: Any, **kwargs: Any) -> Any:
+                for handle in reversed(self._handles):
+                    result = getattr(handle, attr)(*args, **kwargs)
+                return result
+
+            return both
         if attr in ("name", "clock"):
             return getattr(first, attr)
         turn = next(self._turns) % 2

@@ -14,7 +14,7 @@ from typedq.backends.base import Queue
 from typedq.clock import FakeClock
 from typedq.errors import ConfigError, InvalidJobError
 from typedq.job import LEVELS, Job, JobStatus, Priority, level_index
-from typedq.policy import DEFAULT_WEIGHTS, ClaimPolicy, Limit, Rate
+from typedq.policy import ClaimPolicy, Limit, Rate
 
 MakeJob = Callable[..., Job]
 
@@ -36,7 +36,7 @@ def test_level_names_are_accepted_wherever_a_priority_is(queue: Queue, make_job:
     queue.set_priority("b", "CRITICAL")
     assert queue.get_job("b").priority == 10
     assert queue.claim("w", lease_s=30.0).job.job_id == "b"  # type: ignore[union-attr]
-    with pytest.raises(InvalidJobError, match="priority.*CRITICAL, HIGH, NORMAL, LOW, BATCH") as info:
+    with pytest.raises(InvalidJobError, match=r"priority.*CRITICAL, HIGH, NORMAL, LOW, BATCH") as info:
         queue.set_priority("a", "urgent")
     assert info.value.field == "priority"
     assert queue.get_job("a").priority == 7
@@ -47,7 +47,7 @@ def test_depth_per_level_counts_ready_jobs(queue: Queue, make_job: MakeJob, cloc
         [make_job(priority=p) for p in (10, 9, 9, 8, 5, 6, 1)]
         + [make_job(priority=2, scheduled_at=clock.now() + 60.0)]  # not ready yet
     )
-    expected = {Priority.CRITICAL: 3, Priority.HIGH: 1, Priority.NORMAL: 2, Priority.LOW: 0, Priority.BATCH: 1}
+    expected = dict(zip(LEVELS, (3, 1, 2, 0, 1), strict=True))
     assert queue.count_by_priority() == expected
     clock.advance(61.0)
     expected[Priority.BATCH] = 2
@@ -55,22 +55,6 @@ def test_depth_per_level_counts_ready_jobs(queue: Queue, make_job: MakeJob, cloc
     queue.claim("w", lease_s=30.0)
     assert queue.count_by_priority()[Priority.CRITICAL] == 2
     assert list(queue.count_by_priority()) == list(LEVELS)
-
-
-def test_weighted_fairness_serves_each_level_its_share(queue: Queue, clock: FakeClock) -> None:
-    """10,000 claims from a backlog of every level: each level within 5% of its weight."""
-    queue.set_claim_policy(ClaimPolicy(fairness="weighted"))
-    total = sum(DEFAULT_WEIGHTS)
-    jobs = [
-        Job(job_type="t", priority=int(level), created_at=clock.now())
-        for level, weight in zip(LEVELS, DEFAULT_WEIGHTS, strict=True)
-        for _ in range(10_000 * weight // total + 40)
-    ]
-    queue.enqueue_many(jobs)
-    got = _levels(queue, 10_000)
-    for index, weight in enumerate(DEFAULT_WEIGHTS):
-        share = got[index] / 10_000
-        assert abs(share - weight / total) <= 0.05 * weight / total, (index, got)
 
 
 def test_weights_are_configurable_and_an_idle_level_gets_no_burst(queue: Queue, clock: FakeClock) -> None:
