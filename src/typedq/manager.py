@@ -42,7 +42,7 @@ from typedq.errors import (
     QueueNotFoundError,
 )
 from typedq.events import EventHandler, safe_call
-from typedq.job import TERMINAL_STATUSES, Job, JobStatus
+from typedq.job import TERMINAL_STATUSES, Job, JobStatus, parse_priority
 from typedq.leases import LeaseKeeper, Reaper
 from typedq.retry import RetryPolicy
 from typedq.scheduler import Scheduler
@@ -166,7 +166,37 @@ class JobQueueManager(ScheduleAPI):
                 self._queues[name] = queue
                 self._queue_settings[name] = {k: self.config[k] for k in QUEUE_DEFAULTS}
             self._queue_settings[name].update(settings)
+            queue.set_claim_policy(self._queue_settings[name]["claim_policy"])
             return queue
+
+    def set_priority(self, job_id: str, priority: int | str, *, queue: str | None = None) -> None:
+        """Change a job's priority: an int from 1 to 10 or a level name (``"high"``).
+
+        A PENDING job is re-ordered at once. Without ``queue``, the job is looked for in
+        every queue of the manager.
+
+        Raises:
+            JobNotFoundError: no such job.
+            InvalidJobError: ``priority`` is neither 1-10 nor a level name; the message
+                names the field and the allowed values.
+        """
+        value = parse_priority(priority)
+        names = list(self._queues) if queue is None else [queue]
+        for name in names:
+            found = self._queues.get(name) or self.create_queue(name)
+            try:
+                found.set_priority(job_id, value)
+            except JobNotFoundError:
+                continue
+            return
+        raise JobNotFoundError(job_id, queue=queue)
+
+    def count_by_priority(self) -> dict[str, dict[str, int]]:
+        """Ready jobs per priority level of every queue: queue -> level name -> count."""
+        return {
+            name: {level.name: count for level, count in queue.count_by_priority().items()}
+            for name, queue in sorted(self._queues.items())
+        }
 
     def get_queue(self, name: str) -> Queue:
         """Return the queue ``name``.
