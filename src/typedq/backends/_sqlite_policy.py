@@ -47,24 +47,20 @@ BY_LEVEL: Final = (
 )
 
 
-@functools.cache
-def _running_of(types: int) -> str:
-    return (
-        "SELECT job_type, count(*) FROM jobs INDEXED BY jobs_leased WHERE queue = ? AND status = 'RUNNING'"
-        f" AND lease_until IS NOT NULL AND job_type IN ({', '.join(['?'] * types)}) GROUP BY job_type"
-    )
+_RUNNING_BY_TYPE: Final = (
+    "SELECT job_type, count(*) FROM jobs INDEXED BY jobs_leased WHERE queue = ? AND status = 'RUNNING'"
+    " AND lease_until IS NOT NULL GROUP BY job_type"
+)
 
 
 @functools.cache
-def _head(by_level: bool, types: int | None, blocked: int) -> str:
-    """The next claimable job (of one level, with ``by_level``); params: queue, now,
-    [low, high priority], ``types`` job types, ``blocked`` job types left out."""
+def _head(types: int | None, blocked: int) -> str:
+    """The next claimable job; params: queue, now, ``types`` job types, ``blocked`` job
+    types left out."""
     where = [
         "queue = ? AND status = 'PENDING' AND blocked_by = 0 AND delayed = 0",
         "(scheduled_at IS NULL OR scheduled_at <= ?)",
     ]
-    if by_level:
-        where.append("priority BETWEEN ? AND ?")
     if types is not None:
         where.append(f"job_type IN ({', '.join(['?'] * types)})")
     if blocked:
@@ -76,24 +72,59 @@ def _head(by_level: bool, types: int | None, blocked: int) -> str:
     )
 
 
+@functools.cache
+def _heads(types: int | None, blocked: int) -> str:
+    """Each level's next claimable job as rows (level, seq, due since), in one statement;
+    params: queue, now, ``types`` job types, ``blocked`` job types left out."""
+    where = (
+        "queue = ?1 AND status = 'PENDING' AND blocked_by = 0 AND delayed = 0"
+        " AND (scheduled_at IS NULL OR scheduled_at <= ?2)"
+    )
+    if types is not None:
+        where += f" AND job_type IN ({', '.join(f'?{3 + i}' for i in range(types))})"
+    if blocked:
+        first = 3 + (types or 0)
+        where += f" AND job_type NOT IN ({', '.join(f'?{first + i}' for i in range(blocked))})"
+    parts = []
+    for level in range(5):
+        high = MAX_PRIORITY - 2 * level
+        parts.append(
+            f"SELECT {level}, seq, ifnull(scheduled_at, created_at) FROM (SELECT seq, scheduled_at,"
+            f" created_at FROM jobs INDEXED BY jobs_ready WHERE {where} AND priority BETWEEN {high - 1}"
+            f" AND {high} ORDER BY priority DESC, scheduled_at, created_at, seq LIMIT 1)"
+        )
+    return " UNION ALL ".join(parts)
+
+
+#: A rate window's claim count and the time in the slot the next claim takes; params:
+#: queue, name, the rate's limit.
+_WINDOW: Final = (
+    "SELECT c.n, r.value FROM (SELECT ifnull((SELECT value FROM claim_state WHERE queue = ?1"
+    " AND name = ?2 AND slot = -1), 0) AS n) AS c LEFT JOIN claim_state AS r ON r.queue = ?1"
+    " AND r.name = ?2 AND r.slot = CAST(c.n AS INTEGER) % ?3"
+)
+
+
 class _Window:
     """A rate's ring of claim times in ``claim_state``, read and written in the claim's
     transaction (see :class:`~typedq.policy.RateWindow`)."""
 
     def __init__(self, conn: sqlite3.Connection, queue: str, key: str, rate: Rate) -> None:
         self.conn, self.queue, self.name, self.rate = conn, queue, f"rate:{key}", rate
-        row = conn.execute(_STATE_ONE, (queue, self.name, -1)).fetchone()
-        self.count = 0 if row is None else int(row[0])
+        count, self.oldest = conn.execute(_WINDOW, (queue, self.name, rate.limit)).fetchone()
+        self.count = int(count)
 
     def allows(self, now: float) -> bool:
-        row = self.conn.execute(_STATE_ONE, (self.queue, self.name, self.count % self.rate.limit)).fetchone()
-        return row is None or row[0] <= now - self.rate.period_s
+        return self.oldest is None or self.oldest <= now - self.rate.period_s
 
     def take(self, now: float) -> None:
-        conn = self.conn
-        conn.execute(_STATE_PUT, (self.queue, self.name, self.count % self.rate.limit, now))
+        conn, queue, name = self.conn, self.queue, self.name
+        slot = self.count % self.rate.limit
+        conn.executemany(_STATE_PUT, ((queue, name, slot, now), (queue, name, -1, self.count + 1)))
         self.count += 1
-        conn.execute(_STATE_PUT, (self.queue, self.name, -1, self.count))
+        if self.count >= self.rate.limit:
+            row = conn.execute(_STATE_ONE, (queue, name, self.count % self.rate.limit)).fetchone()
+            self.oldest = None if row is None else row[0]
 
 
 def _choose(
@@ -109,16 +140,12 @@ def _choose(
     of_types = () if types is None else types
     ntypes = None if types is None else len(types)
     if not policy.by_level:
-        row = conn.execute(_head(False, ntypes, len(blocked)), (*where, *of_types, *blocked)).fetchone()
+        row = conn.execute(_head(ntypes, len(blocked)), (*where, *of_types, *blocked)).fetchone()
         return None if row is None else int(row[0])
-    sql = _head(True, ntypes, len(blocked))
-    seqs: list[int | None] = []
-    heads: list[float | None] = []
-    for level in range(5):
-        high = MAX_PRIORITY - 2 * level
-        row = conn.execute(sql, (*where, high - 1, high, *of_types, *blocked)).fetchone()
-        seqs.append(None if row is None else row[0])
-        heads.append(None if row is None else row[1])
+    seqs: list[int | None] = [None] * 5
+    heads: list[float | None] = [None] * 5
+    for level, seq, since in conn.execute(_heads(ntypes, len(blocked)), (*where, *of_types, *blocked)):
+        seqs[level], heads[level] = seq, since
     chosen = pick_level(policy, heads, fair, where[1])
     return None if chosen is None else seqs[chosen]
 
@@ -137,11 +164,16 @@ def policy_claim(
     transaction; ``head`` is what the claim sets (worker_id, started_at, lease_until,
     lease_mono). Returns the claimed rows (``CLAIM_COLUMNS``)."""
     limits = policy.limits
-    running = conn.execute(_RUNNING_ALL, (queue,)).fetchone()[0] if policy.max_concurrency else 0
     counted = [t for t, lim in limits.items() if lim.max_concurrency is not None]
     by_type: dict[str, int] = dict.fromkeys(counted, 0)
-    if counted:
-        by_type.update(conn.execute(_running_of(len(counted)), (queue, *counted)).fetchall())
+    running = 0
+    if counted:  # one read of the RUNNING rows serves both counts
+        for job_type, count in conn.execute(_RUNNING_BY_TYPE, (queue,)):
+            running += count
+            if job_type in by_type:
+                by_type[job_type] = count
+    elif policy.max_concurrency:
+        running = conn.execute(_RUNNING_ALL, (queue,)).fetchone()[0]
     windows = {"": _Window(conn, queue, "", policy.rate)} if policy.rate else {}
     for job_type, lim in limits.items():
         if lim.rate is not None:
@@ -151,6 +183,7 @@ def policy_claim(
         fair = [0.0] * 6
         for slot, value in conn.execute(_STATE_GET, (queue, "fair")).fetchall():
             fair[int(slot)] = float(value)
+    was = list(fair)
     out: list[Sequence[Any]] = []
     while len(out) < limit:
         if policy.max_concurrency is not None and running >= policy.max_concurrency:
@@ -176,7 +209,7 @@ def policy_claim(
             windows[""].take(now)
         if job_type in windows:
             windows[job_type].take(now)
-    if fair:
-        for slot, value in enumerate(fair):
-            conn.execute(_STATE_PUT, (queue, "fair", slot, value))
+    if fair != was:
+        changed = [(queue, "fair", slot, value) for slot, value in enumerate(fair) if value != was[slot]]
+        conn.executemany(_STATE_PUT, changed)
     return out
