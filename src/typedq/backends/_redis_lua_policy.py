@@ -32,7 +32,9 @@ __all__ = ["POLICY_SCRIPTS", "SCAN_MAX"]
 SCAN_MAX: Final = 1000
 
 # KEYS[1]: the queue's base key.
-# ARGV: now, limit, worker, lease_until, policy as JSON (ClaimPolicy.to_wire), ntypes, types...
+# ARGV: now, limit, worker, lease_until, policy as JSON (ClaimPolicy.to_wire), ntypes, types...,
+# then per level the sort hex of (now - max_wait_s) ('' for a level without a bound): a head
+# whose due time sorts before it is overdue, told by comparing bytes, not reading the job.
 _CLAIM_POLICY: Final = r"""
 local now = tonumber(ARGV[1])
 local limit = tonumber(ARGV[2])
@@ -41,6 +43,7 @@ local ntypes = tonumber(ARGV[6])
 promote(now)
 if redis.call('SCARD', ALONE) > 0 then limit = 1 end
 local LIM = B .. ':lim:'
+local UNSCHEDULED = string.rep('0', 16)
 
 -- Limits: RUNNING counts and rate windows.
 local running = 0
@@ -128,15 +131,20 @@ local function choose(blocked, any_blocked)
     local lo = '[' .. string.format('%x', 2 * level)
     local m = head(lo, '(' .. string.format('%x', 2 * level + 2), blocked, any_blocked)
     members[level + 1] = m
-    if m then
-      local v = redis.call('HMGET', jk(string.sub(m, PREFIX_LEN + 1)), 'sa', 'ca')
-      heads[level + 1] = tonumber(v[1] or v[2])
+    local limit_hex = ARGV[7 + ntypes + level]
+    if m and limit_hex ~= '' then
+      local since_hex = string.sub(m, 2, 17)
+      if since_hex == UNSCHEDULED then since_hex = string.sub(m, 18, 33) end
+      if since_hex < limit_hex then  -- overdue: read its due time to rank it
+        local v = redis.call('HMGET', jk(string.sub(m, PREFIX_LEN + 1)), 'sa', 'ca')
+        heads[level + 1] = tonumber(v[1] or v[2])
+      end
     end
   end
   local chosen, overdue = nil, nil
   for i = 1, 5 do
     local since, bound = heads[i], P.mw[i]
-    if since and bound >= 0 and now - since > bound and (not overdue or now - since - bound > overdue) then
+    if since and (not overdue or now - since - bound > overdue) then
       chosen, overdue = i, now - since - bound
     end
   end

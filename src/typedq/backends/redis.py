@@ -285,7 +285,8 @@ class RedisQueue(coord.RedisCoordination, RedisReads, RedisDeadLetters, Queue):
         while True:
             now = _num(self._clock.now())
             if mode == "claim" and self._policy_wire is not None:
-                args = [now, limit, worker_id, until, self._policy_wire, len(types), *types]
+                overdue = self._overdue(float(now))
+                args = [now, limit, worker_id, until, self._policy_wire, len(types), *types, *overdue]
                 got = self._run("claim_policy", args)
             else:
                 got = self._run("claim", [now, mode, limit, worker_id, until, len(types), *types])
@@ -509,6 +510,13 @@ class RedisQueue(coord.RedisCoordination, RedisReads, RedisDeadLetters, Queue):
         """Claim by ``policy`` from now on; see :meth:`Queue.set_claim_policy`."""
         self._policy = None if policy is None or policy.is_strict else policy
         self._policy_wire = None if self._policy is None else json.dumps(self._policy.to_wire())
+
+    def _overdue(self, now: float) -> list[str]:
+        """Per level, the sort hex of the due time a head must be older than to be overdue."""
+        policy = self._policy
+        if policy is None:
+            return [""] * 5
+        return ["" if bound is None else sort_hex(now - bound) for bound in policy.max_wait_s]
 
     @property
     def claim_policy(self) -> ClaimPolicy | None:
