@@ -124,3 +124,21 @@ def test_level_names_in_config_and_manager(tmp_path: Path, managers: list[JobQue
         JobQueueManager({"queues": {"bulk": {"claim_policy": {"limits": {"x": {"rate": "fast"}}}}}})
     with pytest.raises(ConfigError, match=r"claim_policy\.fairness"):
         JobQueueManager({"claim_policy": {"fairness": "round-robin"}})
+
+
+def test_a_worker_serves_several_queues_by_weight(backend: str, managers: list[JobQueueManager]) -> None:
+    manager = JobQueueManager({"backend": backend, "batch_size": 1, "poll_interval": 0.01})
+    managers.append(manager)
+    order: list[str] = []
+    manager.register_handler("email", lambda payload: order.append("e"), queue="emails")
+    manager.register_handler("report", lambda payload: order.append("r"), queue="reports")
+    ids = [manager.submit("email", {}) for _ in range(30)] + [manager.submit("report", {}) for _ in range(30)]
+    assert manager.get_job(ids[0]).queue == "emails"
+    started = manager.start_workers(queues={"emails": 3, "reports": 1}, count=1)
+    assert [w.queue.name for w in started] == ["emails+reports"]
+    wait_until(lambda: all(manager.get_job(i).status is JobStatus.COMPLETED for i in ids), timeout=30.0)
+    # Both queues have work from the start: three emails to one report, interleaved.
+    assert "".join(order[:16]) == "eereeere" * 2
+    assert order[:40].count("r") == 10
+    with pytest.raises(ConfigError, match="queues.emails"):
+        manager.start_workers(queues={"emails": 0}, count=1)

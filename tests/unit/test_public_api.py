@@ -169,7 +169,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("typedq.retry", "typedq.events"),
     ("typedq.leases",),
     ("typedq.typed",),
-    ("typedq.worker", "typedq.aworker", "typedq.scheduler"),
+    ("typedq.worker", "typedq.aworker", "typedq.scheduler", "typedq._queue_group"),
     ("typedq._config",),
     ("typedq.manager",),
     ("typedq.cli", "typedq.api", "typedq.api.*", "typedq.metrics", "typedq.__main__"),
