@@ -140,5 +140,5 @@ def test_a_worker_serves_several_queues_by_weight(backend: str, managers: list[J
     # Both queues have work from the start: three emails to one report, interleaved.
     assert "".join(order[:16]) == "eereeere" * 2
     assert order[:40].count("r") == 10
-    with pytest.raises(ConfigError, match="queues.emails"):
+    with pytest.raises(ConfigError, match=r"queues\.emails"):
         manager.start_workers(queues={"emails": 0}, count=1)
