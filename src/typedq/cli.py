@@ -471,7 +471,10 @@ _LEVELS = click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=Fal
 #: The options of ``typedq worker`` and ``typedq worker start``.
 _WORKER_OPTIONS = [
     click.option("--app", metavar="MODULE:ATTR", help="Your JobQueueManager (or a function returning one)."),
-    click.option("-Q", "--queues", multiple=True, metavar="NAMES", help="Queues to work, comma-separated."),
+    click.option(
+        "-Q", "--queues", multiple=True, metavar="NAMES",
+        help="Queues to work, comma-separated; name=weight: every worker serves them all by weight.",
+    ),
     click.option("-c", "--concurrency", type=click.IntRange(min=1), help="Worker threads per queue."),
     click.option("-P", "--processes", type=click.IntRange(min=0),
                  help="Worker processes; 0: threads in this process (default: the processes setting)."),

@@ -16,6 +16,7 @@ from tests.conformance.conftest import delete_redis_prefix
 from tests.helpers import redis_available, skip_or_fail, wait_until
 
 from typedq import JobQueueManager, JobStatus, Priority
+from typedq._serve import queue_weights
 from typedq.errors import ConfigError, InvalidJobError
 
 pytestmark = pytest.mark.timeout(60)
@@ -142,3 +143,10 @@ def test_a_worker_serves_several_queues_by_weight(backend: str, managers: list[J
     assert order[:40].count("r") == 10
     with pytest.raises(ConfigError, match=r"queues\.emails"):
         manager.start_workers(queues={"emails": 0}, count=1)
+
+
+def test_queue_weights_on_the_command_line() -> None:
+    assert queue_weights(["emails", "reports"]) is None
+    assert queue_weights(["emails=3", "reports"]) == {"emails": 3, "reports": 1}
+    with pytest.raises(ConfigError, match=r"queues\.emails"):
+        queue_weights(["emails=0"])
