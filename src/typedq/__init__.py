@@ -50,6 +50,7 @@ from typedq.events import EventHandler
 from typedq.job import Job, JobStatus, Priority
 from typedq.leases import LeaseKeeper, Reaper
 from typedq.manager import JobQueueManager
+from typedq.policy import ClaimPolicy, Limit, Rate
 from typedq.retry import RetryPolicy
 from typedq.serializers import get_serializer
 from typedq.typed import JobType, TypedJob
@@ -64,6 +65,7 @@ __all__ = [
     "BackendUnavailableError",
     "BackendWriteError",
     "Claim",
+    "ClaimPolicy",
     "Clock",
     "ConfigError",
     "DependencyCycleError",
@@ -85,6 +87,7 @@ __all__ = [
     "JobTimeoutError",
     "JobType",
     "LeaseKeeper",
+    "Limit",
     "NoHandlerError",
     "PayloadTooLargeError",
     "PayloadValidationError",
@@ -92,6 +95,7 @@ __all__ = [
     "Priority",
     "Queue",
     "QueueNotFoundError",
+    "Rate",
     "Reaper",
     "ResultSerializationError",
     "RetryPolicy",

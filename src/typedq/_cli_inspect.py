@@ -37,7 +37,7 @@ from typedq._cli_output import (
 )
 from typedq._cli_workers import registry_lines, registry_report
 from typedq.backends.base import Queue
-from typedq.job import Job, JobStatus
+from typedq.job import LEVELS, Job, JobStatus
 from typedq.manager import JobQueueManager
 
 __all__ = ["STATE_ALIASES", "ListPage", "delayed_counts", "list_cmd", "list_page", "show", "state_option",
@@ -165,9 +165,11 @@ def status(*, backend: str | None, config_path: str | None, as_json: bool) -> No
         dropped = manager.get_dead_letter_queue().count_dropped()
         storage = storage_diagnostics(manager)
         registry = registry_report(manager, now)
+        by_level = manager.count_by_priority()
         if as_json:
             echo_json({
-                "backend": env.backend, "queues": counts, "delayed": delayed, "dead_letters": dead_letters,
+                "backend": env.backend, "queues": counts, "delayed": delayed, "ready_by_priority": by_level,
+                "dead_letters": dead_letters,
                 "dead_letters_dropped": dropped, "workers": workers, "registry": registry,
             } | ({"storage": storage} if storage else {}))
             return
@@ -180,6 +182,11 @@ def status(*, backend: str | None, config_path: str | None, as_json: bool) -> No
         if waiting:
             click.echo(f"\nscheduled: {waiting} delayed job(s) waiting for their time (PENDING until then; "
                        "typedq list --state scheduled)")
+        if any(any(levels.values()) for levels in by_level.values()):
+            names = [level.name for level in LEVELS]
+            rows = [[name, *(levels[n] for n in names)] for name, levels in by_level.items()]
+            click.echo("\nready by priority level:")
+            click.echo(render_table(["QUEUE", *names], rows, right=range(1, 6)))
         kept = f", {dropped} oldest dropped (dlq_max)" if dropped else ""
         click.echo(f"\ndead letters: {dead_letters}{kept} (typedq dlq list)\n")
         for line in registry_lines(registry, now):

@@ -12,9 +12,10 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 from typedq._validate import require_number
-from typedq.errors import ConfigError
-from typedq.job import MAX_PRIORITY, MIN_PRIORITY
+from typedq.errors import ConfigError, InvalidJobError
+from typedq.job import parse_priority
 from typedq.leases import check_lease_settings
+from typedq.policy import ClaimPolicy
 from typedq.serializers.base import MAX_HEADER_SIZE
 from typedq.worker import DEFAULT_BATCH_SIZE, DEFAULT_DLQ_MAX
 
@@ -43,6 +44,10 @@ QUEUE_DEFAULTS: Final[dict[str, Any]] = {
     # The most jobs a worker claims at once (and completions it commits together) while
     # its jobs are quick; 1 takes one job at a time. See typedq.worker.
     "batch_size": DEFAULT_BATCH_SIZE,
+    # How the queue's claims choose jobs (typedq.policy.ClaimPolicy, or a dict of its
+    # fields: fairness, weights, max_wait_s, max_concurrency, rate, limits); None: strict
+    # priority without limits.
+    "claim_policy": None,
 }
 
 #: Every top-level config key, with its default.
@@ -104,10 +109,17 @@ def validate_queue_settings(where: str, settings: Mapping[str, Any]) -> dict[str
         # 0 worker threads would claim nothing: a queue with such a setting never runs.
         require_number(f"{where}max_workers", s["max_workers"], minimum=1, integer=True)
     if "default_priority" in s:
-        require_number(
-            f"{where}default_priority", s["default_priority"],
-            minimum=MIN_PRIORITY, maximum=MAX_PRIORITY, integer=True,
-        )
+        try:
+            name = f"{where}default_priority"
+            s["default_priority"] = parse_priority(s["default_priority"], field_name=name)
+        except InvalidJobError as exc:
+            raise ConfigError(exc.field, exc.value, exc.allowed) from None
+    if "claim_policy" in s:
+        try:
+            s["claim_policy"] = ClaimPolicy.from_config(s["claim_policy"])
+        except ConfigError as exc:
+            field = exc.field if exc.field.startswith("claim_policy") else f"claim_policy.{exc.field}"
+            raise ConfigError(f"{where}{field}", exc.value, exc.allowed) from None
     if "poll_interval" in s:
         require_number(f"{where}poll_interval", s["poll_interval"], minimum=0, strict=True)
     if "base_delay" in s:
@@ -132,7 +144,7 @@ def validate_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
         if key not in DEFAULT_CONFIG:
             raise unknown_key_error("", key, DEFAULT_CONFIG)
     merged = {**DEFAULT_CONFIG, **config}
-    validate_queue_settings("", {k: merged[k] for k in QUEUE_DEFAULTS})
+    merged.update(validate_queue_settings("", {k: merged[k] for k in QUEUE_DEFAULTS}))
     queues = merged["queues"]
     if not isinstance(queues, Mapping):
         raise ConfigError("queues", queues, "a dict of queue name -> settings")

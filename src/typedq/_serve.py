@@ -328,6 +328,27 @@ def _shut_down(
         _worker_log.removeFilter(quiet)
 
 
+def queue_weights(names: Sequence[str]) -> dict[str, int] | None:
+    """``["emails=3", "reports=1"]`` -> ``{"emails": 3, "reports": 1}``; None when no name
+    carries a weight (one worker pool per queue). A name without one weighs 1.
+
+    Raises:
+        ConfigError: a weight that is not an int >= 1.
+    """
+    if not any("=" in name for name in names):
+        return None
+    weights: dict[str, int] = {}
+    for item in names:
+        name, _, weight = item.partition("=")
+        if not weight:
+            weights[name] = 1
+            continue
+        if not weight.isdigit() or int(weight) < 1:
+            raise ConfigError(f"queues.{name}", weight, "a weight: an int >= 1 (name=weight)")
+        weights[name] = int(weight)
+    return weights
+
+
 def serve(
     manager: JobQueueManager,
     *,
@@ -344,7 +365,10 @@ def serve(
 
     Args:
         manager: the application's manager; the caller closes it afterwards.
-        queues: the queues to work (default: every queue of the manager).
+        queues: the queues to work (default: every queue of the manager). Given as
+            ``name=weight`` (``["emails=3", "reports=1"]``), each worker serves all of
+            them by weight (``manager.start_workers(queues=...)``), ``concurrency``
+            workers (default: the first queue's ``max_workers``).
         concurrency: worker threads per queue (default: each queue's ``max_workers``).
         grace_s: how long running jobs may finish after a graceful stop (default: the
             manager's ``shutdown_grace_s``).
@@ -365,6 +389,13 @@ def serve(
     tune_gc_for_serving()
     names = list(queues) if queues else list(manager.queues)
     workers: list[Worker] = []
+    weights = queue_weights(names)
+    if weights is not None:
+        for name in weights:
+            if name not in manager.queues:
+                manager.create_queue(name)
+        names = []
+        workers += manager.start_workers(queues=weights, count=concurrency)
     for name in names:
         if concurrency is not None:
             manager.create_queue(name, max_workers=concurrency)

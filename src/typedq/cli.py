@@ -45,7 +45,7 @@ from typedq._cli_workers import retry, stop_workers_cmd, workers_cmd
 from typedq._config import DEFAULT_CONFIG
 from typedq.backends import backend_for
 from typedq.errors import ConfigError, InvalidTransitionError, TypedqError
-from typedq.job import TERMINAL_STATUSES, JobStatus
+from typedq.job import TERMINAL_STATUSES, JobStatus, Priority, parse_priority
 from typedq.manager import JobQueueManager
 from typedq.process import (
     StopRequest,
@@ -110,6 +110,22 @@ def cli(ctx: click.Context, backend: str | None, config_path: str | None, verbos
         ctx.call_on_close(lambda: log.setLevel(level))
 
 
+class _PriorityType(click.ParamType[int]):
+    """A priority on the command line: 1-10 or a level name in any case."""
+
+    name = "priority"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        text = value.strip() if isinstance(value, str) else value
+        try:
+            return parse_priority(int(text) if isinstance(text, str) and text.isdigit() else text)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+PRIORITY = _PriorityType()
+
+
 # -- enqueue ---------------------------------------------------------------------------------
 
 
@@ -119,7 +135,7 @@ def cli(ctx: click.Context, backend: str | None, config_path: str | None, verbos
 @click.option("--payload", metavar="JSON", help="Payload of a --type job, a JSON object.")
 @click.option("-q", "--queue", help="Queue (default: default).")
 @click.option("--id", "job_id", help="Job id (default: a new UUID).")
-@click.option("-p", "--priority", type=click.IntRange(1, 10), help="1 (lowest) to 10 (highest).")
+@click.option("-p", "--priority", type=PRIORITY, help="1-10 or a level: critical high normal low batch.")
 @click.option("--max-retries", type=click.IntRange(min=0), help="Retries before the DLQ.")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Seconds (kills a command).")
 @click.option("--delay", type=click.FloatRange(min=0), help="Run no earlier than this many seconds from now.")
@@ -263,6 +279,27 @@ def cancel(
             click.echo(f"{job_id}: {what}")
     if any(w.startswith("already") for w in outcome.values()):
         raise click.exceptions.Exit(EXIT_FAILED)
+
+
+@cli.command()
+@click.argument("job_id")
+@click.argument("priority", type=PRIORITY)
+@click.option("-q", "--queue", help="The job's queue, if the backend cannot list its queues.")
+@_common
+def priority(
+    *, job_id: str, priority: int, queue: str | None, backend: str | None, config_path: str | None,
+    as_json: bool,
+) -> None:
+    """Change a job's priority: 1-10 or a level (critical, high, normal, low, batch)."""
+    with _env(backend, config_path).manager([queue]) as manager:
+        manager.get_job(job_id)  # an unknown id is bad input (exit 2)
+        manager.set_priority(job_id, priority, queue=queue)
+        job = manager.get_job(job_id)
+    level = Priority.level_of(job.priority).name
+    if as_json:
+        echo_json({"job_id": job_id, "priority": job.priority, "level": level, "status": job.status.value})
+    else:
+        click.echo(f"{job_id}: priority {job.priority} ({level}), {job.status.value}")
 
 
 # -- dead letters ----------------------------------------------------------------------------
@@ -437,7 +474,10 @@ _LEVELS = click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=Fal
 #: The options of ``typedq worker`` and ``typedq worker start``.
 _WORKER_OPTIONS = [
     click.option("--app", metavar="MODULE:ATTR", help="Your JobQueueManager (or a function returning one)."),
-    click.option("-Q", "--queues", multiple=True, metavar="NAMES", help="Queues to work, comma-separated."),
+    click.option(
+        "-Q", "--queues", multiple=True, metavar="NAMES",
+        help="Queues to work, comma-separated; name=weight: every worker serves them all by weight.",
+    ),
     click.option("-c", "--concurrency", type=click.IntRange(min=1), help="Worker threads per queue."),
     click.option("-P", "--processes", type=click.IntRange(min=0),
                  help="Worker processes; 0: threads in this process (default: the processes setting)."),

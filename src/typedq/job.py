@@ -30,6 +30,7 @@ from typing import Any, Final
 from typedq.errors import InvalidJobError
 
 __all__ = [
+    "LEVELS",
     "MAX_COUNT",
     "MAX_EPOCH",
     "MAX_JOB_ID_LENGTH",
@@ -44,6 +45,8 @@ __all__ = [
     "Job",
     "JobStatus",
     "Priority",
+    "level_index",
+    "parse_priority",
     "take_legacy_traceback",
     "validate_job_id",
 ]
@@ -102,13 +105,64 @@ TERMINAL_STATUSES: Final = frozenset(
 
 
 class Priority(IntEnum):
-    """Named priority levels; any int from 1 (lowest) to 10 (highest) is allowed."""
+    """The five named priority levels on the 1 (lowest) to 10 (highest) scale.
 
-    LOWEST = 1
-    LOW = 3
-    NORMAL = 5
-    HIGH = 7
+    Any int from 1 to 10 is a priority; each belongs to one level, two values a level
+    (see :meth:`level_of`)::
+
+        level     value  band
+        CRITICAL  10     9-10
+        HIGH       7     7-8
+        NORMAL     5     5-6
+        LOW        3     3-4
+        BATCH      1     1-2
+
+    ``LOWEST`` is a deprecated alias of ``BATCH`` (the same value, 1). Wherever a
+    priority is accepted, a level's name is too, in any case (``"high"``).
+    """
+
     CRITICAL = 10
+    HIGH = 7
+    NORMAL = 5
+    LOW = 3
+    BATCH = 1
+    #: Deprecated: the name typedq used for 1 before the five levels; ``BATCH`` now.
+    LOWEST = 1
+
+    @classmethod
+    def level_of(cls, priority: int) -> Priority:
+        """The level a priority value from 1 to 10 belongs to (9 is CRITICAL, 2 BATCH)."""
+        return LEVELS[level_index(priority)]
+
+
+#: The five levels, highest first (index = :func:`level_index`).
+LEVELS: Final = (Priority.CRITICAL, Priority.HIGH, Priority.NORMAL, Priority.LOW, Priority.BATCH)
+_LEVEL_NAMES: Final = "CRITICAL, HIGH, NORMAL, LOW, BATCH (any case)"
+_PRIORITY_ALLOWED: Final = (
+    f"an int from {MIN_PRIORITY} (lowest) to {MAX_PRIORITY} (highest) or a level name: {_LEVEL_NAMES}"
+)
+
+
+def level_index(priority: int) -> int:
+    """0 for CRITICAL (9-10), 1 HIGH (7-8), 2 NORMAL (5-6), 3 LOW (3-4), 4 BATCH (1-2)."""
+    return (MAX_PRIORITY - priority) // 2
+
+
+def parse_priority(value: object, *, field_name: str = "priority") -> int:
+    """The priority ``value`` means: an int from 1 to 10, or a level's name in any case.
+
+    Raises:
+        InvalidJobError: anything else; the message names ``field_name`` and the
+            allowed values.
+    """
+    if type(value) is int or (isinstance(value, int) and not isinstance(value, bool)):
+        if MIN_PRIORITY <= value <= MAX_PRIORITY:
+            return int(value)
+    elif isinstance(value, str):
+        member = Priority.__members__.get(value.strip().upper())
+        if member is not None:
+            return int(member)
+    raise InvalidJobError(field_name, value, _PRIORITY_ALLOWED)
 
 
 def validate_job_id(value: object, *, field_name: str = "job_id") -> str:
@@ -296,10 +350,9 @@ class Job:
     def _validate_numbers(self) -> None:
         """Check that every number field is of its type and inside its documented range."""
         prio = self.priority
-        if not (type(prio) is int or _is_int(prio)) or not MIN_PRIORITY <= prio <= MAX_PRIORITY:
-            raise InvalidJobError(
-                "priority", prio, f"an int from {MIN_PRIORITY} (lowest) to {MAX_PRIORITY} (highest)"
-            )
+        if type(prio) is not int or not MIN_PRIORITY <= prio <= MAX_PRIORITY:
+            # A level name ("high") or a Priority becomes its int; anything else is refused.
+            self.priority = parse_priority(prio)
         if self.scheduled_at is not None and not _is_epoch(self.scheduled_at):
             raise InvalidJobError("scheduled_at", self.scheduled_at, f"None or {_EPOCH_RANGE}")
         created = self.created_at
@@ -328,7 +381,7 @@ class Job:
         job_type: str,
         payload: dict[str, Any] | None = None,
         *,
-        priority: int = 5,
+        priority: int | str = 5,
         scheduled_at: float | None = None,
         delay_s: float | None = None,
         max_retries: int = 3,
@@ -344,7 +397,7 @@ class Job:
         Args:
             job_type: which handler runs it; a non-blank string.
             payload: the handler's argument; a dict (default empty).
-            priority: 1 (lowest) to 10 (highest).
+            priority: 1 (lowest) to 10 (highest), or a level name (``"high"``).
             scheduled_at: run no earlier than this epoch time (years 1 to 9999).
             delay_s: run no earlier than ``delay_s`` seconds from now (exclusive with
                 ``scheduled_at``).
@@ -373,7 +426,7 @@ class Job:
             job_id=_new_id() if job_id is None else job_id,
             job_type=job_type,
             payload={} if payload is None else payload,
-            priority=priority,
+            priority=parse_priority(priority),
             scheduled_at=scheduled_at,
             created_at=created,
             max_retries=max_retries,

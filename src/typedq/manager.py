@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Iterable, Mapping
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 from typedq._config import (
     DEFAULT_CONFIG,
@@ -28,6 +28,7 @@ from typedq._config import (
     validate_config,
     validate_queue_settings,
 )
+from typedq._queue_group import QueueGroup
 from typedq._schedule_api import ScheduleAPI
 from typedq._validate import require_number
 from typedq._waiting import CompletionWaiters, NotifyingEvents, wait_for_jobs
@@ -42,7 +43,7 @@ from typedq.errors import (
     QueueNotFoundError,
 )
 from typedq.events import EventHandler, safe_call
-from typedq.job import TERMINAL_STATUSES, Job, JobStatus
+from typedq.job import TERMINAL_STATUSES, Job, JobStatus, parse_priority
 from typedq.leases import LeaseKeeper, Reaper
 from typedq.retry import RetryPolicy
 from typedq.scheduler import Scheduler
@@ -166,7 +167,37 @@ class JobQueueManager(ScheduleAPI):
                 self._queues[name] = queue
                 self._queue_settings[name] = {k: self.config[k] for k in QUEUE_DEFAULTS}
             self._queue_settings[name].update(settings)
+            queue.set_claim_policy(self._queue_settings[name]["claim_policy"])
             return queue
+
+    def set_priority(self, job_id: str, priority: int | str, *, queue: str | None = None) -> None:
+        """Change a job's priority: an int from 1 to 10 or a level name (``"high"``).
+
+        A PENDING job is re-ordered at once. Without ``queue``, the job is looked for in
+        every queue of the manager.
+
+        Raises:
+            JobNotFoundError: no such job.
+            InvalidJobError: ``priority`` is neither 1-10 nor a level name; the message
+                names the field and the allowed values.
+        """
+        value = parse_priority(priority)
+        names = list(self._queues) if queue is None else [queue]
+        for name in names:
+            found = self._queues.get(name) or self.create_queue(name)
+            try:
+                found.set_priority(job_id, value)
+            except JobNotFoundError:
+                continue
+            return
+        raise JobNotFoundError(job_id, queue=queue)
+
+    def count_by_priority(self) -> dict[str, dict[str, int]]:
+        """Ready jobs per priority level of every queue: queue -> level name -> count."""
+        return {
+            name: {level.name: count for level, count in queue.count_by_priority().items()}
+            for name, queue in sorted(self._queues.items())
+        }
 
     def get_queue(self, name: str) -> Queue:
         """Return the queue ``name``.
@@ -317,13 +348,21 @@ class JobQueueManager(ScheduleAPI):
 
     # -- workers ------------------------------------------------------------------------
 
-    def start_workers(self, queue: str | None = None, count: int | None = None) -> list[Worker]:
+    def start_workers(
+        self, queue: str | None = None, count: int | None = None, *, queues: Mapping[str, int] | None = None
+    ) -> list[Worker]:
         """Start worker threads for ``queue`` (every queue when None), up to ``max_workers``.
 
         Args:
             queue: the queue name, or None for all queues.
             count: how many to start per queue (default: up to its ``max_workers``);
                 the total alive per queue never exceeds ``max_workers``.
+            queues: instead of ``queue``, queue name -> weight: ``count`` workers (default
+                the first queue's ``max_workers``) that each serve all of these queues,
+                claiming from them in weighted round robin (``{"emails": 3, "reports":
+                1}``: three emails claims to one reports claim while both have work,
+                never one drained first; see ``typedq._queue_group``). The first queue's
+                settings (poll interval, retries, batch size) apply.
 
         Returns:
             The workers started by this call.
@@ -334,6 +373,8 @@ class JobQueueManager(ScheduleAPI):
         """
         if count is not None:
             require_number("count", count, minimum=0, integer=True)
+        if queues is not None:
+            return self._start_group(queues, count)
         names = list(self._queues) if queue is None else [queue]
         started: list[Worker] = []
         with self._workers_lock:
@@ -374,6 +415,46 @@ class JobQueueManager(ScheduleAPI):
                     self._scheduler.start()
                 for worker in started:
                     worker.start()
+        return started
+
+    def _start_group(self, weights: Mapping[str, int], count: int | None) -> list[Worker]:
+        if queue_error := next((n for n in weights if n not in self._queues), None):
+            raise QueueNotFoundError(queue_error, list(self._queues))
+        group = QueueGroup({self._queues[name]: weight for name, weight in weights.items()})
+        first = next(iter(weights))
+        settings = self._queue_settings[first]
+        n = settings["max_workers"] if count is None else count
+        policy = RetryPolicy(
+            base_delay=settings["base_delay"], jitter=settings["jitter"], max_delay=settings["max_delay"]
+        )
+        started = [
+            Worker(
+                # A group has every method a worker calls on its queue, not the whole protocol.
+                cast(Queue, group), self._handlers, settings["poll_interval"],
+                dead_letter_queue=self._dead_letter,
+                worker_id=f"{group.name}-worker",
+                event_handler=self._events_for_workers(),
+                retry_policy=policy,
+                lease_s=self.config["lease_s"],
+                heartbeat_s=self.config["heartbeat_s"],
+                lease_keeper=self._keeper,
+                clock=self.clock,
+                batch_size=settings["batch_size"],
+                dlq_max=self.config["dlq_max"],
+            )
+            for _ in range(n)
+        ]
+        with self._workers_lock:
+            if self._closed:
+                raise ConfigError("manager", "closed", "an open manager (this one was closed)")
+            self._workers.setdefault(group.name, []).extend(started)
+            if started:
+                self._keeper.start()
+                self._reaper.start()
+                if self.config["scheduler"]:
+                    self._scheduler.start()
+            for worker in started:
+                worker.start()
         return started
 
     def stop_workers(

@@ -34,11 +34,12 @@ from typedq._validate import require_number
 from typedq.errors import (
     ConfigError,
     FieldProblem,
+    InvalidJobError,
     PayloadValidationError,
     PayloadVersionError,
     ResultSerializationError,
 )
-from typedq.job import MAX_PRIORITY, MIN_PRIORITY, Job, JobStatus
+from typedq.job import Job, JobStatus, parse_priority
 
 __all__ = [
     "VERSION_KEY",
@@ -92,7 +93,7 @@ class JobType(Generic[P, R]):
         result: the type of the handler's return value (default: ``None``).
         version: the payload model's current version (>= 1).
         queue: the default queue of its jobs.
-        priority: their default priority (1-10).
+        priority: their default priority (1-10, or a level name such as ``"high"``).
         max_retries: their default retry budget.
         timeout_s: their default handler timeout (None: none).
 
@@ -108,7 +109,7 @@ class JobType(Generic[P, R]):
         *,
         version: int = ...,
         queue: str = ...,
-        priority: int = ...,
+        priority: int | str = ...,
         max_retries: int = ...,
         timeout_s: float | None = ...,
     ) -> None: ...
@@ -122,7 +123,7 @@ class JobType(Generic[P, R]):
         *,
         version: int = ...,
         queue: str = ...,
-        priority: int = ...,
+        priority: int | str = ...,
         max_retries: int = ...,
         timeout_s: float | None = ...,
     ) -> None: ...
@@ -135,7 +136,7 @@ class JobType(Generic[P, R]):
         *,
         version: int = 1,
         queue: str = "default",
-        priority: int = 5,
+        priority: int | str = 5,
         max_retries: int = 3,
         timeout_s: float | None = None,
     ) -> None:
@@ -146,7 +147,10 @@ class JobType(Generic[P, R]):
         if not (isinstance(given_model, type) and issubclass(given_model, BaseModel)):
             raise ConfigError("payload", payload, "a pydantic BaseModel subclass")
         require_number("version", version, minimum=1, integer=True)
-        require_number("priority", priority, minimum=MIN_PRIORITY, maximum=MAX_PRIORITY, integer=True)
+        try:
+            level = parse_priority(priority)
+        except InvalidJobError as exc:
+            raise ConfigError("priority", priority, exc.allowed) from None
         require_number("max_retries", max_retries, minimum=0, integer=True)
         require_number("timeout_s", timeout_s, minimum=0, strict=True, allow_none=True)
         self.name = name
@@ -154,7 +158,7 @@ class JobType(Generic[P, R]):
         self.result_type: Any = type(None) if result is None else result
         self.version = version
         self.queue = queue
-        self.priority = priority
+        self.priority = level
         self.max_retries = max_retries
         self.timeout_s = timeout_s
         self._migrations: dict[int, Migration] = {}

@@ -11,6 +11,7 @@ by one is presented to the other, and a write is read back through the other.
 Waiting stays on one handle: :meth:`Queue.interrupt` wakes the waiters of the object it
 is called on, by contract, so ``wait_ready`` and ``interrupt`` both go to the second
 handle (the first one's writes must still wake it: that is tested by every waiting test).
+A handle's configuration (``set_claim_policy``) is given to both handles.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ __all__ = ["TwoHandles"]
 
 #: Calls that must reach the same object every time (the waiters of one object).
 _PINNED = frozenset({"wait_ready", "interrupt"})
+#: Configuration of a handle: given to both (every process on a store is configured alike).
+_BOTH = frozenset({"set_claim_policy"})
 
 
 class TwoHandles:
@@ -45,6 +48,13 @@ class TwoHandles:
         first, second = self._handles
         if attr in _PINNED:
             return getattr(second, attr)
+        if attr in _BOTH:
+            def both(*args: Any, **kwargs: Any) -> Any:
+                for handle in reversed(self._handles):
+                    result = getattr(handle, attr)(*args, **kwargs)
+                return result
+
+            return both
         if attr in ("name", "clock"):
             return getattr(first, attr)
         turn = next(self._turns) % 2

@@ -24,6 +24,8 @@ from typedq.job import (
     Job,
     JobStatus,
     Priority,
+    level_index,
+    parse_priority,
     take_legacy_traceback,
 )
 
@@ -101,9 +103,29 @@ def test_is_terminal() -> None:
 
 def test_priority_names() -> None:
     assert [(p.name, int(p)) for p in Priority] == [
-        ("LOWEST", 1), ("LOW", 3), ("NORMAL", 5), ("HIGH", 7), ("CRITICAL", 10),
+        ("CRITICAL", 10), ("HIGH", 7), ("NORMAL", 5), ("LOW", 3), ("BATCH", 1),
     ]
+    assert Priority.LOWEST is Priority.BATCH  # the deprecated name still works
     assert Job(job_type="t", priority=Priority.HIGH).priority == 7
+    assert type(Job(job_type="t", priority=Priority.HIGH).priority) is int
+
+
+def test_priority_levels_and_names() -> None:
+    assert [Priority.level_of(p).name for p in range(10, 0, -1)] == [
+        "CRITICAL", "CRITICAL", "HIGH", "HIGH", "NORMAL", "NORMAL", "LOW", "LOW", "BATCH", "BATCH",
+    ]
+    assert [level_index(p) for p in (10, 9, 8, 1)] == [0, 0, 1, 4]
+    assert parse_priority("High") == 7
+    assert parse_priority(" batch ") == 1
+    assert parse_priority("lowest") == 1
+    assert Job(job_type="t", priority="critical").priority == 10  # type: ignore[arg-type]
+    assert Job.create("t", priority="low").priority == 3
+    for bad in ("urgent", "", "7", 0, 11, True, 5.0, None):
+        with pytest.raises(InvalidJobError, match=r"priority=.*CRITICAL, HIGH, NORMAL, LOW, BATCH") as info:
+            parse_priority(bad)
+        assert info.value.field == "priority"
+    with pytest.raises(InvalidJobError, match="priority"):
+        Job(job_type="t", priority="soon")  # type: ignore[arg-type]
 
 
 # -- Job.create ----------------------------------------------------------------------------

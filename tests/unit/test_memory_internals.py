@@ -91,7 +91,7 @@ def test_tombstones_never_pass_a_quarter_of_a_big_heap(
 def test_order_survives_compaction(queue: JobQueue, clock: FakeClock) -> None:
     jobs = [
         Job(job_id=f"p{p}-{i}", job_type="t", priority=p, created_at=clock.now())
-        for i in range(40)
+        for i in range(80)  # a ready heap per type and level: each must pass the compaction minimum
         for p in (1, 5, 9)
     ]
     queue.enqueue_many(jobs)

@@ -8,8 +8,9 @@ meets the job, and a job whose own status is no longer PENDING is never handed o
 
 A PENDING job is in exactly one of three places:
 
-* a *ready heap*, one per job type (so a claim limited to some types never walks the
-  jobs of other types), ordered like ``Job.__lt__``: higher priority, then earlier
+* a *ready heap*, one per job type and priority level (so a claim limited to some types
+  never walks the jobs of other types, and a claim policy finds each level's next job
+  at a heap's top), ordered like ``Job.__lt__``: higher priority, then earlier
   ``scheduled_at``, then earlier ``created_at``, then arrival order; a claim compares
   the heads of the heaps it may take from;
 * the *delayed heap*, ordered by due time, for jobs whose ``scheduled_at`` is in the
@@ -45,9 +46,9 @@ from typing import Final
 
 from typedq.clock import Clock
 from typedq.errors import JobNotFoundError, StaleLeaseError
-from typedq.job import TERMINAL_STATUSES, UNSCHEDULED, Job, JobStatus
+from typedq.job import TERMINAL_STATUSES, UNSCHEDULED, Job, JobStatus, level_index
 
-__all__ = ["FAILING", "HISTORY", "MemoryState", "ReadyEntry"]
+__all__ = ["FAILING", "HISTORY", "HeapKey", "MemoryState", "ReadyEntry"]
 
 _PENDING: Final = JobStatus.PENDING
 _RUNNING: Final = JobStatus.RUNNING
@@ -61,6 +62,8 @@ _COMPACT_MIN: Final = 64
 
 #: A ready-heap entry: (-priority, scheduled_at or UNSCHEDULED, created_at, seq, job_id).
 ReadyEntry = tuple[int, float, float, int, str]
+#: A ready heap's key: (job type, priority level index, 0 CRITICAL .. 4 BATCH).
+HeapKey = tuple[str, int]
 #: Creation ranks of queues: the order two queues' locks are taken in (``_memory_dead``).
 _RANKS: Final = itertools.count()
 
@@ -82,10 +85,10 @@ class MemoryState:
         # The queue's own view of each job's status (see the module docstring).
         self._status: dict[str, JobStatus] = {}
         self._seq = itertools.count()
-        self._ready: dict[str, list[ReadyEntry]] = {}
-        # job id -> seq of its live entry in its type's ready heap; live entries per type.
+        self._ready: dict[HeapKey, list[ReadyEntry]] = {}
+        # job id -> seq of its live entry in its ready heap; live entries per heap.
         self._ready_live: dict[str, int] = {}
-        self._ready_count: dict[str, int] = {}
+        self._ready_count: dict[HeapKey, int] = {}
         # delayed heap entries: (due, seq, job_id)
         self._delayed: list[tuple[float, int, str]] = []
         self._delayed_live: dict[str, int] = {}
@@ -222,12 +225,12 @@ class MemoryState:
             heapq.heappush(self._delayed, (sched, seq, job.job_id))
             return
         self._ready_live[job.job_id] = seq
-        job_type = job.job_type
-        heap = self._ready.get(job_type)
+        key = (job.job_type, level_index(job.priority))
+        heap = self._ready.get(key)
         if heap is None:
-            heap = self._ready[job_type] = []
-            self._ready_count[job_type] = 0
-        self._ready_count[job_type] += 1
+            heap = self._ready[key] = []
+            self._ready_count[key] = 0
+        self._ready_count[key] += 1
         heapq.heappush(
             heap, (-job.priority, UNSCHEDULED if sched is None else sched, job.created_at, seq, job.job_id)
         )
@@ -236,8 +239,9 @@ class MemoryState:
         """Take a PENDING job out of whatever index holds it (tombstoning heap entries)."""
         job_id = job.job_id
         if self._ready_live.pop(job_id, None) is not None:
-            self._ready_count[job.job_type] -= 1
-            self._maybe_compact(job.job_type)
+            key = (job.job_type, level_index(job.priority))
+            self._ready_count[key] -= 1
+            self._maybe_compact(key)
         elif self._delayed_live.pop(job_id, None) is None and self._blocked.pop(job_id, 0):
             # Drop the job's edges from the reverse index, so placing it again later
             # cannot count a dependency twice.
@@ -262,13 +266,13 @@ class MemoryState:
                 del live[job_id]
                 self._schedule(jobs[job_id])
 
-    def _maybe_compact(self, job_type: str) -> None:
-        heap = self._ready[job_type]
-        if len(heap) >= _COMPACT_MIN and (len(heap) - self._ready_count[job_type]) * 4 > len(heap):
+    def _maybe_compact(self, key: HeapKey) -> None:
+        heap = self._ready[key]
+        if len(heap) >= _COMPACT_MIN and (len(heap) - self._ready_count[key]) * 4 > len(heap):
             live = self._ready_live
             alive = [e for e in heap if live.get(e[4]) == e[3]]
             heapq.heapify(alive)
-            self._ready[job_type] = alive
+            self._ready[key] = alive
             self._compactions += 1
 
     def _heads(self, job_types: Collection[str] | None) -> list[list[ReadyEntry]]:
@@ -277,7 +281,9 @@ class MemoryState:
         if job_types is None:
             heaps = list(ready.values())
         else:
-            heaps = [heap for job_type in job_types if (heap := ready.get(job_type))]
+            heaps = [
+                heap for job_type in job_types for level in range(5) if (heap := ready.get((job_type, level)))
+            ]
         live = self._ready_live
         found = []
         for heap in heaps:
@@ -287,8 +293,8 @@ class MemoryState:
                 found.append(heap)
         if len(found) < len(heaps) and job_types is None:
             # Forget the heaps of types that have no ready job left.
-            for job_type in [t for t, heap in ready.items() if not heap]:
-                del ready[job_type], self._ready_count[job_type]
+            for key in [k for k, heap in ready.items() if not heap]:
+                del ready[key], self._ready_count[key]
         return found
 
     def _pop_ready(self, job_types: Collection[str] | None = None) -> Job | None:
@@ -304,13 +310,22 @@ class MemoryState:
             if not heaps:
                 return None
             best = heaps[0] if len(heaps) == 1 else min(heaps, key=lambda heap: heap[0])
-            job_id = heapq.heappop(best)[4]
-            del self._ready_live[job_id]
-            job = self._jobs[job_id]
-            self._ready_count[job.job_type] -= 1
-            if job.status is _PENDING:
+            job = self._take_top(best)
+            if job is not None:
                 return job
-            self._adopt(job)
+
+    def _take_top(self, heap: list[ReadyEntry]) -> Job | None:
+        """Pop the live entry on top of ``heap``: its job when PENDING, else None (the job
+        is adopted in the status its caller gave it). Lock held."""
+        entry = heapq.heappop(heap)
+        job_id = entry[4]
+        del self._ready_live[job_id]
+        job = self._jobs[job_id]
+        self._ready_count[job.job_type, level_index(-entry[0])] -= 1
+        if job.status is _PENDING:
+            return job
+        self._adopt(job)
+        return None
 
     def _peek_ready(self) -> Job | None:
         """The job :meth:`_pop_ready` would take, left where it is. Lock held."""
@@ -323,10 +338,7 @@ class MemoryState:
             job = self._jobs[best[0][4]]
             if job.status is _PENDING:
                 return job
-            heapq.heappop(best)
-            del self._ready_live[job.job_id]
-            self._ready_count[job.job_type] -= 1
-            self._adopt(job)
+            self._take_top(best)
 
     # -- status bookkeeping -------------------------------------------------------------
 

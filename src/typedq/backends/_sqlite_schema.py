@@ -46,6 +46,9 @@ Tables (one file holds many queues; every row carries its queue's name)::
               JSON, ``next_run_at``, ``last_run_at`` and ``paused`` its state.
     counters  (queue, name): counts a queue keeps (schema 7): the dead letters a
               dead-letter queue dropped (``dead_letters_dropped``).
+    claim_state (queue, name, slot): what claims under a claim policy keep (schema 8):
+              fairness virtual times, rate limits' recent claim times
+              (see ``_sqlite_policy``).
 
 Indexes: ``jobs_ready`` (partial: PENDING, unblocked, not delayed; in claim order:
 priority desc, scheduled_at with NULL first, created_at, seq) serves every claim;
@@ -268,10 +271,22 @@ _V7: Final = (
     ) WITHOUT ROWID""",
 )
 
+# Version 8: claim_state, the state claims under a claim policy keep (typedq.policy):
+# fairness virtual times and rate windows' recent claim times, per queue, name and slot.
+_V8: Final = (
+    """CREATE TABLE claim_state (
+        queue TEXT NOT NULL,
+        name TEXT NOT NULL,
+        slot INTEGER NOT NULL,
+        value REAL NOT NULL,
+        PRIMARY KEY (queue, name, slot)
+    ) WITHOUT ROWID""",
+)
+
 #: For each schema version, the statements that upgrade a file from the version before.
-MIGRATIONS: dict[int, tuple[str, ...]] = {1: _V1, 2: _V2, 3: _V3, 4: _V4, 5: _V5, 6: _V6, 7: _V7}
+MIGRATIONS: dict[int, tuple[str, ...]] = {1: _V1, 2: _V2, 3: _V3, 4: _V4, 5: _V5, 6: _V6, 7: _V7, 8: _V8}
 #: The schema version this typedq writes: the highest key of :data:`MIGRATIONS`.
-SCHEMA_VERSION: Final = 7
+SCHEMA_VERSION: Final = 8
 
 
 def _version_text(info: tuple[int, ...]) -> str:

@@ -50,7 +50,8 @@ from typedq.backends._locks import Lock, LockState
 from typedq.backends._schedules import ScheduleEntry
 from typedq.clock import Clock
 from typedq.errors import TypedqError
-from typedq.job import Job, JobStatus
+from typedq.job import Job, JobStatus, Priority
+from typedq.policy import ClaimPolicy
 
 __all__ = [
     "WORKER_RETENTION_S",
@@ -384,12 +385,15 @@ class Queue(Protocol):
         """
         ...
 
-    def set_priority(self, job_id: str, priority: int) -> None:
+    def set_priority(self, job_id: str, priority: int | str) -> None:
         """Change a job's priority; a PENDING job is re-ordered at once.
+
+        ``priority`` is an int from 1 to 10 or a level name in any case (``"high"``,
+        see :class:`~typedq.job.Priority`).
 
         Raises:
             JobNotFoundError: no such job.
-            InvalidJobError: ``priority`` outside 1-10.
+            InvalidJobError: ``priority`` neither 1-10 nor a level name.
         """
         ...
 
@@ -445,6 +449,28 @@ class Queue(Protocol):
         Raises:
             JobNotFoundError: no such job.
             InvalidTransitionError: the job is RUNNING.
+        """
+        ...
+
+    def set_claim_policy(self, policy: ClaimPolicy | None) -> None:
+        """Claim by ``policy`` from now on (None: strict priority, no limits).
+
+        The policy is this handle's configuration; the state it needs (fairness virtual
+        times, recent claim times) is kept in the store, shared by every handle, and
+        changed by each claim in its atomic transition. See :mod:`typedq.policy`.
+        """
+        ...
+
+    @property
+    def claim_policy(self) -> ClaimPolicy | None:
+        """The policy claims follow (None: strict priority, no limits)."""
+        ...
+
+    def count_by_priority(self) -> dict[Priority, int]:
+        """How many jobs are ready to run now per priority level (every level present).
+
+        Ready: PENDING, due and unblocked, as :meth:`ready_count` counts them; a cheap
+        read on every backend (index counts, no scan of the jobs).
         """
         ...
 

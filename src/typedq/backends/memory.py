@@ -19,6 +19,7 @@ from typedq.backends import _memory_dead as dead_letters
 from typedq.backends._frames import FrameFields
 from typedq.backends._graph import check_batch_acyclic, dependency_order, jobs_from_export
 from typedq.backends._memory_coord import MemoryCoordination
+from typedq.backends._memory_policy import MemoryPolicy
 from typedq.backends._memory_reads import MemoryReads
 from typedq.backends._memory_state import FAILING, MemoryState
 from typedq.backends._retention import check_purge
@@ -27,7 +28,6 @@ from typedq.clock import Clock, system_clock
 from typedq.errors import (
     DependencyCycleError,
     DuplicateJobError,
-    InvalidJobError,
     InvalidTransitionError,
     JobNotFoundError,
     SerializationError,
@@ -35,7 +35,8 @@ from typedq.errors import (
     TypedqError,
     UnknownDependencyError,
 )
-from typedq.job import MAX_PRIORITY, MAX_TRACEBACK, MIN_PRIORITY, Job, JobStatus
+from typedq.job import LEVELS, MAX_TRACEBACK, Job, JobStatus, Priority, level_index, parse_priority
+from typedq.policy import ClaimPolicy
 from typedq.serializers.base import FrameCodec
 
 __all__ = ["JobQueue"]
@@ -47,7 +48,7 @@ _COMPLETED: Final = JobStatus.COMPLETED
 _RETRYABLE: Final = FAILING
 
 
-class JobQueue(MemoryReads, MemoryCoordination, Queue):
+class JobQueue(MemoryReads, MemoryCoordination, MemoryPolicy, Queue):
     """A thread-safe in-memory job queue; the specification's ``JobQueue``.
 
     Args:
@@ -81,6 +82,7 @@ class JobQueue(MemoryReads, MemoryCoordination, Queue):
         self._frames = None if codec is None else FrameFields(codec)
         self._workers: dict[str, WorkerInfo] = {}
         self._init_coordination()
+        self._init_policy()
         self.history_limit = history_limit
 
     @property
@@ -264,6 +266,11 @@ class JobQueue(MemoryReads, MemoryCoordination, Queue):
     ) -> Claim | None:
         """Take the best ready job with a lease; see :meth:`Queue.claim`."""
         with self._cond:
+            policy = self._policy
+            if policy is not None:
+                now = self._clock.now()
+                taken = self._pop_by_policy(policy, job_types, 1, now)
+                return self._lease(taken[0], worker_id, lease_s, now) if taken else None
             job = self._pop_ready(job_types)
             if job is None:
                 return None
@@ -278,6 +285,11 @@ class JobQueue(MemoryReads, MemoryCoordination, Queue):
             if self._alone:
                 limit = min(limit, 1)
             now = self._clock.now()
+            policy = self._policy
+            if policy is not None:
+                return [self._lease(job, worker_id, lease_s, now) for job in self._pop_by_policy(
+                    policy, job_types, limit, now
+                )]
             while len(claims) < limit:
                 job = self._pop_ready(job_types)
                 if job is None:
@@ -498,22 +510,20 @@ class JobQueue(MemoryReads, MemoryCoordination, Queue):
                 job.cancel_requested = True
             return False
 
-    def set_priority(self, job_id: str, priority: int) -> None:
-        """Change a job's priority, re-ordering it if PENDING."""
-        if type(priority) is not int or not MIN_PRIORITY <= priority <= MAX_PRIORITY:
-            raise InvalidJobError(
-                "priority", priority, f"an int from {MIN_PRIORITY} to {MAX_PRIORITY}"
-            )
+    def set_priority(self, job_id: str, priority: int | str) -> None:
+        """Change a job's priority (an int or a level name), re-ordering it if PENDING."""
+        priority = parse_priority(priority)
         with self._cond:
             job = self._get(job_id)
             if job.priority == priority:
                 return
+            old = (job.job_type, level_index(job.priority))
             job.priority = priority
             if job_id in self._ready_live:
                 del self._ready_live[job_id]  # the old entry becomes a tombstone
-                self._ready_count[job.job_type] -= 1
+                self._ready_count[old] -= 1
                 self._schedule(job)
-                self._maybe_compact(job.job_type)
+                self._maybe_compact(old)
 
     def replay(self, job_id: str) -> Job:
         """DEAD → PENDING with retry_count 0; see :meth:`Queue.replay`."""
@@ -587,6 +597,21 @@ class JobQueue(MemoryReads, MemoryCoordination, Queue):
                     "status", status.value, "any state but RUNNING (cancel it first)"
                 )
             self._remove(job)
+
+    def set_claim_policy(self, policy: ClaimPolicy | None) -> None:
+        """Claim by ``policy`` from now on; see :meth:`Queue.set_claim_policy`."""
+        with self._cond:
+            self._policy = None if policy is None or policy.is_strict else policy
+
+    @property
+    def claim_policy(self) -> ClaimPolicy | None:
+        """The policy claims follow (None: strict priority, no limits)."""
+        return self._policy
+
+    def count_by_priority(self) -> dict[Priority, int]:
+        """Ready jobs per priority level; see :meth:`Queue.count_by_priority`."""
+        with self._lock:
+            return dict(zip(LEVELS, self._ready_by_level(), strict=True))
 
     def count_by_status(self) -> dict[JobStatus, int]:
         """Return how many jobs are in each status."""

@@ -47,6 +47,7 @@ the epoch marker). Set ``maxmemory-policy noeviction`` (warned about, or refused
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Collection, Iterable, Sequence
 from typing import Any, Final
 
@@ -56,6 +57,7 @@ from typedq.backends._graph import check_batch_acyclic, dependency_order, jobs_f
 from typedq.backends._redis_dead import RedisDeadLetters
 from typedq.backends._redis_keys import HashCodec, base_key, parse_redis_url, sort_hex
 from typedq.backends._redis_lua import SCRIPTS
+from typedq.backends._redis_lua_policy import POLICY_SCRIPTS
 from typedq.backends._redis_reads import RedisReads
 from typedq.backends._redis_wait import MIN_BLOCK_S, Waiters
 from typedq.backends.base import Claim, Completion, Queue
@@ -67,7 +69,6 @@ from typedq.errors import (
     DependencyCycleError,
     DeserializationError,
     DuplicateJobError,
-    InvalidJobError,
     InvalidTransitionError,
     JobNotFoundError,
     SerializationError,
@@ -75,7 +76,8 @@ from typedq.errors import (
     TypedqError,
     UnknownDependencyError,
 )
-from typedq.job import MAX_PRIORITY, MAX_TRACEBACK, MIN_PRIORITY, Job, JobStatus
+from typedq.job import LEVELS, MAX_TRACEBACK, Job, JobStatus, Priority, parse_priority
+from typedq.policy import ClaimPolicy
 from typedq.serializers.base import FrameCodec
 
 __all__ = ["RedisQueue", "parse_redis_url"]
@@ -85,7 +87,7 @@ _COMPLETED: Final = JobStatus.COMPLETED
 #: Most claims remembered for complete(); half are forgotten when it is passed.
 _INFLIGHT_MAX: Final = 8192
 #: Every script a queue registers: its transitions and its locks'.
-_SCRIPTS: Final = {**SCRIPTS, **coord.COORD_SCRIPTS}
+_SCRIPTS: Final = {**SCRIPTS, **coord.COORD_SCRIPTS, **POLICY_SCRIPTS}
 
 
 def _num(value: float) -> str:
@@ -144,6 +146,8 @@ class RedisQueue(coord.RedisCoordination, RedisReads, RedisDeadLetters, Queue):
         self._closed = False
         self._inflight: dict[tuple[str, int], Job] = {}
         self._link = conn.Link(settings, base, _SCRIPTS, name=name)
+        self._policy: ClaimPolicy | None = None
+        self._policy_wire: str | None = None
         self._link.open()
 
     # -- connection ---------------------------------------------------------------------
@@ -280,7 +284,12 @@ class RedisQueue(coord.RedisCoordination, RedisReads, RedisDeadLetters, Queue):
         decode = self._hashes.job
         while True:
             now = _num(self._clock.now())
-            got = self._run("claim", [now, mode, limit, worker_id, until, len(types), *types])
+            if mode == "claim" and self._policy_wire is not None:
+                overdue = self._overdue(float(now))
+                args = [now, limit, worker_id, until, self._policy_wire, len(types), *types, *overdue]
+                got = self._run("claim_policy", args)
+            else:
+                got = self._run("claim", [now, mode, limit, worker_id, until, len(types), *types])
             taken: list[Job] = []
             bad: list[tuple[str, int, DeserializationError]] = []
             for raw_id, flat in got:
@@ -497,10 +506,31 @@ class RedisQueue(coord.RedisCoordination, RedisReads, RedisDeadLetters, Queue):
             raise self._refused(job_id, token, reply)
         return True
 
-    def set_priority(self, job_id: str, priority: int) -> None:
-        """Change a job's priority; a PENDING job is re-ordered at once."""
-        if type(priority) is not int or not MIN_PRIORITY <= priority <= MAX_PRIORITY:
-            raise InvalidJobError("priority", priority, f"an int from {MIN_PRIORITY} to {MAX_PRIORITY}")
+    def set_claim_policy(self, policy: ClaimPolicy | None) -> None:
+        """Claim by ``policy`` from now on; see :meth:`Queue.set_claim_policy`."""
+        self._policy = None if policy is None or policy.is_strict else policy
+        self._policy_wire = None if self._policy is None else json.dumps(self._policy.to_wire())
+
+    def _overdue(self, now: float) -> list[str]:
+        """Per level, the sort hex of the due time a head must be older than to be overdue."""
+        policy = self._policy
+        if policy is None:
+            return [""] * 5
+        return ["" if bound is None else sort_hex(now - bound) for bound in policy.max_wait_s]
+
+    @property
+    def claim_policy(self) -> ClaimPolicy | None:
+        """The policy claims follow (None: strict priority, no limits)."""
+        return self._policy
+
+    def count_by_priority(self) -> dict[Priority, int]:
+        """Ready jobs per priority level; see :meth:`Queue.count_by_priority`."""
+        got = self._run("by_level", [_num(self._clock.now())])
+        return {level: int(count) for level, count in zip(LEVELS, got, strict=True)}
+
+    def set_priority(self, job_id: str, priority: int | str) -> None:
+        """Change a job's priority (an int or a level name); a PENDING job is re-ordered at once."""
+        priority = parse_priority(priority)
         self._manage(job_id, "priority", priority)
 
     def replay(self, job_id: str) -> Job:

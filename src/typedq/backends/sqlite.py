@@ -79,6 +79,7 @@ from typedq.backends._sqlite_db import SYNCHRONOUS, Connections, map_errors
 from typedq.backends._sqlite_dead import SQLiteDeadLetters
 from typedq.backends._sqlite_driver import is_unique_violation, sqlite3
 from typedq.backends._sqlite_graph import Finish, QueueGraph
+from typedq.backends._sqlite_policy import BY_LEVEL, policy_claim
 from typedq.backends._sqlite_reads import SQLiteReads
 from typedq.backends._sqlite_schema import (
     check_file,
@@ -94,11 +95,11 @@ from typedq.errors import (
     ConfigError,
     DeserializationError,
     DuplicateJobError,
-    InvalidJobError,
     SerializationError,
     TypedqError,
 )
-from typedq.job import MAX_PRIORITY, MAX_TRACEBACK, MIN_PRIORITY, Job, JobStatus
+from typedq.job import LEVELS, MAX_TRACEBACK, Job, JobStatus, Priority, parse_priority
+from typedq.policy import ClaimPolicy
 from typedq.serializers.base import FrameCodec
 
 __all__ = ["SQLiteQueue", "parse_sqlite_url"]
@@ -172,6 +173,7 @@ class SQLiteQueue(SQLiteReads, SQLiteCoordination, SQLiteDeadLetters, Queue):
         # Set when a take found nothing: the next one checks with a read first, so idle
         # pollers do not queue up for the write lock.
         self._idle = False
+        self._policy: ClaimPolicy | None = None
         # Jobs this object handed out, by (job_id, token): complete() returns them updated
         # instead of reading every column back. Bounded; a miss only costs a wider read.
         self._inflight: dict[tuple[str, int], tuple[int, Job]] = {}
@@ -295,6 +297,7 @@ class SQLiteQueue(SQLiteReads, SQLiteCoordination, SQLiteDeadLetters, Queue):
         *,
         claimed: tuple[Any, ...] | None = None,
         types: tuple[str, ...] = (),
+        policy: ClaimPolicy | None = None,
     ) -> list[Job]:
         """Take up to ``limit`` ready jobs (of ``types``, when the SQL names them) with
         ``sql``, burying undecodable ones.
@@ -319,6 +322,10 @@ class SQLiteQueue(SQLiteReads, SQLiteCoordination, SQLiteDeadLetters, Queue):
             take = limit
             if take > 1 and conn.execute(SQL.any_alone, (name,)).fetchone() is not None:
                 take = 1  # a job rescued from a batch waits: claim one at a time
+            if policy is not None:
+                return policy_claim(
+                    conn, policy=policy, queue=name, now=now, head=head, types=types or None, limit=take
+                )
             return conn.execute(sql, (*head, name, now, *types, take)).fetchall()
 
         while True:
@@ -364,7 +371,7 @@ class SQLiteQueue(SQLiteReads, SQLiteCoordination, SQLiteDeadLetters, Queue):
         # this host's monotonic clock (see reclaim_expired).
         head = (worker_id, now, until, self._clock.monotonic() + lease_s)
         sql = SQL.claim(False, None if types is None else len(types))
-        taken = self._take(1, sql, head, now, claimed=head, types=types or ())
+        taken = self._take(1, sql, head, now, claimed=head, types=types or (), policy=self._policy)
         return Claim(taken[0], taken[0].attempt, until) if taken else None
 
     def claim_many(
@@ -378,7 +385,7 @@ class SQLiteQueue(SQLiteReads, SQLiteCoordination, SQLiteDeadLetters, Queue):
         until = now + lease_s
         head = (worker_id, now, until, self._clock.monotonic() + lease_s)
         sql = SQL.claim(True, None if types is None else len(types))
-        taken = self._take(limit, sql, head, now, claimed=head, types=types or ())
+        taken = self._take(limit, sql, head, now, claimed=head, types=types or (), policy=self._policy)
         return [Claim(job, job.attempt, until) for job in taken]
 
     def dequeue(self) -> Job | None:
@@ -582,10 +589,25 @@ class SQLiteQueue(SQLiteReads, SQLiteCoordination, SQLiteDeadLetters, Queue):
             self._inflight.pop((job_id, token), None)
         return self._db.write(partial(self._graph.cancel, job_id=job_id, now=self._clock.now(), token=token))
 
-    def set_priority(self, job_id: str, priority: int) -> None:
-        """Change a job's priority; a PENDING job is re-ordered at once."""
-        if type(priority) is not int or not MIN_PRIORITY <= priority <= MAX_PRIORITY:
-            raise InvalidJobError("priority", priority, f"an int from {MIN_PRIORITY} to {MAX_PRIORITY}")
+    def set_claim_policy(self, policy: ClaimPolicy | None) -> None:
+        """Claim by ``policy`` from now on; see :meth:`Queue.set_claim_policy`."""
+        self._policy = None if policy is None or policy.is_strict else policy
+
+    @property
+    def claim_policy(self) -> ClaimPolicy | None:
+        """The policy claims follow (None: strict priority, no limits)."""
+        return self._policy
+
+    def count_by_priority(self) -> dict[Priority, int]:
+        """Ready jobs per priority level; see :meth:`Queue.count_by_priority`."""
+        counts = dict.fromkeys(LEVELS, 0)
+        for level, count in self._db.read(BY_LEVEL, (self._name, self._clock.now())):
+            counts[LEVELS[level]] += count
+        return counts
+
+    def set_priority(self, job_id: str, priority: int | str) -> None:
+        """Change a job's priority (an int or a level name); a PENDING job is re-ordered at once."""
+        priority = parse_priority(priority)
         self._db.write(partial(self._graph.set_priority, job_id=job_id, priority=priority))
 
     def replay(self, job_id: str) -> Job:

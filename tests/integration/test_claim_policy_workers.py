@@ -1,0 +1,152 @@
+"""Claim policies with real worker threads, configured through the manager: a job type's
+concurrency limit holds across every worker and is reached; weighted fairness lets BATCH
+jobs run while CRITICAL ones keep coming; level names in the manager's config and API."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.conformance.conftest import delete_redis_prefix
+from tests.helpers import redis_available, skip_or_fail, wait_until
+
+from typedq import JobQueueManager, JobStatus, Priority
+from typedq._serve import queue_weights
+from typedq.errors import ConfigError, InvalidJobError
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture(params=["memory", "sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Each backend: memory, a SQLite file, the Redis server under a prefix of its own."""
+    if request.param != "redis":
+        yield "memory://" if request.param == "memory" else f"sqlite:///{tmp_path / 'jobs.db'}"
+        return
+    if not redis_available():
+        skip_or_fail("no Redis server answers on 127.0.0.1:6379")
+    prefix = f"typedq-test-{uuid.uuid4().hex[:12]}"
+    yield f"redis://127.0.0.1:6379/0?prefix={prefix}"
+    delete_redis_prefix(prefix)
+
+
+@pytest.fixture
+def managers() -> Iterator[list[JobQueueManager]]:
+    made: list[JobQueueManager] = []
+    yield made
+    for manager in made:
+        manager.close(timeout=10.0)
+
+
+def test_a_type_limit_holds_across_workers_and_is_reached(
+    backend: str, managers: list[JobQueueManager]
+) -> None:
+    config: dict[str, Any] = {
+        "backend": backend,
+        "max_workers": 6,
+        "batch_size": 1,
+        "poll_interval": 0.01,
+        "claim_policy": {"limits": {"payments": {"max_concurrency": 2}}},
+    }
+    manager = JobQueueManager(config)
+    managers.append(manager)
+    lock = threading.Lock()
+    running, peak = 0, 0
+
+    def pay(payload: dict[str, Any]) -> None:
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+        time.sleep(0.02)  # the work: long enough for every worker to try a claim meanwhile
+        with lock:
+            running -= 1
+
+    manager.register_handler("payments", pay)
+    manager.register_handler("email", lambda payload: None)
+    ids = [manager.submit("payments", {"n": i}) for i in range(24)]
+    ids += [manager.submit("email", {"n": i}, priority="batch") for i in range(10)]
+    manager.start_workers()
+    wait_until(lambda: all(manager.get_job(i).status is JobStatus.COMPLETED for i in ids), timeout=30.0)
+    assert peak == 2
+
+
+def test_weighted_fairness_with_workers_runs_batch_jobs_under_a_critical_backlog(
+    backend: str, managers: list[JobQueueManager]
+) -> None:
+    config: dict[str, Any] = {
+        "backend": backend,
+        "max_workers": 2,
+        "batch_size": 1,
+        "poll_interval": 0.01,
+        "queues": {
+            "default": {"claim_policy": {"fairness": "weighted", "weights": {"critical": 4, "batch": 1}}}
+        },
+    }
+    manager = JobQueueManager(config)
+    managers.append(manager)
+    order: list[int] = []
+    lock = threading.Lock()
+
+    def work(payload: dict[str, Any]) -> None:
+        with lock:
+            order.append(payload["p"])
+
+    manager.register_handler("t", work)
+    for _ in range(100):
+        manager.submit("t", {"p": 10}, priority="critical")
+    for _ in range(40):
+        manager.submit("t", {"p": 1}, priority=Priority.BATCH)
+    manager.start_workers()
+    wait_until(lambda: len(order) == 140, timeout=30.0)
+    first = order[:100]
+    # Strict priority would run all 100 CRITICAL jobs first; weighted 4:1 gives BATCH 1/5.
+    assert 15 <= first.count(1) <= 25, first
+
+
+def test_level_names_in_config_and_manager(tmp_path: Path, managers: list[JobQueueManager]) -> None:
+    manager = JobQueueManager({"backend": "memory://", "queues": {"bulk": {"default_priority": "low"}}})
+    managers.append(manager)
+    job_id = manager.submit("t", {}, queue="bulk")
+    assert manager.get_job(job_id).priority == Priority.LOW
+    manager.set_priority(job_id, "high")
+    assert manager.get_job(job_id).priority == 7
+    assert manager.count_by_priority()["bulk"]["HIGH"] == 1
+    with pytest.raises(InvalidJobError, match="priority"):
+        manager.set_priority(job_id, "soon")
+    with pytest.raises(ConfigError, match=r"queues\.bulk\.default_priority"):
+        JobQueueManager({"queues": {"bulk": {"default_priority": "urgent"}}})
+    with pytest.raises(ConfigError, match=r"queues\.bulk\.claim_policy\.limits\.x\.rate"):
+        JobQueueManager({"queues": {"bulk": {"claim_policy": {"limits": {"x": {"rate": "fast"}}}}}})
+    with pytest.raises(ConfigError, match=r"claim_policy\.fairness"):
+        JobQueueManager({"claim_policy": {"fairness": "round-robin"}})
+
+
+def test_a_worker_serves_several_queues_by_weight(backend: str, managers: list[JobQueueManager]) -> None:
+    manager = JobQueueManager({"backend": backend, "batch_size": 1, "poll_interval": 0.01})
+    managers.append(manager)
+    order: list[str] = []
+    manager.register_handler("email", lambda payload: order.append("e"), queue="emails")
+    manager.register_handler("report", lambda payload: order.append("r"), queue="reports")
+    ids = [manager.submit("email", {}) for _ in range(30)] + [manager.submit("report", {}) for _ in range(30)]
+    assert manager.get_job(ids[0]).queue == "emails"
+    started = manager.start_workers(queues={"emails": 3, "reports": 1}, count=1)
+    assert [w.queue.name for w in started] == ["emails+reports"]
+    wait_until(lambda: all(manager.get_job(i).status is JobStatus.COMPLETED for i in ids), timeout=30.0)
+    # Both queues have work from the start: three emails to one report, interleaved.
+    assert "".join(order[:16]) == "eereeere" * 2
+    assert order[:40].count("r") == 10
+    with pytest.raises(ConfigError, match=r"queues\.emails"):
+        manager.start_workers(queues={"emails": 0}, count=1)
+
+
+def test_queue_weights_on_the_command_line() -> None:
+    assert queue_weights(["emails", "reports"]) is None
+    assert queue_weights(["emails=3", "reports"]) == {"emails": 3, "reports": 1}
+    with pytest.raises(ConfigError, match=r"queues\.emails"):
+        queue_weights(["emails=0"])
