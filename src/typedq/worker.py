@@ -70,6 +70,7 @@ from typedq._worker_support import (
     call_with_timeout,
     describe_error,
     format_traceback,
+    run_handler,
 )
 from typedq.backends.base import Claim, Completion, Queue, WorkerInfo
 from typedq.clock import Clock
@@ -250,6 +251,14 @@ class Worker(StorageFailures, threading.Thread):
             self.join(timeout)
         return not self.is_alive()
 
+    def cancel_running(self) -> int:
+        """Interrupt the running handlers; return how many were interrupted.
+
+        A thread worker cannot: Python cannot interrupt a thread, so this returns 0 (the
+        ``AsyncWorker`` cancels its tasks).
+        """
+        return 0
+
     @property
     def stopping(self) -> bool:
         """Whether ``stop()`` was called."""
@@ -292,30 +301,8 @@ class Worker(StorageFailures, threading.Thread):
         self.lease_keeper.keep_entry(self.worker_id, self._register)
         if self._own_keeper:
             self.lease_keeper.start()
-        buffer = self._buffer
-        stopped = self._stop_event.is_set
-        execute = self._execute
-        monotonic = time.monotonic
         try:
-            while not stopped():
-                if not buffer:
-                    if self._pending:
-                        self._flush()
-                        if self._pending:  # the write failed: retry it before claiming more
-                            continue
-                    if not self._claim():
-                        continue
-                try:
-                    claimed = buffer.popleft()
-                except IndexError:  # given back meanwhile by give_back_unstarted()
-                    continue
-                if self._pending and (
-                    monotonic() - self._pending_since >= FLUSH_AFTER_S
-                    or self._by_type.get(claimed.job.job_type, BATCH_WINDOW_S) >= BATCH_WINDOW_S
-                ):
-                    # Held completions never wait for a job that may be slow.
-                    self._flush()
-                execute(claimed)
+            self._work()
         finally:
             try:
                 self._flush(wait=False)
@@ -332,6 +319,33 @@ class Worker(StorageFailures, threading.Thread):
                         "worker %s could not unregister; its entry will go stale: %s", self.worker_id, exc,
                         exc_info=None if is_outage(exc) else exc,
                     )
+
+    def _work(self) -> None:
+        """The loop between registering and cleaning up: claim and run jobs until stopped
+        (``AsyncWorker`` runs an event loop here instead)."""
+        buffer = self._buffer
+        stopped = self._stop_event.is_set
+        execute = self._execute
+        monotonic = time.monotonic
+        while not stopped():
+            if not buffer:
+                if self._pending:
+                    self._flush()
+                    if self._pending:  # the write failed: retry it before claiming more
+                        continue
+                if not self._claim():
+                    continue
+            try:
+                claimed = buffer.popleft()
+            except IndexError:  # given back meanwhile by give_back_unstarted()
+                continue
+            if self._pending and (
+                monotonic() - self._pending_since >= FLUSH_AFTER_S
+                or self._by_type.get(claimed.job.job_type, BATCH_WINDOW_S) >= BATCH_WINDOW_S
+            ):
+                # Held completions never wait for a job that may be slow.
+                self._flush()
+            execute(claimed)
 
     def _claim_limit(self) -> int:
         """How many jobs to claim now: more only while jobs are quick (the batch window)."""
@@ -448,7 +462,7 @@ class Worker(StorageFailures, threading.Thread):
             try:
                 timeout = job.timeout_seconds
                 if timeout is None:
-                    result = handler(job) if getattr(handler, "takes_job", False) else handler(job.payload)
+                    result = run_handler(handler, job)
                 else:
                     name = f"{self.worker_id}:job:{job_id}"
                     result = call_with_timeout(handler, job, timeout, name, self.abandoned_threads)
