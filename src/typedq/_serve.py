@@ -308,6 +308,9 @@ def _shut_down(
         time.sleep(_TICK_S)
     report.immediate = report.immediate or stop.immediate
     report.released = release_in_flight(workers)
+    for worker in workers:
+        # An async worker's tasks are cancelled (their jobs were just given back).
+        worker.cancel_running()
     if not report.released:
         return
     # The late outcome of a released job is refused as stale: expected, not news.
@@ -345,7 +348,9 @@ def serve(
     Args:
         manager: the application's manager; the caller closes it afterwards.
         queues: the queues to work (default: every queue of the manager).
-        concurrency: worker threads per queue (default: each queue's ``max_workers``).
+        concurrency: worker threads per queue (default: each queue's ``max_workers``); for
+            a queue run by async workers (``JobQueueManager.worker_class``), one worker
+            running this many jobs at once on its event loop.
         grace_s: how long running jobs may finish after a graceful stop (default: the
             manager's ``shutdown_grace_s``).
         stop: set by signal handlers; level 1 stops gracefully, level 2 at once.
@@ -366,11 +371,17 @@ def serve(
     names = list(queues) if queues else list(manager.queues)
     workers: list[Worker] = []
     for name in names:
-        if concurrency is not None:
-            manager.create_queue(name, max_workers=concurrency)
-        elif name not in manager.queues:
+        if name not in manager.queues:
             manager.create_queue(name)
-        workers += manager.start_workers(name, count=concurrency)
+        count = concurrency
+        if concurrency is not None:
+            if manager.worker_class(name) == "async":
+                # One event loop running `concurrency` jobs at once.
+                manager.create_queue(name, max_workers=1, concurrency=concurrency)
+                count = 1
+            else:
+                manager.create_queue(name, max_workers=concurrency)
+        workers += manager.start_workers(name, count=count)
     if on_started is not None:
         on_started(workers)
     report = ServeReport()

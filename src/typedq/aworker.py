@@ -204,12 +204,19 @@ class AsyncWorker(Worker):
                     await asyncio.wait_for(kick.wait(), self.poll_interval)
                 continue
             claims = await loop.run_in_executor(self._claim_thread, self._claim_some, free)
+            if stopped():
+                # Stopped while claiming: these jobs were never started, give them back.
+                self._buffer.extend(claims)
+                await loop.run_in_executor(self._claim_thread, self.give_back_unstarted)
+                return
             for claim in claims:
                 self._start(claim)
 
     def _claim_some(self, limit: int) -> list[Claim]:
         """Claim up to ``limit`` jobs (the claim thread); wait for work when none is ready."""
         queue = self.queue
+        if self._stop_event.is_set():
+            return []
         try:
             claims = queue.claim_many(
                 self.worker_id, lease_s=self.lease_s, limit=limit, job_types=self.handlers.keys()

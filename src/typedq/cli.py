@@ -435,7 +435,10 @@ _LEVELS = click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=Fal
 _WORKER_OPTIONS = [
     click.option("--app", metavar="MODULE:ATTR", help="Your JobQueueManager (or a function returning one)."),
     click.option("-Q", "--queues", multiple=True, metavar="NAMES", help="Queues to work, comma-separated."),
-    click.option("-c", "--concurrency", type=click.IntRange(min=1), help="Worker threads per queue."),
+    click.option(
+        "-c", "--concurrency", type=click.IntRange(min=1),
+        help="Worker threads per queue; for a queue of async handlers, jobs at once on one event loop.",
+    ),
     click.option("-P", "--processes", type=click.IntRange(min=0),
                  help="Worker processes; 0: threads in this process (default: the processes setting)."),
     click.option("--grace", type=click.FloatRange(min=0), help="Seconds jobs may finish after a signal."),

@@ -491,7 +491,8 @@ def run_worker_processes(
         processes: how many worker processes (>= 1); None: the manager's ``processes``
             setting (of ``config``, or of the app's manager, loaded here to read it).
         concurrency: worker threads per queue in each process (default: the queue's
-            ``max_workers``).
+            ``max_workers``); for a queue run by async workers, one event loop per process
+            running this many jobs at once (see ``typedq._serve.serve``).
         queues: the queues to work (default: all of the manager's).
         grace_s: how long running jobs may finish after the first signal (default: the
             manager's ``shutdown_grace_s``).
