@@ -18,7 +18,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from tests.conformance.conftest import QueueFactory
 from tests.helpers import stop_and_join, wait_until
 
 from typedq.aworker import AsyncWorker
@@ -28,6 +27,7 @@ from typedq.errors import ConfigError
 from typedq.events import EventHandler
 from typedq.job import Job, JobStatus
 from typedq.retry import RetryPolicy
+from typedq.worker import Worker
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -74,7 +74,7 @@ class Recorder(EventHandler):
 
 @pytest.fixture
 def start() -> Iterator[Callable[..., AsyncWorker]]:
-    workers: list[AsyncWorker] = []
+    workers: list[Worker] = []
 
     def _start(queue: Queue, handlers: dict[str, Any], **options: Any) -> AsyncWorker:
         options.setdefault("poll_interval", 0.02)
@@ -186,7 +186,7 @@ def test_failure_is_retried_per_policy_then_completes(
 
 
 def test_retries_used_up_bury_with_a_dead_letter(
-    queue: Queue, store_factory: QueueFactory, start: Callable[..., AsyncWorker]
+    queue: Queue, store_factory: Callable[[str], Queue], start: Callable[..., AsyncWorker]
 ) -> None:
     async def broken(payload: dict[str, Any]) -> None:
         raise ValueError("always")
@@ -277,7 +277,7 @@ def test_graceful_stop_drains_running_jobs(queue: Queue, start: Callable[..., As
         entered.append(payload["k"])
         while not gate.is_set():
             await asyncio.sleep(0.002)
-        return payload["k"]
+        return str(payload["k"])
 
     ids = [add(queue, "work", {"k": str(i)}) for i in range(4)]
     later = [add(queue, "work", {"k": f"later{i}"}) for i in range(3)]
@@ -342,6 +342,7 @@ def test_jobs_of_types_without_a_handler_wait(queue: Queue, start: Callable[...,
 
 
 def test_concurrency_is_validated(queue: Queue) -> None:
+    bad: Any
     for bad in (0, -1, 1.5, "10", 10_001):
         with pytest.raises(ConfigError, match="concurrency"):
             AsyncWorker(queue, {}, concurrency=bad)
