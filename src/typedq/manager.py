@@ -222,7 +222,8 @@ class JobQueueManager(ScheduleAPI):
 
         The queue's ``worker_class`` setting, or with ``"auto"`` (the default): async when
         every handler routed to the queue is an ``async def`` (there is at least one),
-        thread otherwise.
+        thread otherwise. Handlers with a true ``any_worker`` attribute (the built-in
+        shell jobs, which run as well in an async worker's thread pool) are not counted.
 
         Raises:
             QueueNotFoundError: no such queue.
@@ -231,7 +232,10 @@ class JobQueueManager(ScheduleAPI):
         chosen: str = self._queue_settings[queue]["worker_class"]
         if chosen != "auto":
             return chosen
-        mine = [h for t, h in list(self._handlers.items()) if self._handler_queue.get(t) == queue]
+        mine = [
+            h for t, h in list(self._handlers.items())
+            if self._handler_queue.get(t) == queue and not getattr(h, "any_worker", False)
+        ]
         return "async" if mine and all(handler_is_async(h) for h in mine) else "thread"
 
     # -- submitting ---------------------------------------------------------------------
