@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Mapping
@@ -50,7 +51,13 @@ from typedq._worker_support import (
     run_handler,
 )
 from typedq.backends.base import Claim, Queue, WorkerInfo
-from typedq.errors import JobNotFoundError, JobTimeoutError, NoHandlerError, StaleLeaseError
+from typedq.errors import (
+    JobCancelledError,
+    JobNotFoundError,
+    JobTimeoutError,
+    NoHandlerError,
+    StaleLeaseError,
+)
 from typedq.events import safe_call
 from typedq.job import Job
 from typedq.worker import Handler, Worker
@@ -106,6 +113,8 @@ class AsyncWorker(Worker):
         self._done: list[tuple[Job, int, Any]] = []
         self._record_wake: asyncio.Event | None = None
         self._draining = False
+        # Jobs whose cancellation was asked for while they ran (cancel_job).
+        self._cancel_requested: set[str] = set()
         self._claim_thread: ThreadPoolExecutor | None = None
         self._record_thread: ThreadPoolExecutor | None = None
         self._sync_pool: ThreadPoolExecutor | None = None
@@ -128,6 +137,27 @@ class AsyncWorker(Worker):
         count = len(self._running)
         self._call_soon(self._cancel_all)
         return count
+
+    def cancel_job(self, job_id: str) -> bool:
+        """Cancel the task running ``job_id`` (from any thread); return whether this worker
+        runs it.
+
+        The handler gets ``asyncio.CancelledError`` where it awaits; the job is recorded
+        CANCELLED with its lease token (``Queue.cancel``: its dependents fail in the same
+        transition) and ``on_job_cancelled`` fires. A plain handler running in the thread
+        pool cannot be interrupted: its job is recorded CANCELLED at once all the same,
+        and the thread's late result is dropped.
+        """
+        if job_id not in self._running:
+            return False
+        self._cancel_requested.add(job_id)
+        self._call_soon(functools.partial(self._cancel_task, job_id))
+        return True
+
+    def _cancel_task(self, job_id: str) -> None:
+        entry = self._running.get(job_id)
+        if entry is not None:
+            entry[1].cancel()
 
     def _call_soon(self, callback: Any) -> None:
         loop = self._loop
@@ -242,6 +272,7 @@ class AsyncWorker(Worker):
 
         def finished(_: asyncio.Task[None]) -> None:
             self._running.pop(job_id, None)
+            self._cancel_requested.discard(job_id)
             self._wake_main()
 
         task.add_done_callback(finished)
@@ -260,6 +291,11 @@ class AsyncWorker(Worker):
         try:
             result = await self._invoke(handler, job)
         except asyncio.CancelledError:
+            if job.job_id in self._cancel_requested:
+                self._cancel_requested.discard(job.job_id)
+                why = JobCancelledError(job.job_id, "its task was cancelled while running")
+                await self._record(self._record_failure, job, token, why)
+                return
             if not self._stop_event.is_set():
                 # Not ours (the handler's own cancellation): a failed attempt.
                 await self._record(self._record_failure, job, token, asyncio.CancelledError("cancelled"))

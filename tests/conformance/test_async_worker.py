@@ -309,6 +309,44 @@ def test_cancel_running_gives_the_jobs_back(queue: Queue, start: Callable[..., A
     assert job.retry_count == 0  # interrupted, not failed
 
 
+class Cancelled(Recorder):
+    def __init__(self) -> None:
+        super().__init__()
+        self.cancelled: list[str] = []
+
+    def on_job_cancelled(self, job: Job) -> None:
+        with self.lock:
+            self.cancelled.append(job.job_id)
+
+
+def test_cancel_job_cancels_its_task_and_records_cancelled(
+    queue: Queue, start: Callable[..., AsyncWorker]
+) -> None:
+    seen_cancel = threading.Event()
+    entered = threading.Event()
+
+    async def forever(payload: dict[str, Any]) -> None:
+        entered.set()
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            seen_cancel.set()
+            raise
+
+    events = Cancelled()
+    job_id = add(queue, "forever", {}, max_retries=3)
+    other = add(queue, "double", {"n": 5})
+    worker = start(queue, {"forever": forever, "double": double}, event_handler=events)
+    assert entered.wait(10)
+    assert not worker.cancel_job("not-running-here")
+    assert worker.cancel_job(job_id)
+    wait_until(is_status(queue, job_id, JobStatus.CANCELLED))
+    assert seen_cancel.is_set()
+    assert queue.get_job(job_id).retry_count == 0  # not a failed attempt
+    wait_until(lambda: events.cancelled == [job_id])
+    wait_until(is_status(queue, other, JobStatus.COMPLETED))  # the others go on
+
+
 def test_a_completion_after_the_lease_was_lost_is_refused(
     queue: Queue, start: Callable[..., AsyncWorker]
 ) -> None:
