@@ -43,6 +43,10 @@ No lock is held while a handler runs. When nothing is ready the worker blocks in
 ``queue.wait_ready`` until a job is added, the next delayed job falls due, or
 ``poll_interval`` passes: it never spins.
 
+An ``async def`` handler run by a thread worker gets an event loop of its own for each
+job (``asyncio.run``); the manager runs a queue whose handlers are all ``async def`` with
+:class:`~typedq.aworker.AsyncWorker` instead, many jobs at once on one loop.
+
 A handler with ``timeout_seconds`` runs in a helper thread the worker waits on; past the
 timeout the job fails with :class:`~typedq.errors.JobTimeoutError`. Python cannot kill
 a thread, so the helper is abandoned, reported in ``Worker.abandoned_threads``, and its
