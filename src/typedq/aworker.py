@@ -113,6 +113,9 @@ class AsyncWorker(Worker):
         self._done: list[tuple[Job, int, Any]] = []
         self._record_wake: asyncio.Event | None = None
         self._draining = False
+        # Set while completions the storage refused are held (until one write succeeds):
+        # nothing new is claimed meanwhile, as in the thread worker.
+        self._holding = False
         # Jobs whose cancellation was asked for while they ran (cancel_job).
         self._cancel_requested: set[str] = set()
         self._claim_thread: ThreadPoolExecutor | None = None
@@ -227,7 +230,7 @@ class AsyncWorker(Worker):
         stopped = self._stop_event.is_set
         while not stopped():
             free = self.concurrency - len(self._running)
-            if free <= 0 or self._pending:
+            if free <= 0 or self._holding:
                 # Full, or completions wait to be written again: claim nothing new.
                 kick.clear()
                 with contextlib.suppress(TimeoutError):
@@ -245,7 +248,7 @@ class AsyncWorker(Worker):
     def _claim_some(self, limit: int) -> list[Claim]:
         """Claim up to ``limit`` jobs (the claim thread); wait for work when none is ready."""
         queue = self.queue
-        if self._stop_event.is_set():
+        if self._stop_event.is_set() or self._holding:
             return []
         try:
             claims = queue.claim_many(
@@ -366,7 +369,9 @@ class AsyncWorker(Worker):
             self._flush()
             if self._pending:  # not written: held (leases kept) and retried by the recorder
                 self._pending.extend(todo[start + step :])
+                self._holding = True
                 return
+        self._holding = False
         self._wake_main_threadsafe()
 
     def _wake_main_threadsafe(self) -> None:

@@ -15,7 +15,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from tests.helpers import stop_and_join, wait_until
@@ -384,3 +384,26 @@ def test_concurrency_is_validated(queue: Queue) -> None:
     for bad in (0, -1, 1.5, "10", 10_001):
         with pytest.raises(ConfigError, match="concurrency"):
             AsyncWorker(queue, {}, concurrency=bad)
+
+
+def test_refused_completions_are_held_and_written_later(
+    queue: Queue, start: Callable[..., AsyncWorker]
+) -> None:
+    """The storage refuses writes: the finished jobs keep their leases, nothing new is
+    claimed, and the completions are written once the storage takes writes again."""
+    from tests.reliability.faults import FailingCompletions
+
+    faulty = FailingCompletions(queue)
+    faulty.failing.set()
+    ids = [add(queue, "double", {"n": n}) for n in range(3)]
+    worker = start(cast(Queue, faulty), {"double": double}, concurrency=3)
+    wait_until(lambda: faulty.refused >= 2)  # the first refusal is held by now
+    late = add(queue, "double", {"n": 10})
+    wait_until(lambda: faulty.refused >= 4, timeout=10)  # retried with a backoff
+    assert all(queue.get_job(i).status is JobStatus.RUNNING for i in ids)
+    assert queue.get_job(late).status is JobStatus.PENDING  # nothing claimed meanwhile
+    faulty.failing.clear()
+    for job_id in [*ids, late]:
+        wait_until(is_status(queue, job_id, JobStatus.COMPLETED), timeout=10)
+    assert [queue.get_job(i).result for i in ids] == [0, 2, 4]
+    assert worker.stats.completed == 4
