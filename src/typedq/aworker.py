@@ -117,7 +117,7 @@ class AsyncWorker(Worker):
         # nothing new is claimed meanwhile, as in the thread worker.
         self._holding = False
         # Jobs whose cancellation was asked for while they ran (cancel_job).
-        self._cancel_requested: set[str] = set()
+        self._cancelling: set[str] = set()
         self._claim_thread: ThreadPoolExecutor | None = None
         self._record_thread: ThreadPoolExecutor | None = None
         self._sync_pool: ThreadPoolExecutor | None = None
@@ -153,7 +153,7 @@ class AsyncWorker(Worker):
         """
         if job_id not in self._running:
             return False
-        self._cancel_requested.add(job_id)
+        self._cancelling.add(job_id)
         self._call_soon(functools.partial(self._cancel_task, job_id))
         return True
 
@@ -275,7 +275,7 @@ class AsyncWorker(Worker):
 
         def finished(_: asyncio.Task[None]) -> None:
             self._running.pop(job_id, None)
-            self._cancel_requested.discard(job_id)
+            self._cancelling.discard(job_id)
             self._wake_main()
 
         task.add_done_callback(finished)
@@ -294,8 +294,8 @@ class AsyncWorker(Worker):
         try:
             result = await self._invoke(handler, job)
         except asyncio.CancelledError:
-            if job.job_id in self._cancel_requested:
-                self._cancel_requested.discard(job.job_id)
+            if job.job_id in self._cancelling:
+                self._cancelling.discard(job.job_id)
                 why = JobCancelledError(job.job_id, "its task was cancelled while running")
                 await self._record(self._record_failure, job, token, why)
                 return
