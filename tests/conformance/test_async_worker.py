@@ -148,9 +148,15 @@ def test_concurrency_caps_the_jobs_running_at_once(queue: Queue, start: Callable
         running -= 1
 
     ids = [add(queue, "hold", {}) for _ in range(10)]
-    worker = start(queue, {"hold": hold}, concurrency=3)
+    worker = start(queue, {"hold": hold}, concurrency=3, lease_s=1.0, heartbeat_s=0.05)
     wait_until(lambda: len(worker.in_flight()) == 3)
     assert sum(queue.get_job(i).status is JobStatus.RUNNING for i in ids) == 3
+
+    def listed() -> tuple[str, ...]:
+        return next((w.current for w in queue.workers() if w.worker_id == worker.worker_id), ())
+
+    wait_until(lambda: len(listed()) == 3)  # the registry entry lists every running job
+    assert set(listed()) == {job_id for job_id, _ in worker.in_flight()}
     assert set(worker.info().current) == {job_id for job_id, _ in worker.in_flight()}
     gate.set()
     for job_id in ids:
