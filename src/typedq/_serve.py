@@ -342,6 +342,7 @@ def serve(
     watchdog: Callable[[], str | None] | None = None,
     on_started: Callable[[list[Worker]], None] | None = None,
     announce: bool = True,
+    worker_class: str | None = None,
 ) -> ServeReport:
     """Run worker threads until ``stop`` is requested, then shut down (module docstring).
 
@@ -359,9 +360,11 @@ def serve(
         watchdog: polled; a non-empty string stops gracefully with that reason.
         on_started: called with the started workers.
         announce: log when a stop is requested (a worker process leaves that to its parent).
+        worker_class: ``"auto"``, ``"thread"`` or ``"async"`` for every queue served
+            (default: each queue's ``worker_class`` setting).
 
     Raises:
-        ConfigError: ``concurrency`` or ``grace_s`` out of range.
+        ConfigError: ``concurrency``, ``grace_s`` or ``worker_class`` out of range.
     """
     grace = manager.config["shutdown_grace_s"] if grace_s is None else grace_s
     require_number("grace_s", grace, minimum=0)
@@ -371,7 +374,9 @@ def serve(
     names = list(queues) if queues else list(manager.queues)
     workers: list[Worker] = []
     for name in names:
-        if name not in manager.queues:
+        if worker_class is not None:
+            manager.create_queue(name, worker_class=worker_class)
+        elif name not in manager.queues:
             manager.create_queue(name)
         count = concurrency
         if concurrency is not None:

@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from tests.helpers import interrupt_when
 
+from typedq import AsyncWorker, Worker
+from typedq._serve import StopRequest, serve
+from typedq.errors import ConfigError
 from typedq.job import JobStatus
 from typedq.manager import JobQueueManager
 from typedq.process import run_worker_processes
@@ -70,3 +74,37 @@ def test_one_process_runs_concurrency_async_jobs_on_one_loop(app: str, backend: 
         assert pid != os.getpid()
     finally:
         producer.close(graceful=False)
+
+
+def test_serve_with_worker_class_async_runs_one_loop_per_queue() -> None:
+    """``typedq worker --worker-class async -c 4``: one async worker per queue, 4 jobs at
+    once, even for plain handlers (they run in its thread pool)."""
+    manager = JobQueueManager({"scheduler": False})
+    stop = StopRequest()
+    started: list[Worker] = []
+    try:
+        manager.register_handler("plain", lambda p: p["n"] + 1)
+        ids = [manager.submit("plain", {"n": n}) for n in range(5)]
+
+        def stop_when_done() -> None:
+            manager.wait_for_completion(ids, timeout=20)
+            stop.graceful()
+
+        threading.Thread(target=stop_when_done, daemon=True).start()
+        report = serve(
+            manager, concurrency=4, worker_class="async", stop=stop, grace_s=5,
+            on_started=started.extend, announce=False,
+        )
+        assert [type(w) for w in started] == [AsyncWorker]
+        assert isinstance(started[0], AsyncWorker)
+        assert started[0].concurrency == 4
+        assert report.completed == 5
+        assert [manager.get_job(i).result for i in ids] == [1, 2, 3, 4, 5]
+    finally:
+        manager.close()
+
+
+def test_run_worker_processes_refuses_an_unknown_worker_class() -> None:
+    with pytest.raises(ConfigError) as info:
+        run_worker_processes(None, processes=1, config={"backend": "sqlite:///x.db"}, worker_class="green")
+    assert info.value.field == "worker_class"
