@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import Any
 
 import pytest
 
-from typedq import AsyncWorker, JobQueueManager, Worker
+from typedq import AsyncWorker, JobQueueManager, JobStatus, Worker
 from typedq.errors import ConfigError
 from typedq.shell import register_shell_jobs
 
@@ -73,3 +74,24 @@ def test_bad_settings_name_the_field(settings: dict[str, Any], field: str) -> No
     with pytest.raises(ConfigError) as info:
         JobQueueManager(settings)
     assert info.value.field == field
+
+
+def test_stop_past_the_grace_cancels_async_tasks_and_gives_their_jobs_back() -> None:
+    entered = threading.Event()
+
+    async def forever(payload: dict[str, Any]) -> None:
+        entered.set()
+        await asyncio.sleep(3600)
+
+    manager = JobQueueManager({"scheduler": False, "max_workers": 1})
+    try:
+        manager.register_handler("forever", forever)
+        job_id = manager.submit("forever", {})
+        (worker,) = manager.start_workers()
+        assert entered.wait(10)
+        assert manager.stop_workers(timeout=0.1) == []  # cancelled, not abandoned
+        assert not worker.is_alive()
+        job = manager.get_job(job_id)
+        assert (job.status, job.retry_count) == (JobStatus.PENDING, 0)  # interrupted, not failed
+    finally:
+        manager.close()
