@@ -49,7 +49,7 @@ from typedq.manager import JobQueueManager
 from typedq.typed import JobType
 from typedq.worker import Worker
 
-__all__ = ["DEFAULT_THREADS", "AsyncJobQueueManager", "AsyncJobRef"]
+__all__ = ["DEFAULT_THREADS", "AsyncBoundJobType", "AsyncJobQueueManager", "AsyncJobRef"]
 
 P = TypeVar("P", bound=BaseModel)
 R = TypeVar("R")
@@ -94,6 +94,22 @@ class AsyncJobRef(Generic[R]):
         if job.status is not JobStatus.COMPLETED:
             raise JobFailedError(self.job_id, job.status.value, job.error)
         return self.job_type.load_result(job.result)
+
+
+class AsyncBoundJobType(Generic[P, R]):
+    """A job type bound to an async client: ``await jobs.of(jt).enqueue(payload)``."""
+
+    def __init__(self, client: AsyncJobQueueManager, job_type: JobType[P, R]) -> None:
+        self._client = client
+        self.job_type = job_type
+
+    async def enqueue(self, payload: P, **options: Unpack[EnqueueOptions]) -> AsyncJobRef[R]:
+        """Submit one job of this type; see :meth:`AsyncJobQueueManager.enqueue`."""
+        return await self._client.enqueue(self.job_type, payload, **options)
+
+    def ref(self, job_id: str) -> AsyncJobRef[R]:
+        """A typed handle on an already submitted job of this type."""
+        return AsyncJobRef(self._client, self.job_type, job_id)
 
 
 class AsyncJobQueueManager:
@@ -165,6 +181,11 @@ class AsyncJobQueueManager:
         """
         ref = await self._call(self.manager.enqueue, job_type, payload, **options)
         return AsyncJobRef(self, job_type, ref.job_id)
+
+    def of(self, job_type: JobType[P, R]) -> AsyncBoundJobType[P, R]:
+        """Bind ``job_type``: ``await jobs.of(jt).enqueue(payload)`` (a wrong payload then
+        reads "expected <model>" in mypy's message)."""
+        return AsyncBoundJobType(self, job_type)
 
     def ref(self, job_type: JobType[Any, R], job_id: str) -> AsyncJobRef[R]:
         """A typed handle on an already submitted job of ``job_type``."""

@@ -81,6 +81,8 @@ def test_enqueue_and_await_typed_results(backend_url: str) -> None:
             job = await jobs.wait_for_job(refs[0].job_id, timeout=5)
             assert job.status is JobStatus.COMPLETED
             assert await refs[1].status() is JobStatus.COMPLETED
+            bound = await jobs.of(double).enqueue(Num(n=50), priority=9)
+            assert await bound.result(timeout=10) == 100
             job_id = await jobs.submit("aio-double", {"n": 21})
             assert await jobs.ref(double, job_id).result(timeout=10) == 42
 

@@ -60,3 +60,4 @@ async def client_code(jobs: AsyncJobQueueManager) -> None:
     text: str = await ref.result()  # E: Incompatible types in assignment
     print(text)
     await jobs.enqueue(fetch, Fetch(url="u"), priorty=1)  # E: did you mean "priority"
+    await jobs.of(fetch).enqueue(Other(name="x"))  # E: incompatible type "Other"; expected "Fetch"

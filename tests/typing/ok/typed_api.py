@@ -84,6 +84,8 @@ async def client_code() -> None:
         assert_type(aref, AsyncJobRef[int])
         assert_type(await aref.result(timeout=1.0), int)
         assert_type(await jobs.wait_for_job(aref.job_id), Job)
+        bound_ref = await jobs.of(fetch).enqueue(Fetch(url="v"), delay_s=0.5)
+        assert_type(await bound_ref.result(), int)
         again = jobs.ref(fetch, aref.job_id)
         assert_type(await again.result(), int)
         assert_type(await jobs.submit("fetch", {"url": "u"}), str)
