@@ -107,7 +107,7 @@ class AsyncWorker(Worker):
         super().__init__(queue, handlers, poll_interval, **options)
         self.concurrency = concurrency
         # job id -> (lease token, task); only the loop's thread changes it.
-        self._running: dict[str, tuple[int, asyncio.Task[None]]] = {}
+        self._tasks: dict[str, tuple[int, asyncio.Task[None]]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._kick: asyncio.Event | None = None
         self._done: list[tuple[Job, int, Any]] = []
@@ -137,7 +137,7 @@ class AsyncWorker(Worker):
         Their jobs go back to the queue (``Queue.release``): an interrupted job is not a
         failed attempt. Used by a shutdown whose grace period is over.
         """
-        count = len(self._running)
+        count = len(self._tasks)
         self._call_soon(self._cancel_all)
         return count
 
@@ -151,14 +151,14 @@ class AsyncWorker(Worker):
         pool cannot be interrupted: its job is recorded CANCELLED at once all the same,
         and the thread's late result is dropped.
         """
-        if job_id not in self._running:
+        if job_id not in self._tasks:
             return False
         self._cancelling.add(job_id)
         self._call_soon(functools.partial(self._cancel_task, job_id))
         return True
 
     def _cancel_task(self, job_id: str) -> None:
-        entry = self._running.get(job_id)
+        entry = self._tasks.get(job_id)
         if entry is not None:
             entry[1].cancel()
 
@@ -174,7 +174,7 @@ class AsyncWorker(Worker):
             self._kick.set()
 
     def _cancel_all(self) -> None:
-        for _, task in list(self._running.values()):
+        for _, task in list(self._tasks.values()):
             task.cancel()
 
     # -- registry and in-flight jobs ------------------------------------------------------
@@ -182,12 +182,12 @@ class AsyncWorker(Worker):
     def info(self) -> WorkerInfo:
         """This worker's registry entry as of now, listing the jobs it runs."""
         entry = super().info()
-        entry.current = tuple(list(self._running)[:MAX_LISTED_JOBS])
+        entry.current = tuple(list(self._tasks)[:MAX_LISTED_JOBS])
         return entry
 
     def in_flight(self) -> list[tuple[str, int]]:
         """The (job id, lease token) of the jobs this worker runs and has not finished."""
-        held = [(job_id, token) for job_id, (token, _) in list(self._running.items())]
+        held = [(job_id, token) for job_id, (token, _) in list(self._tasks.items())]
         held += [(claim.job.job_id, claim.token) for claim in list(self._buffer)]
         return held
 
@@ -212,7 +212,7 @@ class AsyncWorker(Worker):
         try:
             await self._claim_loop(loop)
             # Graceful stop: the running jobs finish (or are cancelled by cancel_running).
-            running = [task for _, task in self._running.values()]
+            running = [task for _, task in self._tasks.values()]
             if running:
                 await asyncio.gather(*running, return_exceptions=True)
         finally:
@@ -229,7 +229,7 @@ class AsyncWorker(Worker):
         assert kick is not None
         stopped = self._stop_event.is_set
         while not stopped():
-            free = self.concurrency - len(self._running)
+            free = self.concurrency - len(self._tasks)
             if free <= 0 or self._holding:
                 # Full, or completions wait to be written again: claim nothing new.
                 kick.clear()
@@ -271,10 +271,10 @@ class AsyncWorker(Worker):
         job, token, _ = claim
         job_id = job.job_id
         task = asyncio.get_running_loop().create_task(self._run_job(job, token), name=f"job:{job_id}")
-        self._running[job_id] = (token, task)
+        self._tasks[job_id] = (token, task)
 
         def finished(_: asyncio.Task[None]) -> None:
-            self._running.pop(job_id, None)
+            self._tasks.pop(job_id, None)
             self._cancelling.discard(job_id)
             self._wake_main()
 
