@@ -243,7 +243,7 @@ class AsyncWorker(Worker):
                 await loop.run_in_executor(self._claim_thread, self.give_back_unstarted)
                 return
             for claim in claims:
-                self._start(claim)
+                self._launch(claim)
 
     def _claim_some(self, limit: int) -> list[Claim]:
         """Claim up to ``limit`` jobs (the claim thread); wait for work when none is ready."""
@@ -267,7 +267,7 @@ class AsyncWorker(Worker):
             keeper.add(queue, job.job_id, token)
         return claims
 
-    def _start(self, claim: Claim) -> None:
+    def _launch(self, claim: Claim) -> None:
         job, token, _ = claim
         job_id = job.job_id
         task = asyncio.get_running_loop().create_task(self._run_job(job, token), name=f"job:{job_id}")
