@@ -11,6 +11,8 @@ error of :mod:`typedq.errors`.
 from __future__ import annotations
 
 from typedq._typed_api import JobRef
+from typedq.aio import AsyncJobQueueManager, AsyncJobRef
+from typedq.aworker import AsyncWorker
 from typedq.backends import Claim, JobQueue, Queue, open_queue
 from typedq.clock import Clock, FakeClock, SystemClock
 from typedq.errors import (
@@ -59,6 +61,9 @@ from typedq.worker import Worker
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncJobQueueManager",
+    "AsyncJobRef",
+    "AsyncWorker",
     "BackendConfigError",
     "BackendDataError",
     "BackendError",

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 from typedq._validate import require_number
+from typedq.aworker import DEFAULT_CONCURRENCY, MAX_CONCURRENCY
 from typedq.errors import ConfigError, InvalidJobError
 from typedq.job import parse_priority
 from typedq.leases import check_lease_settings
@@ -24,6 +25,7 @@ __all__ = [
     "MIN_PAYLOAD_SIZE",
     "QUEUE_DEFAULTS",
     "SUBMIT_FIELDS",
+    "WORKER_CLASSES",
     "unknown_key_error",
     "validate_config",
     "validate_queue_settings",
@@ -31,6 +33,11 @@ __all__ = [
 
 #: The smallest ``max_payload_size``: the longest frame header (see typedq.serializers.base).
 MIN_PAYLOAD_SIZE: Final = MAX_HEADER_SIZE
+
+#: The values of ``worker_class``: "thread" (``Worker``: one job at a time per thread),
+#: "async" (``AsyncWorker``: ``concurrency`` jobs at once on one event loop), "auto" (async
+#: when every handler routed to the queue is an ``async def``, thread otherwise).
+WORKER_CLASSES: Final = ("auto", "thread", "async")
 
 #: Settings a queue may override, with their defaults.
 QUEUE_DEFAULTS: Final[dict[str, Any]] = {
@@ -48,6 +55,10 @@ QUEUE_DEFAULTS: Final[dict[str, Any]] = {
     # fields: fairness, weights, max_wait_s, max_concurrency, rate, limits); None: strict
     # priority without limits.
     "claim_policy": None,
+    # Which worker runs the queue's jobs (see WORKER_CLASSES), and how many jobs an async
+    # worker runs at once on its event loop. See typedq.aworker.
+    "worker_class": "auto",
+    "concurrency": DEFAULT_CONCURRENCY,
 }
 
 #: Every top-level config key, with its default.
@@ -132,6 +143,14 @@ def validate_queue_settings(where: str, settings: Mapping[str, Any]) -> dict[str
         require_number(f"{where}max_retries", s["max_retries"], minimum=0, integer=True)
     if "batch_size" in s:
         require_number(f"{where}batch_size", s["batch_size"], minimum=1, maximum=1000, integer=True)
+    if "worker_class" in s and s["worker_class"] not in WORKER_CLASSES:
+        raise ConfigError(
+            f"{where}worker_class", s["worker_class"], f"one of {', '.join(map(repr, WORKER_CLASSES))}"
+        )
+    if "concurrency" in s:
+        require_number(
+            f"{where}concurrency", s["concurrency"], minimum=1, maximum=MAX_CONCURRENCY, integer=True
+        )
     return s
 
 

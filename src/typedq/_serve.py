@@ -308,6 +308,9 @@ def _shut_down(
         time.sleep(_TICK_S)
     report.immediate = report.immediate or stop.immediate
     report.released = release_in_flight(workers)
+    for worker in workers:
+        # An async worker's tasks are cancelled (their jobs were just given back).
+        worker.cancel_running()
     if not report.released:
         return
     # The late outcome of a released job is refused as stale: expected, not news.
@@ -360,6 +363,7 @@ def serve(
     watchdog: Callable[[], str | None] | None = None,
     on_started: Callable[[list[Worker]], None] | None = None,
     announce: bool = True,
+    worker_class: str | None = None,
 ) -> ServeReport:
     """Run worker threads until ``stop`` is requested, then shut down (module docstring).
 
@@ -369,7 +373,9 @@ def serve(
             ``name=weight`` (``["emails=3", "reports=1"]``), each worker serves all of
             them by weight (``manager.start_workers(queues=...)``), ``concurrency``
             workers (default: the first queue's ``max_workers``).
-        concurrency: worker threads per queue (default: each queue's ``max_workers``).
+        concurrency: worker threads per queue (default: each queue's ``max_workers``); for
+            a queue run by async workers (``JobQueueManager.worker_class``), one worker
+            running this many jobs at once on its event loop.
         grace_s: how long running jobs may finish after a graceful stop (default: the
             manager's ``shutdown_grace_s``).
         stop: set by signal handlers; level 1 stops gracefully, level 2 at once.
@@ -378,9 +384,11 @@ def serve(
         watchdog: polled; a non-empty string stops gracefully with that reason.
         on_started: called with the started workers.
         announce: log when a stop is requested (a worker process leaves that to its parent).
+        worker_class: ``"auto"``, ``"thread"`` or ``"async"`` for every queue served
+            (default: each queue's ``worker_class`` setting).
 
     Raises:
-        ConfigError: ``concurrency`` or ``grace_s`` out of range.
+        ConfigError: ``concurrency``, ``grace_s`` or ``worker_class`` out of range.
     """
     grace = manager.config["shutdown_grace_s"] if grace_s is None else grace_s
     require_number("grace_s", grace, minimum=0)
@@ -397,11 +405,19 @@ def serve(
         names = []
         workers += manager.start_workers(queues=weights, count=concurrency)
     for name in names:
-        if concurrency is not None:
-            manager.create_queue(name, max_workers=concurrency)
+        if worker_class is not None:
+            manager.create_queue(name, worker_class=worker_class)
         elif name not in manager.queues:
             manager.create_queue(name)
-        workers += manager.start_workers(name, count=concurrency)
+        count = concurrency
+        if concurrency is not None:
+            if manager.worker_class(name) == "async":
+                # One event loop running `concurrency` jobs at once.
+                manager.create_queue(name, max_workers=1, concurrency=concurrency)
+                count = 1
+            else:
+                manager.create_queue(name, max_workers=concurrency)
+        workers += manager.start_workers(name, count=count)
     if on_started is not None:
         on_started(workers)
     report = ServeReport()

@@ -14,7 +14,6 @@ mypy checks every handler and every submission against the job type:
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
@@ -63,18 +62,21 @@ class TypedHandler(Generic[P, R]):
     ) -> None:
         self.job_type = job_type
         self.fn = fn
+        #: Whether ``fn`` is an ``async def``: the worker then awaits what a call returns.
+        self.is_async = inspect.iscoroutinefunction(fn)
         self.__name__ = getattr(fn, "__name__", job_type.name)
 
     def __call__(self, job: Job) -> Any:
+        """Load the payload, call the function and dump its result; for an ``async def``
+        function, return the coroutine that does so (the worker awaits it)."""
         payload = self.job_type.load(job.payload, JobType.version_of(job))
-        out = self.fn(payload)
-        if inspect.isawaitable(out):
-            out = asyncio.run(_await(out))
+        out: Any = self.fn(payload)
+        if self.is_async:
+            return self._finish(out)
         return self.job_type.dump_result(out)
 
-
-async def _await(awaitable: Awaitable[Any]) -> Any:
-    return await awaitable
+    async def _finish(self, out: Any) -> Any:
+        return self.job_type.dump_result(await out)
 
 
 class _Manager(ABC):

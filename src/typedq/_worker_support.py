@@ -1,12 +1,19 @@
-"""Helpers of ``worker``: error text, handler calls with a timeout, giving claimed jobs
-back, and the version a worker reports in its registry entry."""
+"""Helpers of ``worker`` and ``aworker``: how a handler is called, error text, handler
+calls with a timeout, giving claimed jobs back, and the version a worker reports in its
+registry entry.
+
+:func:`call_handler` is the one place a worker calls a handler: every worker (thread or
+async) goes through it, so how a handler is given its job is decided once.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import logging
 import threading
 import traceback as tb_module
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Final
 
@@ -18,10 +25,13 @@ from typedq.leases import LeaseKeeper
 
 __all__ = [
     "VERSION",
+    "call_handler",
     "call_with_timeout",
     "describe_error",
     "format_traceback",
     "give_back",
+    "handler_is_async",
+    "run_handler",
 ]
 
 logger = logging.getLogger("typedq.worker")
@@ -36,6 +46,37 @@ def _typedq_version() -> str:
 
 #: The typedq version a worker reports.
 VERSION: Final = _typedq_version()
+
+def call_handler(handler: Callable[[Any], Any], job: Job) -> Any:
+    """Call ``handler`` for ``job``: with the whole job when the handler ``takes_job`` (the
+    typed API's wrappers), else with its payload. Returns what the handler returns: for an
+    ``async def`` handler, the coroutine to await."""
+    return handler(job) if getattr(handler, "takes_job", False) else handler(job.payload)
+
+
+def handler_is_async(handler: Callable[[Any], Any]) -> bool:
+    """Whether ``handler`` returns a coroutine to await (``async def``, or a wrapper of one
+    with a true ``is_async`` attribute): the async worker runs it on its event loop; a
+    plain function goes to its thread pool."""
+    return bool(getattr(handler, "is_async", False)) or inspect.iscoroutinefunction(handler)
+
+
+async def _await(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
+
+
+def run_handler(handler: Callable[[Any], Any], job: Job) -> Any:
+    """Call ``handler`` for ``job`` in this thread and return its result.
+
+    An ``async def`` handler run by a thread worker gets an event loop of its own for
+    this one call (``asyncio.run``); the async worker (``typedq.aworker``) runs them
+    concurrently on one loop instead.
+    """
+    out = call_handler(handler, job)
+    if inspect.isawaitable(out):
+        return asyncio.run(_await(out))
+    return out
+
 
 def describe_error(exc: BaseException) -> str:
     """Return ``"Type: message"`` for an exception, even one whose ``__str__`` raises."""
@@ -67,8 +108,7 @@ def call_with_timeout(
 
     def target() -> None:
         try:
-            arg = job if getattr(handler, "takes_job", False) else job.payload
-            outcome.append((True, handler(arg)))
+            outcome.append((True, run_handler(handler, job)))
         except BaseException as exc:  # handed back to the worker thread
             outcome.append((False, exc))
         finally:

@@ -478,7 +478,15 @@ _WORKER_OPTIONS = [
         "-Q", "--queues", multiple=True, metavar="NAMES",
         help="Queues to work, comma-separated; name=weight: every worker serves them all by weight.",
     ),
-    click.option("-c", "--concurrency", type=click.IntRange(min=1), help="Worker threads per queue."),
+    click.option(
+        "-c", "--concurrency", type=click.IntRange(min=1),
+        help="Worker threads per queue; for a queue of async handlers, jobs at once on one event loop.",
+    ),
+    click.option(
+        "--worker-class", type=click.Choice(["auto", "thread", "async"]),
+        help="Worker kind for every queue: async runs --concurrency jobs on one event loop "
+        "(default: each queue's worker_class setting, auto: async when all its handlers are async def).",
+    ),
     click.option("-P", "--processes", type=click.IntRange(min=0),
                  help="Worker processes; 0: threads in this process (default: the processes setting)."),
     click.option("--grace", type=click.FloatRange(min=0), help="Seconds jobs may finish after a signal."),
@@ -530,6 +538,7 @@ worker.add_command(stop_workers_cmd)
 
 def _run_worker(
     *, app: str | None, queues: tuple[str, ...], concurrency: int | None, processes: int | None,
+    worker_class: str | None,
     grace: float | None, log_level: str | None, backend: str | None, config_path: str | None,
 ) -> None:
     level = (log_level or "WARNING").upper()
@@ -557,7 +566,7 @@ def _run_worker(
         click.echo(f"typedq worker: {processes} process(es) on {where}; {_STOP_HINT}", err=True)
         pool = run_worker_processes(
             app, processes=processes, concurrency=concurrency, queues=names, grace_s=grace,
-            config=cfg, log_level=level,
+            config=cfg, log_level=level, worker_class=worker_class,
         )
         click.echo(
             f"typedq worker: stopped{' at once' if pool.immediate else ''}; {pool.completed} completed, "
@@ -575,7 +584,10 @@ def _run_worker(
         register_shell_jobs(manager)
         click.echo(f"typedq worker: threads in process {os.getpid()} on {where}; {_STOP_HINT}", err=True)
         with stop_signals({signal.SIGTERM: stop.escalate, signal.SIGINT: stop.escalate}):
-            report = serve(manager, queues=names, concurrency=concurrency, grace_s=grace, stop=stop)
+            report = serve(
+                manager, queues=names, concurrency=concurrency, grace_s=grace, stop=stop,
+                worker_class=worker_class,
+            )
     finally:
         manager.close(graceful=False)
     click.echo(

@@ -32,6 +32,8 @@ from typedq._queue_group import QueueGroup
 from typedq._schedule_api import ScheduleAPI
 from typedq._validate import require_number
 from typedq._waiting import CompletionWaiters, NotifyingEvents, wait_for_jobs
+from typedq._worker_support import handler_is_async
+from typedq.aworker import AsyncWorker
 from typedq.backends import JobQueue, Queue, backend_for, open_queue
 from typedq.backends.base import WorkerInfo
 from typedq.clock import Clock, system_clock
@@ -246,6 +248,27 @@ class JobQueueManager(ScheduleAPI):
         """A snapshot of the handler registry."""
         return dict(self._handlers)
 
+    def worker_class(self, queue: str) -> str:
+        """The worker ``start_workers`` runs ``queue`` with: ``"async"`` or ``"thread"``.
+
+        The queue's ``worker_class`` setting, or with ``"auto"`` (the default): async when
+        every handler routed to the queue is an ``async def`` (there is at least one),
+        thread otherwise. Handlers with a true ``any_worker`` attribute (the built-in
+        shell jobs, which run as well in an async worker's thread pool) are not counted.
+
+        Raises:
+            QueueNotFoundError: no such queue.
+        """
+        self.get_queue(queue)
+        chosen: str = self._queue_settings[queue]["worker_class"]
+        if chosen != "auto":
+            return chosen
+        mine = [
+            h for t, h in list(self._handlers.items())
+            if self._handler_queue.get(t) == queue and not getattr(h, "any_worker", False)
+        ]
+        return "async" if mine and all(handler_is_async(h) for h in mine) else "thread"
+
     # -- submitting ---------------------------------------------------------------------
 
     def submit(self, job_type: str, payload: dict[str, Any] | None = None, **job_fields: Any) -> str:
@@ -391,8 +414,10 @@ class JobQueueManager(ScheduleAPI):
                     base_delay=settings["base_delay"], jitter=settings["jitter"],
                     max_delay=settings["max_delay"],
                 )
+                use_async = self.worker_class(name) == "async"
+                extra: dict[str, Any] = {"concurrency": settings["concurrency"]} if use_async else {}
                 for _ in range(n):
-                    worker = Worker(
+                    worker = (AsyncWorker if use_async else Worker)(
                         q, self._handlers, settings["poll_interval"],
                         dead_letter_queue=self._dead_letter,
                         worker_id=f"{name}-worker",
@@ -404,6 +429,7 @@ class JobQueueManager(ScheduleAPI):
                         clock=self.clock,
                         batch_size=settings["batch_size"],
                         dlq_max=self.config["dlq_max"],
+                        **extra,
                     )
                     current.append(worker)
                     started.append(worker)
@@ -484,6 +510,9 @@ class JobQueueManager(ScheduleAPI):
                 if worker is me:
                     continue  # a handler stopping its own worker: it exits after this job
                 worker.join(max(0.0, deadline - time.monotonic()))
+                if worker.is_alive() and worker.cancel_running():
+                    # An async worker's tasks are cancelled: their jobs go back to the queue.
+                    worker.join(min(1.0, max(0.0, deadline + 1.0 - time.monotonic())))
                 if worker.is_alive():
                     abandoned.append(worker.worker_id)
                     worker.give_back_unstarted()

@@ -51,7 +51,7 @@ from dataclasses import asdict, dataclass
 from types import FrameType
 from typing import Any, Final, NoReturn
 
-from typedq._config import validate_config
+from typedq._config import validate_config, validate_queue_settings
 from typedq._identity import set_supervisor
 from typedq._serve import (
     ServeReport,
@@ -125,6 +125,7 @@ class _ChildSpec:
     config: dict[str, Any] | None
     queues: tuple[str, ...] | None
     concurrency: int | None
+    worker_class: str | None
     grace_s: float | None
     shell_jobs: bool
     log_level: str
@@ -194,6 +195,7 @@ def _child_main(spec: _ChildSpec, conn: multiprocessing.connection.Connection) -
     try:
         report = serve(
             manager, queues=spec.queues, concurrency=spec.concurrency, grace_s=spec.grace_s,
+            worker_class=spec.worker_class,
             stop=stop, recycle_on_timeout=True, watchdog=watchdog, on_started=on_started,
             announce=False,
         )
@@ -481,6 +483,7 @@ def run_worker_processes(
     shell_jobs: bool = True,
     log_level: str = "WARNING",
     handle_signals: bool = True,
+    worker_class: str | None = None,
 ) -> PoolReport:
     """Run ``processes`` worker processes until SIGTERM/SIGINT; return the report.
 
@@ -491,7 +494,8 @@ def run_worker_processes(
         processes: how many worker processes (>= 1); None: the manager's ``processes``
             setting (of ``config``, or of the app's manager, loaded here to read it).
         concurrency: worker threads per queue in each process (default: the queue's
-            ``max_workers``).
+            ``max_workers``); for a queue run by async workers, one event loop per process
+            running this many jobs at once (see ``typedq._serve.serve``).
         queues: the queues to work (default: all of the manager's).
         grace_s: how long running jobs may finish after the first signal (default: the
             manager's ``shutdown_grace_s``).
@@ -499,6 +503,8 @@ def run_worker_processes(
         shell_jobs: register the ``"shell"`` job type in each child.
         log_level: the children's logging level.
         handle_signals: install SIGTERM/SIGINT handlers (main thread only).
+        worker_class: ``"auto"``, ``"thread"`` or ``"async"`` for every queue (default:
+            each queue's ``worker_class`` setting).
 
     Raises:
         ConfigError: ``memory://`` (its jobs cannot cross processes), a bad app
@@ -512,6 +518,8 @@ def run_worker_processes(
         require_number("concurrency", concurrency, minimum=1, integer=True)
     if grace_s is not None:
         require_number("grace_s", grace_s, minimum=0)
+    if worker_class is not None:
+        validate_queue_settings("", {"worker_class": worker_class})
     checked: dict[str, Any] | None = None
     if app_ref is None:
         checked = validate_config(config)
@@ -522,7 +530,7 @@ def run_worker_processes(
         raise ConfigError("config", config, "None when app_ref is given (the app's manager has its config)")
     spec = _ChildSpec(
         app_ref=app_ref, config=checked, queues=tuple(queues) if queues else None,
-        concurrency=concurrency, grace_s=grace_s, shell_jobs=shell_jobs,
+        concurrency=concurrency, worker_class=worker_class, grace_s=grace_s, shell_jobs=shell_jobs,
         log_level=log_level, cwd=os.getcwd(),
     )
     pool = ProcessPool(spec, processes)

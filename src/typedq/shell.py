@@ -453,6 +453,9 @@ class ShellHandler:
     """
 
     takes_job = True
+    #: Not counted when the manager picks a queue's worker class: shell jobs run as well
+    #: in an async worker's thread pool, so registering them never turns async off.
+    any_worker = True
 
     def __init__(
         self,

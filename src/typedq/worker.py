@@ -43,6 +43,10 @@ No lock is held while a handler runs. When nothing is ready the worker blocks in
 ``queue.wait_ready`` until a job is added, the next delayed job falls due, or
 ``poll_interval`` passes: it never spins.
 
+An ``async def`` handler run by a thread worker gets an event loop of its own for each
+job (``asyncio.run``); the manager runs a queue whose handlers are all ``async def`` with
+:class:`~typedq.aworker.AsyncWorker` instead, many jobs at once on one loop.
+
 A handler with ``timeout_seconds`` runs in a helper thread the worker waits on; past the
 timeout the job fails with :class:`~typedq.errors.JobTimeoutError`. Python cannot kill
 a thread, so the helper is abandoned, reported in ``Worker.abandoned_threads``, and its
@@ -71,6 +75,7 @@ from typedq._worker_support import (
     call_with_timeout,
     describe_error,
     format_traceback,
+    run_handler,
 )
 from typedq.backends.base import Claim, Completion, Queue, WorkerInfo
 from typedq.clock import Clock
@@ -253,6 +258,14 @@ class Worker(StorageFailures, threading.Thread):
             self.join(timeout)
         return not self.is_alive()
 
+    def cancel_running(self) -> int:
+        """Interrupt the running handlers; return how many were interrupted.
+
+        A thread worker cannot: Python cannot interrupt a thread, so this returns 0 (the
+        ``AsyncWorker`` cancels its tasks).
+        """
+        return 0
+
     @property
     def stopping(self) -> bool:
         """Whether ``stop()`` was called."""
@@ -296,30 +309,8 @@ class Worker(StorageFailures, threading.Thread):
         self.lease_keeper.keep_entry(self.worker_id, self._register)
         if self._own_keeper:
             self.lease_keeper.start()
-        buffer = self._buffer
-        stopped = self._stop_event.is_set
-        execute = self._execute
-        monotonic = time.monotonic
         try:
-            while not stopped():
-                if not buffer:
-                    if self._pending:
-                        self._flush()
-                        if self._pending:  # the write failed: retry it before claiming more
-                            continue
-                    if not self._claim():
-                        continue
-                try:
-                    claimed = buffer.popleft()
-                except IndexError:  # given back meanwhile by give_back_unstarted()
-                    continue
-                if self._pending and (
-                    monotonic() - self._pending_since >= FLUSH_AFTER_S
-                    or self._by_type.get(claimed.job.job_type, BATCH_WINDOW_S) >= BATCH_WINDOW_S
-                ):
-                    # Held completions never wait for a job that may be slow.
-                    self._flush()
-                execute(claimed)
+            self._work()
         finally:
             try:
                 self._flush(wait=False)
@@ -336,6 +327,33 @@ class Worker(StorageFailures, threading.Thread):
                         "worker %s could not unregister; its entry will go stale: %s", self.worker_id, exc,
                         exc_info=None if is_outage(exc) else exc,
                     )
+
+    def _work(self) -> None:
+        """The loop between registering and cleaning up: claim and run jobs until stopped
+        (``AsyncWorker`` runs an event loop here instead)."""
+        buffer = self._buffer
+        stopped = self._stop_event.is_set
+        execute = self._execute
+        monotonic = time.monotonic
+        while not stopped():
+            if not buffer:
+                if self._pending:
+                    self._flush()
+                    if self._pending:  # the write failed: retry it before claiming more
+                        continue
+                if not self._claim():
+                    continue
+            try:
+                claimed = buffer.popleft()
+            except IndexError:  # given back meanwhile by give_back_unstarted()
+                continue
+            if self._pending and (
+                monotonic() - self._pending_since >= FLUSH_AFTER_S
+                or self._by_type.get(claimed.job.job_type, BATCH_WINDOW_S) >= BATCH_WINDOW_S
+            ):
+                # Held completions never wait for a job that may be slow.
+                self._flush()
+            execute(claimed)
 
     def _claim_limit(self) -> int:
         """How many jobs to claim now: more only while jobs are quick (the batch window)."""
@@ -455,7 +473,7 @@ class Worker(StorageFailures, threading.Thread):
             try:
                 timeout = job.timeout_seconds
                 if timeout is None:
-                    result = handler(job) if getattr(handler, "takes_job", False) else handler(job.payload)
+                    result = run_handler(handler, job)
                 else:
                     name = f"{self.worker_id}:job:{job_id}"
                     result = call_with_timeout(handler, job, timeout, name, self.abandoned_threads)

@@ -22,6 +22,9 @@ SPEC_NAMES = ["Job", "JobStatus", "JobQueue", "Worker", "EventHandler", "JobQueu
 #: The whole public surface of ``typedq``: adding or removing a name is a decision, made
 #: here on purpose.
 EXPORTED = [
+    "AsyncJobQueueManager",
+    "AsyncJobRef",
+    "AsyncWorker",
     "BackendConfigError",
     "BackendDataError",
     "BackendError",
@@ -170,7 +173,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("typedq.typed",),
     ("typedq.worker", "typedq.aworker", "typedq.scheduler", "typedq._queue_group"),
     ("typedq._config",),
-    ("typedq.manager",),
+    ("typedq.manager", "typedq.aio"),
     ("typedq.cli", "typedq.api", "typedq.api.*", "typedq.metrics", "typedq.__main__"),
     ("typedq",),  # the package facade re-exports everything
 ]

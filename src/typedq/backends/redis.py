@@ -54,6 +54,7 @@ from typing import Any, Final
 from typedq.backends import _redis_conn as conn
 from typedq.backends import _redis_coord as coord
 from typedq.backends._graph import check_batch_acyclic, dependency_order, jobs_from_export
+from typedq.backends._redis_async import AsyncStatusReader
 from typedq.backends._redis_dead import RedisDeadLetters
 from typedq.backends._redis_keys import HashCodec, base_key, parse_redis_url, sort_hex
 from typedq.backends._redis_lua import SCRIPTS
@@ -596,6 +597,11 @@ class RedisQueue(coord.RedisCoordination, RedisReads, RedisDeadLetters, Queue):
                 self._waiters.interrupt(self._r)
         except BackendError as exc:
             conn.logger.debug("could not wake the waiters of queue %r: %s", self._name, exc)
+
+    def async_status_reader(self) -> AsyncStatusReader:
+        """A ``redis.asyncio`` reader of this queue's job statuses, for asyncio callers
+        (``typedq.aio`` polls with it without a thread); the caller closes it."""
+        return AsyncStatusReader(self._settings, self._base)
 
     def close(self) -> None:
         """Wake waiters and give back this object's share of the connection pool."""

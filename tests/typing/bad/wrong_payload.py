@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from typedq import JobQueueManager
+from typedq import AsyncJobQueueManager, JobQueueManager
 from typedq.typed import JobType
 
 
@@ -40,3 +40,24 @@ def wrong_async(p: Resize) -> None:
 manager.register(resize, wrong_async)  # E: "Callable[[Resize], None]"; expected "Callable[[Resize], str]"
 ref = manager.enqueue(resize, Resize(url="u"))
 n: int = ref.result()  # E: expression has type "str", variable has type "int"
+
+
+class Fetch(BaseModel):
+    url: str
+
+
+fetch = JobType("fetch", Fetch, result=int)
+
+
+@manager.handler(fetch)  # E: "Callable[[Fetch], Coroutine[Any, Any, str]]"
+async def returns_wrong_type(p: Fetch) -> str:
+    return p.url
+
+
+async def client_code(jobs: AsyncJobQueueManager) -> None:
+    await jobs.enqueue(fetch, Other(name="x"))  # E: Cannot infer value of type parameter "P"
+    ref = await jobs.enqueue(fetch, Fetch(url="u"))
+    text: str = await ref.result()  # E: Incompatible types in assignment
+    print(text)
+    await jobs.enqueue(fetch, Fetch(url="u"), priorty=1)  # E: did you mean "priority"
+    await jobs.of(fetch).enqueue(Other(name="x"))  # E: incompatible type "Other"; expected "Fetch"

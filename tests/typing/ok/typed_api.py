@@ -1,4 +1,5 @@
-"""Typed-API uses that must type-check cleanly under mypy --strict."""
+"""Typed-API uses that must type-check cleanly under mypy --strict (the async ones too:
+async typed handlers, the async client's typed refs, the async worker)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from typing import Any, assert_type
 
 from pydantic import BaseModel
 
-from typedq import JobQueueManager
+from typedq import AsyncJobQueueManager, AsyncJobRef, AsyncWorker, Job, JobQueue, JobQueueManager
 from typedq.typed import JobType, TypedJob
 
 
@@ -59,3 +60,36 @@ assert_type(bound.result(), list[str])
 assert_type(do_resize(Resize(url="u", width=1)), str)
 view = TypedJob.of(resize, ref.job())
 assert_type(view.payload, Resize)
+
+
+# -- async ------------------------------------------------------------------------------
+
+
+class Fetch(BaseModel):
+    url: str
+
+
+fetch = JobType("fetch", Fetch, result=int)
+io_manager = JobQueueManager({"queues": {"io": {"worker_class": "async", "concurrency": 50}}})
+
+
+@io_manager.handler(fetch)
+async def do_fetch(p: Fetch) -> int:
+    return len(p.url)
+
+
+async def client_code() -> None:
+    async with AsyncJobQueueManager(manager=io_manager) as jobs:
+        aref = await jobs.enqueue(fetch, Fetch(url="u"), priority=3)
+        assert_type(aref, AsyncJobRef[int])
+        assert_type(await aref.result(timeout=1.0), int)
+        assert_type(await jobs.wait_for_job(aref.job_id), Job)
+        bound_ref = await jobs.of(fetch).enqueue(Fetch(url="v"), delay_s=0.5)
+        assert_type(await bound_ref.result(), int)
+        again = jobs.ref(fetch, aref.job_id)
+        assert_type(await again.result(), int)
+        assert_type(await jobs.submit("fetch", {"url": "u"}), str)
+
+
+worker = AsyncWorker(JobQueue("io"), io_manager.handlers, concurrency=10)
+assert_type(worker.concurrency, int)
