@@ -99,7 +99,8 @@ def test_states_decide_when_the_key_is_held(queue: Queue, make_job: MakeJob, clo
     assert claim is not None
     queue.enqueue(make_job(job_id="b", metadata=_unique("p")))
     # Held through completion too, for an hour: "once per hour" jobs.
-    queue.enqueue(make_job(job_id="h1", metadata=_unique("hourly", for_s=3600, states=["PENDING", "RUNNING", "COMPLETED"])))
+    hourly = _unique("hourly", for_s=3600, states=["PENDING", "RUNNING", "COMPLETED"])
+    queue.enqueue(make_job(job_id="h1", metadata=hourly))
     claim = queue.claim("w", lease_s=30, job_types=["task"])
     while claim is not None and claim.job.job_id != "h1":
         claim = queue.claim("w", lease_s=30)
