@@ -34,6 +34,7 @@ from typedq.errors import (
     PayloadTooLargeError,
     PayloadValidationError,
     PayloadVersionError,
+    PermanentError,
     QueueNotFoundError,
     ResultSerializationError,
     ScheduleNotFoundError,
@@ -50,7 +51,7 @@ from typedq.events import EventHandler
 from typedq.job import Job, JobStatus, Priority
 from typedq.leases import LeaseKeeper, Reaper
 from typedq.manager import JobQueueManager
-from typedq.retry import RetryPolicy
+from typedq.retry import Retry, RetryPolicy
 from typedq.serializers import get_serializer
 from typedq.typed import JobType, TypedJob
 from typedq.worker import Worker
@@ -89,11 +90,13 @@ __all__ = [
     "PayloadTooLargeError",
     "PayloadValidationError",
     "PayloadVersionError",
+    "PermanentError",
     "Priority",
     "Queue",
     "QueueNotFoundError",
     "Reaper",
     "ResultSerializationError",
+    "Retry",
     "RetryPolicy",
     "ScheduleNotFoundError",
     "SerializationError",
