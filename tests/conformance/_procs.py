@@ -4,6 +4,7 @@ Run as ``python -m tests.conformance._procs COMMAND URL NAME [ARGS]`` from the r
 root; the queue is ``open_queue(URL, name=NAME)`` on the system clock:
 
 * ``enqueue URL NAME JOB_ID``: enqueue one job (payload ``{"from": pid}``) and exit.
+* ``delayed URL NAME JOB_ID DELAY_S``: enqueue one job due ``DELAY_S`` seconds from now.
 * ``drain URL NAME``: print ``ready``, wait for a line on stdin, then claim and complete
   jobs (result ``{"pid": pid}``) until none is ready, printing each id right after its
   completion was accepted; exit 0.
@@ -28,6 +29,14 @@ def enqueue(url: str, name: str, job_id: str) -> None:
     queue = open_queue(url, name=name)
     try:
         queue.enqueue(Job(job_type="t", job_id=job_id, payload={"from": os.getpid()}))
+    finally:
+        queue.close()
+
+
+def delayed(url: str, name: str, job_id: str, delay_s: str) -> None:
+    queue = open_queue(url, name=name)
+    try:
+        queue.enqueue(Job.create("t", {"from": os.getpid()}, job_id=job_id, delay_s=float(delay_s)))
     finally:
         queue.close()
 
@@ -80,6 +89,8 @@ def main(argv: list[str]) -> None:
         enqueue(*args)
     elif command == "drain":
         drain(*args)
+    elif command == "delayed":
+        delayed(*args)
     elif command == "unique":
         unique(*args)
     else:
