@@ -32,6 +32,7 @@ from typedq._schedule_api import ScheduleAPI
 from typedq._submit import check_on_conflict, submit_metadata
 from typedq._validate import require_number
 from typedq._waiting import CompletionWaiters, NotifyingEvents, wait_for_jobs
+from typedq._worker_failures import call_failure_callbacks
 from typedq.backends import JobQueue, Queue, backend_for, open_queue
 from typedq.backends.base import WorkerInfo
 from typedq.clock import Clock, system_clock
@@ -522,21 +523,6 @@ class JobQueueManager(ScheduleAPI):
         if on_dead is not None:
             on_dead(job, exc)
 
-    def _final_failure(self, job: Job, exc: BaseException) -> None:
-        """A job the reaper buried: its type's ``on_failure`` and ``on_dead``, isolated."""
-        rules = self._failure_rules.get(job.job_type)
-        for name, callback in (
-            ("on_failure", None if rules is None else rules.on_failure), ("on_dead", self.on_dead)
-        ):
-            if callback is None:
-                continue
-            try:
-                callback(job, exc)
-            except Exception:
-                logger.exception(
-                    "%s callback raised for job %s (%s); ignored", name, job.job_id, job.job_type
-                )
-
     def _on_reclaimed(self, queue: Queue, job_ids: list[str]) -> None:
         for job_id in job_ids:
             try:
@@ -552,7 +538,8 @@ class JobQueueManager(ScheduleAPI):
                     job_id, job.job_type, job.retry_count, job.error,
                 )
                 safe_call(self.event_handler.on_job_dead, job)
-                self._final_failure(job, JobFailedError(job_id, job.status.value, job.error))
+                lost = JobFailedError(job_id, job.status.value, job.error)
+                call_failure_callbacks(job, lost, self._failure_rules, self.on_dead)
             if job.status in TERMINAL_STATUSES:  # DEAD, or CANCELLED (cancel was requested)
                 self._waiters.ended(job_id)
 

@@ -70,6 +70,7 @@ from typedq._identity import HOST, new_worker_id, stop_pid
 from typedq._outage import Backoff, Outage, is_outage
 from typedq._timefmt import when
 from typedq._validate import require_number
+from typedq._worker_failures import call_failure_callbacks, policy_of
 from typedq._worker_storage import StorageFailures
 from typedq._worker_support import (
     VERSION,
@@ -93,7 +94,7 @@ from typedq.errors import (
 from typedq.events import EventHandler, safe_call
 from typedq.job import Job
 from typedq.leases import LeaseKeeper, check_lease_settings
-from typedq.retry import RETRY_META, FailureCallback, FailureRules, Retry, RetryPolicy
+from typedq.retry import FailureCallback, FailureRules, Retry, RetryPolicy
 
 __all__ = [
     "DEFAULT_DLQ_MAX",
@@ -574,27 +575,12 @@ class Worker(StorageFailures, threading.Thread):
         safe_call(events.on_job_retried, updated, retry_at)
 
     def policy_for(self, job: Job) -> RetryPolicy:
-        """The retry policy of ``job``: its own (stored in its metadata), else its type's,
-        else the worker's. A stored policy that cannot be read is logged and skipped."""
-        data = job.metadata.get(RETRY_META) if job.metadata else None
-        if data is not None:
-            try:
-                return RetryPolicy.from_data(data)
-            except (TypeError, ValueError) as exc:
-                logger.warning("job %s has an unreadable retry policy, ignored: %s", job.job_id, exc)
-        rules = self.failure_rules.get(job.job_type)
-        if rules is not None and rules.retry_policy is not None:
-            return rules.retry_policy
-        return self.retry_policy
+        """The retry policy of ``job``: its own (stored with it), its type's, or the worker's."""
+        return policy_of(job, self.failure_rules, self.retry_policy)
 
     def _final_failure(self, dead: Job, exc: BaseException) -> None:
-        """Call the job type's ``on_failure`` and ``on_dead``, each isolated: one that
-        raises is logged, and the job stays DEAD with its dead letter."""
-        rules = self.failure_rules.get(dead.job_type)
-        if rules is not None and rules.on_failure is not None:
-            _isolated("on_failure", rules.on_failure, dead, exc)
-        if self.on_dead is not None:
-            _isolated("on_dead", self.on_dead, dead, exc)
+        """The job died here: its type's ``on_failure`` and ``on_dead``, isolated."""
+        call_failure_callbacks(dead, exc, self.failure_rules, self.on_dead)
 
     def _cancelled(self, job: Job, token: int, exc: JobCancelledError) -> None:
         """The handler stopped because cancellation was requested: record CANCELLED.
@@ -635,14 +621,3 @@ class Worker(StorageFailures, threading.Thread):
         )
         return dead
 
-
-def _isolated(name: str, callback: FailureCallback, job: Job, exc: BaseException) -> None:
-    """Call a failure callback; log anything it raises (``BaseException`` too: a callback
-    must never end the worker thread)."""
-    try:
-        callback(job, exc)
-    except BaseException:
-        logger.exception(
-            "%s callback %s raised for job %s (%s); ignored",
-            name, getattr(callback, "__qualname__", callback), job.job_id, job.job_type,
-        )

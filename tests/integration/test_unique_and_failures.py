@@ -19,6 +19,7 @@ from tests.helpers import wait_until
 
 from typedq import DuplicateJobError, JobQueueManager, JobStatus, JobType, PermanentError, RetryPolicy
 from typedq.backends._unique import UNIQUE_META
+from typedq.clock import FakeClock
 from typedq.errors import ConfigError, InvalidJobError
 from typedq.job import Job
 from typedq.retry import RETRY_META
@@ -210,3 +211,29 @@ def test_callbacks_run_in_process_workers(tmp_path: Path) -> None:
         assert {line[2] for line in lines} == {"ValueError"}
         assert os.getpid() not in {int(line[1]) for line in lines}  # in the worker processes
     assert "alerting is down" in log.read_text()
+
+
+def test_a_job_the_reaper_buries_calls_the_callbacks_once() -> None:
+    """A worker lost ``max_lost`` times: the reaper's process calls on_failure and on_dead
+    with a JobFailedError naming the loss."""
+    clock = FakeClock()
+    seen: list[tuple[str, str, str]] = []
+    manager = JobQueueManager(
+        {"max_lost": 1, "lease_s": 5.0, "heartbeat_s": 1.0},
+        clock=clock, on_dead=lambda job, error: seen.append(("dead", job.job_id, str(error))),
+    )
+    try:
+        manager.register_handler(
+            "t", _noop, on_failure=lambda job, error: seen.append(("type", job.job_id, type(error).__name__))
+        )
+        job_id = manager.submit("t", {})
+        queue = manager.get_queue("default")
+        assert queue.claim("a-worker-that-dies", lease_s=5.0) is not None
+        clock.advance(6)
+        assert manager._reaper.sweep() == 1
+        assert manager.get_job(job_id).status is JobStatus.DEAD
+    finally:
+        manager.close()
+    assert [kind for kind, _, _ in sorted(seen)] == ["dead", "type"]
+    assert ("type", job_id, "JobFailedError") in seen
+    assert "worker lost" in next(text for kind, _, text in seen if kind == "dead")
