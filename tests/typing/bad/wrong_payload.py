@@ -40,3 +40,6 @@ def wrong_async(p: Resize) -> None:
 manager.register(resize, wrong_async)  # E: "Callable[[Resize], None]"; expected "Callable[[Resize], str]"
 ref = manager.enqueue(resize, Resize(url="u"))
 n: int = ref.result()  # E: expression has type "str", variable has type "int"
+
+unique_by_wrong_model = JobType("u", Resize, unique=lambda p: p.nope)  # E: has no attribute "nope"
+manager.enqueue(resize, Resize(url="u"), on_conflict="ignore")  # E: "on_conflict"

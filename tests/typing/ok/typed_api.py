@@ -6,7 +6,7 @@ from typing import Any, assert_type
 
 from pydantic import BaseModel
 
-from typedq import JobQueueManager
+from typedq import JobQueueManager, JobRef, RetryPolicy
 from typedq.typed import JobType, TypedJob
 
 
@@ -59,3 +59,13 @@ assert_type(bound.result(), list[str])
 assert_type(do_resize(Resize(url="u", width=1)), str)
 view = TypedJob.of(resize, ref.job())
 assert_type(view.payload, Resize)
+
+# Unique keys and retry policies: the job type's settings are typed by its payload model.
+fetch = JobType(
+    "fetch", Resize, result=str, unique=lambda p: p.url, unique_for=60,
+    retry=RetryPolicy(delays=[1, 5, 30]), on_failure=lambda job, error: None,
+)
+by_fields = JobType("fetch2", Resize, unique_fields=("url",), unique_states=["PENDING"])
+once = manager.enqueue(fetch, Resize(url="u", width=1), unique_key="k", on_conflict="raise")
+assert_type(once, JobRef[str])
+manager.enqueue(by_fields, Resize(url="u", width=1), retry=RetryPolicy.fixed(5), unique_for=2.5)
