@@ -620,4 +620,3 @@ class Worker(StorageFailures, threading.Thread):
             job.job_id, job.job_type, dead.retry_count, error,
         )
         return dead
-
