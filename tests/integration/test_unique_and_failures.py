@@ -171,6 +171,7 @@ def make_failure_app() -> JobQueueManager:
     return manager
 
 
+@pytest.mark.slow  # two worker processes: seconds; the callbacks' logic is the thread worker's
 @pytest.mark.timeout(60)
 def test_callbacks_run_in_process_workers(tmp_path: Path) -> None:
     backend = f"sqlite:///{tmp_path / 'jobs.db'}"
