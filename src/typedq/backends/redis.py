@@ -57,7 +57,7 @@ from typedq.backends._redis_dead import RedisDeadLetters
 from typedq.backends._redis_keys import HashCodec, base_key, parse_redis_url, sort_hex
 from typedq.backends._redis_lua import SCRIPTS
 from typedq.backends._redis_reads import RedisReads
-from typedq.backends._redis_wait import DUE_GUARD_S, MIN_BLOCK_S, Waiters
+from typedq.backends._redis_wait import MIN_BLOCK_S, Waiters
 from typedq.backends._unique import UniqueSpec, unique_of
 from typedq.backends.base import Claim, Completion, Queue
 from typedq.clock import Clock, system_clock
@@ -577,14 +577,10 @@ class RedisQueue(coord.RedisCoordination, RedisReads, RedisDeadLetters, Queue):
             return bool(ready)
         wait = min(timeout_s, self._settings.socket_timeout / 2)
         if due is not None and due - self._clock.now() <= wait:
-            # The wait ends at the due time: BLPOP until shortly before it, then sleep
-            # the rest here, so the job starts on time (see DUE_GUARD_S).
-            block = due - self._clock.now() - DUE_GUARD_S
-            if block >= MIN_BLOCK_S:
-                with conn.map_errors(self._settings):
-                    if self._waiters.block(self._r, seen, block):
-                        return self._ready_and_next_due()[0] > 0
-            self._waiters.sleep(seen, due - self._clock.now())
+            # The wait ends at the due time: a timer's token ends it then (see
+            # Waiters.block_until_due), so the job starts on time.
+            with conn.map_errors(self._settings):
+                self._waiters.block_until_due(self._r, seen, due - self._clock.now())
             return self._ready_and_next_due()[0] > 0
         if wait < MIN_BLOCK_S:
             return False
