@@ -7,7 +7,9 @@ job.
 
 from __future__ import annotations
 
+import itertools
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -248,3 +250,54 @@ def test_processes_and_threads_racing_one_key_create_exactly_one_job(shared_stor
                 child.kill()
                 child.wait(10)
         queue.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_key_released_by_completion_is_taken_by_one_racing_submit_at_a_time(queue: Queue) -> None:
+    """4 threads submit one key while a fifth claims and completes its jobs: each job with
+    the key was added only after the one before it was completed (never two holders)."""
+    added: list[tuple[float, str]] = []  # (when enqueue returned, id)
+    completing: dict[str, float] = {}  # id -> when complete() was called
+    stop = threading.Event()
+    barrier = threading.Barrier(5)
+    errors: list[BaseException] = []
+
+    def submit() -> None:
+        barrier.wait()
+        for _ in range(100):
+            job = Job(job_type="t", metadata=_unique("rolling"), created_at=queue.clock.now())
+            try:
+                job_id = queue.enqueue(job)
+            except DuplicateJobError:
+                continue
+            added.append((time.monotonic(), job_id))
+
+    def work() -> None:
+        barrier.wait()
+        try:
+            while not stop.is_set():
+                claim = queue.claim("w", lease_s=60)
+                if claim is None:
+                    queue.wait_ready(0.005)
+                    continue
+                completing[claim.job.job_id] = time.monotonic()
+                queue.complete(claim.job.job_id, token=claim.token)
+        except BaseException as exc:
+            errors.append(exc)
+
+    worker = threading.Thread(target=work)
+    submitters = [threading.Thread(target=submit) for _ in range(4)]
+    worker.start()
+    for thread in submitters:
+        thread.start()
+    for thread in submitters:
+        thread.join(60)
+    stop.set()
+    worker.join(30)
+    assert errors == []
+    order = sorted(added)
+    assert len(order) >= 2  # the key was taken again after a completion
+    for (_, before), (then, after) in itertools.pairwise(order):
+        assert before in completing, f"{after} was added while {before} never completed"
+        assert completing[before] < then, f"{after} was added before {before} was completed"
+    assert queue.size == len(order)
