@@ -36,6 +36,7 @@ from typedq.errors import (
     PayloadTooLargeError,
     PayloadValidationError,
     PayloadVersionError,
+    PermanentError,
     QueueNotFoundError,
     ResultSerializationError,
     ScheduleNotFoundError,
@@ -53,7 +54,7 @@ from typedq.job import Job, JobStatus, Priority
 from typedq.leases import LeaseKeeper, Reaper
 from typedq.manager import JobQueueManager
 from typedq.policy import ClaimPolicy, Limit, Rate
-from typedq.retry import RetryPolicy
+from typedq.retry import Retry, RetryPolicy
 from typedq.serializers import get_serializer
 from typedq.typed import JobType, TypedJob
 from typedq.worker import Worker
@@ -97,12 +98,14 @@ __all__ = [
     "PayloadTooLargeError",
     "PayloadValidationError",
     "PayloadVersionError",
+    "PermanentError",
     "Priority",
     "Queue",
     "QueueNotFoundError",
     "Rate",
     "Reaper",
     "ResultSerializationError",
+    "Retry",
     "RetryPolicy",
     "ScheduleNotFoundError",
     "SerializationError",

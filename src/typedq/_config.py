@@ -95,6 +95,7 @@ SUBMIT_FIELDS: Final = frozenset(
     {
         "priority", "scheduled_at", "delay_s", "max_retries", "timeout_seconds",
         "metadata", "depends_on", "job_id", "queue",
+        "unique_key", "unique_for", "unique_states", "on_conflict", "retry",
     }
 )
 

@@ -16,13 +16,15 @@ from __future__ import annotations
 
 import inspect
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
-from typing import TYPE_CHECKING, Any, Generic, TypedDict, TypeVar, Unpack, overload
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypedDict, TypeVar, Unpack, overload
 
 from pydantic import BaseModel
 
 from typedq.errors import JobFailedError, WaitTimeoutError
 from typedq.job import Job, JobStatus
+from typedq.retry import FailureCallback, RetryPolicy
 from typedq.typed import VERSION_KEY, JobType
 
 if TYPE_CHECKING:
@@ -46,6 +48,11 @@ class EnqueueOptions(TypedDict, total=False):
     depends_on: list[str]
     job_id: str
     queue: str
+    unique_key: str
+    unique_for: float | timedelta
+    unique_states: Sequence[JobStatus | str]
+    on_conflict: Literal["return", "raise"]
+    retry: RetryPolicy
 
 
 class TypedHandler(Generic[P, R]):
@@ -83,7 +90,15 @@ class _Manager(ABC):
     """What the typed API needs from the manager it is mixed into."""
 
     @abstractmethod
-    def register_handler(self, job_type: str, handler: Handler, queue: str = "default") -> None:
+    def register_handler(
+        self,
+        job_type: str,
+        handler: Handler,
+        queue: str = "default",
+        *,
+        retry: RetryPolicy | None = None,
+        on_failure: FailureCallback | None = None,
+    ) -> None:
         """Implemented by ``JobQueueManager``."""
 
     @abstractmethod
@@ -200,7 +215,11 @@ class TypedAPI(_Manager):
 
         Its jobs go to ``job_type.queue``.
         """
-        self.register_handler(job_type.name, TypedHandler(job_type, fn), queue=job_type.queue)
+        rules = job_type.rules
+        self.register_handler(
+            job_type.name, TypedHandler(job_type, fn), queue=job_type.queue,
+            retry=rules.retry_policy, on_failure=rules.on_failure,
+        )
 
     def enqueue(
         self, job_type: JobType[P, R], payload: P, **options: Unpack[EnqueueOptions]
@@ -225,6 +244,14 @@ class TypedAPI(_Manager):
         fields.setdefault("max_retries", job_type.max_retries)
         if job_type.timeout_s is not None:
             fields.setdefault("timeout_seconds", job_type.timeout_s)
+        if "unique_key" not in fields:
+            key = job_type.unique_key(payload, data)
+            if key is not None:
+                fields["unique_key"] = key
+                if job_type.unique_for is not None:
+                    fields.setdefault("unique_for", job_type.unique_for)
+                if job_type.unique_states is not None:
+                    fields.setdefault("unique_states", job_type.unique_states)
         job_id = self.submit(job_type.name, data, **fields)
         return JobRef(self, job_type, job_id)
 

@@ -6,7 +6,7 @@ keeps working for code written against the original specification::
 
     TypedqError
     ├── InvalidJobError (ValueError)            bad job fields at creation or enqueue
-    │   ├── DuplicateJobError                   a job id that already exists
+    │   ├── DuplicateJobError                   a job id that already exists, or a held unique key
     │   ├── UnknownDependencyError              depends_on names no job of the queue
     │   ├── DependencyCycleError                depends_on would close a cycle
     │   └── PayloadValidationError              payload does not fit the job type's model
@@ -19,6 +19,7 @@ keeps working for code written against the original specification::
     ├── WaitTimeoutError (TimeoutError)         waiting for a job's outcome took too long
     ├── JobFailedError (RuntimeError)           a job ended without a result
     ├── JobCancelledError (RuntimeError)        a handler stopped: its job's cancel was requested
+    ├── PermanentError (RuntimeError)           raised by a handler: the job dies, never retried
     ├── StaleLeaseError (RuntimeError)          a lease token that is no longer current
     ├── InvalidTransitionError (ValueError)     a state change the job's state forbids
     ├── BackendError (RuntimeError)             storage failed
@@ -67,6 +68,7 @@ __all__ = [
     "PayloadTooLargeError",
     "PayloadValidationError",
     "PayloadVersionError",
+    "PermanentError",
     "QueueNotFoundError",
     "ResultSerializationError",
     "ScheduleNotFoundError",
@@ -110,15 +112,41 @@ class InvalidJobError(_FieldError, ValueError):
 
 
 class DuplicateJobError(InvalidJobError):
-    """A job with this id already exists in the queue."""
+    """A job with this id already exists in the queue, or its unique key is held.
 
-    def __init__(self, job_id: str, *, queue: str | None = None) -> None:
+    With ``unique_key``, the job was refused because another job of the queue holds that
+    key (see "Unique jobs" in the README): ``existing_id`` names it and ``field`` is
+    ``"unique_key"``. Otherwise ``field`` is ``"job_id"``.
+    """
+
+    def __init__(
+        self,
+        job_id: str,
+        *,
+        queue: str | None = None,
+        unique_key: str | None = None,
+        existing_id: str | None = None,
+    ) -> None:
+        self.job_id = job_id
+        self.unique_key = unique_key
+        self.existing_id = existing_id
         where = f" in queue {queue!r}" if queue else ""
+        if unique_key is None:
+            super().__init__(
+                "job_id",
+                job_id,
+                "a job id that is not already used",
+                message=f"job_id={_short(job_id)} already exists{where}",
+            )
+            return
         super().__init__(
-            "job_id",
-            job_id,
-            "a job id that is not already used",
-            message=f"job_id={_short(job_id)} already exists{where}",
+            "unique_key",
+            unique_key,
+            "a unique key no job of the queue holds",
+            message=(
+                f"unique_key={_short(unique_key)} of job {_short(job_id)} is held by job "
+                f"{_short(existing_id)}{where}"
+            ),
         )
 
 
@@ -316,6 +344,15 @@ class JobCancelledError(TypedqError, RuntimeError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.job_id, self.detail))
+
+
+class PermanentError(TypedqError, RuntimeError):
+    """Raised by a handler: the job failed for good; it goes to the dead-letter queue
+    at once, whatever retries it has left and whatever its retry policy says.
+
+    Wrap the cause (``raise PermanentError("no such account") from exc``); the job's
+    ``error`` is this error's text.
+    """
 
 
 class StaleLeaseError(TypedqError, RuntimeError):

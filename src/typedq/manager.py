@@ -30,8 +30,10 @@ from typedq._config import (
 )
 from typedq._queue_group import QueueGroup
 from typedq._schedule_api import ScheduleAPI
+from typedq._submit import check_on_conflict, submit_metadata
 from typedq._validate import require_number
 from typedq._waiting import CompletionWaiters, NotifyingEvents, wait_for_jobs
+from typedq._worker_failures import call_failure_callbacks
 from typedq._worker_support import handler_is_async
 from typedq.aworker import AsyncWorker
 from typedq.backends import JobQueue, Queue, backend_for, open_queue
@@ -39,7 +41,9 @@ from typedq.backends.base import WorkerInfo
 from typedq.clock import Clock, system_clock
 from typedq.errors import (
     ConfigError,
+    DuplicateJobError,
     InvalidJobError,
+    JobFailedError,
     JobNotFoundError,
     NoHandlerError,
     QueueNotFoundError,
@@ -47,7 +51,7 @@ from typedq.errors import (
 from typedq.events import EventHandler, safe_call
 from typedq.job import TERMINAL_STATUSES, Job, JobStatus, parse_priority
 from typedq.leases import LeaseKeeper, Reaper
-from typedq.retry import RetryPolicy
+from typedq.retry import FailureCallback, FailureRules, RetryPolicy
 from typedq.scheduler import Scheduler
 from typedq.serializers import FrameCodec, get_serializer
 from typedq.worker import Handler, Worker, WorkerStats
@@ -83,6 +87,10 @@ class JobQueueManager(ScheduleAPI):
             the top-level values of the same names; ``backend`` is the storage URL.
         event_handler: lifecycle callbacks (a no-op ``EventHandler`` by default).
         clock: the time source (tests pass a ``FakeClock``).
+        on_dead: called once per job that dies (its retries used up, a permanent
+            error, or its worker lost ``max_lost`` times), with the job and the error,
+            in the worker that buried it (the reaper's process for a lost worker); a
+            callback that raises is logged and changes nothing. Settable later.
 
     Raises:
         ConfigError: an unknown option (with a suggestion) or a value out of range.
@@ -94,8 +102,13 @@ class JobQueueManager(ScheduleAPI):
         event_handler: EventHandler | None = None,
         *,
         clock: Clock = system_clock,
+        on_dead: FailureCallback | None = None,
     ) -> None:
         self.config = validate_config(config)
+        if on_dead is not None and not callable(on_dead):
+            raise ConfigError("on_dead", on_dead, "a callable (job, error) or None")
+        self.on_dead = on_dead
+        self._failure_rules: dict[str, FailureRules] = {}
         self.event_handler = event_handler or EventHandler()
         self.clock = clock
         self.codec = _make_codec(self.config)
@@ -222,26 +235,50 @@ class JobQueueManager(ScheduleAPI):
 
     # -- handlers -----------------------------------------------------------------------
 
-    def register_handler(self, job_type: str, handler: Handler, queue: str = "default") -> None:
+    def register_handler(
+        self,
+        job_type: str,
+        handler: Handler,
+        queue: str = "default",
+        *,
+        retry: RetryPolicy | None = None,
+        on_failure: FailureCallback | None = None,
+    ) -> None:
         """Route jobs of ``job_type`` to ``queue`` and run them with ``handler``.
 
         The queue is created if it does not exist. Registering a type again replaces
-        its handler; running workers see the change at their next job.
+        its handler (and its ``retry`` and ``on_failure``); running workers see the
+        change at their next job.
+
+        Args:
+            job_type: the type's name.
+            handler: takes the payload dict, returns the result.
+            queue: where its jobs go.
+            retry: the type's retry policy (None: the queue's); a job's own policy
+                (``submit(retry=...)``) wins over it.
+            on_failure: called once per job of the type that dies, with the job and the
+                error, in the worker (isolated: a raising callback is logged).
 
         Raises:
             InvalidJobError: ``job_type`` is blank.
-            ConfigError: ``handler`` is not callable.
+            ConfigError: ``handler`` or ``on_failure`` is not callable, ``retry`` not
+                a ``RetryPolicy``.
         """
         given: object = job_type
         if not isinstance(given, str) or not given.strip():
             raise InvalidJobError("job_type", job_type, "a non-blank string")
         if not callable(handler):
             raise ConfigError("handler", handler, "a callable taking the payload dict")
+        rules = FailureRules(retry, on_failure)
         if queue not in self._queues:
             self.create_queue(queue)
         with self._handlers_lock:
             self._handlers[job_type] = handler
             self._handler_queue[job_type] = queue
+            if retry is None and on_failure is None:
+                self._failure_rules.pop(job_type, None)
+            else:
+                self._failure_rules[job_type] = rules
 
     @property
     def handlers(self) -> dict[str, Handler]:
@@ -279,12 +316,26 @@ class JobQueueManager(ScheduleAPI):
             payload: the handler's argument.
             **job_fields: ``priority`` (default: the queue's ``default_priority``),
                 ``scheduled_at`` or ``delay_s``, ``max_retries``, ``timeout_seconds``,
-                ``metadata``, ``depends_on``, ``job_id``, ``queue`` (override routing).
+                ``metadata``, ``depends_on``, ``job_id``, ``queue`` (override routing);
+                ``unique_key`` (no other job of the queue holding it may exist: see
+                "Unique jobs" in the README), ``unique_for`` (seconds or a timedelta
+                after which the key is released anyway), ``unique_states`` (the
+                statuses in which the job holds its key; default PENDING and RUNNING),
+                ``on_conflict`` (``"return"``, the default: a held key returns the
+                holder's id and adds nothing; ``"raise"``: ``DuplicateJobError``);
+                ``retry``, the job's own ``RetryPolicy`` (stored with it; its
+                ``max_retries``, when set, is the job's default ``max_retries``).
+
+        Returns:
+            The new job's id, or the id of the job holding ``unique_key``.
 
         Raises:
             NoHandlerError: no handler is registered for ``job_type`` (a ValueError).
             InvalidJobError: a field is invalid or unknown, a dependency is missing, or
                 a cycle would form (all ValueErrors).
+            DuplicateJobError: ``job_id`` exists, or (with ``on_conflict="raise"``)
+                ``unique_key`` is held.
+            ConfigError: ``retry`` is not a ``RetryPolicy`` without a ``delay_fn``.
         """
         queue_name = job_fields.pop("queue", None) or self._handler_queue.get(job_type)
         if queue_name is None:
@@ -299,13 +350,22 @@ class JobQueueManager(ScheduleAPI):
                 )
         queue = self._queues.get(queue_name) or self.create_queue(queue_name)
         settings = self._queue_settings[queue_name]
+        on_conflict = check_on_conflict(job_fields.pop("on_conflict", "return"))
+        extra = submit_metadata(job_fields, self._failure_rules.get(job_type))
         job_fields.setdefault("priority", settings["default_priority"])
         job_fields.setdefault("max_retries", settings["max_retries"])
         job = Job.create(job_type, payload, queue=queue_name, now=self.clock.now(), **job_fields)
+        if extra:
+            job.metadata = {**job.metadata, **extra}
         # The event comes first, so a monitor never sees a job start before it was
         # submitted; if storing the job is then refused, the caller gets the error.
         safe_call(self.event_handler.on_job_submitted, job)
-        queue.enqueue(job)
+        try:
+            queue.enqueue(job)
+        except DuplicateJobError as exc:
+            if exc.unique_key is None or on_conflict == "raise" or exc.existing_id is None:
+                raise
+            return exc.existing_id
         with self._stats_lock:
             self._submitted += 1
         return job.job_id
@@ -430,6 +490,8 @@ class JobQueueManager(ScheduleAPI):
                         batch_size=settings["batch_size"],
                         dlq_max=self.config["dlq_max"],
                         **extra,
+                        failure_rules=self._failure_rules,
+                        on_dead=self._call_on_dead,
                     )
                     current.append(worker)
                     started.append(worker)
@@ -467,6 +529,8 @@ class JobQueueManager(ScheduleAPI):
                 clock=self.clock,
                 batch_size=settings["batch_size"],
                 dlq_max=self.config["dlq_max"],
+                failure_rules=self._failure_rules,
+                on_dead=self._call_on_dead,
             )
             for _ in range(n)
         ]
@@ -565,6 +629,12 @@ class JobQueueManager(ScheduleAPI):
             self._submitted += 1
         safe_call(self.event_handler.on_job_submitted, job)
 
+    def _call_on_dead(self, job: Job, exc: BaseException) -> None:
+        """The workers' ``on_dead``: the manager's, read when a job dies (settable)."""
+        on_dead = self.on_dead
+        if on_dead is not None:
+            on_dead(job, exc)
+
     def _on_reclaimed(self, queue: Queue, job_ids: list[str]) -> None:
         for job_id in job_ids:
             try:
@@ -580,6 +650,8 @@ class JobQueueManager(ScheduleAPI):
                     job_id, job.job_type, job.retry_count, job.error,
                 )
                 safe_call(self.event_handler.on_job_dead, job)
+                lost = JobFailedError(job_id, job.status.value, job.error)
+                call_failure_callbacks(job, lost, self._failure_rules, self.on_dead)
             if job.status in TERMINAL_STATUSES:  # DEAD, or CANCELLED (cancel was requested)
                 self._waiters.ended(job_id)
 

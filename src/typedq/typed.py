@@ -25,12 +25,16 @@ is never dropped; it waits in the dead-letter queue for a replay after a deploy.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from datetime import timedelta
 from typing import Any, Final, Generic, TypeVar, overload
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from typedq._validate import require_number
+from typedq.backends._unique import unique_metadata
 from typedq.errors import (
     ConfigError,
     FieldProblem,
@@ -40,6 +44,7 @@ from typedq.errors import (
     ResultSerializationError,
 )
 from typedq.job import Job, JobStatus, parse_priority
+from typedq.retry import FailureCallback, FailureRules, RetryPolicy
 
 __all__ = [
     "VERSION_KEY",
@@ -96,6 +101,15 @@ class JobType(Generic[P, R]):
         priority: their default priority (1-10, or a level name such as ``"high"``).
         max_retries: their default retry budget.
         timeout_s: their default handler timeout (None: none).
+        unique: derives each job's unique key from its payload (``lambda p: p.url``);
+            the key is ``"<name>:<what it returns>"`` (see "Unique jobs" in the README).
+        unique_fields: or: the payload fields whose values make the key (JSON of them).
+        unique_for: seconds (or a timedelta) after which a job's key is released anyway.
+        unique_states: the statuses in which a job holds its key (default PENDING,
+            RUNNING).
+        retry: the type's ``RetryPolicy`` (None: the queue's).
+        on_failure: called once per job of the type that dies, with the job and the
+            error, in the worker (a raising callback is logged and changes nothing).
 
     Raises:
         ConfigError: a setting is out of range or ``payload`` is not a model class.
@@ -112,6 +126,12 @@ class JobType(Generic[P, R]):
         priority: int | str = ...,
         max_retries: int = ...,
         timeout_s: float | None = ...,
+        unique: Callable[[P], object] | None = ...,
+        unique_fields: Sequence[str] | None = ...,
+        unique_for: float | timedelta | None = ...,
+        unique_states: Sequence[JobStatus | str] | None = ...,
+        retry: RetryPolicy | None = ...,
+        on_failure: FailureCallback | None = ...,
     ) -> None: ...
 
     @overload
@@ -126,6 +146,12 @@ class JobType(Generic[P, R]):
         priority: int | str = ...,
         max_retries: int = ...,
         timeout_s: float | None = ...,
+        unique: Callable[[P], object] | None = ...,
+        unique_fields: Sequence[str] | None = ...,
+        unique_for: float | timedelta | None = ...,
+        unique_states: Sequence[JobStatus | str] | None = ...,
+        retry: RetryPolicy | None = ...,
+        on_failure: FailureCallback | None = ...,
     ) -> None: ...
 
     def __init__(
@@ -139,6 +165,12 @@ class JobType(Generic[P, R]):
         priority: int | str = 5,
         max_retries: int = 3,
         timeout_s: float | None = None,
+        unique: Callable[[P], object] | None = None,
+        unique_fields: Sequence[str] | None = None,
+        unique_for: float | timedelta | None = None,
+        unique_states: Sequence[JobStatus | str] | None = None,
+        retry: RetryPolicy | None = None,
+        on_failure: FailureCallback | None = None,
     ) -> None:
         given_name: object = name
         if not isinstance(given_name, str) or not given_name.strip():
@@ -161,6 +193,31 @@ class JobType(Generic[P, R]):
         self.priority = level
         self.max_retries = max_retries
         self.timeout_s = timeout_s
+        if unique is not None and unique_fields is not None:
+            raise ConfigError(
+                "unique_fields", unique_fields, "None when unique is given (one way to make the key)"
+            )
+        if unique is not None and not callable(unique):
+            raise ConfigError("unique", unique, "a callable taking the payload, returning the key")
+        fields_given: object = unique_fields
+        if fields_given is not None:
+            if isinstance(fields_given, str) or not isinstance(fields_given, Sequence) or not fields_given:
+                raise ConfigError("unique_fields", unique_fields, "a non-empty list of payload field names")
+            missing = [f for f in fields_given if f not in payload.model_fields]
+            if missing:
+                raise ConfigError(
+                    "unique_fields", unique_fields, f"fields of {payload.__name__}; it has no {missing[0]!r}"
+                )
+        self.unique = unique
+        self.unique_fields: tuple[str, ...] | None = None if unique_fields is None else tuple(unique_fields)
+        self.unique_for = unique_for
+        self.unique_states = None if unique_states is None else tuple(unique_states)
+        if unique is not None or unique_fields is not None:
+            try:  # the options are checked once, here, with a key standing in
+                unique_metadata("check", unique_for=unique_for, states=unique_states)
+            except InvalidJobError as exc:
+                raise ConfigError(exc.field, exc.value, exc.allowed) from None
+        self.rules = FailureRules(retry, on_failure)
         self._migrations: dict[int, Migration] = {}
         self._result_adapter: TypeAdapter[Any] = TypeAdapter(self.result_type)
 
@@ -262,6 +319,19 @@ class JobType(Generic[P, R]):
             return self.payload_model.model_validate(data)
         except ValidationError as exc:
             raise validation_error(exc, where=f"payload of {self.name!r}", value=data) from None
+
+    def unique_key(self, payload: P, data: dict[str, Any]) -> str | None:
+        """The unique key of a job with this payload (``data``, its dump), or None when the
+        type makes none: ``"<name>:"`` and what ``unique`` returns, or the JSON of the
+        ``unique_fields`` (a SHA-256 digest of it when longer than 200 characters)."""
+        if self.unique is not None:
+            return f"{self.name}:{self.unique(payload)}"
+        if self.unique_fields is None:
+            return None
+        text = json.dumps({f: data.get(f) for f in self.unique_fields}, sort_keys=True, separators=(",", ":"))
+        if len(text) > 200:
+            text = hashlib.sha256(text.encode()).hexdigest()
+        return f"{self.name}:{text}"
 
     def dump_result(self, value: R) -> Any:
         """The stored form of a result: JSON-safe data.

@@ -6,11 +6,17 @@ outcome through the queue protocol:
 
 * success: ``complete`` with the handler's return value;
 * failure (any exception, ``SystemExit`` and ``KeyboardInterrupt`` included, or a
-  timeout): when ``retry_count < max_retries``, ``fail`` with a retry time from the
-  :class:`~typedq.retry.RetryPolicy`; otherwise ``bury``: DEAD, with a copy put into the
+  timeout): when ``retry_count < max_retries`` and the policy retries the error, ``fail``
+  with a retry time from the :class:`~typedq.retry.RetryPolicy` (the job's own, stored
+  with it; else its type's, ``failure_rules``; else the worker's), or from the
+  handler's :class:`~typedq.retry.Retry`; otherwise (a
+  :class:`~typedq.errors.PermanentError` too) ``bury``: DEAD, with a copy put into the
   dead-letter queue in the same transition (``Queue.bury(dead_letter=...)``), so a crash
   can never leave a dead job without its dead letter. Every retry and dead letter is
   logged with the job's id, type, retry count and error;
+* a final failure (the job is DEAD) then calls its type's ``on_failure`` and the
+  worker's ``on_dead`` callback, once each, with the job and the error, after the burial
+  is recorded: a callback that raises is logged and changes nothing;
 * a handler unregistered between the claim and the run: DEAD at once with a
   ``NoHandlerError`` (never dropped).
 
@@ -68,6 +74,7 @@ from typedq._identity import HOST, new_worker_id, stop_pid
 from typedq._outage import Backoff, Outage, is_outage
 from typedq._timefmt import when
 from typedq._validate import require_number
+from typedq._worker_failures import call_failure_callbacks, policy_of
 from typedq._worker_metrics import WorkerMetrics
 from typedq._worker_storage import StorageFailures
 from typedq._worker_support import (
@@ -86,13 +93,14 @@ from typedq.errors import (
     NoHandlerError,
     PayloadValidationError,
     PayloadVersionError,
+    PermanentError,
     SerializationError,
     StaleLeaseError,
 )
 from typedq.events import EventHandler, safe_call
 from typedq.job import Job
 from typedq.leases import LeaseKeeper, check_lease_settings
-from typedq.retry import RetryPolicy
+from typedq.retry import FailureCallback, FailureRules, Retry, RetryPolicy
 
 __all__ = [
     "DEFAULT_DLQ_MAX",
@@ -110,8 +118,9 @@ logger = logging.getLogger("typedq.worker")
 Handler = Callable[[Any], Any]
 
 #: Failures that no retry can fix: the job goes to the dead-letter queue at once, to be
-#: replayed after a deploy that knows its payload.
-_PERMANENT = (PayloadVersionError, PayloadValidationError, DeserializationError)
+#: replayed after a deploy that knows its payload (or, for a handler's PermanentError,
+#: after whatever it says is fixed).
+_PERMANENT = (PayloadVersionError, PayloadValidationError, DeserializationError, PermanentError)
 
 #: A worker claims more than one job at a time only while its handlers take less than this
 #: on average (seconds): a batch then holds about this much work (``batch_size`` caps
@@ -173,6 +182,9 @@ class Worker(StorageFailures, threading.Thread):
         batch_size: the most jobs claimed at once and completions committed together
             while jobs are quick (see the module docstring); 1 claims and completes one
             job at a time.
+        failure_rules: job type → its retry policy and ``on_failure`` callback; read
+            live, like ``handlers``.
+        on_dead: called once per job that dies here, with the job and the error.
 
     Raises:
         ConfigError: an interval is not positive, ``lease_s <= 2 × heartbeat_s``,
@@ -198,6 +210,8 @@ class Worker(StorageFailures, threading.Thread):
         clock: Clock | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
         dlq_max: int | None = DEFAULT_DLQ_MAX,
+        failure_rules: Mapping[str, FailureRules] | None = None,
+        on_dead: FailureCallback | None = None,
     ) -> None:
         require_number("poll_interval", poll_interval, minimum=0, strict=True)
         require_number("batch_size", batch_size, minimum=1, maximum=1000, integer=True)
@@ -213,6 +227,8 @@ class Worker(StorageFailures, threading.Thread):
         self.dead_letter_queue = dead_letter_queue
         self.dlq_max = dlq_max
         self.retry_policy = retry_policy or RetryPolicy(base_delay=base_delay)
+        self.failure_rules: Mapping[str, FailureRules] = {} if failure_rules is None else failure_rules
+        self.on_dead = on_dead
         self.event_handler = event_handler or EventHandler()
         self.lease_s = float(lease_s)
         self.clock = clock or queue.clock
@@ -464,6 +480,7 @@ class Worker(StorageFailures, threading.Thread):
                 dead = self._bury(job, token, describe_error(exc), None)
                 if dead is not None:
                     safe_call(self.event_handler.on_job_dead, dead)
+                    self._final_failure(dead, exc)
                 return
             events = self.event_handler
             safe_call(events.on_job_started, job, self.worker_id)
@@ -546,18 +563,28 @@ class Worker(StorageFailures, threading.Thread):
         error = describe_error(exc)
         trace = format_traceback(exc)
         events = self.event_handler
-        if isinstance(exc, _PERMANENT) or not self.retry_policy.should_retry(
-            job.retry_count, job.max_retries
-        ):
+        policy = self.policy_for(job)
+        retry_number = job.retry_count + 1
+        delay: float | None = None
+        if policy.should_retry(job.retry_count, job.max_retries) and not isinstance(exc, _PERMANENT):
+            if isinstance(exc, Retry):
+                delay = exc.in_s
+            elif policy.retries(exc):
+                try:
+                    delay = policy.delay(retry_number, exc)
+                except Exception:
+                    logger.exception("retry policy of job %s failed; the job is retried at once", job.job_id)
+                    delay = 0.0
+        if delay is None:
             dead = self._bury(job, token, error, trace)
             if dead is not None:
                 self.stats.failed += 1
                 self.metrics.count(job.job_type, "failed")
                 safe_call(events.on_job_failed, dead, exc)
                 safe_call(events.on_job_dead, dead)
+                self._final_failure(dead, exc)
             return
-        retry_number = job.retry_count + 1
-        retry_at = self.clock.now() + self.retry_policy.delay(retry_number)
+        retry_at = self.clock.now() + delay
         try:
             updated = self.queue.fail(
                 job.job_id, token=token, error=error, retry_at=retry_at, traceback=trace
@@ -576,6 +603,14 @@ class Worker(StorageFailures, threading.Thread):
         )
         safe_call(events.on_job_failed, updated, exc)
         safe_call(events.on_job_retried, updated, retry_at)
+
+    def policy_for(self, job: Job) -> RetryPolicy:
+        """The retry policy of ``job``: its own (stored with it), its type's, or the worker's."""
+        return policy_of(job, self.failure_rules, self.retry_policy)
+
+    def _final_failure(self, dead: Job, exc: BaseException) -> None:
+        """The job died here: its type's ``on_failure`` and ``on_dead``, isolated."""
+        call_failure_callbacks(dead, exc, self.failure_rules, self.on_dead)
 
     def _cancelled(self, job: Job, token: int, exc: JobCancelledError) -> None:
         """The handler stopped because cancellation was requested: record CANCELLED.

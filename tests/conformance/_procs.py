@@ -4,17 +4,24 @@ Run as ``python -m tests.conformance._procs COMMAND URL NAME [ARGS]`` from the r
 root; the queue is ``open_queue(URL, name=NAME)`` on the system clock:
 
 * ``enqueue URL NAME JOB_ID``: enqueue one job (payload ``{"from": pid}``) and exit.
+* ``delayed URL NAME JOB_ID DELAY_S``: enqueue one job due ``DELAY_S`` seconds from now.
 * ``drain URL NAME``: print ``ready``, wait for a line on stdin, then claim and complete
   jobs (result ``{"pid": pid}``) until none is ready, printing each id right after its
   completion was accepted; exit 0.
+* ``unique URL NAME KEY N THREADS``: print ``ready``, wait for a line on stdin, then
+  enqueue N jobs of unique key KEY from THREADS threads together; print a line per
+  submit: ``added ID`` or ``held ID`` (the holder named by the refusal); exit 0.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import threading
 
 from typedq.backends import open_queue
+from typedq.backends._unique import UNIQUE_META
+from typedq.errors import DuplicateJobError
 from typedq.job import Job
 
 
@@ -22,6 +29,14 @@ def enqueue(url: str, name: str, job_id: str) -> None:
     queue = open_queue(url, name=name)
     try:
         queue.enqueue(Job(job_type="t", job_id=job_id, payload={"from": os.getpid()}))
+    finally:
+        queue.close()
+
+
+def delayed(url: str, name: str, job_id: str, delay_s: str) -> None:
+    queue = open_queue(url, name=name)
+    try:
+        queue.enqueue(Job.create("t", {"from": os.getpid()}, job_id=job_id, delay_s=float(delay_s)))
     finally:
         queue.close()
 
@@ -39,12 +54,45 @@ def drain(url: str, name: str) -> None:
         queue.close()
 
 
+def unique(url: str, name: str, key: str, n: str, threads: str) -> None:
+    queue = open_queue(url, name=name)
+    lines: list[str] = []
+    count, workers = int(n), int(threads)
+    try:
+        print("ready", flush=True)
+        sys.stdin.readline()
+        barrier = threading.Barrier(workers)
+
+        def submit(share: int) -> None:
+            barrier.wait()
+            for _ in range(share):
+                job = Job(job_type="t", metadata={UNIQUE_META: {"key": key}})
+                try:
+                    lines.append(f"added {queue.enqueue(job)}")
+                except DuplicateJobError as exc:
+                    lines.append(f"held {exc.existing_id}")
+
+        shares = [count // workers + (i < count % workers) for i in range(workers)]
+        running = [threading.Thread(target=submit, args=(share,)) for share in shares]
+        for thread in running:
+            thread.start()
+        for thread in running:
+            thread.join()
+        print("\n".join(lines), flush=True)
+    finally:
+        queue.close()
+
+
 def main(argv: list[str]) -> None:
     command, *args = argv
     if command == "enqueue":
         enqueue(*args)
     elif command == "drain":
         drain(*args)
+    elif command == "delayed":
+        delayed(*args)
+    elif command == "unique":
+        unique(*args)
     else:
         raise SystemExit(f"unknown command {command!r}")
 

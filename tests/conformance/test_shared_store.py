@@ -207,3 +207,40 @@ def test_wait_ready_wakes_soon_after_another_process_enqueues(
     claim = queue.claim("w", lease_s=10)
     assert claim is not None
     assert claim.job.payload == {"from": child.pid}
+
+
+@pytest.mark.timeout(60)
+def test_wait_ready_wakes_when_a_job_another_process_delayed_falls_due(
+    shared_store_url: str, opened: Callable[..., Queue]
+) -> None:
+    """The wait ends at the due time of a delayed job added by another process after the
+    wait began (SQLite: the due time is read again after the other process's commit;
+    Redis: the enqueue's wake token), not at the wait's timeout."""
+    queue = opened(shared_store_url, "delayed")
+    woke: list[tuple[bool, float]] = []
+    started = threading.Event()
+
+    def waiter() -> None:
+        started.set()
+        begun = time.monotonic()
+        ready = False
+        while not ready and time.monotonic() - begun < 40:  # a token may end a wait early
+            ready = queue.wait_ready(30)
+        woke.append((ready, time.monotonic()))
+
+    thread = threading.Thread(target=waiter)
+    thread.start()
+    try:
+        assert started.wait(10)
+        with _spawn("delayed", shared_store_url, "delayed", "later", "0.5") as child:
+            assert child.wait(timeout=30) == 0
+        exited = time.monotonic()
+        thread.join(40)
+        assert [ready for ready, _ in woke] == [True]
+        assert woke[0][1] - exited < 10.0  # at the due time, not at the 30 s timeout
+    finally:
+        queue.interrupt()
+        thread.join(10)
+    claim = queue.claim("w", lease_s=10)
+    assert claim is not None
+    assert claim.job.job_id == "later"

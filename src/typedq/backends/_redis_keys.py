@@ -35,6 +35,8 @@ names hold no braces; job ids hold no braces either)::
     B:fences                hash   named locks: name -> fence counter (never lowered)
     B:schedules             hash   schedules: name -> definition as canonical JSON
     B:schedstate            hash   schedules: name -> state as JSON {n next, l last, p paused}
+    B:unique                hash   unique keys: key -> "holder id<TAB>until<TAB>states"
+                                   (see _redis_lua_unique; written by the enqueue script)
     {prefix:}:epoch         string the prefix's epoch marker (a server that lost its data)
 
 A job hash holds, besides the job's fields, ``lu`` (the lease deadline by the caller's

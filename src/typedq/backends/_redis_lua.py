@@ -21,10 +21,13 @@ from __future__ import annotations
 from typing import Final
 
 from typedq.backends._redis_lua_common import COMMON as _COMMON
+from typedq.backends._redis_lua_unique import TAKE_UNIQUE as _TAKE_UNIQUE
 
 __all__ = ["SCRIPTS"]
 
-# ARGV: now, count, then per job: id, type, status, field count, fields...
+# ARGV: now, count, then per job: id, type, status, field count, fields...; then the
+# unique keys (see _unique): their count, then per key: the job's index in the batch, the
+# key, the hold's end ('' for none) and the holder's states (comma-separated).
 _ENQUEUE: Final = r"""
 local now = tonumber(ARGV[1])
 local count = tonumber(ARGV[2])
@@ -55,6 +58,8 @@ for _, job in ipairs(jobs) do
     end
   end
 end
+local uniques = take_unique(jobs, i, now)
+if uniques[1] == 'unique' then return uniques end
 local woken = 0
 -- Index writes of the common jobs are gathered and made one command per key.
 local adds = {}
@@ -113,6 +118,7 @@ for key, list in pairs(adds) do
     redis.call('ZADD', key, unpack(list, lo, math.min(#list, lo + 3999)))
   end
 end
+for _, u in ipairs(uniques) do redis.call('HSET', B .. ':unique', u[1], u[2]) end
 wake(woken)
 return count
 """
@@ -516,7 +522,7 @@ return purged
 
 #: Script name -> Lua source.
 SCRIPTS: Final = {
-    "enqueue": _COMMON + _ENQUEUE,
+    "enqueue": _COMMON + _TAKE_UNIQUE + _ENQUEUE,
     "claim": _COMMON + _CLAIM,
     "complete": _COMMON + _COMPLETE,
     "leased": _COMMON + _LEASED,

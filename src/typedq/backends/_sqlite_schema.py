@@ -49,6 +49,9 @@ Tables (one file holds many queues; every row carries its queue's name)::
     claim_state (queue, name, slot): what claims under a claim policy keep (schema 8):
               fairness virtual times, rate limits' recent claim times
               (see ``_sqlite_policy``).
+    unique_keys (queue, key): unique jobs (schema 9): the job that took the key, when
+              its hold ends by time (``until``, NULL for never) and the statuses it
+              holds the key in (``states``, comma-separated); see ``_unique``.
 
 Indexes: ``jobs_ready`` (partial: PENDING, unblocked, not delayed; in claim order:
 priority desc, scheduled_at with NULL first, created_at, seq) serves every claim;
@@ -283,10 +286,26 @@ _V8: Final = (
     ) WITHOUT ROWID""",
 )
 
+# Version 9: unique jobs, one row per (queue, key), read and written by the enqueue
+# transaction (the primary key makes two writers of one key impossible, and BEGIN
+# IMMEDIATE serialises them anyway).
+_V9: Final = (
+    """CREATE TABLE unique_keys (
+        queue TEXT NOT NULL,
+        key TEXT NOT NULL,
+        job_id TEXT NOT NULL,
+        until REAL,
+        states TEXT NOT NULL,
+        PRIMARY KEY (queue, key)
+    ) WITHOUT ROWID""",
+)
+
 #: For each schema version, the statements that upgrade a file from the version before.
-MIGRATIONS: dict[int, tuple[str, ...]] = {1: _V1, 2: _V2, 3: _V3, 4: _V4, 5: _V5, 6: _V6, 7: _V7, 8: _V8}
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: _V1, 2: _V2, 3: _V3, 4: _V4, 5: _V5, 6: _V6, 7: _V7, 8: _V8, 9: _V9,
+}
 #: The schema version this typedq writes: the highest key of :data:`MIGRATIONS`.
-SCHEMA_VERSION: Final = 8
+SCHEMA_VERSION: Final = 9
 
 
 def _version_text(info: tuple[int, ...]) -> str:

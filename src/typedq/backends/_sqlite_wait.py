@@ -1,9 +1,11 @@
 """Private: waking the threads of one process that wait for jobs in a SQLite file.
 
 SQLite has no notifications. A wait ends at its timeout, at the next delayed job's due
-time, when a thread of this process adds or frees a job (:meth:`ReadySignal.wake`) or
-interrupts the waiters, or when another connection (another process, or another queue
-object of this one) commits. The last is seen by polling a counter that changes with
+time (read again after every commit of another connection, so a delayed job another
+process adds ends the wait when it falls due, not at the next poll), when a thread of
+this process adds or frees a job (:meth:`ReadySignal.wake`) or interrupts the waiters,
+or when another connection (another process, or another queue object of this one)
+commits. The last is seen by polling a counter that changes with
 every commit of another connection (``PRAGMA data_version``, read from the WAL index in
 shared memory: no page is read) every :data:`WATCH_S` seconds.
 
@@ -78,11 +80,16 @@ class ReadySignal:
         try:
             if has_ready():
                 return True
-            wait = timeout_s
-            due = next_due()
-            if due is not None:
-                wait = min(wait, max(0.0, due - now()))
-            deadline = time.monotonic() + wait
+            limit = time.monotonic() + timeout_s
+
+            def until_due() -> float:
+                """The deadline: ``timeout_s`` from the start, or the next due time if sooner."""
+                due = next_due()
+                if due is None:
+                    return limit
+                return min(limit, time.monotonic() + max(0.0, due - now()))
+
+            deadline = until_due()
             while (left := deadline - time.monotonic()) > 0:
                 with self._cond:
                     if self._generation != generation:
@@ -94,7 +101,7 @@ class ReadySignal:
                         continue
                     self._watched = True
                 try:
-                    if self._watch(generation, deadline, has_ready, version):
+                    if self._watch(generation, deadline, has_ready, version, until_due):
                         return True
                 finally:
                     with self._cond:
@@ -107,10 +114,17 @@ class ReadySignal:
                 self._waiting -= 1
 
     def _watch(
-        self, generation: int, deadline: float, has_ready: Callable[[], bool], version: Callable[[], int]
+        self,
+        generation: int,
+        deadline: float,
+        has_ready: Callable[[], bool],
+        version: Callable[[], int],
+        until_due: Callable[[], float],
     ) -> bool:
         """Poll ``version`` until a commit makes a job of this waiter ready (True), a
-        wake-up or the deadline (False)."""
+        wake-up or the deadline (False). After another connection's commit the deadline
+        is read again (``until_due``): a delayed job another process added that falls due
+        sooner ends the wait at its due time, not at the next poll."""
         # The counter is read before looking for a ready job: a commit after the look
         # changes it, so none falls between the two.
         seen = version()
@@ -133,6 +147,7 @@ class ReadySignal:
                     self._cond.notify_all()
                 if has_ready():
                     return True
+                deadline = until_due()
         return False
 
 

@@ -23,6 +23,7 @@ from typedq.backends._memory_policy import MemoryPolicy
 from typedq.backends._memory_reads import MemoryReads
 from typedq.backends._memory_state import FAILING, MemoryState
 from typedq.backends._retention import check_purge
+from typedq.backends._unique import UniqueSpec, held, unique_of
 from typedq.backends.base import Claim, Completion, Queue, WorkerInfo
 from typedq.clock import Clock, system_clock
 from typedq.errors import (
@@ -81,6 +82,8 @@ class JobQueue(MemoryReads, MemoryCoordination, MemoryPolicy, Queue):
         self._codec = codec
         self._frames = None if codec is None else FrameFields(codec)
         self._workers: dict[str, WorkerInfo] = {}
+        # Unique key -> (holder id, until, holder's states): see _unique.
+        self._unique: dict[str, tuple[str, float | None, tuple[str, ...]]] = {}
         self._init_coordination()
         self._init_policy()
         self.history_limit = history_limit
@@ -138,6 +141,7 @@ class JobQueue(MemoryReads, MemoryCoordination, MemoryPolicy, Queue):
     def enqueue(self, job: Job) -> str:
         """Add one job; see :meth:`Queue.enqueue`."""
         job_id = job.job_id
+        spec = unique_of(job)
         if self._codec is not None:
             self._isolate(job)
         with self._cond:
@@ -146,6 +150,10 @@ class JobQueue(MemoryReads, MemoryCoordination, MemoryPolicy, Queue):
             deps = job.depends_on
             if deps:
                 self._check_dependencies(job, {})
+            if spec is not None:
+                now = self._clock.now()
+                self._check_unique(job_id, spec, now, {})
+                self._unique[spec.key] = (job_id, spec.until(now), spec.states)
             self._insert(job)
             if self._waiting:
                 self._cond.notify()
@@ -154,10 +162,14 @@ class JobQueue(MemoryReads, MemoryCoordination, MemoryPolicy, Queue):
     def enqueue_many(self, jobs: Sequence[Job]) -> list[str]:
         """Add many jobs all-or-nothing; see :meth:`Queue.enqueue_many`."""
         batch: dict[str, Job] = {}
+        specs: list[tuple[str, UniqueSpec]] = []
         for job in jobs:
             if job.job_id in batch:
                 raise DuplicateJobError(job.job_id, queue=self._name)
             batch[job.job_id] = job
+            spec = unique_of(job)
+            if spec is not None:
+                specs.append((job.job_id, spec))
         if self._codec is not None:
             for index, job in enumerate(batch.values()):
                 try:
@@ -172,6 +184,14 @@ class JobQueue(MemoryReads, MemoryCoordination, MemoryPolicy, Queue):
                 if job.depends_on:
                     self._check_dependencies(job, batch)
             check_batch_acyclic(batch)
+            if specs:
+                now = self._clock.now()
+                taken: dict[str, str] = {}
+                for job_id, spec in specs:
+                    self._check_unique(job_id, spec, now, taken)
+                    taken[spec.key] = job_id
+                for job_id, spec in specs:
+                    self._unique[spec.key] = (job_id, spec.until(now), spec.states)
             for job in dependency_order(batch):
                 self._insert(job)
             self._cond.notify_all()
@@ -211,6 +231,20 @@ class JobQueue(MemoryReads, MemoryCoordination, MemoryPolicy, Queue):
         blob = self._frames.encode_result(job_id, result)
         assert blob is not None
         return self._frames.codec.decode(blob, context=job_id.encode())
+
+    def _check_unique(self, job_id: str, spec: UniqueSpec, now: float, taken: dict[str, str]) -> None:
+        """Refuse ``job_id`` when its key is held (by a job of the queue, or by one earlier in
+        its batch: ``taken``); the caller holds the lock."""
+        holder = taken.get(spec.key)
+        if holder is None:
+            entry = self._unique.get(spec.key)
+            if entry is not None:
+                holder_id, until, states = entry
+                found = self._jobs.get(holder_id)
+                if held(None if found is None else found.status.value, until, states, now):
+                    holder = holder_id
+        if holder is not None:
+            raise DuplicateJobError(job_id, queue=self._name, unique_key=spec.key, existing_id=holder)
 
     def _check_dependencies(self, job: Job, batch: dict[str, Job]) -> None:
         if job.status is not _PENDING:

@@ -61,6 +61,7 @@ from typedq.backends._redis_lua import SCRIPTS
 from typedq.backends._redis_lua_policy import POLICY_SCRIPTS
 from typedq.backends._redis_reads import RedisReads
 from typedq.backends._redis_wait import MIN_BLOCK_S, Waiters
+from typedq.backends._unique import UniqueSpec, unique_of
 from typedq.backends.base import Claim, Completion, Queue
 from typedq.clock import Clock, system_clock
 from typedq.errors import (
@@ -94,6 +95,16 @@ _SCRIPTS: Final = {**SCRIPTS, **coord.COORD_SCRIPTS, **POLICY_SCRIPTS}
 def _num(value: float) -> str:
     """A time or number as exact text (Lua would round it to 14 digits)."""
     return repr(float(value))
+
+
+def _unique_args(specs: Sequence[tuple[int, UniqueSpec]], now: float) -> list[Any]:
+    """The enqueue script's unique-key arguments: per key, the job's position in the
+    script's batch (from 1), the key, the hold's end ('' for none) and the states."""
+    args: list[Any] = [len(specs)]
+    for index, spec in specs:
+        until = spec.until(now)
+        args += (index, spec.key, "" if until is None else _num(until), spec.states_text)
+    return args
 
 
 def _max_arg(dlq_max: int | None) -> str | int:
@@ -212,7 +223,11 @@ class RedisQueue(coord.RedisCoordination, RedisReads, RedisDeadLetters, Queue):
         if job.depends_on and job.job_id in job.depends_on and job.status is _PENDING:
             raise DependencyCycleError([job.job_id, job.job_id])
         fields = self._hashes.fields(job)
-        args = [_num(self._clock.now()), 1, job.job_id, job.job_type, job.status.value, len(fields), *fields]
+        now = self._clock.now()
+        args = [_num(now), 1, job.job_id, job.job_type, job.status.value, len(fields), *fields]
+        spec = unique_of(job)
+        if spec is not None:
+            args += _unique_args([(1, spec)], now)
         self._added(self._run("enqueue", args))
         return job.job_id
 
@@ -239,10 +254,19 @@ class RedisQueue(coord.RedisCoordination, RedisReads, RedisDeadLetters, Queue):
         if not batch:
             return []
         check_batch_acyclic(batch)
-        args: list[Any] = [_num(self._clock.now()), len(batch)]
-        for job in dependency_order(batch):
+        now = self._clock.now()
+        args: list[Any] = [_num(now), len(batch)]
+        position: dict[str, int] = {}
+        for index, job in enumerate(dependency_order(batch), start=1):
             fields = encoded[job.job_id]
             args += (job.job_id, job.job_type, job.status.value, len(fields), *fields)
+            position[job.job_id] = index
+        # In the batch's order, so the first of two jobs with one key takes it.
+        specs = [
+            (position[job_id], spec) for job_id, job in batch.items() if (spec := unique_of(job)) is not None
+        ]
+        if specs:
+            args += _unique_args(specs, now)
         self._added(self._run("enqueue", args))
         return list(batch)
 
@@ -251,6 +275,11 @@ class RedisQueue(coord.RedisCoordination, RedisReads, RedisDeadLetters, Queue):
             kind = reply[0].decode()
             if kind == "duplicate":
                 raise DuplicateJobError(reply[1].decode(), queue=self._name)
+            if kind == "unique":
+                raise DuplicateJobError(
+                    reply[1].decode(), queue=self._name,
+                    unique_key=reply[2].decode(), existing_id=reply[3].decode(),
+                )
             if kind == "unknown":
                 raise UnknownDependencyError(reply[1].decode(), reply[2].decode(), queue=self._name)
             raise self._wrong_type(reply)
@@ -578,8 +607,12 @@ class RedisQueue(coord.RedisCoordination, RedisReads, RedisDeadLetters, Queue):
         if ready or self._closed:
             return bool(ready)
         wait = min(timeout_s, self._settings.socket_timeout / 2)
-        if due is not None:
-            wait = min(wait, due - self._clock.now())
+        if due is not None and due - self._clock.now() <= wait:
+            # The wait ends at the due time: a timer's token ends it then (see
+            # Waiters.block_until_due), so the job starts on time.
+            with conn.map_errors(self._settings):
+                self._waiters.block_until_due(self._r, seen, due - self._clock.now())
+            return self._ready_and_next_due()[0] > 0
         if wait < MIN_BLOCK_S:
             return False
         with conn.map_errors(self._settings):

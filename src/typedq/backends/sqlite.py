@@ -88,7 +88,9 @@ from typedq.backends._sqlite_schema import (
     prepare_schema,
 )
 from typedq.backends._sqlite_sql import SQL
+from typedq.backends._sqlite_unique import take_unique_keys
 from typedq.backends._sqlite_wait import signal_for
+from typedq.backends._unique import unique_of
 from typedq.backends.base import Claim, Completion, Queue
 from typedq.clock import Clock, system_clock
 from typedq.errors import (
@@ -226,6 +228,8 @@ class SQLiteQueue(SQLiteReads, SQLiteCoordination, SQLiteDeadLetters, Queue):
         else:
             row, sql = fresh[1], SQL.insert_into(fresh[0])
 
+        spec = unique_of(job)
+
         def tx(conn: _Conn) -> None:
             try:
                 conn.execute(sql, row)
@@ -233,6 +237,8 @@ class SQLiteQueue(SQLiteReads, SQLiteCoordination, SQLiteDeadLetters, Queue):
                 if is_unique_violation(exc):
                     raise DuplicateJobError(job.job_id, queue=self._name) from exc
                 raise
+            if spec is not None:
+                take_unique_keys(conn, self._name, [(job.job_id, spec)], now)
 
         try:
             self._db.write(tx)
@@ -273,7 +279,18 @@ class SQLiteQueue(SQLiteReads, SQLiteCoordination, SQLiteDeadLetters, Queue):
                     fresh.append(fresh_row(job, name, blobs, now))
         if not batch:
             return []
-        insert = partial(self._graph.insert_batch, batch=batch, encoded=encoded, fresh=fresh, now=now)
+        insert: Callable[[_Conn], None] = partial(
+            self._graph.insert_batch, batch=batch, encoded=encoded, fresh=fresh, now=now
+        )
+        specs = [(job_id, spec) for job_id, job in batch.items() if (spec := unique_of(job)) is not None]
+        if specs:
+            insert_jobs = insert
+
+            def insert_with_keys(conn: _Conn) -> None:
+                insert_jobs(conn)
+                take_unique_keys(conn, name, specs, now)
+
+            insert = insert_with_keys
         try:
             self._db.write(insert)
         except OverflowError:

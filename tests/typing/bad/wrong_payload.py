@@ -61,3 +61,5 @@ async def client_code(jobs: AsyncJobQueueManager) -> None:
     print(text)
     await jobs.enqueue(fetch, Fetch(url="u"), priorty=1)  # E: did you mean "priority"
     await jobs.of(fetch).enqueue(Other(name="x"))  # E: incompatible type "Other"; expected "Fetch"
+unique_by_wrong_model = JobType("u", Resize, unique=lambda p: p.nope)  # E: has no attribute "nope"
+manager.enqueue(resize, Resize(url="u"), on_conflict="ignore")  # E: "on_conflict"

@@ -7,7 +7,16 @@ from typing import Any, assert_type
 
 from pydantic import BaseModel
 
-from typedq import AsyncJobQueueManager, AsyncJobRef, AsyncWorker, Job, JobQueue, JobQueueManager
+from typedq import (
+    AsyncJobQueueManager,
+    AsyncJobRef,
+    AsyncWorker,
+    Job,
+    JobQueue,
+    JobQueueManager,
+    JobRef,
+    RetryPolicy,
+)
 from typedq.typed import JobType, TypedJob
 
 
@@ -93,3 +102,13 @@ async def client_code() -> None:
 
 worker = AsyncWorker(JobQueue("io"), io_manager.handlers, concurrency=10)
 assert_type(worker.concurrency, int)
+
+# Unique keys and retry policies: the job type's settings are typed by its payload model.
+fetch_once = JobType(
+    "fetch", Resize, result=str, unique=lambda p: p.url, unique_for=60,
+    retry=RetryPolicy(delays=[1, 5, 30]), on_failure=lambda job, error: None,
+)
+by_fields = JobType("fetch2", Resize, unique_fields=("url",), unique_states=["PENDING"])
+once = manager.enqueue(fetch_once, Resize(url="u", width=1), unique_key="k", on_conflict="raise")
+assert_type(once, JobRef[str])
+manager.enqueue(by_fields, Resize(url="u", width=1), retry=RetryPolicy.fixed(5), unique_for=2.5)
