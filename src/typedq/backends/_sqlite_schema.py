@@ -268,10 +268,24 @@ _V7: Final = (
     ) WITHOUT ROWID""",
 )
 
+
+def _job_control_columns() -> tuple[str, ...]:
+    """Job control: each job's last reported progress and its log (both JSON text, NULL
+    for none), kept in the job's row so they go with it (delete, purge)."""
+    return (
+        "ALTER TABLE jobs ADD COLUMN progress TEXT",
+        "ALTER TABLE jobs ADD COLUMN logs TEXT",
+    )
+
+
+_V8: Final = _job_control_columns()
+
 #: For each schema version, the statements that upgrade a file from the version before.
-MIGRATIONS: dict[int, tuple[str, ...]] = {1: _V1, 2: _V2, 3: _V3, 4: _V4, 5: _V5, 6: _V6, 7: _V7}
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: _V1, 2: _V2, 3: _V3, 4: _V4, 5: _V5, 6: _V6, 7: _V7, 8: _V8,
+}
 #: The schema version this typedq writes: the highest key of :data:`MIGRATIONS`.
-SCHEMA_VERSION: Final = 7
+SCHEMA_VERSION: Final = 8
 
 
 def _version_text(info: tuple[int, ...]) -> str:
