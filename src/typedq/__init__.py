@@ -47,7 +47,8 @@ from typedq.errors import (
     WaitTimeoutError,
 )
 from typedq.events import EventHandler
-from typedq.job import Job, JobStatus, Priority
+from typedq.context import JobContext
+from typedq.job import Job, JobLogLine, JobProgress, JobStatus, Priority
 from typedq.leases import LeaseKeeper, Reaper
 from typedq.manager import JobQueueManager
 from typedq.retry import RetryPolicy
@@ -76,8 +77,11 @@ __all__ = [
     "InvalidTransitionError",
     "Job",
     "JobCancelledError",
+    "JobContext",
     "JobFailedError",
+    "JobLogLine",
     "JobNotFoundError",
+    "JobProgress",
     "JobQueue",
     "JobQueueManager",
     "JobRef",

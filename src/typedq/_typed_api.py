@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any, Generic, TypedDict, TypeVar, Unpack, over
 from pydantic import BaseModel
 
 from typedq.errors import JobFailedError, WaitTimeoutError
-from typedq.job import Job, JobStatus
+from typedq.context import JobContext, invoke
+from typedq.job import Job, JobProgress, JobStatus
 from typedq.typed import VERSION_KEY, JobType
 
 if TYPE_CHECKING:
@@ -58,16 +59,14 @@ class TypedHandler(Generic[P, R]):
 
     takes_job = True
 
-    def __init__(
-        self, job_type: JobType[P, R], fn: Callable[[P], R] | Callable[[P], Awaitable[R]]
-    ) -> None:
+    def __init__(self, job_type: JobType[P, R], fn: Callable[..., R] | Callable[..., Awaitable[R]]) -> None:
         self.job_type = job_type
         self.fn = fn
         self.__name__ = getattr(fn, "__name__", job_type.name)
 
-    def __call__(self, job: Job) -> Any:
+    def __call__(self, job: Job, ctx: JobContext | None = None) -> Any:
         payload = self.job_type.load(job.payload, JobType.version_of(job))
-        out = self.fn(payload)
+        out = invoke(self.fn, payload, ctx)
         if inspect.isawaitable(out):
             out = asyncio.run(_await(out))
         return self.job_type.dump_result(out)
@@ -120,6 +119,10 @@ class JobRef(Generic[R]):
         """The job's current status."""
         return self.job().status
 
+    def progress(self) -> JobProgress | None:
+        """The progress the job's handler last reported (``ctx.progress``), or None."""
+        return self.job().progress
+
     def cancel(self) -> bool:
         """Cancel the job (see ``Queue.cancel``)."""
         return self._manager.cancel(self.job_id)
@@ -166,9 +169,17 @@ class _Registrar(Generic[P, R]):
     def __call__(self, fn: Callable[[P], R]) -> Callable[[P], R]: ...
 
     @overload
+    def __call__(self, fn: Callable[[P, JobContext], R]) -> Callable[[P, JobContext], R]: ...
+
+    @overload
     def __call__(
         self, fn: Callable[[P], Coroutine[Any, Any, R]]
     ) -> Callable[[P], Coroutine[Any, Any, R]]: ...
+
+    @overload
+    def __call__(
+        self, fn: Callable[[P, JobContext], Coroutine[Any, Any, R]]
+    ) -> Callable[[P, JobContext], Coroutine[Any, Any, R]]: ...
 
     def __call__(self, fn: Any) -> Any:
         self._manager.register(self._job_type, fn)
@@ -189,12 +200,21 @@ class TypedAPI(_Manager):
     def register(self, job_type: JobType[P, R], fn: Callable[[P], R]) -> None: ...
 
     @overload
+    def register(self, job_type: JobType[P, R], fn: Callable[[P, JobContext], R]) -> None: ...
+
+    @overload
     def register(
         self, job_type: JobType[P, R], fn: Callable[[P], Coroutine[Any, Any, R]]
     ) -> None: ...
 
+    @overload
+    def register(
+        self, job_type: JobType[P, R], fn: Callable[[P, JobContext], Coroutine[Any, Any, R]]
+    ) -> None: ...
+
     def register(self, job_type: JobType[P, R], fn: Any) -> None:
-        """Register ``fn`` (taking ``P``, returning ``R``) as ``job_type``'s handler.
+        """Register ``fn`` (taking ``P``, and optionally a ``JobContext``, returning ``R``)
+        as ``job_type``'s handler.
 
         Its jobs go to ``job_type.queue``.
         """

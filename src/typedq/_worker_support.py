@@ -12,6 +12,7 @@ from typing import Any, Final
 
 from typedq._outage import is_outage
 from typedq.backends.base import Queue
+from typedq.context import JobContext, call_handler
 from typedq.errors import JobNotFoundError, JobTimeoutError, StaleLeaseError
 from typedq.job import Job
 from typedq.leases import LeaseKeeper
@@ -55,9 +56,15 @@ def format_traceback(exc: BaseException) -> str | None:
 
 
 def call_with_timeout(
-    handler: Callable[[Any], Any], job: Job, timeout: float, name: str, abandoned: list[threading.Thread]
+    handler: Callable[..., Any],
+    job: Job,
+    timeout: float,
+    name: str,
+    abandoned: list[threading.Thread],
+    ctx: JobContext | None = None,
 ) -> Any:
-    """Run the handler in a helper thread and wait ``timeout`` seconds for it.
+    """Run the handler (with ``ctx`` when it takes one) in a helper thread and wait
+    ``timeout`` seconds for it.
 
     Past the timeout the helper (which Python cannot kill) is added to ``abandoned``,
     its late result will be discarded, and ``JobTimeoutError`` is raised.
@@ -67,8 +74,7 @@ def call_with_timeout(
 
     def target() -> None:
         try:
-            arg = job if getattr(handler, "takes_job", False) else job.payload
-            outcome.append((True, handler(arg)))
+            outcome.append((True, call_handler(handler, job, ctx)))
         except BaseException as exc:  # handed back to the worker thread
             outcome.append((False, exc))
         finally:

@@ -76,6 +76,10 @@ class LeaseKeeper:
         self.heartbeat_s = heartbeat_s
         self._leases: dict[tuple[int, str], tuple[Queue, str, int]] = {}
         self._lost: set[tuple[int, str]] = set()
+        # Job control: leases whose renewal reported a cancel request, and per lease the
+        # calls to make then (on_cancel) and every heartbeat (on_beat: store progress).
+        self._cancel_seen: set[tuple[int, str]] = set()
+        self._watchers: dict[tuple[int, str], tuple[Callable[[], None], Callable[[], None] | None]] = {}
         # Worker-registry renewals (worker id -> the call that renews its entry).
         self._entries: dict[str, Callable[[], None]] = {}
         self._stop = threading.Event()
@@ -88,10 +92,38 @@ class LeaseKeeper:
         """Keep the lease of ``job_id`` (held with ``token``) alive until discarded."""
         self._leases[(id(queue), job_id)] = (queue, job_id, token)
 
+    def watch(
+        self, queue: Queue, job_id: str, on_cancel: Callable[[], None], on_beat: Callable[[], None] | None = None
+    ) -> None:
+        """While ``job_id``'s lease is kept: call ``on_cancel`` once a renewal reports that
+        its cancellation was requested (at once if one already did), and ``on_beat``
+        after every renewal. Both run in the keeper's thread and must be quick."""
+        key = (id(queue), job_id)
+        self._watchers[key] = (on_cancel, on_beat)
+        if key in self._cancel_seen:
+            self._notify(on_cancel, job_id)
+
+    def cancel_seen(self, queue: Queue, job_id: str) -> bool:
+        """Whether a renewal of ``job_id``'s lease reported a cancel request."""
+        return (id(queue), job_id) in self._cancel_seen
+
+    @staticmethod
+    def _notify(call: Callable[[], None] | None, job_id: str) -> None:
+        if call is None:
+            return
+        try:
+            call()
+        except Exception:
+            logger.exception("job-control callback of job %s failed", job_id)
+
     def discard(self, queue: Queue, job_id: str) -> bool:
         """Stop renewing ``job_id``; return True if its lease was lost meanwhile."""
         key = (id(queue), job_id)
         self._leases.pop(key, None)
+        if self._watchers:
+            self._watchers.pop(key, None)
+        if self._cancel_seen:
+            self._cancel_seen.discard(key)
         if self._lost and key in self._lost:
             self._lost.discard(key)
             return True
@@ -151,7 +183,15 @@ class LeaseKeeper:
         outage = self.outage
         for key, (queue, job_id, token) in list(self._leases.items()):
             try:
-                queue.extend_lease(job_id, token=token, lease_s=self.lease_s)
+                renew = getattr(queue, "renew_lease", None)
+                if renew is None:  # a backend written before Queue.renew_lease
+                    queue.extend_lease(job_id, token=token, lease_s=self.lease_s)
+                elif renew(job_id, token=token, lease_s=self.lease_s).cancel_requested:
+                    if key not in self._cancel_seen:
+                        self._cancel_seen.add(key)
+                        watcher = self._watchers.get(key)
+                        if watcher is not None:
+                            self._notify(watcher[0], job_id)
             except (StaleLeaseError, JobNotFoundError) as exc:
                 if self._leases.pop(key, None) is not None:
                     self._lost.add(key)
@@ -164,9 +204,12 @@ class LeaseKeeper:
             else:
                 if outage.active:
                     outage.ok()
-        for worker_id, renew in list(self._entries.items()):
+                watched = self._watchers.get(key) if self._watchers else None
+                if watched is not None:
+                    self._notify(watched[1], job_id)
+        for worker_id, renew_entry in list(self._entries.items()):
             try:
-                renew()
+                renew_entry()
             except Exception as exc:
                 if is_outage(exc):
                     outage.failed(exc, f"renew the registry entry of worker {worker_id}")

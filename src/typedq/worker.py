@@ -73,6 +73,7 @@ from typedq._worker_support import (
 )
 from typedq.backends.base import Claim, Completion, Queue, WorkerInfo
 from typedq.clock import Clock
+from typedq.context import JobContext, call_handler
 from typedq.errors import (
     DeserializationError,
     JobCancelledError,
@@ -119,6 +120,9 @@ FLUSH_AFTER_S: Final = 0.01
 DEFAULT_BATCH_SIZE: Final = 250
 #: The default ``dlq_max``: the most dead letters a dead-letter queue keeps.
 DEFAULT_DLQ_MAX: Final = 10_000
+#: The default ``cancel_grace_s``: how long a running job's handler has to stop after its
+#: cancellation was requested before the worker records it CANCELLED itself.
+DEFAULT_CANCEL_GRACE_S: Final = 10.0
 #: Weight of the latest job in the running average of job durations.
 _EWMA: Final = 0.2
 #: The first and the longest wait before writing completions again after a failed write.
@@ -164,6 +168,9 @@ class Worker(StorageFailures, threading.Thread):
         heartbeat_s: how often the lease of a running job is renewed.
         lease_keeper: a shared keeper; the worker runs its own when None.
         clock: the clock for retry times; the queue's by default.
+        cancel_grace_s: how long a running job's handler has to stop once its
+            cancellation was requested (it sees ``ctx.cancelled``) before the worker
+            records the job CANCELLED itself and refuses its late result (None: never).
         batch_size: the most jobs claimed at once and completions committed together
             while jobs are quick (see the module docstring); 1 claims and completes one
             job at a time.
@@ -192,8 +199,10 @@ class Worker(StorageFailures, threading.Thread):
         clock: Clock | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
         dlq_max: int | None = DEFAULT_DLQ_MAX,
+        cancel_grace_s: float | None = DEFAULT_CANCEL_GRACE_S,
     ) -> None:
         require_number("poll_interval", poll_interval, minimum=0, strict=True)
+        require_number("cancel_grace_s", cancel_grace_s, minimum=0, allow_none=True)
         require_number("batch_size", batch_size, minimum=1, maximum=1000, integer=True)
         require_number("dlq_max", dlq_max, minimum=1, integer=True, allow_none=True)
         check_lease_settings(lease_s, heartbeat_s)
@@ -216,6 +225,12 @@ class Worker(StorageFailures, threading.Thread):
         self.batch_size = batch_size
         self.current_job_id: str | None = None
         self.abandoned_threads: list[threading.Thread] = []
+        self.cancel_grace_s = cancel_grace_s
+        #: Threads of handlers that ignored a cancel past ``cancel_grace_s``: their jobs
+        #: were recorded CANCELLED ("cancel requested, still running"), their late
+        #: results are refused. A worker process is replaced while one is alive.
+        self.cancel_overdue: list[threading.Thread] = []
+        self._ctx: JobContext | None = None
         self._stop_event = threading.Event()
         # Claimed, not started yet; finished, completion not yet committed.
         self._buffer: deque[Claim] = deque()
@@ -443,23 +458,35 @@ class Worker(StorageFailures, threading.Thread):
                     safe_call(self.event_handler.on_job_dead, dead)
                 return
             events = self.event_handler
+            ctx = self._ctx = JobContext(job, token=token, queue=queue, worker_id=self.worker_id, events=events)
+            keeper.watch(queue, job_id, lambda: self._cancel_requested(ctx), ctx.flush)
             safe_call(events.on_job_started, job, self.worker_id)
             started = time.perf_counter()
             try:
                 timeout = job.timeout_seconds
                 if timeout is None:
-                    result = handler(job) if getattr(handler, "takes_job", False) else handler(job.payload)
+                    result = call_handler(handler, job, ctx)
                 else:
                     name = f"{self.worker_id}:job:{job_id}"
-                    result = call_with_timeout(handler, job, timeout, name, self.abandoned_threads)
+                    result = call_with_timeout(handler, job, timeout, name, self.abandoned_threads, ctx)
             except BaseException as exc:  # a handler may raise anything, SystemExit too
                 self._timed(job.job_type, started)
                 keeper.discard(queue, job_id)
                 released = True
+                ctx.flush()
+                if ctx.forced:
+                    logger.warning("job %s ended after it was cancelled; its outcome is refused: %s", job_id, exc)
+                    return
                 self._failed(job, token, exc)
                 return
             self._timed(job.job_type, started)
             released = True
+            ctx.flush()
+            if ctx.forced:
+                keeper.discard(queue, job_id)
+                self.stats.stale += 1
+                logger.warning("late result of job %s refused: the job was cancelled while it ran", job_id)
+                return
             if self._buffer or self._pending:
                 # More claimed jobs wait, or completions are held: commit this one with
                 # theirs, in one transaction (the flush stops its renewals; the run loop
@@ -479,6 +506,67 @@ class Worker(StorageFailures, threading.Thread):
                 keeper.discard(queue, job_id)
             self.current_job_id = None
             self._current = None
+            self._ctx = None
+
+    # -- cancellation of the running job ------------------------------------------------
+
+    def request_cancel(self, job_id: str) -> bool:
+        """Tell the running handler of ``job_id`` that its cancellation was requested
+        (the manager does, in the process that cancels; other processes learn it from
+        their next heartbeat). Returns whether this worker runs that job."""
+        ctx = self._ctx
+        if ctx is None or ctx.job_id != job_id:
+            return False
+        self._cancel_requested(ctx)
+        return True
+
+    def _cancel_requested(self, ctx: JobContext) -> None:
+        """The running job's cancellation was requested: tell its handler, and force it
+        after ``cancel_grace_s``."""
+        if not ctx.request_cancel():
+            return
+        grace = self.cancel_grace_s
+        logger.warning(
+            "job %s (%s): cancellation requested; its handler has %s to stop",
+            ctx.job_id, ctx.job.job_type, "unlimited time" if grace is None else f"{grace:g}s",
+        )
+        if grace is not None:
+            timer = threading.Timer(grace, self._force_cancel, (ctx,))
+            timer.daemon = True
+            timer.name = f"{self.worker_id}:cancel:{ctx.job_id}"
+            timer.start()
+
+    def _force_cancel(self, ctx: JobContext) -> None:
+        """The grace period passed and the handler still runs: record the job CANCELLED
+        (fenced by its lease token: nothing happens if it ended meanwhile) and refuse
+        its late result. Python cannot kill the thread: it is reported in
+        ``cancel_overdue`` (a worker process is replaced while it lives)."""
+        if self._ctx is not ctx or ctx.forced:
+            return
+        ctx.forced = True
+        queue = self.queue
+        try:
+            queue.cancel(ctx.job_id, token=ctx.token)
+        except (StaleLeaseError, JobNotFoundError):
+            return  # it ended (or was given to another worker) meanwhile
+        except Exception:
+            ctx.forced = False
+            logger.exception("could not record the forced cancellation of job %s", ctx.job_id)
+            return
+        self.lease_keeper.discard(queue, ctx.job_id)
+        thread = ctx.thread
+        if thread is not None:
+            self.cancel_overdue.append(thread)
+        logger.error(
+            "job %s (%s): cancel requested, still running after %gs; recorded CANCELLED and its "
+            "late result will be refused (Python cannot kill the thread %s)",
+            ctx.job_id, ctx.job.job_type, self.cancel_grace_s or 0.0, None if thread is None else thread.name,
+        )
+        try:
+            cancelled = queue.get_job(ctx.job_id)
+        except Exception:
+            cancelled = ctx.job
+        safe_call(self.event_handler.on_job_cancelled, cancelled)
 
     def _complete(self, job: Job, token: int, result: Any) -> None:
         """Record one success at once (``Queue.complete``), then report it.

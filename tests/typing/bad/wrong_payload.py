@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from typedq import JobQueueManager
+from typedq import JobContext, JobQueueManager
 from typedq.typed import JobType
 
 
@@ -40,3 +40,25 @@ def wrong_async(p: Resize) -> None:
 manager.register(resize, wrong_async)  # E: "Callable[[Resize], None]"; expected "Callable[[Resize], str]"
 ref = manager.enqueue(resize, Resize(url="u"))
 n: int = ref.result()  # E: expression has type "str", variable has type "int"
+
+
+# -- handlers taking a JobContext --------------------------------------------------
+
+
+@manager.handler(resize)  # E: incompatible type "Callable[[Other, JobContext], str]"
+def wrong_payload(p: Other, ctx: JobContext) -> str:
+    return p.name
+
+
+@manager.handler(resize)  # E: incompatible type "Callable[[Resize, JobContext], int]"
+def wrong_result(p: Resize, ctx: JobContext) -> int:
+    return 1
+
+
+@manager.handler(resize)  # E: incompatible type "Callable[[Resize, int], str]"
+def context_not_a_context(p: Resize, ctx: int) -> str:
+    return p.url
+
+
+def use(ctx: JobContext) -> None:
+    ctx.progress("half")  # E: incompatible type "str"; expected "float"

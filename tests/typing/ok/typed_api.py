@@ -6,7 +6,7 @@ from typing import Any, assert_type
 
 from pydantic import BaseModel
 
-from typedq import JobQueueManager
+from typedq import JobContext, JobProgress, JobQueueManager
 from typedq.typed import JobType, TypedJob
 
 
@@ -59,3 +59,30 @@ assert_type(bound.result(), list[str])
 assert_type(do_resize(Resize(url="u", width=1)), str)
 view = TypedJob.of(resize, ref.job())
 assert_type(view.payload, Resize)
+
+
+# -- handlers taking a JobContext --------------------------------------------------
+
+
+@manager.handler(resize)
+def with_context_(p: Resize, ctx: JobContext) -> str:
+    ctx.progress(1, 2, "half")
+    ctx.log("resizing %s", p.url)
+    ctx.check_cancelled()
+    assert_type(ctx.cancelled, bool)
+    assert_type(ctx.attempt, int)
+    return p.url
+
+
+@manager.handler(resize)
+async def async_with_context(p: Resize, ctx: JobContext) -> str:
+    return f"{p.url}:{ctx.job_id}"
+
+
+def registered_(p: Resize, ctx: JobContext) -> str:
+    return p.url
+
+
+manager.register(resize, registered_)
+ctx_ref = manager.enqueue(resize, Resize(url="u", width=1))
+assert_type(ctx_ref.progress(), JobProgress | None)
