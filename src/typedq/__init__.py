@@ -13,6 +13,7 @@ from __future__ import annotations
 from typedq._typed_api import JobRef
 from typedq.backends import Claim, JobQueue, Queue, open_queue
 from typedq.clock import Clock, FakeClock, SystemClock
+from typedq.context import JobContext
 from typedq.errors import (
     BackendConfigError,
     BackendDataError,
@@ -47,7 +48,6 @@ from typedq.errors import (
     WaitTimeoutError,
 )
 from typedq.events import EventHandler
-from typedq.context import JobContext
 from typedq.job import Job, JobLogLine, JobProgress, JobStatus, Priority
 from typedq.leases import LeaseKeeper, Reaper
 from typedq.manager import JobQueueManager

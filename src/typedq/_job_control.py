@@ -91,7 +91,10 @@ class JobControlAPI(ABC):
             JobNotFoundError: no queue holds the job.
         """
         job = self.get_job(job_id)
-        return self.get_queue(job.queue).get_logs(job_id)
+        try:
+            return self.get_queue(job.queue).get_logs(job_id)
+        except KeyError:  # a dead letter: its queue field names where it died
+            return []
 
     def get_state(self, *, limit: int = STATE_LIMIT) -> dict[str, Any]:
         """A snapshot of every queue in one call, JSON-safe, every list bounded.
@@ -120,7 +123,7 @@ class JobControlAPI(ABC):
         due = [j for j in pending if j.scheduled_at is None or j.scheduled_at <= now]
         later = [j for j in pending if j.scheduled_at is not None and j.scheduled_at > now]
         later += queue.list_jobs(status=JobStatus.SCHEDULED, limit=limit)
-        later.sort(key=lambda j: (j.scheduled_at if j.scheduled_at is not None else float("inf"), j.created_at))
+        later.sort(key=lambda j: (float("inf") if j.scheduled_at is None else j.scheduled_at, j.created_at))
         levels: dict[str, list[dict[str, Any]]] = {}
         blocked = 0
         statuses: dict[str, JobStatus] = {}
@@ -140,7 +143,9 @@ class JobControlAPI(ABC):
                     continue  # ended meanwhile
             running.append(job_summary(job, now))
         recent = {
-            status.value: [job_summary(j, now) for j in queue.list_jobs(status=status, limit=limit, newest=True)]
+            status.value: [
+                job_summary(j, now) for j in queue.list_jobs(status=status, limit=limit, newest=True)
+            ]
             for status in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.DEAD, JobStatus.CANCELLED)
         }
         workers = []

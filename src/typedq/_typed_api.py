@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any, Generic, TypedDict, TypeVar, Unpack, over
 
 from pydantic import BaseModel
 
-from typedq.errors import JobFailedError, WaitTimeoutError
 from typedq.context import JobContext, invoke
+from typedq.errors import JobFailedError, WaitTimeoutError
 from typedq.job import Job, JobProgress, JobStatus
 from typedq.typed import VERSION_KEY, JobType
 

@@ -61,6 +61,7 @@ def call_with_timeout(
     timeout: float,
     name: str,
     abandoned: list[threading.Thread],
+    *,
     ctx: JobContext | None = None,
 ) -> Any:
     """Run the handler (with ``ctx`` when it takes one) in a helper thread and wait

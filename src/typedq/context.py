@@ -26,6 +26,7 @@ these two, so a handler is called the same way everywhere.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import re
@@ -41,8 +42,8 @@ from typedq.events import EventHandler, safe_call
 from typedq.job import Job, JobLogLine, JobProgress
 
 __all__ = [
-    "PROGRESS_INTERVAL_S",
     "POSITIONAL",
+    "PROGRESS_INTERVAL_S",
     "JobContext",
     "accepts_context",
     "call_handler",
@@ -255,7 +256,7 @@ def _decide(fn: Callable[..., Any]) -> str:
         annotation = param.annotation
         if annotation is param.empty:
             continue
-        text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", repr(annotation))
+        text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
         if isinstance(text, str) and _ANNOTATION.search(text):
             if param.kind is param.KEYWORD_ONLY:
                 return param.name
@@ -286,10 +287,8 @@ def accepts_context(fn: Callable[..., Any]) -> str | None:
     if found is None:
         found = _decide(fn)
         if key is not None:
-            try:
+            with contextlib.suppress(TypeError):
                 _cache[key] = found
-            except TypeError:
-                pass
     return None if found == _NO else found
 
 

@@ -93,7 +93,11 @@ class LeaseKeeper:
         self._leases[(id(queue), job_id)] = (queue, job_id, token)
 
     def watch(
-        self, queue: Queue, job_id: str, on_cancel: Callable[[], None], on_beat: Callable[[], None] | None = None
+        self,
+        queue: Queue,
+        job_id: str,
+        on_cancel: Callable[[], None],
+        on_beat: Callable[[], None] | None = None,
     ) -> None:
         """While ``job_id``'s lease is kept: call ``on_cancel`` once a renewal reports that
         its cancellation was requested (at once if one already did), and ``on_beat``
@@ -106,6 +110,14 @@ class LeaseKeeper:
     def cancel_seen(self, queue: Queue, job_id: str) -> bool:
         """Whether a renewal of ``job_id``'s lease reported a cancel request."""
         return (id(queue), job_id) in self._cancel_seen
+
+    def _cancel_reported(self, key: tuple[int, str], job_id: str) -> None:
+        """A renewal reported a cancel request: tell the watcher, once."""
+        if key not in self._cancel_seen:
+            self._cancel_seen.add(key)
+            watcher = self._watchers.get(key)
+            if watcher is not None:
+                self._notify(watcher[0], job_id)
 
     @staticmethod
     def _notify(call: Callable[[], None] | None, job_id: str) -> None:
@@ -187,11 +199,7 @@ class LeaseKeeper:
                 if renew is None:  # a backend written before Queue.renew_lease
                     queue.extend_lease(job_id, token=token, lease_s=self.lease_s)
                 elif renew(job_id, token=token, lease_s=self.lease_s).cancel_requested:
-                    if key not in self._cancel_seen:
-                        self._cancel_seen.add(key)
-                        watcher = self._watchers.get(key)
-                        if watcher is not None:
-                            self._notify(watcher[0], job_id)
+                    self._cancel_reported(key, job_id)
             except (StaleLeaseError, JobNotFoundError) as exc:
                 if self._leases.pop(key, None) is not None:
                     self._lost.add(key)

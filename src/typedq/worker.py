@@ -457,35 +457,23 @@ class Worker(StorageFailures, threading.Thread):
                 if dead is not None:
                     safe_call(self.event_handler.on_job_dead, dead)
                 return
-            events = self.event_handler
-            ctx = self._ctx = JobContext(job, token=token, queue=queue, worker_id=self.worker_id, events=events)
-            keeper.watch(queue, job_id, lambda: self._cancel_requested(ctx), ctx.flush)
-            safe_call(events.on_job_started, job, self.worker_id)
+            ctx = self._context(job, token)
+            safe_call(self.event_handler.on_job_started, job, self.worker_id)
             started = time.perf_counter()
             try:
-                timeout = job.timeout_seconds
-                if timeout is None:
-                    result = call_handler(handler, job, ctx)
-                else:
-                    name = f"{self.worker_id}:job:{job_id}"
-                    result = call_with_timeout(handler, job, timeout, name, self.abandoned_threads, ctx)
+                result = self._call(handler, job, ctx)
             except BaseException as exc:  # a handler may raise anything, SystemExit too
                 self._timed(job.job_type, started)
                 keeper.discard(queue, job_id)
                 released = True
                 ctx.flush()
-                if ctx.forced:
-                    logger.warning("job %s ended after it was cancelled; its outcome is refused: %s", job_id, exc)
-                    return
-                self._failed(job, token, exc)
+                if not self._refused_late(ctx, exc):
+                    self._failed(job, token, exc)
                 return
             self._timed(job.job_type, started)
             released = True
             ctx.flush()
-            if ctx.forced:
-                keeper.discard(queue, job_id)
-                self.stats.stale += 1
-                logger.warning("late result of job %s refused: the job was cancelled while it ran", job_id)
+            if self._refused_late(ctx, None):
                 return
             if self._buffer or self._pending:
                 # More claimed jobs wait, or completions are held: commit this one with
@@ -507,6 +495,36 @@ class Worker(StorageFailures, threading.Thread):
             self.current_job_id = None
             self._current = None
             self._ctx = None
+
+    def _context(self, job: Job, token: int) -> JobContext:
+        """The context of this run; its lease renewals tell it of a cancel request and
+        store its progress."""
+        ctx = self._ctx = JobContext(
+            job, token=token, queue=self.queue, worker_id=self.worker_id, events=self.event_handler
+        )
+        self.lease_keeper.watch(self.queue, job.job_id, lambda: self._cancel_requested(ctx), ctx.flush)
+        return ctx
+
+    def _call(self, handler: Handler, job: Job, ctx: JobContext) -> Any:
+        """Run the handler, in a helper thread when the job has a timeout."""
+        timeout = job.timeout_seconds
+        if timeout is None:
+            return call_handler(handler, job, ctx)
+        name = f"{self.worker_id}:job:{job.job_id}"
+        return call_with_timeout(handler, job, timeout, name, self.abandoned_threads, ctx=ctx)
+
+    def _refused_late(self, ctx: JobContext, exc: BaseException | None) -> bool:
+        """Whether the run's outcome comes after its cancellation was forced (then it is
+        refused: the job is CANCELLED already)."""
+        if not ctx.forced:
+            return False
+        self.lease_keeper.discard(self.queue, ctx.job_id)
+        self.stats.stale += 1
+        logger.warning(
+            "late %s of job %s refused: the job was cancelled while it ran",
+            "result" if exc is None else f"failure ({describe_error(exc)})", ctx.job_id,
+        )
+        return True
 
     # -- cancellation of the running job ------------------------------------------------
 

@@ -32,7 +32,9 @@ def _drain(queue: Queue) -> list[str]:
 # -- renewals ---------------------------------------------------------------------------
 
 
-def test_renew_lease_extends_and_reports_a_cancel_request(queue: Queue, make_job: MakeJob, clock: FakeClock) -> None:
+def test_renew_lease_extends_and_reports_a_cancel_request(
+    queue: Queue, make_job: MakeJob, clock: FakeClock
+) -> None:
     queue.enqueue(make_job(job_id="j"))
     claim = _claim(queue, lease_s=5)
     renewal = queue.renew_lease("j", token=claim.token, lease_s=20)
@@ -66,10 +68,12 @@ def test_progress_is_stored_and_read_with_the_job(queue: Queue, make_job: MakeJo
     queue.set_progress("j", token=claim.token, progress=JobProgress(3, 10, "three", clock.now(), claim.token))
     progress = queue.get_job("j").progress
     assert progress == JobProgress(3, 10, "three", clock.now(), claim.token)
-    assert progress is not None and progress.fraction == pytest.approx(0.3)
+    assert progress is not None
+    assert progress.fraction == pytest.approx(0.3)
     queue.complete("j", token=claim.token, result=1)
     kept = queue.get_job("j").progress
-    assert kept is not None and kept.done == 3  # the last report stays with the job
+    assert kept is not None
+    assert kept.done == 3
 
 
 def test_a_stale_workers_progress_is_refused(queue: Queue, make_job: MakeJob, clock: FakeClock) -> None:
@@ -83,7 +87,8 @@ def test_a_stale_workers_progress_is_refused(queue: Queue, make_job: MakeJob, cl
     with pytest.raises(StaleLeaseError):
         queue.set_progress("j", token=old.token, progress=JobProgress(4, 4, "stale"))
     progress = queue.get_job("j").progress
-    assert progress is not None and progress.message == "new"
+    assert progress is not None
+    assert progress.message == "new"
 
 
 def test_progress_of_a_job_not_running_is_refused(queue: Queue, make_job: MakeJob) -> None:
@@ -110,13 +115,15 @@ def test_logs_are_kept_in_order_and_bounded(queue: Queue, make_job: MakeJob, clo
     queue.enqueue(make_job(job_id="j"))
     assert queue.get_logs("j") == []
     claim = _claim(queue)
-    queue.append_logs("j", token=claim.token, lines=[JobLogLine(clock.now(), 1, "first"), JobLogLine(1.0, 1, "é ✓")])
+    first = [JobLogLine(clock.now(), 1, "first"), JobLogLine(1.0, 1, "é ✓")]
+    queue.append_logs("j", token=claim.token, lines=first)
     assert [line.message for line in queue.get_logs("j")] == ["first", "é ✓"]
     many = [JobLogLine(2.0, 1, f"line {i}") for i in range(MAX_JOB_LOGS + 5)]
     queue.append_logs("j", token=claim.token, lines=many)
     logs = queue.get_logs("j")
     assert len(logs) == MAX_JOB_LOGS
-    assert logs[0].message == "line 5" and logs[-1].message == f"line {MAX_JOB_LOGS + 4}"
+    assert logs[0].message == "line 5"
+    assert logs[-1].message == f"line {MAX_JOB_LOGS + 4}"
     queue.append_logs("j", token=claim.token, lines=[JobLogLine(3.0, 1, "x" * (MAX_LOG_LINE * 2))])
     assert len(queue.get_logs("j")[-1].message) == MAX_LOG_LINE
     queue.complete("j", token=claim.token)
@@ -157,7 +164,8 @@ def test_cancel_running_is_requested_then_recorded_by_its_worker(queue: Queue, m
     claim = _claim(queue)
     assert queue.cancel("a") is False
     job = queue.get_job("a")
-    assert job.status is JobStatus.RUNNING and job.cancel_requested
+    assert job.status is JobStatus.RUNNING
+    assert job.cancel_requested
     assert queue.renew_lease("a", token=claim.token, lease_s=10).cancel_requested
     assert queue.cancel("a", token=claim.token) is True
     assert queue.get_job("a").status is JobStatus.CANCELLED
@@ -166,7 +174,9 @@ def test_cancel_running_is_requested_then_recorded_by_its_worker(queue: Queue, m
         queue.complete("a", token=claim.token, result="late")
 
 
-def test_cancel_running_forced_by_expiry_ends_cancelled(queue: Queue, make_job: MakeJob, clock: FakeClock) -> None:
+def test_cancel_running_forced_by_expiry_ends_cancelled(
+    queue: Queue, make_job: MakeJob, clock: FakeClock
+) -> None:
     queue.enqueue(make_job(job_id="a"))
     claim = _claim(queue, lease_s=1)
     queue.cancel("a")
@@ -183,13 +193,16 @@ def test_cancel_already_finished_changes_nothing(queue: Queue, make_job: MakeJob
     queue.complete("a", token=claim.token, result=5)
     assert queue.cancel("a") is False
     job = queue.get_job("a")
-    assert job.status is JobStatus.COMPLETED and job.result == 5
+    assert job.status is JobStatus.COMPLETED
+    assert job.result == 5
 
 
 # -- reorder ------------------------------------------------------------------------------
 
 
-def test_reorder_front_and_back_within_the_priority_level(queue: Queue, make_job: MakeJob, clock: FakeClock) -> None:
+def test_reorder_front_and_back_within_the_priority_level(
+    queue: Queue, make_job: MakeJob, clock: FakeClock
+) -> None:
     for name in ("a", "b", "c"):
         queue.enqueue(make_job(job_id=name))
         clock.advance(1)
@@ -222,7 +235,9 @@ def test_reorder_keeps_scheduled_jobs_in_order(queue: Queue, make_job: MakeJob, 
     assert _drain(queue) == ["s2", "s1", "u"]
 
 
-def test_reorder_front_twice_and_at_the_edge_is_stable(queue: Queue, make_job: MakeJob, clock: FakeClock) -> None:
+def test_reorder_front_twice_and_at_the_edge_is_stable(
+    queue: Queue, make_job: MakeJob, clock: FakeClock
+) -> None:
     for name in ("a", "b", "c"):
         queue.enqueue(make_job(job_id=name))
         clock.advance(1)

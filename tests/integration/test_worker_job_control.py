@@ -63,9 +63,12 @@ def test_progress_and_logs_are_stored_with_the_job(manager: JobQueueManager, eve
     manager.start_workers(count=1)
     assert manager.wait_for_completion([job_id], timeout=10)
     job = manager.get_job(job_id)
-    assert job.status is JobStatus.COMPLETED and job.result == 1
-    assert job.progress is not None and (job.progress.done, job.progress.total) == (3, 3)
-    assert job.progress.message == "step 3" and job.progress.fraction == 1.0
+    assert job.status is JobStatus.COMPLETED
+    assert job.result == 1
+    assert job.progress is not None
+    assert (job.progress.done, job.progress.total) == (3, 3)
+    assert job.progress.message == "step 3"
+    assert job.progress.fraction == 1.0
     assert [line.message for line in manager.get_logs(job_id)] == ["did step 1", "did step 2", "did step 3"]
     assert (job_id, 3) in events.progress  # the last report is always stored and told
 
@@ -85,7 +88,8 @@ def test_typed_handler_takes_the_context(manager: JobQueueManager) -> None:
     manager.start_workers(count=1)
     assert ref.result(timeout=10) == 4
     progress = ref.progress()
-    assert progress is not None and progress.message == "counted"
+    assert progress is not None
+    assert progress.message == "counted"
 
 
 def test_cooperative_cancel_of_a_running_job(manager: JobQueueManager, events: _Events) -> None:
@@ -113,7 +117,9 @@ def test_another_process_cancel_is_learnt_through_the_heartbeat(
     tmp_path: Path, events: _Events
 ) -> None:
     url = f"sqlite:///{tmp_path / 'shared.db'}"
-    config = {"backend": url, "poll_interval": 0.01, "lease_s": 1.0, "heartbeat_s": 0.1, "cancel_grace_s": 5.0}
+    config = {
+        "backend": url, "poll_interval": 0.01, "lease_s": 1.0, "heartbeat_s": 0.1, "cancel_grace_s": 5.0,
+    }
     started = threading.Event()
 
     def patient(payload: dict[str, Any], ctx: JobContext) -> None:
@@ -158,7 +164,8 @@ def test_a_handler_ignoring_cancel_is_forced_and_its_late_result_refused(
         release.set()
     wait_until(lambda: worker.current_job_id is None, timeout=10)
     job = manager.get_job(job_id)
-    assert job.status is JobStatus.CANCELLED and job.result is None  # the late result refused
+    assert job.status is JobStatus.CANCELLED
+    assert job.result is None
 
 
 def test_state_snapshot(manager: JobQueueManager) -> None:
@@ -189,10 +196,13 @@ def test_state_snapshot(manager: JobQueueManager) -> None:
         assert list(default["pending"]) == ["8", "3"]
         assert [j["job_id"] for j in default["scheduled"]] == [later]
         (running,) = default["running"]
-        assert running["job_type"] == "slow" and running["worker_id"]
-        assert running["progress"]["message"] == "one of four" and running["elapsed_s"] >= 0
+        assert running["job_type"] == "slow"
+        assert running["worker_id"]
+        assert running["progress"]["message"] == "one of four"
+        assert running["elapsed_s"] >= 0
         assert default["counts"]["RUNNING"] == 1
-        assert len(default["workers"]) == 1 and default["workers"][0]["alive"]
+        assert len(default["workers"]) == 1
+        assert default["workers"][0]["alive"]
     finally:
         release.set()
     wait_until(lambda: manager.get_state()["queues"]["default"]["counts"]["COMPLETED"] == 4, timeout=10)

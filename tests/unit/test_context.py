@@ -68,14 +68,15 @@ def test_accepts_context(fn: Any, how: str | None) -> None:
 def test_the_signature_is_read_once_per_handler(monkeypatch: pytest.MonkeyPatch) -> None:
     def handler(payload: dict[str, Any], ctx: JobContext) -> None: ...
 
-    import typedq.context as context
+    from typedq import context
 
     calls = []
     real = context._decide
     monkeypatch.setattr(context, "_decide", lambda fn: calls.append(fn) or real(fn))
     for _ in range(5):
         accepts_context(handler)
-    assert len(calls) == 1 and handler in _cache
+    assert len(calls) == 1
+    assert handler in _cache
 
 
 def test_call_handler_passes_the_context_only_to_handlers_that_take_it() -> None:
@@ -92,10 +93,13 @@ def test_call_handler_passes_the_context_only_to_handlers_that_take_it() -> None
 
 def test_cancellation_is_seen_and_raised() -> None:
     ctx = JobContext(Job(job_id="j1", job_type="t"), token=2)
-    assert not ctx.cancelled and ctx.attempt == 2
+    assert not ctx.cancelled
+    assert ctx.attempt == 2
     ctx.check_cancelled()
-    assert ctx.request_cancel() is True and ctx.request_cancel() is False
-    assert ctx.cancelled and ctx.wait_cancelled(0)
+    assert ctx.request_cancel() is True
+    assert ctx.request_cancel() is False
+    assert ctx.cancelled
+    assert ctx.wait_cancelled(0)
     with pytest.raises(JobCancelledError, match="j1"):
         ctx.check_cancelled()
 
@@ -120,11 +124,14 @@ def test_progress_is_rate_limited_and_the_last_report_is_stored_on_flush() -> No
     ctx.progress(3, 10, "third")  # within the interval: kept, not stored
     ctx.log("step %d", 3)
     stored = queue.get_job("j").progress
-    assert stored is not None and stored.done == 1 and stored.message == "first"
+    assert stored is not None
+    assert stored.done == 1
+    assert stored.message == "first"
     assert queue.get_logs("j") == []
     ctx.flush()
     stored = queue.get_job("j").progress
-    assert stored is not None and (stored.done, stored.total, stored.message) == (3, 10, "third")
+    assert stored is not None
+    assert (stored.done, stored.total, stored.message) == (3, 10, "third")
     assert [line.message for line in queue.get_logs("j")] == ["step 3"]
     assert [p.done for p in events.seen] == [1, 3]
 
@@ -145,4 +152,5 @@ def test_a_refused_write_ends_the_contexts_writes() -> None:
     assert ctx.lease_lost
     ctx.progress(10, 10)
     stored = queue.get_job("j").progress
-    assert stored is not None and stored.done == 5
+    assert stored is not None
+    assert stored.done == 5

@@ -48,7 +48,9 @@ def check_reorder(job_id: str, before: str | None, position: str | None) -> None
             other than "front" and "back", or ``before`` naming the job itself.
     """
     if (before is None) == (position is None):
-        raise InvalidJobError("position", position, "exactly one of before=<job id> or position='front'|'back'")
+        raise InvalidJobError(
+            "position", position, "exactly one of before=<job id> or position='front'|'back'"
+        )
     if position is not None and position not in POSITIONS:
         raise InvalidJobError("position", position, "'front' or 'back'")
     if before is not None and before == job_id:

@@ -53,7 +53,8 @@ class MemoryControl(MemoryState):
                 if other_id != job_id and (other := self._jobs[other_id]).priority == job.priority
             ]
             keyed = sorted(
-                (control.order_key((o.scheduled_at, o.created_at)), self._ready_live[o.job_id], o) for o in level
+                (control.order_key((o.scheduled_at, o.created_at)), self._ready_live[o.job_id], o)
+                for o in level
             )
             anchor: control.OrderKey | None = None
             previous: control.OrderKey | None = None
@@ -73,7 +74,9 @@ class MemoryControl(MemoryState):
             elif keyed:
                 edge = keyed[0][2] if position == "front" else keyed[-1][2]
                 anchor = (edge.scheduled_at, edge.created_at)
-            key = control.new_order_key(job, before=before, position=position, anchor=anchor, previous=previous)
+            key = control.new_order_key(
+                job, before=before, position=position, anchor=anchor, previous=previous
+            )
             if key is not None:
                 del self._ready_live[job_id]  # the old heap entry becomes a tombstone
                 self._ready_count[job.job_type] -= 1

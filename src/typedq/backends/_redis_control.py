@@ -191,7 +191,9 @@ class RedisJobControl:
                 else:
                     keys = self._keys_of(self._r.zrevrangebylex(ready, high, low, start=0, num=2), job_id)
                     anchor = keys[0] if keys else None
-            key = control.new_order_key(job, before=before, position=position, anchor=anchor, previous=previous)
+            key = control.new_order_key(
+                job, before=before, position=position, anchor=anchor, previous=previous
+            )
             if key is None:
                 return job
             sched, created = key

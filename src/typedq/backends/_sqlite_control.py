@@ -122,7 +122,9 @@ class SQLiteControl:
         def tx(conn: _Conn) -> Sequence[Any]:
             conn.execute(SQL.promote, (name, now))
             seq, _, priority, sched, created, _ = place(conn, job_id, "job_id")
-            job = Job(job_id=job_id, job_type="reorder", priority=priority, scheduled_at=sched, created_at=created)
+            job = Job(
+                job_id=job_id, job_type="reorder", priority=priority, scheduled_at=sched, created_at=created
+            )
             level = (name, now, priority, seq)
             anchor: control.OrderKey | None = None
             previous: control.OrderKey | None = None
@@ -136,7 +138,9 @@ class SQLiteControl:
             else:
                 edge = conn.execute(_FIRST if position == "front" else _LAST, level).fetchone()
                 anchor = None if edge is None else (edge[0], edge[1])
-            key = control.new_order_key(job, before=before, position=position, anchor=anchor, previous=previous)
+            key = control.new_order_key(
+                job, before=before, position=position, anchor=anchor, previous=previous
+            )
             if key is not None:
                 conn.execute(_MOVE, (key[0], key[1], seq))
             return conn.execute(SQL.get, (name, job_id)).fetchone()  # type: ignore[no-any-return]  # one row

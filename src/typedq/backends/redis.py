@@ -53,9 +53,9 @@ from typing import Any, Final
 from typedq.backends import _redis_conn as conn
 from typedq.backends import _redis_coord as coord
 from typedq.backends._graph import check_batch_acyclic, dependency_order, jobs_from_export
+from typedq.backends._redis_control import CONTROL_SCRIPTS, RedisJobControl
 from typedq.backends._redis_dead import RedisDeadLetters
 from typedq.backends._redis_keys import HashCodec, base_key, parse_redis_url, sort_hex
-from typedq.backends._redis_control import CONTROL_SCRIPTS, RedisJobControl
 from typedq.backends._redis_lua import SCRIPTS
 from typedq.backends._redis_reads import RedisReads
 from typedq.backends._redis_wait import MIN_BLOCK_S, Waiters
