@@ -43,6 +43,16 @@ No lock is held while a handler runs. When nothing is ready the worker blocks in
 ``queue.wait_ready`` until a job is added, the next delayed job falls due, or
 ``poll_interval`` passes: it never spins.
 
+Each run gets a :class:`~typedq.context.JobContext`, handed to a handler that takes one
+(``typedq.context.call_handler``): progress and log lines it reports are stored with the
+job, and it learns that its job's cancellation was requested, from this process at once
+(``Worker.request_cancel``) or from any other within one heartbeat (the lease keeper's
+``Queue.renew_lease`` reports it). A handler that stops raises
+:class:`~typedq.errors.JobCancelledError` and the job is recorded CANCELLED. One that is
+still running ``cancel_grace_s`` later is forced: the worker records the job CANCELLED
+itself (fenced by the lease token), refuses the handler's late outcome, and reports the
+thread in ``Worker.cancel_overdue`` (a worker process is then replaced).
+
 A handler with ``timeout_seconds`` runs in a helper thread the worker waits on; past the
 timeout the job fails with :class:`~typedq.errors.JobTimeoutError`. Python cannot kill
 a thread, so the helper is abandoned, reported in ``Worker.abandoned_threads``, and its

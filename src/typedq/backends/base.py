@@ -37,6 +37,13 @@ that many dead letters: the oldest are dropped in the same transition (each with
 DEAD row in its own queue, when it is still there), logged, and counted
 (:meth:`Queue.count_dropped` of the dead-letter queue).
 
+Job control: :meth:`Queue.renew_lease` is the heartbeat's renewal, which also reports
+whether the job's cancellation was requested (so a worker on any host learns of it within
+one heartbeat); :meth:`Queue.set_progress` and :meth:`Queue.append_logs` store what a
+running handler reports, fenced by the lease token like a completion, kept with the job
+(``Job.progress``, :meth:`Queue.get_logs`); :meth:`Queue.reorder` moves a ready job
+inside its priority level (see ``_control``).
+
 Backends keep no policy: retries, events and validation of payloads live above them.
 """
 
