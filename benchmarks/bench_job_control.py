@@ -39,7 +39,9 @@ def bench_queue(queue: Queue, calls: int, runs: int) -> dict[str, float]:
     assert claim is not None
     token = claim.token
     figures = {
-        "extend_lease": _median_us(lambda i: queue.extend_lease("run", token=token, lease_s=30), calls, runs),
+        "extend_lease": _median_us(
+            lambda i: queue.extend_lease("run", token=token, lease_s=30), calls, runs
+        ),
         "renew_lease": _median_us(lambda i: queue.renew_lease("run", token=token, lease_s=30), calls, runs),
         "set_progress": _median_us(
             lambda i: queue.set_progress("run", token=token, progress=JobProgress(i, calls, "step")), calls, runs

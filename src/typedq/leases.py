@@ -4,7 +4,7 @@
   ``heartbeat_s`` seconds, from one thread. A lease it fails to extend because the token
   went stale is reported as *lost*, so the worker knows its result will be refused. A
   renewal (``Queue.renew_lease``) also reports a cancel request for the job, which the
-  keeper passes on to the worker that :meth:`~LeaseKeeper.watch`\es it, with the job's
+  keeper passes on to the worker watching the job (:meth:`~LeaseKeeper.watch`), with its
   progress stored after each renewal.
 * :class:`Reaper` calls :meth:`~typedq.backends.base.Queue.reclaim_expired` on its
   queues every ``interval_s`` seconds: jobs whose worker died or hung without heartbeats

@@ -54,7 +54,7 @@ def pool(tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     env.update(TYPEDQ_TEST_DIR=str(tmp_path), TYPEDQ_TEST_BACKEND=f"sqlite:///{tmp_path / 'jobs.db'}")
     with open(tmp_path / "pool.log", "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "typedq", "worker", "--app", APP, "--processes", "1", "--concurrency", "1"],
+            [sys.executable, "-m", "typedq", "worker", "--app", APP, "-P", "1", "--concurrency", "1"],
             cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
     yield proc
@@ -77,7 +77,8 @@ def test_forced_cancel_replaces_the_worker_process(tmp_path: Path, pool: subproc
         after = manager.submit("quick", {}, queue="default")
         assert manager.wait_for_completion([after], timeout=30)
         done = manager.get_job(after)
-        assert done.status is JobStatus.COMPLETED and done.result != pid  # a fresh process
+        assert done.status is JobStatus.COMPLETED
+        assert done.result != pid  # a fresh process
         assert manager.get_job(job_id).status is JobStatus.CANCELLED
     pool.send_signal(signal.SIGTERM)
     assert pool.wait(30) == 0, (tmp_path / "pool.log").read_text()
