@@ -44,7 +44,8 @@ def bench_queue(queue: Queue, calls: int, runs: int) -> dict[str, float]:
         ),
         "renew_lease": _median_us(lambda i: queue.renew_lease("run", token=token, lease_s=30), calls, runs),
         "set_progress": _median_us(
-            lambda i: queue.set_progress("run", token=token, progress=JobProgress(i, calls, "step")), calls, runs
+            lambda i: queue.set_progress("run", token=token, progress=JobProgress(i, calls, "step")),
+            calls, runs,
         ),
         "append_logs": _median_us(
             lambda i: queue.append_logs("run", token=token, lines=[JobLogLine(0.0, token, f"line {i}")]),
