@@ -75,6 +75,8 @@ def call_with_timeout(
 
     def target() -> None:
         try:
+            if ctx is not None:
+                ctx.thread = threading.current_thread()
             outcome.append((True, call_handler(handler, job, ctx)))
         except BaseException as exc:  # handed back to the worker thread
             outcome.append((False, exc))

@@ -26,13 +26,11 @@ these two, so a handler is called the same way everywhere.
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import logging
 import re
 import threading
 import time
-import weakref
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -60,7 +58,10 @@ POSITIONAL: Final = ""
 _CONTEXT_NAMES: Final = ("ctx", "context")
 _ANNOTATION: Final = re.compile(r"\bJobContext\b")
 _NO: Final = "-"
-_cache: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+_NEVER: Final = -float("inf")
+#: Handler (or its function) -> how it takes the context; cleared past _CACHE_MAX.
+_cache: dict[Any, str] = {}
+_CACHE_MAX: Final = 4096
 
 
 class JobContext:
@@ -88,6 +89,8 @@ class JobContext:
         events: EventHandler | None = None,
         interval_s: float = PROGRESS_INTERVAL_S,
     ) -> None:
+        # Built for every run, so kept cheap: no Event (created when a handler waits),
+        # the write lock only once something is written.
         self.job = job
         self.token = token
         self.worker_id = worker_id
@@ -95,15 +98,16 @@ class JobContext:
         self._events = events
         self._interval_s = interval_s
         self._lock = threading.Lock()
-        self._cancel = threading.Event()
+        self._cancelled = False
+        self._cancel_event: threading.Event | None = None
         self._cancel_seen_at: float | None = None
-        self._last_write = -float("inf")
+        self._last_write = _NEVER
         self._progress: JobProgress | None = None
         self._progress_dirty = False
         self._lines: list[JobLogLine] = []
         self._lost = False
-        self._write_lock = threading.Lock()
-        #: The thread running the handler (set when it is called).
+        self._write_lock: threading.Lock | None = None
+        #: The thread running the handler (set by the worker).
         self.thread: threading.Thread | None = None
         #: Set when the worker gave up waiting for a cancelled handler to stop and
         #: recorded the job CANCELLED itself: the handler's late result is refused.
@@ -125,7 +129,7 @@ class JobContext:
     def cancelled(self) -> bool:
         """Whether cancellation of the job was requested (``manager.cancel``); the
         handler should stop soon: see :meth:`check_cancelled`."""
-        return self._cancel.is_set()
+        return self._cancelled
 
     @property
     def lease_lost(self) -> bool:
@@ -145,13 +149,19 @@ class JobContext:
         Raises:
             JobCancelledError: the job's cancellation was requested.
         """
-        if self._cancel.is_set():
+        if self._cancelled:
             raise JobCancelledError(self.job.job_id, "cancellation requested")
 
     def wait_cancelled(self, timeout: float | None = None) -> bool:
         """Block until cancellation is requested or ``timeout`` seconds pass; return
         whether it was (a handler that sleeps between steps can wait on this instead)."""
-        return self._cancel.wait(timeout)
+        with self._lock:
+            event = self._cancel_event
+            if event is None:
+                event = self._cancel_event = threading.Event()
+                if self._cancelled:
+                    event.set()
+        return event.wait(timeout)
 
     # -- what the handler reports ----------------------------------------------------------
 
@@ -188,10 +198,12 @@ class JobContext:
         """Mark cancellation requested (the worker does, when it learns of it); return
         True the first time."""
         with self._lock:
-            if self._cancel.is_set():
+            if self._cancelled:
                 return False
             self._cancel_seen_at = time.monotonic()
-            self._cancel.set()
+            self._cancelled = True
+            if self._cancel_event is not None:
+                self._cancel_event.set()
             return True
 
     @property
@@ -209,7 +221,11 @@ class JobContext:
         logged, a refused one ends this context's writes."""
         if not self._progress_dirty and not self._lines:
             return  # nothing new: the common case, no lock taken
-        with self._write_lock:  # writes in report order, whichever thread flushes
+        with self._lock:
+            writing = self._write_lock
+            if writing is None:
+                writing = self._write_lock = threading.Lock()
+        with writing:  # writes in report order, whichever thread flushes
             self._flush()
 
     def _flush(self) -> None:
@@ -281,14 +297,17 @@ def accepts_context(fn: Callable[..., Any]) -> str | None:
     key = getattr(fn, "__func__", fn)  # a bound method: decided once for its function
     try:
         found = _cache.get(key)
-    except TypeError:  # not weakly referenceable: decide every time (cheap enough)
-        found = None
-        key = None
+    except TypeError:  # unhashable: decide every time (cheap enough)
+        return _answer(_decide(fn))
     if found is None:
         found = _decide(fn)
-        if key is not None:
-            with contextlib.suppress(TypeError):
-                _cache[key] = found
+        if len(_cache) >= _CACHE_MAX:
+            _cache.clear()  # handlers made on the fly (lambdas) must not grow it forever
+        _cache[key] = found
+    return _answer(found)
+
+
+def _answer(found: str) -> str | None:
     return None if found == _NO else found
 
 
@@ -313,6 +332,4 @@ def call_handler(handler: Callable[..., Any], job: Job, ctx: JobContext | None) 
     handler. The result is returned as the handler returned it (maybe an awaitable).
     """
     arg = job if getattr(handler, "takes_job", False) else job.payload
-    if ctx is not None:
-        ctx.thread = threading.current_thread()
     return invoke(handler, arg, ctx)

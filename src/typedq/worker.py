@@ -512,6 +512,7 @@ class Worker(StorageFailures, threading.Thread):
         ctx = self._ctx = JobContext(
             job, token=token, queue=self.queue, worker_id=self.worker_id, events=self.event_handler
         )
+        ctx.thread = self  # a timeout's helper thread replaces it (call_with_timeout)
         self.lease_keeper.watch(self.queue, job.job_id, lambda: self._cancel_requested(ctx), ctx.flush)
         return ctx
 

@@ -110,7 +110,7 @@ def test_cooperative_cancel_of_a_running_job(manager: JobQueueManager, events: _
     assert manager.wait_for_completion([job_id, child], timeout=10)
     assert manager.get_job(job_id).status is JobStatus.CANCELLED
     assert manager.get_job(child).status is JobStatus.FAILED
-    assert job_id in events.cancelled
+    wait_until(lambda: job_id in events.cancelled, timeout=10, message="on_job_cancelled")
 
 
 def test_another_process_cancel_is_learnt_through_the_heartbeat(
@@ -135,7 +135,7 @@ def test_another_process_cancel_is_learnt_through_the_heartbeat(
         assert started.wait(10)
         assert other.cancel(job_id) is False  # another manager: no local worker to tell
         wait_until(lambda: other.get_job(job_id).status is JobStatus.CANCELLED, timeout=10)
-        assert job_id in events.cancelled
+        wait_until(lambda: job_id in events.cancelled, timeout=10, message="on_job_cancelled")
 
 
 def test_a_handler_ignoring_cancel_is_forced_and_its_late_result_refused(
@@ -159,7 +159,7 @@ def test_a_handler_ignoring_cancel_is_forced_and_its_late_result_refused(
         wait_until(lambda: manager.get_job(job_id).status is JobStatus.CANCELLED, timeout=10)
         assert manager.get_job(child).status is JobStatus.FAILED
         assert [t.is_alive() for t in worker.cancel_overdue] == [True]  # still running
-        assert job_id in events.cancelled
+        wait_until(lambda: job_id in events.cancelled, timeout=10, message="on_job_cancelled")
     finally:
         release.set()
     wait_until(lambda: worker.current_job_id is None, timeout=10)
