@@ -71,12 +71,6 @@ class FailingCompletions:
             self.refused += 1
             raise BackendError("injected failure: the storage refused the write")
 
-    def renew_lease(self, job_id: str, *, token: int, lease_s: float) -> LeaseRenewal:
-        if self.failing.is_set():
-            self.refused += 1
-            raise BackendError(f"injected failure renewing the lease of {job_id}")
-        return self._inner.renew_lease(job_id, token=token, lease_s=lease_s)
-
     def complete(self, job_id: str, *, token: int, result: Any = None) -> Job:
         self._check()
         return self._inner.complete(job_id, token=token, result=result)
