@@ -459,7 +459,11 @@ def test_a4_kill_9_producer_and_workers_at_once_then_restart(
         conn.close()
 
     # Every RUNNING row belonged to a killed worker: the in-flight set.
-    in_flight = {job.job_id: job.attempt for job in queue.list_jobs(status=JobStatus.RUNNING, limit=10_000)}
+    running = queue.list_jobs(status=JobStatus.RUNNING, limit=10_000)
+    in_flight = {job.job_id: job.attempt for job in running}
+    # Jobs of one claim share its owner and start time: a claim of several is a batch.
+    claims = Counter((job.worker_id, job.started_at) for job in running)
+    alone = {job.job_id for job in running if claims[(job.worker_id, job.started_at)] == 1}
     assert in_flight, "the kill hit no running job"
     stored = {job.job_id for job in queue.list_jobs(limit=100_000)}
     assert set(acknowledged) <= stored, "an enqueue that returned was lost"
@@ -470,8 +474,13 @@ def test_a4_kill_9_producer_and_workers_at_once_then_restart(
     with Pool(folder, backend, "--processes", "2", "--concurrency", "2", "--grace", "5") as pool:
         pool.wait_full(2)
         # Leases expired at most lease_s after the kill; the reaper runs every 0.1 s.
+        # A rescued job has left its dead owner: run again (a later attempt) or back in line.
+        def rescued(job_id: str) -> bool:
+            job = queue.get_job(job_id)
+            return job.status is not JobStatus.RUNNING or job.attempt > in_flight[job_id]
+
         wait_until(
-            lambda: all(queue.get_job(j).lost_count >= 1 for j in in_flight),
+            lambda: all(rescued(j) for j in in_flight),
             timeout=RESCUE_S,
             message="every RUNNING job rescued",
         )
@@ -490,7 +499,10 @@ def test_a4_kill_9_producer_and_workers_at_once_then_restart(
     for job_id in ids:
         job = queue.get_job(job_id)
         if job_id in in_flight:  # rescued once, then run once more
-            assert (job.lost_count, job.attempt) == (1, in_flight[job_id] + 1), job_id
+            # Claimed alone: a loss. Claimed in a batch: given back to run alone, no loss
+            # counted (which of a batch was running cannot be told; see "Worker batches").
+            expected_lost = 1 if job_id in alone else 0
+            assert (job.lost_count, job.attempt) == (expected_lost, in_flight[job_id] + 1), job_id
         else:
             assert (job.lost_count, job.attempt) == (0, 1), job_id
     assert "database is locked" not in first_log + second_log
