@@ -238,7 +238,8 @@ class Worker(StorageFailures, threading.Thread):
         self.cancel_grace_s = cancel_grace_s
         #: Threads of handlers that ignored a cancel past ``cancel_grace_s``: their jobs
         #: were recorded CANCELLED ("cancel requested, still running"), their late
-        #: results are refused. A worker process is replaced while one is alive.
+        #: results are refused; dropped once the handler returns. A worker process is
+        #: replaced while one is alive.
         self.cancel_overdue: list[threading.Thread] = []
         self._ctx: JobContext | None = None
         self._stop_event = threading.Event()
@@ -529,6 +530,8 @@ class Worker(StorageFailures, threading.Thread):
         refused: the job is CANCELLED already)."""
         if not ctx.forced:
             return False
+        if ctx.thread is self and self in self.cancel_overdue:
+            self.cancel_overdue.remove(self)  # the handler returned: nothing runs any more
         self.lease_keeper.discard(self.queue, ctx.job_id)
         self.stats.stale += 1
         logger.warning(

@@ -163,6 +163,7 @@ def test_a_handler_ignoring_cancel_is_forced_and_its_late_result_refused(
     finally:
         release.set()
     wait_until(lambda: worker.current_job_id is None, timeout=10)
+    assert worker.cancel_overdue == []  # the handler returned at last
     job = manager.get_job(job_id)
     assert job.status is JobStatus.CANCELLED
     assert job.result is None
