@@ -48,7 +48,7 @@ def manager(url: str, events: _Events) -> Iterator[JobQueueManager]:
         event_handler=events,
     )
     yield m
-    m.close(graceful=False, timeout=5.0)
+    m.close(timeout=10.0)  # graceful: no worker thread left using a closed connection
 
 
 def test_progress_and_logs_are_stored_with_the_job(manager: JobQueueManager, events: _Events) -> None:
