@@ -287,24 +287,28 @@ def _decide(fn: Callable[..., Any]) -> str:
 
 
 def accepts_context(fn: Callable[..., Any]) -> str | None:
-    """Whether and how ``fn`` takes a :class:`JobContext`, decided once per function.
+    """Whether and how ``fn`` takes a :class:`JobContext`, decided once per callable.
 
     Returns:
         None: it does not; :data:`POSITIONAL` (``""``): as its second positional
         argument (named ``ctx`` or ``context``, or annotated ``JobContext``); a name:
         as that keyword-only argument.
     """
-    key = getattr(fn, "__func__", fn)  # a bound method: decided once for its function
+    return _answer(_how(fn))
+
+
+def _how(fn: Callable[..., Any]) -> str:
+    """:func:`accepts_context`'s answer as cached (``_NO`` for none)."""
     try:
-        found = _cache.get(key)
+        found = _cache.get(fn)
     except TypeError:  # unhashable: decide every time (cheap enough)
-        return _answer(_decide(fn))
+        return _decide(fn)
     if found is None:
         found = _decide(fn)
         if len(_cache) >= _CACHE_MAX:
             _cache.clear()  # handlers made on the fly (lambdas) must not grow it forever
-        _cache[key] = found
-    return _answer(found)
+        _cache[fn] = found
+    return found
 
 
 def _answer(found: str) -> str | None:
@@ -316,8 +320,8 @@ def invoke(fn: Callable[..., Any], arg: Any, ctx: JobContext | None) -> Any:
     :func:`accepts_context`); without a context, or when ``fn`` takes none, ``fn(arg)``."""
     if ctx is None:
         return fn(arg)
-    how = accepts_context(fn)
-    if how is None:
+    how = _how(fn)
+    if how == _NO:
         return fn(arg)
     if how == POSITIONAL:
         return fn(arg, ctx)

@@ -83,7 +83,7 @@ from typedq._worker_support import (
 )
 from typedq.backends.base import Claim, Completion, Queue, WorkerInfo
 from typedq.clock import Clock
-from typedq.context import JobContext, call_handler
+from typedq.context import JobContext, accepts_context, call_handler
 from typedq.errors import (
     DeserializationError,
     JobCancelledError,
@@ -242,6 +242,9 @@ class Worker(StorageFailures, threading.Thread):
         #: replaced while one is alive.
         self.cancel_overdue: list[threading.Thread] = []
         self._ctx: JobContext | None = None
+        # The job running now and its token, and the lock of a context made late.
+        self._running: tuple[Job, int] | None = None
+        self._ctx_lock = threading.Lock()
         self._stop_event = threading.Event()
         # Claimed, not started yet; finished, completion not yet committed.
         self._buffer: deque[Claim] = deque()
@@ -316,6 +319,7 @@ class Worker(StorageFailures, threading.Thread):
             else:
                 logger.exception("worker %s could not register; the heartbeat will retry", self.worker_id)
         self.lease_keeper.keep_entry(self.worker_id, self._register)
+        self.lease_keeper.listen(self)
         if self._own_keeper:
             self.lease_keeper.start()
         buffer = self._buffer
@@ -349,6 +353,7 @@ class Worker(StorageFailures, threading.Thread):
                 self.give_back_unstarted()
             finally:
                 self.lease_keeper.drop_entry(self.worker_id)
+                self.lease_keeper.unlisten(self)
                 if self._own_keeper:
                     self.lease_keeper.stop()
                 try:
@@ -468,7 +473,12 @@ class Worker(StorageFailures, threading.Thread):
                 if dead is not None:
                     safe_call(self.event_handler.on_job_dead, dead)
                 return
-            ctx = self._context(job, token)
+            self._running = (job, token)
+            # A context only for a handler that takes one (or once a cancel arrives): the
+            # hot path of a handler without one builds nothing.
+            ctx = self._context(job, token) if accepts_context(handler) is not None else None
+            if keeper.cancel_seen(queue, job_id):  # requested while it waited in the buffer
+                self.request_cancel(job_id)
             safe_call(self.event_handler.on_job_started, job, self.worker_id)
             started = time.perf_counter()
             try:
@@ -477,14 +487,12 @@ class Worker(StorageFailures, threading.Thread):
                 self._timed(job.job_type, started)
                 keeper.discard(queue, job_id)
                 released = True
-                ctx.flush()
-                if not self._refused_late(ctx, exc):
+                if not self._refused_late(exc):
                     self._failed(job, token, exc)
                 return
             self._timed(job.job_type, started)
             released = True
-            ctx.flush()
-            if self._refused_late(ctx, None):
+            if self._refused_late(None):
                 return
             if self._buffer or self._pending:
                 # More claimed jobs wait, or completions are held: commit this one with
@@ -505,6 +513,7 @@ class Worker(StorageFailures, threading.Thread):
                 keeper.discard(queue, job_id)
             self.current_job_id = None
             self._current = None
+            self._running = None
             self._ctx = None
 
     def _context(self, job: Job, token: int) -> JobContext:
@@ -514,10 +523,9 @@ class Worker(StorageFailures, threading.Thread):
             job, token=token, queue=self.queue, worker_id=self.worker_id, events=self.event_handler
         )
         ctx.thread = self  # a timeout's helper thread replaces it (call_with_timeout)
-        self.lease_keeper.watch(self.queue, job.job_id, lambda: self._cancel_requested(ctx), ctx.flush)
         return ctx
 
-    def _call(self, handler: Handler, job: Job, ctx: JobContext) -> Any:
+    def _call(self, handler: Handler, job: Job, ctx: JobContext | None) -> Any:
         """Run the handler, in a helper thread when the job has a timeout."""
         timeout = job.timeout_seconds
         if timeout is None:
@@ -525,9 +533,13 @@ class Worker(StorageFailures, threading.Thread):
         name = f"{self.worker_id}:job:{job.job_id}"
         return call_with_timeout(handler, job, timeout, name, self.abandoned_threads, ctx=ctx)
 
-    def _refused_late(self, ctx: JobContext, exc: BaseException | None) -> bool:
-        """Whether the run's outcome comes after its cancellation was forced (then it is
-        refused: the job is CANCELLED already)."""
+    def _refused_late(self, exc: BaseException | None) -> bool:
+        """Store what the run's handler reported, and tell whether its outcome comes after
+        its cancellation was forced (then it is refused: the job is CANCELLED already)."""
+        ctx = self._ctx
+        if ctx is None:
+            return False
+        ctx.flush()
         if not ctx.forced:
             return False
         if ctx.thread is self and self in self.cancel_overdue:
@@ -542,12 +554,30 @@ class Worker(StorageFailures, threading.Thread):
 
     # -- cancellation of the running job ------------------------------------------------
 
+    def lease_cancelled(self, queue: Queue, job_id: str) -> None:
+        """The lease keeper's renewal reported a cancel request (``LeaseListener``)."""
+        if queue is self.queue:
+            self.request_cancel(job_id)
+
+    def lease_beat(self) -> None:
+        """A heartbeat (``LeaseListener``): store what the running handler reported."""
+        ctx = self._ctx
+        if ctx is not None:
+            ctx.flush()
+
     def request_cancel(self, job_id: str) -> bool:
         """Tell the running handler of ``job_id`` that its cancellation was requested
         (the manager does, in the process that cancels; other processes learn it from
         their next heartbeat). Returns whether this worker runs that job."""
-        ctx = self._ctx
-        if ctx is None or ctx.job_id != job_id:
+        with self._ctx_lock:
+            ctx = self._ctx
+            if ctx is None:
+                running = self._running
+                if running is None or running[0].job_id != job_id:
+                    return False
+                # The handler takes no context: one is made now, for the forced cancel.
+                ctx = self._context(*running)
+        if ctx.job_id != job_id:
             return False
         self._cancel_requested(ctx)
         return True

@@ -138,8 +138,9 @@ def test_another_process_cancel_is_learnt_through_the_heartbeat(
         wait_until(lambda: job_id in events.cancelled, timeout=10, message="on_job_cancelled")
 
 
+@pytest.mark.parametrize("takes_context", [True, False], ids=["ctx", "no-ctx"])
 def test_a_handler_ignoring_cancel_is_forced_and_its_late_result_refused(
-    manager: JobQueueManager, events: _Events
+    manager: JobQueueManager, events: _Events, takes_context: bool
 ) -> None:
     started = threading.Event()
     release = threading.Event()
@@ -149,7 +150,12 @@ def test_a_handler_ignoring_cancel_is_forced_and_its_late_result_refused(
         release.wait(20)
         return "late"
 
-    manager.register_handler("stubborn", stubborn)
+    def plain(payload: dict[str, Any]) -> str:  # no context: forced all the same
+        started.set()
+        release.wait(20)
+        return "late"
+
+    manager.register_handler("stubborn", stubborn if takes_context else plain)
     job_id = manager.submit("stubborn", {})
     child = manager.submit("stubborn", {}, depends_on=[job_id])
     (worker,) = manager.start_workers(count=1)
