@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from typing import Final, Protocol
 
 from typedq._outage import Outage, is_outage
@@ -100,6 +100,9 @@ class LeaseKeeper:
         # Job control: leases whose renewal reported a cancel request, and the listeners
         # (one per worker, not per job: nothing is registered on the hot path).
         self._cancel_seen: set[tuple[int, str]] = set()
+        #: The same set, read-only for workers: empty (false) while no cancel is pending,
+        #: so a worker checks it on its hot path without a call.
+        self.cancels_seen: Collection[tuple[int, str]] = self._cancel_seen
         self._listeners: dict[int, LeaseListener] = {}
         # Worker-registry renewals (worker id -> the call that renews its entry).
         self._entries: dict[str, Callable[[], None]] = {}

@@ -245,6 +245,8 @@ class Worker(StorageFailures, threading.Thread):
         # The job running now and its token, and the lock of a context made late.
         self._running: tuple[Job, int] | None = None
         self._ctx_lock = threading.Lock()
+        # Handler -> whether it takes a JobContext (accepts_context, read once).
+        self._takes_context: dict[Handler, bool] = {}
         self._stop_event = threading.Event()
         # Claimed, not started yet; finished, completion not yet committed.
         self._buffer: deque[Claim] = deque()
@@ -473,26 +475,25 @@ class Worker(StorageFailures, threading.Thread):
                 if dead is not None:
                     safe_call(self.event_handler.on_job_dead, dead)
                 return
-            self._running = (job, token)
-            # A context only for a handler that takes one (or once a cancel arrives): the
-            # hot path of a handler without one builds nothing.
-            ctx = self._context(job, token) if accepts_context(handler) is not None else None
-            if keeper.cancel_seen(queue, job_id):  # requested while it waited in the buffer
-                self.request_cancel(job_id)
+            ctx = self._start(handler, job, token)
             safe_call(self.event_handler.on_job_started, job, self.worker_id)
             started = time.perf_counter()
             try:
-                result = self._call(handler, job, ctx)
+                if ctx is None and job.timeout_seconds is None:
+                    # call_handler(handler, job, None), inlined: the hot path.
+                    result = handler(job) if getattr(handler, "takes_job", False) else handler(job.payload)
+                else:
+                    result = self._call(handler, job, ctx)
             except BaseException as exc:  # a handler may raise anything, SystemExit too
                 self._timed(job.job_type, started)
                 keeper.discard(queue, job_id)
                 released = True
-                if not self._refused_late(exc):
+                if self._ctx is None or not self._refused_late(exc):
                     self._failed(job, token, exc)
                 return
             self._timed(job.job_type, started)
             released = True
-            if self._refused_late(None):
+            if self._ctx is not None and self._refused_late(None):
                 return
             if self._buffer or self._pending:
                 # More claimed jobs wait, or completions are held: commit this one with
@@ -515,6 +516,22 @@ class Worker(StorageFailures, threading.Thread):
             self._current = None
             self._running = None
             self._ctx = None
+
+    def _start(self, handler: Handler, job: Job, token: int) -> JobContext | None:
+        """Mark the job running; return its context when the handler takes one.
+
+        A context only for a handler that takes one (or once a cancel arrives): the hot
+        path of a handler without one builds nothing.
+        """
+        self._running = (job, token)
+        takes = self._takes_context.get(handler)
+        if takes is None:
+            takes = self._takes_context[handler] = accepts_context(handler) is not None
+        ctx = self._context(job, token) if takes else None
+        keeper = self.lease_keeper
+        if keeper.cancels_seen and keeper.cancel_seen(self.queue, job.job_id):  # asked while buffered
+            self.request_cancel(job.job_id)
+        return ctx
 
     def _context(self, job: Job, token: int) -> JobContext:
         """The context of this run; its lease renewals tell it of a cancel request and
@@ -557,7 +574,7 @@ class Worker(StorageFailures, threading.Thread):
     def lease_cancelled(self, queue: Queue, job_id: str) -> None:
         """The lease keeper's renewal reported a cancel request (``LeaseListener``)."""
         if queue is self.queue:
-            self.request_cancel(job_id)
+            self.request_cancel(job_id)  # a job not started yet is told when it starts
 
     def lease_beat(self) -> None:
         """A heartbeat (``LeaseListener``): store what the running handler reported."""
