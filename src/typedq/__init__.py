@@ -15,6 +15,7 @@ from typedq.aio import AsyncJobQueueManager, AsyncJobRef
 from typedq.aworker import AsyncWorker
 from typedq.backends import Claim, JobQueue, Queue, open_queue
 from typedq.clock import Clock, FakeClock, SystemClock
+from typedq.context import JobContext
 from typedq.errors import (
     BackendConfigError,
     BackendDataError,
@@ -50,7 +51,7 @@ from typedq.errors import (
     WaitTimeoutError,
 )
 from typedq.events import EventHandler
-from typedq.job import Job, JobStatus, Priority
+from typedq.job import Job, JobLogLine, JobProgress, JobStatus, Priority
 from typedq.leases import LeaseKeeper, Reaper
 from typedq.manager import JobQueueManager
 from typedq.policy import ClaimPolicy, Limit, Rate
@@ -84,8 +85,11 @@ __all__ = [
     "InvalidTransitionError",
     "Job",
     "JobCancelledError",
+    "JobContext",
     "JobFailedError",
+    "JobLogLine",
     "JobNotFoundError",
+    "JobProgress",
     "JobQueue",
     "JobQueueManager",
     "JobRef",

@@ -250,11 +250,13 @@ def list_cmd(
 def show(
     *, job_id: str, queue: str | None, backend: str | None, config_path: str | None, as_json: bool
 ) -> None:
-    """Show one job: every field, its result (a shell job's stdout/stderr) or error."""
+    """Show one job: every field, its progress, result (a shell job's stdout/stderr) or
+    error, and the lines its handler logged."""
     with env_of(backend, config_path).manager([queue]) as manager:
         job = manager.get_job(job_id)
+        logs = manager.get_logs(job_id)
         now = time.time()
         if as_json:
-            echo_json(job_json(job, now))
+            echo_json({**job_json(job, now), "logs": [line.to_dict() for line in logs]})
         else:
-            click.echo(job_detail(job, now))
+            click.echo(job_detail(job, now, logs))

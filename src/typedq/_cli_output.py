@@ -15,7 +15,7 @@ from typing import Any, Final
 import click
 
 from typedq._timefmt import iso_local, relative
-from typedq.job import Job, JobStatus
+from typedq.job import Job, JobLogLine, JobStatus
 from typedq.shell import SHELL_JOB_TYPE
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "job_json",
     "job_row",
     "job_summary",
+    "progress_text",
     "render_table",
     "wait_with_progress",
 ]
@@ -147,8 +148,20 @@ def job_row(job: Job, now: float) -> list[object]:
     ]
 
 
-def job_detail(job: Job, now: float) -> str:
-    """Every field of a job, one per line, with a shell job's output in full."""
+def progress_text(job: Job) -> str:
+    """A job's progress as text: ``3/10 (30%) message``; its state without one."""
+    progress = job.progress
+    if progress is None:
+        return job.status.value.lower()
+    done = f"{progress.done:g}" + ("" if progress.total is None else f"/{progress.total:g}")
+    fraction = progress.fraction
+    percent = "" if fraction is None else f" ({fraction:.0%})"
+    return f"{done}{percent} {progress.message or ''}".rstrip()
+
+
+def job_detail(job: Job, now: float, logs: Sequence[JobLogLine] = ()) -> str:
+    """Every field of a job, one per line, with a shell job's output in full, its
+    progress and the lines its handler logged."""
     state = job.status.value
     if is_delayed(job, now):
         state = f"SCHEDULED (PENDING, waiting until {fmt_time(job.scheduled_at, now)})"
@@ -162,6 +175,7 @@ def job_detail(job: Job, now: float) -> str:
         ("lease until", fmt_time(job.lease_until, now)), ("timeout", job.timeout_seconds),
         ("depends on", ", ".join(job.depends_on) or None),
         ("cancel requested", "yes" if job.cancel_requested else None),
+        ("progress", None if job.progress is None else progress_text(job)),
         ("error", job.error),
     ]
     width = max(len(k) for k, _ in lines)
@@ -177,6 +191,9 @@ def job_detail(job: Job, now: float) -> str:
                 out.append(text.rstrip("\n"))
     elif result is not None:
         out.append(f"{'result:':<{width + 1}} {json.dumps(result, ensure_ascii=False, default=str)}")
+    if logs:
+        out.append("--- log ---")
+        out.extend(f"{fmt_time(line.at)} [{line.attempt}] {line.message}" for line in logs)
     if job.traceback:
         out.append("--- traceback ---")
         out.append(job.traceback.rstrip("\n"))

@@ -82,6 +82,9 @@ DEFAULT_CONFIG: Final[dict[str, Any]] = {
     # memory:// only: the most COMPLETED and CANCELLED jobs a queue keeps (None: all).
     "history_limit": 100_000,
     "shutdown_grace_s": 30.0,
+    # Seconds a running job's handler has to stop once its cancellation was requested,
+    # before its worker records it CANCELLED and refuses its late result (None: never).
+    "cancel_grace_s": 10.0,
     # How many worker processes ``typedq worker`` and ``run_worker_processes`` start when
     # not told; 0: worker threads in one process. ``start_workers()`` always starts threads.
     "processes": 0,
@@ -178,6 +181,7 @@ def validate_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
     require_number("result_ttl", merged["result_ttl"], minimum=0, strict=True, allow_none=True)
     require_number("history_limit", merged["history_limit"], minimum=1, integer=True, allow_none=True)
     require_number("shutdown_grace_s", merged["shutdown_grace_s"], minimum=0)
+    require_number("cancel_grace_s", merged["cancel_grace_s"], minimum=0, allow_none=True)
     require_number("processes", merged["processes"], minimum=0, integer=True)
     require_number("max_payload_size", merged["max_payload_size"], minimum=1, integer=True)
     if not isinstance(merged["scheduler"], bool):

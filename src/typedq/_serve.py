@@ -277,10 +277,11 @@ def announce_stop(stop: StopRequest, grace_s: float) -> None:
 
 
 def _stuck_thread(workers: Sequence[Worker], seen: dict[int, float]) -> bool:
-    """Whether a handler thread abandoned after a timeout has lingered too long."""
+    """Whether a handler thread abandoned after a timeout, or still running after its
+    job's cancellation was forced, has lingered too long."""
     now = time.monotonic()
     for worker in workers:
-        for thread in worker.abandoned_threads:
+        for thread in (*worker.abandoned_threads, *worker.cancel_overdue):
             if thread.is_alive() and now - seen.setdefault(id(thread), now) >= _STUCK_SETTLE_S:
                 return True
     return False
@@ -427,7 +428,7 @@ def serve(
             report.reason = why
             break
         if recycle_on_timeout and _stuck_thread(workers, seen):
-            report.reason = "a handler thread is stuck past its timeout"
+            report.reason = "a handler thread is stuck past its timeout or a forced cancel"
             report.immediate = True
             break
         time.sleep(_TICK_S)

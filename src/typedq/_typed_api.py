@@ -22,8 +22,9 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypedDict, TypeVar, Unp
 
 from pydantic import BaseModel
 
+from typedq.context import JobContext, invoke
 from typedq.errors import JobFailedError, WaitTimeoutError
-from typedq.job import Job, JobStatus
+from typedq.job import Job, JobProgress, JobStatus
 from typedq.retry import FailureCallback, RetryPolicy
 from typedq.typed import VERSION_KEY, JobType
 
@@ -64,20 +65,19 @@ class TypedHandler(Generic[P, R]):
 
     takes_job = True
 
-    def __init__(
-        self, job_type: JobType[P, R], fn: Callable[[P], R] | Callable[[P], Awaitable[R]]
-    ) -> None:
+    def __init__(self, job_type: JobType[P, R], fn: Callable[..., R] | Callable[..., Awaitable[R]]) -> None:
         self.job_type = job_type
         self.fn = fn
         #: Whether ``fn`` is an ``async def``: the worker then awaits what a call returns.
         self.is_async = inspect.iscoroutinefunction(fn)
         self.__name__ = getattr(fn, "__name__", job_type.name)
 
-    def __call__(self, job: Job) -> Any:
-        """Load the payload, call the function and dump its result; for an ``async def``
-        function, return the coroutine that does so (the worker awaits it)."""
+    def __call__(self, job: Job, ctx: JobContext | None = None) -> Any:
+        """Load the payload, call the function (with ``ctx`` when it takes one) and dump
+        its result; for an ``async def`` function, return the coroutine that does so (the
+        worker awaits it)."""
         payload = self.job_type.load(job.payload, JobType.version_of(job))
-        out: Any = self.fn(payload)
+        out: Any = invoke(self.fn, payload, ctx)
         if self.is_async:
             return self._finish(out)
         return self.job_type.dump_result(out)
@@ -137,6 +137,10 @@ class JobRef(Generic[R]):
         """The job's current status."""
         return self.job().status
 
+    def progress(self) -> JobProgress | None:
+        """The progress the job's handler last reported (``ctx.progress``), or None."""
+        return self.job().progress
+
     def cancel(self) -> bool:
         """Cancel the job (see ``Queue.cancel``)."""
         return self._manager.cancel(self.job_id)
@@ -183,9 +187,17 @@ class _Registrar(Generic[P, R]):
     def __call__(self, fn: Callable[[P], R]) -> Callable[[P], R]: ...
 
     @overload
+    def __call__(self, fn: Callable[[P, JobContext], R]) -> Callable[[P, JobContext], R]: ...
+
+    @overload
     def __call__(
         self, fn: Callable[[P], Coroutine[Any, Any, R]]
     ) -> Callable[[P], Coroutine[Any, Any, R]]: ...
+
+    @overload
+    def __call__(
+        self, fn: Callable[[P, JobContext], Coroutine[Any, Any, R]]
+    ) -> Callable[[P, JobContext], Coroutine[Any, Any, R]]: ...
 
     def __call__(self, fn: Any) -> Any:
         self._manager.register(self._job_type, fn)
@@ -206,12 +218,21 @@ class TypedAPI(_Manager):
     def register(self, job_type: JobType[P, R], fn: Callable[[P], R]) -> None: ...
 
     @overload
+    def register(self, job_type: JobType[P, R], fn: Callable[[P, JobContext], R]) -> None: ...
+
+    @overload
     def register(
         self, job_type: JobType[P, R], fn: Callable[[P], Coroutine[Any, Any, R]]
     ) -> None: ...
 
+    @overload
+    def register(
+        self, job_type: JobType[P, R], fn: Callable[[P, JobContext], Coroutine[Any, Any, R]]
+    ) -> None: ...
+
     def register(self, job_type: JobType[P, R], fn: Any) -> None:
-        """Register ``fn`` (taking ``P``, returning ``R``) as ``job_type``'s handler.
+        """Register ``fn`` (taking ``P``, and optionally a ``JobContext``, returning ``R``)
+        as ``job_type``'s handler.
 
         Its jobs go to ``job_type.queue``.
         """

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, Final
 
 from typedq.events import EventHandler
-from typedq.job import TERMINAL_STATUSES, Job, JobStatus
+from typedq.job import TERMINAL_STATUSES, Job, JobProgress, JobStatus
 
 __all__ = ["MAX_POLL_S", "CompletionWaiters", "NotifyingEvents", "wait_for_jobs"]
 
@@ -125,6 +125,10 @@ class NotifyingEvents(EventHandler):
             self.inner.on_job_dead(job)
         finally:
             self._ended(job.job_id)
+
+    def on_job_progress(self, job: Job, progress: JobProgress) -> None:
+        """Forwarded."""
+        self.inner.on_job_progress(job, progress)
 
     def on_job_cancelled(self, job: Job) -> None:
         """Forwarded; the job ended."""

@@ -2,8 +2,9 @@
 calls with a timeout, giving claimed jobs back, and the version a worker reports in its
 registry entry.
 
-:func:`call_handler` is the one place a worker calls a handler: every worker (thread or
-async) goes through it, so how a handler is given its job is decided once.
+:func:`typedq.context.call_handler` is the one place a worker calls a handler: every
+worker (thread or async) goes through it, so how a handler is given its job (and its
+context) is decided once.
 """
 
 from __future__ import annotations
@@ -19,18 +20,19 @@ from typing import Any, Final
 
 from typedq._outage import is_outage
 from typedq.backends.base import Queue
+from typedq.context import JobContext, call_handler
 from typedq.errors import JobNotFoundError, JobTimeoutError, StaleLeaseError
 from typedq.job import Job
 from typedq.leases import LeaseKeeper
 
 __all__ = [
     "VERSION",
-    "call_handler",
     "call_with_timeout",
     "describe_error",
     "format_traceback",
     "give_back",
     "handler_is_async",
+    "run_awaitable",
     "run_handler",
 ]
 
@@ -47,13 +49,6 @@ def _typedq_version() -> str:
 #: The typedq version a worker reports.
 VERSION: Final = _typedq_version()
 
-def call_handler(handler: Callable[[Any], Any], job: Job) -> Any:
-    """Call ``handler`` for ``job``: with the whole job when the handler ``takes_job`` (the
-    typed API's wrappers), else with its payload. Returns what the handler returns: for an
-    ``async def`` handler, the coroutine to await."""
-    return handler(job) if getattr(handler, "takes_job", False) else handler(job.payload)
-
-
 def handler_is_async(handler: Callable[[Any], Any]) -> bool:
     """Whether ``handler`` returns a coroutine to await (``async def``, or a wrapper of one
     with a true ``is_async`` attribute): the async worker runs it on its event loop; a
@@ -65,17 +60,24 @@ async def _await(awaitable: Awaitable[Any]) -> Any:
     return await awaitable
 
 
-def run_handler(handler: Callable[[Any], Any], job: Job) -> Any:
-    """Call ``handler`` for ``job`` in this thread and return its result.
+def run_handler(handler: Callable[..., Any], job: Job, ctx: JobContext | None = None) -> Any:
+    """Call ``handler`` for ``job`` in this thread (``typedq.context.call_handler``, with
+    ``ctx`` when it takes one) and return its result.
 
     An ``async def`` handler run by a thread worker gets an event loop of its own for
     this one call (``asyncio.run``); the async worker (``typedq.aworker``) runs them
     concurrently on one loop instead.
     """
-    out = call_handler(handler, job)
+    out = call_handler(handler, job, ctx)
     if inspect.isawaitable(out):
-        return asyncio.run(_await(out))
+        return run_awaitable(out)
     return out
+
+
+def run_awaitable(awaitable: Awaitable[Any]) -> Any:
+    """Await ``awaitable`` on an event loop of its own (``asyncio.run``) and return its
+    result: an ``async def`` handler run by a thread worker."""
+    return asyncio.run(_await(awaitable))
 
 
 def describe_error(exc: BaseException) -> str:
@@ -96,9 +98,16 @@ def format_traceback(exc: BaseException) -> str | None:
 
 
 def call_with_timeout(
-    handler: Callable[[Any], Any], job: Job, timeout: float, name: str, abandoned: list[threading.Thread]
+    handler: Callable[..., Any],
+    job: Job,
+    timeout: float,
+    name: str,
+    abandoned: list[threading.Thread],
+    *,
+    ctx: JobContext | None = None,
 ) -> Any:
-    """Run the handler in a helper thread and wait ``timeout`` seconds for it.
+    """Run the handler (with ``ctx`` when it takes one) in a helper thread and wait
+    ``timeout`` seconds for it.
 
     Past the timeout the helper (which Python cannot kill) is added to ``abandoned``,
     its late result will be discarded, and ``JobTimeoutError`` is raised.
@@ -108,7 +117,9 @@ def call_with_timeout(
 
     def target() -> None:
         try:
-            outcome.append((True, run_handler(handler, job)))
+            if ctx is not None:
+                ctx.thread = threading.current_thread()
+            outcome.append((True, run_handler(handler, job, ctx)))
         except BaseException as exc:  # handed back to the worker thread
             outcome.append((False, exc))
         finally:

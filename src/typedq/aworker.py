@@ -20,6 +20,14 @@ event loop for as long as it lives, never one loop per job:
   the handler sees ``asyncio.CancelledError`` where it awaits, and the job fails with a
   :class:`~typedq.errors.JobTimeoutError` and is retried per the policy. A plain function
   is timed as in the thread worker (a helper thread abandoned past the timeout);
+* a handler that takes a :class:`~typedq.context.JobContext` gets one
+  (``typedq.context.call_handler``), async or not. A cancel request, from this process
+  (``request_cancel``) or from another one through the heartbeat (``lease_cancelled``),
+  cancels the job's task: an ``async def`` handler gets ``asyncio.CancelledError`` where
+  it awaits (a plain one sees ``ctx.cancelled``; its thread cannot be interrupted and
+  its late result is dropped) and the job is recorded CANCELLED with its lease token.
+  Progress and log lines an async handler reports are written from the loop, at most
+  once every ``PROGRESS_INTERVAL_S`` per job, and at every heartbeat;
 * ``stop()`` stops claiming; the running tasks finish (graceful stop drains them), their
   outcomes are committed, then the thread ends. :meth:`AsyncWorker.cancel_running`
   cancels the tasks still running (a shutdown past its grace period): their jobs go
@@ -44,13 +52,13 @@ from typing import Any, Final
 from typedq._outage import is_outage
 from typedq._validate import require_number
 from typedq._worker_support import (
-    call_handler,
     call_with_timeout,
     describe_error,
     handler_is_async,
     run_handler,
 )
 from typedq.backends.base import Claim, Queue, WorkerInfo
+from typedq.context import JobContext, accepts_context, call_handler
 from typedq.errors import (
     JobCancelledError,
     JobNotFoundError,
@@ -118,6 +126,9 @@ class AsyncWorker(Worker):
         self._holding = False
         # Jobs whose cancellation was asked for while they ran (cancel_job).
         self._cancelling: set[str] = set()
+        # job id -> the context of its run (handlers that take one); only the loop's
+        # thread changes it.
+        self._contexts: dict[str, JobContext] = {}
         self._claim_thread: ThreadPoolExecutor | None = None
         self._record_thread: ThreadPoolExecutor | None = None
         self._sync_pool: ThreadPoolExecutor | None = None
@@ -153,9 +164,27 @@ class AsyncWorker(Worker):
         """
         if job_id not in self._tasks:
             return False
+        ctx = self._contexts.get(job_id)
+        if ctx is not None:
+            ctx.request_cancel()  # a plain handler in the thread pool sees ctx.cancelled
         self._cancelling.add(job_id)
         self._call_soon(functools.partial(self._cancel_task, job_id))
         return True
+
+    def request_cancel(self, job_id: str) -> bool:
+        """The cancellation of ``job_id`` was requested (by the manager of this process):
+        cancel its task at once (see :meth:`cancel_job`)."""
+        return self.cancel_job(job_id)
+
+    def lease_cancelled(self, queue: Queue, job_id: str) -> None:
+        """A heartbeat's renewal reported a cancel request (``LeaseListener``)."""
+        if queue is self.queue:
+            self.cancel_job(job_id)
+
+    def lease_beat(self) -> None:
+        """A heartbeat (``LeaseListener``): store what the running handlers reported."""
+        for ctx in list(self._contexts.values()):
+            ctx.flush()
 
     def _cancel_task(self, job_id: str) -> None:
         entry = self._tasks.get(job_id)
@@ -276,6 +305,7 @@ class AsyncWorker(Worker):
         def finished(_: asyncio.Task[None]) -> None:
             self._tasks.pop(job_id, None)
             self._cancelling.discard(job_id)
+            self._contexts.pop(job_id, None)
             self._wake_main()
 
         task.add_done_callback(finished)
@@ -290,9 +320,22 @@ class AsyncWorker(Worker):
             # Not an attempt (nothing ran): straight to the dead-letter queue.
             await self._record(self._no_handler, job, token)
             return
+        ctx: JobContext | None = None
+        if accepts_context(handler) is not None:
+            ctx = self._contexts[job.job_id] = JobContext(
+                job, token=token, queue=self.queue, worker_id=self.worker_id, events=self.event_handler
+            )
+        keeper = self.lease_keeper
+        if keeper.cancels_seen and keeper.cancel_seen(self.queue, job.job_id):  # asked before it started
+            await self._record(self._record_failure, job, token, JobCancelledError(job.job_id, "cancelled"))
+            return
         safe_call(self.event_handler.on_job_started, job, self.worker_id)
         try:
-            result = await self._invoke(handler, job)
+            try:
+                result = await self._invoke(handler, job, ctx)
+            finally:
+                if ctx is not None:
+                    ctx.flush()  # what it reported last is stored before its outcome
         except asyncio.CancelledError:
             if job.job_id in self._cancelling:
                 self._cancelling.discard(job.job_id)
@@ -314,24 +357,25 @@ class AsyncWorker(Worker):
         if wake is not None:
             wake.set()
 
-    async def _invoke(self, handler: Handler, job: Job) -> Any:
+    async def _invoke(self, handler: Handler, job: Job, ctx: JobContext | None) -> Any:
         """Await an async handler (cancelled past ``timeout_seconds``) or run a plain one
         in the thread pool."""
         timeout = job.timeout_seconds
         if not handler_is_async(handler):
             loop = asyncio.get_running_loop()
             if timeout is None:
-                return await loop.run_in_executor(self._sync_pool, run_handler, handler, job)
+                return await loop.run_in_executor(self._sync_pool, run_handler, handler, job, ctx)
             name = f"{self.worker_id}:job:{job.job_id}"
-            return await loop.run_in_executor(
-                self._sync_pool, call_with_timeout, handler, job, timeout, name, self.abandoned_threads
+            timed = functools.partial(
+                call_with_timeout, handler, job, timeout, name, self.abandoned_threads, ctx=ctx
             )
+            return await loop.run_in_executor(self._sync_pool, timed)
         if timeout is None:
-            return await call_handler(handler, job)
+            return await call_handler(handler, job, ctx)
         limit = asyncio.timeout(timeout)
         try:
             async with limit:
-                return await call_handler(handler, job)
+                return await call_handler(handler, job, ctx)
         except TimeoutError:
             if not limit.expired():
                 raise  # the handler's own TimeoutError

@@ -38,7 +38,15 @@ from typedq._cli_demo import run_demo
 from typedq._cli_inspect import list_cmd, show, status
 from typedq._cli_jobs import build_job, dead_jobs, delete_dead, enqueue_stdin, read_stdin_jobs
 from typedq._cli_ops import api_cmd, metrics_cmd
-from typedq._cli_output import JOB_HEADERS, echo_json, job_json, job_row, render_table, wait_with_progress
+from typedq._cli_output import (
+    JOB_HEADERS,
+    echo_json,
+    job_json,
+    job_row,
+    progress_text,
+    render_table,
+    wait_with_progress,
+)
 from typedq._cli_purge import purge
 from typedq._cli_schedules import schedules
 from typedq._cli_workers import retry, stop_workers_cmd, workers_cmd
@@ -197,6 +205,13 @@ def _wait_for(manager: JobQueueManager, job_ids: Sequence[str], timeout: float |
         for job_id, old in jobs.items():
             if old.status not in TERMINAL_STATUSES:
                 jobs[job_id] = manager.get_queue(old.queue).get_job(job_id)
+        if len(jobs) == 1:
+            # One job: the bar follows the job's own progress (ctx.progress), in percent.
+            (job,) = jobs.values()
+            if job.status in TERMINAL_STATUSES:
+                return 100, 100, job.status.value.lower()
+            fraction = None if job.progress is None else job.progress.fraction
+            return min(99, int((fraction or 0.0) * 100)), 100, progress_text(job)
         states = [j.status.value for j in jobs.values()]
         busy = {s: states.count(s) for s in ("PENDING", "RUNNING") if s in states}
         return sum(j.status in TERMINAL_STATUSES for j in jobs.values()), len(jobs), " ".join(
@@ -267,10 +282,15 @@ def cancel(
             elif job.job_type == SHELL_JOB_TYPE:
                 outcome[job_id] = "cancel requested"
             else:
-                # A running handler is not interrupted: cancellation is cooperative.
+                # Cooperative first: the handler sees ctx.cancelled within one heartbeat.
+                grace = manager.config["cancel_grace_s"]
+                forced = (
+                    "it may run to its end" if grace is None
+                    else f"after {grace:g}s its worker records it CANCELLED and refuses its result"
+                )
                 outcome[job_id] = (
-                    "still RUNNING: cancel requested, but the job will finish unless its handler "
-                    "checks for cancellation (Job.cancel_requested)"
+                    "still RUNNING: cancel requested; its handler sees ctx.cancelled within one "
+                    f"heartbeat and should stop; {forced}"
                 )
     if as_json:
         echo_json(outcome)

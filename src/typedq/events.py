@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from typedq.job import Job
+from typedq.job import Job, JobProgress
 
 __all__ = ["EventHandler", "safe_call"]
 
@@ -38,6 +38,10 @@ class EventHandler:
 
     def on_job_dead(self, job: Job) -> None:
         """The job used up its retries (or its worker was lost) and is DEAD."""
+
+    def on_job_progress(self, job: Job, progress: JobProgress) -> None:
+        """A running job's handler reported progress (``JobContext.progress``), and it
+        was stored; called at most at the rate progress is stored."""
 
     def on_job_cancelled(self, job: Job) -> None:
         """The job was cancelled."""

@@ -43,6 +43,8 @@ __all__ = [
     "TRACEBACK_KEY",
     "UNSCHEDULED",
     "Job",
+    "JobLogLine",
+    "JobProgress",
     "JobStatus",
     "Priority",
     "level_index",
@@ -71,6 +73,10 @@ TRACEBACK_KEY: Final = "typedq.traceback"
 #: The most characters of ``Job.traceback``: backends keep the last ones (the innermost
 #: frames and the exception line).
 MAX_TRACEBACK: Final = 8192
+#: The most log lines (``JobContext.log``) a job keeps: the newest ones.
+MAX_JOB_LOGS: Final = 200
+#: The most characters of one log line or progress message (longer ones are cut).
+MAX_LOG_LINE: Final = 1000
 #: The ``scheduled_at`` a job without one sorts by: before every time, as SQL sorts NULL.
 UNSCHEDULED: Final = -math.inf
 
@@ -102,6 +108,74 @@ class JobStatus(StrEnum):
 TERMINAL_STATUSES: Final = frozenset(
     {JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.DEAD, JobStatus.CANCELLED}
 )
+
+
+@dataclass(frozen=True, slots=True)
+class JobProgress:
+    """How far a running job got, as its handler last reported (``JobContext.progress``).
+
+    ``done`` out of ``total`` (None: unknown total), an optional ``message``, the time it
+    was stored (``updated_at``, epoch) and the attempt that reported it.
+    """
+
+    done: float
+    total: float | None = None
+    message: str | None = None
+    updated_at: float = 0.0
+    attempt: int = 0
+
+    @property
+    def fraction(self) -> float | None:
+        """``done / total`` clamped to 0..1, or None without a (positive) total."""
+        if self.total is None or self.total <= 0:
+            return None
+        return min(1.0, max(0.0, self.done / self.total))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-safe data."""
+        return {
+            "done": self.done, "total": self.total, "message": self.message,
+            "updated_at": self.updated_at, "attempt": self.attempt,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> JobProgress:
+        """Rebuild from :meth:`to_dict` data.
+
+        Raises:
+            InvalidJobError: ``data`` is not such a dict.
+        """
+        if not isinstance(data, dict) or not _is_number(data.get("done")):
+            raise InvalidJobError("progress", data, "None or a dict from JobProgress.to_dict()")
+        total = data.get("total")
+        message = data.get("message")
+        return cls(
+            done=data["done"],
+            total=total if _is_number(total) else None,
+            message=message if isinstance(message, str) else None,
+            updated_at=float(data.get("updated_at") or 0.0),
+            attempt=int(data.get("attempt") or 0),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class JobLogLine:
+    """One line a handler logged (``JobContext.log``): when, in which attempt, what."""
+
+    at: float
+    attempt: int
+    message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-safe data."""
+        return {"at": self.at, "attempt": self.attempt, "message": self.message}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> JobLogLine:
+        """Rebuild from :meth:`to_dict` data (a malformed entry reads as an empty line)."""
+        if not isinstance(data, dict):
+            return cls(0.0, 0, str(data))
+        return cls(float(data.get("at") or 0.0), int(data.get("attempt") or 0), str(data.get("message", "")))
 
 
 class Priority(IntEnum):
@@ -282,6 +356,9 @@ class Job:
     #: The traceback text of the last failure recorded (``fail``, ``bury``), at most
     #: :data:`MAX_TRACEBACK` characters; None when it has not failed or was run again.
     traceback: str | None = None
+    #: The progress its handler last reported (see :class:`JobProgress`), or None. Not
+    #: compared: two reads of one job are equal whatever progress each saw.
+    progress: JobProgress | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -338,6 +415,8 @@ class Job:
             raise InvalidJobError("cancel_requested", self.cancel_requested, "True or False")
         if type(self.run_alone) is not bool:
             raise InvalidJobError("run_alone", self.run_alone, "True or False")
+        if self.progress is not None and type(self.progress) is not JobProgress:
+            self.progress = JobProgress.from_dict(self.progress)
         tb = self.traceback
         if tb == "":
             self.traceback = None  # no traceback: stored and read back as None
@@ -464,6 +543,7 @@ class Job:
         cancel_requested: bool,
         run_alone: bool = False,
         traceback: str | None = None,
+        progress: JobProgress | None = None,
     ) -> Job:
         """Build a job from fields already validated once, without validating again.
 
@@ -496,6 +576,7 @@ class Job:
         job.cancel_requested = cancel_requested
         job.run_alone = run_alone
         job.traceback = traceback
+        job.progress = progress
         return job
 
     def __lt__(self, other: object) -> bool:
@@ -525,6 +606,7 @@ class Job:
             if isinstance(value, dict | list):
                 data[name] = copy.deepcopy(value)
         data["depends_on"] = list(self.depends_on)
+        data["progress"] = None if self.progress is None else self.progress.to_dict()
         return data
 
     @classmethod

@@ -2,7 +2,10 @@
 
 * :class:`LeaseKeeper` extends the lease of every job its workers are running, every
   ``heartbeat_s`` seconds, from one thread. A lease it fails to extend because the token
-  went stale is reported as *lost*, so the worker knows its result will be refused.
+  went stale is reported as *lost*, so the worker knows its result will be refused. A
+  renewal (``Queue.renew_lease``) also reports a cancel request for the job, which the
+  keeper passes on to its workers (:meth:`~LeaseKeeper.listen`), which also store their
+  jobs' progress every heartbeat.
 * :class:`Reaper` calls :meth:`~typedq.backends.base.Queue.reclaim_expired` on its
   queues every ``interval_s`` seconds: jobs whose worker died or hung without heartbeats
   go back to PENDING (or DEAD after ``max_lost`` losses). Any number of reapers may run:
@@ -25,8 +28,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
-from typing import Final
+from collections.abc import Callable, Collection, Iterable
+from typing import Final, Protocol
 
 from typedq._outage import Outage, is_outage
 from typedq._validate import require_number
@@ -34,7 +37,15 @@ from typedq.backends.base import Queue
 from typedq.errors import ConfigError, JobNotFoundError, StaleLeaseError
 from typedq.job import JobStatus
 
-__all__ = ["PURGE_BATCH", "PURGE_BATCHES", "RESULT_STATUSES", "LeaseKeeper", "Reaper", "check_lease_settings"]
+__all__ = [
+    "PURGE_BATCH",
+    "PURGE_BATCHES",
+    "RESULT_STATUSES",
+    "LeaseKeeper",
+    "LeaseListener",
+    "Reaper",
+    "check_lease_settings",
+]
 
 #: The jobs ``result_ttl`` purges: those that ended without needing anyone (DEAD and
 #: FAILED jobs wait for a replay or a purge by hand).
@@ -45,6 +56,16 @@ PURGE_BATCH: Final = 1000
 PURGE_BATCHES: Final = 10
 
 logger = logging.getLogger("typedq.leases")
+
+
+class LeaseListener(Protocol):
+    """What a :class:`LeaseKeeper` tells a worker (see :meth:`LeaseKeeper.listen`)."""
+
+    def lease_cancelled(self, queue: Queue, job_id: str) -> None:
+        """A renewal of ``job_id``'s lease reported that its cancellation was requested."""
+
+    def lease_beat(self) -> None:
+        """A heartbeat renewed the leases (the worker stores its job's progress)."""
 
 
 def check_lease_settings(lease_s: float, heartbeat_s: float) -> None:
@@ -76,6 +97,13 @@ class LeaseKeeper:
         self.heartbeat_s = heartbeat_s
         self._leases: dict[tuple[int, str], tuple[Queue, str, int]] = {}
         self._lost: set[tuple[int, str]] = set()
+        # Job control: leases whose renewal reported a cancel request, and the listeners
+        # (one per worker, not per job: nothing is registered on the hot path).
+        self._cancel_seen: set[tuple[int, str]] = set()
+        #: The same set, read-only for workers: empty (false) while no cancel is pending,
+        #: so a worker checks it on its hot path without a call.
+        self.cancels_seen: Collection[tuple[int, str]] = self._cancel_seen
+        self._listeners: dict[int, LeaseListener] = {}
         # Worker-registry renewals (worker id -> the call that renews its entry).
         self._entries: dict[str, Callable[[], None]] = {}
         # Held while an entry is renewed: drop_entry waits for a renewal in flight, so a
@@ -91,10 +119,37 @@ class LeaseKeeper:
         """Keep the lease of ``job_id`` (held with ``token``) alive until discarded."""
         self._leases[(id(queue), job_id)] = (queue, job_id, token)
 
+    def listen(self, listener: LeaseListener) -> None:
+        """Tell ``listener`` of every cancel request a renewal reports, and of every
+        heartbeat, until :meth:`unlisten` (a worker listens while it runs)."""
+        self._listeners[id(listener)] = listener
+
+    def unlisten(self, listener: LeaseListener) -> None:
+        """Stop telling ``listener``."""
+        self._listeners.pop(id(listener), None)
+
+    def cancel_seen(self, queue: Queue, job_id: str) -> bool:
+        """Whether a renewal of ``job_id``'s lease reported a cancel request."""
+        seen = self._cancel_seen
+        return bool(seen) and (id(queue), job_id) in seen
+
+    def _cancel_reported(self, key: tuple[int, str], queue: Queue, job_id: str) -> None:
+        """A renewal reported a cancel request: tell the listeners, once."""
+        if key in self._cancel_seen:
+            return
+        self._cancel_seen.add(key)
+        for listener in list(self._listeners.values()):
+            try:
+                listener.lease_cancelled(queue, job_id)
+            except Exception:
+                logger.exception("cancel listener failed for job %s", job_id)
+
     def discard(self, queue: Queue, job_id: str) -> bool:
         """Stop renewing ``job_id``; return True if its lease was lost meanwhile."""
         key = (id(queue), job_id)
         self._leases.pop(key, None)
+        if self._cancel_seen:
+            self._cancel_seen.discard(key)
         if self._lost and key in self._lost:
             self._lost.discard(key)
             return True
@@ -155,7 +210,11 @@ class LeaseKeeper:
         outage = self.outage
         for key, (queue, job_id, token) in list(self._leases.items()):
             try:
-                queue.extend_lease(job_id, token=token, lease_s=self.lease_s)
+                renew = getattr(queue, "renew_lease", None)
+                if renew is None:  # a backend written before Queue.renew_lease
+                    queue.extend_lease(job_id, token=token, lease_s=self.lease_s)
+                elif renew(job_id, token=token, lease_s=self.lease_s).cancel_requested:
+                    self._cancel_reported(key, queue, job_id)
             except (StaleLeaseError, JobNotFoundError) as exc:
                 if self._leases.pop(key, None) is not None:
                     self._lost.add(key)
@@ -168,6 +227,11 @@ class LeaseKeeper:
             else:
                 if outage.active:
                     outage.ok()
+        for listener in list(self._listeners.values()):
+            try:
+                listener.lease_beat()
+            except Exception:
+                logger.exception("heartbeat listener failed")
         for worker_id in list(self._entries):
             try:
                 with self._entry_lock:

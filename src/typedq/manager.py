@@ -28,6 +28,7 @@ from typedq._config import (
     validate_config,
     validate_queue_settings,
 )
+from typedq._job_control import JobControlAPI
 from typedq._queue_group import QueueGroup
 from typedq._schedule_api import ScheduleAPI
 from typedq._submit import check_on_conflict, submit_metadata
@@ -77,7 +78,7 @@ def _make_codec(config: Mapping[str, Any]) -> FrameCodec | None:
     return get_serializer(name, pickle_key=config["pickle_key"], max_size=config["max_payload_size"])
 
 
-class JobQueueManager(ScheduleAPI):
+class JobQueueManager(JobControlAPI, ScheduleAPI):
     """Queues, handlers and workers behind one object; the specification's manager.
 
     Args:
@@ -389,12 +390,24 @@ class JobQueueManager(ScheduleAPI):
             raise JobNotFoundError(job_id) from None
 
     def cancel(self, job_id: str) -> bool:
-        """Cancel a job wherever it is; True when it is now CANCELLED (see ``Queue.cancel``)."""
+        """Cancel a job wherever it is; True when it is now CANCELLED (see ``Queue.cancel``).
+
+        A PENDING or SCHEDULED job is CANCELLED at once (its dependents FAILED). A
+        RUNNING job is asked to stop (False is returned): its handler sees
+        ``ctx.cancelled`` (a worker of this process at once, any other within one
+        heartbeat) and may stop by raising ``JobCancelledError``; after
+        ``cancel_grace_s`` its worker records it CANCELLED itself and refuses its late
+        result (a worker process is replaced; a shell job's process group is killed).
+        """
         job = self.get_job(job_id)
         cancelled = self.get_queue(job.queue).cancel(job_id)
         if cancelled:
             self._waiters.ended(job_id)
             safe_call(self.event_handler.on_job_cancelled, job)
+        elif job.status is JobStatus.RUNNING:
+            for worker in self.workers(job.queue):
+                if worker.request_cancel(job_id):
+                    break
         return cancelled
 
     def wait_for_completion(self, job_ids: Iterable[str], timeout: float | None = None) -> bool:
@@ -492,6 +505,7 @@ class JobQueueManager(ScheduleAPI):
                         **extra,
                         failure_rules=self._failure_rules,
                         on_dead=self._call_on_dead,
+                        cancel_grace_s=self.config["cancel_grace_s"],
                     )
                     current.append(worker)
                     started.append(worker)

@@ -31,7 +31,9 @@ and SIGQUIT as "stop at once".
 A handler that ran past its ``timeout_seconds`` in a child is failed by its worker thread
 (a :class:`~typedq.errors.JobTimeoutError`, counted as a failed attempt); a thread cannot be
 killed, so the child then gives its other running jobs back and exits, and the parent starts
-a fresh one: the stuck handler dies with its process.
+a fresh one: the stuck handler dies with its process. A handler still running
+``cancel_grace_s`` after its job's cancellation was requested is treated alike: its worker
+records the job CANCELLED, and the child is replaced.
 """
 
 from __future__ import annotations

@@ -53,6 +53,16 @@ An ``async def`` handler run by a thread worker gets an event loop of its own fo
 job (``asyncio.run``); the manager runs a queue whose handlers are all ``async def`` with
 :class:`~typedq.aworker.AsyncWorker` instead, many jobs at once on one loop.
 
+Each run gets a :class:`~typedq.context.JobContext`, handed to a handler that takes one
+(``typedq.context.call_handler``): progress and log lines it reports are stored with the
+job, and it learns that its job's cancellation was requested, from this process at once
+(``Worker.request_cancel``) or from any other within one heartbeat (the lease keeper's
+``Queue.renew_lease`` reports it). A handler that stops raises
+:class:`~typedq.errors.JobCancelledError` and the job is recorded CANCELLED. One that is
+still running ``cancel_grace_s`` later is forced: the worker records the job CANCELLED
+itself (fenced by the lease token), refuses the handler's late outcome, and reports the
+thread in ``Worker.cancel_overdue`` (a worker process is then replaced).
+
 A handler with ``timeout_seconds`` runs in a helper thread the worker waits on; past the
 timeout the job fails with :class:`~typedq.errors.JobTimeoutError`. Python cannot kill
 a thread, so the helper is abandoned, reported in ``Worker.abandoned_threads``, and its
@@ -86,6 +96,7 @@ from typedq._worker_support import (
 )
 from typedq.backends.base import Claim, Completion, Queue, WorkerInfo
 from typedq.clock import Clock
+from typedq.context import JobContext, accepts_context
 from typedq.errors import (
     DeserializationError,
     JobCancelledError,
@@ -134,6 +145,9 @@ FLUSH_AFTER_S: Final = 0.01
 DEFAULT_BATCH_SIZE: Final = 250
 #: The default ``dlq_max``: the most dead letters a dead-letter queue keeps.
 DEFAULT_DLQ_MAX: Final = 10_000
+#: The default ``cancel_grace_s``: how long a running job's handler has to stop after its
+#: cancellation was requested before the worker records it CANCELLED itself.
+DEFAULT_CANCEL_GRACE_S: Final = 10.0
 #: Weight of the latest job in the running average of job durations.
 _EWMA: Final = 0.2
 #: The first and the longest wait before writing completions again after a failed write.
@@ -179,6 +193,9 @@ class Worker(StorageFailures, threading.Thread):
         heartbeat_s: how often the lease of a running job is renewed.
         lease_keeper: a shared keeper; the worker runs its own when None.
         clock: the clock for retry times; the queue's by default.
+        cancel_grace_s: how long a running job's handler has to stop once its
+            cancellation was requested (it sees ``ctx.cancelled``) before the worker
+            records the job CANCELLED itself and refuses its late result (None: never).
         batch_size: the most jobs claimed at once and completions committed together
             while jobs are quick (see the module docstring); 1 claims and completes one
             job at a time.
@@ -212,8 +229,10 @@ class Worker(StorageFailures, threading.Thread):
         dlq_max: int | None = DEFAULT_DLQ_MAX,
         failure_rules: Mapping[str, FailureRules] | None = None,
         on_dead: FailureCallback | None = None,
+        cancel_grace_s: float | None = DEFAULT_CANCEL_GRACE_S,
     ) -> None:
         require_number("poll_interval", poll_interval, minimum=0, strict=True)
+        require_number("cancel_grace_s", cancel_grace_s, minimum=0, allow_none=True)
         require_number("batch_size", batch_size, minimum=1, maximum=1000, integer=True)
         require_number("dlq_max", dlq_max, minimum=1, integer=True, allow_none=True)
         check_lease_settings(lease_s, heartbeat_s)
@@ -240,6 +259,18 @@ class Worker(StorageFailures, threading.Thread):
         self.batch_size = batch_size
         self.current_job_id: str | None = None
         self.abandoned_threads: list[threading.Thread] = []
+        self.cancel_grace_s = cancel_grace_s
+        #: Threads of handlers that ignored a cancel past ``cancel_grace_s``: their jobs
+        #: were recorded CANCELLED ("cancel requested, still running"), their late
+        #: results are refused; dropped once the handler returns. A worker process is
+        #: replaced while one is alive.
+        self.cancel_overdue: list[threading.Thread] = []
+        self._ctx: JobContext | None = None
+        # The job running now and its token, and the lock of a context made late.
+        self._running: tuple[Job, int] | None = None
+        self._ctx_lock = threading.Lock()
+        # Handler -> whether it takes a JobContext (accepts_context, read once).
+        self._takes_context: dict[Handler, bool] = {}
         self._stop_event = threading.Event()
         # Claimed, not started yet; finished, completion not yet committed.
         self._buffer: deque[Claim] = deque()
@@ -323,6 +354,7 @@ class Worker(StorageFailures, threading.Thread):
             else:
                 logger.exception("worker %s could not register; the heartbeat will retry", self.worker_id)
         self.lease_keeper.keep_entry(self.worker_id, self._register)
+        self.lease_keeper.listen(self)
         if self._own_keeper:
             self.lease_keeper.start()
         try:
@@ -334,6 +366,7 @@ class Worker(StorageFailures, threading.Thread):
                 self.give_back_unstarted()
             finally:
                 self.lease_keeper.drop_entry(self.worker_id)
+                self.lease_keeper.unlisten(self)
                 if self._own_keeper:
                     self.lease_keeper.stop()
                 try:
@@ -482,26 +515,26 @@ class Worker(StorageFailures, threading.Thread):
                     safe_call(self.event_handler.on_job_dead, dead)
                     self._final_failure(dead, exc)
                 return
-            events = self.event_handler
-            safe_call(events.on_job_started, job, self.worker_id)
-            due = job.scheduled_at if job.scheduled_at is not None else job.created_at
-            self._wait_s = self.clock.now() - due
+            ctx = self._start(handler, job, token)
+            safe_call(self.event_handler.on_job_started, job, self.worker_id)
+            self._wait_s = self._waited(job)
             started = time.perf_counter()
             try:
-                timeout = job.timeout_seconds
-                if timeout is None:
+                if ctx is None and job.timeout_seconds is None:
                     result = run_handler(handler, job)
                 else:
-                    name = f"{self.worker_id}:job:{job_id}"
-                    result = call_with_timeout(handler, job, timeout, name, self.abandoned_threads)
+                    result = self._call(handler, job, ctx)
             except BaseException as exc:  # a handler may raise anything, SystemExit too
                 self._timed(job.job_type, started)
                 keeper.discard(queue, job_id)
                 released = True
-                self._failed(job, token, exc)
+                if self._ctx is None or not self._refused_late(exc):
+                    self._failed(job, token, exc)
                 return
             self._timed(job.job_type, started)
             released = True
+            if self._ctx is not None and self._refused_late(None):
+                return
             if self._buffer or self._pending:
                 # More claimed jobs wait, or completions are held: commit this one with
                 # theirs, in one transaction (the flush stops its renewals; the run loop
@@ -521,6 +554,143 @@ class Worker(StorageFailures, threading.Thread):
                 keeper.discard(queue, job_id)
             self.current_job_id = None
             self._current = None
+            self._running = None
+            self._ctx = None
+
+    def _waited(self, job: Job) -> float:
+        """Seconds ``job`` waited in the queue: from when it was due to now."""
+        due = job.scheduled_at if job.scheduled_at is not None else job.created_at
+        return self.clock.now() - due
+
+    def _start(self, handler: Handler, job: Job, token: int) -> JobContext | None:
+        """Mark the job running; return its context when the handler takes one.
+
+        A context only for a handler that takes one (or once a cancel arrives): the hot
+        path of a handler without one builds nothing.
+        """
+        self._running = (job, token)
+        takes = self._takes_context.get(handler)
+        if takes is None:
+            takes = self._takes_context[handler] = accepts_context(handler) is not None
+        ctx = self._context(job, token) if takes else None
+        keeper = self.lease_keeper
+        if keeper.cancels_seen and keeper.cancel_seen(self.queue, job.job_id):  # asked while buffered
+            self.request_cancel(job.job_id)
+        return ctx
+
+    def _context(self, job: Job, token: int) -> JobContext:
+        """The context of this run; its lease renewals tell it of a cancel request and
+        store its progress."""
+        ctx = self._ctx = JobContext(
+            job, token=token, queue=self.queue, worker_id=self.worker_id, events=self.event_handler
+        )
+        ctx.thread = self  # a timeout's helper thread replaces it (call_with_timeout)
+        return ctx
+
+    def _call(self, handler: Handler, job: Job, ctx: JobContext | None) -> Any:
+        """Run the handler, in a helper thread when the job has a timeout."""
+        timeout = job.timeout_seconds
+        if timeout is None:
+            return run_handler(handler, job, ctx)
+        name = f"{self.worker_id}:job:{job.job_id}"
+        return call_with_timeout(handler, job, timeout, name, self.abandoned_threads, ctx=ctx)
+
+    def _refused_late(self, exc: BaseException | None) -> bool:
+        """Store what the run's handler reported, and tell whether its outcome comes after
+        its cancellation was forced (then it is refused: the job is CANCELLED already)."""
+        ctx = self._ctx
+        if ctx is None:
+            return False
+        ctx.flush()
+        if not ctx.forced:
+            return False
+        if ctx.thread is self and self in self.cancel_overdue:
+            self.cancel_overdue.remove(self)  # the handler returned: nothing runs any more
+        self.lease_keeper.discard(self.queue, ctx.job_id)
+        self.stats.stale += 1
+        logger.warning(
+            "late %s of job %s refused: the job was cancelled while it ran",
+            "result" if exc is None else f"failure ({describe_error(exc)})", ctx.job_id,
+        )
+        return True
+
+    # -- cancellation of the running job ------------------------------------------------
+
+    def lease_cancelled(self, queue: Queue, job_id: str) -> None:
+        """The lease keeper's renewal reported a cancel request (``LeaseListener``)."""
+        if queue is self.queue:
+            self.request_cancel(job_id)  # a job not started yet is told when it starts
+
+    def lease_beat(self) -> None:
+        """A heartbeat (``LeaseListener``): store what the running handler reported."""
+        ctx = self._ctx
+        if ctx is not None:
+            ctx.flush()
+
+    def request_cancel(self, job_id: str) -> bool:
+        """Tell the running handler of ``job_id`` that its cancellation was requested
+        (the manager does, in the process that cancels; other processes learn it from
+        their next heartbeat). Returns whether this worker runs that job."""
+        with self._ctx_lock:
+            ctx = self._ctx
+            if ctx is None:
+                running = self._running
+                if running is None or running[0].job_id != job_id:
+                    return False
+                # The handler takes no context: one is made now, for the forced cancel.
+                ctx = self._context(*running)
+        if ctx.job_id != job_id:
+            return False
+        self._cancel_requested(ctx)
+        return True
+
+    def _cancel_requested(self, ctx: JobContext) -> None:
+        """The running job's cancellation was requested: tell its handler, and force it
+        after ``cancel_grace_s``."""
+        if not ctx.request_cancel():
+            return
+        grace = self.cancel_grace_s
+        logger.warning(
+            "job %s (%s): cancellation requested; its handler has %s to stop",
+            ctx.job_id, ctx.job.job_type, "unlimited time" if grace is None else f"{grace:g}s",
+        )
+        if grace is not None:
+            timer = threading.Timer(grace, self._force_cancel, (ctx,))
+            timer.daemon = True
+            timer.name = f"{self.worker_id}:cancel:{ctx.job_id}"
+            timer.start()
+
+    def _force_cancel(self, ctx: JobContext) -> None:
+        """The grace period passed and the handler still runs: record the job CANCELLED
+        (fenced by its lease token: nothing happens if it ended meanwhile) and refuse
+        its late result. Python cannot kill the thread: it is reported in
+        ``cancel_overdue`` (a worker process is replaced while it lives)."""
+        if self._ctx is not ctx or ctx.forced:
+            return
+        ctx.forced = True
+        queue = self.queue
+        try:
+            queue.cancel(ctx.job_id, token=ctx.token)
+        except (StaleLeaseError, JobNotFoundError):
+            return  # it ended (or was given to another worker) meanwhile
+        except Exception:
+            ctx.forced = False
+            logger.exception("could not record the forced cancellation of job %s", ctx.job_id)
+            return
+        self.lease_keeper.discard(queue, ctx.job_id)
+        thread = ctx.thread
+        if thread is not None:
+            self.cancel_overdue.append(thread)
+        logger.error(
+            "job %s (%s): cancel requested, still running after %gs; recorded CANCELLED and its "
+            "late result will be refused (Python cannot kill the thread %s)",
+            ctx.job_id, ctx.job.job_type, self.cancel_grace_s or 0.0, None if thread is None else thread.name,
+        )
+        try:
+            cancelled = queue.get_job(ctx.job_id)
+        except Exception:
+            cancelled = ctx.job
+        safe_call(self.event_handler.on_job_cancelled, cancelled)
 
     def _complete(self, job: Job, token: int, result: Any) -> None:
         """Record one success at once (``Queue.complete``), then report it.

@@ -752,3 +752,30 @@ def test_batch_size_is_a_setting_checked_like_the_managers(run: Run, tmp_path: P
     line = _one_error_line(run("config", "set", "batch-size", "0"))
     assert "batch_size" in line
     assert run("config", "get", "batch-size").stdout.strip() == "1"  # nothing written
+
+
+# -- job control: progress and logs ---------------------------------------------------------
+
+
+@ON_EVERY_STORE
+def test_show_and_wait_print_the_jobs_progress_and_log(run: Run, manager: JobQueueManager) -> None:
+    from typedq.job import JobLogLine, JobProgress
+
+    manager.submit("x", {}, job_id="p1", queue="default")
+    queue = manager.get_queue("default")
+    claim = queue.claim("test-worker", lease_s=30.0)
+    assert claim is not None
+    queue.set_progress("p1", token=claim.token, progress=JobProgress(3, 4, "rows", time.time(), claim.token))
+    queue.append_logs("p1", token=claim.token, lines=[JobLogLine(time.time(), 1, "loaded 3 rows")])
+    shown = run("show", "p1")
+    assert shown.exit_code == 0, shown.output
+    assert "progress:" in shown.stdout
+    assert "3/4 (75%) rows" in shown.stdout
+    assert "--- log ---" in shown.stdout
+    assert "[1] loaded 3 rows" in shown.stdout
+    data = _json(run("show", "p1", "--json"))
+    assert data["progress"]["done"] == 3
+    assert [line["message"] for line in data["logs"]] == ["loaded 3 rows"]
+    waited = run("wait", "p1", "--timeout", "0.3")
+    assert waited.exit_code == 124
+    assert "waiting: 75/100 3/4 (75%) rows" in waited.stderr  # the job's own progress

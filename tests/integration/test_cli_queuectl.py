@@ -256,6 +256,7 @@ def test_cancel_of_a_running_handler_job_says_it_will_finish(run: Run, manager: 
     assert claimed == {"r", "s"}
     outcome = _json(run("cancel", "r", "s", "--json"))
     assert outcome["r"].startswith("still RUNNING")
-    assert "will finish unless its handler checks for cancellation" in outcome["r"]
+    assert "sees ctx.cancelled within one heartbeat" in outcome["r"]
+    assert "records it CANCELLED and refuses its result" in outcome["r"]
     assert outcome["s"] == "cancel requested"  # a shell job: its command is stopped
     assert queue.get_job("r").cancel_requested

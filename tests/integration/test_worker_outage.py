@@ -172,7 +172,7 @@ def test_a_heartbeat_ends_at_its_first_failed_call(caplog: pytest.LogCaptureFixt
             keeper.beat()
         queue.down.clear()
         keeper.beat()
-    assert [name for _, name, _ in queue.calls] == ["extend_lease"] * 3  # one per beat, not 5
+    assert [name for _, name, _ in queue.calls] == ["renew_lease"] * 3  # one per beat, not 5
     assert renewed == ["w"]  # only the beat after the outage reached the registry
     assert [r.levelno for r in caplog.records] == [logging.WARNING, logging.INFO]
 

@@ -6,13 +6,14 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from typedq.backends.base import Completion, Queue
+from typedq.backends.base import Completion, LeaseRenewal, Queue
 from typedq.errors import BackendError, TypedqError
 from typedq.job import Job
 
 
 class FailingRenewals:
-    """A queue whose ``extend_lease`` raises ``BackendError`` while ``failing`` is set.
+    """A queue whose lease renewals (``extend_lease``, and ``renew_lease``, the
+    heartbeat's call) raise ``BackendError`` while ``failing`` is set.
 
     Everything else goes to the wrapped queue. ``refused`` counts the failed renewals;
     every ``complete()`` call is recorded in ``completes`` as ``(job_id, token,
@@ -33,6 +34,12 @@ class FailingRenewals:
             self.refused += 1
             raise BackendError(f"injected failure renewing the lease of {job_id}")
         return self._inner.extend_lease(job_id, token=token, lease_s=lease_s)
+
+    def renew_lease(self, job_id: str, *, token: int, lease_s: float) -> LeaseRenewal:
+        if self.failing.is_set():
+            self.refused += 1
+            raise BackendError(f"injected failure renewing the lease of {job_id}")
+        return self._inner.renew_lease(job_id, token=token, lease_s=lease_s)
 
     def complete(self, job_id: str, *, token: int, result: Any = None) -> Job:
         try:

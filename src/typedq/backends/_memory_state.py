@@ -46,7 +46,7 @@ from typing import Final
 
 from typedq.clock import Clock
 from typedq.errors import JobNotFoundError, StaleLeaseError
-from typedq.job import TERMINAL_STATUSES, UNSCHEDULED, Job, JobStatus, level_index
+from typedq.job import TERMINAL_STATUSES, UNSCHEDULED, Job, JobLogLine, JobStatus, level_index
 
 __all__ = ["FAILING", "HISTORY", "HeapKey", "MemoryState", "ReadyEntry"]
 
@@ -116,6 +116,8 @@ class MemoryState:
         self._done = self._finished[_COMPLETED]
         # The most COMPLETED and CANCELLED jobs kept (None: no limit).
         self._history_limit: int | None = None
+        # Job logs (JobContext.log), by job id; forgotten with the job.
+        self._logs: dict[str, list[JobLogLine]] = {}
 
     # -- storing ------------------------------------------------------------------------
 
@@ -418,6 +420,7 @@ class MemoryState:
         if job_id in self._dependents:
             self._fail_dependents(job_id)
         del self._jobs[job_id], self._status[job_id]
+        self._logs.pop(job_id, None)
 
     def _leave_running(self, job: Job) -> None:
         self._running.pop(job.job_id, None)

@@ -58,6 +58,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Final
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from typedq.backends._control import decode_progress
 from typedq.backends._frames import UNDECODABLE_KEY, FrameFields
 from typedq.errors import ConfigError
 from typedq.job import TERMINAL_STATUSES, TRACEBACK_KEY, Job, JobStatus, take_legacy_traceback
@@ -488,4 +489,5 @@ class HashCodec(FrameFields):
             cancel_requested=b"cr" in h,
             run_alone=b"ra" in h,
             traceback=traceback,
+            progress=decode_progress(get(b"pg")),
         )

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from typedq.backends import _sqlite_rows as rows
+from typedq.backends._control import decode_progress
+from typedq.backends._sqlite_control import GET_WITH_PROGRESS
 from typedq.backends._sqlite_coord import SCHEDULE_QUEUES
 from typedq.backends._sqlite_db import Connections
 from typedq.backends._sqlite_driver import DRIVER, sqlite3
@@ -88,10 +90,14 @@ class SQLiteReads:
 
     def get_job(self, job_id: str) -> Job:
         """Return the job with this id; raise ``JobNotFoundError`` (a KeyError) if absent."""
-        found = self._db.read(SQL.get, (self._name, job_id))
+        found = self._db.read(GET_WITH_PROGRESS, (self._name, job_id))
         if not found:
             raise JobNotFoundError(job_id, queue=self._name)
-        return self._rows.job(found[0])
+        row = found[0]
+        job = self._rows.job(row)
+        if row[-1] is not None:
+            job.progress = decode_progress(row[-1])
+        return job
 
     def ready_count(self) -> int:
         """How many jobs are ready to run now."""

@@ -274,6 +274,16 @@ _V7: Final = (
     ) WITHOUT ROWID""",
 )
 
+
+def _job_control_columns() -> tuple[str, ...]:
+    """Job control: each job's last reported progress and its log (both JSON text, NULL
+    for none), kept in the job's row so they go with it (delete, purge)."""
+    return (
+        "ALTER TABLE jobs ADD COLUMN progress TEXT",
+        "ALTER TABLE jobs ADD COLUMN logs TEXT",
+    )
+
+
 # Version 8: claim_state, the state claims under a claim policy keep (typedq.policy):
 # fairness virtual times and rate windows' recent claim times, per queue, name and slot.
 _V8: Final = (
@@ -300,12 +310,15 @@ _V9: Final = (
     ) WITHOUT ROWID""",
 )
 
+# Version 10: job control, each job's progress and log.
+_V10: Final = _job_control_columns()
+
 #: For each schema version, the statements that upgrade a file from the version before.
 MIGRATIONS: dict[int, tuple[str, ...]] = {
-    1: _V1, 2: _V2, 3: _V3, 4: _V4, 5: _V5, 6: _V6, 7: _V7, 8: _V8, 9: _V9,
+    1: _V1, 2: _V2, 3: _V3, 4: _V4, 5: _V5, 6: _V6, 7: _V7, 8: _V8, 9: _V9, 10: _V10,
 }
 #: The schema version this typedq writes: the highest key of :data:`MIGRATIONS`.
-SCHEMA_VERSION: Final = 9
+SCHEMA_VERSION: Final = 10
 
 
 def _version_text(info: tuple[int, ...]) -> str:

@@ -37,6 +37,13 @@ that many dead letters: the oldest are dropped in the same transition (each with
 DEAD row in its own queue, when it is still there), logged, and counted
 (:meth:`Queue.count_dropped` of the dead-letter queue).
 
+Job control: :meth:`Queue.renew_lease` is the heartbeat's renewal, which also reports
+whether the job's cancellation was requested (so a worker on any host learns of it within
+one heartbeat); :meth:`Queue.set_progress` and :meth:`Queue.append_logs` store what a
+running handler reports, fenced by the lease token like a completion, kept with the job
+(``Job.progress``, :meth:`Queue.get_logs`); :meth:`Queue.reorder` moves a ready job
+inside its priority level (see ``_control``).
+
 Backends keep no policy: retries, events and validation of payloads live above them.
 """
 
@@ -50,13 +57,14 @@ from typedq.backends._locks import Lock, LockState
 from typedq.backends._schedules import ScheduleEntry
 from typedq.clock import Clock
 from typedq.errors import TypedqError
-from typedq.job import Job, JobStatus, Priority
+from typedq.job import Job, JobLogLine, JobProgress, JobStatus, Priority
 from typedq.policy import ClaimPolicy
 
 __all__ = [
     "WORKER_RETENTION_S",
     "Claim",
     "Completion",
+    "LeaseRenewal",
     "Lock",
     "LockState",
     "Queue",
@@ -82,6 +90,14 @@ class Completion(NamedTuple):
     job_id: str
     token: int
     result: Any = None
+
+
+class LeaseRenewal(NamedTuple):
+    """What a heartbeat learns (:meth:`Queue.renew_lease`): the new lease deadline and
+    whether the job's cancellation was requested meanwhile."""
+
+    lease_until: float
+    cancel_requested: bool
 
 
 @dataclass
@@ -329,6 +345,70 @@ class Queue(Protocol):
         Raises:
             JobNotFoundError: no such job.
             StaleLeaseError: the job is not RUNNING under ``token``.
+        """
+        ...
+
+    def renew_lease(self, job_id: str, *, token: int, lease_s: float) -> LeaseRenewal:
+        """:meth:`extend_lease`, also reporting whether cancellation was requested.
+
+        The heartbeat's call: a worker learns of a :meth:`cancel` of its running job
+        (from any process or host) within one heartbeat. Atomic, fenced like
+        :meth:`extend_lease`.
+
+        Raises:
+            JobNotFoundError: no such job.
+            StaleLeaseError: the job is not RUNNING under ``token``.
+        """
+        ...
+
+    def set_progress(self, job_id: str, *, token: int, progress: JobProgress) -> None:
+        """Store the running job's progress (it becomes ``Job.progress``).
+
+        Fenced like :meth:`complete`: a worker whose lease is gone cannot overwrite the
+        progress of a newer attempt. The progress stays with the job after it ends.
+
+        Raises:
+            JobNotFoundError: no such job.
+            StaleLeaseError: the job is not RUNNING under ``token``.
+        """
+        ...
+
+    def append_logs(self, job_id: str, *, token: int, lines: Sequence[JobLogLine]) -> None:
+        """Add log lines to the running job's log, keeping the newest ``MAX_JOB_LOGS``.
+
+        Atomic and fenced like :meth:`set_progress`; lines longer than ``MAX_LOG_LINE``
+        characters are cut.
+
+        Raises:
+            JobNotFoundError: no such job.
+            StaleLeaseError: the job is not RUNNING under ``token``.
+        """
+        ...
+
+    def get_logs(self, job_id: str) -> list[JobLogLine]:
+        """The job's log lines, oldest first (at most ``MAX_JOB_LOGS``).
+
+        Raises:
+            JobNotFoundError: no such job.
+        """
+        ...
+
+    def reorder(self, job_id: str, *, before: str | None = None, position: str | None = None) -> Job:
+        """Move a PENDING job within its priority level; return it.
+
+        ``position="front"`` puts it before every ready job of its priority,
+        ``"back"`` after every ready job of its priority, ``before=other`` right before
+        ``other`` (a PENDING job of the same priority). Priority always wins: the move
+        rewrites the job's order key inside its level (``scheduled_at`` and
+        ``created_at``, the keys after priority in the claim order), never its priority.
+        Atomic.
+
+        Raises:
+            JobNotFoundError: ``job_id`` (or ``before``) names no job of this queue.
+            InvalidJobError: not exactly one of ``before`` and ``position``, a
+                ``position`` other than "front" or "back", or ``before`` of another
+                priority or not PENDING (the message names the field).
+            InvalidTransitionError: the job is not PENDING.
         """
         ...
 

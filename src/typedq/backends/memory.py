@@ -18,6 +18,7 @@ from typedq._validate import require_number
 from typedq.backends import _memory_dead as dead_letters
 from typedq.backends._frames import FrameFields
 from typedq.backends._graph import check_batch_acyclic, dependency_order, jobs_from_export
+from typedq.backends._memory_control import MemoryControl
 from typedq.backends._memory_coord import MemoryCoordination
 from typedq.backends._memory_policy import MemoryPolicy
 from typedq.backends._memory_reads import MemoryReads
@@ -49,7 +50,7 @@ _COMPLETED: Final = JobStatus.COMPLETED
 _RETRYABLE: Final = FAILING
 
 
-class JobQueue(MemoryReads, MemoryCoordination, MemoryPolicy, Queue):
+class JobQueue(MemoryReads, MemoryControl, MemoryCoordination, MemoryPolicy, Queue):
     """A thread-safe in-memory job queue; the specification's ``JobQueue``.
 
     Args:

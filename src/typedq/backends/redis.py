@@ -55,6 +55,7 @@ from typedq.backends import _redis_conn as conn
 from typedq.backends import _redis_coord as coord
 from typedq.backends._graph import check_batch_acyclic, dependency_order, jobs_from_export
 from typedq.backends._redis_async import AsyncStatusReader
+from typedq.backends._redis_control import CONTROL_SCRIPTS, RedisJobControl
 from typedq.backends._redis_dead import RedisDeadLetters
 from typedq.backends._redis_keys import HashCodec, base_key, parse_redis_url, sort_hex
 from typedq.backends._redis_lua import SCRIPTS
@@ -89,7 +90,7 @@ _COMPLETED: Final = JobStatus.COMPLETED
 #: Most claims remembered for complete(); half are forgotten when it is passed.
 _INFLIGHT_MAX: Final = 8192
 #: Every script a queue registers: its transitions and its locks'.
-_SCRIPTS: Final = {**SCRIPTS, **coord.COORD_SCRIPTS, **POLICY_SCRIPTS}
+_SCRIPTS: Final = {**SCRIPTS, **coord.COORD_SCRIPTS, **POLICY_SCRIPTS, **CONTROL_SCRIPTS}
 
 
 def _num(value: float) -> str:
@@ -117,7 +118,7 @@ def _traceback_arg(traceback: str | None) -> str:
     return "" if traceback is None else traceback[-MAX_TRACEBACK:]
 
 
-class RedisQueue(coord.RedisCoordination, RedisReads, RedisDeadLetters, Queue):
+class RedisQueue(coord.RedisCoordination, RedisJobControl, RedisReads, RedisDeadLetters, Queue):
     """A durable job queue stored in Redis; safe across threads, processes and hosts.
 
     Args:

@@ -74,6 +74,7 @@ from typedq._identity import owner_alive
 from typedq.backends import _sqlite_dead as dead_letters
 from typedq.backends import _sqlite_rows as rows
 from typedq.backends._graph import jobs_from_export
+from typedq.backends._sqlite_control import SQLiteControl
 from typedq.backends._sqlite_coord import SQLiteCoordination
 from typedq.backends._sqlite_db import SYNCHRONOUS, Connections, map_errors
 from typedq.backends._sqlite_dead import SQLiteDeadLetters
@@ -122,7 +123,7 @@ def _bounded(traceback: str | None) -> str:
     return "" if traceback is None else traceback[-MAX_TRACEBACK:]
 
 
-class SQLiteQueue(SQLiteReads, SQLiteCoordination, SQLiteDeadLetters, Queue):
+class SQLiteQueue(SQLiteReads, SQLiteControl, SQLiteCoordination, SQLiteDeadLetters, Queue):
     """A durable job queue stored in a SQLite file; safe across threads and processes.
 
     Args:

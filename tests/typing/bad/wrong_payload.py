@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from typedq import AsyncJobQueueManager, JobQueueManager
+from typedq import AsyncJobQueueManager, JobContext, JobQueueManager
 from typedq.typed import JobType
 
 
@@ -63,3 +63,25 @@ async def client_code(jobs: AsyncJobQueueManager) -> None:
     await jobs.of(fetch).enqueue(Other(name="x"))  # E: incompatible type "Other"; expected "Fetch"
 unique_by_wrong_model = JobType("u", Resize, unique=lambda p: p.nope)  # E: has no attribute "nope"
 manager.enqueue(resize, Resize(url="u"), on_conflict="ignore")  # E: "on_conflict"
+
+
+# -- handlers taking a JobContext --------------------------------------------------
+
+
+@manager.handler(resize)  # E: incompatible type "Callable[[Other, JobContext], str]"
+def wrong_payload(p: Other, ctx: JobContext) -> str:
+    return p.name
+
+
+@manager.handler(resize)  # E: incompatible type "Callable[[Resize, JobContext], int]"
+def wrong_result(p: Resize, ctx: JobContext) -> int:
+    return 1
+
+
+@manager.handler(resize)  # E: incompatible type "Callable[[Resize, int], str]"
+def context_not_a_context(p: Resize, ctx: int) -> str:
+    return p.url
+
+
+def use(ctx: JobContext) -> None:
+    ctx.progress("half")  # E: incompatible type "str"; expected "float"

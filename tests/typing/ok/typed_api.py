@@ -12,6 +12,8 @@ from typedq import (
     AsyncJobRef,
     AsyncWorker,
     Job,
+    JobContext,
+    JobProgress,
     JobQueue,
     JobQueueManager,
     JobRef,
@@ -112,3 +114,30 @@ by_fields = JobType("fetch2", Resize, unique_fields=("url",), unique_states=["PE
 once = manager.enqueue(fetch_once, Resize(url="u", width=1), unique_key="k", on_conflict="raise")
 assert_type(once, JobRef[str])
 manager.enqueue(by_fields, Resize(url="u", width=1), retry=RetryPolicy.fixed(5), unique_for=2.5)
+
+
+# -- handlers taking a JobContext --------------------------------------------------
+
+
+@manager.handler(resize)
+def with_context_(p: Resize, ctx: JobContext) -> str:
+    ctx.progress(1, 2, "half")
+    ctx.log("resizing %s", p.url)
+    ctx.check_cancelled()
+    assert_type(ctx.cancelled, bool)
+    assert_type(ctx.attempt, int)
+    return p.url
+
+
+@manager.handler(resize)
+async def async_with_context(p: Resize, ctx: JobContext) -> str:
+    return f"{p.url}:{ctx.job_id}"
+
+
+def registered_(p: Resize, ctx: JobContext) -> str:
+    return p.url
+
+
+manager.register(resize, registered_)
+ctx_ref = manager.enqueue(resize, Resize(url="u", width=1))
+assert_type(ctx_ref.progress(), JobProgress | None)
