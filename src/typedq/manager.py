@@ -483,29 +483,13 @@ class JobQueueManager(JobControlAPI, ScheduleAPI):
                 active = sum(1 for w in current if not w.stopping)
                 room = max(0, settings["max_workers"] - active)
                 n = room if count is None else min(count, room)
-                policy = RetryPolicy(
-                    base_delay=settings["base_delay"], jitter=settings["jitter"],
-                    max_delay=settings["max_delay"],
-                )
                 use_async = self.worker_class(name) == "async"
-                extra: dict[str, Any] = {"concurrency": settings["concurrency"]} if use_async else {}
+                options = self._worker_options(name, settings)
+                if use_async:
+                    options["concurrency"] = settings["concurrency"]
                 for _ in range(n):
                     worker = (AsyncWorker if use_async else Worker)(
-                        q, self._handlers, settings["poll_interval"],
-                        dead_letter_queue=self._dead_letter,
-                        worker_id=f"{name}-worker",
-                        event_handler=self._events_for_workers(),
-                        retry_policy=policy,
-                        lease_s=self.config["lease_s"],
-                        heartbeat_s=self.config["heartbeat_s"],
-                        lease_keeper=self._keeper,
-                        clock=self.clock,
-                        batch_size=settings["batch_size"],
-                        dlq_max=self.config["dlq_max"],
-                        **extra,
-                        failure_rules=self._failure_rules,
-                        on_dead=self._call_on_dead,
-                        cancel_grace_s=self.config["cancel_grace_s"],
+                        q, self._handlers, settings["poll_interval"], **options
                     )
                     current.append(worker)
                     started.append(worker)
@@ -519,6 +503,26 @@ class JobQueueManager(JobControlAPI, ScheduleAPI):
                     worker.start()
         return started
 
+    def _worker_options(self, name: str, settings: Mapping[str, Any]) -> dict[str, Any]:
+        """The options every worker of queue (or queue group) ``name`` is started with."""
+        return {
+            "dead_letter_queue": self._dead_letter,
+            "worker_id": f"{name}-worker",
+            "event_handler": self._events_for_workers(),
+            "retry_policy": RetryPolicy(
+                base_delay=settings["base_delay"], jitter=settings["jitter"], max_delay=settings["max_delay"]
+            ),
+            "lease_s": self.config["lease_s"],
+            "heartbeat_s": self.config["heartbeat_s"],
+            "lease_keeper": self._keeper,
+            "clock": self.clock,
+            "batch_size": settings["batch_size"],
+            "dlq_max": self.config["dlq_max"],
+            "failure_rules": self._failure_rules,
+            "on_dead": self._call_on_dead,
+            "cancel_grace_s": self.config["cancel_grace_s"],
+        }
+
     def _start_group(self, weights: Mapping[str, int], count: int | None) -> list[Worker]:
         if queue_error := next((n for n in weights if n not in self._queues), None):
             raise QueueNotFoundError(queue_error, list(self._queues))
@@ -526,26 +530,10 @@ class JobQueueManager(JobControlAPI, ScheduleAPI):
         first = next(iter(weights))
         settings = self._queue_settings[first]
         n = settings["max_workers"] if count is None else count
-        policy = RetryPolicy(
-            base_delay=settings["base_delay"], jitter=settings["jitter"], max_delay=settings["max_delay"]
-        )
+        options = self._worker_options(group.name, settings)
         started = [
-            Worker(
-                # A group has every method a worker calls on its queue, not the whole protocol.
-                cast(Queue, group), self._handlers, settings["poll_interval"],
-                dead_letter_queue=self._dead_letter,
-                worker_id=f"{group.name}-worker",
-                event_handler=self._events_for_workers(),
-                retry_policy=policy,
-                lease_s=self.config["lease_s"],
-                heartbeat_s=self.config["heartbeat_s"],
-                lease_keeper=self._keeper,
-                clock=self.clock,
-                batch_size=settings["batch_size"],
-                dlq_max=self.config["dlq_max"],
-                failure_rules=self._failure_rules,
-                on_dead=self._call_on_dead,
-            )
+            # A group has every method a worker calls on its queue, not the whole protocol.
+            Worker(cast(Queue, group), self._handlers, settings["poll_interval"], **options)
             for _ in range(n)
         ]
         with self._workers_lock:

@@ -150,3 +150,14 @@ def test_queue_weights_on_the_command_line() -> None:
     assert queue_weights(["emails=3", "reports"]) == {"emails": 3, "reports": 1}
     with pytest.raises(ConfigError, match=r"queues\.emails"):
         queue_weights(["emails=0"])
+
+
+def test_a_queue_group_worker_is_started_with_the_settings_of_a_queue_worker() -> None:
+    with JobQueueManager({"backend": "memory://", "cancel_grace_s": 3.0, "dlq_max": 7}) as manager:
+        manager.create_queue("emails")
+        manager.create_queue("reports")
+        [alone] = manager.start_workers("emails", count=1)
+        [grouped] = manager.start_workers(queues={"emails": 3, "reports": 1}, count=1)
+        for worker in (alone, grouped):
+            assert worker.cancel_grace_s == 3.0
+            assert worker.dlq_max == 7
