@@ -12,7 +12,11 @@
   each reclaim is a compare-and-set in the backend, so no leader is needed. With a
   ``result_ttl``, each pass also purges the COMPLETED and CANCELLED jobs that finished
   longer ago than that (``Queue.purge``, in batches of :data:`PURGE_BATCH`, at most
-  :data:`PURGE_BATCHES` a queue and pass), so results do not pile up.
+  :data:`PURGE_BATCHES` a queue and pass), so results do not pile up. Each pass also
+  sweeps the queue's unique-key entries that no longer hold their key
+  (``Queue.sweep_unique_keys``, at most :data:`UNIQUE_SWEEP_BATCHES` batches of
+  :data:`UNIQUE_SWEEP_BATCH` entries a queue and pass, going on where the last pass
+  stopped), so they do not pile up either.
 
 Through a storage outage (see ``typedq._outage``): the first call that fails ends the
 keeper's heartbeat or the reaper's pass (every other call would wait for the same
@@ -41,6 +45,8 @@ __all__ = [
     "PURGE_BATCH",
     "PURGE_BATCHES",
     "RESULT_STATUSES",
+    "UNIQUE_SWEEP_BATCH",
+    "UNIQUE_SWEEP_BATCHES",
     "LeaseKeeper",
     "LeaseListener",
     "Reaper",
@@ -54,6 +60,10 @@ RESULT_STATUSES: Final = (JobStatus.COMPLETED, JobStatus.CANCELLED)
 PURGE_BATCH: Final = 1000
 #: Purges of one queue in one pass of the reaper, at most.
 PURGE_BATCHES: Final = 10
+#: Unique-key entries one sweep examines (one transition).
+UNIQUE_SWEEP_BATCH: Final = 1000
+#: Unique-key sweeps of one queue in one pass of the reaper, at most.
+UNIQUE_SWEEP_BATCHES: Final = 10
 
 logger = logging.getLogger("typedq.leases")
 
@@ -293,6 +303,9 @@ class Reaper:
         self.dlq_max = dlq_max
         self.result_ttl = result_ttl
         self.purged_total = 0
+        self.unique_swept_total = 0
+        # Queue name -> where its unique-key sweep goes on next pass.
+        self._unique_cursors: dict[str, str] = {}
         self._queues = queues
         self.interval_s = interval_s
         self.max_lost = max_lost
@@ -343,6 +356,7 @@ class Reaper:
                         logger.exception("on_reclaimed callback failed")
             if self.result_ttl is not None:
                 self.purge(queue, self.result_ttl)
+            self.sweep_unique(queue)
         self.reclaimed_total += total
         return total
 
@@ -377,6 +391,27 @@ class Reaper:
             )
             self.purged_total += purged
         return purged
+
+    def sweep_unique(self, queue: Queue) -> int:
+        """Remove ``queue``'s unique-key entries that hold their key no longer, in bounded
+        batches from where the last pass stopped; return how many went."""
+        cursor = self._unique_cursors.pop(queue.name, "")
+        removed = 0
+        try:
+            for _ in range(UNIQUE_SWEEP_BATCHES):
+                done, cursor = queue.sweep_unique_keys(cursor=cursor, limit=UNIQUE_SWEEP_BATCH)
+                removed += done
+                if not cursor:
+                    break
+        except Exception:
+            logger.exception("sweeping the unique keys of queue %r failed", queue.name)
+            cursor = ""
+        if cursor:
+            self._unique_cursors[queue.name] = cursor
+        if removed:
+            logger.debug("swept %d released unique key(s) of queue %r", removed, queue.name)
+            self.unique_swept_total += removed
+        return removed
 
     def start(self) -> None:
         """Start the sweeping thread (idempotent)."""

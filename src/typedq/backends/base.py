@@ -55,6 +55,7 @@ from typing import Any, Final, NamedTuple, Protocol, runtime_checkable
 
 from typedq.backends._locks import Lock, LockState
 from typedq.backends._schedules import ScheduleEntry
+from typedq.backends._unique import UniqueSweep
 from typedq.clock import Clock
 from typedq.errors import TypedqError
 from typedq.job import Job, JobLogLine, JobProgress, JobStatus, Priority
@@ -69,6 +70,7 @@ __all__ = [
     "LockState",
     "Queue",
     "ScheduleEntry",
+    "UniqueSweep",
     "WorkerInfo",
 ]
 
@@ -520,6 +522,25 @@ class Queue(Protocol):
             InvalidTransitionError: a status in ``statuses`` is not COMPLETED, FAILED,
                 DEAD or CANCELLED (only jobs that ended are purged).
             InvalidJobError: ``limit`` is negative.
+        """
+        ...
+
+    def sweep_unique_keys(self, *, cursor: str = "", limit: int = 1000) -> UniqueSweep:
+        """Remove the unique-key entries that no longer hold their key, examining about
+        ``limit`` entries from ``cursor`` on; return how many went and the next cursor.
+
+        An entry holds its key while its job exists, is in one of the entry's states and
+        its ``unique_for`` has not passed (see "Unique jobs" in the README); the others
+        are dead weight, which the next submit of their key would replace. One
+        transition per call, so a submit taking a key at the same moment either comes
+        first (its entry holds, and stays) or finds the entry gone; an entry that holds
+        is never removed. Start with ``cursor=""`` and pass the returned cursor back
+        until it is ``""`` again (a whole round; entries added meanwhile may be seen on
+        the next one). The cursor is each backend's own text.
+
+        Raises:
+            InvalidJobError: ``cursor`` is not one a sweep of this backend returned, or
+                ``limit`` is not an int >= 1.
         """
         ...
 

@@ -23,8 +23,9 @@ from typedq.backends._memory_coord import MemoryCoordination
 from typedq.backends._memory_policy import MemoryPolicy
 from typedq.backends._memory_reads import MemoryReads
 from typedq.backends._memory_state import FAILING, MemoryState
+from typedq.backends._memory_unique import MemoryUniqueKeys
 from typedq.backends._retention import check_purge
-from typedq.backends._unique import UniqueSpec, held, unique_of
+from typedq.backends._unique import UniqueSpec, unique_of
 from typedq.backends.base import Claim, Completion, Queue, WorkerInfo
 from typedq.clock import Clock, system_clock
 from typedq.errors import (
@@ -50,7 +51,7 @@ _COMPLETED: Final = JobStatus.COMPLETED
 _RETRYABLE: Final = FAILING
 
 
-class JobQueue(MemoryReads, MemoryControl, MemoryCoordination, MemoryPolicy, Queue):
+class JobQueue(MemoryReads, MemoryControl, MemoryCoordination, MemoryPolicy, MemoryUniqueKeys, Queue):
     """A thread-safe in-memory job queue; the specification's ``JobQueue``.
 
     Args:
@@ -83,8 +84,7 @@ class JobQueue(MemoryReads, MemoryControl, MemoryCoordination, MemoryPolicy, Que
         self._codec = codec
         self._frames = None if codec is None else FrameFields(codec)
         self._workers: dict[str, WorkerInfo] = {}
-        # Unique key -> (holder id, until, holder's states): see _unique.
-        self._unique: dict[str, tuple[str, float | None, tuple[str, ...]]] = {}
+        self._init_unique()
         self._init_coordination()
         self._init_policy()
         self.history_limit = history_limit
@@ -154,7 +154,7 @@ class JobQueue(MemoryReads, MemoryControl, MemoryCoordination, MemoryPolicy, Que
             if spec is not None:
                 now = self._clock.now()
                 self._check_unique(job_id, spec, now, {})
-                self._unique[spec.key] = (job_id, spec.until(now), spec.states)
+                self._take_unique(job_id, spec, now)
             self._insert(job)
             if self._waiting:
                 self._cond.notify()
@@ -192,7 +192,7 @@ class JobQueue(MemoryReads, MemoryControl, MemoryCoordination, MemoryPolicy, Que
                     self._check_unique(job_id, spec, now, taken)
                     taken[spec.key] = job_id
                 for job_id, spec in specs:
-                    self._unique[spec.key] = (job_id, spec.until(now), spec.states)
+                    self._take_unique(job_id, spec, now)
             for job in dependency_order(batch):
                 self._insert(job)
             self._cond.notify_all()
@@ -232,20 +232,6 @@ class JobQueue(MemoryReads, MemoryControl, MemoryCoordination, MemoryPolicy, Que
         blob = self._frames.encode_result(job_id, result)
         assert blob is not None
         return self._frames.codec.decode(blob, context=job_id.encode())
-
-    def _check_unique(self, job_id: str, spec: UniqueSpec, now: float, taken: dict[str, str]) -> None:
-        """Refuse ``job_id`` when its key is held (by a job of the queue, or by one earlier in
-        its batch: ``taken``); the caller holds the lock."""
-        holder = taken.get(spec.key)
-        if holder is None:
-            entry = self._unique.get(spec.key)
-            if entry is not None:
-                holder_id, until, states = entry
-                found = self._jobs.get(holder_id)
-                if held(None if found is None else found.status.value, until, states, now):
-                    holder = holder_id
-        if holder is not None:
-            raise DuplicateJobError(job_id, queue=self._name, unique_key=spec.key, existing_id=holder)
 
     def _check_dependencies(self, job: Job, batch: dict[str, Job]) -> None:
         if job.status is not _PENDING:

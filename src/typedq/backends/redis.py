@@ -60,6 +60,7 @@ from typedq.backends._redis_dead import RedisDeadLetters
 from typedq.backends._redis_keys import HashCodec, base_key, parse_redis_url, sort_hex
 from typedq.backends._redis_lua import SCRIPTS
 from typedq.backends._redis_lua_policy import POLICY_SCRIPTS
+from typedq.backends._redis_lua_unique import UNIQUE_SCRIPTS, RedisUniqueKeys
 from typedq.backends._redis_reads import RedisReads
 from typedq.backends._redis_wait import MIN_BLOCK_S, Waiters
 from typedq.backends._unique import UniqueSpec, unique_of
@@ -90,7 +91,7 @@ _COMPLETED: Final = JobStatus.COMPLETED
 #: Most claims remembered for complete(); half are forgotten when it is passed.
 _INFLIGHT_MAX: Final = 8192
 #: Every script a queue registers: its transitions and its locks'.
-_SCRIPTS: Final = {**SCRIPTS, **coord.COORD_SCRIPTS, **POLICY_SCRIPTS, **CONTROL_SCRIPTS}
+_SCRIPTS: Final = {**SCRIPTS, **coord.COORD_SCRIPTS, **POLICY_SCRIPTS, **CONTROL_SCRIPTS, **UNIQUE_SCRIPTS}
 
 
 def _num(value: float) -> str:
@@ -118,7 +119,9 @@ def _traceback_arg(traceback: str | None) -> str:
     return "" if traceback is None else traceback[-MAX_TRACEBACK:]
 
 
-class RedisQueue(coord.RedisCoordination, RedisJobControl, RedisReads, RedisDeadLetters, Queue):
+class RedisQueue(
+    coord.RedisCoordination, RedisJobControl, RedisReads, RedisDeadLetters, RedisUniqueKeys, Queue
+):
     """A durable job queue stored in Redis; safe across threads, processes and hosts.
 
     Args:

@@ -89,7 +89,7 @@ from typedq.backends._sqlite_schema import (
     prepare_schema,
 )
 from typedq.backends._sqlite_sql import SQL
-from typedq.backends._sqlite_unique import take_unique_keys
+from typedq.backends._sqlite_unique import SQLiteUniqueKeys, take_unique_keys
 from typedq.backends._sqlite_wait import signal_for
 from typedq.backends._unique import unique_of
 from typedq.backends.base import Claim, Completion, Queue
@@ -123,7 +123,7 @@ def _bounded(traceback: str | None) -> str:
     return "" if traceback is None else traceback[-MAX_TRACEBACK:]
 
 
-class SQLiteQueue(SQLiteReads, SQLiteControl, SQLiteCoordination, SQLiteDeadLetters, Queue):
+class SQLiteQueue(SQLiteReads, SQLiteControl, SQLiteCoordination, SQLiteDeadLetters, SQLiteUniqueKeys, Queue):
     """A durable job queue stored in a SQLite file; safe across threads and processes.
 
     Args:
