@@ -143,7 +143,12 @@ def test_the_reaper_sweeps_released_keys_each_pass(queue: Queue, make_job: MakeJ
 
 @pytest.mark.parametrize(
     ("kwargs", "field"),
-    [({"cursor": 5}, "cursor"), ({"limit": 0}, "limit"), ({"limit": True}, "limit"), ({"limit": 1.5}, "limit")],
+    [
+        ({"cursor": 5}, "cursor"),
+        ({"limit": 0}, "limit"),
+        ({"limit": True}, "limit"),
+        ({"limit": 1.5}, "limit"),
+    ],
 )
 def test_bad_sweep_arguments_are_refused_naming_the_field(
     queue: Queue, kwargs: dict[str, Any], field: str
