@@ -612,11 +612,12 @@ class RedisQueue(
             return bool(ready)
         wait = min(timeout_s, self._settings.socket_timeout / 2)
         if due is not None and due - self._clock.now() <= wait:
-            # The wait ends at the due time: a timer's token ends it then (see
-            # Waiters.block_until_due), so the job starts on time.
+            # The wait ends at the due time: the waiter's own token ends it then (see
+            # Waiters.block_until_due), and once it has come a job is due: the caller
+            # claims at once, without another round trip to ask.
             with conn.map_errors(self._settings):
                 self._waiters.block_until_due(self._r, seen, due - self._clock.now())
-            return self._ready_and_next_due()[0] > 0
+            return self._clock.now() >= due or self._ready_and_next_due()[0] > 0
         if wait < MIN_BLOCK_S:
             return False
         with conn.map_errors(self._settings):
