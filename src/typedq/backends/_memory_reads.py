@@ -11,6 +11,7 @@ import itertools
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from typedq.backends._control import export_record
 from typedq.backends._memory_state import MemoryState
 from typedq.backends.base import WORKER_RETENTION_S, WorkerInfo
 from typedq.errors import InvalidJobError
@@ -66,8 +67,8 @@ class MemoryReads(MemoryState):
     def export_jobs(self) -> list[dict[str, Any]]:
         """Return every job as ``Job.to_dict()`` data, in insertion order."""
         with self._lock:
-            jobs = list(self._jobs.values())
-        return [job.to_dict() for job in jobs]
+            jobs = [(job, list(self._logs.get(job_id, ()))) for job_id, job in self._jobs.items()]
+        return [export_record(job, logs) for job, logs in jobs]
 
     # -- the worker registry ------------------------------------------------------------
 

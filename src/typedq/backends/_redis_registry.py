@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 from typedq.backends import _redis_conn as conn
+from typedq.backends._control import export_record
 from typedq.backends._redis_keys import HashCodec, RedisSettings
 from typedq.backends.base import WORKER_RETENTION_S, WorkerInfo
 from typedq.errors import InvalidJobError, JobNotFoundError
@@ -124,7 +125,8 @@ def export_jobs(run: Run, hashes: HashCodec) -> list[dict[str, Any]]:
     after = ""
     while True:
         reply = run("list", ["all", "", after, 0, 0, _PAGE])
-        out += (hashes.job(raw_id.decode(), flat).to_dict() for raw_id, flat, _ in reply[1:])
+        for raw_id, flat, _ in reply[1:]:
+            out.append(export_record(hashes.job(raw_id.decode(), flat), hashes.logs(flat)))
         if len(reply) - 1 < _PAGE:
             return out
         after = f"#{int(reply[-1][2])}"

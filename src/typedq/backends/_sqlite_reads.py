@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from typedq.backends import _sqlite_rows as rows
-from typedq.backends._control import decode_progress
-from typedq.backends._sqlite_control import GET_WITH_PROGRESS
+from typedq.backends._control import current_progress, decode_logs, decode_progress, export_record
+from typedq.backends._sqlite_control import EXPORT, GET_WITH_PROGRESS
 from typedq.backends._sqlite_coord import SCHEDULE_QUEUES
 from typedq.backends._sqlite_db import Connections
 from typedq.backends._sqlite_driver import DRIVER, sqlite3
@@ -95,8 +95,7 @@ class SQLiteReads:
             raise JobNotFoundError(job_id, queue=self._name)
         row = found[0]
         job = self._rows.job(row)
-        if row[-1] is not None:
-            job.progress = decode_progress(row[-1])
+        job.progress = current_progress(decode_progress(row[-1]), job.attempt)
         return job
 
     def ready_count(self) -> int:
@@ -144,7 +143,12 @@ class SQLiteReads:
 
     def export_jobs(self) -> list[dict[str, Any]]:
         """Return every job as ``Job.to_dict()`` data, in insertion order (one snapshot)."""
-        return [self._rows.job(row).to_dict() for row in self._db.read(SQL.export, (self._name,))]
+        out = []
+        for row in self._db.read(EXPORT, (self._name,)):
+            job = self._rows.job(row)
+            job.progress = current_progress(decode_progress(row[-2]), job.attempt)
+            out.append(export_record(job, decode_logs(row[-1])))
+        return out
 
     # -- the worker registry ------------------------------------------------------------
 

@@ -276,7 +276,6 @@ class SQL:
             params.insert(1, status)
         return SQL.list.format(where=f"{where} {more}", order=order), params
 
-    export: Final = f"SELECT {_COLS} FROM jobs NOT INDEXED WHERE queue = ? ORDER BY seq"
     ready_count: Final = (
         "SELECT (SELECT count(*) FROM jobs INDEXED BY jobs_ready WHERE queue = ?1 AND status = 'PENDING'"
         " AND blocked_by = 0"

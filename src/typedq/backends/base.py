@@ -365,7 +365,9 @@ class Queue(Protocol):
         """Store the running job's progress (it becomes ``Job.progress``).
 
         Fenced like :meth:`complete`: a worker whose lease is gone cannot overwrite the
-        progress of a newer attempt. The progress stays with the job after it ends.
+        progress of a newer attempt. It is stored as the progress of attempt ``token``
+        (its ``attempt`` field set to it) and stays with the job after it ends, until the
+        job is claimed again: a new attempt starts with none (``Job.progress`` is None).
 
         Raises:
             JobNotFoundError: no such job.
@@ -609,11 +611,15 @@ class Queue(Protocol):
         ...
 
     def export_jobs(self) -> list[dict[str, Any]]:
-        """Return every job as ``Job.to_dict()`` data, oldest first."""
+        """Return every job as ``Job.to_dict()`` data (its ``progress`` included) plus
+        its log lines under ``"logs"`` (``JobLogLine.to_dict()`` dicts), oldest first."""
         ...
 
     def import_jobs(self, jobs_data: Iterable[dict[str, Any]]) -> list[str]:
         """Add jobs from ``export_jobs()`` data, all-or-nothing; return their ids.
+
+        Each job keeps its progress and its log lines (a record without ``"logs"``, as
+        older versions exported, has none), stored in the same atomic step as the jobs.
 
         Raises:
             InvalidJobError: a record is malformed; as :meth:`enqueue_many` otherwise.

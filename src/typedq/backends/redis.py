@@ -53,6 +53,7 @@ from typing import Any, Final
 
 from typedq.backends import _redis_conn as conn
 from typedq.backends import _redis_coord as coord
+from typedq.backends._control import encode_logs
 from typedq.backends._graph import check_batch_acyclic, dependency_order, jobs_from_export
 from typedq.backends._redis_async import AsyncStatusReader
 from typedq.backends._redis_control import CONTROL_SCRIPTS, RedisJobControl
@@ -79,7 +80,7 @@ from typedq.errors import (
     TypedqError,
     UnknownDependencyError,
 )
-from typedq.job import LEVELS, MAX_TRACEBACK, Job, JobStatus, Priority, parse_priority
+from typedq.job import LEVELS, MAX_TRACEBACK, Job, JobLogLine, JobStatus, Priority, parse_priority
 from typedq.policy import ClaimPolicy
 from typedq.serializers.base import FrameCodec
 
@@ -239,6 +240,10 @@ class RedisQueue(coord.RedisCoordination, RedisJobControl, RedisReads, RedisDead
             SerializationError: a job's payload, metadata or result cannot be encoded;
                 the message names ``jobs[i]`` and the job id. Nothing is stored.
         """
+        return self._enqueue_batch(jobs, {})
+
+    def _enqueue_batch(self, jobs: Sequence[Job], logs: dict[str, list[JobLogLine]]) -> list[str]:
+        """``enqueue_many``, storing ``logs`` (by job id) in the jobs' hashes, in the same script."""
         batch: dict[str, Job] = {}
         encoded: dict[str, list[Any]] = {}
         for index, job in enumerate(jobs):
@@ -250,6 +255,8 @@ class RedisQueue(coord.RedisCoordination, RedisJobControl, RedisReads, RedisDead
             except SerializationError as exc:
                 exc.args = (f"jobs[{index}]: {exc}",)
                 raise
+            if job.job_id in logs:
+                encoded[job.job_id] += ("lg", encode_logs(logs[job.job_id]))
             if job.status is _PENDING and job.job_id in job.depends_on:
                 raise DependencyCycleError([job.job_id, job.job_id])
         if not batch:
@@ -294,7 +301,7 @@ class RedisQueue(coord.RedisCoordination, RedisJobControl, RedisReads, RedisDead
 
     def import_jobs(self, jobs_data: Iterable[dict[str, Any]]) -> list[str]:
         """Add jobs from ``export_jobs()`` data all-or-nothing; see :meth:`Queue.import_jobs`."""
-        return self.enqueue_many(jobs_from_export(jobs_data))
+        return self._enqueue_batch(*jobs_from_export(jobs_data))
 
     # -- claiming -----------------------------------------------------------------------
 
