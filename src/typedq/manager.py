@@ -786,10 +786,24 @@ class JobQueueManager(JobControlAPI, ScheduleAPI):
     def close(self, graceful: bool = True, timeout: float | None = None) -> list[str]:
         """Stop every worker, the lease keeper and the reaper; close the queues.
 
+        Without ``graceful`` nothing waits for running handlers: each worker is told to
+        stop, the jobs it claimed but has not started are given back at once, and the
+        queues are closed. A queue never closes a connection under a call in progress
+        (SQLite waits up to ``CLOSE_WAIT_S`` for calls on other threads to end); a
+        handler that finishes later cannot record its outcome (the queue raises
+        ``QueueClosedError``, which its worker logs), so its job, no longer renewed,
+        goes back to the queue when its lease expires. No job is lost.
+
         Returns:
             The ids of abandoned workers (see :meth:`stop_workers`).
         """
+        with self._workers_lock:
+            running = [w for workers in self._workers.values() for w in workers]
         abandoned = self.stop_workers(graceful=graceful, timeout=timeout)
+        if not graceful:
+            for worker in running:
+                if worker.is_alive():
+                    worker.give_back_unstarted()
         with self._workers_lock:
             self._closed = True
         self._scheduler.stop()

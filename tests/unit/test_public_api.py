@@ -64,6 +64,7 @@ EXPORTED = [
     "PermanentError",
     "Priority",
     "Queue",
+    "QueueClosedError",
     "QueueNotFoundError",
     "Rate",
     "Reaper",

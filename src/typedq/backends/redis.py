@@ -75,6 +75,7 @@ from typedq.errors import (
     DuplicateJobError,
     InvalidTransitionError,
     JobNotFoundError,
+    QueueClosedError,
     SerializationError,
     StaleLeaseError,
     TypedqError,
@@ -173,7 +174,13 @@ class RedisQueue(coord.RedisCoordination, RedisJobControl, RedisReads, RedisDead
 
     def _run(self, script: str, args: Sequence[Any], dlq: str | None = None) -> Any:
         """Run one registered script (EVALSHA; loaded again on NOSCRIPT); ``dlq``, the base
-        key of a dead-letter queue of the prefix, is its ``KEYS[2]``."""
+        key of a dead-letter queue of the prefix, is its ``KEYS[2]``.
+
+        Raises:
+            QueueClosedError: the queue was closed.
+        """
+        if self._closed:
+            raise QueueClosedError(f"the Redis queue {self._name!r} at {self.url} is closed; nothing was run")
         return self._link.run(script, args, dlq)
 
     # -- properties ---------------------------------------------------------------------
