@@ -202,10 +202,10 @@ class QueueGroup:
         for queue in self._queues:
             queue.register_worker(info)
 
-    def unregister_worker(self, worker_id: str) -> None:
-        """Remove the worker from every queue's registry."""
+    def unregister_worker(self, worker_id: str, *, final: WorkerInfo | None = None) -> None:
+        """Remove the worker from every queue's registry (see ``Queue.unregister_worker``)."""
         for queue in self._queues:
-            queue.unregister_worker(worker_id)
+            queue.unregister_worker(worker_id, final=final)
 
     def wait_ready(self, timeout_s: float) -> bool:
         """Wait on each queue in turn for a share of ``timeout_s``; True once one has work."""

@@ -370,7 +370,8 @@ class Worker(StorageFailures, threading.Thread):
                 if self._own_keeper:
                     self.lease_keeper.stop()
                 try:
-                    self.queue.unregister_worker(self.worker_id)
+                    # Its figures up to now, not as of its last heartbeat, go to the totals.
+                    self.queue.unregister_worker(self.worker_id, final=self.info())
                 except Exception as exc:
                     logger.warning(
                         "worker %s could not unregister; its entry will go stale: %s", self.worker_id, exc,

@@ -159,3 +159,43 @@ def test_scrape_reports_down_when_the_store_fails(manager: JobQueueManager) -> N
     families = {f.name: f for f in text_string_to_metric_families(text)}
     assert families["typedq_up"].samples[0].value == 0
     assert "typedq_queue_jobs" not in families
+
+
+def _parsed(text: bytes) -> Samples:
+    samples: Samples = {}
+    for family in text_string_to_metric_families(text.decode()):
+        for sample in family.samples:
+            samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return samples
+
+
+@pytest.mark.timeout(60)
+def test_a_worker_whose_life_fell_between_two_scrapes_is_counted_exactly(shared_store_url: str) -> None:
+    """5 jobs by a worker that started and stopped between two scrapes, and never
+    heartbeated in between (heartbeat 30 s): its final figures reach the store when it
+    unregisters, so the next scrape counts exactly 5, and so does a fresh exporter."""
+    manager = JobQueueManager({
+        "backend": shared_store_url, "lease_s": 90.0, "heartbeat_s": 30.0, "poll_interval": 0.02,
+    })
+
+    @manager.handler(add)
+    def _add(p: Add) -> int:
+        return p.a + p.b
+
+    try:
+        registry = registry_for(manager)
+        completed = {"name": "typedq_jobs_completed_total", "queue": "default", "job_type": "add"}
+        assert value(_parsed(render(registry)), **completed) is None
+        refs = [manager.enqueue(add, Add(a=i, b=1)) for i in range(5)]
+        manager.start_workers("default", 1)
+        done = JobStatus.COMPLETED
+        wait_until(lambda: all(manager.get_job(r.job_id).status is done for r in refs), timeout=20)
+        assert manager.stop_workers("default") == []
+        assert manager.registered_workers() == []
+        for exporter in (registry, registry, registry_for(manager)):  # scraped again, and afresh
+            s = _parsed(render(exporter))
+            assert value(s, **completed) == 5
+            assert value(s, "typedq_job_run_seconds_count", queue="default", job_type="add") == 5
+            assert value(s, "typedq_job_wait_seconds_bucket", queue="default", job_type="add", le="+Inf") == 5
+    finally:
+        manager.close()

@@ -216,8 +216,8 @@ class SQL:
     register_worker: Final = (
         "INSERT OR REPLACE INTO workers (queue, worker_id, last_seen, info) VALUES (?, ?, ?, ?)"
     )
-    forget_workers: Final = "DELETE FROM workers WHERE queue = ? AND last_seen < ?"
-    unregister_worker: Final = "DELETE FROM workers WHERE queue = ? AND worker_id = ?"
+    forget_workers: Final = "DELETE FROM workers WHERE queue = ? AND last_seen < ? RETURNING info"
+    unregister_worker: Final = "DELETE FROM workers WHERE queue = ? AND worker_id = ? RETURNING info"
     workers: Final = "SELECT info FROM workers WHERE queue = ?"
 
     # -- reads ------------------------------------------------------------------------------

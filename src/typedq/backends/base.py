@@ -631,12 +631,27 @@ class Queue(Protocol):
     def register_worker(self, info: WorkerInfo) -> None:
         """Add or renew ``info`` in the queue's worker registry (a heartbeat).
 
-        Entries not renewed for :data:`WORKER_RETENTION_S` are forgotten.
+        Entries not renewed for :data:`WORKER_RETENTION_S` are forgotten, their figures
+        added to :meth:`retired_metrics` in the same atomic step.
         """
         ...
 
-    def unregister_worker(self, worker_id: str) -> None:
-        """Remove a worker that stopped on its own; an unknown id is ignored."""
+    def unregister_worker(self, worker_id: str, *, final: WorkerInfo | None = None) -> None:
+        """Remove a worker that stopped on its own; an unknown id is ignored.
+
+        In the same atomic step the worker's figures (``final.metrics``: what it did up
+        to its stop, when given; else its entry's, as of its last heartbeat) are added
+        to the queue's retired-workers totals (:meth:`retired_metrics`), once: an entry
+        already removed (forgotten after :data:`WORKER_RETENTION_S`, whose figures were
+        added then) adds nothing.
+        """
+        ...
+
+    def retired_metrics(self) -> dict[str, Any]:
+        """The summed figures (``WorkerInfo.metrics`` shape) of every worker whose entry
+        was removed: unregistered, or forgotten after :data:`WORKER_RETENTION_S` (those
+        entries' figures are added when they are forgotten). With the figures of the
+        entries listed by :meth:`workers`, each worker is counted exactly once."""
         ...
 
     def workers(self) -> list[WorkerInfo]:

@@ -92,6 +92,8 @@ class JobQueue(MemoryReads, MemoryControl, MemoryCoordination, MemoryPolicy, Que
         self._codec = codec
         self._frames = None if codec is None else FrameFields(codec)
         self._workers: dict[str, WorkerInfo] = {}
+        # The figures of workers whose entries were removed (see _worker_totals).
+        self._retired_metrics: dict[str, Any] = {}
         # Unique key -> (holder id, until, holder's states): see _unique.
         self._unique: dict[str, tuple[str, float | None, tuple[str, ...]]] = {}
         self._init_coordination()

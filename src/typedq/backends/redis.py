@@ -62,6 +62,7 @@ from typedq.backends._redis_keys import HashCodec, base_key, parse_redis_url, so
 from typedq.backends._redis_lua import SCRIPTS
 from typedq.backends._redis_lua_policy import POLICY_SCRIPTS
 from typedq.backends._redis_reads import RedisReads
+from typedq.backends._redis_registry import REGISTRY_SCRIPTS
 from typedq.backends._redis_wait import MIN_BLOCK_S, Waiters
 from typedq.backends._unique import UniqueSpec, unique_of
 from typedq.backends.base import Claim, Completion, Queue
@@ -92,7 +93,9 @@ _COMPLETED: Final = JobStatus.COMPLETED
 #: Most claims remembered for complete(); half are forgotten when it is passed.
 _INFLIGHT_MAX: Final = 8192
 #: Every script a queue registers: its transitions and its locks'.
-_SCRIPTS: Final = {**SCRIPTS, **coord.COORD_SCRIPTS, **POLICY_SCRIPTS, **CONTROL_SCRIPTS}
+_SCRIPTS: Final = {
+    **SCRIPTS, **coord.COORD_SCRIPTS, **POLICY_SCRIPTS, **CONTROL_SCRIPTS, **REGISTRY_SCRIPTS
+}
 
 
 def _num(value: float) -> str:
