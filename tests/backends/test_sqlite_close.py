@@ -52,12 +52,18 @@ class _HeldWrite(threading.Thread):
             self.error = exc
 
 
-def test_close_waits_for_a_write_in_progress_on_another_thread(tmp_path: Path) -> None:
-    path = tmp_path / "q.db"
+def _writing(path: Path) -> tuple[Connections, _HeldWrite]:
+    """A table in a new file, and a thread holding a write transaction on it."""
     db = _table(path)
     writer = _HeldWrite(db)
     writer.start()
     assert writer.inside.wait(5)
+    return db, writer
+
+
+def test_close_waits_for_a_write_in_progress_on_another_thread(tmp_path: Path) -> None:
+    path = tmp_path / "q.db"
+    db, writer = _writing(path)
     closer = threading.Thread(target=db.close, kwargs={"wait_s": 10})
     closer.start()
     closer.join(0.1)
@@ -74,10 +80,7 @@ def test_close_waits_for_a_write_in_progress_on_another_thread(tmp_path: Path) -
 
 def test_close_that_stops_waiting_leaves_the_busy_connection_to_its_call(tmp_path: Path) -> None:
     path = tmp_path / "q.db"
-    db = _table(path)
-    writer = _HeldWrite(db)
-    writer.start()
-    assert writer.inside.wait(5)
+    db, writer = _writing(path)
     began = time.monotonic()
     db.close(wait_s=0.05)
     assert time.monotonic() - began < 2.0
