@@ -196,9 +196,10 @@ class Connections:
             return holder.conn
         return self._open()
 
-    @contextlib.contextmanager
-    def _using(self) -> Iterator[sqlite3.Connection]:
-        """This thread's connection, marked in use for the call (see :meth:`close`).
+    def _enter(self) -> _Holder:
+        """This thread's connection holder, marked in use for a call (see :meth:`close`);
+        the caller ends the call with :meth:`_leave`. Plain calls, not a context
+        manager: they run around every read and write.
 
         Raises:
             QueueClosedError: the queue was closed.
@@ -210,23 +211,26 @@ class Connections:
             holder: _Holder | None = getattr(self._local, "holder", None)
             if holder is not None and holder.pid == _pid:
                 holder.busy = True  # under the lock: close never takes it for idle
-            else:
-                holder = None
+                return holder
         try:
-            if holder is None:
-                self._open(busy=True)
-                holder = self._local.holder
-            yield holder.conn
-        finally:
-            with self._lock:
-                if holder is not None:
-                    holder.busy = False
-                self._active -= 1
-                closed = self.closed  # may have changed since the check above
-                if not self._active:
-                    self._idle.notify_all()
-            if closed:  # closed during the call: this thread closes its own connection
-                self._drop_mine()
+            self._open(busy=True)
+        except BaseException:
+            self._leave(None)
+            raise
+        opened: _Holder = self._local.holder
+        return opened
+
+    def _leave(self, holder: _Holder | None) -> None:
+        """End a call begun by :meth:`_enter`."""
+        with self._lock:
+            if holder is not None:
+                holder.busy = False
+            self._active -= 1
+            closed = self.closed  # may have changed since _enter
+            if closed and not self._active:
+                self._idle.notify_all()  # close() waits for the last call
+        if closed:  # closed during the call: this thread closes its own connection
+            self._drop_mine()
 
     @property
     def closed(self) -> bool:
@@ -312,14 +316,16 @@ class Connections:
         are, driver errors mapped). SQLITE_BUSY, after the busy timeout, retries the
         whole transaction once.
         """
-        with self._using() as conn:
-            holder: _Holder = self._local.holder
+        holder = self._enter()
+        try:
             lock_fd = self._turn(holder)
             try:
-                return self._transaction(conn, fn)
+                return self._transaction(holder.conn, fn)
             finally:
                 if lock_fd is not None:
                     fcntl.flock(lock_fd, fcntl.LOCK_UN)
+        finally:
+            self._leave(holder)
 
     def _turn(self, holder: _Holder) -> int | None:
         """Wait for this thread's turn to write; return the locked descriptor, or None
@@ -375,11 +381,13 @@ class Connections:
 
     def read(self, sql: str, params: tuple[object, ...] = ()) -> list[Any]:
         """Run one read statement (its own snapshot) and return every row."""
-        with self._using() as conn:
-            try:
-                return conn.execute(sql, params).fetchall()
-            except sqlite3.Error as exc:
-                raise translate(exc, self.path) from exc
+        holder = self._enter()
+        try:
+            return holder.conn.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise translate(exc, self.path) from exc
+        finally:
+            self._leave(holder)
 
     def settings(self) -> dict[str, Any]:
         """The file's settings as this thread's connection sees them, and the counters.
