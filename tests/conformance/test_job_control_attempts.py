@@ -140,3 +140,13 @@ def test_import_of_malformed_logs_stores_nothing(
     for job_id in ("g0", "g1"):
         with pytest.raises(JobNotFoundError):
             queue.get_job(job_id)
+
+
+def test_imported_progress_of_an_earlier_attempt_is_not_shown(
+    queue: Queue, make_job: MakeJob, clock: FakeClock
+) -> None:
+    record = make_job(job_id="j", attempt=2, created_at=clock.now()).to_dict()
+    record["progress"] = JobProgress(5, 10, "attempt 1", 1.0, attempt=1).to_dict()
+    queue.import_jobs([record])
+    assert queue.get_job("j").progress is None
+    assert queue.export_jobs()[0]["progress"] is None

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from typedq.backends._control import LOGS_KEY, logs_of_record
+from typedq.backends._control import LOGS_KEY, current_progress, logs_of_record
 from typedq.errors import DependencyCycleError, InvalidJobError
 from typedq.job import Job, JobLogLine
 
@@ -87,6 +87,9 @@ def jobs_from_export(jobs_data: Iterable[dict[str, Any]]) -> tuple[list[Job], di
             job = Job.from_dict(data)
         except InvalidJobError as exc:
             raise InvalidJobError(f"jobs_data[{index}].{exc.field}", exc.value, exc.allowed) from exc
+        # Only the progress of the job's current attempt is shown (_control.current_progress),
+        # on every backend alike, whatever an older version exported.
+        job.progress = current_progress(job.progress, job.attempt)
         jobs.append(job)
         if lines:
             logs[job.job_id] = lines
