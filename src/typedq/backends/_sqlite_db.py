@@ -5,7 +5,9 @@
   touches, nor closes, a connection it inherited (closing one could disturb the parent's
   locks); it opens its own. Inherited connections are parked forever instead of being
   garbage-collected, since collecting one closes it. A thread's connection is closed
-  when the thread ends, and :meth:`Connections.close` closes every one left.
+  when the thread ends, and :meth:`Connections.close` closes every one left, never one
+  a call is using (it waits for those, bounded; a call still running then closes its
+  own connection when it ends); any call after close raises ``QueueClosedError``.
 * Every connection is set up the same way and checked: WAL, ``synchronous`` NORMAL or
   FULL, ``busy_timeout`` :data:`BUSY_TIMEOUT_S`, a checkpoint every
   :data:`WAL_AUTOCHECKPOINT_PAGES` pages.
