@@ -373,7 +373,9 @@ def test_a2_kill_between_claim_and_handler_start(folder: Path, backend: str, que
     [job_id] = _enqueue(queue, [{"mode": "pause"}])
     claims = folder / "claims"
     with Pool(folder, backend, "--processes", "1", "--concurrency", "1") as pool:
-        wait_until(claims.exists, timeout=20.0, message="the job is claimed")
+        # The file exists a moment before its line is written (open, then write).
+        wait_until(lambda: claims.exists() and claims.read_text().endswith("\n"), timeout=20.0,
+                   message="the job is claimed")
         _, pid, _ = claims.read_text().split()
         os.kill(int(pid), signal.SIGKILL)
         killed_at = time.time()
