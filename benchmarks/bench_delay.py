@@ -146,7 +146,8 @@ def _cleanup(prefix: str | None, redis_url: str = "redis://127.0.0.1:6379/0") ->
     import redis
 
     client = redis.Redis.from_url(redis_url)
-    keys = list(client.scan_iter(match=f"{{{prefix}}}:*", count=1000))
+    # Every key of the prefix: the queue's ({prefix}:...) and the server marker ({prefix:}:epoch).
+    keys = list(client.scan_iter(match=f"{{{prefix}*", count=1000))
     if keys:
         client.unlink(*keys)
     client.close()
