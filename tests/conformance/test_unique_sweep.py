@@ -15,7 +15,7 @@ import pytest
 from typedq.backends._unique import UNIQUE_META
 from typedq.backends.base import Queue
 from typedq.clock import FakeClock
-from typedq.errors import DuplicateJobError, InvalidJobError
+from typedq.errors import ConfigError, DuplicateJobError, InvalidJobError
 from typedq.job import Job
 from typedq.leases import Reaper
 
@@ -131,14 +131,28 @@ def test_a_sweep_racing_submits_never_frees_a_held_key(queue: Queue, make_job: M
     assert swept  # the sweeper ran meanwhile
 
 
-def test_the_reaper_sweeps_released_keys_each_pass(queue: Queue, make_job: MakeJob) -> None:
-    queue.enqueue_many([make_job(job_id=f"j{i}", metadata=_unique(f"k{i}")) for i in range(5)])
+def test_the_reaper_sweeps_released_keys_and_rests_after_a_whole_round(
+    queue: Queue, make_job: MakeJob
+) -> None:
+    queue.enqueue_many([make_job(job_id=f"j{i}", metadata=_unique(f"k{i}")) for i in range(6)])
     for i in range(3):
         queue.delete(f"j{i}")
-    reaper = Reaper(lambda: [queue])
+    reaper = Reaper(lambda: [queue])  # rests a minute after a whole round
     reaper.sweep()
     assert reaper.unique_swept_total == 3
+    queue.delete("j3")
+    reaper.sweep()
+    assert reaper.unique_swept_total == 3  # resting: the next round comes later
+    eager = Reaper(lambda: [queue], unique_sweep_rest_s=0)
+    eager.sweep()
+    assert eager.unique_swept_total == 1
+    queue.delete("j4")
+    eager.sweep()
+    assert eager.unique_swept_total == 2
     assert sum(_sweep_round(queue)) == 0
+    with pytest.raises(ConfigError) as info:
+        Reaper(lambda: [queue], unique_sweep_rest_s=-1)
+    assert "unique_sweep_rest_s" in str(info.value)
 
 
 @pytest.mark.parametrize(
