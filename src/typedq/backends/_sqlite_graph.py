@@ -12,18 +12,22 @@ only when there may be some. The rules are the memory backend's:
 * COMPLETED releases the dependents (``blocked_by`` - 1);
 * FAILED, DEAD, CANCELLED and delete fail the blocked dependents, transitively.
 
-Every method takes the connection of the caller's open ``BEGIN IMMEDIATE`` transaction.
+Every method takes the connection of the caller's open ``BEGIN IMMEDIATE`` transaction,
+and keeps the queue's ``job_counts`` rows right for each job it adds, moves or deletes
+(see ``_sqlite_counts``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from itertools import groupby
 from operator import itemgetter
 from typing import Any, Final, NamedTuple
 
+from typedq.backends import _sqlite_counts as counts
 from typedq.backends import _sqlite_rows as rows
 from typedq.backends._graph import check_batch_acyclic, dependency_order
 from typedq.backends._sqlite_driver import sqlite3
@@ -77,6 +81,7 @@ class JobState(NamedTuple):
     status: str
     depends_on: str | None
     scheduled_at: float | None
+    job_type: str
 
 
 def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
@@ -112,8 +117,8 @@ class QueueGraph:
 
     def place_batch(
         self, conn: _Conn, batch: dict[str, Job], encoded: dict[str, rows.Blobs], now: float
-    ) -> tuple[list[tuple[Any, ...]], list[tuple[str, str, str]], list[tuple[str, str]]]:
-        """Check a batch with dependencies and compute its rows, edges and parents.
+    ) -> tuple[list[tuple[Any, ...]], list[tuple[str, str, str]], list[tuple[str, str]], counts.Deltas]:
+        """Check a batch with dependencies and compute its rows, edges, parents and counts.
 
         Mirrors the memory backend: a job waiting on a FAILED, DEAD or CANCELLED job is
         stored FAILED naming it; otherwise one edge per unfinished dependency.
@@ -156,8 +161,10 @@ class QueueGraph:
             status_of[job.job_id] = status
             placed.append((job, blocked, error))
         params = []
+        added: counts.Deltas = Counter()
         for job, blocked, error in placed:
             blobs = encoded[job.job_id]
+            added[job.job_type, status_of[job.job_id]] += 1
             if error is None:
                 params.append(
                     self.rows.row(
@@ -167,7 +174,7 @@ class QueueGraph:
             else:
                 params.append(self.rows.failed_row(job, self.queue, blobs, error, now))
         parents = [(self.queue, dep) for dep in sorted(waited_on - batch.keys())]
-        return params, edges, parents
+        return params, edges, parents, added
 
     def refuse_batch(self, conn: _Conn, batch: dict[str, Job]) -> None:
         """Raise the memory backend's error for the first offending job of a batch."""
@@ -203,13 +210,18 @@ class QueueGraph:
     def fail_dependents(self, conn: _Conn, job_id: str, status: str, now: float) -> None:
         """A job ended FAILED, DEAD or CANCELLED: fail the jobs waiting on it, transitively."""
         stack = [(job_id, status)]
+        failed: list[str] = []
         while stack:
             parent, parent_status = stack.pop()
             error = f"dependency {parent} is {parent_status}"
             for (child,) in conn.execute(SQL.take_edges, (self.queue, parent)).fetchall():
-                if conn.execute(SQL.fail_blocked, (error, now, self.queue, child)).rowcount:
+                got = conn.execute(SQL.fail_blocked, (error, now, self.queue, child)).fetchone()
+                if got is not None:
+                    failed.append(got[0])
                     conn.execute(SQL.drop_child_edges, (self.queue, child))
                     stack.append((child, "FAILED"))
+        if failed:
+            counts.bump(conn, self.queue, counts.moved(failed, _PENDING, "FAILED"))
 
     def place(self, conn: _Conn, seq: int, job_id: str, depends: str | None, now: float) -> None:
         """A job became PENDING: block it on its unfinished dependencies, or fail it."""
@@ -223,7 +235,9 @@ class QueueGraph:
             if dep_status == _COMPLETED:
                 continue
             if dep_status in _FAILING or dep_status == "missing":
-                conn.execute(SQL.fail_seq, (f"dependency {dep} is {dep_status}", now, seq))
+                error = f"dependency {dep} is {dep_status}"
+                (job_type,) = conn.execute(SQL.fail_seq, (error, now, seq)).fetchone()
+                counts.bump_one(conn, self.queue, job_type, _PENDING, "FAILED")
                 self.fail_dependents(conn, job_id, "FAILED", now)
                 return
             unfinished.append(dep)
@@ -263,6 +277,7 @@ class QueueGraph:
             sets["delayed"] = 1 if sched is not None and sched > now else 0
         assignments = ", ".join(f"{column} = ?" for column in sets)
         conn.execute(f"UPDATE jobs SET {assignments} WHERE seq = ?", (*sets.values(), job.seq))
+        counts.bump_one(conn, self.queue, job.job_type, old, new)
         if new == _PENDING:
             self.place(conn, job.seq, job_id, job.depends_on, now)
         elif new == _COMPLETED:
@@ -297,10 +312,11 @@ class QueueGraph:
         params: list[tuple[Any, ...]]
         edges: list[Edge] = []
         parents: list[tuple[str, str]] = []
+        added: counts.Deltas = Counter()
         # (statement, its rows), in the batch's order: seqs follow that order.
         runs: list[tuple[str, list[tuple[Any, ...]]]]
         if fresh is None:
-            params, edges, parents = self.place_batch(conn, batch, encoded, now)
+            params, edges, parents, added = self.place_batch(conn, batch, encoded, now)
             runs = [(SQL.insert, params)]
         elif all(row is not None for row in fresh):
             runs = [
@@ -319,6 +335,12 @@ class QueueGraph:
             self.refuse_batch(conn, batch)
             raise
         conn.execute("RELEASE batch")
+        if fresh is not None:
+            added = Counter((job.job_type, job.status.value) for job in batch.values())
+        submitted: counts.Deltas = Counter()
+        for (job_type, _), n in added.items():
+            submitted[job_type, counts.SUBMITTED] += n
+        counts.bump(conn, self.queue, added + submitted)
         if edges:
             conn.executemany(SQL.insert_edge, edges)
             conn.executemany(SQL.flag_parent, parents)
@@ -374,10 +396,12 @@ class QueueGraph:
         reopened = [job]
         if with_dependents:
             children: dict[str, list[JobState]] = {}
-            for seq, child, depends, error in conn.execute(SQL.failed_by_dependency, (self.queue,)):
+            for seq, child, depends, error, job_type in conn.execute(SQL.failed_by_dependency, (self.queue,)):
                 parent = error.split(" ", 2)[1]
                 if depends and parent in json.loads(depends):
-                    children.setdefault(parent, []).append(JobState(seq, child, "FAILED", depends, None))
+                    children.setdefault(parent, []).append(
+                        JobState(seq, child, "FAILED", depends, None, job_type)
+                    )
             index = 0
             while index < len(reopened):
                 reopened.extend(children.pop(reopened[index].job_id, []))
@@ -396,6 +420,7 @@ class QueueGraph:
         # A deleted dependency can never complete: its waiting dependents fail.
         self.fail_dependents(conn, job_id, "CANCELLED", now)
         conn.execute(SQL.delete, (job.seq,))
+        counts.bump_one(conn, self.queue, job.job_type, job.status, None)
         if job.seq > conn.execute(SQL.top_seq).fetchone()[0]:
             conn.execute(SQL.drop_high_water)
             conn.execute(SQL.keep_high_water, (job.seq,))
@@ -419,6 +444,8 @@ class QueueGraph:
         if not got:
             self.refuse_lease(conn, job_id, token)
         row: Sequence[Any] = got[0]
+        job_type = row[2 if cached is not None else rows.JOB_TYPE]  # complete_short's, or a full row's
+        counts.bump_one(conn, self.queue, job_type, _RUNNING, _COMPLETED)
         return row, bool(row[-1]) and self.release_dependents(conn, job_id)
 
     def complete_all(
@@ -450,7 +477,9 @@ class QueueGraph:
                 else:
                     params += (seq, item.token)
             params.append(now)
-            for seq, *row in conn.execute(SQL.complete_batch(len(chunk), results), params).fetchall():
+            done = conn.execute(SQL.complete_batch(len(chunk), results), params).fetchall()
+            counts.bump(conn, self.queue, counts.moved((row[3] for row in done), _RUNNING, _COMPLETED))
+            for seq, *row in done:
                 pos = batch[seq]
                 got[pos] = (row, True)
                 if row[-1] and self.release_dependents(conn, items[pos].job_id):
@@ -509,8 +538,8 @@ class QueueGraph:
             got = conn.execute(sql, (seq, attempt, now)).fetchone()
             if got is None:
                 continue
-            lost, cancel, depends, sched = got
-            job = JobState(seq, job_id, _RUNNING, depends, sched)
+            lost, cancel, depends, sched, job_type = got
+            job = JobState(seq, job_id, _RUNNING, depends, sched, job_type)
             if cancel:
                 self.move(conn, job, "CANCELLED", now, {"finished_at": now})
             elif in_batch:
@@ -534,6 +563,8 @@ class QueueGraph:
         """
         for row, exc in claimed:
             job_id = row[rows.ID]
-            if conn.execute(SQL.bury_claimed, (str(exc), now, row[rows.SEQ], row[rows.ATTEMPT])).rowcount:
+            got = conn.execute(SQL.bury_claimed, (str(exc), now, row[rows.SEQ], row[rows.ATTEMPT])).fetchone()
+            if got is not None:
+                counts.bump_one(conn, self.queue, got[0], _RUNNING, "DEAD")
                 logger.warning("job %s of queue %r moved to DEAD at claim: %s", job_id, self.queue, exc)
                 self.fail_dependents(conn, job_id, "DEAD", now)

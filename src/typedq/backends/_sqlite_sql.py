@@ -88,7 +88,7 @@ class SQL:
     )
     bury_claimed: Final = (
         "UPDATE jobs SET status = 'DEAD', error = ?, finished_at = ?, lease_until = NULL,"
-        " traceback = '' WHERE seq = ? AND status = 'RUNNING' AND attempt = ?"
+        " traceback = '' WHERE seq = ? AND status = 'RUNNING' AND attempt = ? RETURNING job_type"
     )
     peek_ready: Final = f"SELECT {_COLS} FROM jobs WHERE seq = ({_READY.replace('LIMIT ?', 'LIMIT 1')})"
     peek_due: Final = (
@@ -108,7 +108,7 @@ class SQL:
     complete_short: Final = (
         "UPDATE jobs SET status = 'COMPLETED', result = ?, finished_at = ?, lease_until = NULL"
         " WHERE seq = ? AND status = 'RUNNING' AND attempt = ?"
-        " RETURNING priority, cancel_requested, has_waiters"
+        " RETURNING priority, cancel_requested, job_type, has_waiters"
     )
     #: Most completions one ``complete_batch`` statement holds (3 parameters each).
     COMPLETE_BATCH_MAX: Final = 1000
@@ -120,7 +120,7 @@ class SQL:
 
         Params: (seq, token, result) per job, then finished_at; without ``results``
         (every result is None) (seq, token) per job. Returns the seq, priority,
-        cancel_requested and has_waiters of each row it completed; a row whose status
+        cancel_requested, job_type and has_waiters of each row it completed; a row whose status
         or attempt no longer match is left alone and not returned.
         """
         if results:
@@ -132,7 +132,7 @@ class SQL:
             f" UPDATE jobs SET status = 'COMPLETED', result = {result}, finished_at = ?,"
             " lease_until = NULL FROM done"
             " WHERE jobs.seq = done.seq AND jobs.status = 'RUNNING' AND jobs.attempt = done.token"
-            " RETURNING jobs.seq, jobs.priority, jobs.cancel_requested, jobs.has_waiters"
+            " RETURNING jobs.seq, jobs.priority, jobs.cancel_requested, jobs.job_type, jobs.has_waiters"
         )
 
     fail: Final = (
@@ -165,13 +165,13 @@ class SQL:
     rescue: Final = (
         "UPDATE jobs SET lost_count = lost_count + 1, run_alone = 1, worker_id = NULL WHERE seq = ?"
         " AND status = 'RUNNING' AND attempt = ? AND lease_until < ?"
-        " RETURNING lost_count, cancel_requested, depends_on, scheduled_at"
+        " RETURNING lost_count, cancel_requested, depends_on, scheduled_at, job_type"
     )
     #: A job of a batch: not counted, claimed alone next time (params: seq, attempt, now).
     rescue_from_batch: Final = (
         "UPDATE jobs SET run_alone = 1, worker_id = NULL WHERE seq = ?"
         " AND status = 'RUNNING' AND attempt = ? AND lease_until < ?"
-        " RETURNING lost_count, cancel_requested, depends_on, scheduled_at"
+        " RETURNING lost_count, cancel_requested, depends_on, scheduled_at, job_type"
     )
 
     # -- the dependency graph ---------------------------------------------------------------
@@ -181,16 +181,19 @@ class SQL:
     )
     fail_blocked: Final = (
         "UPDATE jobs SET status = 'FAILED', error = ?, finished_at = ?, blocked_by = 0"
-        " WHERE queue = ? AND job_id = ? AND status = 'PENDING' AND blocked_by > 0"
+        " WHERE queue = ? AND job_id = ? AND status = 'PENDING' AND blocked_by > 0 RETURNING job_type"
     )
     drop_child_edges: Final = "DELETE FROM job_deps WHERE queue = ? AND child = ?"
     fail_seq: Final = (
         "UPDATE jobs SET status = 'FAILED', error = ?, finished_at = ?, blocked_by = 0 WHERE seq = ?"
+        " RETURNING job_type"
     )
     set_blocked: Final = "UPDATE jobs SET blocked_by = ? WHERE seq = ?"
 
     # -- management -------------------------------------------------------------------------
-    state: Final = "SELECT seq, status, depends_on, scheduled_at FROM jobs WHERE queue = ? AND job_id = ?"
+    state: Final = (
+        "SELECT seq, status, depends_on, scheduled_at, job_type FROM jobs WHERE queue = ? AND job_id = ?"
+    )
     request_cancel: Final = "UPDATE jobs SET cancel_requested = 1 WHERE seq = ?"
     #: A job that ended without a finish time gets one (params: now, seq).
     finish_now: Final = "UPDATE jobs SET finished_at = ? WHERE seq = ? AND finished_at IS NULL"
@@ -208,7 +211,7 @@ class SQL:
 
     #: The jobs that failed because a dependency did (params: queue).
     failed_by_dependency: Final = (
-        "SELECT seq, job_id, depends_on, error FROM jobs INDEXED BY jobs_settled WHERE queue = ?"
+        "SELECT seq, job_id, depends_on, error, job_type FROM jobs INDEXED BY jobs_settled WHERE queue = ?"
         f" AND status = 'FAILED' AND {SETTLED_CONDITION} AND error LIKE 'dependency %'"
     )
 
@@ -227,13 +230,9 @@ class SQL:
     queue_names: Final = (
         "SELECT DISTINCT queue FROM jobs INDEXED BY jobs_by_id WHERE queue > '' ORDER BY queue"
     )
-    size: Final = "SELECT count(*) FROM jobs WHERE queue = ?"
-    counts_by_type: Final = (
-        "SELECT job_type, count(*) FROM jobs NOT INDEXED WHERE queue = ? AND status = ? GROUP BY job_type"
-    )
-    # No index covers every status: counting and listing scan the table in seq order (a
-    # listing cursor starts the scan at its seq: NOT INDEXED still allows rowid ranges).
-    counts: Final = "SELECT status, count(*) FROM jobs NOT INDEXED WHERE queue = ? GROUP BY status"
+    # No index covers every status: listing scans the table in seq order (a listing
+    # cursor starts the scan at its seq: NOT INDEXED still allows rowid ranges). Counting
+    # reads job_counts (see _sqlite_counts).
     list: Final = (
         f"SELECT {_COLS} FROM jobs NOT INDEXED WHERE {{where}} ORDER BY seq {{order}} LIMIT ? OFFSET ?"
     )

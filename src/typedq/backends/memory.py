@@ -156,6 +156,7 @@ class JobQueue(MemoryReads, MemoryControl, MemoryCoordination, MemoryPolicy, Que
                 self._check_unique(job_id, spec, now, {})
                 self._unique[spec.key] = (job_id, spec.until(now), spec.states)
             self._insert(job)
+            self._submitted[job.job_type] += 1
             if self._waiting:
                 self._cond.notify()
         return job_id
@@ -195,6 +196,7 @@ class JobQueue(MemoryReads, MemoryControl, MemoryCoordination, MemoryPolicy, Que
                     self._unique[spec.key] = (job_id, spec.until(now), spec.states)
             for job in dependency_order(batch):
                 self._insert(job)
+            self._submitted.update(job.job_type for job in batch.values())
             self._cond.notify_all()
         return list(batch)
 
@@ -267,7 +269,7 @@ class JobQueue(MemoryReads, MemoryControl, MemoryCoordination, MemoryPolicy, Que
             self._set_status(job, _RUNNING)
             job.attempt += 1
             job.started_at = self._clock.now()
-            self._running[job.job_id] = None
+            self._add_running(job)
             return job
 
     def peek(self) -> Job | None:
@@ -345,7 +347,7 @@ class JobQueue(MemoryReads, MemoryControl, MemoryCoordination, MemoryPolicy, Que
         job.worker_id = worker_id
         job.started_at = now
         until = job.lease_until = now + lease_s
-        self._running[job.job_id] = None
+        self._add_running(job)
         return Claim(job, token, until)
 
     def complete(self, job_id: str, *, token: int, result: Any = None) -> Job:
@@ -389,7 +391,7 @@ class JobQueue(MemoryReads, MemoryControl, MemoryCoordination, MemoryPolicy, Que
         job.result = result
         job.finished_at = now
         job.lease_until = None
-        del self._running[job_id]
+        self._drop_running(job)
         # self._finish(job, _COMPLETED) for the hot path: completions come in the order
         # of the clock's readings, so the table stays in finish order without a check.
         self._done[job_id] = None
@@ -652,6 +654,11 @@ class JobQueue(MemoryReads, MemoryControl, MemoryCoordination, MemoryPolicy, Que
         """Return how many jobs are in each status."""
         with self._lock:
             return dict(self._counts)
+
+    def count_submitted(self) -> dict[str, int]:
+        """Jobs ever submitted to the queue, per job type; see :meth:`Queue.count_submitted`."""
+        with self._lock:
+            return dict(self._submitted)
 
     def check_dead_letter(self, dead_letter: Queue) -> None:
         """Refuse a dead-letter queue that is not another ``JobQueue``; see

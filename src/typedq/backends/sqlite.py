@@ -45,9 +45,12 @@ How it runs:
   that process ends (a pid can be checked; a thread of another process cannot).
 * ``complete`` returns the job object this queue handed out at claim, updated (as the
   memory backend does), reading back only the columns another process may change.
-* ``count_by_status`` and listing PENDING, RUNNING or COMPLETED jobs scan the queue's
-  rows (no index over every status keeps the hot path at the fewest page writes);
-  listing SCHEDULED, FAILED, DEAD or CANCELLED jobs uses a partial index.
+* ``count_by_status``, ``count_by_type``, ``count_submitted`` and ``size`` read the
+  ``job_counts`` table, kept by every transition in its own transaction (one upsert
+  per job type and status a transition changed, see ``_sqlite_counts``). Listing
+  PENDING, RUNNING or COMPLETED jobs scans the queue's rows (no index over every status
+  keeps the hot path at the fewest page writes); listing SCHEDULED, FAILED, DEAD or
+  CANCELLED jobs uses a partial index.
 
 Durability (``durability=``):
 
@@ -71,6 +74,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from typedq._identity import owner_alive
+from typedq.backends import _sqlite_counts as counts
 from typedq.backends import _sqlite_dead as dead_letters
 from typedq.backends import _sqlite_rows as rows
 from typedq.backends._graph import jobs_from_export
@@ -110,6 +114,7 @@ __all__ = ["SQLiteQueue", "parse_sqlite_url"]
 logger = logging.getLogger("typedq.backends.sqlite")
 
 _PENDING: Final = "PENDING"
+_RUNNING: Final = "RUNNING"
 _COMPLETED: Final = "COMPLETED"
 #: Most claims remembered for complete(); half are forgotten when it is passed.
 _INFLIGHT_MAX: Final = 8192
@@ -230,6 +235,8 @@ class SQLiteQueue(SQLiteReads, SQLiteControl, SQLiteCoordination, SQLiteDeadLett
             row, sql = fresh[1], SQL.insert_into(fresh[0])
 
         spec = unique_of(job)
+        name, job_type = self._name, job.job_type
+        added = ((name, job_type, job.status.value, 1), (name, job_type, counts.SUBMITTED, 1))
 
         def tx(conn: _Conn) -> None:
             try:
@@ -238,6 +245,7 @@ class SQLiteQueue(SQLiteReads, SQLiteControl, SQLiteCoordination, SQLiteDeadLett
                 if is_unique_violation(exc):
                     raise DuplicateJobError(job.job_id, queue=self._name) from exc
                 raise
+            counts.add_rows(conn, added)
             if spec is not None:
                 take_unique_keys(conn, self._name, [(job.job_id, spec)], now)
 
@@ -341,10 +349,16 @@ class SQLiteQueue(SQLiteReads, SQLiteControl, SQLiteCoordination, SQLiteDeadLett
             if take > 1 and conn.execute(SQL.any_alone, (name,)).fetchone() is not None:
                 take = 1  # a job rescued from a batch waits: claim one at a time
             if policy is not None:
-                return policy_claim(
+                got = policy_claim(
                     conn, policy=policy, queue=name, now=now, head=head, types=types or None, limit=take
                 )
-            return conn.execute(sql, (*head, name, now, *types, take)).fetchall()
+            else:
+                got = conn.execute(sql, (*head, name, now, *types, take)).fetchall()
+            if len(got) == 1:
+                counts.bump_one(conn, name, got[0][rows.JOB_TYPE], _PENDING, _RUNNING)
+            elif got:
+                counts.bump(conn, name, counts.moved((row[rows.JOB_TYPE] for row in got), _PENDING, _RUNNING))
+            return got
 
         while True:
             got = self._db.write(tx)
@@ -431,13 +445,21 @@ class SQLiteQueue(SQLiteReads, SQLiteControl, SQLiteCoordination, SQLiteDeadLett
         sql: str,
         params: tuple[Any, ...],
         after: Callable[[_Conn, Sequence[Any]], None] | None = None,
+        *,
+        to: str | None = None,
     ) -> Sequence[Any]:
-        """Run one compare-and-set on (RUNNING, attempt == token); raise if it misses."""
+        """Run one compare-and-set on (RUNNING, attempt == token); raise if it misses.
+
+        ``to`` is the status ``sql`` moves the job to (its row then starts with
+        :data:`~typedq.backends._sqlite_rows.SELECT_COLUMNS`), None when it keeps it.
+        """
 
         def tx(conn: _Conn) -> Sequence[Any]:
             got: list[Sequence[Any]] = conn.execute(sql, (*params, self._name, job_id, token)).fetchall()
             if not got:
                 self._graph.refuse_lease(conn, job_id, token)
+            if to is not None:
+                counts.bump_one(conn, self._name, got[0][rows.JOB_TYPE], _RUNNING, to)
             if after is not None:
                 after(conn, got[0])
             return got[0]
@@ -511,7 +533,7 @@ class SQLiteQueue(SQLiteReads, SQLiteControl, SQLiteCoordination, SQLiteDeadLett
         self._inflight.pop((job_id, token), None)
         now = self._clock.now()
         params = (error, retry_at, 1 if retry_at > now else 0, _bounded(traceback))
-        row = self._leased(job_id, token, SQL.fail, params)
+        row = self._leased(job_id, token, SQL.fail, params, to=_PENDING)
         self._wake()
         return self._rows.job(row)
 
@@ -537,7 +559,7 @@ class SQLiteQueue(SQLiteReads, SQLiteControl, SQLiteCoordination, SQLiteDeadLett
             if dlq is not None:
                 dropped.extend(self._copy_dead(conn, row[rows.SEQ], job_id, (dlq, dlq_max), now))
 
-        row = self._leased(job_id, token, SQL.bury, (error, now, _bounded(traceback)), after)
+        row = self._leased(job_id, token, SQL.bury, (error, now, _bounded(traceback)), after, to="DEAD")
         self._log_dropped(dlq, dlq_max, dropped)
         return self._rows.job(row)
 
@@ -545,7 +567,7 @@ class SQLiteQueue(SQLiteReads, SQLiteControl, SQLiteCoordination, SQLiteDeadLett
         """RUNNING → PENDING, not counted as a failure; see :meth:`Queue.release`."""
         self._inflight.pop((job_id, token), None)
         now = self._clock.now()
-        row = self._leased(job_id, token, SQL.release, (now,))
+        row = self._leased(job_id, token, SQL.release, (now,), to=_PENDING)
         self._wake()
         return self._rows.job(row)
 
