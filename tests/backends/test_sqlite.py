@@ -44,7 +44,7 @@ from typedq.errors import (
     InvalidJobError,
     TypedqError,
 )
-from typedq.job import TRACEBACK_KEY, Job, JobStatus
+from typedq.job import LEVELS, TRACEBACK_KEY, Job, JobStatus, Priority, level_index
 from typedq.serializers.base import FrameCodec
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -668,6 +668,7 @@ def test_a_schema_3_file_gets_jobs_ready_on_plain_columns(
     try:
         assert queue.diagnostics()["schema_version"] == schema.SCHEMA_VERSION
         assert queue.ready_count() == 3
+        assert sum(queue.count_by_priority().values()) == 3  # schema 11 counted the ready rows
         assert [c.job.job_id for c in queue.claim_many("w", lease_s=60.0, limit=5)] == [
             "urgent",
             "plain",
@@ -1268,15 +1269,35 @@ def test_a_purge_reads_jobs_finished_in_order_without_a_scan_or_a_sort(
 
 
 def _row_counts(db: Path) -> dict[tuple[str, str, str], int]:
-    """(queue, job type, status) -> jobs, counted from the rows themselves."""
+    """(queue, job type, status) -> jobs, counted from the rows themselves; status
+    ``ready:<priority>`` for the jobs of the ready index."""
     conn = sqlite3.connect(db)
     try:
         found = conn.execute(
             "SELECT queue, job_type, status, count(*) FROM jobs WHERE queue > '' GROUP BY 1, 2, 3"
+            " UNION ALL SELECT queue, job_type, 'ready:' || priority, count(*) FROM jobs WHERE queue > ''"
+            " AND status = 'PENDING' AND blocked_by = 0 AND delayed = 0 GROUP BY 1, 2, 3"
         ).fetchall()
     finally:
         conn.close()
     return {(q, t, s): n for q, t, s, n in found}
+
+
+def _ready_by_level(db: Path, queue: str, now: float) -> dict[Priority, int]:
+    """Ready jobs per level (PENDING, unblocked, due), counted from the rows themselves."""
+    conn = sqlite3.connect(db)
+    try:
+        found = conn.execute(
+            "SELECT priority, count(*) FROM jobs WHERE queue = ? AND status = 'PENDING' AND blocked_by = 0"
+            " AND (scheduled_at IS NULL OR scheduled_at <= ?) GROUP BY priority",
+            (queue, now),
+        ).fetchall()
+    finally:
+        conn.close()
+    levels = dict.fromkeys(LEVELS, 0)
+    for priority, n in found:
+        levels[LEVELS[level_index(priority)]] += n
+    return levels
 
 
 def _kept_counts(db: Path) -> dict[tuple[str, str, str], int]:
@@ -1311,7 +1332,7 @@ def _random_transitions(queue: SQLiteQueue, dlq: SQLiteQueue, clock: FakeClock, 
 
     def op_enqueue() -> None:
         delay = rng.choice([None, clock.now() + 5.0])
-        job = new(scheduled_at=delay, max_retries=rng.choice([0, 1]))
+        job = new(scheduled_at=delay, max_retries=rng.choice([0, 1]), priority=rng.randint(1, 10))
         queue.enqueue(job)
         submitted[job.job_type] += 1
 
@@ -1364,9 +1385,11 @@ def _random_transitions(queue: SQLiteQueue, dlq: SQLiteQueue, clock: FakeClock, 
         job_id = some()
         if job_id is None:
             return
-        kind = rng.randrange(7)
+        kind = rng.randrange(8)
         try:
-            if kind == 0:
+            if kind == 7:
+                queue.set_priority(job_id, rng.randint(1, 10))
+            elif kind == 0:
                 queue.cancel(job_id)
             elif kind == 1:
                 queue.delete(job_id)
@@ -1405,11 +1428,12 @@ def test_job_counts_equal_the_rows_after_random_transitions(
     submitted = _random_transitions(queue, dlq, clock, seed)
     rows_now = _row_counts(db)
     assert _kept_counts(db) == rows_now
+    assert any(s.startswith("ready:") for _, _, s in rows_now)
     for q in (queue, dlq):
         by_status = {s: n for (name, _, s), n in rows_now.items() if name == q.name}
         expected = dict.fromkeys(JobStatus, 0)
         for (name, _, status), n in rows_now.items():
-            if name == q.name:
+            if name == q.name and not status.startswith("ready:"):
                 expected[JobStatus(status)] += n
         assert q.count_by_status() == expected, by_status
         assert q.size == sum(expected.values())
@@ -1419,4 +1443,6 @@ def test_job_counts_equal_the_rows_after_random_transitions(
             }
     assert queue.count_submitted() == dict(submitted)
     assert dlq.count_submitted() == {}
+    clock.advance(3.0)  # some delayed jobs fall due, not yet promoted by a claim
+    assert queue.count_by_priority() == _ready_by_level(db, "q", clock.now())
     assert sum(queue.count_by_status().values()) > 0

@@ -82,6 +82,9 @@ class JobState(NamedTuple):
     depends_on: str | None
     scheduled_at: float | None
     job_type: str
+    priority: int
+    #: Whether it is in the ready index (PENDING, unblocked, not delayed).
+    ready: bool = False
 
 
 def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
@@ -165,6 +168,8 @@ class QueueGraph:
         for job, blocked, error in placed:
             blobs = encoded[job.job_id]
             added[job.job_type, status_of[job.job_id]] += 1
+            if error is None and not blocked and rows.ready_at_insert(job, now):
+                added[job.job_type, counts.ready(job.priority)] += 1
             if error is None:
                 params.append(
                     self.rows.row(
@@ -200,11 +205,22 @@ class QueueGraph:
             found.update(conn.execute(sql, (self.queue, *chunk)).fetchall())
         return found
 
+    def promote(self, conn: _Conn, now: float) -> None:
+        """Delayed jobs that are due join the ready index (at most 1,000 at a time)."""
+        got = conn.execute(SQL.promote, (self.queue, now)).fetchall()
+        if got:
+            due = Counter((t, counts.ready(priority)) for t, priority, blocked in got if not blocked)
+            counts.bump(conn, self.queue, due)
+
     def release_dependents(self, conn: _Conn, job_id: str) -> bool:
         """A job COMPLETED: each dependent waits for one dependency less."""
         children = conn.execute(SQL.take_edges, (self.queue, job_id)).fetchall()
-        if children:
-            conn.executemany(SQL.unblock, [(self.queue, child) for (child,) in children])
+        freed: Counter[tuple[str, str]] = Counter()
+        for (child,) in children:
+            got = conn.execute(SQL.unblock, (self.queue, child)).fetchone()
+            if got is not None and got[2]:  # its last dependency: it is ready
+                freed[got[0], counts.ready(got[1])] += 1
+        counts.bump(conn, self.queue, freed)
         return bool(children)
 
     def fail_dependents(self, conn: _Conn, job_id: str, status: str, now: float) -> None:
@@ -223,10 +239,19 @@ class QueueGraph:
         if failed:
             counts.bump(conn, self.queue, counts.moved(failed, _PENDING, "FAILED"))
 
-    def place(self, conn: _Conn, seq: int, job_id: str, depends: str | None, now: float) -> None:
-        """A job became PENDING: block it on its unfinished dependencies, or fail it."""
+    def place(
+        self, conn: _Conn, job: JobState, now: float, *, counted_ready: bool
+    ) -> None:
+        """A job became PENDING: block it on its unfinished dependencies, or fail it.
+
+        ``counted_ready``: the job was counted as ready when it became PENDING (not
+        delayed); blocking or failing it takes that back."""
+        seq, job_id, depends = job.seq, job.job_id, job.depends_on
         if not depends:
             return
+        unready: counts.Deltas = Counter()
+        if counted_ready:
+            unready[job.job_type, counts.ready(job.priority)] -= 1
         deps: list[str] = json.loads(depends)
         status_of = self.statuses(conn, deps)
         unfinished = []
@@ -236,8 +261,9 @@ class QueueGraph:
                 continue
             if dep_status in _FAILING or dep_status == "missing":
                 error = f"dependency {dep} is {dep_status}"
-                (job_type,) = conn.execute(SQL.fail_seq, (error, now, seq)).fetchone()
-                counts.bump_one(conn, self.queue, job_type, _PENDING, "FAILED")
+                conn.execute(SQL.fail_seq, (error, now, seq))
+                unready.update(counts.moved([job.job_type], _PENDING, "FAILED"))
+                counts.bump(conn, self.queue, unready)
                 self.fail_dependents(conn, job_id, "FAILED", now)
                 return
             unfinished.append(dep)
@@ -245,6 +271,7 @@ class QueueGraph:
             conn.executemany(SQL.insert_edge, [(self.queue, dep, job_id) for dep in unfinished])
             conn.executemany(SQL.flag_parent, [(self.queue, dep) for dep in unfinished])
             conn.execute(SQL.set_blocked, (len(unfinished), seq))
+            counts.bump(conn, self.queue, unready)
 
     def state(self, conn: _Conn, job_id: str) -> JobState:
         """The stored state of ``job_id``.
@@ -255,7 +282,8 @@ class QueueGraph:
         found = conn.execute(SQL.state, (self.queue, job_id)).fetchone()
         if found is None:
             raise JobNotFoundError(job_id, queue=self.queue)
-        return JobState(found[0], job_id, *found[1:])
+        seq, status, depends, sched, job_type, priority, ready = found
+        return JobState(seq, job_id, status, depends, sched, job_type, priority, bool(ready))
 
     def move(
         self, conn: _Conn, job: JobState, new: str, now: float, extra: dict[str, Any] | None = None
@@ -277,9 +305,13 @@ class QueueGraph:
             sets["delayed"] = 1 if sched is not None and sched > now else 0
         assignments = ", ".join(f"{column} = ?" for column in sets)
         conn.execute(f"UPDATE jobs SET {assignments} WHERE seq = ?", (*sets.values(), job.seq))
-        counts.bump_one(conn, self.queue, job.job_type, old, new)
+        deltas = counts.moved([job.job_type], old, new)
+        ready_now = new == _PENDING and not sets["delayed"]
+        if job.ready != ready_now:
+            deltas[job.job_type, counts.ready(job.priority)] += 1 if ready_now else -1
+        counts.bump(conn, self.queue, deltas)
         if new == _PENDING:
-            self.place(conn, job.seq, job_id, job.depends_on, now)
+            self.place(conn, job, now, counted_ready=ready_now)
         elif new == _COMPLETED:
             self.release_dependents(conn, job_id)
         elif new in _FAILING:
@@ -335,12 +367,19 @@ class QueueGraph:
             self.refuse_batch(conn, batch)
             raise
         conn.execute("RELEASE batch")
+        submitted: counts.Deltas = Counter()
         if fresh is not None:
             added = Counter((job.job_type, job.status.value) for job in batch.values())
-        submitted: counts.Deltas = Counter()
-        for (job_type, _), n in added.items():
-            submitted[job_type, counts.SUBMITTED] += n
-        counts.bump(conn, self.queue, added + submitted)
+            added.update(
+                (job.job_type, counts.ready(job.priority))
+                for job in batch.values()
+                if rows.ready_at_insert(job, now)
+            )
+        for (job_type, status), n in added.items():
+            if status[0].isupper():  # a job status, not a ready:<priority> count
+                submitted[job_type, counts.SUBMITTED] += n
+        added.update(submitted)
+        counts.bump(conn, self.queue, added)
         if edges:
             conn.executemany(SQL.insert_edge, edges)
             conn.executemany(SQL.flag_parent, parents)
@@ -374,8 +413,14 @@ class QueueGraph:
 
     def set_priority(self, conn: _Conn, *, job_id: str, priority: int) -> None:
         """Change a job's priority (its place in the ready index moves with it)."""
-        if not conn.execute(SQL.set_priority, (priority, self.queue, job_id)).rowcount:
+        found = conn.execute(SQL.ready_state, (self.queue, job_id)).fetchone()
+        if found is None:
             raise JobNotFoundError(job_id, queue=self.queue)
+        conn.execute(SQL.set_priority, (priority, self.queue, job_id))
+        job_type, old, ready = found
+        if ready and old != priority:
+            moved = Counter({(job_type, counts.ready(old)): -1, (job_type, counts.ready(priority)): 1})
+            counts.bump(conn, self.queue, moved)
 
     def replay(self, conn: _Conn, *, job_id: str, now: float) -> Sequence[Any]:
         """DEAD -> PENDING as a fresh job (no retries, error or result); return its row."""
@@ -396,11 +441,12 @@ class QueueGraph:
         reopened = [job]
         if with_dependents:
             children: dict[str, list[JobState]] = {}
-            for seq, child, depends, error, job_type in conn.execute(SQL.failed_by_dependency, (self.queue,)):
+            found = conn.execute(SQL.failed_by_dependency, (self.queue,))
+            for seq, child, depends, error, job_type, priority in found:
                 parent = error.split(" ", 2)[1]
                 if depends and parent in json.loads(depends):
                     children.setdefault(parent, []).append(
-                        JobState(seq, child, "FAILED", depends, None, job_type)
+                        JobState(seq, child, "FAILED", depends, None, job_type, priority)
                     )
             index = 0
             while index < len(reopened):
@@ -420,7 +466,10 @@ class QueueGraph:
         # A deleted dependency can never complete: its waiting dependents fail.
         self.fail_dependents(conn, job_id, "CANCELLED", now)
         conn.execute(SQL.delete, (job.seq,))
-        counts.bump_one(conn, self.queue, job.job_type, job.status, None)
+        deltas = counts.moved([job.job_type], job.status, None)
+        if job.ready:
+            deltas[job.job_type, counts.ready(job.priority)] -= 1
+        counts.bump(conn, self.queue, deltas)
         if job.seq > conn.execute(SQL.top_seq).fetchone()[0]:
             conn.execute(SQL.drop_high_water)
             conn.execute(SQL.keep_high_water, (job.seq,))
@@ -538,8 +587,8 @@ class QueueGraph:
             got = conn.execute(sql, (seq, attempt, now)).fetchone()
             if got is None:
                 continue
-            lost, cancel, depends, sched, job_type = got
-            job = JobState(seq, job_id, _RUNNING, depends, sched, job_type)
+            lost, cancel, depends, sched, job_type, priority = got
+            job = JobState(seq, job_id, _RUNNING, depends, sched, job_type, priority)
             if cancel:
                 self.move(conn, job, "CANCELLED", now, {"finished_at": now})
             elif in_batch:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from typedq.backends import _sqlite_counts as counts
 from typedq.backends import _sqlite_rows as rows
@@ -31,6 +31,8 @@ from typedq.job import Job, JobStatus
 __all__ = ["SQLiteReads"]
 
 _Conn = sqlite3.Connection
+#: The job statuses by their stored text (job_counts also holds pseudo-statuses).
+_STATUSES: Final = {status.value: status for status in JobStatus}
 
 
 class SQLiteReads:
@@ -48,7 +50,7 @@ class SQLiteReads:
     @property
     def size(self) -> int:
         """How many jobs the queue holds, in every state."""
-        return int(self._db.read(counts.TOTAL, (self._name,))[0][0])
+        return sum(self.count_by_status().values())
 
     def diagnostics(self) -> dict[str, Any]:
         """What an operator needs to judge this queue's file; read from a live connection.
@@ -109,8 +111,8 @@ class SQLiteReads:
         ``job_counts`` rows: a read of a few rows however many jobs there are)."""
         found = dict.fromkeys(JobStatus, 0)
         for status, count in self._db.read(counts.BY_STATUS, (self._name,)):
-            if status != counts.SUBMITTED:
-                found[JobStatus(status)] = int(count)
+            if status in _STATUSES:
+                found[_STATUSES[status]] = int(count)
         return found
 
     def count_submitted(self) -> dict[str, int]:

@@ -52,9 +52,10 @@ Tables (one file holds many queues; every row carries its queue's name)::
     unique_keys (queue, key): unique jobs (schema 9): the job that took the key, when
               its hold ends by time (``until``, NULL for never) and the statuses it
               holds the key in (``states``, comma-separated); see ``_unique``.
-    job_counts (queue, job_type, status): how many jobs are in each status, and how
-              many were ever submitted (status ``submitted``), per job type (schema
-              11); kept by every transition (see ``_sqlite_counts``).
+    job_counts (queue, job_type, status): how many jobs are in each status, how many
+              were ever submitted (status ``submitted``) and how many are in
+              jobs_ready per priority (status ``ready:<priority>``), per job type
+              (schema 11); kept by every transition (see ``_sqlite_counts``).
 
 Indexes: ``jobs_ready`` (partial: PENDING, unblocked, not delayed; in claim order:
 priority desc, scheduled_at with NULL first, created_at, seq) serves every claim;
@@ -316,8 +317,9 @@ _V9: Final = (
 # Version 10: job control, each job's progress and log.
 _V10: Final = _job_control_columns()
 
-# Version 11: job_counts, how many jobs of each queue are in each (job type, status), and
-# how many of each type were ever submitted (status 'submitted'), kept by every
+# Version 11: job_counts, how many jobs of each queue are in each (job type, status), how
+# many of each type were ever submitted (status 'submitted') and how many of each type
+# and priority are in jobs_ready (status 'ready:<priority>'), kept by every
 # transition (see _sqlite_counts), so counting is a read of a few rows. Built here from
 # the rows the file holds: the submitted counts of an upgraded file start at the jobs it
 # holds (those purged or deleted before are not known).
@@ -333,6 +335,9 @@ _V11: Final = (
     " SELECT queue, job_type, status, count(*) FROM jobs WHERE queue > '' GROUP BY queue, job_type, status",
     "INSERT INTO job_counts (queue, job_type, status, n)"
     " SELECT queue, job_type, 'submitted', count(*) FROM jobs WHERE queue > '' GROUP BY queue, job_type",
+    "INSERT INTO job_counts (queue, job_type, status, n)"
+    " SELECT queue, job_type, 'ready:' || priority, count(*) FROM jobs WHERE queue > ''"
+    " AND status = 'PENDING' AND blocked_by = 0 AND delayed = 0 GROUP BY queue, job_type, priority",
 )
 
 #: For each schema version, the statements that upgrade a file from the version before.

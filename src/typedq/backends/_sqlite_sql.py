@@ -66,6 +66,7 @@ class SQL:
     promote: Final = (
         "UPDATE jobs SET delayed = 0 WHERE seq IN (SELECT seq FROM jobs WHERE queue = ?"
         " AND status = 'PENDING' AND delayed = 1 AND scheduled_at <= ? ORDER BY scheduled_at LIMIT 1000)"
+        " RETURNING job_type, priority, blocked_by"
     )
     @staticmethod
     @functools.cache
@@ -165,19 +166,20 @@ class SQL:
     rescue: Final = (
         "UPDATE jobs SET lost_count = lost_count + 1, run_alone = 1, worker_id = NULL WHERE seq = ?"
         " AND status = 'RUNNING' AND attempt = ? AND lease_until < ?"
-        " RETURNING lost_count, cancel_requested, depends_on, scheduled_at, job_type"
+        " RETURNING lost_count, cancel_requested, depends_on, scheduled_at, job_type, priority"
     )
     #: A job of a batch: not counted, claimed alone next time (params: seq, attempt, now).
     rescue_from_batch: Final = (
         "UPDATE jobs SET run_alone = 1, worker_id = NULL WHERE seq = ?"
         " AND status = 'RUNNING' AND attempt = ? AND lease_until < ?"
-        " RETURNING lost_count, cancel_requested, depends_on, scheduled_at, job_type"
+        " RETURNING lost_count, cancel_requested, depends_on, scheduled_at, job_type, priority"
     )
 
     # -- the dependency graph ---------------------------------------------------------------
     take_edges: Final = "DELETE FROM job_deps WHERE queue = ? AND parent = ? RETURNING child"
     unblock: Final = (
         "UPDATE jobs SET blocked_by = blocked_by - 1 WHERE queue = ? AND job_id = ? AND blocked_by > 0"
+        " RETURNING job_type, priority, blocked_by = 0 AND delayed = 0"
     )
     fail_blocked: Final = (
         "UPDATE jobs SET status = 'FAILED', error = ?, finished_at = ?, blocked_by = 0"
@@ -189,10 +191,16 @@ class SQL:
         " RETURNING job_type"
     )
     set_blocked: Final = "UPDATE jobs SET blocked_by = ? WHERE seq = ?"
+    #: Whether a job is in the ready index, with its type and priority (params: queue, job_id).
+    ready_state: Final = (
+        "SELECT job_type, priority, status = 'PENDING' AND blocked_by = 0 AND delayed = 0 FROM jobs"
+        " WHERE queue = ? AND job_id = ?"
+    )
 
     # -- management -------------------------------------------------------------------------
     state: Final = (
-        "SELECT seq, status, depends_on, scheduled_at, job_type FROM jobs WHERE queue = ? AND job_id = ?"
+        "SELECT seq, status, depends_on, scheduled_at, job_type, priority,"
+        " status = 'PENDING' AND blocked_by = 0 AND delayed = 0 FROM jobs WHERE queue = ? AND job_id = ?"
     )
     request_cancel: Final = "UPDATE jobs SET cancel_requested = 1 WHERE seq = ?"
     #: A job that ended without a finish time gets one (params: now, seq).
@@ -211,7 +219,8 @@ class SQL:
 
     #: The jobs that failed because a dependency did (params: queue).
     failed_by_dependency: Final = (
-        "SELECT seq, job_id, depends_on, error, job_type FROM jobs INDEXED BY jobs_settled WHERE queue = ?"
+        "SELECT seq, job_id, depends_on, error, job_type, priority FROM jobs INDEXED BY jobs_settled"
+        " WHERE queue = ?"
         f" AND status = 'FAILED' AND {SETTLED_CONDITION} AND error LIKE 'dependency %'"
     )
 
@@ -292,6 +301,11 @@ class SQL:
     )
     #: Changes whenever another connection commits (read on this thread's connection).
     data_version: Final = "PRAGMA data_version"
+    #: The delayed jobs already due, per priority (params: queue, now).
+    due_by_priority: Final = (
+        "SELECT priority, count(*) FROM jobs INDEXED BY jobs_delayed WHERE queue = ? AND status = 'PENDING'"
+        " AND delayed = 1 AND scheduled_at <= ? AND blocked_by = 0 GROUP BY priority"
+    )
     next_due: Final = (
         "SELECT scheduled_at FROM jobs WHERE queue = ? AND status = 'PENDING' AND delayed = 1"
         " AND blocked_by = 0 ORDER BY scheduled_at LIMIT 1"

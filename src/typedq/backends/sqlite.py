@@ -84,7 +84,7 @@ from typedq.backends._sqlite_db import SYNCHRONOUS, Connections, map_errors
 from typedq.backends._sqlite_dead import SQLiteDeadLetters
 from typedq.backends._sqlite_driver import is_unique_violation, sqlite3
 from typedq.backends._sqlite_graph import Finish, QueueGraph
-from typedq.backends._sqlite_policy import BY_LEVEL, policy_claim
+from typedq.backends._sqlite_policy import policy_claim
 from typedq.backends._sqlite_reads import SQLiteReads
 from typedq.backends._sqlite_schema import (
     check_file,
@@ -105,7 +105,7 @@ from typedq.errors import (
     SerializationError,
     TypedqError,
 )
-from typedq.job import LEVELS, MAX_TRACEBACK, Job, JobStatus, Priority, parse_priority
+from typedq.job import LEVELS, MAX_TRACEBACK, Job, JobStatus, Priority, level_index, parse_priority
 from typedq.policy import ClaimPolicy
 from typedq.serializers.base import FrameCodec
 
@@ -236,7 +236,9 @@ class SQLiteQueue(SQLiteReads, SQLiteControl, SQLiteCoordination, SQLiteDeadLett
 
         spec = unique_of(job)
         name, job_type = self._name, job.job_type
-        added = ((name, job_type, job.status.value, 1), (name, job_type, counts.SUBMITTED, 1))
+        added = [(name, job_type, job.status.value, 1), (name, job_type, counts.SUBMITTED, 1)]
+        if rows.ready_at_insert(job, now):
+            added.append((name, job_type, counts.ready(job.priority), 1))
 
         def tx(conn: _Conn) -> None:
             try:
@@ -344,7 +346,7 @@ class SQLiteQueue(SQLiteReads, SQLiteControl, SQLiteCoordination, SQLiteDeadLett
         build = partial(self._rows.job, strict=True, claimed=claimed[:3] if claimed else None)
 
         def tx(conn: _Conn) -> list[Sequence[Any]]:
-            conn.execute(SQL.promote, (name, now))
+            self._graph.promote(conn, now)
             take = limit
             if take > 1 and conn.execute(SQL.any_alone, (name,)).fetchone() is not None:
                 take = 1  # a job rescued from a batch waits: claim one at a time
@@ -354,10 +356,11 @@ class SQLiteQueue(SQLiteReads, SQLiteControl, SQLiteCoordination, SQLiteDeadLett
                 )
             else:
                 got = conn.execute(sql, (*head, name, now, *types, take)).fetchall()
-            if len(got) == 1:
-                counts.bump_one(conn, name, got[0][rows.JOB_TYPE], _PENDING, _RUNNING)
-            elif got:
-                counts.bump(conn, name, counts.moved((row[rows.JOB_TYPE] for row in got), _PENDING, _RUNNING))
+            if got:  # every row taken was in the ready index
+                moves = counts.moved((row[rows.JOB_TYPE] for row in got), _PENDING, _RUNNING)
+                for row in got:
+                    moves[row[rows.JOB_TYPE], counts.ready(row[rows.PRIORITY])] -= 1
+                counts.bump(conn, name, moves)
             return got
 
         while True:
@@ -447,11 +450,13 @@ class SQLiteQueue(SQLiteReads, SQLiteControl, SQLiteCoordination, SQLiteDeadLett
         after: Callable[[_Conn, Sequence[Any]], None] | None = None,
         *,
         to: str | None = None,
+        now: float = 0.0,
     ) -> Sequence[Any]:
         """Run one compare-and-set on (RUNNING, attempt == token); raise if it misses.
 
         ``to`` is the status ``sql`` moves the job to (its row then starts with
-        :data:`~typedq.backends._sqlite_rows.SELECT_COLUMNS`), None when it keeps it.
+        :data:`~typedq.backends._sqlite_rows.SELECT_COLUMNS`), None when it keeps it;
+        a job back to PENDING is ready unless scheduled after ``now`` (delayed).
         """
 
         def tx(conn: _Conn) -> Sequence[Any]:
@@ -459,7 +464,12 @@ class SQLiteQueue(SQLiteReads, SQLiteControl, SQLiteCoordination, SQLiteDeadLett
             if not got:
                 self._graph.refuse_lease(conn, job_id, token)
             if to is not None:
-                counts.bump_one(conn, self._name, got[0][rows.JOB_TYPE], _RUNNING, to)
+                row = got[0]
+                moves = counts.moved([row[rows.JOB_TYPE]], _RUNNING, to)
+                sched = row[rows.SCHEDULED]
+                if to == _PENDING and (sched is None or sched <= now):
+                    moves[row[rows.JOB_TYPE], counts.ready(row[rows.PRIORITY])] += 1
+                counts.bump(conn, self._name, moves)
             if after is not None:
                 after(conn, got[0])
             return got[0]
@@ -533,7 +543,7 @@ class SQLiteQueue(SQLiteReads, SQLiteControl, SQLiteCoordination, SQLiteDeadLett
         self._inflight.pop((job_id, token), None)
         now = self._clock.now()
         params = (error, retry_at, 1 if retry_at > now else 0, _bounded(traceback))
-        row = self._leased(job_id, token, SQL.fail, params, to=_PENDING)
+        row = self._leased(job_id, token, SQL.fail, params, to=_PENDING, now=now)
         self._wake()
         return self._rows.job(row)
 
@@ -567,7 +577,7 @@ class SQLiteQueue(SQLiteReads, SQLiteControl, SQLiteCoordination, SQLiteDeadLett
         """RUNNING → PENDING, not counted as a failure; see :meth:`Queue.release`."""
         self._inflight.pop((job_id, token), None)
         now = self._clock.now()
-        row = self._leased(job_id, token, SQL.release, (now,), to=_PENDING)
+        row = self._leased(job_id, token, SQL.release, (now,), to=_PENDING, now=now)
         self._wake()
         return self._rows.job(row)
 
@@ -639,11 +649,17 @@ class SQLiteQueue(SQLiteReads, SQLiteControl, SQLiteCoordination, SQLiteDeadLett
         return self._policy
 
     def count_by_priority(self) -> dict[Priority, int]:
-        """Ready jobs per priority level; see :meth:`Queue.count_by_priority`."""
-        counts = dict.fromkeys(LEVELS, 0)
-        for level, count in self._db.read(BY_LEVEL, (self._name, self._clock.now())):
-            counts[LEVELS[level]] += count
-        return counts
+        """Ready jobs per priority level; see :meth:`Queue.count_by_priority`.
+
+        The jobs of the ready index per priority are counted in ``job_counts``; the
+        delayed jobs already due (not yet promoted by a claim) are counted from the
+        ``jobs_delayed`` index, up to now only."""
+        found = dict.fromkeys(LEVELS, 0)
+        ready = self._db.read(counts.READY_BY_PRIORITY, (self._name,))
+        due = self._db.read(SQL.due_by_priority, (self._name, self._clock.now()))
+        for priority, count in ready + due:
+            found[LEVELS[level_index(priority)]] += int(count)
+        return found
 
     def set_priority(self, job_id: str, priority: int | str) -> None:
         """Change a job's priority (an int or a level name); a PENDING job is re-ordered at once."""
