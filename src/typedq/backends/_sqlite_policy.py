@@ -17,7 +17,7 @@ number of claims so far and slots 0..N-1 the ring of the last N claim times.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
 from typedq.backends import _sqlite_counts as counts
@@ -36,9 +36,10 @@ _STATE_ONE: Final = "SELECT value FROM claim_state WHERE queue = ? AND name = ? 
 _STATE_PUT: Final = "INSERT OR REPLACE INTO claim_state (queue, name, slot, value) VALUES (?, ?, ?, ?)"
 
 @functools.cache
-def _head(types: int | None, blocked: int) -> str:
-    """The next claimable job; params: queue, now, ``types`` job types, ``blocked`` job
-    types left out."""
+def _claim_head(types: int | None, blocked: int) -> str:
+    """The claim of the next claimable job in claim order, in one statement (a policy
+    that does not choose by level); params: what the claim sets, then queue, now,
+    ``types`` job types, ``blocked`` job types left out."""
     where = [
         "queue = ? AND status = 'PENDING' AND blocked_by = 0 AND delayed = 0",
         "(scheduled_at IS NULL OR scheduled_at <= ?)",
@@ -47,11 +48,13 @@ def _head(types: int | None, blocked: int) -> str:
         where.append(f"job_type IN ({', '.join(['?'] * types)})")
     if blocked:
         where.append(f"job_type NOT IN ({', '.join(['?'] * blocked)})")
-    return (
-        "SELECT seq, ifnull(scheduled_at, created_at) FROM jobs INDEXED BY jobs_ready WHERE "
+    head = (
+        "SELECT seq FROM jobs INDEXED BY jobs_ready WHERE "
         + " AND ".join(where)
         + " ORDER BY priority DESC, scheduled_at, created_at, seq LIMIT 1"
     )
+    assert _CLAIM_SEQ.count("WHERE seq = ?") == 1
+    return _CLAIM_SEQ.replace("WHERE seq = ?", f"WHERE seq = ({head})")
 
 
 @functools.cache
@@ -76,6 +79,17 @@ def _heads(types: int | None, blocked: int) -> str:
             f" AND {high} ORDER BY priority DESC, scheduled_at, created_at, seq LIMIT 1)"
         )
     return " UNION ALL ".join(parts)
+
+
+@functools.cache
+def _fair_and_heads(types: int | None) -> str:
+    """The fairness virtual times as rows (0, slot, value, NULL) and each level's next
+    claimable job as rows (1, level, seq, due since), in one statement: the whole read of
+    a weighted claim without limits. Params: those of :func:`_heads` with no blocked types."""
+    return (
+        "SELECT 0, slot, value, NULL FROM claim_state WHERE queue = ?1 AND name = 'fair'"
+        f" UNION ALL SELECT 1, * FROM ({_heads(types, 0)})"
+    )
 
 
 def _window_part(index: int) -> str:
@@ -134,27 +148,125 @@ class _Window:
                 self.oldest = None if row is None else row[0]
 
 
-def _choose(
-    conn: sqlite3.Connection,
-    policy: ClaimPolicy,
-    *,
-    where: tuple[str, float],
-    types: tuple[str, ...] | None,
-    blocked: tuple[str, ...],
-    fair: list[float],
+def _pick(
+    policy: ClaimPolicy, rows: Iterable[Sequence[Any]], fair: list[float], now: float
 ) -> int | None:
-    """The seq of the row to claim next, or None; ``where`` is (queue, now)."""
-    of_types = () if types is None else types
-    ntypes = None if types is None else len(types)
-    if not policy.by_level:
-        row = conn.execute(_head(ntypes, len(blocked)), (*where, *of_types, *blocked)).fetchone()
-        return None if row is None else int(row[0])
+    """The seq of the row to claim next among each level's head ``rows`` (level, seq, due
+    since), as :func:`~typedq.policy.pick_level` chooses (``fair`` updated), or None."""
     seqs: list[int | None] = [None] * 5
     heads: list[float | None] = [None] * 5
-    for level, seq, since in conn.execute(_heads(ntypes, len(blocked)), (*where, *of_types, *blocked)):
+    for level, seq, since in rows:
         seqs[level], heads[level] = seq, since
-    chosen = pick_level(policy, heads, fair, where[1])
+    chosen = pick_level(policy, heads, fair, now)
     return None if chosen is None else seqs[chosen]
+
+
+class _PolicyClaim:
+    """One policy claim's state, read in one statement and written in one ``executemany``
+    (see :func:`policy_claim`)."""
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        policy: ClaimPolicy,
+        queue: str,
+        now: float,
+        types: tuple[str, ...] | None,
+    ) -> None:
+        self.conn, self.policy, self.queue, self.now = conn, policy, queue, now
+        self.of_types = () if types is None else types
+        self.ntypes = None if types is None else len(types)
+        limits = policy.limits
+        self.by_type = {t: 0 for t, lim in limits.items() if lim.max_concurrency is not None}
+        self.windows = {"": _Window("", policy.rate)} if policy.rate else {}
+        for job_type, lim in limits.items():
+            if lim.rate is not None:
+                self.windows[job_type] = _Window(job_type, lim.rate)
+        self.fair = [0.0] * 6 if policy.fairness == "weighted" else []
+        self.running = 0
+        # The first choice's level heads, when read with the state (weighted, no limits).
+        self.first: list[Sequence[Any]] | None = None
+        self.writes: dict[tuple[str, int], float] = {}
+        self._read()
+        self.was = list(self.fair)
+
+    def _read(self) -> None:
+        conn, queue, fair, windows = self.conn, self.queue, self.fair, self.windows
+        counted = bool(self.by_type) or self.policy.max_concurrency is not None
+        if fair and not (counted or windows):
+            self.first = first = []
+            for kind, key, value, since in conn.execute(
+                _fair_and_heads(self.ntypes), (queue, self.now, *self.of_types)
+            ):
+                if kind == 0:
+                    fair[int(key)] = float(value)
+                else:
+                    first.append((key, value, since))
+            return
+        if not (counted or fair or windows):
+            return
+        ordered = list(windows.values())
+        params: list[Any] = [queue]
+        for window in ordered:
+            params += (window.name, window.rate.limit)
+        for kind, key, value, more in conn.execute(_state(counted, bool(fair), len(ordered)), params):
+            if kind == 0:
+                self.running += value
+                if key in self.by_type:
+                    self.by_type[key] = value
+            elif kind == 1:
+                fair[int(key)] = float(value)
+            else:
+                ordered[key].count, ordered[key].oldest = int(value), more
+
+    def blocked(self) -> tuple[str, ...] | None:
+        """The job types the limits leave out now, or None when the queue's own limits
+        allow no claim."""
+        policy, now, windows = self.policy, self.now, self.windows
+        if policy.max_concurrency is not None and self.running >= policy.max_concurrency:
+            return None
+        if "" in windows and not windows[""].allows(now):
+            return None
+        return tuple(
+            job_type
+            for job_type, lim in policy.limits.items()
+            if (lim.max_concurrency is not None and self.by_type[job_type] >= lim.max_concurrency)
+            or (job_type in windows and not windows[job_type].allows(now))
+        )
+
+    def claim(self, head: tuple[Any, ...], blocked: tuple[str, ...]) -> Sequence[Any] | None:
+        """Claim the next row the policy chooses (None: nothing claimable) and count it."""
+        conn, queue, now = self.conn, self.queue, self.now
+        where = (queue, now, *self.of_types, *blocked)
+        if self.policy.by_level:
+            first = self.first
+            if first is None:
+                first = conn.execute(_heads(self.ntypes, len(blocked)), where).fetchall()
+            self.first = None
+            seq = _pick(self.policy, first, self.fair, now)
+            claimed = None if seq is None else conn.execute(_CLAIM_SEQ, (*head, seq)).fetchone()
+        else:
+            claimed = conn.execute(_claim_head(self.ntypes, len(blocked)), (*head, *where)).fetchone()
+        if claimed is None:
+            return None
+        self.running += 1
+        job_type = claimed[1]
+        if job_type in self.by_type:
+            self.by_type[job_type] += 1
+        for key in ("", job_type):
+            if key in self.windows:
+                self.windows[key].take(conn, queue, now, self.writes)
+        return claimed  # type: ignore[no-any-return]  # one row
+
+    def write(self) -> None:
+        """Store the state the claims changed, in one ``executemany``."""
+        writes = self.writes
+        for slot, value in enumerate(self.fair):
+            if value != self.was[slot]:
+                writes["fair", slot] = value
+        if writes:
+            rows = [(self.queue, name, slot, value) for (name, slot), value in writes.items()]
+            self.conn.executemany(_STATE_PUT, rows)
 
 
 def policy_claim(
@@ -171,63 +283,19 @@ def policy_claim(
     transaction; ``head`` is what the claim sets (worker_id, started_at, lease_until,
     lease_mono). Returns the claimed rows (``CLAIM_COLUMNS``).
 
-    One read (:func:`_state`) before the first choice and one ``executemany`` of the
-    ``claim_state`` rows changed after the last: the statements a policy adds to a
-    claim are its choice's seeks of ``jobs_ready``."""
-    limits = policy.limits
-    by_type: dict[str, int] = {t: 0 for t, lim in limits.items() if lim.max_concurrency is not None}
-    windows = {"": _Window("", policy.rate)} if policy.rate else {}
-    for job_type, lim in limits.items():
-        if lim.rate is not None:
-            windows[job_type] = _Window(job_type, lim.rate)
-    weighted = policy.fairness == "weighted"
-    counted = bool(by_type) or policy.max_concurrency is not None
-    fair = [0.0] * 6 if weighted else []
-    running = 0
-    if counted or weighted or windows:
-        ordered = list(windows.values())
-        params: list[Any] = [queue]
-        for window in ordered:
-            params += (window.name, window.rate.limit)
-        for kind, key, value, more in conn.execute(_state(counted, weighted, len(ordered)), params):
-            if kind == 0:
-                running += value
-                if key in by_type:
-                    by_type[key] = value
-            elif kind == 1:
-                fair[int(key)] = float(value)
-            else:
-                ordered[key].count, ordered[key].oldest = int(value), more
-    was = list(fair)
-    writes: dict[tuple[str, int], float] = {}
+    One read of the state (:func:`_state`; for a weighted claim without limits, with the
+    level heads: :func:`_fair_and_heads`) before the first choice, one statement per
+    choice (the level heads; without levels, the claim of the head itself), and one
+    ``executemany`` of the ``claim_state`` rows changed after the last."""
+    state = _PolicyClaim(conn, policy, queue, now, types)
     out: list[Sequence[Any]] = []
     while len(out) < limit:
-        if policy.max_concurrency is not None and running >= policy.max_concurrency:
+        blocked = state.blocked()
+        if blocked is None:
             break
-        if "" in windows and not windows[""].allows(now):
+        claimed = state.claim(head, blocked)
+        if claimed is None:
             break
-        blocked = tuple(
-            job_type
-            for job_type, lim in limits.items()
-            if (lim.max_concurrency is not None and by_type[job_type] >= lim.max_concurrency)
-            or (job_type in windows and not windows[job_type].allows(now))
-        )
-        seq = _choose(conn, policy, where=(queue, now), types=types, blocked=blocked, fair=fair)
-        if seq is None:
-            break
-        claimed = conn.execute(_CLAIM_SEQ, (*head, seq)).fetchone()
         out.append(claimed)
-        running += 1
-        job_type = claimed[1]
-        if job_type in by_type:
-            by_type[job_type] += 1
-        if "" in windows:
-            windows[""].take(conn, queue, now, writes)
-        if job_type in windows:
-            windows[job_type].take(conn, queue, now, writes)
-    for slot, value in enumerate(fair):
-        if value != was[slot]:
-            writes["fair", slot] = value
-    if writes:
-        conn.executemany(_STATE_PUT, [(queue, name, slot, value) for (name, slot), value in writes.items()])
+    state.write()
     return out
