@@ -23,6 +23,7 @@ each row's job type and statuses, and passes them to :func:`bump`.
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Final
@@ -49,10 +50,19 @@ SUBMITTED: Final = "submitted"
 #: A change of counts: (job type, status) -> how many jobs more (or fewer).
 Deltas = Counter[tuple[str, str]]
 
-_BUMP: Final = (
-    "INSERT INTO job_counts (queue, job_type, status, n) VALUES (?, ?, ?, ?)"
-    " ON CONFLICT (queue, job_type, status) DO UPDATE SET n = n + excluded.n"
-)
+@functools.cache
+def _bump(rows: int) -> str:
+    """The upsert adding ``rows`` (queue, job type, status, n) rows to the counts: one
+    statement (a transition's few rows are one step, not one per row)."""
+    values = ", ".join(["(?, ?, ?, ?)"] * rows)
+    return (
+        f"INSERT INTO job_counts (queue, job_type, status, n) VALUES {values}"
+        " ON CONFLICT (queue, job_type, status) DO UPDATE SET n = n + excluded.n"
+    )
+
+
+#: Most rows one :func:`_bump` statement holds (4 parameters each).
+_BUMP_MAX: Final = 2000
 #: Jobs per status (params: queue); the pseudo-statuses' rows are among them.
 BY_STATUS: Final = "SELECT status, sum(n) FROM job_counts WHERE queue = ? GROUP BY status"
 #: Jobs in the ready index per priority (params: queue).
@@ -86,22 +96,22 @@ def moved(job_types: Iterable[str], old: str | None, new: str | None) -> Deltas:
 def add_rows(conn: sqlite3.Connection, rows: Sequence[tuple[str, str, str, int]]) -> None:
     """Add ``(queue, job type, status, n)`` rows to the counts, in the caller's write
     transaction: a transition that knows its deltas before it runs."""
-    conn.executemany(_BUMP, rows)
+    for start in range(0, len(rows), _BUMP_MAX):
+        chunk = rows[start : start + _BUMP_MAX]
+        conn.execute(_bump(len(chunk)), [value for row in chunk for value in row])
 
 
 def bump_one(conn: sqlite3.Connection, queue: str, job_type: str, old: str | None, new: str | None) -> None:
     """One job of ``job_type`` moved from ``old`` to ``new`` (None: added, or deleted): the
     hot paths' :func:`bump`, without building deltas."""
     if old is None or new is None:
-        conn.execute(_BUMP, (queue, job_type, new or old, 1 if old is None else -1))
+        conn.execute(_bump(1), (queue, job_type, new or old, 1 if old is None else -1))
     elif old != new:
-        conn.executemany(_BUMP, ((queue, job_type, old, -1), (queue, job_type, new, 1)))
+        conn.execute(_bump(2), (queue, job_type, old, -1, queue, job_type, new, 1))
 
 
 def bump(conn: sqlite3.Connection, queue: str, deltas: Deltas) -> None:
     """Apply ``deltas`` to ``queue``'s counts, in the caller's write transaction."""
     changed = [(queue, job_type, status, n) for (job_type, status), n in deltas.items() if n]
-    if len(changed) == 1:
-        conn.execute(_BUMP, changed[0])
-    elif changed:
-        conn.executemany(_BUMP, changed)
+    if changed:
+        add_rows(conn, changed)

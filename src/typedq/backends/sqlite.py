@@ -356,7 +356,13 @@ class SQLiteQueue(SQLiteReads, SQLiteControl, SQLiteCoordination, SQLiteDeadLett
                 )
             else:
                 got = conn.execute(sql, (*head, name, now, *types, take)).fetchall()
-            if got:  # every row taken was in the ready index
+            if len(got) == 1:  # the row taken was in the ready index
+                job_type, priority = got[0][rows.JOB_TYPE], got[0][rows.PRIORITY]
+                counts.add_rows(conn, (
+                    (name, job_type, _PENDING, -1), (name, job_type, _RUNNING, 1),
+                    (name, job_type, counts.ready(priority), -1),
+                ))
+            elif got:
                 moves = counts.moved((row[rows.JOB_TYPE] for row in got), _PENDING, _RUNNING)
                 for row in got:
                     moves[row[rows.JOB_TYPE], counts.ready(row[rows.PRIORITY])] -= 1
