@@ -8,7 +8,9 @@ same figures:
   ``typedq_queue_jobs{queue,state}`` (``Queue.count_by_status``: Redis keeps these
   counts in a hash, SQLite in its ``job_counts`` table; O(1) in the number of jobs),
   ``typedq_queue_jobs_by_priority{queue,priority}`` (PENDING jobs per priority level,
-  where the backend has ``count_by_priority``), ``typedq_dead_letters`` and
+  where the backend has ``count_by_priority``), ``typedq_queue_jobs_scheduled{queue}``
+  (PENDING jobs due later: delayed or waiting to retry, ``Queue.count_scheduled``; they
+  are also in ``state="pending"``), ``typedq_dead_letters`` and
   ``typedq_dead_letters_dropped_total``, and the worker registry's
   ``typedq_workers{queue,state}`` (live / dead), ``typedq_workers_busy{queue}`` and
   ``typedq_worker_utilization{queue}`` (busy live workers over live workers).
@@ -136,6 +138,11 @@ class TypedqCollector(Collector):
             "typedq_queue_jobs_by_priority", "PENDING jobs by queue and priority level.",
             labels=["queue", "priority"],
         )
+        scheduled = GaugeMetricFamily(
+            "typedq_queue_jobs_scheduled",
+            "PENDING jobs due later (delayed or waiting to retry), by queue; part of state=pending.",
+            labels=["queue"],
+        )
         submitted = CounterMetricFamily(
             "typedq_jobs_submitted", "Jobs ever submitted, by queue and job type (kept by the store).",
             labels=["queue", "job_type"],
@@ -143,6 +150,7 @@ class TypedqCollector(Collector):
         for name, queue in sorted(queues.items()):
             for status, count in queue.count_by_status().items():
                 jobs.add_metric([name, status.value.lower()], count)
+            scheduled.add_metric([name], queue.count_scheduled())
             for job_type, count in sorted(_submitted(queue).items()):
                 submitted.add_metric([name, job_type], count)
             counter = getattr(queue, "count_by_priority", None)
@@ -153,6 +161,7 @@ class TypedqCollector(Collector):
         families: list[Metric] = [
             jobs,
             by_priority,
+            scheduled,
             submitted,
             GaugeMetricFamily("typedq_dead_letters", "Dead letters held.", value=dead_letter.size),
             CounterMetricFamily(

@@ -239,6 +239,12 @@ class SQL:
     queue_names: Final = (
         "SELECT DISTINCT queue FROM jobs INDEXED BY jobs_by_id WHERE queue > '' ORDER BY queue"
     )
+    #: PENDING jobs due later: a range of the jobs_delayed index (jobs whose delayed mark
+    #: is still set although they fell due are past the range's start).
+    scheduled_count: Final = (
+        "SELECT count(*) FROM jobs INDEXED BY jobs_delayed WHERE queue = ?"
+        " AND status = 'PENDING' AND delayed = 1 AND scheduled_at > ? AND blocked_by = 0"
+    )
     # No index covers every status: listing scans the table in seq order (a listing
     # cursor starts the scan at its seq: NOT INDEXED still allows rowid ranges). Counting
     # reads job_counts (see _sqlite_counts).
