@@ -15,8 +15,8 @@ Rows are never deleted (a count may be 0).
 
 The counts are written from Python, never by SQL triggers: a trigger runs once per row
 (measured: an ``enqueue_many`` lost about 70 % of its rate), while a transition here
-adds up its moves per (type, status) and writes them with one ``executemany`` of an
-upsert, in its own transaction, so a count can never disagree with the rows. Every
+adds up its moves per (type, status) and writes them with one multi-row upsert, in its
+own transaction, so a count can never disagree with the rows. Every
 statement that adds, moves or deletes job rows therefore returns (or its caller knows)
 each row's job type and statuses, and passes them to :func:`bump`.
 """
@@ -50,6 +50,21 @@ SUBMITTED: Final = "submitted"
 #: A change of counts: (job type, status) -> how many jobs more (or fewer).
 Deltas = Counter[tuple[str, str]]
 
+#: Jobs per status (params: queue); the pseudo-statuses' rows are among them.
+BY_STATUS: Final = "SELECT status, sum(n) FROM job_counts WHERE queue = ? GROUP BY status"
+#: Jobs in the ready index per priority (params: queue).
+READY_BY_PRIORITY: Final = (
+    "SELECT CAST(substr(status, 7) AS INTEGER), sum(n) FROM job_counts WHERE queue = ?"
+    " AND status GLOB 'ready:*' GROUP BY status"
+)
+#: Jobs per type of one status, types with none left out (params: queue, status).
+BY_TYPE: Final = "SELECT job_type, n FROM job_counts WHERE queue = ? AND status = ? AND n > 0"
+#: RUNNING jobs per type (params: ?1 the queue), for claims under concurrency limits.
+RUNNING_BY_TYPE: Final = "SELECT job_type, n FROM job_counts WHERE queue = ?1 AND status = 'RUNNING'"
+#: Most rows one :func:`_bump` statement holds (4 parameters each).
+_BUMP_MAX: Final = 2000
+
+
 @functools.cache
 def _bump(rows: int) -> str:
     """The upsert adding ``rows`` (queue, job type, status, n) rows to the counts: one
@@ -59,21 +74,6 @@ def _bump(rows: int) -> str:
         f"INSERT INTO job_counts (queue, job_type, status, n) VALUES {values}"
         " ON CONFLICT (queue, job_type, status) DO UPDATE SET n = n + excluded.n"
     )
-
-
-#: Most rows one :func:`_bump` statement holds (4 parameters each).
-_BUMP_MAX: Final = 2000
-#: Jobs per status (params: queue); the pseudo-statuses' rows are among them.
-BY_STATUS: Final = "SELECT status, sum(n) FROM job_counts WHERE queue = ? GROUP BY status"
-#: Jobs in the ready index per priority (params: queue).
-READY_BY_PRIORITY: Final = (
-    "SELECT CAST(substr(status, 7) AS INTEGER), sum(n) FROM job_counts WHERE queue = ?"
-    " AND status GLOB 'ready:*' GROUP BY status"
-)
-#: Jobs per type of one status (params: queue, status).
-BY_TYPE: Final = "SELECT job_type, n FROM job_counts WHERE queue = ? AND status = ? AND n > 0"
-#: RUNNING jobs per type (params: ?1 the queue), for claims under concurrency limits.
-RUNNING_BY_TYPE: Final = "SELECT job_type, n FROM job_counts WHERE queue = ?1 AND status = 'RUNNING'"
 
 
 def ready(priority: int) -> str:
