@@ -1,7 +1,7 @@
 """The SQLite backend's job counts: table ``job_counts`` (schema 11), kept exact by every
 transition, so counting jobs costs a read of a few rows instead of a scan of the queue.
 
-One row per (queue, job type, status) holds how many of the queue's jobs of that type are
+One row per (queue, status, job type) holds how many of the queue's jobs of that type are
 in that status. Two kinds of pseudo-status beside the job statuses:
 
 * :data:`SUBMITTED` (``submitted``): how many jobs of that type were ever submitted to
@@ -72,7 +72,7 @@ def _bump(rows: int) -> str:
     values = ", ".join(["(?, ?, ?, ?)"] * rows)
     return (
         f"INSERT INTO job_counts (queue, job_type, status, n) VALUES {values}"
-        " ON CONFLICT (queue, job_type, status) DO UPDATE SET n = n + excluded.n"
+        " ON CONFLICT (queue, status, job_type) DO UPDATE SET n = n + excluded.n"
     )
 
 

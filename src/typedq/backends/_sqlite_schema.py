@@ -52,7 +52,7 @@ Tables (one file holds many queues; every row carries its queue's name)::
     unique_keys (queue, key): unique jobs (schema 9): the job that took the key, when
               its hold ends by time (``until``, NULL for never) and the statuses it
               holds the key in (``states``, comma-separated); see ``_unique``.
-    job_counts (queue, job_type, status): how many jobs are in each status, how many
+    job_counts (queue, status, job_type): how many jobs are in each status, how many
               were ever submitted (status ``submitted``) and how many are in
               jobs_ready per priority (status ``ready:<priority>``), per job type
               (schema 11); kept by every transition (see ``_sqlite_counts``).
@@ -322,14 +322,15 @@ _V10: Final = _job_control_columns()
 # and priority are in jobs_ready (status 'ready:<priority>'), kept by every
 # transition (see _sqlite_counts), so counting is a read of a few rows. Built here from
 # the rows the file holds: the submitted counts of an upgraded file start at the jobs it
-# holds (those purged or deleted before are not known).
+# holds (those purged or deleted before are not known). Keyed by status before job type:
+# a claim under limits reads the RUNNING rows as one short range.
 _V11: Final = (
     """CREATE TABLE job_counts (
         queue TEXT NOT NULL,
         job_type TEXT NOT NULL,
         status TEXT NOT NULL,
         n INTEGER NOT NULL,
-        PRIMARY KEY (queue, job_type, status)
+        PRIMARY KEY (queue, status, job_type)
     ) WITHOUT ROWID""",
     "INSERT INTO job_counts (queue, job_type, status, n)"
     " SELECT queue, job_type, status, count(*) FROM jobs WHERE queue > '' GROUP BY queue, job_type, status",
