@@ -45,9 +45,10 @@ How it runs:
   that process ends (a pid can be checked; a thread of another process cannot).
 * ``complete`` returns the job object this queue handed out at claim, updated (as the
   memory backend does), reading back only the columns another process may change.
-* ``count_by_status``, ``count_by_type``, ``count_submitted`` and ``size`` read the
-  ``job_counts`` table, kept by every transition in its own transaction (one upsert
-  per job type and status a transition changed, see ``_sqlite_counts``). Listing
+* ``count_by_status``, ``count_by_type``, ``count_submitted``, ``size`` and
+  ``count_by_priority`` (with the delayed jobs already due, from their index) read the
+  ``job_counts`` table, kept by every transition in its own transaction (one multi-row
+  upsert of the (job type, status) counts it changed, see ``_sqlite_counts``). Listing
   PENDING, RUNNING or COMPLETED jobs scans the queue's rows (no index over every status
   keeps the hot path at the fewest page writes); listing SCHEDULED, FAILED, DEAD or
   CANCELLED jobs uses a partial index.
