@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 from tests.backends._sqlite_procs import job_producer
-from tests.helpers import wait_until, wait_while_progressing
+from tests.helpers import load_scaled, wait_until, wait_while_progressing
 from tests.reliability.ledger import Ledger, LedgerEntry, check, read_entries
 
 from typedq._identity import parse_worker_id
@@ -561,7 +561,11 @@ def test_d3_a_second_signal_stops_at_once(folder: Path, backend: str, queue: Que
         code = pool.proc.wait(10.0)
         took = time.monotonic() - sent
     assert code == 128 + signal.SIGTERM, pool.log
-    assert took <= 0.5, took
+    # RELIABILITY.md's 0.5 s, scaled by how busy the machine is (1x when it is not): the
+    # wait is process teardown, which a loaded machine slows, and what the test proves
+    # is that the 30 s grace is skipped (the bound stays far below it).
+    bound = load_scaled(0.5)
+    assert took <= bound, f"{took:.2f}s > {bound:.2f}s"
     # Released at once (or, had that failed, rescued by lease): never lost.
     wait_until(lambda: _all_in(queue, ids, JobStatus.PENDING), timeout=RESCUE_S)
     _finish_here(backend, folder, ids)

@@ -15,11 +15,12 @@ from typing import Any, Final
 
 from typedq.backends import _sqlite_counts as counts
 from typedq.backends import _sqlite_rows as rows
-from typedq.backends._control import decode_progress
-from typedq.backends._sqlite_control import GET_WITH_PROGRESS
+from typedq.backends._control import current_progress, decode_logs, decode_progress, export_record
+from typedq.backends._sqlite_control import EXPORT, GET_WITH_PROGRESS
 from typedq.backends._sqlite_coord import SCHEDULE_QUEUES
 from typedq.backends._sqlite_db import Connections
 from typedq.backends._sqlite_driver import DRIVER, sqlite3
+from typedq.backends._sqlite_registry import fold_metrics, fold_removed, retired_metrics
 from typedq.backends._sqlite_schema import WAL_RESET_BUG
 from typedq.backends._sqlite_sql import SQL
 from typedq.backends._sqlite_wait import ReadySignal
@@ -98,8 +99,7 @@ class SQLiteReads:
             raise JobNotFoundError(job_id, queue=self._name)
         row = found[0]
         job = self._rows.job(row)
-        if row[-1] is not None:
-            job.progress = decode_progress(row[-1])
+        job.progress = current_progress(decode_progress(row[-1]), job.attempt)
         return job
 
     def ready_count(self) -> int:
@@ -160,7 +160,12 @@ class SQLiteReads:
 
     def export_jobs(self) -> list[dict[str, Any]]:
         """Return every job as ``Job.to_dict()`` data, in insertion order (one snapshot)."""
-        return [self._rows.job(row).to_dict() for row in self._db.read(SQL.export, (self._name,))]
+        out = []
+        for row in self._db.read(EXPORT, (self._name,)):
+            job = self._rows.job(row)
+            job.progress = current_progress(decode_progress(row[-2]), job.attempt)
+            out.append(export_record(job, decode_logs(row[-1])))
+        return out
 
     # -- the worker registry ------------------------------------------------------------
 
@@ -170,13 +175,27 @@ class SQLiteReads:
 
         def tx(conn: _Conn) -> None:
             conn.execute(SQL.register_worker, (self._name, info.worker_id, info.last_seen, entry))
-            conn.execute(SQL.forget_workers, (self._name, info.last_seen - WORKER_RETENTION_S))
+            forgotten = conn.execute(SQL.forget_workers, (self._name, info.last_seen - WORKER_RETENTION_S))
+            fold_removed(conn, self._name, forgotten.fetchall())
 
         self._db.write(tx)
 
-    def unregister_worker(self, worker_id: str) -> None:
-        """Remove a worker's row; see :meth:`Queue.unregister_worker`."""
-        self._db.write(lambda conn: conn.execute(SQL.unregister_worker, (self._name, worker_id)))
+    def unregister_worker(self, worker_id: str, *, final: WorkerInfo | None = None) -> None:
+        """Remove a worker's row, its figures added to the retired totals in the same
+        transaction; see :meth:`Queue.unregister_worker`."""
+
+        def tx(conn: _Conn) -> None:
+            removed = conn.execute(SQL.unregister_worker, (self._name, worker_id)).fetchall()
+            if removed and final is not None:
+                fold_metrics(conn, self._name, final.metrics)
+            elif removed:
+                fold_removed(conn, self._name, removed)
+
+        self._db.write(tx)
+
+    def retired_metrics(self) -> dict[str, Any]:
+        """The summed figures of removed worker rows; see :meth:`Queue.retired_metrics`."""
+        return retired_metrics(self._db, self._name)
 
     def workers(self) -> list[WorkerInfo]:
         """The registered workers, oldest first; see :meth:`Queue.workers`."""

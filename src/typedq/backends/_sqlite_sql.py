@@ -228,8 +228,8 @@ class SQL:
     register_worker: Final = (
         "INSERT OR REPLACE INTO workers (queue, worker_id, last_seen, info) VALUES (?, ?, ?, ?)"
     )
-    forget_workers: Final = "DELETE FROM workers WHERE queue = ? AND last_seen < ?"
-    unregister_worker: Final = "DELETE FROM workers WHERE queue = ? AND worker_id = ?"
+    forget_workers: Final = "DELETE FROM workers WHERE queue = ? AND last_seen < ? RETURNING info"
+    unregister_worker: Final = "DELETE FROM workers WHERE queue = ? AND worker_id = ? RETURNING info"
     workers: Final = "SELECT info FROM workers WHERE queue = ?"
 
     # -- reads ------------------------------------------------------------------------------
@@ -290,7 +290,6 @@ class SQL:
             params.insert(1, status)
         return SQL.list.format(where=f"{where} {more}", order=order), params
 
-    export: Final = f"SELECT {_COLS} FROM jobs NOT INDEXED WHERE queue = ? ORDER BY seq"
     ready_count: Final = (
         "SELECT (SELECT count(*) FROM jobs INDEXED BY jobs_ready WHERE queue = ?1 AND status = 'PENDING'"
         " AND blocked_by = 0"

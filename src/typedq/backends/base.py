@@ -365,7 +365,9 @@ class Queue(Protocol):
         """Store the running job's progress (it becomes ``Job.progress``).
 
         Fenced like :meth:`complete`: a worker whose lease is gone cannot overwrite the
-        progress of a newer attempt. The progress stays with the job after it ends.
+        progress of a newer attempt. It is stored as the progress of attempt ``token``
+        (its ``attempt`` field set to it) and stays with the job after it ends, until the
+        job is claimed again: a new attempt starts with none (``Job.progress`` is None).
 
         Raises:
             JobNotFoundError: no such job.
@@ -630,11 +632,15 @@ class Queue(Protocol):
         ...
 
     def export_jobs(self) -> list[dict[str, Any]]:
-        """Return every job as ``Job.to_dict()`` data, oldest first."""
+        """Return every job as ``Job.to_dict()`` data (its ``progress`` included) plus
+        its log lines under ``"logs"`` (``JobLogLine.to_dict()`` dicts), oldest first."""
         ...
 
     def import_jobs(self, jobs_data: Iterable[dict[str, Any]]) -> list[str]:
         """Add jobs from ``export_jobs()`` data, all-or-nothing; return their ids.
+
+        Each job keeps its progress and its log lines (a record without ``"logs"``, as
+        older versions exported, has none), stored in the same atomic step as the jobs.
 
         Raises:
             InvalidJobError: a record is malformed; as :meth:`enqueue_many` otherwise.
@@ -646,12 +652,27 @@ class Queue(Protocol):
     def register_worker(self, info: WorkerInfo) -> None:
         """Add or renew ``info`` in the queue's worker registry (a heartbeat).
 
-        Entries not renewed for :data:`WORKER_RETENTION_S` are forgotten.
+        Entries not renewed for :data:`WORKER_RETENTION_S` are forgotten, their figures
+        added to :meth:`retired_metrics` in the same atomic step.
         """
         ...
 
-    def unregister_worker(self, worker_id: str) -> None:
-        """Remove a worker that stopped on its own; an unknown id is ignored."""
+    def unregister_worker(self, worker_id: str, *, final: WorkerInfo | None = None) -> None:
+        """Remove a worker that stopped on its own; an unknown id is ignored.
+
+        In the same atomic step the worker's figures (``final.metrics``: what it did up
+        to its stop, when given; else its entry's, as of its last heartbeat) are added
+        to the queue's retired-workers totals (:meth:`retired_metrics`), once: an entry
+        already removed (forgotten after :data:`WORKER_RETENTION_S`, whose figures were
+        added then) adds nothing.
+        """
+        ...
+
+    def retired_metrics(self) -> dict[str, Any]:
+        """The summed figures (``WorkerInfo.metrics`` shape) of every worker whose entry
+        was removed: unregistered, or forgotten after :data:`WORKER_RETENTION_S` (those
+        entries' figures are added when they are forgotten). With the figures of the
+        entries listed by :meth:`workers`, each worker is counted exactly once."""
         ...
 
     def workers(self) -> list[WorkerInfo]:

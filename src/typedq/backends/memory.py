@@ -37,7 +37,16 @@ from typedq.errors import (
     TypedqError,
     UnknownDependencyError,
 )
-from typedq.job import LEVELS, MAX_TRACEBACK, Job, JobStatus, Priority, level_index, parse_priority
+from typedq.job import (
+    LEVELS,
+    MAX_TRACEBACK,
+    Job,
+    JobLogLine,
+    JobStatus,
+    Priority,
+    level_index,
+    parse_priority,
+)
 from typedq.policy import ClaimPolicy
 from typedq.serializers.base import FrameCodec
 
@@ -83,6 +92,8 @@ class JobQueue(MemoryReads, MemoryControl, MemoryCoordination, MemoryPolicy, Que
         self._codec = codec
         self._frames = None if codec is None else FrameFields(codec)
         self._workers: dict[str, WorkerInfo] = {}
+        # The figures of workers whose entries were removed (see _worker_totals).
+        self._retired_metrics: dict[str, Any] = {}
         # Unique key -> (holder id, until, holder's states): see _unique.
         self._unique: dict[str, tuple[str, float | None, tuple[str, ...]]] = {}
         self._init_coordination()
@@ -163,6 +174,10 @@ class JobQueue(MemoryReads, MemoryControl, MemoryCoordination, MemoryPolicy, Que
 
     def enqueue_many(self, jobs: Sequence[Job]) -> list[str]:
         """Add many jobs all-or-nothing; see :meth:`Queue.enqueue_many`."""
+        return self._enqueue_batch(jobs, {})
+
+    def _enqueue_batch(self, jobs: Sequence[Job], logs: dict[str, list[JobLogLine]]) -> list[str]:
+        """``enqueue_many``, storing ``logs`` (by job id) with the jobs under one lock."""
         batch: dict[str, Job] = {}
         specs: list[tuple[str, UniqueSpec]] = []
         for job in jobs:
@@ -197,12 +212,13 @@ class JobQueue(MemoryReads, MemoryControl, MemoryCoordination, MemoryPolicy, Que
             for job in dependency_order(batch):
                 self._insert(job)
             self._submitted.update(job.job_type for job in batch.values())
+            self._logs.update(logs)
             self._cond.notify_all()
         return list(batch)
 
     def import_jobs(self, jobs_data: Iterable[dict[str, Any]]) -> list[str]:
         """Add jobs from ``export_jobs()`` data all-or-nothing; see :meth:`Queue.import_jobs`."""
-        return self.enqueue_many(jobs_from_export(jobs_data))
+        return self._enqueue_batch(*jobs_from_export(jobs_data))
 
     def _isolate(self, job: Job) -> None:
         """Round-trip the payload, metadata and result through the codec, as a durable
@@ -268,6 +284,7 @@ class JobQueue(MemoryReads, MemoryControl, MemoryCoordination, MemoryPolicy, Que
                 return None
             self._set_status(job, _RUNNING)
             job.attempt += 1
+            job.progress = None  # a new attempt starts with none (see Queue.set_progress)
             job.started_at = self._clock.now()
             self._add_running(job)
             return job
@@ -344,6 +361,7 @@ class JobQueue(MemoryReads, MemoryControl, MemoryCoordination, MemoryPolicy, Que
             job.run_alone = False
             self._alone.discard(job_id)
         token = job.attempt = job.attempt + 1
+        job.progress = None  # a new attempt starts with none (see Queue.set_progress)
         job.worker_id = worker_id
         job.started_at = now
         until = job.lease_until = now + lease_s

@@ -53,6 +53,7 @@ from typing import Any, Final
 
 from typedq.backends import _redis_conn as conn
 from typedq.backends import _redis_coord as coord
+from typedq.backends._control import encode_logs
 from typedq.backends._graph import check_batch_acyclic, dependency_order, jobs_from_export
 from typedq.backends._redis_async import AsyncStatusReader
 from typedq.backends._redis_control import CONTROL_SCRIPTS, RedisJobControl
@@ -61,6 +62,7 @@ from typedq.backends._redis_keys import HashCodec, base_key, parse_redis_url, so
 from typedq.backends._redis_lua import SCRIPTS
 from typedq.backends._redis_lua_policy import POLICY_SCRIPTS
 from typedq.backends._redis_reads import RedisReads
+from typedq.backends._redis_registry import REGISTRY_SCRIPTS
 from typedq.backends._redis_wait import MIN_BLOCK_S, Waiters
 from typedq.backends._unique import UniqueSpec, unique_of
 from typedq.backends.base import Claim, Completion, Queue
@@ -74,12 +76,13 @@ from typedq.errors import (
     DuplicateJobError,
     InvalidTransitionError,
     JobNotFoundError,
+    QueueClosedError,
     SerializationError,
     StaleLeaseError,
     TypedqError,
     UnknownDependencyError,
 )
-from typedq.job import LEVELS, MAX_TRACEBACK, Job, JobStatus, Priority, parse_priority
+from typedq.job import LEVELS, MAX_TRACEBACK, Job, JobLogLine, JobStatus, Priority, parse_priority
 from typedq.policy import ClaimPolicy
 from typedq.serializers.base import FrameCodec
 
@@ -90,7 +93,9 @@ _COMPLETED: Final = JobStatus.COMPLETED
 #: Most claims remembered for complete(); half are forgotten when it is passed.
 _INFLIGHT_MAX: Final = 8192
 #: Every script a queue registers: its transitions and its locks'.
-_SCRIPTS: Final = {**SCRIPTS, **coord.COORD_SCRIPTS, **POLICY_SCRIPTS, **CONTROL_SCRIPTS}
+_SCRIPTS: Final = {
+    **SCRIPTS, **coord.COORD_SCRIPTS, **POLICY_SCRIPTS, **CONTROL_SCRIPTS, **REGISTRY_SCRIPTS
+}
 
 
 def _num(value: float) -> str:
@@ -172,7 +177,13 @@ class RedisQueue(coord.RedisCoordination, RedisJobControl, RedisReads, RedisDead
 
     def _run(self, script: str, args: Sequence[Any], dlq: str | None = None) -> Any:
         """Run one registered script (EVALSHA; loaded again on NOSCRIPT); ``dlq``, the base
-        key of a dead-letter queue of the prefix, is its ``KEYS[2]``."""
+        key of a dead-letter queue of the prefix, is its ``KEYS[2]``.
+
+        Raises:
+            QueueClosedError: the queue was closed.
+        """
+        if self._closed:
+            raise QueueClosedError(f"the Redis queue {self._name!r} at {self.url} is closed; nothing was run")
         return self._link.run(script, args, dlq)
 
     # -- properties ---------------------------------------------------------------------
@@ -239,6 +250,10 @@ class RedisQueue(coord.RedisCoordination, RedisJobControl, RedisReads, RedisDead
             SerializationError: a job's payload, metadata or result cannot be encoded;
                 the message names ``jobs[i]`` and the job id. Nothing is stored.
         """
+        return self._enqueue_batch(jobs, {})
+
+    def _enqueue_batch(self, jobs: Sequence[Job], logs: dict[str, list[JobLogLine]]) -> list[str]:
+        """``enqueue_many``, storing ``logs`` (by job id) in the jobs' hashes, in the same script."""
         batch: dict[str, Job] = {}
         encoded: dict[str, list[Any]] = {}
         for index, job in enumerate(jobs):
@@ -250,6 +265,8 @@ class RedisQueue(coord.RedisCoordination, RedisJobControl, RedisReads, RedisDead
             except SerializationError as exc:
                 exc.args = (f"jobs[{index}]: {exc}",)
                 raise
+            if job.job_id in logs:
+                encoded[job.job_id] += ("lg", encode_logs(logs[job.job_id]))
             if job.status is _PENDING and job.job_id in job.depends_on:
                 raise DependencyCycleError([job.job_id, job.job_id])
         if not batch:
@@ -294,7 +311,7 @@ class RedisQueue(coord.RedisCoordination, RedisJobControl, RedisReads, RedisDead
 
     def import_jobs(self, jobs_data: Iterable[dict[str, Any]]) -> list[str]:
         """Add jobs from ``export_jobs()`` data all-or-nothing; see :meth:`Queue.import_jobs`."""
-        return self.enqueue_many(jobs_from_export(jobs_data))
+        return self._enqueue_batch(*jobs_from_export(jobs_data))
 
     # -- claiming -----------------------------------------------------------------------
 

@@ -79,7 +79,7 @@ from typedq.backends import _sqlite_counts as counts
 from typedq.backends import _sqlite_dead as dead_letters
 from typedq.backends import _sqlite_rows as rows
 from typedq.backends._graph import jobs_from_export
-from typedq.backends._sqlite_control import SQLiteControl
+from typedq.backends._sqlite_control import SQLiteControl, restore_control
 from typedq.backends._sqlite_coord import SQLiteCoordination
 from typedq.backends._sqlite_db import SYNCHRONOUS, Connections, map_errors
 from typedq.backends._sqlite_dead import SQLiteDeadLetters
@@ -106,7 +106,16 @@ from typedq.errors import (
     SerializationError,
     TypedqError,
 )
-from typedq.job import LEVELS, MAX_TRACEBACK, Job, JobStatus, Priority, level_index, parse_priority
+from typedq.job import (
+    LEVELS,
+    MAX_TRACEBACK,
+    Job,
+    JobLogLine,
+    JobStatus,
+    Priority,
+    level_index,
+    parse_priority,
+)
 from typedq.policy import ClaimPolicy
 from typedq.serializers.base import FrameCodec
 
@@ -267,6 +276,11 @@ class SQLiteQueue(SQLiteReads, SQLiteControl, SQLiteCoordination, SQLiteDeadLett
             SerializationError: a job's payload, metadata or result cannot be encoded;
                 the message names ``jobs[i]`` and the job id. Nothing is stored.
         """
+        return self._enqueue_batch(jobs, {})
+
+    def _enqueue_batch(self, jobs: Sequence[Job], logs: dict[str, list[JobLogLine]]) -> list[str]:
+        """``enqueue_many``, storing the jobs' progress and ``logs`` (by job id) in the
+        same transaction."""
         batch: dict[str, Job] = {}
         encoded: dict[str, rows.Blobs] = {}
         # Jobs that never ran bind only the columns that differ from the defaults; a
@@ -303,6 +317,14 @@ class SQLiteQueue(SQLiteReads, SQLiteControl, SQLiteCoordination, SQLiteDeadLett
                 take_unique_keys(conn, name, specs, now)
 
             insert = insert_with_keys
+        if logs or any(job.progress is not None for job in batch.values()):
+            insert_rows = insert
+
+            def insert_with_control(conn: _Conn) -> None:
+                insert_rows(conn)
+                restore_control(conn, name, list(batch.values()), logs)
+
+            insert = insert_with_control
         try:
             self._db.write(insert)
         except OverflowError:
@@ -313,7 +335,7 @@ class SQLiteQueue(SQLiteReads, SQLiteControl, SQLiteCoordination, SQLiteDeadLett
 
     def import_jobs(self, jobs_data: Iterable[dict[str, Any]]) -> list[str]:
         """Add jobs from ``export_jobs()`` data all-or-nothing; see :meth:`Queue.import_jobs`."""
-        return self.enqueue_many(jobs_from_export(jobs_data))
+        return self._enqueue_batch(*jobs_from_export(jobs_data))
 
     # -- claiming -----------------------------------------------------------------------
 
