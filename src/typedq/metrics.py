@@ -6,7 +6,7 @@ same figures:
 
 * **Gauges** come from the backend's counts, never by reading jobs:
   ``typedq_queue_jobs{queue,state}`` (``Queue.count_by_status``: Redis keeps these
-  counts in a hash, O(1); SQLite counts the queue's rows in one read),
+  counts in a hash, SQLite in its ``job_counts`` table; O(1) in the number of jobs),
   ``typedq_queue_jobs_by_priority{queue,priority}`` (PENDING jobs per priority level,
   where the backend has ``count_by_priority``), ``typedq_queue_jobs_scheduled{queue}``
   (PENDING jobs due later: delayed or waiting to retry, ``Queue.count_scheduled``; they
@@ -14,6 +14,9 @@ same figures:
   ``typedq_dead_letters_dropped_total``, and the worker registry's
   ``typedq_workers{queue,state}`` (live / dead), ``typedq_workers_busy{queue}`` and
   ``typedq_worker_utilization{queue}`` (busy live workers over live workers).
+* ``typedq_jobs_submitted_total{queue,job_type}``: jobs ever submitted to the queue
+  (``Queue.count_submitted``, kept by the store, so it counts what every producer
+  process submitted and never goes down when jobs are purged).
 * **Counters and histograms** per queue and job type (``typedq_jobs_completed_total``,
   ``_failed_total`` (failed attempts, retried or not), ``_retried_total``,
   ``_dead_total``, ``_cancelled_total``; ``typedq_job_wait_seconds`` from due to
@@ -99,6 +102,14 @@ def _at_least(entry: dict[str, Any], before: dict[str, Any] | None) -> dict[str,
     return out
 
 
+def _submitted(queue: Any) -> dict[str, int]:
+    """``queue.count_submitted()``; empty for a backend without one of its own (a
+    third-party backend, or one still inheriting the protocol's abstract method)."""
+    reader = getattr(queue, "count_submitted", None)
+    found = reader() if callable(reader) else None
+    return dict(found) if found else {}
+
+
 class TypedqCollector(Collector):
     """A ``prometheus_client`` collector reading a manager's store at every scrape.
 
@@ -141,10 +152,16 @@ class TypedqCollector(Collector):
             "PENDING jobs due later (delayed or waiting to retry), by queue; part of state=pending.",
             labels=["queue"],
         )
+        submitted = CounterMetricFamily(
+            "typedq_jobs_submitted", "Jobs ever submitted, by queue and job type (kept by the store).",
+            labels=["queue", "job_type"],
+        )
         for name, queue in sorted(queues.items()):
             for status, count in queue.count_by_status().items():
                 jobs.add_metric([name, status.value.lower()], count)
             scheduled.add_metric([name], queue.count_scheduled())
+            for job_type, count in sorted(_submitted(queue).items()):
+                submitted.add_metric([name, job_type], count)
             counter = getattr(queue, "count_by_priority", None)
             if callable(counter):
                 for level, count in sorted(counter().items()):
@@ -154,6 +171,7 @@ class TypedqCollector(Collector):
             jobs,
             by_priority,
             scheduled,
+            submitted,
             GaugeMetricFamily("typedq_dead_letters", "Dead letters held.", value=dead_letter.size),
             CounterMetricFamily(
                 "typedq_dead_letters_dropped", "Dead letters dropped to stay within dlq_max.",

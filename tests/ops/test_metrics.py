@@ -21,6 +21,7 @@ from tests.ops.conftest import Add, Boom, add, boom
 
 from typedq import JobQueueManager
 from typedq._worker_metrics import BUCKETS, WorkerMetrics
+from typedq.backends.base import Queue
 from typedq.job import JobStatus
 from typedq.metrics import registry_for, render, serve_metrics
 from typedq.worker import Worker
@@ -148,6 +149,35 @@ def test_typedq_metrics_command_in_another_process(
     finally:
         proc.terminate()
         proc.communicate(timeout=10)
+
+
+def test_submitted_total_counts_every_submission_and_survives_a_purge(manager: JobQueueManager) -> None:
+    queue = manager.get_queue("default")
+    if type(queue).count_submitted is Queue.count_submitted:
+        pytest.skip("Redis count_submitted lands separately")
+    registry = registry_for(manager)
+
+    def submitted() -> dict[str, float]:
+        text = render(registry).decode()
+        families = {f.name: f for f in text_string_to_metric_families(text)}
+        assert families["typedq_jobs_submitted"].type == "counter"
+        return {
+            s.labels["job_type"]: s.value
+            for s in families["typedq_jobs_submitted"].samples
+            if s.name == "typedq_jobs_submitted_total" and s.labels["queue"] == "default"
+        }
+
+    assert submitted() == {}
+    for i in range(3):
+        manager.enqueue(add, Add(a=i, b=1))
+    manager.enqueue(boom, Boom(reason="x"))
+    assert submitted() == {"add": 3.0, "boom": 1.0}
+    for _ in range(3):
+        claim = queue.claim("w", lease_s=30.0, job_types=["add"])
+        assert claim is not None
+        queue.complete(claim.job.job_id, token=claim.token)
+    assert queue.purge(statuses=[JobStatus.COMPLETED], older_than=queue.clock.now() + 1.0) == 3
+    assert submitted() == {"add": 3.0, "boom": 1.0}
 
 
 def test_scrape_reports_down_when_the_store_fails(manager: JobQueueManager) -> None:

@@ -1,7 +1,8 @@
 """The in-memory backend's claims under a :class:`~typedq.policy.ClaimPolicy`.
 
 Under the queue's lock, like every transition: the limits are checked against the jobs
-RUNNING now and the recent claim times, each level's next claimable job is the top of its
+RUNNING now (counted per job type as they start and end, never by a walk of them) and
+the recent claim times, each level's next claimable job is the top of its
 ready heaps (one heap per job type and level), and :func:`~typedq.policy.pick_level`
 chooses among them. Strict priority without limits never comes here (the plain claim is
 the fast path).
@@ -81,8 +82,8 @@ class MemoryPolicy(MemoryState):
         most = policy.max_concurrency
         by_type: Counter[str] | None = None
         if capped:
-            jobs = self._jobs
-            by_type = Counter(jobs[job_id].job_type for job_id in self._running)
+            # A copy: the counts claimed in this call are added below, before they are RUNNING.
+            by_type = Counter(self._running_types)
         blocked: set[str] = set()
         while len(taken) < limit:
             if most is not None and running >= most:

@@ -139,7 +139,7 @@ class SQLiteControl:
             return found  # type: ignore[no-any-return]  # one row
 
         def tx(conn: _Conn) -> Sequence[Any]:
-            conn.execute(SQL.promote, (name, now))
+            self._graph.promote(conn, now)
             seq, _, priority, sched, created, _ = place(conn, job_id, "job_id")
             job = Job(
                 job_id=job_id, job_type="reorder", priority=priority, scheduled_at=sched, created_at=created

@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
+from typedq.backends import _sqlite_counts as counts
 from typedq.backends import _sqlite_rows as rows
 from typedq.backends._control import current_progress, decode_logs, decode_progress, export_record
 from typedq.backends._sqlite_control import EXPORT, GET_WITH_PROGRESS
@@ -31,6 +32,8 @@ from typedq.job import Job, JobStatus
 __all__ = ["SQLiteReads"]
 
 _Conn = sqlite3.Connection
+#: The job statuses by their stored text (job_counts also holds pseudo-statuses).
+_STATUSES: Final = {status.value: status for status in JobStatus}
 
 
 class SQLiteReads:
@@ -48,7 +51,7 @@ class SQLiteReads:
     @property
     def size(self) -> int:
         """How many jobs the queue holds, in every state."""
-        return int(self._db.read(SQL.size, (self._name,))[0][0])
+        return sum(self.count_by_status().values())
 
     def diagnostics(self) -> dict[str, Any]:
         """What an operator needs to judge this queue's file; read from a live connection.
@@ -108,11 +111,19 @@ class SQLiteReads:
         return int(self._db.read(SQL.scheduled_count, (self._name, self._clock.now()))[0][0])
 
     def count_by_status(self) -> dict[JobStatus, int]:
-        """Return how many jobs are in each status (one consistent snapshot)."""
-        counts = dict.fromkeys(JobStatus, 0)
-        for status, count in self._db.read(SQL.counts, (self._name,)):
-            counts[JobStatus(status)] = count
-        return counts
+        """Return how many jobs are in each status (one consistent snapshot of the
+        ``job_counts`` rows: a read of a few rows however many jobs there are)."""
+        found = dict.fromkeys(JobStatus, 0)
+        for status, count in self._db.read(counts.BY_STATUS, (self._name,)):
+            if status in _STATUSES:
+                found[_STATUSES[status]] = int(count)
+        return found
+
+    def count_submitted(self) -> dict[str, int]:
+        """Jobs ever submitted to the queue, per job type; see :meth:`Queue.count_submitted`."""
+        return {
+            job_type: int(n) for job_type, n in self._db.read(counts.BY_TYPE, (self._name, counts.SUBMITTED))
+        }
 
     def list_jobs(
         self,
@@ -143,8 +154,9 @@ class SQLiteReads:
         return [self._rows.job(row) for row in self._db.read(sql, (*params, limit, offset))]
 
     def count_by_type(self, status: JobStatus = JobStatus.PENDING) -> dict[str, int]:
-        """Return how many jobs of each type are in ``status`` (a scan of the queue's rows)."""
-        return dict(self._db.read(SQL.counts_by_type, (self._name, JobStatus(status).value)))
+        """Return how many jobs of each type are in ``status`` (from ``job_counts``)."""
+        found = self._db.read(counts.BY_TYPE, (self._name, JobStatus(status).value))
+        return {job_type: int(n) for job_type, n in found}
 
     def export_jobs(self) -> list[dict[str, Any]]:
         """Return every job as ``Job.to_dict()`` data, in insertion order (one snapshot)."""

@@ -641,6 +641,17 @@ class Queue(Protocol):
         """Return how many jobs of each job type are in ``status`` (types with none left out)."""
         ...
 
+    def count_submitted(self) -> dict[str, int]:
+        """Return how many jobs were ever submitted to the queue, per job type.
+
+        A monotonic count: each job added by :meth:`enqueue`, :meth:`enqueue_many` or
+        :meth:`import_jobs` counts once, and nothing decreases it (completion, purge,
+        delete). Dead letters copied into a dead-letter queue, replays and retries are
+        not submissions. Kept by the backend (not in a process's memory), so every
+        process reads the same counts; read in O(job types).
+        """
+        ...
+
     def export_jobs(self) -> list[dict[str, Any]]:
         """Return every job as ``Job.to_dict()`` data (its ``progress`` included) plus
         its log lines under ``"logs"`` (``JobLogLine.to_dict()`` dicts), oldest first."""

@@ -167,6 +167,7 @@ class JobQueue(MemoryReads, MemoryControl, MemoryCoordination, MemoryPolicy, Mem
                 self._check_unique(job_id, spec, now, {})
                 self._take_unique(job_id, spec, now)
             self._insert(job)
+            self._submitted[job.job_type] += 1
             if self._waiting:
                 self._cond.notify()
         return job_id
@@ -210,6 +211,7 @@ class JobQueue(MemoryReads, MemoryControl, MemoryCoordination, MemoryPolicy, Mem
                     self._take_unique(job_id, spec, now)
             for job in dependency_order(batch):
                 self._insert(job)
+            self._submitted.update(job.job_type for job in batch.values())
             self._logs.update(logs)
             self._cond.notify_all()
         return list(batch)
@@ -270,7 +272,7 @@ class JobQueue(MemoryReads, MemoryControl, MemoryCoordination, MemoryPolicy, Mem
             job.attempt += 1
             job.progress = None  # a new attempt starts with none (see Queue.set_progress)
             job.started_at = self._clock.now()
-            self._running[job.job_id] = None
+            self._add_running(job)
             return job
 
     def peek(self) -> Job | None:
@@ -349,7 +351,7 @@ class JobQueue(MemoryReads, MemoryControl, MemoryCoordination, MemoryPolicy, Mem
         job.worker_id = worker_id
         job.started_at = now
         until = job.lease_until = now + lease_s
-        self._running[job.job_id] = None
+        self._add_running(job)
         return Claim(job, token, until)
 
     def complete(self, job_id: str, *, token: int, result: Any = None) -> Job:
@@ -393,7 +395,7 @@ class JobQueue(MemoryReads, MemoryControl, MemoryCoordination, MemoryPolicy, Mem
         job.result = result
         job.finished_at = now
         job.lease_until = None
-        del self._running[job_id]
+        self._drop_running(job)
         # self._finish(job, _COMPLETED) for the hot path: completions come in the order
         # of the clock's readings, so the table stays in finish order without a check.
         self._done[job_id] = None
@@ -656,6 +658,11 @@ class JobQueue(MemoryReads, MemoryControl, MemoryCoordination, MemoryPolicy, Mem
         """Return how many jobs are in each status."""
         with self._lock:
             return dict(self._counts)
+
+    def count_submitted(self) -> dict[str, int]:
+        """Jobs ever submitted to the queue, per job type; see :meth:`Queue.count_submitted`."""
+        with self._lock:
+            return dict(self._submitted)
 
     def count_scheduled(self) -> int:
         """PENDING jobs due later; see :meth:`Queue.count_scheduled`."""
