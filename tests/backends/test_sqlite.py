@@ -30,6 +30,7 @@ import pytest
 
 import typedq.backends._sqlite_schema as schema
 from typedq.backends import open_queue
+from typedq.backends import _sqlite_counts as counts
 from typedq.backends._sqlite_driver import sqlite3
 from typedq.backends._sqlite_rows import FRESH_COLUMNS
 from typedq.backends._sqlite_sql import SQL
@@ -1301,11 +1302,20 @@ def _ready_by_level(db: Path, queue: str, now: float) -> dict[Priority, int]:
 
 
 def _kept_counts(db: Path) -> dict[tuple[str, str, str], int]:
-    """(queue, job type, status) -> jobs, as job_counts keeps them (rows of 0 left out)."""
-    conn = sqlite3.connect(db)
+    """(queue, job type, status) -> jobs, as job_counts keeps them once the jobs above the
+    fold mark are folded in (rows of 0, the mark and submissions left out)."""
+    conn = sqlite3.connect(db, isolation_level=None)
     try:
+        conn.execute("BEGIN IMMEDIATE")
+        counts.fold(conn)
+        conn.execute("COMMIT")
+        above = conn.execute(
+            "SELECT count(*) FROM jobs WHERE seq > (SELECT n FROM job_counts WHERE queue = '')"
+        ).fetchone()[0]
+        assert above == 0, "the fold left jobs above its mark"
         found = conn.execute(
-            "SELECT queue, job_type, status, n FROM job_counts WHERE status != 'submitted' AND n != 0"
+            "SELECT queue, job_type, status, n FROM job_counts"
+            " WHERE queue > '' AND status != 'submitted' AND n != 0"
         ).fetchall()
     finally:
         conn.close()
@@ -1420,15 +1430,29 @@ def _random_transitions(queue: SQLiteQueue, dlq: SQLiteQueue, clock: FakeClock, 
     return submitted
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize(("seed", "fold_every"), [(1, 1000), (2, 3), (3, 1)])
 def test_job_counts_equal_the_rows_after_random_transitions(
-    open_sqlite: Callable[..., SQLiteQueue], db: Path, clock: FakeClock, seed: int
+    open_sqlite: Callable[..., SQLiteQueue], db: Path, clock: FakeClock, seed: int, fold_every: int,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """The counts read (the stored ones plus the jobs above the fold mark), and the stored
+    ones once folded, equal the rows, whether single enqueues fold every 1,000, 3 or 1."""
+    monkeypatch.setattr(counts, "FOLD_EVERY", fold_every)
     queue, dlq = open_sqlite("q"), open_sqlite("dlq")
     submitted = _random_transitions(queue, dlq, clock, seed)
+    queue.enqueue(Job(job_type="last", created_at=clock.now()))  # above the mark, at least
+    submitted["last"] += 1
     rows_now = _row_counts(db)
-    assert _kept_counts(db) == rows_now
     assert any(s.startswith("ready:") for _, _, s in rows_now)
+    _check_counts_read(queue, dlq, rows_now, submitted, clock, db)
+    assert _kept_counts(db) == rows_now
+    _check_counts_read(queue, dlq, rows_now, submitted, clock, db)  # all folded now
+
+
+def _check_counts_read(
+    queue: SQLiteQueue, dlq: SQLiteQueue, rows_now: dict[tuple[str, str, str], int],
+    submitted: Counter[str], clock: FakeClock, db: Path,
+) -> None:
     for q in (queue, dlq):
         by_status = {s: n for (name, _, s), n in rows_now.items() if name == q.name}
         expected = dict.fromkeys(JobStatus, 0)

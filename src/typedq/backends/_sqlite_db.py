@@ -159,6 +159,20 @@ def _release(conn: sqlite3.Connection, pid: int, lock_fds: list[int]) -> None:
     lock_fds.clear()
 
 
+def _between(
+    before: Callable[[sqlite3.Connection], None],
+    after: Callable[[sqlite3.Connection], None],
+    fn: Callable[[sqlite3.Connection], _T],
+) -> Callable[[sqlite3.Connection], _T]:
+    def run(conn: sqlite3.Connection) -> _T:
+        before(conn)
+        result = fn(conn)
+        after(conn)
+        return result
+
+    return run
+
+
 class Connections:
     """Per-thread, per-process connections to one SQLite file.
 
@@ -166,6 +180,8 @@ class Connections:
         path: the database file.
         synchronous: ``PRAGMA synchronous`` (1 NORMAL, 2 FULL).
         on_connect: extra setup run on each new connection (after the PRAGMAs).
+        around_write: ``(before, after)``, run in every :meth:`write` transaction before
+            and after its work (unless the write asks for none).
     """
 
     def __init__(
@@ -173,10 +189,13 @@ class Connections:
         path: Path,
         synchronous: int,
         on_connect: Callable[[sqlite3.Connection], None] | None = None,
+        around_write: tuple[Callable[[sqlite3.Connection], None], Callable[[sqlite3.Connection], None]]
+        | None = None,
     ) -> None:
         self.path = path
         self.synchronous = synchronous
         self._on_connect = on_connect
+        self._around_write = around_write
         self._local = threading.local()
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
@@ -311,13 +330,16 @@ class Connections:
             self._finalizers.append((weakref.ref(holder), finalizer))
         self._local.holder = holder
 
-    def write(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
-        """Run ``fn(conn)`` in one ``BEGIN IMMEDIATE`` transaction and commit it.
+    def write(self, fn: Callable[[sqlite3.Connection], _T], *, around: bool = True) -> _T:
+        """Run ``fn(conn)`` in one ``BEGIN IMMEDIATE`` transaction and commit it, between
+        the ``around_write`` steps unless ``around`` is false.
 
         Any exception rolls the transaction back and propagates (typedq errors as they
         are, driver errors mapped). SQLITE_BUSY, after the busy timeout, retries the
         whole transaction once.
         """
+        if around and self._around_write is not None:
+            fn = _between(*self._around_write, fn)
         holder = self._enter()
         try:
             lock_fd = self._turn(holder)

@@ -339,6 +339,9 @@ _V11: Final = (
     "INSERT INTO job_counts (queue, job_type, status, n)"
     " SELECT queue, job_type, 'ready:' || priority, count(*) FROM jobs WHERE queue > ''"
     " AND status = 'PENDING' AND blocked_by = 0 AND delayed = 0 GROUP BY queue, job_type, priority",
+    # The fold mark (see _sqlite_counts): every job the file holds is counted.
+    "INSERT INTO job_counts (queue, job_type, status, n)"
+    " SELECT '', '', 'folded', coalesce(max(seq), 0) FROM jobs",
 )
 
 #: For each schema version, the statements that upgrade a file from the version before.

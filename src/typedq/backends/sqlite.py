@@ -197,7 +197,8 @@ class SQLiteQueue(SQLiteReads, SQLiteControl, SQLiteCoordination, SQLiteDeadLett
         self._inflight: dict[tuple[str, int], tuple[int, Job]] = {}
         self._inflight_lock = threading.Lock()
         check_file(self._path)
-        self._db = Connections(self._path, SYNCHRONOUS[durability])
+        self._db = Connections(self._path, SYNCHRONOUS[durability], around_write=(counts.fold, counts.mark))
+        self._unfolded = 0  # single enqueues since this object last folded the counts
         with map_errors(self._path):
             # Judged before anything is written: no PRAGMA that writes runs on a file
             # that turns out not to be ours.
@@ -245,10 +246,12 @@ class SQLiteQueue(SQLiteReads, SQLiteControl, SQLiteCoordination, SQLiteDeadLett
             row, sql = fresh[1], SQL.insert_into(fresh[0])
 
         spec = unique_of(job)
-        name, job_type = self._name, job.job_type
-        added = [(name, job_type, job.status.value, 1), (name, job_type, counts.SUBMITTED, 1)]
-        if rows.ready_at_insert(job, now):
-            added.append((name, job_type, counts.ready(job.priority), 1))
+        # The job is counted when the counts are next folded (see _sqlite_counts): by
+        # another transaction, or by this one every FOLD_EVERY enqueues.
+        self._unfolded += 1
+        fold = self._unfolded >= counts.FOLD_EVERY
+        if fold:
+            self._unfolded = 0
 
         def tx(conn: _Conn) -> None:
             try:
@@ -257,12 +260,13 @@ class SQLiteQueue(SQLiteReads, SQLiteControl, SQLiteCoordination, SQLiteDeadLett
                 if is_unique_violation(exc):
                     raise DuplicateJobError(job.job_id, queue=self._name) from exc
                 raise
-            counts.add_rows(conn, added)
             if spec is not None:
                 take_unique_keys(conn, self._name, [(job.job_id, spec)], now)
+            if fold:
+                counts.fold(conn)  # this job with the others above the mark
 
         try:
-            self._db.write(tx)
+            self._db.write(tx, around=False)
         except OverflowError:
             rows.revalidate([job])
             raise
