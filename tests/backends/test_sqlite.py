@@ -29,8 +29,8 @@ from typing import Any
 import pytest
 
 import typedq.backends._sqlite_schema as schema
-from typedq.backends import open_queue
 from typedq.backends import _sqlite_counts as counts
+from typedq.backends import open_queue
 from typedq.backends._sqlite_driver import sqlite3
 from typedq.backends._sqlite_rows import FRESH_COLUMNS
 from typedq.backends._sqlite_sql import SQL
