@@ -1430,13 +1430,14 @@ def _random_transitions(queue: SQLiteQueue, dlq: SQLiteQueue, clock: FakeClock, 
     return submitted
 
 
-@pytest.mark.parametrize(("seed", "fold_every"), [(1, 1000), (2, 3), (3, 1)])
+@pytest.mark.parametrize("case", [(1, 1000), (2, 3), (3, 1)], ids=["seed1-fold1000", "seed2-fold3", "seed3-fold1"])
 def test_job_counts_equal_the_rows_after_random_transitions(
-    open_sqlite: Callable[..., SQLiteQueue], db: Path, clock: FakeClock, seed: int, fold_every: int,
+    open_sqlite: Callable[..., SQLiteQueue], db: Path, clock: FakeClock, case: tuple[int, int],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The counts read (the stored ones plus the jobs above the fold mark), and the stored
     ones once folded, equal the rows, whether single enqueues fold every 1,000, 3 or 1."""
+    seed, fold_every = case
     monkeypatch.setattr(counts, "FOLD_EVERY", fold_every)
     queue, dlq = open_sqlite("q"), open_sqlite("dlq")
     submitted = _random_transitions(queue, dlq, clock, seed)
@@ -1444,15 +1445,16 @@ def test_job_counts_equal_the_rows_after_random_transitions(
     submitted["last"] += 1
     rows_now = _row_counts(db)
     assert any(s.startswith("ready:") for _, _, s in rows_now)
-    _check_counts_read(queue, dlq, rows_now, submitted, clock, db)
+    _check_counts_read((queue, dlq), rows_now, submitted, clock, db)
     assert _kept_counts(db) == rows_now
-    _check_counts_read(queue, dlq, rows_now, submitted, clock, db)  # all folded now
+    _check_counts_read((queue, dlq), rows_now, submitted, clock, db)  # all folded now
 
 
 def _check_counts_read(
-    queue: SQLiteQueue, dlq: SQLiteQueue, rows_now: dict[tuple[str, str, str], int],
+    queues: tuple[SQLiteQueue, SQLiteQueue], rows_now: dict[tuple[str, str, str], int],
     submitted: Counter[str], clock: FakeClock, db: Path,
 ) -> None:
+    queue, dlq = queues
     for q in (queue, dlq):
         by_status = {s: n for (name, _, s), n in rows_now.items() if name == q.name}
         expected = dict.fromkeys(JobStatus, 0)
