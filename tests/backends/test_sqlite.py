@@ -1430,7 +1430,9 @@ def _random_transitions(queue: SQLiteQueue, dlq: SQLiteQueue, clock: FakeClock, 
     return submitted
 
 
-@pytest.mark.parametrize("case", [(1, 1000), (2, 3), (3, 1)], ids=["seed1-fold1000", "seed2-fold3", "seed3-fold1"])
+@pytest.mark.parametrize(
+    "case", [(1, 1000), (2, 3), (3, 1)], ids=["seed1-fold1000", "seed2-fold3", "seed3-fold1"]
+)
 def test_job_counts_equal_the_rows_after_random_transitions(
     open_sqlite: Callable[..., SQLiteQueue], db: Path, clock: FakeClock, case: tuple[int, int],
     monkeypatch: pytest.MonkeyPatch,
