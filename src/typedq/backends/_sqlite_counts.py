@@ -122,10 +122,9 @@ _BEHIND: Final = f"SELECT 1 FROM jobs NOT INDEXED WHERE seq > {_MARK} LIMIT 1"
 #: Every queue's rows (the high-water row's queue "" is none).
 _REAL_QUEUES: Final = "queue > ''"
 #: Add the jobs above the fold mark to the counts.
-_FOLD: Final = (
-    f"INSERT INTO job_counts (queue, job_type, status, n) SELECT queue, job_type, status, sum(n)"
-    f" FROM ({_unfolded(_REAL_QUEUES)}) WHERE true GROUP BY queue, job_type, status"
-    " ON CONFLICT (queue, status, job_type) DO UPDATE SET n = n + excluded.n"
+_ABOVE: Final = (
+    "SELECT queue, job_type, status, priority, status = 'PENDING' AND blocked_by = 0 AND delayed = 0,"
+    f" count(*) FROM jobs NOT INDEXED WHERE seq > {_MARK} AND {_REAL_QUEUES} GROUP BY 1, 2, 3, 4, 5"
 )
 #: Move the fold mark to the largest seq (written only when it moves).
 MARK_ALL: Final = (
@@ -138,9 +137,17 @@ MARK_ALL: Final = (
 def fold(conn: sqlite3.Connection) -> None:
     """Count the jobs above the fold mark and move the mark past them (in a write
     transaction, before it changes anything): a read of one row when there are none."""
-    if conn.execute(_BEHIND).fetchone() is not None:
-        conn.execute(_FOLD)
-        conn.execute(MARK_ALL)
+    if conn.execute(_BEHIND).fetchone() is None:
+        return
+    # Summed over the groups (one per priority too), then one upsert.
+    added: Counter[tuple[str, str, str]] = Counter()
+    for queue, job_type, status, priority, in_ready, n in conn.execute(_ABOVE):
+        added[queue, job_type, status] += n
+        added[queue, job_type, SUBMITTED] += n
+        if in_ready:
+            added[queue, job_type, ready(priority)] += n
+    add_rows(conn, [(*key, n) for key, n in added.items()])
+    conn.execute(MARK_ALL)
 
 
 def mark(conn: sqlite3.Connection) -> None:
@@ -148,6 +155,8 @@ def mark(conn: sqlite3.Connection) -> None:
     itself); a read of two rows when it added none."""
     if conn.execute(_BEHIND).fetchone() is not None:
         conn.execute(MARK_ALL)
+
+
 #: Most rows one :func:`_bump` statement holds (4 parameters each).
 _BUMP_MAX: Final = 2000
 
@@ -172,11 +181,11 @@ def moved(job_types: Iterable[str], old: str | None, new: str | None) -> Deltas:
     """The deltas of jobs of ``job_types`` (one entry per job) moving from ``old`` to
     ``new`` (None: added, or deleted)."""
     deltas: Deltas = Counter()
-    for job_type in job_types:
+    for job_type, n in Counter(job_types).items():  # counted in C, then a few types
         if old is not None:
-            deltas[job_type, old] -= 1
+            deltas[job_type, old] -= n
         if new is not None:
-            deltas[job_type, new] += 1
+            deltas[job_type, new] += n
     return deltas
 
 

@@ -120,8 +120,8 @@ class QueueGraph:
 
     def place_batch(
         self, conn: _Conn, batch: dict[str, Job], encoded: dict[str, rows.Blobs], now: float
-    ) -> tuple[list[tuple[Any, ...]], list[tuple[str, str, str]], list[tuple[str, str]], counts.Deltas]:
-        """Check a batch with dependencies and compute its rows, edges, parents and counts.
+    ) -> tuple[list[tuple[Any, ...]], list[tuple[str, str, str]], list[tuple[str, str]]]:
+        """Check a batch with dependencies and compute its rows, edges and parents.
 
         Mirrors the memory backend: a job waiting on a FAILED, DEAD or CANCELLED job is
         stored FAILED naming it; otherwise one edge per unfinished dependency.
@@ -164,12 +164,8 @@ class QueueGraph:
             status_of[job.job_id] = status
             placed.append((job, blocked, error))
         params = []
-        added: counts.Deltas = Counter()
         for job, blocked, error in placed:
             blobs = encoded[job.job_id]
-            added[job.job_type, status_of[job.job_id]] += 1
-            if error is None and not blocked and rows.ready_at_insert(job, now):
-                added[job.job_type, counts.ready(job.priority)] += 1
             if error is None:
                 params.append(
                     self.rows.row(
@@ -179,7 +175,7 @@ class QueueGraph:
             else:
                 params.append(self.rows.failed_row(job, self.queue, blobs, error, now))
         parents = [(self.queue, dep) for dep in sorted(waited_on - batch.keys())]
-        return params, edges, parents, added
+        return params, edges, parents
 
     def refuse_batch(self, conn: _Conn, batch: dict[str, Job]) -> None:
         """Raise the memory backend's error for the first offending job of a batch."""
@@ -328,7 +324,8 @@ class QueueGraph:
         fresh: list[tuple[str, tuple[Any, ...]] | None] | None,
         now: float,
     ) -> None:
-        """Insert ``batch`` all-or-nothing, with its dependency edges.
+        """Insert ``batch`` all-or-nothing, with its dependency edges; the jobs are left
+        above the counts' fold mark, for the caller to fold (see ``_sqlite_counts``).
 
         Args:
             batch: the jobs by id, in order.
@@ -344,11 +341,10 @@ class QueueGraph:
         params: list[tuple[Any, ...]]
         edges: list[Edge] = []
         parents: list[tuple[str, str]] = []
-        added: counts.Deltas = Counter()
         # (statement, its rows), in the batch's order: seqs follow that order.
         runs: list[tuple[str, list[tuple[Any, ...]]]]
         if fresh is None:
-            params, edges, parents, added = self.place_batch(conn, batch, encoded, now)
+            params, edges, parents = self.place_batch(conn, batch, encoded, now)
             runs = [(SQL.insert, params)]
         elif all(row is not None for row in fresh):
             runs = [
@@ -367,19 +363,6 @@ class QueueGraph:
             self.refuse_batch(conn, batch)
             raise
         conn.execute("RELEASE batch")
-        submitted: counts.Deltas = Counter()
-        if fresh is not None:
-            added = Counter((job.job_type, job.status.value) for job in batch.values())
-            added.update(
-                (job.job_type, counts.ready(job.priority))
-                for job in batch.values()
-                if rows.ready_at_insert(job, now)
-            )
-        for (job_type, status), n in added.items():
-            if status[0].isupper():  # a job status, not a ready:<priority> count
-                submitted[job_type, counts.SUBMITTED] += n
-        added.update(submitted)
-        counts.bump(conn, self.queue, added)
         if edges:
             conn.executemany(SQL.insert_edge, edges)
             conn.executemany(SQL.flag_parent, parents)

@@ -69,6 +69,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Sequence
 from functools import partial
 from pathlib import Path
@@ -329,8 +330,21 @@ class SQLiteQueue(SQLiteReads, SQLiteControl, SQLiteCoordination, SQLiteDeadLett
                 restore_control(conn, name, list(batch.values()), logs)
 
             insert = insert_with_control
+        # Counted like single enqueues (see enqueue): folded by this transaction every
+        # FOLD_EVERY jobs, else by the file's next other write.
+        self._unfolded += len(batch)
+        fold = self._unfolded >= counts.FOLD_EVERY
+        if fold:
+            self._unfolded = 0
+        add = insert
+
+        def insert_and_fold(conn: _Conn) -> None:
+            add(conn)
+            if fold:
+                counts.fold(conn)
+
         try:
-            self._db.write(insert)
+            self._db.write(insert_and_fold, around=False)
         except OverflowError:
             rows.revalidate(batch.values())
             raise
@@ -390,9 +404,12 @@ class SQLiteQueue(SQLiteReads, SQLiteControl, SQLiteCoordination, SQLiteDeadLett
                     (name, job_type, counts.ready(priority), -1),
                 ))
             elif got:
-                moves = counts.moved((row[rows.JOB_TYPE] for row in got), _PENDING, _RUNNING)
-                for row in got:
-                    moves[row[rows.JOB_TYPE], counts.ready(row[rows.PRIORITY])] -= 1
+                kinds = Counter((row[rows.JOB_TYPE], row[rows.PRIORITY]) for row in got)
+                moves: counts.Deltas = Counter()
+                for (job_type, priority), n in kinds.items():
+                    moves[job_type, _PENDING] -= n
+                    moves[job_type, _RUNNING] += n
+                    moves[job_type, counts.ready(priority)] -= n
                 counts.bump(conn, name, moves)
             return got
 
