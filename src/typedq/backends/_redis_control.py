@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Final
 from typedq.backends import _control as control
 from typedq.backends import _redis_conn as conn
 from typedq.backends._redis_keys import UNSCHEDULED_HEX, RedisSettings, sort_hex
-from typedq.backends._redis_lua_common import COMMON
+from typedq.backends._redis_lua_common import script
 from typedq.backends.base import LeaseRenewal
 from typedq.clock import Clock
 from typedq.errors import JobNotFoundError, TypedqError
@@ -79,7 +79,7 @@ return {'ok'}
 """
 
 #: Script name -> Lua source.
-CONTROL_SCRIPTS: Final = {"control": COMMON + _CONTROL}
+CONTROL_SCRIPTS: Final = {"control": script(_CONTROL)}
 #: Attempts of a reorder whose job moved between the read and the move.
 _REORDER_TRIES: Final = 5
 

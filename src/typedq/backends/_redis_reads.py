@@ -13,7 +13,7 @@ from typing import Any
 
 from typedq.backends import _redis_conn as conn
 from typedq.backends import _redis_registry as registry
-from typedq.backends._redis_keys import HashCodec, RedisSettings
+from typedq.backends._redis_keys import STATUSES, HashCodec, RedisSettings, queue_counts
 from typedq.backends.base import WorkerInfo
 from typedq.clock import Clock
 from typedq.errors import JobNotFoundError
@@ -88,13 +88,18 @@ class RedisReads:
         return self._ready_and_next_due()[0]
 
     def count_by_status(self) -> dict[JobStatus, int]:
-        """Return how many jobs are in each status (counters the scripts keep)."""
-        counts = dict.fromkeys(JobStatus, 0)
+        """Return how many jobs are in each status (the sizes of the status indexes, one
+        round trip)."""
+        with conn.map_errors(self._settings), self._r.pipeline(transaction=False) as pipe:
+            queue_counts(pipe, self._base)
+            return {status: int(n) for status, n in zip(STATUSES, pipe.execute(), strict=True)}
+
+    def count_submitted(self) -> dict[str, int]:
+        """Jobs ever added to this queue per job type (by enqueue, enqueue_many and
+        import_jobs; never lowered by a purge, completion or delete): one hash read."""
         with conn.map_errors(self._settings):
-            stored = self._r.hgetall(f"{self._base}:counts")
-        for status, count in stored.items():
-            counts[JobStatus(status.decode())] = int(count)
-        return counts
+            stored = self._r.hgetall(f"{self._base}:submitted")
+        return {job_type.decode(): int(n) for job_type, n in stored.items()}
 
     def count_by_type(self, status: JobStatus = JobStatus.PENDING) -> dict[str, int]:
         """Return how many jobs of each type are in ``status`` (the status index, paged)."""

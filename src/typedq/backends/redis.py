@@ -199,9 +199,8 @@ class RedisQueue(coord.RedisCoordination, RedisJobControl, RedisReads, RedisDead
 
     @property
     def size(self) -> int:
-        """How many jobs the queue holds, in every state (one counter read)."""
-        with conn.map_errors(self._settings):
-            return sum(int(v) for v in self._r.hvals(f"{self._base}:counts"))
+        """How many jobs the queue holds, in every state (the status indexes' sizes)."""
+        return sum(self.count_by_status().values())
 
     def __repr__(self) -> str:
         return f"RedisQueue({self.url!r}, name={self._name!r})"
