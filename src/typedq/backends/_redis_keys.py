@@ -48,8 +48,9 @@ status: now the status indexes' sizes); neither is read nor written any more.
 A job hash holds, besides the job's fields, ``lu`` (the lease deadline by the caller's
 clock, as in ``B:leases``) and ``ls`` (the same lease by the server's clock, in ms).
 
-A ready member is ``<10 - priority as one hex digit><scheduled_at: 16 hex><created_at:
-16 hex><arrival: 12 hex><job_id>``: the floats as order-preserving hex of their IEEE 754
+A ready member (made from the job's fields when needed, never stored) is ``<10 - priority
+as one hex digit><scheduled_at: 16 hex><created_at: 16 hex><arrival: 12 hex><job_id>``:
+the floats as order-preserving hex of their IEEE 754
 bits, a job without ``scheduled_at`` as sixteen zeros (before every time). Members of
 equal score sort by bytes, so ``ZRANGEBYLEX`` gives the claim order of every backend:
 priority desc, scheduled_at (None first), created_at, arrival.
@@ -78,6 +79,7 @@ __all__ = [
     "base_key",
     "legacy_base_key",
     "parse_redis_url",
+    "ready_member",
     "sort_hex",
 ]
 
@@ -382,6 +384,12 @@ def sort_hex(value: float) -> str:
     (bits,) = _unpack_u64(_pack_double(value + 0.0))  # + 0.0: -0.0 sorts as 0.0
     bits = bits ^ _ALL_BITS if bits & _SIGN else bits | _SIGN
     return f"{bits:016x}"
+
+
+def ready_member(priority: int, sort_key: bytes, arrival: int, job_id: str) -> bytes:
+    """A job's member of the ready sets (made from its fields ``p``, ``sk`` and ``n``, as
+    the scripts' ``mkrk`` makes it; never stored in the job's hash)."""
+    return f"{10 - priority:x}".encode() + sort_key + f"{arrival:012x}{job_id}".encode()
 
 
 _STATUS: Final = {s.value.encode(): s for s in JobStatus}

@@ -82,7 +82,7 @@ for j, job in ipairs(jobs) do
     elseif name == 'f' then fin = ARGV[f + 1] end
   end
   local rk = mkrk(p, sk, n, id)
-  redis.call('HSET', k, 't', t, 's', s, 'n', n, 'rk', rk, unpack(fields))
+  redis.call('HSET', k, 't', t, 's', s, 'n', n, unpack(fields))
   b.zadd(tyk(t), n, id)
   b.incr(SUBMITTED, t, 1)
   if s == 'PENDING' and (d or ra or (sa and tonumber(sa) > now)) then
@@ -210,10 +210,9 @@ end
 leave_running(id, k)
 local n = redis.call('HGET', k, 'n')
 if action == 'fail' then
-  local v = redis.call('HMGET', k, 'sk', 'p')
-  local sk = ARGV[7] .. string.sub(v[1], 17)
+  local sk = ARGV[7] .. string.sub(redis.call('HGET', k, 'sk'), 17)
   redis.call('HINCRBY', k, 'rc', 1)
-  redis.call('HSET', k, 'e', ARGV[5], 'sa', ARGV[6], 'sk', sk, 'rk', mkrk(v[2], sk, n, id))
+  redis.call('HSET', k, 'e', ARGV[5], 'sa', ARGV[6], 'sk', sk)
   redis.call('HSET', k, 'tb', ARGV[8])  -- '' when none: cleared, never a layout-1 leftover
   redis.call('HDEL', k, 'w')
   move(id, k, n, 'RUNNING', 'PENDING')
@@ -353,20 +352,20 @@ elseif action == 'cancel' then
   if s == 'RUNNING' then redis.call('HSET', k, 'cr', '1') end
   return {'ok', 0}
 elseif action == 'priority' then
-  local w = redis.call('HMGET', k, 'p', 'sk', 'rk', 't')
+  local w = redis.call('HMGET', k, 'p', 'sk', 't')
   if w[1] == ARGV[4] then return {'ok'} end
-  local rk = mkrk(ARGV[4], w[2], v[2], id)
-  redis.call('HSET', k, 'p', ARGV[4], 'rk', rk)
-  if redis.call('ZREM', READY, w[3]) == 1 then
-    redis.call('ZREM', rtk(w[4]), w[3])
+  local old, rk = mkrk(w[1], w[2], v[2], id), mkrk(ARGV[4], w[2], v[2], id)
+  redis.call('HSET', k, 'p', ARGV[4])
+  if redis.call('ZREM', READY, old) == 1 then
+    redis.call('ZREM', rtk(w[3]), old)
     redis.call('ZADD', READY, 0, rk)
-    redis.call('ZADD', rtk(w[4]), 0, rk)
+    redis.call('ZADD', rtk(w[3]), 0, rk)
   end
   return {'ok'}
 elseif action == 'replay' then
   if s ~= 'DEAD' then return {'state', s} end
   local sk = string.rep('0', 16) .. string.sub(redis.call('HGET', k, 'sk'), 17)
-  redis.call('HSET', k, 'rc', 0, 'lc', 0, 'sk', sk, 'rk', mkrk(redis.call('HGET', k, 'p'), sk, v[2], id))
+  redis.call('HSET', k, 'rc', 0, 'lc', 0, 'sk', sk)
   redis.call('HDEL', k, 'e', 'r', 'f', 'sa', 'cr')
   redis.call('HSET', k, 'tb', '')
   to_status(id, k, s, 'PENDING', now)
@@ -398,9 +397,9 @@ elseif action == 'retry' then
   end
   for _, rid in ipairs(reopened) do
     local rk_ = jk(rid)
-    local w = redis.call('HMGET', rk_, 's', 'n', 'sk', 'p')
-    local sk = string.rep('0', 16) .. string.sub(w[3], 17)
-    redis.call('HSET', rk_, 'rc', 0, 'lc', 0, 'sk', sk, 'rk', mkrk(w[4], sk, w[2], rid))
+    local w = redis.call('HMGET', rk_, 's', 'sk')
+    local sk = string.rep('0', 16) .. string.sub(w[2], 17)
+    redis.call('HSET', rk_, 'rc', 0, 'lc', 0, 'sk', sk)
     redis.call('HDEL', rk_, 'e', 'r', 'f', 'sa', 'cr', 'ra', 'w')
     redis.call('HSET', rk_, 'tb', '')
     to_status(rid, rk_, w[1], 'PENDING', now)

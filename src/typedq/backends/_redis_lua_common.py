@@ -62,7 +62,8 @@ local ENDED = {COMPLETED = true, FAILED = true, DEAD = true, CANCELLED = true}
 local function fnk(s) return B .. ':fin:' .. s end
 local PREFIX_LEN = 45  -- priority digit, 32 hex of schedule and creation, 12 hex of arrival
 
--- The ready member: it sorts as jobs are claimed (see _redis_keys.sort_hex).
+-- The ready member: it sorts as jobs are claimed (see _redis_keys.sort_hex). Made from
+-- the job's fields when needed, never stored (a job hash stays small).
 local function mkrk(p, sk, n, id)
   return string.format('%x', 10 - tonumber(p)) .. sk .. string.format('%012x', tonumber(n)) .. id
 end
@@ -207,14 +208,15 @@ end
 -- An unblocked PENDING job goes to the delayed set or the ready sets.
 local function schedule(id, now)
   local k = jk(id)
-  local v = redis.call('HMGET', k, 'sa', 'rk', 't', 'ra')
+  local v = redis.call('HMGET', k, 'sa', 't', 'ra', 'p', 'sk', 'n')
   if v[1] and tonumber(v[1]) > now then
     redis.call('ZADD', DELAYED, v[1], id)
   else
-    redis.call('ZADD', READY, 0, v[2])
-    redis.call('ZADD', rtk(v[3]), 0, v[2])
+    local rk = mkrk(v[4], v[5], v[6], id)
+    redis.call('ZADD', READY, 0, rk)
+    redis.call('ZADD', rtk(v[2]), 0, rk)
   end
-  if v[4] then redis.call('SADD', ALONE, id) end
+  if v[3] then redis.call('SADD', ALONE, id) end
 end
 
 -- Drop a blocked job's edges from its dependencies' reverse index.
@@ -299,10 +301,11 @@ end
 
 -- Take a PENDING job out of whichever index holds it.
 local function unplace(id, k)
-  local v = redis.call('HMGET', k, 'rk', 't', 'bb')
-  if redis.call('ZREM', READY, v[1]) == 1 then
-    redis.call('ZREM', rtk(v[2]), v[1])
-  elseif redis.call('ZREM', DELAYED, id) == 0 and v[3] then
+  local v = redis.call('HMGET', k, 'p', 'sk', 'n', 't', 'bb')
+  local rk = mkrk(v[1], v[2], v[3], id)
+  if redis.call('ZREM', READY, rk) == 1 then
+    redis.call('ZREM', rtk(v[4]), rk)
+  elseif redis.call('ZREM', DELAYED, id) == 0 and v[5] then
     drop_edges(id, k)
   end
   redis.call('SREM', ALONE, id)
@@ -327,9 +330,10 @@ local function promote(now)
   local due = redis.call('ZRANGEBYSCORE', DELAYED, '-inf', ARGV[1], 'LIMIT', 0, 1000)
   for _, id in ipairs(due) do
     redis.call('ZREM', DELAYED, id)
-    local v = redis.call('HMGET', jk(id), 'rk', 't')
-    redis.call('ZADD', READY, 0, v[1])
-    redis.call('ZADD', rtk(v[2]), 0, v[1])
+    local v = redis.call('HMGET', jk(id), 'p', 'sk', 'n', 't')
+    local rk = mkrk(v[1], v[2], v[3], id)
+    redis.call('ZADD', READY, 0, rk)
+    redis.call('ZADD', rtk(v[4]), 0, rk)
   end
 end
 
@@ -360,7 +364,8 @@ local function insert_copy(id, flat, s, origin)
   local fields, vals = {}, {}
   for i = 1, #flat, 2 do
     local f = flat[i]
-    -- the arrival number, ready member, claim group and blocked count are the queue's own
+    -- the arrival number, claim group and blocked count are the queue's own (a ready
+    -- member 'rk' was stored by older typedq)
     if f ~= 'n' and f ~= 'rk' and f ~= 'cg' and f ~= 'bb' and f ~= 's' then
       fields[#fields + 1] = f
       fields[#fields + 1] = flat[i + 1]
@@ -368,7 +373,7 @@ local function insert_copy(id, flat, s, origin)
     end
   end
   local n = redis.call('INCR', B .. ':seq')
-  redis.call('HSET', k, 's', s, 'n', n, 'rk', mkrk(vals['p'], vals['sk'], n, id), unpack(fields))
+  redis.call('HSET', k, 's', s, 'n', n, unpack(fields))
   if origin then redis.call('HSET', k, 'q', origin) end
   redis.call('ZADD', tyk(vals['t']), n, id)
   enter(W, id, vals['t'], n, s)
