@@ -63,7 +63,7 @@ local uniques = take_unique(jobs, i, now)
 if uniques[1] == 'unique' then return uniques end
 local woken = 0
 -- Index writes of the common jobs are gathered and made one command per key.
-local b = gather()
+local b = gather(count)
 local SUBMITTED = B .. ':submitted'
 local first = redis.call('INCRBY', B .. ':seq', count) - count
 for j, job in ipairs(jobs) do
@@ -144,7 +144,7 @@ end
 local cg = false
 if mode == 'claim' and #members > 1 then cg = redis.call('INCR', B .. ':cgseq') end
 local lease = mode == 'claim' and #members > 0 and {ARGV[4], ARGV[5], server_deadline(now, ARGV[5])}
-local b = gather()
+local b = gather(#members)
 for j, m in ipairs(members) do out[j] = claim_one(b, m, lease, cg) end
 b.flush()
 for j, id in ipairs(out) do out[j] = {id, redis.call('HGETALL', jk(id))} end
@@ -156,7 +156,7 @@ return out
 _COMPLETE: Final = r"""
 local now = tonumber(ARGV[1])
 local out = {}
-local b = gather()
+local b = gather((#ARGV - 1) / 5)
 for i = 2, #ARGV, 5 do
   local id, token = ARGV[i], ARGV[i + 1]
   local k = jk(id)

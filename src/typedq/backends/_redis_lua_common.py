@@ -6,7 +6,7 @@ dependency indexes right as a job moves, take a ready job into RUNNING (``claim_
 shared by the plain and the policy claim), and put dead letters into, and take them back
 out of, a dead-letter queue. The key layout is described in ``_redis_keys``.
 
-Index writes go through a writer: ``W`` writes at once; ``gather()`` gathers a script's
+Index writes go through a writer: ``W`` writes at once; ``gather(n)`` gathers a script's
 writes and makes them one command per key (and one ``HINCRBY`` per counter field) at its
 ``flush()``, so a batch of jobs costs a few commands more than one job. A batch only
 gathers writes the script does not read back before it flushes, and never removes a
@@ -68,18 +68,21 @@ local function mkrk(p, sk, n, id)
   return string.format('%x', 10 - tonumber(p)) .. sk .. string.format('%012x', tonumber(n)) .. id
 end
 
--- Index writes made at once.
+-- Index writes made at once (flush: nothing left to write).
 local W = {
   zadd = function(key, score, member) redis.call('ZADD', key, score, member) end,
   zrem = function(key, member) redis.call('ZREM', key, member) end,
   sadd = function(key, member) redis.call('SADD', key, member) end,
   srem = function(key, member) redis.call('SREM', key, member) end,
   incr = function(key, field, by) redis.call('HINCRBY', key, field, by) end,
+  flush = function() end,
 }
 
 -- Index writes gathered: one command per key and command (4000 arguments at most), and
--- one HINCRBY per counter field, at flush().
-local function gather()
+-- one HINCRBY per counter field, at flush(); for one job (n < 2), W: gathering one job's
+-- writes would cost more than it saves.
+local function gather(n)
+  if n < 2 then return W end
   local lists, order, incrs = {}, {}, {}
   local function list(cmd, key)
     local l = lists[cmd .. key]
