@@ -163,6 +163,8 @@ end
 -- RUNNING jobs of each of the types (B:running, field '' marking it complete; a queue
 -- written before it existed gets it rebuilt from the RUNNING index once).
 local function running_by_type(types)
+  local out = {}
+  if #types == 0 then return out end
   if redis.call('HEXISTS', RUNS, '') == 0 then
     redis.call('DEL', RUNS)
     for _, id in ipairs(redis.call('ZRANGE', stk('RUNNING'), 0, -1)) do
@@ -171,11 +173,8 @@ local function running_by_type(types)
     end
     redis.call('HSET', RUNS, '', '1')
   end
-  local out = {}
-  if #types > 0 then
-    local got = redis.call('HMGET', RUNS, unpack(types))
-    for i, t in ipairs(types) do out[t] = tonumber(got[i] or '0') end
-  end
+  local got = redis.call('HMGET', RUNS, unpack(types))
+  for i, t in ipairs(types) do out[t] = tonumber(got[i] or '0') end
   return out
 end
 
