@@ -15,6 +15,10 @@ be hundreds of milliseconds late.
   SQLite, the worker sees the new job through ``PRAGMA data_version``; on Redis, through
   the wake list).
 
+With ``--pickup`` the jobs are due at once (no ``scheduled_at``): lateness is then the
+*pick-up latency* of an idle worker, from just before the producer's ``enqueue`` to the
+handler's start (the enqueue's own round trip included).
+
 Prints p50 and p99 lateness in milliseconds per run, and their medians over the runs.
 Redis: 127.0.0.1:6379, a key prefix of its own, deleted afterwards.
 """
@@ -62,23 +66,28 @@ def _child(url: str, poll: float, conn: multiprocessing.connection.Connection) -
     queue.close()
 
 
-def _produce(url: str, jobs: int, started: Any) -> list[float]:
-    """Enqueue ``jobs`` delayed jobs one at a time; ``started()`` waits for the next lateness."""
+def _produce(url: str, jobs: int, started: Any, *, pickup: bool) -> list[float]:
+    """Enqueue ``jobs`` jobs one at a time, delayed (or due at once with ``pickup``);
+    ``started()`` waits for the next lateness."""
     queue = open_queue(url, name="delays")
     rng = random.Random(14)
     lateness = []
     try:
         for _ in range(jobs):
             delay = rng.uniform(0.02, 0.1)
-            due = time.time() + delay
-            queue.enqueue(Job(job_type="d", payload={"due": due}, scheduled_at=due))
+            if pickup:
+                time.sleep(delay)  # the worker is idle again, blocked in wait_ready
+                queue.enqueue(Job(job_type="d", payload={"due": time.time()}))
+            else:
+                due = time.time() + delay
+                queue.enqueue(Job(job_type="d", payload={"due": due}, scheduled_at=due))
             lateness.append(started())
     finally:
         queue.close()
     return lateness
 
 
-def _run_same(url: str, jobs: int, poll: float) -> list[float]:
+def _run_same(url: str, jobs: int, poll: float, *, pickup: bool) -> list[float]:
     got: list[float] = []
     ready = threading.Semaphore(0)
 
@@ -94,13 +103,13 @@ def _run_same(url: str, jobs: int, poll: float) -> list[float]:
 
     try:
         time.sleep(0.2)  # the worker is idle, blocked in wait_ready
-        return _produce(url, jobs, started)
+        return _produce(url, jobs, started, pickup=pickup)
     finally:
         worker.stop(wait=True, timeout=10)
         queue.close()
 
 
-def _run_other(url: str, jobs: int, poll: float) -> list[float]:
+def _run_other(url: str, jobs: int, poll: float, *, pickup: bool) -> list[float]:
     ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe()
     proc = ctx.Process(target=_child, args=(url, poll, child))
@@ -115,7 +124,7 @@ def _run_other(url: str, jobs: int, poll: float) -> list[float]:
             value: float = parent.recv()
             return value
 
-        return _produce(url, jobs, started)
+        return _produce(url, jobs, started, pickup=pickup)
     finally:
         parent.send("stop")
         proc.join(20)
@@ -146,8 +155,10 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=100)
     parser.add_argument("--backends", default="sqlite,redis")
     parser.add_argument("--poll", type=float, default=1.0)
+    parser.add_argument("--pickup", action="store_true", help="jobs due at once: pick-up latency")
     args = parser.parse_args()
-    print(f"{args.jobs} jobs per run, each due 20-100 ms after its enqueue; poll_interval {args.poll} s")
+    what = "due at once, enqueued 20-100 ms apart" if args.pickup else "each due 20-100 ms after its enqueue"
+    print(f"{args.jobs} jobs per run, {what}; poll_interval {args.poll} s")
     with tempfile.TemporaryDirectory() as tmp:
         for backend in args.backends.split(","):
             for mode, run in (("same process", _run_same), ("other process", _run_other)):
@@ -155,14 +166,15 @@ def main() -> None:
                 for _ in range(args.runs):
                     url, prefix = _urls(backend, Path(tmp))
                     try:
-                        lateness = [v * 1000 for v in run(url, args.jobs, args.poll)]
+                        lateness = [v * 1000 for v in run(url, args.jobs, args.poll, pickup=args.pickup)]
                     finally:
                         _cleanup(prefix)
                     p50s.append(_percentile(lateness, 0.5))
                     p99s.append(_percentile(lateness, 0.99))
                 runs = ", ".join(f"{a:.2f}/{b:.2f}" for a, b in zip(p50s, p99s, strict=True))
+                measure = "pick-up" if args.pickup else "lateness"
                 print(
-                    f"{backend:7} {mode:14} lateness p50 {statistics.median(p50s):6.2f} ms, "
+                    f"{backend:7} {mode:14} {measure} p50 {statistics.median(p50s):6.2f} ms, "
                     f"p99 {statistics.median(p99s):6.2f} ms (median of {args.runs} runs; "
                     f"p50/p99 per run: {runs})"
                 )

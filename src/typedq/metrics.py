@@ -8,7 +8,9 @@ same figures:
   ``typedq_queue_jobs{queue,state}`` (``Queue.count_by_status``: Redis keeps these
   counts in a hash, O(1); SQLite counts the queue's rows in one read),
   ``typedq_queue_jobs_by_priority{queue,priority}`` (PENDING jobs per priority level,
-  where the backend has ``count_by_priority``), ``typedq_dead_letters`` and
+  where the backend has ``count_by_priority``), ``typedq_queue_jobs_scheduled{queue}``
+  (PENDING jobs due later: delayed or waiting to retry, ``Queue.count_scheduled``; they
+  are also in ``state="pending"``), ``typedq_dead_letters`` and
   ``typedq_dead_letters_dropped_total``, and the worker registry's
   ``typedq_workers{queue,state}`` (live / dead), ``typedq_workers_busy{queue}`` and
   ``typedq_worker_utilization{queue}`` (busy live workers over live workers).
@@ -125,9 +127,15 @@ class TypedqCollector(Collector):
             "typedq_queue_jobs_by_priority", "PENDING jobs by queue and priority level.",
             labels=["queue", "priority"],
         )
+        scheduled = GaugeMetricFamily(
+            "typedq_queue_jobs_scheduled",
+            "PENDING jobs due later (delayed or waiting to retry), by queue; part of state=pending.",
+            labels=["queue"],
+        )
         for name, queue in sorted(queues.items()):
             for status, count in queue.count_by_status().items():
                 jobs.add_metric([name, status.value.lower()], count)
+            scheduled.add_metric([name], queue.count_scheduled())
             counter = getattr(queue, "count_by_priority", None)
             if callable(counter):
                 for level, count in sorted(counter().items()):
@@ -136,6 +144,7 @@ class TypedqCollector(Collector):
         families: list[Metric] = [
             jobs,
             by_priority,
+            scheduled,
             GaugeMetricFamily("typedq_dead_letters", "Dead letters held.", value=dead_letter.size),
             CounterMetricFamily(
                 "typedq_dead_letters_dropped", "Dead letters dropped to stay within dlq_max.",

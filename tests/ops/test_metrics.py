@@ -65,6 +65,7 @@ def test_scrape_shows_counts_counters_histograms_and_workers(
     for i in range(5):
         manager.enqueue(add, Add(a=i, b=1))
     manager.enqueue(boom, Boom(reason="always"))
+    manager.enqueue(add, Add(a=0, b=0), delay_s=3600)  # scheduled: due in an hour
     started = workers(2)
     server, _ = serve_metrics(manager, port=0)
     url = f"http://127.0.0.1:{server.server_port}/metrics"
@@ -81,7 +82,8 @@ def test_scrape_shows_counts_counters_histograms_and_workers(
         assert value(s, "typedq_up") == 1
         assert value(s, "typedq_queue_jobs", queue="default", state="completed") == 5
         assert value(s, "typedq_queue_jobs", queue="default", state="dead") == 1
-        assert value(s, "typedq_queue_jobs", queue="default", state="pending") == 0
+        assert value(s, "typedq_queue_jobs", queue="default", state="pending") == 1
+        assert value(s, "typedq_queue_jobs_scheduled", queue="default") == 1
         assert value(s, "typedq_dead_letters") == 1
         # boom: max_retries=1, so one retried failure and one that killed it.
         assert value(s, "typedq_jobs_failed_total", queue="default", job_type="boom") == 2

@@ -101,6 +101,12 @@ class RedisReads:
             stored = self._r.hgetall(f"{self._base}:submitted")
         return {job_type.decode(): int(n) for job_type, n in stored.items()}
 
+    def count_scheduled(self) -> int:
+        """PENDING jobs due later: a count on the delayed set by due time; see
+        :meth:`Queue.count_scheduled`."""
+        with conn.map_errors(self._settings):
+            return int(self._r.zcount(f"{self._base}:delayed", f"({_num(self._clock.now())}", "+inf"))
+
     def count_by_type(self, status: JobStatus = JobStatus.PENDING) -> dict[str, int]:
         """Return how many jobs of each type are in ``status`` (the status index, paged)."""
         return registry.count_by_type(self._r, self._settings, self._base, JobStatus(status).value)

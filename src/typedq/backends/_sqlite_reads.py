@@ -103,6 +103,10 @@ class SQLiteReads:
         """How many jobs are ready to run now."""
         return int(self._db.read(SQL.ready_count, (self._name, self._clock.now()))[0][0])
 
+    def count_scheduled(self) -> int:
+        """PENDING jobs due later; see :meth:`Queue.count_scheduled`."""
+        return int(self._db.read(SQL.scheduled_count, (self._name, self._clock.now()))[0][0])
+
     def count_by_status(self) -> dict[JobStatus, int]:
         """Return how many jobs are in each status (one consistent snapshot)."""
         counts = dict.fromkeys(JobStatus, 0)

@@ -228,6 +228,12 @@ class SQL:
         "SELECT DISTINCT queue FROM jobs INDEXED BY jobs_by_id WHERE queue > '' ORDER BY queue"
     )
     size: Final = "SELECT count(*) FROM jobs WHERE queue = ?"
+    #: PENDING jobs due later: a range of the jobs_delayed index (jobs whose delayed mark
+    #: is still set although they fell due are past the range's start).
+    scheduled_count: Final = (
+        "SELECT count(*) FROM jobs INDEXED BY jobs_delayed WHERE queue = ?"
+        " AND status = 'PENDING' AND delayed = 1 AND scheduled_at > ? AND blocked_by = 0"
+    )
     counts_by_type: Final = (
         "SELECT job_type, count(*) FROM jobs NOT INDEXED WHERE queue = ? AND status = ? GROUP BY job_type"
     )

@@ -558,6 +558,16 @@ class Queue(Protocol):
         """Return how many jobs are in each status (every status present, maybe 0)."""
         ...
 
+    def count_scheduled(self) -> int:
+        """How many PENDING jobs are due later than now (delayed, or waiting to retry).
+
+        They are part of the PENDING count. A cheap read on every backend: the size of
+        memory's delayed heap, a count on Redis's delayed set by due time (O(log n)), and
+        on SQLite a range of the index of delayed jobs (it reads only the entries of jobs
+        due later).
+        """
+        ...
+
     def check_dead_letter(self, dead_letter: Queue) -> None:
         """Check that ``dead_letter`` can take this queue's dead jobs in one transition.
 

@@ -653,6 +653,12 @@ class JobQueue(MemoryReads, MemoryControl, MemoryCoordination, MemoryPolicy, Que
         with self._lock:
             return dict(self._counts)
 
+    def count_scheduled(self) -> int:
+        """PENDING jobs due later; see :meth:`Queue.count_scheduled`."""
+        with self._lock:
+            self._promote_due()
+            return len(self._delayed_live)
+
     def check_dead_letter(self, dead_letter: Queue) -> None:
         """Refuse a dead-letter queue that is not another ``JobQueue``; see
         :meth:`Queue.check_dead_letter`."""
