@@ -1,7 +1,7 @@
 """The Redis backend's reads and its worker registry, beside ``redis``.
 
 ``RedisReads`` holds what a ``RedisQueue`` does without a transition of a job: reads of
-one job, of counters and set sizes the scripts keep, pages of an index (``list_jobs``,
+one job, of set sizes and counters the scripts keep, pages of an index (``list_jobs``,
 ``export_jobs``, by the ``list`` script), and the worker registry (``_redis_registry``).
 ``RedisQueue`` builds the state these methods use.
 """
