@@ -1,7 +1,7 @@
 """How late an idle worker starts a delayed job: lateness = start - scheduled_at.
 
 Run: ``.venv/bin/python benchmarks/bench_delay.py [--runs 5] [--jobs 100]
-[--backends sqlite,redis] [--poll 1.0]``.
+[--backends sqlite,redis] [--poll 1.0] [--pickup] [--redis redis://127.0.0.1:6379/0]``.
 
 For each backend and each place the producer runs, each run enqueues ``--jobs`` jobs one
 at a time, each due 20-100 ms after its enqueue (``delay_s``), and waits until the
@@ -20,7 +20,10 @@ With ``--pickup`` the jobs are due at once (no ``scheduled_at``): lateness is th
 handler's start (the enqueue's own round trip included).
 
 Prints p50 and p99 lateness in milliseconds per run, and their medians over the runs.
-Redis: 127.0.0.1:6379, a key prefix of its own, deleted afterwards.
+Redis: ``--redis`` (127.0.0.1:6379 by default), a key prefix of its own, deleted
+afterwards. A server shared with other work adds its own tails: every command waits
+behind whatever script the server runs (see its ``SLOWLOG``); a private server
+(``redis-server --port 6390 --save ''``) shows the queue's own.
 """
 
 from __future__ import annotations
@@ -130,20 +133,21 @@ def _run_other(url: str, jobs: int, poll: float, *, pickup: bool) -> list[float]
         proc.join(20)
 
 
-def _urls(backend: str, folder: Path) -> tuple[str, str | None]:
+def _urls(backend: str, folder: Path, redis_url: str = "redis://127.0.0.1:6379/0") -> tuple[str, str | None]:
     if backend == "sqlite":
         return f"sqlite:///{folder / f'delay-{uuid.uuid4().hex[:8]}.db'}", None
     prefix = f"bench-delay-{uuid.uuid4().hex[:8]}"
-    return f"redis://127.0.0.1:6379/0?prefix={prefix}", prefix
+    return f"{redis_url}?prefix={prefix}", prefix
 
 
-def _cleanup(prefix: str | None) -> None:
+def _cleanup(prefix: str | None, redis_url: str = "redis://127.0.0.1:6379/0") -> None:
     if prefix is None:
         return
     import redis
 
-    client = redis.Redis(host="127.0.0.1", port=6379)
-    keys = list(client.scan_iter(match=f"{{{prefix}}}:*", count=1000))
+    client = redis.Redis.from_url(redis_url)
+    # Every key of the prefix: the queue's ({prefix}:...) and the server marker ({prefix:}:epoch).
+    keys = list(client.scan_iter(match=f"{{{prefix}*", count=1000))
     if keys:
         client.unlink(*keys)
     client.close()
@@ -155,6 +159,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=100)
     parser.add_argument("--backends", default="sqlite,redis")
     parser.add_argument("--poll", type=float, default=1.0)
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379/0", help="the Redis server's URL")
     parser.add_argument("--pickup", action="store_true", help="jobs due at once: pick-up latency")
     args = parser.parse_args()
     what = "due at once, enqueued 20-100 ms apart" if args.pickup else "each due 20-100 ms after its enqueue"
@@ -164,11 +169,11 @@ def main() -> None:
             for mode, run in (("same process", _run_same), ("other process", _run_other)):
                 p50s, p99s = [], []
                 for _ in range(args.runs):
-                    url, prefix = _urls(backend, Path(tmp))
+                    url, prefix = _urls(backend, Path(tmp), args.redis)
                     try:
                         lateness = [v * 1000 for v in run(url, args.jobs, args.poll, pickup=args.pickup)]
                     finally:
-                        _cleanup(prefix)
+                        _cleanup(prefix, args.redis)
                     p50s.append(_percentile(lateness, 0.5))
                     p99s.append(_percentile(lateness, 0.99))
                 runs = ", ".join(f"{a:.2f}/{b:.2f}" for a, b in zip(p50s, p99s, strict=True))

@@ -1,7 +1,7 @@
 """What a claim costs under a claim policy, against the strict-priority claim.
 
 Run: ``.venv/bin/python benchmarks/bench_fairness.py [--runs 5] [--jobs 3000]
-[--backends sqlite,redis] [--redis redis://127.0.0.1:6379/0]``.
+[--backends memory,sqlite,redis] [--redis redis://127.0.0.1:6379/0]``.
 
 Each round fills a fresh queue with ``--jobs`` ready jobs spread over the five priority
 levels and three job types, then claims them one ``claim()`` at a time (as a worker with
@@ -33,6 +33,7 @@ import redis
 
 from typedq import ClaimPolicy, Job
 from typedq.backends.base import Queue
+from typedq.backends.memory import JobQueue
 from typedq.backends.redis import RedisQueue
 from typedq.backends.sqlite import SQLiteQueue
 
@@ -55,6 +56,8 @@ _POLICIES: dict[str, ClaimPolicy | None] = {
 
 
 def _open(backend: str, directory: Path, redis_url: str) -> tuple[Queue, object]:
+    if backend == "memory":
+        return JobQueue("bench"), None
     if backend == "sqlite":
         return SQLiteQueue(directory / f"{uuid.uuid4().hex}.db", name="bench"), None
     prefix = f"bench-{uuid.uuid4().hex[:10]}"

@@ -6,6 +6,8 @@ Keep this module small and its names stable; other folders depend on it.
   synchronise).
 * :func:`wait_while_progressing`: wait for a count to reach a target for as long as it
   keeps growing (work whose duration depends on the machine), failing on a stall.
+* :func:`load_scaled`: a time bound stretched by how busy the machine is, for bounds
+  on work the machine's load slows (process start or teardown), never on logic.
 * :func:`interrupt_when`: SIGINT this process once a condition holds, to stop a worker
   or a pool running in the main thread.
 * :func:`stop_and_join`: a fixture's teardown of the workers it started.
@@ -31,11 +33,26 @@ from typedq.worker import Worker
 __all__ = [
     "REQUIRE_SERVICES",
     "interrupt_when",
+    "load_scaled",
     "redis_available",
     "skip_or_fail",
     "wait_until",
     "wait_while_progressing",
 ]
+
+#: The most :func:`load_scaled` stretches a bound.
+MAX_LOAD_SCALE = 6.0
+
+
+def load_scaled(seconds: float) -> float:
+    """``seconds`` times the 1-minute load average per core, between 1x (an idle
+    machine: the bound as written) and :data:`MAX_LOAD_SCALE` x."""
+    try:
+        load = os.getloadavg()[0]
+    except OSError:  # not available here: the bound as written
+        return seconds
+    return seconds * min(MAX_LOAD_SCALE, max(1.0, load / (os.cpu_count() or 1)))
+
 
 #: When true, a service a test needs (Redis, ...) must be there: no skips.
 REQUIRE_SERVICES = os.environ.get("TYPEDQ_REQUIRE_SERVICES") == "1"

@@ -21,6 +21,7 @@ from typing import Any, Final, TypeVar
 
 import click
 
+from typedq._timefmt import DURATION_FORMS, parse_duration
 from typedq.backends import backend_for
 from typedq.backends.sqlite import parse_sqlite_url
 from typedq.errors import (
@@ -40,6 +41,7 @@ from typedq.manager import DEAD_LETTER_QUEUE, JobQueueManager
 __all__ = [
     "CONFIG_KEYS",
     "DEFAULT_BACKEND",
+    "DURATION",
     "EXIT_FAILED",
     "EXIT_OK",
     "EXIT_TIMEOUT",
@@ -283,6 +285,23 @@ class Env:
         except Exception as exc:
             raise BackendError(f"cannot list the queues of {manager.config['backend']}: {exc}") from exc
         return [str(n) for n in names if n not in manager.queues and n != DEAD_LETTER_QUEUE]
+
+
+class _DurationType(click.ParamType[float]):
+    """A duration on the command line, in seconds: ``90``, ``90s``, ``15m``, ``2h``, ``1d``."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        if isinstance(value, float):
+            return value
+        try:
+            return parse_duration(str(value))
+        except ValueError:
+            self.fail(f"{value!r} is not a duration: {DURATION_FORMS}", param, ctx)
+
+
+DURATION = _DurationType()
 
 
 def common_options(func: F) -> F:

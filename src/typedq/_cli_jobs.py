@@ -16,6 +16,7 @@ from typedq.manager import JobQueueManager
 from typedq.shell import SHELL_JOB_TYPE, shell_payload
 
 __all__ = [
+    "UNIQUE_FIELDS",
     "build_job",
     "busy_workers",
     "collect_jobs",
@@ -30,7 +31,10 @@ __all__ = [
 _JSON_JOB_KEYS: Final = frozenset({
     "id", "job_id", "command", "type", "job_type", "payload", "queue", "priority", "max_retries",
     "timeout", "timeout_seconds", "delay", "delay_s", "depends_on", "metadata", "shell", "cwd", "env",
+    "unique_key", "unique_for", "on_conflict",
 })
+#: The fields that make a single submit of a unique job (not a batch from stdin).
+UNIQUE_FIELDS: Final = ("unique_key", "unique_for", "on_conflict")
 
 
 def _parse_json_job(text: str) -> dict[str, Any]:
@@ -77,6 +81,7 @@ def build_job(job: str | None, options: dict[str, Any]) -> tuple[str, dict[str, 
         "delay_s": pick("delay", "delay", "delay_s"),
         "depends_on": list(options["depends_on"]) or data.get("depends_on"),
         "metadata": data.get("metadata"),
+        **{name: pick(name, name) for name in UNIQUE_FIELDS},
     }
     if command is not None or job_type == SHELL_JOB_TYPE:
         if job_type not in (None, SHELL_JOB_TYPE):
@@ -142,6 +147,12 @@ def enqueue_stdin(
             built.append(build_job(text, options))
         except CLIError as exc:
             raise CLIError(f"line {n} of stdin: {exc.message}") from None
+    unique = next((name for _, _, fields in built for name in UNIQUE_FIELDS if name in fields), None)
+    if unique is not None:
+        raise CLIError(
+            f"{unique} applies to one job: the jobs on stdin are added all or none, so submit "
+            "unique jobs one per enqueue"
+        )
     names = sorted({fields["queue"] for _, _, fields in built})
     if len(names) > 1:
         raise CLIError(

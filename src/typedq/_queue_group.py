@@ -9,8 +9,9 @@ one round, so it cannot take a burst when work arrives. With equal weights this 
 round robin.
 
 The group routes every call about a job it handed out (complete, fail, bury, release,
-cancel, extend_lease, get_job) to the queue the job came from; registry calls and
-``interrupt`` go to every queue; ``wait_ready`` waits on each queue in turn for a share of
+cancel, extend_lease, get_job) to the queue the job came from; ``interrupt`` goes to
+every queue, and the worker registers with each queue itself (:func:`members`), each
+entry with that queue's figures; ``wait_ready`` waits on each queue in turn for a share of
 the timeout. It is what :class:`~typedq.worker.Worker` needs of a queue, not a whole
 :class:`~typedq.backends.base.Queue`.
 """
@@ -21,12 +22,12 @@ import threading
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Final
 
-from typedq.backends.base import Claim, Completion, Queue, WorkerInfo
+from typedq.backends.base import Claim, Completion, Queue
 from typedq.clock import Clock
 from typedq.errors import ConfigError, JobNotFoundError, TypedqError
 from typedq.job import Job
 
-__all__ = ["QueueGroup"]
+__all__ = ["QueueGroup", "members"]
 
 #: The most claims remembered for routing; the oldest half is forgotten past it.
 _ROUTES_MAX: Final = 8192
@@ -197,16 +198,6 @@ class QueueGroup:
         for queue in self._queues:
             queue.check_dead_letter(dead_letter)
 
-    def register_worker(self, info: WorkerInfo) -> None:
-        """Register the worker with every queue."""
-        for queue in self._queues:
-            queue.register_worker(info)
-
-    def unregister_worker(self, worker_id: str) -> None:
-        """Remove the worker from every queue's registry."""
-        for queue in self._queues:
-            queue.unregister_worker(worker_id)
-
     def wait_ready(self, timeout_s: float) -> bool:
         """Wait on each queue in turn for a share of ``timeout_s``; True once one has work."""
         share = timeout_s / len(self._queues)
@@ -216,3 +207,8 @@ class QueueGroup:
         """Wake the waiters of every queue."""
         for queue in self._queues:
             queue.interrupt()
+
+
+def members(queue: Queue | QueueGroup) -> tuple[Queue, ...]:
+    """The queues a worker of ``queue`` registers with: a group's queues, or the queue."""
+    return tuple(queue.queues) if isinstance(queue, QueueGroup) else (queue,)

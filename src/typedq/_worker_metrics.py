@@ -17,6 +17,8 @@ from __future__ import annotations
 import bisect
 from typing import Any, Final
 
+from typedq.backends._worker_totals import add_metrics
+
 __all__ = ["BUCKETS", "OUTCOMES", "WorkerMetrics"]
 
 #: Upper bounds (seconds) of the wait and run-time histogram buckets; one more bucket
@@ -38,7 +40,12 @@ def _new_entry() -> dict[str, Any]:
 
 
 class WorkerMetrics:
-    """Per-job-type counters and histograms of one worker.
+    """Per-queue, per-job-type counters and histograms of one worker.
+
+    Kept by queue as well as job type because a worker serving several queues (a queue
+    group) registers with each of them: each queue's entry carries that queue's figures
+    only (:meth:`snapshot` with the queue's name), so the exporter's sums count every job
+    once, under its own queue.
 
     Only the worker's own thread records; the heartbeat thread takes snapshots. No lock:
     an entry's keys are fixed when it is made, so a snapshot copying the entries (the
@@ -47,21 +54,23 @@ class WorkerMetrics:
     """
 
     def __init__(self) -> None:
-        self._types: dict[str, dict[str, Any]] = {}
+        self._types: dict[tuple[str, str], dict[str, Any]] = {}
 
-    def _entry(self, job_type: str) -> dict[str, Any]:
-        entry = self._types.get(job_type)
+    def _entry(self, queue: str, job_type: str) -> dict[str, Any]:
+        entry = self._types.get((queue, job_type))
         if entry is None:
-            entry = self._types[job_type] = _new_entry()
+            entry = self._types[queue, job_type] = _new_entry()
         return entry
 
-    def count(self, job_type: str, outcome: str, n: int = 1) -> None:
-        """Add ``n`` to ``outcome`` (one of :data:`OUTCOMES`) of ``job_type``."""
-        self._entry(job_type)[outcome] += n
+    def count(self, queue: str, job_type: str, outcome: str, n: int = 1) -> None:
+        """Add ``n`` to ``outcome`` (one of :data:`OUTCOMES`) of ``job_type`` in ``queue``."""
+        self._entry(queue, job_type)[outcome] += n
 
-    def observe(self, job_type: str, *, wait_s: float | None = None, run_s: float | None = None) -> None:
+    def observe(
+        self, queue: str, job_type: str, *, wait_s: float | None = None, run_s: float | None = None
+    ) -> None:
         """Record one attempt's queue wait and/or run time (seconds; negatives count as 0)."""
-        entry = self._entry(job_type)
+        entry = self._entry(queue, job_type)
         if wait_s is not None:
             wait_s = max(wait_s, 0.0)
             entry["wait"][bisect.bisect_left(BUCKETS, wait_s)] += 1
@@ -71,9 +80,11 @@ class WorkerMetrics:
             entry["run"][bisect.bisect_left(BUCKETS, run_s)] += 1
             entry["run_sum"] += run_s
 
-    def snapshot(self) -> dict[str, Any]:
-        """A JSON-safe copy of everything recorded (the module docstring's shape)."""
-        return {
-            name: {**entry, "wait": list(entry["wait"]), "run": list(entry["run"])}
-            for name, entry in list(self._types.items())
-        }
+    def snapshot(self, queue: str | None = None) -> dict[str, Any]:
+        """A JSON-safe copy of what was recorded for ``queue`` (the module docstring's
+        shape), or for every queue, a job type's figures summed over them, when None."""
+        got: dict[str, Any] = {}
+        for (name, job_type), entry in list(self._types.items()):
+            if queue is None or name == queue:
+                add_metrics(got, {job_type: entry})  # a copy: new lists and numbers
+        return got

@@ -23,6 +23,7 @@ How each call keeps the loop free:
 
 The wrapped :class:`~typedq.manager.JobQueueManager` is available as ``.manager`` (to
 register handlers, or start workers in this process: ``await jobs.start_workers()``).
+A manager made elsewhere gives its own client as ``manager.aio``.
 """
 
 from __future__ import annotations
@@ -264,6 +265,18 @@ class AsyncJobQueueManager:
         """Start workers in this process (``JobQueueManager.start_workers``); each runs in
         its own thread (an async worker runs its own event loop, not the caller's)."""
         return await self._call(self.manager.start_workers, queue, count)
+
+    @property
+    def closed(self) -> bool:
+        """Whether the client was closed (its calls then fail)."""
+        return self._closed
+
+    def shutdown_threads(self) -> None:
+        """Close the client without awaiting: stop its thread pool (calls in progress
+        finish). The manager calls it when it closes; its Redis readers, bound to the
+        event loop that made them, are closed only by :meth:`close`."""
+        self._closed = True
+        self._pool.shutdown(wait=False)
 
     async def close(self) -> None:
         """Close the Redis readers and the thread pool; close the manager when this client

@@ -208,9 +208,9 @@ class AsyncWorker(Worker):
 
     # -- registry and in-flight jobs ------------------------------------------------------
 
-    def info(self) -> WorkerInfo:
+    def info(self, queue: str | None = None) -> WorkerInfo:
         """This worker's registry entry as of now, listing the jobs it runs."""
-        entry = super().info()
+        entry = super().info(queue)
         entry.current = tuple(list(self._tasks)[:MAX_LISTED_JOBS])
         return entry
 

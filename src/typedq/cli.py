@@ -22,6 +22,7 @@ import click
 
 from typedq._cli_common import (
     CONFIG_KEYS,
+    DURATION,
     EXIT_FAILED,
     EXIT_OK,
     EXIT_TIMEOUT,
@@ -51,8 +52,9 @@ from typedq._cli_purge import purge
 from typedq._cli_schedules import schedules
 from typedq._cli_workers import retry, stop_workers_cmd, workers_cmd
 from typedq._config import DEFAULT_CONFIG
+from typedq._submit import ON_CONFLICT, check_on_conflict
 from typedq.backends import backend_for
-from typedq.errors import ConfigError, InvalidTransitionError, TypedqError
+from typedq.errors import ConfigError, DuplicateJobError, InvalidTransitionError, TypedqError
 from typedq.job import TERMINAL_STATUSES, JobStatus, Priority, parse_priority
 from typedq.manager import JobQueueManager
 from typedq.process import (
@@ -148,6 +150,10 @@ PRIORITY = _PriorityType()
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Seconds (kills a command).")
 @click.option("--delay", type=click.FloatRange(min=0), help="Run no earlier than this many seconds from now.")
 @click.option("--depends-on", multiple=True, metavar="ID", help="A job that must complete first.")
+@click.option("--unique-key", metavar="KEY", help="Add nothing while a job of the queue holds this key.")
+@click.option("--unique-for", type=DURATION, help="Release the key after this long anyway: 90s, 15m, 2h, 1d.")
+@click.option("--on-conflict", type=click.Choice(ON_CONFLICT),
+              help="When the key is held: return (print the holder, exit 0; default) or raise (exit 2).")
 @click.option("--shell/--no-shell", default=None, help="Run the command through /bin/sh (pipes, globs).")
 @click.option("--wait", is_flag=True, help="Wait for the job to end; exit 0 only if it COMPLETED.")
 @click.option("--wait-timeout", type=click.FloatRange(min=0), help="Seconds --wait waits (no limit).")
@@ -163,6 +169,7 @@ def enqueue(
       typedq enqueue '{"id": "job1", "command": "sleep 2", "max_retries": 2}'
       typedq enqueue --type resize --payload '{"url": "u", "width": 3}' --queue images
       typedq enqueue - < jobs.jsonl     (a JSON job, or JSON lines: all or none are added)
+      typedq enqueue --unique-key report:12 --unique-for 1h 'make report'
     A shell job completes when its command exits 0 (stdout/stderr are kept with the result);
     any other exit code is a failed attempt, retried with backoff, then dead-lettered.
     """
@@ -181,16 +188,28 @@ def enqueue(
                 click.echo(f"enqueued {len(job_ids)} jobs on queue {queue!r}: {shown}")
         return
     job_type, payload, fields = build_job(texts[0], options)
+    on_conflict = check_on_conflict(fields.pop("on_conflict", "return"))
     with _env(backend, config_path).manager([fields["queue"]], create=True) as manager:
-        job_id = manager.submit(job_type, payload, **fields)
+        try:
+            job_id, created = manager.submit(job_type, payload, on_conflict="raise", **fields), True
+        except DuplicateJobError as exc:
+            # A held key: the holder is the answer, unless the caller asked for an error.
+            if exc.unique_key is None or exc.existing_id is None or on_conflict == "raise":
+                raise
+            job_id, created = exc.existing_id, False
         stored = manager.get_job(job_id)
         if not wait:
             if as_json:
-                echo_json(
-                    {"job_id": job_id, "queue": stored.queue, "type": job_type, "status": stored.status.value}
-                )
-            else:
+                reply: dict[str, Any] = {"job_id": job_id, "queue": stored.queue, "type": stored.job_type,
+                                         "status": stored.status.value}
+                echo_json({**reply, "created": created} if "unique_key" in fields else reply)
+            elif created:
                 click.echo(f"enqueued {job_id} ({job_type}) on queue {stored.queue!r}")
+            else:
+                click.echo(
+                    f"not enqueued: unique key {fields['unique_key']!r} is held by {job_id} "
+                    f"({stored.job_type}, {stored.status.value}) on queue {stored.queue!r}"
+                )
             return
         _wait_for(manager, [job_id], wait_timeout, as_json)
 

@@ -26,7 +26,8 @@ keeps working for code written against the original specification::
     │   ├── BackendUnavailableError (ConnectionError)
     │   ├── BackendWriteError                   storage refused a write (full, read-only)
     │   ├── BackendConfigError                  storage configured in a way typedq refuses
-    │   └── BackendDataError                    storage holds data typedq did not write
+    │   ├── BackendDataError                    storage holds data typedq did not write
+    │   └── QueueClosedError                    a call on a queue after its close
     ├── SerializationError (ValueError)         a value cannot be encoded
     │   ├── PayloadTooLargeError                encoded or decoded size over the limit
     │   └── ResultSerializationError            a handler's result cannot be stored
@@ -69,6 +70,7 @@ __all__ = [
     "PayloadValidationError",
     "PayloadVersionError",
     "PermanentError",
+    "QueueClosedError",
     "QueueNotFoundError",
     "ResultSerializationError",
     "ScheduleNotFoundError",
@@ -401,6 +403,13 @@ class BackendConfigError(BackendError):
 class BackendDataError(BackendError):
     """The storage holds data typedq did not write where it keeps a queue (a Redis key
     of another type under the queue's prefix); typedq refuses to touch it."""
+
+
+class QueueClosedError(BackendError):
+    """A call on a queue object after it was closed (``Queue.close``,
+    ``JobQueueManager.close``): nothing was read or written. A worker still running a
+    job when its manager closed without waiting gets it for its late completion; the
+    job's lease then expires and the job is rescued."""
 
 
 class SerializationError(TypedqError, ValueError):

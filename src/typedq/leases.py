@@ -12,7 +12,13 @@
   each reclaim is a compare-and-set in the backend, so no leader is needed. With a
   ``result_ttl``, each pass also purges the COMPLETED and CANCELLED jobs that finished
   longer ago than that (``Queue.purge``, in batches of :data:`PURGE_BATCH`, at most
-  :data:`PURGE_BATCHES` a queue and pass), so results do not pile up.
+  :data:`PURGE_BATCHES` a queue and pass), so results do not pile up. Each pass also
+  sweeps the queue's unique-key entries that no longer hold their key
+  (``Queue.sweep_unique_keys``, at most :data:`UNIQUE_SWEEP_BATCHES` batches of
+  :data:`UNIQUE_SWEEP_BATCH` entries a queue and pass, going on where the last pass
+  stopped), so they do not pile up either; after a whole round over a queue's entries it
+  rests ``unique_sweep_rest_s`` (every process's reaper sweeps, so a big table is not
+  walked again and again).
 
 Through a storage outage (see ``typedq._outage``): the first call that fails ends the
 keeper's heartbeat or the reaper's pass (every other call would wait for the same
@@ -26,6 +32,7 @@ live workers to renew their leases.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable
@@ -41,6 +48,9 @@ __all__ = [
     "PURGE_BATCH",
     "PURGE_BATCHES",
     "RESULT_STATUSES",
+    "UNIQUE_SWEEP_BATCH",
+    "UNIQUE_SWEEP_BATCHES",
+    "UNIQUE_SWEEP_REST_S",
     "LeaseKeeper",
     "LeaseListener",
     "Reaper",
@@ -54,6 +64,12 @@ RESULT_STATUSES: Final = (JobStatus.COMPLETED, JobStatus.CANCELLED)
 PURGE_BATCH: Final = 1000
 #: Purges of one queue in one pass of the reaper, at most.
 PURGE_BATCHES: Final = 10
+#: Unique-key entries one sweep examines (one transition).
+UNIQUE_SWEEP_BATCH: Final = 1000
+#: Unique-key sweeps of one queue in one pass of the reaper, at most.
+UNIQUE_SWEEP_BATCHES: Final = 10
+#: Seconds a reaper waits after a whole round over a queue's unique keys before the next.
+UNIQUE_SWEEP_REST_S: Final = 60.0
 
 logger = logging.getLogger("typedq.leases")
 
@@ -270,6 +286,8 @@ class Reaper:
         outage_grace_s: after a pass failed because the storage failed, no pass rescues
             anything until this many seconds after the storage answers again (the lease
             length: the live workers renew their leases meanwhile).
+        unique_sweep_rest_s: seconds between the end of a whole round of the unique-key
+            sweep over a queue and the start of the next (0: every pass).
     """
 
     def __init__(
@@ -283,8 +301,10 @@ class Reaper:
         dead_letter: Queue | None = None,
         dlq_max: int | None = None,
         result_ttl: float | None = None,
+        unique_sweep_rest_s: float = UNIQUE_SWEEP_REST_S,
     ) -> None:
         require_number("reaper_s", interval_s, minimum=0, strict=True)
+        require_number("unique_sweep_rest_s", unique_sweep_rest_s, minimum=0)
         require_number("max_lost", max_lost, minimum=1, integer=True)
         require_number("outage_grace_s", outage_grace_s, minimum=0)
         require_number("dlq_max", dlq_max, minimum=1, integer=True, allow_none=True)
@@ -293,6 +313,12 @@ class Reaper:
         self.dlq_max = dlq_max
         self.result_ttl = result_ttl
         self.purged_total = 0
+        self.unique_swept_total = 0
+        self.unique_sweep_rest_s = unique_sweep_rest_s
+        # Queue name -> where its unique-key sweep goes on next pass; or, after a whole
+        # round, the monotonic time before which it rests.
+        self._unique_cursors: dict[str, str] = {}
+        self._unique_rests: dict[str, float] = {}
         self._queues = queues
         self.interval_s = interval_s
         self.max_lost = max_lost
@@ -343,6 +369,7 @@ class Reaper:
                         logger.exception("on_reclaimed callback failed")
             if self.result_ttl is not None:
                 self.purge(queue, self.result_ttl)
+            self.sweep_unique(queue)
         self.reclaimed_total += total
         return total
 
@@ -377,6 +404,33 @@ class Reaper:
             )
             self.purged_total += purged
         return purged
+
+    def sweep_unique(self, queue: Queue) -> int:
+        """Remove ``queue``'s unique-key entries that hold their key no longer, in bounded
+        batches from where the last pass stopped (resting after a whole round); return
+        how many went."""
+        name = queue.name
+        if time.monotonic() < self._unique_rests.get(name, -math.inf):
+            return 0
+        cursor = self._unique_cursors.pop(name, "")
+        removed = 0
+        try:
+            for _ in range(UNIQUE_SWEEP_BATCHES):
+                done, cursor = queue.sweep_unique_keys(cursor=cursor, limit=UNIQUE_SWEEP_BATCH)
+                removed += done
+                if not cursor:
+                    break
+        except Exception:
+            logger.exception("sweeping the unique keys of queue %r failed", name)
+            cursor = ""
+        if cursor:
+            self._unique_cursors[name] = cursor
+        else:
+            self._unique_rests[name] = time.monotonic() + self.unique_sweep_rest_s
+        if removed:
+            logger.debug("swept %d released unique key(s) of queue %r", removed, name)
+            self.unique_swept_total += removed
+        return removed
 
     def start(self) -> None:
         """Start the sweeping thread (idempotent)."""

@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Iterable, Mapping
 from types import TracebackType
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from typedq._config import (
     DEFAULT_CONFIG,
@@ -56,6 +56,9 @@ from typedq.retry import FailureCallback, FailureRules, RetryPolicy
 from typedq.scheduler import Scheduler
 from typedq.serializers import FrameCodec, get_serializer
 from typedq.worker import Handler, Worker, WorkerStats
+
+if TYPE_CHECKING:
+    from typedq.aio import AsyncJobQueueManager
 
 __all__ = ["DEAD_LETTER_QUEUE", "DEFAULT_CONFIG", "JobQueueManager"]
 
@@ -127,6 +130,7 @@ class JobQueueManager(JobControlAPI, ScheduleAPI):
         self._submitted = 0
         self._reaped_dead = 0
         self._closed = False
+        self._aio: AsyncJobQueueManager | None = None
         self._waiters = CompletionWaiters()
         self._worker_events: NotifyingEvents | None = None
         # On the configured backend: a JobQueue for memory://, a durable queue shared by
@@ -783,13 +787,43 @@ class JobQueueManager(JobControlAPI, ScheduleAPI):
 
     # -- lifecycle ----------------------------------------------------------------------
 
+    @property
+    def aio(self) -> AsyncJobQueueManager:
+        """This manager's calls as coroutines: an :class:`~typedq.aio.AsyncJobQueueManager`
+        bound to it (``await manager.aio.enqueue(jt, payload)``), made on first use and
+        kept (a new one after it was closed). Closing it (``await manager.aio.close()``,
+        or leaving ``async with manager.aio``) never closes this manager; closing this
+        manager stops its thread pool. Use it from one event loop (the app's).
+        """
+        from typedq.aio import AsyncJobQueueManager  # noqa: PLC0415  (typedq.aio imports this module)
+
+        with self._workers_lock:
+            client = self._aio
+            if client is None or client.closed:
+                client = self._aio = AsyncJobQueueManager(manager=self)
+            return client
+
     def close(self, graceful: bool = True, timeout: float | None = None) -> list[str]:
         """Stop every worker, the lease keeper and the reaper; close the queues.
+
+        Without ``graceful`` nothing waits for running handlers: each worker is told to
+        stop, the jobs it claimed but has not started are given back at once, and the
+        queues are closed. A queue never closes a connection under a call in progress
+        (SQLite waits up to ``CLOSE_WAIT_S`` for calls on other threads to end); a
+        handler that finishes later cannot record its outcome (the queue raises
+        ``QueueClosedError``, which its worker logs), so its job, no longer renewed,
+        goes back to the queue when its lease expires. No job is lost.
 
         Returns:
             The ids of abandoned workers (see :meth:`stop_workers`).
         """
+        with self._workers_lock:
+            running = [w for workers in self._workers.values() for w in workers]
         abandoned = self.stop_workers(graceful=graceful, timeout=timeout)
+        if not graceful:
+            for worker in running:
+                if worker.is_alive():
+                    worker.give_back_unstarted()
         with self._workers_lock:
             self._closed = True
         self._scheduler.stop()
@@ -798,6 +832,8 @@ class JobQueueManager(JobControlAPI, ScheduleAPI):
         for queue in self._all_queues():
             queue.close()
         self._dead_letter.close()
+        if self._aio is not None:
+            self._aio.shutdown_threads()
         return abandoned
 
     def __enter__(self) -> JobQueueManager:

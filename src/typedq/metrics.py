@@ -6,7 +6,7 @@ same figures:
 
 * **Gauges** come from the backend's counts, never by reading jobs:
   ``typedq_queue_jobs{queue,state}`` (``Queue.count_by_status``: on Redis the sizes
-  of the status indexes, O(1); SQLite counts the queue's rows in one read),
+  of the status indexes, SQLite its ``job_counts`` table; O(1) in the number of jobs),
   ``typedq_queue_jobs_by_priority{queue,priority}`` (PENDING jobs per priority level,
   where the backend has ``count_by_priority``), ``typedq_queue_jobs_scheduled{queue}``
   (PENDING jobs due later: delayed or waiting to retry, ``Queue.count_scheduled``; they
@@ -14,18 +14,24 @@ same figures:
   ``typedq_dead_letters_dropped_total``, and the worker registry's
   ``typedq_workers{queue,state}`` (live / dead), ``typedq_workers_busy{queue}`` and
   ``typedq_worker_utilization{queue}`` (busy live workers over live workers).
+* ``typedq_jobs_submitted_total{queue,job_type}``: jobs ever submitted to the queue
+  (``Queue.count_submitted``, kept by the store, so it counts what every producer
+  process submitted and never goes down when jobs are purged).
 * **Counters and histograms** per queue and job type (``typedq_jobs_completed_total``,
   ``_failed_total`` (failed attempts, retried or not), ``_retried_total``,
   ``_dead_total``, ``_cancelled_total``; ``typedq_job_wait_seconds`` from due to
   start, ``typedq_job_run_seconds`` of the handler) are kept by each worker in its
-  registry entry (``WorkerInfo.metrics``), written at every heartbeat, and summed over
-  every registered worker, live and recently dead (a dead worker's entry stays for
-  ``WORKER_RETENTION_S``). A worker that stops on its own removes its entry; the
-  exporter then keeps its last figures in the sums, so a series never goes down while
-  the exporter runs (a restart of the exporter is an ordinary counter reset). What a
-  worker did after its last heartbeat before it stopped (at most one heartbeat
-  interval of work) is not counted, nor is a worker whose whole life fell between two
-  scrapes.
+  registry entry (``WorkerInfo.metrics``), written at every heartbeat. When an entry
+  is removed (the worker stops cleanly and unregisters with its final figures, or a
+  dead entry is forgotten after ``WORKER_RETENTION_S``), its figures are added to the
+  queue's retired-workers totals in the store, in the same atomic step
+  (``Queue.retired_metrics``). The exporter sums the retired totals and every entry,
+  live and dead: each worker is counted exactly once, with what it did up to its stop,
+  even one whose whole life fell between two scrapes. The totals are read before the
+  entries, so a worker removed between the two reads is missed by that scrape (never
+  counted twice), and each series is kept at least at what this exporter reported
+  before: a series never goes down while the exporter runs (a restart of the exporter
+  is an ordinary counter reset).
 
 Labels are bounded: queue names, states, priority levels, job types; never job or
 worker ids. ``typedq_up`` is 0 when the store could not be read (the rest is then
@@ -41,6 +47,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Final
 
 from typedq._worker_metrics import BUCKETS, OUTCOMES
+from typedq.backends._worker_totals import add_metrics
 from typedq.errors import ConfigError
 
 try:
@@ -70,22 +77,37 @@ CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 _Key = tuple[str, str]  # (queue, job type)
 
 
-def _zero() -> dict[str, Any]:
-    return {
-        **dict.fromkeys(OUTCOMES, 0),
-        "wait": [0] * (len(BUCKETS) + 1), "wait_sum": 0.0,
-        "run": [0] * (len(BUCKETS) + 1), "run_sum": 0.0,
-    }
-
-
-def _add(into: dict[str, Any], entry: dict[str, Any]) -> None:
-    for outcome in OUTCOMES:
-        into[outcome] += int(entry.get(outcome, 0))
+def _normal(entry: dict[str, Any]) -> dict[str, Any]:
+    """One job type's summed figures with every outcome, bucket and sum present."""
+    out: dict[str, Any] = {outcome: int(entry.get(outcome, 0)) for outcome in OUTCOMES}
     for name in ("wait", "run"):
-        counts = entry.get(name) or []
-        for i, n in enumerate(counts[: len(BUCKETS) + 1]):
-            into[name][i] += int(n)
-        into[f"{name}_sum"] += float(entry.get(f"{name}_sum", 0.0))
+        counts = [int(n) for n in (entry.get(name) or [])[: len(BUCKETS) + 1]]
+        out[name] = counts + [0] * (len(BUCKETS) + 1 - len(counts))
+        out[f"{name}_sum"] = float(entry.get(f"{name}_sum", 0.0))
+    return out
+
+
+def _at_least(entry: dict[str, Any], before: dict[str, Any] | None) -> dict[str, Any]:
+    """``entry`` with each figure raised to what it was ``before`` (a scrape that missed
+    a worker being removed must not make a counter go down)."""
+    if before is None:
+        return entry
+    out: dict[str, Any] = {}
+    for name, value in entry.items():
+        old = before[name]
+        if isinstance(value, list):
+            out[name] = [max(a, b) for a, b in zip(value, old, strict=True)]
+        else:
+            out[name] = max(value, old)
+    return out
+
+
+def _submitted(queue: Any) -> dict[str, int]:
+    """``queue.count_submitted()``; empty for a backend without one of its own (a
+    third-party backend, or one still inheriting the protocol's abstract method)."""
+    reader = getattr(queue, "count_submitted", None)
+    found = reader() if callable(reader) else None
+    return dict(found) if found else {}
 
 
 class TypedqCollector(Collector):
@@ -98,10 +120,8 @@ class TypedqCollector(Collector):
     def __init__(self, manager: JobQueueManager) -> None:
         self._manager = manager
         self._lock = threading.Lock()
-        # (queue, worker id) -> that worker's last metrics seen; the figures of workers
-        # whose entries went away, summed per (queue, job type).
-        self._seen: dict[tuple[str, str], dict[str, Any]] = {}
-        self._retired: dict[_Key, dict[str, Any]] = {}
+        # What the last scrape reported per (queue, job type): no series goes below it.
+        self._reported: dict[_Key, dict[str, Any]] = {}
 
     def collect(self) -> Iterator[Metric]:
         """Read the store and yield every metric family (see the module docstring)."""
@@ -132,10 +152,16 @@ class TypedqCollector(Collector):
             "PENDING jobs due later (delayed or waiting to retry), by queue; part of state=pending.",
             labels=["queue"],
         )
+        submitted = CounterMetricFamily(
+            "typedq_jobs_submitted", "Jobs ever submitted, by queue and job type (kept by the store).",
+            labels=["queue", "job_type"],
+        )
         for name, queue in sorted(queues.items()):
             for status, count in queue.count_by_status().items():
                 jobs.add_metric([name, status.value.lower()], count)
             scheduled.add_metric([name], queue.count_scheduled())
+            for job_type, count in sorted(_submitted(queue).items()):
+                submitted.add_metric([name, job_type], count)
             counter = getattr(queue, "count_by_priority", None)
             if callable(counter):
                 for level, count in sorted(counter().items()):
@@ -145,6 +171,7 @@ class TypedqCollector(Collector):
             jobs,
             by_priority,
             scheduled,
+            submitted,
             GaugeMetricFamily("typedq_dead_letters", "Dead letters held.", value=dead_letter.size),
             CounterMetricFamily(
                 "typedq_dead_letters_dropped", "Dead letters dropped to stay within dlq_max.",
@@ -164,8 +191,9 @@ class TypedqCollector(Collector):
             "typedq_worker_utilization", "Busy live workers over live workers (0 with none).",
             labels=["queue"],
         )
-        seen: dict[tuple[str, str], dict[str, Any]] = {}
+        totals: dict[_Key, dict[str, Any]] = {}
         for name, queue in sorted(queues.items()):
+            figures = queue.retired_metrics()  # before the entries: see the module docstring
             entries = queue.workers()
             live = [w for w in entries if w.alive(now)]
             n_busy = sum(1 for w in live if w.current)
@@ -174,17 +202,13 @@ class TypedqCollector(Collector):
             busy.add_metric([name], n_busy)
             utilization.add_metric([name], n_busy / len(live) if live else 0.0)
             for w in entries:
-                seen[(name, w.worker_id)] = w.metrics
-        for key, metrics in self._seen.items():
-            if key not in seen:  # the entry went away: keep its last figures in the sums
-                for job_type, entry in metrics.items():
-                    _add(self._retired.setdefault((key[0], job_type), _zero()), entry)
-        self._seen = seen
-        totals: dict[_Key, dict[str, Any]] = {k: {**v, "wait": list(v["wait"]), "run": list(v["run"])}
-                                              for k, v in self._retired.items()}
-        for (queue_name, _), metrics in seen.items():
-            for job_type, entry in metrics.items():
-                _add(totals.setdefault((queue_name, job_type), _zero()), entry)
+                add_metrics(figures, w.metrics)
+            for job_type, entry in figures.items():
+                key = (name, job_type)
+                totals[key] = _at_least(_normal(entry), self._reported.get(key))
+        for key, before in self._reported.items():
+            totals.setdefault(key, before)
+        self._reported = totals
         families: list[Metric] = [workers, busy, utilization]
         labels = ["queue", "job_type"]
         for outcome in OUTCOMES:

@@ -82,6 +82,7 @@ from typing import Any, Final
 
 from typedq._identity import HOST, new_worker_id, stop_pid
 from typedq._outage import Backoff, Outage, is_outage
+from typedq._queue_group import members
 from typedq._timefmt import when
 from typedq._validate import require_number
 from typedq._worker_failures import call_failure_callbacks, policy_of
@@ -320,8 +321,9 @@ class Worker(StorageFailures, threading.Thread):
 
     # -- the loop -----------------------------------------------------------------------
 
-    def info(self) -> WorkerInfo:
-        """This worker's registry entry as of now."""
+    def info(self, queue: str | None = None) -> WorkerInfo:
+        """This worker's registry entry as of now, with the figures of ``queue`` (one of
+        a queue group's queues) or of every queue it serves (None)."""
         current = self._current
         return WorkerInfo(
             worker_id=self.worker_id,
@@ -337,11 +339,17 @@ class Worker(StorageFailures, threading.Thread):
             jobs_done=self.stats.completed,
             jobs_failed=self.stats.failed,
             current=() if current is None else (current[0],),
-            metrics=self.metrics.snapshot(),
+            metrics=self.metrics.snapshot(queue),
         )
 
     def _register(self) -> None:
-        self.queue.register_worker(self.info())
+        for queue in members(self.queue):
+            queue.register_worker(self.info(queue.name))
+
+    def _unregister(self) -> None:
+        """Leave every registry, with the figures up to now (not as of the last heartbeat)."""
+        for queue in members(self.queue):
+            queue.unregister_worker(self.worker_id, final=self.info(queue.name))
 
     def run(self) -> None:
         """Claim and run jobs until stopped."""
@@ -370,7 +378,7 @@ class Worker(StorageFailures, threading.Thread):
                 if self._own_keeper:
                     self.lease_keeper.stop()
                 try:
-                    self.queue.unregister_worker(self.worker_id)
+                    self._unregister()
                 except Exception as exc:
                     logger.warning(
                         "worker %s could not unregister; its entry will go stale: %s", self.worker_id, exc,
@@ -482,7 +490,7 @@ class Worker(StorageFailures, threading.Thread):
         for (job, token, result), outcome in zip(pending, outcomes, strict=True):
             if isinstance(outcome, Job):
                 self.stats.completed += 1
-                self.metrics.count(job.job_type, "completed")
+                self.metrics.count(job.queue, job.job_type, "completed")
                 safe_call(events.on_job_completed, outcome, result)
             elif isinstance(outcome, SerializationError):
                 try:
@@ -525,13 +533,13 @@ class Worker(StorageFailures, threading.Thread):
                 else:
                     result = self._call(handler, job, ctx)
             except BaseException as exc:  # a handler may raise anything, SystemExit too
-                self._timed(job.job_type, started)
+                self._timed(job, started)
                 keeper.discard(queue, job_id)
                 released = True
                 if self._ctx is None or not self._refused_late(exc):
                     self._failed(job, token, exc)
                 return
-            self._timed(job.job_type, started)
+            self._timed(job, started)
             released = True
             if self._ctx is not None and self._refused_late(None):
                 return
@@ -711,13 +719,14 @@ class Worker(StorageFailures, threading.Thread):
             return
         self._written()
         self.stats.completed += 1
-        self.metrics.count(job.job_type, "completed")
+        self.metrics.count(job.queue, job.job_type, "completed")
         safe_call(self.event_handler.on_job_completed, done, result)
 
-    def _timed(self, job_type: str, started: float) -> None:
+    def _timed(self, job: Job, started: float) -> None:
         """Fold one handler's duration into the running averages."""
         took = time.perf_counter() - started
-        self.metrics.observe(job_type, wait_s=self._wait_s, run_s=took)
+        job_type = job.job_type
+        self.metrics.observe(job.queue, job_type, wait_s=self._wait_s, run_s=took)
         avg = self._avg_run_s
         self._avg_run_s = took if avg is None else avg + _EWMA * (took - avg)
         by_type = self._by_type
@@ -749,7 +758,7 @@ class Worker(StorageFailures, threading.Thread):
             dead = self._bury(job, token, error, trace)
             if dead is not None:
                 self.stats.failed += 1
-                self.metrics.count(job.job_type, "failed")
+                self.metrics.count(job.queue, job.job_type, "failed")
                 safe_call(events.on_job_failed, dead, exc)
                 safe_call(events.on_job_dead, dead)
                 self._final_failure(dead, exc)
@@ -765,8 +774,8 @@ class Worker(StorageFailures, threading.Thread):
             return
         self.stats.failed += 1
         self.stats.retried += 1
-        self.metrics.count(job.job_type, "failed")
-        self.metrics.count(job.job_type, "retried")
+        self.metrics.count(job.queue, job.job_type, "failed")
+        self.metrics.count(job.queue, job.job_type, "retried")
         logger.warning(
             "job %s (%s) failed; retry %d of %d at %s: %s",
             job.job_id, job.job_type, retry_number, job.max_retries, when(retry_at, self.clock.now()), error,
@@ -795,7 +804,7 @@ class Worker(StorageFailures, threading.Thread):
             self.stats.stale += 1
             logger.warning("cancellation of job %s not recorded: %s", job.job_id, stale)
             return
-        self.metrics.count(job.job_type, "cancelled")
+        self.metrics.count(job.queue, job.job_type, "cancelled")
         logger.warning("job %s (%s) cancelled while running: %s", job.job_id, job.job_type, exc)
         safe_call(self.event_handler.on_job_cancelled, queue.get_job(job.job_id))
 
@@ -816,7 +825,7 @@ class Worker(StorageFailures, threading.Thread):
             logger.warning("death of job %s not recorded: %s", job.job_id, stale)
             return None
         self.stats.dead += 1
-        self.metrics.count(job.job_type, "dead")
+        self.metrics.count(job.queue, job.job_type, "dead")
         logger.error(
             "job %s (%s) is dead after %d retries and moved to the dead-letter queue: %s",
             job.job_id, job.job_type, dead.retry_count, error,

@@ -681,3 +681,30 @@ def test_an_expired_lease_of_a_live_owner_is_kept_until_its_heartbeat_is_stale(
     finally:
         host_a.close()
         host_b.close()
+
+
+@pytest.mark.timeout(30)
+def test_a_due_time_wait_ends_at_the_due_time_not_at_the_servers_timeout(private_server: int) -> None:
+    """Redis ends a blocked BLPOP at its timeout only at an event-loop pass, up to 1/hz
+    late (up to 1 s here, with hz 1): the waiter ends its own wait at the due time with a
+    token, and the connection is clean for the claim that follows."""
+    from typedq.backends.redis import RedisQueue
+
+    redis.Redis(port=private_server).config_set("hz", 1)
+    queue = RedisQueue(f"redis://127.0.0.1:{private_server}/0?prefix=due", name="q")
+    try:
+        lateness = []
+        for n in range(3):
+            due = time.time() + 0.1
+            queue.enqueue(job(f"j{n}", scheduled_at=due))
+            deadline = time.monotonic() + 10
+            while not queue.wait_ready(5.0):  # the enqueue's own wake token ends one wait early
+                assert time.monotonic() < deadline
+            lateness.append(time.time() - due)
+            claim = queue.claim("w", lease_s=10)
+            assert claim is not None
+            assert claim.job.job_id == f"j{n}"
+        assert min(lateness) >= 0
+        assert max(lateness) < 0.4  # the server's timeout: 0.5 s after the due time, then up to 1 s
+    finally:
+        queue.close()

@@ -10,6 +10,7 @@ suite runs on a Cluster in the slow tier (variant ``redis_cluster-codec-2handles
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -166,6 +167,17 @@ def test_a_locked_leader_and_a_wakeup_on_a_cluster(cluster: Any) -> None:
         queue.enqueue(Job(job_type="t", job_id="j"))
         waiter.join(15)
         assert woke.is_set()
+        # A wait for a delayed job's due time ends then, on the node of the queue's slot.
+        due = time.time() + 0.1
+        queue.enqueue(Job(job_type="t", job_id="later", scheduled_at=due))
+        assert queue.claim("w", lease_s=30) is not None  # "j"
+        deadline = time.monotonic() + 10
+        while not queue.wait_ready(5.0):  # the enqueue's wake token ends one wait early
+            assert time.monotonic() < deadline
+        assert 0 <= time.time() - due < 0.4
+        claim = queue.claim("w", lease_s=30)
+        assert claim is not None
+        assert claim.job.job_id == "later"
     finally:
         queue.close()
         cluster.delete_prefix(prefix)

@@ -15,11 +15,13 @@ import io
 import json
 import logging
 import os
+import random
 import shutil
 import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ from typing import Any
 import pytest
 
 import typedq.backends._sqlite_schema as schema
+from typedq.backends import _sqlite_counts as counts
 from typedq.backends import open_queue
 from typedq.backends._sqlite_driver import sqlite3
 from typedq.backends._sqlite_rows import FRESH_COLUMNS
@@ -40,8 +43,9 @@ from typedq.errors import (
     ConfigError,
     DeserializationError,
     InvalidJobError,
+    TypedqError,
 )
-from typedq.job import TRACEBACK_KEY, Job, JobStatus
+from typedq.job import LEVELS, TRACEBACK_KEY, Job, JobStatus, Priority, level_index
 from typedq.serializers.base import FrameCodec
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -532,15 +536,33 @@ def test_an_older_file_is_migrated_forward(monkeypatch: pytest.MonkeyPatch, db: 
         conn.close()
 
 
+def _old_schema(version: int) -> dict[int, tuple[str, ...]]:
+    """The migrations up to ``version``, with the job_counts table of schema 11 too: this
+    typedq's transitions keep it, so an old file is filled through them with it there,
+    then it is dropped (:func:`_drop_counts`) and schema 11 builds it from the rows."""
+    steps = {v: schema.MIGRATIONS[v] for v in range(1, version + 1)}
+    steps[version] = (*steps[version], schema.MIGRATIONS[11][0])
+    return steps
+
+
+def _drop_counts(db: Path) -> None:
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:
+        conn.execute("DROP TABLE job_counts")
+    finally:
+        conn.close()
+
+
 def _v1_file(monkeypatch: pytest.MonkeyPatch, db: Path) -> tuple[dict[str, int], int]:
     """A schema-1 file as typedq 1 left it: four jobs, one RUNNING, the newest deleted
     (by the plain DELETE schema 1 used). Returns the seqs of the rows left and the token."""
     with monkeypatch.context() as patch:
-        patch.setattr(schema, "MIGRATIONS", {1: schema.MIGRATIONS[1]})
+        patch.setattr(schema, "MIGRATIONS", _old_schema(1))
         patch.setattr(schema, "SCHEMA_VERSION", 1)
         old = SQLiteQueue(db, name="m")
         old.enqueue_many([job(f"j{i}", payload={"i": i}) for i in range(4)])
         old.close()
+    _drop_counts(db)
     conn = sqlite3.connect(db, isolation_level=None)
     try:
         # Claimed as schema 1 claimed (its columns only).
@@ -563,6 +585,11 @@ def test_a_schema_1_file_is_rebuilt_without_autoincrement_keeping_every_row(
     queue = SQLiteQueue(db, name="m")
     try:
         assert queue.diagnostics()["schema_version"] == schema.SCHEMA_VERSION
+        # Schema 11 counted the rows it found: j0 RUNNING, j1 and j2 PENDING.
+        assert {s: n for s, n in queue.count_by_status().items() if n} == {
+            JobStatus.RUNNING: 1, JobStatus.PENDING: 2,
+        }
+        assert queue.count_submitted() == {"t": 3}
         assert _seqs(db, "m") == seqs
         assert [j.payload for j in queue.list_jobs()] == [{"i": 0}, {"i": 1}, {"i": 2}]
         assert queue.complete("j0", token=token, result=7).result == 7
@@ -597,11 +624,12 @@ def test_a_schema_2_file_gets_jobs_settled_without_an_in_list(
     monkeypatch: pytest.MonkeyPatch, db: Path
 ) -> None:
     with monkeypatch.context() as patch:
-        patch.setattr(schema, "MIGRATIONS", {v: schema.MIGRATIONS[v] for v in (1, 2)})
+        patch.setattr(schema, "MIGRATIONS", _old_schema(2))
         patch.setattr(schema, "SCHEMA_VERSION", 2)
         old = SQLiteQueue(db, name="m")
         old.enqueue_many([job("dead", max_retries=0), job("waiting")])
         old.close()
+    _drop_counts(db)
     conn = sqlite3.connect(db, isolation_level=None)
     try:  # buried as schema 2 buried
         conn.execute("UPDATE jobs SET status = 'DEAD', attempt = 1, error = 'boom' WHERE job_id = 'dead'")
@@ -624,7 +652,7 @@ def test_a_schema_3_file_gets_jobs_ready_on_plain_columns(
 ) -> None:
     now = clock.now()
     with monkeypatch.context() as patch:
-        patch.setattr(schema, "MIGRATIONS", {v: schema.MIGRATIONS[v] for v in (1, 2, 3)})
+        patch.setattr(schema, "MIGRATIONS", _old_schema(3))
         patch.setattr(schema, "SCHEMA_VERSION", 3)
         old = SQLiteQueue(db, name="m", clock=clock)
         old.enqueue_many(
@@ -635,11 +663,13 @@ def test_a_schema_3_file_gets_jobs_ready_on_plain_columns(
             ]
         )
         old.close()
+    _drop_counts(db)
     assert "ifnull(" in _index_sql(db, "jobs_ready")
     queue = SQLiteQueue(db, name="m", clock=clock)
     try:
         assert queue.diagnostics()["schema_version"] == schema.SCHEMA_VERSION
         assert queue.ready_count() == 3
+        assert sum(queue.count_by_priority().values()) == 3  # schema 11 counted the ready rows
         assert [c.job.job_id for c in queue.claim_many("w", lease_s=60.0, limit=5)] == [
             "urgent",
             "plain",
@@ -1234,3 +1264,213 @@ def test_a_purge_reads_jobs_finished_in_order_without_a_scan_or_a_sort(
     finally:
         conn.close()
     assert plan == ["SEARCH jobs USING INDEX jobs_finished (queue=? AND status=? AND finished_at<?)"], plan
+
+
+# -- job counts (schema 11) -----------------------------------------------------------------
+
+
+def _row_counts(db: Path) -> dict[tuple[str, str, str], int]:
+    """(queue, job type, status) -> jobs, counted from the rows themselves; status
+    ``ready:<priority>`` for the jobs of the ready index."""
+    conn = sqlite3.connect(db)
+    try:
+        found = conn.execute(
+            "SELECT queue, job_type, status, count(*) FROM jobs WHERE queue > '' GROUP BY 1, 2, 3"
+            " UNION ALL SELECT queue, job_type, 'ready:' || priority, count(*) FROM jobs WHERE queue > ''"
+            " AND status = 'PENDING' AND blocked_by = 0 AND delayed = 0 GROUP BY 1, 2, 3"
+        ).fetchall()
+    finally:
+        conn.close()
+    return {(q, t, s): n for q, t, s, n in found}
+
+
+def _ready_by_level(db: Path, queue: str, now: float) -> dict[Priority, int]:
+    """Ready jobs per level (PENDING, unblocked, due), counted from the rows themselves."""
+    conn = sqlite3.connect(db)
+    try:
+        found = conn.execute(
+            "SELECT priority, count(*) FROM jobs WHERE queue = ? AND status = 'PENDING' AND blocked_by = 0"
+            " AND (scheduled_at IS NULL OR scheduled_at <= ?) GROUP BY priority",
+            (queue, now),
+        ).fetchall()
+    finally:
+        conn.close()
+    levels = dict.fromkeys(LEVELS, 0)
+    for priority, n in found:
+        levels[LEVELS[level_index(priority)]] += n
+    return levels
+
+
+def _kept_counts(db: Path) -> dict[tuple[str, str, str], int]:
+    """(queue, job type, status) -> jobs, as job_counts keeps them once the jobs above the
+    fold mark are folded in (rows of 0, the mark and submissions left out)."""
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        counts.fold(conn)
+        conn.execute("COMMIT")
+        above = conn.execute(
+            "SELECT count(*) FROM jobs WHERE seq > (SELECT n FROM job_counts WHERE queue = '')"
+        ).fetchone()[0]
+        assert above == 0, "the fold left jobs above its mark"
+        found = conn.execute(
+            "SELECT queue, job_type, status, n FROM job_counts"
+            " WHERE queue > '' AND status != 'submitted' AND n != 0"
+        ).fetchall()
+    finally:
+        conn.close()
+    return {(q, t, s): n for q, t, s, n in found}
+
+
+def _random_transitions(queue: SQLiteQueue, dlq: SQLiteQueue, clock: FakeClock, seed: int) -> Counter[str]:
+    """A random mix of every transition that adds, moves or deletes jobs; returns the
+    jobs submitted per type."""
+    from typedq.policy import ClaimPolicy, Limit
+
+    rng = random.Random(seed)
+    submitted: Counter[str] = Counter()
+    held: list[tuple[str, int]] = []
+    ids = [0]
+
+    def new(**fields: Any) -> Job:
+        ids[0] += 1
+        return Job(job_type=rng.choice("abc"), job_id=f"j{ids[0]}", **fields)
+
+    def some(status: JobStatus | None = None) -> str | None:
+        found = queue.list_jobs(status=status, limit=50)
+        return rng.choice(found).job_id if found else None
+
+    def op_enqueue() -> None:
+        delay = rng.choice([None, clock.now() + 5.0])
+        job = new(scheduled_at=delay, max_retries=rng.choice([0, 1]), priority=rng.randint(1, 10))
+        queue.enqueue(job)
+        submitted[job.job_type] += 1
+
+    def op_enqueue_many() -> None:
+        batch = [new() for _ in range(rng.randint(1, 5))]
+        parent = some()
+        if parent is not None and rng.random() < 0.5:
+            batch.append(new(depends_on=[parent, batch[0].job_id]))
+        queue.enqueue_many(batch)
+        submitted.update(job.job_type for job in batch)
+
+    def op_import() -> None:
+        job = new(status=rng.choice([JobStatus.PENDING, JobStatus.COMPLETED, JobStatus.FAILED]))
+        if job.status is not JobStatus.PENDING:
+            job.finished_at = clock.now()
+        queue.import_jobs([job.to_dict()])
+        submitted[job.job_type] += 1
+
+    def op_claim() -> None:
+        if rng.random() < 0.3:
+            queue.set_claim_policy(
+                ClaimPolicy(fairness="weighted", limits={"a": Limit(max_concurrency=2)})
+                if rng.random() < 0.5 else None
+            )
+        claims = queue.claim_many("w", lease_s=10.0, limit=rng.randint(1, 4))
+        held.extend((c.job.job_id, c.token) for c in claims)
+
+    def op_finish() -> None:
+        if not held:
+            return
+        job_id, token = held.pop(rng.randrange(len(held)))
+        kind = rng.randrange(6)
+        try:
+            if kind == 0:
+                queue.complete(job_id, token=token, result=1)
+            elif kind == 1:
+                queue.complete_many([Completion(job_id, token, None)])
+            elif kind == 2:
+                queue.fail(job_id, token=token, error="e", retry_at=clock.now() + rng.choice([0.0, 3.0]))
+            elif kind == 3:
+                queue.bury(job_id, token=token, error="e", dead_letter=dlq, dlq_max=3)
+            elif kind == 4:
+                queue.release(job_id, token=token)
+            else:
+                queue.cancel(job_id, token=token)
+        except TypedqError:
+            pass  # reclaimed, cancelled or deleted meanwhile
+
+    def op_manage() -> None:
+        job_id = some()
+        if job_id is None:
+            return
+        kind = rng.randrange(8)
+        try:
+            if kind == 7:
+                queue.set_priority(job_id, rng.randint(1, 10))
+            elif kind == 0:
+                queue.cancel(job_id)
+            elif kind == 1:
+                queue.delete(job_id)
+            elif kind == 2:
+                queue.update_status(job_id, rng.choice(list(JobStatus)))
+            elif kind == 3:
+                queue.replay(job_id)
+            elif kind == 4:
+                queue.retry(job_id, with_dependents=rng.random() < 0.5, dead_letter=dlq)
+            elif kind == 5:
+                queue.purge(statuses=[JobStatus.COMPLETED, JobStatus.FAILED], older_than=clock.now() + 1)
+            else:
+                dlq.delete(rng.choice(dlq.list_jobs()).job_id)
+        except (TypedqError, IndexError):
+            pass  # a transition the job's state refuses
+
+    def op_time() -> None:
+        clock.advance(rng.choice([1.0, 11.0]))
+        queue.reclaim_expired(max_lost=2, dead_letter=dlq)
+        if rng.random() < 0.3:
+            queue.dequeue()
+
+    ops = [
+        op_enqueue, op_enqueue_many, op_import, op_claim, op_claim, op_finish, op_finish, op_manage, op_time,
+    ]
+    for _ in range(250):
+        rng.choice(ops)()
+    return submitted
+
+
+@pytest.mark.parametrize(
+    "case", [(1, 1000), (2, 3), (3, 1)], ids=["seed1-fold1000", "seed2-fold3", "seed3-fold1"]
+)
+def test_job_counts_equal_the_rows_after_random_transitions(
+    open_sqlite: Callable[..., SQLiteQueue], db: Path, clock: FakeClock, case: tuple[int, int],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The counts read (the stored ones plus the jobs above the fold mark), and the stored
+    ones once folded, equal the rows, whether single enqueues fold every 1,000, 3 or 1."""
+    seed, fold_every = case
+    monkeypatch.setattr(counts, "FOLD_EVERY", fold_every)
+    queue, dlq = open_sqlite("q"), open_sqlite("dlq")
+    submitted = _random_transitions(queue, dlq, clock, seed)
+    queue.enqueue(Job(job_type="last", created_at=clock.now()))  # above the mark, at least
+    submitted["last"] += 1
+    rows_now = _row_counts(db)
+    assert any(s.startswith("ready:") for _, _, s in rows_now)
+    _check_counts_read((queue, dlq), rows_now, submitted, clock, db)
+    assert _kept_counts(db) == rows_now
+    _check_counts_read((queue, dlq), rows_now, submitted, clock, db)  # all folded now
+
+
+def _check_counts_read(
+    queues: tuple[SQLiteQueue, SQLiteQueue], rows_now: dict[tuple[str, str, str], int],
+    submitted: Counter[str], clock: FakeClock, db: Path,
+) -> None:
+    queue, dlq = queues
+    for q in (queue, dlq):
+        by_status = {s: n for (name, _, s), n in rows_now.items() if name == q.name}
+        expected = dict.fromkeys(JobStatus, 0)
+        for (name, _, status), n in rows_now.items():
+            if name == q.name and not status.startswith("ready:"):
+                expected[JobStatus(status)] += n
+        assert q.count_by_status() == expected, by_status
+        assert q.size == sum(expected.values())
+        for status in JobStatus:
+            assert q.count_by_type(status) == {
+                t: n for (name, t, s), n in rows_now.items() if name == q.name and s == status.value
+            }
+    assert queue.count_submitted() == dict(submitted)
+    assert dlq.count_submitted() == {}
+    clock.advance(3.0)  # some delayed jobs fall due, not yet promoted by a claim
+    assert queue.count_by_priority() == _ready_by_level(db, "q", clock.now())
+    assert sum(queue.count_by_status().values()) > 0

@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from tests.conformance.conftest import delete_redis_prefix
 from tests.helpers import redis_available, skip_or_fail
 
-from typedq import AsyncJobQueueManager, AsyncWorker
+from typedq import AsyncJobQueueManager, AsyncWorker, JobQueueManager
 from typedq.errors import ConfigError, JobFailedError, JobNotFoundError, WaitTimeoutError
 from typedq.job import JobStatus
 from typedq.typed import JobType
@@ -163,3 +163,36 @@ def test_redis_waits_use_redis_asyncio(backend_url: str) -> None:
 def test_threads_are_validated() -> None:
     with pytest.raises(ConfigError, match="threads"):
         AsyncJobQueueManager(threads=0)
+
+
+def test_manager_aio_is_a_client_bound_to_the_manager(backend_url: str) -> None:
+    manager = JobQueueManager({"backend": backend_url, "scheduler": False, "max_workers": 1})
+
+    async def do_double(p: Num) -> int:
+        return p.n * 2
+
+    manager.register(double, do_double)
+    try:
+        jobs = manager.aio
+        assert isinstance(jobs, AsyncJobQueueManager)
+        assert jobs.manager is manager
+        assert manager.aio is jobs  # one client per manager
+
+        async def main() -> None:
+            async with manager.aio as aio:
+                await aio.start_workers()
+                ref = await aio.enqueue(double, Num(n=21))
+                assert await ref.result(timeout=10) == 42
+                assert (await aio.get_job(ref.job_id)).status is JobStatus.COMPLETED
+
+        asyncio.run(main())
+        assert jobs.closed
+        # Closing the client left the manager open; the next use gets a new client.
+        assert manager.get_stats()["total_completed"] == 1
+        again = manager.aio
+        assert again is not jobs
+        assert not again.closed
+        assert asyncio.run(again.submit(double.name, {"n": 1}))
+    finally:
+        manager.close()
+    assert again.closed  # closing the manager stops its client's threads

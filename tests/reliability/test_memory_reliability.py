@@ -29,6 +29,13 @@ from typedq.backends._sqlite_driver import sqlite3
 
 #: Lease knobs of the reliability tests (RELIABILITY.md §4a).
 FAST_LEASES = {"lease_s": 1.0, "heartbeat_s": 0.25, "reaper_s": 0.1}
+#: Lease knobs of B1: heartbeats and the reaper as fast as in the other reliability tests
+#: (RELIABILITY.md §4a), but a lease no CPU starvation can outlast. B1 proves claims are
+#: exclusive under contention (0 duplicates) and nothing is lost; with a 1 s lease a
+#: heartbeat thread starved for a second on a loaded machine let the reaper rescue a job
+#: still running (a legitimate at-least-once redelivery, the subject of C1-C4), which
+#: B1 then reported as a duplicate. Any duplicate now is a double claim.
+B1_LEASES = {"lease_s": 30.0, "heartbeat_s": 0.25, "reaper_s": 0.1}
 
 PRODUCERS = 10
 JOBS_PER_PRODUCER = 1_000
@@ -78,7 +85,7 @@ def test_b1_ten_producers_five_workers_no_loss_no_duplicates(
     ledger = Ledger(tmp_path / "b1.ledger")
     manager = JobQueueManager(
         {"backend": _backend_url(backend, tmp_path), "max_workers": WORKERS, "poll_interval": 0.05,
-         **FAST_LEASES}
+         **B1_LEASES}
     )
     queue = manager.get_queue("default")
 
@@ -145,7 +152,7 @@ def test_b1_with_retries_and_dead_jobs_stats_match_the_ledger(tmp_path: Path) ->
     (offset 1) always fails and dies. Each attempt runs once; the counters add up."""
     ledger = Ledger(tmp_path / "b1-retries.ledger")
     manager = JobQueueManager(
-        {"max_workers": WORKERS, "poll_interval": 0.05, "base_delay": 0.0, **FAST_LEASES}
+        {"max_workers": WORKERS, "poll_interval": 0.05, "base_delay": 0.0, **B1_LEASES}
     )
     queue = manager.get_queue("default")
 

@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 from tests.backends._sqlite_procs import job_producer
-from tests.helpers import wait_until, wait_while_progressing
+from tests.helpers import load_scaled, wait_until, wait_while_progressing
 from tests.reliability.ledger import Ledger, LedgerEntry, check, read_entries
 
 from typedq._identity import parse_worker_id
@@ -373,7 +373,9 @@ def test_a2_kill_between_claim_and_handler_start(folder: Path, backend: str, que
     [job_id] = _enqueue(queue, [{"mode": "pause"}])
     claims = folder / "claims"
     with Pool(folder, backend, "--processes", "1", "--concurrency", "1") as pool:
-        wait_until(claims.exists, timeout=20.0, message="the job is claimed")
+        # The file exists a moment before its line is written (open, then write).
+        wait_until(lambda: claims.exists() and claims.read_text().endswith("\n"), timeout=20.0,
+                   message="the job is claimed")
         _, pid, _ = claims.read_text().split()
         os.kill(int(pid), signal.SIGKILL)
         killed_at = time.time()
@@ -561,7 +563,11 @@ def test_d3_a_second_signal_stops_at_once(folder: Path, backend: str, queue: Que
         code = pool.proc.wait(10.0)
         took = time.monotonic() - sent
     assert code == 128 + signal.SIGTERM, pool.log
-    assert took <= 0.5, took
+    # RELIABILITY.md's 0.5 s, scaled by how busy the machine is (1x when it is not): the
+    # wait is process teardown, which a loaded machine slows, and what the test proves
+    # is that the 30 s grace is skipped (the bound stays far below it).
+    bound = load_scaled(0.5)
+    assert took <= bound, f"{took:.2f}s > {bound:.2f}s"
     # Released at once (or, had that failed, rescued by lease): never lost.
     wait_until(lambda: _all_in(queue, ids, JobStatus.PENDING), timeout=RESCUE_S)
     _finish_here(backend, folder, ids)

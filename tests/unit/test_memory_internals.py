@@ -226,3 +226,36 @@ def test_history_limit_is_checked_and_applies_when_lowered(clock: FakeClock) -> 
         _complete_next(queue, clock)
     queue.history_limit = 1
     assert [j.job_id for j in queue.list_jobs()] == ["j0003"]
+
+
+def test_running_jobs_per_type_are_counted_as_they_start_and_end(queue: JobQueue, clock: FakeClock) -> None:
+    """Claims under per-type concurrency limits read this counter instead of walking the
+    RUNNING jobs: it must follow every way into and out of RUNNING."""
+    queue.enqueue_many(
+        [Job(job_id=f"{t}{i}", job_type=t, created_at=clock.now()) for t in "ab" for i in range(4)]
+    )
+
+    def check() -> int:
+        found: dict[str, int] = {}
+        for job in queue.list_jobs(status=JobStatus.RUNNING, limit=100):
+            found[job.job_type] = found.get(job.job_type, 0) + 1
+        assert {t: n for t, n in queue._running_types.items() if n} == found
+        return sum(found.values())
+
+    claims = queue.claim_many("w", lease_s=10.0, limit=6)
+    dequeued = queue.dequeue()
+    assert dequeued is not None
+    assert check() == 7
+    queue.complete(claims[0].job.job_id, token=claims[0].token)
+    queue.fail(claims[1].job.job_id, token=claims[1].token, error="e", retry_at=clock.now())
+    queue.bury(claims[2].job.job_id, token=claims[2].token, error="e")
+    queue.release(claims[3].job.job_id, token=claims[3].token)
+    queue.cancel(claims[4].job.job_id, token=claims[4].token)
+    assert check() == 2
+    queue.update_status(dequeued.job_id, JobStatus.PENDING)
+    assert check() == 1
+    clock.advance(11.0)
+    queue.reclaim_expired()
+    assert check() == 0
+    queue.claim_many("w", lease_s=10.0, limit=3)
+    assert check() > 0

@@ -11,27 +11,35 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Final
+from dataclasses import replace
+from typing import Any, Final
 
 from typedq.errors import InvalidJobError, InvalidTransitionError
 from typedq.job import MAX_JOB_LOGS, MAX_LOG_LINE, UNSCHEDULED, Job, JobLogLine, JobProgress, JobStatus
 
 __all__ = [
+    "LOGS_KEY",
     "POSITIONS",
     "OrderKey",
     "check_reorder",
     "clip",
+    "current_progress",
     "decode_logs",
     "decode_progress",
     "encode_logs",
     "encode_progress",
+    "export_record",
+    "logs_of_record",
     "new_order_key",
     "not_ready",
     "order_key",
     "other_level",
+    "stamped",
     "trimmed_logs",
 ]
 
+#: The key of a job's log lines in an ``export_jobs()`` record.
+LOGS_KEY: Final = "logs"
 #: The positions ``reorder`` takes.
 POSITIONS: Final = ("front", "back")
 #: A job's place inside its priority level: (``scheduled_at``, ``created_at``).
@@ -157,3 +165,44 @@ def trimmed_logs(old: Sequence[JobLogLine], new: Sequence[JobLogLine]) -> list[J
     """``old`` then ``new`` (each line clipped), the newest :data:`MAX_JOB_LOGS` kept."""
     lines = [*old, *(JobLogLine(line.at, line.attempt, clip(line.message)) for line in new)]
     return lines[-MAX_JOB_LOGS:]
+
+
+def current_progress(progress: JobProgress | None, attempt: int) -> JobProgress | None:
+    """``progress`` when the job's current attempt reported it, else None.
+
+    A new attempt starts with no progress: what an earlier (failed, lost or
+    interrupted) attempt reported is not shown as the new one's. Job logs, by contrast,
+    are kept across attempts, each line marked with its attempt.
+    """
+    return progress if progress is not None and progress.attempt == attempt else None
+
+
+def stamped(progress: JobProgress, token: int) -> JobProgress:
+    """``progress`` as the report of attempt ``token`` (what ``set_progress`` stores)."""
+    return progress if progress.attempt == token else replace(progress, attempt=token)
+
+
+def export_record(job: Job, logs: Sequence[JobLogLine]) -> dict[str, Any]:
+    """One job of ``export_jobs()``: ``Job.to_dict()`` data plus its ``logs``."""
+    data = job.to_dict()
+    data[LOGS_KEY] = [line.to_dict() for line in logs]
+    return data
+
+
+def logs_of_record(data: dict[str, Any], index: int) -> list[JobLogLine]:
+    """Take the ``logs`` of an ``export_jobs()`` record out of it (missing: none),
+    clipped and bounded like logged lines.
+
+    Raises:
+        InvalidJobError: ``logs`` is not a list of dicts; the field is named
+            ``jobs_data[i].logs``.
+    """
+    raw = data.pop(LOGS_KEY, None)
+    if raw is None:
+        return []
+    if not isinstance(raw, list) or not all(isinstance(item, dict) for item in raw):
+        raise InvalidJobError(
+            f"jobs_data[{index}].{LOGS_KEY}", raw,
+            "a list of {at, attempt, message} dicts (JobLogLine.to_dict())",
+        )
+    return trimmed_logs((), [JobLogLine.from_dict(item) for item in raw])

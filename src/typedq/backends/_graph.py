@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from typedq.backends._control import LOGS_KEY, current_progress, logs_of_record
 from typedq.errors import DependencyCycleError, InvalidJobError
-from typedq.job import Job
+from typedq.job import Job, JobLogLine
 
 __all__ = ["check_batch_acyclic", "dependency_order", "jobs_from_export"]
 
@@ -66,16 +67,30 @@ def dependency_order(batch: dict[str, Job]) -> list[Job]:
     return ordered
 
 
-def jobs_from_export(jobs_data: Iterable[dict[str, Any]]) -> list[Job]:
-    """The jobs of ``export_jobs()`` data, for ``import_jobs``.
+def jobs_from_export(jobs_data: Iterable[dict[str, Any]]) -> tuple[list[Job], dict[str, list[JobLogLine]]]:
+    """The jobs of ``export_jobs()`` data, for ``import_jobs``, and the log lines of
+    those that have some (by job id). A job's progress comes with it (``Job.progress``).
 
     Raises:
         InvalidJobError: a record is malformed; the field is named ``jobs_data[i].field``.
     """
     jobs = []
-    for index, data in enumerate(jobs_data):
+    logs: dict[str, list[JobLogLine]] = {}
+    for index, record in enumerate(jobs_data):
+        data = record
+        lines: list[JobLogLine] = []
+        checked: object = record  # the data may not be what its type says
+        if isinstance(checked, dict) and LOGS_KEY in record:
+            data = dict(record)
+            lines = logs_of_record(data, index)
         try:
-            jobs.append(Job.from_dict(data))
+            job = Job.from_dict(data)
         except InvalidJobError as exc:
             raise InvalidJobError(f"jobs_data[{index}].{exc.field}", exc.value, exc.allowed) from exc
-    return jobs
+        # Only the progress of the job's current attempt is shown (_control.current_progress),
+        # on every backend alike, whatever an older version exported.
+        job.progress = current_progress(job.progress, job.attempt)
+        jobs.append(job)
+        if lines:
+            logs[job.job_id] = lines
+    return jobs, logs

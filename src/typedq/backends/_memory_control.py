@@ -26,7 +26,7 @@ class MemoryControl(MemoryState):
     def set_progress(self, job_id: str, *, token: int, progress: JobProgress) -> None:
         """Store a running job's progress; see :meth:`Queue.set_progress`."""
         with self._lock:
-            self._get_leased(job_id, token).progress = progress
+            self._get_leased(job_id, token).progress = control.stamped(progress, token)
 
     def append_logs(self, job_id: str, *, token: int, lines: Sequence[JobLogLine]) -> None:
         """Add lines to a running job's log; see :meth:`Queue.append_logs`."""

@@ -11,7 +11,9 @@ import itertools
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from typedq.backends._control import export_record
 from typedq.backends._memory_state import MemoryState
+from typedq.backends._worker_totals import add_metrics, flat_figures, from_flat
 from typedq.backends.base import WORKER_RETENTION_S, WorkerInfo
 from typedq.errors import InvalidJobError
 from typedq.job import Job, JobStatus
@@ -23,6 +25,7 @@ class MemoryReads(MemoryState):
     """Listings, export and the worker registry of one in-memory queue."""
 
     _workers: dict[str, WorkerInfo]
+    _retired_metrics: dict[str, Any]
 
     def list_jobs(
         self,
@@ -66,8 +69,8 @@ class MemoryReads(MemoryState):
     def export_jobs(self) -> list[dict[str, Any]]:
         """Return every job as ``Job.to_dict()`` data, in insertion order."""
         with self._lock:
-            jobs = list(self._jobs.values())
-        return [job.to_dict() for job in jobs]
+            jobs = [(job, list(self._logs.get(job_id, ()))) for job_id, job in self._jobs.items()]
+        return [export_record(job, logs) for job, logs in jobs]
 
     # -- the worker registry ------------------------------------------------------------
 
@@ -77,12 +80,21 @@ class MemoryReads(MemoryState):
             self._workers[info.worker_id] = WorkerInfo.from_dict(info.to_dict())
             oldest = info.last_seen - WORKER_RETENTION_S
             for worker_id in [w.worker_id for w in self._workers.values() if w.last_seen < oldest]:
-                del self._workers[worker_id]
+                add_metrics(self._retired_metrics, self._workers.pop(worker_id).metrics)
 
-    def unregister_worker(self, worker_id: str) -> None:
-        """Remove a worker's entry; see :meth:`Queue.unregister_worker`."""
+    def unregister_worker(self, worker_id: str, *, final: WorkerInfo | None = None) -> None:
+        """Remove a worker's entry, its figures added to the retired totals; see
+        :meth:`Queue.unregister_worker`."""
         with self._lock:
-            self._workers.pop(worker_id, None)
+            entry = self._workers.pop(worker_id, None)
+            if entry is not None:
+                add_metrics(self._retired_metrics, (entry if final is None else final).metrics)
+
+    def retired_metrics(self) -> dict[str, Any]:
+        """The summed figures of removed entries; see :meth:`Queue.retired_metrics`."""
+        with self._lock:
+            flat = flat_figures(self._retired_metrics)
+        return from_flat(flat)  # the shape the other backends read back: no zero figures
 
     def workers(self) -> list[WorkerInfo]:
         """The registered workers, oldest first; see :meth:`Queue.workers`."""

@@ -41,6 +41,7 @@ import itertools
 import math
 import threading
 import weakref
+from collections import Counter
 from collections.abc import Collection
 from typing import Final
 
@@ -95,6 +96,11 @@ class MemoryState:
         self._blocked: dict[str, int] = {}
         self._dependents: dict[str, list[str]] = {}
         self._running: dict[str, None] = {}
+        # RUNNING jobs per job type (kept with _running: see _add_running), for claims
+        # under per-type concurrency limits.
+        self._running_types: Counter[str] = Counter()
+        # Jobs ever submitted, per job type (Queue.count_submitted): only grows.
+        self._submitted: Counter[str] = Counter()
         # PENDING jobs rescued from a batch whose worker died: while any waits, claims
         # take one job at a time (see Queue.reclaim_expired).
         self._alone: set[str] = set()
@@ -136,7 +142,7 @@ class MemoryState:
                 self._alone.add(job_id)
             self._place(job)
         elif status is _RUNNING:
-            self._running[job_id] = None
+            self._add_running(job)
         elif job.finished_at is not None:
             self._finish(job, status)
 
@@ -422,8 +428,18 @@ class MemoryState:
         del self._jobs[job_id], self._status[job_id]
         self._logs.pop(job_id, None)
 
+    def _add_running(self, job: Job) -> None:
+        """Index a job that became RUNNING. Lock held."""
+        self._running[job.job_id] = None
+        self._running_types[job.job_type] += 1
+
+    def _drop_running(self, job: Job) -> None:
+        """Unindex a job that is no longer RUNNING. Lock held."""
+        if self._running.pop(job.job_id, 0) is None:
+            self._running_types[job.job_type] -= 1
+
     def _leave_running(self, job: Job) -> None:
-        self._running.pop(job.job_id, None)
+        self._drop_running(job)
         job.lease_until = None
 
     def _get(self, job_id: str) -> Job:
@@ -464,7 +480,7 @@ class MemoryState:
             self._place(job)
             self._cond.notify()
         elif status is _RUNNING:
-            self._running[job.job_id] = None
+            self._add_running(job)
         elif status is _COMPLETED:
             self._release_dependents(job.job_id)
         elif status in FAILING:

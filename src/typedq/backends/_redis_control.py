@@ -128,7 +128,7 @@ class RedisJobControl:
 
     def set_progress(self, job_id: str, *, token: int, progress: JobProgress) -> None:
         """Store a running job's progress; see :meth:`Queue.set_progress`."""
-        self._control("progress", job_id, token, control.encode_progress(progress))
+        self._control("progress", job_id, token, control.encode_progress(control.stamped(progress, token)))
 
     def append_logs(self, job_id: str, *, token: int, lines: Sequence[JobLogLine]) -> None:
         """Add lines to a running job's log; see :meth:`Queue.append_logs`."""

@@ -65,10 +65,10 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Final
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from typedq.backends._control import decode_progress
+from typedq.backends._control import current_progress, decode_logs, decode_progress, encode_progress
 from typedq.backends._frames import UNDECODABLE_KEY, FrameFields
 from typedq.errors import ConfigError
-from typedq.job import TERMINAL_STATUSES, TRACEBACK_KEY, Job, JobStatus, take_legacy_traceback
+from typedq.job import TERMINAL_STATUSES, TRACEBACK_KEY, Job, JobLogLine, JobStatus, take_legacy_traceback
 
 __all__ = [
     "FIXED_KEYS",
@@ -453,7 +453,14 @@ class HashCodec(FrameFields):
             out += ("ra", "1")
         if job.traceback is not None:
             out += ("tb", job.traceback)
+        if job.progress is not None:  # an imported job's
+            out += ("pg", encode_progress(job.progress))
         return out
+
+    def logs(self, flat: list[bytes]) -> list[JobLogLine]:
+        """The log lines (``lg``) of a stored hash read as a flat ``[name, value, ...]`` list."""
+        it = iter(flat)
+        return decode_logs(dict(zip(it, it, strict=True)).get(b"lg"))
 
     def job(self, job_id: str, flat: list[bytes] | Mapping[bytes, bytes], *, strict: bool = False) -> Job:
         """Build the job of a stored hash (a flat ``[name, value, ...]`` list or a dict).
@@ -515,5 +522,5 @@ class HashCodec(FrameFields):
             cancel_requested=b"cr" in h,
             run_alone=b"ra" in h,
             traceback=traceback,
-            progress=decode_progress(get(b"pg")),
+            progress=current_progress(decode_progress(get(b"pg")), int(get(b"a", 0))),
         )

@@ -53,11 +53,16 @@ class RedisReads:
         marker): a server flushed without a reconnect is noticed within a heartbeat.
         """
         self._link.check_epoch()
-        registry.register_worker(self._r, self._settings, self._base, info)
+        registry.register_worker(self._r, self._run, self._settings, self._base, info)
 
-    def unregister_worker(self, worker_id: str) -> None:
-        """Remove a worker's entry; see :meth:`Queue.unregister_worker`."""
-        registry.unregister_worker(self._r, self._settings, self._base, worker_id)
+    def unregister_worker(self, worker_id: str, *, final: WorkerInfo | None = None) -> None:
+        """Remove a worker's entry, its figures added to the retired totals in the same
+        transaction; see :meth:`Queue.unregister_worker`."""
+        registry.unregister_worker(self._r, self._run, self._settings, self._base, worker_id, final=final)
+
+    def retired_metrics(self) -> dict[str, Any]:
+        """The summed figures of removed entries; see :meth:`Queue.retired_metrics`."""
+        return registry.retired_metrics(self._r, self._settings, self._base)
 
     def workers(self) -> list[WorkerInfo]:
         """The registered workers, oldest first; see :meth:`Queue.workers`."""

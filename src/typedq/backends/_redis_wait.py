@@ -9,8 +9,13 @@ wake-up that finds the job taken by another worker simply waits again.
 
 A wait that ends at a delayed job's due time does not trust the server's ``BLPOP``
 timeout, which Redis honours only at its next event-loop pass (up to ``1/hz`` late, 100
-ms by default): a timer of the waiting process pushes a token to the object's interrupt
-list at the due time (:meth:`Waiters.block_until_due`), which ends the ``BLPOP`` at once.
+ms by default): the waiting thread sends its ``BLPOP``, waits for the reply on its own
+socket (``select``) only until the due time, and if none came by then pushes a token to
+the object's interrupt list itself and reads the reply it ends
+(:meth:`Waiters.block_until_due`). No other thread is involved: a timer thread (one more
+thread to start per wait, to be scheduled at the due time and to hand the GIL back) made
+the job start late by whatever the process's other threads and the machine's load
+delayed it.
 
 ``interrupt()`` must wake the threads of one queue object, and only them: each
 :class:`Waiters` has its own list ``{prefix}:{queue}:intr:<random>`` that its waiters
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from typing import Any, Final
 
@@ -35,9 +41,13 @@ logger = logging.getLogger("typedq.redis")
 _INTERRUPT_TTL_MS: Final = 60_000
 #: Shortest BLPOP timeout worth blocking for (Redis reads 0 as "forever").
 MIN_BLOCK_S: Final = 0.01
-#: How much longer than a due-time wait its BLPOP's own timeout is: the timer's token
+#: How much longer than a due-time wait its BLPOP's own timeout is: the waiter's token
 #: ends the wait; the server's timeout only backs it up.
 _BACKSTOP_S: Final = 0.5
+#: A socket wait's grain: Python waits on a socket with ``poll()``, in whole milliseconds
+#: rounded up, so a due-time wait polls until this much before the due time and sleeps
+#: the rest (to the microsecond).
+_POLL_GRAIN_S: Final = 0.001
 
 
 class Waiters:
@@ -64,35 +74,55 @@ class Waiters:
         """``BLPOP`` the wake and interrupt lists for up to ``timeout_s`` seconds, unless
         an interrupt came since :meth:`mark` returned ``seen``; return whether a token
         (or that interrupt) ended the wait."""
+        return self._blpop(client, seen, timeout_s, None)
+
+    def block_until_due(self, client: Any, seen: int, timeout_s: float) -> bool:
+        """:meth:`block` for a wait that ends at a delayed job's due time, ``timeout_s``
+        from now: if no token came by then, this thread pushes one to the interrupt list
+        itself, ending its ``BLPOP`` on time. The server's own ``BLPOP`` timeout is only
+        the backstop: Redis ends a blocked command at its timeout only at its next
+        event-loop pass, up to ``1/hz`` seconds late (100 ms with the default ``hz 10``).
+
+        Returns whether a token (or an interrupt) ended the wait; the due time's token
+        counts, so a caller looks for ready jobs either way. When another thread of this
+        object takes that token first, it wakes instead (and looks for the due job);
+        when a token came just after the due time, the one pushed then is left over: it
+        ends one later wait of this object early (and expires within a minute).
+        """
+        return self._blpop(client, seen, timeout_s + _BACKSTOP_S, max(0.0, timeout_s))
+
+    def _blpop(self, client: Any, seen: int, timeout_s: float, due_s: float | None) -> bool:
         with self._lock:
             if self._interrupts != seen:
                 return True
             self._waiting += 1
         try:
-            return client.blpop([self.intr_key, self.wake_key], timeout=timeout_s) is not None
+            pool = self._pool(client)
+            conn = pool.get_connection()
+            try:
+                conn.send_command("BLPOP", self.intr_key, self.wake_key, timeout_s)
+                if due_s is not None:
+                    deadline = time.monotonic() + due_s
+                    if not conn.can_read(timeout=max(0.0, due_s - _POLL_GRAIN_S)):
+                        time.sleep(max(0.0, deadline - time.monotonic()))
+                        self._alarm(client)
+                return conn.read_response() is not None
+            except BaseException:
+                conn.disconnect()  # a reply half read, or not read, must not reach the next user
+                raise
+            finally:
+                pool.release(conn)
         finally:
             with self._lock:
                 self._waiting -= 1
 
-    def block_until_due(self, client: Any, seen: int, timeout_s: float) -> bool:
-        """:meth:`block` for a wait that ends at a delayed job's due time, ``timeout_s``
-        from now: a timer of this process pushes a token to the interrupt list then,
-        ending the ``BLPOP`` on time. The server's own ``BLPOP`` timeout is only the
-        backstop: Redis ends a blocked command at its timeout only at its next event-loop
-        pass, up to ``1/hz`` seconds late (100 ms with the default ``hz 10``).
-
-        Returns whether a token (or an interrupt) ended the wait; the timer's token
-        counts, so a caller looks for ready jobs either way. A token the timer pushed
-        just after another one ended the wait is left over: it ends one later wait of
-        this object early (and expires within a minute).
-        """
-        timer = threading.Timer(max(0.0, timeout_s), self._alarm, args=(client,))
-        timer.daemon = True
-        timer.start()
-        try:
-            return self.block(client, seen, timeout_s + _BACKSTOP_S)
-        finally:
-            timer.cancel()
+    def _pool(self, client: Any) -> Any:
+        """The connection pool serving the lists: the client's, or on a Cluster the pool
+        of the node of their slot (they share the queue's hash tag)."""
+        pool = getattr(client, "connection_pool", None)
+        if pool is None:
+            pool = client.get_redis_connection(client.get_node_from_key(self.wake_key)).connection_pool
+        return pool
 
     def _alarm(self, client: Any) -> None:
         """Push one token to the interrupt list (the due time of a waiter came)."""

@@ -21,7 +21,7 @@ from typedq.clock import Clock
 from typedq.errors import JobNotFoundError
 from typedq.job import Job, JobLogLine, JobProgress, JobStatus
 
-__all__ = ["SQLiteControl"]
+__all__ = ["EXPORT", "GET_WITH_PROGRESS", "SQLiteControl", "restore_control"]
 
 _Conn = sqlite3.Connection
 _LEASED: Final = "WHERE queue = ? AND job_id = ? AND status = 'RUNNING' AND attempt = ?"
@@ -50,6 +50,25 @@ _PREVIOUS: Final = (
 _MOVE: Final = "UPDATE jobs SET scheduled_at = ?, created_at = ? WHERE seq = ?"
 #: A job's row with its progress last (params: queue, job id).
 GET_WITH_PROGRESS: Final = f"SELECT {rows.SELECT_COLUMNS}, progress FROM jobs WHERE queue = ? AND job_id = ?"
+#: ``export_jobs``: every row of a queue with its progress and logs last (param: queue).
+EXPORT: Final = (
+    f"SELECT {rows.SELECT_COLUMNS}, progress, logs FROM jobs NOT INDEXED WHERE queue = ? ORDER BY seq"
+)
+_RESTORE: Final = "UPDATE jobs SET progress = ?, logs = ? WHERE queue = ? AND job_id = ?"
+
+
+def restore_control(
+    conn: _Conn, queue: str, jobs: Sequence[Job], logs: dict[str, list[JobLogLine]]
+) -> None:
+    """Store the progress and logs imported jobs came with (in the import's transaction)."""
+    conn.executemany(_RESTORE, [
+        (
+            None if job.progress is None else control.encode_progress(job.progress),
+            control.encode_logs(logs[job.job_id]) if job.job_id in logs else None,
+            queue, job.job_id,
+        )
+        for job in jobs if job.progress is not None or job.job_id in logs
+    ])
 
 
 class SQLiteControl:
@@ -77,7 +96,7 @@ class SQLiteControl:
 
     def set_progress(self, job_id: str, *, token: int, progress: JobProgress) -> None:
         """Store a running job's progress; see :meth:`Queue.set_progress`."""
-        params = (control.encode_progress(progress), self._name, job_id, token)
+        params = (control.encode_progress(control.stamped(progress, token)), self._name, job_id, token)
 
         def tx(conn: _Conn) -> None:
             if conn.execute(_PROGRESS, params).fetchone() is None:
@@ -120,7 +139,7 @@ class SQLiteControl:
             return found  # type: ignore[no-any-return]  # one row
 
         def tx(conn: _Conn) -> Sequence[Any]:
-            conn.execute(SQL.promote, (name, now))
+            self._graph.promote(conn, now)
             seq, _, priority, sched, created, _ = place(conn, job_id, "job_id")
             job = Job(
                 job_id=job_id, job_type="reorder", priority=priority, scheduled_at=sched, created_at=created

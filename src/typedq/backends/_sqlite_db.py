@@ -5,7 +5,9 @@
   touches, nor closes, a connection it inherited (closing one could disturb the parent's
   locks); it opens its own. Inherited connections are parked forever instead of being
   garbage-collected, since collecting one closes it. A thread's connection is closed
-  when the thread ends, and :meth:`Connections.close` closes every one left.
+  when the thread ends, and :meth:`Connections.close` closes every one left, never one
+  a call is using (it waits for those, bounded; a call still running then closes its
+  own connection when it ends); any call after close raises ``QueueClosedError``.
 * Every connection is set up the same way and checked: WAL, ``synchronous`` NORMAL or
   FULL, ``busy_timeout`` :data:`BUSY_TIMEOUT_S`, a checkpoint every
   :data:`WAL_AUTOCHECKPOINT_PAGES` pages.
@@ -36,10 +38,11 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from typedq.backends._sqlite_driver import sqlite3
-from typedq.errors import BackendError, BackendWriteError, TypedqError
+from typedq.errors import BackendError, BackendWriteError, QueueClosedError, TypedqError
 
 __all__ = [
     "BUSY_TIMEOUT_S",
+    "CLOSE_WAIT_S",
     "SYNCHRONOUS",
     "WAL_AUTOCHECKPOINT_PAGES",
     "WAL_SIZE_LIMIT",
@@ -49,6 +52,8 @@ __all__ = [
 
 #: How long a connection waits for another one's write lock before SQLITE_BUSY.
 BUSY_TIMEOUT_S: Final = 5.0
+#: How long :meth:`Connections.close` waits for calls in progress on other threads, s.
+CLOSE_WAIT_S: Final = 2.0
 #: ``PRAGMA wal_autocheckpoint`` of every connection (pages).
 WAL_AUTOCHECKPOINT_PAGES: Final = 4000
 #: ``PRAGMA journal_size_limit``: the WAL file is truncated to this after a checkpoint.
@@ -127,12 +132,14 @@ class _Holder:
     """A thread's connection, its writer-lock descriptor (opened on the first write) and
     the process that opened them (weak-referenceable)."""
 
-    __slots__ = ("__weakref__", "conn", "lock_fds", "pid")
+    __slots__ = ("__weakref__", "busy", "conn", "lock_fds", "pid")
 
     def __init__(self, conn: sqlite3.Connection, pid: int) -> None:
         self.conn = conn
         self.pid = pid
         self.lock_fds: list[int] = []  # shared with the finalizer, which closes them
+        #: Whether a call (read or write) is using the connection now.
+        self.busy = False
 
 
 def _release(conn: sqlite3.Connection, pid: int, lock_fds: list[int]) -> None:
@@ -152,6 +159,20 @@ def _release(conn: sqlite3.Connection, pid: int, lock_fds: list[int]) -> None:
     lock_fds.clear()
 
 
+def _between(
+    before: Callable[[sqlite3.Connection], None],
+    after: Callable[[sqlite3.Connection], None],
+    fn: Callable[[sqlite3.Connection], _T],
+) -> Callable[[sqlite3.Connection], _T]:
+    def run(conn: sqlite3.Connection) -> _T:
+        before(conn)
+        result = fn(conn)
+        after(conn)
+        return result
+
+    return run
+
+
 class Connections:
     """Per-thread, per-process connections to one SQLite file.
 
@@ -159,6 +180,8 @@ class Connections:
         path: the database file.
         synchronous: ``PRAGMA synchronous`` (1 NORMAL, 2 FULL).
         on_connect: extra setup run on each new connection (after the PRAGMAs).
+        around_write: ``(before, after)``, run in every :meth:`write` transaction before
+            and after its work (unless the write asks for none).
     """
 
     def __init__(
@@ -166,13 +189,18 @@ class Connections:
         path: Path,
         synchronous: int,
         on_connect: Callable[[sqlite3.Connection], None] | None = None,
+        around_write: tuple[Callable[[sqlite3.Connection], None], Callable[[sqlite3.Connection], None]]
+        | None = None,
     ) -> None:
         self.path = path
         self.synchronous = synchronous
         self._on_connect = on_connect
+        self._around_write = around_write
         self._local = threading.local()
         self._lock = threading.Lock()
-        self._finalizers: list[weakref.finalize[Any, Any]] = []
+        self._idle = threading.Condition(self._lock)
+        self._active = 0  # calls using a connection now
+        self._finalizers: list[tuple[weakref.ref[_Holder], weakref.finalize[Any, Any]]] = []
         self._closed = False
         #: How many transactions were retried after SQLITE_BUSY (diagnostics).
         self.busy_retries = 0
@@ -189,13 +217,57 @@ class Connections:
             return holder.conn
         return self._open()
 
-    def _open(self) -> sqlite3.Connection:
+    def _enter(self) -> _Holder:
+        """This thread's connection holder, marked in use for a call (see :meth:`close`);
+        the caller ends the call with :meth:`_leave`. Plain calls, not a context
+        manager: they run around every read and write.
+
+        Raises:
+            QueueClosedError: the queue was closed.
+        """
+        with self._lock:
+            if self._closed:
+                raise self._closed_error()
+            self._active += 1
+            holder: _Holder | None = getattr(self._local, "holder", None)
+            if holder is not None and holder.pid == _pid:
+                holder.busy = True  # under the lock: close never takes it for idle
+                return holder
+        try:
+            self._open(busy=True)
+        except BaseException:
+            self._leave(None)
+            raise
+        opened: _Holder = self._local.holder
+        return opened
+
+    def _leave(self, holder: _Holder | None) -> None:
+        """End a call begun by :meth:`_enter`."""
+        with self._lock:
+            if holder is not None:
+                holder.busy = False
+            self._active -= 1
+            closed = self.closed  # may have changed since _enter
+            if closed and not self._active:
+                self._idle.notify_all()  # close() waits for the last call
+        if closed:  # closed during the call: this thread closes its own connection
+            self._drop_mine()
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
+    def _closed_error(self) -> QueueClosedError:
+        return QueueClosedError(f"the SQLite queue on {self.path} is closed; nothing was read or written")
+
+    def _open(self, *, busy: bool = False) -> sqlite3.Connection:
         if self._closed:
-            raise BackendError(f"the SQLite queue on {self.path} is closed")
+            raise self._closed_error()
         with map_errors(self.path):
             conn = self.connect()
         # Replacing a stale (inherited) holder parks its connection: see _release.
-        self.adopt(conn)
+        self.adopt(conn, busy=busy)
         return conn
 
     def connect(self, *, configure: bool = True) -> sqlite3.Connection:
@@ -247,30 +319,37 @@ class Connections:
         if self._on_connect is not None:
             self._on_connect(conn)
 
-    def adopt(self, conn: sqlite3.Connection) -> None:
-        """Make ``conn`` (from :meth:`connect`) this thread's connection."""
+    def adopt(self, conn: sqlite3.Connection, *, busy: bool = False) -> None:
+        """Make ``conn`` (from :meth:`connect`) this thread's connection (``busy``: in use
+        by a call from the start)."""
         holder = _Holder(conn, _pid)
+        holder.busy = busy
         finalizer = weakref.finalize(holder, _release, conn, _pid, holder.lock_fds)
         with self._lock:
-            self._finalizers = [f for f in self._finalizers if f.alive]
-            self._finalizers.append(finalizer)
+            self._finalizers = [(ref, f) for ref, f in self._finalizers if f.alive]
+            self._finalizers.append((weakref.ref(holder), finalizer))
         self._local.holder = holder
 
-    def write(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
-        """Run ``fn(conn)`` in one ``BEGIN IMMEDIATE`` transaction and commit it.
+    def write(self, fn: Callable[[sqlite3.Connection], _T], *, around: bool = True) -> _T:
+        """Run ``fn(conn)`` in one ``BEGIN IMMEDIATE`` transaction and commit it, between
+        the ``around_write`` steps unless ``around`` is false.
 
         Any exception rolls the transaction back and propagates (typedq errors as they
         are, driver errors mapped). SQLITE_BUSY, after the busy timeout, retries the
         whole transaction once.
         """
-        conn = self.get()
-        holder: _Holder = self._local.holder
-        lock_fd = self._turn(holder)
+        if around and self._around_write is not None:
+            fn = _between(*self._around_write, fn)
+        holder = self._enter()
         try:
-            return self._transaction(conn, fn)
+            lock_fd = self._turn(holder)
+            try:
+                return self._transaction(holder.conn, fn)
+            finally:
+                if lock_fd is not None:
+                    fcntl.flock(lock_fd, fcntl.LOCK_UN)
         finally:
-            if lock_fd is not None:
-                fcntl.flock(lock_fd, fcntl.LOCK_UN)
+            self._leave(holder)
 
     def _turn(self, holder: _Holder) -> int | None:
         """Wait for this thread's turn to write; return the locked descriptor, or None
@@ -326,10 +405,13 @@ class Connections:
 
     def read(self, sql: str, params: tuple[object, ...] = ()) -> list[Any]:
         """Run one read statement (its own snapshot) and return every row."""
+        holder = self._enter()
         try:
-            return self.get().execute(sql, params).fetchall()
+            return holder.conn.execute(sql, params).fetchall()
         except sqlite3.Error as exc:
             raise translate(exc, self.path) from exc
+        finally:
+            self._leave(holder)
 
     def settings(self) -> dict[str, Any]:
         """The file's settings as this thread's connection sees them, and the counters.
@@ -354,13 +436,31 @@ class Connections:
             "writer_lock_timeouts": self.writer_lock_timeouts,
         }
 
-    def close(self) -> None:
-        """Close every connection this process opened; later use raises BackendError."""
-        self._closed = True
+    def close(self, wait_s: float = CLOSE_WAIT_S) -> None:
+        """Close every connection this process opened; later calls raise ``QueueClosedError``.
+
+        A connection is never closed under a call using it (another thread's, when
+        workers were not stopped first): close waits up to ``wait_s`` for the calls in
+        progress to end, then closes the idle connections; a call still running then
+        (a write waiting for its turn) closes its own connection when it ends.
+        """
+        deadline = time.monotonic() + wait_s
         with self._lock:
-            finalizers, self._finalizers = self._finalizers, []
+            self._closed = True
+            while self._active and (left := deadline - time.monotonic()) > 0:
+                self._idle.wait(left)
+            finalizers = [f for ref, f in self._finalizers if not _in_use(ref)]
+            self._finalizers = [(ref, f) for ref, f in self._finalizers if _in_use(ref)]
         for finalizer in finalizers:
             finalizer()  # closes this process's connections, parks inherited ones
-        holder: _Holder | None = getattr(self._local, "holder", None)
-        if holder is not None:
+        self._drop_mine()
+
+    def _drop_mine(self) -> None:
+        """Forget this thread's connection; collecting its holder closes it (``_release``)."""
+        if getattr(self._local, "holder", None) is not None:
             del self._local.holder
+
+
+def _in_use(ref: weakref.ref[_Holder]) -> bool:
+    holder = ref()
+    return holder is not None and holder.busy

@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import Counter
 from collections.abc import Collection
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from typedq._validate import require_number
+from typedq.backends import _sqlite_counts as counts
 from typedq.backends import _sqlite_rows as rows
 from typedq.backends._retention import check_purge
 from typedq.backends._sqlite_db import Connections
@@ -59,11 +61,11 @@ _COPIED: Final = ", ".join(
 # the dead-letter queue, the dead row's seq).
 _COPY: Final = (
     f"INSERT INTO jobs (queue, {_COPIED}) SELECT ?, {_COPIED.replace('origin', 'queue')} FROM jobs"
-    " WHERE seq = ?"
+    " WHERE seq = ? RETURNING job_type, status"
 )
 _RESTORE: Final = (
     f"INSERT INTO jobs (queue, {_COPIED}) SELECT ?, {_COPIED} FROM jobs"
-    " WHERE queue = ? AND job_id = ? AND status = 'DEAD'"
+    " WHERE queue = ? AND job_id = ? AND status = 'DEAD' RETURNING job_type"
 )
 #: The dead letters beyond the newest ``dlq_max`` (params: queue, dlq_max), oldest last:
 #: a walk of the jobs_settled index in seq order, no sort.
@@ -106,7 +108,8 @@ def copy_dead(
     beyond ``dlq_max``, each with its own DEAD row in the queue it names. Returns the
     ids dropped."""
     _forget(conn, codec, dlq, job_id, now)
-    conn.execute(_COPY, (dlq, seq))
+    for job_type, status in conn.execute(_COPY, (dlq, seq)).fetchall():
+        counts.bump_one(conn, dlq, job_type, None, status)
     if dlq_max is None:
         return []
     dropped = []
@@ -130,7 +133,9 @@ def restore_dead(conn: _Conn, *, queue: str, job_id: str, dlq: str) -> None:
     """
     if conn.execute(_STATE, (queue, job_id)).fetchone() is not None:
         return
-    if conn.execute(_RESTORE, (queue, dlq, job_id)).rowcount:
+    restored = conn.execute(_RESTORE, (queue, dlq, job_id)).fetchone()
+    if restored is not None:
+        counts.bump_one(conn, queue, restored[0], None, "DEAD")
         return
     found = conn.execute(_STATE, (dlq, job_id)).fetchone()
     if found is None:
@@ -146,7 +151,8 @@ def take_back(conn: _Conn, codec: rows.RowCodec, *, job_id: str, dlq: str, now: 
 #: The oldest jobs of a status that ended before a time (params: queue, status, time,
 #: limit): a walk of jobs_finished in finished_at order.
 _EXPIRED: Final = (
-    "SELECT seq, job_id, has_waiters FROM jobs INDEXED BY jobs_finished WHERE queue = ? AND status = ?"
+    "SELECT seq, job_id, has_waiters, job_type FROM jobs INDEXED BY jobs_finished"
+    " WHERE queue = ? AND status = ?"
     f" AND {FINISHED_CONDITION} AND finished_at < ? ORDER BY finished_at LIMIT ?"
 )
 
@@ -161,17 +167,20 @@ def purge(
     does."""
     graph = QueueGraph(queue, codec)
     seqs: list[int] = []
+    gone: counts.Deltas = Counter()
     for status in statuses:
         found = conn.execute(_EXPIRED, (queue, status, older_than, limit - len(seqs))).fetchall()
-        for seq, job_id, waiters in found:
+        for seq, job_id, waiters, job_type in found:
             if waiters:
                 graph.fail_dependents(conn, job_id, "CANCELLED", now)
             seqs.append(seq)
+            gone[job_type, status] -= 1
         if len(seqs) >= limit:
             break
     if not seqs:
         return 0
     conn.executemany(SQL.delete, [(seq,) for seq in seqs])
+    counts.bump(conn, queue, gone)
     top = max(seqs)
     if top > conn.execute(SQL.top_seq).fetchone()[0]:
         conn.execute(SQL.drop_high_water)

@@ -12,18 +12,22 @@ only when there may be some. The rules are the memory backend's:
 * COMPLETED releases the dependents (``blocked_by`` - 1);
 * FAILED, DEAD, CANCELLED and delete fail the blocked dependents, transitively.
 
-Every method takes the connection of the caller's open ``BEGIN IMMEDIATE`` transaction.
+Every method takes the connection of the caller's open ``BEGIN IMMEDIATE`` transaction,
+and keeps the queue's ``job_counts`` rows right for each job it adds, moves or deletes
+(see ``_sqlite_counts``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from itertools import groupby
 from operator import itemgetter
 from typing import Any, Final, NamedTuple
 
+from typedq.backends import _sqlite_counts as counts
 from typedq.backends import _sqlite_rows as rows
 from typedq.backends._graph import check_batch_acyclic, dependency_order
 from typedq.backends._sqlite_driver import sqlite3
@@ -77,6 +81,10 @@ class JobState(NamedTuple):
     status: str
     depends_on: str | None
     scheduled_at: float | None
+    job_type: str
+    priority: int
+    #: Whether it is in the ready index (PENDING, unblocked, not delayed).
+    ready: bool = False
 
 
 def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
@@ -112,8 +120,8 @@ class QueueGraph:
 
     def place_batch(
         self, conn: _Conn, batch: dict[str, Job], encoded: dict[str, rows.Blobs], now: float
-    ) -> tuple[list[tuple[Any, ...]], list[tuple[str, str, str]], list[tuple[str, str]]]:
-        """Check a batch with dependencies and compute its rows, edges and parents.
+    ) -> tuple[list[tuple[Any, ...]], list[tuple[str, str, str]], list[tuple[str, str]], counts.Deltas]:
+        """Check a batch with dependencies and compute its rows, edges, parents and counts.
 
         Mirrors the memory backend: a job waiting on a FAILED, DEAD or CANCELLED job is
         stored FAILED naming it; otherwise one edge per unfinished dependency.
@@ -156,8 +164,12 @@ class QueueGraph:
             status_of[job.job_id] = status
             placed.append((job, blocked, error))
         params = []
+        added: counts.Deltas = Counter()
         for job, blocked, error in placed:
             blobs = encoded[job.job_id]
+            added[job.job_type, status_of[job.job_id]] += 1
+            if error is None and not blocked and rows.ready_at_insert(job, now):
+                added[job.job_type, counts.ready(job.priority)] += 1
             if error is None:
                 params.append(
                     self.rows.row(
@@ -167,7 +179,7 @@ class QueueGraph:
             else:
                 params.append(self.rows.failed_row(job, self.queue, blobs, error, now))
         parents = [(self.queue, dep) for dep in sorted(waited_on - batch.keys())]
-        return params, edges, parents
+        return params, edges, parents, added
 
     def refuse_batch(self, conn: _Conn, batch: dict[str, Job]) -> None:
         """Raise the memory backend's error for the first offending job of a batch."""
@@ -193,28 +205,53 @@ class QueueGraph:
             found.update(conn.execute(sql, (self.queue, *chunk)).fetchall())
         return found
 
+    def promote(self, conn: _Conn, now: float) -> None:
+        """Delayed jobs that are due join the ready index (at most 1,000 at a time)."""
+        got = conn.execute(SQL.promote, (self.queue, now)).fetchall()
+        if got:
+            due = Counter((t, counts.ready(priority)) for t, priority, blocked in got if not blocked)
+            counts.bump(conn, self.queue, due)
+
     def release_dependents(self, conn: _Conn, job_id: str) -> bool:
         """A job COMPLETED: each dependent waits for one dependency less."""
         children = conn.execute(SQL.take_edges, (self.queue, job_id)).fetchall()
-        if children:
-            conn.executemany(SQL.unblock, [(self.queue, child) for (child,) in children])
+        freed: Counter[tuple[str, str]] = Counter()
+        for (child,) in children:
+            got = conn.execute(SQL.unblock, (self.queue, child)).fetchone()
+            if got is not None and got[2]:  # its last dependency: it is ready
+                freed[got[0], counts.ready(got[1])] += 1
+        counts.bump(conn, self.queue, freed)
         return bool(children)
 
     def fail_dependents(self, conn: _Conn, job_id: str, status: str, now: float) -> None:
         """A job ended FAILED, DEAD or CANCELLED: fail the jobs waiting on it, transitively."""
         stack = [(job_id, status)]
+        failed: list[str] = []
         while stack:
             parent, parent_status = stack.pop()
             error = f"dependency {parent} is {parent_status}"
             for (child,) in conn.execute(SQL.take_edges, (self.queue, parent)).fetchall():
-                if conn.execute(SQL.fail_blocked, (error, now, self.queue, child)).rowcount:
+                got = conn.execute(SQL.fail_blocked, (error, now, self.queue, child)).fetchone()
+                if got is not None:
+                    failed.append(got[0])
                     conn.execute(SQL.drop_child_edges, (self.queue, child))
                     stack.append((child, "FAILED"))
+        if failed:
+            counts.bump(conn, self.queue, counts.moved(failed, _PENDING, "FAILED"))
 
-    def place(self, conn: _Conn, seq: int, job_id: str, depends: str | None, now: float) -> None:
-        """A job became PENDING: block it on its unfinished dependencies, or fail it."""
+    def place(
+        self, conn: _Conn, job: JobState, now: float, *, counted_ready: bool
+    ) -> None:
+        """A job became PENDING: block it on its unfinished dependencies, or fail it.
+
+        ``counted_ready``: the job was counted as ready when it became PENDING (not
+        delayed); blocking or failing it takes that back."""
+        seq, job_id, depends = job.seq, job.job_id, job.depends_on
         if not depends:
             return
+        unready: counts.Deltas = Counter()
+        if counted_ready:
+            unready[job.job_type, counts.ready(job.priority)] -= 1
         deps: list[str] = json.loads(depends)
         status_of = self.statuses(conn, deps)
         unfinished = []
@@ -223,7 +260,10 @@ class QueueGraph:
             if dep_status == _COMPLETED:
                 continue
             if dep_status in _FAILING or dep_status == "missing":
-                conn.execute(SQL.fail_seq, (f"dependency {dep} is {dep_status}", now, seq))
+                error = f"dependency {dep} is {dep_status}"
+                conn.execute(SQL.fail_seq, (error, now, seq))
+                unready.update(counts.moved([job.job_type], _PENDING, "FAILED"))
+                counts.bump(conn, self.queue, unready)
                 self.fail_dependents(conn, job_id, "FAILED", now)
                 return
             unfinished.append(dep)
@@ -231,6 +271,7 @@ class QueueGraph:
             conn.executemany(SQL.insert_edge, [(self.queue, dep, job_id) for dep in unfinished])
             conn.executemany(SQL.flag_parent, [(self.queue, dep) for dep in unfinished])
             conn.execute(SQL.set_blocked, (len(unfinished), seq))
+            counts.bump(conn, self.queue, unready)
 
     def state(self, conn: _Conn, job_id: str) -> JobState:
         """The stored state of ``job_id``.
@@ -241,7 +282,8 @@ class QueueGraph:
         found = conn.execute(SQL.state, (self.queue, job_id)).fetchone()
         if found is None:
             raise JobNotFoundError(job_id, queue=self.queue)
-        return JobState(found[0], job_id, *found[1:])
+        seq, status, depends, sched, job_type, priority, ready = found
+        return JobState(seq, job_id, status, depends, sched, job_type, priority, bool(ready))
 
     def move(
         self, conn: _Conn, job: JobState, new: str, now: float, extra: dict[str, Any] | None = None
@@ -263,8 +305,13 @@ class QueueGraph:
             sets["delayed"] = 1 if sched is not None and sched > now else 0
         assignments = ", ".join(f"{column} = ?" for column in sets)
         conn.execute(f"UPDATE jobs SET {assignments} WHERE seq = ?", (*sets.values(), job.seq))
+        deltas = counts.moved([job.job_type], old, new)
+        ready_now = new == _PENDING and not sets["delayed"]
+        if job.ready != ready_now:
+            deltas[job.job_type, counts.ready(job.priority)] += 1 if ready_now else -1
+        counts.bump(conn, self.queue, deltas)
         if new == _PENDING:
-            self.place(conn, job.seq, job_id, job.depends_on, now)
+            self.place(conn, job, now, counted_ready=ready_now)
         elif new == _COMPLETED:
             self.release_dependents(conn, job_id)
         elif new in _FAILING:
@@ -297,10 +344,11 @@ class QueueGraph:
         params: list[tuple[Any, ...]]
         edges: list[Edge] = []
         parents: list[tuple[str, str]] = []
+        added: counts.Deltas = Counter()
         # (statement, its rows), in the batch's order: seqs follow that order.
         runs: list[tuple[str, list[tuple[Any, ...]]]]
         if fresh is None:
-            params, edges, parents = self.place_batch(conn, batch, encoded, now)
+            params, edges, parents, added = self.place_batch(conn, batch, encoded, now)
             runs = [(SQL.insert, params)]
         elif all(row is not None for row in fresh):
             runs = [
@@ -319,6 +367,19 @@ class QueueGraph:
             self.refuse_batch(conn, batch)
             raise
         conn.execute("RELEASE batch")
+        submitted: counts.Deltas = Counter()
+        if fresh is not None:
+            added = Counter((job.job_type, job.status.value) for job in batch.values())
+            added.update(
+                (job.job_type, counts.ready(job.priority))
+                for job in batch.values()
+                if rows.ready_at_insert(job, now)
+            )
+        for (job_type, status), n in added.items():
+            if status[0].isupper():  # a job status, not a ready:<priority> count
+                submitted[job_type, counts.SUBMITTED] += n
+        added.update(submitted)
+        counts.bump(conn, self.queue, added)
         if edges:
             conn.executemany(SQL.insert_edge, edges)
             conn.executemany(SQL.flag_parent, parents)
@@ -352,8 +413,14 @@ class QueueGraph:
 
     def set_priority(self, conn: _Conn, *, job_id: str, priority: int) -> None:
         """Change a job's priority (its place in the ready index moves with it)."""
-        if not conn.execute(SQL.set_priority, (priority, self.queue, job_id)).rowcount:
+        found = conn.execute(SQL.ready_state, (self.queue, job_id)).fetchone()
+        if found is None:
             raise JobNotFoundError(job_id, queue=self.queue)
+        conn.execute(SQL.set_priority, (priority, self.queue, job_id))
+        job_type, old, ready = found
+        if ready and old != priority:
+            moved = Counter({(job_type, counts.ready(old)): -1, (job_type, counts.ready(priority)): 1})
+            counts.bump(conn, self.queue, moved)
 
     def replay(self, conn: _Conn, *, job_id: str, now: float) -> Sequence[Any]:
         """DEAD -> PENDING as a fresh job (no retries, error or result); return its row."""
@@ -374,10 +441,13 @@ class QueueGraph:
         reopened = [job]
         if with_dependents:
             children: dict[str, list[JobState]] = {}
-            for seq, child, depends, error in conn.execute(SQL.failed_by_dependency, (self.queue,)):
+            found = conn.execute(SQL.failed_by_dependency, (self.queue,))
+            for seq, child, depends, error, job_type, priority in found:
                 parent = error.split(" ", 2)[1]
                 if depends and parent in json.loads(depends):
-                    children.setdefault(parent, []).append(JobState(seq, child, "FAILED", depends, None))
+                    children.setdefault(parent, []).append(
+                        JobState(seq, child, "FAILED", depends, None, job_type, priority)
+                    )
             index = 0
             while index < len(reopened):
                 reopened.extend(children.pop(reopened[index].job_id, []))
@@ -396,6 +466,10 @@ class QueueGraph:
         # A deleted dependency can never complete: its waiting dependents fail.
         self.fail_dependents(conn, job_id, "CANCELLED", now)
         conn.execute(SQL.delete, (job.seq,))
+        deltas = counts.moved([job.job_type], job.status, None)
+        if job.ready:
+            deltas[job.job_type, counts.ready(job.priority)] -= 1
+        counts.bump(conn, self.queue, deltas)
         if job.seq > conn.execute(SQL.top_seq).fetchone()[0]:
             conn.execute(SQL.drop_high_water)
             conn.execute(SQL.keep_high_water, (job.seq,))
@@ -419,6 +493,8 @@ class QueueGraph:
         if not got:
             self.refuse_lease(conn, job_id, token)
         row: Sequence[Any] = got[0]
+        job_type = row[2 if cached is not None else rows.JOB_TYPE]  # complete_short's, or a full row's
+        counts.bump_one(conn, self.queue, job_type, _RUNNING, _COMPLETED)
         return row, bool(row[-1]) and self.release_dependents(conn, job_id)
 
     def complete_all(
@@ -450,7 +526,9 @@ class QueueGraph:
                 else:
                     params += (seq, item.token)
             params.append(now)
-            for seq, *row in conn.execute(SQL.complete_batch(len(chunk), results), params).fetchall():
+            done = conn.execute(SQL.complete_batch(len(chunk), results), params).fetchall()
+            counts.bump(conn, self.queue, counts.moved((row[3] for row in done), _RUNNING, _COMPLETED))
+            for seq, *row in done:
                 pos = batch[seq]
                 got[pos] = (row, True)
                 if row[-1] and self.release_dependents(conn, items[pos].job_id):
@@ -509,8 +587,8 @@ class QueueGraph:
             got = conn.execute(sql, (seq, attempt, now)).fetchone()
             if got is None:
                 continue
-            lost, cancel, depends, sched = got
-            job = JobState(seq, job_id, _RUNNING, depends, sched)
+            lost, cancel, depends, sched, job_type, priority = got
+            job = JobState(seq, job_id, _RUNNING, depends, sched, job_type, priority)
             if cancel:
                 self.move(conn, job, "CANCELLED", now, {"finished_at": now})
             elif in_batch:
@@ -534,6 +612,8 @@ class QueueGraph:
         """
         for row, exc in claimed:
             job_id = row[rows.ID]
-            if conn.execute(SQL.bury_claimed, (str(exc), now, row[rows.SEQ], row[rows.ATTEMPT])).rowcount:
+            got = conn.execute(SQL.bury_claimed, (str(exc), now, row[rows.SEQ], row[rows.ATTEMPT])).fetchone()
+            if got is not None:
+                counts.bump_one(conn, self.queue, got[0], _RUNNING, "DEAD")
                 logger.warning("job %s of queue %r moved to DEAD at claim: %s", job_id, self.queue, exc)
                 self.fail_dependents(conn, job_id, "DEAD", now)

@@ -11,14 +11,16 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
+from typedq.backends import _sqlite_counts as counts
 from typedq.backends import _sqlite_rows as rows
-from typedq.backends._control import decode_progress
-from typedq.backends._sqlite_control import GET_WITH_PROGRESS
+from typedq.backends._control import current_progress, decode_logs, decode_progress, export_record
+from typedq.backends._sqlite_control import EXPORT, GET_WITH_PROGRESS
 from typedq.backends._sqlite_coord import SCHEDULE_QUEUES
 from typedq.backends._sqlite_db import Connections
 from typedq.backends._sqlite_driver import DRIVER, sqlite3
+from typedq.backends._sqlite_registry import fold_metrics, fold_removed, retired_metrics
 from typedq.backends._sqlite_schema import WAL_RESET_BUG
 from typedq.backends._sqlite_sql import SQL
 from typedq.backends._sqlite_wait import ReadySignal
@@ -30,6 +32,8 @@ from typedq.job import Job, JobStatus
 __all__ = ["SQLiteReads"]
 
 _Conn = sqlite3.Connection
+#: The job statuses by their stored text (job_counts also holds pseudo-statuses).
+_STATUSES: Final = {status.value: status for status in JobStatus}
 
 
 class SQLiteReads:
@@ -47,7 +51,7 @@ class SQLiteReads:
     @property
     def size(self) -> int:
         """How many jobs the queue holds, in every state."""
-        return int(self._db.read(SQL.size, (self._name,))[0][0])
+        return sum(self.count_by_status().values())
 
     def diagnostics(self) -> dict[str, Any]:
         """What an operator needs to judge this queue's file; read from a live connection.
@@ -95,8 +99,7 @@ class SQLiteReads:
             raise JobNotFoundError(job_id, queue=self._name)
         row = found[0]
         job = self._rows.job(row)
-        if row[-1] is not None:
-            job.progress = decode_progress(row[-1])
+        job.progress = current_progress(decode_progress(row[-1]), job.attempt)
         return job
 
     def ready_count(self) -> int:
@@ -108,11 +111,19 @@ class SQLiteReads:
         return int(self._db.read(SQL.scheduled_count, (self._name, self._clock.now()))[0][0])
 
     def count_by_status(self) -> dict[JobStatus, int]:
-        """Return how many jobs are in each status (one consistent snapshot)."""
-        counts = dict.fromkeys(JobStatus, 0)
-        for status, count in self._db.read(SQL.counts, (self._name,)):
-            counts[JobStatus(status)] = count
-        return counts
+        """Return how many jobs are in each status (one consistent snapshot of the
+        ``job_counts`` rows: a read of a few rows however many jobs there are)."""
+        found = dict.fromkeys(JobStatus, 0)
+        for status, count in self._db.read(counts.BY_STATUS, (self._name,)):
+            if status in _STATUSES:
+                found[_STATUSES[status]] = int(count)
+        return found
+
+    def count_submitted(self) -> dict[str, int]:
+        """Jobs ever submitted to the queue, per job type; see :meth:`Queue.count_submitted`."""
+        return {
+            job_type: int(n) for job_type, n in self._db.read(counts.BY_TYPE, (self._name, counts.SUBMITTED))
+        }
 
     def list_jobs(
         self,
@@ -143,12 +154,18 @@ class SQLiteReads:
         return [self._rows.job(row) for row in self._db.read(sql, (*params, limit, offset))]
 
     def count_by_type(self, status: JobStatus = JobStatus.PENDING) -> dict[str, int]:
-        """Return how many jobs of each type are in ``status`` (a scan of the queue's rows)."""
-        return dict(self._db.read(SQL.counts_by_type, (self._name, JobStatus(status).value)))
+        """Return how many jobs of each type are in ``status`` (from ``job_counts``)."""
+        found = self._db.read(counts.BY_TYPE, (self._name, JobStatus(status).value))
+        return {job_type: int(n) for job_type, n in found}
 
     def export_jobs(self) -> list[dict[str, Any]]:
         """Return every job as ``Job.to_dict()`` data, in insertion order (one snapshot)."""
-        return [self._rows.job(row).to_dict() for row in self._db.read(SQL.export, (self._name,))]
+        out = []
+        for row in self._db.read(EXPORT, (self._name,)):
+            job = self._rows.job(row)
+            job.progress = current_progress(decode_progress(row[-2]), job.attempt)
+            out.append(export_record(job, decode_logs(row[-1])))
+        return out
 
     # -- the worker registry ------------------------------------------------------------
 
@@ -158,13 +175,27 @@ class SQLiteReads:
 
         def tx(conn: _Conn) -> None:
             conn.execute(SQL.register_worker, (self._name, info.worker_id, info.last_seen, entry))
-            conn.execute(SQL.forget_workers, (self._name, info.last_seen - WORKER_RETENTION_S))
+            forgotten = conn.execute(SQL.forget_workers, (self._name, info.last_seen - WORKER_RETENTION_S))
+            fold_removed(conn, self._name, forgotten.fetchall())
 
         self._db.write(tx)
 
-    def unregister_worker(self, worker_id: str) -> None:
-        """Remove a worker's row; see :meth:`Queue.unregister_worker`."""
-        self._db.write(lambda conn: conn.execute(SQL.unregister_worker, (self._name, worker_id)))
+    def unregister_worker(self, worker_id: str, *, final: WorkerInfo | None = None) -> None:
+        """Remove a worker's row, its figures added to the retired totals in the same
+        transaction; see :meth:`Queue.unregister_worker`."""
+
+        def tx(conn: _Conn) -> None:
+            removed = conn.execute(SQL.unregister_worker, (self._name, worker_id)).fetchall()
+            if removed and final is not None:
+                fold_metrics(conn, self._name, final.metrics)
+            elif removed:
+                fold_removed(conn, self._name, removed)
+
+        self._db.write(tx)
+
+    def retired_metrics(self) -> dict[str, Any]:
+        """The summed figures of removed worker rows; see :meth:`Queue.retired_metrics`."""
+        return retired_metrics(self._db, self._name)
 
     def workers(self) -> list[WorkerInfo]:
         """The registered workers, oldest first; see :meth:`Queue.workers`."""

@@ -31,6 +31,7 @@ __all__ = [
     "Blobs",
     "RowCodec",
     "bindable",
+    "ready_at_insert",
     "revalidate",
     "sort_key",
 ]
@@ -142,6 +143,12 @@ def _delayed(job: Job, now: float) -> int:
     """1 when a PENDING job is due only later (it goes to the delayed index), else 0."""
     sched = job.scheduled_at
     return 1 if sched is not None and sched > now and job.status is _PENDING else 0
+
+
+def ready_at_insert(job: Job, now: float) -> bool:
+    """Whether ``job``, stored at ``now`` unblocked, enters the ready index (PENDING and
+    not delayed)."""
+    return job.status is _PENDING and not _delayed(job, now)
 
 
 def _field_values(job: Job) -> list[Any]:

@@ -52,6 +52,10 @@ Tables (one file holds many queues; every row carries its queue's name)::
     unique_keys (queue, key): unique jobs (schema 9): the job that took the key, when
               its hold ends by time (``until``, NULL for never) and the statuses it
               holds the key in (``states``, comma-separated); see ``_unique``.
+    job_counts (queue, status, job_type): how many jobs are in each status, how many
+              were ever submitted (status ``submitted``) and how many are in
+              jobs_ready per priority (status ``ready:<priority>``), per job type
+              (schema 11); kept by every transition (see ``_sqlite_counts``).
 
 Indexes: ``jobs_ready`` (partial: PENDING, unblocked, not delayed; in claim order:
 priority desc, scheduled_at with NULL first, created_at, seq) serves every claim;
@@ -69,8 +73,8 @@ Keys are plain columns, never expressions: SQLite evaluates an expression for ev
 an index gains or loses (schema 4 dropped jobs_ready's ``ifnull(scheduled_at, 0.0)``).
 
 No index covers every status: a transition of the hot path (PENDING -> RUNNING ->
-COMPLETED) then writes only the table and the small partial indexes, and counting by
-status scans the queue's rows instead.
+COMPLETED) then writes only the table and the small partial indexes; counting by status
+reads ``job_counts`` instead.
 """
 
 from __future__ import annotations
@@ -313,12 +317,40 @@ _V9: Final = (
 # Version 10: job control, each job's progress and log.
 _V10: Final = _job_control_columns()
 
+# Version 11: job_counts, how many jobs of each queue are in each (job type, status), how
+# many of each type were ever submitted (status 'submitted') and how many of each type
+# and priority are in jobs_ready (status 'ready:<priority>'), kept by every
+# transition (see _sqlite_counts), so counting is a read of a few rows. Built here from
+# the rows the file holds: the submitted counts of an upgraded file start at the jobs it
+# holds (those purged or deleted before are not known). Keyed by status before job type:
+# a claim under limits reads the RUNNING rows as one short range.
+_V11: Final = (
+    """CREATE TABLE job_counts (
+        queue TEXT NOT NULL,
+        job_type TEXT NOT NULL,
+        status TEXT NOT NULL,
+        n INTEGER NOT NULL,
+        PRIMARY KEY (queue, status, job_type)
+    ) WITHOUT ROWID""",
+    "INSERT INTO job_counts (queue, job_type, status, n)"
+    " SELECT queue, job_type, status, count(*) FROM jobs WHERE queue > '' GROUP BY queue, job_type, status",
+    "INSERT INTO job_counts (queue, job_type, status, n)"
+    " SELECT queue, job_type, 'submitted', count(*) FROM jobs WHERE queue > '' GROUP BY queue, job_type",
+    "INSERT INTO job_counts (queue, job_type, status, n)"
+    " SELECT queue, job_type, 'ready:' || priority, count(*) FROM jobs WHERE queue > ''"
+    " AND status = 'PENDING' AND blocked_by = 0 AND delayed = 0 GROUP BY queue, job_type, priority",
+    # The fold mark (see _sqlite_counts): every job the file holds is counted.
+    "INSERT INTO job_counts (queue, job_type, status, n)"
+    " SELECT '', '', 'folded', coalesce(max(seq), 0) FROM jobs",
+)
+
 #: For each schema version, the statements that upgrade a file from the version before.
 MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: _V1, 2: _V2, 3: _V3, 4: _V4, 5: _V5, 6: _V6, 7: _V7, 8: _V8, 9: _V9, 10: _V10,
+    11: _V11,
 }
 #: The schema version this typedq writes: the highest key of :data:`MIGRATIONS`.
-SCHEMA_VERSION: Final = 10
+SCHEMA_VERSION: Final = 11
 
 
 def _version_text(info: tuple[int, ...]) -> str:

@@ -66,6 +66,7 @@ class SQL:
     promote: Final = (
         "UPDATE jobs SET delayed = 0 WHERE seq IN (SELECT seq FROM jobs WHERE queue = ?"
         " AND status = 'PENDING' AND delayed = 1 AND scheduled_at <= ? ORDER BY scheduled_at LIMIT 1000)"
+        " RETURNING job_type, priority, blocked_by"
     )
     @staticmethod
     @functools.cache
@@ -88,7 +89,7 @@ class SQL:
     )
     bury_claimed: Final = (
         "UPDATE jobs SET status = 'DEAD', error = ?, finished_at = ?, lease_until = NULL,"
-        " traceback = '' WHERE seq = ? AND status = 'RUNNING' AND attempt = ?"
+        " traceback = '' WHERE seq = ? AND status = 'RUNNING' AND attempt = ? RETURNING job_type"
     )
     peek_ready: Final = f"SELECT {_COLS} FROM jobs WHERE seq = ({_READY.replace('LIMIT ?', 'LIMIT 1')})"
     peek_due: Final = (
@@ -108,7 +109,7 @@ class SQL:
     complete_short: Final = (
         "UPDATE jobs SET status = 'COMPLETED', result = ?, finished_at = ?, lease_until = NULL"
         " WHERE seq = ? AND status = 'RUNNING' AND attempt = ?"
-        " RETURNING priority, cancel_requested, has_waiters"
+        " RETURNING priority, cancel_requested, job_type, has_waiters"
     )
     #: Most completions one ``complete_batch`` statement holds (3 parameters each).
     COMPLETE_BATCH_MAX: Final = 1000
@@ -120,7 +121,7 @@ class SQL:
 
         Params: (seq, token, result) per job, then finished_at; without ``results``
         (every result is None) (seq, token) per job. Returns the seq, priority,
-        cancel_requested and has_waiters of each row it completed; a row whose status
+        cancel_requested, job_type and has_waiters of each row it completed; a row whose status
         or attempt no longer match is left alone and not returned.
         """
         if results:
@@ -132,7 +133,7 @@ class SQL:
             f" UPDATE jobs SET status = 'COMPLETED', result = {result}, finished_at = ?,"
             " lease_until = NULL FROM done"
             " WHERE jobs.seq = done.seq AND jobs.status = 'RUNNING' AND jobs.attempt = done.token"
-            " RETURNING jobs.seq, jobs.priority, jobs.cancel_requested, jobs.has_waiters"
+            " RETURNING jobs.seq, jobs.priority, jobs.cancel_requested, jobs.job_type, jobs.has_waiters"
         )
 
     fail: Final = (
@@ -165,32 +166,42 @@ class SQL:
     rescue: Final = (
         "UPDATE jobs SET lost_count = lost_count + 1, run_alone = 1, worker_id = NULL WHERE seq = ?"
         " AND status = 'RUNNING' AND attempt = ? AND lease_until < ?"
-        " RETURNING lost_count, cancel_requested, depends_on, scheduled_at"
+        " RETURNING lost_count, cancel_requested, depends_on, scheduled_at, job_type, priority"
     )
     #: A job of a batch: not counted, claimed alone next time (params: seq, attempt, now).
     rescue_from_batch: Final = (
         "UPDATE jobs SET run_alone = 1, worker_id = NULL WHERE seq = ?"
         " AND status = 'RUNNING' AND attempt = ? AND lease_until < ?"
-        " RETURNING lost_count, cancel_requested, depends_on, scheduled_at"
+        " RETURNING lost_count, cancel_requested, depends_on, scheduled_at, job_type, priority"
     )
 
     # -- the dependency graph ---------------------------------------------------------------
     take_edges: Final = "DELETE FROM job_deps WHERE queue = ? AND parent = ? RETURNING child"
     unblock: Final = (
         "UPDATE jobs SET blocked_by = blocked_by - 1 WHERE queue = ? AND job_id = ? AND blocked_by > 0"
+        " RETURNING job_type, priority, blocked_by = 0 AND delayed = 0"
     )
     fail_blocked: Final = (
         "UPDATE jobs SET status = 'FAILED', error = ?, finished_at = ?, blocked_by = 0"
-        " WHERE queue = ? AND job_id = ? AND status = 'PENDING' AND blocked_by > 0"
+        " WHERE queue = ? AND job_id = ? AND status = 'PENDING' AND blocked_by > 0 RETURNING job_type"
     )
     drop_child_edges: Final = "DELETE FROM job_deps WHERE queue = ? AND child = ?"
     fail_seq: Final = (
         "UPDATE jobs SET status = 'FAILED', error = ?, finished_at = ?, blocked_by = 0 WHERE seq = ?"
+        " RETURNING job_type"
     )
     set_blocked: Final = "UPDATE jobs SET blocked_by = ? WHERE seq = ?"
+    #: Whether a job is in the ready index, with its type and priority (params: queue, job_id).
+    ready_state: Final = (
+        "SELECT job_type, priority, status = 'PENDING' AND blocked_by = 0 AND delayed = 0 FROM jobs"
+        " WHERE queue = ? AND job_id = ?"
+    )
 
     # -- management -------------------------------------------------------------------------
-    state: Final = "SELECT seq, status, depends_on, scheduled_at FROM jobs WHERE queue = ? AND job_id = ?"
+    state: Final = (
+        "SELECT seq, status, depends_on, scheduled_at, job_type, priority,"
+        " status = 'PENDING' AND blocked_by = 0 AND delayed = 0 FROM jobs WHERE queue = ? AND job_id = ?"
+    )
     request_cancel: Final = "UPDATE jobs SET cancel_requested = 1 WHERE seq = ?"
     #: A job that ended without a finish time gets one (params: now, seq).
     finish_now: Final = "UPDATE jobs SET finished_at = ? WHERE seq = ? AND finished_at IS NULL"
@@ -208,7 +219,8 @@ class SQL:
 
     #: The jobs that failed because a dependency did (params: queue).
     failed_by_dependency: Final = (
-        "SELECT seq, job_id, depends_on, error FROM jobs INDEXED BY jobs_settled WHERE queue = ?"
+        "SELECT seq, job_id, depends_on, error, job_type, priority FROM jobs INDEXED BY jobs_settled"
+        " WHERE queue = ?"
         f" AND status = 'FAILED' AND {SETTLED_CONDITION} AND error LIKE 'dependency %'"
     )
 
@@ -216,8 +228,8 @@ class SQL:
     register_worker: Final = (
         "INSERT OR REPLACE INTO workers (queue, worker_id, last_seen, info) VALUES (?, ?, ?, ?)"
     )
-    forget_workers: Final = "DELETE FROM workers WHERE queue = ? AND last_seen < ?"
-    unregister_worker: Final = "DELETE FROM workers WHERE queue = ? AND worker_id = ?"
+    forget_workers: Final = "DELETE FROM workers WHERE queue = ? AND last_seen < ? RETURNING info"
+    unregister_worker: Final = "DELETE FROM workers WHERE queue = ? AND worker_id = ? RETURNING info"
     workers: Final = "SELECT info FROM workers WHERE queue = ?"
 
     # -- reads ------------------------------------------------------------------------------
@@ -227,19 +239,15 @@ class SQL:
     queue_names: Final = (
         "SELECT DISTINCT queue FROM jobs INDEXED BY jobs_by_id WHERE queue > '' ORDER BY queue"
     )
-    size: Final = "SELECT count(*) FROM jobs WHERE queue = ?"
     #: PENDING jobs due later: a range of the jobs_delayed index (jobs whose delayed mark
     #: is still set although they fell due are past the range's start).
     scheduled_count: Final = (
         "SELECT count(*) FROM jobs INDEXED BY jobs_delayed WHERE queue = ?"
         " AND status = 'PENDING' AND delayed = 1 AND scheduled_at > ? AND blocked_by = 0"
     )
-    counts_by_type: Final = (
-        "SELECT job_type, count(*) FROM jobs NOT INDEXED WHERE queue = ? AND status = ? GROUP BY job_type"
-    )
-    # No index covers every status: counting and listing scan the table in seq order (a
-    # listing cursor starts the scan at its seq: NOT INDEXED still allows rowid ranges).
-    counts: Final = "SELECT status, count(*) FROM jobs NOT INDEXED WHERE queue = ? GROUP BY status"
+    # No index covers every status: listing scans the table in seq order (a listing
+    # cursor starts the scan at its seq: NOT INDEXED still allows rowid ranges). Counting
+    # reads job_counts (see _sqlite_counts).
     list: Final = (
         f"SELECT {_COLS} FROM jobs NOT INDEXED WHERE {{where}} ORDER BY seq {{order}} LIMIT ? OFFSET ?"
     )
@@ -282,7 +290,6 @@ class SQL:
             params.insert(1, status)
         return SQL.list.format(where=f"{where} {more}", order=order), params
 
-    export: Final = f"SELECT {_COLS} FROM jobs NOT INDEXED WHERE queue = ? ORDER BY seq"
     ready_count: Final = (
         "SELECT (SELECT count(*) FROM jobs INDEXED BY jobs_ready WHERE queue = ?1 AND status = 'PENDING'"
         " AND blocked_by = 0"
@@ -299,6 +306,11 @@ class SQL:
     )
     #: Changes whenever another connection commits (read on this thread's connection).
     data_version: Final = "PRAGMA data_version"
+    #: The delayed jobs already due, per priority (params: queue, now).
+    due_by_priority: Final = (
+        "SELECT priority, count(*) FROM jobs INDEXED BY jobs_delayed WHERE queue = ? AND status = 'PENDING'"
+        " AND delayed = 1 AND scheduled_at <= ? AND blocked_by = 0 GROUP BY priority"
+    )
     next_due: Final = (
         "SELECT scheduled_at FROM jobs WHERE queue = ? AND status = 'PENDING' AND delayed = 1"
         " AND blocked_by = 0 ORDER BY scheduled_at LIMIT 1"

@@ -17,8 +17,12 @@ its states and ``until`` has not passed. A held key refuses the new job with
 :class:`~typedq.errors.DuplicateJobError` naming the holder; a free one is taken in the
 same transition. The key is therefore released by any transition that moves the holder
 out of its states (completion, death, cancellation, deletion), with no bookkeeping in
-those transitions: the next enqueue of the key sees it. An entry whose holder ended stays
-until its key is submitted again (one small row, or hash field, per key).
+those transitions: the next enqueue of the key sees it. An entry that no longer holds its
+key is removed by the next enqueue of the key (which replaces it) or by a sweep
+(``Queue.sweep_unique_keys``, which the reaper runs in bounded batches): a sweep examines
+the entries from a cursor on and deletes, in one transition, those not held, so a key is
+never swept while its holder holds it, and a job that returns to its states later (a dead
+job replayed) holds its key again only until the sweep has seen it out of them.
 
 A job takes its key only when it is enqueued in one of its states (a PENDING job, as
 submitted; an imported COMPLETED job with the default states does not).
@@ -29,7 +33,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from typedq.errors import InvalidJobError
 from typedq.job import Job, JobStatus
@@ -39,6 +43,9 @@ __all__ = [
     "MAX_UNIQUE_KEY",
     "UNIQUE_META",
     "UniqueSpec",
+    "UniqueSweep",
+    "bad_cursor",
+    "check_sweep",
     "held",
     "parse_states",
     "unique_metadata",
@@ -71,6 +78,31 @@ class UniqueSpec:
     def states_text(self) -> str:
         """The states as stored: status names joined by commas."""
         return ",".join(self.states)
+
+
+class UniqueSweep(NamedTuple):
+    """What one :meth:`~typedq.backends.base.Queue.sweep_unique_keys` call did: the entries
+    it removed, and the cursor to pass to the next call ('' once it reached the end)."""
+
+    removed: int
+    cursor: str
+
+
+def check_sweep(cursor: object, limit: object) -> None:
+    """Check the arguments of a sweep (the cursor's form is each backend's own).
+
+    Raises:
+        InvalidJobError: ``cursor`` is not a string, or ``limit`` not an int >= 1.
+    """
+    if not isinstance(cursor, str):
+        raise bad_cursor(cursor)
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise InvalidJobError("limit", limit, "an int >= 1")
+
+
+def bad_cursor(cursor: object) -> InvalidJobError:
+    """The error naming ``cursor``, one this backend never returned."""
+    return InvalidJobError("cursor", cursor, "'' (start) or the cursor the previous sweep returned")
 
 
 def held(status: str | None, until: float | None, states: Iterable[str], now: float) -> bool:

@@ -55,6 +55,7 @@ from typing import Any, Final, NamedTuple, Protocol, runtime_checkable
 
 from typedq.backends._locks import Lock, LockState
 from typedq.backends._schedules import ScheduleEntry
+from typedq.backends._unique import UniqueSweep
 from typedq.clock import Clock
 from typedq.errors import TypedqError
 from typedq.job import Job, JobLogLine, JobProgress, JobStatus, Priority
@@ -69,6 +70,7 @@ __all__ = [
     "LockState",
     "Queue",
     "ScheduleEntry",
+    "UniqueSweep",
     "WorkerInfo",
 ]
 
@@ -365,7 +367,9 @@ class Queue(Protocol):
         """Store the running job's progress (it becomes ``Job.progress``).
 
         Fenced like :meth:`complete`: a worker whose lease is gone cannot overwrite the
-        progress of a newer attempt. The progress stays with the job after it ends.
+        progress of a newer attempt. It is stored as the progress of attempt ``token``
+        (its ``attempt`` field set to it) and stays with the job after it ends, until the
+        job is claimed again: a new attempt starts with none (``Job.progress`` is None).
 
         Raises:
             JobNotFoundError: no such job.
@@ -523,6 +527,25 @@ class Queue(Protocol):
         """
         ...
 
+    def sweep_unique_keys(self, *, cursor: str = "", limit: int = 1000) -> UniqueSweep:
+        """Remove the unique-key entries that no longer hold their key, examining about
+        ``limit`` entries from ``cursor`` on; return how many went and the next cursor.
+
+        An entry holds its key while its job exists, is in one of the entry's states and
+        its ``unique_for`` has not passed (see "Unique jobs" in the README); the others
+        are dead weight, which the next submit of their key would replace. One
+        transition per call, so a submit taking a key at the same moment either comes
+        first (its entry holds, and stays) or finds the entry gone; an entry that holds
+        is never removed. Start with ``cursor=""`` and pass the returned cursor back
+        until it is ``""`` again (a whole round; entries added meanwhile may be seen on
+        the next one). The cursor is each backend's own text.
+
+        Raises:
+            InvalidJobError: ``cursor`` is not one a sweep of this backend returned, or
+                ``limit`` is not an int >= 1.
+        """
+        ...
+
     def delete(self, job_id: str) -> None:
         """Remove a job that is not RUNNING (acknowledge a dead letter, prune a result).
 
@@ -618,12 +641,27 @@ class Queue(Protocol):
         """Return how many jobs of each job type are in ``status`` (types with none left out)."""
         ...
 
+    def count_submitted(self) -> dict[str, int]:
+        """Return how many jobs were ever submitted to the queue, per job type.
+
+        A monotonic count: each job added by :meth:`enqueue`, :meth:`enqueue_many` or
+        :meth:`import_jobs` counts once, and nothing decreases it (completion, purge,
+        delete). Dead letters copied into a dead-letter queue, replays and retries are
+        not submissions. Kept by the backend (not in a process's memory), so every
+        process reads the same counts; read in O(job types).
+        """
+        ...
+
     def export_jobs(self) -> list[dict[str, Any]]:
-        """Return every job as ``Job.to_dict()`` data, oldest first."""
+        """Return every job as ``Job.to_dict()`` data (its ``progress`` included) plus
+        its log lines under ``"logs"`` (``JobLogLine.to_dict()`` dicts), oldest first."""
         ...
 
     def import_jobs(self, jobs_data: Iterable[dict[str, Any]]) -> list[str]:
         """Add jobs from ``export_jobs()`` data, all-or-nothing; return their ids.
+
+        Each job keeps its progress and its log lines (a record without ``"logs"``, as
+        older versions exported, has none), stored in the same atomic step as the jobs.
 
         Raises:
             InvalidJobError: a record is malformed; as :meth:`enqueue_many` otherwise.
@@ -635,12 +673,27 @@ class Queue(Protocol):
     def register_worker(self, info: WorkerInfo) -> None:
         """Add or renew ``info`` in the queue's worker registry (a heartbeat).
 
-        Entries not renewed for :data:`WORKER_RETENTION_S` are forgotten.
+        Entries not renewed for :data:`WORKER_RETENTION_S` are forgotten, their figures
+        added to :meth:`retired_metrics` in the same atomic step.
         """
         ...
 
-    def unregister_worker(self, worker_id: str) -> None:
-        """Remove a worker that stopped on its own; an unknown id is ignored."""
+    def unregister_worker(self, worker_id: str, *, final: WorkerInfo | None = None) -> None:
+        """Remove a worker that stopped on its own; an unknown id is ignored.
+
+        In the same atomic step the worker's figures (``final.metrics``: what it did up
+        to its stop, when given; else its entry's, as of its last heartbeat) are added
+        to the queue's retired-workers totals (:meth:`retired_metrics`), once: an entry
+        already removed (forgotten after :data:`WORKER_RETENTION_S`, whose figures were
+        added then) adds nothing.
+        """
+        ...
+
+    def retired_metrics(self) -> dict[str, Any]:
+        """The summed figures (``WorkerInfo.metrics`` shape) of every worker whose entry
+        was removed: unregistered, or forgotten after :data:`WORKER_RETENTION_S` (those
+        entries' figures are added when they are forgotten). With the figures of the
+        entries listed by :meth:`workers`, each worker is counted exactly once."""
         ...
 
     def workers(self) -> list[WorkerInfo]:

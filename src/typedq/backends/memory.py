@@ -23,8 +23,9 @@ from typedq.backends._memory_coord import MemoryCoordination
 from typedq.backends._memory_policy import MemoryPolicy
 from typedq.backends._memory_reads import MemoryReads
 from typedq.backends._memory_state import FAILING, MemoryState
+from typedq.backends._memory_unique import MemoryUniqueKeys
 from typedq.backends._retention import check_purge
-from typedq.backends._unique import UniqueSpec, held, unique_of
+from typedq.backends._unique import UniqueSpec, unique_of
 from typedq.backends.base import Claim, Completion, Queue, WorkerInfo
 from typedq.clock import Clock, system_clock
 from typedq.errors import (
@@ -37,7 +38,16 @@ from typedq.errors import (
     TypedqError,
     UnknownDependencyError,
 )
-from typedq.job import LEVELS, MAX_TRACEBACK, Job, JobStatus, Priority, level_index, parse_priority
+from typedq.job import (
+    LEVELS,
+    MAX_TRACEBACK,
+    Job,
+    JobLogLine,
+    JobStatus,
+    Priority,
+    level_index,
+    parse_priority,
+)
 from typedq.policy import ClaimPolicy
 from typedq.serializers.base import FrameCodec
 
@@ -50,7 +60,7 @@ _COMPLETED: Final = JobStatus.COMPLETED
 _RETRYABLE: Final = FAILING
 
 
-class JobQueue(MemoryReads, MemoryControl, MemoryCoordination, MemoryPolicy, Queue):
+class JobQueue(MemoryReads, MemoryControl, MemoryCoordination, MemoryPolicy, MemoryUniqueKeys, Queue):
     """A thread-safe in-memory job queue; the specification's ``JobQueue``.
 
     Args:
@@ -83,8 +93,9 @@ class JobQueue(MemoryReads, MemoryControl, MemoryCoordination, MemoryPolicy, Que
         self._codec = codec
         self._frames = None if codec is None else FrameFields(codec)
         self._workers: dict[str, WorkerInfo] = {}
-        # Unique key -> (holder id, until, holder's states): see _unique.
-        self._unique: dict[str, tuple[str, float | None, tuple[str, ...]]] = {}
+        self._init_unique()
+        # The figures of workers whose entries were removed (see _worker_totals).
+        self._retired_metrics: dict[str, Any] = {}
         self._init_coordination()
         self._init_policy()
         self.history_limit = history_limit
@@ -154,14 +165,19 @@ class JobQueue(MemoryReads, MemoryControl, MemoryCoordination, MemoryPolicy, Que
             if spec is not None:
                 now = self._clock.now()
                 self._check_unique(job_id, spec, now, {})
-                self._unique[spec.key] = (job_id, spec.until(now), spec.states)
+                self._take_unique(job_id, spec, now)
             self._insert(job)
+            self._submitted[job.job_type] += 1
             if self._waiting:
                 self._cond.notify()
         return job_id
 
     def enqueue_many(self, jobs: Sequence[Job]) -> list[str]:
         """Add many jobs all-or-nothing; see :meth:`Queue.enqueue_many`."""
+        return self._enqueue_batch(jobs, {})
+
+    def _enqueue_batch(self, jobs: Sequence[Job], logs: dict[str, list[JobLogLine]]) -> list[str]:
+        """``enqueue_many``, storing ``logs`` (by job id) with the jobs under one lock."""
         batch: dict[str, Job] = {}
         specs: list[tuple[str, UniqueSpec]] = []
         for job in jobs:
@@ -192,15 +208,17 @@ class JobQueue(MemoryReads, MemoryControl, MemoryCoordination, MemoryPolicy, Que
                     self._check_unique(job_id, spec, now, taken)
                     taken[spec.key] = job_id
                 for job_id, spec in specs:
-                    self._unique[spec.key] = (job_id, spec.until(now), spec.states)
+                    self._take_unique(job_id, spec, now)
             for job in dependency_order(batch):
                 self._insert(job)
+            self._submitted.update(job.job_type for job in batch.values())
+            self._logs.update(logs)
             self._cond.notify_all()
         return list(batch)
 
     def import_jobs(self, jobs_data: Iterable[dict[str, Any]]) -> list[str]:
         """Add jobs from ``export_jobs()`` data all-or-nothing; see :meth:`Queue.import_jobs`."""
-        return self.enqueue_many(jobs_from_export(jobs_data))
+        return self._enqueue_batch(*jobs_from_export(jobs_data))
 
     def _isolate(self, job: Job) -> None:
         """Round-trip the payload, metadata and result through the codec, as a durable
@@ -233,20 +251,6 @@ class JobQueue(MemoryReads, MemoryControl, MemoryCoordination, MemoryPolicy, Que
         assert blob is not None
         return self._frames.codec.decode(blob, context=job_id.encode())
 
-    def _check_unique(self, job_id: str, spec: UniqueSpec, now: float, taken: dict[str, str]) -> None:
-        """Refuse ``job_id`` when its key is held (by a job of the queue, or by one earlier in
-        its batch: ``taken``); the caller holds the lock."""
-        holder = taken.get(spec.key)
-        if holder is None:
-            entry = self._unique.get(spec.key)
-            if entry is not None:
-                holder_id, until, states = entry
-                found = self._jobs.get(holder_id)
-                if held(None if found is None else found.status.value, until, states, now):
-                    holder = holder_id
-        if holder is not None:
-            raise DuplicateJobError(job_id, queue=self._name, unique_key=spec.key, existing_id=holder)
-
     def _check_dependencies(self, job: Job, batch: dict[str, Job]) -> None:
         if job.status is not _PENDING:
             return  # only jobs that will run need their dependencies present
@@ -266,8 +270,9 @@ class JobQueue(MemoryReads, MemoryControl, MemoryCoordination, MemoryPolicy, Que
                 return None
             self._set_status(job, _RUNNING)
             job.attempt += 1
+            job.progress = None  # a new attempt starts with none (see Queue.set_progress)
             job.started_at = self._clock.now()
-            self._running[job.job_id] = None
+            self._add_running(job)
             return job
 
     def peek(self) -> Job | None:
@@ -342,10 +347,11 @@ class JobQueue(MemoryReads, MemoryControl, MemoryCoordination, MemoryPolicy, Que
             job.run_alone = False
             self._alone.discard(job_id)
         token = job.attempt = job.attempt + 1
+        job.progress = None  # a new attempt starts with none (see Queue.set_progress)
         job.worker_id = worker_id
         job.started_at = now
         until = job.lease_until = now + lease_s
-        self._running[job.job_id] = None
+        self._add_running(job)
         return Claim(job, token, until)
 
     def complete(self, job_id: str, *, token: int, result: Any = None) -> Job:
@@ -389,7 +395,7 @@ class JobQueue(MemoryReads, MemoryControl, MemoryCoordination, MemoryPolicy, Que
         job.result = result
         job.finished_at = now
         job.lease_until = None
-        del self._running[job_id]
+        self._drop_running(job)
         # self._finish(job, _COMPLETED) for the hot path: completions come in the order
         # of the clock's readings, so the table stays in finish order without a check.
         self._done[job_id] = None
@@ -652,6 +658,11 @@ class JobQueue(MemoryReads, MemoryControl, MemoryCoordination, MemoryPolicy, Que
         """Return how many jobs are in each status."""
         with self._lock:
             return dict(self._counts)
+
+    def count_submitted(self) -> dict[str, int]:
+        """Jobs ever submitted to the queue, per job type; see :meth:`Queue.count_submitted`."""
+        with self._lock:
+            return dict(self._submitted)
 
     def count_scheduled(self) -> int:
         """PENDING jobs due later; see :meth:`Queue.count_scheduled`."""

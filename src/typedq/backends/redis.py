@@ -54,6 +54,7 @@ from typing import Any, Final
 
 from typedq.backends import _redis_conn as conn
 from typedq.backends import _redis_coord as coord
+from typedq.backends._control import encode_logs
 from typedq.backends._graph import check_batch_acyclic, dependency_order, jobs_from_export
 from typedq.backends._redis_async import AsyncStatusReader
 from typedq.backends._redis_control import CONTROL_SCRIPTS, RedisJobControl
@@ -61,7 +62,9 @@ from typedq.backends._redis_dead import RedisDeadLetters
 from typedq.backends._redis_keys import HashCodec, base_key, parse_redis_url, sort_hex
 from typedq.backends._redis_lua import SCRIPTS
 from typedq.backends._redis_lua_policy import POLICY_SCRIPTS
+from typedq.backends._redis_lua_unique import UNIQUE_SCRIPTS, RedisUniqueKeys
 from typedq.backends._redis_reads import RedisReads
+from typedq.backends._redis_registry import REGISTRY_SCRIPTS
 from typedq.backends._redis_wait import MIN_BLOCK_S, Waiters
 from typedq.backends._unique import UniqueSpec, unique_of
 from typedq.backends.base import Claim, Completion, Queue
@@ -75,12 +78,13 @@ from typedq.errors import (
     DuplicateJobError,
     InvalidTransitionError,
     JobNotFoundError,
+    QueueClosedError,
     SerializationError,
     StaleLeaseError,
     TypedqError,
     UnknownDependencyError,
 )
-from typedq.job import LEVELS, MAX_TRACEBACK, Job, JobStatus, Priority, parse_priority
+from typedq.job import LEVELS, MAX_TRACEBACK, Job, JobLogLine, JobStatus, Priority, parse_priority
 from typedq.policy import ClaimPolicy
 from typedq.serializers.base import FrameCodec
 
@@ -91,7 +95,10 @@ _COMPLETED: Final = JobStatus.COMPLETED
 #: Most claims remembered for complete(); half are forgotten when it is passed.
 _INFLIGHT_MAX: Final = 8192
 #: Every script a queue registers: its transitions and its locks'.
-_SCRIPTS: Final = {**SCRIPTS, **coord.COORD_SCRIPTS, **POLICY_SCRIPTS, **CONTROL_SCRIPTS}
+_SCRIPTS: Final = {
+    **SCRIPTS, **coord.COORD_SCRIPTS, **POLICY_SCRIPTS, **CONTROL_SCRIPTS, **REGISTRY_SCRIPTS,
+    **UNIQUE_SCRIPTS,
+}
 
 
 def _num(value: float) -> str:
@@ -119,7 +126,9 @@ def _traceback_arg(traceback: str | None) -> str:
     return "" if traceback is None else traceback[-MAX_TRACEBACK:]
 
 
-class RedisQueue(coord.RedisCoordination, RedisJobControl, RedisReads, RedisDeadLetters, Queue):
+class RedisQueue(
+    coord.RedisCoordination, RedisJobControl, RedisReads, RedisDeadLetters, RedisUniqueKeys, Queue
+):
     """A durable job queue stored in Redis; safe across threads, processes and hosts.
 
     Args:
@@ -173,7 +182,13 @@ class RedisQueue(coord.RedisCoordination, RedisJobControl, RedisReads, RedisDead
 
     def _run(self, script: str, args: Sequence[Any], dlq: str | None = None) -> Any:
         """Run one registered script (EVALSHA; loaded again on NOSCRIPT); ``dlq``, the base
-        key of a dead-letter queue of the prefix, is its ``KEYS[2]``."""
+        key of a dead-letter queue of the prefix, is its ``KEYS[2]``.
+
+        Raises:
+            QueueClosedError: the queue was closed.
+        """
+        if self._closed:
+            raise QueueClosedError(f"the Redis queue {self._name!r} at {self.url} is closed; nothing was run")
         return self._link.run(script, args, dlq)
 
     # -- properties ---------------------------------------------------------------------
@@ -239,6 +254,10 @@ class RedisQueue(coord.RedisCoordination, RedisJobControl, RedisReads, RedisDead
             SerializationError: a job's payload, metadata or result cannot be encoded;
                 the message names ``jobs[i]`` and the job id. Nothing is stored.
         """
+        return self._enqueue_batch(jobs, {})
+
+    def _enqueue_batch(self, jobs: Sequence[Job], logs: dict[str, list[JobLogLine]]) -> list[str]:
+        """``enqueue_many``, storing ``logs`` (by job id) in the jobs' hashes, in the same script."""
         batch: dict[str, Job] = {}
         encoded: dict[str, list[Any]] = {}
         for index, job in enumerate(jobs):
@@ -250,6 +269,8 @@ class RedisQueue(coord.RedisCoordination, RedisJobControl, RedisReads, RedisDead
             except SerializationError as exc:
                 exc.args = (f"jobs[{index}]: {exc}",)
                 raise
+            if job.job_id in logs:
+                encoded[job.job_id] += ("lg", encode_logs(logs[job.job_id]))
             if job.status is _PENDING and job.job_id in job.depends_on:
                 raise DependencyCycleError([job.job_id, job.job_id])
         if not batch:
@@ -294,7 +315,7 @@ class RedisQueue(coord.RedisCoordination, RedisJobControl, RedisReads, RedisDead
 
     def import_jobs(self, jobs_data: Iterable[dict[str, Any]]) -> list[str]:
         """Add jobs from ``export_jobs()`` data all-or-nothing; see :meth:`Queue.import_jobs`."""
-        return self.enqueue_many(jobs_from_export(jobs_data))
+        return self._enqueue_batch(*jobs_from_export(jobs_data))
 
     # -- claiming -----------------------------------------------------------------------
 
@@ -609,11 +630,12 @@ class RedisQueue(coord.RedisCoordination, RedisJobControl, RedisReads, RedisDead
             return bool(ready)
         wait = min(timeout_s, self._settings.socket_timeout / 2)
         if due is not None and due - self._clock.now() <= wait:
-            # The wait ends at the due time: a timer's token ends it then (see
-            # Waiters.block_until_due), so the job starts on time.
+            # The wait ends at the due time: the waiter's own token ends it then (see
+            # Waiters.block_until_due), and once it has come a job is due: the caller
+            # claims at once, without another round trip to ask.
             with conn.map_errors(self._settings):
                 self._waiters.block_until_due(self._r, seen, due - self._clock.now())
-            return self._ready_and_next_due()[0] > 0
+            return self._clock.now() >= due or self._ready_and_next_due()[0] > 0
         if wait < MIN_BLOCK_S:
             return False
         with conn.map_errors(self._settings):

@@ -45,9 +45,13 @@ How it runs:
   that process ends (a pid can be checked; a thread of another process cannot).
 * ``complete`` returns the job object this queue handed out at claim, updated (as the
   memory backend does), reading back only the columns another process may change.
-* ``count_by_status`` and listing PENDING, RUNNING or COMPLETED jobs scan the queue's
-  rows (no index over every status keeps the hot path at the fewest page writes);
-  listing SCHEDULED, FAILED, DEAD or CANCELLED jobs uses a partial index.
+* ``count_by_status``, ``count_by_type``, ``count_submitted``, ``size`` and
+  ``count_by_priority`` (with the delayed jobs already due, from their index) read the
+  ``job_counts`` table, kept by every transition in its own transaction (one multi-row
+  upsert of the (job type, status) counts it changed, see ``_sqlite_counts``). Listing
+  PENDING, RUNNING or COMPLETED jobs scans the queue's rows (no index over every status
+  keeps the hot path at the fewest page writes); listing SCHEDULED, FAILED, DEAD or
+  CANCELLED jobs uses a partial index.
 
 Durability (``durability=``):
 
@@ -71,16 +75,17 @@ from pathlib import Path
 from typing import Any, Final
 
 from typedq._identity import owner_alive
+from typedq.backends import _sqlite_counts as counts
 from typedq.backends import _sqlite_dead as dead_letters
 from typedq.backends import _sqlite_rows as rows
 from typedq.backends._graph import jobs_from_export
-from typedq.backends._sqlite_control import SQLiteControl
+from typedq.backends._sqlite_control import SQLiteControl, restore_control
 from typedq.backends._sqlite_coord import SQLiteCoordination
 from typedq.backends._sqlite_db import SYNCHRONOUS, Connections, map_errors
 from typedq.backends._sqlite_dead import SQLiteDeadLetters
 from typedq.backends._sqlite_driver import is_unique_violation, sqlite3
 from typedq.backends._sqlite_graph import Finish, QueueGraph
-from typedq.backends._sqlite_policy import BY_LEVEL, policy_claim
+from typedq.backends._sqlite_policy import policy_claim
 from typedq.backends._sqlite_reads import SQLiteReads
 from typedq.backends._sqlite_schema import (
     check_file,
@@ -89,7 +94,7 @@ from typedq.backends._sqlite_schema import (
     prepare_schema,
 )
 from typedq.backends._sqlite_sql import SQL
-from typedq.backends._sqlite_unique import take_unique_keys
+from typedq.backends._sqlite_unique import SQLiteUniqueKeys, take_unique_keys
 from typedq.backends._sqlite_wait import signal_for
 from typedq.backends._unique import unique_of
 from typedq.backends.base import Claim, Completion, Queue
@@ -101,7 +106,16 @@ from typedq.errors import (
     SerializationError,
     TypedqError,
 )
-from typedq.job import LEVELS, MAX_TRACEBACK, Job, JobStatus, Priority, parse_priority
+from typedq.job import (
+    LEVELS,
+    MAX_TRACEBACK,
+    Job,
+    JobLogLine,
+    JobStatus,
+    Priority,
+    level_index,
+    parse_priority,
+)
 from typedq.policy import ClaimPolicy
 from typedq.serializers.base import FrameCodec
 
@@ -110,6 +124,7 @@ __all__ = ["SQLiteQueue", "parse_sqlite_url"]
 logger = logging.getLogger("typedq.backends.sqlite")
 
 _PENDING: Final = "PENDING"
+_RUNNING: Final = "RUNNING"
 _COMPLETED: Final = "COMPLETED"
 #: Most claims remembered for complete(); half are forgotten when it is passed.
 _INFLIGHT_MAX: Final = 8192
@@ -123,7 +138,7 @@ def _bounded(traceback: str | None) -> str:
     return "" if traceback is None else traceback[-MAX_TRACEBACK:]
 
 
-class SQLiteQueue(SQLiteReads, SQLiteControl, SQLiteCoordination, SQLiteDeadLetters, Queue):
+class SQLiteQueue(SQLiteReads, SQLiteControl, SQLiteCoordination, SQLiteDeadLetters, SQLiteUniqueKeys, Queue):
     """A durable job queue stored in a SQLite file; safe across threads and processes.
 
     Args:
@@ -182,7 +197,8 @@ class SQLiteQueue(SQLiteReads, SQLiteControl, SQLiteCoordination, SQLiteDeadLett
         self._inflight: dict[tuple[str, int], tuple[int, Job]] = {}
         self._inflight_lock = threading.Lock()
         check_file(self._path)
-        self._db = Connections(self._path, SYNCHRONOUS[durability])
+        self._db = Connections(self._path, SYNCHRONOUS[durability], around_write=(counts.fold, counts.mark))
+        self._unfolded = 0  # single enqueues since this object last folded the counts
         with map_errors(self._path):
             # Judged before anything is written: no PRAGMA that writes runs on a file
             # that turns out not to be ours.
@@ -230,6 +246,12 @@ class SQLiteQueue(SQLiteReads, SQLiteControl, SQLiteCoordination, SQLiteDeadLett
             row, sql = fresh[1], SQL.insert_into(fresh[0])
 
         spec = unique_of(job)
+        # The job is counted when the counts are next folded (see _sqlite_counts): by
+        # another transaction, or by this one every FOLD_EVERY enqueues.
+        self._unfolded += 1
+        fold = self._unfolded >= counts.FOLD_EVERY
+        if fold:
+            self._unfolded = 0
 
         def tx(conn: _Conn) -> None:
             try:
@@ -240,9 +262,11 @@ class SQLiteQueue(SQLiteReads, SQLiteControl, SQLiteCoordination, SQLiteDeadLett
                 raise
             if spec is not None:
                 take_unique_keys(conn, self._name, [(job.job_id, spec)], now)
+            if fold:
+                counts.fold(conn)  # this job with the others above the mark
 
         try:
-            self._db.write(tx)
+            self._db.write(tx, around=False)
         except OverflowError:
             rows.revalidate([job])
             raise
@@ -256,6 +280,11 @@ class SQLiteQueue(SQLiteReads, SQLiteControl, SQLiteCoordination, SQLiteDeadLett
             SerializationError: a job's payload, metadata or result cannot be encoded;
                 the message names ``jobs[i]`` and the job id. Nothing is stored.
         """
+        return self._enqueue_batch(jobs, {})
+
+    def _enqueue_batch(self, jobs: Sequence[Job], logs: dict[str, list[JobLogLine]]) -> list[str]:
+        """``enqueue_many``, storing the jobs' progress and ``logs`` (by job id) in the
+        same transaction."""
         batch: dict[str, Job] = {}
         encoded: dict[str, rows.Blobs] = {}
         # Jobs that never ran bind only the columns that differ from the defaults; a
@@ -292,6 +321,14 @@ class SQLiteQueue(SQLiteReads, SQLiteControl, SQLiteCoordination, SQLiteDeadLett
                 take_unique_keys(conn, name, specs, now)
 
             insert = insert_with_keys
+        if logs or any(job.progress is not None for job in batch.values()):
+            insert_rows = insert
+
+            def insert_with_control(conn: _Conn) -> None:
+                insert_rows(conn)
+                restore_control(conn, name, list(batch.values()), logs)
+
+            insert = insert_with_control
         try:
             self._db.write(insert)
         except OverflowError:
@@ -302,7 +339,7 @@ class SQLiteQueue(SQLiteReads, SQLiteControl, SQLiteCoordination, SQLiteDeadLett
 
     def import_jobs(self, jobs_data: Iterable[dict[str, Any]]) -> list[str]:
         """Add jobs from ``export_jobs()`` data all-or-nothing; see :meth:`Queue.import_jobs`."""
-        return self.enqueue_many(jobs_from_export(jobs_data))
+        return self._enqueue_batch(*jobs_from_export(jobs_data))
 
     # -- claiming -----------------------------------------------------------------------
 
@@ -336,15 +373,28 @@ class SQLiteQueue(SQLiteReads, SQLiteControl, SQLiteCoordination, SQLiteDeadLett
         build = partial(self._rows.job, strict=True, claimed=claimed[:3] if claimed else None)
 
         def tx(conn: _Conn) -> list[Sequence[Any]]:
-            conn.execute(SQL.promote, (name, now))
+            self._graph.promote(conn, now)
             take = limit
             if take > 1 and conn.execute(SQL.any_alone, (name,)).fetchone() is not None:
                 take = 1  # a job rescued from a batch waits: claim one at a time
             if policy is not None:
-                return policy_claim(
+                got = policy_claim(
                     conn, policy=policy, queue=name, now=now, head=head, types=types or None, limit=take
                 )
-            return conn.execute(sql, (*head, name, now, *types, take)).fetchall()
+            else:
+                got = conn.execute(sql, (*head, name, now, *types, take)).fetchall()
+            if len(got) == 1:  # the row taken was in the ready index
+                job_type, priority = got[0][rows.JOB_TYPE], got[0][rows.PRIORITY]
+                counts.add_rows(conn, (
+                    (name, job_type, _PENDING, -1), (name, job_type, _RUNNING, 1),
+                    (name, job_type, counts.ready(priority), -1),
+                ))
+            elif got:
+                moves = counts.moved((row[rows.JOB_TYPE] for row in got), _PENDING, _RUNNING)
+                for row in got:
+                    moves[row[rows.JOB_TYPE], counts.ready(row[rows.PRIORITY])] -= 1
+                counts.bump(conn, name, moves)
+            return got
 
         while True:
             got = self._db.write(tx)
@@ -431,13 +481,28 @@ class SQLiteQueue(SQLiteReads, SQLiteControl, SQLiteCoordination, SQLiteDeadLett
         sql: str,
         params: tuple[Any, ...],
         after: Callable[[_Conn, Sequence[Any]], None] | None = None,
+        *,
+        to: str | None = None,
+        now: float = 0.0,
     ) -> Sequence[Any]:
-        """Run one compare-and-set on (RUNNING, attempt == token); raise if it misses."""
+        """Run one compare-and-set on (RUNNING, attempt == token); raise if it misses.
+
+        ``to`` is the status ``sql`` moves the job to (its row then starts with
+        :data:`~typedq.backends._sqlite_rows.SELECT_COLUMNS`), None when it keeps it;
+        a job back to PENDING is ready unless scheduled after ``now`` (delayed).
+        """
 
         def tx(conn: _Conn) -> Sequence[Any]:
             got: list[Sequence[Any]] = conn.execute(sql, (*params, self._name, job_id, token)).fetchall()
             if not got:
                 self._graph.refuse_lease(conn, job_id, token)
+            if to is not None:
+                row = got[0]
+                moves = counts.moved([row[rows.JOB_TYPE]], _RUNNING, to)
+                sched = row[rows.SCHEDULED]
+                if to == _PENDING and (sched is None or sched <= now):
+                    moves[row[rows.JOB_TYPE], counts.ready(row[rows.PRIORITY])] += 1
+                counts.bump(conn, self._name, moves)
             if after is not None:
                 after(conn, got[0])
             return got[0]
@@ -511,7 +576,7 @@ class SQLiteQueue(SQLiteReads, SQLiteControl, SQLiteCoordination, SQLiteDeadLett
         self._inflight.pop((job_id, token), None)
         now = self._clock.now()
         params = (error, retry_at, 1 if retry_at > now else 0, _bounded(traceback))
-        row = self._leased(job_id, token, SQL.fail, params)
+        row = self._leased(job_id, token, SQL.fail, params, to=_PENDING, now=now)
         self._wake()
         return self._rows.job(row)
 
@@ -537,7 +602,7 @@ class SQLiteQueue(SQLiteReads, SQLiteControl, SQLiteCoordination, SQLiteDeadLett
             if dlq is not None:
                 dropped.extend(self._copy_dead(conn, row[rows.SEQ], job_id, (dlq, dlq_max), now))
 
-        row = self._leased(job_id, token, SQL.bury, (error, now, _bounded(traceback)), after)
+        row = self._leased(job_id, token, SQL.bury, (error, now, _bounded(traceback)), after, to="DEAD")
         self._log_dropped(dlq, dlq_max, dropped)
         return self._rows.job(row)
 
@@ -545,7 +610,7 @@ class SQLiteQueue(SQLiteReads, SQLiteControl, SQLiteCoordination, SQLiteDeadLett
         """RUNNING → PENDING, not counted as a failure; see :meth:`Queue.release`."""
         self._inflight.pop((job_id, token), None)
         now = self._clock.now()
-        row = self._leased(job_id, token, SQL.release, (now,))
+        row = self._leased(job_id, token, SQL.release, (now,), to=_PENDING, now=now)
         self._wake()
         return self._rows.job(row)
 
@@ -617,11 +682,17 @@ class SQLiteQueue(SQLiteReads, SQLiteControl, SQLiteCoordination, SQLiteDeadLett
         return self._policy
 
     def count_by_priority(self) -> dict[Priority, int]:
-        """Ready jobs per priority level; see :meth:`Queue.count_by_priority`."""
-        counts = dict.fromkeys(LEVELS, 0)
-        for level, count in self._db.read(BY_LEVEL, (self._name, self._clock.now())):
-            counts[LEVELS[level]] += count
-        return counts
+        """Ready jobs per priority level; see :meth:`Queue.count_by_priority`.
+
+        The jobs of the ready index per priority are counted in ``job_counts``; the
+        delayed jobs already due (not yet promoted by a claim) are counted from the
+        ``jobs_delayed`` index, up to now only."""
+        found = dict.fromkeys(LEVELS, 0)
+        ready = self._db.read(counts.READY_BY_PRIORITY, (self._name,))
+        due = self._db.read(SQL.due_by_priority, (self._name, self._clock.now()))
+        for priority, count in ready + due:
+            found[LEVELS[level_index(priority)]] += int(count)
+        return found
 
     def set_priority(self, job_id: str, priority: int | str) -> None:
         """Change a job's priority (an int or a level name); a PENDING job is re-ordered at once."""
