@@ -5,8 +5,8 @@ every worker process on every host that uses the store, and several exporters sh
 same figures:
 
 * **Gauges** come from the backend's counts, never by reading jobs:
-  ``typedq_queue_jobs{queue,state}`` (``Queue.count_by_status``: Redis keeps these
-  counts in a hash, SQLite in its ``job_counts`` table; O(1) in the number of jobs),
+  ``typedq_queue_jobs{queue,state}`` (``Queue.count_by_status``: on Redis the sizes
+  of the status indexes, SQLite its ``job_counts`` table; O(1) in the number of jobs),
   ``typedq_queue_jobs_by_priority{queue,priority}`` (PENDING jobs per priority level,
   where the backend has ``count_by_priority``), ``typedq_queue_jobs_scheduled{queue}``
   (PENDING jobs due later: delayed or waiting to retry, ``Queue.count_scheduled``; they

@@ -33,9 +33,11 @@ from typedq.errors import (
     BackendDataError,
     BackendUnavailableError,
     ConfigError,
+    DuplicateJobError,
     JobNotFoundError,
 )
 from typedq.job import Job, JobStatus
+from typedq.policy import ClaimPolicy, Limit
 
 redis = pytest.importorskip("redis")
 
@@ -360,6 +362,73 @@ def test_complete_many_is_one_script_call(private_server: int, clock: FakeClock)
     finally:
         queue.close()
         admin.close()
+
+
+def test_a_batch_claim_and_complete_write_each_index_once(private_server: int, clock: FakeClock) -> None:
+    from typedq.backends.redis import RedisQueue
+
+    queue = RedisQueue(f"redis://127.0.0.1:{private_server}/0", name="q", clock=clock)
+    admin = redis.Redis(port=private_server)
+    try:
+        queue.enqueue_many([job(f"j{i}") for i in range(100)])
+        admin.config_resetstat()
+        claims = queue.claim_many("w", lease_s=30, limit=100)
+        queue.complete_many([Completion(c.job.job_id, c.token, None) for c in claims])
+        stats = admin.info("commandstats")
+        assert len(claims) == 100
+        # one command per index and script, none per job: claim takes the jobs out of
+        # the two ready sets and PENDING, complete out of the lease set and RUNNING
+        assert stats["cmdstat_zrem"]["calls"] == 5
+        # claim puts them in RUNNING and the lease set, complete in COMPLETED and its
+        # finish-time index
+        assert stats["cmdstat_zadd"]["calls"] == 4
+        assert stats["cmdstat_sadd"]["calls"] == stats["cmdstat_srem"]["calls"] == 1  # the claim group
+        assert stats["cmdstat_hincrby"]["calls"] == 2  # the type's RUNNING count, up and down
+        assert queue.count_by_status()[JobStatus.COMPLETED] == 100
+    finally:
+        queue.close()
+        admin.close()
+
+
+def test_count_submitted_counts_every_job_added_and_never_goes_down(make_queue: MakeQueue) -> None:
+    queue = make_queue("q")
+    assert queue.count_submitted() == {}
+    queue.enqueue(job("a1", job_type="a"))
+    queue.enqueue_many([job("a2", job_type="a"), job("b1", job_type="b"), job("b2", job_type="b")])
+    queue.import_jobs([job("c1", job_type="c", status=JobStatus.COMPLETED, finished_at=1.0).to_dict()])
+    with pytest.raises(DuplicateJobError):  # refused: nothing added, nothing counted
+        queue.enqueue_many([job("a3", job_type="a"), job("a1", job_type="a")])
+    claim = queue.claim("w", lease_s=30.0, job_types=["a"])
+    assert claim is not None
+    queue.complete(claim.job.job_id, token=claim.token)
+    queue.delete("b1")
+    assert queue.purge(statuses=[JobStatus.COMPLETED], older_than=2e9) == 2
+    assert queue.count_submitted() == {"a": 2, "b": 2, "c": 1}
+    assert make_queue("q").count_submitted() == {"a": 2, "b": 2, "c": 1}  # kept in the store
+    assert make_queue("other").count_submitted() == {}
+
+
+def test_running_counts_per_type_are_rebuilt_for_a_queue_written_without_them(
+    prefix: str, make_queue: MakeQueue
+) -> None:
+    queue = make_queue("q")
+    queue.enqueue_many([job(f"a{i}", job_type="a") for i in range(3)] + [job("b0", job_type="b")])
+    first = queue.claim("w", lease_s=30.0, job_types=["a"])
+    assert first is not None
+    client = redis.Redis(host="127.0.0.1", port=6379)
+    client.delete(f"{queue.key_prefix}:running")  # as a queue written before the counts
+    client.close()
+    queue.set_claim_policy(ClaimPolicy(limits={"a": Limit(max_concurrency=2)}))
+    second = queue.claim("w", lease_s=30.0, job_types=["a", "b"])
+    third = queue.claim("w", lease_s=30.0, job_types=["a", "b"])
+    assert second is not None
+    assert third is not None
+    assert (second.job.job_type, third.job.job_type) == ("a", "b")  # a's limit of 2 reached
+    assert queue.claim("w", lease_s=30.0, job_types=["a", "b"]) is None
+    queue.complete(first.job.job_id, token=first.token)
+    fourth = queue.claim("w", lease_s=30.0, job_types=["a", "b"])
+    assert fourth is not None
+    assert fourth.job.job_type == "a"
 
 
 def test_queue_names_lists_the_queues_of_the_prefix_that_hold_jobs(make_queue: MakeQueue) -> None:

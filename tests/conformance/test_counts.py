@@ -64,20 +64,9 @@ def test_claimed_cancelled_and_blocked_jobs_are_not_scheduled(
     assert queue.count_scheduled() == 1  # now it waits for its time
 
 
-def _require_count_submitted(queue: Queue) -> None:
-    """Skip a backend with no ``count_submitted`` of its own (Redis, until its
-    implementation lands: ``RedisQueue`` subclasses the protocol, so it has the
-    protocol's abstract method and ``hasattr`` alone cannot tell)."""
-    handles = getattr(queue, "_handles", None)  # TwoHandles: the objects it alternates
-    backend = type(handles[0] if handles else queue)
-    if getattr(backend, "count_submitted", Queue.count_submitted) is Queue.count_submitted:
-        pytest.skip("Redis count_submitted lands separately")
-
-
 def test_count_submitted_counts_every_submission_and_never_goes_down(
     queue: Queue, store_factory: QueueFactory, make_job: MakeJob, clock: FakeClock
 ) -> None:
-    _require_count_submitted(queue)
     assert queue.count_submitted() == {}
     queue.enqueue(make_job(job_id="a1", job_type="a"))
     queue.enqueue_many([make_job(job_id="a2", job_type="a"), make_job(job_id="b1", job_type="b")])

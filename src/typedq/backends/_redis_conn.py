@@ -41,11 +41,18 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Final
 
-from typedq.backends._redis_keys import FIXED_KEYS, LAYOUT_VERSION, RedisSettings, legacy_base_key
+from typedq.backends._redis_keys import (
+    FIXED_KEYS,
+    LAYOUT_VERSION,
+    STATUSES,
+    RedisSettings,
+    legacy_base_key,
+    queue_counts,
+)
 from typedq.errors import (
     BackendConfigError,
     BackendDataError,
@@ -82,6 +89,13 @@ __all__ = [
     "release_client",
     "server_state",
 ]
+
+#: hiredis's packer: the scripts' calls are packed in one C call (see _pack).
+_hiredis_pack: Callable[[tuple[Any, ...]], bytes] | None
+try:
+    from hiredis import pack_command as _hiredis_pack
+except ImportError:  # pragma: no cover - hiredis comes with typedq[redis]
+    _hiredis_pack = None
 
 logger = logging.getLogger("typedq.backends.redis")
 
@@ -430,19 +444,28 @@ def _check_eviction(client: redis.Redis, settings: RedisSettings) -> None:
 
 def queue_names(client: redis.Redis, prefix: str) -> list[str]:
     """The names of the queues under ``prefix`` that hold jobs or schedules, sorted: a
-    ``SCAN`` for their ``meta`` keys (one a queue), then one read of each one's counters
-    and number of schedules."""
+    ``SCAN`` for their ``meta`` keys (one a queue), then one read of each one's status
+    index sizes and number of schedules."""
     head = f"{{{prefix}}}:{{"
     metas = client.scan_iter(match=f"{_glob_escape(head)}*}}:meta", count=1000)
     bases = sorted({k.decode()[: -len(":meta")] for k in metas})
     with client.pipeline(transaction=False) as pipe:
         for base in bases:
-            pipe.hvals(f"{base}:counts")
+            queue_counts(pipe, base)
             pipe.hlen(f"{base}:schedules")
         replies = pipe.execute()
-    pairs = zip(replies[::2], replies[1::2], strict=True)
-    held = [sum(int(v) for v in counts) + schedules for counts, schedules in pairs]
+    step = len(STATUSES) + 1
+    held = [sum(int(n) for n in replies[i : i + step]) for i in range(0, len(replies), step)]
     return sorted(base[len(head) : -1] for base, n in zip(bases, held, strict=True) if n > 0)
+
+
+def _pack(conn: Any, command: tuple[Any, ...]) -> Any:
+    """``command`` in the protocol: packed by hiredis in one call when it is installed
+    (the scripts' arguments are str, bytes and int only, which it encodes as redis-py's
+    encoder does: UTF-8, decimal), else by the connection (argument by argument)."""
+    if _hiredis_pack is not None:
+        return [_hiredis_pack(command)]
+    return conn.pack_command(*command)
 
 
 def evalsha(client: Any, script: Any, keys: Sequence[str], args: Sequence[Any]) -> Any:
@@ -455,11 +478,11 @@ def evalsha(client: Any, script: Any, keys: Sequence[str], args: Sequence[Any]) 
     conn: Any = pool.get_connection()
     try:
         try:
-            conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+            conn.send_packed_command(_pack(conn, ("EVALSHA", script.sha, len(keys), *keys, *args)))
             return conn.read_response()
         except redis.exceptions.NoScriptError:
             script.sha = client.script_load(script.script)
-            conn.send_command("EVALSHA", script.sha, len(keys), *keys, *args)
+            conn.send_packed_command(_pack(conn, ("EVALSHA", script.sha, len(keys), *keys, *args)))
             return conn.read_response()
     except redis.ResponseError:
         raise

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any, Final
 
 from typedq.backends import _control as control
 from typedq.backends import _redis_conn as conn
-from typedq.backends._redis_keys import UNSCHEDULED_HEX, RedisSettings, sort_hex
-from typedq.backends._redis_lua_common import COMMON
+from typedq.backends._redis_keys import UNSCHEDULED_HEX, RedisSettings, ready_member, sort_hex
+from typedq.backends._redis_lua_common import script
 from typedq.backends.base import LeaseRenewal
 from typedq.clock import Clock
 from typedq.errors import JobNotFoundError, TypedqError
@@ -38,16 +38,17 @@ if action == 'promote' then
 end
 local k = jk(id)
 if action == 'reorder' then
-  local v = redis.call('HMGET', k, 's', 'rk', 'p', 'n', 't')
+  local v = redis.call('HMGET', k, 's', 'p', 'sk', 'n', 't')
   if not v[1] then return {'missing'} end
-  if v[1] ~= 'PENDING' or v[2] ~= ARGV[4] or not redis.call('ZSCORE', READY, v[2]) then
+  local old = mkrk(v[2], v[3], v[4], id)
+  if v[1] ~= 'PENDING' or old ~= ARGV[4] or not redis.call('ZSCORE', READY, old) then
     return {'moved', v[1]}
   end
-  local rk = mkrk(v[3], ARGV[7], v[4], id)
-  redis.call('ZREM', READY, v[2])
-  redis.call('ZREM', rtk(v[5]), v[2])
+  local rk = mkrk(v[2], ARGV[7], v[4], id)
+  redis.call('ZREM', READY, old)
+  redis.call('ZREM', rtk(v[5]), old)
   if ARGV[5] == '' then redis.call('HDEL', k, 'sa') else redis.call('HSET', k, 'sa', ARGV[5]) end
-  redis.call('HSET', k, 'ca', ARGV[6], 'sk', ARGV[7], 'rk', rk)
+  redis.call('HSET', k, 'ca', ARGV[6], 'sk', ARGV[7])
   redis.call('ZADD', READY, 0, rk)
   redis.call('ZADD', rtk(v[5]), 0, rk)
   return {'ok'}
@@ -79,7 +80,7 @@ return {'ok'}
 """
 
 #: Script name -> Lua source.
-CONTROL_SCRIPTS: Final = {"control": COMMON + _CONTROL}
+CONTROL_SCRIPTS: Final = {"control": script(_CONTROL)}
 #: Attempts of a reorder whose job moved between the read and the move.
 _REORDER_TRIES: Final = 5
 
@@ -149,9 +150,10 @@ class RedisJobControl:
         """The job's member in the ready set, and the job; refused when it is not ready."""
         job = self.get_job(job_id)
         with conn.map_errors(self._settings):
-            member = self._r.hget(f"{self._base}:j:{job_id}", "rk")
+            priority, sk, n = self._r.hmget(f"{self._base}:j:{job_id}", "p", "sk", "n")
+            member = None if n is None else ready_member(int(priority), sk, int(n), job_id)
             ready = member is not None and self._r.zscore(f"{self._base}:ready", member) is not None
-        if job.status is not JobStatus.PENDING or not ready:
+        if member is None or job.status is not JobStatus.PENDING or not ready:
             raise control.not_ready(job_id, job.status, field)
         return member, job
 

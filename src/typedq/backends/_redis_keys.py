@@ -10,8 +10,8 @@ own. The queue name is braced too, so no queue's keys can collide with another's
 names hold no braces; job ids hold no braces either)::
 
     B:j:<job_id>            hash   one job (fields below)
-    B:all                   zset   every job by arrival number (listing, export)
-    B:st:<STATUS>           zset   the jobs in a status, by arrival number
+    B:st:<STATUS>           zset   the jobs in a status, by arrival number (its size is
+                                   the status's count: O(1) reads)
     B:ty:<job_type>         zset   the jobs of a type, by arrival number
     B:ready                 zset   ready jobs, all scores 0, ordered by member (see below)
     B:rt:<job_type>         zset   the same, per job type (claims by type)
@@ -21,7 +21,9 @@ names hold no braces; job ids hold no braces either)::
     B:cg:<n>                set    the RUNNING jobs of one batch claim (claim_many)
     B:alone                 set    PENDING jobs to be claimed alone (batch rescues)
     B:fin:<STATUS>          zset   the jobs that ended in a status, by finish time (purge)
-    B:counts                hash   jobs per status (size and counts are O(1) reads)
+    B:running               hash   RUNNING jobs per job type (claim limits), field ''
+                                   marking it complete (see _redis_lua_common)
+    B:submitted             hash   jobs ever added per job type (never lowered)
     B:seq, B:cgseq          string arrival and claim-group counters
     B:wake                  list   tokens pushed when work becomes ready (BLPOP)
     B:intr:<id>             list   tokens that wake one queue object's waiters
@@ -39,11 +41,16 @@ names hold no braces; job ids hold no braces either)::
                                    (see _redis_lua_unique; written by the enqueue script)
     {prefix:}:epoch         string the prefix's epoch marker (a server that lost its data)
 
+Queues written by an older typedq of this layout may still hold ``B:all`` (every job by
+arrival: listing all jobs now merges the status indexes) and ``B:counts`` (jobs per
+status: now the status indexes' sizes); neither is read nor written any more.
+
 A job hash holds, besides the job's fields, ``lu`` (the lease deadline by the caller's
 clock, as in ``B:leases``) and ``ls`` (the same lease by the server's clock, in ms).
 
-A ready member is ``<10 - priority as one hex digit><scheduled_at: 16 hex><created_at:
-16 hex><arrival: 12 hex><job_id>``: the floats as order-preserving hex of their IEEE 754
+A ready member (made from the job's fields when needed, never stored) is ``<10 - priority
+as one hex digit><scheduled_at: 16 hex><created_at: 16 hex><arrival: 12 hex><job_id>``:
+the floats as order-preserving hex of their IEEE 754
 bits, a job without ``scheduled_at`` as sixteen zeros (before every time). Members of
 equal score sort by bytes, so ``ZRANGEBYLEX`` gives the claim order of every backend:
 priority desc, scheduled_at (None first), created_at, arrival.
@@ -66,11 +73,13 @@ from typedq.job import TERMINAL_STATUSES, TRACEBACK_KEY, Job, JobLogLine, JobSta
 __all__ = [
     "FIXED_KEYS",
     "LAYOUT_VERSION",
+    "STATUSES",
     "HashCodec",
     "RedisSettings",
     "base_key",
     "legacy_base_key",
     "parse_redis_url",
+    "ready_member",
     "sort_hex",
 ]
 
@@ -83,7 +92,6 @@ FIXED_KEYS: Final = {
     "ready": "zset",
     "delayed": "zset",
     "leases": "zset",
-    "all": "zset",
     "alone": "set",
     "workers": "hash",
     "wseen": "zset",
@@ -91,7 +99,8 @@ FIXED_KEYS: Final = {
     "fences": "hash",
     "schedules": "hash",
     "schedstate": "hash",
-    "counts": "hash",
+    "running": "hash",
+    "submitted": "hash",
     "seq": "string",
     "cgseq": "string",
     "wake": "list",
@@ -99,6 +108,17 @@ FIXED_KEYS: Final = {
     **{f"st:{s.value}": "zset" for s in JobStatus},
     **{f"fin:{s.value}": "zset" for s in TERMINAL_STATUSES},
 }
+
+#: Every status, in the order :func:`queue_counts` reads their counts.
+STATUSES: Final = tuple(JobStatus)
+
+
+def queue_counts(pipe: Any, base: str) -> None:
+    """Queue on ``pipe`` the reads of the jobs per status of the queue ``base`` (the sizes
+    of its status indexes, one ``ZCARD`` each, in the order of :data:`STATUSES`)."""
+    for status in STATUSES:
+        pipe.zcard(f"{base}:st:{status.value}")
+
 
 _PREFIX_RE: Final = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 _SERVICE_RE: Final = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
@@ -364,6 +384,12 @@ def sort_hex(value: float) -> str:
     (bits,) = _unpack_u64(_pack_double(value + 0.0))  # + 0.0: -0.0 sorts as 0.0
     bits = bits ^ _ALL_BITS if bits & _SIGN else bits | _SIGN
     return f"{bits:016x}"
+
+
+def ready_member(priority: int, sort_key: bytes, arrival: int, job_id: str) -> bytes:
+    """A job's member of the ready sets (made from its fields ``p``, ``sk`` and ``n``, as
+    the scripts' ``mkrk`` makes it; never stored in the job's hash)."""
+    return f"{10 - priority:x}".encode() + sort_key + f"{arrival:012x}{job_id}".encode()
 
 
 _STATUS: Final = {s.value.encode(): s for s in JobStatus}

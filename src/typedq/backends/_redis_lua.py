@@ -1,15 +1,15 @@
 """The Redis backend's Lua scripts: every state transition of a queue is one of them.
 
-Each script is ``_redis_lua_common.COMMON`` (key names and the helpers that keep the
-indexes right) followed by its body. ``KEYS[1]`` is the queue's base key
-``{prefix}:{queue}``; every key a script touches starts with ``{prefix}``, the hash tag of
-every queue of the prefix (one Redis Cluster slot), so a script may also touch another
-queue of the prefix (the dead-letter queue: ``KEYS[2]``). Times and lease deadlines come
-in ``ARGV`` from the client's clock as exact decimal text and are stored as given: Lua
-turns a number into text with 14 significant digits, so a script never formats a float
-itself. The one reading of the server's clock (``TIME``, in whole milliseconds) is the
-lease deadline by the server's clock that claims and renewals also record (field ``ls``),
-for the reaper's liveness rule (see ``_RECLAIM``).
+Each script is its body after the helpers of ``_redis_lua_common.COMMON`` it uses (key
+names and the helpers that keep the indexes right; see ``_redis_lua_common.script``).
+``KEYS[1]`` is the queue's base key ``{prefix}:{queue}``; every key a script touches
+starts with ``{prefix}``, the hash tag of every queue of the prefix (one Redis Cluster
+slot), so a script may also touch another queue of the prefix (the dead-letter queue:
+``KEYS[2]``). Times and lease deadlines come in ``ARGV`` from the client's clock as exact
+decimal text and are stored as given: Lua turns a number into text with 14 significant
+digits, so a script never formats a float itself. The one reading of the server's clock
+(``TIME``, in whole milliseconds) is the lease deadline by the server's clock that claims
+and renewals also record (field ``ls``), for the reaper's liveness rule (see ``_RECLAIM``).
 
 The key layout (``B`` is the base key) is described in ``_redis_keys``. Scripts return
 plain arrays: a job as ``{id, field, value, ...}`` (its hash), a refusal as a status
@@ -20,8 +20,9 @@ from __future__ import annotations
 
 from typing import Final
 
-from typedq.backends._redis_lua_common import COMMON as _COMMON
+from typedq.backends._redis_lua_common import script
 from typedq.backends._redis_lua_unique import TAKE_UNIQUE as _TAKE_UNIQUE
+from typedq.job import JobStatus
 
 __all__ = ["SCRIPTS"]
 
@@ -62,17 +63,8 @@ local uniques = take_unique(jobs, i, now)
 if uniques[1] == 'unique' then return uniques end
 local woken = 0
 -- Index writes of the common jobs are gathered and made one command per key.
-local adds = {}
-local function add(key, score, member)
-  local list = adds[key]
-  if not list then
-    list = {}
-    adds[key] = list
-  end
-  list[#list + 1] = score
-  list[#list + 1] = member
-end
-local counted = {}
+local b = gather(count)
+local SUBMITTED = B .. ':submitted'
 local first = redis.call('INCRBY', B .. ':seq', count) - count
 for j, job in ipairs(jobs) do
   local id, t, s = job[1], job[2], job[3]
@@ -90,34 +82,27 @@ for j, job in ipairs(jobs) do
     elseif name == 'f' then fin = ARGV[f + 1] end
   end
   local rk = mkrk(p, sk, n, id)
-  redis.call('HSET', k, 't', t, 's', s, 'n', n, 'rk', rk, unpack(fields))
-  add(ALL, n, id)
-  add(tyk(t), n, id)
+  redis.call('HSET', k, 't', t, 's', s, 'n', n, unpack(fields))
+  b.zadd(tyk(t), n, id)
+  b.incr(SUBMITTED, t, 1)
   if s == 'PENDING' and (d or ra or (sa and tonumber(sa) > now)) then
     -- placing may fail the job at once: its status index is written now
-    redis.call('HINCRBY', COUNTS, s, 1)
-    redis.call('ZADD', stk(s), n, id)
+    enter(W, id, t, n, s)
     place(id, now)
   else
-    counted[s] = (counted[s] or 0) + 1
-    add(stk(s), n, id)
+    enter(b, id, t, n, s)
     if s == 'PENDING' then
-      add(READY, 0, rk)
-      add(rtk(t), 0, rk)
+      b.zadd(READY, 0, rk)
+      b.zadd(rtk(t), 0, rk)
     elseif s == 'RUNNING' and lu then
-      add(LEASES, lu, id)
+      b.zadd(LEASES, lu, id)
     elseif ENDED[s] and fin then
-      add(fnk(s), fin, id)
+      b.zadd(fnk(s), fin, id)
     end
   end
   if s == 'PENDING' then woken = woken + 1 end
 end
-for status, c in pairs(counted) do redis.call('HINCRBY', COUNTS, status, c) end
-for key, list in pairs(adds) do
-  for lo = 1, #list, 4000 do
-    redis.call('ZADD', key, unpack(list, lo, math.min(#list, lo + 3999)))
-  end
-end
+b.flush()
 for _, u in ipairs(uniques) do redis.call('HSET', B .. ':unique', u[1], u[2]) end
 wake(woken)
 return count
@@ -158,31 +143,11 @@ if mode == 'peek' then
 end
 local cg = false
 if mode == 'claim' and #members > 1 then cg = redis.call('INCR', B .. ':cgseq') end
-local ls = mode == 'claim' and #members > 0 and server_deadline(now, ARGV[5])
-for j, m in ipairs(members) do
-  local id = string.sub(m, PREFIX_LEN + 1)
-  local k = jk(id)
-  local v = redis.call('HMGET', k, 't', 'n', 'ra')
-  redis.call('ZREM', READY, m)
-  redis.call('ZREM', rtk(v[1]), m)
-  if v[3] then
-    redis.call('HDEL', k, 'ra')
-    redis.call('SREM', ALONE, id)
-  end
-  move(id, k, v[2], 'PENDING', 'RUNNING')
-  redis.call('HINCRBY', k, 'a', 1)
-  if mode == 'claim' then
-    redis.call('HSET', k, 'w', ARGV[4], 'sd', ARGV[1], 'lu', ARGV[5], 'ls', ls)
-    redis.call('ZADD', LEASES, ARGV[5], id)
-    if cg then
-      redis.call('HSET', k, 'cg', cg)
-      redis.call('SADD', cgk(cg), id)
-    end
-  else
-    redis.call('HSET', k, 'sd', ARGV[1])
-  end
-  out[j] = {id, redis.call('HGETALL', k)}
-end
+local lease = mode == 'claim' and #members > 0 and {ARGV[4], ARGV[5], server_deadline(now, ARGV[5])}
+local b = gather(#members)
+for j, m in ipairs(members) do out[j] = claim_one(b, m, lease, cg) end
+b.flush()
+for j, id in ipairs(out) do out[j] = {id, redis.call('HGETALL', jk(id))} end
 return out
 """
 
@@ -191,29 +156,32 @@ return out
 _COMPLETE: Final = r"""
 local now = tonumber(ARGV[1])
 local out = {}
+local b = gather((#ARGV - 1) / 5)
 for i = 2, #ARGV, 5 do
   local id, token = ARGV[i], ARGV[i + 1]
   local k = jk(id)
-  local refused = refuse(k, token)
-  if refused then
-    out[#out + 1] = refused
+  local v = redis.call('HMGET', k, 's', 'a', 'n', 't', 'cg', 'p', 'cr')
+  if not v[1] then
+    out[#out + 1] = {'missing'}
+  elseif v[1] ~= 'RUNNING' or v[2] ~= token then
+    out[#out + 1] = {'stale', v[1], v[2] or '0'}
   else
-    leave_running(id, k)
-    move(id, k, redis.call('HGET', k, 'n'), 'RUNNING', 'COMPLETED')
+    leave_running(id, k, b, v[5])
+    restatus(b, id, k, v[3], 'RUNNING', 'COMPLETED', v[4])
     if ARGV[i + 3] == '1' then
-      redis.call('HSET', k, 'f', ARGV[1], 'r', ARGV[i + 2])
+      redis.call('HSET', k, 's', 'COMPLETED', 'f', ARGV[1], 'r', ARGV[i + 2])
     else
-      redis.call('HSET', k, 'f', ARGV[1])
+      redis.call('HSET', k, 's', 'COMPLETED', 'f', ARGV[1])
     end
     release_dependents(id, now)
-    local v = redis.call('HMGET', k, 'p', 'cr')
     if ARGV[i + 4] == '1' then
-      out[#out + 1] = {'ok', v[1], v[2] or '0', redis.call('HGETALL', k)}
+      out[#out + 1] = {'ok', v[6], v[7] or '0', redis.call('HGETALL', k)}
     else
-      out[#out + 1] = {'ok', v[1], v[2] or '0'}
+      out[#out + 1] = {'ok', v[6], v[7] or '0'}
     end
   end
 end
+b.flush()
 return out
 """
 
@@ -242,10 +210,9 @@ end
 leave_running(id, k)
 local n = redis.call('HGET', k, 'n')
 if action == 'fail' then
-  local v = redis.call('HMGET', k, 'sk', 'p')
-  local sk = ARGV[7] .. string.sub(v[1], 17)
+  local sk = ARGV[7] .. string.sub(redis.call('HGET', k, 'sk'), 17)
   redis.call('HINCRBY', k, 'rc', 1)
-  redis.call('HSET', k, 'e', ARGV[5], 'sa', ARGV[6], 'sk', sk, 'rk', mkrk(v[2], sk, n, id))
+  redis.call('HSET', k, 'e', ARGV[5], 'sa', ARGV[6], 'sk', sk)
   redis.call('HSET', k, 'tb', ARGV[8])  -- '' when none: cleared, never a layout-1 leftover
   redis.call('HDEL', k, 'w')
   move(id, k, n, 'RUNNING', 'PENDING')
@@ -385,20 +352,20 @@ elseif action == 'cancel' then
   if s == 'RUNNING' then redis.call('HSET', k, 'cr', '1') end
   return {'ok', 0}
 elseif action == 'priority' then
-  local w = redis.call('HMGET', k, 'p', 'sk', 'rk', 't')
+  local w = redis.call('HMGET', k, 'p', 'sk', 't')
   if w[1] == ARGV[4] then return {'ok'} end
-  local rk = mkrk(ARGV[4], w[2], v[2], id)
-  redis.call('HSET', k, 'p', ARGV[4], 'rk', rk)
-  if redis.call('ZREM', READY, w[3]) == 1 then
-    redis.call('ZREM', rtk(w[4]), w[3])
+  local old, rk = mkrk(w[1], w[2], v[2], id), mkrk(ARGV[4], w[2], v[2], id)
+  redis.call('HSET', k, 'p', ARGV[4])
+  if redis.call('ZREM', READY, old) == 1 then
+    redis.call('ZREM', rtk(w[3]), old)
     redis.call('ZADD', READY, 0, rk)
-    redis.call('ZADD', rtk(w[4]), 0, rk)
+    redis.call('ZADD', rtk(w[3]), 0, rk)
   end
   return {'ok'}
 elseif action == 'replay' then
   if s ~= 'DEAD' then return {'state', s} end
   local sk = string.rep('0', 16) .. string.sub(redis.call('HGET', k, 'sk'), 17)
-  redis.call('HSET', k, 'rc', 0, 'lc', 0, 'sk', sk, 'rk', mkrk(redis.call('HGET', k, 'p'), sk, v[2], id))
+  redis.call('HSET', k, 'rc', 0, 'lc', 0, 'sk', sk)
   redis.call('HDEL', k, 'e', 'r', 'f', 'sa', 'cr')
   redis.call('HSET', k, 'tb', '')
   to_status(id, k, s, 'PENDING', now)
@@ -430,9 +397,9 @@ elseif action == 'retry' then
   end
   for _, rid in ipairs(reopened) do
     local rk_ = jk(rid)
-    local w = redis.call('HMGET', rk_, 's', 'n', 'sk', 'p')
-    local sk = string.rep('0', 16) .. string.sub(w[3], 17)
-    redis.call('HSET', rk_, 'rc', 0, 'lc', 0, 'sk', sk, 'rk', mkrk(w[4], sk, w[2], rid))
+    local w = redis.call('HMGET', rk_, 's', 'sk')
+    local sk = string.rep('0', 16) .. string.sub(w[2], 17)
+    redis.call('HSET', rk_, 'rc', 0, 'lc', 0, 'sk', sk)
     redis.call('HDEL', rk_, 'e', 'r', 'f', 'sa', 'cr', 'ra', 'w')
     redis.call('HSET', rk_, 'tb', '')
     to_status(rid, rk_, w[1], 'PENDING', now)
@@ -451,8 +418,9 @@ return redis.error_reply('unknown action ' .. action)
 # ARGV: index key suffix ('all', 'st:S' or 'ty:T'), job type filter ('' = none), after
 # (a job id, '#<arrival number>', or '' for none), newest ('1'/'0'), offset, limit.
 # Returns {'missing'} for an unknown after id, else {'ok', {id, hash, arrival}...}.
-# Reads only.
-_LIST: Final = r"""
+# 'all' (every job) is the status indexes merged by arrival: each gives its first
+# offset + limit. Reads only.
+_LIST: Final = "local STATUSES = {" + ", ".join(f"'{s.value}'" for s in JobStatus) + "}\n" + r"""
 local index = B .. ':' .. ARGV[1]
 local jtype, after = ARGV[2], ARGV[3]
 local newest = ARGV[4] == '1'
@@ -471,6 +439,22 @@ local function page(skip, count)
     return redis.call('ZREVRANGEBYSCORE', index, hi, lo, 'WITHSCORES', 'LIMIT', skip, count)
   end
   return redis.call('ZRANGEBYSCORE', index, lo, hi, 'WITHSCORES', 'LIMIT', skip, count)
+end
+if ARGV[1] == 'all' then
+  local got = {}
+  for _, s in ipairs(STATUSES) do
+    index = stk(s)
+    local part = page(0, offset + limit)
+    for i = 1, #part, 2 do got[#got + 1] = {part[i], tonumber(part[i + 1]), part[i + 1]} end
+  end
+  table.sort(got, function(a, b)
+    if newest then return a[2] > b[2] end
+    return a[2] < b[2]
+  end)
+  for i = offset + 1, math.min(#got, offset + limit) do
+    out[#out + 1] = {got[i][1], redis.call('HGETALL', jk(got[i][1])), got[i][3]}
+  end
+  return out
 end
 if jtype == '' then
   local got = page(offset, limit)
@@ -522,12 +506,12 @@ return purged
 
 #: Script name -> Lua source.
 SCRIPTS: Final = {
-    "enqueue": _COMMON + _TAKE_UNIQUE + _ENQUEUE,
-    "claim": _COMMON + _CLAIM,
-    "complete": _COMMON + _COMPLETE,
-    "leased": _COMMON + _LEASED,
-    "reclaim": _COMMON + _RECLAIM,
-    "manage": _COMMON + _MANAGE,
-    "purge": _COMMON + _PURGE,
-    "list": _COMMON + _LIST,
+    "enqueue": script(_TAKE_UNIQUE + _ENQUEUE),
+    "claim": script(_CLAIM),
+    "complete": script(_COMPLETE),
+    "leased": script(_LEASED),
+    "reclaim": script(_RECLAIM),
+    "manage": script(_MANAGE),
+    "purge": script(_PURGE),
+    "list": script(_LIST),
 }

@@ -1,32 +1,41 @@
-"""The helpers every Lua script of the Redis backend starts with (``COMMON``).
+"""The helpers every Lua script of the Redis backend is built on (``COMMON``, ``script``).
 
 They name a queue's keys (``use(base)`` switches them to another queue of the prefix, the
-dead-letter queue), keep the status, ready, delayed, lease, finish-time and dependency
-indexes right as a job moves, and put dead letters into, and take them back out of, a
-dead-letter queue. ``_redis_lua`` appends each script's body; the key layout is described
-in ``_redis_keys``.
+dead-letter queue), keep the status, running, ready, delayed, lease, finish-time and
+dependency indexes right as a job moves, take a ready job into RUNNING (``claim_one``,
+shared by the plain and the policy claim), and put dead letters into, and take them back
+out of, a dead-letter queue. The key layout is described in ``_redis_keys``.
+
+Index writes go through a writer: ``W`` writes at once; ``gather(n)`` gathers a script's
+writes and makes them one command per key (and one ``HINCRBY`` per counter field) at its
+``flush()``, so a batch of jobs costs a few commands more than one job. A batch only
+gathers writes the script does not read back before it flushes, and never removes a
+member it added.
+
+:func:`script` builds a script from its body and only the helpers it uses: every helper
+a script defines costs the server time on every call, used or not.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Final
 
-__all__ = ["COMMON"]
+__all__ = ["COMMON", "script"]
 
-#: The helpers, prepended to every script.
+#: The helpers; a script gets the ones its body uses (see :func:`script`).
 COMMON: Final = r"""
 -- The keys of the queue the helpers work on: the script's queue (KEYS[1]) unless use()
 -- switches them to another queue of the prefix (the dead-letter queue, KEYS[2]).
-local B, READY, DELAYED, LEASES, COUNTS, ALL, ALONE, WAKE
+local B, READY, DELAYED, LEASES, ALONE, WAKE, RUNS
 local function use(base)
   B = base
   READY = B .. ':ready'
   DELAYED = B .. ':delayed'
   LEASES = B .. ':leases'
-  COUNTS = B .. ':counts'
-  ALL = B .. ':all'
   ALONE = B .. ':alone'
   WAKE = B .. ':wake'
+  RUNS = B .. ':running'
 end
 use(KEYS[1])
 -- '{prefix}': the hash tag every queue of the prefix shares.
@@ -53,9 +62,65 @@ local ENDED = {COMPLETED = true, FAILED = true, DEAD = true, CANCELLED = true}
 local function fnk(s) return B .. ':fin:' .. s end
 local PREFIX_LEN = 45  -- priority digit, 32 hex of schedule and creation, 12 hex of arrival
 
--- The ready member: it sorts as jobs are claimed (see _redis_keys.sort_hex).
+-- The ready member: it sorts as jobs are claimed (see _redis_keys.sort_hex). Made from
+-- the job's fields when needed, never stored (a job hash stays small).
 local function mkrk(p, sk, n, id)
   return string.format('%x', 10 - tonumber(p)) .. sk .. string.format('%012x', tonumber(n)) .. id
+end
+
+-- Index writes made at once (flush: nothing left to write).
+local W = {
+  zadd = function(key, score, member) redis.call('ZADD', key, score, member) end,
+  zrem = function(key, member) redis.call('ZREM', key, member) end,
+  sadd = function(key, member) redis.call('SADD', key, member) end,
+  srem = function(key, member) redis.call('SREM', key, member) end,
+  incr = function(key, field, by) redis.call('HINCRBY', key, field, by) end,
+  flush = function() end,
+}
+
+-- Index writes gathered: one command per key and command (4000 arguments at most), and
+-- one HINCRBY per counter field, at flush(); for one job (n < 2), W: gathering one job's
+-- writes would cost more than it saves.
+local function gather(n)
+  if n < 2 then return W end
+  local lists, order, incrs = {}, {}, {}
+  local function list(cmd, key)
+    local l = lists[cmd .. key]
+    if not l then
+      l = {cmd, key}
+      lists[cmd .. key] = l
+      order[#order + 1] = l
+    end
+    return l
+  end
+  local b = {}
+  function b.zadd(key, score, member)
+    local l = list('ZADD', key)
+    l[#l + 1] = score
+    l[#l + 1] = member
+  end
+  function b.zrem(key, member) local l = list('ZREM', key); l[#l + 1] = member end
+  function b.sadd(key, member) local l = list('SADD', key); l[#l + 1] = member end
+  function b.srem(key, member) local l = list('SREM', key); l[#l + 1] = member end
+  function b.incr(key, field, by)
+    local f = incrs[key]
+    if not f then
+      f = {}
+      incrs[key] = f
+    end
+    f[field] = (f[field] or 0) + by
+  end
+  function b.flush()
+    for _, l in ipairs(order) do
+      for lo = 3, #l, 4000 do redis.call(l[1], l[2], unpack(l, lo, math.min(#l, lo + 3999))) end
+    end
+    for key, f in pairs(incrs) do
+      for field, by in pairs(f) do
+        if by ~= 0 then redis.call('HINCRBY', key, field, by) end
+      end
+    end
+  end
+  return b
 end
 
 local function wake(n)
@@ -67,30 +132,93 @@ local function wake(n)
   end
 end
 
--- Status bookkeeping: the hash, the counters and the status index.
--- A job that ends is indexed by finish time: now, the finish time every transition that
--- ends a job writes ('f').
-local function move(id, k, n, old, new)
-  redis.call('HSET', k, 's', new)
-  redis.call('HINCRBY', COUNTS, old, -1)
-  redis.call('HINCRBY', COUNTS, new, 1)
-  redis.call('ZREM', stk(old), id)
-  redis.call('ZADD', stk(new), n, id)
-  if ENDED[old] then redis.call('ZREM', fnk(old), id) end
-  if ENDED[new] then redis.call('ZADD', fnk(new), ARGV[1], id) end
+-- A job of type t and arrival n enters status s, or leaves it: its status index (the
+-- counts are the indexes' sizes), and for RUNNING its type's count in B:running.
+local function enter(w, id, t, n, s)
+  w.zadd(stk(s), n, id)
+  if s == 'RUNNING' then w.incr(RUNS, t, 1) end
+end
+local function leave(w, id, t, s)
+  w.zrem(stk(s), id)
+  if s == 'RUNNING' then w.incr(RUNS, t, -1) end
+  if ENDED[s] then w.zrem(fnk(s), id) end
 end
 
+-- The indexes of a status change; a job that ends is indexed by finish time: now, the
+-- finish time every transition that ends a job writes ('f'). t: the job type (read only
+-- when RUNNING is one of the statuses and t is not given).
+local function restatus(w, id, k, n, old, new, t)
+  if not t and (old == 'RUNNING' or new == 'RUNNING') then t = redis.call('HGET', k, 't') end
+  leave(w, id, t, old)
+  enter(w, id, t, n, new)
+  if ENDED[new] then w.zadd(fnk(new), ARGV[1], id) end
+end
+
+-- Status bookkeeping: the hash and the indexes.
+local function move(id, k, n, old, new)
+  redis.call('HSET', k, 's', new)
+  restatus(W, id, k, n, old, new)
+end
+
+-- RUNNING jobs of each of the types (B:running, field '' marking it complete; a queue
+-- written before it existed gets it rebuilt from the RUNNING index once).
+local function running_by_type(types)
+  local out = {}
+  if #types == 0 then return out end
+  if redis.call('HEXISTS', RUNS, '') == 0 then
+    redis.call('DEL', RUNS)
+    for _, id in ipairs(redis.call('ZRANGE', stk('RUNNING'), 0, -1)) do
+      local t = redis.call('HGET', jk(id), 't')
+      if t then redis.call('HINCRBY', RUNS, t, 1) end
+    end
+    redis.call('HSET', RUNS, '', '1')
+  end
+  local got = redis.call('HMGET', RUNS, unpack(types))
+  for i, t in ipairs(types) do out[t] = tonumber(got[i] or '0') end
+  return out
+end
+
+-- Take the ready member m into RUNNING, an attempt more: leased (lease: {worker, lease
+-- deadline, the same by the server's clock}, claim group cg or false) or, without a
+-- lease, dequeued. The ready sets lose m through w. Returns the job id and type.
+local function claim_one(w, m, lease, cg)
+  local id = string.sub(m, PREFIX_LEN + 1)
+  local k = jk(id)
+  local v = redis.call('HMGET', k, 't', 'n', 'ra', 'a')
+  w.zrem(READY, m)
+  w.zrem(rtk(v[1]), m)
+  if v[3] then
+    redis.call('HDEL', k, 'ra')
+    redis.call('SREM', ALONE, id)
+  end
+  restatus(w, id, k, v[2], 'PENDING', 'RUNNING', v[1])
+  local a = (v[4] and tonumber(v[4]) or 0) + 1
+  if not lease then
+    redis.call('HSET', k, 's', 'RUNNING', 'a', a, 'sd', ARGV[1])
+  else
+    local w_, lu, ls = lease[1], lease[2], lease[3]
+    if cg then
+      redis.call('HSET', k, 's', 'RUNNING', 'a', a, 'sd', ARGV[1], 'w', w_, 'lu', lu, 'ls', ls, 'cg', cg)
+      w.sadd(cgk(cg), id)
+    else
+      redis.call('HSET', k, 's', 'RUNNING', 'a', a, 'sd', ARGV[1], 'w', w_, 'lu', lu, 'ls', ls)
+    end
+  end
+  if lease then w.zadd(LEASES, lease[2], id) end
+  return id, v[1]
+end
 -- An unblocked PENDING job goes to the delayed set or the ready sets.
 local function schedule(id, now)
   local k = jk(id)
-  local v = redis.call('HMGET', k, 'sa', 'rk', 't', 'ra')
+  local v = redis.call('HMGET', k, 'sa', 't', 'ra', 'p', 'sk', 'n')
   if v[1] and tonumber(v[1]) > now then
     redis.call('ZADD', DELAYED, v[1], id)
   else
-    redis.call('ZADD', READY, 0, v[2])
-    redis.call('ZADD', rtk(v[3]), 0, v[2])
+    local rk = mkrk(v[4], v[5], v[6], id)
+    redis.call('ZADD', READY, 0, rk)
+    redis.call('ZADD', rtk(v[2]), 0, rk)
   end
-  if v[4] then redis.call('SADD', ALONE, id) end
+  if v[3] then redis.call('SADD', ALONE, id) end
 end
 
 -- Drop a blocked job's edges from its dependencies' reverse index.
@@ -175,21 +303,24 @@ end
 
 -- Take a PENDING job out of whichever index holds it.
 local function unplace(id, k)
-  local v = redis.call('HMGET', k, 'rk', 't', 'bb')
-  if redis.call('ZREM', READY, v[1]) == 1 then
-    redis.call('ZREM', rtk(v[2]), v[1])
-  elseif redis.call('ZREM', DELAYED, id) == 0 and v[3] then
+  local v = redis.call('HMGET', k, 'p', 'sk', 'n', 't', 'bb')
+  local rk = mkrk(v[1], v[2], v[3], id)
+  if redis.call('ZREM', READY, rk) == 1 then
+    redis.call('ZREM', rtk(v[4]), rk)
+  elseif redis.call('ZREM', DELAYED, id) == 0 and v[5] then
     drop_edges(id, k)
   end
   redis.call('SREM', ALONE, id)
 end
 
--- A RUNNING job leaves its lease and its claim group.
-local function leave_running(id, k)
-  redis.call('ZREM', LEASES, id)
-  local cg = redis.call('HGET', k, 'cg')
+-- A RUNNING job leaves its lease and its claim group (cg: the job's, false for none,
+-- nil: read it); the index writes go through w (W when nil).
+local function leave_running(id, k, w, cg)
+  w = w or W
+  w.zrem(LEASES, id)
+  if cg == nil then cg = redis.call('HGET', k, 'cg') end
   if cg then
-    redis.call('SREM', cgk(cg), id)
+    w.srem(cgk(cg), id)
     redis.call('HDEL', k, 'cg', 'lu', 'ls')
   else
     redis.call('HDEL', k, 'lu', 'ls')
@@ -201,9 +332,10 @@ local function promote(now)
   local due = redis.call('ZRANGEBYSCORE', DELAYED, '-inf', ARGV[1], 'LIMIT', 0, 1000)
   for _, id in ipairs(due) do
     redis.call('ZREM', DELAYED, id)
-    local v = redis.call('HMGET', jk(id), 'rk', 't')
-    redis.call('ZADD', READY, 0, v[1])
-    redis.call('ZADD', rtk(v[2]), 0, v[1])
+    local v = redis.call('HMGET', jk(id), 'p', 'sk', 'n', 't')
+    local rk = mkrk(v[1], v[2], v[3], id)
+    redis.call('ZADD', READY, 0, rk)
+    redis.call('ZADD', rtk(v[4]), 0, rk)
   end
 end
 
@@ -218,13 +350,11 @@ end
 -- Delete a job that is not RUNNING from the current queue; its waiting dependents fail.
 local function forget(id, k, s)
   if s == 'PENDING' then unplace(id, k) end
-  redis.call('HINCRBY', COUNTS, s, -1)
-  redis.call('ZREM', stk(s), id)
-  if ENDED[s] then redis.call('ZREM', fnk(s), id) end
+  local t = redis.call('HGET', k, 't')
+  leave(W, id, t, s)
   redis.call('HSET', k, 's', 'CANCELLED')
   fail_dependents(id, tonumber(ARGV[1]))
-  redis.call('ZREM', ALL, id)
-  redis.call('ZREM', tyk(redis.call('HGET', k, 't')), id)
+  redis.call('ZREM', tyk(t), id)
   redis.call('DEL', k, dpk(id))
 end
 
@@ -236,7 +366,8 @@ local function insert_copy(id, flat, s, origin)
   local fields, vals = {}, {}
   for i = 1, #flat, 2 do
     local f = flat[i]
-    -- the arrival number, ready member, claim group and blocked count are the queue's own
+    -- the arrival number, claim group and blocked count are the queue's own (a ready
+    -- member 'rk' was stored by older typedq)
     if f ~= 'n' and f ~= 'rk' and f ~= 'cg' and f ~= 'bb' and f ~= 's' then
       fields[#fields + 1] = f
       fields[#fields + 1] = flat[i + 1]
@@ -244,12 +375,10 @@ local function insert_copy(id, flat, s, origin)
     end
   end
   local n = redis.call('INCR', B .. ':seq')
-  redis.call('HSET', k, 's', s, 'n', n, 'rk', mkrk(vals['p'], vals['sk'], n, id), unpack(fields))
+  redis.call('HSET', k, 's', s, 'n', n, unpack(fields))
   if origin then redis.call('HSET', k, 'q', origin) end
-  redis.call('ZADD', ALL, n, id)
   redis.call('ZADD', tyk(vals['t']), n, id)
-  redis.call('ZADD', stk(s), n, id)
-  redis.call('HINCRBY', COUNTS, s, 1)
+  enter(W, id, vals['t'], n, s)
   if ENDED[s] and vals['f'] then redis.call('ZADD', fnk(s), vals['f'], id) end
 end
 
@@ -339,3 +468,45 @@ local function to_status(id, k, old, new, now)
   end
 end
 """
+
+#: Where a helper of ``COMMON`` begins: a line at column 0 starting ``local`` or ``--``.
+_START: Final = re.compile(r"^(?:local|--)")
+_DEFINES: Final = re.compile(r"^local\s+(?:function\s+)?([\w\s,]+?)\s*(?:=|\(|$)", re.MULTILINE)
+_NAME: Final = re.compile(r"[A-Za-z_]\w*")
+
+
+def _helpers(common: str) -> tuple[str, list[tuple[frozenset[str], frozenset[str], str]]]:
+    """``common`` as its prelude (everything up to and with ``use(KEYS[1])``, in every
+    script) and its helpers, in order: (names defined, names used, text)."""
+    prelude, _, rest = common.partition("use(KEYS[1])\n")
+    chunks: list[list[str]] = []
+    previous = ""
+    for line in rest.splitlines(keepends=True):
+        if not chunks or (_START.match(line) and not previous.startswith("--")):
+            chunks.append([])
+        chunks[-1].append(line)
+        previous = line
+    helpers = []
+    for lines in chunks:
+        text = "".join(lines)
+        code = "".join(line.split("--", 1)[0] + "\n" for line in lines)
+        defined = {name.strip() for found in _DEFINES.findall(code) for name in found.split(",")}
+        helpers.append((frozenset(defined), frozenset(_NAME.findall(code)) - defined, text))
+    return prelude + "use(KEYS[1])\n", helpers
+
+
+def script(body: str, common: str = COMMON) -> str:
+    """A script: the prelude of ``common``, the helpers ``body`` uses (and the helpers
+    they use, in their order in ``common``), then ``body``."""
+    prelude, helpers = _helpers(common)
+    wanted = set(_NAME.findall(body))
+    chosen = [False] * len(helpers)
+    grew = True
+    while grew:
+        grew = False
+        for i, (defined, used, _) in enumerate(helpers):
+            if not chosen[i] and defined & wanted:
+                chosen[i] = True
+                wanted |= used
+                grew = True
+    return prelude + "".join(text for i, (_, _, text) in enumerate(helpers) if chosen[i]) + body

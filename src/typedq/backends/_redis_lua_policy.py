@@ -4,16 +4,21 @@ The plain claim (``_redis_lua._CLAIM``) stays the strict-priority fast path; a q
 a policy claims with ``claim_policy`` instead, which decides and claims in one atomic
 step (the same moves as the plain claim for each job it takes):
 
-* limits: the queue's RUNNING count is ``B:counts``, O(1); when a job type has a
-  concurrency limit, the RUNNING jobs (``B:st:RUNNING``: as many as the workers hold)
-  are counted by type, whoever claimed them. A rate's ring of recent claim
-  times is the hash ``B:lim:rate:<key>`` (``c`` the claims so far, ``0``..``N-1`` the times;
-  key ``""`` for the queue's rate, else the job type);
+* limits: the queue's RUNNING count is the size of ``B:st:RUNNING`` and a job type's is
+  its field of ``B:running``, both O(1), whoever claimed the jobs. A rate's recent
+  claim times are the list ``B:lim:rl:<key>``, newest first (key ``""`` for the queue's
+  rate, else the job type; trimmed to the rate's count once it holds 64 more): a claim
+  is allowed when the list's N-th time (N the rate's count) is missing or older than
+  the rate's period, one ``LINDEX``;
 * each level's next job is the first member of its band of ``B:ready`` (or of each
   ``B:rt:<type>`` a worker asks for): ready members start with ``10 - priority`` as one
   hex digit, so a level is a ``ZRANGEBYLEX`` range, O(log n);
 * the fairness virtual times are the hash ``B:lim:fair`` (fields 0-4 per level, 5 the
-  queue's), and the choice is ``typedq.policy.pick_level``'s, written again in Lua.
+  queue's), and the choice is ``typedq.policy.pick_level``'s, written again in Lua; without
+  ``max_wait_s`` the levels are tried in the order of their virtual start times, so a
+  claim reads the heads of the first level that has a job only.
+
+Each job it takes goes into RUNNING as the plain claim takes it (``claim_one``).
 
 A claim for any job type (no types given) that must skip job types held back by a limit
 walks a level's band at most :data:`SCAN_MAX` members deep; workers always give the types
@@ -24,7 +29,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from typedq.backends._redis_lua_common import COMMON
+from typedq.backends._redis_lua_common import script
 
 __all__ = ["POLICY_SCRIPTS", "SCAN_MAX"]
 
@@ -47,37 +52,27 @@ local UNSCHEDULED = string.rep('0', 16)
 
 -- Limits: RUNNING counts and rate windows.
 local running = 0
-if P.mc > 0 then running = tonumber(redis.call('HGET', COUNTS, 'RUNNING') or '0') end
-local by_type = {}
-local counted = false
+if P.mc > 0 then running = redis.call('ZCARD', stk('RUNNING')) end
+local limited = {}
 for t, l in pairs(P.l) do
-  if l.mc > 0 then by_type[t] = 0; counted = true end
+  if l.mc > 0 then limited[#limited + 1] = t end
 end
-if counted then
-  for _, id in ipairs(redis.call('ZRANGE', stk('RUNNING'), 0, -1)) do
-    local t = redis.call('HGET', jk(id), 't')
-    if t and by_type[t] then by_type[t] = by_type[t] + 1 end
-  end
-end
+local by_type = running_by_type(limited)
+-- A rate's window: its list of claim times, newest first, and the claims this call made.
 local windows = {}
 local function window(key, rate)
-  local h = LIM .. 'rate:' .. key
-  local c = tonumber(redis.call('HGET', h, 'c') or '0')
-  windows[key] = {h = h, c = c, n = rate[1], p = rate[2]}
+  windows[key] = {h = LIM .. 'rl:' .. key, taken = 0, n = rate[1], p = rate[2]}
 end
 if P.r ~= 0 then window('', P.r) end
 for t, l in pairs(P.l) do
   if l.r ~= 0 then window(t, l.r) end
 end
 local function allows(w)
-  local oldest = redis.call('HGET', w.h, tostring(w.c % w.n))
+  if w.taken >= w.n then return false end
+  local oldest = redis.call('LINDEX', w.h, w.n - 1 - w.taken)
   return (not oldest) or tonumber(oldest) <= now - w.p
 end
-local function take(w)
-  redis.call('HSET', w.h, tostring(w.c % w.n), ARGV[1])
-  w.c = w.c + 1
-  redis.call('HSET', w.h, 'c', w.c)
-end
+local function take(w) w.taken = w.taken + 1 end
 
 -- Fairness state.
 local fair = nil
@@ -86,8 +81,9 @@ if P.f == 1 then
   local v = redis.call('HMGET', LIM .. 'fair', '0', '1', '2', '3', '4', '5')
   for i = 1, 6 do if v[i] then fair[i] = tonumber(v[i]) end end
 end
-local by_level = P.f == 1
-for i = 1, 5 do if P.mw[i] >= 0 then by_level = true end end
+local aging = false
+for i = 1, 5 do if P.mw[i] >= 0 then aging = true end end
+local by_level = P.f == 1 or aging
 
 local types = {}
 for t = 7, 6 + ntypes do types[#types + 1] = ARGV[t] end
@@ -124,12 +120,40 @@ local function head(lo, hi, blocked, any_blocked)
   return best
 end
 
+local function level_head(level, blocked, any_blocked)
+  local lo, hi = '[' .. string.format('%x', 2 * level), '(' .. string.format('%x', 2 * level + 2)
+  return head(lo, hi, blocked, any_blocked)
+end
+
+-- Level i (1-5) is chosen: its virtual time moves on.
+local function charge(i)
+  local start = math.max(fair[i], fair[6])
+  fair[i] = start + 1.0 / P.w[i]
+  fair[6] = start
+end
+
 local function choose(blocked, any_blocked)
   if not by_level then return head('-', '+', blocked, any_blocked) end
+  if not aging then  -- fairness alone: the level of the earliest start that has a job
+    local vt = fair[6]
+    local order = {1, 2, 3, 4, 5}
+    table.sort(order, function(a, b)
+      local sa, sb = math.max(fair[a], vt), math.max(fair[b], vt)
+      if sa ~= sb then return sa < sb end
+      return a < b
+    end)
+    for _, i in ipairs(order) do
+      local m = level_head(i - 1, blocked, any_blocked)
+      if m then
+        charge(i)
+        return m
+      end
+    end
+    return nil
+  end
   local members, heads = {}, {}
   for level = 0, 4 do
-    local lo = '[' .. string.format('%x', 2 * level)
-    local m = head(lo, '(' .. string.format('%x', 2 * level + 2), blocked, any_blocked)
+    local m = level_head(level, blocked, any_blocked)
     members[level + 1] = m
     local limit_hex = ARGV[7 + ntypes + level]
     if m and limit_hex ~= '' then
@@ -165,14 +189,12 @@ local function choose(blocked, any_blocked)
     end
     if not chosen then return nil end
   end
-  local start = math.max(fair[chosen], vt)
-  fair[chosen] = start + 1.0 / P.w[chosen]
-  fair[6] = start
+  charge(chosen)
   return members[chosen]
 end
 
 local claimed = {}
-local ls = false
+local lease = false
 while #claimed < limit do
   if P.mc > 0 and running >= P.mc then break end
   if windows[''] and not allows(windows['']) then break end
@@ -185,26 +207,21 @@ while #claimed < limit do
   end
   local m = choose(blocked, any_blocked)
   if not m then break end
-  local id = string.sub(m, PREFIX_LEN + 1)
-  local k = jk(id)
-  local v = redis.call('HMGET', k, 't', 'n', 'ra')
-  redis.call('ZREM', READY, m)
-  redis.call('ZREM', rtk(v[1]), m)
-  if v[3] then
-    redis.call('HDEL', k, 'ra')
-    redis.call('SREM', ALONE, id)
-  end
-  move(id, k, v[2], 'PENDING', 'RUNNING')
-  redis.call('HINCRBY', k, 'a', 1)
-  if not ls then ls = server_deadline(now, ARGV[4]) end
-  redis.call('HSET', k, 'w', ARGV[3], 'sd', ARGV[1], 'lu', ARGV[4], 'ls', ls)
-  redis.call('ZADD', LEASES, ARGV[4], id)
+  lease = lease or {ARGV[3], ARGV[4], server_deadline(now, ARGV[4])}
+  -- W: the next choice reads the ready sets this claim takes m out of
+  local id, t = claim_one(W, m, lease, false)
   claimed[#claimed + 1] = id
   running = running + 1
-  local t = v[1]
   if by_type[t] then by_type[t] = by_type[t] + 1 end
   if windows[''] then take(windows['']) end
   if windows[t] then take(windows[t]) end
+end
+for _, w in pairs(windows) do
+  if w.taken > 0 then
+    local times = {}
+    for i = 1, w.taken do times[i] = ARGV[1] end
+    if redis.call('LPUSH', w.h, unpack(times)) > w.n + 64 then redis.call('LTRIM', w.h, 0, w.n - 1) end
+  end
 end
 if fair then
   redis.call('HSET', LIM .. 'fair', '0', fair[1], '1', fair[2], '2', fair[3], '3', fair[4], '4', fair[5],
@@ -235,6 +252,6 @@ return out
 
 #: Script name -> Lua source, registered with the queue's own.
 POLICY_SCRIPTS: Final = {
-    "claim_policy": COMMON + f"local SCAN_MAX = {SCAN_MAX}\n" + _CLAIM_POLICY,
-    "by_level": COMMON + _BY_LEVEL,
+    "claim_policy": script(f"local SCAN_MAX = {SCAN_MAX}\n" + _CLAIM_POLICY),
+    "by_level": script(_BY_LEVEL),
 }

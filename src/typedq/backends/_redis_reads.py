@@ -1,7 +1,7 @@
 """The Redis backend's reads and its worker registry, beside ``redis``.
 
 ``RedisReads`` holds what a ``RedisQueue`` does without a transition of a job: reads of
-one job, of counters and set sizes the scripts keep, pages of an index (``list_jobs``,
+one job, of set sizes and counters the scripts keep, pages of an index (``list_jobs``,
 ``export_jobs``, by the ``list`` script), and the worker registry (``_redis_registry``).
 ``RedisQueue`` builds the state these methods use.
 """
@@ -13,7 +13,7 @@ from typing import Any
 
 from typedq.backends import _redis_conn as conn
 from typedq.backends import _redis_registry as registry
-from typedq.backends._redis_keys import HashCodec, RedisSettings
+from typedq.backends._redis_keys import STATUSES, HashCodec, RedisSettings, queue_counts
 from typedq.backends.base import WorkerInfo
 from typedq.clock import Clock
 from typedq.errors import JobNotFoundError
@@ -93,13 +93,18 @@ class RedisReads:
         return self._ready_and_next_due()[0]
 
     def count_by_status(self) -> dict[JobStatus, int]:
-        """Return how many jobs are in each status (counters the scripts keep)."""
-        counts = dict.fromkeys(JobStatus, 0)
+        """Return how many jobs are in each status (the sizes of the status indexes, one
+        round trip)."""
+        with conn.map_errors(self._settings), self._r.pipeline(transaction=False) as pipe:
+            queue_counts(pipe, self._base)
+            return {status: int(n) for status, n in zip(STATUSES, pipe.execute(), strict=True)}
+
+    def count_submitted(self) -> dict[str, int]:
+        """Jobs ever added to this queue per job type (by enqueue, enqueue_many and
+        import_jobs; never lowered by a purge, completion or delete): one hash read."""
         with conn.map_errors(self._settings):
-            stored = self._r.hgetall(f"{self._base}:counts")
-        for status, count in stored.items():
-            counts[JobStatus(status.decode())] = int(count)
-        return counts
+            stored = self._r.hgetall(f"{self._base}:submitted")
+        return {job_type.decode(): int(n) for job_type, n in stored.items()}
 
     def count_scheduled(self) -> int:
         """PENDING jobs due later: a count on the delayed set by due time; see

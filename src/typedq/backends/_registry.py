@@ -79,9 +79,7 @@ def _open_redis(url: str, name: str, clock: Clock, codec: FrameCodec | None) -> 
         ) from exc
     from typedq.backends.redis import RedisQueue  # noqa: PLC0415  # needs the optional driver
 
-    # RedisQueue's count_submitted is added with the Redis backend's own changes; until
-    # then the protocol's method is abstract there. Remove this ignore when it lands.
-    return RedisQueue(url, name=name, clock=clock, codec=codec)  # type: ignore[abstract]  # see above
+    return RedisQueue(url, name=name, clock=clock, codec=codec)
 
 
 #: Every backend this build knows, by name.

@@ -29,9 +29,10 @@ How it runs:
   with the reason as its error; the others are handed out (when all were such jobs, the
   claim is made again). Reads never fail on such bytes: the job is returned with
   ``payload={}`` and the problem and raw bytes under ``metadata["typedq.undecodable"]``.
-* ``size``, ``count_by_status`` and ``ready_count`` read counters and set sizes the
-  scripts maintain; ``list_jobs`` pages an index by arrival (all jobs, a status or a job
-  type), never every job.
+* ``size``, ``count_by_status`` and ``ready_count`` read the sizes of sets the scripts
+  maintain (no counter is written for them); ``list_jobs`` pages an index by arrival (a
+  status or a job type; all jobs: the status indexes merged), never every job.
+  ``count_submitted`` reads the per-type counter the enqueue script adds to.
 * Idle workers block in ``BLPOP`` on the queue's wake list, which every transition that
   makes work ready pushes to, and on a list of their own queue object that
   :meth:`RedisQueue.interrupt` pushes to: no polling.
@@ -214,9 +215,8 @@ class RedisQueue(
 
     @property
     def size(self) -> int:
-        """How many jobs the queue holds, in every state (one counter read)."""
-        with conn.map_errors(self._settings):
-            return sum(int(v) for v in self._r.hvals(f"{self._base}:counts"))
+        """How many jobs the queue holds, in every state (the status indexes' sizes)."""
+        return sum(self.count_by_status().values())
 
     def __repr__(self) -> str:
         return f"RedisQueue({self.url!r}, name={self._name!r})"
@@ -227,7 +227,7 @@ class RedisQueue(
 
         Not part of the ``Queue`` protocol: it describes the server, not the queue. An
         operator's read: it ``SCAN``s the database for the queues' ``meta`` keys (one per
-        queue), then reads each one's counters.
+        queue), then reads each one's status index sizes.
         """
         with conn.map_errors(self._settings):
             return conn.queue_names(self._r, self._settings.prefix)
