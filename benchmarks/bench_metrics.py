@@ -72,9 +72,9 @@ def fill(queue: Queue, jobs: int, done: float) -> None:
     for w in range(16):
         metrics = WorkerMetrics()
         for t in range(5):
-            metrics.count(f"type{t}", "completed", 1000 + w)
+            metrics.count(queue.name, f"type{t}", "completed", 1000 + w)
             for k in range(50):
-                metrics.observe(f"type{t}", wait_s=k * 0.01, run_s=k * 0.002)
+                metrics.observe(queue.name, f"type{t}", wait_s=k * 0.01, run_s=k * 0.002)
         queue.register_worker(WorkerInfo(
             worker_id=f"bench-{w}", queue=queue.name, host="bench", pid=1, job_types=("type0",),
             version="bench", started_at=now, last_seen=now, ttl_s=3600.0, stop_pid=1,
