@@ -31,10 +31,10 @@ __all__ = [
 _JSON_JOB_KEYS: Final = frozenset({
     "id", "job_id", "command", "type", "job_type", "payload", "queue", "priority", "max_retries",
     "timeout", "timeout_seconds", "delay", "delay_s", "depends_on", "metadata", "shell", "cwd", "env",
-    "unique_key", "unique_for", "on_conflict",
+    "unique_key", "unique_for", "unique_states", "on_conflict",
 })
 #: The fields that make a single submit of a unique job (not a batch from stdin).
-UNIQUE_FIELDS: Final = ("unique_key", "unique_for", "on_conflict")
+UNIQUE_FIELDS: Final = ("unique_key", "unique_for", "unique_states", "on_conflict")
 
 
 def _parse_json_job(text: str) -> dict[str, Any]:

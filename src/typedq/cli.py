@@ -139,6 +139,12 @@ PRIORITY = _PriorityType()
 # -- enqueue ---------------------------------------------------------------------------------
 
 
+def _states_list(value: str | None) -> list[str] | None:
+    """``--unique-states``: comma-separated states, any case (checked, with the allowed ones named,
+    where the job is built)."""
+    return None if value is None else [part.strip().upper() for part in value.split(",")]
+
+
 @cli.command()
 @click.argument("job", required=False)
 @click.option("--type", "job_type", help="Job type of a non-shell job (with --payload).")
@@ -152,6 +158,8 @@ PRIORITY = _PriorityType()
 @click.option("--depends-on", multiple=True, metavar="ID", help="A job that must complete first.")
 @click.option("--unique-key", metavar="KEY", help="Add nothing while a job of the queue holds this key.")
 @click.option("--unique-for", type=DURATION, help="Release the key after this long anyway: 90s, 15m, 2h, 1d.")
+@click.option("--unique-states", metavar="STATES", callback=lambda _ctx, _param, value: _states_list(value),
+              help="The states in which a job holds its key, comma-separated (default: PENDING,RUNNING).")
 @click.option("--on-conflict", type=click.Choice(ON_CONFLICT),
               help="When the key is held: return (print the holder, exit 0; default) or raise (exit 2).")
 @click.option("--shell/--no-shell", default=None, help="Run the command through /bin/sh (pipes, globs).")
@@ -170,6 +178,7 @@ def enqueue(
       typedq enqueue --type resize --payload '{"url": "u", "width": 3}' --queue images
       typedq enqueue - < jobs.jsonl     (a JSON job, or JSON lines: all or none are added)
       typedq enqueue --unique-key report:12 --unique-for 1h 'make report'
+      typedq enqueue --unique-key nightly --unique-states PENDING,RUNNING,COMPLETED 'backup'
     A shell job completes when its command exits 0 (stdout/stderr are kept with the result);
     any other exit code is a failed attempt, retried with backoff, then dead-lettered.
     """

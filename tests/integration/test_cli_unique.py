@@ -52,6 +52,26 @@ def test_a_held_unique_key_adds_nothing_and_names_the_holder(run: Run, manager: 
     assert manager.get_job("b").status is JobStatus.PENDING
 
 
+def test_unique_states_keep_the_key_while_the_holder_is_in_them(run: Run, manager: JobQueueManager) -> None:
+    args = ["--unique-key", "nightly", "--unique-states", "pending, running,Completed", "--json", "true"]
+    assert _json(run("enqueue", "--id", "a", *args))["created"]
+    assert manager.get_job("a").metadata[UNIQUE_META]["states"] == ["PENDING", "RUNNING", "COMPLETED"]
+    queue = manager.get_queue("default")
+    claim = queue.claim("w", lease_s=30.0)
+    assert claim is not None
+    queue.complete("a", token=claim.token)
+    # COMPLETED is one of the key's states: the finished job still holds it.
+    again = _json(run("enqueue", "--id", "b", *args))
+    assert (again["job_id"], again["created"], again["status"]) == ("a", False, "COMPLETED")
+    # With the default states, a finished holder has let the key go.
+    made = _json(run("enqueue", "--id", "c", "--unique-key", "weekly", "--json", "true"))
+    assert made["created"]
+    json_job = (
+        '{"id": "d", "command": "true", "unique_key": "nightly", "unique_states": ["PENDING", "COMPLETED"]}'
+    )
+    assert "held by a" in run("enqueue", json_job).stdout
+
+
 def test_a_json_job_carries_its_unique_key(run: Run, manager: JobQueueManager) -> None:
     job = '{"id": "j1", "command": "true", "unique_key": "k", "unique_for": 60, "on_conflict": "raise"}'
     assert run("enqueue", job).exit_code == 0
@@ -72,6 +92,10 @@ def test_a_json_job_carries_its_unique_key(run: Run, manager: JobQueueManager) -
         pytest.param(["--unique-key", "k", "--on-conflict", "ignore"], "--on-conflict", id="bad-on-conflict"),
         pytest.param(['{"command": "true", "unique_key": "k", "on_conflict": "skip"}'], "on_conflict",
                      id="json-bad-on-conflict"),
+        pytest.param(
+            ["--unique-key", "k", "--unique-states", "pending,done"], "unique_states", id="bad-state"
+        ),
+        pytest.param(["--unique-key", "k", "--unique-states", ""], "unique_states", id="no-state"),
     ],
 )
 def test_bad_unique_options_are_one_error_line_naming_the_option(
