@@ -102,8 +102,8 @@ def _with_unfolded(columns: str, where: str) -> str:
 
 #: Jobs per status (params: queue); the pseudo-statuses' rows are among them.
 BY_STATUS: Final = f"SELECT status, sum(n) FROM ({_with_unfolded('status, n', 'true')}) GROUP BY status"
-#: Jobs in the ready index per priority (params: queue).
 _READY_ROWS: Final = "status GLOB 'ready:*'"
+#: Jobs in the ready index per priority (params: queue).
 READY_BY_PRIORITY: Final = (
     "SELECT CAST(substr(status, 7) AS INTEGER), sum(n)"
     f" FROM ({_with_unfolded('status, n', _READY_ROWS)}) GROUP BY status"
