@@ -1271,17 +1271,34 @@ def test_a_purge_reads_jobs_finished_in_order_without_a_scan_or_a_sort(
 
 def _row_counts(db: Path) -> dict[tuple[str, str, str], int]:
     """(queue, job type, status) -> jobs, counted from the rows themselves; status
-    ``ready:<priority>`` for the jobs of the ready index."""
+    ``ready:<priority>`` for the jobs of the ready index, ``delayed`` for those of the
+    delayed index."""
     conn = sqlite3.connect(db)
     try:
         found = conn.execute(
             "SELECT queue, job_type, status, count(*) FROM jobs WHERE queue > '' GROUP BY 1, 2, 3"
             " UNION ALL SELECT queue, job_type, 'ready:' || priority, count(*) FROM jobs WHERE queue > ''"
             " AND status = 'PENDING' AND blocked_by = 0 AND delayed = 0 GROUP BY 1, 2, 3"
+            " UNION ALL SELECT queue, job_type, 'delayed', count(*) FROM jobs WHERE queue > ''"
+            " AND status = 'PENDING' AND delayed = 1 GROUP BY 1, 2"
         ).fetchall()
     finally:
         conn.close()
     return {(q, t, s): n for q, t, s, n in found}
+
+
+def _scheduled(db: Path, queue: str, now: float) -> int:
+    """PENDING jobs due later and not waiting for dependencies, from the rows themselves."""
+    conn = sqlite3.connect(db)
+    try:
+        found: int = conn.execute(
+            "SELECT count(*) FROM jobs WHERE queue = ? AND status = 'PENDING' AND blocked_by = 0"
+            " AND scheduled_at > ?",
+            (queue, now),
+        ).fetchone()[0]
+    finally:
+        conn.close()
+    return found
 
 
 def _ready_by_level(db: Path, queue: str, now: float) -> dict[Priority, int]:
@@ -1461,7 +1478,7 @@ def _check_counts_read(
         by_status = {s: n for (name, _, s), n in rows_now.items() if name == q.name}
         expected = dict.fromkeys(JobStatus, 0)
         for (name, _, status), n in rows_now.items():
-            if name == q.name and not status.startswith("ready:"):
+            if name == q.name and not status.startswith("ready:") and status != "delayed":
                 expected[JobStatus(status)] += n
         assert q.count_by_status() == expected, by_status
         assert q.size == sum(expected.values())
@@ -1473,4 +1490,5 @@ def _check_counts_read(
     assert dlq.count_submitted() == {}
     clock.advance(3.0)  # some delayed jobs fall due, not yet promoted by a claim
     assert queue.count_by_priority() == _ready_by_level(db, "q", clock.now())
+    assert queue.count_scheduled() == _scheduled(db, "q", clock.now())
     assert sum(queue.count_by_status().values()) > 0

@@ -119,3 +119,35 @@ def test_counts_agree_with_the_jobs_listed_after_transitions(
             if job.status is status:
                 by_type[job.job_type] = by_type.get(job.job_type, 0) + 1
         assert queue.count_by_type(status) == by_type
+
+
+def test_scheduled_follows_deletes_cancels_status_changes_and_dependency_failures(
+    queue: Queue, make_job: MakeJob, clock: FakeClock
+) -> None:
+    later = clock.now() + 60.0
+    queue.enqueue_many([make_job(job_id=f"d{i}", scheduled_at=later) for i in range(5)])
+    queue.enqueue(make_job(job_id="parent"))
+    queue.enqueue(make_job(job_id="child", depends_on=["parent"], scheduled_at=later))
+    queue.enqueue(make_job(job_id="other"))  # a claim folds the jobs above in, on SQLite
+    assert queue.count_scheduled() == 5
+    queue.delete("d0")
+    queue.cancel("d1")
+    queue.update_status("d2", JobStatus.COMPLETED)
+    assert queue.count_scheduled() == 2
+    queue.update_status("d2", JobStatus.PENDING)  # back, still due later
+    assert queue.count_scheduled() == 3
+    claim = queue.claim("w", lease_s=30.0)
+    assert claim is not None
+    assert claim.job.job_id == "parent"
+    queue.cancel("parent", token=claim.token)  # its waiting child fails
+    assert queue.get_job("child").status is JobStatus.FAILED
+    assert queue.count_scheduled() == 3
+    for again in (lambda: queue.retry("child"), lambda: queue.update_status("child", JobStatus.PENDING)):
+        again()  # PENDING again, due later, but its dependency is CANCELLED: it fails again
+        assert queue.get_job("child").status is JobStatus.FAILED
+        assert queue.count_scheduled() == 3
+    clock.advance(61.0)
+    assert queue.count_scheduled() == 0
+    claimed = {c.job.job_id for c in queue.claim_many("w", lease_s=30.0, limit=10)}
+    assert claimed == {"d2", "d3", "d4", "other"}
+    assert queue.count_scheduled() == 0

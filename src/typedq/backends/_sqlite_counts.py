@@ -47,10 +47,12 @@ from typedq.backends._sqlite_driver import sqlite3
 __all__ = [
     "BY_STATUS",
     "BY_TYPE",
+    "DELAYED",
     "FOLD_EVERY",
     "MARK_ALL",
     "READY_BY_PRIORITY",
     "RUNNING_BY_TYPE",
+    "SCHEDULED",
     "SUBMITTED",
     "Deltas",
     "add_rows",
@@ -64,6 +66,8 @@ __all__ = [
 
 #: The pseudo-status of the jobs ever submitted to a queue, per job type.
 SUBMITTED: Final = "submitted"
+#: The pseudo-status of the PENDING jobs marked delayed (the rows of ``jobs_delayed``).
+DELAYED: Final = "delayed"
 
 #: A change of counts: (job type, status) -> how many jobs more (or fewer).
 Deltas = Counter[tuple[str, str]]
@@ -88,6 +92,7 @@ def _unfolded(queue: str) -> str:
         f" UNION ALL SELECT queue, job_type, 'submitted', 1 {above}"
         f" UNION ALL SELECT queue, job_type, 'ready:' || priority, 1 {above}"
         " AND status = 'PENDING' AND blocked_by = 0 AND delayed = 0"
+        f" UNION ALL SELECT queue, job_type, '{DELAYED}', 1 {above} AND status = 'PENDING' AND delayed = 1"
     )
 
 
@@ -103,6 +108,7 @@ def _with_unfolded(columns: str, where: str) -> str:
 #: Jobs per status (params: queue); the pseudo-statuses' rows are among them.
 BY_STATUS: Final = f"SELECT status, sum(n) FROM ({_with_unfolded('status, n', 'true')}) GROUP BY status"
 _READY_ROWS: Final = "status GLOB 'ready:*'"
+_DELAYED_ROWS: Final = f"status = '{DELAYED}'"
 #: Jobs in the ready index per priority (params: queue).
 READY_BY_PRIORITY: Final = (
     "SELECT CAST(substr(status, 7) AS INTEGER), sum(n)"
@@ -112,6 +118,17 @@ READY_BY_PRIORITY: Final = (
 BY_TYPE: Final = (
     f"SELECT job_type, sum(n) FROM ({_with_unfolded('job_type, n', 'status = ?2')})"
     " GROUP BY job_type HAVING sum(n) > 0"
+)
+#: PENDING jobs due later, not waiting for dependencies (params: ?1 the queue, ?2 now): the
+#: jobs of the delayed index, less those fallen due and not yet promoted by a claim (a
+#: range of jobs_delayed up to now) and those waiting for dependencies (the partial index
+#: jobs_delayed_blocked): never a read of the jobs due later.
+SCHEDULED: Final = (
+    f"SELECT (SELECT coalesce(sum(n), 0) FROM ({_with_unfolded('n', _DELAYED_ROWS)}))"
+    " - (SELECT count(*) FROM jobs INDEXED BY jobs_delayed WHERE queue = ?1 AND status = 'PENDING'"
+    " AND delayed = 1 AND scheduled_at <= ?2)"
+    " - (SELECT count(*) FROM jobs INDEXED BY jobs_delayed_blocked WHERE queue = ?1"
+    " AND status = 'PENDING' AND delayed = 1 AND blocked_by > 0 AND scheduled_at > ?2)"
 )
 #: RUNNING jobs per type (params: ?1 the queue), for claims under concurrency limits: read
 #: in a write transaction, which folded first (no job above the fold mark).
@@ -124,7 +141,8 @@ _REAL_QUEUES: Final = "queue > ''"
 #: Add the jobs above the fold mark to the counts.
 _ABOVE: Final = (
     "SELECT queue, job_type, status, priority, status = 'PENDING' AND blocked_by = 0 AND delayed = 0,"
-    f" count(*) FROM jobs NOT INDEXED WHERE seq > {_MARK} AND {_REAL_QUEUES} GROUP BY 1, 2, 3, 4, 5"
+    " status = 'PENDING' AND delayed = 1,"
+    f" count(*) FROM jobs NOT INDEXED WHERE seq > {_MARK} AND {_REAL_QUEUES} GROUP BY 1, 2, 3, 4, 5, 6"
 )
 #: Move the fold mark to the largest seq (written only when it moves).
 MARK_ALL: Final = (
@@ -141,11 +159,13 @@ def fold(conn: sqlite3.Connection) -> None:
         return
     # Summed over the groups (one per priority too), then one upsert.
     added: Counter[tuple[str, str, str]] = Counter()
-    for queue, job_type, status, priority, in_ready, n in conn.execute(_ABOVE):
+    for queue, job_type, status, priority, in_ready, in_delayed, n in conn.execute(_ABOVE):
         added[queue, job_type, status] += n
         added[queue, job_type, SUBMITTED] += n
         if in_ready:
             added[queue, job_type, ready(priority)] += n
+        if in_delayed:
+            added[queue, job_type, DELAYED] += n
     add_rows(conn, [(*key, n) for key, n in added.items()])
     conn.execute(MARK_ALL)
 

@@ -85,6 +85,8 @@ class JobState(NamedTuple):
     priority: int
     #: Whether it is in the ready index (PENDING, unblocked, not delayed).
     ready: bool = False
+    #: Whether it is in the delayed index (PENDING, marked delayed).
+    delayed: bool = False
 
 
 def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
@@ -204,9 +206,12 @@ class QueueGraph:
     def promote(self, conn: _Conn, now: float) -> None:
         """Delayed jobs that are due join the ready index (at most 1,000 at a time)."""
         got = conn.execute(SQL.promote, (self.queue, now)).fetchall()
-        if got:
-            due = Counter((t, counts.ready(priority)) for t, priority, blocked in got if not blocked)
-            counts.bump(conn, self.queue, due)
+        due: counts.Deltas = Counter()
+        for job_type, priority, blocked in got:
+            due[job_type, counts.DELAYED] -= 1  # each left the delayed index
+            if not blocked:
+                due[job_type, counts.ready(priority)] += 1
+        counts.bump(conn, self.queue, due)
 
     def release_dependents(self, conn: _Conn, job_id: str) -> bool:
         """A job COMPLETED: each dependent waits for one dependency less."""
@@ -223,6 +228,7 @@ class QueueGraph:
         """A job ended FAILED, DEAD or CANCELLED: fail the jobs waiting on it, transitively."""
         stack = [(job_id, status)]
         failed: list[str] = []
+        was_delayed: list[str] = []
         while stack:
             parent, parent_status = stack.pop()
             error = f"dependency {parent} is {parent_status}"
@@ -230,18 +236,23 @@ class QueueGraph:
                 got = conn.execute(SQL.fail_blocked, (error, now, self.queue, child)).fetchone()
                 if got is not None:
                     failed.append(got[0])
+                    if got[1]:
+                        was_delayed.append(got[0])
                     conn.execute(SQL.drop_child_edges, (self.queue, child))
                     stack.append((child, "FAILED"))
         if failed:
-            counts.bump(conn, self.queue, counts.moved(failed, _PENDING, "FAILED"))
+            moves = counts.moved(failed, _PENDING, "FAILED")
+            moves.update(counts.moved(was_delayed, counts.DELAYED, None))
+            counts.bump(conn, self.queue, moves)
 
     def place(
-        self, conn: _Conn, job: JobState, now: float, *, counted_ready: bool
+        self, conn: _Conn, job: JobState, now: float, *, counted_ready: bool, counted_delayed: bool
     ) -> None:
         """A job became PENDING: block it on its unfinished dependencies, or fail it.
 
         ``counted_ready``: the job was counted as ready when it became PENDING (not
-        delayed); blocking or failing it takes that back."""
+        delayed); blocking or failing it takes that back. ``counted_delayed``: it was
+        counted as delayed; failing it takes that back (a blocked job stays delayed)."""
         seq, job_id, depends = job.seq, job.job_id, job.depends_on
         if not depends:
             return
@@ -259,6 +270,8 @@ class QueueGraph:
                 error = f"dependency {dep} is {dep_status}"
                 conn.execute(SQL.fail_seq, (error, now, seq))
                 unready.update(counts.moved([job.job_type], _PENDING, "FAILED"))
+                if counted_delayed:
+                    unready[job.job_type, counts.DELAYED] -= 1
                 counts.bump(conn, self.queue, unready)
                 self.fail_dependents(conn, job_id, "FAILED", now)
                 return
@@ -278,8 +291,8 @@ class QueueGraph:
         found = conn.execute(SQL.state, (self.queue, job_id)).fetchone()
         if found is None:
             raise JobNotFoundError(job_id, queue=self.queue)
-        seq, status, depends, sched, job_type, priority, ready = found
-        return JobState(seq, job_id, status, depends, sched, job_type, priority, bool(ready))
+        seq, status, depends, sched, job_type, priority, ready, delayed = found
+        return JobState(seq, job_id, status, depends, sched, job_type, priority, bool(ready), bool(delayed))
 
     def move(
         self, conn: _Conn, job: JobState, new: str, now: float, extra: dict[str, Any] | None = None
@@ -305,9 +318,12 @@ class QueueGraph:
         ready_now = new == _PENDING and not sets["delayed"]
         if job.ready != ready_now:
             deltas[job.job_type, counts.ready(job.priority)] += 1 if ready_now else -1
+        delayed_now = new == _PENDING and bool(sets["delayed"])
+        if job.delayed != delayed_now:
+            deltas[job.job_type, counts.DELAYED] += 1 if delayed_now else -1
         counts.bump(conn, self.queue, deltas)
         if new == _PENDING:
-            self.place(conn, job, now, counted_ready=ready_now)
+            self.place(conn, job, now, counted_ready=ready_now, counted_delayed=delayed_now)
         elif new == _COMPLETED:
             self.release_dependents(conn, job_id)
         elif new in _FAILING:
@@ -452,6 +468,8 @@ class QueueGraph:
         deltas = counts.moved([job.job_type], job.status, None)
         if job.ready:
             deltas[job.job_type, counts.ready(job.priority)] -= 1
+        if job.delayed:
+            deltas[job.job_type, counts.DELAYED] -= 1
         counts.bump(conn, self.queue, deltas)
         if job.seq > conn.execute(SQL.top_seq).fetchone()[0]:
             conn.execute(SQL.drop_high_water)

@@ -108,7 +108,7 @@ class SQLiteReads:
 
     def count_scheduled(self) -> int:
         """PENDING jobs due later; see :meth:`Queue.count_scheduled`."""
-        return int(self._db.read(SQL.scheduled_count, (self._name, self._clock.now()))[0][0])
+        return int(self._db.read(counts.SCHEDULED, (self._name, self._clock.now()))[0][0])
 
     def count_by_status(self) -> dict[JobStatus, int]:
         """Return how many jobs are in each status (one consistent snapshot of the

@@ -55,7 +55,8 @@ Tables (one file holds many queues; every row carries its queue's name)::
     job_counts (queue, status, job_type): how many jobs are in each status, how many
               were ever submitted (status ``submitted``) and how many are in
               jobs_ready per priority (status ``ready:<priority>``), per job type
-              (schema 11); kept by every transition (see ``_sqlite_counts``).
+              (schema 11), and how many are in jobs_delayed (status ``delayed``,
+              schema 12); kept by every transition (see ``_sqlite_counts``).
 
 Indexes: ``jobs_ready`` (partial: PENDING, unblocked, not delayed; in claim order:
 priority desc, scheduled_at with NULL first, created_at, seq) serves every claim;
@@ -344,13 +345,26 @@ _V11: Final = (
     " SELECT '', '', 'folded', coalesce(max(seq), 0) FROM jobs",
 )
 
+# Version 12: job_counts also counts the PENDING jobs marked delayed (status 'delayed', the
+# rows of jobs_delayed), so the jobs due later are counted without reading them; built from
+# the rows up to the fold mark (those above it are counted when they are folded in).
+_V12: Final = (
+    "INSERT INTO job_counts (queue, job_type, status, n)"
+    " SELECT queue, job_type, 'delayed', count(*) FROM jobs WHERE queue > '' AND status = 'PENDING'"
+    " AND delayed = 1 AND seq <= (SELECT coalesce((SELECT n FROM job_counts WHERE queue = ''"
+    " AND status = 'folded' AND job_type = ''), 0)) GROUP BY queue, job_type",
+    # The delayed jobs waiting for dependencies, for the same count (see _sqlite_counts).
+    """CREATE INDEX jobs_delayed_blocked ON jobs (queue, scheduled_at)
+        WHERE status = 'PENDING' AND delayed = 1 AND blocked_by > 0""",
+)
+
 #: For each schema version, the statements that upgrade a file from the version before.
 MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: _V1, 2: _V2, 3: _V3, 4: _V4, 5: _V5, 6: _V6, 7: _V7, 8: _V8, 9: _V9, 10: _V10,
-    11: _V11,
+    11: _V11, 12: _V12,
 }
 #: The schema version this typedq writes: the highest key of :data:`MIGRATIONS`.
-SCHEMA_VERSION: Final = 11
+SCHEMA_VERSION: Final = 12
 
 
 def _version_text(info: tuple[int, ...]) -> str:

@@ -183,7 +183,8 @@ class SQL:
     )
     fail_blocked: Final = (
         "UPDATE jobs SET status = 'FAILED', error = ?, finished_at = ?, blocked_by = 0"
-        " WHERE queue = ? AND job_id = ? AND status = 'PENDING' AND blocked_by > 0 RETURNING job_type"
+        " WHERE queue = ? AND job_id = ? AND status = 'PENDING' AND blocked_by > 0"
+        " RETURNING job_type, delayed"
     )
     drop_child_edges: Final = "DELETE FROM job_deps WHERE queue = ? AND child = ?"
     fail_seq: Final = (
@@ -200,7 +201,8 @@ class SQL:
     # -- management -------------------------------------------------------------------------
     state: Final = (
         "SELECT seq, status, depends_on, scheduled_at, job_type, priority,"
-        " status = 'PENDING' AND blocked_by = 0 AND delayed = 0 FROM jobs WHERE queue = ? AND job_id = ?"
+        " status = 'PENDING' AND blocked_by = 0 AND delayed = 0, status = 'PENDING' AND delayed = 1"
+        " FROM jobs WHERE queue = ? AND job_id = ?"
     )
     request_cancel: Final = "UPDATE jobs SET cancel_requested = 1 WHERE seq = ?"
     #: A job that ended without a finish time gets one (params: now, seq).
@@ -239,12 +241,7 @@ class SQL:
     queue_names: Final = (
         "SELECT DISTINCT queue FROM jobs INDEXED BY jobs_by_id WHERE queue > '' ORDER BY queue"
     )
-    #: PENDING jobs due later: a range of the jobs_delayed index (jobs whose delayed mark
-    #: is still set although they fell due are past the range's start).
-    scheduled_count: Final = (
-        "SELECT count(*) FROM jobs INDEXED BY jobs_delayed WHERE queue = ?"
-        " AND status = 'PENDING' AND delayed = 1 AND scheduled_at > ? AND blocked_by = 0"
-    )
+
     # No index covers every status: listing scans the table in seq order (a listing
     # cursor starts the scan at its seq: NOT INDEXED still allows rowid ranges). Counting
     # reads job_counts (see _sqlite_counts).

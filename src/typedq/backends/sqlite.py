@@ -519,6 +519,8 @@ class SQLiteQueue(SQLiteReads, SQLiteControl, SQLiteCoordination, SQLiteDeadLett
                 sched = row[rows.SCHEDULED]
                 if to == _PENDING and (sched is None or sched <= now):
                     moves[row[rows.JOB_TYPE], counts.ready(row[rows.PRIORITY])] += 1
+                elif to == _PENDING:
+                    moves[row[rows.JOB_TYPE], counts.DELAYED] += 1
                 counts.bump(conn, self._name, moves)
             if after is not None:
                 after(conn, got[0])
