@@ -498,14 +498,20 @@ class JobQueueManager(JobControlAPI, ScheduleAPI):
                     current.append(worker)
                     started.append(worker)
                 self._workers[name] = current
-            if started:
-                self._keeper.start()
-                self._reaper.start()
-                if self.config["scheduler"]:
-                    self._scheduler.start()
-                for worker in started:
-                    worker.start()
+            self._launch(started)
         return started
+
+    def _launch(self, started: list[Worker]) -> None:
+        """Start ``started`` and, with the first of them, the lease keeper, the reaper and
+        (when configured) the scheduler. Workers lock held."""
+        if not started:
+            return
+        self._keeper.start()
+        self._reaper.start()
+        if self.config["scheduler"]:
+            self._scheduler.start()
+        for worker in started:
+            worker.start()
 
     def _worker_options(self, name: str, settings: Mapping[str, Any]) -> dict[str, Any]:
         """The options every worker of queue (or queue group) ``name`` is started with."""
@@ -544,13 +550,7 @@ class JobQueueManager(JobControlAPI, ScheduleAPI):
             if self._closed:
                 raise ConfigError("manager", "closed", "an open manager (this one was closed)")
             self._workers.setdefault(group.name, []).extend(started)
-            if started:
-                self._keeper.start()
-                self._reaper.start()
-                if self.config["scheduler"]:
-                    self._scheduler.start()
-            for worker in started:
-                worker.start()
+            self._launch(started)
         return started
 
     def stop_workers(

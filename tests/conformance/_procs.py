@@ -21,6 +21,7 @@ import threading
 
 from typedq.backends import open_queue
 from typedq.backends._unique import UNIQUE_META
+from typedq.backends.base import Queue
 from typedq.errors import DuplicateJobError
 from typedq.job import Job
 
@@ -54,31 +55,38 @@ def drain(url: str, name: str) -> None:
         queue.close()
 
 
+def race_unique(
+    queue: Queue, key: str, n: int, threads: int, start: threading.Barrier | None = None
+) -> list[str]:
+    """``n`` enqueues of ``key`` from ``threads`` threads at once (together with others
+    waiting on ``start``): a line per submit, ``added ID`` or ``held ID``."""
+    lines: list[str] = []
+    barrier = start or threading.Barrier(threads)
+
+    def submit(share: int) -> None:
+        barrier.wait()
+        for _ in range(share):
+            job = Job(job_type="t", metadata={UNIQUE_META: {"key": key}}, created_at=queue.clock.now())
+            try:
+                lines.append(f"added {queue.enqueue(job)}")
+            except DuplicateJobError as exc:
+                lines.append(f"held {exc.existing_id}")
+
+    shares = [n // threads + (i < n % threads) for i in range(threads)]
+    running = [threading.Thread(target=submit, args=(share,)) for share in shares]
+    for thread in running:
+        thread.start()
+    for thread in running:
+        thread.join(60)
+    return lines
+
+
 def unique(url: str, name: str, key: str, n: str, threads: str) -> None:
     queue = open_queue(url, name=name)
-    lines: list[str] = []
-    count, workers = int(n), int(threads)
     try:
         print("ready", flush=True)
         sys.stdin.readline()
-        barrier = threading.Barrier(workers)
-
-        def submit(share: int) -> None:
-            barrier.wait()
-            for _ in range(share):
-                job = Job(job_type="t", metadata={UNIQUE_META: {"key": key}})
-                try:
-                    lines.append(f"added {queue.enqueue(job)}")
-                except DuplicateJobError as exc:
-                    lines.append(f"held {exc.existing_id}")
-
-        shares = [count // workers + (i < count % workers) for i in range(workers)]
-        running = [threading.Thread(target=submit, args=(share,)) for share in shares]
-        for thread in running:
-            thread.start()
-        for thread in running:
-            thread.join()
-        print("\n".join(lines), flush=True)
+        print("\n".join(race_unique(queue, key, int(n), int(threads))), flush=True)
     finally:
         queue.close()
 

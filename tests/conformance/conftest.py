@@ -34,8 +34,10 @@ when the server does not answer. Only the chosen variant's fixture is built
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,7 +51,7 @@ from typedq.backends.base import Queue
 from typedq.backends.memory import JobQueue
 from typedq.backends.sqlite import SQLiteQueue
 from typedq.clock import FakeClock
-from typedq.job import Job
+from typedq.job import Job, level_index
 from typedq.serializers import get_serializer
 from typedq.serializers.base import FrameCodec
 
@@ -161,6 +163,32 @@ def redis_cluster_store(clock: FakeClock, redis_cluster: Any) -> Iterator[OpenHa
     yield open_handle
     _closing(made)
     redis_cluster.delete_prefix(prefix)
+
+
+def claim_levels(queue: Queue, claims: int, *, batch: int = 100) -> Counter[int]:
+    """Claim ``claims`` jobs in batches of ``batch``: how many came from each priority
+    level, by level index (0 CRITICAL ... 4 BATCH)."""
+    got: Counter[int] = Counter()
+    while claims > 0:
+        taken = queue.claim_many("w", lease_s=60.0, limit=min(batch, claims))
+        assert taken, "the backlog ran dry"
+        got.update(level_index(c.job.priority) for c in taken)
+        claims -= len(taken)
+    return got
+
+
+@contextlib.contextmanager
+def redis_test_url() -> Iterator[str]:
+    """The test server's URL under a key prefix of the caller's own, whose keys are
+    deleted on exit; skips (fails with ``TYPEDQ_REQUIRE_SERVICES=1``) when no server
+    answers."""
+    if not redis_available():
+        skip_or_fail("no Redis server answers on 127.0.0.1:6379")
+    prefix = f"typedq-test-{uuid.uuid4().hex[:12]}"
+    try:
+        yield f"redis://127.0.0.1:6379/0?prefix={prefix}"
+    finally:
+        delete_redis_prefix(prefix)
 
 
 def delete_redis_prefix(prefix: str) -> None:
@@ -277,11 +305,8 @@ def shared_store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'shared.db'}"
         return
-    if not redis_available():
-        skip_or_fail("no Redis server answers on 127.0.0.1:6379")
-    prefix = f"typedq-test-{uuid.uuid4().hex[:12]}"
-    yield f"redis://127.0.0.1:6379/0?prefix={prefix}"
-    delete_redis_prefix(prefix)
+    with redis_test_url() as url:
+        yield url
 
 
 @pytest.fixture

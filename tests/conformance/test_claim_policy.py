@@ -9,24 +9,15 @@ from collections import Counter
 from collections.abc import Callable
 
 import pytest
+from tests.conformance.conftest import claim_levels
 
 from typedq.backends.base import Queue
 from typedq.clock import FakeClock
 from typedq.errors import ConfigError, InvalidJobError
-from typedq.job import LEVELS, Job, JobStatus, Priority, level_index
+from typedq.job import LEVELS, Job, JobStatus, Priority
 from typedq.policy import ClaimPolicy, Limit, Rate
 
 MakeJob = Callable[..., Job]
-
-
-def _levels(queue: Queue, claims: int, *, batch: int = 100) -> Counter[int]:
-    got: Counter[int] = Counter()
-    while claims > 0:
-        taken = queue.claim_many("w", lease_s=60.0, limit=min(batch, claims))
-        assert taken, "the backlog ran dry"
-        got.update(level_index(c.job.priority) for c in taken)
-        claims -= len(taken)
-    return got
 
 
 def test_level_names_are_accepted_wherever_a_priority_is(queue: Queue, make_job: MakeJob) -> None:
@@ -60,9 +51,9 @@ def test_depth_per_level_counts_ready_jobs(queue: Queue, make_job: MakeJob, cloc
 def test_weights_are_configurable_and_an_idle_level_gets_no_burst(queue: Queue, clock: FakeClock) -> None:
     queue.set_claim_policy(ClaimPolicy(fairness="weighted", weights={"critical": 3, "batch": 1}))
     queue.enqueue_many([Job(job_type="t", priority=10, created_at=clock.now()) for _ in range(400)])
-    assert _levels(queue, 100)[0] == 100  # alone, CRITICAL takes everything
+    assert claim_levels(queue, 100)[0] == 100  # alone, CRITICAL takes everything
     queue.enqueue_many([Job(job_type="t", priority=1, created_at=clock.now()) for _ in range(200)])
-    got = _levels(queue, 200)
+    got = claim_levels(queue, 200)
     # BATCH idled while CRITICAL ran: it gets its 1/4, not the 100 claims it "missed".
     assert got == Counter({0: 150, 4: 50})
 
@@ -70,7 +61,7 @@ def test_weights_are_configurable_and_an_idle_level_gets_no_burst(queue: Queue, 
 def test_strict_priority_stays_the_default(queue: Queue, clock: FakeClock) -> None:
     queue.enqueue_many([Job(job_type="t", priority=p, created_at=clock.now()) for p in (1, 10, 5) * 20])
     assert queue.claim_policy is None
-    assert _levels(queue, 20) == Counter({0: 20})
+    assert claim_levels(queue, 20) == Counter({0: 20})
     queue.set_claim_policy(ClaimPolicy())  # the strict policy: the same as none
     assert queue.claim_policy is None
 

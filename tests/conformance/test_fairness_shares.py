@@ -7,26 +7,14 @@ fixture of ``real_time`` modules).
 
 from __future__ import annotations
 
-from collections import Counter
-
-from tests.conformance.conftest import make_queue_factory_fixture
+from tests.conformance.conftest import claim_levels, make_queue_factory_fixture
 
 from typedq.backends.base import Queue
 from typedq.clock import FakeClock
-from typedq.job import LEVELS, Job, level_index
+from typedq.job import LEVELS, Job
 from typedq.policy import DEFAULT_WEIGHTS, ClaimPolicy
 
 queue_factory = make_queue_factory_fixture(real_time=True)
-
-
-def _levels(queue: Queue, claims: int, *, batch: int = 100) -> Counter[int]:
-    got: Counter[int] = Counter()
-    while claims > 0:
-        taken = queue.claim_many("w", lease_s=60.0, limit=min(batch, claims))
-        assert taken, "the backlog ran dry"
-        got.update(level_index(c.job.priority) for c in taken)
-        claims -= len(taken)
-    return got
 
 
 def test_weighted_fairness_serves_each_level_its_share(queue: Queue, clock: FakeClock) -> None:
@@ -39,7 +27,7 @@ def test_weighted_fairness_serves_each_level_its_share(queue: Queue, clock: Fake
         for _ in range(10_000 * weight // total + 40)
     ]
     queue.enqueue_many(jobs)
-    got = _levels(queue, 10_000)
+    got = claim_levels(queue, 10_000)
     for index, weight in enumerate(DEFAULT_WEIGHTS):
         share = got[index] / 10_000
         assert abs(share - weight / total) <= 0.05 * weight / total, (index, got)

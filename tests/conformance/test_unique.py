@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from tests.conformance._procs import race_unique
 from tests.conformance.conftest import QueueFactory
 from tests.conformance.test_shared_store import _spawn
 
@@ -184,27 +185,6 @@ THREADS = 8
 SUBMITS = 1000
 
 
-def _race(queue: Queue, key: str, n: int, threads: int, start: threading.Barrier | None = None) -> list[str]:
-    """``n`` enqueues of ``key`` from ``threads`` threads at once: ``added ID``/``held ID``."""
-    lines: list[str] = []
-    barrier = start or threading.Barrier(threads)
-
-    def submit(share: int) -> None:
-        barrier.wait()
-        for _ in range(share):
-            job = Job(job_type="t", metadata=_unique(key), created_at=queue.clock.now())
-            try:
-                lines.append(f"added {queue.enqueue(job)}")
-            except DuplicateJobError as exc:
-                lines.append(f"held {exc.existing_id}")
-
-    shares = [n // threads + (i < n % threads) for i in range(threads)]
-    running = [threading.Thread(target=submit, args=(share,)) for share in shares]
-    for thread in running:
-        thread.start()
-    for thread in running:
-        thread.join(60)
-    return lines
 
 
 def _one_winner(lines: list[str], n: int) -> str:
@@ -218,7 +198,7 @@ def _one_winner(lines: list[str], n: int) -> str:
 
 @pytest.mark.timeout(60)
 def test_threads_racing_one_key_create_exactly_one_job(queue: Queue) -> None:
-    winner = _one_winner(_race(queue, "race", SUBMITS, THREADS), SUBMITS)
+    winner = _one_winner(race_unique(queue, "race", SUBMITS, THREADS), SUBMITS)
     assert queue.size == 1
     assert queue.get_job(winner).metadata[UNIQUE_META]["key"] == "race"
 
@@ -237,7 +217,7 @@ def test_processes_and_threads_racing_one_key_create_exactly_one_job(shared_stor
             child.stdin.write("go\n")
             child.stdin.flush()
         here = SUBMITS - 4 * per_child
-        lines = _race(queue, "race", here, THREADS)
+        lines = race_unique(queue, "race", here, THREADS)
         for child in children:
             out, _ = child.communicate(timeout=60)
             assert child.returncode == 0

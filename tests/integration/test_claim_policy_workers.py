@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.conformance.conftest import delete_redis_prefix
-from tests.helpers import redis_available, skip_or_fail, wait_until
+from tests.conformance.conftest import redis_test_url
+from tests.helpers import wait_until
 
 from typedq import JobQueueManager, JobStatus, Priority
 from typedq._serve import queue_weights
@@ -28,11 +27,8 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param != "redis":
         yield "memory://" if request.param == "memory" else f"sqlite:///{tmp_path / 'jobs.db'}"
         return
-    if not redis_available():
-        skip_or_fail("no Redis server answers on 127.0.0.1:6379")
-    prefix = f"typedq-test-{uuid.uuid4().hex[:12]}"
-    yield f"redis://127.0.0.1:6379/0?prefix={prefix}"
-    delete_redis_prefix(prefix)
+    with redis_test_url() as url:
+        yield url
 
 
 @pytest.fixture

@@ -15,15 +15,14 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
-from tests.conformance.conftest import delete_redis_prefix
-from tests.helpers import interrupt_when, redis_available, skip_or_fail, wait_until
+from tests.conformance.conftest import redis_test_url
+from tests.helpers import interrupt_when, wait_until
 
 from typedq.cli import cli
 from typedq.job import JobStatus
@@ -53,11 +52,8 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if kind in ("sqlite", "memory"):
         yield f"sqlite:///{tmp_path / 'jobs.db'}" if kind == "sqlite" else "memory://"
         return
-    if not redis_available():
-        skip_or_fail("no Redis server answers on 127.0.0.1:6379")
-    prefix = f"typedq-test-{uuid.uuid4().hex[:12]}"
-    yield f"redis://127.0.0.1:6379/0?prefix={prefix}"
-    delete_redis_prefix(prefix)
+    with redis_test_url() as url:
+        yield url
 
 
 @pytest.fixture

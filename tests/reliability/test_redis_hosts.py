@@ -19,13 +19,12 @@ from __future__ import annotations
 import os
 import signal
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.conformance.conftest import delete_redis_prefix
-from tests.helpers import redis_available, skip_or_fail, wait_until
+from tests.conformance.conftest import redis_test_url
+from tests.helpers import wait_until
 from tests.reliability.ledger import Ledger, read_entries
 from tests.reliability.test_process_workers import FAST, RESCUE_S, Pool, _alive, _Work
 
@@ -55,11 +54,8 @@ class _Skewed:
 
 @pytest.fixture
 def backend() -> Iterator[str]:
-    if not redis_available():
-        skip_or_fail("no Redis server answers on 127.0.0.1:6379")
-    prefix = f"typedq-test-{uuid.uuid4().hex[:12]}"
-    yield f"redis://127.0.0.1:6379/0?prefix={prefix}"
-    delete_redis_prefix(prefix)
+    with redis_test_url() as url:
+        yield url
 
 
 @pytest.mark.slow

@@ -15,13 +15,12 @@ import os
 import random
 import signal
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.conformance.conftest import delete_redis_prefix
-from tests.helpers import redis_available, skip_or_fail, wait_until, wait_while_progressing
+from tests.conformance.conftest import redis_test_url
+from tests.helpers import wait_until, wait_while_progressing
 from tests.reliability._redis_procs import producer_ids, redis_producer
 from tests.reliability.ledger import check
 from tests.reliability.test_process_workers import (
@@ -41,11 +40,8 @@ pytestmark = [pytest.mark.chaos, pytest.mark.redis]
 
 @pytest.fixture
 def backend() -> Iterator[str]:
-    if not redis_available():
-        skip_or_fail("no Redis server answers on 127.0.0.1:6379")
-    prefix = f"typedq-test-{uuid.uuid4().hex[:12]}"
-    yield f"redis://127.0.0.1:6379/0?prefix={prefix}"
-    delete_redis_prefix(prefix)
+    with redis_test_url() as url:
+        yield url
 
 
 @pytest.fixture

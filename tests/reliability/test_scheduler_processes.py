@@ -16,14 +16,13 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.conformance.conftest import delete_redis_prefix
-from tests.helpers import redis_available, skip_or_fail, wait_until
+from tests.conformance.conftest import redis_test_url
+from tests.helpers import wait_until
 
 from typedq.backends import open_queue
 from typedq.backends.base import Queue, ScheduleEntry
@@ -90,11 +89,8 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'jobs.db'}"
         return
-    if not redis_available():
-        skip_or_fail("no Redis server answers on 127.0.0.1:6379")
-    prefix = f"typedq-test-{uuid.uuid4().hex[:12]}"
-    yield f"redis://127.0.0.1:6379/0?prefix={prefix}"
-    delete_redis_prefix(prefix)
+    with redis_test_url() as url:
+        yield url
 
 
 def run_with_kills(url: str, tmp_path: Path, slots: int) -> None:

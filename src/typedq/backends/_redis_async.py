@@ -16,6 +16,7 @@ from typing import Any
 import redis.asyncio as aredis
 from redis.asyncio.sentinel import Sentinel as AsyncSentinel
 
+from typedq.backends._redis_conn import connect_kwargs
 from typedq.backends._redis_keys import RedisSettings
 from typedq.errors import BackendUnavailableError
 from typedq.job import JobStatus
@@ -36,14 +37,7 @@ class AsyncStatusReader:
     def __init__(self, settings: RedisSettings, base: str) -> None:
         self._base = base
         self._masked = settings.masked_url
-        kwargs: dict[str, Any] = {
-            "db": settings.db,
-            "username": settings.username,
-            "password": settings.password,
-            "socket_timeout": settings.socket_timeout,
-            "socket_connect_timeout": settings.socket_connect_timeout,
-            "client_name": "typedq-aio",
-        }
+        kwargs = connect_kwargs(settings, "typedq-aio")
         if settings.sentinels:
             sentinel = AsyncSentinel(
                 list(settings.sentinels),

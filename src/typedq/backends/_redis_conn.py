@@ -80,6 +80,7 @@ __all__ = [
     "check_epoch",
     "check_server",
     "client_for",
+    "connect_kwargs",
     "epoch_key",
     "evalsha",
     "load_scripts",
@@ -180,6 +181,19 @@ def check_epoch(client: redis.Redis, settings: RedisSettings, state: ServerState
     return False
 
 
+def connect_kwargs(settings: RedisSettings, client_name: str) -> dict[str, Any]:
+    """What every connection to ``settings``' server is opened with (database, login,
+    timeouts, a client name), by the sync pools and the asyncio client alike."""
+    return {
+        "db": settings.db,
+        "username": settings.username,
+        "password": settings.password,
+        "socket_timeout": settings.socket_timeout,
+        "socket_connect_timeout": settings.socket_connect_timeout,
+        "client_name": client_name,
+    }
+
+
 def client_for(settings: RedisSettings) -> redis.Redis:
     """A client on this process's pool for ``settings``' server (made on first use)."""
     key = (os.getpid(), settings.pool_key())
@@ -188,16 +202,10 @@ def client_for(settings: RedisSettings) -> redis.Redis:
         if entry is None:
             for stale in [k for k in _pools if k[0] != key[0]]:
                 del _pools[stale]  # a parent's pools: its sockets are not ours to use
-            kwargs: dict[str, Any] = {
-                "db": settings.db,
-                "username": settings.username,
-                "password": settings.password,
-                "socket_timeout": settings.socket_timeout,
-                "socket_connect_timeout": settings.socket_connect_timeout,
+            kwargs = connect_kwargs(settings, "typedq") | {
                 "health_check_interval": settings.health_check_interval,
                 "retry": Retry(NoBackoff(), 0),
                 "max_connections": settings.max_connections,
-                "client_name": "typedq",
             }
             entry = _pools[key] = _new_pool(settings, kwargs)
         entry[1] += 1

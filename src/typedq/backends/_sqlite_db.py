@@ -159,18 +159,8 @@ def _release(conn: sqlite3.Connection, pid: int, lock_fds: list[int]) -> None:
     lock_fds.clear()
 
 
-def _between(
-    before: Callable[[sqlite3.Connection], None],
-    after: Callable[[sqlite3.Connection], None],
-    fn: Callable[[sqlite3.Connection], _T],
-) -> Callable[[sqlite3.Connection], _T]:
-    def run(conn: sqlite3.Connection) -> _T:
-        before(conn)
-        result = fn(conn)
-        after(conn)
-        return result
-
-    return run
+#: ``(before, after)``: what runs in a write transaction before and after its work.
+Around = tuple[Callable[[sqlite3.Connection], None], Callable[[sqlite3.Connection], None]]
 
 
 class Connections:
@@ -189,8 +179,7 @@ class Connections:
         path: Path,
         synchronous: int,
         on_connect: Callable[[sqlite3.Connection], None] | None = None,
-        around_write: tuple[Callable[[sqlite3.Connection], None], Callable[[sqlite3.Connection], None]]
-        | None = None,
+        around_write: Around | None = None,
     ) -> None:
         self.path = path
         self.synchronous = synchronous
@@ -338,13 +327,11 @@ class Connections:
         are, driver errors mapped). SQLITE_BUSY, after the busy timeout, retries the
         whole transaction once.
         """
-        if around and self._around_write is not None:
-            fn = _between(*self._around_write, fn)
         holder = self._enter()
         try:
             lock_fd = self._turn(holder)
             try:
-                return self._transaction(holder.conn, fn)
+                return self._transaction(holder.conn, fn, self._around_write if around else None)
             finally:
                 if lock_fd is not None:
                     fcntl.flock(lock_fd, fcntl.LOCK_UN)
@@ -382,14 +369,24 @@ class Connections:
                     return None
                 pause = min(pause * 2, _MAX_PAUSE_S)
 
-    def _transaction(self, conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+    def _transaction(
+        self,
+        conn: sqlite3.Connection,
+        fn: Callable[[sqlite3.Connection], _T],
+        around: Around | None,
+    ) -> _T:
         execute = conn.execute
         retried = False
         while True:
             try:
                 execute("BEGIN IMMEDIATE")
                 try:
-                    result = fn(conn)
+                    if around is None:
+                        result = fn(conn)
+                    else:
+                        around[0](conn)
+                        result = fn(conn)
+                        around[1](conn)
                     execute("COMMIT")
                 except BaseException:
                     if conn.in_transaction:
