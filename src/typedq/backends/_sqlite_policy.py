@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Final
 
 from typedq.backends import _sqlite_counts as counts
@@ -41,7 +42,7 @@ from typedq.backends._sqlite_rows import CLAIM_COLUMNS, PRIORITY
 from typedq.job import MAX_PRIORITY, level_index
 from typedq.policy import ClaimPolicy, Rate, fair_order, pick_level, serve
 
-__all__ = ["FAIR", "RATE", "policy_claim"]
+__all__ = ["FAIR", "RATE", "PolicyPlan", "policy_claim"]
 
 #: The ``job_counts`` pseudo-statuses of the fairness virtual times and of the claims
 #: each rate counted.
@@ -51,6 +52,8 @@ _CLAIM_SEQ: Final = (
     "UPDATE jobs SET status = 'RUNNING', attempt = attempt + 1, worker_id = ?, started_at = ?,"
     f" lease_until = ?, lease_mono = ?, run_alone = 0 WHERE seq = ? RETURNING {CLAIM_COLUMNS}"
 )
+#: The fairness slots as job_counts keys.
+_SLOTS: Final = tuple(str(slot) for slot in range(6))
 _RING_ONE: Final = "SELECT value FROM claim_state WHERE queue = ? AND name = ? AND slot = ?"
 
 
@@ -181,59 +184,88 @@ class _Window:
                 self.oldest = None if row is None else row[0]
 
 
+@dataclass(frozen=True, slots=True)
+class PolicyPlan:
+    """What a claim under ``policy`` reads, checks and writes, worked out once when the
+    policy is set (:meth:`build`), not on every claim."""
+
+    policy: ClaimPolicy
+    #: Weighted fairness; aging (a level has a ``max_wait_s``).
+    fair: bool
+    aging: bool
+    #: Whether the claim counts RUNNING jobs (a concurrency limit on the queue or a type).
+    counted: bool
+    #: The job types with a concurrency limit, and the limit.
+    capped: tuple[tuple[str, int], ...]
+    #: The rates: ``""`` for the queue's, else the job type of a per-type one.
+    rates: tuple[tuple[str, Rate], ...]
+    #: Whether any limit may hold a claim back.
+    limited: bool
+    #: The state read (:func:`_state`), and its params after the queue (None: no read).
+    state_sql: str | None
+    state_params: tuple[Any, ...]
+
+    @classmethod
+    def build(cls, policy: ClaimPolicy) -> PolicyPlan:
+        limits = policy.limits.items()
+        capped = tuple((t, lim.max_concurrency) for t, lim in limits if lim.max_concurrency is not None)
+        rates = ((("", policy.rate),) if policy.rate else ()) + tuple(
+            (t, lim.rate) for t, lim in limits if lim.rate is not None
+        )
+        fair = policy.fairness == "weighted"
+        counted = bool(capped) or policy.max_concurrency is not None
+        params: list[Any] = [t for t, _ in capped]
+        for key, rate in rates:
+            params += (key, f"rate:{key}", rate.limit)
+        return cls(
+            policy=policy,
+            fair=fair,
+            aging=any(w is not None for w in policy.max_wait_s),
+            counted=counted,
+            capped=capped,
+            rates=rates,
+            limited=counted or bool(rates),
+            state_sql=_state(len(capped), counted, fair, len(rates)) if counted or fair or rates else None,
+            state_params=tuple(params),
+        )
+
+
 class _PolicyClaim:
-    """One policy claim's state, read in one statement and written in two (see
-    :func:`policy_claim`)."""
+    """One policy claim's state, read in one statement (see :func:`policy_claim`)."""
 
     def __init__(
         self,
         conn: sqlite3.Connection,
-        policy: ClaimPolicy,
+        plan: PolicyPlan,
         queue: str,
         now: float,
         types: tuple[str, ...] | None,
     ) -> None:
-        self.conn, self.policy, self.queue, self.now = conn, policy, queue, now
+        self.conn, self.plan, self.queue, self.now = conn, plan, queue, now
         self.of_types = () if types is None else types
         self.ntypes = None if types is None else len(types)
-        limits = policy.limits
-        self.by_type = {t: 0 for t, lim in limits.items() if lim.max_concurrency is not None}
-        self.windows = {"": _Window("", policy.rate)} if policy.rate else {}
-        for job_type, lim in limits.items():
-            if lim.rate is not None:
-                self.windows[job_type] = _Window(job_type, lim.rate)
-        self.fair = [0.0] * 6 if policy.fairness == "weighted" else []
-        # Aging needs each level's head and when it became due; weighted fairness alone
-        # only the levels' order (see claim).
-        self.aging = any(w is not None for w in policy.max_wait_s)
+        self.by_type = {t: 0 for t, _ in plan.capped}
+        self.windows = {key: _Window(key, rate) for key, rate in plan.rates}
+        self.fair = [0.0] * 6 if plan.fair else []
         self.running = 0
         self.ring: dict[tuple[str, int], float] = {}
-        self._read()
+        if plan.state_sql is not None:
+            self._read(plan.state_sql)
         self.was = list(self.fair)
 
-    def _read(self) -> None:
-        counted = bool(self.by_type) or self.policy.max_concurrency is not None
-        fair, windows = self.fair, self.windows
-        if not (counted or fair or windows):
-            return
-        capped = list(self.by_type)
-        params: list[Any] = [self.queue, *capped]
-        for window in windows.values():
-            params += (window.key, window.name, window.rate.limit)
-        row = self.conn.execute(_state(len(capped), counted, bool(fair), len(windows)), params).fetchone()
+    def _read(self, sql: str) -> None:
+        plan = self.plan
+        row = self.conn.execute(sql, (self.queue, *plan.state_params)).fetchone()
         at = 0
-        if counted:
+        if plan.counted:
             self.running = int(row[0])
-            for at, job_type in enumerate(capped, 1):
+            for at, (job_type, _) in enumerate(plan.capped, 1):
                 self.by_type[job_type] = int(row[at])
             at += 1
-        if fair:
-            for slot in range(6):
-                value = row[at + slot]
-                if value is not None:
-                    fair[slot] = float(value)
+        if plan.fair:
+            self.fair[:] = [0.0 if value is None else float(value) for value in row[at : at + 6]]
             at += 6
-        for window in windows.values():
+        for window in self.windows.values():
             count, window.oldest = row[at], row[at + 1]
             window.count = 0 if count is None else int(count)
             at += 2
@@ -241,17 +273,18 @@ class _PolicyClaim:
     def blocked(self) -> tuple[str, ...] | None:
         """The job types the limits leave out now, or None when the queue's own limits
         allow no claim."""
-        policy, now, windows = self.policy, self.now, self.windows
+        plan = self.plan
+        if not plan.limited:
+            return ()
+        policy, now, windows = plan.policy, self.now, self.windows
         if policy.max_concurrency is not None and self.running >= policy.max_concurrency:
             return None
         if "" in windows and not windows[""].allows(now):
             return None
-        return tuple(
-            job_type
-            for job_type, lim in policy.limits.items()
-            if (lim.max_concurrency is not None and self.by_type[job_type] >= lim.max_concurrency)
-            or (job_type in windows and not windows[job_type].allows(now))
-        )
+        by_type = self.by_type
+        held = [job_type for job_type, cap in plan.capped if by_type[job_type] >= cap]
+        held += [key for key, window in windows.items() if key and not window.allows(now)]
+        return tuple(dict.fromkeys(held))
 
     def claim(self, head: tuple[Any, ...], blocked: tuple[str, ...]) -> Sequence[Any] | None:
         """Claim the next row the policy chooses (None: nothing claimable) and count it.
@@ -259,32 +292,32 @@ class _PolicyClaim:
         Weighted fairness without aging claims, in one statement, the head of the first
         level in :func:`~typedq.policy.fair_order` that has one: the level
         :func:`~typedq.policy.pick_level` would choose, without reading the heads."""
-        conn, queue, now, policy = self.conn, self.queue, self.now, self.policy
-        where = (queue, now, *self.of_types, *blocked)
+        conn, plan = self.conn, self.plan
+        where = (self.queue, self.now, *self.of_types, *blocked)
         claimed: Sequence[Any] | None
-        if self.fair and not self.aging:
-            order = fair_order(self.fair)
-            claimed = conn.execute(_claim_first(self.ntypes, len(blocked), order), (*head, *where)).fetchone()
-            if claimed is not None:
-                serve(policy, self.fair, level_index(claimed[PRIORITY]))
-        elif self.aging:
+        if plan.aging:
             seqs: list[int | None] = [None] * 5
             since: list[float | None] = [None] * 5
             for level, seq, due in conn.execute(_heads(self.ntypes, len(blocked)), where):
                 seqs[level], since[level] = seq, due
-            chosen = pick_level(policy, since, self.fair, now)
+            chosen = pick_level(plan.policy, since, self.fair, self.now)
             claimed = None if chosen is None else conn.execute(_CLAIM_SEQ, (*head, seqs[chosen])).fetchone()
+        elif plan.fair:
+            sql = _claim_first(self.ntypes, len(blocked), fair_order(self.fair))
+            claimed = conn.execute(sql, (*head, *where)).fetchone()
+            if claimed is not None:
+                serve(plan.policy, self.fair, level_index(claimed[PRIORITY]))
         else:
             claimed = conn.execute(_claim_first(self.ntypes, len(blocked), None), (*head, *where)).fetchone()
-        if claimed is None:
-            return None
+        if claimed is None or not plan.limited:
+            return claimed
         self.running += 1
         job_type = claimed[1]
         if job_type in self.by_type:
             self.by_type[job_type] += 1
         for key in ("", job_type):
             if key in self.windows:
-                self.windows[key].take(conn, queue, now, self.ring)
+                self.windows[key].take(conn, self.queue, self.now, self.ring)
         return claimed
 
     def write(self) -> list[tuple[str, str, str, float]]:
@@ -292,10 +325,10 @@ class _PolicyClaim:
         ``job_counts`` rows of the state they changed, for the caller to write with the
         claims' counts (``_sqlite_counts.add_rows``: one statement for both)."""
         queue = self.queue
-        state: list[tuple[str, str, str, float]] = []
-        for slot, value in enumerate(self.fair):
-            if value != self.was[slot]:
-                state.append((queue, str(slot), FAIR, value))
+        was = self.was
+        state: list[tuple[str, str, str, float]] = [
+            (queue, _SLOTS[slot], FAIR, value) for slot, value in enumerate(self.fair) if value != was[slot]
+        ]
         for window in self.windows.values():
             if window.taken:
                 state.append((queue, window.key, RATE, window.count))
@@ -310,14 +343,14 @@ class _PolicyClaim:
 def policy_claim(
     conn: sqlite3.Connection,
     *,
-    policy: ClaimPolicy,
+    plan: PolicyPlan,
     queue: str,
     now: float,
     head: tuple[Any, ...],
     types: tuple[str, ...] | None,
     limit: int,
 ) -> tuple[list[Sequence[Any]], list[tuple[str, str, str, float]]]:
-    """Claim up to ``limit`` rows as ``policy`` chooses, inside the caller's write
+    """Claim up to ``limit`` rows as ``plan``'s policy chooses, inside the caller's write
     transaction; ``head`` is what the claim sets (worker_id, started_at, lease_until,
     lease_mono). Returns the claimed rows (``CLAIM_COLUMNS``) and the ``job_counts``
     rows of the policy state they changed, which the caller writes with the claims'
@@ -326,7 +359,7 @@ def policy_claim(
     One read of the state (:func:`_state`) before the first choice, one statement per
     claim (with aging, two: the level heads, then the claim), and the ring slots written
     after the last (:meth:`_PolicyClaim.write`)."""
-    state = _PolicyClaim(conn, policy, queue, now, types)
+    state = _PolicyClaim(conn, plan, queue, now, types)
     out: list[Sequence[Any]] = []
     while len(out) < limit:
         blocked = state.blocked()

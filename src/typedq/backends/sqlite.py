@@ -86,7 +86,7 @@ from typedq.backends._sqlite_db import SYNCHRONOUS, Connections, map_errors
 from typedq.backends._sqlite_dead import SQLiteDeadLetters
 from typedq.backends._sqlite_driver import is_unique_violation, sqlite3
 from typedq.backends._sqlite_graph import Finish, QueueGraph
-from typedq.backends._sqlite_policy import policy_claim
+from typedq.backends._sqlite_policy import PolicyPlan, policy_claim
 from typedq.backends._sqlite_reads import SQLiteReads
 from typedq.backends._sqlite_schema import (
     check_file,
@@ -193,6 +193,7 @@ class SQLiteQueue(SQLiteReads, SQLiteControl, SQLiteCoordination, SQLiteDeadLett
         # pollers do not queue up for the write lock.
         self._idle = False
         self._policy: ClaimPolicy | None = None
+        self._plan: PolicyPlan | None = None
         # Jobs this object handed out, by (job_id, token): complete() returns them updated
         # instead of reading every column back. Bounded; a miss only costs a wider read.
         self._inflight: dict[tuple[str, int], tuple[int, Job]] = {}
@@ -366,7 +367,7 @@ class SQLiteQueue(SQLiteReads, SQLiteControl, SQLiteCoordination, SQLiteDeadLett
         *,
         claimed: tuple[Any, ...] | None = None,
         types: tuple[str, ...] = (),
-        policy: ClaimPolicy | None = None,
+        policy: PolicyPlan | None = None,
     ) -> list[Job]:
         """Take up to ``limit`` ready jobs (of ``types``, when the SQL names them) with
         ``sql``, burying undecodable ones.
@@ -395,7 +396,7 @@ class SQLiteQueue(SQLiteReads, SQLiteControl, SQLiteCoordination, SQLiteDeadLett
             state: list[tuple[str, str, str, float]] = []
             if policy is not None:
                 got, state = policy_claim(
-                    conn, policy=policy, queue=name, now=now, head=head, types=types or None, limit=take
+                    conn, plan=policy, queue=name, now=now, head=head, types=types or None, limit=take
                 )
             else:
                 got = conn.execute(sql, (*head, name, now, *types, take)).fetchall()
@@ -460,7 +461,7 @@ class SQLiteQueue(SQLiteReads, SQLiteControl, SQLiteCoordination, SQLiteDeadLett
         # this host's monotonic clock (see reclaim_expired).
         head = (worker_id, now, until, self._clock.monotonic() + lease_s)
         sql = SQL.claim(False, None if types is None else len(types))
-        taken = self._take(1, sql, head, now, claimed=head, types=types or (), policy=self._policy)
+        taken = self._take(1, sql, head, now, claimed=head, types=types or (), policy=self._plan)
         return Claim(taken[0], taken[0].attempt, until) if taken else None
 
     def claim_many(
@@ -474,7 +475,7 @@ class SQLiteQueue(SQLiteReads, SQLiteControl, SQLiteCoordination, SQLiteDeadLett
         until = now + lease_s
         head = (worker_id, now, until, self._clock.monotonic() + lease_s)
         sql = SQL.claim(True, None if types is None else len(types))
-        taken = self._take(limit, sql, head, now, claimed=head, types=types or (), policy=self._policy)
+        taken = self._take(limit, sql, head, now, claimed=head, types=types or (), policy=self._plan)
         return [Claim(job, job.attempt, until) for job in taken]
 
     def dequeue(self) -> Job | None:
@@ -698,6 +699,7 @@ class SQLiteQueue(SQLiteReads, SQLiteControl, SQLiteCoordination, SQLiteDeadLett
     def set_claim_policy(self, policy: ClaimPolicy | None) -> None:
         """Claim by ``policy`` from now on; see :meth:`Queue.set_claim_policy`."""
         self._policy = None if policy is None or policy.is_strict else policy
+        self._plan = None if self._policy is None else PolicyPlan.build(self._policy)
 
     @property
     def claim_policy(self) -> ClaimPolicy | None:
