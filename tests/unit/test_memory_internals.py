@@ -265,19 +265,19 @@ def test_running_jobs_per_type_are_counted_as_they_start_and_end(queue: JobQueue
     assert check() > 0
 
 
-@pytest.mark.parametrize("fairness", ["weighted", "strict"])
+@pytest.mark.parametrize(
+    ("fairness", "max_wait_s"),
+    [("weighted", {"low": 30.0, "batch": 50.0}), ("strict", {"low": 30.0, "batch": 50.0}), ("strict", {})],
+    ids=["weighted+aging", "aging", "strict"],
+)
 def test_policy_claims_take_each_levels_head_past_tombstones_and_capped_types(
-    fairness: Literal["weighted", "strict"], clock: FakeClock
+    fairness: Literal["weighted", "strict"], max_wait_s: dict[str, float], clock: FakeClock
 ) -> None:
     """A claim under a policy finds each level's next job at the top of the ready heaps
     keyed by (job type, level), never by looking at the jobs: checked against every
     PENDING job sorted, through cancels, priority changes (tombstones), a type at its
     concurrency limit, and claims with and without ``job_types``."""
-    policy = ClaimPolicy(
-        fairness=fairness,
-        max_wait_s={"low": 30.0, "batch": 50.0},
-        limits={"b": {"max_concurrency": 2}},
-    )
+    policy = ClaimPolicy(fairness=fairness, max_wait_s=max_wait_s, limits={"b": {"max_concurrency": 2}})
     queue = JobQueue("internals", clock=clock)
     queue.set_claim_policy(policy)
     rng = random.Random(7)

@@ -3,8 +3,9 @@
 Under the queue's lock, like every transition: the limits are checked against the jobs
 RUNNING now (counted per job type as they start and end, never by a walk of them) and
 the recent claim times, each level's next claimable job is the top of its
-ready heaps (one heap per job type and level), and :func:`~typedq.policy.pick_level`
-chooses among them. Strict priority without limits never comes here (the plain claim is
+ready heaps (one heap per job type and level, walked by their keys), and
+:func:`~typedq.policy.pick_level` chooses among them, for every policy (strict order
+with limits too). Strict priority without limits never comes here (the plain claim is
 the fast path).
 """
 
@@ -25,13 +26,11 @@ _RUNNING: Final = JobStatus.RUNNING
 
 @dataclass(frozen=True, slots=True)
 class _Plan:
-    """A policy's checks, as a claim walks them: whether it looks at each level's head,
-    the types with a concurrency limit (and the limit), those with a rate limit (the
-    rate and the type's window of claim times; also by type, for the claim's record),
-    the queue's rate and window."""
+    """A policy's checks, as a claim walks them: the types with a concurrency limit (and
+    the limit), those with a rate limit (the rate and the type's window of claim times;
+    also by type, for the claim's record), the queue's rate and window."""
 
     policy: ClaimPolicy
-    by_level: bool
     capped: tuple[tuple[str, int], ...]
     rated: tuple[tuple[str, Rate, RateWindow], ...]
     rated_by_type: dict[str, tuple[Rate, RateWindow]]
@@ -63,7 +62,6 @@ class MemoryPolicy(MemoryState):
             rated = tuple((t, lim.rate, self._window(t)) for t, lim in limits if lim.rate is not None)
             plan = self._policy_plan = _Plan(
                 policy=policy,
-                by_level=policy.by_level,
                 capped=tuple(
                     (t, lim.max_concurrency) for t, lim in limits if lim.max_concurrency is not None
                 ),
@@ -106,14 +104,7 @@ class MemoryPolicy(MemoryState):
                 if blocked is None:
                     blocked = set()
                 blocked.add(job_type)
-        if plan.by_level:
-            job = self._pop_one(policy, job_types, blocked, now)
-        elif blocked is not None:
-            # Strict order among the types not blocked: the plain claim's.
-            wanted = {key[0] for key in self._ready} if job_types is None else job_types
-            job = self._pop_ready([t for t in wanted if t not in blocked])
-        else:
-            job = self._pop_ready(job_types)
+        job = self._pop_one(policy, job_types, blocked, now)
         if job is not None:
             if window is not None:
                 window[1].take(window[0], now)
@@ -126,8 +117,12 @@ class MemoryPolicy(MemoryState):
     def _pop_one(
         self, policy: ClaimPolicy, job_types: Collection[str] | None, blocked: set[str] | None, now: float
     ) -> Job | None:
-        """Pop the job ``policy`` chooses among each level's next one (weighted fairness,
-        aging), none of a ``blocked`` type. Lock held."""
+        """Pop the job ``policy`` chooses among each level's next one, none of a ``blocked``
+        type. Lock held.
+
+        Strict order too comes here (a policy with limits only): the best job is the
+        best of the first level that has one, as :func:`~typedq.policy.pick_level` picks,
+        and walking the heaps by level costs less than comparing all their tops."""
         self._promote_due()
         while True:
             heads, heaps = self._level_heads(job_types, blocked)
