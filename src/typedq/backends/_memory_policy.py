@@ -55,20 +55,17 @@ class MemoryPolicy(MemoryState):
         return window
 
     def _plan(self, policy: ClaimPolicy) -> _Plan:
-        """What a claim under ``policy`` must check, worked out once per policy."""
-        plan = self._policy_plan
-        if plan is None or plan.policy is not policy:
-            limits = policy.limits.items()
-            rated = tuple((t, lim.rate, self._window(t)) for t, lim in limits if lim.rate is not None)
-            plan = self._policy_plan = _Plan(
-                policy=policy,
-                capped=tuple(
-                    (t, lim.max_concurrency) for t, lim in limits if lim.max_concurrency is not None
-                ),
-                rated=rated,
-                rated_by_type={t: (rate, ring) for t, rate, ring in rated},
-                window=None if policy.rate is None else (policy.rate, self._window("")),
-            )
+        """What a claim under ``policy`` must check, worked out once per policy (kept in
+        ``_policy_plan`` until the policy changes)."""
+        limits = policy.limits.items()
+        rated = tuple((t, lim.rate, self._window(t)) for t, lim in limits if lim.rate is not None)
+        plan = self._policy_plan = _Plan(
+            policy=policy,
+            capped=tuple((t, lim.max_concurrency) for t, lim in limits if lim.max_concurrency is not None),
+            rated=rated,
+            rated_by_type={t: (rate, ring) for t, rate, ring in rated},
+            window=None if policy.rate is None else (policy.rate, self._window("")),
+        )
         return plan
 
     def _pop_by_policy(
