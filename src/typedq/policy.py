@@ -185,6 +185,8 @@ class ClaimPolicy:
     max_concurrency: int | None = None
     rate: Rate | None = None
     limits: Mapping[str, Limit] = field(default_factory=dict)
+    #: The levels that have a ``max_wait_s`` bound, with it: what :func:`pick_level` checks.
+    bounded: tuple[tuple[int, float], ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.fairness not in ("strict", "weighted"):
@@ -208,6 +210,9 @@ class ClaimPolicy:
             raise ConfigError("max_wait_s", self.max_wait_s, "None or seconds > 0 per level")
         object.__setattr__(self, "weights", weights)
         object.__setattr__(self, "max_wait_s", tuple(None if w is None else float(w) for w in waits))
+        object.__setattr__(
+            self, "bounded", tuple((level, w) for level, w in enumerate(self.max_wait_s) if w is not None)
+        )
         object.__setattr__(self, "max_concurrency", _concurrency(self.max_concurrency, "max_concurrency"))
         if self.rate is not None:
             object.__setattr__(self, "rate", Rate.parse(self.rate))
@@ -320,20 +325,22 @@ def pick_level(
     """
     chosen: int | None = None
     overdue = -math.inf
-    for level, since in enumerate(heads):
-        bound = policy.max_wait_s[level]
-        if since is not None and bound is not None and now - since - bound > overdue and now - since > bound:
+    for level, bound in policy.bounded:
+        since = heads[level]
+        if since is not None and now - since - bound > overdue and now - since > bound:
             chosen, overdue = level, now - since - bound
     if policy.fairness == "strict":
         if chosen is None:
-            chosen = next((level for level, since in enumerate(heads) if since is not None), None)
+            for level in range(5):
+                if heads[level] is not None:
+                    return level
         return chosen
     vt = passes[5]
     if chosen is None:
         best = math.inf
-        for level, since in enumerate(heads):
-            if since is not None:
-                start = max(passes[level], vt)
+        for level in range(5):
+            if heads[level] is not None:
+                start = vt if passes[level] < vt else passes[level]  # max(), without its call
                 if start < best:
                     chosen, best = level, start
         if chosen is None:

@@ -7,11 +7,15 @@ compaction past 25%, completion waking dependents without scanning).
 
 from __future__ import annotations
 
+import random
+from typing import Literal
+
 import pytest
 
 from typedq.backends.memory import JobQueue
 from typedq.clock import FakeClock
-from typedq.job import Job, JobStatus
+from typedq.job import Job, JobStatus, level_index
+from typedq.policy import ClaimPolicy, pick_level
 
 
 @pytest.fixture
@@ -259,3 +263,68 @@ def test_running_jobs_per_type_are_counted_as_they_start_and_end(queue: JobQueue
     assert check() == 0
     queue.claim_many("w", lease_s=10.0, limit=3)
     assert check() > 0
+
+
+@pytest.mark.parametrize(
+    ("fairness", "max_wait_s"),
+    [("weighted", {"low": 30.0, "batch": 50.0}), ("strict", {"low": 30.0, "batch": 50.0}), ("strict", {})],
+    ids=["weighted+aging", "aging", "strict"],
+)
+def test_policy_claims_take_each_levels_head_past_tombstones_and_capped_types(
+    fairness: Literal["weighted", "strict"], max_wait_s: dict[str, float], clock: FakeClock
+) -> None:
+    """A claim under a policy finds each level's next job at the top of the ready heaps
+    keyed by (job type, level), never by looking at the jobs: checked against every
+    PENDING job sorted, through cancels, priority changes (tombstones), a type at its
+    concurrency limit, and claims with and without ``job_types``."""
+    policy = ClaimPolicy(fairness=fairness, max_wait_s=max_wait_s, limits={"b": {"max_concurrency": 2}})
+    queue = JobQueue("internals", clock=clock)
+    queue.set_claim_policy(policy)
+    rng = random.Random(7)
+    start = clock.now()
+    queue.enqueue_many(
+        [
+            Job(job_id=f"j{i:03d}", job_type="abc"[i % 3], priority=rng.randint(1, 10), created_at=start + i)
+            for i in range(300)
+        ]
+    )
+    passes = [0.0] * 6
+    running: dict[str, str] = {}
+    tokens: dict[str, int] = {}
+    while True:
+        for _ in range(rng.randint(0, 2)):  # leave tombstones in the heaps
+            pending = queue.list_jobs(status=JobStatus.PENDING, limit=1000)
+            if pending:
+                victim = rng.choice(pending)
+                if rng.random() < 0.5:
+                    queue.cancel(victim.job_id)
+                else:
+                    queue.set_priority(victim.job_id, rng.randint(1, 10))
+        if running and rng.random() < 0.6:
+            done = rng.choice(sorted(running))
+            queue.complete(done, token=tokens.pop(done))
+            del running[done]
+        job_types = rng.choice([None, ("a", "b"), ("b", "c"), ("a", "b", "c")])
+        capped = {"b"} if sum(t == "b" for t in running.values()) >= 2 else set()
+        heads: list[Job | None] = [None] * 5
+        for job in sorted(queue.list_jobs(status=JobStatus.PENDING, limit=1000)):
+            level = level_index(job.priority)
+            if heads[level] is None and job.job_type not in capped and (
+                job_types is None or job.job_type in job_types
+            ):
+                heads[level] = job
+        since = [None if job is None else job.scheduled_at or job.created_at for job in heads]
+        level = pick_level(policy, since, passes, clock.now())
+        claim = queue.claim("w", lease_s=600.0, job_types=job_types)
+        if level is None:
+            assert claim is None
+            if not queue.list_jobs(status=JobStatus.PENDING, limit=1):
+                break
+            continue
+        expected = heads[level]
+        assert claim is not None
+        assert expected is not None
+        assert claim.job.job_id == expected.job_id
+        running[claim.job.job_id] = claim.job.job_type
+        tokens[claim.job.job_id] = claim.token
+        clock.advance(1.0)

@@ -3,20 +3,20 @@
 Under the queue's lock, like every transition: the limits are checked against the jobs
 RUNNING now (counted per job type as they start and end, never by a walk of them) and
 the recent claim times, each level's next claimable job is the top of its
-ready heaps (one heap per job type and level), and :func:`~typedq.policy.pick_level`
-chooses among them. Strict priority without limits never comes here (the plain claim is
+ready heaps (one heap per job type and level, walked by their keys), and
+:func:`~typedq.policy.pick_level` chooses among them, for every policy (strict order
+with limits too). Strict priority without limits never comes here (the plain claim is
 the fast path).
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Final
 
-from typedq.backends._memory_state import MemoryState, ReadyEntry
-from typedq.job import UNSCHEDULED, Job, JobStatus, level_index
+from typedq.backends._memory_state import MemoryState
+from typedq.job import Job, JobStatus
 from typedq.policy import ClaimPolicy, Rate, RateWindow, pick_level
 
 __all__ = ["MemoryPolicy"]
@@ -26,14 +26,14 @@ _RUNNING: Final = JobStatus.RUNNING
 
 @dataclass(frozen=True, slots=True)
 class _Plan:
-    """A policy's checks, as a claim walks them: whether it looks at each level's head,
-    the types with a concurrency limit (and the limit), those with a rate limit (the
-    rate and the type's window of claim times), the queue's rate and window."""
+    """A policy's checks, as a claim walks them: the types with a concurrency limit (and
+    the limit), those with a rate limit (the rate and the type's window of claim times;
+    also by type, for the claim's record), the queue's rate and window."""
 
     policy: ClaimPolicy
-    by_level: bool
     capped: tuple[tuple[str, int], ...]
-    rated: dict[str, tuple[Rate, RateWindow]]
+    rated: tuple[tuple[str, Rate, RateWindow], ...]
+    rated_by_type: dict[str, tuple[Rate, RateWindow]]
     window: tuple[Rate, RateWindow] | None
 
 
@@ -55,95 +55,80 @@ class MemoryPolicy(MemoryState):
         return window
 
     def _plan(self, policy: ClaimPolicy) -> _Plan:
-        """What a claim under ``policy`` must check, worked out once per policy."""
-        plan = self._policy_plan
-        if plan is None or plan.policy is not policy:
-            limits = policy.limits.items()
-            plan = self._policy_plan = _Plan(
-                policy=policy,
-                by_level=policy.by_level,
-                capped=tuple(
-                    (t, lim.max_concurrency) for t, lim in limits if lim.max_concurrency is not None
-                ),
-                rated={t: (lim.rate, self._window(t)) for t, lim in limits if lim.rate is not None},
-                window=None if policy.rate is None else (policy.rate, self._window("")),
-            )
+        """What a claim under ``policy`` must check, worked out once per policy (kept in
+        ``_policy_plan`` until the policy changes)."""
+        limits = policy.limits.items()
+        rated = tuple((t, lim.rate, self._window(t)) for t, lim in limits if lim.rate is not None)
+        plan = self._policy_plan = _Plan(
+            policy=policy,
+            capped=tuple((t, lim.max_concurrency) for t, lim in limits if lim.max_concurrency is not None),
+            rated=rated,
+            rated_by_type={t: (rate, ring) for t, rate, ring in rated},
+            window=None if policy.rate is None else (policy.rate, self._window("")),
+        )
         return plan
 
     def _pop_by_policy(
-        self, policy: ClaimPolicy, job_types: Collection[str] | None, limit: int, now: float
-    ) -> list[Job]:
-        """Pop up to ``limit`` jobs as ``policy`` chooses them, limits counted. Lock held."""
-        self._promote_due()
-        plan = self._plan(policy)
-        capped, rated, window = plan.capped, plan.rated, plan.window
-        taken: list[Job] = []
-        running = self._counts[_RUNNING]
+        self, policy: ClaimPolicy, job_types: Collection[str] | None, now: float
+    ) -> Job | None:
+        """Pop the job ``policy`` chooses, or None (nothing ready, or a limit reached), its
+        claim counted in the rate windows. Lock held.
+
+        The limits are checked against the jobs RUNNING now: a caller claiming several
+        jobs leases each before it pops the next.
+        """
+        plan = self._policy_plan
+        if plan is None or plan.policy is not policy:
+            plan = self._plan(policy)
         most = policy.max_concurrency
-        by_type: Counter[str] | None = None
-        if capped:
-            # A copy: the counts claimed in this call are added below, before they are RUNNING.
-            by_type = Counter(self._running_types)
-        blocked: set[str] = set()
-        while len(taken) < limit:
-            if most is not None and running >= most:
-                break
-            if window is not None and not window[1].allows(window[0], now):
-                break
-            if by_type is not None:
-                blocked = {t for t, cap in capped if by_type[t] >= cap}
-            if rated:
-                blocked.update(t for t, (per, ring) in rated.items() if not ring.allows(per, now))
-            if plan.by_level:
-                job = self._pop_one(policy, job_types, blocked, now)
-            elif blocked:
-                # Strict order among the types not blocked: the plain claim's.
-                wanted = {key[0] for key in self._ready} if job_types is None else job_types
-                job = self._pop_ready([t for t in wanted if t not in blocked])
-            else:
-                job = self._pop_ready(job_types)
-            if job is None:
-                break
-            taken.append(job)
-            running += 1
-            job_type = job.job_type
-            if by_type is not None:
-                by_type[job_type] += 1
+        if most is not None and self._counts[_RUNNING] >= most:
+            return None
+        window = plan.window
+        if window is not None and not window[1].allows(window[0], now):
+            return None
+        # Built only when a type is at its limit: most claims find none.
+        blocked: set[str] | None = None
+        if plan.capped:
+            running = self._running_types
+            for job_type, cap in plan.capped:
+                if running.get(job_type, 0) >= cap:
+                    if blocked is None:
+                        blocked = set()
+                    blocked.add(job_type)
+        rated = plan.rated
+        for job_type, per, ring in rated:
+            if not ring.allows(per, now):
+                if blocked is None:
+                    blocked = set()
+                blocked.add(job_type)
+        job = self._pop_one(policy, job_types, blocked, now)
+        if job is not None:
             if window is not None:
                 window[1].take(window[0], now)
-            type_rate = rated.get(job_type)
-            if type_rate is not None:
-                type_rate[1].take(type_rate[0], now)
-        return taken
+            if rated:
+                type_rate = plan.rated_by_type.get(job.job_type)
+                if type_rate is not None:
+                    type_rate[1].take(type_rate[0], now)
+        return job
 
     def _pop_one(
-        self, policy: ClaimPolicy, job_types: Collection[str] | None, blocked: set[str], now: float
+        self, policy: ClaimPolicy, job_types: Collection[str] | None, blocked: set[str] | None, now: float
     ) -> Job | None:
-        """Pop the job ``policy`` chooses among each level's next one (weighted fairness,
-        aging), none of a ``blocked`` type. Lock held."""
-        jobs = self._jobs
+        """Pop the job ``policy`` chooses among each level's next one, none of a ``blocked``
+        type. Lock held.
+
+        Strict order too comes here (a policy with limits only): the best job is the
+        best of the first level that has one, as :func:`~typedq.policy.pick_level` picks,
+        and walking the heaps by level costs less than comparing all their tops."""
+        self._promote_due()
         while True:
-            best: list[ReadyEntry | None] = [None] * 5
-            heaps: list[list[ReadyEntry] | None] = [None] * 5
-            for heap in self._heads(job_types):
-                top = heap[0]
-                if blocked and jobs[top[4]].job_type in blocked:
-                    continue
-                level = level_index(-top[0])
-                current = best[level]
-                if current is None or top < current:
-                    best[level], heaps[level] = top, heap
-            chosen_level: int | None = pick_level(
-                policy,
-                [None if top is None else (top[2] if top[1] == UNSCHEDULED else top[1]) for top in best],
-                self._fair,
-                now,
-            )
+            heads, heaps = self._level_heads(job_types, blocked)
+            chosen_level = pick_level(policy, heads, self._fair, now)
             if chosen_level is None:
                 return None
-            chosen = heaps[chosen_level]
-            assert chosen is not None  # pick_level chose a level with a head
-            job = self._take_top(chosen)
+            heap = heaps[chosen_level]
+            assert heap is not None  # pick_level chose a level with a head
+            job = self._take_top(heap)
             if job is not None:
                 return job
 

@@ -65,6 +65,8 @@ _COMPACT_MIN: Final = 64
 ReadyEntry = tuple[int, float, float, int, str]
 #: A ready heap's key: (job type, priority level index, 0 CRITICAL .. 4 BATCH).
 HeapKey = tuple[str, int]
+#: The priority levels' indexes, CRITICAL first.
+_LEVELS: Final = range(5)
 #: Creation ranks of queues: the order two queues' locks are taken in (``_memory_dead``).
 _RANKS: Final = itertools.count()
 
@@ -300,10 +302,55 @@ class MemoryState:
             if heap:
                 found.append(heap)
         if len(found) < len(heaps) and job_types is None:
-            # Forget the heaps of types that have no ready job left.
-            for key in [k for k, heap in ready.items() if not heap]:
-                del ready[key], self._ready_count[key]
+            self._forget_empty()
         return found
+
+    def _forget_empty(self) -> None:
+        """Forget the heaps of types that have no ready job left. Lock held."""
+        ready = self._ready
+        for key in [k for k, heap in ready.items() if not heap]:
+            del ready[key], self._ready_count[key]
+
+    def _level_heads(
+        self, job_types: Collection[str] | None, blocked: set[str] | None
+    ) -> tuple[list[float | None], list[list[ReadyEntry] | None]]:
+        """Per level, its next job among the heaps a claim may take from (of ``job_types``,
+        none of a ``blocked`` type): when it became due (its ``scheduled_at``, else its
+        ``created_at``) and the heap it tops; None where a level has none. As
+        :meth:`_heads`, tombstones on top are dropped; a heap's key tells its entries'
+        level and job type, so no job is looked up. Lock held."""
+        since: list[float | None] = [None] * 5
+        heaps: list[list[ReadyEntry] | None] = [None] * 5
+        if job_types is None:
+            self._forget_empty()
+            job_types = {job_type for job_type, _ in self._ready}
+        get = self._ready.get
+        live = self._ready_live
+        for level in _LEVELS:
+            best: ReadyEntry | None = None
+            for job_type in job_types:
+                heap = get((job_type, level))
+                if heap:
+                    top = heap[0]
+                    if live.get(top[4]) != top[3]:
+                        live_top = self._live_top(heap)
+                        if live_top is None:
+                            continue
+                        top = live_top
+                    if blocked is not None and job_type in blocked:
+                        continue
+                    if best is None or top < best:
+                        best, heaps[level] = top, heap
+            if best is not None:
+                since[level] = best[2] if best[1] == UNSCHEDULED else best[1]
+        return since, heaps
+
+    def _live_top(self, heap: list[ReadyEntry]) -> ReadyEntry | None:
+        """Drop the tombstones on top of ``heap``; its live top, or None. Lock held."""
+        live = self._ready_live
+        while heap and live.get(heap[0][4]) != heap[0][3]:
+            heapq.heappop(heap)
+        return heap[0] if heap else None
 
     def _pop_ready(self, job_types: Collection[str] | None = None) -> Job | None:
         """Pop the best live ready job (of ``job_types``, when given). Lock held.

@@ -309,8 +309,8 @@ class JobQueue(MemoryReads, MemoryControl, MemoryCoordination, MemoryPolicy, Mem
             policy = self._policy
             if policy is not None:
                 now = self._clock.now()
-                taken = self._pop_by_policy(policy, job_types, 1, now)
-                return self._lease(taken[0], worker_id, lease_s, now) if taken else None
+                job = self._pop_by_policy(policy, job_types, now)
+                return None if job is None else self._lease(job, worker_id, lease_s, now)
             job = self._pop_ready(job_types)
             if job is None:
                 return None
@@ -326,12 +326,12 @@ class JobQueue(MemoryReads, MemoryControl, MemoryCoordination, MemoryPolicy, Mem
                 limit = min(limit, 1)
             now = self._clock.now()
             policy = self._policy
-            if policy is not None:
-                return [self._lease(job, worker_id, lease_s, now) for job in self._pop_by_policy(
-                    policy, job_types, limit, now
-                )]
             while len(claims) < limit:
-                job = self._pop_ready(job_types)
+                # Under a policy, each job is leased before the next is chosen: the
+                # limits count it as RUNNING.
+                job = self._pop_ready(job_types) if policy is None else self._pop_by_policy(
+                    policy, job_types, now
+                )
                 if job is None:
                     break
                 claims.append(self._lease(job, worker_id, lease_s, now))
