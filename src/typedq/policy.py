@@ -355,7 +355,8 @@ def fair_order(passes: list[float]) -> tuple[int, ...]:
     start at, lowest first, ties to the higher priority. :func:`pick_level` chooses
     the first of them that has a claimable job (when no job is overdue)."""
     vt = passes[5]
-    return tuple(sorted(range(5), key=lambda level: (max(passes[level], vt), level)))
+    starts = [vt if start < vt else start for start in passes[:5]]
+    return tuple(sorted(range(5), key=starts.__getitem__))  # stable: ties keep level order
 
 
 def serve(policy: ClaimPolicy, passes: list[float], level: int) -> None:

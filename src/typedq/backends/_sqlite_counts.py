@@ -51,12 +51,13 @@ __all__ = [
     "BY_STATUS",
     "BY_TYPE",
     "DELAYED",
+    "FAIR",
     "FOLD_EVERY",
     "MARK_ALL",
+    "RATE",
     "READY_BY_PRIORITY",
     "RUNNING_BY_TYPE",
     "SCHEDULED",
-    "STATE_STATUSES",
     "SUBMITTED",
     "Deltas",
     "add_rows",
@@ -185,21 +186,22 @@ def mark(conn: sqlite3.Connection) -> None:
 _BUMP_MAX: Final = 2000
 
 
-#: The pseudo-statuses of a claim policy's state (see ``_sqlite_policy``): their rows
-#: hold a value that is written as it is, never added to.
-STATE_STATUSES: Final = ("fair", "rate")
+#: The pseudo-status of a claim policy's fairness virtual times (see ``_sqlite_policy``):
+#: its rows hold a value written as it is, never added to.
+FAIR: Final = "fair"
+#: The pseudo-status of the claims each of a claim policy's rates counted.
+RATE: Final = "rate"
 
 
 @functools.cache
 def _bump(rows: int, state: bool = False) -> str:
     """The upsert adding ``rows`` (queue, job type, status, n) rows to the counts: one
     statement (a transition's few rows are one step, not one per row). With ``state``,
-    rows of :data:`STATE_STATUSES` among them are set to their value instead."""
+    rows of :data:`FAIR` among them are set to their value instead."""
     values = ", ".join(["(?, ?, ?, ?)"] * rows)
     update = "n + excluded.n"
     if state:
-        listed = ", ".join(f"'{status}'" for status in STATE_STATUSES)
-        update = f"CASE WHEN excluded.status IN ({listed}) THEN excluded.n ELSE n + excluded.n END"
+        update = f"CASE WHEN excluded.status = '{FAIR}' THEN excluded.n ELSE n + excluded.n END"
     return (
         f"INSERT INTO job_counts (queue, job_type, status, n) VALUES {values}"
         f" ON CONFLICT (queue, status, job_type) DO UPDATE SET n = {update}"
@@ -229,8 +231,9 @@ def add_rows(
     state: Sequence[tuple[str, str, str, float]] = (),
 ) -> None:
     """Add ``(queue, job type, status, n)`` rows to the counts, in the caller's write
-    transaction: a transition that knows its deltas before it runs. ``state``: rows of
-    :data:`STATE_STATUSES` to set in the same statement (a claim's policy state)."""
+    transaction: a transition that knows its deltas before it runs. ``state``: a claim
+    policy's rows, in the same statement (:data:`FAIR` rows set, :data:`RATE` rows
+    added)."""
     if state and len(rows) + len(state) <= _BUMP_MAX:
         values: list[str | float] = [value for row in rows for value in row]
         values += [value for row in state for value in row]

@@ -1,10 +1,11 @@
 """The SQLite backend's claims under a :class:`~typedq.policy.ClaimPolicy`.
 
-A policy claim is one ``BEGIN IMMEDIATE`` transaction, like the plain claim, and writes
-as few pages beyond the plain claim's as it can: each page is one more WAL frame in the
-commit (about 5-7 µs each, measured here). So the state a policy keeps per queue lives
-in the queue's ``job_counts`` rows (see ``_sqlite_counts``), whose page every claim
-writes anyway, and only a rate's ring of claim times has a table of its own:
+A policy claim is one ``BEGIN IMMEDIATE`` transaction, like the plain claim, and costs it
+as little more as it can: few statements, and few pages written beyond the plain
+claim's (each page is one more WAL frame in the commit, about 5-7 µs here). So the state
+a policy keeps per queue lives in the queue's ``job_counts`` rows (see
+``_sqlite_counts``), whose page every claim writes anyway, and only a rate's ring of
+claim times has a table of its own:
 
 * the fairness virtual times: status ``fair``, job type the slot (``0``-``4`` the
   levels', ``5`` the queue's), ``n`` the time;
@@ -13,20 +14,26 @@ writes anyway, and only a rate's ring of claim times has a table of its own:
 * ``claim_state`` rows (queue, name, slot, value), name ``rate:`` (the queue's rate) or
   ``rate:<job type>``: the ring of the last N claim times of that rate. The claim
   numbered ``k`` (from 0) writes slot ``k % N``, so the slot the next claim would write
-  holds the time of the claim N claims before it.
+  holds the time of the claim N claims before it: the next claim is allowed when that
+  slot is empty or older than one period.
 
-One read gets what the policy needs to know (:func:`_state`, one row): the RUNNING jobs,
-the virtual times, each rate's count and the time in the slot its next claim takes.
-Then one statement claims (:func:`_claim_first`): under weighted fairness the head of the
-first level in :func:`~typedq.policy.fair_order` that has a claimable job (the choice of
-:func:`~typedq.policy.pick_level`, made without reading each level's head: the levels'
-heads are joined by ``UNION ALL`` under ``LIMIT 1``, which stops at the first row), else
-the next job in claim order. Aging (``max_wait_s``) needs each level's head and when it
-became due: one ``LIMIT 1`` seek of ``jobs_ready`` per level, in one statement
-(:func:`_heads`), then the claim of the chosen row by its ``seq``. The state the claims
-changed is written after the last one: one upsert of ``job_counts`` rows and one of
-``claim_state`` rows, in the same transaction. Strict priority without limits never
-comes here.
+The limits are checked inside the claim statement itself (:func:`_gates`): the queue's
+as conditions of the ``UPDATE``, each job type's as a condition on the rows its head
+search may take (a type at its limit is passed over, in order). They read the RUNNING
+counts and the ring slots in the statement's own snapshot; the claims made earlier in the
+same call, not yet counted, are added as parameters. The statement returns each rate's
+count with the row, so the ring slots the claims take are known without a read.
+
+Under weighted fairness, one read gets the six virtual times, and one statement claims
+the head of the first level in :func:`~typedq.policy.fair_order` that has a claimable job
+(the choice of :func:`~typedq.policy.pick_level`, made without reading each level's
+head: the levels' heads are joined by ``UNION ALL`` under ``LIMIT 1``, which stops at
+the first row). Aging (``max_wait_s``) needs each level's head and when it became due:
+one ``LIMIT 1`` seek of ``jobs_ready`` per level, in one statement (:func:`_heads`), then
+the claim of the chosen row by its ``seq``. After the last claim, the ring slots are
+written by one upsert and the rest of the state with the claims' counts (one upsert of
+``job_counts``, in ``SQLiteQueue._take``). Strict priority without limits never comes
+here.
 """
 
 from __future__ import annotations
@@ -38,47 +45,116 @@ from typing import Any, Final
 
 from typedq.backends import _sqlite_counts as counts
 from typedq.backends._sqlite_driver import sqlite3
-from typedq.backends._sqlite_rows import CLAIM_COLUMNS, PRIORITY
+from typedq.backends._sqlite_rows import CLAIM_COLUMNS, JOB_TYPE, PRIORITY
 from typedq.job import MAX_PRIORITY, level_index
-from typedq.policy import ClaimPolicy, Rate, fair_order, pick_level, serve
+from typedq.policy import ClaimPolicy, fair_order, pick_level, serve
 
-__all__ = ["FAIR", "RATE", "PolicyPlan", "policy_claim"]
+__all__ = ["PolicyPlan", "policy_claim"]
 
-#: The ``job_counts`` pseudo-statuses of the fairness virtual times and of the claims
-#: each rate counted.
-FAIR, RATE = counts.STATE_STATUSES
-
-_CLAIM_SEQ: Final = (
-    "UPDATE jobs SET status = 'RUNNING', attempt = attempt + 1, worker_id = ?, started_at = ?,"
-    f" lease_until = ?, lease_mono = ?, run_alone = 0 WHERE seq = ? RETURNING {CLAIM_COLUMNS}"
-)
-#: The fairness slots as job_counts keys.
+FAIR: Final = counts.FAIR
+RATE: Final = counts.RATE
+#: The columns of a claimed row (``CLAIM_COLUMNS``); the rates' counts follow them.
+_WIDTH: Final = len(CLAIM_COLUMNS.split(", "))
+#: The fairness slots as ``job_counts`` keys.
 _SLOTS: Final = tuple(str(slot) for slot in range(6))
-_RING_ONE: Final = "SELECT value FROM claim_state WHERE queue = ? AND name = ? AND slot = ?"
+#: The six virtual times, as one row (params: the queue).
+_FAIR_READ: Final = (
+    "SELECT " + ", ".join(f"max(n) FILTER (WHERE job_type = '{slot}')" for slot in range(6))
+    + f" FROM job_counts WHERE queue = ?1 AND status = '{FAIR}'"
+)
+_CLAIM_SET: Final = (
+    "UPDATE jobs SET status = 'RUNNING', attempt = attempt + 1, worker_id = ?1, started_at = ?2,"
+    " lease_until = ?3, lease_mono = ?4, run_alone = 0"
+)
 
 
-@functools.cache
-def _set_ring(rows: int) -> str:
-    """The upsert giving ``rows`` (queue, name, slot, value) rows of ``claim_state``
-    their value."""
-    values = ", ".join(["(?, ?, ?, ?)"] * rows)
-    return f"INSERT OR REPLACE INTO claim_state (queue, name, slot, value) VALUES {values}"
+@dataclass(frozen=True, slots=True)
+class _Limits:
+    """A policy's limits as its claim statements check them (hashable: it keys their
+    cache): the queue's concurrency limit and rate (limit, period), and per limited job
+    type its concurrency limit and rate."""
+
+    cap: int | None
+    rate: tuple[int, float] | None
+    types: tuple[tuple[str, int | None, tuple[int, float] | None], ...]
+
+    @property
+    def queue_limited(self) -> bool:
+        return self.cap is not None or self.rate is not None
+
+    @property
+    def type_rated(self) -> bool:
+        return any(rate is not None for _, _, rate in self.types)
 
 
-def _where(types: int | None, blocked: int, first: int) -> str:
-    """The conditions a claimable row meets; params: ?{first} the queue, ?{first + 1}
-    now, then ``types`` job types the claim takes and ``blocked`` job types left out."""
-    where = (
-        f"queue = ?{first} AND status = 'PENDING' AND blocked_by = 0 AND delayed = 0"
-        f" AND (scheduled_at IS NULL OR scheduled_at <= ?{first + 1})"
+def _allows(rate: tuple[int, float], key: str, taken: str) -> str:
+    """The condition that one more claim stays within ``rate``: fewer than its limit
+    taken in this call, and the ring slot the next claim takes empty or older than one
+    period. ``key`` is the SQL of the rate's key, ``taken`` of the claims this call made
+    under it (params: ?5 the queue, ?6 now)."""
+    limit, period = rate
+    count = (
+        f"ifnull((SELECT n FROM job_counts WHERE queue = ?5 AND status = '{RATE}' AND job_type = {key}), 0)"
     )
-    at = first + 2
-    if types is not None:
-        where += f" AND job_type IN ({', '.join(f'?{at + i}' for i in range(types))})"
-        at += types
-    if blocked:
-        where += f" AND job_type NOT IN ({', '.join(f'?{at + i}' for i in range(blocked))})"
-    return where
+    oldest = (
+        f"(SELECT value FROM claim_state WHERE queue = ?5 AND name = 'rate:' || {key}"
+        f" AND slot = ({count} + {taken}) % {limit})"
+    )
+    return f"({taken} < {limit} AND ifnull({oldest} <= ?6 - {period!r}, 1))"
+
+
+def _gates(limits: _Limits | None, ntypes: int | None) -> tuple[str, str, str]:
+    """The SQL of a policy's limits in its claim statements: the queue's conditions (for
+    the ``UPDATE``'s WHERE), the per-type ones (for the head search's WHERE) and the
+    rates' counts to return with the row. Params after ?7.. the ``ntypes`` job types:
+    the claims this call made (if the queue has a limit), then per limited type its name
+    and the claims of it this call made (see :meth:`PolicyPlan.params`)."""
+    if limits is None:
+        return "", "", ""
+    at = 7 + (ntypes or 0)
+    queue_gate, type_gate, returning = "", "", ""
+    if limits.queue_limited:
+        taken = f"?{at}"
+        at += 1
+        if limits.cap is not None:
+            running = "(SELECT total(n) FROM job_counts WHERE queue = ?5 AND status = 'RUNNING')"
+            queue_gate += f" AND {running} + {taken} < {limits.cap}"
+        if limits.rate is not None:
+            queue_gate += " AND " + _allows(limits.rate, "''", taken)
+            returning += (
+                f", (SELECT n FROM job_counts WHERE queue = ?5 AND status = '{RATE}' AND job_type = '')"
+            )
+    for _, cap, rate in limits.types:
+        name, taken = f"?{at}", f"?{at + 1}"
+        at += 2
+        held = []
+        if cap is not None:
+            running = (
+                f"ifnull((SELECT n FROM job_counts WHERE queue = ?5 AND status = 'RUNNING'"
+                f" AND job_type = {name}), 0)"
+            )
+            held.append(f"{running} + {taken} >= {cap}")
+        if rate is not None:
+            held.append(f"NOT {_allows(rate, name, taken)}")
+        type_gate += f" AND NOT (job_type = {name} AND ({' OR '.join(held)}))"
+    if limits.type_rated:
+        returning += (
+            f", (SELECT n FROM job_counts WHERE queue = ?5 AND status = '{RATE}'"
+            " AND job_type = jobs.job_type)"
+        )
+    return queue_gate, type_gate, returning
+
+
+def _where(ntypes: int | None, type_gate: str) -> str:
+    """The conditions a claimable row meets; params: ?5 the queue, ?6 now, ?7.. the
+    ``ntypes`` job types the claim takes."""
+    where = (
+        "queue = ?5 AND status = 'PENDING' AND blocked_by = 0 AND delayed = 0"
+        " AND (scheduled_at IS NULL OR scheduled_at <= ?6)"
+    )
+    if ntypes is not None:
+        where += f" AND job_type IN ({', '.join(f'?{7 + i}' for i in range(ntypes))})"
+    return where + type_gate
 
 
 def _head(where: str, level: int | None) -> str:
@@ -94,250 +170,93 @@ def _head(where: str, level: int | None) -> str:
 
 
 @functools.cache
-def _claim_first(types: int | None, blocked: int, levels: tuple[int, ...] | None) -> str:
-    """The claim of the next claimable job, in one statement: in claim order (``levels``
-    None), or the head of the first of ``levels`` that has one. Params: ?1-?4 what the
-    claim sets, then those of :func:`_where` from ?5."""
-    where = _where(types, blocked, 5)
+def _claim_first(limits: _Limits | None, ntypes: int | None, levels: tuple[int, ...] | None) -> str:
+    """The claim of the next claimable job the limits allow, in one statement: in claim
+    order (``levels`` None), or the head of the first of ``levels`` that has one.
+    Params: ?1-?4 what the claim sets, ?5 the queue, ?6 now, ?7.. the job types, then
+    those of :func:`_gates`."""
+    queue_gate, type_gate, returning = _gates(limits, ntypes)
+    where = _where(ntypes, type_gate)
     if levels is None:
         first = f"SELECT seq FROM ({_head(where, None)})"
     else:
         # UNION ALL under LIMIT 1 stops at the first level that has a row.
         heads = " UNION ALL ".join(f"SELECT seq FROM ({_head(where, level)})" for level in levels)
         first = f"SELECT seq FROM ({heads}) LIMIT 1"
-    return (
-        "UPDATE jobs SET status = 'RUNNING', attempt = attempt + 1, worker_id = ?1, started_at = ?2,"
-        f" lease_until = ?3, lease_mono = ?4, run_alone = 0 WHERE seq = ({first}) RETURNING {CLAIM_COLUMNS}"
-    )
+    return f"{_CLAIM_SET} WHERE seq = ({first}){queue_gate} RETURNING {CLAIM_COLUMNS}{returning}"
 
 
 @functools.cache
-def _heads(types: int | None, blocked: int) -> str:
-    """Each level's next claimable job as rows (level, seq, due since), in one statement;
-    params: those of :func:`_where` from ?1."""
-    where = _where(types, blocked, 1)
+def _heads(limits: _Limits | None, ntypes: int | None) -> str:
+    """Each level's next claimable job the limits allow as rows (level, seq, due since),
+    in one statement; params those of :func:`_claim_first`."""
+    where = _where(ntypes, _gates(limits, ntypes)[1])
     return " UNION ALL ".join(f"SELECT {level}, * FROM ({_head(where, level)})" for level in range(5))
 
 
 @functools.cache
-def _state(capped: int, running: bool, fair: bool, windows: int) -> str:
-    """Everything a policy claim reads before it chooses, as one row, in one statement:
-    the RUNNING jobs of the queue (``running``) and of each of ``capped`` job types, the
-    six virtual times (``fair``), then per rate window its count and the time in the
-    ring slot its next claim takes. An aggregate without GROUP BY is one row even when
-    it finds none, so every part is one row and the parts are joined.
-
-    Params: ?1 the queue, then the ``capped`` job types, then per window its job type,
-    ring name and limit."""
-    parts: list[str] = []
-    number = 1
-
-    def param() -> str:
-        nonlocal number
-        number += 1
-        return f"?{number}"
-
-    if running or capped:
-        columns = ["total(n)"] + [f"total(n) FILTER (WHERE job_type = {param()})" for _ in range(capped)]
-        parts.append(f"SELECT {', '.join(columns)} FROM job_counts WHERE queue = ?1 AND status = 'RUNNING'")
-    if fair:
-        columns = [f"max(n) FILTER (WHERE job_type = '{slot}')" for slot in range(6)]
-        parts.append(f"SELECT {', '.join(columns)} FROM job_counts WHERE queue = ?1 AND status = '{FAIR}'")
-    for _ in range(windows):
-        key, name, limit = param(), param(), param()
-        parts.append(
-            f"SELECT c.n, r.value FROM (SELECT max(n) AS n FROM job_counts WHERE queue = ?1"
-            f" AND status = '{RATE}' AND job_type = {key}) AS c LEFT JOIN claim_state AS r"
-            f" ON r.queue = ?1 AND r.name = {name} AND r.slot = CAST(c.n AS INTEGER) % {limit}"
-        )
-    return "SELECT * FROM " + ", ".join(f"({part})" for part in parts)
+def _claim_seq(limits: _Limits | None, ntypes: int | None) -> str:
+    """The claim of the row a choice among the heads made, if the queue's limits allow
+    it; params those of :func:`_claim_first`, then its seq."""
+    queue_gate, _, returning = _gates(limits, ntypes)
+    params = 6 + (ntypes or 0) + (1 if limits is not None and limits.queue_limited else 0)
+    params += 2 * (len(limits.types) if limits is not None else 0)
+    return f"{_CLAIM_SET} WHERE seq = ?{params + 1}{queue_gate} RETURNING {CLAIM_COLUMNS}{returning}"
 
 
-class _Window:
-    """A rate's count of claims and its ring of claim times (see the module docstring);
-    its changes are written with the claim's other state."""
-
-    __slots__ = ("count", "key", "name", "oldest", "rate", "taken")
-
-    def __init__(self, key: str, rate: Rate) -> None:
-        self.key, self.name, self.rate = key, f"rate:{key}", rate
-        self.count = 0
-        self.oldest: float | None = None
-        self.taken = False
-
-    def allows(self, now: float) -> bool:
-        return self.oldest is None or self.oldest <= now - self.rate.period_s
-
-    def take(
-        self, conn: sqlite3.Connection, queue: str, now: float, ring: dict[tuple[str, int], float]
-    ) -> None:
-        name, limit = self.name, self.rate.limit
-        ring[name, self.count % limit] = now
-        self.count += 1
-        self.taken = True
-        if self.count >= limit:  # the slot the next claim takes: written here, or stored
-            slot = self.count % limit
-            if (name, slot) in ring:
-                self.oldest = ring[name, slot]
-            else:
-                row = conn.execute(_RING_ONE, (queue, name, slot)).fetchone()
-                self.oldest = None if row is None else row[0]
+@functools.cache
+def _set_ring(rows: int) -> str:
+    """The upsert giving ``rows`` (queue, name, slot, value) rows of ``claim_state``
+    their value."""
+    values = ", ".join(["(?, ?, ?, ?)"] * rows)
+    return f"INSERT OR REPLACE INTO claim_state (queue, name, slot, value) VALUES {values}"
 
 
 @dataclass(frozen=True, slots=True)
 class PolicyPlan:
-    """What a claim under ``policy`` reads, checks and writes, worked out once when the
-    policy is set (:meth:`build`), not on every claim."""
+    """What a claim under ``policy`` checks and writes, worked out once when the policy
+    is set (:meth:`build`), not on every claim."""
 
     policy: ClaimPolicy
     #: Weighted fairness; aging (a level has a ``max_wait_s``).
     fair: bool
     aging: bool
-    #: Whether the claim counts RUNNING jobs (a concurrency limit on the queue or a type).
-    counted: bool
-    #: The job types with a concurrency limit, and the limit.
-    capped: tuple[tuple[str, int], ...]
-    #: The rates: ``""`` for the queue's, else the job type of a per-type one.
-    rates: tuple[tuple[str, Rate], ...]
-    #: Whether any limit may hold a claim back.
-    limited: bool
-    #: The state read (:func:`_state`), and its params after the queue (None: no read).
-    state_sql: str | None
-    state_params: tuple[Any, ...]
+    #: The limits (None: none).
+    limits: _Limits | None
+    #: The rates by key (``""`` the queue's, else a job type): (limit, period).
+    rates: dict[str, tuple[int, float]]
 
     @classmethod
     def build(cls, policy: ClaimPolicy) -> PolicyPlan:
-        limits = policy.limits.items()
-        capped = tuple((t, lim.max_concurrency) for t, lim in limits if lim.max_concurrency is not None)
-        rates = ((("", policy.rate),) if policy.rate else ()) + tuple(
-            (t, lim.rate) for t, lim in limits if lim.rate is not None
+        def rate_of(rate: Any) -> tuple[int, float] | None:
+            return None if rate is None else (rate.limit, float(rate.period_s))
+
+        types = tuple(
+            (job_type, lim.max_concurrency, rate_of(lim.rate))
+            for job_type, lim in sorted(policy.limits.items())
         )
-        fair = policy.fairness == "weighted"
-        counted = bool(capped) or policy.max_concurrency is not None
-        params: list[Any] = [t for t, _ in capped]
-        for key, rate in rates:
-            params += (key, f"rate:{key}", rate.limit)
+        limits = _Limits(policy.max_concurrency, rate_of(policy.rate), types)
+        rates = {job_type: rate for job_type, _, rate in types if rate is not None}
+        if limits.rate is not None:
+            rates[""] = limits.rate
         return cls(
             policy=policy,
-            fair=fair,
+            fair=policy.fairness == "weighted",
             aging=any(w is not None for w in policy.max_wait_s),
-            counted=counted,
-            capped=capped,
+            limits=limits if limits.queue_limited or types else None,
             rates=rates,
-            limited=counted or bool(rates),
-            state_sql=_state(len(capped), counted, fair, len(rates)) if counted or fair or rates else None,
-            state_params=tuple(params),
         )
 
-
-class _PolicyClaim:
-    """One policy claim's state, read in one statement (see :func:`policy_claim`)."""
-
-    def __init__(
-        self,
-        conn: sqlite3.Connection,
-        plan: PolicyPlan,
-        queue: str,
-        now: float,
-        types: tuple[str, ...] | None,
-    ) -> None:
-        self.conn, self.plan, self.queue, self.now = conn, plan, queue, now
-        self.of_types = () if types is None else types
-        self.ntypes = None if types is None else len(types)
-        self.by_type = {t: 0 for t, _ in plan.capped}
-        self.windows = {key: _Window(key, rate) for key, rate in plan.rates}
-        self.fair = [0.0] * 6 if plan.fair else []
-        self.running = 0
-        self.ring: dict[tuple[str, int], float] = {}
-        if plan.state_sql is not None:
-            self._read(plan.state_sql)
-        self.was = list(self.fair)
-
-    def _read(self, sql: str) -> None:
-        plan = self.plan
-        row = self.conn.execute(sql, (self.queue, *plan.state_params)).fetchone()
-        at = 0
-        if plan.counted:
-            self.running = int(row[0])
-            for at, (job_type, _) in enumerate(plan.capped, 1):
-                self.by_type[job_type] = int(row[at])
-            at += 1
-        if plan.fair:
-            self.fair[:] = [0.0 if value is None else float(value) for value in row[at : at + 6]]
-            at += 6
-        for window in self.windows.values():
-            count, window.oldest = row[at], row[at + 1]
-            window.count = 0 if count is None else int(count)
-            at += 2
-
-    def blocked(self) -> tuple[str, ...] | None:
-        """The job types the limits leave out now, or None when the queue's own limits
-        allow no claim."""
-        plan = self.plan
-        if not plan.limited:
+    def params(self, taken: dict[str, int], count: int) -> tuple[Any, ...]:
+        """The params of :func:`_gates`: the claims this call made (``count``), then per
+        limited type its name and the claims of it this call made (``taken``)."""
+        limits = self.limits
+        if limits is None:
             return ()
-        policy, now, windows = plan.policy, self.now, self.windows
-        if policy.max_concurrency is not None and self.running >= policy.max_concurrency:
-            return None
-        if "" in windows and not windows[""].allows(now):
-            return None
-        by_type = self.by_type
-        held = [job_type for job_type, cap in plan.capped if by_type[job_type] >= cap]
-        held += [key for key, window in windows.items() if key and not window.allows(now)]
-        return tuple(dict.fromkeys(held))
-
-    def claim(self, head: tuple[Any, ...], blocked: tuple[str, ...]) -> Sequence[Any] | None:
-        """Claim the next row the policy chooses (None: nothing claimable) and count it.
-
-        Weighted fairness without aging claims, in one statement, the head of the first
-        level in :func:`~typedq.policy.fair_order` that has one: the level
-        :func:`~typedq.policy.pick_level` would choose, without reading the heads."""
-        conn, plan = self.conn, self.plan
-        where = (self.queue, self.now, *self.of_types, *blocked)
-        claimed: Sequence[Any] | None
-        if plan.aging:
-            seqs: list[int | None] = [None] * 5
-            since: list[float | None] = [None] * 5
-            for level, seq, due in conn.execute(_heads(self.ntypes, len(blocked)), where):
-                seqs[level], since[level] = seq, due
-            chosen = pick_level(plan.policy, since, self.fair, self.now)
-            claimed = None if chosen is None else conn.execute(_CLAIM_SEQ, (*head, seqs[chosen])).fetchone()
-        elif plan.fair:
-            sql = _claim_first(self.ntypes, len(blocked), fair_order(self.fair))
-            claimed = conn.execute(sql, (*head, *where)).fetchone()
-            if claimed is not None:
-                serve(plan.policy, self.fair, level_index(claimed[PRIORITY]))
-        else:
-            claimed = conn.execute(_claim_first(self.ntypes, len(blocked), None), (*head, *where)).fetchone()
-        if claimed is None or not plan.limited:
-            return claimed
-        self.running += 1
-        job_type = claimed[1]
-        if job_type in self.by_type:
-            self.by_type[job_type] += 1
-        for key in ("", job_type):
-            if key in self.windows:
-                self.windows[key].take(conn, self.queue, self.now, self.ring)
-        return claimed
-
-    def write(self) -> list[tuple[str, str, str, float]]:
-        """Store the ring slots the claims wrote (one upsert), and return the
-        ``job_counts`` rows of the state they changed, for the caller to write with the
-        claims' counts (``_sqlite_counts.add_rows``: one statement for both)."""
-        queue = self.queue
-        was = self.was
-        state: list[tuple[str, str, str, float]] = [
-            (queue, _SLOTS[slot], FAIR, value) for slot, value in enumerate(self.fair) if value != was[slot]
-        ]
-        for window in self.windows.values():
-            if window.taken:
-                state.append((queue, window.key, RATE, window.count))
-        if self.ring:
-            rows: list[Any] = []
-            for (name, slot), value in self.ring.items():
-                rows += (queue, name, slot, value)
-            self.conn.execute(_set_ring(len(self.ring)), rows)
-        return state
+        out: list[Any] = [count] if limits.queue_limited else []
+        for job_type, _, _ in limits.types:
+            out += (job_type, taken.get(job_type, 0))
+        return tuple(out)
 
 
 def policy_claim(
@@ -353,20 +272,66 @@ def policy_claim(
     """Claim up to ``limit`` rows as ``plan``'s policy chooses, inside the caller's write
     transaction; ``head`` is what the claim sets (worker_id, started_at, lease_until,
     lease_mono). Returns the claimed rows (``CLAIM_COLUMNS``) and the ``job_counts``
-    rows of the policy state they changed, which the caller writes with the claims'
-    counts, in the same transaction.
+    rows of the policy state they changed (virtual times to set, rate counts to add),
+    which the caller writes with the claims' counts, in the same transaction.
 
-    One read of the state (:func:`_state`) before the first choice, one statement per
-    claim (with aging, two: the level heads, then the claim), and the ring slots written
-    after the last (:meth:`_PolicyClaim.write`)."""
-    state = _PolicyClaim(conn, plan, queue, now, types)
+    Under fairness one read of the virtual times first; then one statement per claim
+    (with aging two: the level heads, then the claim); after the last, the ring slots
+    the claims took, in one upsert."""
+    policy, limits = plan.policy, plan.limits
+    ntypes = None if types is None else len(types)
+    fair: list[float] = []
+    if plan.fair:
+        row = conn.execute(_FAIR_READ, (queue,)).fetchone()
+        fair = [0.0 if value is None else float(value) for value in row]
+    was = list(fair)
+    where = (*head, queue, now, *(types or ()))
+    taken: dict[str, int] = {}
+    ring: dict[tuple[str, int], float] = {}
     out: list[Sequence[Any]] = []
     while len(out) < limit:
-        blocked = state.blocked()
-        if blocked is None:
+        gates = plan.params(taken, len(out))
+        if plan.aging:
+            seqs: list[int | None] = [None] * 5
+            since: list[float | None] = [None] * 5
+            for level, seq, due in conn.execute(_heads(limits, ntypes), (*where, *gates)):
+                seqs[level], since[level] = seq, due
+            chosen = pick_level(policy, since, fair, now)
+            row = None if chosen is None else conn.execute(
+                _claim_seq(limits, ntypes), (*where, *gates, seqs[chosen])
+            ).fetchone()
+        elif plan.fair:
+            row = conn.execute(_claim_first(limits, ntypes, fair_order(fair)), (*where, *gates)).fetchone()
+            if row is not None:
+                serve(policy, fair, level_index(row[PRIORITY]))
+        else:
+            row = conn.execute(_claim_first(limits, ntypes, None), (*where, *gates)).fetchone()
+        if row is None:
             break
-        claimed = state.claim(head, blocked)
-        if claimed is None:
-            break
-        out.append(claimed)
-    return out, state.write()
+        if plan.rates:
+            # The rates' counts before this call follow the row: the queue's first.
+            counted = iter(row[_WIDTH:])
+            job_type = row[JOB_TYPE]
+            for key in ("", job_type):
+                rate = plan.rates.get(key)
+                if rate is not None:
+                    before = next(counted) or 0
+                    claims = len(out) if key == "" else taken.get(key, 0)
+                    ring[f"rate:{key}", (before + claims) % rate[0]] = now
+            row = row[:_WIDTH]
+        out.append(row)
+        job_type = row[JOB_TYPE]
+        taken[job_type] = taken.get(job_type, 0) + 1
+    if ring:
+        values: list[Any] = []
+        for (name, slot), value in ring.items():
+            values += (queue, name, slot, value)
+        conn.execute(_set_ring(len(ring)), values)
+    state: list[tuple[str, str, str, float]] = [
+        (queue, _SLOTS[slot], FAIR, value) for slot, value in enumerate(fair) if value != was[slot]
+    ]
+    for key in plan.rates:
+        claims = len(out) if key == "" else taken.get(key, 0)
+        if claims:
+            state.append((queue, key, RATE, claims))
+    return out, state
