@@ -27,10 +27,12 @@ from tests.helpers import redis_available, skip_or_fail, wait_until
 
 from typedq.backends import backend_for, open_queue
 from typedq.backends._redis_keys import parse_redis_url, ready_member, sort_hex
+from typedq.backends._unique import UNIQUE_META
 from typedq.backends.base import Completion
 from typedq.clock import FakeClock, system_clock
 from typedq.errors import (
     BackendDataError,
+    BackendError,
     BackendUnavailableError,
     ConfigError,
     DuplicateJobError,
@@ -446,6 +448,40 @@ def test_enqueued_ready_members_are_those_the_scripts_make_from_the_hash(
     assert client.zrange(f"{base}:delayed", 0, -1) == [b"later"]
     assert [queue.dequeue().job_id for _ in range(4)] == ["high", "due", "now", "low"]
     client.close()
+
+
+def test_jobs_to_place_or_with_unique_keys_take_the_full_enqueue_script(
+    make_queue: MakeQueue, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    queue = make_queue("q")
+    ran: list[str] = []
+    run = queue._link.run
+    monkeypatch.setattr(queue._link, "run", lambda script, *a: ran.append(script) or run(script, *a))
+    queue.enqueue(job("plain"))
+    queue.enqueue_many([job("p1"), job("p2", priority=9), job("done", status=JobStatus.COMPLETED)])
+    queue.enqueue(job("child", depends_on=["plain"]))
+    queue.enqueue(job("later", scheduled_at=clock.now() + 60))
+    queue.enqueue(job("alone", run_alone=True))
+    queue.enqueue(job("keyed", metadata={UNIQUE_META: {"key": "k"}}))
+    queue.enqueue_many([job("b1"), job("b2", depends_on=["b1"])])
+    assert ran == ["enqueue_direct"] * 2 + ["enqueue"] * 5
+    assert queue.get_job("child").status is JobStatus.PENDING
+    assert queue.count_by_status()[JobStatus.PENDING] == 9
+
+
+def test_the_direct_enqueue_script_refuses_a_job_to_place_before_writing(
+    make_queue: MakeQueue, clock: FakeClock
+) -> None:
+    from typedq.backends.redis import _num
+
+    queue = make_queue("q")
+    now = clock.now()
+    args: list[Any] = [_num(now), 2]
+    queue._hashes.enqueue_args(job("fine"), now, args)
+    assert queue._hashes.enqueue_args(job("later", scheduled_at=now + 60), now, args)
+    with pytest.raises(BackendError, match="later is to be placed"):
+        queue._run("enqueue_direct", args)
+    assert queue.size == 0
 
 
 def test_count_submitted_counts_every_job_added_and_never_goes_down(make_queue: MakeQueue) -> None:

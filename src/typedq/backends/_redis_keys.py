@@ -415,13 +415,17 @@ def _float(raw: bytes | None) -> float | None:
 class HashCodec(FrameFields):
     """Encodes jobs into hash fields and decodes hashes into jobs with one ``FrameCodec``."""
 
-    def enqueue_args(self, job: Job, now: float, args: list[Any], logs: str | None = None) -> None:
+    def enqueue_args(self, job: Job, now: float, args: list[Any], logs: str | None = None) -> bool:
         """Append to ``args`` the enqueue script's arguments for ``job``, added at ``now``
         (see ``_redis_lua._ENQUEUE``): its id, type and status; the index it goes into
         beside its status's index and that index's argument; the values of the fields
         every job hash has (``p``, ``ca``, ``mr``, ``q``, ``pl``, ``sk``); then the count of
         its other fields and those, as ``name, value, ...``: the fields not at their default
         (None, 0, False, empty), and ``lg`` (``logs``) when given.
+
+        Returns:
+            Whether the job is to be placed by the script's ``place()`` ('p': a PENDING
+            job with dependencies, to be run alone or due after ``now``).
 
         Raises:
             SerializationError: a payload, metadata or result cannot be encoded (the
@@ -480,6 +484,7 @@ class HashCodec(FrameFields):
         if logs is not None:
             args += ("lg", logs)
         args[start - 1] = len(args) - start
+        return where == "p"
 
     def logs(self, flat: list[bytes]) -> list[JobLogLine]:
         """The log lines (``lg``) of a stored hash read as a flat ``[name, value, ...]`` list."""

@@ -18,6 +18,7 @@ word the client turns into a typed error.
 
 from __future__ import annotations
 
+import string
 from typing import Final
 
 from typedq.backends._redis_lua_common import script
@@ -36,6 +37,9 @@ __all__ = ["SCRIPTS"]
 # by place() (a PENDING job with dependencies, to be run alone or due later), 'l' the
 # leases (a leased RUNNING job; the lease deadline), 'f' its status's finish times (an
 # ended job; its finish time), '' none.
+#
+# $judge_placed, $take_unique and $place are the parts only jobs to place or unique keys
+# need (see _enqueue).
 _ENQUEUE: Final = r"""
 local now = tonumber(ARGV[1])
 local count = tonumber(ARGV[2])
@@ -60,21 +64,9 @@ for j = 1, count do
     if kind == 'hash' then return {'duplicate', ids[j]} end
     if kind ~= 'none' then return {'wrongtype', keys[j], kind} end
   end
-  local a = at[j]
-  if ARGV[a + 3] == 'p' then
-    for f = a + 12, a + 11 + tonumber(ARGV[a + 11]), 2 do
-      if ARGV[f] == 'd' then
-        for _, dep in ipairs(cjson.decode(ARGV[f + 1])) do
-          if not batch[dep] and redis.call('EXISTS', jk(dep)) == 0 then
-            return {'unknown', ids[j], dep}
-          end
-        end
-      end
-    end
-  end
+$judge_placed
 end
-local uniques = take_unique(ids, i, now)
-if uniques[1] == 'unique' then return uniques end
+$take_unique
 local woken = 0
 -- Index writes of the common jobs are gathered and made one command per key.
 local b = gather(count)
@@ -97,11 +89,7 @@ for j = 1, count do
   )
   b.zadd(tk[1], n, id)
   b.incr(SUBMITTED, t, 1)
-  if where == 'p' then
-    -- placing may fail the job at once: its status index is written now
-    enter(W, id, t, n, s)
-    place(id, now)
-  else
+$place
     enter(b, id, t, n, s)
     if where == 'r' then
       local rk = arg .. string.format('%012x', n) .. id
@@ -120,6 +108,47 @@ for _, u in ipairs(uniques) do redis.call('HSET', B .. ':unique', u[1], u[2]) en
 wake(woken)
 return count
 """
+
+
+#: The parts of the enqueue script for any batch ('enqueue').
+_PLACING: Final = {
+    "judge_placed": r"""  local a = at[j]
+  if ARGV[a + 3] == 'p' then
+    for f = a + 12, a + 11 + tonumber(ARGV[a + 11]), 2 do
+      if ARGV[f] == 'd' then
+        for _, dep in ipairs(cjson.decode(ARGV[f + 1])) do
+          if not batch[dep] and redis.call('EXISTS', jk(dep)) == 0 then
+            return {'unknown', ids[j], dep}
+          end
+        end
+      end
+    end
+  end""",
+    "take_unique": r"""local uniques = take_unique(ids, i, now)
+if uniques[1] == 'unique' then return uniques end""",
+    "place": r"""  if where == 'p' then
+    -- placing may fail the job at once: its status index is written now
+    enter(W, id, t, n, s)
+    place(id, now)
+  else""",
+}
+#: The same parts for a batch with no job to place and no unique key ('enqueue_direct').
+_DIRECT: Final = {
+    "judge_placed": r"""  if ARGV[at[j] + 3] == 'p' then
+    return redis.error_reply('job ' .. ids[j] .. ' is to be placed: not for enqueue_direct')
+  end""",
+    "take_unique": "local uniques = {}",
+    "place": "  do",
+}
+
+
+def _enqueue(*, placing: bool) -> str:
+    """The enqueue script's body: with ``placing``, for any batch; without, for a batch
+    with no job to place and no unique key ('enqueue_direct'), which then leaves out the
+    helpers of placing and unique keys (defining them costs every call; a job to place is
+    refused before anything is written)."""
+    return string.Template(_ENQUEUE).substitute(_PLACING if placing else _DIRECT)
+
 
 # ARGV: now, mode ('claim', 'dequeue' or 'peek'), limit, worker, lease_until, ntypes, types...
 _CLAIM: Final = r"""
@@ -519,7 +548,8 @@ return purged
 
 #: Script name -> Lua source.
 SCRIPTS: Final = {
-    "enqueue": script(_TAKE_UNIQUE + _ENQUEUE),
+    "enqueue": script(_TAKE_UNIQUE + _enqueue(placing=True)),
+    "enqueue_direct": script(_enqueue(placing=False)),
     "claim": script(_CLAIM),
     "complete": script(_COMPLETE),
     "leased": script(_LEASED),

@@ -13,6 +13,10 @@ How it runs:
   failing dependents in the same script). Scripts are registered once per process and
   called by SHA (``EVALSHA``); a server that lost them (restart, ``SCRIPT FLUSH``) gets
   them again on ``NOSCRIPT``.
+* Adding jobs: the client judges which index each job goes into (the ready sets, the
+  leases, a finish-time index, or ``place()`` for jobs with dependencies, to be run alone
+  or due later) from the job and the time it sends, and a batch with no job to place and
+  no unique key runs a smaller script (``enqueue_direct``), without those helpers.
 * Claim order is the order of every backend (priority desc, scheduled_at with None
   first, created_at, arrival), encoded in one sorted-set member (see ``_redis_keys``).
   Delayed jobs sit in their own sorted set by due time; each claim first promotes the
@@ -240,11 +244,11 @@ class RedisQueue(
             raise DependencyCycleError([job.job_id, job.job_id])
         now = self._clock.now()
         args: list[Any] = [_num(now), 1]
-        self._hashes.enqueue_args(job, now, args)
+        placed = self._hashes.enqueue_args(job, now, args)
         spec = unique_of(job)
         if spec is not None:
             args += _unique_args([(1, spec)], now)
-        self._added(self._run("enqueue", args))
+        self._added(self._run("enqueue" if placed or spec is not None else "enqueue_direct", args))
         return job.job_id
 
     def enqueue_many(self, jobs: Sequence[Job]) -> list[str]:
@@ -264,7 +268,7 @@ class RedisQueue(
         # dependencies has its jobs' arguments put in dependency order after.
         args: list[Any] = [_num(now), 0]
         starts: list[int] = []
-        has_deps = False
+        has_deps = placed = False
         put = self._hashes.enqueue_args
         for index, job in enumerate(jobs):
             job_id = job.job_id
@@ -273,7 +277,8 @@ class RedisQueue(
             batch[job_id] = job
             starts.append(len(args))
             try:
-                put(job, now, args, encode_logs(logs[job_id]) if job_id in logs else None)
+                if put(job, now, args, encode_logs(logs[job_id]) if job_id in logs else None):
+                    placed = True
             except SerializationError as exc:
                 exc.args = (f"jobs[{index}]: {exc}",)
                 raise
@@ -303,7 +308,7 @@ class RedisQueue(
         ]
         if specs:
             args += _unique_args(specs, now)
-        self._added(self._run("enqueue", args))
+        self._added(self._run("enqueue" if placed or specs else "enqueue_direct", args))
         return list(batch)
 
     def _added(self, reply: Any) -> None:
