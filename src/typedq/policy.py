@@ -44,7 +44,9 @@ __all__ = [
     "Limit",
     "Rate",
     "RateWindow",
+    "fair_order",
     "pick_level",
+    "serve",
 ]
 
 #: The weighted-fairness weights by default, CRITICAL to BATCH.
@@ -336,7 +338,22 @@ def pick_level(
                     chosen, best = level, start
         if chosen is None:
             return None
-    start = max(passes[chosen], vt)
-    passes[chosen] = start + 1.0 / policy.weights[chosen]
-    passes[5] = start
+    serve(policy, passes, chosen)
     return chosen
+
+
+def fair_order(passes: list[float]) -> tuple[int, ...]:
+    """The levels in the order weighted fairness prefers them now (given the fairness
+    state ``passes``, as :func:`pick_level` takes it): by the virtual time each would
+    start at, lowest first, ties to the higher priority. :func:`pick_level` chooses
+    the first of them that has a claimable job (when no job is overdue)."""
+    vt = passes[5]
+    return tuple(sorted(range(5), key=lambda level: (max(passes[level], vt), level)))
+
+
+def serve(policy: ClaimPolicy, passes: list[float], level: int) -> None:
+    """Advance the fairness state ``passes`` for a claim from ``level``: the level's
+    virtual time by ``1 / weight``, from the queue's when it was behind."""
+    start = max(passes[level], passes[5])
+    passes[level] = start + 1.0 / policy.weights[level]
+    passes[5] = start

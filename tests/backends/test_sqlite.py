@@ -30,6 +30,7 @@ import pytest
 
 import typedq.backends._sqlite_schema as schema
 from typedq.backends import _sqlite_counts as counts
+from typedq import ClaimPolicy
 from typedq.backends import open_queue
 from typedq.backends._sqlite_driver import sqlite3
 from typedq.backends._sqlite_rows import FRESH_COLUMNS
@@ -1205,6 +1206,64 @@ def test_a_schema_5_file_gets_a_traceback_column_and_old_rows_read_theirs_from_m
         conn.close()
 
 
+def test_a_schema_12_file_keeps_its_claim_policy_state_in_job_counts(db: Path, clock: FakeClock) -> None:
+    """Schema 12 kept the fairness virtual times and each rate's claim count in
+    ``claim_state``; schema 13 moves them into ``job_counts``. A file written the old way
+    goes on choosing as it would have: its next claims match a twin never downgraded."""
+    policy = ClaimPolicy(fairness="weighted", rate="1000/m", limits={"a": {"rate": "1000/m"}})
+    twins = [db, db.with_name("twin.db")]
+    queues = [SQLiteQueue(path, name="m", clock=clock) for path in twins]
+    for queue in queues:
+        queue.set_claim_policy(policy)
+        queue.enqueue_many(
+            [Job(job_id=f"j{i}", job_type="ab"[i % 2], priority=1 + (i * 3) % 10, payload={}) for i in range(60)]
+        )
+        for _ in range(15):
+            assert queue.claim("w", lease_s=60) is not None
+        queue.close()
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:  # the state as schema 12 stored it
+        state = conn.execute(
+            "SELECT status, job_type, n FROM job_counts WHERE status IN ('fair', 'rate') ORDER BY 1, 2"
+        ).fetchall()
+        keys = {row[:2] for row in state}
+        assert {("rate", ""), ("rate", "a"), ("fair", "5")} <= keys and len(keys) > 4
+        conn.execute("BEGIN")
+        conn.execute(
+            "INSERT INTO claim_state (queue, name, slot, value) SELECT queue, 'fair', CAST(job_type AS INTEGER),"
+            " n FROM job_counts WHERE status = 'fair'"
+        )
+        conn.execute(
+            "INSERT INTO claim_state (queue, name, slot, value) SELECT queue, 'rate:' || job_type, -1, n"
+            " FROM job_counts WHERE status = 'rate'"
+        )
+        conn.execute("DELETE FROM job_counts WHERE status IN ('fair', 'rate')")
+        conn.execute("PRAGMA user_version = 12")
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+    queues = [SQLiteQueue(path, name="m", clock=clock) for path in twins]
+    try:
+        assert queues[0].diagnostics()["schema_version"] == schema.SCHEMA_VERSION == 13
+        conn = sqlite3.connect(db)
+        try:
+            assert conn.execute(
+                "SELECT status, job_type, n FROM job_counts WHERE status IN ('fair', 'rate') ORDER BY 1, 2"
+            ).fetchall() == state
+            assert conn.execute("SELECT count(*) FROM claim_state WHERE name = 'fair' OR slot = -1").fetchone() == (0,)
+        finally:
+            conn.close()
+        for queue in queues:
+            queue.set_claim_policy(policy)
+        for _ in range(20):
+            claims = [queue.claim("w", lease_s=60) for queue in queues]
+            assert claims[0] is not None and claims[1] is not None
+            assert claims[0].job.job_id == claims[1].job.job_id
+    finally:
+        for queue in queues:
+            queue.close()
+
+
 # -- dead letters ---------------------------------------------------------------------------
 
 
@@ -1320,7 +1379,8 @@ def _ready_by_level(db: Path, queue: str, now: float) -> dict[Priority, int]:
 
 def _kept_counts(db: Path) -> dict[tuple[str, str, str], int]:
     """(queue, job type, status) -> jobs, as job_counts keeps them once the jobs above the
-    fold mark are folded in (rows of 0, the mark and submissions left out)."""
+    fold mark are folded in (rows of 0, the mark, submissions and a claim policy's state
+    left out)."""
     conn = sqlite3.connect(db, isolation_level=None)
     try:
         conn.execute("BEGIN IMMEDIATE")
@@ -1332,7 +1392,7 @@ def _kept_counts(db: Path) -> dict[tuple[str, str, str], int]:
         assert above == 0, "the fold left jobs above its mark"
         found = conn.execute(
             "SELECT queue, job_type, status, n FROM job_counts"
-            " WHERE queue > '' AND status != 'submitted' AND n != 0"
+            " WHERE queue > '' AND status NOT IN ('submitted', 'fair', 'rate') AND n != 0"
         ).fetchall()
     finally:
         conn.close()

@@ -11,7 +11,10 @@ in that status. Two kinds of pseudo-status beside the job statuses:
   priority level are read without walking the index (``count_by_priority`` adds the
   delayed jobs already due, from ``jobs_delayed``).
 
-Rows are never deleted (a count may be 0).
+Rows are never deleted (a count may be 0). A claim policy keeps its state in rows of its
+own here (statuses ``fair`` and ``rate``, see ``_sqlite_policy``): a claim writes this
+table's page anyway, so its state costs the commit no page more. Readers of counts name
+the statuses they want, or drop those that are not job statuses.
 
 **Single enqueues are counted late.** Writing a count row costs a one-job ``enqueue`` one
 more page in its commit (measured: 0.83x a raw insert loop fell to 0.57x), so ``enqueue``
@@ -53,6 +56,7 @@ __all__ = [
     "READY_BY_PRIORITY",
     "RUNNING_BY_TYPE",
     "SCHEDULED",
+    "STATE_STATUSES",
     "SUBMITTED",
     "Deltas",
     "add_rows",
@@ -181,14 +185,24 @@ def mark(conn: sqlite3.Connection) -> None:
 _BUMP_MAX: Final = 2000
 
 
+#: The pseudo-statuses of a claim policy's state (see ``_sqlite_policy``): their rows
+#: hold a value that is written as it is, never added to.
+STATE_STATUSES: Final = ("fair", "rate")
+
+
 @functools.cache
-def _bump(rows: int) -> str:
+def _bump(rows: int, state: bool = False) -> str:
     """The upsert adding ``rows`` (queue, job type, status, n) rows to the counts: one
-    statement (a transition's few rows are one step, not one per row)."""
+    statement (a transition's few rows are one step, not one per row). With ``state``,
+    rows of :data:`STATE_STATUSES` among them are set to their value instead."""
     values = ", ".join(["(?, ?, ?, ?)"] * rows)
+    update = "n + excluded.n"
+    if state:
+        listed = ", ".join(f"'{status}'" for status in STATE_STATUSES)
+        update = f"CASE WHEN excluded.status IN ({listed}) THEN excluded.n ELSE n + excluded.n END"
     return (
         f"INSERT INTO job_counts (queue, job_type, status, n) VALUES {values}"
-        " ON CONFLICT (queue, status, job_type) DO UPDATE SET n = n + excluded.n"
+        f" ON CONFLICT (queue, status, job_type) DO UPDATE SET n = {update}"
     )
 
 
@@ -209,9 +223,21 @@ def moved(job_types: Iterable[str], old: str | None, new: str | None) -> Deltas:
     return deltas
 
 
-def add_rows(conn: sqlite3.Connection, rows: Sequence[tuple[str, str, str, int]]) -> None:
+def add_rows(
+    conn: sqlite3.Connection,
+    rows: Sequence[tuple[str, str, str, int]],
+    state: Sequence[tuple[str, str, str, float]] = (),
+) -> None:
     """Add ``(queue, job type, status, n)`` rows to the counts, in the caller's write
-    transaction: a transition that knows its deltas before it runs."""
+    transaction: a transition that knows its deltas before it runs. ``state``: rows of
+    :data:`STATE_STATUSES` to set in the same statement (a claim's policy state)."""
+    if state and len(rows) + len(state) <= _BUMP_MAX:
+        values: list[str | float] = [value for row in rows for value in row]
+        values += [value for row in state for value in row]
+        conn.execute(_bump(len(rows) + len(state), True), values)
+        return
+    if state:
+        conn.execute(_bump(len(state), True), [value for row in state for value in row])
     for start in range(0, len(rows), _BUMP_MAX):
         chunk = rows[start : start + _BUMP_MAX]
         conn.execute(_bump(len(chunk)), [value for row in chunk for value in row])
@@ -226,8 +252,11 @@ def bump_one(conn: sqlite3.Connection, queue: str, job_type: str, old: str | Non
         conn.execute(_bump(2), (queue, job_type, old, -1, queue, job_type, new, 1))
 
 
-def bump(conn: sqlite3.Connection, queue: str, deltas: Deltas) -> None:
-    """Apply ``deltas`` to ``queue``'s counts, in the caller's write transaction."""
+def bump(
+    conn: sqlite3.Connection, queue: str, deltas: Deltas, state: Sequence[tuple[str, str, str, float]] = ()
+) -> None:
+    """Apply ``deltas`` to ``queue``'s counts, in the caller's write transaction (and set
+    the ``state`` rows, see :func:`add_rows`)."""
     changed = [(queue, job_type, status, n) for (job_type, status), n in deltas.items() if n]
-    if changed:
-        add_rows(conn, changed)
+    if changed or state:
+        add_rows(conn, changed, state)

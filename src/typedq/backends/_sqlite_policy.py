@@ -1,169 +1,189 @@
 """The SQLite backend's claims under a :class:`~typedq.policy.ClaimPolicy`.
 
-A policy claim is one ``BEGIN IMMEDIATE`` transaction, like the plain claim. One read
-gets what the policy needs to know: the RUNNING jobs per type from ``job_counts`` (a few
-rows, see ``_sqlite_counts``, never a count of the jobs), the fairness virtual times and
-each rate's recent claim times (table ``claim_state``, schema 8). Then it finds each
-level's next claimable job (one ``LIMIT 1`` seek of ``jobs_ready`` per level, in one
-statement), lets :func:`~typedq.policy.pick_level` choose, and claims that row by its
-``seq``; the state it changed is written by one ``executemany`` in the same transaction.
-Strict priority without limits never comes here.
+A policy claim is one ``BEGIN IMMEDIATE`` transaction, like the plain claim, and writes
+as few pages beyond the plain claim's as it can: each page is one more WAL frame in the
+commit (about 5-7 µs each, measured here). So the state a policy keeps per queue lives
+in the queue's ``job_counts`` rows (see ``_sqlite_counts``), whose page every claim
+writes anyway, and only a rate's ring of claim times has a table of its own:
 
-``claim_state`` rows (queue, name, slot, value): ``fair`` slots 0-4 the levels' virtual
-times and 5 the queue's; ``rate:`` (the queue's rate) and ``rate:<job type>`` slot -1 the
-number of claims so far and slots 0..N-1 the ring of the last N claim times.
+* the fairness virtual times: status ``fair``, job type the slot (``0``-``4`` the
+  levels', ``5`` the queue's), ``n`` the time;
+* how many claims each rate has counted: status ``rate``, job type ``''`` for the
+  queue's rate, else the job type of a per-type rate;
+* ``claim_state`` rows (queue, name, slot, value), name ``rate:`` (the queue's rate) or
+  ``rate:<job type>``: the ring of the last N claim times of that rate. The claim
+  numbered ``k`` (from 0) writes slot ``k % N``, so the slot the next claim would write
+  holds the time of the claim N claims before it.
+
+One read gets what the policy needs to know (:func:`_state`, one row): the RUNNING jobs,
+the virtual times, each rate's count and the time in the slot its next claim takes.
+Then one statement claims (:func:`_claim_first`): under weighted fairness the head of the
+first level in :func:`~typedq.policy.fair_order` that has a claimable job (the choice of
+:func:`~typedq.policy.pick_level`, made without reading each level's head: the levels'
+heads are joined by ``UNION ALL`` under ``LIMIT 1``, which stops at the first row), else
+the next job in claim order. Aging (``max_wait_s``) needs each level's head and when it
+became due: one ``LIMIT 1`` seek of ``jobs_ready`` per level, in one statement
+(:func:`_heads`), then the claim of the chosen row by its ``seq``. The state the claims
+changed is written after the last one: one upsert of ``job_counts`` rows and one of
+``claim_state`` rows, in the same transaction. Strict priority without limits never
+comes here.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any, Final
 
 from typedq.backends import _sqlite_counts as counts
 from typedq.backends._sqlite_driver import sqlite3
-from typedq.backends._sqlite_rows import CLAIM_COLUMNS
-from typedq.job import MAX_PRIORITY
-from typedq.policy import ClaimPolicy, Rate, pick_level
+from typedq.backends._sqlite_rows import CLAIM_COLUMNS, PRIORITY
+from typedq.job import MAX_PRIORITY, level_index
+from typedq.policy import ClaimPolicy, Rate, fair_order, pick_level, serve
 
-__all__ = ["policy_claim"]
+__all__ = ["FAIR", "RATE", "policy_claim"]
+
+#: The ``job_counts`` pseudo-statuses of the fairness virtual times and of the claims
+#: each rate counted.
+FAIR, RATE = counts.STATE_STATUSES
 
 _CLAIM_SEQ: Final = (
     "UPDATE jobs SET status = 'RUNNING', attempt = attempt + 1, worker_id = ?, started_at = ?,"
     f" lease_until = ?, lease_mono = ?, run_alone = 0 WHERE seq = ? RETURNING {CLAIM_COLUMNS}"
 )
-_STATE_ONE: Final = "SELECT value FROM claim_state WHERE queue = ? AND name = ? AND slot = ?"
-_STATE_PUT: Final = "INSERT OR REPLACE INTO claim_state (queue, name, slot, value) VALUES (?, ?, ?, ?)"
+_RING_ONE: Final = "SELECT value FROM claim_state WHERE queue = ? AND name = ? AND slot = ?"
+
 
 @functools.cache
-def _claim_head(types: int | None, blocked: int) -> str:
-    """The claim of the next claimable job in claim order, in one statement (a policy
-    that does not choose by level); params: what the claim sets, then queue, now,
-    ``types`` job types, ``blocked`` job types left out."""
-    where = [
-        "queue = ? AND status = 'PENDING' AND blocked_by = 0 AND delayed = 0",
-        "(scheduled_at IS NULL OR scheduled_at <= ?)",
-    ]
-    if types is not None:
-        where.append(f"job_type IN ({', '.join(['?'] * types)})")
-    if blocked:
-        where.append(f"job_type NOT IN ({', '.join(['?'] * blocked)})")
-    head = (
-        "SELECT seq FROM jobs INDEXED BY jobs_ready WHERE "
-        + " AND ".join(where)
-        + " ORDER BY priority DESC, scheduled_at, created_at, seq LIMIT 1"
+def _set_ring(rows: int) -> str:
+    """The upsert giving ``rows`` (queue, name, slot, value) rows of ``claim_state``
+    their value."""
+    values = ", ".join(["(?, ?, ?, ?)"] * rows)
+    return f"INSERT OR REPLACE INTO claim_state (queue, name, slot, value) VALUES {values}"
+
+
+def _where(types: int | None, blocked: int, first: int) -> str:
+    """The conditions a claimable row meets; params: ?{first} the queue, ?{first + 1}
+    now, then ``types`` job types the claim takes and ``blocked`` job types left out."""
+    where = (
+        f"queue = ?{first} AND status = 'PENDING' AND blocked_by = 0 AND delayed = 0"
+        f" AND (scheduled_at IS NULL OR scheduled_at <= ?{first + 1})"
     )
-    assert _CLAIM_SEQ.count("WHERE seq = ?") == 1
-    return _CLAIM_SEQ.replace("WHERE seq = ?", f"WHERE seq = ({head})")
+    at = first + 2
+    if types is not None:
+        where += f" AND job_type IN ({', '.join(f'?{at + i}' for i in range(types))})"
+        at += types
+    if blocked:
+        where += f" AND job_type NOT IN ({', '.join(f'?{at + i}' for i in range(blocked))})"
+    return where
+
+
+def _head(where: str, level: int | None) -> str:
+    """The seq (and when due) of the next row meeting ``where`` in claim order, of one
+    priority ``level`` when given."""
+    if level is not None:
+        high = MAX_PRIORITY - 2 * level
+        where += f" AND priority BETWEEN {high - 1} AND {high}"
+    return (
+        f"SELECT seq, ifnull(scheduled_at, created_at) AS due FROM jobs INDEXED BY jobs_ready WHERE {where}"
+        " ORDER BY priority DESC, scheduled_at, created_at, seq LIMIT 1"
+    )
+
+
+@functools.cache
+def _claim_first(types: int | None, blocked: int, levels: tuple[int, ...] | None) -> str:
+    """The claim of the next claimable job, in one statement: in claim order (``levels``
+    None), or the head of the first of ``levels`` that has one. Params: ?1-?4 what the
+    claim sets, then those of :func:`_where` from ?5."""
+    where = _where(types, blocked, 5)
+    if levels is None:
+        first = f"SELECT seq FROM ({_head(where, None)})"
+    else:
+        # UNION ALL under LIMIT 1 stops at the first level that has a row.
+        heads = " UNION ALL ".join(f"SELECT seq FROM ({_head(where, level)})" for level in levels)
+        first = f"SELECT seq FROM ({heads}) LIMIT 1"
+    return (
+        "UPDATE jobs SET status = 'RUNNING', attempt = attempt + 1, worker_id = ?1, started_at = ?2,"
+        f" lease_until = ?3, lease_mono = ?4, run_alone = 0 WHERE seq = ({first}) RETURNING {CLAIM_COLUMNS}"
+    )
 
 
 @functools.cache
 def _heads(types: int | None, blocked: int) -> str:
     """Each level's next claimable job as rows (level, seq, due since), in one statement;
-    params: queue, now, ``types`` job types, ``blocked`` job types left out."""
-    where = (
-        "queue = ?1 AND status = 'PENDING' AND blocked_by = 0 AND delayed = 0"
-        " AND (scheduled_at IS NULL OR scheduled_at <= ?2)"
-    )
-    if types is not None:
-        where += f" AND job_type IN ({', '.join(f'?{3 + i}' for i in range(types))})"
-    if blocked:
-        first = 3 + (types or 0)
-        where += f" AND job_type NOT IN ({', '.join(f'?{first + i}' for i in range(blocked))})"
-    parts = []
-    for level in range(5):
-        high = MAX_PRIORITY - 2 * level
-        parts.append(
-            f"SELECT {level}, seq, ifnull(scheduled_at, created_at) FROM (SELECT seq, scheduled_at,"
-            f" created_at FROM jobs INDEXED BY jobs_ready WHERE {where} AND priority BETWEEN {high - 1}"
-            f" AND {high} ORDER BY priority DESC, scheduled_at, created_at, seq LIMIT 1)"
-        )
-    return " UNION ALL ".join(parts)
+    params: those of :func:`_where` from ?1."""
+    where = _where(types, blocked, 1)
+    return " UNION ALL ".join(f"SELECT {level}, * FROM ({_head(where, level)})" for level in range(5))
 
 
 @functools.cache
-def _fair_and_heads(types: int | None) -> str:
-    """The fairness virtual times as rows (0, slot, value, NULL) and each level's next
-    claimable job as rows (1, level, seq, due since), in one statement: the whole read of
-    a weighted claim without limits. Params: those of :func:`_heads` with no blocked types."""
-    return (
-        "SELECT 0, slot, value, NULL FROM claim_state WHERE queue = ?1 AND name = 'fair'"
-        f" UNION ALL SELECT 1, * FROM ({_heads(types, 0)})"
-    )
+def _state(capped: int, running: bool, fair: bool, windows: int) -> str:
+    """Everything a policy claim reads before it chooses, as one row, in one statement:
+    the RUNNING jobs of the queue (``running``) and of each of ``capped`` job types, the
+    six virtual times (``fair``), then per rate window its count and the time in the
+    ring slot its next claim takes. An aggregate without GROUP BY is one row even when
+    it finds none, so every part is one row and the parts are joined.
 
+    Params: ?1 the queue, then the ``capped`` job types, then per window its job type,
+    ring name and limit."""
+    parts: list[str] = []
+    number = 1
 
-def _window_part(index: int) -> str:
-    """The rows of :func:`_state` for the ``index``-th rate window: (2, index, the number
-    of claims so far, the time in the slot the next claim takes); its params ?{2 + 2i}
-    (its name) and ?{3 + 2i} (its limit)."""
-    name, limit = f"?{2 + 2 * index}", f"?{3 + 2 * index}"
-    return (
-        f"SELECT 2, {index}, c.n, r.value FROM (SELECT ifnull((SELECT value FROM claim_state"
-        f" WHERE queue = ?1 AND name = {name} AND slot = -1), 0) AS n) AS c LEFT JOIN claim_state AS r"
-        f" ON r.queue = ?1 AND r.name = {name} AND r.slot = CAST(c.n AS INTEGER) % {limit}"
-    )
+    def param() -> str:
+        nonlocal number
+        number += 1
+        return f"?{number}"
 
-
-@functools.cache
-def _state(running: bool, fair: bool, windows: int) -> str:
-    """Everything a policy claim reads before it chooses, in one statement, as rows (kind,
-    key, value, value): kind 0 the RUNNING jobs per type (``job_counts``), 1 the fairness
-    virtual times by slot, 2 each rate window (see :func:`_window_part`). Params: the
-    queue, then each window's name and limit."""
-    parts = []
-    if running:
-        parts.append(f"SELECT 0, job_type, n, NULL FROM ({counts.RUNNING_BY_TYPE})")
+    if running or capped:
+        columns = ["total(n)"] + [f"total(n) FILTER (WHERE job_type = {param()})" for _ in range(capped)]
+        parts.append(f"SELECT {', '.join(columns)} FROM job_counts WHERE queue = ?1 AND status = 'RUNNING'")
     if fair:
-        parts.append("SELECT 1, slot, value, NULL FROM claim_state WHERE queue = ?1 AND name = 'fair'")
-    parts.extend(_window_part(index) for index in range(windows))
-    return " UNION ALL ".join(parts)
+        columns = [f"max(n) FILTER (WHERE job_type = '{slot}')" for slot in range(6)]
+        parts.append(f"SELECT {', '.join(columns)} FROM job_counts WHERE queue = ?1 AND status = '{FAIR}'")
+    for _ in range(windows):
+        key, name, limit = param(), param(), param()
+        parts.append(
+            f"SELECT c.n, r.value FROM (SELECT max(n) AS n FROM job_counts WHERE queue = ?1"
+            f" AND status = '{RATE}' AND job_type = {key}) AS c LEFT JOIN claim_state AS r"
+            f" ON r.queue = ?1 AND r.name = {name} AND r.slot = CAST(c.n AS INTEGER) % {limit}"
+        )
+    return "SELECT * FROM " + ", ".join(f"({part})" for part in parts)
 
 
 class _Window:
-    """A rate's ring of claim times in ``claim_state`` (see
-    :class:`~typedq.policy.RateWindow`): read by :func:`_state`, its changes written
-    with the claim's other state (``writes``, keyed by (name, slot))."""
+    """A rate's count of claims and its ring of claim times (see the module docstring);
+    its changes are written with the claim's other state."""
+
+    __slots__ = ("count", "key", "name", "oldest", "rate", "taken")
 
     def __init__(self, key: str, rate: Rate) -> None:
-        self.name, self.rate = f"rate:{key}", rate
+        self.key, self.name, self.rate = key, f"rate:{key}", rate
         self.count = 0
         self.oldest: float | None = None
+        self.taken = False
 
     def allows(self, now: float) -> bool:
         return self.oldest is None or self.oldest <= now - self.rate.period_s
 
     def take(
-        self, conn: sqlite3.Connection, queue: str, now: float, writes: dict[tuple[str, int], float]
+        self, conn: sqlite3.Connection, queue: str, now: float, ring: dict[tuple[str, int], float]
     ) -> None:
         name, limit = self.name, self.rate.limit
-        writes[name, self.count % limit] = now
+        ring[name, self.count % limit] = now
         self.count += 1
-        writes[name, -1] = self.count
+        self.taken = True
         if self.count >= limit:  # the slot the next claim takes: written here, or stored
             slot = self.count % limit
-            if (name, slot) in writes:
-                self.oldest = writes[name, slot]
+            if (name, slot) in ring:
+                self.oldest = ring[name, slot]
             else:
-                row = conn.execute(_STATE_ONE, (queue, name, slot)).fetchone()
+                row = conn.execute(_RING_ONE, (queue, name, slot)).fetchone()
                 self.oldest = None if row is None else row[0]
 
 
-def _pick(
-    policy: ClaimPolicy, rows: Iterable[Sequence[Any]], fair: list[float], now: float
-) -> int | None:
-    """The seq of the row to claim next among each level's head ``rows`` (level, seq, due
-    since), as :func:`~typedq.policy.pick_level` chooses (``fair`` updated), or None."""
-    seqs: list[int | None] = [None] * 5
-    heads: list[float | None] = [None] * 5
-    for level, seq, since in rows:
-        seqs[level], heads[level] = seq, since
-    chosen = pick_level(policy, heads, fair, now)
-    return None if chosen is None else seqs[chosen]
-
-
 class _PolicyClaim:
-    """One policy claim's state, read in one statement and written in one ``executemany``
-    (see :func:`policy_claim`)."""
+    """One policy claim's state, read in one statement and written in two (see
+    :func:`policy_claim`)."""
 
     def __init__(
         self,
@@ -183,41 +203,40 @@ class _PolicyClaim:
             if lim.rate is not None:
                 self.windows[job_type] = _Window(job_type, lim.rate)
         self.fair = [0.0] * 6 if policy.fairness == "weighted" else []
+        # Aging needs each level's head and when it became due; weighted fairness alone
+        # only the levels' order (see claim).
+        self.aging = any(w is not None for w in policy.max_wait_s)
         self.running = 0
-        # The first choice's level heads, when read with the state (weighted, no limits).
-        self.first: list[Sequence[Any]] | None = None
-        self.writes: dict[tuple[str, int], float] = {}
+        self.ring: dict[tuple[str, int], float] = {}
         self._read()
         self.was = list(self.fair)
 
     def _read(self) -> None:
-        conn, queue, fair, windows = self.conn, self.queue, self.fair, self.windows
         counted = bool(self.by_type) or self.policy.max_concurrency is not None
-        if fair and not (counted or windows):
-            self.first = first = []
-            for kind, key, value, since in conn.execute(
-                _fair_and_heads(self.ntypes), (queue, self.now, *self.of_types)
-            ):
-                if kind == 0:
-                    fair[int(key)] = float(value)
-                else:
-                    first.append((key, value, since))
-            return
+        fair, windows = self.fair, self.windows
         if not (counted or fair or windows):
             return
-        ordered = list(windows.values())
-        params: list[Any] = [queue]
-        for window in ordered:
-            params += (window.name, window.rate.limit)
-        for kind, key, value, more in conn.execute(_state(counted, bool(fair), len(ordered)), params):
-            if kind == 0:
-                self.running += value
-                if key in self.by_type:
-                    self.by_type[key] = value
-            elif kind == 1:
-                fair[int(key)] = float(value)
-            else:
-                ordered[key].count, ordered[key].oldest = int(value), more
+        capped = list(self.by_type)
+        params: list[Any] = [self.queue, *capped]
+        for window in windows.values():
+            params += (window.key, window.name, window.rate.limit)
+        row = self.conn.execute(_state(len(capped), counted, bool(fair), len(windows)), params).fetchone()
+        at = 0
+        if counted:
+            self.running = int(row[0])
+            for at, job_type in enumerate(capped, 1):
+                self.by_type[job_type] = int(row[at])
+            at += 1
+        if fair:
+            for slot in range(6):
+                value = row[at + slot]
+                if value is not None:
+                    fair[slot] = float(value)
+            at += 6
+        for window in windows.values():
+            count, window.oldest = row[at], row[at + 1]
+            window.count = 0 if count is None else int(count)
+            at += 2
 
     def blocked(self) -> tuple[str, ...] | None:
         """The job types the limits leave out now, or None when the queue's own limits
@@ -235,18 +254,28 @@ class _PolicyClaim:
         )
 
     def claim(self, head: tuple[Any, ...], blocked: tuple[str, ...]) -> Sequence[Any] | None:
-        """Claim the next row the policy chooses (None: nothing claimable) and count it."""
-        conn, queue, now = self.conn, self.queue, self.now
+        """Claim the next row the policy chooses (None: nothing claimable) and count it.
+
+        Weighted fairness without aging claims, in one statement, the head of the first
+        level in :func:`~typedq.policy.fair_order` that has one: the level
+        :func:`~typedq.policy.pick_level` would choose, without reading the heads."""
+        conn, queue, now, policy = self.conn, self.queue, self.now, self.policy
         where = (queue, now, *self.of_types, *blocked)
-        if self.policy.by_level:
-            first = self.first
-            if first is None:
-                first = conn.execute(_heads(self.ntypes, len(blocked)), where).fetchall()
-            self.first = None
-            seq = _pick(self.policy, first, self.fair, now)
-            claimed = None if seq is None else conn.execute(_CLAIM_SEQ, (*head, seq)).fetchone()
+        claimed: Sequence[Any] | None
+        if self.fair and not self.aging:
+            order = fair_order(self.fair)
+            claimed = conn.execute(_claim_first(self.ntypes, len(blocked), order), (*head, *where)).fetchone()
+            if claimed is not None:
+                serve(policy, self.fair, level_index(claimed[PRIORITY]))
+        elif self.aging:
+            seqs: list[int | None] = [None] * 5
+            since: list[float | None] = [None] * 5
+            for level, seq, due in conn.execute(_heads(self.ntypes, len(blocked)), where):
+                seqs[level], since[level] = seq, due
+            chosen = pick_level(policy, since, self.fair, now)
+            claimed = None if chosen is None else conn.execute(_CLAIM_SEQ, (*head, seqs[chosen])).fetchone()
         else:
-            claimed = conn.execute(_claim_head(self.ntypes, len(blocked)), (*head, *where)).fetchone()
+            claimed = conn.execute(_claim_first(self.ntypes, len(blocked), None), (*head, *where)).fetchone()
         if claimed is None:
             return None
         self.running += 1
@@ -255,18 +284,27 @@ class _PolicyClaim:
             self.by_type[job_type] += 1
         for key in ("", job_type):
             if key in self.windows:
-                self.windows[key].take(conn, queue, now, self.writes)
-        return claimed  # type: ignore[no-any-return]  # one row
+                self.windows[key].take(conn, queue, now, self.ring)
+        return claimed
 
-    def write(self) -> None:
-        """Store the state the claims changed, in one ``executemany``."""
-        writes = self.writes
+    def write(self) -> list[tuple[str, str, str, float]]:
+        """Store the ring slots the claims wrote (one upsert), and return the
+        ``job_counts`` rows of the state they changed, for the caller to write with the
+        claims' counts (``_sqlite_counts.add_rows``: one statement for both)."""
+        queue = self.queue
+        state: list[tuple[str, str, str, float]] = []
         for slot, value in enumerate(self.fair):
             if value != self.was[slot]:
-                writes["fair", slot] = value
-        if writes:
-            rows = [(self.queue, name, slot, value) for (name, slot), value in writes.items()]
-            self.conn.executemany(_STATE_PUT, rows)
+                state.append((queue, str(slot), FAIR, value))
+        for window in self.windows.values():
+            if window.taken:
+                state.append((queue, window.key, RATE, window.count))
+        if self.ring:
+            rows: list[Any] = []
+            for (name, slot), value in self.ring.items():
+                rows += (queue, name, slot, value)
+            self.conn.execute(_set_ring(len(self.ring)), rows)
+        return state
 
 
 def policy_claim(
@@ -278,15 +316,16 @@ def policy_claim(
     head: tuple[Any, ...],
     types: tuple[str, ...] | None,
     limit: int,
-) -> list[Sequence[Any]]:
+) -> tuple[list[Sequence[Any]], list[tuple[str, str, str, float]]]:
     """Claim up to ``limit`` rows as ``policy`` chooses, inside the caller's write
     transaction; ``head`` is what the claim sets (worker_id, started_at, lease_until,
-    lease_mono). Returns the claimed rows (``CLAIM_COLUMNS``).
+    lease_mono). Returns the claimed rows (``CLAIM_COLUMNS``) and the ``job_counts``
+    rows of the policy state they changed, which the caller writes with the claims'
+    counts, in the same transaction.
 
-    One read of the state (:func:`_state`; for a weighted claim without limits, with the
-    level heads: :func:`_fair_and_heads`) before the first choice, one statement per
-    choice (the level heads; without levels, the claim of the head itself), and one
-    ``executemany`` of the ``claim_state`` rows changed after the last."""
+    One read of the state (:func:`_state`) before the first choice, one statement per
+    claim (with aging, two: the level heads, then the claim), and the ring slots written
+    after the last (:meth:`_PolicyClaim.write`)."""
     state = _PolicyClaim(conn, policy, queue, now, types)
     out: list[Sequence[Any]] = []
     while len(out) < limit:
@@ -297,5 +336,4 @@ def policy_claim(
         if claimed is None:
             break
         out.append(claimed)
-    state.write()
-    return out
+    return out, state.write()

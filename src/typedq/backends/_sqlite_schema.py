@@ -46,9 +46,8 @@ Tables (one file holds many queues; every row carries its queue's name)::
               JSON, ``next_run_at``, ``last_run_at`` and ``paused`` its state.
     counters  (queue, name): counts a queue keeps (schema 7): the dead letters a
               dead-letter queue dropped (``dead_letters_dropped``).
-    claim_state (queue, name, slot): what claims under a claim policy keep (schema 8):
-              fairness virtual times, rate limits' recent claim times
-              (see ``_sqlite_policy``).
+    claim_state (queue, name, slot): the rings of recent claim times of a claim
+              policy's rate limits (schema 8; see ``_sqlite_policy``).
     unique_keys (queue, key): unique jobs (schema 9): the job that took the key, when
               its hold ends by time (``until``, NULL for never) and the statuses it
               holds the key in (``states``, comma-separated); see ``_unique``.
@@ -56,7 +55,9 @@ Tables (one file holds many queues; every row carries its queue's name)::
               were ever submitted (status ``submitted``) and how many are in
               jobs_ready per priority (status ``ready:<priority>``), per job type
               (schema 11), and how many are in jobs_delayed (status ``delayed``,
-              schema 12); kept by every transition (see ``_sqlite_counts``).
+              schema 12); kept by every transition (see ``_sqlite_counts``). Since
+              schema 13 also a claim policy's fairness virtual times (status ``fair``)
+              and its rates' claim counts (status ``rate``; see ``_sqlite_policy``).
 
 Indexes: ``jobs_ready`` (partial: PENDING, unblocked, not delayed; in claim order:
 priority desc, scheduled_at with NULL first, created_at, seq) serves every claim;
@@ -358,13 +359,26 @@ _V12: Final = (
         WHERE status = 'PENDING' AND delayed = 1 AND blocked_by > 0""",
 )
 
+# Version 13: a claim policy's fairness virtual times and its rates' claim counts move from
+# claim_state to job_counts (statuses 'fair' and 'rate', see _sqlite_policy), whose page
+# every claim writes anyway: a policy claim's commit writes fewer pages. claim_state keeps
+# the rings of claim times.
+_V13: Final = (
+    "INSERT INTO job_counts (queue, job_type, status, n)"
+    " SELECT queue, CAST(slot AS TEXT), 'fair', value FROM claim_state WHERE name = 'fair'",
+    "INSERT INTO job_counts (queue, job_type, status, n)"
+    " SELECT queue, substr(name, 6), 'rate', CAST(value AS INTEGER) FROM claim_state"
+    " WHERE name GLOB 'rate:*' AND slot = -1",
+    "DELETE FROM claim_state WHERE name = 'fair' OR slot = -1",
+)
+
 #: For each schema version, the statements that upgrade a file from the version before.
 MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: _V1, 2: _V2, 3: _V3, 4: _V4, 5: _V5, 6: _V6, 7: _V7, 8: _V8, 9: _V9, 10: _V10,
-    11: _V11, 12: _V12,
+    11: _V11, 12: _V12, 13: _V13,
 }
 #: The schema version this typedq writes: the highest key of :data:`MIGRATIONS`.
-SCHEMA_VERSION: Final = 12
+SCHEMA_VERSION: Final = 13
 
 
 def _version_text(info: tuple[int, ...]) -> str:

@@ -391,8 +391,10 @@ class SQLiteQueue(SQLiteReads, SQLiteControl, SQLiteCoordination, SQLiteDeadLett
             take = limit
             if take > 1 and conn.execute(SQL.any_alone, (name,)).fetchone() is not None:
                 take = 1  # a job rescued from a batch waits: claim one at a time
+            # The policy's state rows are written with the claim's counts (one statement).
+            state: list[tuple[str, str, str, float]] = []
             if policy is not None:
-                got = policy_claim(
+                got, state = policy_claim(
                     conn, policy=policy, queue=name, now=now, head=head, types=types or None, limit=take
                 )
             else:
@@ -402,7 +404,7 @@ class SQLiteQueue(SQLiteReads, SQLiteControl, SQLiteCoordination, SQLiteDeadLett
                 counts.add_rows(conn, (
                     (name, job_type, _PENDING, -1), (name, job_type, _RUNNING, 1),
                     (name, job_type, counts.ready(priority), -1),
-                ))
+                ), state)
             elif got:
                 kinds = Counter((row[rows.JOB_TYPE], row[rows.PRIORITY]) for row in got)
                 moves: counts.Deltas = Counter()
@@ -410,7 +412,9 @@ class SQLiteQueue(SQLiteReads, SQLiteControl, SQLiteCoordination, SQLiteDeadLett
                     moves[job_type, _PENDING] -= n
                     moves[job_type, _RUNNING] += n
                     moves[job_type, counts.ready(priority)] -= n
-                counts.bump(conn, name, moves)
+                counts.bump(conn, name, moves, state)
+            elif state:
+                counts.add_rows(conn, (), state)
             return got
 
         while True:
