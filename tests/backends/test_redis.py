@@ -26,11 +26,13 @@ from tests.conformance.conftest import delete_redis_prefix
 from tests.helpers import redis_available, skip_or_fail, wait_until
 
 from typedq.backends import backend_for, open_queue
-from typedq.backends._redis_keys import parse_redis_url, sort_hex
+from typedq.backends._redis_keys import parse_redis_url, ready_member, sort_hex
+from typedq.backends._unique import UNIQUE_META
 from typedq.backends.base import Completion
 from typedq.clock import FakeClock, system_clock
 from typedq.errors import (
     BackendDataError,
+    BackendError,
     BackendUnavailableError,
     ConfigError,
     DuplicateJobError,
@@ -388,6 +390,98 @@ def test_a_batch_claim_and_complete_write_each_index_once(private_server: int, c
     finally:
         queue.close()
         admin.close()
+
+
+def test_a_batch_enqueue_writes_each_index_once_and_reads_no_job_key_when_none_is_taken(
+    private_server: int, clock: FakeClock
+) -> None:
+    from typedq.backends.redis import RedisQueue
+
+    queue = RedisQueue(f"redis://127.0.0.1:{private_server}/0", name="q", clock=clock)
+    admin = redis.Redis(port=private_server)
+    try:
+        admin.config_resetstat()
+        queue.enqueue_many([job(f"j{i}") for i in range(100)])
+        stats = admin.info("commandstats")
+        assert stats["cmdstat_exists"]["calls"] == 1  # every job's key at once
+        assert "cmdstat_type" not in stats
+        assert stats["cmdstat_hset"]["calls"] == 100
+        # the type index, PENDING, and the two ready sets
+        assert stats["cmdstat_zadd"]["calls"] == 4
+        admin.config_resetstat()
+        with pytest.raises(DuplicateJobError, match="j7"):
+            queue.enqueue_many([job("new"), job("j7"), job("j8")])
+        stats = admin.info("commandstats")
+        assert stats["cmdstat_type"]["calls"] == 2  # up to the first job whose key is taken
+        assert "cmdstat_hset" not in stats
+        assert queue.size == 100
+    finally:
+        queue.close()
+        admin.close()
+
+
+@pytest.mark.parametrize("many", [False, True], ids=["enqueue", "enqueue_many"])
+def test_enqueued_ready_members_are_those_the_scripts_make_from_the_hash(
+    make_queue: MakeQueue, prefix: str, clock: FakeClock, many: bool
+) -> None:
+    queue = make_queue("q")
+    jobs = [
+        job("low", priority=1),
+        job("high", priority=10, created_at=999.5),
+        job("due", priority=7, scheduled_at=clock.now() - 5),
+        job("now", priority=4, scheduled_at=clock.now()),
+        job("later", priority=4, scheduled_at=clock.now() + 5),
+    ]
+    if many:
+        queue.enqueue_many(jobs)
+    else:
+        for one in jobs:
+            queue.enqueue(one)
+    client = redis.Redis()
+    base = f"{{{prefix}}}:{{q}}"
+    expected = []
+    for one in jobs[:4]:
+        p, sk, n = client.hmget(f"{base}:j:{one.job_id}", "p", "sk", "n")
+        expected.append(ready_member(int(p), sk, int(n), one.job_id))
+    assert sorted(client.zrange(f"{base}:ready", 0, -1)) == sorted(expected)
+    assert sorted(client.zrange(f"{base}:rt:t", 0, -1)) == sorted(expected)
+    assert client.zrange(f"{base}:delayed", 0, -1) == [b"later"]
+    assert [queue.dequeue().job_id for _ in range(4)] == ["high", "due", "now", "low"]
+    client.close()
+
+
+def test_jobs_to_place_or_with_unique_keys_take_the_full_enqueue_script(
+    make_queue: MakeQueue, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    queue = make_queue("q")
+    ran: list[str] = []
+    run = queue._link.run
+    monkeypatch.setattr(queue._link, "run", lambda script, *a: ran.append(script) or run(script, *a))
+    queue.enqueue(job("plain"))
+    queue.enqueue_many([job("p1"), job("p2", priority=9), job("done", status=JobStatus.COMPLETED)])
+    queue.enqueue(job("child", depends_on=["plain"]))
+    queue.enqueue(job("later", scheduled_at=clock.now() + 60))
+    queue.enqueue(job("alone", run_alone=True))
+    queue.enqueue(job("keyed", metadata={UNIQUE_META: {"key": "k"}}))
+    queue.enqueue_many([job("b1"), job("b2", depends_on=["b1"])])
+    assert ran == ["enqueue_direct"] * 2 + ["enqueue"] * 5
+    assert queue.get_job("child").status is JobStatus.PENDING
+    assert queue.count_by_status()[JobStatus.PENDING] == 9
+
+
+def test_the_direct_enqueue_script_refuses_a_job_to_place_before_writing(
+    make_queue: MakeQueue, clock: FakeClock
+) -> None:
+    from typedq.backends.redis import _num
+
+    queue = make_queue("q")
+    now = clock.now()
+    args: list[Any] = [_num(now), 2]
+    queue._hashes.enqueue_args(job("fine"), now, args)
+    assert queue._hashes.enqueue_args(job("later", scheduled_at=now + 60), now, args)
+    with pytest.raises(BackendError, match="later is to be placed"):
+        queue._run("enqueue_direct", args)
+    assert queue.size == 0
 
 
 def test_count_submitted_counts_every_job_added_and_never_goes_down(make_queue: MakeQueue) -> None:

@@ -79,6 +79,7 @@ __all__ = [
     "base_key",
     "legacy_base_key",
     "parse_redis_url",
+    "ready_head",
     "ready_member",
     "sort_hex",
 ]
@@ -386,6 +387,12 @@ def sort_hex(value: float) -> str:
     return f"{bits:016x}"
 
 
+def ready_head(priority: int, sort_key: str) -> str:
+    """The head of a job's ready member: all of it but the arrival number and the job id
+    (the enqueue script appends them, as ``mkrk`` does)."""
+    return f"{10 - priority:x}{sort_key}"
+
+
 def ready_member(priority: int, sort_key: bytes, arrival: int, job_id: str) -> bytes:
     """A job's member of the ready sets (made from its fields ``p``, ``sk`` and ``n``, as
     the scripts' ``mkrk`` makes it; never stored in the job's hash)."""
@@ -394,6 +401,7 @@ def ready_member(priority: int, sort_key: bytes, arrival: int, job_id: str) -> b
 
 _STATUS: Final = {s.value.encode(): s for s in JobStatus}
 _RUNNING: Final = JobStatus.RUNNING
+_PENDING: Final = JobStatus.PENDING
 
 
 def _text(raw: bytes | None) -> str | None:
@@ -407,55 +415,76 @@ def _float(raw: bytes | None) -> float | None:
 class HashCodec(FrameFields):
     """Encodes jobs into hash fields and decodes hashes into jobs with one ``FrameCodec``."""
 
-    def fields(self, job: Job) -> list[Any]:
-        """The hash fields of ``job`` but its type and status, as ``[name, value, ...]``.
+    def enqueue_args(self, job: Job, now: float, args: list[Any], logs: str | None = None) -> bool:
+        """Append to ``args`` the enqueue script's arguments for ``job``, added at ``now``
+        (see ``_redis_lua._ENQUEUE``): its id, type and status; the index it goes into
+        beside its status's index and that index's argument; the values of the fields
+        every job hash has (``p``, ``ca``, ``mr``, ``q``, ``pl``, ``sk``); then the count of
+        its other fields and those, as ``name, value, ...``: the fields not at their default
+        (None, 0, False, empty), and ``lg`` (``logs``) when given.
 
-        Fields at their default (None, 0, False, empty) are left out.
+        Returns:
+            Whether the job is to be placed by the script's ``place()`` ('p': a PENDING
+            job with dependencies, to be run alone or due after ``now``).
 
         Raises:
             SerializationError: a payload, metadata or result cannot be encoded (the
-                message names the field and the job).
+                message names the field and the job); ``args`` is then left half-written.
         """
         payload, metadata, result, depends = self.blobs(job)
+        status = job.status
         sched = job.scheduled_at
-        out: list[Any] = [
-            "p", job.priority,
-            "ca", repr(float(job.created_at)),
-            "mr", job.max_retries,
-            "q", job.queue,
-            "pl", payload,
-            "sk", (UNSCHEDULED_HEX if sched is None else sort_hex(sched)) + sort_hex(job.created_at),
-        ]
+        created = job.created_at
+        sort_key = (UNSCHEDULED_HEX if sched is None else sort_hex(sched)) + sort_hex(created)
+        where = arg = ""
+        if status is _PENDING:
+            if depends is not None or job.run_alone or (sched is not None and sched > now):
+                where = "p"
+            else:
+                where, arg = "r", ready_head(job.priority, sort_key)
+        elif status is _RUNNING:
+            if job.lease_until is not None:
+                where, arg = "l", repr(float(job.lease_until))
+        elif status in TERMINAL_STATUSES and job.finished_at is not None:
+            where, arg = "f", repr(float(job.finished_at))
+        args += (
+            job.job_id, job.job_type, status.value, where, arg,
+            job.priority, repr(float(created)), job.max_retries, job.queue, payload, sort_key, 0,
+        )
+        start = len(args)
         if sched is not None:
-            out += ("sa", repr(float(sched)))
+            args += ("sa", repr(float(sched)))
         if metadata is not None:
-            out += ("md", metadata)
+            args += ("md", metadata)
         if job.timeout_seconds is not None:
-            out += ("to", repr(float(job.timeout_seconds)))
+            args += ("to", repr(float(job.timeout_seconds)))
         if depends is not None:
-            out += ("d", depends)
+            args += ("d", depends)
         if job.attempt or job.retry_count or job.lost_count or job.cancel_requested or job.error is not None:
             for name, value in (("a", job.attempt), ("rc", job.retry_count), ("lc", job.lost_count)):
                 if value:
-                    out += (name, value)
+                    args += (name, value)
             if job.cancel_requested:
-                out += ("cr", "1")
+                args += ("cr", "1")
             if job.error is not None:
-                out += ("e", job.error)
+                args += ("e", job.error)
         for name, when in (("lu", job.lease_until), ("sd", job.started_at), ("f", job.finished_at)):
             if when is not None:
-                out += (name, repr(float(when)))
+                args += (name, repr(float(when)))
         if job.worker_id is not None:
-            out += ("w", job.worker_id)
+            args += ("w", job.worker_id)
         if result is not None:
-            out += ("r", result)
+            args += ("r", result)
         if job.run_alone:
-            out += ("ra", "1")
+            args += ("ra", "1")
         if job.traceback is not None:
-            out += ("tb", job.traceback)
+            args += ("tb", job.traceback)
         if job.progress is not None:  # an imported job's
-            out += ("pg", encode_progress(job.progress))
-        return out
+            args += ("pg", encode_progress(job.progress))
+        if logs is not None:
+            args += ("lg", logs)
+        args[start - 1] = len(args) - start
+        return where == "p"
 
     def logs(self, flat: list[bytes]) -> list[JobLogLine]:
         """The log lines (``lg``) of a stored hash read as a flat ``[name, value, ...]`` list."""

@@ -18,6 +18,7 @@ word the client turns into a typed error.
 
 from __future__ import annotations
 
+import string
 from typing import Final
 
 from typedq.backends._redis_lua_common import script
@@ -26,78 +27,78 @@ from typedq.job import JobStatus
 
 __all__ = ["SCRIPTS"]
 
-# ARGV: now, count, then per job: id, type, status, field count, fields...; then the
-# unique keys (see _unique): their count, then per key: the job's index in the batch, the
-# key, the hold's end ('' for none) and the holder's states (comma-separated).
+# ARGV: now, count, then per job (HashCodec.enqueue_args): id, type, status, where, its
+# argument, the values of the fields p, ca, mr, q, pl and sk, the count of its other
+# fields, those fields (name, value, ...); then the unique keys (see _unique): their
+# count, then per key: the job's index in the batch, the key, the hold's end ('' for
+# none) and the holder's states (comma-separated). 'where' is the index a job goes into
+# beside its status's, as the client judged it from the job and now: 'r' the ready sets
+# (a PENDING job ready now; the argument: its ready member's head, see mkrk), 'p' placed
+# by place() (a PENDING job with dependencies, to be run alone or due later), 'l' the
+# leases (a leased RUNNING job; the lease deadline), 'f' its status's finish times (an
+# ended job; its finish time), '' none.
+#
+# $judge_placed, $take_unique and $place are the parts only jobs to place or unique keys
+# need (see _enqueue).
 _ENQUEUE: Final = r"""
 local now = tonumber(ARGV[1])
 local count = tonumber(ARGV[2])
-local jobs = {}
+local ids, at, keys = {}, {}, {}
 local batch = {}
 local i = 3
 for j = 1, count do
-  local id, t, s, nf = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
-  jobs[j] = {id, t, s, i + 4, nf}
+  local id = ARGV[i]
+  ids[j], at[j], keys[j] = id, i, jk(id)
   batch[id] = true
-  i = i + 4 + nf
+  i = i + 12 + tonumber(ARGV[i + 11])
 end
--- Judge every job before writing anything: a batch is all-or-nothing.
-for _, job in ipairs(jobs) do
-  local id = job[1]
-  local kind = redis.call('TYPE', jk(id))['ok']
-  if kind == 'hash' then return {'duplicate', id} end
-  if kind ~= 'none' then return {'wrongtype', jk(id), kind} end
-  if job[3] == 'PENDING' then
-    for f = job[4], job[4] + job[5] - 1, 2 do
-      if ARGV[f] == 'd' then
-        for _, dep in ipairs(cjson.decode(ARGV[f + 1])) do
-          if not batch[dep] and redis.call('EXISTS', jk(dep)) == 0 then
-            return {'unknown', id, dep}
-          end
-        end
-      end
-    end
+-- Judge every job before writing anything: a batch is all-or-nothing. One EXISTS tells
+-- whether any job's key is taken; only then is each one's type read, in batch order.
+local taken = false
+for lo = 1, count, 4000 do
+  if redis.call('EXISTS', unpack(keys, lo, math.min(count, lo + 3999))) > 0 then taken = true end
+end
+for j = 1, count do
+  if taken then
+    local kind = redis.call('TYPE', keys[j])['ok']
+    if kind == 'hash' then return {'duplicate', ids[j]} end
+    if kind ~= 'none' then return {'wrongtype', keys[j], kind} end
   end
+$judge_placed
 end
-local uniques = take_unique(jobs, i, now)
-if uniques[1] == 'unique' then return uniques end
+$take_unique
 local woken = 0
 -- Index writes of the common jobs are gathered and made one command per key.
 local b = gather(count)
 local SUBMITTED = B .. ':submitted'
 local first = redis.call('INCRBY', B .. ':seq', count) - count
-for j, job in ipairs(jobs) do
-  local id, t, s = job[1], job[2], job[3]
-  local k = jk(id)
+local tkeys = {}  -- per job type: its type index and ready set keys
+for j = 1, count do
+  local a = at[j]
+  local id, t, s, where, arg = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
   local n = first + j
-  local fields = {}
-  local sk, p, lu, sa, d, ra, fin
-  for f = job[4], job[4] + job[5] - 1, 2 do
-    local name = ARGV[f]
-    fields[#fields + 1] = name
-    fields[#fields + 1] = ARGV[f + 1]
-    if name == 'sk' then sk = ARGV[f + 1] elseif name == 'p' then p = ARGV[f + 1]
-    elseif name == 'lu' then lu = ARGV[f + 1] elseif name == 'sa' then sa = ARGV[f + 1]
-    elseif name == 'd' then d = true elseif name == 'ra' then ra = true
-    elseif name == 'f' then fin = ARGV[f + 1] end
+  local tk = tkeys[t]
+  if not tk then
+    tk = {tyk(t), rtk(t)}
+    tkeys[t] = tk
   end
-  local rk = mkrk(p, sk, n, id)
-  redis.call('HSET', k, 't', t, 's', s, 'n', n, unpack(fields))
-  b.zadd(tyk(t), n, id)
+  redis.call(
+    'HSET', keys[j], 't', t, 's', s, 'n', n, 'p', ARGV[a + 5], 'ca', ARGV[a + 6], 'mr', ARGV[a + 7],
+    'q', ARGV[a + 8], 'pl', ARGV[a + 9], 'sk', ARGV[a + 10],
+    unpack(ARGV, a + 12, a + 11 + tonumber(ARGV[a + 11]))
+  )
+  b.zadd(tk[1], n, id)
   b.incr(SUBMITTED, t, 1)
-  if s == 'PENDING' and (d or ra or (sa and tonumber(sa) > now)) then
-    -- placing may fail the job at once: its status index is written now
-    enter(W, id, t, n, s)
-    place(id, now)
-  else
+$place
     enter(b, id, t, n, s)
-    if s == 'PENDING' then
+    if where == 'r' then
+      local rk = arg .. string.format('%012x', n) .. id
       b.zadd(READY, 0, rk)
-      b.zadd(rtk(t), 0, rk)
-    elseif s == 'RUNNING' and lu then
-      b.zadd(LEASES, lu, id)
-    elseif ENDED[s] and fin then
-      b.zadd(fnk(s), fin, id)
+      b.zadd(tk[2], 0, rk)
+    elseif where == 'l' then
+      b.zadd(LEASES, arg, id)
+    elseif where == 'f' then
+      b.zadd(fnk(s), arg, id)
     end
   end
   if s == 'PENDING' then woken = woken + 1 end
@@ -107,6 +108,47 @@ for _, u in ipairs(uniques) do redis.call('HSET', B .. ':unique', u[1], u[2]) en
 wake(woken)
 return count
 """
+
+
+#: The parts of the enqueue script for any batch ('enqueue').
+_PLACING: Final = {
+    "judge_placed": r"""  local a = at[j]
+  if ARGV[a + 3] == 'p' then
+    for f = a + 12, a + 11 + tonumber(ARGV[a + 11]), 2 do
+      if ARGV[f] == 'd' then
+        for _, dep in ipairs(cjson.decode(ARGV[f + 1])) do
+          if not batch[dep] and redis.call('EXISTS', jk(dep)) == 0 then
+            return {'unknown', ids[j], dep}
+          end
+        end
+      end
+    end
+  end""",
+    "take_unique": r"""local uniques = take_unique(ids, i, now)
+if uniques[1] == 'unique' then return uniques end""",
+    "place": r"""  if where == 'p' then
+    -- placing may fail the job at once: its status index is written now
+    enter(W, id, t, n, s)
+    place(id, now)
+  else""",
+}
+#: The same parts for a batch with no job to place and no unique key ('enqueue_direct').
+_DIRECT: Final = {
+    "judge_placed": r"""  if ARGV[at[j] + 3] == 'p' then
+    return redis.error_reply('job ' .. ids[j] .. ' is to be placed: not for enqueue_direct')
+  end""",
+    "take_unique": "local uniques = {}",
+    "place": "  do",
+}
+
+
+def _enqueue(*, placing: bool) -> str:
+    """The enqueue script's body: with ``placing``, for any batch; without, for a batch
+    with no job to place and no unique key ('enqueue_direct'), which then leaves out the
+    helpers of placing and unique keys (defining them costs every call; a job to place is
+    refused before anything is written)."""
+    return string.Template(_ENQUEUE).substitute(_PLACING if placing else _DIRECT)
+
 
 # ARGV: now, mode ('claim', 'dequeue' or 'peek'), limit, worker, lease_until, ntypes, types...
 _CLAIM: Final = r"""
@@ -506,7 +548,8 @@ return purged
 
 #: Script name -> Lua source.
 SCRIPTS: Final = {
-    "enqueue": script(_TAKE_UNIQUE + _ENQUEUE),
+    "enqueue": script(_TAKE_UNIQUE + _enqueue(placing=True)),
+    "enqueue_direct": script(_enqueue(placing=False)),
     "claim": script(_CLAIM),
     "complete": script(_COMPLETE),
     "leased": script(_LEASED),

@@ -83,12 +83,13 @@ local W = {
 -- writes would cost more than it saves.
 local function gather(n)
   if n < 2 then return W end
-  local lists, order, incrs = {}, {}, {}
+  -- lists by command, then key (no command .. key string made per write)
+  local lists, order, incrs = {ZADD = {}, ZREM = {}, SADD = {}, SREM = {}}, {}, {}
   local function list(cmd, key)
-    local l = lists[cmd .. key]
+    local l = lists[cmd][key]
     if not l then
       l = {cmd, key}
-      lists[cmd .. key] = l
+      lists[cmd][key] = l
       order[#order + 1] = l
     end
     return l

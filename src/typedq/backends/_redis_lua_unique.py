@@ -35,18 +35,18 @@ local function unique_holder(entry, now)
 end
 """
 
-#: ``take_unique(jobs, i, now)``: judges the unique keys given in ARGV from index ``i``
-#: (after the jobs). Returns ``{'unique', job id, key, holder id}`` for the first key
-#: held (by a job of the queue, or by an earlier job of the batch), else the list of
-#: ``{key, entry}`` to write.
+#: ``take_unique(ids, i, now)``: judges the unique keys given in ARGV from index ``i``
+#: (after the jobs; ``ids``: the batch's job ids, in order). Returns ``{'unique', job id,
+#: key, holder id}`` for the first key held (by a job of the queue, or by an earlier job
+#: of the batch), else the list of ``{key, entry}`` to write.
 TAKE_UNIQUE: Final = _HOLDER + r"""
-local function take_unique(jobs, i, now)
+local function take_unique(ids, i, now)
   local nu = tonumber(ARGV[i] or '0')
   local out = {}
   local taken = {}
   for u = 1, nu do
     local b = i + (u - 1) * 4
-    local id, key, until_, states = jobs[tonumber(ARGV[b + 1])][1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4]
+    local id, key, until_, states = ids[tonumber(ARGV[b + 1])], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4]
     local holder = taken[key]
     if not holder then
       local entry = redis.call('HGET', B .. ':unique', key)

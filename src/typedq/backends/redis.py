@@ -13,6 +13,10 @@ How it runs:
   failing dependents in the same script). Scripts are registered once per process and
   called by SHA (``EVALSHA``); a server that lost them (restart, ``SCRIPT FLUSH``) gets
   them again on ``NOSCRIPT``.
+* Adding jobs: the client judges which index each job goes into (the ready sets, the
+  leases, a finish-time index, or ``place()`` for jobs with dependencies, to be run alone
+  or due later) from the job and the time it sends, and a batch with no job to place and
+  no unique key runs a smaller script (``enqueue_direct``), without those helpers.
 * Claim order is the order of every backend (priority desc, scheduled_at with None
   first, created_at, arrival), encoded in one sorted-set member (see ``_redis_keys``).
   Delayed jobs sit in their own sorted set by due time; each claim first promotes the
@@ -238,13 +242,13 @@ class RedisQueue(
         """Add one job in one script; see :meth:`Queue.enqueue`."""
         if job.depends_on and job.job_id in job.depends_on and job.status is _PENDING:
             raise DependencyCycleError([job.job_id, job.job_id])
-        fields = self._hashes.fields(job)
         now = self._clock.now()
-        args = [_num(now), 1, job.job_id, job.job_type, job.status.value, len(fields), *fields]
+        args: list[Any] = [_num(now), 1]
+        placed = self._hashes.enqueue_args(job, now, args)
         spec = unique_of(job)
         if spec is not None:
             args += _unique_args([(1, spec)], now)
-        self._added(self._run("enqueue", args))
+        self._added(self._run("enqueue" if placed or spec is not None else "enqueue_direct", args))
         return job.job_id
 
     def enqueue_many(self, jobs: Sequence[Job]) -> list[str]:
@@ -259,37 +263,52 @@ class RedisQueue(
     def _enqueue_batch(self, jobs: Sequence[Job], logs: dict[str, list[JobLogLine]]) -> list[str]:
         """``enqueue_many``, storing ``logs`` (by job id) in the jobs' hashes, in the same script."""
         batch: dict[str, Job] = {}
-        encoded: dict[str, list[Any]] = {}
+        now = self._clock.now()
+        # The script's arguments are written as the jobs are checked; a batch with
+        # dependencies has its jobs' arguments put in dependency order after.
+        args: list[Any] = [_num(now), 0]
+        starts: list[int] = []
+        has_deps = placed = False
+        put = self._hashes.enqueue_args
         for index, job in enumerate(jobs):
-            if job.job_id in batch:
-                raise DuplicateJobError(job.job_id, queue=self._name)
-            batch[job.job_id] = job
+            job_id = job.job_id
+            if job_id in batch:
+                raise DuplicateJobError(job_id, queue=self._name)
+            batch[job_id] = job
+            starts.append(len(args))
             try:
-                encoded[job.job_id] = self._hashes.fields(job)
+                if put(job, now, args, encode_logs(logs[job_id]) if job_id in logs else None):
+                    placed = True
             except SerializationError as exc:
                 exc.args = (f"jobs[{index}]: {exc}",)
                 raise
-            if job.job_id in logs:
-                encoded[job.job_id] += ("lg", encode_logs(logs[job.job_id]))
-            if job.status is _PENDING and job.job_id in job.depends_on:
-                raise DependencyCycleError([job.job_id, job.job_id])
+            if job.depends_on:
+                has_deps = True
+                if job.status is _PENDING and job_id in job.depends_on:
+                    raise DependencyCycleError([job_id, job_id])
         if not batch:
             return []
-        check_batch_acyclic(batch)
-        now = self._clock.now()
-        args: list[Any] = [_num(now), len(batch)]
+        args[1] = len(batch)
         position: dict[str, int] = {}
-        for index, job in enumerate(dependency_order(batch), start=1):
-            fields = encoded[job.job_id]
-            args += (job.job_id, job.job_type, job.status.value, len(fields), *fields)
-            position[job.job_id] = index
+        if has_deps:
+            check_batch_acyclic(batch)
+            starts.append(len(args))
+            spans = {job_id: (starts[i], starts[i + 1]) for i, job_id in enumerate(batch)}
+            ordered: list[Any] = args[:2]
+            for index, job in enumerate(dependency_order(batch), start=1):
+                lo, hi = spans[job.job_id]
+                ordered += args[lo:hi]
+                position[job.job_id] = index
+            args = ordered
         # In the batch's order, so the first of two jobs with one key takes it.
         specs = [
-            (position[job_id], spec) for job_id, job in batch.items() if (spec := unique_of(job)) is not None
+            (position[job_id] if has_deps else index, spec)
+            for index, (job_id, job) in enumerate(batch.items(), start=1)
+            if (spec := unique_of(job)) is not None
         ]
         if specs:
             args += _unique_args(specs, now)
-        self._added(self._run("enqueue", args))
+        self._added(self._run("enqueue" if placed or specs else "enqueue_direct", args))
         return list(batch)
 
     def _added(self, reply: Any) -> None:
