@@ -268,11 +268,11 @@ def test_e5_a_server_back_without_its_data_is_reported_once_and_workers_go_on(
             for worker in workers:
                 stack.queue.register_worker(worker.info())
             reports = _lost(caplog)
+            final = statuses(stack)  # read before close: a closed queue refuses every call
     finally:
         stack.close()
     assert len(reports) == 1, [r.getMessage() for r in reports]
     assert reports[0].levelno == logging.ERROR
     assert f"127.0.0.1:{server.port}" in reports[0].getMessage()
-    final = statuses(stack)
     assert set(final) == set(after)  # the jobs stored before are gone, as reported
     assert all(status is JobStatus.COMPLETED for status in final.values())
