@@ -316,17 +316,22 @@ def queue(queue_factory: QueueFactory) -> Queue:
 
 
 @pytest.fixture
-def store_factory(queue: Queue, queue_factory: QueueFactory, clock: FakeClock) -> Iterator[QueueFactory]:
-    """Builds more queues in the store of ``queue``, by name: for SQLite, queues of its
-    file (``queue_factory`` gives each queue a file of its own); for memory and Redis,
-    ``queue_factory``'s queues already share the store (the process; the key prefix)."""
+def store_factory(
+    queue: Queue, queue_factory: QueueFactory, clock: FakeClock, request: pytest.FixtureRequest
+) -> Iterator[QueueFactory]:
+    """Builds more queues in the store of ``queue``, by name, with the variant's codec:
+    for SQLite, queues of its file (``queue_factory`` gives each queue a file of its
+    own); for memory and Redis, ``queue_factory``'s queues already share the store (the
+    process; the key prefix)."""
     if not isinstance(queue, SQLiteQueue):
         yield queue_factory
         return
+    variant: Variant = request.node.callspec.params["queue_factory"]
+    codec = VARIANT_CODEC if variant.codec else None
     made: list[Queue] = []
 
     def make(name: str) -> Queue:
-        made.append(SQLiteQueue(queue.path, name=name, clock=clock))
+        made.append(SQLiteQueue(queue.path, name=name, clock=clock, codec=codec))
         return made[-1]
 
     yield make
