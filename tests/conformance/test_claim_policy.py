@@ -4,6 +4,7 @@ per job type, all enforced inside the claim and shared by every handle of the st
 
 from __future__ import annotations
 
+import random
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -190,3 +191,59 @@ def test_bad_policies_are_refused_naming_the_field() -> None:
         ClaimPolicy(max_wait_s={"low": -1.0})  # type: ignore[arg-type]
     assert Rate.parse("100/m") == Rate(100, 60.0)
     assert Rate.parse("10/5s") == Rate(10, 5.0)
+
+
+_MIXED_POLICIES = {
+    "weighted+limits": ClaimPolicy(
+        fairness="weighted",
+        max_concurrency=6,
+        rate="20/10s",
+        limits={"a": {"max_concurrency": 2, "rate": "5/7s"}},
+    ),
+    "aging+limits": ClaimPolicy(
+        max_wait_s={"batch": 3.0, "low": 5.0}, max_concurrency=5, limits={"b": {"rate": "3/4s"}}
+    ),
+    "weighted+aging+limits": ClaimPolicy(
+        fairness="weighted", max_wait_s={"batch": 3.0}, rate="10/5s", limits={"c": {"max_concurrency": 1}}
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_MIXED_POLICIES))
+def test_policy_claims_match_the_in_memory_queue_step_by_step(
+    queue: Queue, clock: FakeClock, name: str
+) -> None:
+    """The same random run of claims (single and batched, with and without job types),
+    completions and clock steps on the backend under test and on an in-memory queue, in
+    lockstep on one clock: every claim takes the same jobs in the same order. A choice
+    that differs anywhere (fairness state, aging, a limit, the order of a batch) shows."""
+    from typedq.backends.memory import JobQueue
+
+    policy = _MIXED_POLICIES[name]
+    reference = JobQueue("conf", clock=clock)
+    rnd = random.Random(name)
+    jobs = [
+        Job(
+            job_id=f"j{i:03d}", job_type=rnd.choice("abc"), priority=rnd.randint(1, 10),
+            created_at=clock.now() + i * 0.001,
+        )
+        for i in range(150)
+    ]
+    running: list[tuple[str, int, int]] = []
+    queues: tuple[Queue, Queue] = (queue, reference)
+    for q in queues:
+        q.set_claim_policy(policy)
+        q.enqueue_many([Job.from_dict(job.to_dict()) for job in jobs])
+    for step in range(150):
+        clock.advance(rnd.choice([0.0, 0.5, 2.0]))
+        if running and rnd.random() < 0.5:
+            job_id, token, ref_token = running.pop(rnd.randrange(len(running)))
+            queue.complete(job_id, token=token)
+            reference.complete(job_id, token=ref_token)
+        limit = rnd.choice([1, 1, 3])
+        types = rnd.choice([None, ["a", "b"], ["c"], ["a", "b", "c"]])
+        got, expected = (
+            q.claim_many("w", lease_s=1e6, limit=limit, job_types=types) for q in queues
+        )
+        assert [c.job.job_id for c in got] == [c.job.job_id for c in expected], f"step {step}"
+        running += [(c.job.job_id, c.token, e.token) for c, e in zip(got, expected, strict=True)]

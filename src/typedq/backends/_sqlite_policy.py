@@ -259,6 +259,52 @@ class PolicyPlan:
         return tuple(out)
 
 
+def _claim_by_heads(
+    conn: sqlite3.Connection,
+    plan: PolicyPlan,
+    ntypes: int | None,
+    params: tuple[Any, ...],
+    *,
+    fair: list[float],
+    now: float,
+) -> Sequence[Any] | None:
+    """Aging: read each level's head the limits allow, let :func:`pick_level` choose,
+    and claim that row if the queue's limits allow it (``fair`` served only then)."""
+    seqs: list[int | None] = [None] * 5
+    since: list[float | None] = [None] * 5
+    for level, seq, due in conn.execute(_heads(plan.limits, ntypes), params):
+        seqs[level], since[level] = seq, due
+    before = list(fair)
+    chosen = pick_level(plan.policy, since, fair, now)
+    if chosen is None:
+        return None
+    claim = _claim_seq(plan.limits, ntypes)
+    row: Sequence[Any] | None = conn.execute(claim, (*params, seqs[chosen])).fetchone()
+    if row is None:  # the queue's limits allow no claim: no level was served
+        fair[:] = before
+    return row
+
+
+def _take_slots(
+    plan: PolicyPlan,
+    row: Sequence[Any],
+    *,
+    made: int,
+    taken: dict[str, int],
+    ring: dict[tuple[str, int], float],
+    now: float,
+) -> None:
+    """Note in ``ring`` the slots the claim of ``row`` takes in its rates' rings: each
+    rate's count before this call follows the row (the queue's first), plus the claims
+    this call made under it before (``made`` in all, ``taken`` per type)."""
+    counted = iter(row[_WIDTH:])
+    for key in ("", row[JOB_TYPE]):
+        rate = plan.rates.get(key)
+        if rate is not None:
+            claims = made if key == "" else taken.get(key, 0)
+            ring[f"rate:{key}", ((next(counted) or 0) + claims) % rate[0]] = now
+
+
 def policy_claim(
     conn: sqlite3.Connection,
     *,
@@ -280,6 +326,7 @@ def policy_claim(
     the claims took, in one upsert."""
     policy, limits = plan.policy, plan.limits
     ntypes = None if types is None else len(types)
+    row: Sequence[Any] | None
     fair: list[float] = []
     if plan.fair:
         row = conn.execute(_FAIR_READ, (queue,)).fetchone()
@@ -290,34 +337,19 @@ def policy_claim(
     ring: dict[tuple[str, int], float] = {}
     out: list[Sequence[Any]] = []
     while len(out) < limit:
-        gates = plan.params(taken, len(out))
+        params = (*where, *plan.params(taken, len(out)))
         if plan.aging:
-            seqs: list[int | None] = [None] * 5
-            since: list[float | None] = [None] * 5
-            for level, seq, due in conn.execute(_heads(limits, ntypes), (*where, *gates)):
-                seqs[level], since[level] = seq, due
-            chosen = pick_level(policy, since, fair, now)
-            row = None if chosen is None else conn.execute(
-                _claim_seq(limits, ntypes), (*where, *gates, seqs[chosen])
-            ).fetchone()
+            row = _claim_by_heads(conn, plan, ntypes, params, fair=fair, now=now)
         elif plan.fair:
-            row = conn.execute(_claim_first(limits, ntypes, fair_order(fair)), (*where, *gates)).fetchone()
+            row = conn.execute(_claim_first(limits, ntypes, fair_order(fair)), params).fetchone()
             if row is not None:
                 serve(policy, fair, level_index(row[PRIORITY]))
         else:
-            row = conn.execute(_claim_first(limits, ntypes, None), (*where, *gates)).fetchone()
+            row = conn.execute(_claim_first(limits, ntypes, None), params).fetchone()
         if row is None:
             break
         if plan.rates:
-            # The rates' counts before this call follow the row: the queue's first.
-            counted = iter(row[_WIDTH:])
-            job_type = row[JOB_TYPE]
-            for key in ("", job_type):
-                rate = plan.rates.get(key)
-                if rate is not None:
-                    before = next(counted) or 0
-                    claims = len(out) if key == "" else taken.get(key, 0)
-                    ring[f"rate:{key}", (before + claims) % rate[0]] = now
+            _take_slots(plan, row, made=len(out), taken=taken, ring=ring, now=now)
             row = row[:_WIDTH]
         out.append(row)
         job_type = row[JOB_TYPE]

@@ -420,7 +420,9 @@ class SQLiteQueue(SQLiteReads, SQLiteControl, SQLiteCoordination, SQLiteDeadLett
 
         while True:
             got = self._db.write(tx)
-            if len(got) > 1:
+            if len(got) > 1 and policy is None:
+                # An UPDATE returns its rows in no set order: claim order. A policy's rows
+                # come in the order it chose them, and stay so (as on every backend).
                 got.sort(key=rows.sort_key)
             taken: list[tuple[int, Job]] = []
             bad: list[tuple[Sequence[Any], DeserializationError]] = []
