@@ -15,7 +15,7 @@ from typedq._validate import require_number
 from typedq.aworker import DEFAULT_CONCURRENCY, MAX_CONCURRENCY
 from typedq.errors import ConfigError, InvalidJobError
 from typedq.job import parse_priority
-from typedq.leases import check_lease_settings
+from typedq.leases import UNIQUE_SWEEP_REST_S, check_lease_settings
 from typedq.policy import ClaimPolicy
 from typedq.serializers.base import MAX_HEADER_SIZE
 from typedq.worker import DEFAULT_BATCH_SIZE, DEFAULT_DLQ_MAX
@@ -73,6 +73,9 @@ DEFAULT_CONFIG: Final[dict[str, Any]] = {
     "heartbeat_s": 10.0,
     "reaper_s": 5.0,
     "max_lost": 3,
+    # Seconds the reaper rests between whole rounds of its sweep of a queue's expired
+    # unique keys (0: a batch every pass); see Reaper.
+    "unique_sweep_rest_s": UNIQUE_SWEEP_REST_S,
     # The most dead letters the dead-letter queue keeps: burying one more drops the
     # oldest, in the same transition (None: no limit).
     "dlq_max": DEFAULT_DLQ_MAX,
@@ -177,6 +180,7 @@ def validate_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
         validate_queue_settings(f"queues.{qname}.", qsettings)
     require_number("reaper_s", merged["reaper_s"], minimum=0, strict=True)
     require_number("max_lost", merged["max_lost"], minimum=1, integer=True)
+    require_number("unique_sweep_rest_s", merged["unique_sweep_rest_s"], minimum=0)
     require_number("dlq_max", merged["dlq_max"], minimum=1, integer=True, allow_none=True)
     require_number("result_ttl", merged["result_ttl"], minimum=0, strict=True, allow_none=True)
     require_number("history_limit", merged["history_limit"], minimum=1, integer=True, allow_none=True)

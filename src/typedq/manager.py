@@ -150,6 +150,7 @@ class JobQueueManager(JobControlAPI, ScheduleAPI):
             dead_letter=self._dead_letter,
             dlq_max=self.config["dlq_max"],
             result_ttl=self.config["result_ttl"],
+            unique_sweep_rest_s=self.config["unique_sweep_rest_s"],
         )
         self._scheduler = Scheduler(
             self._all_queues, clock=clock, lock_s=self.config["scheduler_lock_s"], on_fired=self._on_fired

@@ -95,6 +95,8 @@ def test_unknown_option_is_refused_with_did_you_mean(
         ({"default_priority": 11}, "default_priority"),
         ({"jitter": 2.0}, "jitter"),
         ({"max_lost": 0}, "max_lost"),
+        ({"unique_sweep_rest_s": -1}, "unique_sweep_rest_s"),
+        ({"unique_sweep_rest_s": "1m"}, "unique_sweep_rest_s"),
         ({"dlq_max": 0}, "dlq_max"),
         ({"dlq_max": "many"}, "dlq_max"),
         ({"result_ttl": 0}, "result_ttl"),

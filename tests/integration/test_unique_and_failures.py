@@ -238,3 +238,25 @@ def test_a_job_the_reaper_buries_calls_the_callbacks_once() -> None:
     assert [kind for kind, _, _ in sorted(seen)] == ["dead", "type"]
     assert ("type", job_id, "JobFailedError") in seen
     assert "worker lost" in next(text for kind, _, text in seen if kind == "dead")
+
+
+@pytest.mark.parametrize(("rest", "swept_again"), [(None, 0), (0, 1)])
+def test_the_managers_reaper_rests_between_unique_sweeps_as_configured(
+    rest: float | None, swept_again: int
+) -> None:
+    """``unique_sweep_rest_s`` reaches the manager's reaper: by default it rests a minute
+    after a whole round of a queue's released keys; with 0 it sweeps on every pass."""
+    config = {} if rest is None else {"unique_sweep_rest_s": rest}
+    manager = JobQueueManager(config)
+    try:
+        manager.register_handler("t", _noop)
+        for i in range(3):
+            manager.submit("t", {}, job_id=f"j{i}", unique_key=f"k{i}")
+        assert manager.cancel("j0")
+        assert manager._reaper.sweep() == 0  # nothing reclaimed; the sweep is counted apart
+        assert manager._reaper.unique_swept_total == 1
+        assert manager.cancel("j1")
+        manager._reaper.sweep()
+        assert manager._reaper.unique_swept_total == 1 + swept_again
+    finally:
+        manager.close()
