@@ -203,6 +203,7 @@ _MIXED_POLICIES = {
     "aging+limits": ClaimPolicy(
         max_wait_s={"batch": 3.0, "low": 5.0}, max_concurrency=5, limits={"b": {"rate": "3/4s"}}
     ),
+    "rates": ClaimPolicy(rate="40/3s", limits={"b": {"rate": "17/2s"}, "c": {"rate": "3/1s"}}),
     "weighted+aging+limits": ClaimPolicy(
         fairness="weighted", max_wait_s={"batch": 3.0}, rate="10/5s", limits={"c": {"max_concurrency": 1}}
     ),
@@ -235,12 +236,12 @@ def test_policy_claims_match_the_in_memory_queue_step_by_step(
         q.set_claim_policy(policy)
         q.enqueue_many([Job.from_dict(job.to_dict()) for job in jobs])
     for step in range(150):
-        clock.advance(rnd.choice([0.0, 0.5, 2.0]))
+        clock.advance(rnd.choice([0.0, 0.25, 0.5, 2.0]))
         if running and rnd.random() < 0.5:
             job_id, token, ref_token = running.pop(rnd.randrange(len(running)))
             queue.complete(job_id, token=token)
             reference.complete(job_id, token=ref_token)
-        limit = rnd.choice([1, 1, 3])
+        limit = rnd.choice([1, 1, 3, 25])
         types = rnd.choice([None, ["a", "b"], ["c"], ["a", "b", "c"]])
         got, expected = (
             q.claim_many("w", lease_s=1e6, limit=limit, job_types=types) for q in queues
