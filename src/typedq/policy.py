@@ -257,11 +257,6 @@ class ClaimPolicy:
             and not self.limits
         )
 
-    @property
-    def by_level(self) -> bool:
-        """Whether a claim must look at each level's head (weighted fairness or aging)."""
-        return self.fairness == "weighted" or any(w is not None for w in self.max_wait_s)
-
     def to_wire(self) -> dict[str, Any]:
         """The policy as plain data (the Redis claim script reads it as JSON)."""
         return {

@@ -41,13 +41,13 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from typedq.backends import _sqlite_counts as counts
 from typedq.backends._sqlite_driver import sqlite3
 from typedq.backends._sqlite_rows import CLAIM_COLUMNS, JOB_TYPE, PRIORITY
 from typedq.job import MAX_PRIORITY, level_index
-from typedq.policy import ClaimPolicy, fair_order, pick_level, serve
+from typedq.policy import ClaimPolicy, Rate, fair_order, pick_level, serve
 
 __all__ = ["PolicyPlan", "policy_claim"]
 
@@ -103,15 +103,25 @@ def _allows(rate: tuple[int, float], key: str, taken: str) -> str:
     return f"({taken} < {limit} AND ifnull({oldest} <= ?6 - {period!r}, 1))"
 
 
-def _gates(limits: _Limits | None, ntypes: int | None) -> tuple[str, str, str]:
+class _Gates(NamedTuple):
+    """A policy's limits as SQL (see :func:`_gates`)."""
+
+    queue: str
+    types: str
+    returning: str
+    #: The number of the first parameter after them.
+    next_param: int
+
+
+def _gates(limits: _Limits | None, ntypes: int | None) -> _Gates:
     """The SQL of a policy's limits in its claim statements: the queue's conditions (for
     the ``UPDATE``'s WHERE), the per-type ones (for the head search's WHERE) and the
     rates' counts to return with the row. Params after ?7.. the ``ntypes`` job types:
     the claims this call made (if the queue has a limit), then per limited type its name
     and the claims of it this call made (see :meth:`PolicyPlan.params`)."""
-    if limits is None:
-        return "", "", ""
     at = 7 + (ntypes or 0)
+    if limits is None:
+        return _Gates("", "", "", at)
     queue_gate, type_gate, returning = "", "", ""
     if limits.queue_limited:
         taken = f"?{at}"
@@ -142,7 +152,7 @@ def _gates(limits: _Limits | None, ntypes: int | None) -> tuple[str, str, str]:
             f", (SELECT n FROM job_counts WHERE queue = ?5 AND status = '{RATE}'"
             " AND job_type = jobs.job_type)"
         )
-    return queue_gate, type_gate, returning
+    return _Gates(queue_gate, type_gate, returning, at)
 
 
 def _where(ntypes: int | None, type_gate: str) -> str:
@@ -175,7 +185,7 @@ def _claim_first(limits: _Limits | None, ntypes: int | None, levels: tuple[int, 
     order (``levels`` None), or the head of the first of ``levels`` that has one.
     Params: ?1-?4 what the claim sets, ?5 the queue, ?6 now, ?7.. the job types, then
     those of :func:`_gates`."""
-    queue_gate, type_gate, returning = _gates(limits, ntypes)
+    queue_gate, type_gate, returning, _ = _gates(limits, ntypes)
     where = _where(ntypes, type_gate)
     if levels is None:
         first = f"SELECT seq FROM ({_head(where, None)})"
@@ -190,7 +200,7 @@ def _claim_first(limits: _Limits | None, ntypes: int | None, levels: tuple[int, 
 def _heads(limits: _Limits | None, ntypes: int | None) -> str:
     """Each level's next claimable job the limits allow as rows (level, seq, due since),
     in one statement; params those of :func:`_claim_first`."""
-    where = _where(ntypes, _gates(limits, ntypes)[1])
+    where = _where(ntypes, _gates(limits, ntypes).types)
     return " UNION ALL ".join(f"SELECT {level}, * FROM ({_head(where, level)})" for level in range(5))
 
 
@@ -198,10 +208,11 @@ def _heads(limits: _Limits | None, ntypes: int | None) -> str:
 def _claim_seq(limits: _Limits | None, ntypes: int | None) -> str:
     """The claim of the row a choice among the heads made, if the queue's limits allow
     it; params those of :func:`_claim_first`, then its seq."""
-    queue_gate, _, returning = _gates(limits, ntypes)
-    params = 6 + (ntypes or 0) + (1 if limits is not None and limits.queue_limited else 0)
-    params += 2 * (len(limits.types) if limits is not None else 0)
-    return f"{_CLAIM_SET} WHERE seq = ?{params + 1}{queue_gate} RETURNING {CLAIM_COLUMNS}{returning}"
+    gates = _gates(limits, ntypes)
+    return (
+        f"{_CLAIM_SET} WHERE seq = ?{gates.next_param}{gates.queue}"
+        f" RETURNING {CLAIM_COLUMNS}{gates.returning}"
+    )
 
 
 @functools.cache
@@ -228,7 +239,7 @@ class PolicyPlan:
 
     @classmethod
     def build(cls, policy: ClaimPolicy) -> PolicyPlan:
-        def rate_of(rate: Any) -> tuple[int, float] | None:
+        def rate_of(rate: Rate | None) -> tuple[int, float] | None:
             return None if rate is None else (rate.limit, float(rate.period_s))
 
         types = tuple(
@@ -242,7 +253,7 @@ class PolicyPlan:
         return cls(
             policy=policy,
             fair=policy.fairness == "weighted",
-            aging=any(w is not None for w in policy.max_wait_s),
+            aging=bool(policy.bounded),
             limits=limits if limits.queue_limited or types else None,
             rates=rates,
         )
