@@ -1239,13 +1239,14 @@ def test_a_schema_12_file_keeps_its_claim_policy_state_in_job_counts(db: Path, c
             " FROM job_counts WHERE status = 'rate'"
         )
         conn.execute("DELETE FROM job_counts WHERE status IN ('fair', 'rate')")
+        _undo_schema_14(conn)
         conn.execute("PRAGMA user_version = 12")
         conn.execute("COMMIT")
     finally:
         conn.close()
     queues = [SQLiteQueue(path, name="m", clock=clock) for path in twins]
     try:
-        assert queues[0].diagnostics()["schema_version"] == schema.SCHEMA_VERSION == 13
+        assert queues[0].diagnostics()["schema_version"] == schema.SCHEMA_VERSION
         conn = sqlite3.connect(db)
         try:
             assert conn.execute(
@@ -1265,6 +1266,42 @@ def test_a_schema_12_file_keeps_its_claim_policy_state_in_job_counts(db: Path, c
     finally:
         for queue in queues:
             queue.close()
+
+
+def _undo_schema_14(conn: sqlite3.Connection) -> None:
+    """Take schema 14's column away, as a file of schema 13 or before was."""
+    conn.execute("ALTER TABLE jobs DROP COLUMN claim_group")
+
+
+def test_a_schema_13_file_keeps_its_running_batches(db: Path, clock: FakeClock) -> None:
+    """Schema 13 told a batch claim by its jobs' shared (worker_id, started_at); schema 14
+    names it (claim_group). The batches RUNNING in a schema-13 file stay batches after the
+    upgrade, and jobs claimed alone stay alone."""
+    queue = SQLiteQueue(db, name="m", clock=clock)
+    queue.enqueue_many([job(f"j{i}") for i in range(4)])
+    assert len(queue.claim_many("w", lease_s=1.0, limit=2)) == 2  # j0, j1: a batch
+    clock.advance(0.1)
+    assert queue.claim("w", lease_s=1.0) is not None  # j2: alone
+    clock.advance(0.1)
+    assert len(queue.claim_many("w", lease_s=1.0, limit=1)) == 1  # j3: alone
+    queue.close()
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:  # the file as schema 13 stored it
+        conn.execute("BEGIN")
+        _undo_schema_14(conn)
+        conn.execute("PRAGMA user_version = 13")
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+    queue = SQLiteQueue(db, name="m", clock=clock)
+    try:
+        assert queue.diagnostics()["schema_version"] == schema.SCHEMA_VERSION
+        clock.advance(2)
+        assert sorted(queue.reclaim_expired()) == ["j0", "j1", "j2", "j3"]
+        lost = {f"j{i}": queue.get_job(f"j{i}").lost_count for i in range(4)}
+        assert lost == {"j0": 0, "j1": 0, "j2": 1, "j3": 1}
+    finally:
+        queue.close()
 
 
 # -- dead letters ---------------------------------------------------------------------------

@@ -148,7 +148,7 @@ def test_failure_paths_answer_as_the_in_memory_queue(
     """Enqueues with dependencies and retry budgets, claims with short and long leases,
     failures with retries, completions, burials into a capped dead-letter queue,
     releases, retries with and without dependents, replays, deletes, purges and lease
-    rescues, 300 steps (the clock moves at least 1 ms a step): each step answers the same
+    rescues, 300 steps, many at one clock reading: each step answers the same
     on both queues, and at the end both queues and both dead-letter queues hold the
     same jobs in the same states."""
     dlq = store_factory("conf-dead")
@@ -156,7 +156,7 @@ def test_failure_paths_answer_as_the_in_memory_queue(
     runs = [(q, d, _Run(random.Random("failures"))) for q, d in ((queue, dlq), (reference, reference_dlq))]
     with caplog.at_level(logging.ERROR):  # the dead letters the cap drops are logged
         for step in range(300):
-            clock.advance(random.Random(f"failures-{step}").choice([0.0, 0.25, 1.0, 3.0]) + 0.001)
+            clock.advance(random.Random(f"failures-{step}").choice([0.0, 0.25, 1.0, 3.0]))
             answers = [_failure_step(q, d, run, clock) for q, d, run in runs]
             assert answers[0] == answers[1], f"step {step}"
     for ours, theirs in ((queue, reference), (dlq, reference_dlq)):

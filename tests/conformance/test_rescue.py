@@ -11,9 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pytest
+
 from typedq.backends.base import Queue
 from typedq.clock import FakeClock
 from typedq.job import Job, JobStatus
+from typedq.policy import ClaimPolicy
 
 MakeJob = Callable[..., Job]
 
@@ -94,6 +97,34 @@ def test_a_single_claim_is_counted(queue: Queue, make_job: MakeJob, clock: FakeC
     for job_id in ("a", "b"):
         job = queue.get_job(job_id)
         assert (job.status, job.lost_count, job.run_alone) == (JobStatus.PENDING, 1, True)
+
+
+@pytest.mark.parametrize("policy", [None, ClaimPolicy(fairness="weighted")], ids=["strict", "weighted"])
+def test_claims_at_one_clock_reading_are_told_apart(
+    queue: Queue, make_job: MakeJob, clock: FakeClock, policy: ClaimPolicy | None
+) -> None:
+    """A batch is what one ``claim_many`` took, not the jobs that share a worker and a
+    start time: one worker's separate claims at one clock reading are each counted, and
+    each batch is judged by its own jobs still RUNNING."""
+    if policy is not None:
+        queue.set_claim_policy(policy)
+    queue.enqueue_many([make_job(job_id=f"j{i}") for i in range(8)])
+    alone = [queue.claim("w", lease_s=1.0), queue.claim("w", lease_s=1.0)]
+    alone += queue.claim_many("w", lease_s=1.0, limit=1)
+    batches = [queue.claim_many("w", lease_s=1.0, limit=2) for _ in range(2)]
+    assert all(claim is not None for claim in alone)
+    assert [len(b) for b in batches] == [2, 2]
+    left = queue.claim_many("w", lease_s=1.0, limit=1)
+    first = batches[0][0]
+    queue.complete(first.job.job_id, token=first.token)  # the last job of its batch counts
+    clock.advance(2)
+    assert len(queue.reclaim_expired()) == 7
+    counted = {c.job.job_id for c in [*alone, batches[0][1], *left] if c is not None}
+    for job in queue.list_jobs():
+        if job.status is JobStatus.PENDING:
+            expected = 1 if job.job_id in counted else 0
+            assert (job.lost_count, job.run_alone) == (expected, True), job
+    assert len(counted) == 5
 
 
 def test_a_batch_mate_that_finished_does_not_make_the_rest_a_single_claim(

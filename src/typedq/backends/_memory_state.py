@@ -97,7 +97,10 @@ class MemoryState:
         self._delayed_live: dict[str, int] = {}
         self._blocked: dict[str, int] = {}
         self._dependents: dict[str, list[str]] = {}
-        self._running: dict[str, None] = {}
+        # RUNNING job id -> its claim group: the number of the claim_many that took it
+        # with others (0: claimed alone), to tell a batch's jobs at a rescue.
+        self._running: dict[str, int] = {}
+        self._claim_groups = itertools.count(1)
         # RUNNING jobs per job type (kept with _running: see _add_running), for claims
         # under per-type concurrency limits.
         self._running_types: Counter[str] = Counter()
@@ -477,12 +480,12 @@ class MemoryState:
 
     def _add_running(self, job: Job) -> None:
         """Index a job that became RUNNING. Lock held."""
-        self._running[job.job_id] = None
+        self._running[job.job_id] = 0
         self._running_types[job.job_type] += 1
 
     def _drop_running(self, job: Job) -> None:
         """Unindex a job that is no longer RUNNING. Lock held."""
-        if self._running.pop(job.job_id, 0) is None:
+        if self._running.pop(job.job_id, -1) >= 0:
             self._running_types[job.job_type] -= 1
 
     def _leave_running(self, job: Job) -> None:

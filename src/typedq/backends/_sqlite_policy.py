@@ -45,7 +45,7 @@ from typing import Any, Final, NamedTuple
 
 from typedq.backends import _sqlite_counts as counts
 from typedq.backends._sqlite_driver import sqlite3
-from typedq.backends._sqlite_rows import CLAIM_COLUMNS, JOB_TYPE, PRIORITY
+from typedq.backends._sqlite_rows import CLAIM_COLUMNS, JOB_TYPE, PRIORITY, SEQ
 from typedq.job import MAX_PRIORITY, level_index
 from typedq.policy import ClaimPolicy, Rate, fair_order, pick_level, serve
 
@@ -64,7 +64,7 @@ _FAIR_READ: Final = (
 )
 _CLAIM_SET: Final = (
     "UPDATE jobs SET status = 'RUNNING', attempt = attempt + 1, worker_id = ?1, started_at = ?2,"
-    " lease_until = ?3, lease_mono = ?4, run_alone = 0"
+    " lease_until = ?3, lease_mono = ?4, run_alone = 0, claim_group = NULL"
 )
 
 
@@ -216,6 +216,13 @@ def _claim_seq(limits: _Limits | None, ntypes: int | None) -> str:
 
 
 @functools.cache
+def _group(rows: int) -> str:
+    """The update giving ``rows`` claimed jobs their claim group (params: the group, then
+    their seqs)."""
+    return f"UPDATE jobs SET claim_group = ? WHERE seq IN ({', '.join(['?'] * rows)})"
+
+
+@functools.cache
 def _set_ring(rows: int) -> str:
     """The upsert giving ``rows`` (queue, name, slot, value) rows of ``claim_state``
     their value."""
@@ -325,12 +332,15 @@ def policy_claim(
     head: tuple[Any, ...],
     types: tuple[str, ...] | None,
     limit: int,
+    group: int | None = None,
 ) -> tuple[list[Sequence[Any]], list[tuple[str, str, str, float]]]:
     """Claim up to ``limit`` rows as ``plan``'s policy chooses, inside the caller's write
     transaction; ``head`` is what the claim sets (worker_id, started_at, lease_until,
-    lease_mono). Returns the claimed rows (``CLAIM_COLUMNS``) and the ``job_counts``
-    rows of the policy state they changed (virtual times to set, rate counts to add),
-    which the caller writes with the claims' counts, in the same transaction.
+    lease_mono), and ``group`` the claim group of a batch claim (set when it takes more
+    than one job: the rows are claimed one by one, then grouped). Returns the claimed
+    rows (``CLAIM_COLUMNS``) and the ``job_counts`` rows of the policy state they
+    changed (virtual times to set, rate counts to add), which the caller writes with
+    the claims' counts, in the same transaction.
 
     Under fairness one read of the virtual times first; then one statement per claim
     (with aging two: the level heads, then the claim); after the last, the ring slots
@@ -365,6 +375,8 @@ def policy_claim(
         out.append(row)
         job_type = row[JOB_TYPE]
         taken[job_type] = taken.get(job_type, 0) + 1
+    if group is not None and len(out) > 1:
+        conn.execute(_group(len(out)), (group, *(row[SEQ] for row in out)))
     if ring:
         values: list[Any] = []
         for (name, slot), value in ring.items():

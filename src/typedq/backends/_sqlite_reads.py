@@ -218,19 +218,19 @@ class SQLiteReads:
         chosen: list[tuple[int, str, int, bool]] = []
         alive: dict[str | None, bool | None] = {}
         after: tuple[float, int] = (float("-inf"), -1)
-        held: dict[tuple[str | None, float | None], int] | None = None
+        held: dict[int, int] | None = None
         while len(chosen) < limit:
             page = self._db.read(SQL.expired, (self._name, now, *after, limit))
-            for seq, job_id, attempt, worker, lease_until, lease_mono, started in page:
+            for seq, job_id, attempt, worker, lease_until, lease_mono, group in page:
                 after = (lease_until, seq)
                 if worker not in alive:
                     alive[worker] = owner_alive(worker)
                 renewing = lease_mono is None or lease_mono >= mono_now
                 if (alive[worker] is True and renewing) or len(chosen) >= limit:
                     continue
-                if held is None:  # how many jobs each claim holds: was this one of a batch?
-                    held = {(w, s): n for w, s, n in self._db.read(SQL.claims_held, (self._name,))}
-                chosen.append((seq, job_id, attempt, held.get((worker, started), 1) > 1))
+                if held is None:  # how many jobs each batch holds: was this one of a batch?
+                    held = dict(self._db.read(SQL.claims_held, (self._name,)))
+                chosen.append((seq, job_id, attempt, group is not None and held.get(group, 1) > 1))
             if len(page) < limit:
                 break
         return chosen

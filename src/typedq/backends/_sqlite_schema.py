@@ -35,6 +35,9 @@ Tables (one file holds many queues; every row carries its queue's name)::
               deadline by the claiming host's monotonic clock. traceback is the last
               failure's traceback text (schema 7): '' when cleared, NULL when not
               written since (a row of schema 5 keeps it in its metadata frame).
+              claim_group (schema 14) names the ``claim_many`` that took a RUNNING
+              job with others (a random 63-bit number; NULL: claimed alone), so a
+              rescue tells a batch's jobs from one worker's separate claims.
     job_deps  (queue, parent, child): one edge per dependency a PENDING child still
               waits for; it exists exactly while the child is blocked on that parent.
     workers   (queue, worker_id): the worker registry, one row per worker, renewed
@@ -372,13 +375,25 @@ _V13: Final = (
     "DELETE FROM claim_state WHERE name = 'fair' OR slot = -1",
 )
 
+# Version 14: claim_group, the batch claim that took a RUNNING job with others (see
+# reclaim_expired). Schema 13 told a batch by its jobs' shared (worker_id, started_at), so
+# two claims of one worker at one clock reading passed for a batch; its RUNNING jobs
+# get that grouping as negative numbers, which no claim draws.
+_V14: Final = (
+    "ALTER TABLE jobs ADD COLUMN claim_group INTEGER",
+    "UPDATE jobs AS j SET claim_group = -(SELECT min(seq) FROM jobs AS o INDEXED BY jobs_leased"
+    " WHERE o.queue = j.queue AND o.status = 'RUNNING' AND o.lease_until IS NOT NULL"
+    " AND o.worker_id IS j.worker_id AND o.started_at IS j.started_at)"
+    " WHERE j.status = 'RUNNING' AND j.lease_until IS NOT NULL",
+)
+
 #: For each schema version, the statements that upgrade a file from the version before.
 MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: _V1, 2: _V2, 3: _V3, 4: _V4, 5: _V5, 6: _V6, 7: _V7, 8: _V8, 9: _V9, 10: _V10,
-    11: _V11, 12: _V12, 13: _V13,
+    11: _V11, 12: _V12, 13: _V13, 14: _V14,
 }
 #: The schema version this typedq writes: the highest key of :data:`MIGRATIONS`.
-SCHEMA_VERSION: Final = 13
+SCHEMA_VERSION: Final = 14
 
 
 def _version_text(info: tuple[int, ...]) -> str:

@@ -35,10 +35,11 @@ def _ready(types: int | None = None) -> str:
 
 
 _READY: Final = _ready()
-# What a claim sets (params: worker_id, started_at, lease_until, lease_mono).
+# What a claim sets (params: worker_id, started_at, lease_until, lease_mono; a batch
+# claim then its claim_group).
 _CLAIM_SET: Final = (
     "UPDATE jobs SET status = 'RUNNING', attempt = attempt + 1, worker_id = ?, started_at = ?,"
-    " lease_until = ?, lease_mono = ?, run_alone = 0"
+    " lease_until = ?, lease_mono = ?, run_alone = 0, claim_group = "
 )
 _SETTLED: Final = frozenset(SETTLED_STATUSES)
 _LEASED: Final = "WHERE queue = ? AND job_id = ? AND status = 'RUNNING' AND attempt = ?"
@@ -73,10 +74,11 @@ class SQL:
     def claim(many: bool, types: int | None) -> str:
         """The claim of one job (or up to a limit, with ``many``), of ``types`` job types
         when given. Params: what the claim sets (worker_id, started_at, lease_until,
-        lease_mono), then those of :func:`_ready`. It returns the columns it does not set
-        (the caller knows those)."""
-        where = f"seq IN ({_ready(types)})" if many else f"seq = ({_ready(types)})"
-        return f"{_CLAIM_SET} WHERE {where} RETURNING {CLAIM_COLUMNS}"
+        lease_mono, and with ``many`` the claim group), then those of :func:`_ready`. It
+        returns the columns it does not set (the caller knows those)."""
+        if many:
+            return f"{_CLAIM_SET}? WHERE seq IN ({_ready(types)}) RETURNING {CLAIM_COLUMNS}"
+        return f"{_CLAIM_SET}NULL WHERE seq = ({_ready(types)}) RETURNING {CLAIM_COLUMNS}"
 
     #: Whether a PENDING job waits to be claimed alone (params: queue).
     any_alone: Final = (
@@ -152,14 +154,15 @@ class SQL:
     )
     extend: Final = f"UPDATE jobs SET lease_until = ?, lease_mono = ? {_LEASED} RETURNING seq"
     expired: Final = (
-        "SELECT seq, job_id, attempt, worker_id, lease_until, lease_mono, started_at FROM jobs"
+        "SELECT seq, job_id, attempt, worker_id, lease_until, lease_mono, claim_group FROM jobs"
         " WHERE queue = ? AND status = 'RUNNING' AND lease_until IS NOT NULL AND lease_until < ?"
         " AND (lease_until, seq) > (?, ?) ORDER BY lease_until, seq LIMIT ?"
     )
-    #: How many RUNNING jobs each claim (worker, started_at) of the queue still holds.
+    #: How many RUNNING jobs each batch claim (claim_group) of the queue still holds.
     claims_held: Final = (
-        "SELECT worker_id, started_at, count(*) FROM jobs INDEXED BY jobs_leased WHERE queue = ?"
-        " AND status = 'RUNNING' AND lease_until IS NOT NULL GROUP BY worker_id, started_at"
+        "SELECT claim_group, count(*) FROM jobs INDEXED BY jobs_leased WHERE queue = ?"
+        " AND status = 'RUNNING' AND lease_until IS NOT NULL AND claim_group IS NOT NULL"
+        " GROUP BY claim_group"
     )
     #: A job claimed alone: its loss is counted, and it is claimed alone from now on
     #: (params: seq, attempt, now).

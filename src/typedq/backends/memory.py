@@ -11,6 +11,7 @@ holds both queues' locks).
 from __future__ import annotations
 
 import contextlib
+from collections import Counter
 from collections.abc import Collection, Iterable, Sequence
 from typing import Any, Final
 
@@ -335,6 +336,10 @@ class JobQueue(MemoryReads, MemoryControl, MemoryCoordination, MemoryPolicy, Mem
                 if job is None:
                     break
                 claims.append(self._lease(job, worker_id, lease_s, now))
+            if len(claims) > 1:  # one claim group: a rescue tells the batch's jobs by it
+                group, running = next(self._claim_groups), self._running
+                for claim in claims:
+                    running[claim.job.job_id] = group
         return claims
 
     def _lease(self, job: Job, worker_id: str, lease_s: float, now: float) -> Claim:
@@ -497,18 +502,16 @@ class JobQueue(MemoryReads, MemoryControl, MemoryCoordination, MemoryPolicy, Mem
         with self._locked_with(dlq):
             now = self._clock.now()
             jobs = self._jobs
-            running = [jobs[job_id] for job_id in self._running]
-            # Jobs of one claim share their worker and start time.
-            claimed_with: dict[tuple[str | None, float | None], int] = {}
-            for job in running:
-                key = (job.worker_id, job.started_at)
-                claimed_with[key] = claimed_with.get(key, 0) + 1
-            for job in running:
+            groups = dict(self._running)
+            # How many RUNNING jobs each batch claim still holds.
+            held = Counter(group for group in groups.values() if group)
+            for job_id, group in groups.items():
                 if len(reclaimed) >= limit:
                     break
+                job = jobs[job_id]
                 if job.lease_until is None or job.lease_until >= now:
                     continue
-                in_batch = claimed_with[(job.worker_id, job.started_at)] > 1
+                in_batch = group > 0 and held[group] > 1
                 job.worker_id = None
                 reclaimed.append(job.job_id)
                 if not in_batch:

@@ -68,6 +68,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import threading
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Sequence
@@ -368,12 +369,14 @@ class SQLiteQueue(SQLiteReads, SQLiteControl, SQLiteCoordination, SQLiteDeadLett
         claimed: tuple[Any, ...] | None = None,
         types: tuple[str, ...] = (),
         policy: PolicyPlan | None = None,
+        group: int | None = None,
     ) -> list[Job]:
         """Take up to ``limit`` ready jobs (of ``types``, when the SQL names them) with
         ``sql``, burying undecodable ones.
 
         ``claimed`` starts with the (worker_id, started_at, lease_until) a claim sets:
         its rows are :data:`~typedq.backends._sqlite_rows.CLAIM_COLUMNS`, without those.
+        ``group`` is a batch claim's claim group (``sql`` sets it after ``head``).
 
         The transaction runs the SQL alone: rows are decoded into jobs after it commits,
         so the write lock is never held while Python builds jobs (other processes claim
@@ -396,10 +399,13 @@ class SQLiteQueue(SQLiteReads, SQLiteControl, SQLiteCoordination, SQLiteDeadLett
             state: list[tuple[str, str, str, float]] = []
             if policy is not None:
                 got, state = policy_claim(
-                    conn, plan=policy, queue=name, now=now, head=head, types=types or None, limit=take
+                    conn, plan=policy, queue=name, now=now, head=head, types=types or None,
+                    limit=take, group=group,
                 )
-            else:
+            elif group is None:
                 got = conn.execute(sql, (*head, name, now, *types, take)).fetchall()
+            else:
+                got = conn.execute(sql, (*head, group, name, now, *types, take)).fetchall()
             if len(got) == 1:  # the row taken was in the ready index
                 job_type, priority = got[0][rows.JOB_TYPE], got[0][rows.PRIORITY]
                 counts.add_rows(conn, (
@@ -477,7 +483,11 @@ class SQLiteQueue(SQLiteReads, SQLiteControl, SQLiteCoordination, SQLiteDeadLett
         until = now + lease_s
         head = (worker_id, now, until, self._clock.monotonic() + lease_s)
         sql = SQL.claim(True, None if types is None else len(types))
-        taken = self._take(limit, sql, head, now, claimed=head, types=types or (), policy=self._plan)
+        # The batch's claim group: random, so claims of many processes need no counter.
+        group = secrets.randbits(63)
+        taken = self._take(
+            limit, sql, head, now, claimed=head, types=types or (), policy=self._plan, group=group
+        )
         return [Claim(job, job.attempt, until) for job in taken]
 
     def dequeue(self) -> Job | None:
