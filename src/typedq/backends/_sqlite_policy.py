@@ -179,19 +179,34 @@ def _head(where: str, level: int | None) -> str:
     )
 
 
+#: Each level's priorities (lowest, highest), as :func:`_claim_first` takes them.
+_BOUNDS: Final = tuple((MAX_PRIORITY - 2 * level - 1, MAX_PRIORITY - 2 * level) for level in range(5))
+
+
+def level_bounds(levels: tuple[int, ...]) -> tuple[int, ...]:
+    """The params giving :func:`_claim_first` its order of ``levels``: each one's
+    priorities, lowest then highest."""
+    b = _BOUNDS
+    return (*b[levels[0]], *b[levels[1]], *b[levels[2]], *b[levels[3]], *b[levels[4]])
+
+
 @functools.cache
-def _claim_first(limits: _Limits | None, ntypes: int | None, levels: tuple[int, ...] | None) -> str:
+def _claim_first(limits: _Limits | None, ntypes: int | None, fair: bool) -> str:
     """The claim of the next claimable job the limits allow, in one statement: in claim
-    order (``levels`` None), or the head of the first of ``levels`` that has one.
-    Params: ?1-?4 what the claim sets, ?5 the queue, ?6 now, ?7.. the job types, then
-    those of :func:`_gates`."""
-    queue_gate, type_gate, returning, _ = _gates(limits, ntypes)
+    order, or with ``fair`` the head of the first of five levels given in order by their
+    priorities (:func:`level_bounds`) that has one. One statement for every order of the
+    levels: each order a text of its own would be prepared anew (milliseconds each) and
+    crowd the statement cache. Params: ?1-?4 what the claim sets, ?5 the queue, ?6 now,
+    ?7.. the job types, then those of :func:`_gates`, then with ``fair`` the levels'
+    bounds."""
+    queue_gate, type_gate, returning, at = _gates(limits, ntypes)
     where = _where(ntypes, type_gate)
-    if levels is None:
+    if not fair:
         first = f"SELECT seq FROM ({_head(where, None)})"
     else:
         # UNION ALL under LIMIT 1 stops at the first level that has a row.
-        heads = " UNION ALL ".join(f"SELECT seq FROM ({_head(where, level)})" for level in levels)
+        bounded = (f"{where} AND priority BETWEEN ?{at + 2 * i} AND ?{at + 2 * i + 1}" for i in range(5))
+        heads = " UNION ALL ".join(f"SELECT seq FROM ({_head(each, None)})" for each in bounded)
         first = f"SELECT seq FROM ({heads}) LIMIT 1"
     return f"{_CLAIM_SET} WHERE seq = ({first}){queue_gate} RETURNING {CLAIM_COLUMNS}{returning}"
 
@@ -362,11 +377,12 @@ def policy_claim(
         if plan.aging:
             row = _claim_by_heads(conn, plan, ntypes, params, fair=fair, now=now)
         elif plan.fair:
-            row = conn.execute(_claim_first(limits, ntypes, fair_order(fair)), params).fetchone()
+            order = level_bounds(fair_order(fair))
+            row = conn.execute(_claim_first(limits, ntypes, True), (*params, *order)).fetchone()
             if row is not None:
                 serve(policy, fair, level_index(row[PRIORITY]))
         else:
-            row = conn.execute(_claim_first(limits, ntypes, None), params).fetchone()
+            row = conn.execute(_claim_first(limits, ntypes, False), params).fetchone()
         if row is None:
             break
         if plan.rates:
