@@ -43,7 +43,7 @@ from __future__ import annotations
 import functools
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from typing import Final
+from typing import Final, TypeAlias
 
 from typedq.backends._sqlite_driver import sqlite3
 
@@ -60,6 +60,7 @@ __all__ = [
     "SCHEDULED",
     "SUBMITTED",
     "Deltas",
+    "StateRow",
     "add_rows",
     "bump",
     "bump_one",
@@ -191,6 +192,8 @@ _BUMP_MAX: Final = 2000
 FAIR: Final = "fair"
 #: The pseudo-status of the claims each of a claim policy's rates counted.
 RATE: Final = "rate"
+#: A claim policy's state row: (queue, job type, pseudo-status, value).
+StateRow: TypeAlias = tuple[str, str, str, float | bytes]
 
 
 @functools.cache
@@ -228,14 +231,14 @@ def moved(job_types: Iterable[str], old: str | None, new: str | None) -> Deltas:
 def add_rows(
     conn: sqlite3.Connection,
     rows: Sequence[tuple[str, str, str, int]],
-    state: Sequence[tuple[str, str, str, float]] = (),
+    state: Sequence[StateRow] = (),
 ) -> None:
     """Add ``(queue, job type, status, n)`` rows to the counts, in the caller's write
     transaction: a transition that knows its deltas before it runs. ``state``: a claim
     policy's rows, in the same statement (:data:`FAIR` rows set, :data:`RATE` rows
     added)."""
     if state and len(rows) + len(state) <= _BUMP_MAX:
-        values: list[str | float] = [value for row in rows for value in row]
+        values: list[str | float | bytes] = [value for row in rows for value in row]
         values += [value for row in state for value in row]
         conn.execute(_bump(len(rows) + len(state), True), values)
         return
@@ -256,7 +259,7 @@ def bump_one(conn: sqlite3.Connection, queue: str, job_type: str, old: str | Non
 
 
 def bump(
-    conn: sqlite3.Connection, queue: str, deltas: Deltas, state: Sequence[tuple[str, str, str, float]] = ()
+    conn: sqlite3.Connection, queue: str, deltas: Deltas, state: Sequence[StateRow] = ()
 ) -> None:
     """Apply ``deltas`` to ``queue``'s counts, in the caller's write transaction (and set
     the ``state`` rows, see :func:`add_rows`)."""

@@ -39,6 +39,7 @@ here.
 from __future__ import annotations
 
 import functools
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final, NamedTuple
@@ -55,13 +56,13 @@ FAIR: Final = counts.FAIR
 RATE: Final = counts.RATE
 #: The columns of a claimed row (``CLAIM_COLUMNS``); the rates' counts follow them.
 _WIDTH: Final = len(CLAIM_COLUMNS.split(", "))
-#: The fairness slots as ``job_counts`` keys.
-_SLOTS: Final = tuple(str(slot) for slot in range(6))
-#: The six virtual times, as one row (params: the queue).
-_FAIR_READ: Final = (
-    "SELECT " + ", ".join(f"max(n) FILTER (WHERE job_type = '{slot}')" for slot in range(6))
-    + f" FROM job_counts WHERE queue = ?1 AND status = '{FAIR}'"
-)
+#: The fairness state: one ``job_counts`` row (job type ``''``), the six virtual times
+#: packed. Schema 13 kept them as six rows (job types ``'0'``-``'5'``): a claim that
+#: finds such rows reads them, writes the packed row and deletes them.
+_FAIR_STATE: Final = struct.Struct("<6d")
+#: The fairness state's rows (params: the queue).
+_FAIR_READ: Final = f"SELECT job_type, n FROM job_counts WHERE queue = ? AND status = '{FAIR}'"
+_FAIR_OLD: Final = f"DELETE FROM job_counts WHERE queue = ? AND status = '{FAIR}' AND job_type > ''"
 _CLAIM_SET: Final = (
     "UPDATE jobs SET status = 'RUNNING', attempt = attempt + 1, worker_id = ?1, started_at = ?2,"
     " lease_until = ?3, lease_mono = ?4, run_alone = 0, claim_group = NULL"
@@ -338,6 +339,25 @@ def _take_slots(
             ring[f"rate:{key}", ((next(counted) or 0) + claims) % rate[0]] = now
 
 
+def _read_fair(conn: sqlite3.Connection, queue: str) -> tuple[list[float], bool]:
+    """The queue's fairness state (zeros when it has none), and whether it was found in
+    schema 13's rows (deleted here: the caller writes the packed row)."""
+    packed: bytes | None = None
+    fair = [0.0] * 6
+    unpacked = False
+    for job_type, value in conn.execute(_FAIR_READ, (queue,)):
+        if job_type:
+            fair[int(job_type)] = float(value)
+            unpacked = True
+        else:
+            packed = value
+    if unpacked:
+        conn.execute(_FAIR_OLD, (queue,))
+    if packed is not None:
+        return list(_FAIR_STATE.unpack(packed)), unpacked
+    return fair, unpacked
+
+
 def policy_claim(
     conn: sqlite3.Connection,
     *,
@@ -348,7 +368,7 @@ def policy_claim(
     types: tuple[str, ...] | None,
     limit: int,
     group: int | None = None,
-) -> tuple[list[Sequence[Any]], list[tuple[str, str, str, float]]]:
+) -> tuple[list[Sequence[Any]], list[counts.StateRow]]:
     """Claim up to ``limit`` rows as ``plan``'s policy chooses, inside the caller's write
     transaction; ``head`` is what the claim sets (worker_id, started_at, lease_until,
     lease_mono), and ``group`` the claim group of a batch claim (set when it takes more
@@ -364,9 +384,9 @@ def policy_claim(
     ntypes = None if types is None else len(types)
     row: Sequence[Any] | None
     fair: list[float] = []
+    unpacked = False
     if plan.fair:
-        row = conn.execute(_FAIR_READ, (queue,)).fetchone()
-        fair = [0.0 if value is None else float(value) for value in row]
+        fair, unpacked = _read_fair(conn, queue)
     was = list(fair)
     where = (*head, queue, now, *(types or ()))
     taken: dict[str, int] = {}
@@ -398,9 +418,9 @@ def policy_claim(
         for (name, slot), value in ring.items():
             values += (queue, name, slot, value)
         conn.execute(_set_ring(len(ring)), values)
-    state: list[tuple[str, str, str, float]] = [
-        (queue, _SLOTS[slot], FAIR, value) for slot, value in enumerate(fair) if value != was[slot]
-    ]
+    state: list[counts.StateRow] = []
+    if fair != was or unpacked:
+        state.append((queue, "", FAIR, _FAIR_STATE.pack(*fair)))
     for key in plan.rates:
         claims = len(out) if key == "" else taken.get(key, 0)
         if claims:

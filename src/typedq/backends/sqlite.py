@@ -396,7 +396,7 @@ class SQLiteQueue(SQLiteReads, SQLiteControl, SQLiteCoordination, SQLiteDeadLett
             if take > 1 and conn.execute(SQL.any_alone, (name,)).fetchone() is not None:
                 take = 1  # a job rescued from a batch waits: claim one at a time
             # The policy's state rows are written with the claim's counts (one statement).
-            state: list[tuple[str, str, str, float]] = []
+            state: list[counts.StateRow] = []
             if policy is not None:
                 got, state = policy_claim(
                     conn, plan=policy, queue=name, now=now, head=head, types=types or None,
