@@ -82,20 +82,25 @@ def test_a_job_waiting_past_its_levels_bound_is_served_next(queue: Queue, clock:
     assert queue.claim("w", lease_s=60.0).job.priority == 10  # type: ignore[union-attr]
 
 
-def test_a_job_type_concurrency_limit_holds_across_claims(queue: Queue, clock: FakeClock) -> None:
-    queue.set_claim_policy(ClaimPolicy(limits={"payments": Limit(max_concurrency=2)}))
+@pytest.mark.parametrize("payments", ["payments", "pay'ments; --"])
+def test_a_job_type_concurrency_limit_holds_across_claims(
+    queue: Queue, clock: FakeClock, payments: str
+) -> None:
+    """A type's limit holds across claims and workers, whatever its name (one with a
+    quote too: a store may write the name into its claim statement)."""
+    queue.set_claim_policy(ClaimPolicy(limits={payments: Limit(max_concurrency=2)}))
     queue.enqueue_many(
-        [Job(job_id=f"p{i}", job_type="payments", priority=9, created_at=clock.now()) for i in range(6)]
+        [Job(job_id=f"p{i}", job_type=payments, priority=9, created_at=clock.now()) for i in range(6)]
         + [Job(job_id=f"e{i}", job_type="email", priority=1, created_at=clock.now()) for i in range(3)]
     )
     first = queue.claim_many("w1", lease_s=60.0, limit=10)
     assert sorted(c.job.job_id for c in first) == ["e0", "e1", "e2", "p0", "p1"]
     for who in ("w2", "w3"):  # other workers: nothing, the limit is the store's
         assert queue.claim(who, lease_s=60.0) is None
-        assert queue.claim_many(who, lease_s=60.0, limit=5, job_types=["payments"]) == []
-    payment = next(c for c in first if c.job.job_type == "payments")
+        assert queue.claim_many(who, lease_s=60.0, limit=5, job_types=[payments]) == []
+    payment = next(c for c in first if c.job.job_type == payments)
     queue.complete(payment.job.job_id, token=payment.token)
-    again = queue.claim_many("w2", lease_s=60.0, limit=5, job_types=["payments", "email"])
+    again = queue.claim_many("w2", lease_s=60.0, limit=5, job_types=[payments, "email"])
     assert [c.job.job_id for c in again] == ["p2"]
     # A job that fails back to PENDING (or is rescued) frees its place too.
     queue.fail("p2", token=again[0].token, error="boom", retry_at=clock.now() + 100.0)

@@ -114,12 +114,19 @@ class _Gates(NamedTuple):
     next_param: int
 
 
+def _literal(text: str) -> str:
+    """``text`` as an SQL string literal (a limited job type is written into the statement
+    of its policy, one parameter less to bind per claim)."""
+    return "'" + text.replace("'", "''") + "'"
+
+
 def _gates(limits: _Limits | None, ntypes: int | None) -> _Gates:
     """The SQL of a policy's limits in its claim statements: the queue's conditions (for
     the ``UPDATE``'s WHERE), the per-type ones (for the head search's WHERE) and the
     rates' counts to return with the row. Params after ?7.. the ``ntypes`` job types:
-    the claims this call made (if the queue has a limit), then per limited type its name
-    and the claims of it this call made (see :meth:`PolicyPlan.params`)."""
+    the claims this call made (if the queue has a limit), then per limited type the
+    claims of it this call made (see :meth:`PolicyPlan.params`); the limited types'
+    names are written in the SQL."""
     at = 7 + (ntypes or 0)
     if limits is None:
         return _Gates("", "", "", at)
@@ -135,9 +142,9 @@ def _gates(limits: _Limits | None, ntypes: int | None) -> _Gates:
             returning += (
                 f", (SELECT n FROM job_counts WHERE queue = ?5 AND status = '{RATE}' AND job_type = '')"
             )
-    for _, cap, rate in limits.types:
-        name, taken = f"?{at}", f"?{at + 1}"
-        at += 2
+    for job_type, cap, rate in limits.types:
+        name, taken = _literal(job_type), f"?{at}"
+        at += 1
         held = []
         if cap is not None:
             running = (
@@ -180,33 +187,38 @@ def _head(where: str, level: int | None) -> str:
     )
 
 
-#: Each level's priorities (lowest, highest), as :func:`_claim_first` takes them.
-_BOUNDS: Final = tuple((MAX_PRIORITY - 2 * level - 1, MAX_PRIORITY - 2 * level) for level in range(5))
-
-
-def level_bounds(levels: tuple[int, ...]) -> tuple[int, ...]:
-    """The params giving :func:`_claim_first` its order of ``levels``: each one's
-    priorities, lowest then highest."""
-    b = _BOUNDS
-    return (*b[levels[0]], *b[levels[1]], *b[levels[2]], *b[levels[3]], *b[levels[4]])
+@functools.cache
+def order_code(levels: tuple[int, ...]) -> int:
+    """The param giving :func:`_claim_first` its order of the five ``levels``: their
+    digits, first level first (one parameter to bind, not ten bounds)."""
+    code = 0
+    for level in levels:
+        code = code * 10 + level
+    return code
 
 
 @functools.cache
 def _claim_first(limits: _Limits | None, ntypes: int | None, fair: bool) -> str:
     """The claim of the next claimable job the limits allow, in one statement: in claim
     order, or with ``fair`` the head of the first of five levels given in order by their
-    priorities (:func:`level_bounds`) that has one. One statement for every order of the
+    digits (:func:`order_code`) that has one. One statement for every order of the
     levels: each order a text of its own would be prepared anew (milliseconds each) and
     crowd the statement cache. Params: ?1-?4 what the claim sets, ?5 the queue, ?6 now,
     ?7.. the job types, then those of :func:`_gates`, then with ``fair`` the levels'
-    bounds."""
+    order (:func:`order_code`)."""
     queue_gate, type_gate, returning, at = _gates(limits, ntypes)
     where = _where(ntypes, type_gate)
     if not fair:
         first = f"SELECT seq FROM ({_head(where, None)})"
     else:
         # UNION ALL under LIMIT 1 stops at the first level that has a row.
-        bounded = (f"{where} AND priority BETWEEN ?{at + 2 * i} AND ?{at + 2 * i + 1}" for i in range(5))
+        # The level of branch i: digit i of the order's code. SQLite works each bound out
+        # once per statement (it depends on no row), and seeks jobs_ready to it.
+        levels = (f"(?{at} / {10 ** (4 - i)} % 10)" for i in range(5))
+        bounded = (
+            f"{where} AND priority BETWEEN {MAX_PRIORITY - 1} - 2 * {level} AND {MAX_PRIORITY} - 2 * {level}"
+            for level in levels
+        )
         heads = " UNION ALL ".join(f"SELECT seq FROM ({_head(each, None)})" for each in bounded)
         first = f"SELECT seq FROM ({heads}) LIMIT 1"
     return f"{_CLAIM_SET} WHERE seq = ({first}){queue_gate} RETURNING {CLAIM_COLUMNS}{returning}"
@@ -283,13 +295,13 @@ class PolicyPlan:
 
     def params(self, taken: dict[str, int], count: int) -> tuple[Any, ...]:
         """The params of :func:`_gates`: the claims this call made (``count``), then per
-        limited type its name and the claims of it this call made (``taken``)."""
+        limited type the claims of it this call made (``taken``)."""
         limits = self.limits
         if limits is None:
             return ()
         out: list[Any] = [count] if limits.queue_limited else []
         for job_type, _, _ in limits.types:
-            out += (job_type, taken.get(job_type, 0))
+            out.append(taken.get(job_type, 0))
         return tuple(out)
 
 
@@ -397,8 +409,8 @@ def policy_claim(
         if plan.aging:
             row = _claim_by_heads(conn, plan, ntypes, params, fair=fair, now=now)
         elif plan.fair:
-            order = level_bounds(fair_order(fair))
-            row = conn.execute(_claim_first(limits, ntypes, True), (*params, *order)).fetchone()
+            order = order_code(fair_order(fair))
+            row = conn.execute(_claim_first(limits, ntypes, True), (*params, order)).fetchone()
             if row is not None:
                 serve(policy, fair, level_index(row[PRIORITY]))
         else:
