@@ -205,6 +205,8 @@ class QueueGraph:
 
     def promote(self, conn: _Conn, now: float) -> None:
         """Delayed jobs that are due join the ready index (at most 1,000 at a time)."""
+        if conn.execute(SQL.any_due, (self.queue, now)).fetchone() is None:
+            return  # nearly every claim: nothing is due
         got = conn.execute(SQL.promote, (self.queue, now)).fetchall()
         due: counts.Deltas = Counter()
         for job_type, priority, blocked in got:
