@@ -41,7 +41,7 @@ from __future__ import annotations
 import functools
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final, NamedTuple
 
 from typedq.backends import _sqlite_counts as counts
@@ -271,6 +271,26 @@ class PolicyPlan:
     limits: _Limits | None
     #: The rates by key (``""`` the queue's, else a job type): (limit, period).
     rates: dict[str, tuple[int, float]]
+    #: The params of :func:`_gates` before a call's first claim (nothing taken yet).
+    untaken: tuple[int, ...] = ()
+    #: The claim statements by (kind, number of job types): read per claim, so kept here
+    #: rather than looked up in a cache keyed by the limits (hashed on every call).
+    statements: dict[tuple[str, int | None], str] = field(default_factory=dict, compare=False)
+
+    def sql(self, kind: str, ntypes: int | None) -> str:
+        """The statement of ``kind`` (``"first"``, ``"fair"``, ``"heads"`` or ``"seq"``)
+        for a claim of ``ntypes`` job types (None: any)."""
+        found = self.statements.get((kind, ntypes))
+        if found is None:
+            limits = self.limits
+            if kind == "heads":
+                found = _heads(limits, ntypes)
+            elif kind == "seq":
+                found = _claim_seq(limits, ntypes)
+            else:
+                found = _claim_first(limits, ntypes, kind == "fair")
+            self.statements[kind, ntypes] = found
+        return found
 
     @classmethod
     def build(cls, policy: ClaimPolicy) -> PolicyPlan:
@@ -285,20 +305,22 @@ class PolicyPlan:
         rates = {job_type: rate for job_type, _, rate in types if rate is not None}
         if limits.rate is not None:
             rates[""] = limits.rate
+        limited = limits.queue_limited or bool(types)
         return cls(
             policy=policy,
             fair=policy.fairness == "weighted",
             aging=bool(policy.bounded),
-            limits=limits if limits.queue_limited or types else None,
+            limits=limits if limited else None,
             rates=rates,
+            untaken=((0,) if limits.queue_limited else ()) + (0,) * len(types) if limited else (),
         )
 
     def params(self, taken: dict[str, int], count: int) -> tuple[Any, ...]:
         """The params of :func:`_gates`: the claims this call made (``count``), then per
         limited type the claims of it this call made (``taken``)."""
         limits = self.limits
-        if limits is None:
-            return ()
+        if limits is None or not count:
+            return self.untaken
         out: list[Any] = [count] if limits.queue_limited else []
         for job_type, _, _ in limits.types:
             out.append(taken.get(job_type, 0))
@@ -318,13 +340,13 @@ def _claim_by_heads(
     and claim that row if the queue's limits allow it (``fair`` served only then)."""
     seqs: list[int | None] = [None] * 5
     since: list[float | None] = [None] * 5
-    for level, seq, due in conn.execute(_heads(plan.limits, ntypes), params):
+    for level, seq, due in conn.execute(plan.sql("heads", ntypes), params):
         seqs[level], since[level] = seq, due
     before = list(fair)
     chosen = pick_level(plan.policy, since, fair, now)
     if chosen is None:
         return None
-    claim = _claim_seq(plan.limits, ntypes)
+    claim = plan.sql("seq", ntypes)
     row: Sequence[Any] | None = conn.execute(claim, (*params, seqs[chosen])).fetchone()
     if row is None:  # the queue's limits allow no claim: no level was served
         fair[:] = before
@@ -392,7 +414,7 @@ def policy_claim(
     Under fairness one read of the virtual times first; then one statement per claim
     (with aging two: the level heads, then the claim); after the last, the ring slots
     the claims took, in one upsert."""
-    policy, limits = plan.policy, plan.limits
+    policy = plan.policy
     ntypes = None if types is None else len(types)
     row: Sequence[Any] | None
     fair: list[float] = []
@@ -410,11 +432,11 @@ def policy_claim(
             row = _claim_by_heads(conn, plan, ntypes, params, fair=fair, now=now)
         elif plan.fair:
             order = order_code(fair_order(fair))
-            row = conn.execute(_claim_first(limits, ntypes, True), (*params, order)).fetchone()
+            row = conn.execute(plan.sql("fair", ntypes), (*params, order)).fetchone()
             if row is not None:
                 serve(policy, fair, level_index(row[PRIORITY]))
         else:
-            row = conn.execute(_claim_first(limits, ntypes, False), params).fetchone()
+            row = conn.execute(plan.sql("first", ntypes), params).fetchone()
         if row is None:
             break
         if plan.rates:
