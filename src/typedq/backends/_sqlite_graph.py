@@ -203,9 +203,10 @@ class QueueGraph:
             found.update(conn.execute(sql, (self.queue, *chunk)).fetchall())
         return found
 
-    def promote(self, conn: _Conn, now: float) -> None:
-        """Delayed jobs that are due join the ready index (at most 1,000 at a time)."""
-        if conn.execute(SQL.any_due, (self.queue, now)).fetchone() is None:
+    def promote(self, conn: _Conn, now: float, *, checked: bool = False) -> None:
+        """Delayed jobs that are due join the ready index (at most 1,000 at a time);
+        ``checked``: the caller found one due."""
+        if not checked and conn.execute(SQL.any_due, (self.queue, now)).fetchone() is None:
             return  # nearly every claim: nothing is due
         got = conn.execute(SQL.promote, (self.queue, now)).fetchall()
         due: counts.Deltas = Counter()

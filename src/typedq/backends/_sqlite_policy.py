@@ -62,6 +62,14 @@ _WIDTH: Final = len(CLAIM_COLUMNS.split(", "))
 _FAIR_STATE: Final = struct.Struct("<6d")
 #: The fairness state's rows (params: the queue).
 _FAIR_READ: Final = f"SELECT job_type, n FROM job_counts WHERE queue = ? AND status = '{FAIR}'"
+#: Whether a delayed job is due, and the packed fairness state (NULL when there is none
+#: yet, or it is still in schema 13's rows): the two reads a weighted claim starts with,
+#: in one statement (params: ?1 the queue, ?2 now).
+DUE_AND_FAIR: Final = (
+    "SELECT EXISTS (SELECT 1 FROM jobs INDEXED BY jobs_delayed WHERE queue = ?1 AND status = 'PENDING'"
+    " AND delayed = 1 AND scheduled_at <= ?2),"
+    f" (SELECT n FROM job_counts WHERE queue = ?1 AND status = '{FAIR}' AND job_type = '')"
+)
 _FAIR_OLD: Final = f"DELETE FROM job_counts WHERE queue = ? AND status = '{FAIR}' AND job_type > ''"
 _CLAIM_SET: Final = (
     "UPDATE jobs SET status = 'RUNNING', attempt = attempt + 1, worker_id = ?1, started_at = ?2,"
@@ -402,11 +410,13 @@ def policy_claim(
     types: tuple[str, ...] | None,
     limit: int,
     group: int | None = None,
+    fair_state: bytes | None = None,
 ) -> tuple[list[Sequence[Any]], list[counts.StateRow]]:
     """Claim up to ``limit`` rows as ``plan``'s policy chooses, inside the caller's write
     transaction; ``head`` is what the claim sets (worker_id, started_at, lease_until,
     lease_mono), and ``group`` the claim group of a batch claim (set when it takes more
-    than one job: the rows are claimed one by one, then grouped). Returns the claimed
+    than one job: the rows are claimed one by one, then grouped). ``fair_state``: the
+    packed fairness state when the caller read it (:data:`DUE_AND_FAIR`). Returns the claimed
     rows (``CLAIM_COLUMNS``) and the ``job_counts`` rows of the policy state they
     changed (virtual times to set, rate counts to add), which the caller writes with
     the claims' counts, in the same transaction.
@@ -420,7 +430,10 @@ def policy_claim(
     fair: list[float] = []
     unpacked = False
     if plan.fair:
-        fair, unpacked = _read_fair(conn, queue)
+        if fair_state is None:
+            fair, unpacked = _read_fair(conn, queue)
+        else:
+            fair = list(_FAIR_STATE.unpack(fair_state))
     was = list(fair)
     where = (*head, queue, now, *(types or ()))
     taken: dict[str, int] = {}

@@ -87,7 +87,7 @@ from typedq.backends._sqlite_db import SYNCHRONOUS, Connections, map_errors
 from typedq.backends._sqlite_dead import SQLiteDeadLetters
 from typedq.backends._sqlite_driver import is_unique_violation, sqlite3
 from typedq.backends._sqlite_graph import Finish, QueueGraph
-from typedq.backends._sqlite_policy import PolicyPlan, policy_claim
+from typedq.backends._sqlite_policy import DUE_AND_FAIR, PolicyPlan, policy_claim
 from typedq.backends._sqlite_reads import SQLiteReads
 from typedq.backends._sqlite_schema import (
     check_file,
@@ -391,7 +391,7 @@ class SQLiteQueue(SQLiteReads, SQLiteControl, SQLiteCoordination, SQLiteDeadLett
         build = partial(self._rows.job, strict=True, claimed=claimed[:3] if claimed else None)
 
         def tx(conn: _Conn) -> list[Sequence[Any]]:
-            self._graph.promote(conn, now)
+            fair_state = self._promote(conn, now, policy)
             take = limit
             if take > 1 and conn.execute(SQL.any_alone, (name,)).fetchone() is not None:
                 take = 1  # a job rescued from a batch waits: claim one at a time
@@ -400,7 +400,7 @@ class SQLiteQueue(SQLiteReads, SQLiteControl, SQLiteCoordination, SQLiteDeadLett
             if policy is not None:
                 got, state = policy_claim(
                     conn, plan=policy, queue=name, now=now, head=head, types=types or None,
-                    limit=take, group=group,
+                    limit=take, group=group, fair_state=fair_state,
                 )
             elif group is None:
                 got = conn.execute(sql, (*head, name, now, *types, take)).fetchall()
@@ -448,6 +448,18 @@ class SQLiteQueue(SQLiteReads, SQLiteControl, SQLiteCoordination, SQLiteDeadLett
         if len(inflight) > _INFLIGHT_MAX:
             self._trim_inflight()
         return [job for _, job in taken]
+
+    def _promote(self, conn: _Conn, now: float, policy: PolicyPlan | None) -> bytes | None:
+        """Promote the delayed jobs that are due, at a claim's start. Under weighted
+        fairness, return the packed fairness state, read with the check for due jobs
+        (one statement for both)."""
+        if policy is None or not policy.fair:
+            self._graph.promote(conn, now)
+            return None
+        due, fair_state = conn.execute(DUE_AND_FAIR, (self._name, now)).fetchone()
+        if due:
+            self._graph.promote(conn, now, checked=True)
+        return fair_state  # type: ignore[no-any-return]
 
     def _trim_inflight(self) -> None:
         """Forget the oldest claims (completed elsewhere, reclaimed, or abandoned)."""
