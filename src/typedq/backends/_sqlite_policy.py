@@ -281,6 +281,8 @@ class PolicyPlan:
     rates: dict[str, tuple[int, float]]
     #: The params of :func:`_gates` before a call's first claim (nothing taken yet).
     untaken: tuple[int, ...] = ()
+    #: Each rated job type's ring in ``claim_state``.
+    ring_names: dict[str, str] = field(default_factory=dict)
     #: The claim statements by (kind, number of job types): read per claim, so kept here
     #: rather than looked up in a cache keyed by the limits (hashed on every call).
     statements: dict[tuple[str, int | None], str] = field(default_factory=dict, compare=False)
@@ -321,6 +323,7 @@ class PolicyPlan:
             limits=limits if limited else None,
             rates=rates,
             untaken=((0,) if limits.queue_limited else ()) + (0,) * len(types) if limited else (),
+            ring_names={job_type: f"rate:{job_type}" for job_type in rates},
         )
 
     def params(self, taken: dict[str, int], count: int) -> tuple[Any, ...]:
@@ -364,21 +367,24 @@ def _claim_by_heads(
 def _take_slots(
     plan: PolicyPlan,
     row: Sequence[Any],
-    *,
     made: int,
     taken: dict[str, int],
     ring: dict[tuple[str, int], float],
+    *,
     now: float,
 ) -> None:
     """Note in ``ring`` the slots the claim of ``row`` takes in its rates' rings: each
     rate's count before this call follows the row (the queue's first), plus the claims
     this call made under it before (``made`` in all, ``taken`` per type)."""
-    counted = iter(row[_WIDTH:])
-    for key in ("", row[JOB_TYPE]):
-        rate = plan.rates.get(key)
-        if rate is not None:
-            claims = made if key == "" else taken.get(key, 0)
-            ring[f"rate:{key}", ((next(counted) or 0) + claims) % rate[0]] = now
+    rates, at = plan.rates, _WIDTH
+    rate = rates.get("")
+    if rate is not None:
+        ring["rate:", ((row[at] or 0) + made) % rate[0]] = now
+        at += 1
+    job_type = row[JOB_TYPE]
+    rate = rates.get(job_type)
+    if rate is not None:
+        ring[plan.ring_names[job_type], ((row[at] or 0) + taken.get(job_type, 0)) % rate[0]] = now
 
 
 def _read_fair(conn: sqlite3.Connection, queue: str) -> tuple[list[float], bool]:
@@ -435,31 +441,34 @@ def policy_claim(
         else:
             fair = list(_FAIR_STATE.unpack(fair_state))
     was = list(fair)
-    where = (*head, queue, now, *(types or ()))
+    where = (*head, queue, now, *types) if types else (*head, queue, now)
+    aging, weighted, rates = plan.aging, plan.fair, plan.rates
+    sql = plan.sql("fair" if weighted else "first", ntypes)
     taken: dict[str, int] = {}
     ring: dict[tuple[str, int], float] = {}
     out: list[Sequence[Any]] = []
-    while len(out) < limit:
-        params = (*where, *plan.params(taken, len(out)))
-        if plan.aging:
+    made = 0
+    while made < limit:
+        params = where + plan.params(taken, made)
+        if aging:
             row = _claim_by_heads(conn, plan, ntypes, params, fair=fair, now=now)
-        elif plan.fair:
-            order = order_code(fair_order(fair))
-            row = conn.execute(plan.sql("fair", ntypes), (*params, order)).fetchone()
+        elif weighted:
+            row = conn.execute(sql, (*params, order_code(fair_order(fair)))).fetchone()
             if row is not None:
                 serve(policy, fair, level_index(row[PRIORITY]))
         else:
-            row = conn.execute(plan.sql("first", ntypes), params).fetchone()
+            row = conn.execute(sql, params).fetchone()
         if row is None:
             break
-        if plan.rates:
-            _take_slots(plan, row, made=len(out), taken=taken, ring=ring, now=now)
+        if rates:
+            _take_slots(plan, row, made, taken, ring, now=now)
             row = row[:_WIDTH]
         out.append(row)
         job_type = row[JOB_TYPE]
         taken[job_type] = taken.get(job_type, 0) + 1
-    if group is not None and len(out) > 1:
-        conn.execute(_group(len(out)), (group, *(row[SEQ] for row in out)))
+        made += 1
+    if group is not None and made > 1:
+        conn.execute(_group(made), (group, *(row[SEQ] for row in out)))
     if ring:
         values: list[Any] = []
         for (name, slot), value in ring.items():
@@ -468,8 +477,8 @@ def policy_claim(
     state: list[counts.StateRow] = []
     if fair != was or unpacked:
         state.append((queue, "", FAIR, _FAIR_STATE.pack(*fair)))
-    for key in plan.rates:
-        claims = len(out) if key == "" else taken.get(key, 0)
+    for key in rates:
+        claims = made if key == "" else taken.get(key, 0)
         if claims:
             state.append((queue, key, RATE, claims))
     return out, state
