@@ -193,7 +193,7 @@ FAIR: Final = "fair"
 #: The pseudo-status of the claims each of a claim policy's rates counted.
 RATE: Final = "rate"
 #: A claim policy's state row: (queue, job type, pseudo-status, value).
-StateRow: TypeAlias = tuple[str, str, str, float | bytes]
+StateRow: TypeAlias = tuple[str, str, str, float | bytes | bytearray]
 
 
 @functools.cache
@@ -238,7 +238,7 @@ def add_rows(
     policy's rows, in the same statement (:data:`FAIR` rows set, :data:`RATE` rows
     added)."""
     if state and len(rows) + len(state) <= _BUMP_MAX:
-        values: list[str | float | bytes] = [value for row in rows for value in row]
+        values: list[str | float | bytes | bytearray] = [value for row in rows for value in row]
         values += [value for row in state for value in row]
         conn.execute(_bump(len(rows) + len(state), True), values)
         return

@@ -492,8 +492,10 @@ class QueueGraph:
         job_id, token, blob, cached = item
         if cached is None:
             got = conn.execute(SQL.complete, (blob, now, self.queue, job_id, token)).fetchall()
+        elif blob is None:
+            got = conn.execute(SQL.complete_none, (now, cached[0], token)).fetchall()
         else:
-            got = conn.execute(SQL.complete_short, (blob, now, cached[0], token)).fetchall()
+            got = conn.execute(SQL.complete_short, (rows.bindable(blob), now, cached[0], token)).fetchall()
         if not got:
             self.refuse_lease(conn, job_id, token)
         row: Sequence[Any] = got[0]

@@ -476,7 +476,8 @@ def policy_claim(
         conn.execute(_set_ring(len(ring)), values)
     state: list[counts.StateRow] = []
     if fair != was or unpacked:
-        state.append((queue, "", FAIR, _FAIR_STATE.pack(*fair)))
+        # A bytearray: sqlite3 binds it directly (bytes go through its adapters first).
+        state.append((queue, "", FAIR, bytearray(_FAIR_STATE.pack(*fair))))
     for key in rates:
         claims = made if key == "" else taken.get(key, 0)
         if claims:
