@@ -7,8 +7,9 @@ a policy keeps per queue lives in the queue's ``job_counts`` rows (see
 ``_sqlite_counts``), whose page every claim writes anyway, and only a rate's ring of
 claim times has a table of its own:
 
-* the fairness virtual times: status ``fair``, job type the slot (``0``-``4`` the
-  levels', ``5`` the queue's), ``n`` the time;
+* the fairness virtual times: status ``fair``, job type ``''``, ``n`` the six times
+  packed (the levels' five, then the queue's; schema 13 kept six rows, job types
+  ``'0'``-``'5'``, which the next weighted claim packs);
 * how many claims each rate has counted: status ``rate``, job type ``''`` for the
   queue's rate, else the job type of a per-type rate;
 * ``claim_state`` rows (queue, name, slot, value), name ``rate:`` (the queue's rate) or
@@ -24,7 +25,8 @@ counts and the ring slots in the statement's own snapshot; the claims made earli
 same call, not yet counted, are added as parameters. The statement returns each rate's
 count with the row, so the ring slots the claims take are known without a read.
 
-Under weighted fairness, one read gets the six virtual times, and one statement claims
+Under weighted fairness, the virtual times are read in the statement that looks for
+due delayed jobs, which every claim runs first (:data:`DUE_AND_FAIR`); one statement claims
 the head of the first level in :func:`~typedq.policy.fair_order` that has a claimable job
 (the choice of :func:`~typedq.policy.pick_level`, made without reading each level's
 head: the levels' heads are joined by ``UNION ALL`` under ``LIMIT 1``, which stops at
@@ -47,6 +49,7 @@ from typing import Any, Final, NamedTuple
 from typedq.backends import _sqlite_counts as counts
 from typedq.backends._sqlite_driver import sqlite3
 from typedq.backends._sqlite_rows import CLAIM_COLUMNS, JOB_TYPE, PRIORITY, SEQ
+from typedq.backends._sqlite_sql import SQL
 from typedq.job import MAX_PRIORITY, level_index
 from typedq.policy import ClaimPolicy, Rate, fair_order, pick_level, serve
 
@@ -66,8 +69,7 @@ _FAIR_READ: Final = f"SELECT job_type, n FROM job_counts WHERE queue = ? AND sta
 #: yet, or it is still in schema 13's rows): the two reads a weighted claim starts with,
 #: in one statement (params: ?1 the queue, ?2 now).
 DUE_AND_FAIR: Final = (
-    "SELECT EXISTS (SELECT 1 FROM jobs INDEXED BY jobs_delayed WHERE queue = ?1 AND status = 'PENDING'"
-    " AND delayed = 1 AND scheduled_at <= ?2),"
+    f"SELECT EXISTS ({SQL.any_due}),"
     f" (SELECT n FROM job_counts WHERE queue = ?1 AND status = '{FAIR}' AND job_type = '')"
 )
 _FAIR_OLD: Final = f"DELETE FROM job_counts WHERE queue = ? AND status = '{FAIR}' AND job_type > ''"
@@ -427,9 +429,9 @@ def policy_claim(
     changed (virtual times to set, rate counts to add), which the caller writes with
     the claims' counts, in the same transaction.
 
-    Under fairness one read of the virtual times first; then one statement per claim
-    (with aging two: the level heads, then the claim); after the last, the ring slots
-    the claims took, in one upsert."""
+    Under fairness, a read of the virtual times first unless the caller passed them;
+    then one statement per claim (with aging two: the level heads, then the claim);
+    after the last, the ring slots the claims took, in one upsert."""
     policy = plan.policy
     ntypes = None if types is None else len(types)
     row: Sequence[Any] | None

@@ -73,11 +73,11 @@ class SQL:
     statuses: Final = "SELECT job_id, status FROM jobs WHERE queue = ? AND job_id IN ({marks})"
 
     # -- claiming ---------------------------------------------------------------------------
-    #: Whether a delayed job is due (params: queue, now): a seek of jobs_delayed, where
-    #: the UPDATE of :attr:`promote` costs about 45k instructions even when none is.
+    #: Whether a delayed job is due (params: ?1 queue, ?2 now): a seek of jobs_delayed,
+    #: where the UPDATE of :attr:`promote` costs about 45k instructions even when none is.
     any_due: Final = (
-        "SELECT 1 FROM jobs INDEXED BY jobs_delayed WHERE queue = ? AND status = 'PENDING'"
-        " AND delayed = 1 AND scheduled_at <= ? LIMIT 1"
+        "SELECT 1 FROM jobs INDEXED BY jobs_delayed WHERE queue = ?1 AND status = 'PENDING'"
+        " AND delayed = 1 AND scheduled_at <= ?2 LIMIT 1"
     )
     promote: Final = (
         "UPDATE jobs SET delayed = 0 WHERE seq IN (SELECT seq FROM jobs WHERE queue = ?"

@@ -402,10 +402,9 @@ class SQLiteQueue(SQLiteReads, SQLiteControl, SQLiteCoordination, SQLiteDeadLett
                     conn, plan=policy, queue=name, now=now, head=head, types=types or None,
                     limit=take, group=group, fair_state=fair_state,
                 )
-            elif group is None:
-                got = conn.execute(sql, (*head, name, now, *types, take)).fetchall()
             else:
-                got = conn.execute(sql, (*head, group, name, now, *types, take)).fetchall()
+                sets = head if group is None else (*head, group)
+                got = conn.execute(sql, (*sets, name, now, *types, take)).fetchall()
             if len(got) == 1:  # the row taken was in the ready index
                 job_type, priority = got[0][rows.JOB_TYPE], got[0][rows.PRIORITY]
                 counts.add_rows(conn, (
