@@ -176,6 +176,8 @@ def test_a_job_key_of_another_type_is_refused_and_nothing_is_written(
     client.set(f"{{{prefix}}}:{{q}}:j:taken", "someone else's")
     with pytest.raises(BackendDataError, match="j:taken is a string"):
         queue.enqueue_many([job("fine"), job("taken")])
+    with pytest.raises(BackendDataError, match="j:taken is a string"):
+        queue.enqueue(job("taken"))  # one job: its own script, the same refusal
     assert client.get(f"{{{prefix}}}:{{q}}:j:taken") == b"someone else's"
     assert queue.size == 0
     with pytest.raises(JobNotFoundError):
@@ -310,6 +312,97 @@ def test_a_forked_child_opens_its_own_connections(make_queue: MakeQueue) -> None
     assert os.waitstatus_to_exitcode(status) == 0
     assert queue.get_job("from-child").job_id == "from-child"
     assert queue.size == 52
+
+
+# -- connections ----------------------------------------------------------------------------
+
+
+def _typedq_clients(port: int) -> int:
+    admin = redis.Redis(port=port)
+    try:
+        return sum(1 for c in admin.client_list() if c.get("name") == "typedq")
+    finally:
+        admin.close()
+
+
+def test_script_calls_keep_their_connections_between_calls(private_server: int, clock: FakeClock) -> None:
+    import threading
+
+    from typedq.backends.redis import RedisQueue
+
+    queue = RedisQueue(f"redis://127.0.0.1:{private_server}/0", name="q", clock=clock)
+    for i in range(20):
+        queue.enqueue(job(f"a{i}"))
+    held = queue._link._held
+    assert held is not None
+    assert len(held) == 1  # one thread: one connection, taken once and kept
+    opened = _typedq_clients(private_server)
+    for i in range(20):
+        queue.enqueue(job(f"b{i}"))
+    assert _typedq_clients(private_server) == opened  # no connection opened per call
+
+    def add(t: int) -> None:
+        for i in range(25):
+            queue.enqueue(job(f"t{t}-{i}"))
+
+    threads = [threading.Thread(target=add, args=(t,)) for t in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert queue.size == 240
+    assert 1 <= len(held) <= 8  # at most one a thread that called at once
+    queue.close()
+    assert held == []
+    wait_until(lambda: _typedq_clients(private_server) == 0, message="close() closed every connection")
+
+
+def test_a_held_connection_the_server_closed_is_reconnected_or_fails_one_call_typed(
+    private_server: int, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typedq.backends import _redis_conn
+    from typedq.backends.redis import RedisQueue
+
+    queue = RedisQueue(f"redis://127.0.0.1:{private_server}/0", name="q", clock=clock)
+    admin = redis.Redis(port=private_server)
+
+    def kill_held() -> None:
+        held = queue._link._held
+        assert held is not None
+        assert len(held) == 1
+        conn = held[0][0]
+        conn.send_command("CLIENT", "ID")
+        admin.client_kill_filter(_id=conn.read_response())
+
+    queue.enqueue(job("a"))
+    kill_held()
+    # Idle past the check's threshold: checked as the pool checks, reconnected, sent.
+    monkeypatch.setattr(_redis_conn, "_FRESH_S", -1.0)
+    queue.enqueue(job("b"))
+    kill_held()
+    # Used just now: sent without the check; the closed connection fails this one call
+    # with a typed error and is dropped, and the next call opens another.
+    monkeypatch.setattr(_redis_conn, "_FRESH_S", 3600.0)
+    with pytest.raises(BackendUnavailableError, match=str(private_server)):
+        queue.enqueue(job("c"))
+    assert queue._link._held == []
+    queue.enqueue(job("c"))
+    assert sorted(queue.get_job(j).job_id for j in ("a", "b", "c")) == ["a", "b", "c"]
+    assert queue.size == 3
+    admin.close()
+    queue.close()
+
+
+def test_a_bounded_pool_keeps_no_connection_out_of_it(private_server: int, clock: FakeClock) -> None:
+    from typedq.backends.redis import RedisQueue
+
+    queue = RedisQueue(f"redis://127.0.0.1:{private_server}/0?max_connections=2", name="q", clock=clock)
+    assert queue._link._held is None
+    for i in range(10):
+        queue.enqueue(job(f"j{i}"))
+        assert queue.get_job(f"j{i}").status is JobStatus.PENDING  # a pool command between calls
+    assert queue.size == 10
+    queue.close()
 
 
 # -- stored bytes ---------------------------------------------------------------------------
@@ -464,7 +557,7 @@ def test_jobs_to_place_or_with_unique_keys_take_the_full_enqueue_script(
     queue.enqueue(job("alone", run_alone=True))
     queue.enqueue(job("keyed", metadata={UNIQUE_META: {"key": "k"}}))
     queue.enqueue_many([job("b1"), job("b2", depends_on=["b1"])])
-    assert ran == ["enqueue_direct"] * 2 + ["enqueue"] * 5
+    assert ran == ["enqueue_one", "enqueue_direct"] + ["enqueue"] * 5
     assert queue.get_job("child").status is JobStatus.PENDING
     assert queue.count_by_status()[JobStatus.PENDING] == 9
 
@@ -481,6 +574,10 @@ def test_the_direct_enqueue_script_refuses_a_job_to_place_before_writing(
     assert queue._hashes.enqueue_args(job("later", scheduled_at=now + 60), now, args)
     with pytest.raises(BackendError, match="later is to be placed"):
         queue._run("enqueue_direct", args)
+    one: list[Any] = [_num(now), 1]
+    queue._hashes.enqueue_args(job("later", scheduled_at=now + 60), now, one)
+    with pytest.raises(BackendError, match="later is to be placed"):
+        queue._run("enqueue_one", one)
     assert queue.size == 0
 
 

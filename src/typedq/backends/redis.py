@@ -16,7 +16,9 @@ How it runs:
 * Adding jobs: the client judges which index each job goes into (the ready sets, the
   leases, a finish-time index, or ``place()`` for jobs with dependencies, to be run alone
   or due later) from the job and the time it sends, and a batch with no job to place and
-  no unique key runs a smaller script (``enqueue_direct``), without those helpers.
+  no unique key runs a smaller script (``enqueue_direct``), without those helpers; one
+  such job (``enqueue``) a smaller one still (``enqueue_one``), without the batch's
+  tables and loops.
 * Claim order is the order of every backend (priority desc, scheduled_at with None
   first, created_at, arrival), encoded in one sorted-set member (see ``_redis_keys``).
   Delayed jobs sit in their own sorted set by due time; each claim first promotes the
@@ -248,7 +250,7 @@ class RedisQueue(
         spec = unique_of(job)
         if spec is not None:
             args += _unique_args([(1, spec)], now)
-        self._added(self._run("enqueue" if placed or spec is not None else "enqueue_direct", args))
+        self._added(self._run("enqueue" if placed or spec is not None else "enqueue_one", args))
         return job.job_id
 
     def enqueue_many(self, jobs: Sequence[Job]) -> list[str]:
