@@ -19,7 +19,9 @@ Every contender stores the same JSON payload, ``{"n": i, "name": "job-i", "tags"
 1. ``LPUSH`` of one JSON payload per round trip, jobs/s;
 2. pipelined ``LPUSH`` of 1,000 payloads per round trip, jobs/s;
 3. a minimal ``EVALSHA`` claim (``RPOP`` + ``HSET`` a lease) and ``EVALSHA`` complete
-   (``HSET`` the result, ``DEL`` the lease) per job, pairs/s.
+   (``HSET`` the result, ``HDEL`` the lease) per job, pairs/s; and the same loop in 4
+   forked processes draining one list: how far the driver and the server scale with
+   processes on this machine, the ceiling of 8 below.
 
 *typedq* (``RedisQueue``, default ``FrameCodec("json")``; jobs built before the clock):
 
@@ -143,20 +145,67 @@ def raw_pipelined(client: redis.Redis, prefix: str, n: int) -> tuple[int, float]
     return n, end(start)
 
 
-def raw_claim_complete(client: redis.Redis, prefix: str, n: int) -> tuple[int, float]:
+def _raw_fill(client: redis.Redis, prefix: str, n: int) -> tuple[str, str]:
     key, jobs = f"raw-{prefix}:ids", f"raw-{prefix}:job:"
     with client.pipeline(transaction=False) as pipe:
         for i in range(n):
             pipe.lpush(key, str(i))
             pipe.hset(f"{jobs}{i}", "payload", json.dumps(payload(i)))
         pipe.execute()
+    return key, jobs
+
+
+def _raw_drain(client: redis.Redis, key: str, jobs: str) -> int:
+    """The raw claim + complete loop until the list is empty; the jobs it took."""
     claim, complete = client.register_script(RAW_CLAIM), client.register_script(RAW_COMPLETE)
     done = 0
-    start = begin()
     while (job_id := claim([key, jobs], [time.time() + 30])) is not None:
         complete([jobs], [job_id, "null"])
         done += 1
+    return done
+
+
+def raw_claim_complete(client: redis.Redis, prefix: str, n: int) -> tuple[int, float]:
+    key, jobs = _raw_fill(client, prefix, n)
+    start = begin()
+    done = _raw_drain(client, key, jobs)
     elapsed = end(start)
+    assert done == n, (done, n)
+    return n, elapsed
+
+
+def raw_claim_complete_processes(
+    client: redis.Redis, url: str, prefix: str, n: int, processes: int
+) -> tuple[int, float]:
+    """The raw loop in ``processes`` forked processes draining one list: how far the
+    driver and the server scale with processes on this machine (the yardstick of
+    typedq's 4-process drain), timed from their common start to the last one's end."""
+    key, jobs = _raw_fill(client, prefix, n)
+    go_read, go_write = os.pipe()
+    done_read, done_write = os.pipe()
+    children = []
+    for _ in range(processes):
+        pid = os.fork()
+        if pid == 0:  # a child: its own client, the loop, its count back through the pipe
+            code = 1
+            try:
+                os.read(go_read, 1)
+                own = redis.Redis.from_url(url)
+                os.write(done_write, f"{_raw_drain(own, key, jobs)}\n".encode())
+                code = 0
+            finally:
+                os._exit(code)
+        children.append(pid)
+    start = begin()
+    os.write(go_write, b"x" * processes)
+    for pid in children:
+        os.waitpid(pid, 0)
+    elapsed = end(start)
+    os.close(done_write)
+    with os.fdopen(done_read) as replies:
+        done = sum(int(line) for line in replies)
+    for fd in (go_read, go_write):
+        os.close(fd)
     assert done == n, (done, n)
     return n, elapsed
 
@@ -439,6 +488,9 @@ def run(args: argparse.Namespace, url: str, n: int, server_pid: int | None) -> N
         "raw LPUSH, one a round trip": lambda u, p: raw_lpush(client, p, n),
         "raw LPUSH, pipelined by 1,000": lambda u, p: raw_pipelined(client, p, n),
         "raw EVALSHA claim + complete": lambda u, p: raw_claim_complete(client, p, n),
+        "raw EVALSHA claim + complete, 4 processes": lambda u, p: raw_claim_complete_processes(
+            client, url, p, n, 4
+        ),
         "typedq enqueue": lambda u, p: typedq_enqueue(u, n),
         "typedq enqueue_many (1,000)": lambda u, p: typedq_enqueue_many(u, n),
         "typedq drain, claim_many + complete_many": lambda u, p: typedq_drain(u, n),
@@ -497,6 +549,7 @@ def run(args: argparse.Namespace, url: str, n: int, server_pid: int | None) -> N
         ("typedq drain, claim_many + complete_many", "raw EVALSHA claim + complete", None),
         ("typedq drain, 1 worker process", "raw EVALSHA claim + complete", 0.5),
         ("typedq drain, 4 worker processes", "typedq drain, 1 worker process", 2.5),
+        ("raw EVALSHA claim + complete, 4 processes", "raw EVALSHA claim + complete", None),
     ]
     for ours, yardstick, goal in goals:
         ratio = median_ratio(rates, ours, rates[yardstick])
@@ -514,6 +567,7 @@ def run(args: argparse.Namespace, url: str, n: int, server_pid: int | None) -> N
             f"(median leader: {leader.split(' ', 1)[0]}): {ratio:.2f}x  (goal >= 3x: "
             f"{'met' if ratio >= 3 else 'NOT met'})"
         )
+    busy: dict[int, float] = {}
     for processes, samples in CPU.items():
         if samples and server_pid is not None:
             server_cores = statistics.median(s for s, _, _ in samples)
@@ -525,6 +579,15 @@ def run(args: argparse.Namespace, url: str, n: int, server_pid: int | None) -> N
                 f"together {server_cores + worker_cores:.2f}; the whole machine (other programs too) "
                 f"{machine:.2f} of {os.cpu_count()} cores"
             )
+            busy[processes] = server_cores + worker_cores
+    if 1 in busy:
+        # A drain that keeps the server and its worker busy on the CPU can go no faster
+        # than the cores allow, however many processes share them.
+        cores = os.cpu_count() or 1
+        print(
+            f"the most 4 processes can drain over 1 on {cores} cores, the 1-process drain using "
+            f"{busy[1]:.2f} cores: {cores / busy[1]:.2f}x"
+        )
 
 
 if __name__ == "__main__":
