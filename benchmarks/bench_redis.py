@@ -567,7 +567,6 @@ def run(args: argparse.Namespace, url: str, n: int, server_pid: int | None) -> N
             f"(median leader: {leader.split(' ', 1)[0]}): {ratio:.2f}x  (goal >= 3x: "
             f"{'met' if ratio >= 3 else 'NOT met'})"
         )
-    busy: dict[int, float] = {}
     for processes, samples in CPU.items():
         if samples and server_pid is not None:
             server_cores = statistics.median(s for s, _, _ in samples)
@@ -579,15 +578,6 @@ def run(args: argparse.Namespace, url: str, n: int, server_pid: int | None) -> N
                 f"together {server_cores + worker_cores:.2f}; the whole machine (other programs too) "
                 f"{machine:.2f} of {os.cpu_count()} cores"
             )
-            busy[processes] = server_cores + worker_cores
-    if 1 in busy:
-        # A drain that keeps the server and its worker busy on the CPU can go no faster
-        # than the cores allow, however many processes share them.
-        cores = os.cpu_count() or 1
-        print(
-            f"the most 4 processes can drain over 1 on {cores} cores, the 1-process drain using "
-            f"{busy[1]:.2f} cores: {cores / busy[1]:.2f}x"
-        )
 
 
 if __name__ == "__main__":

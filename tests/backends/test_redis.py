@@ -562,6 +562,64 @@ def test_jobs_to_place_or_with_unique_keys_take_the_full_enqueue_script(
     assert queue.count_by_status()[JobStatus.PENDING] == 9
 
 
+def _stored(base: str) -> dict[str, Any]:
+    """Every key under ``base`` (named without it), with its type and contents."""
+    client = redis.Redis()
+    out: dict[str, Any] = {}
+    try:
+        for key in client.scan_iter(match=f"{base}:*", count=1000):
+            kind = client.type(key).decode()
+            if kind == "hash":
+                value: Any = client.hgetall(key)
+            elif kind == "zset":
+                value = client.zrange(key, 0, -1, withscores=True)
+            elif kind == "list":
+                value = client.lrange(key, 0, -1)
+            elif kind == "set":
+                value = sorted(client.smembers(key))
+            else:
+                value = client.get(key)
+            out[key.decode()[len(base) :]] = (kind, value)
+    finally:
+        client.close()
+    return out
+
+
+def test_the_one_job_script_writes_what_the_batch_script_writes_for_the_job(
+    make_queue: MakeQueue, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``enqueue`` runs its own script (enqueue_one); ``enqueue_many`` of the same job the
+    batch script: both leave the same keys, with the same contents, for every kind of job
+    the one-job script takes."""
+    now = clock.now()
+    kinds = [
+        job("ready", priority=7, metadata={"m": 1}, timeout_seconds=5.0),
+        job("other-type", job_type="other", max_retries=9),
+        job("due", scheduled_at=now - 10),
+        job(
+            "leased", status=JobStatus.RUNNING, lease_until=now + 30, started_at=now, worker_id="w", attempt=1
+        ),
+        job("unleased", status=JobStatus.RUNNING, job_type="other"),
+        job("done", status=JobStatus.COMPLETED, finished_at=now, result={"ok": True}, attempt=1),
+        job("failed", status=JobStatus.FAILED, finished_at=now, error="boom", retry_count=2, lost_count=1),
+        job("dead", status=JobStatus.DEAD, finished_at=now, traceback="Traceback ..."),
+        job("cancelled", status=JobStatus.CANCELLED, finished_at=now, cancel_requested=True),
+    ]
+    one, many = make_queue("one"), make_queue("many")
+    ran: list[str] = []
+    for queue in (one, many):
+        run = queue._link.run
+        monkeypatch.setattr(
+            queue._link, "run", lambda script, *a, run=run: ran.append(script) or run(script, *a)
+        )
+    for each in kinds:
+        one.enqueue(each)
+        many.enqueue_many([each])
+    assert ran == ["enqueue_one", "enqueue_direct"] * len(kinds)
+    assert _stored(one.key_prefix) == _stored(many.key_prefix)
+    assert one.count_by_status() == many.count_by_status()
+
+
 def test_the_direct_enqueue_script_refuses_a_job_to_place_before_writing(
     make_queue: MakeQueue, clock: FakeClock
 ) -> None:

@@ -17,8 +17,8 @@ How it runs:
   leases, a finish-time index, or ``place()`` for jobs with dependencies, to be run alone
   or due later) from the job and the time it sends, and a batch with no job to place and
   no unique key runs a smaller script (``enqueue_direct``), without those helpers; one
-  such job (``enqueue``) a smaller one still (``enqueue_one``), without the batch's
-  tables and loops.
+  such job (``enqueue``) a smaller one still (``enqueue_one``): the same writes in a
+  straight line, without the batch's tables and loops or the shared Lua helpers.
 * Claim order is the order of every backend (priority desc, scheduled_at with None
   first, created_at, arrival), encoded in one sorted-set member (see ``_redis_keys``).
   Delayed jobs sit in their own sorted set by due time; each claim first promotes the
