@@ -357,10 +357,9 @@ def test_script_calls_keep_their_connections_between_calls(private_server: int, 
     wait_until(lambda: _typedq_clients(private_server) == 0, message="close() closed every connection")
 
 
-def test_a_held_connection_the_server_closed_is_reconnected_or_fails_one_call_typed(
-    private_server: int, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+def test_a_held_connection_the_server_closed_is_reconnected_before_use(
+    private_server: int, clock: FakeClock
 ) -> None:
-    from typedq.backends import _redis_conn
     from typedq.backends.redis import RedisQueue
 
     queue = RedisQueue(f"redis://127.0.0.1:{private_server}/0", name="q", clock=clock)
@@ -370,24 +369,16 @@ def test_a_held_connection_the_server_closed_is_reconnected_or_fails_one_call_ty
         held = queue._link._held
         assert held is not None
         assert len(held) == 1
-        conn = held[0][0]
+        conn = held[0]
         conn.send_command("CLIENT", "ID")
         admin.client_kill_filter(_id=conn.read_response())
 
     queue.enqueue(job("a"))
     kill_held()
-    # Idle past the check's threshold: checked as the pool checks, reconnected, sent.
-    monkeypatch.setattr(_redis_conn, "_FRESH_S", -1.0)
-    queue.enqueue(job("b"))
+    queue.enqueue(job("b"))  # checked as the pool checks its own: reconnected, sent
     kill_held()
-    # Used just now: sent without the check; the closed connection fails this one call
-    # with a typed error and is dropped, and the next call opens another.
-    monkeypatch.setattr(_redis_conn, "_FRESH_S", 3600.0)
-    with pytest.raises(BackendUnavailableError, match=str(private_server)):
-        queue.enqueue(job("c"))
-    assert queue._link._held == []
+    assert queue.get_job("a").job_id == "a"  # a read through the pool
     queue.enqueue(job("c"))
-    assert sorted(queue.get_job(j).job_id for j in ("a", "b", "c")) == ["a", "b", "c"]
     assert queue.size == 3
     admin.close()
     queue.close()

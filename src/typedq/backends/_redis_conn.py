@@ -13,9 +13,8 @@
   taken from the pool by :func:`evalsha` goes back to the pool's *held* list, not to the
   pool, and the next call takes it from there. redis-py's checkout and return cost a
   loaded machine about 20 µs a call (two locks, metrics hooks, an event, a ``poll``);
-  the held list costs nothing for a connection used within the last second, and one
-  ``poll`` for one idle longer (the check the pool makes: a connection the server
-  closed, or with unread bytes, is reconnected before use). Only pools without a
+  the held list costs the ``poll`` alone (the check the pool makes: a connection the
+  server closed, or with unread bytes, is reconnected before use). Only pools without a
   ``max_connections`` bound hold connections: a held one is not in the pool for other
   commands, so a bound pool could be exhausted by them. A failed call's connection is
   closed and given back to the pool.
@@ -118,9 +117,6 @@ _warned: set[tuple[Any, ...]] = set()
 # (pid, pool key) of the servers this process loaded its scripts on
 _loaded: set[tuple[int, tuple[Any, ...]]] = set()
 _WRONGTYPE: Final = "WRONGTYPE"
-#: A held connection used within this many seconds is sent on without a check (see evalsha).
-_FRESH_S: Final = 1.0
-monotonic = time.monotonic
 
 
 class ServerState:
@@ -510,30 +506,27 @@ def evalsha(
     reply) is closed and given back to the pool, so no later call reads a stale reply.
 
     With ``held`` (the pool's held list, :func:`held_connections`), the connection comes
-    from that list when it has one and goes back to it, with the time it went back: the
-    pool's own checkout and return cost more than the rest of a small call's client
-    side. A held connection idle for more than ``_FRESH_S`` is checked before use as the
-    pool checks its own (one ``poll``): one the server closed, or with bytes waiting, is
-    reconnected. One used within that time is not: a server that closed it since (a
-    restart within the second) fails this call with a connection error, as any call
-    does while the server is away. ``list.pop`` and ``append`` are atomic, so threads
-    share the list without a lock.
+    from that list when it has one and goes back to it: the pool's own checkout and
+    return cost more than the rest of a small call's client side. A held connection is
+    checked before use as the pool checks its own (one ``poll``): one the server closed
+    (a restart), or with bytes waiting, is reconnected, so the first call after a
+    restart goes through as it does on a pooled connection. ``list.pop`` and ``append``
+    are atomic, so threads share the list without a lock.
     """
     pool = client.connection_pool
     conn: Any = None
     if held is not None:
         try:
-            conn, last = held.pop()
+            conn = held.pop()
         except IndexError:
             pass
         else:
-            if monotonic() - last > _FRESH_S:
-                try:
-                    stale = conn.can_read()
-                except (redis.ConnectionError, redis.TimeoutError, OSError):
-                    stale = True
-                if stale:
-                    conn.disconnect()  # the send below connects it again
+            try:
+                stale = conn.can_read()
+            except (redis.ConnectionError, redis.TimeoutError, OSError):
+                stale = True
+            if stale:
+                conn.disconnect()  # the send below connects it again
     if conn is None:
         conn = pool.get_connection()
     try:
@@ -559,7 +552,7 @@ def _give_back(pool: Any, conn: Any, held: list[Any] | None) -> None:
     if held is None:
         pool.release(conn)
     else:
-        held.append((conn, monotonic()))
+        held.append(conn)
 
 
 class Link:
