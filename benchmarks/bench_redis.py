@@ -21,7 +21,7 @@ Every contender stores the same JSON payload, ``{"n": i, "name": "job-i", "tags"
 3. a minimal ``EVALSHA`` claim (``RPOP`` + ``HSET`` a lease) and ``EVALSHA`` complete
    (``HSET`` the result, ``HDEL`` the lease) per job, pairs/s; and the same loop in 4
    forked processes draining one list: how far the driver and the server scale with
-   processes on this machine, the ceiling of 8 below.
+   processes on this machine, the yardstick of 8 below.
 
 *typedq* (``RedisQueue``, default ``FrameCodec("json")``; jobs built before the clock):
 
