@@ -209,6 +209,9 @@ _MIXED_POLICIES = {
         max_wait_s={"batch": 3.0, "low": 5.0}, max_concurrency=5, limits={"b": {"rate": "3/4s"}}
     ),
     "rates": ClaimPolicy(rate="40/3s", limits={"b": {"rate": "17/2s"}, "c": {"rate": "3/1s"}}),
+    # Windows of 16-31 claims over long periods, which one batch of 25 can fill: a claim
+    # late in a batch is checked against claims made early in it.
+    "small windows": ClaimPolicy(rate="16/20s", limits={"a": {"rate": "18/9s"}, "b": {"rate": "31/40s"}}),
     "weighted+aging+limits": ClaimPolicy(
         fairness="weighted", max_wait_s={"batch": 3.0}, rate="10/5s", limits={"c": {"max_concurrency": 1}}
     ),
