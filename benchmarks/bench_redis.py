@@ -32,12 +32,12 @@ Every contender stores the same JSON payload, ``{"n": i, "name": "job-i", "tags"
 7. drain by one real worker process (``run_worker_processes`` of ``_bench_app``, one
    thread), timed from the stored ``started_at`` of its first job to the
    ``finished_at`` of its last, jobs/s (vs 3, and vs the fastest peer's drain);
-8. the same with 4 worker processes (vs 7), with the CPU seconds the server and the
-   workers used over the drain's wall time (how busy the machine's cores were). The
-   processes are spawned and each imports typedq before its first claim, so the first
-   ones drain while the last still start (0.1-0.5 s of a 1-2 s drain here): the rate
-   *while all 4 run* counts the jobs finished between the last process's first start
-   and the first process's last finish, over that span (vs 7 too).
+8. the same with 4 worker processes (vs 7). The processes are spawned and each imports
+   typedq before its first claim, so the first ones drain while the last still start
+   (0.1-0.5 s of a 1-2 s drain here): the rate *while all 4 run* counts the jobs
+   finished between the last process's first start and the first process's last
+   finish, over that span (vs 7 too). For 7 and 8, the CPU seconds the server, the
+   workers and the whole machine used over that span (how busy the cores were).
 
 *Peers* (``_bench_peers``: Huey's ``RedisHuey``, RQ, Dramatiq's Redis broker, arq, SAQ):
 each one's own enqueue call, one job at a time, and one worker process of it draining
@@ -307,20 +307,19 @@ def typedq_process(url: str, n: int, processes: int = 1, server_pid: int | None 
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))
     finished = threading.Event()
 
+    # (wall-clock time, to match the jobs' stored times; the CPU seconds of the server, of
+    # the worker processes, of the whole machine), every 50 ms while the drain runs.
     samples: list[tuple[float, float, float, float]] = []
 
     def sample() -> tuple[float, float, float, float]:
         workers = sum(_cpu_of(pid) for pid in _descendants())
-        return time.monotonic(), _cpu_of(server_pid), workers, _machine_busy()
+        return time.time(), _cpu_of(server_pid), workers, _machine_busy()
 
     def stopper() -> None:
         deadline = time.monotonic() + 600
         while not finished.is_set() and time.monotonic() < deadline:
-            completed = queue.count_by_status()[JobStatus.COMPLETED]
-            if completed and not samples:
-                samples.append(sample())  # the drain runs: every process is up
-            if completed >= n:
-                samples.append(sample())
+            samples.append(sample())
+            if queue.count_by_status()[JobStatus.COMPLETED] >= n:
                 break
             time.sleep(0.05)
         if not finished.is_set():
@@ -344,23 +343,29 @@ def typedq_process(url: str, n: int, processes: int = 1, server_pid: int | None 
     assert len(done) == n, (len(done), n)
     start = min(j.started_at or 0.0 for j in done)
     end = max(j.finished_at or 0.0 for j in done)
-    ALL_RUNNING[processes].append(_all_running_rate(done))
-    if len(samples) == 2 and samples[1][0] > samples[0][0]:
-        (t0, s0, w0, m0), (t1, s1, w1, m1) = samples
+    span = _all_running(done)
+    ALL_RUNNING[processes].append(_all_running_rate(done, span))
+    inside = [each for each in samples if span[0] <= each[0] <= span[1]]
+    if len(inside) >= 2 and inside[-1][0] > inside[0][0]:
+        (t0, s0, w0, m0), (t1, s1, w1, m1) = inside[0], inside[-1]
         CPU[processes].append(((s1 - s0) / (t1 - t0), (w1 - w0) / (t1 - t0), (m1 - m0) / (t1 - t0)))
     return n, end - start
 
 
-def _all_running_rate(done: list[Job]) -> float:
-    """Jobs/s finished while every worker process ran: from the last process's first
-    start to the first process's last finish (by the jobs' stored times and worker ids)."""
+def _all_running(done: list[Job]) -> tuple[float, float]:
+    """The span in which every worker process ran: from the last process's first start
+    to the first process's last finish (by the jobs' stored times and worker ids)."""
     spans: dict[str | None, list[float]] = {}
     for job in done:
         span = spans.setdefault(job.worker_id, [math.inf, -math.inf])
         span[0] = min(span[0], job.started_at or math.inf)
         span[1] = max(span[1], job.finished_at or -math.inf)
-    lo = max(first for first, _ in spans.values())
-    hi = min(last for _, last in spans.values())
+    return max(first for first, _ in spans.values()), min(last for _, last in spans.values())
+
+
+def _all_running_rate(done: list[Job], span: tuple[float, float]) -> float:
+    """Jobs/s finished in ``span`` (see :func:`_all_running`)."""
+    lo, hi = span
     if hi <= lo:
         return 0.0
     return sum(1 for job in done if lo <= (job.finished_at or 0.0) <= hi) / (hi - lo)
@@ -370,8 +375,8 @@ def _all_running_rate(done: list[Job]) -> float:
 ALL_RUNNING: dict[int, list[float]] = {1: [], 4: []}
 
 #: processes -> per round (cores busy with the server, with the worker processes, and with
-#: every process of the machine, this benchmark's or not) from the first completed job to
-#: the last (sampled by the watcher every 50 ms).
+#: every process of the machine, this benchmark's or not) while all the worker processes
+#: ran (see :func:`_all_running`; sampled by the watcher every 50 ms).
 CPU: dict[int, list[tuple[float, float, float]]] = {1: [], 4: []}
 
 
@@ -605,7 +610,7 @@ def run(args: argparse.Namespace, url: str, n: int, server_pid: int | None) -> N
             worker_cores = statistics.median(w for _, w, _ in samples)
             machine = statistics.median(m for _, _, m in samples)
             print(
-                f"CPU during the {processes}-process drain (first to last completion, medians): "
+                f"CPU during the {processes}-process drain while all its processes ran (medians): "
                 f"redis-server {server_cores:.2f} cores, worker processes {worker_cores:.2f} cores, "
                 f"together {server_cores + worker_cores:.2f}; the whole machine (other programs too) "
                 f"{machine:.2f} of {os.cpu_count()} cores"
