@@ -344,11 +344,14 @@ def typedq_process(url: str, n: int, processes: int = 1, server_pid: int | None 
     start = min(j.started_at or 0.0 for j in done)
     end = max(j.finished_at or 0.0 for j in done)
     span = _all_running(done)
-    ALL_RUNNING[processes].append(_all_running_rate(done, span))
+    rate = _all_running_rate(done, span)
+    ALL_RUNNING[processes].append(rate)
     inside = [each for each in samples if span[0] <= each[0] <= span[1]]
     if len(inside) >= 2 and inside[-1][0] > inside[0][0]:
         (t0, s0, w0, m0), (t1, s1, w1, m1) = inside[0], inside[-1]
         CPU[processes].append(((s1 - s0) / (t1 - t0), (w1 - w0) / (t1 - t0), (m1 - m0) / (t1 - t0)))
+        if rate:
+            CPU_PER_JOB[processes].append((m1 - m0) / (t1 - t0) / rate * 1e6)
     return n, end - start
 
 
@@ -378,6 +381,9 @@ ALL_RUNNING: dict[int, list[float]] = {1: [], 4: []}
 #: every process of the machine, this benchmark's or not) while all the worker processes
 #: ran (see :func:`_all_running`; sampled by the watcher every 50 ms).
 CPU: dict[int, list[tuple[float, float, float]]] = {1: [], 4: []}
+#: processes -> per round, the whole machine's CPU µs per job drained in that span: the
+#: same with 4 processes as with 1 means the processes add no work, only overlap.
+CPU_PER_JOB: dict[int, list[float]] = {1: [], 4: []}
 
 
 class PeerUnavailable(Exception):
@@ -614,6 +620,11 @@ def run(args: argparse.Namespace, url: str, n: int, server_pid: int | None) -> N
                 f"redis-server {server_cores:.2f} cores, worker processes {worker_cores:.2f} cores, "
                 f"together {server_cores + worker_cores:.2f}; the whole machine (other programs too) "
                 f"{machine:.2f} of {os.cpu_count()} cores"
+                + (
+                    f", {statistics.median(CPU_PER_JOB[processes]):.1f} µs of it per job"
+                    if CPU_PER_JOB[processes]
+                    else ""
+                )
             )
 
 
