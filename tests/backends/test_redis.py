@@ -618,16 +618,87 @@ def test_the_direct_enqueue_script_refuses_a_job_to_place_before_writing(
 
     queue = make_queue("q")
     now = clock.now()
-    args: list[Any] = [_num(now), 2]
+    args: list[Any] = [_num(now), "2"]
     queue._hashes.enqueue_args(job("fine"), now, args)
     assert queue._hashes.enqueue_args(job("later", scheduled_at=now + 60), now, args)
     with pytest.raises(BackendError, match="later is to be placed"):
         queue._run("enqueue_direct", args)
-    one: list[Any] = [_num(now), 1]
+    one: list[Any] = [_num(now), "1"]
     queue._hashes.enqueue_args(job("later", scheduled_at=now + 60), now, one)
     with pytest.raises(BackendError, match="later is to be placed"):
         queue._run("enqueue_one", one)
     assert queue.size == 0
+
+
+def _packed_workload(queue: Any, clock: FakeClock) -> None:
+    """Every kind of call a packed script serves: one job and batches of every kind (to
+    place, unique, with dependencies, ended, with counters at their largest), and
+    completions with and without a result, wanted back or not."""
+    from typedq.job import MAX_COUNT, MAX_PRIORITY, MIN_PRIORITY
+
+    now = clock.now()
+    queue.enqueue(job("one", priority=MAX_PRIORITY, max_retries=MAX_COUNT))
+    queue.enqueue(job("keyed", metadata={UNIQUE_META: {"key": "k"}}))
+    queue.enqueue_many([
+        job("low", priority=MIN_PRIORITY, payload={"b": "\u00e9\U0001f600"}),
+        job("child", depends_on=["low"]),
+        job("later", scheduled_at=now + 60),
+        job("held", metadata={UNIQUE_META: {"key": "k2"}}),
+        job(
+            "failed", status=JobStatus.FAILED, finished_at=now, error="boom",
+            attempt=MAX_COUNT, retry_count=MAX_COUNT, lost_count=MAX_COUNT,
+        ),
+    ])
+    claims = queue.claim_many("w", lease_s=30.0, limit=10)
+    assert {c.job.job_id for c in claims} == {"one", "keyed", "low", "held"}
+    outcomes = queue.complete_many(
+        [Completion(c.job.job_id, c.token, {"n": i} if i % 2 else None) for i, c in enumerate(claims)]
+    )
+    assert all(isinstance(o, Job) and o.status is JobStatus.COMPLETED for o in outcomes)
+
+
+def test_packed_scripts_are_given_text_and_bytes_only(
+    make_queue: MakeQueue, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A packed script's integer argument would reach Lua as a number, which compares
+    unequal to the text the scripts compare it with (a token, a flag): every argument a
+    packed script is given is text or bytes, and a job's numbers are stored as exact
+    decimal text."""
+    from typedq.backends import _redis_conn
+    from typedq.job import MAX_COUNT, MAX_PRIORITY
+
+    seen: list[Any] = []
+    pack = _redis_conn.pack_args
+    monkeypatch.setattr(_redis_conn, "pack_args", lambda args: seen.extend(args) or pack(args))
+    queue = make_queue("q")
+    _packed_workload(queue, clock)
+    assert len(seen) > 50
+    assert {type(a) for a in seen} <= {str, bytes}
+    stored = redis.Redis().hgetall(f"{queue.key_prefix}:j:one")
+    assert (stored[b"p"], stored[b"mr"]) == (str(MAX_PRIORITY).encode(), str(MAX_COUNT).encode())
+    failed = queue.get_job("failed")
+    assert (failed.attempt, failed.retry_count, failed.lost_count) == (MAX_COUNT,) * 3
+
+
+def test_a_batch_too_big_to_pack_goes_argument_by_argument_and_stores_the_same(
+    make_queue: MakeQueue, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past ``PACK_MAX`` a packed script's arguments go one by one (a server refuses an
+    argument over its ``proto-max-bulk-len``); the script takes both forms and stores
+    the same."""
+    from typedq.backends import _redis_conn
+
+    packed = make_queue("packed")
+    _packed_workload(packed, clock)
+    sent: list[int] = []
+    pack = _redis_conn.pack_args
+    monkeypatch.setattr(_redis_conn, "PACK_MAX", 0)
+    monkeypatch.setattr(_redis_conn, "pack_args", lambda args: sent.append(len(pack(args))) or pack(args))
+    flat = make_queue("flat")
+    _packed_workload(flat, clock)
+    assert sent
+    assert min(sent) > 1  # every call went argument by argument
+    assert _stored(packed.key_prefix) == _stored(flat.key_prefix)
 
 
 def test_count_submitted_counts_every_job_added_and_never_goes_down(make_queue: MakeQueue) -> None:

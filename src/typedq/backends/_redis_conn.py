@@ -21,6 +21,15 @@
 * Clients never retry a command by themselves: a script whose reply was lost may have
   run, and running a transition twice is not the same as once. A lost connection is a
   :class:`~typedq.errors.BackendUnavailableError`; the caller decides.
+* The scripts that take many arguments (adding jobs, completing a batch) take them
+  *packed* (:func:`pack_args`): one MessagePack array in ``ARGV[1]``, which the script
+  unpacks first (``_redis_lua.UNPACK``). The server spends about 0.6 µs on every
+  argument of a command before the script runs (a batch of 1,000 jobs sends some
+  13,000); one argument of the same bytes costs it a few, and packing them costs the
+  client less than encoding them one by one. A packed script's arguments are text and
+  bytes only, as the scripts compare them with text (a MessagePack integer would be a
+  Lua number); a batch too big for one argument is sent as it was, argument by
+  argument, which the script takes too.
 * :func:`map_errors` turns driver errors into typedq errors, once, for every call.
 * :func:`check_server` runs when a queue opens: a queue still in key layout 1 is moved to
   the current layout (:func:`migrate_layout`), the queue's fixed keys must be of their
@@ -53,6 +62,8 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Final
+
+import msgpack  # type: ignore[import-untyped]  # msgpack ships no type information
 
 from typedq.backends._redis_keys import (
     FIXED_KEYS,
@@ -548,6 +559,24 @@ def evalsha(
     return reply
 
 
+#: The largest packed argument sent (bytes); a bigger batch goes argument by argument
+#: (a server refuses an argument over its ``proto-max-bulk-len``, 512 MiB by default).
+PACK_MAX: Final = 64 * 1024 * 1024
+
+_packer = msgpack.Packer(use_bin_type=False, autoreset=True)
+
+
+def pack_args(args: Sequence[Any]) -> Sequence[Any]:
+    """A packed script's arguments (text and bytes only) as one MessagePack array, or as
+    they are when that would pass :data:`PACK_MAX` (the script takes both).
+
+    Bytes go as MessagePack's raw type (``use_bin_type=False``): the server's MessagePack
+    decoder knows no ``bin`` type; text goes as its UTF-8 bytes, as it does unpacked.
+    """
+    packed = _packer.pack(args)
+    return (packed,) if len(packed) <= PACK_MAX else args
+
+
 def _give_back(pool: Any, conn: Any, held: list[Any] | None) -> None:
     if held is None:
         pool.release(conn)
@@ -563,11 +592,20 @@ class Link:
     that the server still holds its data (:func:`check_epoch`).
     """
 
-    def __init__(self, settings: RedisSettings, base: str, scripts: Mapping[str, str], *, name: str) -> None:
+    def __init__(
+        self,
+        settings: RedisSettings,
+        base: str,
+        scripts: Mapping[str, str],
+        *,
+        name: str,
+        packed: frozenset[str] = frozenset(),
+    ) -> None:
         self.settings = settings
         self.base = base
         self.name = name
         self._sources = scripts
+        self._packed = packed
         self._keys = [base]
         self._pid = -1
         self._client: Any = None
@@ -616,10 +654,13 @@ class Link:
         the pool), sends ``EVALSHA`` and reads the reply itself (:func:`evalsha`),
         without redis-py's generic command path (its retry wrapper, of no retries here,
         and its timing hooks): a transition is most of typedq's traffic. A Cluster goes through
-        redis-py's ``Script``, which finds the node of the keys' slot.
+        redis-py's ``Script``, which finds the node of the keys' slot. The arguments of
+        a script named in ``packed`` go packed (:func:`pack_args`).
         """
         client = self.client
         keys = self._keys if dlq is None else [self.base, dlq]
+        if script in self._packed:
+            args = pack_args(args)
         try:
             if self.settings.cluster:
                 return self._scripts[script](keys, args, client)

@@ -400,6 +400,8 @@ def ready_member(priority: int, sort_key: bytes, arrival: int, job_id: str) -> b
 
 
 _STATUS: Final = {s.value.encode(): s for s in JobStatus}
+#: A status's text (a dict lookup: ``.value`` is an enum property, slower).
+_STATUS_TEXT: Final = {s: s.value for s in JobStatus}
 _RUNNING: Final = JobStatus.RUNNING
 _PENDING: Final = JobStatus.PENDING
 
@@ -417,8 +419,9 @@ class HashCodec(FrameFields):
 
     def enqueue_args(self, job: Job, now: float, args: list[Any], logs: str | None = None) -> bool:
         """Append to ``args`` the enqueue script's arguments for ``job``, added at ``now``
-        (see ``_redis_lua._ENQUEUE``): its id, type and status; the index it goes into
-        beside its status's index and that index's argument; the values of the fields
+        (see ``_redis_lua._ENQUEUE``; text and bytes only: the script's arguments go
+        packed, see ``_redis_conn.pack_args``): its id, type and status; the index it
+        goes into beside its status's index and that index's argument; the values of the fields
         every job hash has (``p``, ``ca``, ``mr``, ``q``, ``pl``, ``sk``); then the count of
         its other fields and those, as ``name, value, ...``: the fields not at their default
         (None, 0, False, empty), and ``lg`` (``logs``) when given.
@@ -448,8 +451,8 @@ class HashCodec(FrameFields):
         elif status in TERMINAL_STATUSES and job.finished_at is not None:
             where, arg = "f", repr(float(job.finished_at))
         args += (
-            job.job_id, job.job_type, status.value, where, arg,
-            job.priority, repr(float(created)), job.max_retries, job.queue, payload, sort_key, 0,
+            job.job_id, job.job_type, _STATUS_TEXT[status], where, arg,
+            str(job.priority), repr(float(created)), str(job.max_retries), job.queue, payload, sort_key, "0",
         )
         start = len(args)
         if sched is not None:
@@ -463,14 +466,15 @@ class HashCodec(FrameFields):
         if job.attempt or job.retry_count or job.lost_count or job.cancel_requested or job.error is not None:
             for name, value in (("a", job.attempt), ("rc", job.retry_count), ("lc", job.lost_count)):
                 if value:
-                    args += (name, value)
+                    args += (name, str(value))
             if job.cancel_requested:
                 args += ("cr", "1")
             if job.error is not None:
                 args += ("e", job.error)
-        for name, when in (("lu", job.lease_until), ("sd", job.started_at), ("f", job.finished_at)):
-            if when is not None:
-                args += (name, repr(float(when)))
+        if job.lease_until is not None or job.started_at is not None or job.finished_at is not None:
+            for name, when in (("lu", job.lease_until), ("sd", job.started_at), ("f", job.finished_at)):
+                if when is not None:
+                    args += (name, repr(float(when)))
         if job.worker_id is not None:
             args += ("w", job.worker_id)
         if result is not None:
@@ -483,7 +487,7 @@ class HashCodec(FrameFields):
             args += ("pg", encode_progress(job.progress))
         if logs is not None:
             args += ("lg", logs)
-        args[start - 1] = len(args) - start
+        args[start - 1] = str(len(args) - start)
         return where == "p"
 
     def logs(self, flat: list[bytes]) -> list[JobLogLine]:

@@ -66,7 +66,7 @@ from typedq.backends._redis_async import AsyncStatusReader
 from typedq.backends._redis_control import CONTROL_SCRIPTS, RedisJobControl
 from typedq.backends._redis_dead import RedisDeadLetters
 from typedq.backends._redis_keys import HashCodec, base_key, parse_redis_url, sort_hex
-from typedq.backends._redis_lua import SCRIPTS
+from typedq.backends._redis_lua import PACKED, SCRIPTS
 from typedq.backends._redis_lua_policy import POLICY_SCRIPTS
 from typedq.backends._redis_lua_unique import UNIQUE_SCRIPTS, RedisUniqueKeys
 from typedq.backends._redis_reads import RedisReads
@@ -115,10 +115,10 @@ def _num(value: float) -> str:
 def _unique_args(specs: Sequence[tuple[int, UniqueSpec]], now: float) -> list[Any]:
     """The enqueue script's unique-key arguments: per key, the job's position in the
     script's batch (from 1), the key, the hold's end ('' for none) and the states."""
-    args: list[Any] = [len(specs)]
+    args: list[Any] = [str(len(specs))]
     for index, spec in specs:
         until = spec.until(now)
-        args += (index, spec.key, "" if until is None else _num(until), spec.states_text)
+        args += (str(index), spec.key, "" if until is None else _num(until), spec.states_text)
     return args
 
 
@@ -174,7 +174,7 @@ class RedisQueue(
         self._waiters = Waiters(base)
         self._closed = False
         self._inflight: dict[tuple[str, int], Job] = {}
-        self._link = conn.Link(settings, base, _SCRIPTS, name=name)
+        self._link = conn.Link(settings, base, _SCRIPTS, name=name, packed=PACKED)
         self._policy: ClaimPolicy | None = None
         self._policy_wire: str | None = None
         self._link.open()
@@ -245,7 +245,7 @@ class RedisQueue(
         if job.depends_on and job.job_id in job.depends_on and job.status is _PENDING:
             raise DependencyCycleError([job.job_id, job.job_id])
         now = self._clock.now()
-        args: list[Any] = [_num(now), 1]
+        args: list[Any] = [_num(now), "1"]
         placed = self._hashes.enqueue_args(job, now, args)
         spec = unique_of(job)
         if spec is not None:
@@ -268,7 +268,7 @@ class RedisQueue(
         now = self._clock.now()
         # The script's arguments are written as the jobs are checked; a batch with
         # dependencies has its jobs' arguments put in dependency order after.
-        args: list[Any] = [_num(now), 0]
+        args: list[Any] = [_num(now), "0"]
         starts: list[int] = []
         has_deps = placed = False
         put = self._hashes.enqueue_args
@@ -290,7 +290,7 @@ class RedisQueue(
                     raise DependencyCycleError([job_id, job_id])
         if not batch:
             return []
-        args[1] = len(batch)
+        args[1] = str(len(batch))
         position: dict[str, int] = {}
         if has_deps:
             check_batch_acyclic(batch)
@@ -461,7 +461,7 @@ class RedisQueue(
             cached = inflight.pop((job_id, token), None)
             places.append((index, job_id, token, result, cached))
             has = blob is not None
-            args += (job_id, token, blob if has else b"", 1 if has else 0, 0 if cached else 1)
+            args += (job_id, str(token), blob if has else b"", "1" if has else "0", "0" if cached else "1")
         if places:
             now = float(args[0])
             replies = self._run("complete", args)
