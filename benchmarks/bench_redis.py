@@ -37,7 +37,9 @@ Every contender stores the same JSON payload, ``{"n": i, "name": "job-i", "tags"
    (0.1-0.5 s of a 1-2 s drain here): the rate *while all 4 run* counts the jobs
    finished between the last process's first start and the first process's last
    finish, over that span (vs 7 too). For 7 and 8, the CPU seconds the server, the
-   workers and the whole machine used over that span (how busy the cores were).
+   workers (each process's threads, by the scheduler's account) and the whole machine
+   used over that span (how busy the cores were), and the server's CPU per job: its
+   one thread bounds a drain at one job per that many µs.
 
 *Peers* (``_bench_peers``: Huey's ``RedisHuey``, RQ, Dramatiq's Redis broker, arq, SAQ):
 each one's own enqueue call, one job at a time, and one worker process of it draining
@@ -261,14 +263,26 @@ def typedq_drain(url: str, n: int) -> tuple[int, float]:
 
 
 def _cpu_of(pid: int | None) -> float:
-    """CPU seconds (user + system) process ``pid`` used so far (0 when unknown)."""
+    """CPU seconds process ``pid`` ran so far, all its threads (0 when unknown).
+
+    Read from each thread's ``/proc/<pid>/task/<tid>/schedstat`` (the scheduler's own
+    account, in nanoseconds), not from ``/proc/<pid>/stat``: that one counts clock ticks
+    by sampling, and here it overstated the drains' processes (they summed to 2.3-2.5
+    cores on a 2-core machine). A thread that ended is no longer counted.
+    """
     if pid is None:
         return 0.0
+    total = 0
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        tasks = os.listdir(f"/proc/{pid}/task")
     except OSError:
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    for tid in tasks:
+        try:
+            total += int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue
+    return total / 1e9
 
 
 def _machine_busy() -> float:
@@ -312,7 +326,8 @@ def typedq_process(url: str, n: int, processes: int = 1, server_pid: int | None 
     samples: list[tuple[float, float, float, float]] = []
 
     def sample() -> tuple[float, float, float, float]:
-        workers = sum(_cpu_of(pid) for pid in _descendants())
+        # The private server is a child of this process too: it is not a worker.
+        workers = sum(_cpu_of(pid) for pid in _descendants() if pid != server_pid)
         return time.time(), _cpu_of(server_pid), workers, _machine_busy()
 
     def stopper() -> None:
@@ -352,6 +367,7 @@ def typedq_process(url: str, n: int, processes: int = 1, server_pid: int | None 
         CPU[processes].append(((s1 - s0) / (t1 - t0), (w1 - w0) / (t1 - t0), (m1 - m0) / (t1 - t0)))
         if rate:
             CPU_PER_JOB[processes].append((m1 - m0) / (t1 - t0) / rate * 1e6)
+            SERVER_PER_JOB[processes].append((s1 - s0) / (t1 - t0) / rate * 1e6)
     return n, end - start
 
 
@@ -386,6 +402,9 @@ CPU: dict[int, list[tuple[float, float, float]]] = {1: [], 4: []}
 #: processes -> per round, the whole machine's CPU µs per job drained in that span: the
 #: same with 4 processes as with 1 means the processes add no work, only overlap.
 CPU_PER_JOB: dict[int, list[float]] = {1: [], 4: []}
+#: processes -> per round, the server's CPU µs per job drained in that span: its one
+#: thread cannot move more than 1e6 / that many jobs a second.
+SERVER_PER_JOB: dict[int, list[float]] = {1: [], 4: []}
 
 
 class PeerUnavailable(Exception):
@@ -624,6 +643,12 @@ def run(args: argparse.Namespace, url: str, n: int, server_pid: int | None) -> N
                     if CPU_PER_JOB[processes]
                     else ""
                 )
+            )
+        if SERVER_PER_JOB[processes] and server_pid is not None:
+            per_job = statistics.median(SERVER_PER_JOB[processes])
+            print(
+                f"  redis-server {per_job:.1f} µs of CPU per job: its one thread bounds the "
+                f"{processes}-process drain at {1e6 / per_job:,.0f} jobs/s"
             )
 
 
