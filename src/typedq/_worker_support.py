@@ -22,7 +22,7 @@ from typedq._outage import is_outage
 from typedq.backends.base import Queue
 from typedq.context import JobContext, call_handler
 from typedq.errors import JobNotFoundError, JobTimeoutError, StaleLeaseError
-from typedq.job import Job
+from typedq.job import Job, storable_text
 from typedq.leases import LeaseKeeper
 
 __all__ = [
@@ -81,18 +81,22 @@ def run_awaitable(awaitable: Awaitable[Any]) -> Any:
 
 
 def describe_error(exc: BaseException) -> str:
-    """Return ``"Type: message"`` for an exception, even one whose ``__str__`` raises."""
+    """Return ``"Type: message"`` for an exception, even one whose ``__str__`` raises, as
+    every backend can store it (a lone surrogate, as in a file name decoded with
+    ``surrogateescape``, written as its escape: :func:`storable_text`)."""
     try:
         text = str(exc)
     except Exception:
         text = f"<unprintable {type(exc).__name__}>"
     name = type(exc).__name__
-    return f"{name}: {text}" if text else name
+    return storable_text(f"{name}: {text}" if text else name)
 
 
 def format_traceback(exc: BaseException) -> str | None:
+    """The traceback text of ``exc`` as every backend can store it (:func:`storable_text`),
+    or None when it cannot be formatted."""
     try:
-        return "".join(tb_module.format_exception(exc))
+        return storable_text("".join(tb_module.format_exception(exc)))
     except Exception:
         return None
 

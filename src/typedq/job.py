@@ -42,14 +42,18 @@ __all__ = [
     "TERMINAL_STATUSES",
     "TRACEBACK_KEY",
     "UNSCHEDULED",
+    "UTF8_TEXT",
     "Job",
     "JobLogLine",
     "JobProgress",
     "JobStatus",
     "Priority",
+    "check_failure_text",
     "level_index",
     "parse_priority",
+    "storable_text",
     "take_legacy_traceback",
+    "utf8_text",
     "validate_job_id",
 ]
 
@@ -239,6 +243,48 @@ def parse_priority(value: object, *, field_name: str = "priority") -> int:
     raise InvalidJobError(field_name, value, _PRIORITY_ALLOWED)
 
 
+#: What a text field of a job may hold beside its other rules.
+UTF8_TEXT: Final = "text UTF-8 can encode (no lone surrogates)"
+
+
+def utf8_text(value: str) -> bool:
+    """Whether every backend can store ``value``: they keep text as UTF-8, which has no
+    form for a lone surrogate (what ``surrogateescape`` decoding leaves in a ``str``, a
+    file name's undecodable bytes)."""
+    if value.isascii():
+        return True
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def storable_text(value: str) -> str:
+    """``value`` as every backend can store it: a lone surrogate written as its escape
+    (``\\udcff``), the rest unchanged. For text typedq records itself (a handler's
+    error message and traceback), so that a failure is recorded whatever its text."""
+    if utf8_text(value):
+        return value
+    return value.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def check_failure_text(error: object, traceback: object) -> None:
+    """Check the ``error`` and ``traceback`` a failure records (``fail``, ``bury``) as
+    ``Job`` checks its fields, before anything is written (of a traceback, the last
+    ``MAX_TRACEBACK`` characters, which are what is kept).
+
+    Raises:
+        InvalidJobError: ``error`` is not text UTF-8 can encode, or ``traceback`` is
+            neither None nor such text; the message names the field.
+    """
+    if type(error) is not str or not utf8_text(error):
+        raise InvalidJobError("error", error, f"a string: {UTF8_TEXT}")
+    if traceback is not None and (type(traceback) is not str or not utf8_text(traceback[-MAX_TRACEBACK:])):
+        shown = traceback if type(traceback) is not str else f"<{len(traceback)} characters>"
+        raise InvalidJobError("traceback", shown, f"None or a string: {UTF8_TEXT}")
+
+
 def validate_job_id(value: object, *, field_name: str = "job_id") -> str:
     """Return ``value`` if it is a valid job id, else raise ``InvalidJobError``.
 
@@ -375,9 +421,9 @@ class Job:
         if check_id:
             validate_job_id(self.job_id)
         jt = self.job_type
-        if type(jt) is not str or not jt.strip() or len(jt) > MAX_JOB_TYPE_LENGTH:
+        if type(jt) is not str or not jt.strip() or len(jt) > MAX_JOB_TYPE_LENGTH or not utf8_text(jt):
             raise InvalidJobError(
-                "job_type", jt, f"a non-blank string of at most {MAX_JOB_TYPE_LENGTH} characters"
+                "job_type", jt, f"a non-blank string of at most {MAX_JOB_TYPE_LENGTH} characters, {UTF8_TEXT}"
             )
         if type(self.payload) is not dict:
             raise InvalidJobError("payload", self.payload, "a dict with string keys")
@@ -388,8 +434,8 @@ class Job:
             except ValueError:
                 allowed = ", ".join(s.value for s in JobStatus)
                 raise InvalidJobError("status", self.status, f"one of {allowed}") from None
-        if self.error is not None and type(self.error) is not str:
-            raise InvalidJobError("error", self.error, "None or a string")
+        if self.error is not None and (type(self.error) is not str or not utf8_text(self.error)):
+            raise InvalidJobError("error", self.error, f"None or a string: {UTF8_TEXT}")
         if type(self.metadata) is not dict:
             raise InvalidJobError("metadata", self.metadata, "a dict with string keys")
         given: object = self.depends_on
@@ -407,10 +453,10 @@ class Job:
             if len(set(deps)) != len(deps):
                 deps = list(dict.fromkeys(deps))
         self.depends_on = deps
-        if type(self.queue) is not str or not self.queue:
-            raise InvalidJobError("queue", self.queue, "a non-empty queue name")
-        if self.worker_id is not None and type(self.worker_id) is not str:
-            raise InvalidJobError("worker_id", self.worker_id, "None or a string")
+        if type(self.queue) is not str or not self.queue or not utf8_text(self.queue):
+            raise InvalidJobError("queue", self.queue, f"a non-empty queue name: {UTF8_TEXT}")
+        if self.worker_id is not None and (type(self.worker_id) is not str or not utf8_text(self.worker_id)):
+            raise InvalidJobError("worker_id", self.worker_id, f"None or a string: {UTF8_TEXT}")
         if type(self.cancel_requested) is not bool:
             raise InvalidJobError("cancel_requested", self.cancel_requested, "True or False")
         if type(self.run_alone) is not bool:
@@ -420,10 +466,10 @@ class Job:
         tb = self.traceback
         if tb == "":
             self.traceback = None  # no traceback: stored and read back as None
-        elif tb is not None and (type(tb) is not str or len(tb) > MAX_TRACEBACK):
+        elif tb is not None and (type(tb) is not str or len(tb) > MAX_TRACEBACK or not utf8_text(tb)):
             raise InvalidJobError(
                 "traceback", tb if type(tb) is not str else f"<{len(tb)} characters>",
-                f"None or a string of at most {MAX_TRACEBACK} characters",
+                f"None or a string of at most {MAX_TRACEBACK} characters, {UTF8_TEXT}",
             )
 
     def _validate_numbers(self) -> None:

@@ -194,3 +194,25 @@ def test_callbacks_run_once_per_final_failure_and_a_raising_one_loses_nothing(
     logged = [r.getMessage() for r in caplog.records if "callback" in r.getMessage()]
     assert len(logged) == 2
     assert all("f" in m for m in logged)
+
+
+def test_a_failure_whose_text_utf8_cannot_encode_is_recorded_escaped(
+    queue: Queue, make_job: MakeJob, clock: FakeClock, run_worker: Callable[..., Worker]
+) -> None:
+    """A file name decoded with ``surrogateescape`` leaves lone surrogates in an error
+    message, which no backend can store as text: the worker records the failure with
+    them written as escapes (retried, then dead), instead of failing to record it."""
+    name = b"/tmp/report-\xff.csv".decode("utf-8", "surrogateescape")
+
+    def handler(payload: Any) -> None:
+        raise FileNotFoundError(2, "No such file or directory", name)
+
+    run_worker({"t": handler})
+    queue.enqueue(make_job(job_id="odd", job_type="t", max_retries=1))
+    retried = _wait_for(queue, "odd", JobStatus.PENDING, 1)
+    expected = "FileNotFoundError: [Errno 2] No such file or directory: '/tmp/report-\\udcff.csv'"
+    assert retried.error == expected
+    assert "\\udcff" in (retried.traceback or "")
+    clock.advance(1000)
+    dead = _wait_for(queue, "odd", JobStatus.DEAD, 1)
+    assert dead.error == retried.error

@@ -1,4 +1,5 @@
-"""Every number field of a job has a documented range, checked the same on every backend.
+"""Every number field of a job has a documented range, checked the same on every backend;
+every text field holds text that UTF-8 can encode.
 
 A value outside it (``max_retries=10**30``, a negative counter, a timeout of a thousand
 years, a time past year 9999) is refused by ``enqueue``, ``enqueue_many`` and
@@ -51,6 +52,9 @@ OUT_OF_RANGE: list[tuple[str, Any, str]] = [
         for name in TIMES
         for value in (MAX_EPOCH + 1, 2**63, 10**30, MIN_EPOCH - 1.0, 1e300)
     ],
+    # Text every backend keeps as UTF-8, which has no form for a lone surrogate (what
+    # decoding bytes with "surrogateescape" leaves, a file name's undecodable bytes).
+    *[(name, "x\udcff", "UTF-8 can encode") for name in ("job_type", "queue", "error", "worker_id")],
 ]
 
 

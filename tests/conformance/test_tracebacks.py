@@ -11,8 +11,11 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
+import pytest
+
 from typedq.backends.base import Claim, Queue
 from typedq.clock import FakeClock
+from typedq.errors import InvalidJobError
 from typedq.job import MAX_TRACEBACK, TRACEBACK_KEY, Job, JobStatus
 
 MakeJob = Callable[..., Job]
@@ -104,3 +107,29 @@ def test_an_old_export_with_the_traceback_in_metadata_is_read_into_the_field(
     job = queue.get_job("old")
     assert job.traceback == "Traceback of old"
     assert job.metadata == {"tenant": "t1"}
+
+
+def test_fail_and_bury_refuse_text_utf8_cannot_encode_before_writing(
+    queue: Queue, make_job: MakeJob, clock: FakeClock
+) -> None:
+    """An ``error`` or kept ``traceback`` with a lone surrogate is an ``InvalidJobError``
+    naming the field on every backend, and the job stays RUNNING under its lease; a
+    surrogate in the part of a traceback that is cut off is no reason to refuse."""
+    queue.enqueue(make_job(job_id="j"))
+    claim = _claim(queue)
+    calls: list[Callable[[], object]] = [
+        lambda: queue.fail("j", token=claim.token, error="E: \udcff", retry_at=clock.now()),
+        lambda: queue.bury("j", token=claim.token, error="E: \udcff"),
+        lambda: queue.fail("j", token=claim.token, error="E", retry_at=clock.now(), traceback="T \ud800"),
+        lambda: queue.bury("j", token=claim.token, error="E", traceback="T \ud800"),
+    ]
+    for call in calls:
+        with pytest.raises(InvalidJobError) as caught:
+            call()
+        assert caught.value.field in ("error", "traceback")
+        assert "UTF-8" in str(caught.value)
+        job = queue.get_job("j")
+        assert (job.status, job.attempt, job.error, job.traceback) == (JobStatus.RUNNING, 1, None, None)
+    cut = "\udcff" + "x" * MAX_TRACEBACK
+    failed = queue.fail("j", token=claim.token, error="E", retry_at=clock.now(), traceback=cut)
+    assert failed.traceback == "x" * MAX_TRACEBACK

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import gc
 import os
-import sqlite3
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +33,7 @@ import pytest
 from tests.helpers import wait_until
 
 from typedq import EventHandler, FakeClock, Job, JobQueueManager, JobStatus
+from typedq.backends._sqlite_driver import sqlite3
 
 pytestmark = [pytest.mark.soak, pytest.mark.timeout(3600)]
 
@@ -115,7 +115,7 @@ class _Soak:
     def db_bytes(self) -> int:
         if self.db is None:
             return 0
-        conn = sqlite3.connect(self.db)
+        conn = sqlite3.connect(self.db)  # typedq's driver: one SQLite library in the process
         try:
             conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
         finally:

@@ -46,6 +46,7 @@ from typedq.job import (
     JobLogLine,
     JobStatus,
     Priority,
+    check_failure_text,
     level_index,
     parse_priority,
 )
@@ -420,6 +421,7 @@ class JobQueue(MemoryReads, MemoryControl, MemoryCoordination, MemoryPolicy, Mem
         traceback: str | None = None,
     ) -> Job:
         """RUNNING → PENDING for a retry; see :meth:`Queue.fail`."""
+        check_failure_text(error, traceback)
         with self._cond:
             job = self._get_leased(job_id, token)
             self._leave_running(job)
@@ -445,6 +447,7 @@ class JobQueue(MemoryReads, MemoryControl, MemoryCoordination, MemoryPolicy, Mem
     ) -> Job:
         """RUNNING → DEAD, with the dead letter put into ``dead_letter`` under both locks;
         see :meth:`Queue.bury`."""
+        check_failure_text(error, traceback)
         dlq = dead_letters.check_pair(self, dead_letter, dlq_max)
         later: list[dead_letters.Dropped] = []
         with self._locked_with(dlq):

@@ -90,7 +90,16 @@ from typedq.errors import (
     TypedqError,
     UnknownDependencyError,
 )
-from typedq.job import LEVELS, MAX_TRACEBACK, Job, JobLogLine, JobStatus, Priority, parse_priority
+from typedq.job import (
+    LEVELS,
+    MAX_TRACEBACK,
+    Job,
+    JobLogLine,
+    JobStatus,
+    Priority,
+    check_failure_text,
+    parse_priority,
+)
 from typedq.policy import ClaimPolicy
 from typedq.serializers.base import FrameCodec
 
@@ -493,6 +502,7 @@ class RedisQueue(
         self, job_id: str, *, token: int, error: str, retry_at: float, traceback: str | None = None
     ) -> Job:
         """RUNNING → PENDING for a retry at ``retry_at``; see :meth:`Queue.fail`."""
+        check_failure_text(error, traceback)
         self._inflight.pop((job_id, token), None)
         reply = self._leased(
             job_id, token, "fail", error, _num(retry_at), sort_hex(retry_at), _traceback_arg(traceback)
@@ -511,6 +521,7 @@ class RedisQueue(
     ) -> Job:
         """RUNNING → DEAD, fail dependents and put the dead letter into ``dead_letter``, in
         one script; see :meth:`Queue.bury`."""
+        check_failure_text(error, traceback)
         dlq = self._dead_letter_base(dead_letter, dlq_max)
         self._inflight.pop((job_id, token), None)
         reply = self._leased(

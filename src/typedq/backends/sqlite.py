@@ -115,6 +115,7 @@ from typedq.job import (
     JobLogLine,
     JobStatus,
     Priority,
+    check_failure_text,
     level_index,
     parse_priority,
 )
@@ -620,6 +621,7 @@ class SQLiteQueue(SQLiteReads, SQLiteControl, SQLiteCoordination, SQLiteDeadLett
         self, job_id: str, *, token: int, error: str, retry_at: float, traceback: str | None = None
     ) -> Job:
         """RUNNING → PENDING for a retry at ``retry_at``; see :meth:`Queue.fail`."""
+        check_failure_text(error, traceback)
         self._inflight.pop((job_id, token), None)
         now = self._clock.now()
         params = (error, retry_at, 1 if retry_at > now else 0, _bounded(traceback))
@@ -639,6 +641,7 @@ class SQLiteQueue(SQLiteReads, SQLiteControl, SQLiteCoordination, SQLiteDeadLett
     ) -> Job:
         """RUNNING → DEAD, fail dependents and put the dead letter into ``dead_letter``, in
         one transaction; see :meth:`Queue.bury`."""
+        check_failure_text(error, traceback)
         dlq = self._dead_letter_name(dead_letter, dlq_max)
         self._inflight.pop((job_id, token), None)
         now = self._clock.now()
