@@ -1,6 +1,8 @@
 """L1, the soak test (RELIABILITY.md §4b), shortened: a simulated day of mixed jobs per
-backend (memory and SQLite) through real worker threads in this process. Soak tier:
-``pytest -m soak`` runs it (the default run leaves it out).
+backend (memory and SQLite) through real worker threads, each day in a process of its own
+(``python -m tests.reliability.test_soak BACKEND DIRECTORY OUT`` writes its samples; the
+test applies the rules to them). Soak tier: ``pytest -m soak`` runs it (the default run
+leaves it out).
 
 ``TYPEDQ_SOAK_JOBS`` jobs (default 500,000, as L1; about 3 minutes for both backends on 2
 cores): 80 % succeed, 10 % fail once then succeed, 5 % use up their retries and go to the
@@ -11,8 +13,8 @@ as a result TTL would (a queue keeps every job it holds, and that is not a leak)
 Shortened from L1: two worker threads in one process instead of 2 processes × 2 threads
 plus an asyncio worker, and no cron.
 
-Every 5 % of the jobs the test samples the resident set (``/proc/self/statm``, after a
-``gc.collect()``), the thread count and the open file descriptors. The pass rule is L1's:
+Every 5 % of the jobs the day samples its process's resident set (``/proc/self/statm``,
+after a ``gc.collect()``), thread count and open file descriptors. The pass rule is L1's:
 the RSS at the end is at most the RSS at the 20 % mark + 16 MiB; the slope of the RSS over
 the last 50 % is at most 2 MiB per 100,000 jobs; the threads and fds at the end are those
 at 20 %; the SQLite file is at most 1.25 × its size at the 30 % mark. And every job ends
@@ -23,9 +25,12 @@ die, and none is left.
 from __future__ import annotations
 
 import gc
+import json
 import os
+import subprocess
+import sys
 import threading
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +47,7 @@ DAY_S = 86_400.0
 CHUNK = 1_000
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 MIB = 1 << 20
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _rss_bytes() -> int:
@@ -142,13 +148,12 @@ def _slope_mib_per_100k(samples: list[_Sample]) -> float:
     return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / var * 100_000
 
 
-@pytest.mark.parametrize("backend", ["memory", "sqlite"])
-def test_l1_a_simulated_day_of_mixed_jobs_holds_memory_threads_fds_and_file_size(
-    backend: str, tmp_path: Path
-) -> None:
+def simulate_day(backend: str, directory: Path) -> list[_Sample]:
+    """Run the day on ``backend`` (its SQLite file in ``directory``) and return the
+    samples; every job's end is checked here (an ``AssertionError`` when one is wrong)."""
     assert JOBS >= 20 * CHUNK, "TYPEDQ_SOAK_JOBS: at least 20,000 (20 samples of 1,000 jobs)"
     clock = FakeClock()
-    db = tmp_path / "soak.db" if backend == "sqlite" else None
+    db = directory / "soak.db" if backend == "sqlite" else None
     outcomes = _Outcomes()
     manager = JobQueueManager(
         # Heartbeats and reaper passes as often as the reliability tests run them (real
@@ -173,7 +178,7 @@ def test_l1_a_simulated_day_of_mixed_jobs_holds_memory_threads_fds_and_file_size
                     failed_once.discard(n)  # bounded: only jobs between their two attempts
             if first:
                 raise ConnectionError(f"job {n} fails once")
-        return n
+        return int(n)
 
     soak = _Soak(manager, clock, db)
     steps = JOBS // CHUNK
@@ -203,8 +208,27 @@ def test_l1_a_simulated_day_of_mixed_jobs_holds_memory_threads_fds_and_file_size
     dead = JOBS // 20
     assert (outcomes.completed, outcomes.dead) == (JOBS - dead, dead)
     assert not failed_once
+    return soak.samples
 
-    samples = soak.samples
+
+@pytest.mark.parametrize("backend", ["memory", "sqlite"])
+def test_l1_a_simulated_day_of_mixed_jobs_holds_memory_threads_fds_and_file_size(
+    backend: str, tmp_path: Path
+) -> None:
+    """The day runs in a process of its own (as L1 measures each process): pytest keeps
+    every log record it captures until a test ends, on the root logger and on every
+    logger that does not propagate, so in pytest's process the day's 100,000 and more
+    retry and dead-letter lines would grow the resident set by pytest's records."""
+    out, log = tmp_path / "samples.json", tmp_path / "soak.log"
+    with open(log, "wb") as sink:
+        done = subprocess.run(
+            [sys.executable, "-m", "tests.reliability.test_soak", backend, str(tmp_path), str(out)],
+            cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT, timeout=3600, check=False,
+        )
+    if done.returncode != 0:
+        tail = log.read_text(errors="replace")[-3000:]
+        pytest.fail(f"the day on {backend} failed (exit {done.returncode}):\n{tail}")
+    samples = [_Sample(**each) for each in json.loads(out.read_text())]
     at20, end = _at(samples, 0.2), samples[-1]
     report = ", ".join(f"{s.jobs // 1000}k:{s.rss / MIB:.1f}" for s in samples)
     assert end.rss <= at20.rss + 16 * MIB, f"RSS (MiB) by jobs: {report}"
@@ -212,6 +236,18 @@ def test_l1_a_simulated_day_of_mixed_jobs_holds_memory_threads_fds_and_file_size
     slope = _slope_mib_per_100k(last_half)
     assert slope <= 2.0, f"RSS slope {slope:.2f} MiB per 100k jobs over the last half; {report}"
     assert (end.threads, end.fds) == (at20.threads, at20.fds)
-    if db is not None:
+    if backend == "sqlite":
         at30 = _at(samples, 0.3)
         assert end.db_bytes <= 1.25 * at30.db_bytes, (at30.db_bytes, end.db_bytes)
+
+
+def main() -> None:
+    """``python -m tests.reliability.test_soak BACKEND DIRECTORY OUT``: run the day and
+    write its samples to OUT as JSON."""
+    backend, directory, out = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
+    samples = simulate_day(backend, directory)
+    out.write_text(json.dumps([asdict(each) for each in samples]))
+
+
+if __name__ == "__main__":
+    main()
