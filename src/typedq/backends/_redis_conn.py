@@ -563,17 +563,15 @@ def evalsha(
 #: (a server refuses an argument over its ``proto-max-bulk-len``, 512 MiB by default).
 PACK_MAX: Final = 64 * 1024 * 1024
 
-_packer = msgpack.Packer(use_bin_type=False, autoreset=True)
-
-
 def pack_args(args: Sequence[Any]) -> Sequence[Any]:
     """A packed script's arguments (text and bytes only) as one MessagePack array, or as
     they are when that would pass :data:`PACK_MAX` (the script takes both).
 
     Bytes go as MessagePack's raw type (``use_bin_type=False``): the server's MessagePack
-    decoder knows no ``bin`` type; text goes as its UTF-8 bytes, as it does unpacked.
+    decoder knows no ``bin`` type; text goes as its UTF-8 bytes, as it does unpacked. A
+    packer per call (0.25 µs more than a shared one), as calls come from many threads.
     """
-    packed = _packer.pack(args)
+    packed = msgpack.packb(args, use_bin_type=False)
     return (packed,) if len(packed) <= PACK_MAX else args
 
 
