@@ -86,7 +86,9 @@ def test_a_handler_ignoring_it_is_forced_and_its_result_refused(
     try:
         wait_until(lambda: queue.get_job(job_id).status is JobStatus.CANCELLED, timeout=10)
         assert queue.get_job(child).status is JobStatus.FAILED
-        assert worker.cancel_overdue == [worker]  # "cancel requested, still running"
+        # "cancel requested, still running": listed once the forced cancellation is
+        # recorded, just after the job shows CANCELLED.
+        wait_until(lambda: worker.cancel_overdue == [worker], timeout=10, message="cancel_overdue")
         released.set()
         wait_until(lambda: worker.current_job_id is None, timeout=10)
         job = queue.get_job(job_id)

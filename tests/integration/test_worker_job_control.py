@@ -164,7 +164,11 @@ def test_a_handler_ignoring_cancel_is_forced_and_its_late_result_refused(
         manager.cancel(job_id)
         wait_until(lambda: manager.get_job(job_id).status is JobStatus.CANCELLED, timeout=10)
         assert manager.get_job(child).status is JobStatus.FAILED
-        assert [t.is_alive() for t in worker.cancel_overdue] == [True]  # still running
+        # Listed once the forced cancellation is recorded, just after the job shows CANCELLED.
+        wait_until(
+            lambda: [t.is_alive() for t in worker.cancel_overdue] == [True],  # still running
+            timeout=10, message="the forced handler's thread in cancel_overdue",
+        )
         wait_until(lambda: job_id in events.cancelled, timeout=10, message="on_job_cancelled")
     finally:
         release.set()
