@@ -50,6 +50,7 @@ __all__ = [
     "Priority",
     "check_failure_text",
     "level_index",
+    "lone_surrogate",
     "parse_priority",
     "storable_text",
     "take_legacy_traceback",
@@ -247,17 +248,25 @@ def parse_priority(value: object, *, field_name: str = "priority") -> int:
 UTF8_TEXT: Final = "text UTF-8 can encode (no lone surrogates)"
 
 
-def utf8_text(value: str) -> bool:
-    """Whether every backend can store ``value``: they keep text as UTF-8, which has no
-    form for a lone surrogate (what ``surrogateescape`` decoding leaves in a ``str``, a
-    file name's undecodable bytes)."""
+def lone_surrogate(value: str) -> int | None:
+    """The index of the first lone surrogate in ``value``, or None when it has none.
+
+    UTF-8 has no form for a lone surrogate (what ``surrogateescape`` decoding leaves in a
+    ``str``, a file name's undecodable bytes), so no backend or serializer can keep text
+    that has one."""
     if value.isascii():
-        return True
+        return None
     try:
         value.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
+    except UnicodeEncodeError as exc:
+        return exc.start
+    return None
+
+
+def utf8_text(value: str) -> bool:
+    """Whether every backend can store ``value``: it has no lone surrogate
+    (:func:`lone_surrogate`)."""
+    return lone_surrogate(value) is None
 
 
 def storable_text(value: str) -> str:

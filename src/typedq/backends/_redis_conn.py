@@ -563,6 +563,7 @@ def evalsha(
 #: (a server refuses an argument over its ``proto-max-bulk-len``, 512 MiB by default).
 PACK_MAX: Final = 64 * 1024 * 1024
 
+
 def pack_args(args: Sequence[Any]) -> Sequence[Any]:
     """A packed script's arguments (text and bytes only) as one MessagePack array, or as
     they are when that would pass :data:`PACK_MAX` (the script takes both).

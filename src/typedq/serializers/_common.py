@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any, Final, TypeAlias
 
 from typedq.errors import ConfigError
+from typedq.job import lone_surrogate
 
 __all__ = [
     "DEFAULT_MAX_DEPTH",
@@ -31,6 +32,7 @@ __all__ = [
     "find_problem",
     "format_path",
     "keys_look_fine",
+    "surrogate_problem",
 ]
 
 DEFAULT_MAX_SIZE: Final = 1_048_576
@@ -292,3 +294,12 @@ def find_problem(
         stack.append((id(item), None, -1))
         stack.extend(reversed(children))
     return None
+
+
+def surrogate_problem(text: str) -> str | None:
+    """What is wrong with ``text`` for a serializer (a lone surrogate, which UTF-8 cannot
+    encode), or None."""
+    index = lone_surrogate(text)
+    if index is None:
+        return None
+    return f"contains a lone surrogate at index {index}, which UTF-8 cannot encode"

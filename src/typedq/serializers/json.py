@@ -46,6 +46,7 @@ from typedq.serializers._common import (
     describe,
     find_problem,
     keys_look_fine,
+    surrogate_problem,
 )
 
 __all__ = ["JSONSerializer"]
@@ -74,14 +75,6 @@ def _hint(value: Any) -> str:
         if isinstance(value, types):
             return hint
     return "convert it to None, bool, int, float, str, list or dict"
-
-
-def _surrogate_problem(text: str) -> str | None:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        return f"contains a lone surrogate at index {exc.start}, which UTF-8 cannot encode"
-    return None
 
 
 def _json_depth(text: str) -> int:
@@ -206,7 +199,7 @@ class JSONSerializer:
         if value is None or isinstance(value, bool):
             return None
         if isinstance(value, str):
-            return _surrogate_problem(value)
+            return surrogate_problem(value)
         if isinstance(value, int):
             if value.bit_length() > _INT_DIGITS_BITS:
                 try:
@@ -224,7 +217,7 @@ class JSONSerializer:
     def _check_key(key: Any) -> str | None:
         if not isinstance(key, str):
             return "is not a str; JSON object keys must be str"
-        return _surrogate_problem(key)
+        return surrogate_problem(key)
 
     def _raise_problem(self, obj: Any, exc: BaseException | None) -> None:
         """Raise SerializationError naming the first problem, if there is one."""

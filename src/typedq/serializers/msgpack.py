@@ -62,6 +62,7 @@ from typedq.serializers._common import (
     describe,
     find_problem,
     keys_look_fine,
+    surrogate_problem,
 )
 
 __all__ = ["EXT_BIGINT", "EXT_DATETIME", "MsgpackSerializer"]
@@ -145,11 +146,7 @@ def _check_leaf(value: Any) -> str | None:
     if value is None or isinstance(value, (bool, int, float, bytes, bytearray, memoryview)):
         return None
     if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            return f"contains a lone surrogate at index {exc.start}, which UTF-8 cannot encode"
-        return None
+        return surrogate_problem(value)
     if isinstance(value, datetime):
         if value.utcoffset() is None:
             return "datetime without tzinfo (naive) is not supported; attach a timezone"
