@@ -2,11 +2,22 @@
 
 * A3: kill -9 a producer process during ``enqueue_many(1000)``, 20 times, each kill at a
   uniformly random moment of the call (its duration is measured first). After each kill
-  the job count has risen by exactly 0 or 1000 (each batch is all there or not at all),
-  every ``job_deps`` edge joins two stored jobs, the edges agree with the blocked
-  counters, and ``PRAGMA integrity_check`` is ok. Victims are ``spawn`` processes that
-  report readiness and the start of each call over a pipe
+  every batch is all there or not at all (so the job count has risen by a multiple of
+  1000), a batch whose call returned is there, a batch once seen stays, every
+  ``job_deps`` edge joins two stored jobs, the edges agree with the blocked counters,
+  and ``PRAGMA integrity_check`` is ok. Victims are ``spawn`` processes that report
+  readiness and the start of each call over a pipe
   (:func:`tests.backends._sqlite_procs.batch_producer`).
+
+  A batch not there right after its kill may still appear, whole, at a later check:
+  when the kill falls after SQLite wrote the transaction's frames (with the commit
+  mark) to the WAL file and before it updated the shared WAL index, readers go on
+  without it, and SQLite's WAL recovery (run by the next connection to open the file
+  once every process that had it open is gone) finds the committed frames and makes
+  the transaction visible. If any other transaction commits first, it overwrites those
+  frames and the batch is gone for good. Either way the call's outcome was unknown
+  (it never returned) and the batch is whole; the check allows it for batches whose
+  call never returned, and counts them.
 * F2: kill -9 a process during ``complete()`` (a ~10 KB result) and during ``fail()``
   with a retry time (an error and a traceback), 20 times each. The victim
   (:func:`tests.backends._sqlite_procs.finishing_victim`) claims and finishes jobs in a
@@ -149,8 +160,9 @@ def test_a3_kill_9_during_enqueue_many_leaves_all_or_nothing(tmp_path: Path) -> 
     context = multiprocessing.get_context("spawn")
     rng = random.Random(3)
     victims: list[_Victim] = []
-    committed: set[int] = set()
-    outcomes = {"none": 0, "all": 0}
+    committed: set[int] = set()  # batches seen in the file (once seen, they must stay)
+    unacknowledged: set[int] = set()  # killed before enqueue_many returned
+    outcomes = {"none": 0, "all": 0, "late": 0}
     try:
         # Measure: fresh victims (each killed one runs its first call too) run a batch to
         # the end; the kills are spread over the median duration.
@@ -186,18 +198,28 @@ def test_a3_kill_9_during_enqueue_many_leaves_all_or_nothing(tmp_path: Path) -> 
                 victim.proc.join(30)
                 assert victim.proc.exitcode == -signal.SIGKILL
                 acknowledged = victim.acknowledged(batch)
+                if not acknowledged:
+                    unacknowledged.add(batch)
 
                 counts = _counts(db)
-                rise = counts["total"] - before
-                assert rise in (0, BATCH), f"kill {batch}: a partial batch of {rise} jobs"
+                present = {
+                    int(key.removeprefix("batch b")): n
+                    for key, n in counts.items()
+                    if key.startswith("batch b")
+                }
+                partial = {b: n for b, n in present.items() if n != BATCH}
+                assert not partial, f"kill {batch}: a partial batch (batch: jobs) {partial}"
+                assert committed <= present.keys(), f"kill {batch}: batches gone {committed - present.keys()}"
+                appeared = present.keys() - committed
+                assert counts["total"] - before == BATCH * len(appeared), f"kill {batch}: {counts}"
                 if acknowledged:
-                    assert rise == BATCH, f"kill {batch}: enqueue_many returned, jobs missing"
-                if rise:
-                    committed.add(batch)
-                outcomes["all" if rise else "none"] += 1
-                assert {k: v for k, v in counts.items() if k.startswith("batch ")} == {
-                    f"batch b{b}": BATCH for b in sorted(committed)
-                }, f"kill {batch}"
+                    assert batch in appeared, f"kill {batch}: enqueue_many returned, jobs missing"
+                # Only a batch whose call never returned may appear late (see the module).
+                late = appeared - {batch}
+                assert late <= unacknowledged, f"kill {batch}: batches from nowhere {late}"
+                committed |= appeared
+                outcomes["all" if batch in appeared else "none"] += 1
+                outcomes["late"] += len(late)
                 assert counts["dangling"] == 0, f"kill {batch}: orphan dependency edges"
                 assert counts["edges"] == counts["blocked"] == _edges_of(len(committed)), counts
                 assert counts["integrity ok"] == 1
@@ -205,7 +227,7 @@ def test_a3_kill_9_during_enqueue_many_leaves_all_or_nothing(tmp_path: Path) -> 
     finally:
         for victim in victims:
             victim.end()
-    assert sum(outcomes.values()) == KILLS
+    assert outcomes["all"] + outcomes["none"] == KILLS
     # The queue is usable after the kills: a claim walks a chain that crossed them.
     queue = SQLiteQueue(db, name="a3")
     try:
