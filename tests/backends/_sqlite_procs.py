@@ -8,8 +8,7 @@ Run as ``python -m tests.backends._sqlite_procs COMMAND ARGS`` from the reposito
   stdin closes; the test kills it to make the owner die (C6).
 
 :func:`drain_worker` is a ``multiprocessing`` (spawn) target for B2,
-:func:`batch_producer` one for A3, :func:`finishing_victim` one for F2 and
-:func:`job_producer` one for A4.
+:func:`finishing_victim` one for F2 and :func:`job_producer` one for A4.
 """
 
 from __future__ import annotations
@@ -106,48 +105,6 @@ def drain_worker(db: str, out: str, threads: int) -> None:
     }
     queue.close()
     Path(out).write_text(json.dumps(report))
-
-
-#: Jobs per ``enqueue_many`` call of :func:`batch_producer`.
-BATCH = 1000
-
-
-def batch_jobs(batch: int, anchor: str | None) -> list[Job]:
-    """The jobs of A3's batch ``batch``: ``b<batch>-0000`` … ``b<batch>-0999``.
-
-    Jobs form chains of 10 inside the batch (each depends on the one before), so the
-    batch writes ``job_deps`` edges; the first job depends on ``anchor`` (a job of an
-    earlier, committed batch) when given.
-    """
-    jobs = []
-    for i in range(BATCH):
-        if i % 10:
-            depends_on = [f"b{batch}-{i - 1:04d}"]
-        else:
-            depends_on = [anchor] if anchor is not None and i == 0 else []
-        jobs.append(Job(job_type="t", job_id=f"b{batch}-{i:04d}", payload={"i": i}, depends_on=depends_on))
-    return jobs
-
-
-def batch_producer(db: str, conn: Connection) -> None:
-    """A3's victim: report ``("ready", pid)``, then run each batch asked for over ``conn``.
-
-    A request is ``(batch, anchor)``; the jobs are built first, then ``("begin", batch)``
-    is sent right before ``enqueue_many`` and ``("done", batch)`` right after it
-    returned. ``None`` ends the process. The test kills it with SIGKILL mid-call.
-    """
-    queue = SQLiteQueue(db, name="a3")
-    try:
-        conn.send(("ready", os.getpid()))
-        while (request := conn.recv()) is not None:
-            batch, anchor = request
-            jobs = batch_jobs(batch, anchor)
-            conn.send(("begin", batch))
-            queue.enqueue_many(jobs)
-            conn.send(("done", batch))
-    finally:
-        queue.close()
-        conn.close()
 
 
 #: Characters of filler in each F2 result, so that ``complete()`` writes about 10 KB.
