@@ -6,6 +6,10 @@
 * every test gets the garbage collector's settings back afterwards: ``typedq worker``
   run in this process (click's CliRunner) sets it up for serving (``gc.freeze()``, a
   higher threshold), which must not carry over to the tests after it.
+
+The kill -9 tests (marked ``chaos``) run first: each takes seconds, and begun last (their
+folders come late in the order) one of them held the end of the run while the other
+test process idled.
 """
 
 from __future__ import annotations
@@ -17,6 +21,11 @@ import pytest
 
 from tests import helpers
 from typedq.clock import FakeClock
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The long tests (``chaos``) first, each folder's order kept otherwise."""
+    items.sort(key=lambda item: item.get_closest_marker("chaos") is None)
 
 
 @pytest.fixture(autouse=True)
