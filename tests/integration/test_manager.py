@@ -837,7 +837,8 @@ def test_worker_lost_dead_letter_is_recorded_and_logged(
 
     # The reaper announces and logs the move after its transition committed.
     def dead_logged() -> list[str]:
-        return [r.getMessage() for r in caplog.records if job_id in r.getMessage() and "dead" in r.getMessage()]
+        messages = [r.getMessage() for r in caplog.records]
+        return [m for m in messages if job_id in m and "dead" in m]
 
     wait_until(lambda: rec.dead and dead_logged(), timeout=2.0)
     assert [j.job_id for j in rec.dead] == [job_id]
