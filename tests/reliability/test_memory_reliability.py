@@ -1,7 +1,7 @@
 """Fast-tier reliability tests of thread workers (RELIABILITY.md §4b, B1 and D5).
 
 * B1: the original specification's stress test through ``JobQueueManager``: 10 producer
-  threads × 1,000 jobs and 5 workers, on ``memory://`` and on a ``sqlite:///`` file. The
+  threads × 1,000 jobs and 5 workers, on ``memory://``, a ``sqlite:///`` file and Redis. The
   ledger is the oracle: 0 lost, 0 duplicates, and ``get_stats()`` agrees with it
   exactly. Finishing inside the timeout is the "no deadlock" check. On SQLite, no
   WARNING+ record mentions ``database is locked`` and ``integrity_check`` is ok. The
@@ -16,11 +16,12 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.conformance.conftest import redis_test_url
 from tests.helpers import wait_until
 from tests.reliability.ledger import Ledger, check
 
@@ -71,21 +72,27 @@ def _run_threads(count: int, target: Callable[[int], None], timeout: float) -> l
     return errors
 
 
-def _backend_url(backend: str, tmp_path: Path) -> str:
-    return "memory://" if backend == "memory" else f"sqlite:///{tmp_path / 'b1.db'}"
+@pytest.fixture(params=["memory", "sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """``(name, URL)`` of B1's backend: memory, a SQLite file, or the test Redis server
+    under a prefix of the test's own."""
+    if request.param == "redis":
+        with redis_test_url() as url:
+            yield "redis", url
+        return
+    yield request.param, "memory://" if request.param == "memory" else f"sqlite:///{tmp_path / 'b1.db'}"
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("backend", ["memory", "sqlite"])
 def test_b1_ten_producers_five_workers_no_loss_no_duplicates(
-    backend: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    backend: tuple[str, str], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    name, url = backend
     caplog.set_level(logging.WARNING)
     baseline_threads = threading.active_count()
     ledger = Ledger(tmp_path / "b1.ledger")
     manager = JobQueueManager(
-        {"backend": _backend_url(backend, tmp_path), "max_workers": WORKERS, "poll_interval": 0.05,
-         **B1_LEASES}
+        {"backend": url, "max_workers": WORKERS, "poll_interval": 0.05, **B1_LEASES}
     )
     queue = manager.get_queue("default")
 
@@ -138,7 +145,7 @@ def test_b1_ten_producers_five_workers_no_loss_no_duplicates(
     locked = [r.getMessage() for r in caplog.records if "database is locked" in r.getMessage()]
     assert locked == []
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
-    if backend == "sqlite":
+    if name == "sqlite":
         conn = sqlite3.connect(tmp_path / "b1.db")
         try:
             assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
