@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 
@@ -187,3 +188,75 @@ def test_interrupt_wakes_every_waiting_thread(queue: Queue) -> None:
 
     wait_until(all_woken, timeout=10, message="interrupt() woke every wait_ready")
     assert results == [False, False, False]
+
+
+#: B4: batches a producer adds while a worker drains them and a reader counts.
+B4_BATCHES = 12
+B4_BATCH = 200
+
+
+def test_b4_a_reader_never_sees_a_partial_batch_or_a_job_counted_twice(
+    queue: Queue, make_job: MakeJob
+) -> None:
+    """B4 (RELIABILITY.md): a producer adds batches with ``enqueue_many`` while a worker
+    claims and completes and a reader polls ``count_by_status()`` and ``size``. Every
+    read sees whole batches only, the counts by status add up to the jobs added so far
+    (a job moving from PENDING to RUNNING to COMPLETED during a read is counted once),
+    and neither sum ever goes down."""
+    added = begun = 0  # jobs whose enqueue_many returned; jobs of the calls begun
+    producing = threading.Event()
+    producing.set()
+    errors: list[BaseException] = []
+    reads: list[tuple[int, int, int, int]] = []  # (added before, counts' sum, size, begun after)
+
+    def produce() -> None:
+        nonlocal added, begun
+        try:
+            for b in range(B4_BATCHES):
+                jobs = [make_job(job_id=f"b{b}-{i}") for i in range(B4_BATCH)]
+                begun += B4_BATCH
+                queue.enqueue_many(jobs)
+                added += B4_BATCH
+                time.sleep(0.005)  # room for reads between batches, not a synchronisation
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+        finally:
+            producing.clear()
+
+    def work() -> None:
+        try:
+            while producing.is_set() or queue.ready_count():
+                claims = queue.claim_many("b4", lease_s=60, limit=7)
+                for claim in claims:
+                    queue.complete(claim.job.job_id, token=claim.token)
+        except BaseException as exc:
+            errors.append(exc)
+
+    def read() -> None:
+        try:
+            while producing.is_set():
+                before = added
+                total = sum(queue.count_by_status().values())
+                size = queue.size
+                reads.append((before, total, size, begun))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=f) for f in (produce, work, read)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not any(t.is_alive() for t in threads), "a thread hung"
+    assert errors == []
+    final = B4_BATCHES * B4_BATCH
+    assert any(0 < total < final for _, total, _, _ in reads), "no read fell between batches"
+    for before, total, size, after in reads:
+        assert total % B4_BATCH == 0, f"a partial batch counted: {total} jobs"
+        assert size % B4_BATCH == 0, f"a partial batch in size: {size} jobs"
+        assert before <= total <= after, f"counts add up to {total}; added {before}, begun {after}"
+        assert before <= size <= after, f"size {size}; added {before}, begun {after}"
+    totals = [total for _, total, _, _ in reads]
+    assert totals == sorted(totals), "the counts' sum went down"
+    counts = queue.count_by_status()
+    assert counts[JobStatus.COMPLETED] == queue.size == final
