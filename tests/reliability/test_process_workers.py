@@ -161,7 +161,7 @@ class Pool:
         self.log_path = folder / f"pool-{time.monotonic_ns()}.log"
         extra = env or {}
         env = {k: v for k, v in os.environ.items() if not k.startswith("TYPEDQ_")}
-        env.update(TYPEDQ_TEST_DIR=str(folder), TYPEDQ_TEST_BACKEND=backend, PYTHONDONTWRITEBYTECODE="1")
+        env.update(TYPEDQ_TEST_DIR=str(folder), TYPEDQ_TEST_BACKEND=backend)
         env.update(extra)
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
@@ -370,6 +370,13 @@ def test_a1_slow_100_kills_2000_jobs(folder: Path, backend: str, queue: Queue) -
 
 @pytest.mark.timeout(60)
 def test_a2_kill_between_claim_and_handler_start(folder: Path, backend: str, queue: Queue) -> None:
+    a2(folder, backend, queue)
+
+
+def a2(folder: Path, backend: str, queue: Queue) -> None:
+    """A2: a worker process killed after its claim committed, before the handler started:
+    the job is rescued within ``RESCUE_S`` and its one start is attempt 2 (also run on
+    Redis by ``test_redis_processes``)."""
     [job_id] = _enqueue(queue, [{"mode": "pause"}])
     claims = folder / "claims"
     with Pool(folder, backend, "--processes", "1", "--concurrency", "1") as pool:

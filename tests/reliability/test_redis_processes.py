@@ -5,7 +5,9 @@ The harness is the process tests' (``test_process_workers``): real ``typedq work
 pools of the ledger app, victims chosen among the processes inside a handler, and the
 ledger as the oracle; the producers are ``spawn`` processes
 (``tests.reliability._redis_procs``). The queue lives on 127.0.0.1:6379 under a prefix
-of its own. Fast: 3,000 jobs and 6 kills; slow: 20,000 jobs and 40 kills.
+of its own. Fast: 3,000 jobs and 6 kills; slow: 20,000 jobs and 40 kills. A2 on Redis:
+a worker process killed between its claim and the handler's start (the harness of
+``test_process_workers.a2``); the job is rescued through the worker's heartbeat lapsing.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from tests.reliability.test_process_workers import (
     _alive,
     _open_starts,
     _owner_pid,
+    a2,
 )
 
 from typedq.backends.base import Queue
@@ -146,6 +149,11 @@ def test_kill_9_worker_processes_while_4_producer_processes_enqueue_loses_nothin
     tmp_path: Path, backend: str, queue: Queue
 ) -> None:
     _kill_workers_while_producing(tmp_path, backend, queue, jobs=3000, kills=6)
+
+
+@pytest.mark.timeout(60)
+def test_a2_kill_between_claim_and_handler_start_on_redis(tmp_path: Path, backend: str, queue: Queue) -> None:
+    a2(tmp_path, backend, queue)
 
 
 @pytest.mark.slow
