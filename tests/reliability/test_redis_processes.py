@@ -5,9 +5,11 @@ The harness is the process tests' (``test_process_workers``): real ``typedq work
 pools of the ledger app, victims chosen among the processes inside a handler, and the
 ledger as the oracle; the producers are ``spawn`` processes
 (``tests.reliability._redis_procs``). The queue lives on 127.0.0.1:6379 under a prefix
-of its own. Fast: 3,000 jobs and 6 kills; slow: 20,000 jobs and 40 kills. A2 on Redis:
-a worker process killed between its claim and the handler's start (the harness of
-``test_process_workers.a2``); the job is rescued through the worker's heartbeat lapsing.
+of its own. 3,000 jobs and 6 kills, and 20,000 jobs and 40 kills, both in the slow tier
+(RELIABILITY.md §4c: A1 on Redis is slow; the fast tier holds A1 on SQLite). A2 on
+Redis (fast): a worker process killed between its claim and the handler's start (the
+harness of ``test_process_workers.a2``); the job is rescued through the worker's
+heartbeat lapsing.
 """
 
 from __future__ import annotations
@@ -144,6 +146,7 @@ def _kill_workers_while_producing(
     )
 
 
+@pytest.mark.slow  # A1 on Redis is slow tier (RELIABILITY.md §4c); A1 on SQLite is fast
 @pytest.mark.timeout(120)
 def test_kill_9_worker_processes_while_4_producer_processes_enqueue_loses_nothing_on_redis(
     tmp_path: Path, backend: str, queue: Queue
