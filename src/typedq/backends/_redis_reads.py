@@ -94,9 +94,8 @@ class RedisReads:
 
     def count_by_status(self) -> dict[JobStatus, int]:
         """Return how many jobs are in each status (the sizes of the status indexes, one
-        round trip in ``MULTI``/``EXEC``, so that a job moving between statuses during
-        the read is counted once: the counts add up to the jobs stored)."""
-        with conn.map_errors(self._settings), self._r.pipeline(transaction=True) as pipe:
+        round trip)."""
+        with conn.map_errors(self._settings), self._r.pipeline(transaction=False) as pipe:
             queue_counts(pipe, self._base)
             return {status: int(n) for status, n in zip(STATUSES, pipe.execute(), strict=True)}
 
