@@ -8,7 +8,8 @@ Run as ``python -m tests.backends._sqlite_procs COMMAND ARGS`` from the reposito
   stdin closes; the test kills it to make the owner die (C6).
 
 :func:`drain_worker` is a ``multiprocessing`` (spawn) target for B2,
-:func:`finishing_victim` one for F2 and :func:`job_producer` one for A4.
+:func:`finishing_victim` one for F2 (from a fork server, see
+:mod:`tests.reliability.victims`) and :func:`job_producer` one for A4.
 """
 
 from __future__ import annotations

@@ -14,7 +14,6 @@ in ``tests/reliability/test_batch_kills``).
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import random
 import signal
@@ -25,7 +24,7 @@ from typing import NamedTuple
 
 import pytest
 from tests.backends._sqlite_procs import f2_failure, f2_result, finishing_victim
-from tests.reliability.victims import Victim
+from tests.reliability.victims import Victim, victim_context
 
 from typedq.backends._sqlite_driver import sqlite3
 from typedq.backends.sqlite import SQLiteQueue
@@ -178,7 +177,7 @@ def test_f2_kill_9_during_complete_or_fail_never_half_writes(tmp_path: Path, mod
     db = tmp_path / "f2.db"
     queue = SQLiteQueue(db, name="f2")
     queue.enqueue_many([Job(job_type="t", job_id=f"f2-{i:05d}", payload={"i": i}) for i in range(F2_JOBS)])
-    context = multiprocessing.get_context("spawn")
+    context = victim_context()
     rng = random.Random(f"f2-{mode}")
     running: dict[str, int] = {}  # claimed by a killed victim, not finished: job id -> token
     finished: set[str] = set()

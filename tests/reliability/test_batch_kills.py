@@ -8,7 +8,8 @@ returned is there, a batch once seen stays, every dependency edge joins two stor
 and the edges agree with the blocked counters, and the store is consistent (SQLite:
 ``PRAGMA integrity_check``; Redis: the PENDING index holds exactly the stored jobs).
 Afterwards the queue works: a claim walks a chain that crossed the kills. Victims are
-``spawn`` processes that report readiness and the start of each call over a pipe
+processes from a fork server (:func:`tests.reliability.victims.victim_context`) that
+report readiness and the start of each call over a pipe
 (:func:`tests.reliability._batch_procs.batch_producer`).
 
 A batch not there right after its kill may still appear, whole, at a later check (seen
@@ -25,7 +26,6 @@ command, and a command cut off by the kill is dropped with the connection.
 
 from __future__ import annotations
 
-import multiprocessing
 import random
 import statistics
 import time
@@ -38,7 +38,7 @@ from typing import Any, Final
 import pytest
 from tests.reliability._batch_procs import BATCH, QUEUE, batch_jobs, batch_producer
 from tests.reliability.conftest import MakeServer
-from tests.reliability.victims import Victim
+from tests.reliability.victims import Victim, victim_context
 
 from typedq.backends import open_queue
 from typedq.backends._redis_keys import base_key
@@ -176,7 +176,7 @@ def _edges_of(batches: int) -> int:
 @pytest.mark.chaos
 @pytest.mark.timeout(120)
 def test_a3_kill_9_during_enqueue_many_leaves_all_or_nothing(store: Store) -> None:
-    context = multiprocessing.get_context("spawn")
+    context = victim_context()
     rng = random.Random(3)
     victims: list[Victim] = []
     committed: set[int] = set()  # batches seen in the store (once seen, they must stay)
