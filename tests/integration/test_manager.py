@@ -833,15 +833,15 @@ def test_worker_lost_dead_letter_is_recorded_and_logged(
     assert job.status is JobStatus.DEAD
     assert job.error == "worker lost 1×"
     assert manager.get_dead_letter_queue().get_job(job_id).error == "worker lost 1×"
-    assert manager.get_stats()["total_dead"] == 1
 
-    # The reaper announces and logs the move after its transition committed.
+    # The reaper counts, announces and logs the move after its transition committed.
     def dead_logged() -> list[str]:
         messages = [r.getMessage() for r in caplog.records]
         return [m for m in messages if job_id in m and "dead" in m]
 
     wait_until(lambda: rec.dead and dead_logged(), timeout=2.0)
     assert [j.job_id for j in rec.dead] == [job_id]
+    assert manager.get_stats()["total_dead"] == 1
     logged = dead_logged()
     assert logged, "the dead-letter move was not logged"
     message = logged[0]
