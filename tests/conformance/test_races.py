@@ -1,4 +1,4 @@
-"""Management calls racing workers (RELIABILITY.md §4b, M6), on every backend.
+"""Management calls racing workers (RELIABILITY.md §4b, M6 and M3), on every backend.
 
 M6: ``cancel()`` is called right after ``enqueue()`` while 4 threads claim and complete.
 Each trial ends one of two ways, and ``cancel()``'s return value says which
@@ -13,6 +13,9 @@ Each trial ends one of two ways, and ``cancel()``'s return value says which
   completed the job (the transition must fall inside the cancel call).
 
 A CANCELLED job with an ``end`` line would be a cancel that lost a job's result.
+
+M3: a child is enqueued at the moment its parent completes, 500 pairs; every child runs
+once, after its parent, and none is left waiting (see the test).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from pathlib import Path
 import pytest
 from tests.reliability.ledger import Ledger, read_entries
 
-from typedq.backends.base import Queue
+from typedq.backends.base import Claim, Queue
 from typedq.job import Job, JobStatus
 
 MakeJob = Callable[..., Job]
@@ -174,3 +177,82 @@ def test_m6_cancel_right_after_enqueue_races_four_claiming_workers(
     assert counts[JobStatus.CANCELLED] == outcomes["cancelled"]
     assert counts[JobStatus.COMPLETED] == TRIALS + CALIBRATION - outcomes["cancelled"]
     assert counts[JobStatus.RUNNING] == counts[JobStatus.PENDING] == 0
+
+
+# -- M3: a child enqueued while its parent completes -------------------------------------------
+
+#: Parent/child pairs per backend variant.
+M3_PAIRS = 500
+
+
+@pytest.mark.timeout(60)
+def test_m3_a_child_enqueued_while_its_parent_completes_runs_once_after_it(
+    queue: Queue, make_job: MakeJob
+) -> None:
+    """M3: each parent is claimed, then its completion and the enqueue of a child that
+    depends on it start together (a barrier per pair), while a third thread claims and
+    completes children. Every child runs exactly once, only once its parent is
+    COMPLETED (read right after the child's claim), and none is left waiting: a child
+    that saw its parent RUNNING must be released by the completion it raced."""
+    parents = [make_job(job_id=f"p{i}") for i in range(M3_PAIRS)]
+    queue.enqueue_many(parents)
+    tokens: dict[str, int] = {}
+    while (claim := queue.claim("m3-parents", lease_s=3600, job_types=["task"])) is not None:
+        tokens[claim.job.job_id] = claim.token
+    assert len(tokens) == M3_PAIRS
+    together = threading.Barrier(2)
+    racing = threading.Event()
+    racing.set()
+    errors: list[BaseException] = []
+    runs: Counter[str] = Counter()
+    early: list[str] = []  # children claimed while their parent was not COMPLETED
+
+    def complete_parents() -> None:
+        try:
+            for i in range(M3_PAIRS):
+                together.wait(10)
+                queue.complete(f"p{i}", token=tokens[f"p{i}"])
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+
+    def enqueue_children() -> None:
+        try:
+            for i in range(M3_PAIRS):
+                child = make_job(job_id=f"c{i}", job_type="child", depends_on=[f"p{i}"])
+                together.wait(10)
+                queue.enqueue(child)
+        except BaseException as exc:
+            errors.append(exc)
+
+    def take(claim: Claim) -> None:
+        job_id = claim.job.job_id
+        if queue.get_job("p" + job_id[1:]).status is not JobStatus.COMPLETED:
+            early.append(job_id)
+        queue.complete(job_id, token=claim.token)
+        runs[job_id] += 1
+
+    def run_children() -> None:
+        try:
+            while racing.is_set():
+                claim = queue.claim("m3-children", lease_s=3600, job_types=["child"])
+                if claim is not None:
+                    take(claim)
+        except BaseException as exc:
+            errors.append(exc)
+
+    racers = [threading.Thread(target=f) for f in (complete_parents, enqueue_children)]
+    runner = threading.Thread(target=run_children)
+    for t in (*racers, runner):
+        t.start()
+    for t in racers:
+        t.join(60)
+    racing.clear()
+    runner.join(60)
+    assert not any(t.is_alive() for t in (*racers, runner)), "a thread hung"
+    assert errors == []
+    while (claim := queue.claim("m3-children", lease_s=3600, job_types=["child"])) is not None:
+        take(claim)
+    assert early == []
+    assert runs == Counter({f"c{i}": 1 for i in range(M3_PAIRS)})
+    waiting = [f"c{i}" for i in range(M3_PAIRS) if queue.get_job(f"c{i}").status is not JobStatus.COMPLETED]
+    assert waiting == [], f"children left behind: {waiting[:10]}"
