@@ -216,3 +216,29 @@ def test_a_batch_may_depend_on_jobs_already_stored(queue: Queue, make_job: MakeJ
     queue.enqueue_many([make_job(job_id="new", depends_on=["stored"])])
     assert queue.ready_count() == 1
     assert queue.get_job("new").status is JobStatus.PENDING
+
+
+#: Job ids that spell parts of a store's own key names (the Redis layout's ``B:seq``,
+#: ``B:st:PENDING``, ``B:dependents:<id>``...): every character allowed in an id.
+KEYLIKE_IDS = ["seq", "st:PENDING", "j:seq", "dependents:p", "p", ":", "::", "ready", "cg:1", "a@b+c=d-e_f.g"]
+
+
+def test_ids_that_spell_key_names_are_jobs_like_any_other(queue: Queue, make_job: MakeJob) -> None:
+    """RELIABILITY.md H9: ids made of every allowed character, some spelling the names of
+    a store's own keys, chained by dependencies, each waiting for the one before: each is
+    stored, counted, released and run as its own job, and nothing else is disturbed."""
+    jobs = [
+        make_job(job_id=job_id, payload={"i": i}, depends_on=[KEYLIKE_IDS[i - 1]] if i else [])
+        for i, job_id in enumerate(KEYLIKE_IDS)
+    ]
+    assert queue.enqueue_many(jobs) == KEYLIKE_IDS
+    assert queue.size == len(KEYLIKE_IDS)
+    assert queue.ready_count() == 1
+    ran = []
+    while (claim := queue.claim("h9", lease_s=60)) is not None:
+        assert claim.job.payload == {"i": len(ran)}
+        queue.complete(claim.job.job_id, token=claim.token, result=claim.job.job_id)
+        ran.append(claim.job.job_id)
+    assert ran == KEYLIKE_IDS
+    assert all(queue.get_job(job_id).result == job_id for job_id in KEYLIKE_IDS)
+    assert queue.count_by_status()[JobStatus.COMPLETED] == queue.size == len(KEYLIKE_IDS)
