@@ -96,26 +96,59 @@ def test_dst_both_runs_at_each_0230_of_the_fall_back_day(queue: JobQueue, clock:
     ]
 
 
+#: NEW_YORK's offsets: EST before 2026-03-08 02:00 and from 2026-11-01 02:00, EDT between.
+EST, EDT = "-05:00", "-04:00"
+
+
 @pytest.mark.parametrize(
-    ("start", "cron", "tz"),
+    ("cron", "tz", "expected"),
     [
-        pytest.param((2026, 3, 7, 12), "30 2 * * *", NEW_YORK, id="ny-0230-spring"),
-        pytest.param((2026, 3, 7, 12), "30 1 * * *", NEW_YORK, id="ny-0130-spring"),
-        pytest.param((2026, 10, 31, 12), "30 2 * * *", NEW_YORK, id="ny-0230-fall"),
-        pytest.param((2026, 10, 31, 12), "30 1 * * *", NEW_YORK, id="ny-0130-fall"),
-        pytest.param((2026, 3, 7, 12), "30 2 * * *", ZoneInfo("UTC"), id="utc-spring"),
-        pytest.param((2026, 10, 31, 12), "30 1 * * *", ZoneInfo("UTC"), id="utc-fall"),
+        # The skipped 02:30 fires once, at 03:00; the repeated 01:30 once, at its first.
+        pytest.param(
+            "30 2 * * *", NEW_YORK,
+            [f"2026-03-08T03:00:00{EDT}", f"2026-03-09T02:30:00{EDT}", f"2026-03-10T02:30:00{EDT}"],
+            id="ny-0230-spring",
+        ),
+        pytest.param(
+            "30 1 * * *", NEW_YORK,
+            [f"2026-03-08T01:30:00{EST}", f"2026-03-09T01:30:00{EDT}", f"2026-03-10T01:30:00{EDT}"],
+            id="ny-0130-spring",
+        ),
+        pytest.param(
+            "30 2 * * *", NEW_YORK,
+            [f"2026-11-01T02:30:00{EST}", f"2026-11-02T02:30:00{EST}", f"2026-11-03T02:30:00{EST}"],
+            id="ny-0230-fall",
+        ),
+        pytest.param(
+            "30 1 * * *", NEW_YORK,
+            [f"2026-11-01T01:30:00{EDT}", f"2026-11-02T01:30:00{EST}", f"2026-11-03T01:30:00{EST}"],
+            id="ny-0130-fall",
+        ),
+        pytest.param(
+            "30 2 * * *", ZoneInfo("UTC"),
+            ["2026-03-08T02:30:00+00:00", "2026-03-09T02:30:00+00:00", "2026-03-10T02:30:00+00:00"],
+            id="utc-spring",
+        ),
+        pytest.param(
+            "30 1 * * *", ZoneInfo("UTC"),
+            ["2026-11-01T01:30:00+00:00", "2026-11-02T01:30:00+00:00", "2026-11-03T01:30:00+00:00"],
+            id="utc-fall",
+        ),
     ],
 )
 def test_one_fire_per_calendar_day_across_dst(
-    queue: JobQueue, clock: FakeClock, start: tuple[int, ...], cron: str, tz: ZoneInfo
+    queue: JobQueue, clock: FakeClock, cron: str, tz: ZoneInfo, expected: list[str]
 ) -> None:
-    clock.jump_wall(at(tz, *start) - clock.now())
+    """K5: one fire per calendar day, at the times a reader of the schedule expects; the
+    run starts at noon of the day before the first."""
+    eve = datetime.fromisoformat(expected[0]).date() - timedelta(days=1)
+    clock.jump_wall(at(tz, eve.year, eve.month, eve.day, 12) - clock.now())
     declare(queue, clock, cron=cron, tz=str(tz))
     run_for(Scheduler(lambda: [queue], clock=clock, lock_s=86_400), clock, 3 * 86_400, 600)
     days = [datetime.fromtimestamp(t, tz).date() for t in fired_slots(queue)]
     assert len(days) == 3
     assert len(set(days)) == 3
+    assert local(fired_slots(queue), tz) == expected
 
 
 def test_a_wildcard_hour_keeps_real_intervals_across_fall_back(queue: JobQueue, clock: FakeClock) -> None:
