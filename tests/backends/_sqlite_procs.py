@@ -7,20 +7,15 @@ Run as ``python -m tests.backends._sqlite_procs COMMAND ARGS`` from the reposito
 * ``owner``: print a worker id of this process (``new_worker_id()``), then block until
   stdin closes; the test kills it to make the owner die (C6).
 
-:func:`drain_worker` is a ``multiprocessing`` (spawn) target for B2,
-:func:`finishing_victim` one for F2 (from a fork server, see
+:func:`finishing_victim` is a ``multiprocessing`` target for F2 (from a fork server, see
 :mod:`tests.reliability.victims`) and :func:`job_producer` one for A4.
 """
 
 from __future__ import annotations
 
-import json
-import logging
 import os
 import sys
-import threading
 from multiprocessing.connection import Connection
-from pathlib import Path
 
 from typedq._identity import new_worker_id
 from typedq.backends.sqlite import SQLiteQueue
@@ -46,66 +41,6 @@ def owner() -> None:
     sys.stdout.write(new_worker_id("owner") + "\n")
     sys.stdout.flush()
     sys.stdin.read()
-
-
-class _Collect(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.levelno >= logging.WARNING:
-            self.messages.append(record.getMessage())
-
-
-def drain_worker(db: str, out: str, threads: int) -> None:
-    """B2: ``threads`` threads claim and complete until nothing is left; write a report.
-
-    The report (JSON at ``out``): ids claimed, errors raised, WARNING+ log messages
-    and the number of busy retries.
-    """
-    collect = _Collect()
-    logging.getLogger().addHandler(collect)
-    queue = SQLiteQueue(db, name="b2")
-    claimed: list[str] = []
-    errors: list[str] = []
-    lock = threading.Lock()
-
-    def work(index: int) -> None:
-        worker = new_worker_id(f"b2-{index}")
-        idle = 0
-        try:
-            while idle < 3:
-                if index % 2:
-                    claims = queue.claim_many(worker, lease_s=60.0, limit=10)
-                else:
-                    one = queue.claim(worker, lease_s=60.0)
-                    claims = [] if one is None else [one]
-                if not claims:
-                    idle += 1
-                    queue.wait_ready(0.02)
-                    continue
-                idle = 0
-                for claim in claims:
-                    queue.complete(claim.job.job_id, token=claim.token, result=index)
-                with lock:
-                    claimed.extend(claim.job.job_id for claim in claims)
-        except BaseException as exc:  # reported to the test
-            errors.append(f"{type(exc).__name__}: {exc}")
-
-    pool = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
-    for thread in pool:
-        thread.start()
-    for thread in pool:
-        thread.join()
-    report = {
-        "claimed": claimed,
-        "errors": errors,
-        "warnings": collect.messages,
-        "busy_retries": queue.diagnostics()["busy_retries"],
-    }
-    queue.close()
-    Path(out).write_text(json.dumps(report))
 
 
 #: Characters of filler in each F2 result, so that ``complete()`` writes about 10 KB.

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.backends._sqlite_procs import drain_worker
+from tests.reliability._drain_procs import drain_worker
 
 import typedq.backends.sqlite as sqlite_backend
 from typedq._identity import HOST, new_worker_id
@@ -277,7 +277,7 @@ def test_b2_four_processes_of_two_threads_drain_10k_jobs(tmp_path: Path) -> None
         queue.enqueue_many([job(f"b2-{i:05d}", priority=1 + i % 10) for i in range(total)])
         context = multiprocessing.get_context("spawn")
         outs = [tmp_path / f"b2-{i}.json" for i in range(4)]
-        procs = [context.Process(target=drain_worker, args=(str(db), str(out), 2)) for out in outs]
+        procs = [context.Process(target=drain_worker, args=(f"sqlite:///{db}", str(out), 2)) for out in outs]
         for proc in procs:
             proc.start()
         # B4: a reader polling during the run sees consistent snapshots.

@@ -9,23 +9,28 @@ of its own. 3,000 jobs and 6 kills, and 20,000 jobs and 40 kills, both in the sl
 (RELIABILITY.md §4c: A1 on Redis is slow; the fast tier holds A1 on SQLite). A2 on
 Redis (fast): a worker process killed between its claim and the handler's start (the
 harness of ``test_process_workers.a2``); the job is rescued through the worker's
-heartbeat lapsing.
+heartbeat lapsing. B3 (slow): 4 processes × 2 threads drain 100,000 jobs from a private
+server.
 """
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import random
 import signal
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from tests.conformance.conftest import redis_test_url
 from tests.helpers import wait_until, wait_while_progressing
+from tests.reliability._drain_procs import drain_worker
 from tests.reliability._redis_procs import producer_ids, redis_producer
+from tests.reliability.conftest import MakeServer
 from tests.reliability.ledger import check
 from tests.reliability.test_process_workers import (
     RESCUE_S,
@@ -35,9 +40,11 @@ from tests.reliability.test_process_workers import (
     _owner_pid,
     a2,
 )
+from tests.reliability.victims import victim_context
 
+from typedq.backends import open_queue
 from typedq.backends.base import Queue
-from typedq.job import JobStatus
+from typedq.job import Job, JobStatus
 from typedq.manager import JobQueueManager
 
 pytestmark = [pytest.mark.chaos, pytest.mark.redis]
@@ -165,3 +172,59 @@ def test_slow_40_kills_while_4_producer_processes_enqueue_20000_jobs_on_redis(
     tmp_path: Path, backend: str, queue: Queue
 ) -> None:
     _kill_workers_while_producing(tmp_path, backend, queue, jobs=20_000, kills=40)
+
+
+# -- B3: 4 processes x 2 threads drain one Redis queue -------------------------------------------
+
+#: B3's jobs (the slow tier's figure; RELIABILITY.md has 10k in the fast tier, where B2 holds
+#: the same shape on SQLite).
+B3_JOBS = 100_000
+
+
+@pytest.mark.slow
+@pytest.mark.redis_server_bin
+@pytest.mark.timeout(600)
+def test_b3_four_processes_of_two_threads_drain_100k_jobs_on_redis(
+    tmp_path: Path, redis_servers: MakeServer
+) -> None:
+    """B3: 4 processes × 2 threads (one claiming one job at a time, one 10 at a time)
+    drain 100,000 no-op jobs from one queue on a private server: 0 duplicates, 0 lost, no
+    error or warning. A reader polling ``count_by_status()`` meanwhile always sees every
+    job (B4). The scripts are called by SHA, never sent with each call: no ``EVAL``, and
+    each loaded at most once per process (the server's ``INFO commandstats``)."""
+    from typedq.backends.redis import _SCRIPTS
+
+    server = redis_servers()
+    url = server.url(prefix="b3")
+    queue = open_queue(url, name="b2")
+    admin = server.client()
+    try:
+        for start in range(0, B3_JOBS, 10_000):
+            ids = range(start, start + 10_000)
+            queue.enqueue_many([Job(job_type="t", job_id=f"b3-{i:06d}", priority=1 + i % 10) for i in ids])
+        context = victim_context()
+        outs = [tmp_path / f"b3-{i}.json" for i in range(4)]
+        procs = [context.Process(target=drain_worker, args=(url, str(out), 2)) for out in outs]
+        for proc in procs:
+            proc.start()
+        seen_sums: set[int] = set()
+        while any(proc.is_alive() for proc in procs):
+            seen_sums.add(sum(queue.count_by_status().values()))
+        for proc in procs:
+            proc.join(timeout=300)
+        assert [proc.exitcode for proc in procs] == [0, 0, 0, 0]
+        assert seen_sums <= {B3_JOBS}
+        reports = [json.loads(out.read_text()) for out in outs]
+        assert [report["errors"] for report in reports] == [[], [], [], []]
+        assert [report["warnings"] for report in reports] == [[], [], [], []]
+        claimed = Counter(job_id for report in reports for job_id in report["claimed"])
+        assert {k: v for k, v in claimed.items() if v > 1} == {}
+        assert len(claimed) == B3_JOBS
+        assert queue.count_by_status()[JobStatus.COMPLETED] == queue.size == B3_JOBS
+        stats = admin.info("commandstats")
+        assert "cmdstat_eval" not in stats
+        assert stats["cmdstat_evalsha"]["calls"] >= B3_JOBS // 10
+        assert stats.get("cmdstat_script|load", {}).get("calls", 0) <= 5 * len(_SCRIPTS)
+    finally:
+        queue.close()
+        admin.close()

@@ -19,7 +19,11 @@ from multiprocessing.process import BaseProcess
 from typing import Any, cast
 
 #: The modules victims run code from, imported once by the fork server.
-VICTIM_MODULES = ("tests.backends._sqlite_procs", "tests.reliability._batch_procs")
+VICTIM_MODULES = (
+    "tests.backends._sqlite_procs",
+    "tests.reliability._batch_procs",
+    "tests.reliability._drain_procs",
+)
 
 
 def victim_context() -> Any:
