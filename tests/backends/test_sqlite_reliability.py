@@ -14,9 +14,7 @@ in ``tests/reliability/test_batch_kills``).
 
 from __future__ import annotations
 
-import os
 import random
-import signal
 import time
 from collections import Counter
 from pathlib import Path
@@ -117,7 +115,6 @@ def _f2_kill(
     victim: Victim,
     *,
     worker: str,
-    pid: int,
     delay: float,
     running: dict[str, int],
     finished: set[str],
@@ -132,9 +129,7 @@ def _f2_kill(
     first = victim.message()
     assert first[0] == "claimed", first
     time.sleep(delay)  # the kill's moment, not a synchronisation
-    os.kill(pid, signal.SIGKILL)
-    victim.proc.join(30)
-    assert victim.proc.exitcode == -signal.SIGKILL
+    victim.kill()
     messages = [first, *victim.rest()]
     assert all(m[0] in ("claimed", "done") for m in messages), "the victim ran out of jobs"
     claimed = [(m[1], m[2]) for m in messages if m[0] == "claimed"]
@@ -197,10 +192,10 @@ def test_f2_kill_9_during_complete_or_fail_never_half_writes(tmp_path: Path, mod
             # only its start-up competes for the CPU, and the kills stay uniformly random.
             upcoming = start(min(F2_WAVE, F2_KILLS - wave_start - F2_WAVE))
             for index, (victim, (kind, pid, worker)) in enumerate(zip(wave, ready, strict=True)):
-                assert kind == "ready"
+                assert (kind, pid) == ("ready", victim.proc.pid)
                 try:
                     outcome = _f2_kill(
-                        queue, mode, victim, worker=worker, pid=pid,
+                        queue, mode, victim, worker=worker,
                         delay=rng.uniform(0.0, F2_WINDOW_S), running=running, finished=finished,
                     )
                 except AssertionError as exc:
