@@ -21,6 +21,7 @@ class MemoryControl(MemoryState):
         with self._lock:
             job = self._get_leased(job_id, token)
             until = job.lease_until = self._clock.now() + lease_s
+            self._lease_mono[job_id] = self._clock.monotonic() + lease_s
             return LeaseRenewal(until, job.cancel_requested)
 
     def set_progress(self, job_id: str, *, token: int, progress: JobProgress) -> None:

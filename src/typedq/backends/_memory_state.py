@@ -100,6 +100,10 @@ class MemoryState:
         # RUNNING job id -> its claim group: the number of the claim_many that took it
         # with others (0: claimed alone), to tell a batch's jobs at a rescue.
         self._running: dict[str, int] = {}
+        # RUNNING job id -> its lease deadline by the clock's monotonic reading, set by
+        # each claim and renewal: the reaper judges a lease by it, so a step of the wall
+        # clock neither rescues a live job nor keeps a dead worker's (see reclaim_expired).
+        self._lease_mono: dict[str, float] = {}
         self._claim_groups = itertools.count(1)
         # RUNNING jobs per job type (kept with _running: see _add_running), for claims
         # under per-type concurrency limits.
@@ -487,6 +491,7 @@ class MemoryState:
         """Unindex a job that is no longer RUNNING. Lock held."""
         if self._running.pop(job.job_id, -1) >= 0:
             self._running_types[job.job_type] -= 1
+        self._lease_mono.pop(job.job_id, None)
 
     def _leave_running(self, job: Job) -> None:
         self._drop_running(job)

@@ -331,8 +331,11 @@ return {'ok', redis.call('HGETALL', k)}
 # heartbeat, ``B:alive:<worker>``, has not expired by the server's clock) and the lease
 # has not expired by the server's clock either (``ls``): a reaper whose clock runs ahead
 # rescues nothing from a live worker, and a live worker that stopped renewing a lease
-# loses it. A job claimed before ``ls`` existed, or by an unregistered worker, goes by
-# the caller's clock alone.
+# loses it. A lease expired by the server's clock is rescued even while the caller's
+# clock says it holds: a client clock behind the others' (or stepped back) does not keep
+# a dead worker's job. This second pass reads every lease not yet expired by the
+# caller's clock (one HGET each): the RUNNING jobs, bounded by the workers' concurrency.
+# A job claimed before ``ls`` existed goes by the caller's clock alone.
 _RECLAIM: Final = r"""
 local now = tonumber(ARGV[1])
 local max_lost = tonumber(ARGV[2])
@@ -351,6 +354,22 @@ while #ids < limit do
       kept = tonumber(v[2]) > snow and redis.call('EXISTS', alk(v[1])) == 1
     end
     if not kept and #ids < limit then ids[#ids + 1] = id end
+  end
+  if #page < limit then break end
+  offset = offset + #page
+end
+-- Leases not yet expired by the caller's clock whose deadline by the server's clock
+-- passed: the job of a worker whose clock ran ahead, or seen by a reaper whose clock
+-- stepped back, is rescued all the same (its owner renews nothing any more).
+offset = 0
+while #ids < limit do
+  local page = redis.call('ZRANGEBYSCORE', LEASES, ARGV[1], '+inf', 'LIMIT', offset, limit)
+  for _, id in ipairs(page) do
+    local ls = redis.call('HGET', jk(id), 'ls')
+    if ls and #ids < limit then
+      snow = snow or server_ms()
+      if tonumber(ls) <= snow then ids[#ids + 1] = id end
+    end
   end
   if #page < limit then break end
   offset = offset + #page

@@ -207,32 +207,49 @@ class SQLiteReads:
 
     def _expired(
         self, now: float, mono_now: float, limit: int, owner_alive: Callable[[str | None], bool | None]
-    ) -> list[tuple[int, str, int, bool]]:
-        """Up to ``limit`` expired leases to rescue, as ``(seq, job_id, attempt, in_batch)``.
+    ) -> list[tuple[int, str, int, float, bool]]:
+        """Up to ``limit`` lapsed leases to rescue, as ``(seq, job_id, attempt, lease_until, in_batch)``.
 
-        A lease whose owner is a live process of this host (``owner_alive``, given by
-        ``sqlite``, where tests replace it) that has not
-        expired by the host's monotonic clock either (``lease_mono``) is spared;
-        ``in_batch`` tells a job whose claim still holds other RUNNING jobs.
+        A lease has lapsed when its wall-clock deadline passed, unless its owner is a
+        live process of this host (``owner_alive``, given by ``sqlite``, where tests
+        replace it) that renewed it by the host's monotonic clock (``lease_mono``); and
+        when its owner is of this host and its monotonic deadline passed, whatever the
+        wall clock says (a wall clock stepped back would otherwise keep a dead worker's
+        job for as long as it stepped). An owner of another host, or an id not made by
+        ``new_worker_id``, is judged by the wall clock alone: a monotonic reading is only
+        comparable on the host that took it. ``in_batch`` tells a job whose claim still
+        holds other RUNNING jobs.
         """
-        chosen: list[tuple[int, str, int, bool]] = []
+        chosen: list[tuple[int, str, int, float, bool]] = []
         alive: dict[str | None, bool | None] = {}
-        after: tuple[float, int] = (float("-inf"), -1)
         held: dict[int, int] | None = None
-        while len(chosen) < limit:
-            page = self._db.read(SQL.expired, (self._name, now, *after, limit))
-            for seq, job_id, attempt, worker, lease_until, lease_mono, group in page:
-                after = (lease_until, seq)
+
+        def choose(rows: list[tuple[Any, ...]], by_wall: bool) -> None:
+            nonlocal held
+            for seq, job_id, attempt, worker, lease_until, lease_mono, group in rows:
+                if len(chosen) >= limit:
+                    return
                 if worker not in alive:
                     alive[worker] = owner_alive(worker)
-                renewing = lease_mono is None or lease_mono >= mono_now
-                if (alive[worker] is True and renewing) or len(chosen) >= limit:
+                renewed = lease_mono is None or lease_mono >= mono_now
+                spared = alive[worker] is True and renewed if by_wall else alive[worker] is None
+                if spared:
                     continue
                 if held is None:  # how many jobs each batch holds: was this one of a batch?
                     held = dict(self._db.read(SQL.claims_held, (self._name,)))
-                chosen.append((seq, job_id, attempt, group is not None and held.get(group, 1) > 1))
+                in_batch = group is not None and held.get(group, 1) > 1
+                chosen.append((seq, job_id, attempt, lease_until, in_batch))
+
+        after: tuple[float, int] = (float("-inf"), -1)
+        while len(chosen) < limit:
+            page = self._db.read(SQL.expired, (self._name, now, *after, limit))
+            if page:
+                after = (page[-1][4], page[-1][0])
+            choose(page, by_wall=True)
             if len(page) < limit:
                 break
+        if len(chosen) < limit:
+            choose(self._db.read(SQL.lapsed, (self._name, now, mono_now)), by_wall=False)
         return chosen
 
     def _has_ready(self) -> bool:

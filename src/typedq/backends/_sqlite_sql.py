@@ -173,6 +173,14 @@ class SQL:
         " WHERE queue = ? AND status = 'RUNNING' AND lease_until IS NOT NULL AND lease_until < ?"
         " AND (lease_until, seq) > (?, ?) ORDER BY lease_until, seq LIMIT ?"
     )
+    #: Leases not yet expired by the wall clock whose monotonic deadline passed (params:
+    #: queue, now, monotonic now): after the wall clock stepped back, a lapsed lease of
+    #: this host is found by the clock that did not move.
+    lapsed: Final = (
+        "SELECT seq, job_id, attempt, worker_id, lease_until, lease_mono, claim_group FROM jobs"
+        " INDEXED BY jobs_leased WHERE queue = ? AND status = 'RUNNING' AND lease_until IS NOT NULL"
+        " AND lease_until >= ? AND lease_mono < ?"
+    )
     #: How many RUNNING jobs each batch claim (claim_group) of the queue still holds.
     claims_held: Final = (
         "SELECT claim_group, count(*) FROM jobs INDEXED BY jobs_leased WHERE queue = ?"
@@ -180,16 +188,17 @@ class SQL:
         " GROUP BY claim_group"
     )
     #: A job claimed alone: its loss is counted, and it is claimed alone from now on
-    #: (params: seq, attempt, now).
+    #: (params: seq, attempt, the lease deadline the reaper judged: a job completed,
+    #: failed, claimed again or renewed since is left alone).
     rescue: Final = (
         "UPDATE jobs SET lost_count = lost_count + 1, run_alone = 1, worker_id = NULL WHERE seq = ?"
-        " AND status = 'RUNNING' AND attempt = ? AND lease_until < ?"
+        " AND status = 'RUNNING' AND attempt = ? AND lease_until = ?"
         " RETURNING lost_count, cancel_requested, depends_on, scheduled_at, job_type, priority"
     )
-    #: A job of a batch: not counted, claimed alone next time (params: seq, attempt, now).
+    #: A job of a batch: not counted, claimed alone next time (params as ``rescue``).
     rescue_from_batch: Final = (
         "UPDATE jobs SET run_alone = 1, worker_id = NULL WHERE seq = ?"
-        " AND status = 'RUNNING' AND attempt = ? AND lease_until < ?"
+        " AND status = 'RUNNING' AND attempt = ? AND lease_until = ?"
         " RETURNING lost_count, cancel_requested, depends_on, scheduled_at, job_type, priority"
     )
 

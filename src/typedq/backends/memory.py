@@ -358,6 +358,7 @@ class JobQueue(MemoryReads, MemoryControl, MemoryCoordination, MemoryPolicy, Mem
         job.started_at = now
         until = job.lease_until = now + lease_s
         self._add_running(job)
+        self._lease_mono[job_id] = self._clock.monotonic() + lease_s
         return Claim(job, token, until)
 
     def complete(self, job_id: str, *, token: int, result: Any = None) -> Job:
@@ -488,6 +489,7 @@ class JobQueue(MemoryReads, MemoryControl, MemoryCoordination, MemoryPolicy, Mem
         with self._lock:
             job = self._get_leased(job_id, token)
             until = job.lease_until = self._clock.now() + lease_s
+            self._lease_mono[job_id] = self._clock.monotonic() + lease_s
             return until
 
     def reclaim_expired(
@@ -498,13 +500,19 @@ class JobQueue(MemoryReads, MemoryControl, MemoryCoordination, MemoryPolicy, Mem
         dead_letter: Queue | None = None,
         dlq_max: int | None = None,
     ) -> list[str]:
-        """Give back jobs whose lease expired; see :meth:`Queue.reclaim_expired`."""
+        """Give back jobs whose lease expired; see :meth:`Queue.reclaim_expired`.
+
+        A lease is judged by the clock's monotonic reading when a claim or renewal of
+        this queue set it (every owner is of this process), so a step of the wall clock
+        either way changes nothing; a lease without one (a RUNNING job imported) by the
+        wall clock.
+        """
         dlq = dead_letters.check_pair(self, dead_letter, dlq_max)
         reclaimed: list[str] = []
         later: list[dead_letters.Dropped] = []
         with self._locked_with(dlq):
-            now = self._clock.now()
-            jobs = self._jobs
+            now, mono_now = self._clock.now(), self._clock.monotonic()
+            jobs, lease_mono = self._jobs, self._lease_mono
             groups = dict(self._running)
             # How many RUNNING jobs each batch claim still holds.
             held = Counter(group for group in groups.values() if group)
@@ -512,7 +520,10 @@ class JobQueue(MemoryReads, MemoryControl, MemoryCoordination, MemoryPolicy, Mem
                 if len(reclaimed) >= limit:
                     break
                 job = jobs[job_id]
-                if job.lease_until is None or job.lease_until >= now:
+                if job.lease_until is None:
+                    continue
+                due = lease_mono.get(job_id)
+                if job.lease_until >= now if due is None else due >= mono_now:
                     continue
                 in_batch = group > 0 and held[group] > 1
                 job.worker_id = None

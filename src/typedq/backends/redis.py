@@ -29,7 +29,9 @@ How it runs:
   registry keeps each live worker's heartbeat as a key expiring by the server's clock:
   ``reclaim_expired`` keeps an expired lease while its owner is live and the lease holds
   by the server's clock (a reaper whose clock runs ahead rescues nothing from a live
-  worker of any host; no pid is ever checked).
+  worker of any host; no pid is ever checked), and rescues a lease expired by the
+  server's clock whatever the caller's clock says (a clock behind the others', or
+  stepped back, keeps no dead worker's job).
 * A claim decodes its jobs after the script ran; a job whose stored payload or metadata
   cannot be decoded is moved to DEAD by a second script, fenced on the claim just made,
   with the reason as its error; the others are handed out (when all were such jobs, the

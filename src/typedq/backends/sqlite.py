@@ -684,8 +684,10 @@ class SQLiteQueue(SQLiteReads, SQLiteControl, SQLiteCoordination, SQLiteDeadLett
         process of this host (``owner_alive``: pid and start time, not a zombie) whose
         lease has not expired by the host's monotonic clock either (``lease_mono``,
         set by each claim and renewal): a jump of the wall clock rescues nothing from a
-        live owner, and a live owner that stopped renewing a lease loses it. Each rescue
-        is a compare-and-set on (RUNNING, same attempt, lease still expired). A job lost
+        live owner, and a live owner that stopped renewing a lease loses it. A lease of
+        an owner of this host whose monotonic deadline passed is rescued even before its
+        wall-clock deadline: a wall clock stepped back does not keep a dead worker's job.
+        Each rescue is a compare-and-set on (RUNNING, same attempt, the lease judged). A job lost
         ``max_lost`` times goes DEAD with its dead letter put into ``dead_letter`` in the
         same transaction.
         """
