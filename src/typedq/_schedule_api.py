@@ -34,13 +34,16 @@ R = TypeVar("R")
 
 
 class ScheduleOptions(TypedDict, total=False):
-    """Options of the jobs a schedule makes; each defaults as for a submission."""
+    """Options of the jobs a schedule makes; each defaults as for a submission, and
+    ``overlap`` (default False) lets a slot's run start while an earlier one is still
+    PENDING or RUNNING."""
 
     queue: str
     priority: int
     max_retries: int
     timeout_seconds: float
     metadata: dict[str, Any]
+    overlap: bool
 
 
 _OPTIONS: Final = frozenset(ScheduleOptions.__annotations__)
@@ -151,7 +154,9 @@ class ScheduleAPI(TypedAPI):
             dst: ``"once"`` or ``"both"``: a fixed time repeated by a fall-back change
                 fires at its first occurrence, or at both.
             **options: ``queue``, ``priority``, ``max_retries``, ``timeout_seconds``,
-                ``metadata`` of each job.
+                ``metadata`` of each job; ``overlap``: False (the default) skips a slot
+                that comes while the schedule's previous run is still PENDING or RUNNING
+                (retries included), so two runs never overlap; True enqueues every slot.
 
         Returns:
             The schedule as stored (``next_run_at`` is its next slot).
@@ -165,6 +170,9 @@ class ScheduleAPI(TypedAPI):
             if key not in _OPTIONS:
                 raise unknown_key_error("", key, _OPTIONS)
         fields: dict[str, Any] = dict(options)
+        overlap = fields.pop("overlap", False)
+        if not isinstance(overlap, bool):
+            raise ConfigError("overlap", overlap, "True or False")
         if isinstance(job_type, JobType):
             type_name = job_type.name
             data = job_type.dump({} if payload is None else payload)  # a dict is validated first
@@ -201,7 +209,7 @@ class ScheduleAPI(TypedAPI):
             every_s=None if every_s is None else float(every_s),
             tz=tz,
             payload=data,
-            options={k: v for k, v in fields.items() if v is not None},
+            options={k: v for k, v in {**fields, "overlap": overlap}.items() if v is not None},
             catch_up=catch_up,
             dst=dst,
             next_run_at=rule.after(self.clock.now()),

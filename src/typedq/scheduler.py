@@ -21,6 +21,14 @@ leader, whose enqueue is refused as a duplicate. (The id guard lasts while the s
 job is in the queue; a job deleted meanwhile could be enqueued again only in that
 window.)
 
+Overlap: unless the schedule's ``overlap`` option is True, each slot's job holds the
+unique key :func:`overlap_key` (``Queue`` unique keys: held while the job is PENDING or
+RUNNING, retries included), so a slot that comes while the previous run has not ended is
+refused by the enqueue and skipped: logged, counted in ``SchedulerStats.overlapping``,
+never queued behind the run. The schedule is not deferred: the next run is the first
+slot after the long one ended. A schedule whose metadata asks for a unique key of its
+own keeps that one.
+
 Missed slots (no scheduler ran, or the leader died) follow the schedule's ``catch_up``:
 ``"latest"`` (the default) fires the latest missed slot once, ``"all"`` fires every
 missed slot, at most :data:`~typedq._cron.MAX_CATCH_UP` (the latest ones), ``"none"``
@@ -42,6 +50,7 @@ from typing import Final
 
 from typedq._cron import MAX_CATCH_UP, MISSED_AFTER_S, Recurrence, slot_stamp
 from typedq._validate import require_number
+from typedq.backends._unique import UNIQUE_META
 from typedq.backends.base import Lock, Queue, ScheduleEntry
 from typedq.clock import Clock
 from typedq.errors import DuplicateJobError
@@ -53,6 +62,7 @@ __all__ = [
     "SLOT_KEY",
     "Scheduler",
     "SchedulerStats",
+    "overlap_key",
     "recurrence_of",
     "slot_job_id",
 ]
@@ -69,6 +79,11 @@ MAX_SLEEP_S: Final = 1.0
 _MIN_SLEEP_S: Final = 0.001
 
 
+def overlap_key(name: str) -> str:
+    """The unique key the jobs of schedule ``name`` hold unless it allows ``overlap``."""
+    return f"typedq.schedule:{name}"
+
+
 def slot_job_id(name: str, slot: float) -> str:
     """The id of the job a schedule makes for a slot: ``name@YYYYmmddTHHMMSSZ``."""
     return f"{name}@{slot_stamp(slot)}"
@@ -81,11 +96,13 @@ def recurrence_of(entry: ScheduleEntry) -> Recurrence:
 
 @dataclass
 class SchedulerStats:
-    """What a scheduler did: slots fired, enqueues refused as duplicates, slots missed
+    """What a scheduler did: slots fired, enqueues refused as duplicates, slots skipped
+    because the schedule's previous run had not ended (``overlap`` False), slots missed
     (left out by ``catch_up``), and leaderships taken and lost."""
 
     fired: int = 0
     duplicates: int = 0
+    overlapping: int = 0
     missed: int = 0
     elected: int = 0
     lost: int = 0
@@ -241,7 +258,14 @@ class Scheduler:
             job = self._job(queue, entry, slot)
             try:
                 queue.enqueue(job)
-            except DuplicateJobError:
+            except DuplicateJobError as exc:
+                if exc.unique_key is not None and exc.unique_key == overlap_key(entry.name):
+                    self.stats.overlapping += 1
+                    logger.info(
+                        "schedule %r: slot %s skipped, its previous run %s has not ended (overlap=False)",
+                        entry.name, slot_stamp(slot), exc.existing_id,
+                    )
+                    continue
                 self.stats.duplicates += 1
                 logger.info(
                     "schedule %r: slot %s was already enqueued (%s)", entry.name, slot_stamp(slot), job.job_id
@@ -278,6 +302,8 @@ class Scheduler:
     def _job(self, queue: Queue, entry: ScheduleEntry, slot: float) -> Job:
         options = entry.options
         metadata = {**options.get("metadata", {}), SCHEDULE_KEY: entry.name, SLOT_KEY: slot}
+        if not options.get("overlap", False) and UNIQUE_META not in metadata:
+            metadata[UNIQUE_META] = {"key": overlap_key(entry.name)}
         return Job.create(
             entry.job_type,
             dict(entry.payload),

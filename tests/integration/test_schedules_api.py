@@ -115,6 +115,7 @@ def test_a_name_in_two_queues_needs_the_queue(manager: JobQueueManager) -> None:
         pytest.param({"every": 60, "name": "has space"}, ConfigError, "name", id="name"),
         pytest.param({"every": 60, "priority": 11}, InvalidJobError, "priority", id="priority"),
         pytest.param({"every": 60, "colour": "red"}, ConfigError, "colour", id="unknown-option"),
+        pytest.param({"every": 60, "overlap": "yes"}, ConfigError, "overlap", id="overlap"),
         pytest.param({"every": 60, "payload": {"x": {1, 2}}}, ConfigError, "payload", id="not-json"),
     ],
 )

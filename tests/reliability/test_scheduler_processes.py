@@ -98,7 +98,9 @@ def run_with_kills(url: str, tmp_path: Path, slots: int) -> None:
     queue = open_queue(url, name="default")
     procs: list[subprocess.Popen[str]] = []
     try:
-        entry = ScheduleEntry(name="tick", job_type="tick", every_s=1.0, catch_up="all")
+        entry = ScheduleEntry(
+            name="tick", job_type="tick", every_s=1.0, catch_up="all", options={"overlap": True}
+        )  # every slot's job, run or not
         entry.next_run_at = recurrence_of(entry).after(time.time() + 1.0)  # after the start-up
         queue.put_schedule(entry)
         first = entry.next_run_at
