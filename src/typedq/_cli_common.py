@@ -89,6 +89,7 @@ CONFIG_KEYS: Final[dict[str, str]] = {
     "history-limit": "history_limit",
     "shutdown-grace": "shutdown_grace_s",
     "processes": "processes",
+    "memory-limit": "memory_limit_mb",
     "batch-size": "batch_size",
     "serializer": "serializer",
     "max-payload-size": "max_payload_size",

@@ -91,6 +91,10 @@ DEFAULT_CONFIG: Final[dict[str, Any]] = {
     # How many worker processes ``typedq worker`` and ``run_worker_processes`` start when
     # not told; 0: worker threads in one process. ``start_workers()`` always starts threads.
     "processes": 0,
+    # The most address space (RLIMIT_AS) each worker process may map, in MiB; a handler
+    # that allocates past it gets a MemoryError (None: no limit). Thread workers started
+    # by start_workers() are not limited.
+    "memory_limit_mb": None,
     # Whether start_workers() also runs the scheduler (see typedq.scheduler), and the time
     # to live of its leader lock: a dead leader is replaced within it.
     "scheduler": True,
@@ -187,6 +191,7 @@ def validate_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
     require_number("shutdown_grace_s", merged["shutdown_grace_s"], minimum=0)
     require_number("cancel_grace_s", merged["cancel_grace_s"], minimum=0, allow_none=True)
     require_number("processes", merged["processes"], minimum=0, integer=True)
+    require_number("memory_limit_mb", merged["memory_limit_mb"], minimum=1, integer=True, allow_none=True)
     require_number("max_payload_size", merged["max_payload_size"], minimum=1, integer=True)
     if not isinstance(merged["scheduler"], bool):
         raise ConfigError("scheduler", merged["scheduler"], "True or False")

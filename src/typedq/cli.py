@@ -537,6 +537,11 @@ _WORKER_OPTIONS = [
     ),
     click.option("-P", "--processes", type=click.IntRange(min=0),
                  help="Worker processes; 0: threads in this process (default: the processes setting)."),
+    click.option(
+        "--memory-limit", type=click.IntRange(min=1), metavar="MIB",
+        help="Address space each worker process may map, MiB; a handler past it gets MemoryError "
+        "(default: the memory_limit_mb setting; worker processes only).",
+    ),
     click.option("--grace", type=click.FloatRange(min=0), help="Seconds jobs may finish after a signal."),
     click.option("--log-level", type=_LEVELS, help="Log level (default WARNING)."),
     click.option("--backend", metavar="URL", help="Backend URL (env TYPEDQ_BACKEND); --app brings its own."),
@@ -586,7 +591,7 @@ worker.add_command(stop_workers_cmd)
 
 def _run_worker(
     *, app: str | None, queues: tuple[str, ...], concurrency: int | None, processes: int | None,
-    worker_class: str | None,
+    worker_class: str | None, memory_limit: int | None,
     grace: float | None, log_level: str | None, backend: str | None, config_path: str | None,
 ) -> None:
     level = (log_level or "WARNING").upper()
@@ -599,6 +604,10 @@ def _run_worker(
         # Not given: the `processes` setting decides (the app's config, or typedq.json).
         manager = load_app(app) if app else env.open(create=True)
         processes = int(manager.config["processes"])
+    if memory_limit is not None and not processes:
+        if manager is not None:
+            manager.close(graceful=False)
+        raise CLIError("--memory-limit caps worker processes: give --processes N (N >= 1) with it")
     if processes:
         cfg = None
         try:
@@ -614,7 +623,7 @@ def _run_worker(
         click.echo(f"typedq worker: {processes} process(es) on {where}; {_STOP_HINT}", err=True)
         pool = run_worker_processes(
             app, processes=processes, concurrency=concurrency, queues=names, grace_s=grace,
-            config=cfg, log_level=level, worker_class=worker_class,
+            config=cfg, log_level=level, worker_class=worker_class, memory_limit_mb=memory_limit,
         )
         click.echo(
             f"typedq worker: stopped{' at once' if pool.immediate else ''}; {pool.completed} completed, "

@@ -34,6 +34,14 @@ killed, so the child then gives its other running jobs back and exits, and the p
 a fresh one: the stuck handler dies with its process. A handler still running
 ``cancel_grace_s`` after its job's cancellation was requested is treated alike: its worker
 records the job CANCELLED, and the child is replaced.
+
+With a memory limit (the ``memory_limit_mb`` setting, or ``memory_limit_mb=``), each child
+caps its own address space with ``RLIMIT_AS`` (:func:`apply_memory_limit`) once it has
+built the app, before it claims a job. An allocation past the cap fails in the code that
+asked for it: a handler's ``MemoryError`` fails its job like any exception (retried as
+configured, then dead-lettered), and the child serves on. Should a child die of it
+instead, it is replaced and its job is rescued by its lease, counted as a lost worker
+(``max_lost``). The parent and the other children are not limited.
 """
 
 from __future__ import annotations
@@ -55,6 +63,7 @@ from typing import Any, Final, NoReturn
 
 from typedq._config import validate_config, validate_queue_settings
 from typedq._identity import set_supervisor
+from typedq._memory_limit import MIB, apply_memory_limit, start_error
 from typedq._serve import (
     ServeReport,
     StopRequest,
@@ -77,6 +86,7 @@ __all__ = [
     "ServeReport",
     "StopRequest",
     "WorkerProcessError",
+    "apply_memory_limit",
     "check_shared_backend",
     "load_app",
     "release_in_flight",
@@ -132,18 +142,28 @@ class _ChildSpec:
     shell_jobs: bool
     log_level: str
     cwd: str
+    memory_limit_mb: int | None = None
 
 
-def _child_manager(spec: _ChildSpec) -> JobQueueManager:
+def _child_manager(spec: _ChildSpec) -> tuple[JobQueueManager, int | None]:
+    """Build the child's manager, then cap the child's memory if a limit is set (before
+    any worker thread starts, so no job runs without it); return the manager and the
+    limit in MiB (None: no limit)."""
     manager = load_app(spec.app_ref) if spec.app_ref is not None else JobQueueManager(spec.config)
     try:
         check_shared_backend(manager.config["backend"])
         if spec.shell_jobs:
             register_shell_jobs(manager)
+        limit_mb: int | None = spec.memory_limit_mb
+        if limit_mb is None:
+            limit_mb = manager.config["memory_limit_mb"]
+        if limit_mb is not None:
+            applied = apply_memory_limit(limit_mb)
+            logger.info("worker process %s: address space capped at %d MiB", os.getpid(), applied // MIB)
     except BaseException:
         manager.close(graceful=False)
         raise
-    return manager
+    return manager, limit_mb
 
 
 def _error_info(exc: BaseException) -> dict[str, Any]:
@@ -178,7 +198,7 @@ def _child_main(spec: _ChildSpec, conn: multiprocessing.connection.Connection) -
     os.chdir(spec.cwd)
     set_supervisor(os.getppid())  # `typedq worker stop` signals the pool, not this child
     try:
-        manager = _child_manager(spec)
+        manager, limit_mb = _child_manager(spec)
     except BaseException as exc:
         with contextlib.suppress(Exception):
             conn.send(("error", _error_info(exc)))
@@ -189,7 +209,11 @@ def _child_main(spec: _ChildSpec, conn: multiprocessing.connection.Connection) -
     def watchdog() -> str | None:
         return "the parent process exited" if os.getppid() != parent else None
 
+    started = False
+
     def on_started(workers: list[Worker]) -> None:
+        nonlocal started
+        started = True
         grace = manager.config["shutdown_grace_s"] if spec.grace_s is None else spec.grace_s
         conn.send(("ready", os.getpid(), len(workers), grace))
 
@@ -206,9 +230,15 @@ def _child_main(spec: _ChildSpec, conn: multiprocessing.connection.Connection) -
             logger.warning("restarting this worker process: %s", report.reason)
         with contextlib.suppress(Exception):
             conn.send(("stopped", asdict(report)))
-    except BaseException:
+    except BaseException as exc:
         logger.exception("worker process failed")
         code = 1
+        limit_error = None if started or limit_mb is None else start_error(limit_mb, exc)
+        if limit_error is not None:
+            # Every child would fail alike: stop the pool with the reason, not after 3 tries.
+            with contextlib.suppress(Exception):
+                conn.send(("error", _error_info(limit_error)))
+            code = EXIT_STARTUP
     finally:
         with contextlib.suppress(Exception):
             manager.close(graceful=False)
@@ -486,6 +516,7 @@ def run_worker_processes(
     log_level: str = "WARNING",
     handle_signals: bool = True,
     worker_class: str | None = None,
+    memory_limit_mb: int | None = None,
 ) -> PoolReport:
     """Run ``processes`` worker processes until SIGTERM/SIGINT; return the report.
 
@@ -507,10 +538,14 @@ def run_worker_processes(
         handle_signals: install SIGTERM/SIGINT handlers (main thread only).
         worker_class: ``"auto"``, ``"thread"`` or ``"async"`` for every queue (default:
             each queue's ``worker_class`` setting).
+        memory_limit_mb: the address space each worker process may map, in MiB (see
+            :func:`apply_memory_limit`); None: the manager's ``memory_limit_mb`` setting
+            (None there too: no limit).
 
     Raises:
         ConfigError: ``memory://`` (its jobs cannot cross processes), a bad app
-            reference or a bad setting; ``processes`` None and the setting 0.
+            reference or a bad setting; ``processes`` None and the setting 0; a memory
+            limit below what a worker process maps before it starts its threads.
         WorkerProcessError: children keep dying before they are ready.
     """
     if processes is None:
@@ -522,6 +557,7 @@ def run_worker_processes(
         require_number("grace_s", grace_s, minimum=0)
     if worker_class is not None:
         validate_queue_settings("", {"worker_class": worker_class})
+    require_number("memory_limit_mb", memory_limit_mb, minimum=1, integer=True, allow_none=True)
     checked: dict[str, Any] | None = None
     if app_ref is None:
         checked = validate_config(config)
@@ -533,7 +569,7 @@ def run_worker_processes(
     spec = _ChildSpec(
         app_ref=app_ref, config=checked, queues=tuple(queues) if queues else None,
         concurrency=concurrency, worker_class=worker_class, grace_s=grace_s, shell_jobs=shell_jobs,
-        log_level=log_level, cwd=os.getcwd(),
+        log_level=log_level, cwd=os.getcwd(), memory_limit_mb=memory_limit_mb,
     )
     pool = ProcessPool(spec, processes)
     handlers: dict[int, Callable[[int, FrameType | None], None]] = {}

@@ -1,5 +1,7 @@
 """The ``processes`` setting: how many worker processes ``run_worker_processes`` starts when
-it is not told (RELIABILITY.md A6, H8). Real spawned processes drain a SQLite file.
+it is not told (RELIABILITY.md A6, H8). Real spawned processes drain a SQLite file. Also
+the validation of ``memory_limit_mb``, the cap of each worker process (what a capped
+process does: ``tests/reliability/test_process_memory_limit.py``).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typedq._identity import parse_worker_id
 from typedq.errors import ConfigError
 from typedq.job import JobStatus
 from typedq.manager import JobQueueManager
-from typedq.process import PoolReport, run_worker_processes
+from typedq.process import PoolReport, apply_memory_limit, run_worker_processes
 from typedq.shell import register_shell_jobs
 
 
@@ -99,6 +101,37 @@ def test_the_setting_is_validated_with_the_field_and_the_range() -> None:
     manager = JobQueueManager({"processes": 4})
     assert manager.config["processes"] == 4  # read by run_worker_processes; start_workers runs threads
     manager.close()
+
+
+def test_the_memory_limit_setting_is_validated_with_the_field_and_the_range() -> None:
+    for bad in (0, -5, 1.5, "256", True):
+        with pytest.raises(ConfigError) as info:
+            JobQueueManager({"memory_limit_mb": bad})
+        assert (info.value.field, info.value.allowed) == ("memory_limit_mb", "None or an int >= 1")
+        assert "memory_limit_mb" in str(info.value)
+    with pytest.raises(ConfigError) as typo:
+        JobQueueManager({"memory_limit": 256})
+    assert "did you mean 'memory_limit_mb'?" in str(typo.value)
+    for good in (None, 1024):
+        manager = JobQueueManager({"memory_limit_mb": good})
+        assert manager.config["memory_limit_mb"] == good
+        manager.close()
+    with JobQueueManager() as manager:
+        assert manager.config["memory_limit_mb"] is None  # no limit by default
+
+
+def test_a_bad_memory_limit_is_refused_before_any_process_starts(backend: str) -> None:
+    started = time.monotonic()
+    with pytest.raises(ConfigError) as info:
+        run_worker_processes(None, config={"backend": backend}, processes=1, memory_limit_mb=0)
+    assert info.value.field == "memory_limit_mb"
+    with pytest.raises(ConfigError) as setting:
+        run_worker_processes(None, config={"backend": backend, "processes": 1, "memory_limit_mb": 0.5})
+    assert setting.value.field == "memory_limit_mb"
+    assert time.monotonic() - started < 1.0
+    with pytest.raises(ConfigError) as direct:
+        apply_memory_limit(-1)
+    assert direct.value.field == "memory_limit_mb"
 
 
 def test_no_processes_to_run_is_refused_before_any_starts(backend: str) -> None:
