@@ -11,6 +11,10 @@
 * Every connection is set up the same way and checked: WAL, ``synchronous`` NORMAL or
   FULL, ``busy_timeout`` :data:`BUSY_TIMEOUT_S`, a checkpoint every
   :data:`WAL_AUTOCHECKPOINT_PAGES` pages.
+* A WAL file left large (a reader held an old snapshot while others wrote, so no
+  checkpoint could reset it) shrinks at the next commit: its autocheckpoint resets the
+  WAL and ``journal_size_limit`` cuts the file back. When nothing commits, a waiting
+  worker's poll does it (:meth:`Connections.tidy_wal`).
 * :meth:`Connections.write` runs a function inside ``BEGIN IMMEDIATE`` ... ``COMMIT``
   (rolled back on any exception), retrying the whole transaction once on SQLITE_BUSY.
 * Writers take turns through an advisory ``flock`` on a side file, ``<db>-typedq-lock``
@@ -45,6 +49,7 @@ __all__ = [
     "CLOSE_WAIT_S",
     "SYNCHRONOUS",
     "WAL_AUTOCHECKPOINT_PAGES",
+    "WAL_CHECK_S",
     "WAL_SIZE_LIMIT",
     "Connections",
     "map_errors",
@@ -58,6 +63,10 @@ CLOSE_WAIT_S: Final = 2.0
 WAL_AUTOCHECKPOINT_PAGES: Final = 4000
 #: ``PRAGMA journal_size_limit``: the WAL file is truncated to this after a checkpoint.
 WAL_SIZE_LIMIT: Final = 16 * 1024 * 1024
+#: How often :meth:`Connections.tidy_wal` looks at the WAL file's size, seconds.
+WAL_CHECK_S: Final = 0.5
+#: The busy timeout of its checkpoint: how long it waits for readers of older snapshots.
+_TIDY_BUSY_MS: Final = 100
 #: ``durability`` option -> ``PRAGMA synchronous`` value.
 SYNCHRONOUS: Final = {"normal": 1, "full": 2}
 #: Waiting for the writer lock: the first pause, doubled up to the longest (seconds).
@@ -198,6 +207,8 @@ class Connections:
         self.writer_lock_timeouts = 0
         #: The side file writers take turns on.
         self.lock_path = Path(f"{path}-typedq-lock")
+        self._wal_path = Path(f"{path}-wal")
+        self._wal_check_at = 0.0  # time.monotonic() of tidy_wal's next look
 
     def get(self) -> sqlite3.Connection:
         """This thread's connection, opened (or reopened after fork) on first use."""
@@ -342,15 +353,7 @@ class Connections:
         """Wait for this thread's turn to write; return the locked descriptor, or None
         when the wait passed :data:`BUSY_TIMEOUT_S` (then SQLite's busy timeout decides).
         """
-        if not holder.lock_fds:
-            try:
-                holder.lock_fds.append(os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644))
-            except OSError as exc:
-                raise BackendWriteError(
-                    f"cannot open the writer lock {self.lock_path} of the SQLite queue file "
-                    f"{self.path}: {exc}"
-                ) from exc
-        fd = holder.lock_fds[0]
+        fd = self._lock_fd(holder)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             return fd
@@ -368,6 +371,62 @@ class Connections:
                     self.writer_lock_timeouts += 1
                     return None
                 pause = min(pause * 2, _MAX_PAUSE_S)
+
+    def _lock_fd(self, holder: _Holder) -> int:
+        """This thread's descriptor of the writer lock, opened on first use."""
+        if not holder.lock_fds:
+            try:
+                holder.lock_fds.append(os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644))
+            except OSError as exc:
+                raise BackendWriteError(
+                    f"cannot open the writer lock {self.lock_path} of the SQLite queue file "
+                    f"{self.path}: {exc}"
+                ) from exc
+        return holder.lock_fds[0]
+
+    def tidy_wal(self) -> None:
+        """Checkpoint the WAL and truncate its file when it has grown past
+        :data:`WAL_SIZE_LIMIT`, looking at most every :data:`WAL_CHECK_S`.
+
+        While a reader holds an old snapshot, no checkpoint can reset the WAL, and the
+        file grows with every commit. Once the reader lets go, the next commit's
+        autocheckpoint resets it and ``journal_size_limit`` cuts the file back; on a
+        queue where nothing commits any more, nothing would until the last connection
+        closes. A waiting worker calls this from its poll, so the file shrinks soon
+        after the reader lets go.
+
+        It never waits for the writer turn: a writer holding it is about to commit, and
+        its autocheckpoint does the work. A checkpoint still blocked by a reader after
+        :data:`_TIDY_BUSY_MS` gives up until the next look. Errors are left to the
+        caller's next statement: this one only tidies.
+
+        Raises:
+            QueueClosedError: the queue was closed.
+            BackendWriteError: the writer lock file cannot be opened.
+        """
+        now = time.monotonic()
+        if now < self._wal_check_at:
+            return
+        self._wal_check_at = now + WAL_CHECK_S
+        try:
+            if self._wal_path.stat().st_size <= WAL_SIZE_LIMIT:
+                return
+        except OSError:
+            return
+        holder = self._enter()
+        try:
+            fd = self._lock_fd(holder)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return
+            try:
+                with contextlib.suppress(sqlite3.Error):
+                    _checkpoint(holder.conn)
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            self._leave(holder)
 
     def _transaction(
         self,
@@ -456,6 +515,21 @@ class Connections:
         """Forget this thread's connection; collecting its holder closes it (``_release``)."""
         if getattr(self._local, "holder", None) is not None:
             del self._local.holder
+
+
+def _checkpoint(conn: sqlite3.Connection) -> None:
+    """``wal_checkpoint(TRUNCATE)`` on ``conn``, waiting at most :data:`_TIDY_BUSY_MS`,
+    once a passive checkpoint (which waits for nothing) could copy every frame back: while
+    a reader holds an older snapshot the truncating one could not, and it would hold the
+    write lock, stopping every writer, while it waited for that reader."""
+    busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    if busy or copied < frames:
+        return
+    conn.execute(f"PRAGMA busy_timeout = {_TIDY_BUSY_MS}")
+    try:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    finally:
+        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
 
 
 def _in_use(ref: weakref.ref[_Holder]) -> bool:

@@ -260,6 +260,9 @@ class SQLiteReads:
         return float(due[0][0]) if due else None
 
     def _data_version(self) -> int:
+        # Polled every few ms while a worker waits (_sqlite_wait): the moment to shrink a
+        # WAL file a long read left large, on a queue where no commit will (tidy_wal).
+        self._db.tidy_wal()
         return int(self._db.read(SQL.data_version)[0][0])
 
     def wait_ready(self, timeout_s: float) -> bool:
