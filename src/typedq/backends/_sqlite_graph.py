@@ -573,25 +573,26 @@ class QueueGraph:
     def rescue(
         self,
         conn: _Conn,
-        chosen: list[tuple[int, str, int, float, bool]],
+        chosen: list[tuple[int, str, int, float, float | None, bool]],
         now: float,
         max_lost: int,
         on_dead: Callable[[_Conn, int, str], None] | None = None,
     ) -> list[str]:
-        """Give back each chosen ``(seq, job_id, attempt, lease_until, in_batch)`` whose lease is unchanged.
+        """Give back each chosen ``(seq, job_id, attempt, lease_until, lease_mono, in_batch)``
+        whose lease is unchanged.
 
-        Each is a compare-and-set on (RUNNING, same attempt, the lease deadline the
-        reaper judged lapsed): a job whose owner completed, failed or renewed it meanwhile
-        is left alone. Returns the ids
+        Each is a compare-and-set on (RUNNING, same attempt, the lease's deadlines as the
+        reaper judged them lapsed): a job whose owner completed, failed or renewed it
+        meanwhile is left alone. Returns the ids
         given back: CANCELLED if cancellation was requested; a job of a batch PENDING
         with ``run_alone`` and its loss not counted; a job claimed alone DEAD once lost
         ``max_lost`` times, PENDING otherwise. ``on_dead(conn, seq, job_id)`` is called
         for each job that went DEAD (its dead letter), in this transaction.
         """
         done = []
-        for seq, job_id, attempt, lease_until, in_batch in chosen:
+        for seq, job_id, attempt, lease_until, lease_mono, in_batch in chosen:
             sql = SQL.rescue_from_batch if in_batch else SQL.rescue
-            got = conn.execute(sql, (seq, attempt, lease_until)).fetchone()
+            got = conn.execute(sql, (seq, attempt, lease_until, lease_mono)).fetchone()
             if got is None:
                 continue
             lost, cancel, depends, sched, job_type, priority = got

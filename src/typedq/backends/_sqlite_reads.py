@@ -207,8 +207,9 @@ class SQLiteReads:
 
     def _expired(
         self, now: float, mono_now: float, limit: int, owner_alive: Callable[[str | None], bool | None]
-    ) -> list[tuple[int, str, int, float, bool]]:
-        """Up to ``limit`` lapsed leases to rescue, as ``(seq, job_id, attempt, lease_until, in_batch)``.
+    ) -> list[tuple[int, str, int, float, float | None, bool]]:
+        """Up to ``limit`` lapsed leases to rescue, as
+        ``(seq, job_id, attempt, lease_until, lease_mono, in_batch)``.
 
         A lease has lapsed when its wall-clock deadline passed, unless its owner is a
         live process of this host (``owner_alive``, given by ``sqlite``, where tests
@@ -220,7 +221,7 @@ class SQLiteReads:
         comparable on the host that took it. ``in_batch`` tells a job whose claim still
         holds other RUNNING jobs.
         """
-        chosen: list[tuple[int, str, int, float, bool]] = []
+        chosen: list[tuple[int, str, int, float, float | None, bool]] = []
         alive: dict[str | None, bool | None] = {}
         held: dict[int, int] | None = None
 
@@ -238,7 +239,7 @@ class SQLiteReads:
                 if held is None:  # how many jobs each batch holds: was this one of a batch?
                     held = dict(self._db.read(SQL.claims_held, (self._name,)))
                 in_batch = group is not None and held.get(group, 1) > 1
-                chosen.append((seq, job_id, attempt, lease_until, in_batch))
+                chosen.append((seq, job_id, attempt, lease_until, lease_mono, in_batch))
 
         after: tuple[float, int] = (float("-inf"), -1)
         while len(chosen) < limit:

@@ -188,17 +188,19 @@ class SQL:
         " GROUP BY claim_group"
     )
     #: A job claimed alone: its loss is counted, and it is claimed alone from now on
-    #: (params: seq, attempt, the lease deadline the reaper judged: a job completed,
-    #: failed, claimed again or renewed since is left alone).
+    #: (params: seq, attempt, and the lease's wall-clock and monotonic deadlines as the
+    #: reaper judged them: a job completed, failed, claimed again or renewed since is left
+    #: alone; a renewal always moves the monotonic one, even when a wall clock stepped
+    #: back gives it the same wall-clock deadline).
     rescue: Final = (
         "UPDATE jobs SET lost_count = lost_count + 1, run_alone = 1, worker_id = NULL WHERE seq = ?"
-        " AND status = 'RUNNING' AND attempt = ? AND lease_until = ?"
+        " AND status = 'RUNNING' AND attempt = ? AND lease_until = ? AND lease_mono IS ?"
         " RETURNING lost_count, cancel_requested, depends_on, scheduled_at, job_type, priority"
     )
     #: A job of a batch: not counted, claimed alone next time (params as ``rescue``).
     rescue_from_batch: Final = (
         "UPDATE jobs SET run_alone = 1, worker_id = NULL WHERE seq = ?"
-        " AND status = 'RUNNING' AND attempt = ? AND lease_until = ?"
+        " AND status = 'RUNNING' AND attempt = ? AND lease_until = ? AND lease_mono IS ?"
         " RETURNING lost_count, cancel_requested, depends_on, scheduled_at, job_type, priority"
     )
 
