@@ -38,6 +38,9 @@ __all__ = [
 
 logger = logging.getLogger("typedq.worker")
 
+#: Guards the lists of abandoned helper threads (see :func:`call_with_timeout`).
+_ABANDONED_LOCK = threading.Lock()
+
 
 def _typedq_version() -> str:
     try:
@@ -113,7 +116,8 @@ def call_with_timeout(
     """Run the handler (with ``ctx`` when it takes one) in a helper thread and wait
     ``timeout`` seconds for it.
 
-    Past the timeout the helper (which Python cannot kill) is added to ``abandoned``,
+    Past the timeout the helper (which Python cannot kill) is added to ``abandoned``
+    (the helpers in it that have ended since are dropped: it lists those still running),
     its late result will be discarded, and ``JobTimeoutError`` is raised.
     """
     outcome: list[tuple[bool, Any]] = []
@@ -132,7 +136,11 @@ def call_with_timeout(
     helper = threading.Thread(target=target, name=name, daemon=True)
     helper.start()
     if not done.wait(timeout):
-        abandoned.append(helper)
+        with _ABANDONED_LOCK:  # an async worker's helpers time out on several threads
+            # Those that ended since are forgotten: a worker timing out job after job
+            # would otherwise hold one finished thread per timeout, for ever.
+            abandoned[:] = [thread for thread in abandoned if thread.is_alive()]
+            abandoned.append(helper)
         logger.error(
             "job %s (%s) exceeded its %ss timeout; its thread %s keeps running "
             "(Python threads cannot be killed) and its result will be discarded",

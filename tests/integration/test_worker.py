@@ -444,6 +444,37 @@ def test_handler_timeout_fails_job_and_worker_moves_on(
     assert queue.get_job(stuck).result is None
 
 
+def test_abandoned_threads_lists_the_helpers_still_running_not_every_timeout(
+    start_worker: Callable[..., Worker],
+) -> None:
+    """A worker timing out job after job keeps no finished helper thread (L2's leak: one
+    thread object a timeout, for ever)."""
+    queue = JobQueue()
+    gates = [threading.Event() for _ in range(6)]
+
+    def hangs(payload: dict[str, Any]) -> None:
+        gates[payload["n"]].wait(30)
+
+    ids = [
+        add(queue, "hang", {"n": n}, timeout_seconds=0.05, max_retries=0, priority=9 - n) for n in range(5)
+    ]
+    worker = start_worker(queue, {"hang": hangs})
+    for job_id in ids:
+        wait_until(status_is(queue, job_id, JobStatus.DEAD))
+    assert len(worker.abandoned_threads) == 5  # all still running
+    helpers = list(worker.abandoned_threads)
+    for n in (0, 1, 2):
+        gates[n].set()
+    for helper in helpers[:3]:
+        helper.join(5)
+    last = add(queue, "hang", {"n": 5}, timeout_seconds=0.05, max_retries=0)
+    wait_until(status_is(queue, last, JobStatus.DEAD))
+    assert worker.abandoned_threads == [*helpers[3:], worker.abandoned_threads[-1]]
+    assert last in worker.abandoned_threads[-1].name
+    for gate in gates:
+        gate.set()
+
+
 def test_handler_within_its_timeout_completes(start_worker: Callable[..., Worker]) -> None:
     queue = JobQueue()
     job_id = add(queue, "t", {"x": 3}, timeout_seconds=5.0)
