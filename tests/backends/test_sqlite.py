@@ -1606,3 +1606,26 @@ def _check_counts_read(
     assert queue.count_by_priority() == _ready_by_level(db, "q", clock.now())
     assert queue.count_scheduled() == _scheduled(db, "q", clock.now())
     assert sum(queue.count_by_status().values()) > 0
+
+
+def test_completions_of_every_batch_size_prepare_a_statement_per_size_bucket(tmp_path: Path) -> None:
+    """Batch sizes vary with timing; each connection keeps every statement text it ran
+    prepared (about 22 KB each), so the batch completion's text depends on a power-of-two
+    bucket of the size, not on the size: 1 to 70 jobs make 7 texts (with and without
+    results), not 70, and the padding rows complete nothing."""
+    queue = SQLiteQueue(tmp_path / "jobs.db", clock=FakeClock())
+    SQL.complete_batch.cache_clear()
+    try:
+        for size in range(1, 71):
+            queue.enqueue_many([Job(job_type="t", job_id=f"s{size}-{i}") for i in range(size)])
+            claims = queue.claim_many("w", lease_s=60.0, limit=size)
+            assert len(claims) == size
+            done = queue.complete_many(
+                [Completion(c.job.job_id, c.token, i if size % 2 else None) for i, c in enumerate(claims)]
+            )
+            assert [job.job_id for job in done] == [c.job.job_id for c in claims]  # type: ignore[union-attr]
+        assert SQL.complete_batch.cache_info().currsize <= 2 * 8  # buckets 1, 2, 4 ... 128
+        assert queue.count_by_status()[JobStatus.COMPLETED] == 70 * 71 // 2
+        assert queue.get_job("s3-2").result == 2
+    finally:
+        queue.close()

@@ -531,8 +531,13 @@ class QueueGraph:
                     params += (seq, item.token, blob)
                 else:
                     params += (seq, item.token)
+            # One statement text per size bucket, not per batch size: each connection
+            # keeps every text it ran prepared (about 22 KB each), and batch sizes vary
+            # with timing. Rows of seq -1 match no job.
+            size = SQL.complete_bucket(len(chunk))
+            params += (-1, 0, 0) * (size - len(chunk)) if results else (-1, 0) * (size - len(chunk))
             params.append(now)
-            done = conn.execute(SQL.complete_batch(len(chunk), results), params).fetchall()
+            done = conn.execute(SQL.complete_batch(size, results), params).fetchall()
             counts.bump(conn, self.queue, counts.moved((row[3] for row in done), _RUNNING, _COMPLETED))
             for seq, *row in done:
                 pos = batch[seq]

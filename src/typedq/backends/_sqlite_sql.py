@@ -132,6 +132,12 @@ class SQL:
     COMPLETE_BATCH_MAX: Final = 1000
 
     @staticmethod
+    def complete_bucket(count: int) -> int:
+        """The ``complete_batch`` size that holds ``count`` (1 to :attr:`COMPLETE_BATCH_MAX`)
+        completions: the next power of two, so a connection prepares at most 11 texts."""
+        return 1 << (count - 1).bit_length()
+
+    @staticmethod
     @functools.cache
     def complete_batch(count: int, results: bool = True) -> str:
         """Complete ``count`` claimed jobs by rowid in one statement.
