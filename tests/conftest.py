@@ -15,12 +15,21 @@ test process idled.
 from __future__ import annotations
 
 import gc
+import os
 from collections.abc import Callable, Iterator
 
 import pytest
 
 from tests import helpers
 from typedq.clock import FakeClock
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto``: three test processes per two cores. About a quarter of the fast
+    suite's time is spent waiting on real time (heartbeats, leases lapsing, cron slots,
+    processes starting), with the cores idle; a third process on two cores fills it
+    (the suite took 300 s with two, 261 s with three)."""
+    return max(1, (3 * (os.cpu_count() or 1) + 1) // 2)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -204,7 +204,7 @@ def completed(queue: Queue) -> int:
     ("batch_size", "jobs"),
     [
         pytest.param(DEFAULT_BATCH_SIZE, JOBS, id="batches"),
-        pytest.param(1, 2_000, id="one-at-a-time-2k"),
+        pytest.param(1, 2_000, id="one-at-a-time-2k", marks=pytest.mark.slow),
         pytest.param(1, JOBS, id="one-at-a-time-10k", marks=pytest.mark.slow),
     ],
 )
