@@ -61,6 +61,7 @@ from typing import Any
 import pytest
 from tests.helpers import wait_until
 from tests.reliability import _raising_handlers as handlers
+from tests.reliability.rss import rss_bytes, slope_mib_per_100k
 
 from typedq import Job, JobQueueManager, JobStatus
 
@@ -70,15 +71,9 @@ CHUNK = 1_000
 #: The timeout path: a job's limit, and how long its handler sleeps before it raises.
 TIMEOUT_S = 0.02
 LATE_S = 0.1
-_PAGE = os.sysconf("SC_PAGE_SIZE")
 MIB = 1 << 20
 ROOT = Path(__file__).resolve().parents[2]
 HANDLERS_FILE = handlers.__file__
-
-
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * _PAGE
 
 
 def _kind(n: int) -> str:
@@ -239,7 +234,7 @@ def run_soak(backend: str, jobs: int, directory: Path) -> _Run:
             if (step + 1) % (steps // 20) == 0:
                 frames, errors = retained()
                 run.samples.append(_Sample(
-                    (step + 1) * CHUNK, _rss_bytes(), threading.active_count(),
+                    (step + 1) * CHUNK, rss_bytes(), threading.active_count(),
                     len(os.listdir("/proc/self/fd")), frames, errors,
                 ))
         run.abandoned = sum(len(w.abandoned_threads) for w in workers)
@@ -274,7 +269,7 @@ def _soak(backend: str, jobs: int, tmp_path: Path) -> None:
     at20 = next(s for s in samples if s.jobs >= 0.2 * jobs)
     end = samples[-1]
     last_half = [s for s in samples if s.jobs >= 0.5 * jobs]
-    slope = _slope_mib_per_100k(last_half)
+    slope = slope_mib_per_100k([(s.jobs, s.rss) for s in last_half])
     report = ", ".join(f"{s.jobs // 1000}k:{s.rss / MIB:.1f}" for s in samples)
     print(
         f"L2 {backend}: {jobs} jobs in {run.seconds:.0f} s ({run.timed_out} timed out, "
@@ -301,15 +296,6 @@ def _soak(backend: str, jobs: int, tmp_path: Path) -> None:
 
 #: The shortest run the slope rule is applied to (see the module docstring).
 SLOPE_FROM = 100_000
-
-
-def _slope_mib_per_100k(samples: list[_Sample]) -> float:
-    """Least-squares slope of RSS over jobs, in MiB per 100,000 jobs."""
-    xs = [s.jobs for s in samples]
-    ys = [s.rss / MIB for s in samples]
-    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
-    var = sum((x - mx) ** 2 for x in xs)
-    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / var * 100_000
 
 
 @pytest.mark.slow

@@ -44,6 +44,7 @@ from typing import Any
 
 import pytest
 from tests.helpers import wait_until
+from tests.reliability.rss import rss_bytes, slope_mib_per_100k
 
 from typedq import EventHandler, FakeClock, Job, JobQueueManager, JobStatus
 from typedq.backends._sqlite_driver import sqlite3
@@ -53,14 +54,8 @@ pytestmark = [pytest.mark.soak, pytest.mark.timeout(3600)]
 JOBS = int(os.environ.get("TYPEDQ_SOAK_JOBS", "500000"))
 DAY_S = 86_400.0
 CHUNK = 1_000
-_PAGE = os.sysconf("SC_PAGE_SIZE")
 MIB = 1 << 20
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * _PAGE
 
 
 def _kind(n: int) -> str:
@@ -152,22 +147,13 @@ class _Soak:
     def sample(self, jobs: int) -> None:
         gc.collect()
         self.samples.append(_Sample(
-            jobs, _rss_bytes(), threading.active_count(), len(os.listdir("/proc/self/fd")), self.db_bytes(),
+            jobs, rss_bytes(), threading.active_count(), len(os.listdir("/proc/self/fd")), self.db_bytes(),
             *self.redis_memory(),
         ))
 
 
 def _at(samples: list[_Sample], fraction: float) -> _Sample:
     return next(s for s in samples if s.jobs >= fraction * JOBS)
-
-
-def _slope_mib_per_100k(samples: list[_Sample]) -> float:
-    """Least-squares slope of RSS over jobs, in MiB per 100,000 jobs."""
-    xs = [s.jobs for s in samples]
-    ys = [s.rss / MIB for s in samples]
-    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
-    var = sum((x - mx) ** 2 for x in xs)
-    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / var * 100_000
 
 
 def _backend_url(backend: str, db: Path | None, redis_url: str | None) -> str:
@@ -280,7 +266,7 @@ def test_l1_a_simulated_day_of_mixed_jobs_holds_memory_threads_fds_and_file_size
     at20, end = _at(samples, 0.2), samples[-1]
     report = ", ".join(f"{s.jobs // 1000}k:{s.rss / MIB:.1f}" for s in samples)
     last_half = [s for s in samples if s.jobs >= 0.5 * JOBS]
-    slope = _slope_mib_per_100k(last_half)
+    slope = slope_mib_per_100k([(s.jobs, s.rss) for s in last_half])
     print(
         f"L1 {backend}: {JOBS} jobs in {took:.0f} s; RSS at 20 % {at20.rss / MIB:.1f} MiB, at the end "
         f"{end.rss / MIB:.1f} MiB, slope over the last half {slope:.2f} MiB per 100k jobs"
