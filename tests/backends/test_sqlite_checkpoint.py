@@ -30,6 +30,7 @@ from pathlib import Path
 
 import pytest
 from tests.helpers import wait_until
+from tests.reliability._drain_procs import drain_worker
 
 from typedq._identity import new_worker_id
 from typedq.backends._sqlite_db import WAL_SIZE_LIMIT
@@ -61,43 +62,6 @@ def produce(db: str, total: int, end_at: float, out: str) -> None:
     finally:
         queue.close()
     Path(out).write_text(json.dumps(ids))
-
-
-def drain(db: str, threads: int, stop: str, out: str) -> None:
-    """``threads`` threads claim and complete jobs until the file ``stop`` exists, waiting
-    in ``wait_ready`` when there are none; write the ids claimed and errors to ``out``."""
-    queue = SQLiteQueue(db, name=QUEUE)
-    claimed: list[str] = []
-    errors: list[str] = []
-    lock = threading.Lock()
-    stop_file = Path(stop)
-
-    def work(index: int) -> None:
-        worker = new_worker_id(f"f8-{index}")
-        try:
-            while not stop_file.exists():
-                if index % 2:
-                    claims = queue.claim_many(worker, lease_s=60.0, limit=10)
-                else:
-                    one = queue.claim(worker, lease_s=60.0)
-                    claims = [] if one is None else [one]
-                if not claims:
-                    queue.wait_ready(0.05)
-                    continue
-                for claim in claims:
-                    queue.complete(claim.job.job_id, token=claim.token, result=index)
-                with lock:
-                    claimed.extend(claim.job.job_id for claim in claims)
-        except BaseException as exc:  # reported to the test
-            errors.append(f"{type(exc).__name__}: {exc}")
-
-    pool = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
-    for thread in pool:
-        thread.start()
-    for thread in pool:
-        thread.join()
-    queue.close()
-    Path(out).write_text(json.dumps({"claimed": claimed, "errors": errors}))
 
 
 @dataclass
@@ -151,7 +115,10 @@ def _starved_then_released(tmp_path: Path, load: Load, *, continued: bool) -> No
     drained_outs = [tmp_path / f"drained-{i}.json" for i in range(load.drainers)]
     joins: list[Callable[[], int | None]] = []
     try:
-        joins = [_start(load, drain, str(db), load.threads, str(stop), str(out)) for out in drained_outs]
+        joins = [
+            _start(load, drain_worker, f"sqlite:///{db}", str(out), load.threads, str(stop), QUEUE)
+            for out in drained_outs
+        ]
         reader = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
         try:
             reader.execute("BEGIN")

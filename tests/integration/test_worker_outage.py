@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 from tests.helpers import wait_until
+from tests.reliability.faults import Unreachable
 
 from typedq import FakeClock, Job, JobQueue, JobStatus, Reaper, Worker
 from typedq._outage import Backoff, Outage
@@ -30,39 +31,6 @@ from typedq.errors import BackendUnavailableError
 from typedq.leases import LeaseKeeper
 
 pytestmark = pytest.mark.timeout(30)
-
-
-class Down:
-    """A queue that raises ``BackendUnavailableError`` from every call while ``down`` is set.
-
-    ``calls`` holds ``(monotonic time, method, thread name)`` of every failed call.
-    """
-
-    def __init__(self, inner: JobQueue) -> None:
-        self._inner = inner
-        self.down = threading.Event()
-        self.calls: list[tuple[float, str, str]] = []
-
-    def __getattr__(self, name: str) -> Any:
-        target = getattr(self._inner, name)
-        if not callable(target) or name in ("name", "clock"):
-            return target
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            if self.down.is_set():
-                self.calls.append((time.monotonic(), name, threading.current_thread().name))
-                raise BackendUnavailableError(f"storage at test://down is unavailable ({name})")
-            return target(*args, **kwargs)
-
-        return call
-
-    @property
-    def name(self) -> str:
-        return self._inner.name
-
-    @property
-    def clock(self) -> Any:
-        return self._inner.clock
 
 
 def _add(queue: JobQueue, job_id: str) -> str:
@@ -106,7 +74,7 @@ def test_a_worker_backs_off_through_an_outage_logs_it_once_and_resumes(
     caplog: pytest.LogCaptureFixture, start_worker: Callable[..., Worker]
 ) -> None:
     inner = JobQueue("q")
-    queue = Down(inner)
+    queue = Unreachable(inner)
     queue.down.set()
     done: list[str] = []
     with caplog.at_level(logging.INFO, logger="typedq.worker"):
@@ -129,7 +97,7 @@ def test_a_worker_backs_off_through_an_outage_logs_it_once_and_resumes(
 
 def test_stop_during_an_outage_neither_raises_nor_tries_each_job(start_worker: Callable[..., Worker]) -> None:
     inner = JobQueue("q")
-    queue = Down(inner)
+    queue = Unreachable(inner)
     started = threading.Event()
     hold = threading.Event()
 
@@ -157,7 +125,7 @@ def test_stop_during_an_outage_neither_raises_nor_tries_each_job(start_worker: C
 
 def test_a_heartbeat_ends_at_its_first_failed_call(caplog: pytest.LogCaptureFixture) -> None:
     inner = JobQueue("q", clock=FakeClock())
-    queue = Down(inner)
+    queue = Unreachable(inner)
     keeper = LeaseKeeper(lease_s=1.0, heartbeat_s=0.25)
     for i in range(5):
         _add(inner, f"j{i}")
@@ -180,7 +148,7 @@ def test_a_heartbeat_ends_at_its_first_failed_call(caplog: pytest.LogCaptureFixt
 def test_the_reaper_probes_during_an_outage_then_waits_a_grace_before_rescuing() -> None:
     clock = FakeClock()
     inner = JobQueue("q", clock=clock)
-    queue = Down(inner)
+    queue = Unreachable(inner)
     job_id = _add(inner, "j")
     assert inner.claim("w", lease_s=1.0) is not None
     clock.advance(5.0)  # the lease expired: nobody could renew it during the outage

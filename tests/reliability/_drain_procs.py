@@ -23,16 +23,18 @@ class _Collect(logging.Handler):
             self.messages.append(record.getMessage())
 
 
-def drain_worker(url: str, out: str, threads: int) -> None:
-    """B2/B3: ``threads`` threads claim and complete the jobs of queue ``b2`` of the
-    backend at ``url`` until nothing is left; write a report.
+def drain_worker(url: str, out: str, threads: int, stop: str | None = None, name: str = "b2") -> None:
+    """B2/B3/F8: ``threads`` threads claim and complete the jobs of queue ``name`` of the
+    backend at ``url`` until nothing is left, or with ``stop`` until that file exists
+    (waiting in ``wait_ready`` meanwhile); write a report.
 
     The report (JSON at ``out``): ids claimed, errors raised, WARNING+ log messages
     and, on SQLite, the number of busy retries.
     """
     collect = _Collect()
     logging.getLogger().addHandler(collect)
-    queue = open_queue(url, name="b2")
+    queue = open_queue(url, name=name)
+    stop_file = None if stop is None else Path(stop)
     claimed: list[str] = []
     errors: list[str] = []
     lock = threading.Lock()
@@ -41,7 +43,7 @@ def drain_worker(url: str, out: str, threads: int) -> None:
         worker = new_worker_id(f"b2-{index}")
         idle = 0
         try:
-            while idle < 3:
+            while (idle < 3) if stop_file is None else not stop_file.exists():
                 if index % 2:
                     claims = queue.claim_many(worker, lease_s=60.0, limit=10)
                 else:
@@ -71,4 +73,5 @@ def drain_worker(url: str, out: str, threads: int) -> None:
         "busy_retries": queue.diagnostics()["busy_retries"] if isinstance(queue, SQLiteQueue) else None,
     }
     queue.close()
+    logging.getLogger().removeHandler(collect)  # run in a thread, the process goes on
     Path(out).write_text(json.dumps(report))

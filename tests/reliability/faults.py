@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
 from typedq.backends.base import Completion, LeaseRenewal, Queue
-from typedq.errors import BackendError, TypedqError
+from typedq.errors import BackendError, BackendUnavailableError, TypedqError
 from typedq.job import Job
 
 
@@ -78,3 +79,37 @@ class FailingCompletions:
     def complete_many(self, completions: Sequence[Completion]) -> list[Job | TypedqError]:
         self._check()
         return self._inner.complete_many(completions)
+
+
+class Unreachable:
+    """A queue that raises ``BackendUnavailableError`` from every call while ``down`` is
+    set, as an unreachable server does (its ``name`` and ``clock`` still answer).
+
+    ``calls`` holds ``(monotonic time, method, thread name)`` of every failed call.
+    """
+
+    def __init__(self, inner: Queue) -> None:
+        self._inner = inner
+        self.down = threading.Event()
+        self.calls: list[tuple[float, str, str]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        target = getattr(self._inner, name)
+        if not callable(target):
+            return target
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if self.down.is_set():
+                self.calls.append((time.monotonic(), name, threading.current_thread().name))
+                raise BackendUnavailableError(f"storage at test://down is unavailable ({name})")
+            return target(*args, **kwargs)
+
+        return call
+
+    @property
+    def name(self) -> str:
+        return self._inner.name
+
+    @property
+    def clock(self) -> Any:
+        return self._inner.clock

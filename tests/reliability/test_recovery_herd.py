@@ -42,6 +42,7 @@ import pytest
 import redis
 from tests.conformance.conftest import redis_test_url
 from tests.helpers import wait_until, wait_while_progressing
+from tests.reliability.faults import Unreachable
 from tests.reliability.rss import rss_bytes
 
 from typedq.backends._sqlite_driver import sqlite3
@@ -49,7 +50,6 @@ from typedq.backends.base import Queue
 from typedq.backends.redis import RedisQueue
 from typedq.backends.sqlite import SQLiteQueue
 from typedq.clock import FakeClock
-from typedq.errors import BackendUnavailableError
 from typedq.job import Job, JobStatus
 from typedq.worker import DEFAULT_BATCH_SIZE, Worker
 
@@ -101,34 +101,6 @@ def store(request: pytest.FixtureRequest, clock: FakeClock, tmp_path: Path) -> I
         client.close()
         rq.close()
         rprobe.close()
-
-
-class Unreachable:
-    """A queue whose every call raises ``BackendUnavailableError`` while ``down`` is set."""
-
-    def __init__(self, inner: Queue) -> None:
-        self._inner = inner
-        self.down = threading.Event()
-
-    def __getattr__(self, name: str) -> Any:
-        target = getattr(self._inner, name)
-        if not callable(target):
-            return target
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            if self.down.is_set():
-                raise BackendUnavailableError(f"storage at test://down is unavailable ({name})")
-            return target(*args, **kwargs)
-
-        return call
-
-    @property
-    def name(self) -> str:
-        return self._inner.name
-
-    @property
-    def clock(self) -> Any:
-        return self._inner.clock
 
 
 class Work:
