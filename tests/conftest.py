@@ -3,6 +3,8 @@
 * ``clock``: a fresh :class:`~typedq.clock.FakeClock` per test; tests move time with
   ``clock.advance(s)`` instead of sleeping.
 * ``wait_until``: :func:`tests.helpers.wait_until`, as a fixture.
+* ``switch_threads_often``: the interpreter switches threads far more often while a test
+  runs, so races get their chance.
 * every test gets the garbage collector's settings back afterwards: ``typedq worker``
   run in this process (click's CliRunner) sets it up for serving (``gc.freeze()``, a
   higher threshold), which must not carry over to the tests after it.
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import gc
 import os
+import sys
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -59,3 +62,12 @@ def clock() -> FakeClock:
 def wait_until_fixture() -> Callable[..., None]:
     """The deadline helper: ``wait_until(predicate, timeout=5.0, interval=0.005)``."""
     return helpers.wait_until
+
+
+@pytest.fixture
+def switch_threads_often() -> Iterator[None]:
+    """Make the interpreter switch threads far more often, so races get their chance."""
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)
+    yield
+    sys.setswitchinterval(before)

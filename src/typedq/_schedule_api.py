@@ -209,7 +209,9 @@ class ScheduleAPI(TypedAPI):
             every_s=None if every_s is None else float(every_s),
             tz=tz,
             payload=data,
-            options={k: v for k, v in {**fields, "overlap": overlap}.items() if v is not None},
+            # overlap stored only when True: a definition declared before the option
+            # existed stays the same definition.
+            options={k: v for k, v in {**fields, "overlap": overlap or None}.items() if v is not None},
             catch_up=catch_up,
             dst=dst,
             next_run_at=rule.after(self.clock.now()),

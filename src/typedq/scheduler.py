@@ -259,7 +259,7 @@ class Scheduler:
             try:
                 queue.enqueue(job)
             except DuplicateJobError as exc:
-                if exc.unique_key is not None and exc.unique_key == overlap_key(entry.name):
+                if exc.unique_key == overlap_key(entry.name):
                     self.stats.overlapping += 1
                     logger.info(
                         "schedule %r: slot %s skipped, its previous run %s has not ended (overlap=False)",

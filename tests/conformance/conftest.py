@@ -35,7 +35,6 @@ when the server does not answer. Only the chosen variant's fixture is built
 from __future__ import annotations
 
 import contextlib
-import sys
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -371,11 +370,3 @@ def make_job(clock: FakeClock) -> Callable[..., Job]:
 
     return make
 
-
-@pytest.fixture
-def switch_threads_often() -> Iterator[None]:
-    """Make the interpreter switch threads far more often, so races get their chance."""
-    before = sys.getswitchinterval()
-    sys.setswitchinterval(1e-5)
-    yield
-    sys.setswitchinterval(before)

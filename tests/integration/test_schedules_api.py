@@ -50,6 +50,11 @@ def test_schedule_stores_a_typed_schedule_on_the_job_types_queue(
     assert entry.options["metadata"] == {"typedq.payload_version": 1}
     assert entry.next_run_at == (clock.now() // 3600 + 1) * 3600  # Berlin's hours start on UTC hours
     assert manager.schedules() == [("reports", entry)]
+    # overlap is stored only when True: a definition stored before the option existed is
+    # the same definition when declared again.
+    assert "overlap" not in entry.options
+    overlapping = manager.schedule(report, Report(to="ops"), cron="@hourly", name="r2", overlap=True)
+    assert overlapping.options["overlap"] is True
 
 
 def test_declaring_again_keeps_the_state_and_a_change_replaces_it(

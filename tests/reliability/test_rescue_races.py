@@ -28,7 +28,6 @@ step, so only the threaded test applies to them.
 from __future__ import annotations
 
 import random
-import sys
 import threading
 import time
 from collections import Counter
@@ -416,14 +415,6 @@ def store(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock) -> I
     finally:
         close_all()
 
-
-@pytest.fixture
-def switch_threads_often() -> Iterator[None]:
-    """Make the interpreter switch threads far more often, so races get their chance."""
-    before = sys.getswitchinterval()
-    sys.setswitchinterval(1e-5)
-    yield
-    sys.setswitchinterval(before)
 
 
 class Race:

@@ -535,7 +535,7 @@ class QueueGraph:
             # keeps every text it ran prepared (about 22 KB each), and batch sizes vary
             # with timing. Rows of seq -1 match no job.
             size = SQL.complete_bucket(len(chunk))
-            params += (-1, 0, 0) * (size - len(chunk)) if results else (-1, 0) * (size - len(chunk))
+            params += ((-1, 0, 0) if results else (-1, 0)) * (size - len(chunk))
             params.append(now)
             done = conn.execute(SQL.complete_batch(size, results), params).fetchall()
             counts.bump(conn, self.queue, counts.moved((row[3] for row in done), _RUNNING, _COMPLETED))

@@ -43,6 +43,8 @@ _CLAIM_SET: Final = (
 )
 _SETTLED: Final = frozenset(SETTLED_STATUSES)
 _LEASED: Final = "WHERE queue = ? AND job_id = ? AND status = 'RUNNING' AND attempt = ?"
+#: What the reaper reads of a lease (SQL.expired, SQL.lapsed; see SQLiteReads._expired).
+_LEASE_COLS: Final = "seq, job_id, attempt, worker_id, lease_until, lease_mono, claim_group"
 
 
 def _insert(columns: str) -> str:
@@ -175,7 +177,7 @@ class SQL:
     )
     extend: Final = f"UPDATE jobs SET lease_until = ?, lease_mono = ? {_LEASED} RETURNING seq"
     expired: Final = (
-        "SELECT seq, job_id, attempt, worker_id, lease_until, lease_mono, claim_group FROM jobs"
+        f"SELECT {_LEASE_COLS} FROM jobs"
         " WHERE queue = ? AND status = 'RUNNING' AND lease_until IS NOT NULL AND lease_until < ?"
         " AND (lease_until, seq) > (?, ?) ORDER BY lease_until, seq LIMIT ?"
     )
@@ -183,7 +185,7 @@ class SQL:
     #: queue, now, monotonic now): after the wall clock stepped back, a lapsed lease of
     #: this host is found by the clock that did not move.
     lapsed: Final = (
-        "SELECT seq, job_id, attempt, worker_id, lease_until, lease_mono, claim_group FROM jobs"
+        f"SELECT {_LEASE_COLS} FROM jobs"
         " INDEXED BY jobs_leased WHERE queue = ? AND status = 'RUNNING' AND lease_until IS NOT NULL"
         " AND lease_until >= ? AND lease_mono < ?"
     )
