@@ -11,6 +11,8 @@ Keep this module small and its names stable; other folders depend on it.
 * :func:`interrupt_when`: SIGINT this process once a condition holds, to stop a worker
   or a pool running in the main thread.
 * :func:`stop_and_join`: a fixture's teardown of the workers it started.
+* :func:`spawn_module`: ``python -m <module> ARGS`` of this repository, with text pipes
+  (a context manager: leaving it closes the pipes and waits for the process).
 * :data:`REQUIRE_SERVICES`: set ``TYPEDQ_REQUIRE_SERVICES=1`` (CI) to turn a missing
   service into a failure instead of a skip.
 * :func:`redis_available` and :func:`skip_or_fail`: guard tests that need a server.
@@ -21,10 +23,13 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
@@ -36,9 +41,13 @@ __all__ = [
     "load_scaled",
     "redis_available",
     "skip_or_fail",
+    "spawn_module",
     "wait_until",
     "wait_while_progressing",
 ]
+
+#: The repository's root: the working directory of the processes tests start.
+REPO = Path(__file__).resolve().parents[1]
 
 #: The most :func:`load_scaled` stretches a bound.
 MAX_LOAD_SCALE = 6.0
@@ -171,3 +180,18 @@ def skip_or_fail(reason: str) -> None:
     if REQUIRE_SERVICES:
         pytest.fail(f"{reason} (TYPEDQ_REQUIRE_SERVICES=1)")
     pytest.skip(reason)
+
+
+def spawn_module(module: str, *args: str) -> subprocess.Popen[str]:
+    """Start ``python -m module ARGS`` from the repository's root, with text pipes for
+    stdin and stdout (stderr discarded)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.Popen(
+        [sys.executable, "-m", module, *args],
+        cwd=REPO,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )

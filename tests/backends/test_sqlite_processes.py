@@ -13,8 +13,6 @@ import multiprocessing
 import os
 import random
 import signal
-import subprocess
-import sys
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -22,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.helpers import spawn_module
 from tests.reliability._drain_procs import drain_worker
 
 import typedq.backends.sqlite as sqlite_backend
@@ -31,7 +30,8 @@ from typedq.backends.sqlite import SQLiteQueue
 from typedq.clock import FakeClock
 from typedq.job import Job, JobStatus
 
-ROOT = Path(__file__).resolve().parents[2]
+#: The module the child processes run.
+PROCS = "tests.backends._sqlite_procs"
 
 
 def job(job_id: str, **fields: Any) -> Job:
@@ -44,20 +44,6 @@ def integrity(db: Path) -> str:
         return str(conn.execute("PRAGMA integrity_check").fetchone()[0])
     finally:
         conn.close()
-
-
-def spawn_helper(*args: str) -> subprocess.Popen[str]:
-    """Start ``python -m tests.backends._sqlite_procs ARGS`` with pipes."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.Popen(
-        [sys.executable, "-m", "tests.backends._sqlite_procs", *args],
-        cwd=ROOT,
-        env=env,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
 
 
 @pytest.fixture
@@ -75,24 +61,19 @@ def queue(tmp_path: Path, clock: FakeClock) -> Iterator[SQLiteQueue]:
 def test_c6_a_live_owner_keeps_its_expired_lease_until_it_dies(
     queue: SQLiteQueue, clock: FakeClock, wait_until: Callable[..., None]
 ) -> None:
-    owner = spawn_helper("owner")
-    try:
-        assert owner.stdout is not None
-        worker_id = owner.stdout.readline().strip()
-        assert worker_id.startswith("owner@")
-        queue.enqueue(job("j"))
-        claim = queue.claim(worker_id, lease_s=1.0)
-        assert claim is not None
-        clock.jump_wall(3600)  # the lease expired long ago by the wall clock, which jumped
-        assert queue.reclaim_expired() == []
-        assert queue.get_job("j").status is JobStatus.RUNNING
-    finally:
-        owner.kill()
-        owner.wait(timeout=30)
-        if owner.stdin is not None:
-            owner.stdin.close()
-        if owner.stdout is not None:
-            owner.stdout.close()
+    with spawn_module(PROCS, "owner") as owner:
+        try:
+            assert owner.stdout is not None
+            worker_id = owner.stdout.readline().strip()
+            assert worker_id.startswith("owner@")
+            queue.enqueue(job("j"))
+            claim = queue.claim(worker_id, lease_s=1.0)
+            assert claim is not None
+            clock.jump_wall(3600)  # the lease expired long ago by the wall clock, which jumped
+            assert queue.reclaim_expired() == []
+            assert queue.get_job("j").status is JobStatus.RUNNING
+        finally:
+            owner.kill()  # leaving the block waits for it and closes its pipes
     rescued: list[str] = []
 
     def rescued_now() -> bool:
@@ -111,28 +92,24 @@ def test_c6_a_live_owner_keeps_its_expired_lease_until_it_dies(
 def test_c6_a_killed_owner_not_yet_reaped_is_dead(
     queue: SQLiteQueue, clock: FakeClock, wait_until: Callable[..., None]
 ) -> None:
-    owner = spawn_helper("owner")
-    try:
-        assert owner.stdout is not None
-        worker_id = owner.stdout.readline().strip()
-        queue.enqueue(job("j"))
-        assert queue.claim(worker_id, lease_s=1.0) is not None
-        clock.jump_wall(2)
-        assert queue.reclaim_expired() == []
-        os.kill(owner.pid, signal.SIGKILL)  # not waited for: a zombie until the finally
+    with spawn_module(PROCS, "owner") as owner:
+        try:
+            assert owner.stdout is not None
+            worker_id = owner.stdout.readline().strip()
+            queue.enqueue(job("j"))
+            assert queue.claim(worker_id, lease_s=1.0) is not None
+            clock.jump_wall(2)
+            assert queue.reclaim_expired() == []
+            os.kill(owner.pid, signal.SIGKILL)  # not waited for: a zombie until the block ends
 
-        def zombie() -> bool:
-            stat = Path(f"/proc/{owner.pid}/stat").read_bytes()
-            return stat[stat.rindex(b")") + 2 : stat.rindex(b")") + 3] == b"Z"
+            def zombie() -> bool:
+                stat = Path(f"/proc/{owner.pid}/stat").read_bytes()
+                return stat[stat.rindex(b")") + 2 : stat.rindex(b")") + 3] == b"Z"
 
-        wait_until(zombie, timeout=10, message="the owner is a zombie")
-        assert queue.reclaim_expired() == ["j"]
-    finally:
-        owner.kill()
-        owner.wait(timeout=30)
-        for stream in (owner.stdin, owner.stdout):
-            if stream is not None:
-                stream.close()
+            wait_until(zombie, timeout=10, message="the owner is a zombie")
+            assert queue.reclaim_expired() == ["j"]
+        finally:
+            owner.kill()  # leaving the block waits for it and closes its pipes
 
 
 def test_c6_owners_that_cannot_be_checked_are_rescued(queue: SQLiteQueue, clock: FakeClock) -> None:
@@ -237,7 +214,7 @@ def test_f9_every_acknowledged_enqueue_survives_kill_9(tmp_path: Path) -> None:
     acknowledged: list[str] = []
     rounds, parallel = 20, 4
     for _ in range(rounds // parallel):
-        producers = [spawn_helper("produce", str(db)) for _ in range(parallel)]
+        producers = [spawn_module(PROCS, "produce", str(db)) for _ in range(parallel)]
         try:
             for producer in producers:
                 assert producer.stdout is not None

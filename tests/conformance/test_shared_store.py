@@ -20,17 +20,15 @@ no other process can reach it. (Within one process, two handles on one store are
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from tests.conformance.conftest import QueueFactory
+from tests.helpers import spawn_module
 
 from typedq.backends import open_queue
 from typedq.backends.base import Queue
@@ -39,7 +37,9 @@ from typedq.errors import DuplicateJobError, UnknownDependencyError
 from typedq.job import Job, JobStatus
 from typedq.serializers import get_serializer
 
-ROOT = Path(__file__).resolve().parents[2]
+#: The module the child processes run.
+PROCS = "tests.conformance._procs"
+
 MakeJob = Callable[..., Job]
 
 
@@ -123,20 +123,6 @@ def test_a_handle_with_another_codec_reads_and_writes_the_same_jobs(
 # -- processes (shared stores) -----------------------------------------------------------------
 
 
-def _spawn(*args: str) -> subprocess.Popen[str]:
-    """Start ``python -m tests.conformance._procs ARGS`` with pipes."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.Popen(
-        [sys.executable, "-m", "tests.conformance._procs", *args],
-        cwd=ROOT,
-        env=env,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-
-
 N_JOBS = 600
 
 
@@ -145,7 +131,7 @@ def test_processes_sharing_a_store_take_each_job_once(
     shared_store_url: str, opened: Callable[..., Queue]
 ) -> None:
     queue = opened(shared_store_url, "drained")  # real time: leases are the children's too
-    children = [_spawn("drain", shared_store_url, "drained") for _ in range(2)]
+    children = [spawn_module(PROCS, "drain", shared_store_url, "drained") for _ in range(2)]
     try:
         for child in children:
             assert child.stdout is not None
@@ -195,7 +181,7 @@ def test_wait_ready_wakes_soon_after_another_process_enqueues(
     thread.start()
     try:
         assert started.wait(10)
-        with _spawn("enqueue", shared_store_url, "wake", "from-child") as child:
+        with spawn_module(PROCS, "enqueue", shared_store_url, "wake", "from-child") as child:
             assert child.wait(timeout=30) == 0
         exited = time.monotonic()
         thread.join(20)
@@ -232,7 +218,7 @@ def test_wait_ready_wakes_when_a_job_another_process_delayed_falls_due(
     thread.start()
     try:
         assert started.wait(10)
-        with _spawn("delayed", shared_store_url, "delayed", "later", "0.5") as child:
+        with spawn_module(PROCS, "delayed", shared_store_url, "delayed", "later", "0.5") as child:
             assert child.wait(timeout=30) == 0
         exited = time.monotonic()
         thread.join(40)

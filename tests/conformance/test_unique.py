@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 from tests.conformance._procs import race_unique
 from tests.conformance.conftest import QueueFactory
-from tests.conformance.test_shared_store import _spawn
+from tests.conformance.test_shared_store import PROCS
+from tests.helpers import spawn_module
 
 from typedq.backends import open_queue
 from typedq.backends._unique import UNIQUE_META
@@ -207,7 +208,8 @@ def test_threads_racing_one_key_create_exactly_one_job(queue: Queue) -> None:
 def test_processes_and_threads_racing_one_key_create_exactly_one_job(shared_store_url: str) -> None:
     queue = open_queue(shared_store_url, name="raced")
     per_child = 150
-    children = [_spawn("unique", shared_store_url, "raced", "race", str(per_child), "2") for _ in range(4)]
+    argv = ("unique", shared_store_url, "raced", "race", str(per_child), "2")
+    children = [spawn_module(PROCS, *argv) for _ in range(4)]
     try:
         for child in children:
             assert child.stdout is not None

@@ -4,6 +4,9 @@
   (:class:`tests.reliability.redis_server.RedisServer`), each in a folder of the test's
   ``tmp_path`` and started before it is returned; every one still running is stopped at
   teardown. ``redis_servers({"appendonly": "yes"})`` passes ``redis-server`` options.
+* ``backend``: the store of the process tests, a SQLite file in ``tmp_path`` (a module
+  that runs on another store overrides it), and ``queue``: the default queue of a
+  manager on ``backend``, closed at teardown.
 """
 
 from __future__ import annotations
@@ -13,6 +16,9 @@ from pathlib import Path
 
 import pytest
 from tests.reliability.redis_server import RedisServer
+
+from typedq.backends.base import Queue
+from typedq.manager import JobQueueManager
 
 MakeServer = Callable[..., RedisServer]
 
@@ -30,3 +36,15 @@ def redis_servers(tmp_path: Path) -> Iterator[MakeServer]:
     yield make
     for server in made:
         server.close()
+
+
+@pytest.fixture
+def backend(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'jobs.db'}"
+
+
+@pytest.fixture
+def queue(backend: str) -> Iterator[Queue]:
+    manager = JobQueueManager({"backend": backend})
+    yield manager.get_queue("default")
+    manager.close(graceful=False)

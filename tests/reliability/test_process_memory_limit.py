@@ -20,17 +20,14 @@ from __future__ import annotations
 import os
 import resource
 import signal
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
-from typing import Any
 
 import pytest
 from tests.helpers import wait_until
 from tests.reliability.ledger import Ledger, LedgerEntry, read_entries
+from tests.reliability.pool import FAST, Pool, alive, enqueue_work
 from tests.reliability.rss import rss_bytes
 
 from typedq.backends.base import Queue
@@ -42,7 +39,6 @@ from typedq.process import run_worker_processes
 
 pytestmark = pytest.mark.chaos
 
-REPO = Path(__file__).resolve().parents[2]
 APP = "tests.reliability.test_process_memory_limit:make_app"
 #: The cap of each worker process, MiB. RELIABILITY.md's G2 says 256 MiB, but ``RLIMIT_AS``
 #: counts address space, not resident memory. Measured (Python 3.11, x86_64 glibc): a worker
@@ -56,8 +52,6 @@ APP = "tests.reliability.test_process_memory_limit:make_app"
 LIMIT_MB = 416 + 256
 #: What the hog handler allocates.
 HOG_BYTES = 1 << 30
-#: Lease knobs of the reliability tests (RELIABILITY.md §4a).
-FAST: dict[str, Any] = {"lease_s": 1.0, "heartbeat_s": 0.25, "reaper_s": 0.1, "max_lost": 3}
 
 
 # -- the application the worker processes run ----------------------------------------------
@@ -102,24 +96,6 @@ def make_app() -> JobQueueManager:
 # -- the harness ---------------------------------------------------------------------------
 
 
-def _status_field(pid: int, name: str) -> str | None:
-    try:
-        with open(f"/proc/{pid}/status") as status:
-            for line in status:
-                key, _, value = line.partition(":")
-                if key == name:
-                    return value.strip()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    return None
-
-
-def _alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie, killed but not reaped, does not)."""
-    state = _status_field(pid, "State")
-    return state is not None and not state.startswith("Z")
-
-
 def _address_space_limit(pid: int) -> str:
     """The soft and hard ``Max address space`` of ``pid`` as /proc shows them."""
     with open(f"/proc/{pid}/limits") as limits:
@@ -127,61 +103,6 @@ def _address_space_limit(pid: int) -> str:
             if line.startswith("Max address space"):
                 return " ".join(line.split()[3:5])
     raise AssertionError(f"no address space limit in /proc/{pid}/limits")
-
-
-class _Pool:
-    """``python -m typedq worker --app APP ARGS`` in its own session, logging to a file."""
-
-    def __init__(self, folder: Path, backend: str, *args: str) -> None:
-        self.folder = folder
-        self.log_path = folder / "pool.log"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TYPEDQ_")}
-        env.update(TYPEDQ_TEST_DIR=str(folder), TYPEDQ_TEST_BACKEND=backend)
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "typedq", "worker", "--app", APP, "--log-level", "INFO", *args],
-                cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            )
-
-    @property
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def worker_pids(self) -> set[int]:
-        """Live worker processes of this pool (its children that built the app)."""
-        folder = self.folder / "pids"
-        pids = [int(p.name) for p in folder.iterdir()] if folder.exists() else []
-        return {p for p in pids if _alive(p) and _status_field(p, "PPid") == str(self.proc.pid)}
-
-    def __enter__(self) -> _Pool:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-        for pid_file in (self.folder / "pids").glob("*"):
-            if _alive(int(pid_file.name)):
-                os.kill(int(pid_file.name), signal.SIGKILL)
-
-
-@pytest.fixture
-def backend(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'jobs.db'}"
-
-
-@pytest.fixture
-def queue(backend: str) -> Iterator[Queue]:
-    manager = JobQueueManager({"backend": backend})
-    yield manager.get_queue("default")
-    manager.close(graceful=False)
-
-
-def _enqueue(queue: Queue, prefix: str, payloads: list[dict[str, Any]], **fields: Any) -> list[str]:
-    jobs = [Job.create("work", p, job_id=f"{prefix}{i:03d}", **fields) for i, p in enumerate(payloads)]
-    return queue.enqueue_many(jobs)
 
 
 def _entries(folder: Path) -> list[LedgerEntry]:
@@ -200,7 +121,7 @@ def _all_in(queue: Queue, ids: list[str], status: JobStatus) -> bool:
 
 
 def _wait(
-    pool: _Pool, queue: Queue, predicate: Callable[[], object], message: str, timeout: float = 20.0
+    pool: Pool, queue: Queue, predicate: Callable[[], object], message: str, timeout: float = 20.0
 ) -> None:
     """:func:`wait_until`, failing with the jobs' states and the pool's log."""
     try:
@@ -218,9 +139,8 @@ def _wait(
 def test_g2_a_handler_past_the_memory_limit_fails_its_job_and_nothing_else(
     tmp_path: Path, backend: str, queue: Queue
 ) -> None:
-    with _Pool(tmp_path, backend, "--processes", "2", "--concurrency", "2", "--grace", "5") as pool:
-        wait_until(lambda: len(pool.worker_pids()) == 2, timeout=20.0, message="2 worker processes")
-        children = pool.worker_pids()
+    with Pool(tmp_path, backend, "--processes", "2", "--concurrency", "2", "--grace", "5", app=APP) as pool:
+        children = set(pool.wait_full(2))
         # Each child caps itself, soft and hard, once it has built the app (its pid file
         # is written while it does), before it starts its worker threads.
         cap = LIMIT_MB << 20
@@ -233,12 +153,12 @@ def test_g2_a_handler_past_the_memory_limit_fails_its_job_and_nothing_else(
         assert _address_space_limit(pool.proc.pid) == own
 
         # Quick jobs keep both children busy; the hog comes while they run.
-        during = _enqueue(queue, "during", [{"s": 0.3}] * 10)
+        during = enqueue_work(queue, [{"s": 0.3}] * 10, prefix="during")
         _wait(pool, queue, lambda: _open_in(tmp_path) == children, "both children busy")
-        [hog] = _enqueue(queue, "hog", [{"mode": "hog"}], priority=10, max_retries=1)
+        [hog] = enqueue_work(queue, [{"mode": "hog"}], prefix="hog", priority=10, max_retries=1)
         _wait(pool, queue, lambda: queue.get_job(hog).status is JobStatus.DEAD, "hog dead")
         hog_starts = [e for e in _entries(tmp_path) if e.job_id == hog]
-        after = _enqueue(queue, "after", [{"s": 0.2}] * 8)
+        after = enqueue_work(queue, [{"s": 0.2}] * 8, prefix="after")
         _wait(pool, queue, lambda: _all_in(queue, [*during, *after], JobStatus.COMPLETED),
               "the other jobs completed")
 
@@ -260,8 +180,8 @@ def test_g2_a_handler_past_the_memory_limit_fails_its_job_and_nothing_else(
         assert {queue.get_job(i).result for i in [*during, *after]} <= children
 
         # Same children (none died or was replaced), the parent untouched.
-        assert pool.worker_pids() == children
-        assert _alive(pool.proc.pid)
+        assert set(pool.worker_pids()) == children
+        assert alive(pool.proc.pid)
         assert rss_bytes(pool.proc.pid) - parent_rss < 16 << 20
         pool.proc.send_signal(signal.SIGTERM)
         assert pool.proc.wait(30.0) == 0, pool.log

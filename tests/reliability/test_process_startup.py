@@ -14,33 +14,19 @@ from __future__ import annotations
 import os
 import re
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from tests.helpers import wait_until
-from tests.reliability.test_process_workers import Pool, _enqueue
+from tests.reliability.pool import Pool, enqueue_work
 
 from typedq.backends.base import Queue
 from typedq.job import JobStatus
-from typedq.manager import JobQueueManager
 
 pytestmark = pytest.mark.chaos
 
 #: More than the 3 start-up failures in a row that stop a pool.
 KILLS = 8
-
-
-@pytest.fixture
-def backend(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'jobs.db'}"
-
-
-@pytest.fixture
-def queue(backend: str) -> Iterator[Queue]:
-    manager = JobQueueManager({"backend": backend})
-    yield manager.get_queue("default")
-    manager.close(graceful=False)
 
 
 @pytest.mark.timeout(90)
@@ -64,7 +50,7 @@ def test_children_killed_during_start_up_are_replaced_until_one_lives(
                 killed.add(pid)
         # Let the next children start: the pool must be serving jobs.
         (tmp_path / "go").touch()
-        ids = _enqueue(queue, [{"s": 0.0}] * 20)
+        ids = enqueue_work(queue, [{"s": 0.0}] * 20)
         wait_until(
             lambda: all(queue.get_job(i).status is JobStatus.COMPLETED for i in ids),
             timeout=30.0, message="jobs completed after the kills",

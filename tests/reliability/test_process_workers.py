@@ -17,19 +17,16 @@ import multiprocessing
 import os
 import random
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import pytest
 from tests.backends._sqlite_procs import job_producer
 from tests.helpers import load_scaled, wait_until, wait_while_progressing
 from tests.reliability.ledger import Ledger, LedgerEntry, check, read_entries
+from tests.reliability.pool import FAST, Pool, alive, enqueue_work
 
 from typedq._identity import parse_worker_id
 from typedq.backends._sqlite_driver import sqlite3
@@ -42,10 +39,6 @@ from typedq.process import run_worker_processes
 
 pytestmark = pytest.mark.chaos
 
-REPO = Path(__file__).resolve().parents[2]
-APP = "tests.reliability.test_process_workers:make_app"
-#: Lease knobs of the reliability tests (RELIABILITY.md §4a).
-FAST: dict[str, Any] = {"lease_s": 1.0, "heartbeat_s": 0.25, "reaper_s": 0.1, "max_lost": 3}
 #: lease + reaper + 1 s: the bound on redelivering a job whose worker died.
 RESCUE_S = 2.1
 
@@ -131,105 +124,14 @@ def make_memory_app() -> JobQueueManager:
 # -- the harness ---------------------------------------------------------------------------
 
 
-def _alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie, killed but not reaped, does not)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-
-
-def _parent(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return int(f.read().rsplit(")", 1)[1].split()[1])
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-
-
 def _owner_pid(job: Job) -> int | None:
     parsed = parse_worker_id(job.worker_id or "")
     return parsed[1] if parsed else None
 
 
-class Pool:
-    """``python -m typedq worker --app APP ARGS`` in its own session, logging to a file."""
-
-    def __init__(self, folder: Path, backend: str, *args: str, env: dict[str, str] | None = None) -> None:
-        self.folder = folder
-        self.log_path = folder / f"pool-{time.monotonic_ns()}.log"
-        extra = env or {}
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TYPEDQ_")}
-        env.update(TYPEDQ_TEST_DIR=str(folder), TYPEDQ_TEST_BACKEND=backend)
-        env.update(extra)
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "typedq", "worker", "--app", APP, "--log-level", "INFO", *args],
-                cwd=REPO,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    @property
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def worker_pids(self) -> list[int]:
-        """Live worker processes of this pool (its children that built the app)."""
-        folder = self.folder / "pids"
-        pids = [int(p.name) for p in folder.iterdir()] if folder.exists() else []
-        return [p for p in pids if _alive(p) and _parent(p) == self.proc.pid]
-
-    def wait_full(self, size: int, timeout: float = 20.0) -> list[int]:
-        wait_until(
-            lambda: len(self.worker_pids()) == size, timeout=timeout, message=f"{size} worker processes"
-        )
-        return self.worker_pids()
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
-        self.proc.send_signal(sig)
-        return self.proc.wait(timeout)
-
-    def __enter__(self) -> Pool:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-        elif exc is None:
-            return
-        # Leave nothing behind: children of a killed pool are in its session.
-        for pid_file in (self.folder / "pids").glob("*"):
-            if _alive(int(pid_file.name)):
-                os.kill(int(pid_file.name), signal.SIGKILL)
-
-
 @pytest.fixture
 def folder(tmp_path: Path) -> Path:
     return tmp_path
-
-
-@pytest.fixture
-def backend(folder: Path) -> str:
-    return f"sqlite:///{folder / 'jobs.db'}"
-
-
-@pytest.fixture
-def queue(backend: str) -> Iterator[Queue]:
-    manager = JobQueueManager({"backend": backend})
-    yield manager.get_queue("default")
-    manager.close(graceful=False)
-
-
-def _enqueue(queue: Queue, payloads: list[dict[str, Any]], *, prefix: str = "j", **fields: Any) -> list[str]:
-    jobs = [Job.create("work", p, job_id=f"{prefix}{i:05d}", **fields) for i, p in enumerate(payloads)]
-    return queue.enqueue_many(jobs)
 
 
 def _entries(folder: Path) -> list[LedgerEntry]:
@@ -296,7 +198,7 @@ def make_app_here(backend: str, folder: Path) -> JobQueueManager:
 
 def _a1(folder: Path, backend: str, queue: Queue, *, jobs: int, kills: int, seed: int) -> None:
     rng = random.Random(seed)
-    ids = _enqueue(queue, [{"s": rng.uniform(0.05, 0.25)} for _ in range(jobs)])
+    ids = enqueue_work(queue, [{"s": rng.uniform(0.05, 0.25)} for _ in range(jobs)])
     in_flight: set[str] = set()
     kill_times: dict[str, float] = {}
     attempt_at_kill: dict[str, int] = {}
@@ -319,7 +221,7 @@ def _a1(folder: Path, backend: str, queue: Queue, *, jobs: int, kills: int, seed
             time.sleep(rng.uniform(0.0, 0.05))  # a random moment inside the handler
             os.kill(victim, signal.SIGKILL)
             killed_at = time.time()
-            wait_until(lambda: not _alive(victim), timeout=5.0, message="the victim is dead")  # noqa: B023
+            wait_until(lambda: not alive(victim), timeout=5.0, message="the victim is dead")  # noqa: B023
             # Its RUNNING rows are frozen until a reaper rescues them (lease 1 s away).
             for job in queue.list_jobs(status=JobStatus.RUNNING, limit=1000):
                 if _owner_pid(job) == victim:
@@ -377,7 +279,7 @@ def a2(folder: Path, backend: str, queue: Queue) -> None:
     """A2: a worker process killed after its claim committed, before the handler started:
     the job is rescued within ``RESCUE_S`` and its one start is attempt 2 (also run on
     Redis by ``test_redis_processes``)."""
-    [job_id] = _enqueue(queue, [{"mode": "pause"}])
+    [job_id] = enqueue_work(queue, [{"mode": "pause"}])
     claims = folder / "claims"
     with Pool(folder, backend, "--processes", "1", "--concurrency", "1") as pool:
         # The file exists a moment before its line is written (open, then write).
@@ -458,11 +360,11 @@ def test_a4_kill_9_producer_and_workers_at_once_then_restart(
             pool.proc.wait(10)
             producer.join(10)
             assert producer.exitcode == -signal.SIGKILL
-            wait_until(lambda: not any(_alive(pid) for pid in workers), timeout=5.0, message="all dead")
+            wait_until(lambda: not any(alive(pid) for pid in workers), timeout=5.0, message="all dead")
             receive()
             first_log = pool.log
     finally:
-        if producer.is_alive() and producer.pid is not None:
+        if producer.isalive() and producer.pid is not None:
             os.kill(producer.pid, signal.SIGKILL)
             producer.join(10)
         conn.close()
@@ -523,7 +425,7 @@ def test_a4_kill_9_producer_and_workers_at_once_then_restart(
 
 @pytest.mark.timeout(60)
 def test_d1_sigterm_lets_running_jobs_finish(folder: Path, backend: str, queue: Queue) -> None:
-    ids = _enqueue(queue, [{"s": 1.0}] * 4)
+    ids = enqueue_work(queue, [{"s": 1.0}] * 4)
     with Pool(folder, backend, "--processes", "1", "--concurrency", "4", "--grace", "5") as pool:
         wait_until(lambda: sum(len(v) for v in _open_starts(folder).values()) == 4, timeout=20.0)
         sent = time.monotonic()
@@ -538,7 +440,7 @@ def test_d1_sigterm_lets_running_jobs_finish(folder: Path, backend: str, queue: 
 
 @pytest.mark.timeout(60)
 def test_d2_grace_over_gives_jobs_back_as_interrupted(folder: Path, backend: str, queue: Queue) -> None:
-    ids = _enqueue(queue, [{"mode": "long", "s": 30.0}] * 4)
+    ids = enqueue_work(queue, [{"mode": "long", "s": 30.0}] * 4)
     with Pool(folder, backend, "--processes", "1", "--concurrency", "4", "--grace", "0.5") as pool:
         wait_until(lambda: sum(len(v) for v in _open_starts(folder).values()) == 4, timeout=20.0)
         pool.proc.send_signal(signal.SIGTERM)
@@ -559,7 +461,7 @@ def test_d2_grace_over_gives_jobs_back_as_interrupted(folder: Path, backend: str
 
 @pytest.mark.timeout(60)
 def test_d3_a_second_signal_stops_at_once(folder: Path, backend: str, queue: Queue) -> None:
-    ids = _enqueue(queue, [{"mode": "long", "s": 30.0}] * 4)
+    ids = enqueue_work(queue, [{"mode": "long", "s": 30.0}] * 4)
     with Pool(folder, backend, "--processes", "1", "--concurrency", "4", "--grace", "30") as pool:
         wait_until(lambda: sum(len(v) for v in _open_starts(folder).values()) == 4, timeout=20.0)
         pool.proc.send_signal(signal.SIGTERM)
@@ -587,8 +489,8 @@ def test_d3_a_second_signal_stops_at_once(folder: Path, backend: str, queue: Que
 
 @pytest.mark.timeout(90)
 def test_g1_handlers_that_kill_their_process(folder: Path, backend: str, queue: Queue) -> None:
-    good = _enqueue(queue, [{"s": 0.005}] * 300, prefix="good")
-    poison = _enqueue(
+    good = enqueue_work(queue, [{"s": 0.005}] * 300, prefix="good")
+    poison = enqueue_work(
         queue, [{"mode": "exit"}, {"mode": "sigkill"}, {"mode": "exit"}], prefix="poison", priority=10
     )
     with Pool(folder, backend, "--processes", "2", "--concurrency", "1", "--grace", "5") as pool:
@@ -619,7 +521,7 @@ def test_g1_a_crash_inside_a_batch_blames_only_the_job_that_crashed(
     loss, and only the crashing job is counted and dead after 3 losses."""
     payloads: list[dict[str, Any]] = [{"s": 0.0}] * 1500
     payloads[700] = {"mode": "exit"}
-    ids = _enqueue(queue, payloads, prefix="q")
+    ids = enqueue_work(queue, payloads, prefix="q")
     poison = ids[700]
     good = [i for i in ids if i != poison]
     with Pool(folder, backend, "--processes", "1", "--concurrency", "1", "--grace", "5") as pool:
@@ -642,11 +544,11 @@ def test_g1_a_crash_inside_a_batch_blames_only_the_job_that_crashed(
 
 @pytest.mark.timeout(60)
 def test_g4_a_hung_handler_is_killed_with_its_process(folder: Path, backend: str, queue: Queue) -> None:
-    [job_id] = _enqueue(queue, [{"mode": "hang"}], timeout_seconds=1.0, max_retries=0)
+    [job_id] = enqueue_work(queue, [{"mode": "hang"}], timeout_seconds=1.0, max_retries=0)
     with Pool(folder, backend, "--processes", "1", "--concurrency", "2") as pool:
         wait_until(lambda: any(e.job_id == job_id for e in _entries(folder)), timeout=20.0)
         start = next(e for e in _entries(folder) if e.job_id == job_id)
-        wait_until(lambda: not _alive(start.pid), timeout=5.0, message="the hung process is gone")
+        wait_until(lambda: not alive(start.pid), timeout=5.0, message="the hung process is gone")
         assert time.time() - start.t <= 1.0 + 1.0
         job = queue.get_job(job_id)
         assert job.status is JobStatus.DEAD
@@ -664,12 +566,12 @@ def test_g4_a_hung_handler_is_killed_with_its_process(folder: Path, backend: str
 def test_m10_same_configured_name_a_killed_workers_jobs_are_rescued(
     folder: Path, backend: str, queue: Queue
 ) -> None:
-    held = _enqueue(queue, [{"mode": "long", "s": 30.0}] * 2, prefix="held")
+    held = enqueue_work(queue, [{"mode": "long", "s": 30.0}] * 2, prefix="held")
     # Two worker processes from the same app and config: the same configured names.
     with Pool(folder, backend, "--concurrency", "2") as a:
         wait_until(lambda: len(_open_starts(folder).get(a.proc.pid, [])) == 2, timeout=20.0)
         with Pool(folder, backend, "--concurrency", "2") as b:
-            [probe] = _enqueue(queue, [{"s": 0.0}], prefix="probe")
+            [probe] = enqueue_work(queue, [{"s": 0.0}], prefix="probe")
             wait_until(lambda: queue.get_job(probe).status is JobStatus.COMPLETED, timeout=20.0)
             starter = next(e.pid for e in _entries(folder) if e.job_id == probe)
             assert starter == b.proc.pid  # A's threads are busy: B is up and claiming

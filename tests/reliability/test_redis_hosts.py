@@ -26,7 +26,8 @@ import pytest
 from tests.conformance.conftest import redis_test_url
 from tests.helpers import wait_until
 from tests.reliability.ledger import Ledger, read_entries
-from tests.reliability.test_process_workers import FAST, RESCUE_S, Pool, _alive, _Work
+from tests.reliability.pool import FAST, Pool, alive
+from tests.reliability.test_process_workers import RESCUE_S, _Work
 
 import typedq._identity
 import typedq.worker
@@ -99,7 +100,7 @@ def test_host_b_rescues_host_a_job_only_once_a_heartbeat_is_stale(
 
             os.kill(a_pid, signal.SIGSTOP)  # alive by its pid, silent in the registry
             stopped = time.time()
-            assert _alive(a_pid)
+            assert alive(a_pid)
             wait_until(lambda: queue.get_job("held").status is JobStatus.COMPLETED, timeout=10,
                        message="host B rescued and ran the job")
             rerun = [e for e in read_entries(tmp_path / "ledger") if e.kind == "start" and e.attempt == 2]

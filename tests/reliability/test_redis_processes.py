@@ -32,20 +32,13 @@ from tests.reliability._drain_procs import drain_worker
 from tests.reliability._redis_procs import producer_ids, redis_producer
 from tests.reliability.conftest import MakeServer
 from tests.reliability.ledger import check
-from tests.reliability.test_process_workers import (
-    RESCUE_S,
-    Pool,
-    _alive,
-    _open_starts,
-    _owner_pid,
-    a2,
-)
+from tests.reliability.pool import Pool, alive
+from tests.reliability.test_process_workers import RESCUE_S, _open_starts, _owner_pid, a2
 from tests.reliability.victims import victim_context
 
 from typedq.backends import open_queue
 from typedq.backends.base import Queue
 from typedq.job import Job, JobStatus
-from typedq.manager import JobQueueManager
 
 pytestmark = [pytest.mark.chaos, pytest.mark.redis]
 
@@ -54,13 +47,6 @@ pytestmark = [pytest.mark.chaos, pytest.mark.redis]
 def backend() -> Iterator[str]:
     with redis_test_url() as url:
         yield url
-
-
-@pytest.fixture
-def queue(backend: str) -> Iterator[Queue]:
-    manager = JobQueueManager({"backend": backend})
-    yield manager.get_queue("default")
-    manager.close(graceful=False)
 
 
 def _kill_workers_while_producing(
@@ -117,7 +103,7 @@ def _kill_workers_while_producing(
                 time.sleep(rng.uniform(0.0, 0.05))
                 os.kill(victim, signal.SIGKILL)
                 killed_at = time.time()
-                wait_until(lambda: not _alive(victim), timeout=5.0, message="the victim is dead")  # noqa: B023
+                wait_until(lambda: not alive(victim), timeout=5.0, message="the victim is dead")  # noqa: B023
                 for job in queue.list_jobs(status=JobStatus.RUNNING, limit=1000):
                     if _owner_pid(job) == victim:
                         in_flight.add(job.job_id)
@@ -134,7 +120,7 @@ def _kill_workers_while_producing(
     finally:
         for proc in procs:
             proc.join(10)
-            if proc.is_alive():
+            if proc.isalive():
                 proc.kill()
     final = {data["job_id"]: JobStatus(data["status"]) for data in queue.export_jobs()}
     report = check(folder / "ledger", ids, statuses=final, in_flight_at_kill=in_flight, kill_times=kill_times)
@@ -208,7 +194,7 @@ def test_b3_four_processes_of_two_threads_drain_100k_jobs_on_redis(
         for proc in procs:
             proc.start()
         seen_sums: set[int] = set()
-        while any(proc.is_alive() for proc in procs):
+        while any(proc.isalive() for proc in procs):
             seen_sums.add(sum(queue.count_by_status().values()))
         for proc in procs:
             proc.join(timeout=300)
