@@ -56,7 +56,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from types import FrameType
 from typing import Any, Final, NoReturn
@@ -247,6 +247,36 @@ def _child_main(spec: _ChildSpec, conn: multiprocessing.connection.Connection) -
     _exit_child(code)
 
 
+@contextlib.contextmanager
+def _signal_wakeup() -> Iterator[int | None]:
+    """A pipe whose read end turns readable when a signal arrives (``signal.set_wakeup_fd``).
+
+    A Python signal handler runs in the main thread between bytecodes, so a wait in that
+    thread resumes its timeout after the handler ran; with this fd among what it waits
+    on, it returns at once instead. Yields None off the main thread (signals are handled
+    only there); the previous wakeup fd is restored after the block.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield None
+        return
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(read_fd, False)
+    os.set_blocking(write_fd, False)
+    previous = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+    try:
+        yield read_fd
+    finally:
+        signal.set_wakeup_fd(previous)
+        os.close(read_fd)
+        os.close(write_fd)
+
+
+def _drain(fd: int) -> None:
+    with contextlib.suppress(BlockingIOError):
+        while os.read(fd, 512):
+            pass
+
+
 @dataclass
 class PoolReport:
     """What a :class:`ProcessPool` run did, summed over its children's reports."""
@@ -418,6 +448,28 @@ class ProcessPool:
             ConfigError: a child refused its configuration (``memory://``, a bad app).
             WorkerProcessError: children keep dying before they are ready.
         """
+        with _signal_wakeup() as wake:
+            return self._supervise(wake)
+
+    def _wait(self, wake: int | None) -> None:
+        """Wait up to 50 ms (less when a replacement is due) for a child to send or end, or
+        for a signal (``wake``: a stop is forwarded to the children at once)."""
+        waitables: list[Any] = [c.process.sentinel for c in self._children.values()]
+        waitables += [c.conn for c in self._children.values() if c.conn_open]
+        timeout = 0.05
+        if self._respawn_at:
+            timeout = min(timeout, max(0.0, min(self._respawn_at.values()) - time.monotonic()))
+        if wake is not None:
+            waitables.append(wake)
+        if waitables:
+            multiprocessing.connection.wait(waitables, timeout=timeout)
+            if wake is not None:
+                _drain(wake)
+        else:
+            time.sleep(timeout)  # only replacements are due: nothing to wait on
+
+    def _supervise(self, wake: int | None) -> PoolReport:
+        """:meth:`run`'s body; ``wake`` (if not None) turns readable when a signal arrives."""
         forwarded = 0
         kill_at: float | None = None
         try:
@@ -427,15 +479,7 @@ class ProcessPool:
                 self._spawn(slot)
             while self._children or self._respawn_at:
                 self._respawn_due()
-                waitables: list[Any] = [c.process.sentinel for c in self._children.values()]
-                waitables += [c.conn for c in self._children.values() if c.conn_open]
-                timeout = 0.05
-                if self._respawn_at:
-                    timeout = min(timeout, max(0.0, min(self._respawn_at.values()) - time.monotonic()))
-                if waitables:
-                    multiprocessing.connection.wait(waitables, timeout=timeout)
-                else:
-                    time.sleep(timeout)  # only replacements are due: nothing to wait on
+                self._wait(wake)
                 for child in list(self._children.values()):
                     self._read(child)
                 if self.stop.level > forwarded:
