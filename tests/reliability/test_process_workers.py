@@ -364,7 +364,7 @@ def test_a4_kill_9_producer_and_workers_at_once_then_restart(
             receive()
             first_log = pool.log
     finally:
-        if producer.isalive() and producer.pid is not None:
+        if producer.is_alive() and producer.pid is not None:
             os.kill(producer.pid, signal.SIGKILL)
             producer.join(10)
         conn.close()

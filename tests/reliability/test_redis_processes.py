@@ -120,7 +120,7 @@ def _kill_workers_while_producing(
     finally:
         for proc in procs:
             proc.join(10)
-            if proc.isalive():
+            if proc.is_alive():
                 proc.kill()
     final = {data["job_id"]: JobStatus(data["status"]) for data in queue.export_jobs()}
     report = check(folder / "ledger", ids, statuses=final, in_flight_at_kill=in_flight, kill_times=kill_times)
@@ -194,7 +194,7 @@ def test_b3_four_processes_of_two_threads_drain_100k_jobs_on_redis(
         for proc in procs:
             proc.start()
         seen_sums: set[int] = set()
-        while any(proc.isalive() for proc in procs):
+        while any(proc.is_alive() for proc in procs):
             seen_sums.add(sum(queue.count_by_status().values()))
         for proc in procs:
             proc.join(timeout=300)
