@@ -41,7 +41,7 @@ from typing import Final, Protocol
 from typedq._outage import Outage, is_outage
 from typedq._validate import require_number
 from typedq.backends.base import Queue
-from typedq.errors import ConfigError, JobNotFoundError, StaleLeaseError
+from typedq.errors import ConfigError, JobNotFoundError, QueueClosedError, StaleLeaseError
 from typedq.job import JobStatus
 
 __all__ = [
@@ -345,11 +345,14 @@ class Reaper:
         if time.monotonic() < self._held_until:
             return 0
         total = 0
+        self._forget_gone(queues)
         for queue in queues:
             try:
                 ids = queue.reclaim_expired(
                     max_lost=self.max_lost, dead_letter=self.dead_letter, dlq_max=self.dlq_max
                 )
+            except QueueClosedError:
+                continue  # closed since the pass began (JobQueueManager.close_queue)
             except Exception as exc:
                 if is_outage(exc):
                     self.outage.failed(exc, f"reclaim expired leases of queue {queue.name!r}")
@@ -372,6 +375,13 @@ class Reaper:
             self.sweep_unique(queue)
         self.reclaimed_total += total
         return total
+
+    def _forget_gone(self, queues: list[Queue]) -> None:
+        """Drop the unique-key sweep's place in queues no longer swept (closed ones)."""
+        names = {q.name for q in queues}
+        for table in (self._unique_cursors, self._unique_rests):
+            for name in [n for n in table if n not in names]:
+                del table[name]
 
     def _failing(self, queue: Queue, probe: Callable[[], object]) -> bool:
         """Call ``probe``; return True (and count the failure) when the storage fails."""

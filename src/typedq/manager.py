@@ -116,7 +116,7 @@ class JobQueueManager(JobControlAPI, ScheduleAPI):
         self.event_handler = event_handler or EventHandler()
         self.clock = clock
         self.codec = _make_codec(self.config)
-        self._queues_lock = threading.Lock()
+        self._queues_lock = threading.RLock()
         self._handlers_lock = threading.Lock()
         self._workers_lock = threading.RLock()
         self._stats_lock = threading.Lock()
@@ -230,6 +230,67 @@ class JobQueueManager(JobControlAPI, ScheduleAPI):
         if queue is None:
             raise QueueNotFoundError(name, list(self._queues))
         return queue
+
+    def close_queue(self, name: str, graceful: bool = True, timeout: float | None = None) -> list[str]:
+        """Stop the workers serving queue ``name`` and close it: it leaves this manager
+        (``queues``, the reaper's and the scheduler's rounds) and its connections are
+        released. Its jobs stay in the store: ``create_queue(name)``, ``submit`` to it or
+        another process opens it again and finds them.
+
+        The workers are stopped as :meth:`stop_workers` stops them (``graceful``,
+        ``timeout``), those started for it with other queues (``start_workers(queues=
+        {...})``) included. A job submitted to it while it closes is either stored or
+        refused with :class:`~typedq.errors.QueueClosedError`, never half-written. On
+        ``memory://`` a queue object holds its jobs, so a memory queue closes only once
+        every job it holds has ended (its COMPLETED, FAILED, DEAD and CANCELLED jobs go
+        with it).
+
+        Returns:
+            The ids of abandoned workers (see :meth:`stop_workers`).
+
+        Raises:
+            QueueNotFoundError: no such queue in this manager.
+            ConfigError: a ``memory://`` queue still holds PENDING or RUNNING jobs (the
+                message says how many); it stays open (with its workers stopped if the
+                jobs came back while they stopped).
+        """
+        queue = self.get_queue(name)
+        memory = isinstance(queue, JobQueue)
+        if memory and (waiting := queue.count_by_status()[JobStatus.PENDING]):
+            raise self._unfinished_error(name, waiting)
+        with self._workers_lock:
+            running = [w for w in self._workers_of(queue) if w.is_alive()]
+            keys = [key for key, workers in self._workers.items() if set(workers) & set(running)]
+        abandoned = [a for key in keys for a in self.stop_workers(key, graceful=graceful, timeout=timeout)]
+        if not graceful:
+            for worker in running:
+                if worker.is_alive():
+                    worker.give_back_unstarted()
+        with self._queues_lock:
+            if self._queues.get(name) is not queue:
+                return abandoned  # closed meanwhile by another call
+            if memory and (unfinished := cast(JobQueue, queue).close_if_idle()):
+                raise self._unfinished_error(name, unfinished)
+            del self._queues[name]
+            del self._queue_settings[name]
+        self._scheduler.resign(queue)
+        queue.close()
+        return abandoned
+
+    @staticmethod
+    def _unfinished_error(name: str, count: int) -> ConfigError:
+        return ConfigError(
+            "queue", name,
+            f"a memory:// queue whose jobs have all ended ({count} PENDING or RUNNING: a memory "
+            "queue holds its jobs, which would go with it)",
+        )
+
+    def _workers_of(self, queue: Queue) -> list[Worker]:
+        """The workers serving ``queue``, alone or in a group. Workers lock held."""
+        return [
+            w for workers in self._workers.values() for w in workers
+            if w.queue is queue or (isinstance(w.queue, QueueGroup) and queue in w.queue.queues)
+        ]
 
     @property
     def queues(self) -> dict[str, Queue]:
@@ -354,8 +415,9 @@ class JobQueueManager(JobControlAPI, ScheduleAPI):
                     f"one of {', '.join(sorted(SUBMIT_FIELDS))}"
                     + (f" (did you mean {hint[0]!r}?)" if hint else ""),
                 )
-        queue = self._queues.get(queue_name) or self.create_queue(queue_name)
-        settings = self._queue_settings[queue_name]
+        with self._queues_lock:  # a queue and its settings, not one closed in between
+            queue = self._queues.get(queue_name) or self.create_queue(queue_name)
+            settings = self._queue_settings[queue_name]
         on_conflict = check_on_conflict(job_fields.pop("on_conflict", "return"))
         extra = submit_metadata(job_fields, self._failure_rules.get(job_type))
         job_fields.setdefault("priority", settings["default_priority"])

@@ -53,7 +53,7 @@ from typedq._validate import require_number
 from typedq.backends._unique import UNIQUE_META
 from typedq.backends.base import Lock, Queue, ScheduleEntry
 from typedq.clock import Clock
-from typedq.errors import DuplicateJobError
+from typedq.errors import DuplicateJobError, QueueClosedError
 from typedq.job import Job
 
 __all__ = [
@@ -186,6 +186,12 @@ class Scheduler:
         logger.info("scheduler leads queue %r (lock token %d)", queue.name, token)
         return lead
 
+    def resign(self, queue: Queue) -> None:
+        """Give up the leadership of ``queue`` if this scheduler holds it (the queue is
+        closing): another scheduler takes over at once, not after the lock's time to live."""
+        with self._pass_lock:
+            self._resign(queue)
+
     def _resign(self, queue: Queue) -> None:
         held = self._leads.pop(id(queue), None)
         if held is not None:
@@ -206,6 +212,8 @@ class Scheduler:
                 seen.add(id(queue))
                 try:
                     due = self._pass(queue)
+                except QueueClosedError:
+                    continue  # closed since the pass began (JobQueueManager.close_queue)
                 except Exception:
                     logger.exception("scheduler pass over queue %r failed; will retry", queue.name)
                     continue

@@ -7,11 +7,13 @@ from collections.abc import Callable
 import pytest
 
 from typedq.backends.base import Queue
+from typedq.backends.memory import JobQueue
 from typedq.errors import (
     DependencyCycleError,
     DuplicateJobError,
     InvalidJobError,
     JobNotFoundError,
+    QueueClosedError,
     UnknownDependencyError,
 )
 from typedq.job import Job, JobStatus
@@ -242,3 +244,19 @@ def test_ids_that_spell_key_names_are_jobs_like_any_other(queue: Queue, make_job
     assert ran == KEYLIKE_IDS
     assert all(queue.get_job(job_id).result == job_id for job_id in KEYLIKE_IDS)
     assert queue.count_by_status()[JobStatus.COMPLETED] == queue.size == len(KEYLIKE_IDS)
+
+
+def test_a_closed_queue_refuses_new_jobs(queue: Queue, make_job: MakeJob) -> None:
+    """After ``close()`` every way of adding jobs raises ``QueueClosedError`` and adds
+    nothing (a memory queue is its own store: its reads still answer, and show it)."""
+    queue.enqueue(make_job(job_id="before"))
+    exported = [dict(queue.export_jobs()[0], job_id="imported")]
+    queue.close()
+    with pytest.raises(QueueClosedError):
+        queue.enqueue(make_job(job_id="one"))
+    with pytest.raises(QueueClosedError):
+        queue.enqueue_many([make_job(job_id="m1"), make_job(job_id="m2")])
+    with pytest.raises(QueueClosedError):
+        queue.import_jobs(exported)
+    if isinstance(queue, JobQueue):
+        assert [j.job_id for j in queue.list_jobs()] == ["before"]

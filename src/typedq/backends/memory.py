@@ -34,6 +34,7 @@ from typedq.errors import (
     DuplicateJobError,
     InvalidTransitionError,
     JobNotFoundError,
+    QueueClosedError,
     SerializationError,
     StaleLeaseError,
     TypedqError,
@@ -101,6 +102,9 @@ class JobQueue(MemoryReads, MemoryControl, MemoryCoordination, MemoryPolicy, Mem
         self._init_coordination()
         self._init_policy()
         self.history_limit = history_limit
+        # Closed: new jobs are refused (a JobQueue *is* its store: a job added after its
+        # close would be held by an object nobody reads any more).
+        self._closed = False
 
     @property
     def history_limit(self) -> int | None:
@@ -159,6 +163,8 @@ class JobQueue(MemoryReads, MemoryControl, MemoryCoordination, MemoryPolicy, Mem
         if self._codec is not None:
             self._isolate(job)
         with self._cond:
+            if self._closed:
+                raise self._closed_error()
             if job_id in self._jobs:
                 raise DuplicateJobError(job_id, queue=self._name)
             deps = job.depends_on
@@ -197,6 +203,8 @@ class JobQueue(MemoryReads, MemoryControl, MemoryCoordination, MemoryPolicy, Mem
                     exc.args = (f"jobs[{index}]: {exc}",)
                     raise
         with self._cond:
+            if self._closed:
+                raise self._closed_error()
             for job in batch.values():
                 if job.job_id in self._jobs:
                     raise DuplicateJobError(job.job_id, queue=self._name)
@@ -721,5 +729,26 @@ class JobQueue(MemoryReads, MemoryControl, MemoryCoordination, MemoryPolicy, Mem
             self._cond.notify_all()
 
     def close(self) -> None:
-        """Nothing to release; wakes waiters so workers can exit."""
-        self.interrupt()
+        """Refuse new jobs from now on (:class:`QueueClosedError`); wake waiters so workers
+        can exit. The jobs it holds stay readable, and running ones can still end."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def close_if_idle(self) -> int:
+        """Close the queue (see :meth:`close`) if every job it holds has ended, in one step
+        under its lock, so no job can arrive between the check and the close.
+
+        Returns:
+            How many jobs have not ended (PENDING or RUNNING): 0 when it was closed;
+            otherwise it was left open.
+        """
+        with self._cond:
+            unfinished = self._counts[_PENDING] + self._counts[_RUNNING]
+            if unfinished == 0:
+                self._closed = True
+                self._cond.notify_all()
+            return unfinished
+
+    def _closed_error(self) -> QueueClosedError:
+        return QueueClosedError(f"memory queue {self._name!r} is closed: it takes no new jobs")
