@@ -44,21 +44,35 @@ def manager(backend: str) -> Iterator[JobQueueManager]:
     manager.close(graceful=False)
 
 
+class Slow:
+    """A ``slow`` handler on queue ``a``: ``started`` is set when it runs, and it returns
+    once ``release`` is (at teardown at the latest)."""
+
+    def __init__(self) -> None:
+        self.started, self.release = threading.Event(), threading.Event()
+
+    def __call__(self, payload: dict[str, Any]) -> str:
+        self.started.set()
+        self.release.wait(10)
+        return "done"
+
+
+@pytest.fixture
+def slow(manager: JobQueueManager) -> Iterator[Slow]:
+    handler = Slow()
+    manager.register_handler("slow", handler, queue="a")
+    yield handler
+    handler.release.set()
+
+
 def _shared(manager: JobQueueManager) -> bool:
     return not manager.config["backend"].startswith("memory")
 
 
 def test_its_workers_stop_the_others_run_on_and_its_jobs_stay_in_the_store(
-    manager: JobQueueManager,
+    manager: JobQueueManager, slow: Slow
 ) -> None:
-    started, release = threading.Event(), threading.Event()
-
-    def slow(payload: dict[str, Any]) -> str:
-        started.set()
-        release.wait(10)
-        return "done"
-
-    manager.register_handler("slow", slow, queue="a")
+    started, release = slow.started, slow.release
     manager.register_handler("quick", lambda payload: payload["n"], queue="b")
     running = manager.submit("slow", {})
     manager.start_workers("a")
@@ -99,17 +113,10 @@ def test_its_workers_stop_the_others_run_on_and_its_jobs_stay_in_the_store(
         assert reopened.count_by_status()[JobStatus.PENDING] == 0
 
 
-def test_closing_without_waiting_gives_the_running_job_back(manager: JobQueueManager) -> None:
-    if not _shared(manager):
-        pytest.skip("a memory queue refuses to close with a job given back (see the test above)")
-    started, release = threading.Event(), threading.Event()
-
-    def slow(payload: dict[str, Any]) -> str:
-        started.set()
-        release.wait(10)
-        return "late"
-
-    manager.register_handler("slow", slow, queue="a")
+# A memory queue refuses to close with a job given back (see the test above).
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("redis", marks=pytest.mark.redis)], indirect=True)
+def test_closing_without_waiting_gives_the_running_job_back(manager: JobQueueManager, slow: Slow) -> None:
+    started, release = slow.started, slow.release
     job_id = manager.submit("slow", {})
     manager.start_workers("a")
     assert started.wait(10)
