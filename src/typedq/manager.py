@@ -250,10 +250,13 @@ class JobQueueManager(JobControlAPI, ScheduleAPI):
 
         Raises:
             QueueNotFoundError: no such queue in this manager.
-            ConfigError: a ``memory://`` queue still holds PENDING or RUNNING jobs (the
-                message says how many); it stays open (with its workers stopped if the
-                jobs came back while they stopped).
+            ConfigError: ``name`` is ``"default"`` (the manager keeps it), or a
+                ``memory://`` queue still holds PENDING or RUNNING jobs (the message says
+                how many); it stays open (with its workers stopped if the jobs came back
+                while they stopped).
         """
+        if name == "default":
+            raise ConfigError("queue", name, "a queue other than 'default' (a manager keeps it)")
         queue = self.get_queue(name)
         memory = isinstance(queue, JobQueue)
         if memory and (waiting := queue.count_by_status()[JobStatus.PENDING]):

@@ -142,10 +142,14 @@ def test_workers_serving_it_with_other_queues_stop_too(manager: JobQueueManager)
     assert all(w.is_alive() for w in own)
 
 
-def test_an_unknown_queue_is_named(manager: JobQueueManager) -> None:
+def test_an_unknown_queue_is_named_and_the_default_queue_stays(manager: JobQueueManager) -> None:
     with pytest.raises(QueueNotFoundError) as info:
         manager.close_queue("nope")
     assert "nope" in str(info.value)
+    with pytest.raises(ConfigError) as refused:
+        manager.close_queue("default")
+    assert refused.value.field == "queue"
+    assert "default" in manager.queues
 
 
 def test_a_submit_after_the_close_opens_it_again(manager: JobQueueManager) -> None:
