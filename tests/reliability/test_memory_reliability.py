@@ -27,6 +27,7 @@ from tests.reliability.ledger import Ledger, check
 
 from typedq import Job, JobQueue, JobQueueManager, JobStatus, Worker
 from typedq.backends._sqlite_driver import sqlite3
+from typedq.context import JobContext
 
 #: Lease knobs of the reliability tests (RELIABILITY.md §4a).
 FAST_LEASES = {"lease_s": 1.0, "heartbeat_s": 0.25, "reaper_s": 0.1}
@@ -96,9 +97,9 @@ def test_b1_ten_producers_five_workers_no_loss_no_duplicates(
     )
     queue = manager.get_queue("default")
 
-    def handler(payload: dict[str, Any]) -> int:
+    def handler(payload: dict[str, Any], ctx: JobContext) -> int:
         job_id = payload["id"]
-        attempt = queue.get_job(job_id).attempt  # a claim's token is its attempt
+        attempt = ctx.token  # a claim's token is its attempt
         ledger.start(job_id, attempt, attempt)
         ledger.end(job_id, attempt, attempt)
         return int(payload["n"])
@@ -123,13 +124,15 @@ def test_b1_ten_producers_five_workers_no_loss_no_duplicates(
         assert manager.stop_workers(graceful=True, timeout=10) == []
         ledger.close()
 
-        statuses = {job_id: queue.get_job(job_id).status for job_id in expected}
+        stored = {job.job_id: job for job in queue.list_jobs(limit=len(expected) + 1)}  # one read
+        assert sorted(stored) == sorted(expected)
+        statuses = {job_id: stored[job_id].status for job_id in expected}
         report = check(ledger.path, expected, statuses=statuses)
         assert report.lost == set()
         assert report.dups == set()
         assert report.unknown == set()
         assert sum(report.starts.values()) == sum(report.ends.values()) == len(expected)
-        assert all(queue.get_job(job_id).result == int(job_id.split("-")[1]) for job_id in expected)
+        assert all(stored[job_id].result == int(job_id.split("-")[1]) for job_id in expected)
 
         stats = manager.get_stats()
         assert stats["total_submitted"] == len(expected)
@@ -163,9 +166,9 @@ def test_b1_with_retries_and_dead_jobs_stats_match_the_ledger(tmp_path: Path) ->
     )
     queue = manager.get_queue("default")
 
-    def handler(payload: dict[str, Any]) -> int:
+    def handler(payload: dict[str, Any], ctx: JobContext) -> int:
         job_id, n = payload["id"], payload["n"]
-        attempt = queue.get_job(job_id).attempt
+        attempt = ctx.token
         ledger.start(job_id, attempt, attempt)
         if n % 100 == 1 or (n % 10 == 0 and attempt == 1):
             raise RuntimeError(f"job {job_id} attempt {attempt} fails")
