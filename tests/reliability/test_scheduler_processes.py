@@ -154,5 +154,6 @@ def test_three_schedulers_leader_killed_every_few_slots_fire_each_slot_once(url:
 
 
 @pytest.mark.slow
-def test_thirty_slots_with_the_leader_killed_every_three(url: str, tmp_path: Path) -> None:
-    run_with_kills(url, tmp_path, slots=30)
+@pytest.mark.timeout(180)
+def test_sixty_slots_with_the_leader_killed_every_three(url: str, tmp_path: Path) -> None:
+    run_with_kills(url, tmp_path, slots=60)
