@@ -132,11 +132,13 @@ class JobQueue(MemoryReads, MemoryControl, MemoryCoordination, MemoryPolicy, Mem
 
     @property
     def size(self) -> int:
-        """How many jobs the queue holds, in every state."""
-        return len(self._jobs)
+        """How many jobs the queue holds, in every state (under the lock: a batch being
+        added counts whole or not at all)."""
+        with self._lock:
+            return len(self._jobs)
 
     def __len__(self) -> int:
-        return len(self._jobs)
+        return self.size
 
     def __contains__(self, job_id: object) -> bool:
         return job_id in self._jobs
