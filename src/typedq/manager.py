@@ -122,6 +122,8 @@ class JobQueueManager(JobControlAPI, ScheduleAPI):
         self._stats_lock = threading.Lock()
         self._queues: dict[str, Queue] = {}
         self._queue_settings: dict[str, dict[str, Any]] = {}
+        # Queues close_queue is closing: no worker may start on them meanwhile.
+        self._closing: set[str] = set()
         self._handlers: dict[str, Handler] = {}
         self._handler_queue: dict[str, str] = {}
         self._workers: dict[str, list[Worker]] = {}
@@ -250,10 +252,10 @@ class JobQueueManager(JobControlAPI, ScheduleAPI):
 
         Raises:
             QueueNotFoundError: no such queue in this manager.
-            ConfigError: ``name`` is ``"default"`` (the manager keeps it), or a
-                ``memory://`` queue still holds PENDING or RUNNING jobs (the message says
-                how many); it stays open (with its workers stopped if the jobs came back
-                while they stopped).
+            ConfigError: ``name`` is ``"default"`` (the manager keeps it), another call is
+                closing it, or a ``memory://`` queue still holds PENDING or RUNNING jobs
+                (the message says how many); it stays open (with its workers stopped if
+                the jobs came back while they stopped).
         """
         if name == "default":
             raise ConfigError("queue", name, "a queue other than 'default' (a manager keeps it)")
@@ -262,20 +264,27 @@ class JobQueueManager(JobControlAPI, ScheduleAPI):
         if memory and (waiting := queue.count_by_status()[JobStatus.PENDING]):
             raise self._unfinished_error(name, waiting)
         with self._workers_lock:
+            if name in self._closing:
+                raise ConfigError("queue", name, "a queue no other call is closing")
+            self._closing.add(name)  # start_workers starts none on it from now on
             running = [w for w in self._workers_of(queue) if w.is_alive()]
             keys = [key for key, workers in self._workers.items() if set(workers) & set(running)]
-        abandoned = [a for key in keys for a in self.stop_workers(key, graceful=graceful, timeout=timeout)]
-        if not graceful:
-            for worker in running:
-                if worker.is_alive():
-                    worker.give_back_unstarted()
-        with self._queues_lock:
-            if self._queues.get(name) is not queue:
-                return abandoned  # closed meanwhile by another call
-            if memory and (unfinished := cast(JobQueue, queue).close_if_idle()):
-                raise self._unfinished_error(name, unfinished)
-            del self._queues[name]
-            del self._queue_settings[name]
+        try:
+            abandoned = [a for k in keys for a in self.stop_workers(k, graceful=graceful, timeout=timeout)]
+            if not graceful:
+                for worker in running:
+                    if worker.is_alive():
+                        worker.give_back_unstarted()
+            with self._queues_lock:
+                if self._queues.get(name) is not queue:
+                    return abandoned  # another call closed it meanwhile (and it may be open anew)
+                if memory and (unfinished := cast(JobQueue, queue).close_if_idle()):
+                    raise self._unfinished_error(name, unfinished)
+                del self._queues[name]
+                del self._queue_settings[name]
+        finally:
+            with self._workers_lock:
+                self._closing.discard(name)
         self._scheduler.resign(queue)
         queue.close()
         return abandoned
@@ -535,17 +544,21 @@ class JobQueueManager(JobControlAPI, ScheduleAPI):
 
         Raises:
             QueueNotFoundError: no such queue.
-            ConfigError: ``count`` is negative.
+            ConfigError: ``count`` is negative, or ``close_queue`` is closing the queue
+                (or one of ``queues``); with neither, such a queue is left out.
         """
         if count is not None:
             require_number("count", count, minimum=0, integer=True)
         if queues is not None:
             return self._start_group(queues, count)
-        names = list(self._queues) if queue is None else [queue]
         started: list[Worker] = []
         with self._workers_lock:
             if self._closed:
                 raise ConfigError("manager", "closed", "an open manager (this one was closed)")
+            if queue is not None:
+                self._refuse_closing([queue])
+            # Every queue: those close_queue is closing are left out.
+            names = [n for n in self._queues if n not in self._closing] if queue is None else [queue]
             for name in names:
                 q = self.get_queue(name)
                 settings = self._queue_settings[name]
@@ -599,7 +612,17 @@ class JobQueueManager(JobControlAPI, ScheduleAPI):
             "cancel_grace_s": self.config["cancel_grace_s"],
         }
 
+    def _refuse_closing(self, names: Iterable[str]) -> None:
+        """Raise if close_queue is closing one of ``names``. Workers lock held."""
+        if closing := next((n for n in names if n in self._closing), None):
+            raise ConfigError("queue", closing, "a queue close_queue is not closing (no worker starts on it)")
+
     def _start_group(self, weights: Mapping[str, int], count: int | None) -> list[Worker]:
+        with self._workers_lock:
+            self._refuse_closing(weights)
+            return self._start_group_locked(weights, count)
+
+    def _start_group_locked(self, weights: Mapping[str, int], count: int | None) -> list[Worker]:
         if queue_error := next((n for n in weights if n not in self._queues), None):
             raise QueueNotFoundError(queue_error, list(self._queues))
         group = QueueGroup({self._queues[name]: weight for name, weight in weights.items()})

@@ -132,6 +132,38 @@ def test_closing_without_waiting_gives_the_running_job_back(manager: JobQueueMan
     assert reopened.get_job(job_id).status is JobStatus.RUNNING
 
 
+def test_no_worker_starts_on_a_queue_while_it_closes(manager: JobQueueManager, slow: Slow) -> None:
+    """``close_queue`` waits for a running job; meanwhile ``start_workers`` starts no
+    worker on the queue (one would serve a closed queue, and fill its name's room for
+    the queue opened again)."""
+    manager.create_queue("b")
+    job_id = manager.submit("slow", {})
+    manager.start_workers("a")
+    assert slow.started.wait(10)
+    closer = threading.Thread(target=manager.close_queue, args=("a",))
+    closer.start()
+    wait_until(lambda: "a" in manager._closing, timeout=5, message="the close began")
+    with pytest.raises(ConfigError) as info:
+        manager.start_workers("a")
+    assert info.value.field == "queue"
+    with pytest.raises(ConfigError):
+        manager.start_workers(queues={"a": 1, "b": 1})
+    others = manager.start_workers()  # every queue but the one closing
+    assert {w.queue.name for w in others} == {"default", "b"}
+    slow.release.set()
+    closer.join(10)
+    assert not closer.is_alive()
+    assert "a" not in manager.queues
+    assert manager.workers("a") == []
+    # Opened again, it gets workers of its own, which run its jobs.
+    manager.create_queue("a")
+    [fresh] = manager.start_workers("a")
+    assert fresh.queue is manager.get_queue("a")
+    if _shared(manager):
+        assert manager.get_queue("a").get_job(job_id).status is JobStatus.COMPLETED
+    assert manager.wait_for_completion([manager.submit("slow", {})], timeout=10)
+
+
 def test_workers_serving_it_with_other_queues_stop_too(manager: JobQueueManager) -> None:
     manager.create_queue("a")
     manager.create_queue("b")
