@@ -36,6 +36,7 @@ import pytest
 from typedq.worker import Worker
 
 __all__ = [
+    "REPO",
     "REQUIRE_SERVICES",
     "interrupt_when",
     "load_scaled",

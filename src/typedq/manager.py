@@ -558,7 +558,8 @@ class JobQueueManager(JobControlAPI, ScheduleAPI):
             if queue is not None:
                 self._refuse_closing([queue])
             # Every queue: those close_queue is closing are left out.
-            names = [n for n in self._queues if n not in self._closing] if queue is None else [queue]
+            # (A copy first: create_queue may add to the registry meanwhile.)
+            names = [n for n in list(self._queues) if n not in self._closing] if queue is None else [queue]
             for name in names:
                 q = self.get_queue(name)
                 settings = self._queue_settings[name]
@@ -619,25 +620,21 @@ class JobQueueManager(JobControlAPI, ScheduleAPI):
 
     def _start_group(self, weights: Mapping[str, int], count: int | None) -> list[Worker]:
         with self._workers_lock:
-            self._refuse_closing(weights)
-            return self._start_group_locked(weights, count)
-
-    def _start_group_locked(self, weights: Mapping[str, int], count: int | None) -> list[Worker]:
-        if queue_error := next((n for n in weights if n not in self._queues), None):
-            raise QueueNotFoundError(queue_error, list(self._queues))
-        group = QueueGroup({self._queues[name]: weight for name, weight in weights.items()})
-        first = next(iter(weights))
-        settings = self._queue_settings[first]
-        n = settings["max_workers"] if count is None else count
-        options = self._worker_options(group.name, settings)
-        started = [
-            # A group has every method a worker calls on its queue, not the whole protocol.
-            Worker(cast(Queue, group), self._handlers, settings["poll_interval"], **options)
-            for _ in range(n)
-        ]
-        with self._workers_lock:
             if self._closed:
                 raise ConfigError("manager", "closed", "an open manager (this one was closed)")
+            self._refuse_closing(weights)
+            if queue_error := next((n for n in weights if n not in self._queues), None):
+                raise QueueNotFoundError(queue_error, list(self._queues))
+            group = QueueGroup({self._queues[name]: weight for name, weight in weights.items()})
+            first = next(iter(weights))
+            settings = self._queue_settings[first]
+            n = settings["max_workers"] if count is None else count
+            options = self._worker_options(group.name, settings)
+            started = [
+                # A group has every method a worker calls on its queue, not the whole protocol.
+                Worker(cast(Queue, group), self._handlers, settings["poll_interval"], **options)
+                for _ in range(n)
+            ]
             self._workers.setdefault(group.name, []).extend(started)
             self._launch(started)
         return started

@@ -19,12 +19,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from tests.helpers import wait_until
+from tests.helpers import REPO, wait_until
 
 from typedq.backends.base import Queue
 from typedq.job import Job
 
-REPO = Path(__file__).resolve().parents[2]
 #: The app most process tests run: the ledger app of ``test_process_workers``.
 LEDGER_APP = "tests.reliability.test_process_workers:make_app"
 #: Lease knobs of the reliability tests (RELIABILITY.md §4a).

@@ -59,7 +59,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.helpers import wait_until
+from tests.helpers import REPO, wait_until
 from tests.reliability import _raising_handlers as handlers
 from tests.reliability.rss import rss_bytes, slope_mib_per_100k
 
@@ -72,7 +72,6 @@ CHUNK = 1_000
 TIMEOUT_S = 0.02
 LATE_S = 0.1
 MIB = 1 << 20
-ROOT = Path(__file__).resolve().parents[2]
 HANDLERS_FILE = handlers.__file__
 
 
@@ -258,7 +257,7 @@ def _soak(backend: str, jobs: int, tmp_path: Path) -> None:
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(128 * 1024)}
     with open(log, "wb") as sink:
         done = subprocess.run(
-            command, cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT, timeout=3600, check=False
+            command, cwd=REPO, env=env, stdout=sink, stderr=subprocess.STDOUT, timeout=3600, check=False
         )
     if done.returncode != 0:
         tail = log.read_text(errors="replace")[-3000:]

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.helpers import wait_until
+from tests.helpers import REPO, wait_until
 from tests.reliability.rss import rss_bytes, slope_mib_per_100k
 
 from typedq import EventHandler, FakeClock, Job, JobQueueManager, JobStatus
@@ -55,7 +55,6 @@ JOBS = int(os.environ.get("TYPEDQ_SOAK_JOBS", "500000"))
 DAY_S = 86_400.0
 CHUNK = 1_000
 MIB = 1 << 20
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _kind(n: int) -> str:
@@ -256,7 +255,7 @@ def test_l1_a_simulated_day_of_mixed_jobs_holds_memory_threads_fds_and_file_size
     began = time.monotonic()
     with open(log, "wb") as sink:
         done = subprocess.run(
-            command, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT, timeout=3600, check=False
+            command, cwd=REPO, stdout=sink, stderr=subprocess.STDOUT, timeout=3600, check=False
         )
     took = time.monotonic() - began
     if done.returncode != 0:
