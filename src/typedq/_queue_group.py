@@ -198,10 +198,11 @@ class QueueGroup:
         for queue in self._queues:
             queue.check_dead_letter(dead_letter)
 
-    def wait_ready(self, timeout_s: float) -> bool:
-        """Wait on each queue in turn for a share of ``timeout_s``; True once one has work."""
+    def wait_ready(self, timeout_s: float, job_types: Collection[str] | None = None) -> bool:
+        """Wait on each queue in turn for a share of ``timeout_s``; True once one has work
+        (of ``job_types``, when given)."""
         share = timeout_s / len(self._queues)
-        return any(queue.wait_ready(share) for queue in self._queues)
+        return any(queue.wait_ready(share, job_types) for queue in self._queues)
 
     def interrupt(self) -> None:
         """Wake the waiters of every queue."""

@@ -280,17 +280,18 @@ class AsyncWorker(Worker):
         if self._stop_event.is_set() or self._holding:
             return []
         try:
-            claims = queue.claim_many(
-                self.worker_id, lease_s=self.lease_s, limit=limit, job_types=self.handlers.keys()
-            )
+            types = self.handlers.keys()
+            claims = queue.claim_many(self.worker_id, lease_s=self.lease_s, limit=limit, job_types=types)
             if not claims:
-                queue.wait_ready(self.poll_interval)
+                self._wait_for_work(types)
         except Exception as exc:
             self._claim_failed(exc)
             return []
         if self.outage.active:
             self.outage.ok()
         self._reconnect.reset()
+        if claims:
+            self._claimed_some()
         keeper = self.lease_keeper
         for job, token, _ in claims:
             keeper.add(queue, job.job_id, token)

@@ -76,7 +76,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -160,6 +160,14 @@ WRITE_BACKOFF_MAX_S: Final = 2.0
 #: (a restart, an outage) spread their attempts over seconds, not in lockstep.
 RECONNECT_MIN_S: Final = 2.0
 RECONNECT_MAX_S: Final = 4.0
+#: The first and the longest wait before claiming again when a claim took nothing though
+#: the wait before it found jobs of the worker's types ready (a claim policy's limit holds
+#: them back, or other workers took them first): doubled each time it happens again in
+#: a row, each wait drawn from 50-100 % of its bound (never longer than the poll
+#: interval). Without it the queue reports those jobs ready at once, and the worker
+#: claims in a hot loop until the limit lifts.
+HELD_BACK_MIN_S: Final = 0.002
+HELD_BACK_MAX_S: Final = 0.05
 
 
 @dataclass
@@ -284,6 +292,9 @@ class Worker(StorageFailures, threading.Thread):
         self._current: tuple[str, int] | None = None
         self._write_backoff = Backoff(WRITE_BACKOFF_MIN_S, WRITE_BACKOFF_MAX_S)
         self._reconnect = Backoff(RECONNECT_MIN_S, RECONNECT_MAX_S, low=0.05)
+        # The last wait for work found jobs ready (see _wait_for_work).
+        self._saw_ready = False
+        self._held_back = Backoff(HELD_BACK_MIN_S, HELD_BACK_MAX_S)
         # One warning per storage outage, not one per attempt.
         self.outage = Outage(logger, f"worker {self.worker_id}")
         self.started_at: float | None = None
@@ -437,7 +448,7 @@ class Worker(StorageFailures, threading.Thread):
             else:
                 claims = queue.claim_many(self.worker_id, lease_s=self.lease_s, limit=limit, job_types=types)
             if not claims:
-                queue.wait_ready(self.poll_interval)
+                self._wait_for_work(types)
         except Exception as exc:
             self._claim_failed(exc)
             return False
@@ -446,11 +457,32 @@ class Worker(StorageFailures, threading.Thread):
         self._reconnect.reset()
         if not claims:
             return False
+        self._claimed_some()
         keeper = self.lease_keeper
         for job, token, _ in claims:
             keeper.add(queue, job.job_id, token)
         self._buffer.extend(claims)
         return True
+
+    def _wait_for_work(self, types: Collection[str]) -> None:
+        """After a claim that took nothing: wait for a job of this worker's ``types``.
+
+        When the wait before that claim found such jobs ready, they are there but not for
+        this worker now (a claim policy's limit holds them back, or other workers took
+        them first): it first waits :attr:`_held_back`'s growing backoff, since the queue
+        would report them ready at once again.
+        """
+        if self._saw_ready:
+            self._stop_event.wait(min(self._held_back.next(), self.poll_interval))
+        self._saw_ready = self.queue.wait_ready(self.poll_interval, types)
+        if not self._saw_ready:
+            self._held_back.reset()
+
+    def _claimed_some(self) -> None:
+        """A claim took jobs: the next empty claim waits for work without a backoff."""
+        if self._saw_ready:
+            self._saw_ready = False
+            self._held_back.reset()
 
     def in_flight(self) -> list[tuple[str, int]]:
         """The (job id, lease token) of the jobs this worker holds and has not finished.

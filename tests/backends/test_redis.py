@@ -15,6 +15,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -1019,3 +1020,67 @@ def test_a_due_time_wait_ends_at_the_due_time_not_at_the_servers_timeout(private
         assert max(lateness) < 0.4  # the server's timeout: 0.5 s after the due time, then up to 1 s
     finally:
         queue.close()
+
+
+# -- waking idle workers --------------------------------------------------------------------
+
+
+def test_wake_tokens_go_to_the_list_of_the_jobs_type_and_say_whether_it_was_made_ready(
+    prefix: str, make_queue: MakeQueue
+) -> None:
+    """A job made ready leaves 'r' on its type's list; one due later, '1' (the waiter
+    asks); one blocked by a dependency, none. The first job of a type also leaves '1' on
+    the queue's own list, for waiters for any type."""
+    queue = make_queue("q")
+    base = f"{{{prefix}}}:{{q}}"
+    admin = redis.Redis(host="127.0.0.1", port=6379)
+
+    def tokens(key: str) -> list[bytes]:
+        found: list[bytes] = admin.lrange(key, 0, -1)
+        admin.delete(key)
+        return found
+
+    try:
+        queue.enqueue(job("now"))
+        assert tokens(f"{base}:wake:t") == [b"r"]
+        assert tokens(f"{base}:wake") == [b"1"]  # "t" is new
+        queue.enqueue(job("later", scheduled_at=time.time() + 60))
+        queue.enqueue_many([job("a"), job("b")])
+        assert tokens(f"{base}:wake:t") == [b"r", b"r", b"1"]
+        queue.enqueue_many([job("c"), job("d", depends_on=["c"]), job("e", job_type="u")])
+        assert tokens(f"{base}:wake:t") == [b"r"]  # d waits for c: nothing to wake for
+        assert tokens(f"{base}:wake:u") == [b"r"]
+        assert tokens(f"{base}:wake") == [b"1"]  # "u" is new
+    finally:
+        admin.close()
+
+
+@pytest.mark.timeout(30)
+def test_a_waiter_woken_by_a_ready_job_claims_without_asking_again(private_server: int) -> None:
+    """The token of a job made ready ends the wait with True and no other command: the
+    worker's claim is the next round trip (pick-up latency: one round trip less)."""
+    from typedq.backends.redis import RedisQueue
+
+    url = f"redis://127.0.0.1:{private_server}/0?prefix=wake"
+    waiter, producer = RedisQueue(url, name="q"), RedisQueue(url, name="q")
+    admin = redis.Redis(port=private_server)
+    woke: list[bool] = []
+    try:
+        producer.enqueue(job("known"))  # type "t" known: no new-type token besides
+        assert waiter.claim("w", lease_s=30) is not None
+        admin.delete("{wake}:{q}:wake")  # the new-type token "known" left
+        thread = threading.Thread(target=lambda: woke.append(waiter.wait_ready(20.0, ["t"])), daemon=True)
+        thread.start()
+        wait_until(lambda: waiter._waiters.waiting == 1, timeout=10, message="the waiter blocks")
+        time.sleep(0.05)  # its BLPOP has reached the server
+        admin.config_resetstat()
+        producer.enqueue(job("j"))
+        thread.join(10)
+        assert woke == [True]
+        stats = admin.info("commandstats")
+        assert stats["cmdstat_evalsha"]["calls"] == 1  # the enqueue; no check after the wake
+        assert "cmdstat_zcard" not in stats
+    finally:
+        waiter.close()
+        producer.close()
+        admin.close()

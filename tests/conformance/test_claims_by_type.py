@@ -3,6 +3,8 @@ of types the running workers do not know), and counts of waiting jobs by type.""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable
 
 import pytest
@@ -80,3 +82,56 @@ def test_count_by_type(queue: Queue, make_job: MakeJob) -> None:
     assert queue.count_by_type() == {"a": 2, "b": 1}
     assert queue.count_by_type(JobStatus.RUNNING) == {"c": 1}
     assert queue.count_by_type(JobStatus.DEAD) == {}
+
+
+# -- waiting for the types a worker claims -------------------------------------------------
+
+
+def test_wait_ready_for_some_types_counts_only_their_jobs(queue: Queue, make_job: MakeJob) -> None:
+    """Jobs ready of other types do not end the wait of a worker that cannot claim them
+    (it would otherwise claim nothing and wait again at once: a hot loop)."""
+    queue.enqueue(make_job(job_id="b1", job_type="b"))
+    assert queue.wait_ready(0.05, ["a"]) is False
+    assert queue.wait_ready(0.05, []) is False
+    assert queue.wait_ready(0.05, ["a", "b"]) is True
+    assert queue.wait_ready(0.05) is True  # any type
+
+
+@pytest.mark.timeout(60)
+def test_the_wake_up_of_a_job_goes_to_a_waiter_that_claims_its_type(queue: Queue, make_job: MakeJob) -> None:
+    """A waiter for type "a" blocked first must not take the wake-up of a "b" job and
+    leave the waiter for "b" asleep until its timeout (30 s here). Each waiter waits
+    again after a wake-up that found nothing (which a backend may give: False)."""
+    # Both types known to the queue already (Redis: the first job of a new type also
+    # wakes a waiter of any list, for waiters for any type).
+    queue.enqueue_many([make_job(job_id="a0", job_type="a"), make_job(job_id="b0", job_type="b")])
+    assert len(queue.claim_many("w", lease_s=30, limit=2)) == 2
+    ready = {"a": threading.Event(), "b": threading.Event()}
+    stop = threading.Event()
+
+    def wait(job_type: str) -> None:
+        while not stop.is_set():
+            if queue.wait_ready(30.0, [job_type]):
+                ready[job_type].set()
+                return
+
+    # "a" blocks first, then "b": a sleep, as the order only makes the test stricter (a
+    # correct backend passes in any order).
+    threads = [threading.Thread(target=wait, args=(job_type,), daemon=True) for job_type in ("a", "b")]
+    for thread in threads:
+        thread.start()
+        time.sleep(0.2)
+    try:
+        # Nothing ready: what signalled a0 and b0 does not outlive them.
+        assert not ready["a"].is_set()
+        assert not ready["b"].is_set()
+        began = time.monotonic()
+        queue.enqueue(make_job(job_id="b1", job_type="b"))
+        assert ready["b"].wait(10), "the waiter for 'b' was not woken"
+        assert time.monotonic() - began < 2.0  # not its timeout (Redis: 5 s, half the socket timeout)
+        assert not ready["a"].is_set()
+    finally:
+        stop.set()
+        queue.interrupt()
+        for thread in threads:
+            thread.join(10)

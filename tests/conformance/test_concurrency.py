@@ -147,6 +147,15 @@ def test_wait_ready_times_out_with_false_when_nothing_is_ready(queue: Queue) -> 
     assert queue.wait_ready(0.01) is False
 
 
+def test_wait_ready_is_false_once_the_job_that_was_ready_is_claimed(queue: Queue, make_job: MakeJob) -> None:
+    """What signalled the job when it was added (Redis: its wake token, left in the list
+    while nobody waited) does not outlive it: once claimed, a wait finds nothing."""
+    queue.enqueue(make_job(job_id="j"))
+    queue.enqueue_many([make_job(job_id="k"), make_job(job_id="l")])
+    assert len(queue.claim_many("w", lease_s=30, limit=3)) == 3
+    assert queue.wait_ready(0.05) is False
+
+
 def test_wait_ready_wakes_when_another_thread_enqueues(queue: Queue, make_job: MakeJob) -> None:
     results: list[bool] = []
     waiting = threading.Event()

@@ -1,6 +1,8 @@
 """Claim policies with real worker threads, configured through the manager: a job type's
 concurrency limit holds across every worker and is reached; weighted fairness lets BATCH
-jobs run while CRITICAL ones keep coming; level names in the manager's config and API."""
+jobs run while CRITICAL ones keep coming; level names in the manager's config and API.
+And a worker never claims in a hot loop while jobs are ready that it cannot take: of
+types it does not handle, or held back by a limit."""
 
 from __future__ import annotations
 
@@ -14,9 +16,11 @@ import pytest
 from tests.conformance.conftest import redis_test_url
 from tests.helpers import wait_until
 
-from typedq import JobQueueManager, JobStatus, Priority
+from typedq import ClaimPolicy, Job, JobQueueManager, JobStatus, Priority
 from typedq._serve import queue_weights
+from typedq.backends import open_queue
 from typedq.errors import ConfigError, InvalidJobError
+from typedq.worker import Worker
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -157,3 +161,75 @@ def test_a_queue_group_worker_is_started_with_the_settings_of_a_queue_worker() -
         for worker in (alone, grouped):
             assert worker.cancel_grace_s == 3.0
             assert worker.dlq_max == 7
+
+
+def _cpu_over(seconds: float) -> float:
+    """The CPU seconds this process used over ``seconds`` of real time (measured, not a
+    wait for something)."""
+    before = time.process_time()
+    time.sleep(seconds)
+    return time.process_time() - before
+
+
+def test_a_worker_waits_while_only_jobs_of_other_types_are_ready(
+    backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It blocks (no claim loop: it used a whole core on every backend) and is woken at
+    once by a job of its type, not at its 5 s poll."""
+    queue = open_queue(backend, name="idle")
+    claims = 0
+    claim = queue.claim
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal claims
+        claims += 1
+        return claim(*args, **kwargs)
+
+    monkeypatch.setattr(queue, "claim", counted)
+    started = threading.Event()
+    worker = Worker(queue, {"a": lambda payload: started.set()}, poll_interval=5.0, batch_size=1)
+    try:
+        queue.enqueue(Job(job_type="b", payload={}))
+        worker.start()
+        time.sleep(0.3)  # it claims nothing and waits
+        before = claims
+        used = _cpu_over(0.5)
+        assert used < 0.15, f"{used:.2f} s of CPU in 0.5 s"
+        assert claims - before <= 1  # it waits for a job of its type, not claiming again and again
+        began = time.monotonic()
+        queue.enqueue(Job(job_type="a", payload={}))
+        assert started.wait(10)
+        assert time.monotonic() - began < 1.0
+        assert queue.count_by_status()[JobStatus.PENDING] == 1  # the "b" job waits for its workers
+    finally:
+        worker.stop(wait=True, timeout=10)
+        queue.close()
+
+
+def test_workers_held_back_by_a_limit_wait_and_take_the_jobs_once_it_lifts(backend: str) -> None:
+    queue = open_queue(backend, name="held")
+    queue.set_claim_policy(ClaimPolicy(limits={"pay": {"max_concurrency": 1}}))
+    release = threading.Event()
+    ran: list[int] = []
+
+    def pay(payload: dict[str, Any]) -> None:
+        ran.append(payload["n"])
+        release.wait(10)
+
+    workers = [Worker(queue, {"pay": pay}, poll_interval=1.0, batch_size=1) for _ in range(2)]
+    try:
+        queue.enqueue_many([Job(job_type="pay", payload={"n": n}) for n in range(3)])
+        for worker in workers:
+            worker.start()
+        wait_until(lambda: len(ran) == 1, timeout=10)
+        time.sleep(0.2)  # the other worker finds the limit reached
+        used = _cpu_over(0.5)
+        assert used < 0.15, f"{used:.2f} s of CPU in 0.5 s"
+        assert len(ran) == 1
+        release.set()
+        wait_until(lambda: queue.count_by_status()[JobStatus.COMPLETED] == 3, timeout=10)
+    finally:
+        release.set()
+        for worker in workers:
+            worker.stop(wait=True, timeout=10)
+        queue.close()

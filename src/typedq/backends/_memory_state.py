@@ -115,8 +115,10 @@ class MemoryState:
         self._alone: set[str] = set()
         self._counts: dict[JobStatus, int] = dict.fromkeys(JobStatus, 0)
         # Threads blocked in wait_ready; notify() is skipped when there are none (it
-        # costs microseconds on the enqueue hot path).
+        # costs microseconds on the enqueue hot path). Of them, those that wait for some
+        # job types only (see _wake_one).
         self._waiting = 0
+        self._typed_waiting = 0
         self._compactions = 0
         # Dead letters (see _memory_dead): the lock order, the dead letters dropped by
         # the cap, and the queues that sent dead letters here, by name.
@@ -526,6 +528,15 @@ class MemoryState:
             self._leave_running(job)
         self._enter(job, status)
 
+    def _wake_one(self) -> None:
+        """Wake a waiter for a job made ready. Lock held. Every waiter while one waits for
+        some job types only: the one woken might not take this job's type, and would
+        leave the waiter that does asleep."""
+        if self._typed_waiting:
+            self._cond.notify_all()
+        elif self._waiting:
+            self._cond.notify()
+
     def _enter(self, job: Job, status: JobStatus) -> None:
         """Record ``status`` for a job out of every index, and do what it implies."""
         self._set_status(job, status)
@@ -533,7 +544,7 @@ class MemoryState:
             if job.run_alone:
                 self._alone.add(job.job_id)
             self._place(job)
-            self._cond.notify()
+            self._wake_one()
         elif status is _RUNNING:
             self._add_running(job)
         elif status is _COMPLETED:

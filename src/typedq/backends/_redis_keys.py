@@ -25,7 +25,9 @@ names hold no braces; job ids hold no braces either)::
                                    marking it complete (see _redis_lua_common)
     B:submitted             hash   jobs ever added per job type (never lowered)
     B:seq, B:cgseq          string arrival and claim-group counters
-    B:wake                  list   tokens pushed when work becomes ready (BLPOP)
+    B:wake:<job_type>       list   tokens pushed when a job of the type becomes ready or due
+                                   later (BLPOP; 'r': made ready; see _redis_wait)
+    B:wake                  list   a token when the first job of a new type is added
     B:intr:<id>             list   tokens that wake one queue object's waiters
     B:meta                  hash   the layout's version
     B:workers               hash   the worker registry: worker id -> its entry as JSON

@@ -69,7 +69,7 @@ for j = 1, count do
 $judge_placed
 end
 $take_unique
-local woken = 0
+local newtype = false
 -- Index writes of the common jobs are gathered and made one command per key.
 local b = gather(count)
 local SUBMITTED = B .. ':submitted'
@@ -83,6 +83,7 @@ for j = 1, count do
   if not tk then
     tk = {tyk(t), rtk(t)}
     tkeys[t] = tk
+    if redis.call('HEXISTS', SUBMITTED, t) == 0 then newtype = true end
   end
   redis.call(
     'HSET', keys[j], 't', t, 's', s, 'n', n, 'p', ARGV[a + 5], 'ca', ARGV[a + 6], 'mr', ARGV[a + 7],
@@ -97,17 +98,20 @@ $place
       local rk = arg .. string.format('%012x', n) .. id
       b.zadd(READY, '0', rk)
       b.zadd(tk[2], '0', rk)
+      note(t, true)
     elseif where == 'l' then
       b.zadd(LEASES, arg, id)
     elseif where == 'f' then
       b.zadd(fnk(s), arg, id)
     end
   end
-  if s == 'PENDING' then woken = woken + 1 end
 end
 b.flush()
 for _, u in ipairs(uniques) do redis.call('HSET', B .. ':unique', u[1], u[2]) end
-wake(woken)
+wake()
+-- A waiter for any job type watches the wake lists of the types it knows of, and this
+-- list for new ones (see _redis_wait).
+if newtype and redis.call('LPUSH', WAKE, '1') > 128 then redis.call('LTRIM', WAKE, 0, 63) end
 return count
 """
 
@@ -136,7 +140,7 @@ redis.call(
   'q', ARGV[11], 'pl', ARGV[12], 'sk', ARGV[13], unpack(ARGV, 15, 14 + tonumber(ARGV[14]))
 )
 redis.call('ZADD', B .. ':ty:' .. t, n, id)
-redis.call('HINCRBY', B .. ':submitted', t, 1)
+local newtype = redis.call('HINCRBY', B .. ':submitted', t, 1) == 1
 redis.call('ZADD', B .. ':st:' .. s, n, id)
 if s == 'RUNNING' then redis.call('HINCRBY', B .. ':running', t, 1) end
 if where == 'r' then
@@ -148,9 +152,11 @@ elseif where == 'l' then
 elseif where == 'f' then
   redis.call('ZADD', B .. ':fin:' .. s, arg, id)
 end
-if s == 'PENDING' and redis.call('LPUSH', B .. ':wake', '1') > 128 then
-  redis.call('LTRIM', B .. ':wake', 0, 63)
+if s == 'PENDING' then  -- ready ('r'): a job to place never comes here
+  local wk = B .. ':wake:' .. t
+  if redis.call('LPUSH', wk, 'r') > 128 then redis.call('LTRIM', wk, 0, 63) end
 end
+if newtype and redis.call('LPUSH', B .. ':wake', '1') > 128 then redis.call('LTRIM', B .. ':wake', 0, 63) end
 return 1
 """
 
@@ -304,12 +310,12 @@ if action == 'fail' then
   redis.call('HDEL', k, 'w')
   move(id, k, n, 'RUNNING', 'PENDING')
   schedule(id, now)
-  wake(1)
+  wake()
 elseif action == 'release' then
   redis.call('HDEL', k, 'w')
   move(id, k, n, 'RUNNING', 'PENDING')
   schedule(id, now)
-  wake(1)
+  wake()
 else  -- bury, undecodable
   redis.call('HSET', k, 'e', ARGV[5], 'f', ARGV[1])
   redis.call('HSET', k, 'tb', action == 'bury' and ARGV[6] or '')
@@ -610,6 +616,32 @@ end
 return purged
 """
 
+# ARGV: now, any ('1': a waiter for any job type, '0': for the types that follow), then
+# the job types. The check of a waiter about to block, or woken by a token that was not
+# a ready job's (see _redis_wait): the jobs of those types ready now (their ready sets,
+# and the delayed jobs due, which a claim promotes), the next due time (false for none),
+# and for a waiter for any type, the types it is to watch (every type ever added). Each
+# type with no job ready has its ready jobs' wake tokens dropped: each stands for a job
+# claimed since (a token is left when no waiter was blocked), and would end a later wait
+# as 'a job was made ready' with none there. The other tokens stay: one may tell a
+# waiter that has not yet blocked of a new, earlier due time.
+_IDLE: Final = r"""
+local types = {}
+if ARGV[2] == '1' then
+  types = redis.call('HKEYS', B .. ':submitted')
+else
+  for i = 3, #ARGV do types[#types + 1] = ARGV[i] end
+end
+local ready = redis.call('ZCOUNT', DELAYED, '-inf', ARGV[1])
+for _, t in ipairs(types) do
+  local n = redis.call('ZCARD', rtk(t))
+  if n == 0 then redis.call('LREM', B .. ':wake:' .. t, 0, 'r') end
+  ready = ready + n
+end
+local head = redis.call('ZRANGE', DELAYED, 0, 0, 'WITHSCORES')
+return {ready, head[2] or false, ARGV[2] == '1' and types or {}}
+"""
+
 #: The first lines of a script that takes its arguments packed (``_redis_conn.pack_args``):
 #: one MessagePack array in ARGV[1] becomes ARGV (a local, which the helpers after it
 #: see), or the arguments came one by one (a batch too big to pack; such a script always
@@ -632,4 +664,5 @@ SCRIPTS: Final = {
     "manage": script(_MANAGE),
     "purge": script(_PURGE),
     "list": script(_LIST),
+    "idle": script(_IDLE),
 }

@@ -124,13 +124,23 @@ local function gather(n)
   return b
 end
 
-local function wake(n)
-  if n > 0 then
+-- Wake tokens (see _redis_wait), gathered per job type's wake list: key -> token, 'r'
+-- while every job noted for it was made ready (else '1': the waiter asks), and how many.
+local WOKE, WOKE_N = {}, {}
+local function note(t, ready)
+  local key = B .. ':wake:' .. t
+  WOKE_N[key] = (WOKE_N[key] or 0) + 1
+  WOKE[key] = (ready and WOKE[key] ~= '1') and 'r' or '1'
+end
+-- Push the tokens noted: at most 16 a list, each list trimmed back to 64 once past 128
+-- (one LTRIM every 64 pushes, not one a push).
+local function wake()
+  for key, token in pairs(WOKE) do
     local tokens = {}
-    for i = 1, math.min(n, 16) do tokens[i] = '1' end
-    -- trimmed back to 64 once past 128: one LTRIM every 64 pushes, not one a push
-    if redis.call('LPUSH', WAKE, unpack(tokens)) > 128 then redis.call('LTRIM', WAKE, 0, 63) end
+    for i = 1, math.min(WOKE_N[key], 16) do tokens[i] = token end
+    if redis.call('LPUSH', key, unpack(tokens)) > 128 then redis.call('LTRIM', key, 0, 63) end
   end
+  WOKE, WOKE_N = {}, {}
 end
 
 -- A job of type t and arrival n enters status s, or leaves it: its status index (the
@@ -208,16 +218,18 @@ local function claim_one(w, m, lease, cg)
   if lease then w.zadd(LEASES, lease[2], id) end
   return id, v[1]
 end
--- An unblocked PENDING job goes to the delayed set or the ready sets.
+-- An unblocked PENDING job goes to the delayed set or the ready sets (its wake token noted).
 local function schedule(id, now)
   local k = jk(id)
   local v = redis.call('HMGET', k, 'sa', 't', 'ra', 'p', 'sk', 'n')
   if v[1] and tonumber(v[1]) > now then
     redis.call('ZADD', DELAYED, v[1], id)
+    note(v[2], false)
   else
     local rk = mkrk(v[4], v[5], v[6], id)
     redis.call('ZADD', READY, 0, rk)
     redis.call('ZADD', rtk(v[2]), 0, rk)
+    note(v[2], true)
   end
   if v[3] then redis.call('SADD', ALONE, id) end
 end
@@ -273,7 +285,7 @@ local function release_dependents(id, now)
       end
     end
   end
-  wake(released)
+  wake()
   return released
 end
 
@@ -461,7 +473,7 @@ local function to_status(id, k, old, new, now)
   move(id, k, redis.call('HGET', k, 'n'), old, new)
   if new == 'PENDING' then
     place(id, now)
-    wake(1)
+    wake()
   elseif new == 'COMPLETED' then
     release_dependents(id, now)
   elseif FAILING[new] then

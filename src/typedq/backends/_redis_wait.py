@@ -1,11 +1,25 @@
 """How an idle worker of the Redis backend waits for work without polling.
 
-Every transition that makes a job ready (enqueue, release, fail, a dependency's
-completion, update_status or replay to PENDING) pushes a token to the queue's wake list
-``{prefix}:{queue}:wake`` in its script (at most 16 a transition; the list is trimmed to 64
-tokens once it holds more than 128). A waiter blocks in ``BLPOP`` on that list, so it
-wakes as soon as any process of any host adds work; one token wakes one waiter, and a
-wake-up that finds the job taken by another worker simply waits again.
+Every transition that makes a job ready or due later (enqueue, release, fail, a
+dependency's completion, update_status or replay to PENDING) pushes a token, in its
+script, to the wake list of the job's type, ``{prefix}:{queue}:wake:<job type>`` (at most
+16 a transition and list; a list is trimmed to 64 tokens once it holds more than 128).
+A waiter blocks in ``BLPOP`` on the lists of the job types it claims, so it wakes as soon
+as any process of any host adds work it can take; one token wakes one waiter, and a
+wake-up that finds the job taken by another worker simply waits again. A list per type
+keeps a waiter for other types from taking the token and leaving the waiter that could
+claim the job asleep until its timeout.
+
+A token says what it stands for: ``r``, a job made ready now; ``1``, a job that is due
+later or ready at once without the transition telling which (the waiter asks for ready
+jobs and the next due time). A waiter woken by ``r`` claims at once, without that round
+trip: the job may be gone by then, which its claim finds out as it would after the
+round trip.
+
+A waiter for any job type watches the lists of every type the queue has had, and the
+queue's own list ``{prefix}:{queue}:wake``, which gets a token when the first job of a new
+type is added (every waiter watches it: typedq before the lists per type pushed its
+tokens there).
 
 A wait that ends at a delayed job's due time does not trust the server's ``BLPOP``
 timeout, which Redis honours only at its next event-loop pass (up to ``1/hz`` late, 100
@@ -33,12 +47,14 @@ import time
 import uuid
 from typing import Any, Final
 
-__all__ = ["MIN_BLOCK_S", "Waiters"]
+__all__ = ["MIN_BLOCK_S", "READY_TOKEN", "Waiters"]
 
 logger = logging.getLogger("typedq.redis")
 
 #: Tokens an interrupt leaves behind expire after this many milliseconds.
 _INTERRUPT_TTL_MS: Final = 60_000
+#: The wake token of a job made ready (see the module's doc).
+READY_TOKEN: Final = b"r"
 #: Shortest BLPOP timeout worth blocking for (Redis reads 0 as "forever").
 MIN_BLOCK_S: Final = 0.01
 #: How much longer than a due-time wait its BLPOP's own timeout is: the waiter's token
@@ -56,6 +72,7 @@ class Waiters:
     def __init__(self, base: str) -> None:
         self.wake_key = f"{base}:wake"
         self.intr_key = f"{base}:intr:{uuid.uuid4().hex}"
+        self._intr_key = self.intr_key.encode()
         self._lock = threading.Lock()
         self._waiting = 0
         self._interrupts = 0
@@ -70,43 +87,50 @@ class Waiters:
         with self._lock:
             return self._interrupts
 
-    def block(self, client: Any, seen: int, timeout_s: float) -> bool:
-        """``BLPOP`` the wake and interrupt lists for up to ``timeout_s`` seconds, unless
-        an interrupt came since :meth:`mark` returned ``seen``; return whether a token
-        (or that interrupt) ended the wait."""
-        return self._blpop(client, seen, timeout_s, None)
+    def keys(self, job_types: list[str]) -> list[str]:
+        """The wake lists a waiter for ``job_types`` watches: the queue's own, then each
+        type's."""
+        return [self.wake_key, *(f"{self.wake_key}:{job_type}" for job_type in job_types)]
 
-    def block_until_due(self, client: Any, seen: int, timeout_s: float) -> bool:
+    def block(self, client: Any, seen: int, timeout_s: float, keys: list[str]) -> bool:
+        """``BLPOP`` the wake lists ``keys`` (see :meth:`keys`) and the interrupt list for
+        up to ``timeout_s`` seconds, unless an interrupt came since :meth:`mark` returned
+        ``seen``; return whether the wait ended on the token of a job made ready
+        (:data:`READY_TOKEN`)."""
+        return self._blpop(client, seen, timeout_s, None, keys)
+
+    def block_until_due(self, client: Any, seen: int, timeout_s: float, keys: list[str]) -> bool:
         """:meth:`block` for a wait that ends at a delayed job's due time, ``timeout_s``
         from now: if no token came by then, this thread pushes one to the interrupt list
         itself, ending its ``BLPOP`` on time. The server's own ``BLPOP`` timeout is only
         the backstop: Redis ends a blocked command at its timeout only at its next
         event-loop pass, up to ``1/hz`` seconds late (100 ms with the default ``hz 10``).
 
-        Returns whether a token (or an interrupt) ended the wait; the due time's token
-        counts, so a caller looks for ready jobs either way. When another thread of this
+        Returns whether the wait ended on the token of a job made ready; the caller looks
+        for ready jobs otherwise (the due time's own token included). When another thread of this
         object takes that token first, it wakes instead (and looks for the due job);
         when a token came just after the due time, the one pushed then is left over: it
         ends one later wait of this object early (and expires within a minute).
         """
-        return self._blpop(client, seen, timeout_s + _BACKSTOP_S, max(0.0, timeout_s))
+        return self._blpop(client, seen, timeout_s + _BACKSTOP_S, max(0.0, timeout_s), keys)
 
-    def _blpop(self, client: Any, seen: int, timeout_s: float, due_s: float | None) -> bool:
+    def _blpop(self, client: Any, seen: int, timeout_s: float, due_s: float | None, keys: list[str]) -> bool:
         with self._lock:
             if self._interrupts != seen:
-                return True
+                return False  # interrupted before it blocked: no token came
             self._waiting += 1
         try:
             pool = self._pool(client)
             conn = pool.get_connection()
             try:
-                conn.send_command("BLPOP", self.intr_key, self.wake_key, timeout_s)
+                conn.send_command("BLPOP", self.intr_key, *keys, timeout_s)
                 if due_s is not None:
                     deadline = time.monotonic() + due_s
                     if not conn.can_read(timeout=max(0.0, due_s - _POLL_GRAIN_S)):
                         time.sleep(max(0.0, deadline - time.monotonic()))
                         self._alarm(client)
-                return conn.read_response() is not None
+                reply = conn.read_response()
+                return reply is not None and reply[1] == READY_TOKEN and reply[0] != self._intr_key
             except BaseException:
                 conn.disconnect()  # a reply half read, or not read, must not reach the next user
                 raise

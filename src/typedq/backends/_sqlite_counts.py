@@ -68,6 +68,7 @@ __all__ = [
     "mark",
     "moved",
     "ready",
+    "ready_of",
 ]
 
 #: The pseudo-status of the jobs ever submitted to a queue, per job type.
@@ -120,6 +121,24 @@ READY_BY_PRIORITY: Final = (
     "SELECT CAST(substr(status, 7) AS INTEGER), sum(n)"
     f" FROM ({_with_unfolded('status, n', _READY_ROWS)}) GROUP BY status"
 )
+
+
+@functools.cache
+def ready_of(types: int) -> str:
+    """Whether a job of ``types`` job types is ready (params: ?1 the queue, ?2 now, ?3..
+    the types): their rows of the ready index counted, not looked for in the index
+    (which holds every type's jobs in claim order: behind a backlog of other types' jobs,
+    a look for one of these walks all of them), or one of their delayed jobs fallen due
+    and not yet promoted."""
+    marks = ", ".join(f"?{3 + i}" for i in range(types))
+    counted = _with_unfolded("n", f"{_READY_ROWS} AND job_type IN ({marks})")
+    return (
+        f"SELECT (SELECT coalesce(sum(n), 0) FROM ({counted})) > 0"
+        " OR EXISTS (SELECT 1 FROM jobs INDEXED BY jobs_delayed WHERE queue = ?1 AND status = 'PENDING'"
+        f" AND delayed = 1 AND blocked_by = 0 AND scheduled_at <= ?2 AND job_type IN ({marks}))"
+    )
+
+
 #: Jobs per type of one status, types with none left out (params: queue, status).
 BY_TYPE: Final = (
     f"SELECT job_type, sum(n) FROM ({_with_unfolded('job_type, n', 'status = ?2')})"

@@ -9,7 +9,8 @@ methods use.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Collection
+from functools import partial
 from pathlib import Path
 from typing import Any, Final
 
@@ -253,8 +254,13 @@ class SQLiteReads:
             choose(self._db.read(SQL.lapsed, (self._name, now, mono_now)), by_wall=False)
         return chosen
 
-    def _has_ready(self) -> bool:
-        return bool(self._db.read(SQL.has_ready, (self._name, self._clock.now()))[0][0])
+    def _has_ready(self, job_types: tuple[str, ...] | None = None) -> bool:
+        if job_types is None:
+            return bool(self._db.read(SQL.has_ready, (self._name, self._clock.now()))[0][0])
+        if not job_types:
+            return False
+        sql = counts.ready_of(len(job_types))
+        return bool(self._db.read(sql, (self._name, self._clock.now(), *job_types))[0][0])
 
     def _next_due(self) -> float | None:
         due = self._db.read(SQL.next_due, (self._name,))
@@ -266,8 +272,9 @@ class SQLiteReads:
         self._db.tidy_wal()
         return int(self._db.read(SQL.data_version)[0][0])
 
-    def wait_ready(self, timeout_s: float) -> bool:
-        """Block until a job may be ready, :meth:`interrupt`, or ``timeout_s``.
+    def wait_ready(self, timeout_s: float, job_types: Collection[str] | None = None) -> bool:
+        """Block until a job (of ``job_types``, when given) may be ready, :meth:`interrupt`,
+        or ``timeout_s``; see :meth:`Queue.wait_ready`.
 
         The wait ends at the earliest of ``timeout_s`` and the next delayed job's due
         time; at once when a queue object of this process on the same file adds or frees
@@ -275,9 +282,10 @@ class SQLiteReads:
         they share one signal); and within about 10 ms when another process commits a
         job that is ready (see ``_sqlite_wait``).
         """
+        types = None if job_types is None else tuple(sorted(set(job_types)))
         return self._signal.wait(
             timeout_s,
-            has_ready=self._has_ready,
+            has_ready=self._has_ready if types is None else partial(self._has_ready, types),
             next_due=self._next_due,
             now=self._clock.now,
             version=self._data_version,

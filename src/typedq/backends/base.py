@@ -803,12 +803,19 @@ class Queue(Protocol):
 
     # -- waiting ------------------------------------------------------------------------
 
-    def wait_ready(self, timeout_s: float) -> bool:
+    def wait_ready(self, timeout_s: float, job_types: Collection[str] | None = None) -> bool:
         """Block until a job may be ready, :meth:`interrupt` is called, or ``timeout_s``.
 
-        Returns whether a job is ready. Never spins: a backend that cannot be notified of
-        another process's jobs sleeps, or polls a cheap change counter at a bounded rate
-        (SQLite: ``PRAGMA data_version`` every 10 ms, one thread per file and process).
+        With ``job_types`` (what the caller claims with; None: any type), only jobs of
+        those types count: jobs ready of other types neither end the wait nor make it
+        return True, so a worker that handles some types waits while others' jobs wait
+        for their workers, and the wake-up of a job of its types is never taken by a
+        waiter of other types.
+
+        Returns whether such a job is ready. Never spins: a backend that cannot be
+        notified of another process's jobs sleeps, or polls a cheap change counter at a
+        bounded rate (SQLite: ``PRAGMA data_version`` every 10 ms, one thread per file
+        and process).
         """
         ...
 

@@ -178,8 +178,7 @@ class JobQueue(MemoryReads, MemoryControl, MemoryCoordination, MemoryPolicy, Mem
                 self._take_unique(job_id, spec, now)
             self._insert(job)
             self._submitted[job.job_type] += 1
-            if self._waiting:
-                self._cond.notify()
+            self._wake_one()
         return job_id
 
     def enqueue_many(self, jobs: Sequence[Job]) -> list[str]:
@@ -443,7 +442,7 @@ class JobQueue(MemoryReads, MemoryControl, MemoryCoordination, MemoryPolicy, Mem
             job.worker_id = None
             self._set_status(job, _PENDING)
             self._schedule(job)
-            self._cond.notify()
+            self._wake_one()
             return job
 
     def bury(
@@ -491,7 +490,7 @@ class JobQueue(MemoryReads, MemoryControl, MemoryCoordination, MemoryPolicy, Mem
             job.worker_id = None
             self._set_status(job, _PENDING)
             self._schedule(job)
-            self._cond.notify()
+            self._wake_one()
             return job
 
     def extend_lease(self, job_id: str, *, token: int, lease_s: float) -> float:
@@ -708,22 +707,34 @@ class JobQueue(MemoryReads, MemoryControl, MemoryCoordination, MemoryPolicy, Mem
 
     # -- waiting ------------------------------------------------------------------------
 
-    def wait_ready(self, timeout_s: float) -> bool:
-        """Block until a job may be ready, an interrupt, or ``timeout_s`` seconds."""
+    def wait_ready(self, timeout_s: float, job_types: Collection[str] | None = None) -> bool:
+        """Block until a job (of ``job_types``, when given) may be ready, an interrupt, or
+        ``timeout_s`` seconds; see :meth:`Queue.wait_ready`."""
+        types = None if job_types is None else frozenset(job_types)
         with self._cond:
             self._promote_due()
-            if self._ready_live:
+            if self._has_ready(types):
                 return True
             wait = timeout_s
             if self._delayed:
                 wait = min(wait, max(0.0, self._delayed[0][0] - self._clock.now()))
             self._waiting += 1
+            if types is not None:
+                self._typed_waiting += 1
             try:
                 self._cond.wait(wait)
             finally:
                 self._waiting -= 1
+                if types is not None:
+                    self._typed_waiting -= 1
             self._promote_due()
+            return self._has_ready(types)
+
+    def _has_ready(self, types: frozenset[str] | None) -> bool:
+        """Whether a job (of ``types``, when given) is ready. Lock held."""
+        if types is None:
             return bool(self._ready_live)
+        return any(n for (job_type, _), n in self._ready_count.items() if job_type in types)
 
     def interrupt(self) -> None:
         """Wake every thread blocked in :meth:`wait_ready`."""

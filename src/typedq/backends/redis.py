@@ -651,30 +651,46 @@ class RedisQueue(
 
     # -- waiting ------------------------------------------------------------------------
 
-    def wait_ready(self, timeout_s: float) -> bool:
-        """Block until a job may be ready, :meth:`interrupt`, or ``timeout_s``.
+    def wait_ready(self, timeout_s: float, job_types: Collection[str] | None = None) -> bool:
+        """Block until a job (of ``job_types``, when given) may be ready, :meth:`interrupt`,
+        or ``timeout_s``; see :meth:`Queue.wait_ready`.
 
-        Blocks in ``BLPOP`` on the queue's wake list and this object's interrupt list
-        (see ``_redis_wait``) for at most ``timeout_s``, the next delayed job's due time
-        and half the socket timeout; a wake-up may find nothing ready (False).
+        Blocks in ``BLPOP`` on the wake lists of those job types and this object's
+        interrupt list (see ``_redis_wait``) for at most ``timeout_s``, the next delayed
+        job's due time and half the socket timeout; a wake-up may find nothing ready
+        (False). The token of a job made ready counts as a job ready without asking the
+        server again: the caller's claim follows at once (and, as after any answer, may
+        find the job taken by another worker).
         """
+        types = None if job_types is None else sorted(set(job_types))
         seen = self._waiters.mark()
-        ready, due = self._ready_and_next_due()
+        ready, due, known = self._idle_check(types)
         if ready or self._closed:
             return bool(ready)
+        keys = self._waiters.keys(known if types is None else types)
         wait = min(timeout_s, self._settings.socket_timeout / 2)
         if due is not None and due - self._clock.now() <= wait:
             # The wait ends at the due time: the waiter's own token ends it then (see
             # Waiters.block_until_due), and once it has come a job is due: the caller
             # claims at once, without another round trip to ask.
             with conn.map_errors(self._settings):
-                self._waiters.block_until_due(self._r, seen, due - self._clock.now())
-            return self._clock.now() >= due or self._ready_and_next_due()[0] > 0
+                made_ready = self._waiters.block_until_due(self._r, seen, due - self._clock.now(), keys)
+            return made_ready or self._clock.now() >= due or self._idle_check(types)[0] > 0
         if wait < MIN_BLOCK_S:
             return False
         with conn.map_errors(self._settings):
-            self._waiters.block(self._r, seen, wait)
-        return self._ready_and_next_due()[0] > 0
+            made_ready = self._waiters.block(self._r, seen, wait, keys)
+        return made_ready or self._idle_check(types)[0] > 0
+
+    def _idle_check(self, job_types: list[str] | None) -> tuple[int, float | None, list[str]]:
+        """For a waiter for ``job_types`` (None: any): the jobs of those types ready now,
+        the next due time and, for any type, the job types to watch (``_redis_lua._IDLE``,
+        which also drops the stale wake tokens of ready jobs). The delayed jobs fallen due
+        count whatever their type: the claim before the wait promoted those due then."""
+        now = _num(self._clock.now())
+        args = [now, "1"] if job_types is None else [now, "0", *job_types]
+        ready, due, known = self._run("idle", args)
+        return int(ready), None if due is None else float(due), [t.decode() for t in known]
 
     def interrupt(self) -> None:
         """Wake every thread blocked in :meth:`wait_ready` on this queue object.
