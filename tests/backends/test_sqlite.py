@@ -1629,3 +1629,31 @@ def test_completions_of_every_batch_size_prepare_a_statement_per_size_bucket(tmp
         assert queue.get_job("s3-2").result == 2
     finally:
         queue.close()
+
+
+@pytest.mark.timeout(30)
+def test_an_idle_claim_by_type_with_none_of_its_types_ready_opens_no_write_transaction(
+    tmp_path: Path,
+) -> None:
+    """Once a claim took nothing, the next claim of the same types asks the counts first
+    whether one of them is ready: while only other types' jobs are, it neither walks
+    jobs_ready past all of them (100,000 jobs of another type: 24 ms a claim here) nor
+    takes the write lock, which another connection holds in this test."""
+    queue = SQLiteQueue(tmp_path / "q.db", name="q")
+    blocker = sqlite3.connect(tmp_path / "q.db", isolation_level=None, timeout=0.1)
+    try:
+        queue.enqueue_many([Job(job_type="b", created_at=1.0) for _ in range(50)])
+        assert queue.claim("w", lease_s=30, job_types=["a"]) is None  # took nothing
+        blocker.execute("BEGIN IMMEDIATE")
+        began = time.monotonic()
+        assert queue.claim("w", lease_s=30, job_types=["a"]) is None
+        assert queue.claim_many("w", lease_s=30, limit=5, job_types=["a", "c"]) == []
+        assert time.monotonic() - began < 2.0  # not the 5 s busy timeout
+        blocker.execute("ROLLBACK")
+        queue.enqueue(Job(job_id="a1", job_type="a", created_at=2.0))
+        claim = queue.claim("w", lease_s=30, job_types=["a"])
+        assert claim is not None
+        assert claim.job.job_id == "a1"
+    finally:
+        blocker.close()
+        queue.close()

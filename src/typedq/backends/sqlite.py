@@ -386,7 +386,10 @@ class SQLiteQueue(SQLiteReads, SQLiteControl, SQLiteCoordination, SQLiteDeadLett
         """
         if limit <= 0:
             return []
-        if self._idle and not self._has_ready():
+        if self._idle and not self._has_ready(types or None):
+            # The last claim took nothing and none is ready now (of ``types``: counted,
+            # not looked for in jobs_ready, which a claim by type walks past the jobs
+            # of other types): no write transaction.
             return []
         name = self._name
         build = partial(self._rows.job, strict=True, claimed=claimed[:3] if claimed else None)
