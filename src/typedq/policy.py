@@ -257,6 +257,16 @@ class ClaimPolicy:
             and not self.limits
         )
 
+    @property
+    def holds_back(self) -> bool:
+        """Whether a claim may leave ready jobs PENDING: a concurrency limit or a rate, on
+        the queue or a job type."""
+        return (
+            self.max_concurrency is not None
+            or self.rate is not None
+            or any(not limit.empty for limit in self.limits.values())
+        )
+
     def to_wire(self) -> dict[str, Any]:
         """The policy as plain data (the Redis claim script reads it as JSON)."""
         return {

@@ -160,12 +160,12 @@ WRITE_BACKOFF_MAX_S: Final = 2.0
 #: (a restart, an outage) spread their attempts over seconds, not in lockstep.
 RECONNECT_MIN_S: Final = 2.0
 RECONNECT_MAX_S: Final = 4.0
-#: The first and the longest wait before claiming again when a claim took nothing though
-#: the wait before it found jobs of the worker's types ready (a claim policy's limit holds
-#: them back, or other workers took them first): doubled each time it happens again in
-#: a row, each wait drawn from 50-100 % of its bound (never longer than the poll
-#: interval). Without it the queue reports those jobs ready at once, and the worker
-#: claims in a hot loop until the limit lifts.
+#: The first and the longest wait before claiming again when, on a queue with a limit
+#: (a claim policy's concurrency limit or rate), a claim took nothing though the wait
+#: before it found jobs of the worker's types ready: doubled each time it happens again
+#: in a row, each wait drawn from 50-100 % of its bound (never longer than the poll
+#: interval). Without it the queue reports the jobs the limit holds back ready at once,
+#: and the worker claims in a hot loop until the limit lifts.
 HELD_BACK_MIN_S: Final = 0.002
 HELD_BACK_MAX_S: Final = 0.05
 
@@ -467,16 +467,25 @@ class Worker(StorageFailures, threading.Thread):
     def _wait_for_work(self, types: Collection[str]) -> None:
         """After a claim that took nothing: wait for a job of this worker's ``types``.
 
-        When the wait before that claim found such jobs ready, they are there but not for
-        this worker now (a claim policy's limit holds them back, or other workers took
-        them first): it first waits :attr:`_held_back`'s growing backoff, since the queue
-        would report them ready at once again.
+        When the wait before that claim found such jobs ready and a claim policy of the
+        queue has a limit, the limit holds them back: it first waits :attr:`_held_back`'s
+        growing backoff, since the queue would report them ready at once again. (Without
+        a limit, the jobs went to other workers first: the wait blocks for the next.)
         """
-        if self._saw_ready:
+        if self._saw_ready and self._limited():
             self._stop_event.wait(min(self._held_back.next(), self.poll_interval))
         self._saw_ready = self.queue.wait_ready(self.poll_interval, types)
         if not self._saw_ready:
             self._held_back.reset()
+
+    def _limited(self) -> bool:
+        """Whether a claim policy of the worker's queue (of one of a group's) has a limit
+        that may hold ready jobs back (read each time: a policy may be set at any time)."""
+        for queue in members(self.queue):
+            policy = queue.claim_policy
+            if policy is not None and policy.holds_back:
+                return True
+        return False
 
     def _claimed_some(self) -> None:
         """A claim took jobs: the next empty claim waits for work without a backoff."""

@@ -239,9 +239,12 @@ def test_submits_racing_the_close_are_stored_or_refused_never_lost(manager: JobQ
     for thread in threads:
         thread.start()
     closed = 0
+    # A second of races, and on until 3 closes went through: a memory queue closes only
+    # at an instant its one worker has emptied it, which a loaded machine can make rare.
     deadline = time.monotonic() + 1.0
+    give_up = deadline + 20.0
     try:
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline or (closed < 3 and time.monotonic() < give_up):
             try:
                 manager.close_queue("a")
                 closed += 1

@@ -114,11 +114,12 @@ class MemoryState:
         # take one job at a time (see Queue.reclaim_expired).
         self._alone: set[str] = set()
         self._counts: dict[JobStatus, int] = dict.fromkeys(JobStatus, 0)
-        # Threads blocked in wait_ready; notify() is skipped when there are none (it
-        # costs microseconds on the enqueue hot path). Of them, those that wait for some
-        # job types only (see _wake_one).
+        # Threads blocked in wait_ready for any job type; notify() is skipped when there
+        # are none (it costs microseconds on the enqueue hot path). Those waiting for some
+        # types only wait on a condition of their own (on the same lock), with the types
+        # (see _wake_one).
         self._waiting = 0
-        self._typed_waiting = 0
+        self._typed_waiters: dict[threading.Condition, frozenset[str]] = {}
         self._compactions = 0
         # Dead letters (see _memory_dead): the lock order, the dead letters dropped by
         # the cap, and the queues that sent dead letters here, by name.
@@ -445,7 +446,7 @@ class MemoryState:
             else:
                 del blocked[dep_id]
                 self._schedule(self._jobs[dep_id])
-        self._cond.notify_all()
+        self._wake_all()
 
     def _fail_dependents(self, job_id: str) -> None:
         """A job ended FAILED, DEAD or CANCELLED: fail its dependents, transitively."""
@@ -528,14 +529,26 @@ class MemoryState:
             self._leave_running(job)
         self._enter(job, status)
 
-    def _wake_one(self) -> None:
-        """Wake a waiter for a job made ready. Lock held. Every waiter while one waits for
-        some job types only: the one woken might not take this job's type, and would
-        leave the waiter that does asleep."""
-        if self._typed_waiting:
-            self._cond.notify_all()
-        elif self._waiting:
+    def _wake_one(self, job_type: str) -> None:
+        """Wake one waiter for a job of ``job_type`` made ready (lock held): one waiting
+        for that type, else one waiting for any type. Never one for other types only: it
+        would take the wake-up and leave asleep the waiter that can claim the job."""
+        for cond, types in self._typed_waiters.items():
+            if job_type in types:
+                # Out of the registry at once (as Condition.notify does with its own
+                # waiters): the next job made ready before it runs wakes another one.
+                del self._typed_waiters[cond]
+                cond.notify()
+                return
+        if self._waiting:
             self._cond.notify()
+
+    def _wake_all(self) -> None:
+        """Wake every waiter (lock held): many jobs made ready, an interrupt, a close."""
+        self._cond.notify_all()
+        for cond in self._typed_waiters:
+            cond.notify()
+        self._typed_waiters.clear()
 
     def _enter(self, job: Job, status: JobStatus) -> None:
         """Record ``status`` for a job out of every index, and do what it implies."""
@@ -544,7 +557,7 @@ class MemoryState:
             if job.run_alone:
                 self._alone.add(job.job_id)
             self._place(job)
-            self._wake_one()
+            self._wake_one(job.job_type)
         elif status is _RUNNING:
             self._add_running(job)
         elif status is _COMPLETED:

@@ -11,6 +11,7 @@ holds both queues' locks).
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections import Counter
 from collections.abc import Collection, Iterable, Sequence
 from typing import Any, Final
@@ -178,7 +179,7 @@ class JobQueue(MemoryReads, MemoryControl, MemoryCoordination, MemoryPolicy, Mem
                 self._take_unique(job_id, spec, now)
             self._insert(job)
             self._submitted[job.job_type] += 1
-            self._wake_one()
+            self._wake_one(job.job_type)
         return job_id
 
     def enqueue_many(self, jobs: Sequence[Job]) -> list[str]:
@@ -224,7 +225,7 @@ class JobQueue(MemoryReads, MemoryControl, MemoryCoordination, MemoryPolicy, Mem
                 self._insert(job)
             self._submitted.update(job.job_type for job in batch.values())
             self._logs.update(logs)
-            self._cond.notify_all()
+            self._wake_all()
         return list(batch)
 
     def import_jobs(self, jobs_data: Iterable[dict[str, Any]]) -> list[str]:
@@ -442,7 +443,7 @@ class JobQueue(MemoryReads, MemoryControl, MemoryCoordination, MemoryPolicy, Mem
             job.worker_id = None
             self._set_status(job, _PENDING)
             self._schedule(job)
-            self._wake_one()
+            self._wake_one(job.job_type)
             return job
 
     def bury(
@@ -490,7 +491,7 @@ class JobQueue(MemoryReads, MemoryControl, MemoryCoordination, MemoryPolicy, Mem
             job.worker_id = None
             self._set_status(job, _PENDING)
             self._schedule(job)
-            self._wake_one()
+            self._wake_one(job.job_type)
             return job
 
     def extend_lease(self, job_id: str, *, token: int, lease_s: float) -> float:
@@ -718,15 +719,19 @@ class JobQueue(MemoryReads, MemoryControl, MemoryCoordination, MemoryPolicy, Mem
             wait = timeout_s
             if self._delayed:
                 wait = min(wait, max(0.0, self._delayed[0][0] - self._clock.now()))
-            self._waiting += 1
-            if types is not None:
-                self._typed_waiting += 1
-            try:
-                self._cond.wait(wait)
-            finally:
-                self._waiting -= 1
-                if types is not None:
-                    self._typed_waiting -= 1
+            if types is None:
+                self._waiting += 1
+                try:
+                    self._cond.wait(wait)
+                finally:
+                    self._waiting -= 1
+            else:
+                mine = threading.Condition(self._lock)
+                self._typed_waiters[mine] = types
+                try:
+                    mine.wait(wait)
+                finally:
+                    self._typed_waiters.pop(mine, None)  # gone when woken
             self._promote_due()
             return self._has_ready(types)
 
@@ -739,14 +744,14 @@ class JobQueue(MemoryReads, MemoryControl, MemoryCoordination, MemoryPolicy, Mem
     def interrupt(self) -> None:
         """Wake every thread blocked in :meth:`wait_ready`."""
         with self._cond:
-            self._cond.notify_all()
+            self._wake_all()
 
     def close(self) -> None:
         """Refuse new jobs from now on (:class:`QueueClosedError`); wake waiters so workers
         can exit. The jobs it holds stay readable, and running ones can still end."""
         with self._cond:
             self._closed = True
-            self._cond.notify_all()
+            self._wake_all()
 
     def close_if_idle(self) -> int:
         """Close the queue (see :meth:`close`) if every job it holds has ended, in one step
@@ -760,7 +765,7 @@ class JobQueue(MemoryReads, MemoryControl, MemoryCoordination, MemoryPolicy, Mem
             unfinished = self._counts[_PENDING] + self._counts[_RUNNING]
             if unfinished == 0:
                 self._closed = True
-                self._cond.notify_all()
+                self._wake_all()
             return unfinished
 
     def _closed_error(self) -> QueueClosedError:
