@@ -196,9 +196,18 @@ def make_app_here(backend: str, folder: Path) -> JobQueueManager:
 # -- A: crash and recovery -----------------------------------------------------------------
 
 
+#: A1 keeps at least this many jobs PENDING while it kills: on a slow or loaded machine a
+#: replacement process takes seconds to start, while the other process runs the jobs.
+A1_RESERVE = 20
+
+
 def _a1(folder: Path, backend: str, queue: Queue, *, jobs: int, kills: int, seed: int) -> None:
     rng = random.Random(seed)
-    ids = enqueue_work(queue, [{"s": rng.uniform(0.05, 0.25)} for _ in range(jobs)])
+
+    def work(n: int, prefix: str) -> list[str]:
+        return enqueue_work(queue, [{"s": rng.uniform(0.05, 0.25)} for _ in range(n)], prefix=prefix)
+
+    ids = work(jobs, "j")
     in_flight: set[str] = set()
     kill_times: dict[str, float] = {}
     attempt_at_kill: dict[str, int] = {}
@@ -208,7 +217,10 @@ def _a1(folder: Path, backend: str, queue: Queue, *, jobs: int, kills: int, seed
     no_cap = {"TYPEDQ_TEST_MAX_LOST": str(kills + 1)}
     with Pool(folder, backend, "--processes", "2", "--concurrency", "2", "--grace", "5", env=no_cap) as pool:
         pool.wait_full(2)
-        for _ in range(kills):
+        for kill in range(kills):
+            if queue.count_by_status()[JobStatus.PENDING] < A1_RESERVE:
+                # The jobs would run out before the kills: each kill needs a job running.
+                ids += work(A1_RESERVE, f"k{kill}-")
             victims: list[int] = []
 
             def busy_victim(found: list[int] = victims) -> bool:
@@ -216,7 +228,16 @@ def _a1(folder: Path, backend: str, queue: Queue, *, jobs: int, kills: int, seed
                 found[:] = [pid for pid in _open_starts(folder) if pid in live]
                 return bool(found)
 
-            wait_until(busy_victim, timeout=20.0, message="a worker process is inside a handler")
+            try:
+                wait_until(busy_victim, timeout=20.0, message="a worker process is inside a handler")
+            except AssertionError as exc:
+                state = {s.value: n for s, n in queue.count_by_status().items() if n}
+                running = {pid: len(started) for pid, started in _open_starts(folder).items()}
+                raise AssertionError(
+                    f"{exc} (kill {kill + 1} of {kills}; jobs {state}; worker processes "
+                    f"{pool.worker_pids()}; handlers started, not ended, per pid {running}; "
+                    f"pool log ends:\n{pool.log[-3000:]})"
+                ) from None
             victim = rng.choice(victims)
             time.sleep(rng.uniform(0.0, 0.05))  # a random moment inside the handler
             os.kill(victim, signal.SIGKILL)
@@ -232,7 +253,7 @@ def _a1(folder: Path, backend: str, queue: Queue, *, jobs: int, kills: int, seed
         # What is left after the kills takes as long as the machine needs (the kills
         # may end early): only a stall is a failure.
         wait_while_progressing(
-            lambda: queue.count_by_status()[JobStatus.COMPLETED], jobs, stall_s=20.0,
+            lambda: queue.count_by_status()[JobStatus.COMPLETED], len(ids), stall_s=20.0,
             message="every job completed",
         )
         assert pool.stop() == 0, pool.log
