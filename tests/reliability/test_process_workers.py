@@ -151,6 +151,32 @@ def _open_starts(folder: Path) -> dict[int, list[str]]:
     return by_pid
 
 
+def busy_workers(pool: Pool, queue: Queue, when: str, timeout: float = 20.0) -> list[int]:
+    """The pool's live worker processes that are inside a handler, once there is one.
+
+    Raises:
+        AssertionError: none was for ``timeout`` seconds; the message says ``when``, what
+            the queue held, which processes had handlers open and how the pool log ends.
+    """
+    found: list[int] = []
+
+    def busy() -> bool:
+        live = set(pool.worker_pids())
+        found[:] = [pid for pid in _open_starts(pool.folder) if pid in live]
+        return bool(found)
+
+    try:
+        wait_until(busy, timeout=timeout, message="a worker process is inside a handler")
+    except AssertionError as exc:
+        state = {s.value: n for s, n in queue.count_by_status().items() if n}
+        running = {pid: len(started) for pid, started in _open_starts(pool.folder).items()}
+        raise AssertionError(
+            f"{exc} ({when}; jobs {state}; worker processes {pool.worker_pids()}; handlers "
+            f"started, not ended, per pid {running}; pool log ends:\n{pool.log[-3000:]})"
+        ) from None
+    return found
+
+
 def _statuses(queue: Queue, ids: list[str]) -> dict[str, JobStatus]:
     return {i: queue.get_job(i).status for i in ids}
 
@@ -221,24 +247,7 @@ def _a1(folder: Path, backend: str, queue: Queue, *, jobs: int, kills: int, seed
             if queue.count_by_status()[JobStatus.PENDING] < A1_RESERVE:
                 # The jobs would run out before the kills: each kill needs a job running.
                 ids += work(A1_RESERVE, f"k{kill}-")
-            victims: list[int] = []
-
-            def busy_victim(found: list[int] = victims) -> bool:
-                live = set(pool.worker_pids())
-                found[:] = [pid for pid in _open_starts(folder) if pid in live]
-                return bool(found)
-
-            try:
-                wait_until(busy_victim, timeout=20.0, message="a worker process is inside a handler")
-            except AssertionError as exc:
-                state = {s.value: n for s, n in queue.count_by_status().items() if n}
-                running = {pid: len(started) for pid, started in _open_starts(folder).items()}
-                raise AssertionError(
-                    f"{exc} (kill {kill + 1} of {kills}; jobs {state}; worker processes "
-                    f"{pool.worker_pids()}; handlers started, not ended, per pid {running}; "
-                    f"pool log ends:\n{pool.log[-3000:]})"
-                ) from None
-            victim = rng.choice(victims)
+            victim = rng.choice(busy_workers(pool, queue, f"kill {kill + 1} of {kills}"))
             time.sleep(rng.uniform(0.0, 0.05))  # a random moment inside the handler
             os.kill(victim, signal.SIGKILL)
             killed_at = time.time()

@@ -33,7 +33,7 @@ from tests.reliability._redis_procs import producer_ids, redis_producer
 from tests.reliability.conftest import MakeServer
 from tests.reliability.ledger import check
 from tests.reliability.pool import Pool, alive
-from tests.reliability.test_process_workers import RESCUE_S, _open_starts, _owner_pid, a2
+from tests.reliability.test_process_workers import RESCUE_S, _owner_pid, a2, busy_workers
 from tests.reliability.victims import victim_context
 
 from typedq.backends import open_queue
@@ -90,16 +90,8 @@ def _kill_workers_while_producing(
                 assert pipe.recv()[0] == "ready"
             for pipe in pipes:
                 pipe.send("go")
-            for _ in range(kills):
-                victims: list[int] = []
-
-                def busy_victim(found: list[int] = victims) -> bool:
-                    live = set(pool.worker_pids())
-                    found[:] = [pid for pid in _open_starts(folder) if pid in live]
-                    return bool(found)
-
-                wait_until(busy_victim, timeout=20.0, message="a worker process is inside a handler")
-                victim = rng.choice(victims)
+            for kill in range(kills):
+                victim = rng.choice(busy_workers(pool, queue, f"kill {kill + 1} of {kills}"))
                 time.sleep(rng.uniform(0.0, 0.05))
                 os.kill(victim, signal.SIGKILL)
                 killed_at = time.time()
