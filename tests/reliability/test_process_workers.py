@@ -222,8 +222,9 @@ def make_app_here(backend: str, folder: Path) -> JobQueueManager:
 # -- A: crash and recovery -----------------------------------------------------------------
 
 
-#: A1 keeps at least this many jobs PENDING while it kills: on a slow or loaded machine a
-#: replacement process takes seconds to start, while the other process runs the jobs.
+#: A1 keeps at least this many jobs PENDING while it kills, so each kill finds a job
+#: running however long the replacement processes take to start (the other process runs
+#: jobs meanwhile; a fixed set of jobs could drain before the last kill).
 A1_RESERVE = 20
 
 
