@@ -204,6 +204,47 @@ def test_threads_racing_one_key_create_exactly_one_job(queue: Queue) -> None:
     assert queue.get_job(winner).metadata[UNIQUE_META]["key"] == "race"
 
 
+@pytest.mark.timeout(60)
+def test_threads_racing_batches_with_one_key_store_one_batch_whole(queue: Queue) -> None:
+    # Each batch holds the raced key between two jobs of its own: the one batch that takes
+    # the key is stored whole, every other one not at all (no job of it, no key held).
+    barrier = threading.Barrier(THREADS)
+    numbers = itertools.count()
+    won: list[list[str]] = []
+    holders: list[str | None] = []
+
+    def submit() -> None:
+        barrier.wait()
+        for _ in range(SUBMITS // THREADS):
+            n, now = next(numbers), queue.clock.now()
+            batch = [
+                Job(job_type="t", job_id=f"a{n}", created_at=now),
+                Job(job_type="t", job_id=f"k{n}", metadata=_unique("race"), created_at=now),
+                Job(job_type="t", job_id=f"z{n}", metadata=_unique(f"own{n}"), created_at=now),
+            ]
+            try:
+                won.append(queue.enqueue_many(batch))
+            except DuplicateJobError as exc:
+                holders.append(exc.existing_id)
+
+    threads = [threading.Thread(target=submit) for _ in range(THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(50)
+    assert len(won) == 1, won
+    [ids] = won
+    assert len(holders) == SUBMITS - 1
+    assert set(holders) == {ids[1]}
+    assert queue.size == 3
+    assert sorted(job.job_id for job in queue.list_jobs()) == sorted(ids)
+    # The refused batches' own keys were never taken.
+    n = int(ids[0][1:])
+    free = next(i for i in range(SUBMITS) if i != n)
+    late = Job(job_type="t", job_id="late", metadata=_unique(f"own{free}"), created_at=queue.clock.now())
+    assert queue.enqueue(late) == "late"
+
+
 @pytest.mark.timeout(90)
 def test_processes_and_threads_racing_one_key_create_exactly_one_job(shared_store_url: str) -> None:
     queue = open_queue(shared_store_url, name="raced")
