@@ -266,6 +266,33 @@ def test_usage_errors_exit_2(run: Run, args: list[str]) -> None:
 
 
 @ON_EVERY_STORE
+def test_priority_levels_by_name_in_enqueue_priority_and_status(run: Run, manager: JobQueueManager) -> None:
+    assert run("enqueue", "--id", "h", "-p", "high", "true").exit_code == 0
+    assert run("enqueue", "--id", "c", "--priority", "CRITICAL", "true").exit_code == 0
+    assert run("enqueue", "--id", "n", "true").exit_code == 0
+    assert [manager.get_job(i).priority for i in ("h", "c", "n")] == [7, 10, 5]
+    changed = run("priority", "h", "batch")
+    assert changed.exit_code == 0, changed.output
+    assert changed.stdout.strip() == "h: priority 1 (BATCH), PENDING"
+    assert _json(run("priority", "n", "low", "--json")) == {
+        "job_id": "n", "priority": 3, "level": "LOW", "status": "PENDING"
+    }
+    assert manager.get_job("h").priority == 1
+    assert "priority" in _one_error_line(run("priority", "h", "urgent"))
+    assert manager.get_job("h").priority == 1
+    assert "no job" in _one_error_line(run("priority", "missing", "high")).lower()
+    status = _json(run("status", "--json"))
+    assert status["ready_by_priority"]["default"] == {
+        "CRITICAL": 1, "HIGH": 0, "NORMAL": 0, "LOW": 1, "BATCH": 1
+    }
+    table = run("status").stdout
+    assert "ready by priority level:" in table
+    header, row = table.split("ready by priority level:")[1].strip().splitlines()[:2]
+    assert header.split() == ["QUEUE", "CRITICAL", "HIGH", "NORMAL", "LOW", "BATCH"]
+    assert row.split() == ["default", "1", "0", "0", "1", "1"]
+
+
+@ON_EVERY_STORE
 def test_list_filters_by_state_case_insensitively(run: Run, manager: JobQueueManager) -> None:
     _make_dead(manager, "d1")
     assert run("enqueue", "--id", "p1", "true").exit_code == 0

@@ -4,12 +4,16 @@ and the command line (``typedq schedules``)."""
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+import time
+from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from click.testing import CliRunner
 from pydantic import BaseModel
+from tests.conformance.conftest import redis_test_url
 from tests.helpers import wait_until
 
 from typedq import JobQueueManager, JobType
@@ -184,8 +188,29 @@ def test_the_scheduler_setting_off_runs_none(tmp_path: Path) -> None:
 # -- the command line ----------------------------------------------------------------------
 
 
-def test_cli_lists_pauses_resumes_and_removes(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A SQLite file, or the Redis server under a key prefix of the test's own."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'jobs.db'}"
+        return
+    with redis_test_url() as url:
+        yield url
+
+
+@pytest.fixture
+def kolkata(monkeypatch: pytest.MonkeyPatch) -> Iterator[ZoneInfo]:
+    """The process's local time zone set to Asia/Kolkata (UTC+05:30, no DST): a local time
+    is then told from a UTC one, and from Berlin's, whatever the date."""
+    monkeypatch.setenv("TZ", "Asia/Kolkata")
+    time.tzset()
+    yield ZoneInfo("Asia/Kolkata")
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_cli_lists_pauses_resumes_and_removes(store_url: str, kolkata: ZoneInfo) -> None:
+    url = store_url
     declaring = JobQueueManager({"backend": url})
     declaring.schedule("report", {"to": "ops"}, cron="30 2 * * *", tz="Europe/Berlin", name="nightly")
     declaring.schedule("ping", every=60, queue="pings")
@@ -204,8 +229,14 @@ def test_cli_lists_pauses_resumes_and_removes(tmp_path: Path) -> None:
     code, out = typedq("schedules", "list", "--json")
     listed = {e["name"]: e for e in json.loads(out)}
     assert listed["ping"]["queue"] == "pings"
-    assert listed["nightly"]["next_run_iso"].startswith("20")  # a local ISO time
-    assert listed["nightly"]["next_run_at"] > 0
+    next_run = listed["nightly"]["next_run_at"]
+    # 02:30 in Berlin, shown in the local time zone with its offset, to the second.
+    berlin = datetime.fromtimestamp(next_run, ZoneInfo("Europe/Berlin"))
+    assert (berlin.hour, berlin.minute, berlin.second) == (2, 30, 0)
+    local = datetime.fromtimestamp(next_run, kolkata).isoformat(timespec="seconds")
+    assert local.endswith("+05:30")
+    assert listed["nightly"]["next_run_iso"] == local
+    assert local in typedq("schedules", "list")[1]
     assert typedq("schedules", "pause", "nightly") == (0, "nightly (default): paused\n")
     assert json.loads(typedq("schedules", "list", "--json")[1])[0]["paused"]
     code, out = typedq("schedules", "resume", "nightly")
