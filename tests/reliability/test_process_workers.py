@@ -31,6 +31,7 @@ from tests.reliability.pool import FAST, Pool, alive, enqueue_work
 from typedq._identity import parse_worker_id
 from typedq.backends._sqlite_driver import sqlite3
 from typedq.backends.base import Queue
+from typedq.clock import system_clock
 from typedq.errors import ConfigError
 from typedq.events import EventHandler
 from typedq.job import Job, JobStatus
@@ -91,16 +92,32 @@ class _PauseAfterClaim(EventHandler):
             time.sleep(1e9)
 
 
+class SkewedClock:
+    """The system clock, ``skew_s`` seconds ahead (a host whose clock disagrees)."""
+
+    def __init__(self, skew_s: float) -> None:
+        self.skew_s = skew_s
+
+    def now(self) -> float:
+        return time.time() + self.skew_s
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+
 def make_app() -> JobQueueManager:
-    """The app of every worker process; configured by ``TYPEDQ_TEST_*`` variables."""
+    """The app of every worker process; configured by ``TYPEDQ_TEST_*`` variables
+    (``TYPEDQ_TEST_CLOCK_SKEW``: seconds this host's clock runs ahead)."""
     folder = Path(os.environ["TYPEDQ_TEST_DIR"])
     max_lost = int(os.environ.get("TYPEDQ_TEST_MAX_LOST", FAST["max_lost"]))
+    skew = float(os.environ.get("TYPEDQ_TEST_CLOCK_SKEW", "0"))
     manager = JobQueueManager(
         {
             **FAST, "backend": os.environ["TYPEDQ_TEST_BACKEND"], "poll_interval": 0.02, "base_delay": 0.05,
             "max_lost": max_lost,
         },
         event_handler=_PauseAfterClaim(folder / "claims"),
+        clock=SkewedClock(skew) if skew else system_clock,
     )
     (folder / "pids").mkdir(exist_ok=True)
     (folder / "pids" / str(os.getpid())).touch()

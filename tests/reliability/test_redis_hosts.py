@@ -1,17 +1,19 @@
-"""Two hosts on one Redis queue: a rescue across hosts goes by the registry heartbeat,
+"""Two hosts on one Redis queue rescue each other's jobs through the registry heartbeat,
 never by a pid.
 
-Host A is a real ``typedq worker`` process started with ``TYPEDQ_HOSTNAME=host-a``;
-host B is this process, its host name set to ``host-b``, its clock 120 s ahead of A's
-(hosts' clocks disagree; by B's clock every lease of A has long expired). Both run the
-ledger app of ``test_process_workers`` with the knobs of RELIABILITY.md §4a.
+Host A and host B are real ``typedq worker`` processes of the ledger app of
+``test_process_workers`` (the knobs of RELIABILITY.md §4a), started with
+``TYPEDQ_HOSTNAME=host-a`` and ``host-b``; B's clock runs 120 s ahead of A's (hosts'
+clocks disagree). Each way round:
 
-* While A is live (its registry heartbeat renewed, its lease renewed by the server's
-  clock), B's reaper leaves A's running job alone, for many lease lengths.
-* Once A stops (SIGSTOP: its pid stays alive on this machine, so a pid check would call
-  it live), its heartbeat goes stale within a lease and B rescues the job and runs it:
-  the rescue comes after the heartbeat's TTL, not at once, and within lease + reaper +
-  1 s of the stop.
+* While the owner is live (its registry heartbeat renewed, its lease renewed by the
+  server's clock), the other host's reaper leaves its running job alone for three lease
+  lengths, although by B's clock every lease of A expired two minutes ago, and by A's
+  clock every lease of B holds for two more minutes.
+* Once the owner stops (SIGSTOP: its pid stays alive on this machine, so a pid check
+  would call it live), its heartbeat goes stale within a lease and the other host rescues
+  the job and runs it: after the heartbeat's TTL, not at once, and within
+  lease + reaper + 1 s of the stop.
 """
 
 from __future__ import annotations
@@ -25,13 +27,12 @@ from pathlib import Path
 import pytest
 from tests.conformance.conftest import redis_test_url
 from tests.helpers import wait_until
-from tests.reliability.ledger import Ledger, read_entries
+from tests.reliability.ledger import read_entries
 from tests.reliability.pool import FAST, Pool, alive
-from tests.reliability.test_process_workers import RESCUE_S, _Work
+from tests.reliability.test_process_workers import RESCUE_S
 
-import typedq._identity
-import typedq.worker
 from typedq._identity import parse_worker_id
+from typedq.backends.base import Queue
 from typedq.job import Job, JobStatus
 from typedq.manager import JobQueueManager
 
@@ -40,82 +41,88 @@ pytestmark = [pytest.mark.chaos, pytest.mark.redis]
 SKEW_S = 120.0
 
 
-class _Skewed:
-    """The system clock, ``skew_s`` seconds ahead."""
-
-    def __init__(self, skew_s: float) -> None:
-        self.skew_s = skew_s
-
-    def now(self) -> float:
-        return time.time() + self.skew_s
-
-    def monotonic(self) -> float:
-        return time.monotonic()
-
-
 @pytest.fixture
 def backend() -> Iterator[str]:
     with redis_test_url() as url:
         yield url
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(60)
-def test_host_b_rescues_host_a_job_only_once_a_heartbeat_is_stale(
-    tmp_path: Path, backend: str, monkeypatch: pytest.MonkeyPatch
+def _owner(queue: Queue, job_id: str, host: str) -> tuple[str, int]:
+    """The worker id and pid of the process of ``host`` running ``job_id`` (attempt 1)."""
+    wait_until(lambda: queue.get_job(job_id).status is JobStatus.RUNNING, timeout=20,
+               message=f"{host} runs {job_id}")
+    job = queue.get_job(job_id)
+    parsed = parse_worker_id(job.worker_id or "")
+    assert parsed is not None
+    assert (parsed[0], job.attempt) == (host, 1)
+    return job.worker_id or "", parsed[1]
+
+
+def _rescued(queue: Queue, folder: Path, job_id: str, owner: tuple[str, int], by: str) -> float:
+    """Keep ``owner``'s job for three leases, stop the owner, then see ``by`` rescue and run
+    it; return how long after the stop attempt 2 started."""
+    worker_id, pid = owner
+    deadline = time.monotonic() + 3 * FAST["lease_s"]
+    while time.monotonic() < deadline:
+        job = queue.get_job(job_id)
+        assert (job.status, job.attempt, job.worker_id) == (JobStatus.RUNNING, 1, worker_id)
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGSTOP)  # alive by its pid, silent in the registry
+    stopped = time.time()
+    assert alive(pid)
+    wait_until(lambda: queue.get_job(job_id).status is JobStatus.COMPLETED, timeout=10,
+               message=f"{by} rescued and ran {job_id}")
+    rerun = [e for e in read_entries(folder / "ledger") if e.job_id == job_id and e.attempt == 2]
+    assert [e.kind for e in rerun] == ["start", "end"]
+    done = queue.get_job(job_id)
+    assert (done.attempt, done.lost_count) == (2, 1)
+    assert (parse_worker_id(done.worker_id or "") or ("",))[0] == by
+    latency = rerun[0].t - stopped
+    # The heartbeat and the lease (TTL 1 s by the server's clock) had up to a heartbeat
+    # (0.25 s) less to run at the stop; no sooner, and within the bound.
+    assert FAST["lease_s"] - FAST["heartbeat_s"] - 0.05 <= latency <= RESCUE_S, latency
+    return latency
+
+
+@pytest.mark.timeout(90)
+def test_two_hosts_rescue_each_others_jobs_only_once_a_heartbeat_is_stale(
+    tmp_path: Path, backend: str
 ) -> None:
-    monkeypatch.setattr(typedq._identity, "HOST", "host-b")
-    monkeypatch.setattr(typedq.worker, "HOST", "host-b")
-    with Pool(tmp_path, backend, "--concurrency", "1", env={"TYPEDQ_HOSTNAME": "host-a"}) as host_a:
-        assert host_a.proc.poll() is None
-        admin = JobQueueManager({"backend": backend})
-        queue = admin.get_queue("default")
-        # Attempt 1 runs for a minute; a second attempt is quick.
-        queue.enqueue(Job.create("work", {"mode": "long", "s": 60}, job_id="held"))
-        wait_until(lambda: queue.get_job("held").status is JobStatus.RUNNING, timeout=20,
-                   message="host A runs the job")
-        owner = queue.get_job("held").worker_id or ""
-        parsed = parse_worker_id(owner)
-        assert parsed is not None
-        assert parsed[0] == "host-a"
-        a_pid = parsed[1]
+    admin = JobQueueManager({"backend": backend})
+    queue = admin.get_queue("default")
+    stopped: list[int] = []
+    # Attempt 1 of a job runs for a minute; a second attempt is quick. A runs two at a
+    # time: its first job's attempt 1 still runs when it rescues B's.
+    host_a = Pool(
+        tmp_path, backend, "--processes", "1", "--concurrency", "2", env={"TYPEDQ_HOSTNAME": "host-a"}
+    )
+    host_b: Pool | None = None
+    try:
+        host_a.wait_full(1)
+        queue.enqueue(Job.create("work", {"mode": "long", "s": 60}, job_id="held-by-a"))
+        owner_a = _owner(queue, "held-by-a", "host-a")
+        # B starts once A holds the job.
+        host_b = Pool(tmp_path, backend, "--processes", "1", "--concurrency", "1",
+                      env={"TYPEDQ_HOSTNAME": "host-b", "TYPEDQ_TEST_CLOCK_SKEW": str(SKEW_S)})
+        host_b.wait_full(1)
+        wait_until(lambda: {info.host for info in queue.workers()} == {"host-a", "host-b"}, timeout=20,
+                   message="both hosts registered")
+        stopped.append(owner_a[1])
+        b_took = _rescued(queue, tmp_path, "held-by-a", owner_a, by="host-b")
 
-        host_b = JobQueueManager(
-            {**FAST, "backend": backend, "poll_interval": 0.02, "max_workers": 1}, clock=_Skewed(SKEW_S)
-        )
-        ledger = Ledger(tmp_path / "ledger")
-        host_b.register_handler("work", _Work(ledger))
-        try:
-            host_b.start_workers()
-            # Host A is live: for 3 leases B's reaper, whose clock says A's lease expired
-            # two minutes ago, takes nothing.
-            deadline = time.monotonic() + 3 * FAST["lease_s"]
-            while time.monotonic() < deadline:
-                job = queue.get_job("held")
-                assert (job.status, job.attempt, job.worker_id) == (JobStatus.RUNNING, 1, owner)
-                time.sleep(0.05)
-            assert host_b._reaper.reclaimed_total == 0
-            hosts = {info.host for info in queue.workers()}
-            assert hosts == {"host-a", "host-b"}
-
-            os.kill(a_pid, signal.SIGSTOP)  # alive by its pid, silent in the registry
-            stopped = time.time()
-            assert alive(a_pid)
-            wait_until(lambda: queue.get_job("held").status is JobStatus.COMPLETED, timeout=10,
-                       message="host B rescued and ran the job")
-            rerun = [e for e in read_entries(tmp_path / "ledger") if e.kind == "start" and e.attempt == 2]
-            assert [e.pid for e in rerun] == [os.getpid()]
-            latency = rerun[0].t - stopped
-            # The heartbeat and the lease (TTL 1 s by the server's clock) had up to a
-            # heartbeat (0.25 s) less to run at the stop; no sooner, and within the bound.
-            assert FAST["lease_s"] - FAST["heartbeat_s"] - 0.05 <= latency <= RESCUE_S, latency
-            done = queue.get_job("held")
-            assert (done.attempt, done.lost_count) == (2, 1)
-            assert (parse_worker_id(done.worker_id or "") or ("",))[0] == "host-b"
-        finally:
-            os.kill(a_pid, signal.SIGCONT)
-            host_b.close(graceful=False)
-            ledger.close()
-            admin.close(graceful=False)
-    print(f"hosts: host A's job kept for {3 * FAST['lease_s']:.0f} s by a reaper 120 s ahead; "
-          f"rescued {latency:.2f} s after host A stopped")
+        # A is stopped: B takes the next job, then A comes back and B stops.
+        queue.enqueue(Job.create("work", {"mode": "long", "s": 60}, job_id="held-by-b"))
+        owner_b = _owner(queue, "held-by-b", "host-b")
+        os.kill(owner_a[1], signal.SIGCONT)
+        stopped.remove(owner_a[1])
+        stopped.append(owner_b[1])
+        a_took = _rescued(queue, tmp_path, "held-by-b", owner_b, by="host-a")
+    finally:
+        for pid in stopped:
+            os.kill(pid, signal.SIGCONT)
+        host_a.__exit__(None, None, None)
+        if host_b is not None:
+            host_b.__exit__(None, None, None)
+        admin.close(graceful=False)
+    print(f"hosts: each job kept for {3 * FAST['lease_s']:.0f} s by a reaper 120 s off its owner's clock; "
+          f"rescued {b_took:.2f} s (by B) and {a_took:.2f} s (by A) after its owner stopped")

@@ -212,7 +212,6 @@ def _kill_while_enqueuing(tmp_path: Path, redis_servers: MakeServer, fsync: str)
     return len(acked), len(lost), oldest
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_e2_kill_9_with_appendfsync_always_loses_no_acknowledged_enqueue(
     tmp_path: Path, redis_servers: MakeServer
@@ -222,7 +221,6 @@ def test_e2_kill_9_with_appendfsync_always_loses_no_acknowledged_enqueue(
     assert lost == 0
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_e3_kill_9_with_appendfsync_everysec_loses_at_most_the_last_2_seconds(
     tmp_path: Path, redis_servers: MakeServer
@@ -239,7 +237,6 @@ def _lost(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     return [r for r in caplog.records if "backend state lost" in r.getMessage()]
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_e5_a_server_back_without_its_data_is_reported_once_and_workers_go_on(
     tmp_path: Path, redis_servers: MakeServer, caplog: pytest.LogCaptureFixture
