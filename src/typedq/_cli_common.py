@@ -23,7 +23,6 @@ import click
 
 from typedq._timefmt import DURATION_FORMS, parse_duration
 from typedq.backends import backend_for
-from typedq.backends.sqlite import parse_sqlite_url
 from typedq.errors import (
     BackendError,
     ConfigError,
@@ -231,10 +230,13 @@ class Env:
         return {**self.settings(), "backend": self.backend}
 
     def database(self) -> Path | None:
-        """The SQLite file of the backend (None for other backends)."""
-        if not self.backend.lower().startswith("sqlite:"):
+        """The file of a file backend (SQLite's); None for other backends, and for a URL
+        no backend serves (the manager names it when it opens it)."""
+        try:
+            local = backend_for(self.backend).local_path
+        except ConfigError:
             return None
-        return Path(parse_sqlite_url(self.backend)[0])
+        return local(self.backend) if local is not None else None
 
     def open(self, queues: Iterable[str | None] = (), *, create: bool = False) -> JobQueueManager:
         """A manager on the backend, with every queue the backend knows, and ``queues``.
@@ -277,12 +279,13 @@ class Env:
 
     @staticmethod
     def _discover(manager: JobQueueManager) -> list[str]:
-        # A backend that can list its queue names (SQLite, Redis) has a queue_names().
-        lister = getattr(manager.queues.get("default"), "queue_names", None)
-        if not callable(lister):
+        # A store that outlives a process (SQLite, Redis) lists its queues.
+        lister = backend_for(manager.config["backend"]).list_queues
+        queue = manager.queues.get("default")
+        if lister is None or queue is None:
             return []
         try:
-            names = list(lister())
+            names = lister(queue)
         except Exception as exc:
             raise BackendError(f"cannot list the queues of {manager.config['backend']}: {exc}") from exc
         return [str(n) for n in names if n not in manager.queues and n != DEAD_LETTER_QUEUE]

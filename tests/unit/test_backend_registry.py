@@ -10,6 +10,7 @@ from typedq.backends import BACKENDS, SCHEMES, backend_for, open_queue
 from typedq.backends.memory import JobQueue
 from typedq.backends.sqlite import SQLiteQueue
 from typedq.errors import ConfigError
+from typedq.job import Job
 
 
 def test_each_scheme_names_its_backend_and_what_it_is() -> None:
@@ -41,3 +42,23 @@ def test_open_queue_opens_through_the_registry(tmp_path: Path) -> None:
     queue = open_queue(f"sqlite:///{tmp_path / 'jobs.db'}", name="b")
     assert isinstance(queue, SQLiteQueue)
     queue.close()
+
+
+def test_a_shared_store_lists_its_queues_through_the_registry(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    lister = backend_for(url).list_queues
+    assert lister is not None
+    first, second = open_queue(url, name="emails"), open_queue(url, name="reports")
+    try:
+        assert lister(first) == []
+        first.enqueue(Job(job_type="t"))
+        second.enqueue(Job(job_type="t"))
+        assert lister(first) == lister(second) == ["emails", "reports"]
+        with pytest.raises(TypeError, match="SQLite"):
+            lister(JobQueue("x"))
+    finally:
+        first.close()
+        second.close()
+    # A memory store is its process's own: the manager knows its queues.
+    assert backend_for("memory://").list_queues is None
+    assert backend_for("redis://h").list_queues is not None

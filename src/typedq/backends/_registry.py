@@ -1,11 +1,11 @@
 """The backend registry: one place that maps a URL scheme to its backend.
 
 Each :class:`Backend` says how to open a queue from a URL (with its name, clock and
-codec), whether processes and hosts can share it, whether it is durable, and where its
-data lives on this machine when it is a file. Optional backends import their driver
-only when a URL of theirs is opened; a missing driver is a ``ConfigError`` naming the
-extra to install. The manager, the CLI, the demo and the serving code ask this registry
-instead of testing URL prefixes.
+codec), whether processes and hosts can share it, whether it is durable, how to list the
+queues its store holds, and where its data lives on this machine when it is a file.
+Optional backends import their driver only when a URL of theirs is opened; a missing
+driver is a ``ConfigError`` naming the extra to install. The manager, the CLI, the demo
+and the serving code ask this registry instead of testing URL prefixes.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ __all__ = ["BACKENDS", "Backend", "backend_for"]
 
 #: ``opener(url, name, clock, codec)``
 Opener = Callable[[str, str, Clock, "FrameCodec | None"], "Queue"]
+#: ``lister(queue)``: the names of the queues of the store ``queue`` is on.
+Lister = Callable[["Queue"], list[str]]
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,9 @@ class Backend:
         durable: whether jobs outlive the process that enqueued them.
         extra: the ``typedq[...]`` extra its driver comes with, or None.
         local_path: the file a URL names on this host, for file backends.
+        list_queues: the names of every queue of the store a queue of it is on (those
+            holding jobs or schedules), sorted; None for a store that lives in one
+            process, whose queues are the ones that process made.
     """
 
     name: str
@@ -53,6 +58,7 @@ class Backend:
     durable: bool
     extra: str | None = None
     local_path: Callable[[str], Path] | None = None
+    list_queues: Lister | None = None
 
 
 def _open_memory(url: str, name: str, clock: Clock, codec: FrameCodec | None) -> Queue:
@@ -67,6 +73,20 @@ def _open_sqlite(url: str, name: str, clock: Clock, codec: FrameCodec | None) ->
 
 def _sqlite_path(url: str) -> Path:
     return Path(parse_sqlite_url(url)[0])
+
+
+def _sqlite_queues(queue: Queue) -> list[str]:
+    if not isinstance(queue, SQLiteQueue):
+        raise TypeError(f"a SQLite queue, not {type(queue).__name__}")
+    return queue.queue_names()
+
+
+def _redis_queues(queue: Queue) -> list[str]:
+    from typedq.backends.redis import RedisQueue  # noqa: PLC0415  # needs the optional driver
+
+    if not isinstance(queue, RedisQueue):
+        raise TypeError(f"a Redis queue, not {type(queue).__name__}")
+    return queue.queue_names()
 
 
 def _open_redis(url: str, name: str, clock: Clock, codec: FrameCodec | None) -> Queue:
@@ -89,13 +109,13 @@ BACKENDS: Final = {
         Backend("memory", ("memory",), _open_memory, shared=False, multi_host=False, durable=False),
         Backend(
             "sqlite", ("sqlite",), _open_sqlite, shared=True, multi_host=False, durable=True,
-            local_path=_sqlite_path,
+            local_path=_sqlite_path, list_queues=_sqlite_queues,
         ),
         Backend(
             "redis",
             ("redis", "rediss", "redis+sentinel", "rediss+sentinel", "redis+cluster", "rediss+cluster"),
             _open_redis,
-            shared=True, multi_host=True, durable=True, extra="redis",
+            shared=True, multi_host=True, durable=True, extra="redis", list_queues=_redis_queues,
         ),
     )
 }
