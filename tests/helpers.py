@@ -20,6 +20,7 @@ Keep this module small and its names stable; other folders depend on it.
 
 from __future__ import annotations
 
+import importlib
 import os
 import signal
 import socket
@@ -30,6 +31,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -38,6 +40,7 @@ from typedq.worker import Worker
 __all__ = [
     "REPO",
     "REQUIRE_SERVICES",
+    "import_or_skip",
     "interrupt_when",
     "load_scaled",
     "redis_available",
@@ -181,6 +184,19 @@ def skip_or_fail(reason: str) -> None:
     if REQUIRE_SERVICES:
         pytest.fail(f"{reason} (TYPEDQ_REQUIRE_SERVICES=1)")
     pytest.skip(reason)
+
+
+def import_or_skip(module: str) -> ModuleType:
+    """``module``, imported; a missing one (a service's driver) skips the test or the
+    test module, or fails it when services are required (pytest.importorskip would skip
+    it silently even then)."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        reason = f"{module} is not installed (pip install -e '.[dev]')"
+        if REQUIRE_SERVICES:
+            pytest.fail(f"{reason} (TYPEDQ_REQUIRE_SERVICES=1)", pytrace=False)
+        pytest.skip(reason, allow_module_level=True)
 
 
 def spawn_module(module: str, *args: str) -> subprocess.Popen[str]:

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 from tests.conformance.conftest import delete_redis_prefix
-from tests.helpers import redis_available, skip_or_fail, wait_until
+from tests.helpers import import_or_skip, redis_available, skip_or_fail, wait_until
 
 from typedq.backends import backend_for, open_queue
 from typedq.backends._redis_keys import parse_redis_url, ready_member, sort_hex
@@ -42,7 +42,7 @@ from typedq.errors import (
 from typedq.job import Job, JobStatus
 from typedq.policy import ClaimPolicy, Limit
 
-redis = pytest.importorskip("redis")
+redis = import_or_skip("redis")
 
 pytestmark = pytest.mark.redis
 

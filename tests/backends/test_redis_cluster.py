@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.helpers import wait_until
+from tests.helpers import import_or_skip, wait_until
 
 from typedq import JobQueueManager
 from typedq.backends import backend_for, open_queue
@@ -62,7 +62,7 @@ def test_bad_cluster_urls_name_the_field(url: str, field: str) -> None:
 
 
 def test_a_cluster_no_node_of_which_answers_is_unavailable_naming_the_url() -> None:
-    pytest.importorskip("redis")
+    import_or_skip("redis")
     from tests.reliability.redis_server import free_port
 
     url = f"redis+cluster://bob:hunter2@127.0.0.1:{free_port()}?prefix=x"
@@ -77,7 +77,7 @@ def test_a_cluster_no_node_of_which_answers_is_unavailable_naming_the_url() -> N
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    pytest.importorskip("redis")
+    import_or_skip("redis")
     from tests.redis_cluster import RedisCluster3
 
     made = RedisCluster3(Path(tmp_path_factory.mktemp("cluster"))).start()

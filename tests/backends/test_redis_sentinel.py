@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from tests.helpers import redis_available, skip_or_fail, wait_until
+from tests.helpers import import_or_skip, redis_available, skip_or_fail, wait_until
 
 from typedq.backends import backend_for, open_queue
 from typedq.backends._redis_keys import parse_redis_url
@@ -129,7 +129,7 @@ class Servers:
 
 @pytest.fixture
 def servers(tmp_path: Path) -> Iterator[Servers]:
-    pytest.importorskip("redis")
+    import_or_skip("redis")
     binary = shutil.which("redis-server")
     if binary is None:
         skip_or_fail("redis-server is not installed")

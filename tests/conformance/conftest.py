@@ -44,7 +44,7 @@ from typing import Any, Protocol, cast
 
 import pytest
 from tests.conformance._handles import TwoHandles
-from tests.helpers import redis_available, skip_or_fail
+from tests.helpers import import_or_skip, redis_available, skip_or_fail
 
 from typedq.backends.base import Queue
 from typedq.backends.memory import JobQueue
@@ -134,7 +134,7 @@ def redis_store(clock: FakeClock) -> Iterator[OpenHandle]:
 def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """A private 3-node Redis Cluster for the session (of each xdist worker), started on
     first use (see ``tests/redis_cluster.py``); skipped without redis-server/redis-cli."""
-    pytest.importorskip("redis")
+    import_or_skip("redis")
     from tests.redis_cluster import RedisCluster3
 
     cluster = RedisCluster3(tmp_path_factory.mktemp("redis-cluster")).start()
