@@ -8,14 +8,12 @@ Each test runs its coroutine with ``asyncio.run``; workers run in their own thre
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from pydantic import BaseModel
-from tests.conformance.conftest import delete_redis_prefix
-from tests.helpers import redis_available, skip_or_fail
+from tests.conformance.conftest import redis_test_url
 
 from typedq import AsyncJobQueueManager, AsyncWorker, JobQueueManager
 from typedq.errors import ConfigError, JobFailedError, JobNotFoundError, WaitTimeoutError
@@ -48,11 +46,8 @@ def backend_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]
     elif request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'aio.db'}"
     else:
-        if not redis_available():
-            skip_or_fail("no Redis server answers on 127.0.0.1:6379")
-        prefix = f"typedq-test-{uuid.uuid4().hex[:12]}"
-        yield f"redis://127.0.0.1:6379/0?prefix={prefix}"
-        delete_redis_prefix(prefix)
+        with redis_test_url() as url:
+            yield url
 
 
 def client(url: str) -> AsyncJobQueueManager:
