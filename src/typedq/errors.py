@@ -25,6 +25,8 @@ keeps working for code written against the original specification::
     ├── BackendError (RuntimeError)             storage failed
     │   ├── BackendUnavailableError (ConnectionError)
     │   ├── BackendWriteError                   storage refused a write (full, read-only)
+    │   │   └── BackendWritesRefusedError       a server up that refuses writes for now
+    │   │                                       (also a BackendUnavailableError)
     │   ├── BackendConfigError                  storage configured in a way typedq refuses
     │   ├── BackendDataError                    storage holds data typedq did not write
     │   └── QueueClosedError                    a call on a queue after its close
@@ -54,6 +56,7 @@ __all__ = [
     "BackendError",
     "BackendUnavailableError",
     "BackendWriteError",
+    "BackendWritesRefusedError",
     "ConfigError",
     "DependencyCycleError",
     "DeserializationError",
@@ -385,6 +388,14 @@ class BackendUnavailableError(BackendError, ConnectionError):
 
 class BackendWriteError(BackendError):
     """The storage backend refused a write (disk full, read-only file, ...)."""
+
+
+class BackendWritesRefusedError(BackendWriteError, BackendUnavailableError):
+    """The storage server answers but refuses writes for now: a Redis server full under
+    ``maxmemory-policy noeviction``, or a read-only replica. A write error (nothing of the
+    refused write was stored) and unavailability alike: a caller that retries on
+    :class:`BackendUnavailableError` retries this too (memory may be freed, a replica
+    promoted), and the message names the server's URL."""
 
 
 class BackendConfigError(BackendError):

@@ -23,7 +23,7 @@ from tests.helpers import wait_until
 from tests.reliability.redis_server import RedisServer
 
 from typedq.backends.redis import RedisQueue
-from typedq.errors import BackendConfigError, BackendWriteError, ConfigError
+from typedq.errors import BackendConfigError, BackendUnavailableError, BackendWriteError, ConfigError
 from typedq.job import Job, JobStatus
 
 pytestmark = pytest.mark.redis_server_bin
@@ -111,6 +111,7 @@ def test_e6_a_full_server_refuses_writes_with_a_typed_error_and_stores_nothing(
         for name, call in calls.items():
             with pytest.raises(BackendWriteError) as info:
                 call()
+            assert isinstance(info.value, BackendUnavailableError), name  # a caller retries it
             assert f"127.0.0.1:{server.port}" in str(info.value), name
             assert "maxmemory" in str(info.value), name
         # Nothing of a refused transition was stored; reads still answer.
@@ -155,6 +156,7 @@ def test_e6_a_read_only_replica_refuses_writes_with_a_typed_error_naming_it(
         ):
             with pytest.raises(BackendWriteError) as info:
                 call()
+            assert isinstance(info.value, BackendUnavailableError)
             assert f"127.0.0.1:{replica.port}" in str(info.value)
             assert "read-only replica" in str(info.value)
         assert _keys(replica) == keys

@@ -30,6 +30,7 @@ EXPORTED = [
     "BackendError",
     "BackendUnavailableError",
     "BackendWriteError",
+    "BackendWritesRefusedError",
     "Claim",
     "ClaimPolicy",
     "Clock",

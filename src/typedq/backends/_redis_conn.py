@@ -40,8 +40,9 @@
   missing, so a queue opens (for reading) on a full server or a read-only replica.
 * A write refused because the server is full (``maxmemory`` reached under
   ``noeviction``: ``OOM``) or read-only (a replica: ``READONLY``) is a
-  ``BackendWriteError`` naming the server; a script is refused at its first write, so
-  nothing of it is stored.
+  ``BackendWritesRefusedError`` naming the server (a ``BackendWriteError`` and a
+  ``BackendUnavailableError``); a script is refused at its first write, so nothing of it
+  is stored.
 * :func:`check_epoch` notices that the server lost its data. Each prefix of a server
   holds an *epoch marker*, ``{prefix:}:epoch`` (the key of the empty queue name, which no
   queue has), a random value written once when it is missing. A process remembers the
@@ -78,7 +79,7 @@ from typedq.errors import (
     BackendDataError,
     BackendError,
     BackendUnavailableError,
-    BackendWriteError,
+    BackendWritesRefusedError,
     ConfigError,
 )
 from typedq.job import TERMINAL_STATUSES
@@ -338,12 +339,12 @@ def map_errors(settings: RedisSettings) -> Iterator[None]:
             f"Redis at {settings.masked_url} is unavailable: {type(exc).__name__}: {exc}"
         ) from exc
     except redis.OutOfMemoryError as exc:
-        raise BackendWriteError(
+        raise BackendWritesRefusedError(
             f"Redis at {settings.masked_url} is full (maxmemory reached under maxmemory-policy "
             f"noeviction) and refused a write; nothing of it was stored: OOM {exc}"
         ) from exc
     except redis.ReadOnlyError as exc:
-        raise BackendWriteError(
+        raise BackendWritesRefusedError(
             f"Redis at {settings.masked_url} is a read-only replica and refused a write; nothing "
             f"of it was stored (point typedq at the primary): READONLY {exc}"
         ) from exc
