@@ -431,6 +431,7 @@ def test_dlq_purge_without_yes_changes_nothing(run: Run, manager: JobQueueManage
     assert "empty" in run("dlq", "list").stdout
 
 
+@ON_EVERY_STORE
 def test_purge_deletes_jobs_that_ended_before_the_cutoff_and_needs_yes(
     run: Run, manager: JobQueueManager
 ) -> None:
@@ -455,6 +456,7 @@ def test_purge_deletes_jobs_that_ended_before_the_cutoff_and_needs_yes(
     assert "purged 1 job(s)" in run("purge", "--cancelled", "--older-than", "2d", "--yes").stdout
 
 
+@ON_EVERY_STORE
 def test_purge_dead_takes_the_dead_letters_too(run: Run, manager: JobQueueManager) -> None:
     manager.submit("anything", {}, job_id="d1", queue="default", max_retries=0)
     queue = manager.get_queue("default")
