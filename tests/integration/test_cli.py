@@ -366,6 +366,37 @@ def test_the_processes_setting_runs_worker_processes(run: Run, manager: JobQueue
 
 @ON_EVERY_STORE
 @pytest.mark.timeout(60)
+def test_worker_serves_several_queues_by_the_weights_given(run: Run, tmp_path: Path, backend: str) -> None:
+    """``-Q emails=3,reports=1``: one worker claims three emails for each report while
+    both queues have work, by the claim times the store kept."""
+    app = f"cliweights{backend.partition(':')[0]}"  # a module name of its own: imports are cached
+    (tmp_path / f"{app}.py").write_text(
+        "from typedq.manager import JobQueueManager\n"
+        f"manager = JobQueueManager({{'backend': {backend!r}, 'batch_size': 1, 'poll_interval': 0.01}})\n"
+        "manager.register_handler('email', lambda p: None, queue='emails')\n"
+        "manager.register_handler('report', lambda p: None, queue='reports')\n"
+    )
+    setup = JobQueueManager({"backend": backend, "queues": {"emails": {}, "reports": {}}})
+    try:
+        ids = [setup.submit("email", {}, queue="emails") for _ in range(24)]
+        ids += [setup.submit("report", {}, queue="reports") for _ in range(24)]
+
+        def done() -> bool:
+            return all(setup.get_job(i).status is JobStatus.COMPLETED for i in ids)
+
+        with interrupt_when(done, 30.0):
+            result = run("worker", "-Q", "emails=3,reports=1", "-c", "1", "--app", f"{app}:manager")
+        assert result.exit_code == 0, result.output
+        assert done()
+        jobs = sorted((setup.get_job(i) for i in ids), key=lambda job: job.started_at or 0.0)
+        order = "".join("e" if job.queue == "emails" else "r" for job in jobs)
+        assert order[:16] == "eereeere" * 2, order
+    finally:
+        setup.close(graceful=False)
+
+
+@ON_EVERY_STORE
+@pytest.mark.timeout(60)
 @pytest.mark.parametrize("processes", [0, 2])
 def test_worker_with_an_app_runs_its_job_types(
     run: Run, tmp_path: Path, backend: str, processes: int
