@@ -139,6 +139,14 @@ def test_kill_9_worker_processes_while_4_producer_processes_enqueue_loses_nothin
     _kill_workers_while_producing(tmp_path, backend, queue, jobs=3000, kills=6)
 
 
+@pytest.mark.timeout(90)
+def test_3_kills_while_4_producer_processes_enqueue_1000_jobs_on_redis(
+    tmp_path: Path, backend: str, queue: Queue
+) -> None:
+    """The bounded part of A1 on Redis that every CI run holds (about 5 s)."""
+    _kill_workers_while_producing(tmp_path, backend, queue, jobs=1000, kills=3)
+
+
 @pytest.mark.timeout(60)
 def test_a2_kill_between_claim_and_handler_start_on_redis(tmp_path: Path, backend: str, queue: Queue) -> None:
     a2(tmp_path, backend, queue)
