@@ -40,6 +40,7 @@ from typedq.worker import Worker
 __all__ = [
     "REPO",
     "REQUIRE_SERVICES",
+    "SkewedClock",
     "import_or_skip",
     "interrupt_when",
     "load_scaled",
@@ -184,6 +185,19 @@ def skip_or_fail(reason: str) -> None:
     if REQUIRE_SERVICES:
         pytest.fail(f"{reason} (TYPEDQ_REQUIRE_SERVICES=1)")
     pytest.skip(reason)
+
+
+class SkewedClock:
+    """The system clock, ``skew_s`` seconds ahead (another host's clock, which disagrees)."""
+
+    def __init__(self, skew_s: float) -> None:
+        self.skew_s = skew_s
+
+    def now(self) -> float:
+        return time.time() + self.skew_s
+
+    def monotonic(self) -> float:
+        return time.monotonic()
 
 
 def import_or_skip(module: str) -> ModuleType:

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 from tests.conformance.conftest import delete_redis_prefix
-from tests.helpers import import_or_skip, redis_available, skip_or_fail, wait_until
+from tests.helpers import SkewedClock, import_or_skip, redis_available, skip_or_fail, wait_until
 
 from typedq.backends import backend_for, open_queue
 from typedq.backends._redis_keys import parse_redis_url, ready_member, sort_hex
@@ -932,19 +932,6 @@ def test_a_flushed_server_is_reported_once_at_the_next_heartbeat(
 # -- liveness across hosts: the registry, by the server's clock ------------------------------
 
 
-class _Skewed:
-    """The system clock shifted by ``skew_s`` seconds (another host's clock)."""
-
-    def __init__(self, skew_s: float) -> None:
-        self.skew_s = skew_s
-
-    def now(self) -> float:
-        return time.time() + self.skew_s
-
-    def monotonic(self) -> float:
-        return time.monotonic()
-
-
 @pytest.mark.timeout(20)
 def test_an_expired_lease_of_a_live_owner_is_kept_until_its_heartbeat_is_stale(
     prefix: str, make_queue: MakeQueue
@@ -954,7 +941,7 @@ def test_an_expired_lease_of_a_live_owner_is_kept_until_its_heartbeat_is_stale(
 
     url = f"redis://127.0.0.1:6379/0?prefix={prefix}"
     host_a = RedisQueue(url, name="q", clock=system_clock)
-    host_b = RedisQueue(url, name="q", clock=_Skewed(60.0))  # its clock says every lease expired
+    host_b = RedisQueue(url, name="q", clock=SkewedClock(60.0))  # its clock says every lease expired
     owner = "w@host-a:4242:1:ab"  # another host: no pid of it can be checked here
 
     last: list[float] = []

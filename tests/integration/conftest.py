@@ -7,10 +7,13 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from tests.conformance.conftest import shared_store_url  # the fixture, re-exported
 from tests.helpers import stop_and_join
 
 from typedq.backends.base import Queue
 from typedq.worker import Worker
+
+__all__ = ["shared_store_url"]
 
 
 @pytest.fixture

@@ -43,50 +43,28 @@ def managers() -> Iterator[list[JobQueueManager]]:
         manager.close(timeout=10.0)
 
 
-def test_a_type_limit_holds_across_workers_and_is_reached(
-    backend: str, managers: list[JobQueueManager]
-) -> None:
-    config: dict[str, Any] = {
-        "backend": backend,
-        "max_workers": 6,
-        "batch_size": 1,
-        "poll_interval": 0.01,
-        "claim_policy": {"limits": {"payments": {"max_concurrency": 2}}},
-    }
-    manager = JobQueueManager(config)
+def _started(
+    managers: list[JobQueueManager], backend: str, workers: int, policy: dict[str, Any]
+) -> JobQueueManager:
+    """A manager on ``backend`` whose ``workers`` workers claim one job at a time under
+    ``policy`` (closed at teardown); its handlers and jobs are the caller's."""
+    config = {"max_workers": workers, "batch_size": 1, "poll_interval": 0.01, "claim_policy": policy}
+    manager = JobQueueManager({"backend": backend, **config})
     managers.append(manager)
-    lock = threading.Lock()
-    running, peak = 0, 0
-
-    def pay(payload: dict[str, Any]) -> None:
-        nonlocal running, peak
-        with lock:
-            running += 1
-            peak = max(peak, running)
-        time.sleep(0.02)  # the work: long enough for every worker to try a claim meanwhile
-        with lock:
-            running -= 1
-
-    manager.register_handler("payments", pay)
-    manager.register_handler("email", lambda payload: None)
-    ids = [manager.submit("payments", {"n": i}) for i in range(24)]
-    ids += [manager.submit("email", {"n": i}, priority="batch") for i in range(10)]
-    manager.start_workers()
-    wait_until(lambda: all(manager.get_job(i).status is JobStatus.COMPLETED for i in ids), timeout=30.0)
-    assert peak == 2
+    return manager
 
 
-def test_a_queue_limit_holds_across_workers_and_is_reached(
-    backend: str, managers: list[JobQueueManager]
+@pytest.mark.parametrize(
+    ("policy", "cap"),
+    [({"limits": {"payments": {"max_concurrency": 2}}}, 2), ({"max_concurrency": 3}, 3)],
+    ids=["type-limit", "queue-limit"],
+)
+def test_a_concurrency_limit_holds_across_workers_and_is_reached(
+    backend: str, managers: list[JobQueueManager], policy: dict[str, Any], cap: int
 ) -> None:
-    manager = JobQueueManager({
-        "backend": backend,
-        "max_workers": 6,
-        "batch_size": 1,
-        "poll_interval": 0.01,
-        "claim_policy": {"max_concurrency": 3},
-    })
-    managers.append(manager)
+    """Six workers: never more than the limit at once, of the job type or of the queue,
+    and that many at their peak; jobs of other types run past a type's limit."""
+    manager = _started(managers, backend, 6, policy)
     lock = threading.Lock()
     running, peak = 0, 0
 
@@ -95,16 +73,17 @@ def test_a_queue_limit_holds_across_workers_and_is_reached(
         with lock:
             running += 1
             peak = max(peak, running)
-        time.sleep(0.02)
+        time.sleep(0.02)  # the work: long enough for every worker to try a claim meanwhile
         with lock:
             running -= 1
 
-    manager.register_handler("a", work)
-    manager.register_handler("b", work)
-    ids = [manager.submit("a" if i % 2 else "b", {"n": i}) for i in range(30)]
+    manager.register_handler("payments", work)
+    manager.register_handler("email", lambda payload: None)
+    ids = [manager.submit("payments", {"n": i}) for i in range(24)]
+    ids += [manager.submit("email", {"n": i}, priority="batch") for i in range(10)]
     manager.start_workers()
     wait_until(lambda: all(manager.get_job(i).status is JobStatus.COMPLETED for i in ids), timeout=30.0)
-    assert peak == 3
+    assert peak == cap
 
 
 def _most_in_a_window(times: list[float], period_s: float) -> int:
@@ -123,14 +102,7 @@ def test_a_rate_limit_holds_across_workers_and_is_reached(
 ) -> None:
     # 25 jobs at 10 a second: at least two seconds; the claim times the backend stored
     # show the window never held more than 10 claims, and some window held exactly 10.
-    manager = JobQueueManager({
-        "backend": backend,
-        "max_workers": 4,
-        "batch_size": 1,
-        "poll_interval": 0.01,
-        "claim_policy": {"limits": {"api": {"rate": "10/s"}}},
-    })
-    managers.append(manager)
+    manager = _started(managers, backend, 4, {"limits": {"api": {"rate": "10/s"}}})
     manager.register_handler("api", lambda payload: None)
     ids = [manager.submit("api", {"n": i}) for i in range(25)]
     manager.start_workers()
@@ -145,14 +117,7 @@ def test_a_rate_limit_holds_across_workers_and_is_reached(
 def test_aging_with_workers_serves_an_overdue_batch_job_inside_a_critical_backlog(
     backend: str, managers: list[JobQueueManager]
 ) -> None:
-    manager = JobQueueManager({
-        "backend": backend,
-        "max_workers": 2,
-        "batch_size": 1,
-        "poll_interval": 0.01,
-        "claim_policy": {"max_wait_s": {"batch": 0.3}},
-    })
-    managers.append(manager)
+    manager = _started(managers, backend, 2, {"max_wait_s": {"batch": 0.3}})
     manager.register_handler("t", lambda payload: time.sleep(0.01))
     late = manager.submit("t", {}, priority="batch")
     critical = [manager.submit("t", {}, priority="critical") for _ in range(200)]

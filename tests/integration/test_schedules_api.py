@@ -13,7 +13,6 @@ from zoneinfo import ZoneInfo
 import pytest
 from click.testing import CliRunner
 from pydantic import BaseModel
-from tests.conformance.conftest import redis_test_url
 from tests.helpers import wait_until
 
 from typedq import JobQueueManager, JobType
@@ -188,16 +187,6 @@ def test_the_scheduler_setting_off_runs_none(tmp_path: Path) -> None:
 # -- the command line ----------------------------------------------------------------------
 
 
-@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A SQLite file, or the Redis server under a key prefix of the test's own."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'jobs.db'}"
-        return
-    with redis_test_url() as url:
-        yield url
-
-
 @pytest.fixture
 def kolkata(monkeypatch: pytest.MonkeyPatch) -> Iterator[ZoneInfo]:
     """The process's local time zone set to Asia/Kolkata (UTC+05:30, no DST): a local time
@@ -209,8 +198,8 @@ def kolkata(monkeypatch: pytest.MonkeyPatch) -> Iterator[ZoneInfo]:
     time.tzset()
 
 
-def test_cli_lists_pauses_resumes_and_removes(store_url: str, kolkata: ZoneInfo) -> None:
-    url = store_url
+def test_cli_lists_pauses_resumes_and_removes(shared_store_url: str, kolkata: ZoneInfo) -> None:
+    url = shared_store_url
     declaring = JobQueueManager({"backend": url})
     declaring.schedule("report", {"to": "ops"}, cron="30 2 * * *", tz="Europe/Berlin", name="nightly")
     declaring.schedule("ping", every=60, queue="pings")

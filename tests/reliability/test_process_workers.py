@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 from tests.backends._sqlite_procs import job_producer
-from tests.helpers import load_scaled, wait_until, wait_while_progressing
+from tests.helpers import SkewedClock, load_scaled, wait_until, wait_while_progressing
 from tests.reliability.ledger import Ledger, LedgerEntry, check, read_entries
 from tests.reliability.pool import FAST, Pool, alive, enqueue_work
 
@@ -90,19 +90,6 @@ class _PauseAfterClaim(EventHandler):
             finally:
                 os.close(fd)
             time.sleep(1e9)
-
-
-class SkewedClock:
-    """The system clock, ``skew_s`` seconds ahead (a host whose clock disagrees)."""
-
-    def __init__(self, skew_s: float) -> None:
-        self.skew_s = skew_s
-
-    def now(self) -> float:
-        return time.time() + self.skew_s
-
-    def monotonic(self) -> float:
-        return time.monotonic()
 
 
 def make_app() -> JobQueueManager:
