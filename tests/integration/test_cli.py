@@ -618,6 +618,7 @@ def test_status_shows_the_processes_running_jobs(run: Run, manager: JobQueueMana
 # -- config ----------------------------------------------------------------------------------
 
 
+@ON_EVERY_STORE
 def test_config_set_get_unset_is_persisted_and_used(
     run: Run, tmp_path: Path, manager: JobQueueManager
 ) -> None:
