@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
+from typing import NoReturn
 
 import pytest
 
@@ -180,11 +181,12 @@ def redis_available(host: str = "127.0.0.1", port: int = 6379, timeout: float = 
     return reply.startswith((b"+PONG", b"-NOAUTH"))
 
 
-def skip_or_fail(reason: str) -> None:
-    """Skip the test for a missing service, or fail it when services are required."""
+def skip_or_fail(reason: str) -> NoReturn:
+    """Skip the test (or the test module, called at its top) for a missing service, or
+    fail it when services are required."""
     if REQUIRE_SERVICES:
         pytest.fail(f"{reason} (TYPEDQ_REQUIRE_SERVICES=1)")
-    pytest.skip(reason)
+    pytest.skip(reason, allow_module_level=True)
 
 
 class SkewedClock:
@@ -207,10 +209,7 @@ def import_or_skip(module: str) -> ModuleType:
     try:
         return importlib.import_module(module)
     except ImportError:
-        reason = f"{module} is not installed (pip install -e '.[dev]')"
-        if REQUIRE_SERVICES:
-            pytest.fail(f"{reason} (TYPEDQ_REQUIRE_SERVICES=1)", pytrace=False)
-        pytest.skip(reason, allow_module_level=True)
+        skip_or_fail(f"{module} is not installed (pip install -e '.[dev]')")
 
 
 def spawn_module(module: str, *args: str) -> subprocess.Popen[str]:

@@ -5,7 +5,7 @@ ran through, ``catch_up`` fires none of the missed slots, the latest only, or al
 from __future__ import annotations
 
 import pytest
-from tests.integration.test_scheduler import BERLIN, at, declare, fired_slots, run_for
+from tests.scheduling import BERLIN, at, declare, fired_slots, run_for
 
 from typedq._cron import MAX_CATCH_UP
 from typedq.backends.base import Queue

@@ -10,48 +10,17 @@ from __future__ import annotations
 import itertools
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import cast
 from zoneinfo import ZoneInfo
 
 import pytest
+from tests.scheduling import BERLIN, NEW_YORK, at, declare, fired_slots, run_for
 
-from typedq.backends.base import Queue, ScheduleEntry
+from typedq.backends.base import ScheduleEntry
 from typedq.backends.memory import JobQueue
 from typedq.backends.sqlite import SQLiteQueue
 from typedq.clock import FakeClock
 from typedq.errors import BackendError
-from typedq.scheduler import LEADER_LOCK, SLOT_KEY, Scheduler, recurrence_of, slot_job_id
-
-BERLIN = ZoneInfo("Europe/Berlin")
-NEW_YORK = ZoneInfo("America/New_York")
-
-
-def at(tz: ZoneInfo, *parts: int) -> float:
-    return datetime(*parts, tzinfo=tz).timestamp()  # type: ignore[misc]  # year, month, day, ...
-
-
-def declare(queue: Queue, clock: FakeClock, name: str = "s", **fields: object) -> ScheduleEntry:
-    values: dict[str, object] = {"name": name, "job_type": "tick"}
-    values.update(fields)
-    values["options"] = {"overlap": True, **cast(dict[str, object], fields.get("options", {}))}
-    entry = ScheduleEntry(**values)  # type: ignore[arg-type]  # the fields of ScheduleEntry
-    entry.next_run_at = recurrence_of(entry).after(clock.now())
-    return queue.put_schedule(entry)
-
-
-def fired_slots(queue: Queue, name: str | None = None) -> list[float]:
-    jobs = queue.list_jobs(limit=100_000)
-    return sorted(j.metadata[SLOT_KEY] for j in jobs if name is None or j.job_id.startswith(f"{name}@"))
-
-
-def run_for(scheduler: Scheduler, clock: FakeClock, seconds: float, step: float) -> None:
-    """Move the clock ``seconds`` forward ``step`` at a time, one pass after each step."""
-    scheduler.run_once()
-    moved = 0.0
-    while moved < seconds:
-        clock.advance(step)
-        moved += step
-        scheduler.run_once()
+from typedq.scheduler import LEADER_LOCK, Scheduler, recurrence_of, slot_job_id
 
 
 @pytest.fixture
